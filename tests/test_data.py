@@ -1,0 +1,332 @@
+"""Tests of shared/data.py: the synthetic corpus and tasks, text sources, mixing and token packing."""
+import itertools
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from shared import data
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """A tiny byte-level tokenizer built in code (no network, no dependence on shared.models)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    t = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t.decoder = decoders.ByteLevel()
+    t.add_special_tokens(["<bos>", "<eos>", "<pad>"])
+    return PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>")
+
+
+# ---------------------------------------------------------------- synthetic corpus and tasks
+
+
+def test_synthetic_texts_deterministic_and_diverse():
+    a, b = data.synthetic_texts(300, seed=0), data.synthetic_texts(300, seed=0)
+    assert a == b
+    assert a != data.synthetic_texts(300, seed=1)
+    assert all(isinstance(t, str) and t.strip() for t in a)
+    assert len(set(a)) > 250
+    joined = "\n".join(a)
+    for marker in ("####", "capital of", "def ", "The ", "was"):
+        assert marker in joined
+
+
+@pytest.mark.parametrize("task", data.TASKS)
+def test_synthetic_task_deterministic_balanced_disjoint(task):
+    n = 120
+    train = data.synthetic_task(task, n, seed=3)
+    assert train == data.synthetic_task(task, n, seed=3)
+    assert train != data.synthetic_task(task, n, seed=4)
+    test = data.synthetic_task(task, 60, seed=3, split="test")
+    assert len(train) == n and len(test) == 60
+    for it in train + test:
+        assert isinstance(it["text"], str) and it["text"]
+        assert isinstance(it["label"], int)
+    # balanced
+    key = "correct" if task == "arithmetic" else "label"
+    counts = Counter(it[key] for it in train)
+    n_classes = len(data.TOPICS) if task == "topic" else 2
+    assert len(counts) == n_classes and max(counts.values()) - min(counts.values()) <= 1
+    # splits disjoint, also across seeds
+    other_test = data.synthetic_task(task, 60, seed=99, split="test")
+    train_texts = {it["text"] for it in train}
+    assert not train_texts & {it["text"] for it in test + other_test}
+    assert len(train_texts) == n  # no duplicates inside a split
+
+
+def test_task_fields():
+    for it in data.synthetic_task("topic", 30):
+        assert data.TOPICS[it["label"]] == it["label_name"]
+    for it in data.synthetic_task("truth", 30):
+        assert it["statement"] == it["text"] and it["question"].endswith("?")
+        assert it["answer"] == (it["true_answer"] if it["label"] else it["false_answer"])
+        assert it["true_answer"] != it["false_answer"]
+    for it in data.synthetic_task("arithmetic", 40):
+        assert it["answer"].endswith(f"#### {it['label']}")
+        assert it["text"].startswith("Question: ") and it["question"] in it["text"]
+        assert (it["proposed"] == it["label"]) == bool(it["correct"])
+        assert it["proposed_text"].endswith(f"#### {it['proposed']}")
+    for it in data.synthetic_task("names", 30):
+        assert (it["name"] in it["text"]) and bool(it["name"]) == bool(it["label"])
+
+
+def test_truth_test_split_holds_out_facts():
+    train_q = {it["question"] for it in data.synthetic_task("truth", 300)}
+    test_q = {it["question"] for it in data.synthetic_task("truth", 100, split="test")}
+    assert not train_q & test_q
+
+
+def test_unknown_task_concept_split():
+    with pytest.raises(ValueError, match="sentiment"):
+        data.synthetic_task("nope", 3)
+    with pytest.raises(ValueError, match="honesty"):
+        data.contrast_pairs("nope", 3)
+    with pytest.raises(ValueError, match="truth"):
+        data.ccs_pairs("topic", 3)
+    with pytest.raises(ValueError, match="train"):
+        data.synthetic_task("truth", 3, split="validation")
+
+
+@pytest.mark.parametrize("concept", data.CONCEPTS)
+def test_contrast_pairs(concept):
+    pairs = data.contrast_pairs(concept, 32, seed=1)
+    assert pairs == data.contrast_pairs(concept, 32, seed=1)
+    assert len(pairs) == 32 and len(set(pairs)) == 32
+    for pos, neg in pairs:
+        assert isinstance(pos, str) and isinstance(neg, str) and pos != neg
+    for c in ("honesty", "sentiment", "truth", "refusal", "sycophancy", "confidence"):
+        assert c in data.CONCEPTS
+
+
+@pytest.mark.parametrize("task", ["sentiment", "truth"])
+def test_ccs_pairs(task):
+    pairs = data.ccs_pairs(task, 40, seed=0)
+    assert len(pairs) == 40
+    assert Counter(lab for _, _, lab in pairs) == {0: 20, 1: 20}
+    for yes, no, _ in pairs:
+        assert yes.endswith(" Yes") and no.endswith(" No") and yes[:-4] == no[:-3]
+
+
+# ---------------------------------------------------------------- token packing
+
+
+def _content(tok, texts):
+    out = []
+    for t in texts:
+        out += tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return out
+
+
+@pytest.mark.parametrize("prepend_bos", [True, False])
+def test_token_batches_packing(tok, prepend_bos):
+    texts = data.synthetic_texts(200, seed=0)
+    T, B = 32, 4
+    batches = list(data.token_batches(texts, tok, T, B, prepend_bos=prepend_bos, chunk_docs=17))
+    assert batches and all(b.shape == (B, T) and b.dtype == torch.long for b in batches)
+    rows = torch.cat(batches)
+    if prepend_bos:
+        assert (rows[:, 0] == tok.bos_token_id).all()
+        rows = rows[:, 1:]
+    flat = rows.reshape(-1).tolist()
+    expected = _content(tok, texts)
+    assert flat == expected[: len(flat)]  # nothing lost or reordered
+    n_content = T - int(prepend_bos)
+    assert len(expected) - len(flat) < n_content * (B + 1)  # only the tail is dropped
+    assert tok.bos_token_id not in flat  # no special tokens from the tokenizer itself
+
+
+def test_token_batches_partial_and_max(tok):
+    texts = data.synthetic_texts(50, seed=0)
+    full = list(data.token_batches(texts, tok, 16, 7, drop_last=False))
+    assert full[-1].shape[0] <= 7 and all(b.shape == (7, 16) for b in full[:-1])
+    # lazy on an infinite stream
+    got = list(data.token_batches(data.text_stream("synthetic"), tok, 16, 2, max_batches=3))
+    assert len(got) == 3
+
+
+def test_token_batches_errors(tok):
+    with pytest.raises(ValueError, match="no text"):
+        list(data.token_batches([], tok, 16, 2))
+    with pytest.raises(ValueError, match="less than one batch"):
+        list(data.token_batches(["hi"], tok, 16, 2))
+    with pytest.raises(ValueError, match="context_len"):
+        list(data.token_batches(["hi"], tok, 1, 2))
+
+
+# ---------------------------------------------------------------- sources
+
+
+def test_parse_source_variants(tmp_path):
+    assert data.parse_source("synthetic") == data.TextSource("synthetic")
+    s = data.parse_source("hf:HuggingFaceFW/fineweb-edu")
+    assert (s.kind, s.path, s.name, s.split, s.text_field) == ("hf", "HuggingFaceFW/fineweb-edu", None, "train", "text")
+    s = data.parse_source("hf:allenai/c4:en:validation:content@0.2", seed=5)
+    assert (s.path, s.name, s.split, s.text_field, s.weight, s.seed) == (
+        "allenai/c4", "en", "validation", "content", 0.2, 5)
+    s = data.parse_source("hf:imdb::test")
+    assert (s.name, s.split) == (None, "test")
+    f = tmp_path / "a.txt"
+    f.write_text("hello")
+    s = data.parse_source(str(f))
+    assert (s.kind, s.path) == ("local", str(f))
+    assert data.parse_source(str(tmp_path / "*.txt")).kind == "local"
+    assert data.parse_source(str(tmp_path)).kind == "local"
+
+
+def test_parse_source_errors(tmp_path):
+    with pytest.raises(ValueError, match="hf:<path>"):
+        data.parse_source("hf:")
+    with pytest.raises(ValueError, match="hf:<path>"):
+        data.parse_source("hf:a:b:c:d:e")
+    with pytest.raises(ValueError, match="did you mean 'hf:allenai/c4'"):
+        data.parse_source("allenai/c4")
+    with pytest.raises(ValueError, match="no local"):
+        data.parse_source(str(tmp_path / "missing.txt"))
+    with pytest.raises(ValueError, match="kind"):
+        data.TextSource("s3", path="x")
+    with pytest.raises(ValueError, match="weight"):
+        data.TextSource("synthetic", weight=0)
+
+
+def test_local_txt_and_jsonl(tmp_path):
+    (tmp_path / "a.txt").write_text("first para\nline two\n\n\n  second para \n\n")
+    (tmp_path / "b.txt").write_text("whole b")
+    (tmp_path / "c.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in [{"body": "j1"}, {"body": ""}, {"body": "j2"}]) + "\n")
+    src = data.TextSource("local", path=str(tmp_path / "*.txt"))
+    assert list(data.text_stream(src)) == ["first para\nline two", "second para", "whole b"]
+    src = data.TextSource("local", path=str(tmp_path / "a.txt"), name="file")
+    assert list(data.text_stream(src)) == ["first para\nline two\n\n\n  second para \n\n"]
+    src = data.TextSource("local", path=str(tmp_path / "c.jsonl"), text_field="body")
+    assert list(data.text_stream(src)) == ["j1", "j2"]
+    src = data.TextSource("local", path=str(tmp_path), text_field="body")  # folder: all files
+    assert len(list(data.text_stream(src))) == 5
+    with pytest.raises(ValueError, match="available: body"):
+        list(data.text_stream(data.TextSource("local", path=str(tmp_path / "c.jsonl"))))
+
+
+def test_empty_source_error(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n   \n")
+    with pytest.raises(ValueError, match="yielded no text; check path/split/text_field"):
+        list(data.text_stream(str(tmp_path / "empty.txt")))
+
+
+def test_synthetic_stream():
+    a = list(itertools.islice(data.text_stream("synthetic"), 50))
+    assert a == data.synthetic_texts(50)
+    val = data.TextSource("synthetic", split="validation")
+    assert list(itertools.islice(data.text_stream(val), 50)) != a
+
+
+def _jsonl(path, prefix, n):
+    path.write_text("\n".join(json.dumps({"text": f"{prefix}{i}"}) for i in range(n)) + "\n")
+    return str(path)
+
+
+def test_mix_streams_weights_and_determinism(tmp_path):
+    srcs = [data.TextSource("local", path=_jsonl(tmp_path / f"{p}.jsonl", p, 50), weight=w)
+            for p, w in (("A", 0.7), ("B", 0.2), ("C", 0.1))]
+    docs = list(itertools.islice(data.mix_streams(srcs, seed=0), 6000))
+    assert docs == list(itertools.islice(data.mix_streams(srcs, seed=0), 6000))
+    freq = Counter(d[0] for d in docs)
+    for p, w in (("A", 0.7), ("B", 0.2), ("C", 0.1)):
+        assert abs(freq[p] / 6000 - w) < 0.03
+    # each source is read in order and cycled
+    assert [d for d in docs if d[0] == "C"][:52] == [f"C{i}" for i in range(50)] + ["C0", "C1"]
+    # without cycling: every doc once, then the mix ends
+    once = list(data.mix_streams(srcs, seed=1, cycle=False))
+    assert sorted(once) == sorted(f"{p}{i}" for p in "ABC" for i in range(50))
+    mixed = list(itertools.islice(data.mix_streams(["synthetic", srcs[0]], seed=0), 100))
+    assert any(d.startswith("A") and d[1:].isdigit() for d in mixed)
+
+
+# ---------------------------------------------------------------- HF sources (monkeypatched)
+
+
+class _FakeStream:
+    """Stands in for a streaming IterableDataset: iterable of dicts, with a seeded shuffle."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.shuffled = None
+
+    def shuffle(self, seed=None, buffer_size=None):
+        self.shuffled = (seed, buffer_size)
+        return self
+
+    def __iter__(self):
+        return iter(self.rows)
+
+
+def test_hf_source(monkeypatch):
+    import datasets
+
+    calls = []
+    fake = _FakeStream([{"content": "a"}, {"content": ""}, {"content": None}, {"content": "b"}])
+
+    def load_dataset(path, name=None, split=None, streaming=False, **kw):
+        calls.append((path, name, split, streaming))
+        return fake
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    src = data.parse_source("hf:org/set:cfg:validation:content", seed=7)
+    assert list(data.text_stream(src)) == ["a", "b"]
+    assert calls == [("org/set", "cfg", "validation", True)]
+    assert fake.shuffled == (7, 10_000)
+    # a plain list of dicts works too
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: [{"text": "x"}, {"text": "y"}])
+    assert list(data.text_stream("hf:org/set")) == ["x", "y"]
+    with pytest.raises(ValueError, match="available columns: text"):
+        list(data.text_stream("hf:org/set::train:body"))
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: [{"text": " "}])
+    with pytest.raises(ValueError, match="yielded no text"):
+        list(data.text_stream("hf:org/set"))
+
+    def boom(*a, **k):
+        raise FileNotFoundError("no such dataset")
+
+    monkeypatch.setattr(datasets, "load_dataset", boom)
+    with pytest.raises(RuntimeError, match="could not load HF dataset"):
+        list(data.text_stream("hf:org/missing"))
+
+
+def test_load_task_dataset(monkeypatch):
+    import datasets
+
+    tables = {
+        ("stanfordnlp/imdb", None, "train"): [{"text": f"r{i}", "label": int(i >= 30)} for i in range(40)],
+        ("stanfordnlp/sst2", None, "validation"): [{"sentence": f"s{i}", "label": i % 2} for i in range(20)],
+        ("openai/gsm8k", "main", "test"): [{"question": "q?", "answer": "3 + 4 = 7\n#### 1,007"}],
+        ("truthfulqa/truthful_qa", "generation", "validation"): [
+            {"question": f"Q{i}?", "best_answer": "good", "incorrect_answers": ["bad", "worse"]}
+            for i in range(50)],
+    }
+    seen = []
+
+    def load_dataset(path, name=None, split=None, **kw):
+        seen.append((path, name, split))
+        return list(tables[(path, name, split)])
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    imdb = data.load_task_dataset("imdb", 16, seed=0)
+    assert Counter(it["label"] for it in imdb) == {0: 8, 1: 8}
+    assert imdb == data.load_task_dataset("stanfordnlp/imdb", 16, seed=0)
+    sst = data.load_task_dataset("sst2", 6, split="test")
+    assert seen[-1] == ("stanfordnlp/sst2", None, "validation") and len(sst) == 6
+    assert set(sst[0]) >= {"text", "label"}
+    (g,) = data.load_task_dataset("gsm8k", 5, split="test")
+    assert g["label"] == 1007 and g["question"] == "q?"
+    tqa_train = data.load_task_dataset("truthful_qa", 20, split="train")
+    tqa_test = data.load_task_dataset("truthful_qa", 20, split="test")
+    assert Counter(it["label"] for it in tqa_train) == {0: 10, 1: 10}
+    assert not {it["question"] for it in tqa_train} & {it["question"] for it in tqa_test}
+    assert data.load_task_dataset("synthetic:sentiment", 10, seed=2) == data.synthetic_task("sentiment", 10, seed=2)
+    with pytest.raises(ValueError, match="imdb"):
+        data.load_task_dataset("mnist", 3)
