@@ -1,0 +1,683 @@
+#!/usr/bin/env python
+"""Render notebooks_src/ into self-contained notebooks/*.ipynb and the README catalog table.
+
+Every `[[notebook]]` entry of notebooks_src/catalog.toml becomes notebooks/<id>.ipynb:
+
+1. a title cell (title, pitch, level/platform/accelerator/time, Open-in-Colab/Kaggle badges);
+2. the source's cells (jupytext percent format), with the catalog's parameter overrides applied
+   to the `parameters`-tagged cell;
+3. right after that cell, an install cell that pip-installs only what is missing or too old;
+4. the vendored core: the import closure of `shared/` as readable source, one cell per module,
+   written at run time into a private folder named by its content hash and put first on sys.path;
+5. platform metadata (kernelspec, Colab, Kaggle).
+
+Renders are deterministic (stable cell ids, no outputs, sorted JSON), so `--check` can fail CI
+when notebooks/ or the README table is stale.
+
+    python build_notebooks.py             # render every notebook and the README table
+    python build_notebooks.py --check     # exit 1 naming each stale / missing / extra file
+    python build_notebooks.py --only ID   # render one notebook
+    python build_notebooks.py --root PATH # work on another checkout (tests use a copy)
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+PLATFORMS = ("colab", "kaggle", "cloud", "any")
+COLAB_PLATFORMS = ("colab", "any", "cloud")
+KAGGLE_PLATFORMS = ("kaggle", "any")
+NO_GPU = ("none", "cpu", "")
+CORE_TAG = "sae-ladder-core"  # tag on every generated vendored-core cell
+INSTALL_TAG = "sae-ladder-install"
+README_START, README_END = "<!-- catalog:start -->", "<!-- catalog:end -->"
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+KAGGLE_BADGE = "https://kaggle.com/static/images/open-in-kaggle.svg"
+# jupytext bookkeeping that must not leak into rendered cells
+JUPYTEXT_CELL_KEYS = {"lines_to_next_cell", "lines_to_end_of_cell_marker", "cell_marker",
+                      "region_name", "title", "cell_depth"}
+REQUIRED_KEYS = ("id", "source", "title", "pitch", "level", "platform", "accelerator",
+                 "expected_time")
+OPTIONAL_KEYS = ("requirements", "parameters", "smoke")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class BuildError(ValueError):
+    """A catalog, source or README problem; the message says what to change."""
+
+
+@dataclass
+class Entry:
+    """One `[[notebook]]` table of the catalog."""
+    id: str
+    source: str
+    title: str
+    pitch: str
+    level: str
+    platform: str
+    accelerator: str
+    expected_time: str
+    requirements: list = field(default_factory=list)
+    parameters: dict = field(default_factory=dict)
+    smoke: dict = field(default_factory=dict)
+
+    @property
+    def gpu(self) -> bool:
+        return self.accelerator.strip().lower() not in NO_GPU
+
+
+@dataclass
+class Settings:
+    """`[tool.ladder]` of pyproject.toml: where the badges point."""
+    repository: str
+    branch: str
+
+
+# ---------------------------------------------------------------------------- catalog + settings
+
+def load_settings(root: Path) -> Settings:
+    path = root / "pyproject.toml"
+    if not path.exists():
+        raise BuildError(f"{path} not found; the build reads [tool.ladder] repository/branch from it")
+    ladder = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("ladder", {})
+    repo, branch = ladder.get("repository"), ladder.get("branch", "main")
+    if not isinstance(repo, str) or repo.count("/") != 1:
+        raise BuildError(f'{path}: set [tool.ladder] repository = "owner/name" (got {repo!r})')
+    return Settings(repository=repo, branch=str(branch))
+
+
+def load_catalog(root: Path) -> list[Entry]:
+    """Read and validate notebooks_src/catalog.toml."""
+    path = root / "notebooks_src" / "catalog.toml"
+    if not path.exists():
+        raise BuildError(f"{path} not found; create it with one [[notebook]] table per notebook")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise BuildError(f"{path}: invalid TOML: {e}") from None
+    unknown_top = sorted(set(data) - {"notebook"})
+    if unknown_top:
+        raise BuildError(f"{path}: unknown top-level keys {unknown_top}; use [[notebook]] tables only")
+    entries, seen = [], set()
+    for n, raw in enumerate(data.get("notebook", []), 1):
+        where = f"{path.name} entry #{n} ({raw.get('id', '?')})"
+        missing = [k for k in REQUIRED_KEYS if k not in raw]
+        if missing:
+            raise BuildError(f"{where}: missing keys {missing}")
+        unknown = sorted(set(raw) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+        if unknown:
+            raise BuildError(f"{where}: unknown keys {unknown}; known keys are "
+                             f"{list(REQUIRED_KEYS + OPTIONAL_KEYS)}")
+        for k in REQUIRED_KEYS:
+            if not isinstance(raw[k], str) or not raw[k].strip():
+                raise BuildError(f"{where}: {k} must be a non-empty string")
+        e = Entry(**raw)
+        if not ID_RE.match(e.id):
+            raise BuildError(f"{where}: id {e.id!r} must be letters, digits, '_', '-', '.'")
+        if e.id in seen:
+            raise BuildError(f"{path.name}: duplicate id {e.id!r}; every notebook needs its own id")
+        seen.add(e.id)
+        if e.platform not in PLATFORMS:
+            raise BuildError(f"{where}: platform {e.platform!r} is not one of {list(PLATFORMS)}")
+        if not (root / "notebooks_src" / e.source).is_file():
+            raise BuildError(f"{where}: source notebooks_src/{e.source} does not exist; "
+                             "write it or remove the entry")
+        if not isinstance(e.requirements, list) or not all(isinstance(r, str) for r in e.requirements):
+            raise BuildError(f"{where}: requirements must be a list of pip specs (strings)")
+        for spec in e.requirements:
+            _parse_requirement(spec, where)
+        for k in ("parameters", "smoke"):
+            if not isinstance(getattr(e, k), dict):
+                raise BuildError(f"{where}: [notebook.{k}] must be a table")
+        entries.append(e)
+    return entries
+
+
+def _parse_requirement(spec: str, where: str):
+    from packaging.requirements import InvalidRequirement, Requirement
+    try:
+        return Requirement(spec)
+    except InvalidRequirement as e:
+        raise BuildError(f"{where}: bad requirement {spec!r}: {e}") from None
+
+
+# ---------------------------------------------------------------------------- parameters
+
+def py_literal(value, where: str = "parameter") -> str:
+    """A one-line Python literal for a TOML value (strings double-quoted, like the sources)."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise BuildError(f"{where}: nan/inf cannot be a parameter value")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(py_literal(v, where) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {py_literal(v, where)}" for k, v in value.items()) + "}"
+    raise BuildError(f"{where}: unsupported value {value!r} ({type(value).__name__})")
+
+
+def _assignments(src: str) -> dict[str, ast.expr]:
+    """NAME -> value node of each top-level `NAME = value` in a parameters cell."""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError as e:
+        raise BuildError(f"parameters cell is not plain Python ({e.msg}, line {e.lineno}); "
+                         "use only `NAME = literal  # @param ...` lines there") from None
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value:
+            out[node.target.id] = node.value
+    return out
+
+
+def parameter_defaults(src: str) -> dict:
+    """Values of the literal assignments in a parameters cell (non-literals are skipped)."""
+    out = {}
+    for name, node in _assignments(src).items():
+        try:
+            out[name] = ast.literal_eval(node)
+        except ValueError:
+            pass
+    return out
+
+
+def apply_overrides(src: str, overrides: dict, where: str = "parameters cell") -> str:
+    """Replace the value of each overridden assignment, keeping the rest of its line (# @param)."""
+    nodes = _assignments(src)
+    unknown = sorted(set(overrides) - set(nodes))
+    if unknown:
+        raise BuildError(f"{where}: override(s) {unknown} name no parameter; "
+                         f"the parameters cell defines {sorted(nodes)}")
+    lines = [line.encode("utf-8") for line in src.split("\n")]  # ast col offsets are UTF-8 bytes
+    for name in sorted(overrides, key=lambda k: (nodes[k].lineno, nodes[k].col_offset), reverse=True):
+        node = nodes[name]
+        new = py_literal(overrides[name], f"{where}: {name}").encode("utf-8")
+        first, last = node.lineno - 1, node.end_lineno - 1
+        lines[first:last + 1] = [lines[first][:node.col_offset] + new + lines[last][node.end_col_offset:]]
+    return "\n".join(line.decode("utf-8") for line in lines)
+
+
+# ---------------------------------------------------------------------------- import closure
+
+def _module_relpaths(shared_dir: Path, dotted: str) -> list[str] | None:
+    """Files (relative to shared/) that importing `dotted` (e.g. shared.sub.x) executes, or None."""
+    parts = dotted.split(".")
+    if parts[0] != "shared":
+        return None
+    rels = ["__init__.py"]
+    for i in range(1, len(parts)):
+        stem = "/".join(parts[1:i + 1])
+        if (shared_dir / stem / "__init__.py").is_file():
+            rels.append(f"{stem}/__init__.py")
+        elif i == len(parts) - 1 and (shared_dir / f"{stem}.py").is_file():
+            rels.append(f"{stem}.py")
+        else:
+            return None
+    return rels
+
+
+def _imports(tree: ast.AST, package: str | None) -> list[tuple[str, bool]]:
+    """(dotted module, must_exist) for every shared import anywhere in the tree.
+
+    `package` is the dotted package of the module being scanned (for relative imports);
+    None for notebook sources, where relative imports are not followed.
+    """
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, True) for a in node.names if a.name.split(".")[0] == "shared"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                if package is None:
+                    continue
+                base = package.split(".")
+                if node.level - 1 >= len(base):
+                    raise BuildError(f"relative import beyond shared/ in package {package}")
+                base = base[:len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+                if mod.split(".")[0] != "shared":
+                    continue
+            found.append((mod, True))
+            found += [(f"{mod}.{a.name}", False) for a in node.names if a.name != "*"]
+    return found
+
+
+def core_closure(root: Path, code: str, where: str = "source") -> list[str]:
+    """Sorted files of shared/ (relative paths) that `code` imports, followed recursively.
+
+    Follows `import shared.x`, `from shared import x`, `from shared.x import y` in the code and
+    relative or absolute imports inside the shared modules, including imports inside functions.
+    shared/__init__.py is always included.
+    """
+    shared_dir = root / "shared"
+    if not (shared_dir / "__init__.py").is_file():
+        raise BuildError(f"{shared_dir}/__init__.py not found; the core package must exist")
+    todo = [(where, None, code)]
+    files = {"__init__.py"}
+    scanned = set()
+    while todo:
+        name, package, text = todo.pop()
+        try:
+            tree = ast.parse(text)
+        except SyntaxError as e:
+            raise BuildError(f"{name}: cannot parse ({e.msg}, line {e.lineno})") from None
+        for mod, must_exist in _imports(tree, package):
+            rels = _module_relpaths(shared_dir, mod)
+            if rels is None:
+                if must_exist:
+                    raise BuildError(f"{name}: imports {mod}, which is not a module under shared/")
+                continue
+            files.update(rels)
+        for rel in sorted(files - scanned):
+            scanned.add(rel)
+            pkg = ".".join(["shared"] + rel.split("/")[:-1])  # package that holds this file
+            todo.append((f"shared/{rel}", pkg, (shared_dir / rel).read_text(encoding="utf-8")))
+    return sorted(files, key=lambda r: (r != "__init__.py", r))
+
+
+def core_hash(files: dict[str, str]) -> str:
+    """Content hash of the vendored closure (paths and sources); the activation cell recomputes it."""
+    h = hashlib.sha256()
+    for rel in sorted(files):
+        h.update(rel.encode("utf-8") + b"\0" + files[rel].encode("utf-8") + b"\0")
+    return h.hexdigest()[:16]
+
+
+def py_string_literal(text: str) -> str:
+    """A readable Python literal for `text`: a raw triple-quoted string when that round-trips,
+    else a triple-quoted string with backslashes and quotes escaped. The literal always holds one
+    leading newline (so the module starts on its own line), which `_add_core_module` removes."""
+    body = "\n" + text
+    for q in ("'''", '"""'):
+        lit = f"r{q}{body}{q}"
+        if q not in body and not body.endswith((q[0], "\\")) and _round_trips(lit, body):
+            return lit
+    esc = []
+    for ch in body:
+        if ch in "\\'":
+            esc.append("\\" + ch)
+        elif ch in "\n\t" or ch.isprintable():
+            esc.append(ch)
+        else:
+            esc.append(ch.encode("unicode_escape").decode("ascii"))
+    lit = "'''" + "".join(esc) + "'''"
+    if not _round_trips(lit, body):  # pragma: no cover - the escaped form is exact
+        raise BuildError("cannot encode a shared module as a Python string literal")
+    return lit
+
+
+def _round_trips(lit: str, body: str) -> bool:
+    try:
+        return ast.literal_eval(lit) == body
+    except (SyntaxError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------- generated cells
+
+def badges(entry: Entry, settings: Settings) -> list[tuple[str, str, str]]:
+    """(label, image, link) of the Open-in-* badges that fit the entry's platform."""
+    path = f"{settings.repository}/blob/{settings.branch}/notebooks/{entry.id}.ipynb"
+    out = []
+    if entry.platform in COLAB_PLATFORMS:
+        out.append(("Open In Colab", COLAB_BADGE, f"https://colab.research.google.com/github/{path}"))
+    if entry.platform in KAGGLE_PLATFORMS:
+        out.append(("Open In Kaggle", KAGGLE_BADGE,
+                    f"https://kaggle.com/kernels/welcome?src=https://github.com/{path}"))
+    return out
+
+
+def _badge_md(entry: Entry, settings: Settings) -> str:
+    return " ".join(f"[![{label}]({img})]({link})" for label, img, link in badges(entry, settings))
+
+
+def title_cell(entry: Entry, settings: Settings) -> str:
+    facts = (f"**Level:** {entry.level} · **Platform:** {entry.platform} · "
+             f"**Accelerator:** {entry.accelerator} · **Expected time:** {entry.expected_time}")
+    parts = [f"# {entry.title}", entry.pitch, facts, _badge_md(entry, settings)]
+    return "\n\n".join(p for p in parts if p)
+
+
+INSTALL_TEMPLATE = '''\
+# @title Install what this runtime lacks (does nothing when everything is already present)
+REQUIREMENTS = {requirements}
+
+
+def _install_missing(requirements):
+    """pip-install only the requirements that are missing or too old; never replace an importable torch."""
+    import importlib, importlib.metadata, importlib.util, subprocess, sys
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # pip always carries a copy of packaging
+        from pip._vendor.packaging.requirements import Requirement
+    todo = []
+    for spec in requirements:
+        req = Requirement(spec)
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        if req.name.lower() == "torch" and importlib.util.find_spec("torch") is not None:
+            continue  # keep the platform's CUDA build of torch
+        try:
+            have = importlib.metadata.version(req.name)
+        except importlib.metadata.PackageNotFoundError:
+            todo.append(spec)
+            continue
+        if req.specifier and not req.specifier.contains(have, prereleases=True):
+            todo.append(spec)
+    if todo:
+        print("installing:", " ".join(todo))
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", *todo])
+        importlib.invalidate_caches()
+    else:
+        print("all requirements present; nothing to install")
+
+
+_install_missing(REQUIREMENTS)'''
+
+
+def install_cell(requirements: list[str]) -> str:
+    if not requirements:
+        reqs = "[]"
+    else:
+        reqs = "[\n" + "".join(f"    {json.dumps(r)},\n" for r in requirements) + "]"
+    return INSTALL_TEMPLATE.format(requirements=reqs)
+
+
+CORE_INTRO = """\
+### Vendored core (`shared/`, content hash `{hash}`)
+
+The hidden cells below hold the project's `shared/` modules that this notebook uses
+({modules}), as plain source. At run time they are written into a private folder named by
+their content hash (under the system temp folder, or `$SAE_LADDER_CORE_DIR`), never into your
+working folder, and that folder goes first on `sys.path`; so this notebook runs with no checkout
+of the project beside it. Generated by `build_notebooks.py`; edit `shared/` in the repository,
+not here."""
+
+CORE_SETUP = '''\
+# @title Vendored core: setup
+CORE_HASH = "{hash}"  # sha256 (first 16 hex digits) of the module paths + sources below
+_CORE_FILES = {{}}
+
+
+def _add_core_module(relpath, source):
+    """Register one module of the vendored `shared/` package (path relative to shared/)."""
+    _CORE_FILES[relpath] = source[1:] if source.startswith("\\n") else source'''
+
+CORE_MODULE = '''\
+# @title shared/{rel}
+_add_core_module("{rel}", {literal})'''
+
+CORE_ACTIVATE = '''\
+# @title Vendored core: write to a private folder and import it from there
+def _activate_core(files, stamped_hash):
+    """Write the vendored modules to <tmp>/sae_ladder_core/<hash>/shared and import `shared` from there."""
+    import hashlib, importlib, os, sys, tempfile
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for rel in sorted(files):
+        h.update(rel.encode("utf-8") + b"\\0" + files[rel].encode("utf-8") + b"\\0")
+    digest = h.hexdigest()[:16]
+    if digest != stamped_hash:
+        print(f"note: the vendored core was edited (hash {{digest}}, built as {{stamped_hash}}); using the edited copy")
+    base = Path(os.environ.get("SAE_LADDER_CORE_DIR") or Path(tempfile.gettempdir()) / "sae_ladder_core")
+    root = (base / digest).resolve()
+    for rel, text in sorted(files.items()):
+        path = root / "shared" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue
+        tmp = path.with_name(f".{{path.name}}.{{os.getpid()}}.tmp")
+        with open(tmp, "w", encoding="utf-8", newline="\\n") as f:
+            f.write(text)
+        os.replace(tmp, path)  # atomic: a concurrent run never sees half a module
+    for name in [n for n in sys.modules if n == "shared" or n.startswith("shared.")]:
+        del sys.modules[name]  # forget any other `shared` imported before
+    sys.path[:] = [p for p in sys.path if not str(p).startswith(str(base.resolve()))]
+    sys.path.insert(0, str(root))
+    importlib.invalidate_caches()
+    import shared
+    where = Path(shared.__file__).resolve()
+    if root not in where.parents:
+        raise RuntimeError(f"`shared` was imported from {{where}}, not from the vendored core in {{root}}; "
+                           "restart the runtime and run the notebook from the top")
+    print(f"vendored core {{digest}}: {{len(files)}} modules in {{root / 'shared'}}")
+    return root
+
+
+CORE_DIR = _activate_core(_CORE_FILES, CORE_HASH)'''
+
+
+def core_cells(root: Path, relpaths: list[str]) -> tuple[str, list[str]]:
+    """(intro markdown, code cells) that vendor the given shared/ files."""
+    files = {rel: (root / "shared" / rel).read_text(encoding="utf-8") for rel in relpaths}
+    digest = core_hash(files)
+    shown = ", ".join(f"`{r}`" for r in relpaths)
+    cells = [CORE_SETUP.format(hash=digest)]
+    cells += [CORE_MODULE.format(rel=rel, literal=py_string_literal(files[rel])) for rel in relpaths]
+    cells.append(CORE_ACTIVATE.format())
+    return CORE_INTRO.format(hash=digest, modules=shown), cells
+
+
+# ---------------------------------------------------------------------------- notebook
+
+def _platform_metadata(entry: Entry) -> dict:
+    acc = entry.accelerator.upper()
+    colab = {"provenance": []}
+    meta = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+        "colab": colab,
+    }
+    if entry.gpu:
+        colab["gpuType"] = next((g for g in ("H100", "A100", "L4", "V100", "T4") if g in acc), "T4")
+        meta["accelerator"] = "GPU"
+    kaggle_acc = "none" if not entry.gpu else ("nvidiaTeslaT4" if "T4" in acc else "gpu")
+    meta["kaggle"] = {"accelerator": kaggle_acc, "isGpuEnabled": entry.gpu, "isInternetEnabled": True}
+    return meta
+
+
+def _source_cells(root: Path, entry: Entry):
+    import jupytext
+    path = root / "notebooks_src" / entry.source
+    nb = jupytext.reads(path.read_text(encoding="utf-8"), fmt="py:percent")
+    params = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    if len(params) != 1 or nb.cells[params[0]].cell_type != "code":
+        raise BuildError(f"notebooks_src/{entry.source}: needs exactly one code cell tagged "
+                         f'parameters (`# %% tags=["parameters"]`), found {len(params)}')
+    return nb.cells, params[0]
+
+
+def render_entry(root: Path, entry: Entry, settings: Settings) -> str:
+    """The notebook JSON text for one catalog entry."""
+    import nbformat
+    root = Path(root)
+    where = f"notebooks_src/{entry.source} ({entry.id})"
+    cells, p = _source_cells(root, entry)
+    params_src = apply_overrides(cells[p].source, entry.parameters, f"{where} parameters")
+    apply_overrides(params_src, {k: 0 for k in entry.smoke}, f"{where} [notebook.smoke]")  # names exist
+    code = "\n\n".join(c.source for c in cells if c.cell_type == "code")
+    code = "\n".join(line for line in code.split("\n") if not line.lstrip().startswith(("%", "!")))
+    intro, vendored = core_cells(root, core_closure(root, code, where))
+
+    hidden = {"cellView": "form", "collapsed": True, "jupyter": {"source_hidden": True}}
+    out = [("markdown", title_cell(entry, settings), {})]
+    for i, c in enumerate(cells):
+        meta = {k: v for k, v in c.metadata.items() if k not in JUPYTEXT_CELL_KEYS}
+        out.append((c.cell_type, params_src if i == p else c.source, meta))
+        if i == p:
+            out.append(("code", install_cell(entry.requirements), {"tags": [INSTALL_TAG]}))
+            out.append(("markdown", intro, {"tags": [CORE_TAG]}))
+            out += [("code", src, {**hidden, "tags": [CORE_TAG]}) for src in vendored]
+
+    nb = nbformat.v4.new_notebook()
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    nb.metadata = _platform_metadata(entry)
+    for i, (kind, src, meta) in enumerate(out):
+        cell = nbformat.v4.new_code_cell(src) if kind == "code" else (
+            nbformat.v4.new_markdown_cell(src) if kind == "markdown" else nbformat.v4.new_raw_cell(src))
+        cell.metadata = meta
+        cell.id = hashlib.sha256(f"{entry.id}:{i}".encode()).hexdigest()[:12]
+        if kind == "code":
+            cell.outputs, cell.execution_count = [], None
+        nb.cells.append(cell)
+    nbformat.validate(nb)
+    return nbformat.writes(nb, version=4) + "\n"
+
+
+def readme_table(entries: list[Entry], settings: Settings) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|").replace("\n", " ")
+    rows = ["| notebook | what it does | level | platform | GPU | time | open |",
+            "|---|---|---|---|---|---|---|"]
+    for e in entries:
+        rows.append(f"| [{e.id}](notebooks/{e.id}.ipynb) | {esc(e.pitch)} | {esc(e.level)} | "
+                    f"{e.platform} | {esc(e.accelerator) if e.gpu else 'none'} | "
+                    f"{esc(e.expected_time)} | {_badge_md(e, settings)} |")
+    return "\n".join(rows)
+
+
+def update_readme(text: str, table: str) -> str:
+    """README text with the catalog table between the markers replaced."""
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise BuildError(f"README.md lacks the markers {README_START} ... {README_END}; "
+                         "add them where the catalog table belongs")
+    return text[:start + len(README_START)] + "\n" + table + "\n" + text[end:]
+
+
+def render_all(root: Path, only: str | None = None) -> tuple[dict[str, str], list[str]]:
+    """({relative path: text} of everything the build owns, notes). README is included if it exists."""
+    root = Path(root)
+    settings, entries = load_settings(root), load_catalog(root)
+    if only is not None:
+        picked = [e for e in entries if e.id == only]
+        if not picked:
+            raise BuildError(f"--only {only}: no such id; catalog ids: {[e.id for e in entries]}")
+        return {f"notebooks/{only}.ipynb": render_entry(root, picked[0], settings)}, []
+    files = {f"notebooks/{e.id}.ipynb": render_entry(root, e, settings) for e in entries}
+    notes = []
+    readme = root / "README.md"
+    if readme.exists():
+        files["README.md"] = update_readme(readme.read_text(encoding="utf-8"), readme_table(entries, settings))
+    else:
+        notes.append("README.md not found; skipped the catalog table")
+    return files, notes
+
+
+def _extras(root: Path, files: dict[str, str]) -> list[str]:
+    return sorted(f"notebooks/{p.name}" for p in (root / "notebooks").glob("*.ipynb")
+                  if f"notebooks/{p.name}" not in files)
+
+
+def check(root: Path, only: str | None = None) -> list[str]:
+    """Problems ('stale: path', 'missing: path', 'extra: path'); empty when everything is fresh."""
+    root = Path(root)
+    files, _ = render_all(root, only)
+    problems = []
+    for rel, text in files.items():
+        path = root / rel
+        if not path.exists():
+            problems.append(f"missing: {rel}")
+        elif path.read_text(encoding="utf-8") != text:
+            problems.append(f"stale: {rel}" + (" (catalog table)" if rel == "README.md" else ""))
+    if only is None:
+        problems += [f"extra: {rel} (not in the catalog)" for rel in _extras(root, files)]
+    return problems
+
+
+def build(root: Path, only: str | None = None) -> list[str]:
+    """Write every rendered file that changed and remove notebooks no longer in the catalog."""
+    root = Path(root)
+    files, notes = render_all(root, only)
+    (root / "notebooks").mkdir(exist_ok=True)
+    for rel, text in files.items():
+        path = root / rel
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        notes.append(f"wrote {rel}")
+    if only is None:
+        for rel in _extras(root, files):
+            (root / rel).unlink()
+            notes.append(f"removed {rel} (not in the catalog)")
+    return notes
+
+
+def smoke_run(root: Path, notebook_id: str, out: Path) -> Path:
+    """Run the rendered notebook `notebook_id` with its catalog smoke parameters, with `out` as its folder.
+
+    The executed notebook is written beside what the notebook produced, as `<id>.executed.ipynb`.
+    """
+    import papermill as pm
+
+    entries = {e.id: e for e in load_catalog(root)}
+    if notebook_id not in entries:
+        raise BuildError(f"no notebook {notebook_id!r} in the catalog; known: {', '.join(sorted(entries))}")
+    entry = entries[notebook_id]
+    path = root / "notebooks" / f"{notebook_id}.ipynb"
+    if not path.exists() or path.read_text(encoding="utf-8") != render_entry(root, entry, load_settings(root)):
+        raise BuildError(f"notebooks/{notebook_id}.ipynb is missing or stale: run `python build_notebooks.py`")
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    executed = out / f"{notebook_id}.executed.ipynb"
+    print(f"running {path.name} with its smoke parameters {entry.smoke} in {out}")
+    pm.execute_notebook(str(path), str(executed), parameters=entry.smoke, cwd=str(out), kernel_name="python3")
+    print(f"done: {executed}")
+    return executed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true", help="render in memory; exit 1 if anything is stale")
+    ap.add_argument("--only", metavar="ID", help="render only this catalog id")
+    ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parent,
+                    help="repository root (default: the folder of this script)")
+    ap.add_argument("--smoke-run", metavar="ID", help="run the rendered notebook ID with its smoke parameters")
+    ap.add_argument("--out", type=Path, default=Path("demo"), help="folder for --smoke-run (default: demo)")
+    args = ap.parse_args(argv)
+    try:
+        if args.smoke_run:
+            smoke_run(args.root, args.smoke_run, args.out)
+            return 0
+        if args.check:
+            problems = check(args.root, args.only)
+            for p in problems:
+                print(p)
+            if problems:
+                print("notebooks are out of date: run `python build_notebooks.py`", file=sys.stderr)
+                return 1
+            print("notebooks are up to date")
+            return 0
+        for note in build(args.root, args.only):
+            print(note)
+        return 0
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Shared fixtures: a small stand-alone repository (build script, catalog, source, shared/) in tmp_path,
+so the build and papermill tests do not depend on which real notebooks exist."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+FIXTURE_SOURCE = '''\
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# ## What you'll learn
+# - that the build works
+
+# %% tags=["parameters"]
+N = 3  # @param {type:"integer"}
+NAME = "tiny:gpt2"  # @param {type:"string"}
+OUTPUT_DIR = "outputs/demo"  # @param {type:"string"}
+SEED = 0  # @param {type:"integer"}
+
+# %%
+import json, os, sys
+from shared import alpha
+import shared.sub.deep
+
+# %% [markdown]
+# ## 1. Write the report
+
+# %%
+import shared
+os.makedirs(OUTPUT_DIR, exist_ok=True)
+report = {
+    "n": N, "name": NAME, "value": alpha.value() + shared.sub.deep.Z,
+    "executable": sys.executable, "shared_file": shared.__file__, "sys_path": sys.path,
+    "cwd": os.getcwd(),
+}
+path = os.path.join(OUTPUT_DIR, "report.json")
+with open(path, "w") as f:
+    json.dump(report, f)
+print(path)
+'''
+
+# shared/ of the fixture: alpha -> beta (top) and gamma (inside a function); sub.deep -> beta
+# (two-dot import); unused -> delta is never imported by the notebook.
+FIXTURE_SHARED = {
+    "__init__.py": "",
+    "alpha.py": "from . import beta\n\n\ndef value():\n    from .gamma import G\n    return beta.B + G\n",
+    "beta.py": '"""Beta."""\nB = 1\n',
+    # hostile text for the vendoring encoder: both triple quotes, backslashes, no final newline
+    "gamma.py": 'S1 = "\'\'\'"\nS2 = \'"""\'\nG = 1 + \\\n    1\nPATH = r"C:\\dir"  # C:\\',
+    "sub/__init__.py": "",
+    "sub/deep.py": "from .. import beta\nZ = beta.B * 10\n",
+    "unused.py": "from . import delta\n",
+    "delta.py": "D = 4\n",
+}
+
+FIXTURE_CATALOG = '''\
+[[notebook]]
+id = "01_demo"
+source = "demo.py"
+title = "Demo notebook"
+pitch = "Shows that the build works"
+level = "start here"
+platform = "any"
+accelerator = "T4"
+expected_time = "1 min"
+requirements = ["packaging>=20", "torch>=999"]
+[notebook.parameters]
+N = 5
+[notebook.smoke]
+N = 2
+OUTPUT_DIR = "outputs/smoke"
+
+[[notebook]]
+id = "02_demo_kaggle"
+source = "demo.py"
+title = "Demo on Kaggle"
+pitch = "The same source with other defaults"
+level = "beyond"
+platform = "kaggle"
+accelerator = "none"
+expected_time = "2 min"
+[notebook.parameters]
+N = 7
+NAME = "tiny:llama"
+'''
+
+FIXTURE_PYPROJECT = '''\
+[project]
+name = "fixture"
+version = "0"
+
+[tool.ladder]
+repository = "someone/ladder"
+branch = "dev"
+'''
+
+FIXTURE_README = "# Fixture\n\nIntro.\n\n<!-- catalog:start -->\nold table\n<!-- catalog:end -->\n\nEnd.\n"
+
+
+def write_fixture_repo(root: Path) -> Path:
+    """Create the fixture repository under `root` (build script copied from the real repo)."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "build_notebooks.py", root / "build_notebooks.py")
+    (root / "pyproject.toml").write_text(FIXTURE_PYPROJECT)
+    (root / "README.md").write_text(FIXTURE_README)
+    (root / "notebooks").mkdir(exist_ok=True)
+    src = root / "notebooks_src"
+    src.mkdir(exist_ok=True)
+    (src / "catalog.toml").write_text(FIXTURE_CATALOG)
+    (src / "demo.py").write_text(FIXTURE_SOURCE)
+    for rel, text in FIXTURE_SHARED.items():
+        path = root / "shared" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+@pytest.fixture
+def fixture_repo(tmp_path: Path) -> Path:
+    return write_fixture_repo(tmp_path / "repo")

@@ -1,0 +1,332 @@
+"""Tests of build_notebooks.py on a fixture repository in tmp_path (the real tree is never edited)."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import build_notebooks as bn
+from conftest import FIXTURE_SHARED, REPO, write_fixture_repo
+
+
+def run_build(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(root / "build_notebooks.py"), "--root", str(root), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def load(root: Path, nb_id: str) -> dict:
+    return json.loads((root / "notebooks" / f"{nb_id}.ipynb").read_text())
+
+
+def src(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def core_cells(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if bn.CORE_TAG in c["metadata"].get("tags", []) and c["cell_type"] == "code"]
+
+
+def params_cell(nb: dict) -> dict:
+    (cell,) = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    return cell
+
+
+# ---------------------------------------------------------------------------- --check
+
+def test_check_fresh_then_stale_after_source_edit(fixture_repo):
+    r = run_build(fixture_repo)
+    assert r.returncode == 0, r.stderr
+    r = run_build(fixture_repo, "--check")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    src_path = fixture_repo / "notebooks_src" / "demo.py"
+    src_path.write_text(src_path.read_text() + "\n# %%\nprint('new cell')\n")
+    r = run_build(fixture_repo, "--check")
+    assert r.returncode == 1
+    assert "stale: notebooks/01_demo.ipynb" in r.stdout
+    assert "stale: notebooks/02_demo_kaggle.ipynb" in r.stdout
+    assert "README.md" not in r.stdout  # the table did not change
+
+
+def test_check_names_missing_extra_and_stale_readme(fixture_repo):
+    assert run_build(fixture_repo).returncode == 0
+    (fixture_repo / "notebooks" / "02_demo_kaggle.ipynb").unlink()
+    (fixture_repo / "notebooks" / "99_orphan.ipynb").write_text("{}")
+    readme = fixture_repo / "README.md"
+    readme.write_text(readme.read_text().replace("Shows that the build works", "hand edit"))
+    r = run_build(fixture_repo, "--check")
+    assert r.returncode == 1
+    assert "missing: notebooks/02_demo_kaggle.ipynb" in r.stdout
+    assert "extra: notebooks/99_orphan.ipynb" in r.stdout
+    assert "stale: README.md" in r.stdout
+    # a full build repairs all of it, and only the text between the markers is touched
+    assert run_build(fixture_repo).returncode == 0
+    assert run_build(fixture_repo, "--check").returncode == 0
+    assert not (fixture_repo / "notebooks" / "99_orphan.ipynb").exists()
+    text = readme.read_text()
+    assert text.startswith("# Fixture\n\nIntro.\n\n<!-- catalog:start -->\n| notebook |")
+    assert text.endswith("<!-- catalog:end -->\n\nEnd.\n")
+    assert "[01_demo](notebooks/01_demo.ipynb)" in text and "old table" not in text
+
+
+def test_only_renders_one(fixture_repo):
+    r = run_build(fixture_repo, "--only", "02_demo_kaggle")
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in (fixture_repo / "notebooks").iterdir()] == ["02_demo_kaggle.ipynb"]
+    assert run_build(fixture_repo, "--check", "--only", "02_demo_kaggle").returncode == 0
+    assert run_build(fixture_repo, "--check", "--only", "01_demo").returncode == 1
+    r = run_build(fixture_repo, "--only", "nope")
+    assert r.returncode == 2 and "no such id" in r.stderr
+
+
+def test_missing_readme_is_skipped_not_created(fixture_repo):
+    (fixture_repo / "README.md").unlink()
+    r = run_build(fixture_repo)
+    assert r.returncode == 0 and "README.md not found" in r.stdout
+    assert not (fixture_repo / "README.md").exists()
+
+
+# ---------------------------------------------------------------------------- determinism
+
+def test_renders_byte_identical_twice_and_anywhere(fixture_repo, tmp_path):
+    bn.build(fixture_repo)
+    first = {p.name: p.read_bytes() for p in (fixture_repo / "notebooks").iterdir()}
+    for p in (fixture_repo / "notebooks").iterdir():
+        p.unlink()
+    bn.build(fixture_repo)
+    assert {p.name: p.read_bytes() for p in (fixture_repo / "notebooks").iterdir()} == first
+    other = write_fixture_repo(tmp_path / "elsewhere" / "checkout")  # no absolute paths leak in
+    bn.build(other)
+    assert {p.name: p.read_bytes() for p in (other / "notebooks").iterdir()} == first
+    for blob in first.values():
+        text = blob.decode()
+        assert text.endswith("}\n") and str(tmp_path) not in text
+        nb = json.loads(text)
+        assert text == json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+
+# ---------------------------------------------------------------------------- content
+
+def test_rendered_structure(fixture_repo):
+    bn.build(fixture_repo)
+    for nb_id in ("01_demo", "02_demo_kaggle"):
+        nb = load(fixture_repo, nb_id)
+        assert nb["nbformat"] == 4 and nb["nbformat_minor"] == 5
+        assert nb["metadata"]["kernelspec"]["name"] == "python3"
+        params_cell(nb)
+        ids = [c["id"] for c in nb["cells"]]
+        assert len(set(ids)) == len(ids)
+        for c in nb["cells"]:
+            if c["cell_type"] == "code":
+                assert c["outputs"] == [] and c["execution_count"] is None
+            assert not set(c["metadata"]) & bn.JUPYTEXT_CELL_KEYS
+        # parameters cell, then the install cell, then the vendored core
+        i = nb["cells"].index(params_cell(nb))
+        assert bn.INSTALL_TAG in nb["cells"][i + 1]["metadata"]["tags"]
+        assert bn.CORE_TAG in nb["cells"][i + 2]["metadata"]["tags"]
+        for c in core_cells(nb):
+            assert c["metadata"]["jupyter"] == {"source_hidden": True}
+            assert c["metadata"]["cellView"] == "form"
+
+    one, two = load(fixture_repo, "01_demo"), load(fixture_repo, "02_demo_kaggle")
+    title = src(one["cells"][0])
+    assert title.startswith("# Demo notebook\n\nShows that the build works")
+    assert "start here" in title and "T4" in title and "1 min" in title
+    colab = "https://colab.research.google.com/github/someone/ladder/blob/dev/notebooks/01_demo.ipynb"
+    kaggle = ("https://kaggle.com/kernels/welcome?src=https://github.com/someone/ladder/blob/dev/"
+              "notebooks/01_demo.ipynb")
+    assert colab in title and kaggle in title
+    assert one["metadata"]["colab"] == {"provenance": [], "gpuType": "T4"}
+    assert one["metadata"]["accelerator"] == "GPU"
+    assert one["metadata"]["kaggle"] == {"accelerator": "nvidiaTeslaT4", "isGpuEnabled": True,
+                                         "isInternetEnabled": True}
+    title2 = src(two["cells"][0])  # kaggle-only, CPU
+    assert "colab.research.google.com/github" not in title2 and "kaggle.com/kernels/welcome" in title2
+    assert "accelerator" not in two["metadata"] and "gpuType" not in two["metadata"]["colab"]
+    assert two["metadata"]["kaggle"]["accelerator"] == "none"
+    assert two["metadata"]["kaggle"]["isGpuEnabled"] is False
+
+
+def test_overrides_applied_and_param_comments_kept(fixture_repo):
+    bn.build(fixture_repo)
+    p1 = src(params_cell(load(fixture_repo, "01_demo")))
+    p2 = src(params_cell(load(fixture_repo, "02_demo_kaggle")))
+    assert 'N = 5  # @param {type:"integer"}' in p1
+    assert 'NAME = "tiny:gpt2"  # @param {type:"string"}' in p1
+    assert 'N = 7  # @param {type:"integer"}' in p2
+    assert 'NAME = "tiny:llama"  # @param {type:"string"}' in p2
+    assert bn.parameter_defaults(p2) == {"N": 7, "NAME": "tiny:llama", "OUTPUT_DIR": "outputs/demo", "SEED": 0}
+
+
+def test_apply_overrides_multiline_and_unicode():
+    cell = 'A = "é"  # @param\nLAYERS = [\n    1,\n    2,\n]  # @param {type:"raw"}\nB = 1.5'
+    out = bn.apply_overrides(cell, {"LAYERS": [3, 4], "A": "ü \"q\"", "B": True})
+    assert out == 'A = "ü \\"q\\""  # @param\nLAYERS = [3, 4]  # @param {type:"raw"}\nB = True'
+    assert bn.parameter_defaults(out) == {"A": 'ü "q"', "LAYERS": [3, 4], "B": True}
+
+
+def test_vendored_closure_is_exactly_the_imports_and_their_deps(fixture_repo):
+    code = (fixture_repo / "notebooks_src" / "demo.py").read_text()
+    expected = ["__init__.py", "alpha.py", "beta.py", "gamma.py", "sub/__init__.py", "sub/deep.py"]
+    assert bn.core_closure(fixture_repo, code) == expected
+    assert bn.core_closure(fixture_repo, "import os\n") == ["__init__.py"]
+    assert bn.core_closure(fixture_repo, "import shared.unused") == ["__init__.py", "delta.py", "unused.py"]
+    assert bn.core_closure(fixture_repo, "from shared.sub import deep") == [
+        "__init__.py", "beta.py", "sub/__init__.py", "sub/deep.py"]
+    with pytest.raises(bn.BuildError, match="shared.nope"):
+        bn.core_closure(fixture_repo, "from shared.nope import x")
+
+    bn.build(fixture_repo)
+    vendored = [c for c in core_cells(load(fixture_repo, "01_demo")) if "_add_core_module(\"" in src(c)]
+    assert [src(c).split('"')[1] for c in vendored] == expected
+    files = {rel: (fixture_repo / "shared" / rel).read_text() for rel in expected}
+    assert f'CORE_HASH = "{bn.core_hash(files)}"' in "".join(src(c) for c in core_cells(load(fixture_repo, "01_demo")))
+
+
+@pytest.mark.parametrize("text", [
+    "", "x = 1\n", "s = '''a'''\n", 's = """a"""\n', "both = '''x''' + \"\"\"y\"\"\"\n",
+    "ends with backslash \\", "ends with quote '", 'ends with dquote "', "tab\tand\x0cformfeed\n",
+    "unicode é ✓\n", "cr\rcr\n", "\\'''\n",
+])
+def test_string_literal_round_trips(text):
+    lit = bn.py_string_literal(text)
+    assert ast.literal_eval(lit) == "\n" + text
+    if "'''" not in text and not text.endswith(("'", "\\")) and "\r" not in text:
+        assert lit.startswith("r'''")  # the readable form whenever it is safe
+
+
+# ---------------------------------------------------------------------------- running the generated cells
+
+def _script_from_cells(nb: dict, tags: str) -> str:
+    return "\n\n".join(src(c) for c in nb["cells"]
+                       if c["cell_type"] == "code" and tags in c["metadata"].get("tags", []))
+
+
+def test_core_cells_import_the_vendored_shared_not_the_repos(fixture_repo, tmp_path):
+    bn.build(fixture_repo)
+    nb = load(fixture_repo, "01_demo")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    core_dir = tmp_path / "core"
+    script = tmp_path / "scripts" / "run_core.py"
+    script.parent.mkdir()
+    script.write_text(
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(fixture_repo)!r})\n"
+        "import shared.alpha  # the checkout's copy, imported first on purpose\n"
+        f"assert shared.__file__.startswith({str(fixture_repo)!r})\n"
+        + _script_from_cells(nb, bn.CORE_TAG) + "\n"
+        "import shared, shared.alpha, shared.gamma, shared.sub.deep\n"
+        "print(json.dumps({'core_dir': str(CORE_DIR), 'shared': shared.__file__, 'alpha': shared.alpha.__file__,\n"
+        "                  'deep': shared.sub.deep.__file__, 'value': shared.alpha.value(), 'Z': shared.sub.deep.Z}))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["SAE_LADDER_CORE_DIR"] = str(core_dir)
+    r = subprocess.run([sys.executable, str(script)], cwd=empty, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    root = Path(out["core_dir"])
+    assert root.parent == core_dir.resolve()
+    for key in ("shared", "alpha", "deep"):
+        assert Path(out[key]).resolve().is_relative_to(root), out
+    assert out["value"] == 3 and out["Z"] == 10  # B + G = 1 + 2
+    assert list(empty.iterdir()) == []  # nothing written into the user's folder
+    for rel, text in FIXTURE_SHARED.items():  # hostile sources survive byte for byte
+        if rel in ("unused.py", "delta.py"):
+            assert not (root / "shared" / rel).exists()
+        else:
+            assert (root / "shared" / rel).read_text() == text
+    # a second run reuses the folder; an edited cell goes to a folder named by the new hash
+    r = subprocess.run([sys.executable, str(script)], cwd=empty, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["core_dir"] == str(root)
+    script.write_text(script.read_text().replace("B = 1", "B = 2"))
+    r = subprocess.run([sys.executable, str(script)], cwd=empty, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "vendored core was edited" in r.stdout
+    out2 = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out2["core_dir"] != str(root) and out2["value"] == 4
+
+
+def test_install_cell_is_a_no_op_when_everything_is_present(fixture_repo, tmp_path):
+    bn.build(fixture_repo)
+    cell = _script_from_cells(load(fixture_repo, "01_demo"), bn.INSTALL_TAG)
+    assert '"torch>=999"' in cell  # importable torch is never touched, even when "too old"
+    guard = ("import subprocess\n"
+             "def _no(*a, **k): raise AssertionError('pip was called: %r' % (a,))\n"
+             "subprocess.check_call = subprocess.run = _no\n")
+    script = tmp_path / "install.py"
+    script.write_text(guard + cell)
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "nothing to install" in r.stdout
+    # and it does want what is missing or too old
+    script.write_text(guard + cell.replace('"packaging>=20"', '"packaging>=9999", "surely-not-a-package-xyz"'))
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "packaging>=9999 surely-not-a-package-xyz" in r.stdout
+
+
+# ---------------------------------------------------------------------------- errors
+
+def _edit_catalog(root: Path, old: str, new: str):
+    path = root / "notebooks_src" / "catalog.toml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ('source = "demo.py"', 'source = "nope.py"', "notebooks_src/nope.py does not exist"),
+    ('id = "02_demo_kaggle"', 'id = "01_demo"', "duplicate id '01_demo'"),
+    ('platform = "kaggle"', 'platform = "laptop"', "platform 'laptop' is not one of"),
+    ("N = 7", "M = 7", "override(s) ['M'] name no parameter"),
+    ("N = 2", "NN = 2", "[notebook.smoke]"),
+    ('title = "Demo on Kaggle"', 'titel = "x"', "missing keys ['title']"),
+    ('requirements = ["packaging>=20"', 'requirements = ["packaging>>20"', "bad requirement"),
+])
+def test_clear_errors(fixture_repo, old, new, message):
+    _edit_catalog(fixture_repo, old, new)
+    with pytest.raises(bn.BuildError) as e:
+        bn.render_all(fixture_repo)
+    assert message in str(e.value)
+    if "duplicate" in message:  # the CLI reports the same message with exit code 2
+        r = run_build(fixture_repo, "--check")
+        assert r.returncode == 2 and message in r.stderr
+
+
+def test_source_without_parameters_cell_is_an_error(fixture_repo):
+    path = fixture_repo / "notebooks_src" / "demo.py"
+    path.write_text(path.read_text().replace('# %% tags=["parameters"]', "# %%"))
+    with pytest.raises(bn.BuildError, match="tagged parameters"):
+        bn.render_all(fixture_repo)
+
+
+# ---------------------------------------------------------------------------- the real catalog
+
+def test_real_catalog_renders_and_checks(tmp_path):
+    """The repository's own catalog renders (in a copy) and every entry has parameters and badges."""
+    root = tmp_path / "copy"
+    root.mkdir()
+    for name in ("build_notebooks.py", "pyproject.toml", "README.md"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, root / name)
+    for name in ("notebooks_src", "shared"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "notebooks").mkdir()
+    bn.build(root)
+    assert bn.check(root) == []
+    entries = bn.load_catalog(root)
+    settings = bn.load_settings(root)
+    for e in entries:
+        nb = load(root, e.id)
+        params_cell(nb)
+        assert nb["metadata"]["kernelspec"]["name"] == "python3"
+        links = [link for _, _, link in bn.badges(e, settings)]
+        assert links and all(link in src(nb["cells"][0]) for link in links)

@@ -1,0 +1,101 @@
+"""Papermill smoke run of every catalog notebook: the RENDERED notebooks/<id>.ipynb (so the vendored
+core is what runs), with its [notebook.smoke] parameters, from a folder outside the repository,
+with the repository off sys.path and no network."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import build_notebooks as bn
+from conftest import REPO, write_fixture_repo
+
+try:
+    ENTRIES, CATALOG_ERROR = bn.load_catalog(REPO), None
+except bn.BuildError as e:  # reported by the test below, not as a collection crash
+    ENTRIES, CATALOG_ERROR = [], str(e)
+
+
+def run_notebook(nb_path: Path, parameters: dict, tmp_path: Path, monkeypatch) -> tuple[Path, dict]:
+    """Execute `nb_path` with papermill in tmp_path/run; return (run folder, executed notebook)."""
+    import papermill as pm
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert not run_dir.resolve().is_relative_to(REPO), "the smoke run must happen outside the repository"
+    # The kernel inherits this environment: keep the repository off its sys.path (pytest's own
+    # `pythonpath` setting only edits this process's sys.path, but a PYTHONPATH would leak) and
+    # keep it offline, headless and writing the vendored core under tmp_path.
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+    monkeypatch.setenv("SAE_LADDER_CORE_DIR", str(tmp_path / "core"))
+    out = tmp_path / "executed.ipynb"
+    pm.execute_notebook(str(nb_path), str(out), parameters=parameters, cwd=str(run_dir),
+                        kernel_name="python3", progress_bar=False, execution_timeout=900)
+    return run_dir, json.loads(out.read_text())
+
+
+def output_dir(nb: dict, parameters: dict, run_dir: Path) -> Path:
+    (cell,) = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    values = {**bn.parameter_defaults("".join(cell["source"])), **parameters}
+    assert "OUTPUT_DIR" in values, "the parameters cell must define OUTPUT_DIR"
+    return run_dir / values["OUTPUT_DIR"]
+
+
+def assert_completed(nb: dict):
+    assert nb["metadata"]["papermill"]["exception"] in (None, False)
+    for c in nb["cells"]:
+        if c["cell_type"] == "code":
+            assert not [o for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def test_kernel_is_this_python():
+    """ipykernel's python3 spec runs `python`, which jupyter_client replaces by sys.executable."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    argv0 = KernelSpecManager().get_kernel_spec("python3").argv[0]
+    bare = {"python", f"python{sys.version_info[0]}", "python%d.%d" % sys.version_info[:2]}
+    assert argv0 in bare or os.path.samefile(argv0, sys.executable), (
+        f"kernel python3 runs {argv0}, not {sys.executable}; remove the stray kernelspec")
+
+
+@pytest.mark.notebook
+def test_fixture_notebook_runs_from_rendered_ipynb(tmp_path, monkeypatch):
+    """End to end on a fixture catalog: render, run with papermill, read the report."""
+    root = write_fixture_repo(tmp_path / "repo")
+    bn.build(root)
+    entry = next(e for e in bn.load_catalog(root) if e.id == "01_demo")
+    run_dir, nb = run_notebook(root / "notebooks" / "01_demo.ipynb", entry.smoke, tmp_path, monkeypatch)
+    assert_completed(nb)
+    report = json.loads((output_dir(nb, entry.smoke, run_dir) / "report.json").read_text())
+    assert report["n"] == 2 and report["name"] == "tiny:gpt2" and report["value"] == 13
+    assert os.path.samefile(report["executable"], sys.executable)
+    assert Path(report["shared_file"]).resolve().is_relative_to((tmp_path / "core").resolve())
+    assert Path(report["cwd"]).resolve() == run_dir.resolve()
+    on_path = {(Path(report["cwd"]) / p).resolve() for p in report["sys_path"]}  # "" is the kernel cwd
+    assert REPO not in on_path and root.resolve() not in on_path
+    assert not (run_dir / "shared").exists()  # the core never lands in the user's folder
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("entry", [pytest.param(e, id=e.id) for e in ENTRIES]
+                         or [pytest.param(None, id="empty-catalog")])
+def test_catalog_notebook(entry, tmp_path, monkeypatch):
+    if CATALOG_ERROR:
+        pytest.fail(f"notebooks_src/catalog.toml: {CATALOG_ERROR}")
+    if entry is None:
+        pytest.skip("the catalog has no notebooks yet")
+    path = REPO / "notebooks" / f"{entry.id}.ipynb"
+    fresh = bn.render_entry(REPO, entry, bn.load_settings(REPO))
+    if not path.exists() or path.read_text(encoding="utf-8") != fresh:
+        pytest.fail(f"notebooks/{entry.id}.ipynb is missing or stale; run `python build_notebooks.py`")
+    run_dir, nb = run_notebook(path, entry.smoke, tmp_path, monkeypatch)
+    assert_completed(nb)
+    out = output_dir(nb, entry.smoke, run_dir)
+    reports = sorted(out.rglob("*.json")) if out.is_dir() else []
+    assert reports, f"{entry.id} wrote no .json report into OUTPUT_DIR ({out})"
