@@ -1,0 +1,595 @@
+"""Crash-safe checkpoint stores: a local folder (a mounted Google Drive is one) or a Hugging Face repo.
+
+A checkpoint is a folder `step-<tokens:012d>` holding the tensors of a nested `state` dict in
+safetensors shards, the rest of the state in `state.json`, and a `manifest.json` (sha256 and size
+of every file) written last. It is built in a temp folder beside its final place, fsynced, then
+renamed, so a run killed at any moment (SIGKILL included) never leaves a half-written checkpoint
+under a final name. `latest()` returns the newest checkpoint whose manifest verifies and warns
+about, then skips, any newer one that is partial or corrupt.
+
+    store = open_store("/content/drive/MyDrive/run1")      # or "hf:<user>/<repo>[/<subfolder>]"
+    store.save(tokens, {"sae": sae.state_dict(), "opt": opt.state_dict(), "rng": get_rng_state()})
+    tokens, state = store.load_latest() or (0, None)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "sae-ladder-checkpoint"
+VERSION = 1
+MANIFEST = "manifest.json"
+STATE_JSON = "state.json"
+SHARD_BYTES = 1 << 30  # tensors are written in safetensors shards of about this size
+_NAME_RE = re.compile(r"^step-(\d+)$")
+_TMP_PREFIX = ".tmp-"
+_TRASH_PREFIX = ".trash-"
+
+
+def checkpoint_name(tokens: int) -> str:
+    return f"step-{int(tokens):012d}"
+
+
+@dataclass
+class CheckpointInfo:
+    """One checkpoint folder: where it is, how many tokens it holds, whether its manifest exists."""
+
+    name: str
+    tokens: int
+    path: str
+    complete: bool
+
+
+# ----------------------------------------------------------------------------------------------
+# state <-> (json tree, tensors): exact round trip of nested dicts/lists/tuples, numbers, strings,
+# bytes, None, tensors, numpy arrays, torch dtypes; int dict keys survive (optimizer state_dicts).
+
+_TAGS = ("__tensor__", "__tuple__", "__bytes__", "__dict__", "__ndarray__", "__dtype__", "__float__")
+
+
+def _encode(obj: Any, tensors: list, where: str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        tensors.append(obj)
+        return {"__tensor__": f"t{len(tensors) - 1:06d}"}
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return {"__float__": float(obj).hex()}  # hex keeps every bit, nan and inf included
+    if isinstance(obj, (bytes, bytearray)):
+        return {"__bytes__": base64.b64encode(bytes(obj)).decode("ascii")}
+    if isinstance(obj, torch.dtype):
+        return {"__dtype__": str(obj).removeprefix("torch.")}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, tensors, f"{where}[{i}]") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and k not in _TAGS for k in obj):
+            return {k: _encode(v, tensors, f"{where}.{k}") for k, v in obj.items()}
+        return {"__dict__": [[_encode(k, tensors, where), _encode(v, tensors, f"{where}.{k}")]
+                             for k, v in obj.items()]}
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        np = None
+    if np is not None and isinstance(obj, np.ndarray):
+        arr = np.ascontiguousarray(obj)
+        return {"__ndarray__": base64.b64encode(arr.tobytes()).decode("ascii"),
+                "dtype": arr.dtype.str, "shape": list(arr.shape)}
+    if np is not None and isinstance(obj, np.generic):
+        return _encode(obj.item(), tensors, where)
+    raise TypeError(
+        f"checkpoint state at {where!r} has type {type(obj).__name__}, which cannot be saved exactly; "
+        "store tensors, numbers, strings, bytes, None, or lists/tuples/dicts of them "
+        "(e.g. call .state_dict() on modules and optimizers)"
+    )
+
+
+def _decode(obj: Any, tensors: dict) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__float__" in obj:
+        return float.fromhex(obj["__float__"])
+    if "__tuple__" in obj:
+        return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+    if "__bytes__" in obj:
+        return base64.b64decode(obj["__bytes__"])
+    if "__dtype__" in obj:
+        return getattr(torch, obj["__dtype__"])
+    if "__dict__" in obj:
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__dict__"]}
+    if "__ndarray__" in obj:
+        import numpy as np
+
+        raw = base64.b64decode(obj["__ndarray__"])
+        return np.frombuffer(raw, dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
+    return {k: _decode(v, tensors) for k, v in obj.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# RNG helpers: everything a bitwise resume needs.
+
+def get_rng_state() -> dict:
+    """Python, numpy, torch CPU and every CUDA device's RNG state, as checkpointable values."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    try:
+        import numpy as np
+
+        state["numpy"] = np.random.get_state()
+    except ImportError:  # pragma: no cover
+        pass
+    if torch.cuda.is_available():
+        state["cuda"] = [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what get_rng_state() returned (CUDA states only for devices that exist here)."""
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"].cpu())
+    if "numpy" in state:
+        import numpy as np
+
+        np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s.cpu(), i)
+
+
+# ----------------------------------------------------------------------------------------------
+# writing and verifying one checkpoint folder
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some FUSE mounts (Drive) refuse to open folders; rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_state(folder: Path, state: dict, shard_bytes: int = SHARD_BYTES) -> list[str]:
+    """Write `state` into `folder` (tensors -> safetensors shards, rest -> state.json); file names."""
+    from safetensors.torch import save_file
+
+    tensors: list[torch.Tensor] = []
+    tree = _encode(state, tensors, "state")
+    files, shard, size, seen = [], {}, 0, set()
+
+    def flush():
+        nonlocal shard, size, seen
+        if shard:
+            name = f"tensors-{len(files):05d}.safetensors"
+            save_file(shard, str(folder / name))
+            files.append(name)
+        shard, size, seen = {}, 0, set()
+
+    for i, t in enumerate(tensors):
+        t = t.detach()
+        if t.layout != torch.strided:
+            t = t.to_dense()
+        t = t.to("cpu").contiguous()
+        if t.numel() and t.untyped_storage().data_ptr() in seen:  # safetensors refuses shared storage
+            t = t.clone()
+        if t.numel():
+            seen.add(t.untyped_storage().data_ptr())
+        shard[f"t{i:06d}"] = t
+        size += t.numel() * t.element_size()
+        if size >= shard_bytes:
+            flush()
+    flush()
+    (folder / STATE_JSON).write_text(json.dumps({"tree": tree, "shards": files}))
+    return files + [STATE_JSON]
+
+
+def _read_state(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    doc = json.loads((folder / STATE_JSON).read_text())
+    tensors = {}
+    for name in doc["shards"]:
+        tensors.update(load_file(str(folder / name)))
+    return _decode(doc["tree"], tensors)
+
+
+def _write_checkpoint(folder: Path, tokens: int, state: dict, step: int | None,
+                      shard_bytes: int = SHARD_BYTES) -> dict:
+    """Write state files, fsync them, then write manifest.json (last) and fsync it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = _write_state(folder, state, shard_bytes)
+    entries = {}
+    for name in files:
+        _fsync_file(folder / name)
+        entries[name] = {"sha256": _sha256(folder / name), "bytes": (folder / name).stat().st_size}
+    manifest = {"format": FORMAT, "version": VERSION, "tokens": int(tokens),
+                "step": None if step is None else int(step), "time": time.time(), "files": entries}
+    tmp = folder / (MANIFEST + ".part")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    _fsync_file(tmp)
+    os.replace(tmp, folder / MANIFEST)
+    _fsync_dir(folder)
+    return manifest
+
+
+def verify(folder: str | os.PathLike) -> dict:
+    """Check a checkpoint folder against its manifest; return the manifest or raise ValueError why not."""
+    folder = Path(folder)
+    mpath = folder / MANIFEST
+    if not mpath.is_file():
+        raise ValueError("no manifest.json (the write was interrupted)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"unreadable manifest.json ({e})") from None
+    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+        raise ValueError("manifest.json is not a sae-ladder checkpoint manifest")
+    if manifest.get("version", 0) > VERSION:
+        raise ValueError(f"checkpoint format version {manifest['version']} is newer than this code "
+                         f"({VERSION}); update the shared package")
+    for name, entry in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise ValueError(f"file {name} is missing")
+        if path.stat().st_size != entry["bytes"]:
+            raise ValueError(f"file {name} has {path.stat().st_size} bytes, manifest says {entry['bytes']}")
+        if _sha256(path) != entry["sha256"]:
+            raise ValueError(f"file {name} fails its sha256 checksum")
+    return manifest
+
+
+def load_checkpoint(folder: str | os.PathLike, check: bool = True) -> tuple[int, dict]:
+    """(tokens, state) of one checkpoint folder, verified against its manifest unless check=False."""
+    folder = Path(folder)
+    manifest = verify(folder) if check else json.loads((folder / MANIFEST).read_text())
+    return int(manifest["tokens"]), _read_state(folder)
+
+
+# ----------------------------------------------------------------------------------------------
+# stores
+
+class Store:
+    """Interface of a checkpoint store: save, list, latest, load_latest."""
+
+    keep: int
+
+    def save(self, tokens: int, state: dict, step: int | None = None) -> str:
+        raise NotImplementedError
+
+    def list(self) -> list[CheckpointInfo]:
+        raise NotImplementedError
+
+    def latest(self) -> CheckpointInfo | None:
+        raise NotImplementedError
+
+    def load_latest(self) -> tuple[int, dict] | None:
+        raise NotImplementedError
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalStore(Store):
+    """Checkpoints in a local folder (a mounted Google Drive folder works the same)."""
+
+    def __init__(self, folder: str | os.PathLike, keep: int = 3, shard_bytes: int = SHARD_BYTES):
+        if keep < 1:
+            raise ValueError(f"keep={keep}: keep at least 1 checkpoint")
+        self.root = Path(folder).expanduser()
+        self.keep = keep
+        self.shard_bytes = shard_bytes
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r}, keep={self.keep})"
+
+    def list(self) -> list[CheckpointInfo]:
+        """Checkpoint folders by increasing tokens (complete = has a manifest; not yet verified)."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for p in self.root.iterdir():
+            m = _NAME_RE.match(p.name)
+            if m and p.is_dir():
+                out.append(CheckpointInfo(p.name, int(m.group(1)), str(p), (p / MANIFEST).is_file()))
+        return sorted(out, key=lambda c: c.tokens)
+
+    def _clean_stale(self) -> None:
+        """Remove temp/trash folders left by killed saves (not those of a live process on this host)."""
+        host = _host_tag()
+        for p in self.root.iterdir():
+            if not (p.name.startswith(_TMP_PREFIX) or p.name.startswith(_TRASH_PREFIX)):
+                continue
+            parts = p.name.split("-")  # .tmp-<host>-<pid>-<rand>-step-...
+            try:
+                mine = parts[1] == host and int(parts[2]) != os.getpid() and _pid_alive(int(parts[2]))
+            except (IndexError, ValueError):
+                mine = False
+            if not mine:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def _tmp_path(self, prefix: str, name: str) -> Path:
+        return self.root / f"{prefix}{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}"
+
+    def save(self, tokens: int, state: dict, step: int | None = None) -> str:
+        """Write a checkpoint atomically, prune to the newest `keep`, return its path."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        if int(tokens) < 0:
+            raise ValueError(f"tokens={tokens} must be >= 0")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._clean_stale()
+        name = checkpoint_name(tokens)
+        final = self.root / name
+        tmp = self._tmp_path(_TMP_PREFIX, name)
+        try:
+            _write_checkpoint(tmp, tokens, state, step, self.shard_bytes)
+            if final.exists():  # same tokens saved again: move the old one aside first
+                trash = self._tmp_path(_TRASH_PREFIX, name)
+                os.replace(final, trash)
+                os.replace(tmp, final)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+            _fsync_dir(self.root)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.prune()
+        return str(final)
+
+    def prune(self) -> None:
+        """Delete all but the newest `keep` complete checkpoints (and partial ones older than them)."""
+        ckpts = self.list()
+        complete = [c for c in ckpts if c.complete]
+        if len(complete) <= self.keep:
+            return
+        cutoff = complete[-self.keep].tokens
+        for c in ckpts:
+            if c.tokens < cutoff:
+                trash = self._tmp_path(_TRASH_PREFIX, c.name)
+                os.replace(c.path, trash)  # rename first: a half-deleted folder never keeps its name
+                shutil.rmtree(trash, ignore_errors=True)
+
+    def latest(self) -> CheckpointInfo | None:
+        """Newest checkpoint that verifies; newer partial/corrupt ones are skipped with a warning."""
+        for c in reversed(self.list()):
+            try:
+                verify(c.path)
+            except ValueError as e:
+                warnings.warn(f"checkpoint {c.path} is incomplete or corrupt ({e}); skipping it "
+                              "and using the previous one", RuntimeWarning, stacklevel=2)
+                continue
+            return c
+        return None
+
+    def load_latest(self) -> tuple[int, dict] | None:
+        """(tokens, state) of the newest good checkpoint, or None when there is none."""
+        for c in reversed(self.list()):
+            try:
+                return load_checkpoint(c.path)
+            except Exception as e:  # noqa: BLE001 - any failure means: not this one
+                warnings.warn(f"checkpoint {c.path} is incomplete or corrupt ({e}); skipping it "
+                              "and using the previous one", RuntimeWarning, stacklevel=2)
+        return None
+
+
+def _hf_token(token: str | None) -> str:
+    """The token to use: given, or HF_TOKEN from the platform's secrets; clear error when missing."""
+    if token:
+        return token
+    try:
+        from . import runtime
+    except ImportError:
+        runtime = None
+    if runtime is not None and hasattr(runtime, "get_secret"):
+        token = runtime.get_secret("HF_TOKEN")
+    else:
+        token = os.environ.get("HF_TOKEN") or None
+    if not token:
+        raise RuntimeError(
+            "A Hugging Face checkpoint store needs a write token, and HF_TOKEN was not found. "
+            "Create one at https://huggingface.co/settings/tokens (role: write), then set HF_TOKEN: "
+            "on Colab add it under Secrets (key icon) with notebook access on; on Kaggle add it under "
+            "Add-ons > Secrets; elsewhere `export HF_TOKEN=...`. Or use a local/Drive folder as the store."
+        )
+    return token  # kept as given (runtime.Secret masks its repr)
+
+
+class HFStore(Store):
+    """Checkpoints in a (private) Hugging Face model repo under `subfolder/step-<tokens>/`.
+
+    Each checkpoint is written locally (same atomic format as LocalStore) and uploaded in one commit,
+    which the hub applies all-or-nothing. Resume downloads the newest checkpoint and verifies it.
+    `api` may be any object with HfApi's create_repo, upload_folder, list_repo_files,
+    hf_hub_download and delete_folder (tests pass a fake one).
+    """
+
+    def __init__(self, repo_id: str, token: str | None = None, subfolder: str = "checkpoints",
+                 keep: int = 3, private: bool = True, cache_dir: str | os.PathLike | None = None,
+                 api: Any = None, retries: int = 3):
+        if keep < 1:
+            raise ValueError(f"keep={keep}: keep at least 1 checkpoint")
+        if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo_id or ""):
+            raise ValueError(f"repo_id {repo_id!r} must look like '<user>/<repo>'")
+        self.repo_id, self.keep, self.retries = repo_id, keep, retries
+        self.subfolder = subfolder.strip("/")
+        self._token = _hf_token(token)
+        if api is None:
+            from huggingface_hub import HfApi
+
+            api = HfApi(token=self._token)
+        self.api = api
+        self.cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="sae-ckpt-"))
+        self._retry("create_repo", self.api.create_repo, repo_id, private=private, exist_ok=True,
+                    repo_type="model", token=self._token)
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"HFStore({self.repo_id!r}, subfolder={self.subfolder!r}, keep={self.keep})"
+
+    def _remote(self, name: str) -> str:
+        return f"{self.subfolder}/{name}" if self.subfolder else name
+
+    def _retry(self, what: str, fn, *args, **kwargs):
+        for attempt in range(self.retries):
+            try:
+                return fn(*args, **kwargs)
+            except Exception:  # noqa: BLE001 - network errors of any kind are retried
+                if attempt == self.retries - 1:
+                    raise
+                time.sleep(2 * 4 ** attempt)
+        raise RuntimeError(what)  # pragma: no cover
+
+    def _files(self) -> list[str]:
+        return list(self._retry("list", self.api.list_repo_files, self.repo_id, repo_type="model",
+                                token=self._token))
+
+    def list(self) -> list[CheckpointInfo]:
+        prefix = self.subfolder + "/" if self.subfolder else ""
+        found: dict[str, bool] = {}
+        for f in self._files():
+            if not f.startswith(prefix):
+                continue
+            parts = f[len(prefix):].split("/")
+            if len(parts) == 2 and _NAME_RE.match(parts[0]):
+                found[parts[0]] = found.get(parts[0], False) or parts[1] == MANIFEST
+        out = [CheckpointInfo(n, int(_NAME_RE.match(n).group(1)), f"hf://{self.repo_id}/{self._remote(n)}", ok)
+               for n, ok in found.items()]
+        return sorted(out, key=lambda c: c.tokens)
+
+    def save(self, tokens: int, state: dict, step: int | None = None) -> str:
+        """Write locally, upload in one commit, prune remote to `keep`; returns the hf:// path.
+
+        A failed upload (after retries) warns and keeps the local copy instead of stopping the run.
+        """
+        staging = LocalStore(self.cache / "staging", keep=1)
+        local = staging.save(tokens, state, step)
+        name = checkpoint_name(tokens)
+        try:
+            self._retry("upload", self.api.upload_folder, repo_id=self.repo_id, folder_path=local,
+                        path_in_repo=self._remote(name), repo_type="model", token=self._token,
+                        commit_message=f"checkpoint {name}")
+        except Exception as e:  # noqa: BLE001
+            warnings.warn(f"upload of checkpoint {name} to {self.repo_id} failed ({type(e).__name__}: "
+                          f"{e}); a local copy stays at {local} and the next save uploads again",
+                          RuntimeWarning, stacklevel=2)
+            return local
+        self.prune()
+        return f"hf://{self.repo_id}/{self._remote(name)}"
+
+    def prune(self) -> None:
+        ckpts = self.list()
+        complete = [c for c in ckpts if c.complete]
+        if len(complete) <= self.keep:
+            return
+        cutoff = complete[-self.keep].tokens
+        for c in ckpts:
+            if c.tokens < cutoff:
+                try:
+                    self._retry("delete", self.api.delete_folder, path_in_repo=self._remote(c.name),
+                                repo_id=self.repo_id, repo_type="model", token=self._token,
+                                commit_message=f"prune {c.name}")
+                except Exception as e:  # noqa: BLE001 - a failed prune loses nothing
+                    warnings.warn(f"could not prune {c.name} from {self.repo_id}: {e}", RuntimeWarning)
+
+    def _download(self, c: CheckpointInfo) -> Path:
+        """Download one checkpoint into the cache (manifest first, then its files); local folder."""
+        root = self.cache / "download"
+        folder = root / self._remote(c.name)
+        if folder.exists():
+            shutil.rmtree(folder)
+
+        def get(fname: str) -> None:
+            self._retry("download", self.api.hf_hub_download, repo_id=self.repo_id,
+                        filename=f"{self._remote(c.name)}/{fname}", repo_type="model",
+                        local_dir=str(root), token=self._token)
+
+        get(MANIFEST)
+        manifest = json.loads((folder / MANIFEST).read_text())
+        for fname in manifest.get("files", {}):
+            get(fname)
+        return folder
+
+    def latest(self) -> CheckpointInfo | None:
+        """Newest remote checkpoint that downloads and verifies (its local copy is `.path`)."""
+        for c in reversed(self.list()):
+            try:
+                if not c.complete:
+                    raise ValueError("no manifest.json (the upload was interrupted)")
+                folder = self._download(c)
+                verify(folder)
+            except Exception as e:  # noqa: BLE001
+                warnings.warn(f"checkpoint {c.path} is incomplete or corrupt ({e}); skipping it "
+                              "and using the previous one", RuntimeWarning, stacklevel=2)
+                continue
+            return CheckpointInfo(c.name, c.tokens, str(folder), True)
+        return None
+
+    def load_latest(self) -> tuple[int, dict] | None:
+        c = self.latest()
+        return None if c is None else load_checkpoint(c.path, check=False)
+
+
+def open_store(spec: str | os.PathLike | Store, *, keep: int = 3, token: str | None = None,
+               **kwargs) -> Store:
+    """A store from "hf:<user>/<repo>[/<subfolder>]" or a folder path (a Store passes through)."""
+    if isinstance(spec, Store):
+        return spec
+    s = str(spec)
+    if s.startswith("hf:"):
+        parts = s[3:].strip("/").split("/")
+        if len(parts) < 2 or not all(parts[:2]):
+            raise ValueError(f"store spec {s!r}: use 'hf:<user>/<repo>' or 'hf:<user>/<repo>/<subfolder>'")
+        sub = "/".join(parts[2:]) or kwargs.pop("subfolder", "checkpoints")
+        return HFStore("/".join(parts[:2]), token=token, subfolder=sub, keep=keep, **kwargs)
+    if not s:
+        raise ValueError("empty store spec: give a folder path or 'hf:<user>/<repo>'")
+    return LocalStore(s, keep=keep, **kwargs)

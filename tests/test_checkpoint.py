@@ -1,0 +1,341 @@
+"""Checkpoint stores: exact round trip, keep-last-K, corrupt/partial checkpoints skipped, SIGKILL safety."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shared import checkpoint as ck
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _state(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    model = torch.nn.Linear(7, 5)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(4, 7, generator=g)).pow(2).sum().backward()
+        opt.step()
+    return model, opt, {
+        "model": model.state_dict(),
+        "opt": opt.state_dict(),
+        "rng": ck.get_rng_state(),
+        "bf16": torch.randn(3, 4, generator=g).to(torch.bfloat16),
+        "long": torch.arange(5),
+        "flag": torch.tensor([True, False]),
+        "scalar": torch.tensor(2.5),
+        "view": torch.arange(12.0).reshape(3, 4)[:, 1],
+        "empty": torch.zeros(0, 3),
+        "meta": {"lr": 1e-3, "nan": float("nan"), "inf": -float("inf"), "tiny": 5e-324,
+                 "name": "run", "blob": b"\x00\xffab", "none": None, "ok": True,
+                 "tup": (1, 2.5, "x"), "ints": {3: "three", 7: [1, 2]}, "dtype": torch.bfloat16,
+                 "np": np.arange(4, dtype=np.uint32), "big": 2**70},
+    }
+
+
+def _equal(a, b):
+    if isinstance(a, torch.Tensor):
+        return (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
+                and torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8)))
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    if isinstance(a, float):
+        return isinstance(b, float) and (a == b or (a != a and b != b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and list(a) == list(b) and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def test_save_load_exact(tmp_path):
+    _, _, state = _state()
+    store = ck.LocalStore(tmp_path)
+    path = store.save(1000, state, step=3)
+    assert Path(path).name == "step-000000001000"
+    manifest = json.loads((Path(path) / "manifest.json").read_text())
+    assert manifest["tokens"] == 1000 and manifest["step"] == 3 and manifest["version"] == ck.VERSION
+    assert all(len(e["sha256"]) == 64 and e["bytes"] > 0 for e in manifest["files"].values())
+    tokens, loaded = store.load_latest()
+    assert tokens == 1000
+    assert _equal(state, loaded)
+
+
+def test_shards_and_resume_bitwise(tmp_path):
+    """Optimizer + RNG state restored from a checkpoint continue exactly like an uninterrupted run."""
+    def run(model, opt, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            model(torch.randn(4, 7)).pow(2).sum().backward()
+            opt.step()
+        return [p.detach().clone() for p in model.parameters()], torch.rand(3), random.random()
+
+    torch.manual_seed(0)
+    random.seed(0)
+    model, opt, _ = _state()
+    store = ck.LocalStore(tmp_path, shard_bytes=64)  # many tiny shards
+    store.save(10, {"model": model.state_dict(), "opt": opt.state_dict(), "rng": ck.get_rng_state()})
+    ref = run(model, opt, 4)
+
+    model2 = torch.nn.Linear(7, 5)
+    opt2 = torch.optim.Adam(model2.parameters(), lr=1e-3)
+    tokens, state = store.load_latest()
+    model2.load_state_dict(state["model"])
+    opt2.load_state_dict(state["opt"])
+    ck.set_rng_state(state["rng"])
+    got = run(model2, opt2, 4)
+    assert all(torch.equal(a, b) for a, b in zip(ref[0], got[0]))
+    assert torch.equal(ref[1], got[1]) and ref[2] == got[2]
+    assert len(list(Path(store.latest().path).glob("tensors-*.safetensors"))) > 1
+
+
+def test_keep_last_k_and_list(tmp_path):
+    store = ck.LocalStore(tmp_path, keep=2)
+    for t in (100, 200, 300, 400):
+        store.save(t, {"x": torch.tensor([t])})
+    names = [c.name for c in store.list()]
+    assert names == ["step-000000000300", "step-000000000400"]
+    assert store.latest().tokens == 400
+    # saving the same tokens again replaces it atomically
+    store.save(400, {"x": torch.tensor([401])})
+    assert store.load_latest()[1]["x"].item() == 401
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _three(tmp_path):
+    store = ck.LocalStore(tmp_path, keep=5)
+    for t in (1, 2, 3):
+        store.save(t, {"x": torch.full((100,), float(t)), "t": t})
+    return store, Path(store.list()[-1].path)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "no_manifest", "missing_file", "bad_manifest"])
+def test_corrupt_latest_is_skipped_with_warning(tmp_path, damage):
+    store, latest = _three(tmp_path)
+    shard = next(latest.glob("tensors-*.safetensors"))
+    if damage == "flip":
+        data = bytearray(shard.read_bytes())
+        data[-5] ^= 0x01
+        shard.write_bytes(bytes(data))
+    elif damage == "truncate":
+        shard.write_bytes(shard.read_bytes()[:-10])
+    elif damage == "no_manifest":
+        (latest / "manifest.json").unlink()
+    elif damage == "missing_file":
+        (latest / "state.json").unlink()
+    else:
+        (latest / "manifest.json").write_text("{not json")
+    with pytest.warns(RuntimeWarning, match="step-000000000003"):
+        tokens, state = store.load_latest()
+    assert tokens == 2 and state["t"] == 2 and torch.equal(state["x"], torch.full((100,), 2.0))
+    with pytest.warns(RuntimeWarning, match="step-000000000003"):
+        assert store.latest().tokens == 2
+
+
+def test_partial_temp_dir_ignored_and_cleaned(tmp_path):
+    store, _ = _three(tmp_path)
+    stale = tmp_path / ".tmp-deadbeef-999999999-abcd-step-000000000009"
+    stale.mkdir()
+    (stale / "tensors-00000.safetensors").write_bytes(b"garbage")
+    assert store.latest().tokens == 3  # no warning: temp folders are not checkpoints
+    store.save(4, {"x": torch.zeros(1)})
+    assert not stale.exists()
+
+
+def test_empty_store_and_bad_state(tmp_path):
+    store = ck.LocalStore(tmp_path / "nothing")
+    assert store.load_latest() is None and store.latest() is None and store.list() == []
+    with pytest.raises(TypeError, match="cannot be saved exactly"):
+        store.save(1, {"obj": object()})
+    with pytest.raises(ValueError, match="keep"):
+        ck.LocalStore(tmp_path, keep=0)
+
+
+_WRITER = textwrap.dedent("""
+    import sys, time, torch
+    sys.path.insert(0, {root!r})
+    from shared import checkpoint as ck
+    store = ck.LocalStore({folder!r}, keep=10, shard_bytes=4 << 20)
+    store.save(1, {{"w": torch.full((1000,), 1.0)}})
+    big = {{f"w{{i}}": torch.randn(1 << 20) for i in range(24)}}  # 96 MB in 24 shards
+    stop_at = {stop_at!r}
+    fsync = ck._fsync_file
+    def traced(path):  # tell the parent where the save is, then wait there to be killed
+        fsync(path)
+        if stop_at and path.name.startswith(stop_at):
+            print("at", path.name, flush=True)
+            time.sleep(30)
+    ck._fsync_file = traced
+    print("saving", flush=True)
+    for t in range(2, 1000):
+        store.save(t, big)
+""")
+
+
+@pytest.mark.parametrize("stop_at", ["tensors-00003", "manifest.json.part", None])
+def test_sigkill_during_save_leaves_loadable_store(tmp_path, stop_at):
+    """A real SIGKILL mid-save: with shards half written, before the manifest lands, or at a random time."""
+    folder = tmp_path / "store"
+    code = _WRITER.format(root=str(ROOT), folder=str(folder), stop_at=stop_at)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "saving"
+        if stop_at:
+            assert proc.stdout.readline().startswith("at " + stop_at)
+        else:
+            time.sleep(random.Random().uniform(0.05, 1.5))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.stdout.close()
+    if stop_at:
+        assert [p for p in folder.iterdir() if p.name.startswith(".tmp-")], "killed mid-save"
+    tokens, state = ck.LocalStore(folder).load_latest()  # no warning: nothing half-written has a final name
+    assert tokens >= 1 and set(state) in ({"w"}, {f"w{i}" for i in range(24)})
+    if stop_at:
+        assert tokens == 1
+    # the next save clears the killed writer's temp folder
+    ck.LocalStore(folder, keep=10).save(5000, {"w": torch.zeros(1)})
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+# ---------------------------------------------------------------- Hugging Face store, offline
+
+class FakeHfApi:
+    """The few HfApi methods HFStore uses, backed by a local folder (a 'repo')."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.calls = []
+
+    def create_repo(self, repo_id, *, private=None, exist_ok=False, repo_type=None, token=None):
+        self.calls.append(("create_repo", repo_id, private))
+        (self.root / repo_id).mkdir(parents=True, exist_ok=True)
+
+    def upload_folder(self, *, repo_id, folder_path, path_in_repo, token=None, repo_type=None,
+                      commit_message=None):
+        import shutil
+
+        self.calls.append(("upload_folder", path_in_repo))
+        shutil.copytree(folder_path, self.root / repo_id / path_in_repo, dirs_exist_ok=True)
+
+    def list_repo_files(self, repo_id, *, repo_type=None, token=None):
+        base = self.root / repo_id
+        return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
+
+    def hf_hub_download(self, *, repo_id, filename, local_dir, repo_type=None, token=None):
+        import shutil
+
+        src = self.root / repo_id / filename
+        if not src.exists():
+            raise FileNotFoundError(filename)
+        dst = Path(local_dir) / filename
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        return str(dst)
+
+    def delete_folder(self, *, path_in_repo, repo_id, repo_type=None, token=None, commit_message=None):
+        import shutil
+
+        self.calls.append(("delete_folder", path_in_repo))
+        shutil.rmtree(self.root / repo_id / path_in_repo)
+
+
+def test_hf_store_through_fake_api(tmp_path):
+    api = FakeHfApi(tmp_path / "hub")
+    store = ck.HFStore("me/run", token="hf_fake", subfolder="ckpt", keep=2, api=api,
+                       cache_dir=tmp_path / "cache")
+    assert api.calls[0] == ("create_repo", "me/run", True)
+    assert store.load_latest() is None
+    _, _, state = _state()
+    for t in (10, 20, 30):
+        path = store.save(t, {**state, "t": t})
+    assert path == "hf://me/run/ckpt/step-000000000030"
+    assert [c.name for c in store.list()] == ["step-000000000020", "step-000000000030"]
+    assert ("delete_folder", "ckpt/step-000000000010") in api.calls
+    tokens, loaded = store.load_latest()
+    assert tokens == 30 and _equal({**state, "t": 30}, loaded)
+    # a corrupt newest remote checkpoint is skipped with a warning, the previous one is used
+    shard = next((tmp_path / "hub/me/run/ckpt/step-000000000030").glob("tensors-*"))
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.warns(RuntimeWarning, match="step-000000000030"):
+        tokens, loaded = store.load_latest()
+    assert tokens == 20 and loaded["t"] == 20
+    # a fresh process (new store object, new cache) resumes from the hub alone
+    other = ck.HFStore("me/run", token="hf_fake", subfolder="ckpt", api=api)
+    (tmp_path / "hub/me/run/ckpt/step-000000000030/manifest.json").unlink()
+    with pytest.warns(RuntimeWarning, match="incomplete"):
+        assert other.load_latest()[0] == 20
+    assert "hf_fake" not in repr(store)
+
+
+def test_hf_upload_failure_warns_and_keeps_local(tmp_path):
+    class Broken(FakeHfApi):
+        def upload_folder(self, **kw):
+            raise ConnectionError("hub down")
+
+    store = ck.HFStore("me/run", token="x", api=Broken(tmp_path / "hub"), retries=1,
+                       cache_dir=tmp_path / "cache")
+    with pytest.warns(RuntimeWarning, match="hub down"):
+        path = store.save(5, {"x": torch.ones(2)})
+    assert ck.load_checkpoint(path)[0] == 5
+
+
+def test_missing_token_says_how_to_set_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(RuntimeError, match="HF_TOKEN") as e:
+        ck.HFStore("me/run", api=FakeHfApi(tmp_path))
+    assert "Secrets" in str(e.value)
+    with pytest.raises(RuntimeError, match="HF_TOKEN"):
+        ck.open_store("hf:me/run", api=FakeHfApi(tmp_path))
+
+
+def test_open_store(tmp_path, monkeypatch):
+    assert isinstance(ck.open_store(tmp_path / "a"), ck.LocalStore)
+    monkeypatch.setenv("HF_TOKEN", "hf_env")
+    s = ck.open_store("hf:me/run/sub/dir", keep=4, api=FakeHfApi(tmp_path))
+    assert isinstance(s, ck.HFStore) and s.subfolder == "sub/dir" and s.keep == 4
+    assert ck.open_store(s) is s
+    with pytest.raises(ValueError, match="hf:<user>/<repo>"):
+        ck.open_store("hf:onlyuser")
+
+
+def test_calls_match_the_real_hfapi_signatures(tmp_path):
+    """Every call HFStore makes binds to huggingface_hub.HfApi's real method signature."""
+    import inspect
+
+    from huggingface_hub import HfApi
+
+    calls = []
+
+    class Recording(FakeHfApi):
+        def __getattribute__(self, name):
+            attr = object.__getattribute__(self, name)
+            if callable(attr) and hasattr(HfApi, name) and not name.startswith("_"):
+                def wrapped(*a, **kw):
+                    calls.append((name, a, kw))
+                    return attr(*a, **kw)
+                return wrapped
+            return attr
+
+    store = ck.HFStore("me/run", token="t", keep=1, api=Recording(tmp_path / "hub"), cache_dir=tmp_path / "c")
+    store.save(1, {"x": torch.ones(1)})
+    store.save(2, {"x": torch.ones(1)})
+    assert store.load_latest()[0] == 2
+    assert {c[0] for c in calls} == {"create_repo", "upload_folder", "list_repo_files", "hf_hub_download",
+                                     "delete_folder"}
+    for name, a, kw in calls:
+        inspect.signature(getattr(HfApi, name)).bind(None, *a, **kw)
