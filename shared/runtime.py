@@ -1,0 +1,169 @@
+"""Where am I running: Colab, Kaggle or a local machine; which GPUs; secrets; Drive; seeds.
+
+Secrets come from the environment, Colab's userdata or Kaggle's UserSecretsClient and are
+returned as `Secret` strings whose repr is masked, so echoing one in a notebook cell, a list,
+a dict or a traceback never shows it. Nothing in this module prints or logs a secret value.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+def platform() -> str:
+    """'colab', 'kaggle' or 'local', from the markers each platform sets."""
+    if "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ:
+        return "colab"
+    if "KAGGLE_KERNEL_RUN_TYPE" in os.environ or "KAGGLE_URL_BASE" in os.environ:
+        return "kaggle"
+    return "local"
+
+
+@dataclass(frozen=True)
+class GPUInfo:
+    """One CUDA device: memory in GiB (free is measured now) and native bf16 (compute capability >= 8)."""
+
+    index: int
+    name: str
+    total_gb: float
+    free_gb: float
+    bf16: bool
+
+
+def gpu_info() -> list[GPUInfo]:
+    """Every visible CUDA GPU with its name, total and currently free memory; [] without CUDA."""
+    if not torch.cuda.is_available():
+        return []
+    out = []
+    for i in range(torch.cuda.device_count()):
+        free, total = torch.cuda.mem_get_info(i)
+        major, _ = torch.cuda.get_device_capability(i)
+        out.append(GPUInfo(i, torch.cuda.get_device_name(i), total / 2**30, free / 2**30, major >= 8))
+    return out
+
+
+def bf16_supported(device: torch.device | str | None = None) -> bool:
+    """True when the device runs bfloat16 natively (Ampere or newer GPU, or the CPU)."""
+    device = torch.device(device) if device is not None else default_device()
+    if device.type != "cuda":
+        return True
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
+def default_device() -> torch.device:
+    """$SAE_LADDER_DEVICE if set, else cuda:0 when a GPU is visible, else cpu."""
+    env = os.environ.get("SAE_LADDER_DEVICE")
+    if env:
+        return torch.device(env)
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU) so a run repeats."""
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # numpy is optional here
+        pass
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def cache_dir() -> Path:
+    """Where derived artefacts (trained tiny models, ...) are cached: $SAE_LADDER_CACHE or ~/.cache/sae_ladder."""
+    path = Path(os.environ.get("SAE_LADDER_CACHE") or Path.home() / ".cache" / "sae_ladder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Secret(str):
+    """A str that works wherever a token string does but whose repr is masked.
+
+    `repr()` (and so notebook echo, containers, tracebacks) shows `Secret('***')`. The value is
+    still the string itself, so `from_pretrained(token=secret)` works; `.reveal()` returns a plain
+    str copy for code that wants one.
+    """
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+
+def _colab_secret(name: str) -> tuple[str | None, str | None]:
+    """(value, reason-missing) from Colab's userdata."""
+    try:
+        from google.colab import userdata  # type: ignore
+    except ImportError:
+        return None, None
+    try:
+        value = userdata.get(name)
+    except Exception as e:  # SecretNotFoundError, NotebookAccessError, ...
+        return None, f"Colab userdata: {type(e).__name__}"
+    return (value or None), None
+
+
+def _kaggle_secret(name: str) -> tuple[str | None, str | None]:
+    """(value, reason-missing) from Kaggle's UserSecretsClient."""
+    try:
+        from kaggle_secrets import UserSecretsClient  # type: ignore
+    except ImportError:
+        return None, None
+    try:
+        value = UserSecretsClient().get_secret(name)
+    except Exception as e:  # BackendError when missing or not attached
+        return None, f"Kaggle secrets: {type(e).__name__}"
+    return (value or None), None
+
+
+def _how_to_set(name: str) -> str:
+    where = platform()
+    if where == "colab":
+        return (f"On Colab: click the key icon in the left sidebar, add a secret named {name}, "
+                f"and switch on 'Notebook access' for it.")
+    if where == "kaggle":
+        return (f"On Kaggle: Add-ons -> Secrets, add a secret labelled {name} and tick it so it "
+                f"is attached to this notebook.")
+    return f"Locally: `export {name}=...` in the shell that starts Python or Jupyter."
+
+
+def get_secret(name: str, required: bool = False) -> Secret | None:
+    """Secret `name` from the environment, then Colab userdata, then Kaggle secrets.
+
+    Returns a `Secret` (a str with a masked repr) or None. With required=True a missing secret
+    raises RuntimeError saying how to set it on this platform; the message never holds a value.
+    """
+    value = os.environ.get(name) or None
+    reasons = []
+    for source in (_colab_secret, _kaggle_secret):
+        if value:
+            break
+        value, reason = source(name)
+        if reason:
+            reasons.append(reason)
+    if value:
+        return Secret(value)
+    if required:
+        tried = "; ".join(["environment: not set"] + reasons)
+        raise RuntimeError(f"Secret {name} is required but was not found ({tried}). {_how_to_set(name)}")
+    return None
+
+
+def mount_drive(path: str = "/content/drive") -> Path | None:
+    """Mount Google Drive on Colab and return its 'MyDrive' folder; None anywhere else."""
+    if platform() != "colab":
+        return None
+    from google.colab import drive  # type: ignore
+
+    drive.mount(path)
+    return Path(path) / "MyDrive"

@@ -1,0 +1,216 @@
+"""models: tiny models of every arch offline, byte tokenizer, layout discovery, tiny-trained cache."""
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: tiny models must never need the hub
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import socket
+
+import pytest
+import torch
+from torch import nn
+
+from shared import models
+
+FALLBACK_TEXTS = [
+    f"The {a} {v} the {o}. {x} plus {y} is {x + y}."
+    for a in ("cat", "dog", "teacher", "pilot", "farmer")
+    for v in ("sees", "likes", "finds", "paints")
+    for o in ("river", "apple", "book", "mountain", "garden")
+    for x, y in ((2, 3), (4, 1), (5, 2))
+]
+
+
+def corpus(n: int, seed: int) -> list[str]:
+    """Synthetic texts from shared.data when it exists, else a local fallback list."""
+    try:
+        from shared import data
+
+        return data.synthetic_texts(n, seed=seed)
+    except ImportError:
+        import random
+
+        rng = random.Random(seed)
+        return [rng.choice(FALLBACK_TEXTS) for _ in range(n)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest single-threaded, above all on a busy CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a socket fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("SAE_LADDER_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_byte_tokenizer(no_network):
+    tok = models.byte_tokenizer()
+    assert len(tok) == 260
+    assert {tok.bos_token, tok.eos_token, tok.pad_token, tok.unk_token} == {"<bos>", "<eos>", "<pad>", "<unk>"}
+    text = "Héllo, wörld! 2 + 2 = 4\n\tdone"
+    ids = tok(text)["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids[1:] == list(text.encode("utf-8"))  # token id == byte value
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    assert tok(text, add_special_tokens=False)["input_ids"] == list(text.encode("utf-8"))
+    batch = tok(["a", "abc"], padding=True, return_tensors="pt")
+    assert batch["input_ids"][0, -1] == tok.pad_token_id and batch["attention_mask"][0, -1] == 0
+
+
+@pytest.mark.parametrize("arch", models.TINY_ARCHS)
+def test_tiny_models_offline(arch, no_network):
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    model, tok = models.load_model(f"tiny:{arch}", device="cpu")
+    cfg = models.text_config(model)
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    assert next(model.parameters()).dtype == torch.float32
+    assert models.n_layers(model) == 4 and models.d_model(model) == 64
+    assert cfg.vocab_size == len(tok) and cfg.pad_token_id == tok.pad_token_id
+    assert models.model_device(model) == torch.device("cpu")
+    assert models.layers_path(model) == ("transformer.h" if arch == "gpt2" else "model.layers")
+    assert models.final_norm(model) is not None
+    assert models.unembed(model).out_features == len(tok)
+    assert models.final_logit_softcap(model) == (30.0 if arch == "gemma2" else None)
+
+    # The layout helpers rebuild the model's logits: softcap(unembed(hidden_states[-1])).
+    ids = tok(["The cat sat on the mat."], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+        logits = models.unembed(model)(out.hidden_states[-1])
+        cap = models.final_logit_softcap(model)
+        if cap:
+            logits = cap * torch.tanh(logits / cap)
+    torch.testing.assert_close(logits, out.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_tiny_arch_details():
+    qwen, _ = models.load_model("tiny:qwen3_5", device="cpu")
+    cfg = models.text_config(qwen)
+    assert cfg.model_type == "qwen3_5_text" and type(qwen).__name__ == "Qwen3_5ForCausalLM"
+    assert set(cfg.layer_types) == {"linear_attention", "full_attention"}
+    kinds = ["linear_attn" if hasattr(layer, "linear_attn") else "self_attn" for layer in models.decoder_layers(qwen)]
+    assert kinds == ["linear_attn" if t == "linear_attention" else "self_attn" for t in cfg.layer_types]
+    gemma, _ = models.load_model("tiny:gemma2", device="cpu")
+    assert models.text_config(gemma).final_logit_softcapping == 30.0
+
+
+def test_tiny_models_are_seeded():
+    a, _ = models.load_model("tiny:llama", device="cpu")
+    b, _ = models.load_model("tiny:llama", device="cpu")
+    c, _ = models.load_model("tiny:llama", device="cpu", seed=1)
+    wa, wb, wc = (m.model.layers[0].mlp.up_proj.weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+def test_unknown_tiny_arch():
+    with pytest.raises(ValueError, match="gemma2, qwen3_5"):
+        models.load_model("tiny:bert")
+
+
+class _Wrapper(nn.Module):
+    """A multimodal-style wrapper: the text decoder sits at .model.language_model, a vision tower beside it."""
+
+    def __init__(self, lm, vision_blocks: int = 4, path: str = "model"):
+        super().__init__()
+        inner = nn.Module()
+        inner.language_model = lm.model
+        inner.vision_tower = nn.Module()
+        inner.vision_tower.blocks = nn.ModuleList(nn.Linear(8, 8) for _ in range(vision_blocks))
+        setattr(self, path, inner)
+        self.path = path
+        self.lm_head = lm.lm_head
+
+    def forward(self, input_ids, attention_mask=None, output_hidden_states=False, **kwargs):
+        inner = getattr(self, self.path)
+        return inner.language_model(input_ids=input_ids, attention_mask=attention_mask,
+                                    output_hidden_states=output_hidden_states)
+
+
+def test_layer_discovery_in_multimodal_wrapper():
+    lm, _ = models.load_model("tiny:llama", device="cpu")
+    wrapped = _Wrapper(lm)
+    assert models.layers_path(wrapped) == "model.language_model.layers"
+    assert models.decoder_layers(wrapped) is lm.model.layers
+    assert models.final_norm(wrapped) is lm.model.norm
+    assert models.unembed(wrapped) is lm.lm_head
+    assert models.n_layers(wrapped) == 4 and models.d_model(wrapped) == 64
+    assert models.text_config(wrapped).model_type == "llama"
+    assert models.model_device(wrapped) == torch.device("cpu")
+
+
+def test_layer_discovery_fallback_search():
+    """An unknown path is still found: the one text-side ModuleList whose length is num_hidden_layers."""
+    lm, _ = models.load_model("tiny:llama", device="cpu")
+    wrapped = _Wrapper(lm, path="backbone")
+    assert models.layers_path(wrapped) == "backbone.language_model.layers"
+    assert models.final_norm(wrapped) is lm.model.norm
+
+
+def test_layer_discovery_error_lists_candidates():
+    odd = nn.Module()
+    odd.stack_a = nn.ModuleList(nn.Linear(2, 2) for _ in range(2))
+    odd.stack_b = nn.ModuleList(nn.ReLU() for _ in range(3))
+    with pytest.raises(ValueError, match=r"stack_a \(len 2, Linear\).*stack_b \(len 3, ReLU\)"):
+        models.decoder_layers(odd)
+    odd._sae_ladder_layers_path = "stack_b"  # the documented override
+    assert len(models.decoder_layers(odd)) == 3
+
+
+def test_tiny_trained_beats_random_and_is_cached(cache, no_network, monkeypatch):
+    texts, held_out = corpus(600, seed=0), corpus(60, seed=12345)
+    tok = models.byte_tokenizer()
+    held = models._packed_contexts(held_out, tok, 64)[:16]
+    random_model, _ = models.load_model("tiny:llama", device="cpu")
+    trained, _ = models.train_tiny("llama", texts, steps=60)
+    assert not trained.training and not any(p.requires_grad for p in trained.parameters())
+    assert models.lm_loss(trained, held) < models.lm_loss(random_model, held) - 1.0
+    cached_dirs = [p for p in cache.iterdir() if p.name.startswith("tiny-trained-llama-")]
+    assert len(cached_dirs) == 1 and (cached_dirs[0] / "model.safetensors").exists()
+    assert not [p for p in cache.iterdir() if p.name.startswith(".tmp")]
+
+    def no_training(*a, **k):
+        raise AssertionError("the cached model should have been loaded, not retrained")
+
+    monkeypatch.setattr(torch.optim, "AdamW", no_training)
+    again, _ = models.train_tiny("llama", texts, steps=60)
+    for (name, p), q in zip(trained.named_parameters(), again.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_tiny_trained_race_is_safe(cache, monkeypatch):
+    """If another worker publishes the same cache entry first, os.replace fails and we keep going."""
+    real_replace = os.replace
+
+    def lose_race(src, dst):
+        os.makedirs(dst, exist_ok=True)
+        (cache / "marker").write_text("x")
+        raise OSError(39, "Directory not empty")
+
+    monkeypatch.setattr(os, "replace", lose_race)
+    model, _ = models.train_tiny("gpt2", FALLBACK_TEXTS, steps=2)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert model is not None and not [p for p in cache.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_load_model_tiny_trained(cache, no_network, monkeypatch):
+    monkeypatch.setattr(models, "TINY_TRAIN_STEPS", 5)
+    model, tok = models.load_model("tiny-trained:gpt2", device="cpu")
+    assert type(model).__name__ == "GPT2LMHeadModel" and len(tok) == 260
+    assert [p.name for p in cache.iterdir() if p.name.startswith("tiny-trained-gpt2-")]
