@@ -240,7 +240,7 @@ def load_model(model_id: str, *, device=None, dtype: torch.dtype | None = None, 
                attn_implementation: str | None = None, seed: int = 0):
     """(model, tokenizer) for a hub id, 'tiny:<arch>' or 'tiny-trained:<arch>'; eval mode, no grads.
 
-    Hub ids: bfloat16 + SDPA attention on GPU (eager for Gemma-2, whose attention soft-capping SDPA
+    Hub ids: bfloat16 (float16 on GPUs without bf16, e.g. the T4) + SDPA attention on GPU (eager for Gemma-2, whose attention soft-capping SDPA
     skips), float32 on CPU; device="auto" spreads the model with device_map="auto"; the token
     defaults to the HF_TOKEN secret. Tiny models: float32 unless dtype is given, never touch the
     network. device defaults to runtime.default_device().
@@ -269,7 +269,10 @@ def _load_hub(model_id, dev, dtype, token, attn_implementation):
     if isinstance(token, Secret):
         token = token.reveal()
     on_gpu = dev == "auto" or dev.type == "cuda"
-    dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
+    if dtype is None:  # bf16 where the GPU has it; fp16 on older GPUs such as the T4; fp32 on CPU
+        from .runtime import bf16_supported
+
+        dtype = (torch.bfloat16 if bf16_supported() else torch.float16) if on_gpu else torch.float32
     cfg = AutoConfig.from_pretrained(model_id, token=token)
     model_type = getattr(cfg.get_text_config(), "model_type", cfg.model_type)
     attn = attn_implementation or ("eager" if "gemma2" in model_type else "sdpa")

@@ -1,0 +1,128 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# ## What you'll learn
+#
+# - What the model "would say" if it stopped after each layer: the **logit lens** decodes the
+#   residual stream after every block with the model's own final norm and unembedding.
+# - How to do it right: the last layer must reproduce the model's logits exactly (no double final
+#   norm: transformers' last hidden state is already normalised), and Gemma-2's final-logit
+#   soft-cap (`tanh(x / 30) * 30`) is applied like the model does.
+# - How to read a token x layer heat map of top-1 predictions, and KL(final || layer) per layer:
+#   where in depth the answer appears.
+#
+# Plain PyTorch hooks, no TransformerLens; works for Gemma, Llama, Qwen (incl. hybrid Qwen3.5),
+# Mistral, Phi, GPT-2 and multimodal wrappers whose decoder sits under `language_model`.
+
+# %% tags=["parameters"]
+MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
+PROMPT = "The Eiffel Tower is located in the city of"  # @param {type:"string"}
+TOP_K = 3  # @param {type:"integer"}
+MAX_TOKENS_SHOWN = 24  # @param {type:"integer"}
+DEVICE = ""  # @param {type:"string"}
+OUTPUT_DIR = "outputs/19_logit_lens"  # @param {type:"string"}
+SEED = 0  # @param {type:"integer"}
+
+# %%
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from shared import lens, models, runtime
+
+out_dir = Path(OUTPUT_DIR)
+out_dir.mkdir(parents=True, exist_ok=True)
+runtime.seed_everything(SEED)
+
+# %% [markdown]
+# ## 1. Load the model
+#
+# Gemma-2 is gated on the Hugging Face Hub: accept its licence and set an `HF_TOKEN` secret
+# (Colab: the key icon; Kaggle: Add-ons > Secrets). Any causal LM id works, e.g.
+# `meta-llama/Llama-3.2-1B`, `Qwen/Qwen3-1.7B`, `gpt2`.
+
+# %%
+model, tokenizer = models.load_model(MODEL_ID, device=DEVICE or None)
+print(f"{MODEL_ID}: {models.n_layers(model)} blocks at {models.layers_path(model)}, d_model {models.d_model(model)}, "
+      f"final norm {type(models.final_norm(model)).__name__}, soft-cap {models.final_logit_softcap(model)}, "
+      f"on {models.model_device(model)}")
+
+# %% [markdown]
+# ## 2. Run the lens
+#
+# One forward pass with a hook on every block. Layer L is the residual stream *output* of block L;
+# each is decoded as `softcap(unembed(final_norm(h_L)))`. The table holds, per layer and input
+# position, the top-k next-token guesses with their probabilities and the KL divergence from the
+# model's final distribution.
+
+# %%
+table = lens.lens_table(model, tokenizer, PROMPT, topk=TOP_K)
+last_kl = max(table["kl"][-1])
+print(f"{len(table['tokens'])} tokens; KL at the last layer = {last_kl:.2e} (the lens reproduces the model)")
+assert last_kl < 1e-3, "the last-layer lens should equal the model's own logits"
+
+print(f"\nNext-token guesses after {table['tokens'][-1]!r}, layer by layer:")
+for L, words, probs, kl in zip(table["layers"], table["top_tokens"], table["top_probs"], table["kl"]):
+    guesses = ", ".join(f"{w!r} {p:.2f}" for w, p in zip(words[-1], probs[-1]))
+    print(f"  layer {L:3d}  KL {kl[-1]:7.3f}  {guesses}")
+
+# %% [markdown]
+# ## 3. Heat map: top-1 prediction per token and layer
+#
+# Each cell is the lens's most likely next token at that position (written in the cell) coloured
+# by its probability. Early layers often echo the input token; the answer tends to crystallise in
+# the last third of the network.
+
+# %%
+fig = lens.plot_lens_heatmap(table, value="prob", max_tokens=MAX_TOKENS_SHOWN)
+fig.savefig(out_dir / "logit_lens_heatmap.png", dpi=120, bbox_inches="tight")
+plt.show()
+
+# %% [markdown]
+# ## 4. KL to the final distribution per layer
+#
+# KL(final || layer) in nats, averaged over the prompt's positions: how far each layer's reading
+# is from what the model finally predicts. It reaches 0 at the last layer by construction; a
+# steep drop marks the layers where the prediction is formed.
+
+# %%
+fig = lens.plot_kl_per_layer(table)
+fig.savefig(out_dir / "logit_lens_kl.png", dpi=120, bbox_inches="tight")
+plt.show()
+
+fig = lens.plot_lens_heatmap(table, value="kl", max_tokens=MAX_TOKENS_SHOWN)
+fig.savefig(out_dir / "logit_lens_kl_heatmap.png", dpi=120, bbox_inches="tight")
+plt.show()
+
+# %% [markdown]
+# ## 5. Save the report
+#
+# `logit_lens.json`: the tokens, per-layer top-k tokens and probabilities, KL per position and
+# mean KL per layer, plus what was run. Notebook 20 fits a **tuned lens**, which reads the early
+# layers far better than this raw logit lens.
+
+# %%
+report = {
+    "model": MODEL_ID,
+    "n_layers": models.n_layers(model),
+    "d_model": models.d_model(model),
+    "final_logit_softcap": models.final_logit_softcap(model),
+    "layer_convention": "layer L = residual output of decoder block L (hidden_states[L+1])",
+    "top_k": TOP_K,
+    **table,
+    "seed": SEED,
+}
+path = out_dir / "logit_lens.json"
+path.write_text(json.dumps(report, indent=1))
+print(path)

@@ -1,0 +1,167 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# ## What you'll learn
+#
+# - The **tuned lens** (Belrose et al. 2023): one small affine "translator" per layer,
+#   `h + A h + b`, trained so that decoding the translated residual with the model's own final norm
+#   and unembedding matches the model's final distribution (KL loss). It starts at zero, i.e. equal
+#   to the logit lens, and can only learn to read each layer better.
+# - How to load a pretrained lens from the public `AlignmentResearch/tuned-lens` space when one
+#   exists for your model (GPT-2, Pythia, OPT, GPT-NeoX, ...) and fit a fresh one otherwise.
+# - An honest comparison on held-out text: per-layer KL to the final distribution and top-1
+#   agreement with the final prediction, tuned lens next to the logit lens baseline.
+#
+# The lens is saved in the public tuned-lens format (`config.json` + `params.pt`), so the
+# `tuned-lens` package can load it too.
+
+# %% tags=["parameters"]
+MODEL_ID = "gpt2"  # @param {type:"string"}
+TRY_PRETRAINED = True  # @param {type:"boolean"}
+DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
+FIT_STEPS = 250  # @param {type:"integer"}
+CONTEXT_LEN = 256  # @param {type:"integer"}
+BATCH_SIZE = 8  # @param {type:"integer"}
+OPTIMIZER = "adam"  # @param ["adam", "sgd"]
+LR = 0.0  # @param {type:"number"}
+EVAL_DOCS = 400  # @param {type:"integer"}
+EVAL_BATCHES = 16  # @param {type:"integer"}
+PROMPT = "The Eiffel Tower is located in the city of"  # @param {type:"string"}
+DEVICE = ""  # @param {type:"string"}
+OUTPUT_DIR = "outputs/20_tuned_lens"  # @param {type:"string"}
+SEED = 0  # @param {type:"integer"}
+
+# %%
+import itertools
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from shared import data, lens, models, runtime
+
+out_dir = Path(OUTPUT_DIR)
+out_dir.mkdir(parents=True, exist_ok=True)
+runtime.seed_everything(SEED)
+
+# %% [markdown]
+# ## 1. Load the model
+#
+# Gated models (Gemma, Llama) need an `HF_TOKEN` secret. Memory note: fitting decodes one layer
+# at a time, `BATCH_SIZE x CONTEXT_LEN x vocab` float32 logits; for Gemma's 256k vocabulary on a
+# T4 use `BATCH_SIZE = 2`, `CONTEXT_LEN = 256`.
+
+# %%
+model, tokenizer = models.load_model(MODEL_ID, device=DEVICE or None)
+print(f"{MODEL_ID}: {models.n_layers(model)} blocks, d_model {models.d_model(model)}, "
+      f"vocab {models.unembed(model).out_features}, on {models.model_device(model)}")
+
+# %% [markdown]
+# ## 2. Held-out and training text
+#
+# The first `EVAL_DOCS` documents of the stream are held out for the comparison; fitting reads
+# the documents after them, only as many as `FIT_STEPS x BATCH_SIZE` contexts need.
+
+# %%
+stream = data.text_stream(data.parse_source(DATASET, seed=SEED))
+eval_texts = list(itertools.islice(stream, EVAL_DOCS))
+print(f"{len(eval_texts)} held-out docs from {DATASET}; fitting reads on from doc {len(eval_texts)}")
+
+# %% [markdown]
+# ## 3. A pretrained lens, or a fresh fit
+#
+# With `TRY_PRETRAINED`, `lens/<MODEL_ID>/{config.json, params.pt}` is fetched from the
+# `AlignmentResearch/tuned-lens` space. When there is none (or no network), a lens is fitted here:
+# KL(final || lens) summed over layers, Adam (or the paper's SGD + Nesterov), linear warm-up and
+# decay, gradient clipping at 1. `LR = 0` picks the optimizer's default: 1e-3 for Adam, 1.0 for SGD.
+
+# %%
+tuned, info = lens.load_pretrained_or_fit(
+    MODEL_ID, model, tokenizer, stream, steps=FIT_STEPS, try_pretrained=TRY_PRETRAINED,
+    context_len=CONTEXT_LEN, batch_size=BATCH_SIZE, optimizer=OPTIMIZER, lr=LR, seed=SEED,
+)
+print(f"lens source: {info['source']}  {info['message']}")
+if info["history"]:
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(info["history"])
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean KL over layers (train batch)")
+    ax.set_title("tuned-lens fit")
+    fig.savefig(out_dir / "tuned_lens_fit.png", dpi=120, bbox_inches="tight")
+    plt.show()
+
+# %% [markdown]
+# ## 4. Tuned vs logit lens on held-out text
+#
+# Per layer: KL(final || lens) in nats (lower is better) and how often the lens's top-1 token
+# equals the model's final top-1 (higher is better). Both are exact at the last layer.
+
+# %%
+report = lens.compare_lenses(model, tokenizer, eval_texts, tuned, context_len=CONTEXT_LEN, batch_size=BATCH_SIZE,
+                             max_batches=EVAL_BATCHES)
+print(f"{report['n_tokens']} held-out tokens")
+print(f"{'layer':>5} {'KL logit':>9} {'KL tuned':>9} {'top1 logit':>11} {'top1 tuned':>11}")
+for L in report["layers"]:
+    print(f"{L:5d} {report['logit_lens']['kl'][L]:9.3f} {report['tuned_lens']['kl'][L]:9.3f} "
+          f"{report['logit_lens']['top1_agreement'][L]:11.3f} {report['tuned_lens']['top1_agreement'][L]:11.3f}")
+fig = lens.plot_lens_comparison(report)
+fig.savefig(out_dir / "tuned_vs_logit_lens.png", dpi=120, bbox_inches="tight")
+plt.show()
+
+# %% [markdown]
+# ## 5. One prompt through both lenses
+#
+# The same token x layer heat map as notebook 19, for the logit lens and the tuned lens.
+
+# %%
+tables = {"logit": lens.lens_table(model, tokenizer, PROMPT, topk=3),
+          "tuned": lens.lens_table(model, tokenizer, PROMPT, topk=3, lens=tuned)}
+for name, table in tables.items():
+    fig = lens.plot_lens_heatmap(table, value="prob", max_tokens=24)
+    fig.savefig(out_dir / f"{name}_lens_heatmap.png", dpi=120, bbox_inches="tight")
+    plt.show()
+    print(f"{name} lens, last position, top-1 by layer:", [row[-1][0] for row in table["top_tokens"]])
+
+# %% [markdown]
+# ## 6. Save the lens and the report
+#
+# The lens folder loads back with `lens.TunedLens.load(path)` (or the `tuned-lens` package);
+# `tuned_lens_report.json` holds the per-layer comparison and how the lens was obtained.
+
+# %%
+lens_dir = tuned.save(out_dir / "lens" / MODEL_ID.replace(":", "_"))
+gain = [a - b for a, b in zip(report["logit_lens"]["kl"], report["tuned_lens"]["kl"])]
+summary = {
+    "model": MODEL_ID,
+    "lens_source": info["source"],
+    "lens_message": info["message"],
+    "lens_dir": str(lens_dir),
+    "lens_format": "tuned-lens package: config.json + params.pt ({i}.weight/.bias; translator i reads hidden_states[i])",
+    "dataset": DATASET,
+    "fit": {"steps": FIT_STEPS if info["source"] == "fitted" else 0, "context_len": CONTEXT_LEN,
+            "batch_size": BATCH_SIZE, "optimizer": OPTIMIZER, "lr": LR,
+            "first_loss": info["history"][0] if info["history"] else None,
+            "last_loss": info["history"][-1] if info["history"] else None},
+    "eval_docs": len(eval_texts),
+    **report,
+    "mean_kl": {k: sum(report[k]["kl"]) / len(report["layers"]) for k in ("logit_lens", "tuned_lens")},
+    "tuned_not_worse_at_every_layer": all(g >= -1e-4 for g in gain),
+    "prompt": PROMPT,
+    "prompt_top1_last_position": {k: [row[-1][0] for row in t["top_tokens"]] for k, t in tables.items()},
+    "seed": SEED,
+}
+print(f"mean KL: logit {summary['mean_kl']['logit_lens']:.3f} -> tuned {summary['mean_kl']['tuned_lens']:.3f} nats; "
+      f"tuned not worse at every layer: {summary['tuned_not_worse_at_every_layer']}")
+path = out_dir / "tuned_lens_report.json"
+path.write_text(json.dumps(summary, indent=1))
+print(path)

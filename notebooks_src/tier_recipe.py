@@ -1,0 +1,211 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# ## What you'll learn
+#
+# - **The residual stream and hooks**: a forward hook on one decoder block reads the stream the
+#   block writes, and the forward stops right after it, so layers you do not need cost nothing.
+# - **TopK + AuxK**: each token keeps its k largest latents (Gao et al. 2024); latents that have
+#   not fired for millions of tokens are pulled back to life by an auxiliary loss on the residual
+#   error.
+# - **Geometric-median init** of the decoder bias, and decoder rows held at unit norm.
+# - **Crash-safe checkpointing**: checkpoints on Google Drive (or a Hugging Face repo) written
+#   atomically with checksums. If Colab disconnects, *run all cells again*: training resumes from
+#   the last checkpoint and ends with exactly the SAE an uninterrupted run would have produced.
+# - **Honest validation** on held-out text: variance explained, L0, dead latents, and how much of
+#   the model's next-token loss survives with the SAE spliced in.
+# - **SAELens export**: `cfg.json` + `sae_weights.safetensors` + `sparsity.safetensors`, loadable
+#   with `sae_lens.SAE.load_from_disk`, with a model card and Neuronpedia metadata; pushed to your
+#   Hugging Face account when `HF_TOKEN` is set.
+
+# %% tags=["parameters"]
+MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
+LAYER = 12  # @param {type:"integer"}
+DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
+VAL_DATASET = "hf:HuggingFaceFW/fineweb-edu:CC-MAIN-2024-10:train:text"  # @param {type:"string"}
+CONTEXT_LEN = 1024  # @param {type:"integer"}
+D_SAE = 16384  # @param {type:"integer"}
+K = 64  # @param {type:"integer"}
+TOTAL_TOKENS = 50_000_000  # @param {type:"integer"}
+BATCH_TOKENS = 4096  # @param {type:"integer"}
+MODEL_BATCH_SIZE = 8  # @param {type:"integer"}
+BLOCK_BATCHES = 32  # @param {type:"integer"}
+LR = 2e-4  # @param {type:"number"}
+LR_MIN = 6e-5  # @param {type:"number"}
+WARMUP_STEPS = 1000  # @param {type:"integer"}
+DEAD_TOKENS_THRESHOLD = 10_000_000  # @param {type:"integer"}
+CHECKPOINT_EVERY_TOKENS = 5_000_000  # @param {type:"integer"}
+CHECKPOINT_DIR = "auto"  # @param {type:"string"}
+RUN_NAME = "gemma-2-2b-L12-topk-16k"  # @param {type:"string"}
+MODEL_DEVICE = "auto"  # @param ["auto", "cuda:0", "spread", "cpu"]
+MODEL_DTYPE = "auto"  # @param ["auto", "bfloat16", "float16", "float32"]
+SAE_DEVICE = "auto"  # @param ["auto", "cpu", "cuda:0", "cuda:1"]
+VAL_TOKENS = 500_000  # @param {type:"integer"}
+HF_REPO = ""  # @param {type:"string"}
+OUTPUT_DIR = "outputs/01_hobbyist_gemma2_2b_colab"  # @param {type:"string"}
+SEED = 0  # @param {type:"integer"}
+
+# %%
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+from shared import capture, evaluate, export, models, plots, runtime, train
+
+out_dir = Path(OUTPUT_DIR)
+out_dir.mkdir(parents=True, exist_ok=True)
+runtime.seed_everything(SEED)
+
+# %% [markdown]
+# ## 1. Where are we running?
+#
+# On Colab the checkpoints go to Google Drive, which outlives the VM; elsewhere to a local folder
+# (or set `CHECKPOINT_DIR = "hf:<user>/<repo>"` to checkpoint into a private Hugging Face repo).
+
+# %%
+print(f"platform: {runtime.platform()}")
+gpus = runtime.gpu_info()
+for g in gpus:
+    print(f"  cuda:{g.index} {g.name}: {g.free_gb:.1f} of {g.total_gb:.1f} GiB free, bf16={g.bf16}")
+# "spread" splits a model too big for one GPU over all of them (Kaggle's 2xT4 for 7-8B models).
+model_device = {"auto": "cuda:0" if gpus else "cpu", "spread": "auto"}.get(MODEL_DEVICE, MODEL_DEVICE)
+sae_device = (f"cuda:{len(gpus) - 1}" if gpus else "cpu") if SAE_DEVICE == "auto" else SAE_DEVICE
+model_dtype = None if MODEL_DTYPE == "auto" else getattr(torch, MODEL_DTYPE)
+checkpoint_dir = train.resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME)
+print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint_dir}")
+
+# %% [markdown]
+# ## 2. The model and its residual stream
+#
+# A decoder-only transformer is a stack of blocks, each adding its output to a running vector per
+# token: the **residual stream**. "Layer L" here is the stream as block L leaves it (SAELens calls
+# it `blocks.L.hook_resid_post`). A forward hook on block L reads it; the capture raises a stop
+# signal from that hook, so blocks after L never run.
+
+# %%
+model, tokenizer = models.load_model(MODEL_ID, device=model_device, dtype=model_dtype)
+print(f"{MODEL_ID}: {models.n_layers(model)} decoder blocks at `{models.layers_path(model)}`, "
+      f"d_model = {models.d_model(model)}, dtype {next(model.parameters()).dtype}")
+
+probe = tokenizer("The residual stream carries everything the model knows about a token.",
+                  return_tensors="pt").input_ids.to(models.model_device(model))
+stream = capture.capture_residuals(model, probe, [LAYER])[LAYER][0].float()
+tokens = tokenizer.convert_ids_to_tokens(probe[0])
+plt.figure(figsize=(8, 2.5))
+plt.bar(range(len(tokens)), stream.norm(dim=-1).cpu())
+plt.xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
+plt.title(f"residual-stream norm per token at layer {LAYER} (BOS is huge: we drop it from training)")
+plt.tight_layout()
+plt.savefig(out_dir / "residual_norms.png", dpi=120)
+plt.show()
+
+# %% [markdown]
+# ## 3. The recipe
+#
+# Text streams from the data set, is packed into contexts of `CONTEXT_LEN` tokens starting with
+# BOS, and runs through the model in blocks of `BLOCK_BATCHES` forwards; the block's activations
+# (BOS, EOS and padding dropped) are shuffled and cut into batches of `BATCH_TOKENS` for Adam.
+# Warm-up then cosine decay of the learning rate to a non-zero floor. The decoder bias starts at
+# the geometric median of the first block. Dead latents are counted in tokens since they last
+# fired; once past `DEAD_TOKENS_THRESHOLD`, AuxK (k_aux = d_model/2, weight 1/32) trains them to
+# explain the main reconstruction's error.
+
+# %%
+cfg = train.TrainConfig(
+    model_id=MODEL_ID, layers=(LAYER,), dataset=(DATASET,), context_len=CONTEXT_LEN, d_sae=D_SAE, k=K,
+    total_tokens=TOTAL_TOKENS, batch_tokens=BATCH_TOKENS, model_batch_size=MODEL_BATCH_SIZE,
+    block_batches=BLOCK_BATCHES, lr=LR, lr_min=LR_MIN, warmup_steps=WARMUP_STEPS,
+    dead_tokens_threshold=DEAD_TOKENS_THRESHOLD, checkpoint_every_tokens=CHECKPOINT_EVERY_TOKENS,
+    checkpoint_dir=checkpoint_dir, sae_device=sae_device, seed=SEED,
+    metrics_path=str(out_dir / "metrics.jsonl"),
+)
+print(json.dumps(cfg.resume_key(), indent=1, default=str))
+
+# %% [markdown]
+# ## 4. Train (re-run this cell after a disconnect: it resumes)
+#
+# A checkpoint (SAE, Adam state, step, data position, random states) lands every
+# `CHECKPOINT_EVERY_TOKENS` tokens. It is written to a temporary folder, checksummed, and renamed
+# into place, so a kill mid-write only ever loses the newest checkpoint; a damaged one is skipped
+# with a warning.
+
+# %%
+result = train.train(cfg, model, tokenizer)
+sae = result.saes[LAYER]
+print(f"trained on {result.tokens:,} tokens in {result.steps:,} steps"
+      + (f" (resumed at {result.resumed_from:,})" if result.resumed_from else ""))
+
+# %%
+history = train.load_metrics(cfg.metrics_path)
+plots.plot_training_curves(history, save_to=out_dir / "training_curves.png")
+plt.show()
+
+# %% [markdown]
+# ## 5. Validate on held-out text
+#
+# Fresh tokens the SAE never saw (`VAL_DATASET`, another crawl of FineWeb-Edu by default). We
+# report the fraction of variance explained, L0, latents alive, and the next-token loss with the
+# SAE's reconstruction spliced into the model at its layer, between the clean model (100%
+# recovered) and the layer zero-ablated (0%).
+
+# %%
+val_batches = train.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_DATASET or None)
+sparsity = {}
+report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, sparsity=sparsity)
+print(evaluate.summarize(report))
+evaluate.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, tokens_trained=result.tokens,
+                          val_dataset=VAL_DATASET or DATASET)
+
+# %% [markdown]
+# ## 6. Export for SAELens and Neuronpedia, and upload
+#
+# The folder holds `cfg.json`, `sae_weights.safetensors` (W_enc, b_enc, W_dec, b_dec),
+# `sparsity.safetensors` (log10 firing frequency per latent), a model card with the validation
+# numbers, and `neuronpedia.json`. Load it back with
+# `sae_lens.SAE.load_from_disk(folder)` or `shared.export.load_sae(folder)`.
+
+# %%
+repo_id = export.hub_repo_id(HF_REPO, RUN_NAME)
+folders = export.export_run(
+    result.saes, out_dir / "export", model_name=MODEL_ID, layers_path=models.layers_path(model),
+    context_size=CONTEXT_LEN, dataset_path=DATASET, report=report, sparsity=sparsity, repo_id=repo_id,
+    tokens_trained=result.tokens,
+)
+reloaded = export.load_sae(folders[LAYER], d_in=models.d_model(model))
+check = val_batches[0][:1].to(models.model_device(model))
+acts = capture.capture_residuals(model, check, [LAYER])[LAYER][0].float().to(reloaded.device)
+same = torch.allclose(reloaded.encode(acts), sae.to(reloaded.device).encode(acts), atol=1e-5)
+print(f"export at {folders[LAYER]}; reloaded SAE encodes identically: {same}")
+
+urls = {}
+if repo_id:
+    for layer, folder in folders.items():
+        urls[layer] = export.push_to_hub(folder, repo_id)
+else:
+    print("upload skipped: set HF_TOKEN (and optionally HF_USERNAME or HF_REPO) to push the SAE to the Hub")
+
+# %% [markdown]
+# ## 7. The run report
+
+# %%
+run_report = {
+    "model": MODEL_ID, "layer": LAYER, "d_model": models.d_model(model), "d_sae": D_SAE, "k": K,
+    "dataset": DATASET, "tokens_trained": result.tokens, "steps": result.steps,
+    "resumed_from": result.resumed_from, "checkpoint_dir": checkpoint_dir,
+    "validation": report[str(LAYER)], "export": str(folders[LAYER]), "export_reloads_identically": same,
+    "hub": {str(k): v for k, v in urls.items()},
+}
+(out_dir / "run_report.json").write_text(json.dumps(run_report, indent=2, default=str))
+print(f"wrote {out_dir / 'run_report.json'}")

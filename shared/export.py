@@ -1,0 +1,376 @@
+"""SAELens-6 export: one folder per SAE that `sae_lens.SAE.load_from_disk` loads and Neuronpedia lists.
+
+    export_saelens(sae, "out/blocks.12.hook_resid_post", model_name="google/gemma-2-2b", layer=12,
+                   hf_hook_name="model.layers.12", context_size=1024, prepend_bos=True,
+                   dataset_path="HuggingFaceFW/fineweb-edu", sparsity=log_sparsity,
+                   val_metrics=report["12"])
+    push_to_hub("out/blocks.12.hook_resid_post", "me/gemma-2-2b-saes")   # skipped without HF_TOKEN
+
+The folder holds `cfg.json`, `sae_weights.safetensors` (W_enc [d_in, d_sae], b_enc, W_dec
+[d_sae, d_in], b_dec), `sparsity.safetensors` (per-latent log10 firing frequency), a model-card
+`README.md` and `neuronpedia.json`. Input normalisation is folded into the weights first, so the
+export takes raw residual-stream activations ("normalize_activations": "none").
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .sae import ARCHITECTURES, SAEConfig, SparseAutoencoder, build_sae
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+SPARSITY_FILE = "sparsity.safetensors"
+NEURONPEDIA_FILE = "neuronpedia.json"
+# The sae_lens release whose cfg.json layout this writes (fields checked against its source).
+SAE_LENS_VERSION = "6.54.12"
+# our architecture name -> sae_lens 6 architecture name
+SAELENS_ARCH = {"topk": "topk", "jumprelu": "jumprelu", "relu": "standard", "gated": "gated"}
+WEIGHT_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
+
+
+def log_sparsity(fire_counts: torch.Tensor, n_tokens: int, eps: float = 1e-10) -> torch.Tensor:
+    """Per-latent log10 firing frequency, the `sparsity` tensor SAELens and Neuronpedia read."""
+    if n_tokens <= 0:
+        raise ValueError("log_sparsity: n_tokens must be positive (count the tokens the counts came from).")
+    return torch.log10(fire_counts.double() / n_tokens + eps).float()
+
+
+def _exportable(sae: SparseAutoencoder) -> SparseAutoencoder:
+    """A CPU copy of `sae` with input normalisation folded into its weights (the original is untouched)."""
+    out = copy.deepcopy(sae).cpu()
+    if out.cfg.normalize_activations != "none":
+        if not hasattr(out, "fold_normalization"):
+            raise ValueError(f"{type(sae).__name__} cannot fold normalize_activations="
+                             f"{out.cfg.normalize_activations!r} into its weights; export needs raw-input weights.")
+        out.fold_normalization()
+    return out
+
+
+def saelens_cfg(sae: SparseAutoencoder, *, model_name: str, layer: int, hook_name: str | None = None,
+                hf_hook_name: str | None = None, context_size: int = 1024, prepend_bos: bool = True,
+                dataset_path: str | None = None, neuronpedia_id: str | None = None,
+                dtype: str = "float32", **metadata: Any) -> dict:
+    """The cfg.json dict sae_lens 6 expects for this SAE (after normalisation folding)."""
+    cfg: SAEConfig = sae.cfg
+    arch = SAELENS_ARCH.get(cfg.architecture)
+    if arch is None:
+        raise ValueError(f"architecture {cfg.architecture!r} has no SAELens equivalent; known: {sorted(SAELENS_ARCH)}")
+    if cfg.normalize_activations != "none":
+        raise ValueError("fold the input normalisation into the weights before export (sae.fold_normalization()).")
+    out = {
+        "architecture": arch,
+        "d_in": int(cfg.d_in),
+        "d_sae": int(cfg.d_sae),
+        "dtype": dtype,
+        "device": "cpu",
+        "apply_b_dec_to_input": bool(cfg.apply_b_dec_to_input),
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+    }
+    if arch == "topk":
+        out["k"] = int(cfg.k)
+        out["rescale_acts_by_decoder_norm"] = False
+    ours = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(vars(cfg))
+    out["metadata"] = {
+        "sae_lens_version": SAE_LENS_VERSION,
+        "sae_lens_training_version": None,
+        "model_name": model_name,
+        "hook_name": hook_name or f"blocks.{layer}.hook_resid_post",
+        "hook_head_index": None,
+        "hf_hook_name": hf_hook_name,
+        "layer": int(layer),
+        "context_size": int(context_size),
+        "prepend_bos": bool(prepend_bos),
+        "dataset_path": dataset_path,
+        "neuronpedia_id": neuronpedia_id,
+        "model_from_pretrained_kwargs": {},
+        "exclude_special_tokens": True,
+        "trained_with": "sae-notebook-ladder",
+        "sae_ladder_cfg": {**ours, "normalize_activations": "none"},
+        **metadata,
+    }
+    return out
+
+
+def neuronpedia_metadata(*, model_name: str, layer: int, d_sae: int, hook_name: str | None = None,
+                         hf_hook_name: str | None = None, sae_set: str | None = None,
+                         hf_repo_id: str | None = None, hf_folder: str | None = None,
+                         neuronpedia_id: str | None = None) -> dict:
+    """What a Neuronpedia upload asks for: model id, layer, SAE set and id, hook, where the weights live.
+
+    Neuronpedia ids read "<model>/<layer>-<set>", e.g. "gemma-2-2b/12-ladder-res-16k".
+    """
+    model_id = model_name.rstrip("/").split("/")[-1].lower()
+    size = f"{d_sae // 1024}k" if d_sae % 1024 == 0 else str(d_sae)
+    sae_set = sae_set or f"ladder-res-{size}"
+    sae_id = f"{layer}-{sae_set}"
+    return {
+        "modelId": model_id,
+        "layer": int(layer),
+        "saeSetName": sae_set,
+        "saeId": sae_id,
+        "neuronpediaId": neuronpedia_id or f"{model_id}/{sae_id}",
+        "hookName": hook_name or f"blocks.{layer}.hook_resid_post",
+        "hfHookName": hf_hook_name,
+        "dSae": int(d_sae),
+        "hfRepoId": hf_repo_id,
+        "hfFolder": hf_folder,
+        "library": "saelens",
+    }
+
+
+_ARCH_TITLE = {"topk": "TopK", "jumprelu": "JumpReLU", "standard": "ReLU", "gated": "Gated"}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def model_card(cfg: dict, val_metrics: dict | None = None, repo_id: str | None = None,
+               folder_name: str | None = None) -> str:
+    """README.md text: YAML front matter (library_name: saelens, tags), config and validation tables."""
+    md = cfg["metadata"]
+    base = md.get("model_name") or ""
+    front = ["---", "library_name: saelens", "tags:", "- sparse-autoencoder", "- saelens",
+             "- mechanistic-interpretability", "- sae-notebook-ladder"]
+    if re.fullmatch(r"[\w.\-]+/[\w.\-]+", base):
+        front.append(f"base_model: {base}")
+    front.append("---")
+    folder = folder_name or md["hook_name"]
+    lines = front + [
+        "",
+        f"# {_ARCH_TITLE.get(cfg['architecture'], cfg['architecture'])} SAE on {base or 'a language model'}, {md['hook_name']}",
+        "",
+        f"A {cfg['architecture']} sparse autoencoder (d_in {cfg['d_in']}, d_sae {cfg['d_sae']}"
+        + (f", k {cfg['k']}" if "k" in cfg else "")
+        + f") on the residual stream output of layer {md.get('layer')} "
+        f"(`{md['hook_name']}`, Hugging Face module `{md.get('hf_hook_name')}`), "
+        "trained with the SAE notebook ladder. The weights take raw activations.",
+        "",
+        "| setting | value |", "|---|---|",
+    ]
+    for key in ("model_name", "hook_name", "hf_hook_name", "context_size", "prepend_bos",
+                "dataset_path", "neuronpedia_id"):
+        lines.append(f"| {key} | {_fmt(md.get(key))} |")
+    for key in ("d_in", "d_sae", "k", "dtype", "apply_b_dec_to_input"):
+        if key in cfg:
+            lines.append(f"| {key} | {_fmt(cfg[key])} |")
+    if md.get("tokens_trained") is not None:
+        lines.append(f"| tokens_trained | {_fmt(md['tokens_trained'])} |")
+    lines += ["", "## Validation (held-out tokens)", ""]
+    if val_metrics:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in val_metrics.items()
+                  if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    else:
+        lines.append("No validation numbers were recorded for this export.")
+    src = f'SAE.from_pretrained("{repo_id}", "{folder}")' if repo_id else 'SAE.load_from_disk("<this folder>")'
+    lines += ["", "## Load it", "", "```python", "from sae_lens import SAE", "",
+              f"sae = {src}", "latents = sae.encode(resid)  # resid: [..., d_in] from the hook above",
+              "```", ""]
+    return "\n".join(lines)
+
+
+def export_saelens(sae: SparseAutoencoder, folder: str | Path, *, model_name: str, layer: int,
+                   hook_name: str | None = None, hf_hook_name: str | None = None,
+                   context_size: int = 1024, prepend_bos: bool = True, dataset_path: str | None = None,
+                   neuronpedia_id: str | None = None, sparsity: torch.Tensor | None = None,
+                   val_metrics: dict | None = None, dtype: str = "float32", repo_id: str | None = None,
+                   **metadata: Any) -> Path:
+    """Write `sae` as a SAELens-6 folder (cfg.json, weights, sparsity, README.md, neuronpedia.json)."""
+    from safetensors.torch import save_file
+
+    from .sae import DTYPES
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: use one of {tuple(DTYPES)}")
+    folder = Path(folder)
+    sae = _exportable(sae)
+    cfg = saelens_cfg(sae, model_name=model_name, layer=layer, hook_name=hook_name,
+                      hf_hook_name=hf_hook_name, context_size=context_size, prepend_bos=prepend_bos,
+                      dataset_path=dataset_path, neuronpedia_id=neuronpedia_id, dtype=dtype, **metadata)
+    state = sae.state_dict()
+    weights = {k: state[k].detach().to(DTYPES[dtype]).contiguous() for k in WEIGHT_KEYS if k in state}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(folder / WEIGHTS_FILE))
+    if sparsity is not None:
+        sparsity = torch.as_tensor(sparsity).detach().float().cpu().reshape(-1).contiguous()
+        if sparsity.numel() != sae.cfg.d_sae:
+            raise ValueError(f"sparsity has {sparsity.numel()} entries; it must hold one log10 firing "
+                             f"frequency per latent (d_sae={sae.cfg.d_sae})")
+        save_file({"sparsity": sparsity}, str(folder / SPARSITY_FILE))
+    (folder / CFG_FILE).write_text(json.dumps(cfg, indent=2))
+    hook = cfg["metadata"]["hook_name"]
+    np_meta = neuronpedia_metadata(model_name=model_name, layer=layer, d_sae=sae.cfg.d_sae, hook_name=hook,
+                                   hf_hook_name=hf_hook_name, hf_repo_id=repo_id, hf_folder=folder.name,
+                                   neuronpedia_id=neuronpedia_id)
+    (folder / NEURONPEDIA_FILE).write_text(json.dumps(np_meta, indent=2))
+    (folder / "README.md").write_text(model_card(cfg, val_metrics, repo_id, folder.name))
+    return folder
+
+
+def _config_from_cfg(cfg: dict) -> SAEConfig:
+    """Our SAEConfig from a SAELens-6 cfg.json (ours carry the full config in metadata) or our own cfg."""
+    meta = cfg.get("metadata") or {}
+    ours = meta.get("sae_ladder_cfg")
+    if ours is None and "aux_coef" in cfg and "dead_tokens_threshold" in cfg:
+        ours = cfg  # a plain SAEConfig.to_dict() written by our own code
+    if ours is not None:
+        fields = SAEConfig.__dataclass_fields__
+        ours = {k: v for k, v in ours.items() if k in fields}
+        return SAEConfig(**{**ours, "d_in": cfg.get("d_in", ours.get("d_in")),
+                            "d_sae": cfg.get("d_sae", ours.get("d_sae"))})
+    # a third-party SAELens folder
+    arch = cfg.get("architecture", "standard")
+    ours_arch = {v: k for k, v in SAELENS_ARCH.items()}.get(arch, arch)
+    if ours_arch not in ARCHITECTURES:
+        raise ValueError(f"cfg.json architecture {arch!r} is not supported by shared.sae "
+                         f"(available: {sorted(ARCHITECTURES)})")
+    norm = cfg.get("normalize_activations", "none")
+    if norm != "none":
+        raise ValueError(f"cfg.json normalize_activations={norm!r}: only 'none' (normalisation folded into "
+                         "the weights) can be loaded")
+    kw = {"k": int(cfg["k"])} if "k" in cfg else {}
+    return SAEConfig(d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]), architecture=ours_arch,
+                     apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+                     dtype=str(cfg.get("dtype", "float32")).removeprefix("torch."), **kw)
+
+
+def load_sae(path: str | Path, *, d_in: int | None = None, device: str | torch.device | None = None,
+             dtype: str | None = None) -> SparseAutoencoder:
+    """Load an exported folder (SAELens-6 layout, or our own cfg.json + sae_weights.safetensors).
+
+    d_in: the activation width you will feed it; a mismatch raises a clear ValueError.
+    """
+    from safetensors.torch import load_file
+
+    from .sae import DTYPES
+
+    folder = Path(path)
+    if folder.is_file():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no SAE folder at {folder}: give the folder that holds {CFG_FILE} "
+                                f"and {WEIGHTS_FILE}")
+    missing = [f for f in (CFG_FILE, WEIGHTS_FILE) if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"SAE folder {folder} lacks {', '.join(missing)}; export it with "
+                                "shared.export.export_saelens or download the whole folder")
+    cfg_dict = json.loads((folder / CFG_FILE).read_text())
+    cfg = _config_from_cfg(cfg_dict)
+    if dtype is not None:
+        cfg.dtype = dtype
+    if d_in is not None and int(d_in) != cfg.d_in:
+        raise ValueError(f"SAE at {folder} expects d_in={cfg.d_in} activations but d_in={d_in} was given: "
+                         "load the SAE trained for this model and layer (check model_name / hook_name in "
+                         "its cfg.json)")
+    weights = load_file(str(folder / WEIGHTS_FILE))
+    shapes = {"W_enc": (cfg.d_in, cfg.d_sae), "b_enc": (cfg.d_sae,), "W_dec": (cfg.d_sae, cfg.d_in),
+              "b_dec": (cfg.d_in,)}
+    for name, shape in shapes.items():
+        if name not in weights:
+            raise ValueError(f"{folder / WEIGHTS_FILE} has no {name} tensor (found {sorted(weights)})")
+        if tuple(weights[name].shape) != shape:
+            raise ValueError(f"{name} in {folder / WEIGHTS_FILE} has shape {tuple(weights[name].shape)}, "
+                             f"cfg.json (d_in={cfg.d_in}, d_sae={cfg.d_sae}) implies {shape}")
+    if cfg_dict.get("rescale_acts_by_decoder_norm"):
+        norms = weights["W_dec"].float().norm(dim=1)
+        if not torch.allclose(norms, torch.ones_like(norms), atol=1e-4):
+            raise ValueError("cfg.json sets rescale_acts_by_decoder_norm with non-unit decoder rows; "
+                             "fold the decoder norms (sae_lens fold_W_dec_norm) before loading here")
+    sae = build_sae(cfg)
+    state = sae.state_dict()
+    for name, t in weights.items():
+        if name in state:
+            state[name] = t.to(DTYPES[cfg.dtype])
+    sae.load_state_dict(state)
+    sae.eval()
+    return sae.to(device) if device is not None else sae
+
+
+def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, private: bool = False,
+                path_in_repo: str | None = None, required: bool = False, api: Any = None) -> str | None:
+    """Upload an export folder to `repo_id/<path_in_repo or folder name>`; URL, or None when skipped.
+
+    Without a token (argument or HF_TOKEN secret) it prints a 'skipped' line and returns None,
+    unless required=True, which raises instead. The token is never printed or written.
+    """
+    folder = Path(folder)
+    if not (folder / CFG_FILE).is_file():
+        raise FileNotFoundError(f"{folder} is not an export folder (no {CFG_FILE}); run export_saelens first")
+    if not token:
+        from . import runtime
+
+        token = runtime.get_secret("HF_TOKEN", required=required)
+    if not token:
+        print(f"push_to_hub skipped: set HF_TOKEN (a Hugging Face write token; Colab: Secrets panel, "
+              f"Kaggle: Add-ons > Secrets, elsewhere `export HF_TOKEN=...`) to upload {folder.name} to {repo_id}.")
+        return None
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    dest = (path_in_repo if path_in_repo is not None else folder.name).strip("/")
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model", token=token)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), path_in_repo=dest or None,
+                      repo_type="model", token=token, commit_message=f"Upload SAE {dest or folder.name}")
+    url = f"https://huggingface.co/{repo_id}" + (f"/tree/main/{dest}" if dest else "")
+    print(f"uploaded {folder.name} to {url}")
+    return url
+
+
+def export_run(saes: dict[int, SparseAutoencoder], out_dir: str | Path, *, model_name: str, layers_path: str,
+               context_size: int, dataset_path: str | None = None, report: dict | None = None,
+               sparsity: dict | None = None, repo_id: str | None = None, prepend_bos: bool = True,
+               **metadata: Any) -> dict[int, Path]:
+    """Export every SAE of a training run to `out_dir/blocks.<L>.hook_resid_post/` (one SAELens folder each).
+
+    layers_path: where the model keeps its decoder blocks (models.layers_path), so the HF module
+    path of layer L is f"{layers_path}.{L}"; report/sparsity: evaluate_saes' outputs, keyed by layer.
+    """
+    folders = {}
+    for layer, sae in saes.items():
+        hook_name = f"blocks.{layer}.hook_resid_post"
+        folders[layer] = export_saelens(
+            sae, Path(out_dir) / hook_name, model_name=model_name, layer=layer, hook_name=hook_name,
+            hf_hook_name=f"{layers_path}.{layer}", context_size=context_size, prepend_bos=prepend_bos,
+            dataset_path=dataset_path, sparsity=(sparsity or {}).get(layer),
+            val_metrics=(report or {}).get(str(layer)), repo_id=repo_id, **metadata)
+    return folders
+
+
+def hub_repo_id(repo: str | None, default_name: str, token: str | None = None) -> str | None:
+    """The repo to upload to: `repo` if it names one ("user/name"), else "<HF_USERNAME>/<default_name>".
+
+    The user name comes from the HF_USERNAME secret or, failing that, from the token's account;
+    None when neither is available (the upload is then skipped with a message).
+    """
+    if repo and "/" in repo:
+        return repo
+    name = repo or default_name
+    from . import runtime
+
+    user = runtime.get_secret("HF_USERNAME")
+    if not user:
+        token = token or runtime.get_secret("HF_TOKEN")
+        if not token:
+            return None
+        try:
+            from huggingface_hub import HfApi
+
+            user = HfApi(token=str(token)).whoami()["name"]
+        except Exception as e:  # offline, revoked token, ...: skip the upload, keep the run
+            print(f"could not look up the Hugging Face user for the upload ({type(e).__name__}); "
+                  "set HF_USERNAME or pass a full repo id")
+            return None
+    return f"{user}/{name}"

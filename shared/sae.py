@@ -1,0 +1,554 @@
+"""Sparse autoencoders behind one interface, TopK (+AuxK) first.
+
+Parameters use the SAELens 6 names and shapes (W_enc [d_in, d_sae], b_enc [d_sae],
+W_dec [d_sae, d_in], b_dec [d_in]) so an export is a plain state_dict copy.
+
+Training is sparse end to end: one dense encoder matmul picks the active latents, then decode
+and every gradient touch only the k (and k_aux) selected latents per token. The custom autograd
+functions below do that; `SparseAutoencoder.sparse_kernels = False` switches to a plain dense
+autograd reference (used by the tests to check the gradients).
+
+Siblings (BatchTopK, JumpReLU, ReLU+L1, Gated, Matryoshka) subclass SparseAutoencoder, override
+`select` / `activate` (the activation), and register themselves with `@register("name")`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NORMALIZATIONS = ("none", "expected_average_only_in")
+B_DEC_INITS = ("geometric_median", "mean", "zeros")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "float64": torch.float64}
+
+
+@dataclass
+class SAEConfig:
+    """Everything that defines an SAE's shape and training objective (serialisable with asdict)."""
+
+    d_in: int
+    d_sae: int
+    architecture: str = "topk"
+    k: int = 64
+    k_aux: int | None = None            # None -> d_in // 2 (Gao et al. 2024, App. B.1)
+    aux_coef: float = 1 / 32
+    dead_tokens_threshold: int = 10_000_000
+    normalize_activations: str = "none"  # "none" | "expected_average_only_in"
+    dtype: str = "float32"
+    apply_b_dec_to_input: bool = True
+    b_dec_init: str = "geometric_median"  # what the trainer does with its first sample
+    seed: int = 0
+    extra: dict = field(default_factory=dict)  # architecture-specific knobs for siblings
+
+    def __post_init__(self):
+        if self.d_in <= 0 or self.d_sae <= 0:
+            raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}.")
+        if not 0 < self.k <= self.d_sae:
+            raise ValueError(f"k={self.k} must be in 1..d_sae={self.d_sae}: lower k or raise d_sae.")
+        if self.k_aux is not None and self.k_aux <= 0:
+            raise ValueError(f"k_aux={self.k_aux} must be positive (or None for d_in // 2).")
+        if self.normalize_activations not in NORMALIZATIONS:
+            raise ValueError(f"normalize_activations={self.normalize_activations!r}: use one of {NORMALIZATIONS}.")
+        if self.b_dec_init not in B_DEC_INITS:
+            raise ValueError(f"b_dec_init={self.b_dec_init!r}: use one of {B_DEC_INITS}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}: use one of {tuple(DTYPES)}.")
+        if self.dead_tokens_threshold <= 0:
+            raise ValueError("dead_tokens_threshold must be a positive number of tokens.")
+
+    @property
+    def k_aux_eff(self) -> int:
+        return self.k_aux if self.k_aux is not None else max(1, self.d_in // 2)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SAEOutput(NamedTuple):
+    """What a training step needs. Metrics are in the SAE's (normalised) input space.
+
+    loss = fvu + aux_loss (aux_loss already includes aux_coef); mse_loss = mean over tokens of
+    the squared error summed over d_in; l0 = mean number of non-zero latents per token.
+    """
+
+    x_hat: Tensor          # [N, d_in] reconstruction, in the caller's (raw) space
+    latent_vals: Tensor    # [N, m] values of the selected latents (zeros allowed)
+    latent_idx: Tensor     # [N, m] their indices
+    loss: Tensor
+    mse_loss: Tensor
+    aux_loss: Tensor
+    fvu: Tensor
+    l0: Tensor
+
+
+# --------------------------------------------------------------------------- sparse kernels
+
+class LatentPlan:
+    """The (token, slot) entries of idx [N, m] regrouped by latent (a CSR of the transposed pattern).
+
+    Built lazily, once per step, and shared by every sparse gradient of that step (encoder and
+    decoder, main and AuxK): one int32 argsort of N*m keys instead of one per gradient.
+    order[i]: position in idx.flatten() of the i-th entry by latent; offsets[c]: first entry of
+    latent c; tokens(group_rows): the row each entry reads, optionally offset per slot group.
+    """
+
+    def __init__(self, idx: Tensor, d_sae: int):
+        self.idx, self.d_sae = idx, d_sae
+        self._order = None
+
+    def _build(self):
+        flat = self.idx.reshape(-1)
+        key = flat.to(torch.int32) if self.d_sae < 2 ** 31 else flat
+        self._order = torch.argsort(key)
+        counts = torch.bincount(flat, minlength=self.d_sae)
+        self._offsets = torch.zeros(self.d_sae, dtype=torch.long, device=flat.device)
+        self._offsets[1:] = counts.cumsum(0)[:-1]
+
+    @property
+    def order(self) -> Tensor:
+        if self._order is None:
+            self._build()
+        return self._order
+
+    @property
+    def offsets(self) -> Tensor:
+        self.order
+        return self._offsets
+
+    def tokens(self, splits: tuple[int, ...] | None = None) -> Tensor:
+        """Row of each entry (by-latent order); with slot groups `splits`, group g's rows are + g*N."""
+        n, m = self.idx.shape
+        tok = torch.div(self.order, m, rounding_mode="floor")
+        if splits and len(splits) > 1:
+            group = torch.bucketize(self.order % m, torch.tensor(list(_cumsum(splits))[:-1],
+                                                                   device=tok.device), right=True)
+            tok = tok + group * n
+        return tok
+
+    def scatter(self, rows: Tensor, weights: Tensor, splits=None) -> Tensor:
+        """out[c] = sum over entries (n, j) of latent c of weights[n, j] * rows[row(n, j)] -> [d_sae, d].
+
+        One embedding_bag over the by-latent pattern: O(N*m*d), no [N, d_sae] intermediate.
+        """
+        w = weights.reshape(-1)[self.order].to(rows.dtype)
+        return F.embedding_bag(self.tokens(splits), rows, self.offsets, mode="sum", per_sample_weights=w)
+
+
+def _cumsum(xs):
+    t = 0
+    for x in xs:
+        t += x
+        yield t
+
+
+def _gather_dot(a: Tensor, W: Tensor, idx: Tensor, chunk: int = 1 << 20) -> Tensor:
+    """out[n, j] = a[n] . W[idx[n, j]]  for a [N, d], W [d_sae, d], idx [N, m] -> [N, m].
+
+    A sampled dense-dense matmul (a @ W.T evaluated only on the pattern idx) where torch has
+    one; otherwise chunked gather + bmm so the [rows, m, d] temporary stays below `chunk` * d.
+    """
+    n, m = idx.shape
+    if a.dtype == W.dtype and a.dtype in (torch.float32, torch.float64):
+        try:
+            crow = torch.arange(0, n * m + 1, m, device=idx.device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pattern = torch.sparse_csr_tensor(crow, idx.reshape(-1), torch.ones(n * m, dtype=a.dtype,
+                                                  device=a.device), (n, W.shape[0]))
+                return torch.sparse.sampled_addmm(pattern, a, W.t(), beta=0.0).values().view(n, m)
+        except (RuntimeError, NotImplementedError):
+            pass
+    out = torch.empty(n, m, dtype=a.dtype, device=a.device)
+    step = max(1, chunk // max(m, 1))
+    for s in range(0, n, step):
+        rows = W[idx[s:s + step]]                                  # [r, m, d]
+        out[s:s + step] = torch.bmm(rows, a[s:s + step, :, None].to(W.dtype)).squeeze(-1).to(a.dtype)
+    return out
+
+
+class SparseDecode(torch.autograd.Function):
+    """Grouped sparse decode: for each slot group g of (vals, idx) [N, m] (splits = widths),
+    out_g = sum_{j in g} vals[:, j] * W_dec[idx[:, j]]  -> one [N, d_in] output per group.
+
+    Backward: grad vals[n, j] = g_g[n] . W_dec[idx[n, j]] (a sampled matmul on the pattern);
+    grad W_dec[c] = sum over entries of latent c of vals * g_g[n] (one embedding_bag via the plan).
+    """
+
+    @staticmethod
+    def forward(ctx, vals, idx, W_dec, splits, plan):
+        ctx.save_for_backward(vals, idx, W_dec)
+        ctx.splits, ctx.plan = splits, plan
+        outs, s = [], 0
+        for w in splits:
+            outs.append(F.embedding_bag(idx[:, s:s + w], W_dec, mode="sum",
+                                        per_sample_weights=vals[:, s:s + w].to(W_dec.dtype)))
+            s += w
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        vals, idx, W_dec = ctx.saved_tensors
+        grads = [g.contiguous() for g in grads]
+        d_vals = d_W = None
+        if ctx.needs_input_grad[0]:
+            parts, s = [], 0
+            for w, g in zip(ctx.splits, grads):
+                parts.append(_gather_dot(g, W_dec, idx[:, s:s + w]))
+                s += w
+            d_vals = torch.cat(parts, dim=1)
+        if ctx.needs_input_grad[2]:
+            plan = ctx.plan or LatentPlan(idx, W_dec.shape[0])
+            d_W = plan.scatter(torch.cat(grads, 0).to(W_dec.dtype), vals, ctx.splits)
+        return d_vals, None, d_W, None, None
+
+
+def sparse_decode(vals: Tensor, idx: Tensor, W_dec: Tensor, splits=None, plan=None):
+    """Differentiable sparse decode; returns one tensor, or a tuple when `splits` groups slots."""
+    outs = SparseDecode.apply(vals, idx, W_dec, tuple(splits or (idx.shape[1],)), plan)
+    return outs if splits else outs[0]
+
+
+class SparseEncodeSelect(torch.autograd.Function):
+    """pre[n, j] = (x[n] - b_dec) . W_enc[:, idx[n, j]] + b_enc[idx[n, j]] for the chosen idx only.
+
+    The forward receives the values already computed by the dense encoder matmul (no recompute);
+    the backward touches only the chosen columns: grad W_enc[:, c] = sum_{idx[n,j]=c} g[n,j] xc[n],
+    grad b_enc[c] = sum g, grad b_dec = -W_enc @ grad b_enc (when b_dec is subtracted), and grad x
+    (only when x needs it) = sum_j g[n, j] W_enc[:, idx[n, j]].
+    """
+
+    @staticmethod
+    def forward(ctx, x, b_dec, W_enc, b_enc, idx, pre_sel, apply_b_dec: bool, plan):
+        ctx.save_for_backward(x, b_dec, W_enc, idx)
+        ctx.apply_b_dec, ctx.plan = apply_b_dec, plan
+        return pre_sel.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        x, b_dec, W_enc, idx = ctx.saved_tensors
+        d_sae = W_enc.shape[1]
+        g = g.contiguous()
+        need_x, need_bdec, need_W, need_benc = (ctx.needs_input_grad[i] for i in range(4))
+        d_x = d_bdec = d_W = d_benc = None
+        col_sum = None
+        if need_benc or need_bdec:
+            col_sum = torch.zeros(d_sae, dtype=g.dtype, device=g.device)
+            col_sum.index_add_(0, idx.reshape(-1), g.reshape(-1))
+            d_benc = col_sum.to(W_enc.dtype) if need_benc else None
+        if need_W:
+            xc = x - b_dec if ctx.apply_b_dec else x
+            plan = ctx.plan or LatentPlan(idx, d_sae)
+            d_W = plan.scatter(xc.to(W_enc.dtype), g).t()
+        if need_bdec and ctx.apply_b_dec:
+            d_bdec = -(W_enc @ col_sum.to(W_enc.dtype))
+        if need_x:
+            d_x = _gather_rows_sum(W_enc.t(), idx, g).to(x.dtype)
+        return d_x, d_bdec, d_W, d_benc, None, None, None, None
+
+
+def _gather_rows_sum(Wt: Tensor, idx: Tensor, w: Tensor) -> Tensor:
+    """out[n] = sum_j w[n, j] * Wt[idx[n, j]]  (Wt [d_sae, d]) -> [N, d]."""
+    return F.embedding_bag(idx, Wt.contiguous(), mode="sum", per_sample_weights=w.to(Wt.dtype))
+
+
+# --------------------------------------------------------------------------- geometric median
+
+@torch.no_grad()
+def geometric_median(points: Tensor, eps: float = 1e-6, max_iter: int = 200) -> Tensor:
+    """Point minimising the sum of Euclidean distances to `points` [N, d] (Weiszfeld, float64).
+
+    Robust centre for b_dec: unlike the mean it is not dragged by the few huge-norm outliers
+    (e.g. attention-sink tokens) that residual streams carry.
+    """
+    if points.ndim != 2 or points.shape[0] == 0:
+        raise ValueError(f"geometric_median needs a non-empty [N, d] tensor, got shape {tuple(points.shape)}.")
+    if not torch.isfinite(points).all():
+        raise ValueError("geometric_median: points contain NaN/inf; clean the activation sample first.")
+    p = points.to(torch.float64)
+    y = p.mean(0)
+    scale = p.norm(dim=1).mean().clamp_min(1e-12)
+    for _ in range(max_iter):
+        dist = (p - y).norm(dim=1).clamp_min(1e-12 * scale)
+        w = 1.0 / dist
+        y_new = (w[:, None] * p).sum(0) / w.sum()
+        done = (y_new - y).norm() <= eps * scale
+        y = y_new
+        if done:
+            break
+    return y.to(points.dtype)
+
+
+# --------------------------------------------------------------------------- the SAE
+
+ARCHITECTURES: dict[str, type] = {}
+
+
+def register(name: str):
+    """Class decorator: make `build_sae` know the architecture `name`."""
+
+    def deco(cls):
+        ARCHITECTURES[name] = cls
+        cls.architecture = name
+        return cls
+
+    return deco
+
+
+def build_sae(cfg: SAEConfig, device=None) -> "SparseAutoencoder":
+    """Instantiate the SAE class registered for cfg.architecture."""
+    if cfg.architecture not in ARCHITECTURES:
+        raise ValueError(f"Unknown SAE architecture {cfg.architecture!r}; available: {sorted(ARCHITECTURES)}.")
+    return ARCHITECTURES[cfg.architecture](cfg, device=device)
+
+
+class SparseAutoencoder(nn.Module):
+    """Linear encoder -> sparse activation -> linear decoder with unit-norm decoder rows.
+
+    Subclasses change only the activation: `select(pre)` picks which latents of each token may be
+    non-zero (no gradient), `activate(pre_sel)` maps their pre-activations to latent values
+    (differentiable). Everything else (sparse decode, AuxK, metrics, normalisation) is shared.
+    """
+
+    architecture = "base"
+    sparse_kernels = True  # False: dense autograd reference path (tests, debugging)
+
+    def __init__(self, cfg: SAEConfig, device=None):
+        super().__init__()
+        self.cfg = cfg
+        dtype = DTYPES[cfg.dtype]
+        gen = torch.Generator().manual_seed(cfg.seed)
+        W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen, dtype=torch.float32)
+        W_dec /= W_dec.norm(dim=1, keepdim=True)
+        # Encoder starts as the decoder's transpose (Gao et al. 2024).
+        self.W_enc = nn.Parameter(W_dec.t().contiguous().to(device=device, dtype=dtype))
+        self.W_dec = nn.Parameter(W_dec.to(device=device, dtype=dtype))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, device=device, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, device=device, dtype=dtype))
+        self.register_buffer("tokens_since_fired", torch.zeros(cfg.d_sae, dtype=torch.long, device=device))
+        # Input scale for normalize_activations="expected_average_only_in" (1 = off / folded).
+        self.register_buffer("norm_scale", torch.ones((), dtype=torch.float32, device=device))
+
+    # ---- activation: the only part siblings override
+    def select(self, pre: Tensor) -> Tensor:
+        """Indices [N, m] of the latents each token may activate (no gradient)."""
+        raise NotImplementedError
+
+    def activate(self, pre_sel: Tensor) -> Tensor:
+        """Latent values from the selected pre-activations (differentiable)."""
+        return F.relu(pre_sel)
+
+    # ---- plumbing
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_enc.dtype
+
+    def _check_input(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(f"SAE expects inputs with last dim d_in={self.cfg.d_in}, got shape {tuple(x.shape)}: "
+                             "check the layer / model the activations come from.")
+        if not torch.isfinite(x).all():
+            raise ValueError("SAE input contains NaN or inf activations. Check the model dtype (fp16 overflow: "
+                             "use bf16 or fp32) and the capture; drop such tokens before training.")
+        return x
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        x = x.to(self.dtype)
+        if self.cfg.normalize_activations != "none":
+            x = x * self.norm_scale.to(x.dtype)
+        return x
+
+    def _denormalize(self, x: Tensor) -> Tensor:
+        if self.cfg.normalize_activations != "none":
+            x = x / self.norm_scale.to(x.dtype)
+        return x
+
+    def _pre(self, x: Tensor) -> Tensor:
+        xc = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+        return torch.addmm(self.b_enc, xc, self.W_enc)
+
+    # ---- inference API (SAELens semantics: dense latents)
+    def encode(self, x: Tensor) -> Tensor:
+        """Raw activations [..., d_in] -> dense latents [..., d_sae] (same as sae_lens' encode)."""
+        self._check_input(x)
+        lead = x.shape[:-1]
+        x2 = self._normalize(x.reshape(-1, self.cfg.d_in))
+        pre = self._pre(x2)
+        idx = self.select(pre.detach())
+        vals = self.activate(pre.gather(1, idx))
+        z = torch.zeros_like(pre).scatter(1, idx, vals)
+        return z.reshape(*lead, self.cfg.d_sae)
+
+    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw activations [N, d_in] -> (values [N, m], indices [N, m]) of the active latents."""
+        self._check_input(x)
+        with torch.no_grad():
+            pre = self._pre(self._normalize(x.reshape(-1, self.cfg.d_in)))
+            idx = self.select(pre)
+            return self.activate(pre.gather(1, idx)), idx
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Dense latents [..., d_sae] -> reconstruction [..., d_in] in the raw input space."""
+        return self._denormalize(latents.to(self.dtype) @ self.W_dec + self.b_dec)
+
+    # ---- training forward
+    def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+        """One training forward on x [N, d_in]; AuxK runs when dead_mask has any True."""
+        self._check_input(x)
+        if x.ndim != 2:
+            x = x.reshape(-1, self.cfg.d_in)
+        xn = self._normalize(x)
+        with torch.no_grad():
+            pre = self._pre(xn)                          # the one dense matmul
+            idx = self.select(pre)
+            aux_idx = self._select_dead(pre, dead_mask)
+
+        all_idx = idx if aux_idx is None else torch.cat([idx, aux_idx], dim=1)
+        m = idx.shape[1]
+        splits = (m,) if aux_idx is None else (m, aux_idx.shape[1])
+        if self.sparse_kernels:
+            plan = LatentPlan(all_idx, self.cfg.d_sae)
+            pre_sel = SparseEncodeSelect.apply(xn, self.b_dec, self.W_enc, self.b_enc, all_idx,
+                                               pre.gather(1, all_idx), self.cfg.apply_b_dec_to_input, plan)
+        else:
+            pre_sel = self._pre(xn).gather(1, all_idx)
+        del pre
+        vals = self.activate(pre_sel[:, :m])
+        aux_vals = F.relu(pre_sel[:, m:]) if aux_idx is not None else None
+        if self.sparse_kernels:
+            both = torch.cat([vals, aux_vals], 1) if aux_vals is not None else vals
+            decoded = sparse_decode(both, all_idx, self.W_dec, splits, plan)
+        else:
+            decoded = [self._dense_decode(vals, idx)]
+            if aux_vals is not None:
+                decoded.append(self._dense_decode(aux_vals, aux_idx))
+        x_hat = decoded[0] + self.b_dec
+
+        err = xn - x_hat
+        sq = err.float().pow(2).sum()
+        total_var = (xn.float() - xn.float().mean(0)).pow(2).sum()
+        fvu = sq / total_var.clamp_min(1e-12)
+        mse = sq / xn.shape[0]
+
+        if aux_idx is not None:
+            e = err.detach()
+            e_hat = decoded[1]  # no bias: b_dec is already in e
+            aux = (e - e_hat).float().pow(2).sum() / (e.float() - e.float().mean(0)).pow(2).sum().clamp_min(1e-12)
+            aux_loss = self.cfg.aux_coef * aux
+        else:
+            aux_loss = fvu.new_zeros(())
+        l0 = (vals > 0).sum(1).float().mean()
+        return SAEOutput(self._denormalize(x_hat), vals, idx, fvu + aux_loss, mse.detach(),
+                         aux_loss, fvu, l0.detach())
+
+    def _dense_decode(self, vals: Tensor, idx: Tensor) -> Tensor:
+        z = torch.zeros(vals.shape[0], self.cfg.d_sae, dtype=vals.dtype, device=vals.device).scatter(1, idx, vals)
+        return z @ self.W_dec
+
+    def _select_dead(self, pre: Tensor, dead_mask: Tensor | None) -> Tensor | None:
+        """Top-k_aux dead latents per token by pre-activation, or None when AuxK is off."""
+        if dead_mask is None or self.cfg.aux_coef == 0:
+            return None
+        dead = dead_mask.nonzero().squeeze(1)
+        n_dead = dead.numel()
+        if n_dead == 0:
+            return None
+        k_aux = min(self.cfg.k_aux_eff, n_dead)
+        local = pre.index_select(1, dead).topk(k_aux, dim=1, sorted=False).indices
+        return dead[local]
+
+    # ---- training utilities
+    @torch.no_grad()
+    def update_dead_tracking(self, latent_idx: Tensor, n_tokens: int, latent_vals: Tensor | None = None) -> Tensor:
+        """Add n_tokens to every latent's tokens_since_fired, zero those that fired; -> dead mask.
+
+        A latent fired when it is in latent_idx (with a positive value when latent_vals is given).
+        """
+        fired = latent_idx[latent_vals > 0] if latent_vals is not None else latent_idx.reshape(-1)
+        self.tokens_since_fired += int(n_tokens)
+        self.tokens_since_fired[fired.to(self.tokens_since_fired.device)] = 0
+        return self.dead_mask()
+
+    def dead_mask(self) -> Tensor:
+        return self.tokens_since_fired >= self.cfg.dead_tokens_threshold
+
+    @torch.no_grad()
+    def set_decoder_unit_norm(self) -> None:
+        """Rescale every decoder row to norm 1 (call after each optimizer step)."""
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(torch.finfo(self.W_dec.dtype).eps)
+
+    @torch.no_grad()
+    def remove_parallel_decoder_grad(self) -> None:
+        """Drop the gradient component along each (unit) decoder row (call before the optimizer step)."""
+        g = self.W_dec.grad
+        if g is None:
+            return
+        parallel = (g * self.W_dec).sum(dim=1, keepdim=True)
+        g -= parallel * self.W_dec
+
+    @torch.no_grad()
+    def init_b_dec_geometric_median(self, sample: Tensor, max_iter: int = 200) -> None:
+        """b_dec <- geometric median of a [N, d_in] sample of raw activations (after normalisation)."""
+        self._check_input(sample)
+        self.b_dec.copy_(geometric_median(self._normalize(sample.reshape(-1, self.cfg.d_in)).float(),
+                                          max_iter=max_iter))
+
+    @torch.no_grad()
+    def init_b_dec(self, sample: Tensor) -> None:
+        """Initialise b_dec as cfg.b_dec_init says ("geometric_median" | "mean" | "zeros")."""
+        if self.cfg.b_dec_init == "geometric_median":
+            self.init_b_dec_geometric_median(sample)
+        elif self.cfg.b_dec_init == "mean":
+            self._check_input(sample)
+            self.b_dec.copy_(self._normalize(sample.reshape(-1, self.cfg.d_in)).float().mean(0))
+        else:
+            self.b_dec.zero_()
+
+    @torch.no_grad()
+    def estimate_norm_scale(self, sample: Tensor) -> float:
+        """Set the input scale so that E||x * scale|| = sqrt(d_in) on `sample` (raw activations).
+
+        No-op (returns 1.0) when cfg.normalize_activations == "none".
+        """
+        if self.cfg.normalize_activations == "none":
+            return 1.0
+        self._check_input(sample)
+        mean_norm = sample.reshape(-1, self.cfg.d_in).float().norm(dim=1).mean().item()
+        if mean_norm == 0:
+            raise ValueError("estimate_norm_scale: the sample has zero norm; pass real activations.")
+        self.norm_scale.fill_(math.sqrt(self.cfg.d_in) / mean_norm)
+        return float(self.norm_scale)
+
+    @torch.no_grad()
+    def fold_normalization(self) -> None:
+        """Fold the input scale into the weights so the SAE takes and returns raw activations.
+
+        encode((s x) - b) W + c == (x - b/s)(s W) + c ; decode: (z W_dec + b)/s. Afterwards
+        norm_scale = 1 and cfg.normalize_activations = "none" (decoder rows are then norm 1/s).
+        """
+        if self.cfg.normalize_activations == "none":
+            return
+        s = self.norm_scale.to(self.dtype)
+        self.W_enc.mul_(s)
+        self.W_dec.div_(s)
+        self.b_dec.div_(s)
+        self.norm_scale.fill_(1.0)
+        self.cfg.normalize_activations = "none"
+
+
+@register("topk")
+class TopKSAE(SparseAutoencoder):
+    """TopK activation (Gao et al. 2024): keep each token's k largest pre-activations, then ReLU."""
+
+    def select(self, pre: Tensor) -> Tensor:
+        return pre.topk(self.cfg.k, dim=1, sorted=False).indices

@@ -1,0 +1,369 @@
+"""The SAE training loop every tier shares: one model forward feeds one SAE per layer.
+
+Activations arrive in *blocks*: a fixed number of token batches run through the model once
+(every requested layer captured in the same forward), shuffled with a generator seeded by the
+block's index, and cut into training batches. Blocks are the unit of resume: a checkpoint is
+taken only between blocks and records how many blocks were consumed, so a run killed at any
+moment restarts from its last complete checkpoint, regenerates exactly the same blocks, and ends
+with the same weights as a run never interrupted (bitwise on CPU). Re-running the same call is
+all a user does to resume.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from . import checkpoint as ckpt
+from .capture import capture_residuals, check_layers, token_mask
+from .data import mix_streams, parse_source, token_batches
+from .models import d_model, load_model, model_device
+from .sae import SAEConfig, build_sae
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run; the same values must be passed again to resume."""
+
+    model_id: str
+    layers: tuple[int, ...]
+    dataset: tuple[str, ...] = ("synthetic",)  # data.parse_source specs; "spec@0.7" sets a mix weight
+    context_len: int = 1024
+    d_sae: int = 16384
+    k: int = 64
+    architecture: str = "topk"
+    k_aux: int | None = None  # default d_model // 2
+    aux_coef: float = 1 / 32
+    dead_tokens_threshold: int = 10_000_000
+    normalize_activations: str = "none"
+    total_tokens: int = 50_000_000
+    batch_tokens: int = 4096  # SAE training batch (tokens per optimiser step)
+    model_batch_size: int = 8  # contexts per model forward
+    block_batches: int = 32  # model forwards per shuffled block (the resume unit)
+    lr: float = 2e-4
+    lr_min: float = 6e-5
+    warmup_steps: int = 1000
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    checkpoint_every_tokens: int = 5_000_000
+    keep_checkpoints: int = 2
+    checkpoint_dir: str = "checkpoints"  # a folder (a mounted Drive too) or "hf:<user>/<repo>"
+    model_device: str | None = None
+    sae_device: str | None = None
+    model_dtype: str | None = None  # None: bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU
+    activation_dtype: str = "float32"  # dtype of the shuffled block store
+    geometric_median_tokens: int = 8192
+    log_every: int = 10
+    metrics_path: str | None = None  # JSONL; default <checkpoint_dir>/metrics.jsonl for local stores
+    wandb_project: str | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        self.layers = tuple(int(x) for x in (self.layers if isinstance(self.layers, (list, tuple)) else [self.layers]))
+        self.dataset = (self.dataset,) if isinstance(self.dataset, str) else tuple(self.dataset)
+        if not self.layers:
+            raise ValueError("layers is empty: name at least one decoder layer to train an SAE on")
+        if self.total_tokens <= 0 or self.batch_tokens <= 0:
+            raise ValueError("total_tokens and batch_tokens must be positive")
+        if self.context_len < 2:
+            raise ValueError("context_len must be at least 2 (BOS plus one token)")
+        if not 0 < self.lr_min <= self.lr:
+            raise ValueError(f"need 0 < lr_min <= lr, got lr={self.lr}, lr_min={self.lr_min}")
+
+    def resume_key(self) -> dict:
+        """The settings that must match for a checkpoint to be resumed (others, e.g. logging, may change)."""
+        skip = {"checkpoint_dir", "log_every", "metrics_path", "wandb_project", "keep_checkpoints",
+                "model_device", "sae_device", "checkpoint_every_tokens"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+
+def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """Linear warm-up to cfg.lr, then cosine decay to the non-zero floor cfg.lr_min at the last step."""
+    warmup = max(1, min(cfg.warmup_steps, total_steps // 10 or 1))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class TrainResult:
+    saes: dict[int, torch.nn.Module]
+    tokens: int
+    steps: int
+    resumed_from: int | None
+    metrics_path: Path | None
+    history: list[dict] = field(default_factory=list)
+
+
+def _dtype(name: str | None, device: torch.device) -> torch.dtype:
+    if name:
+        return getattr(torch, name)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _token_stream(cfg: TrainConfig, tokenizer) -> Iterator[torch.Tensor]:
+    sources = [parse_source(spec, seed=cfg.seed) for spec in cfg.dataset]
+    texts = mix_streams(sources, seed=cfg.seed)
+    return token_batches(texts, tokenizer, cfg.context_len, cfg.model_batch_size, prepend_bos=True)
+
+
+def validation_batches(cfg: TrainConfig, tokenizer, n_tokens: int, dataset: str | tuple[str, ...] | None = None,
+                       seed_offset: int = 1_000) -> list[torch.Tensor]:
+    """Held-out token batches (~n_tokens) for validation: other sources if given, else the training
+    sources under another seed (for the synthetic corpus, its held-out split)."""
+    specs = cfg.dataset if not dataset else ((dataset,) if isinstance(dataset, str) else tuple(dataset))
+    seed = cfg.seed + seed_offset
+    sources = [parse_source(spec, seed=seed) for spec in specs]
+    for source in sources:
+        if source.kind == "synthetic":
+            source.split = "test"
+    n_batches = max(1, math.ceil(n_tokens / (cfg.model_batch_size * cfg.context_len)))
+    texts = mix_streams(sources, seed=seed)
+    return list(token_batches(texts, tokenizer, cfg.context_len, cfg.model_batch_size, prepend_bos=True,
+                              max_batches=n_batches))
+
+
+def activation_blocks(model, tokenizer, batches: Iterator[torch.Tensor], cfg: TrainConfig, device,
+                      start_block: int = 0) -> Iterator[dict[int, torch.Tensor]]:
+    """Yield shuffled blocks {layer: [N, d]} of residual activations, from block `start_block` on.
+
+    A block is `cfg.block_batches` token batches run through the model once; its rows are
+    permuted by a generator seeded with (seed, block index), the same permutation for every
+    layer, so block b is identical whether or not the run was resumed before it.
+    """
+    dtype = getattr(torch, cfg.activation_dtype)
+    for _ in range(start_block * cfg.block_batches):
+        if next(batches, None) is None:
+            return
+    block = start_block
+    while True:
+        parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in cfg.layers}
+        for _ in range(cfg.block_batches):
+            input_ids = next(batches, None)
+            if input_ids is None:
+                break
+            input_ids = input_ids.to(model_device(model))
+            acts = capture_residuals(model, input_ids, cfg.layers, stop_early=True)
+            keep = token_mask(input_ids, tokenizer)
+            for layer, x in acts.items():
+                rows = x[keep]
+                if not torch.isfinite(rows).all():
+                    raise FloatingPointError(
+                        f"NaN/inf activations at layer {layer}: the model overflowed in {x.dtype}; "
+                        "load it in bfloat16 or float32 (set MODEL_DTYPE)")
+                parts[layer].append(rows.to(device, dtype))
+        if not parts[cfg.layers[0]]:
+            return
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + block)
+        n = sum(p.shape[0] for p in parts[cfg.layers[0]])
+        perm = torch.randperm(n, generator=generator).to(device)
+        yield {layer: torch.cat(chunks)[perm] for layer, chunks in parts.items()}
+        block += 1
+
+
+def resolve_checkpoint_dir(requested: str, run_name: str) -> str:
+    """Where checkpoints go: `requested` unless it is "auto"; then Google Drive on Colab (it outlives
+    the VM, so a disconnect loses nothing) and ./checkpoints/<run_name> elsewhere."""
+    if requested and requested != "auto":
+        return requested
+    from .runtime import mount_drive
+
+    drive = mount_drive()
+    base = drive / "sae_ladder" if drive is not None else Path("checkpoints")
+    return str(base / run_name)
+
+
+def _open_store(cfg: TrainConfig):
+    return ckpt.open_store(cfg.checkpoint_dir, keep=cfg.keep_checkpoints)
+
+
+class _MetricsLog:
+    """Append-only JSONL of training metrics; on resume, entries past the checkpoint are dropped."""
+
+    def __init__(self, path: Path | None, resume_tokens: int):
+        self.path = path
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill
+                if entry.get("tokens", 0) <= resume_tokens:
+                    kept.append(line)
+        path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, entry: dict) -> None:
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+
+
+def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True) -> TrainResult:
+    """Train one SAE per layer in cfg.layers, resuming from cfg.checkpoint_dir when it holds a checkpoint."""
+    torch.manual_seed(cfg.seed)
+    if model is None:
+        model, tokenizer = load_model(cfg.model_id, device=cfg.model_device,
+                                      dtype=_dtype(cfg.model_dtype, torch.device(cfg.model_device or
+                                                   ("cuda" if torch.cuda.is_available() else "cpu"))))
+    layers = check_layers(model, cfg.layers)
+    sae_device = torch.device(cfg.sae_device) if cfg.sae_device else model_device(model)
+    d_in = d_model(model)
+    saes = {
+        layer: build_sae(SAEConfig(
+            d_in=d_in, d_sae=cfg.d_sae, architecture=cfg.architecture, k=cfg.k, k_aux=cfg.k_aux,
+            aux_coef=cfg.aux_coef, dead_tokens_threshold=cfg.dead_tokens_threshold,
+            normalize_activations=cfg.normalize_activations, seed=cfg.seed + layer), device=sae_device)
+        for layer in layers
+    }
+    optimizers = {layer: torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+                  for layer, sae in saes.items()}
+    total_steps = math.ceil(cfg.total_tokens / cfg.batch_tokens)
+
+    store = _open_store(cfg)
+    resumed = store.load_latest()
+    step, tokens, start_block = 0, 0, 0
+    if resumed is not None:
+        tokens, state = resumed
+        saved, wanted = _plain(state["config"]), _plain(cfg.resume_key())
+        if saved != wanted:
+            changed = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+            raise ValueError(
+                f"{store} holds a checkpoint of a run with other settings ({', '.join(changed)}); "
+                "use the same parameters to resume, or point checkpoint_dir at a new folder to start afresh")
+        for layer in layers:
+            saes[layer].load_state_dict(state["saes"][str(layer)])
+            optimizers[layer].load_state_dict(state["optimizers"][str(layer)])
+        step, start_block = state["step"], state["blocks"]
+        ckpt.set_rng_state(state["rng"])
+        print(f"Resumed from {store} at {tokens:,} tokens (step {step}).")
+
+    metrics_path = Path(cfg.metrics_path) if cfg.metrics_path else (
+        Path(cfg.checkpoint_dir) / "metrics.jsonl" if not cfg.checkpoint_dir.startswith("hf:") else None)
+    log = _MetricsLog(metrics_path, tokens)
+    wandb_run = _start_wandb(cfg, resumed is not None)
+    history: list[dict] = []
+
+    def save(blocks_done: int) -> None:
+        state = {
+            "config": cfg.resume_key(),
+            "saes": {str(layer): sae.state_dict() for layer, sae in saes.items()},
+            "optimizers": {str(layer): opt.state_dict() for layer, opt in optimizers.items()},
+            "step": step, "blocks": blocks_done, "rng": ckpt.get_rng_state(),
+        }
+        store.save(tokens, state, step=step)
+
+    if tokens >= cfg.total_tokens:
+        print(f"Training already complete ({tokens:,} tokens); loaded the final SAEs.")
+        return TrainResult(saes, tokens, step, tokens, metrics_path, history)
+
+    bar = _progress(cfg.total_tokens, tokens, progress)
+    blocks = activation_blocks(model, tokenizer, _token_stream(cfg, tokenizer), cfg, sae_device, start_block)
+    next_checkpoint = (tokens // cfg.checkpoint_every_tokens + 1) * cfg.checkpoint_every_tokens
+    block_index, started, window_tokens = start_block, time.perf_counter(), 0
+    for block in blocks:
+        if step == 0 and resumed is None:
+            for layer, sae in saes.items():
+                sample = block[layer][: cfg.geometric_median_tokens]
+                sae.estimate_norm_scale(sample)
+                sae.init_b_dec(sample)
+        n_rows = next(iter(block.values())).shape[0]
+        for start in range(0, n_rows - cfg.batch_tokens + 1, cfg.batch_tokens):
+            lr = lr_at(step, cfg, total_steps)
+            entry = {"step": step, "tokens": tokens + cfg.batch_tokens, "lr": lr}
+            for layer, sae in saes.items():
+                x = block[layer][start:start + cfg.batch_tokens]
+                metrics = _sae_step(sae, optimizers[layer], x, lr)
+                entry.update({f"L{layer}/{name}": value for name, value in metrics.items()})
+            step += 1
+            tokens += cfg.batch_tokens
+            window_tokens += cfg.batch_tokens
+            bar.update(cfg.batch_tokens)
+            if step % cfg.log_every == 0 or tokens >= cfg.total_tokens:
+                elapsed = time.perf_counter() - started
+                entry["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
+                started, window_tokens = time.perf_counter(), 0
+                log.write(entry)
+                history.append(entry)
+                bar.set_postfix_str(_postfix(entry, layers))
+                if wandb_run is not None:
+                    wandb_run.log(entry, step=step)
+            if tokens >= cfg.total_tokens:
+                break
+        block_index += 1
+        if tokens >= cfg.total_tokens or tokens >= next_checkpoint:
+            save(block_index)
+            next_checkpoint = (tokens // cfg.checkpoint_every_tokens + 1) * cfg.checkpoint_every_tokens
+        if tokens >= cfg.total_tokens:
+            break
+    bar.close()
+    if tokens < cfg.total_tokens:
+        save(block_index)
+        print(f"The data ran out after {tokens:,} of {cfg.total_tokens:,} tokens; saved what was trained.")
+    if wandb_run is not None:
+        wandb_run.finish()
+    return TrainResult(saes, tokens, step, resumed[0] if resumed else None, metrics_path, history)
+
+
+def _plain(obj):
+    """JSON-normal form (tuples become lists) so saved and current settings compare equal."""
+    return json.loads(json.dumps(obj))
+
+
+def _sae_step(sae, optimizer, x: torch.Tensor, lr: float) -> dict:
+    """One optimiser step of one SAE on rows x; returns plain-float metrics."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    out = sae(x, dead_mask=sae.dead_mask())
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    sae.remove_parallel_decoder_grad()
+    optimizer.step()
+    sae.set_decoder_unit_norm()
+    dead = sae.update_dead_tracking(out.latent_idx, x.shape[0], out.latent_vals)
+    return {
+        "loss": out.loss.item(), "fvu": out.fvu.item(), "l0": out.l0.item(),
+        "aux_loss": out.aux_loss.item(), "dead_pct": 100.0 * float(dead.float().mean()),
+    }
+
+
+def _postfix(entry: dict, layers) -> str:
+    layer = layers[0]
+    return (f"L{layer} fvu {entry[f'L{layer}/fvu']:.3f} l0 {entry[f'L{layer}/l0']:.0f} "
+            f"dead {entry[f'L{layer}/dead_pct']:.1f}% {entry.get('tokens_per_s', 0):,.0f} tok/s")
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="tok", unit_scale=True, disable=not enabled,
+                desc="training", dynamic_ncols=True)
+
+
+def _start_wandb(cfg: TrainConfig, resumed: bool):
+    if not cfg.wandb_project:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        print("wandb is not installed; metrics go to the JSONL log only (pip install wandb to enable).")
+        return None
+    return wandb.init(project=cfg.wandb_project, config=asdict(cfg), resume="allow" if resumed else None)
+
+
+def load_metrics(path: str | Path) -> list[dict]:
+    """The JSONL metrics log as a list of dicts (for plots)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

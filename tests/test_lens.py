@@ -1,0 +1,199 @@
+"""Logit lens and tuned lens: exactness at the last layer, soft-capping, tuned-lens training and format."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from shared import data, lens, models
+
+PROMPT = "The capital of France is Paris. The capital of"
+
+
+@pytest.mark.parametrize("arch", models.TINY_ARCHS)
+def test_last_layer_logit_lens_equals_model_logits(arch):
+    model, tok = models.load_model(f"tiny:{arch}")
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    ll = lens.logit_lens(model, ids)
+    assert ll.shape == (models.n_layers(model), ids.shape[1], models.unembed(model).out_features)
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits[0].float()
+    torch.testing.assert_close(ll[-1], ref, rtol=1e-5, atol=1e-5)  # no double final norm
+    # earlier layers are real lens readings, not copies of the output
+    assert not torch.allclose(ll[0], ref, atol=1e-3)
+
+
+def test_last_layer_exact_in_bfloat16():
+    model, tok = models.load_model("tiny:gemma2", dtype=torch.bfloat16)
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits[0].float()
+    assert torch.equal(lens.logit_lens(model, ids)[-1], ref)
+
+
+def test_gemma2_softcap_is_applied(monkeypatch):
+    model, tok = models.load_model("tiny:gemma2")
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    resid, _ = lens.run_with_residuals(model, ids)
+    with torch.no_grad():
+        raw = models.unembed(model)(models.final_norm(model)(resid[-1]))
+    cap = float(raw.abs().max()) / 2  # small enough that tanh visibly bends the logits
+    monkeypatch.setattr(model.config, "final_logit_softcapping", cap)
+    assert models.final_logit_softcap(model) == pytest.approx(cap)
+    ll = lens.logit_lens(model, ids)
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits[0]
+    torch.testing.assert_close(ll[-1], ref, rtol=1e-5, atol=1e-5)
+    assert ll.abs().max() <= cap + 1e-5
+    torch.testing.assert_close(ll[-1], torch.tanh(raw[0] / cap) * cap, rtol=1e-5, atol=1e-5)
+
+
+def _tiny_multimodal(kind, tok):
+    import transformers as T
+
+    torch.manual_seed(0)
+    if kind == "qwen3_5":
+        vision = T.Qwen3_5VisionConfig(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64)
+        cfg = T.Qwen3_5Config(text_config=models.tiny_config("qwen3_5", tok).to_dict(), vision_config=vision.to_dict())
+        return T.Qwen3_5ForConditionalGeneration(cfg).eval()
+    text = T.Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    vision = T.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                  image_size=32, patch_size=8)
+    cfg = T.Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4)
+    return T.Gemma3ForConditionalGeneration(cfg).eval()
+
+
+@pytest.mark.parametrize("kind", ["qwen3_5", "gemma3"])
+def test_logit_lens_multimodal_wrapper(kind):
+    tok = models.byte_tokenizer()
+    try:
+        model = _tiny_multimodal(kind, tok)
+    except Exception as e:  # config fields of these wrappers move between transformers versions
+        pytest.skip(f"cannot build a tiny {kind} wrapper here: {e}")
+    assert "language_model" in models.layers_path(model)
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits[0].float()
+    torch.testing.assert_close(lens.logit_lens(model, ids)[-1], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_layer_and_batch_errors():
+    model, tok = models.load_model("tiny:llama")
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    with pytest.raises(ValueError, match="blocks 0..3"):
+        lens.logit_lens(model, ids, layers=[7])
+    with pytest.raises(ValueError, match="one sequence"):
+        lens.logit_lens(model, ids.repeat(2, 1))
+    assert lens.logit_lens(model, ids, layers=[-1]).shape[0] == 1
+
+
+def test_lens_table_and_plots():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    model, tok = models.load_model("tiny:gemma2")
+    table = lens.lens_table(model, tok, PROMPT, topk=3)
+    n, T = models.n_layers(model), len(table["tokens"])
+    assert table["layers"] == list(range(n))
+    assert len(table["top_tokens"]) == n and len(table["top_tokens"][0]) == T and len(table["top_tokens"][0][0]) == 3
+    assert len(table["kl"]) == n and len(table["kl_mean"]) == n
+    assert max(table["kl"][-1]) < 1e-5  # the last layer IS the model's distribution
+    assert [p[0] for p in table["top_tokens"][-1]] == [p[0] for p in table["final_top"]]
+    json.dumps(table)
+    for fig in (lens.plot_lens_heatmap(table), lens.plot_lens_heatmap(table, value="kl"), lens.plot_kl_per_layer(table)):
+        assert fig.axes
+        matplotlib.pyplot.close(fig)
+
+
+def test_tuned_lens_equals_logit_lens_at_init():
+    model, tok = models.load_model("tiny:qwen3")
+    tuned = lens.TunedLens.for_model(model)
+    assert len(tuned.layer_translators) == models.n_layers(model)
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    a, _ = lens.layer_logits(model, ids)
+    b, _ = lens.layer_logits(model, ids, lens=tuned)
+    torch.testing.assert_close(a, b)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    model, tok = models.load_model("tiny-trained:llama")
+    tuned, history = lens.fit_tuned_lens(model, tok, data.synthetic_texts(200, seed=11), steps=20, context_len=32,
+                                         batch_size=8, lr=3e-3, progress=False)
+    return model, tok, tuned, history
+
+
+def test_tuned_lens_beats_logit_lens_on_held_out(fitted):
+    model, tok, tuned, history = fitted
+    assert history[-1] < history[0]
+    report = lens.compare_lenses(model, tok, data.synthetic_texts(60, seed=12), tuned, context_len=32, batch_size=8,
+                                 max_batches=4)
+    for L in report["layers"]:
+        assert report["tuned_lens"]["kl"][L] <= report["logit_lens"]["kl"][L] + 1e-4, report
+    assert report["tuned_lens"]["kl"][0] < report["logit_lens"]["kl"][0]  # a real gain, not a tie
+    assert report["logit_lens"]["top1_agreement"][-1] == report["tuned_lens"]["top1_agreement"][-1] == 1.0
+
+
+def test_save_load_round_trip_public_format(fitted, tmp_path):
+    model, tok, tuned, _ = fitted
+    tuned.save(tmp_path / "lens")
+    cfg = json.loads((tmp_path / "lens" / "config.json").read_text())
+    assert {"base_model_name_or_path", "d_model", "num_hidden_layers", "bias", "lens_type"} <= set(cfg)
+    assert cfg["num_hidden_layers"] == models.n_layers(model) and cfg["d_model"] == models.d_model(model)
+    state = torch.load(tmp_path / "lens" / "params.pt", weights_only=True)
+    n = models.n_layers(model)
+    assert set(state) == {f"{i}.{p}" for i in range(n) for p in ("weight", "bias")}  # tuned-lens package keys
+    dev = models.unembed(model).weight.device
+    loaded = lens.TunedLens.load(tmp_path / "lens").to(dev)
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    a, _ = lens.layer_logits(model, ids, lens=tuned)
+    b, _ = lens.layer_logits(model, ids, lens=loaded)
+    assert torch.equal(a, b)
+    # a lens saved with "layer_translators."-prefixed keys loads too
+    torch.save({f"layer_translators.{k}": v for k, v in state.items()}, tmp_path / "lens" / "params.pt")
+    again = lens.TunedLens.load(tmp_path / "lens").to(dev)
+    assert torch.equal(lens.layer_logits(model, ids, lens=again)[0], a)
+
+
+def test_lens_shape_mismatch_is_clear(fitted):
+    _, tok, tuned, _ = fitted
+    other, _ = models.load_model("tiny:gpt2")
+    other_small = lens.TunedLens(32, 2)
+    with pytest.raises(ValueError, match="fit a fresh one"):
+        other_small.check_model(other)
+
+
+def test_pretrained_or_fit_offline_falls_back(monkeypatch, fitted):
+    import huggingface_hub
+
+    model, tok, _, _ = fitted
+
+    def offline(*args, **kwargs):
+        raise huggingface_hub.errors.LocalEntryNotFoundError("offline: no connection to the Hub")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    got, info = lens.load_pretrained_or_fit("someone/some-model", model, tok, data.synthetic_texts(40, seed=3),
+                                            steps=2, context_len=32, batch_size=4, progress=False)
+    assert info["source"] == "fitted" and "No pretrained tuned lens" in info["message"] and len(info["history"]) == 2
+    assert got.config["base_model_name_or_path"] == "someone/some-model"
+
+
+def test_pretrained_or_fit_uses_hub_download(monkeypatch, fitted, tmp_path):
+    import huggingface_hub
+
+    model, tok, tuned, _ = fitted
+    tuned.save(tmp_path / "lens" / "someone" / "some-model")
+    calls = []
+
+    def fake_download(repo_id, filename, subfolder, repo_type, **kwargs):
+        calls.append((repo_id, repo_type, subfolder, filename))
+        return str(tmp_path / subfolder / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    got, info = lens.load_pretrained_or_fit("someone/some-model", model)
+    assert info["source"] == "pretrained"
+    assert calls[0][:3] == ("AlignmentResearch/tuned-lens", "space", "lens/someone/some-model")
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    assert torch.equal(lens.layer_logits(model, ids, lens=got)[0], lens.layer_logits(model, ids, lens=tuned)[0])

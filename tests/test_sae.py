@@ -1,0 +1,237 @@
+"""Unit tests of shared/sae.py: recovery of a planted dictionary, AuxK, geometric median,
+unit-norm decoder, sparse kernels == dense autograd, normalisation folding, clear errors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from shared import sae as S
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matmuls: threads only add overhead (and the CI box has 2 shared cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def planted(n_atoms=128, d_in=32, k=4, seed=0):
+    """Unit-norm dictionary and a sampler of sparse non-negative combinations of k atoms."""
+    g = torch.Generator().manual_seed(seed)
+    atoms = torch.randn(n_atoms, d_in, generator=g)
+    atoms /= atoms.norm(dim=1, keepdim=True)
+
+    def sample(n):
+        idx = torch.rand(n, n_atoms, generator=g).topk(k, dim=1).indices
+        coef = torch.rand(n, k, generator=g) * 1.5 + 0.5
+        z = torch.zeros(n, n_atoms).scatter(1, idx, coef)
+        return z @ atoms
+
+    return atoms, sample
+
+
+def train(sae, sample, steps, batch=256, lr=3e-3, track=True):
+    opt = torch.optim.Adam(sae.parameters(), lr=lr)
+    dead = None
+    for _ in range(steps):
+        x = sample(batch)
+        out = sae(x, dead_mask=dead)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        sae.remove_parallel_decoder_grad()
+        opt.step()
+        sae.set_decoder_unit_norm()
+        if track:
+            dead = sae.update_dead_tracking(out.latent_idx, x.shape[0], out.latent_vals)
+    return out
+
+
+def test_planted_dictionary_is_recovered():
+    torch.manual_seed(0)
+    atoms, sample = planted()
+    cfg = S.SAEConfig(d_in=32, d_sae=256, k=4, dead_tokens_threshold=20_000, seed=1)
+    sae = S.build_sae(cfg)
+    sae.init_b_dec_geometric_median(sample(2048))
+    out = train(sae, sample, steps=2500)
+    cos = atoms @ sae.W_dec.detach().T                   # [atoms, latents], rows unit norm
+    recovered = (cos.max(dim=1).values > 0.9).float().mean().item()
+    assert recovered >= 0.8, f"only {recovered:.0%} of atoms recovered"
+    assert out.fvu.item() < 0.15
+    assert abs(out.l0.item() - 4) < 0.5
+
+
+def _killed_sae(n_killed=16, seed=3):
+    """SAE whose last n_killed latents can never reach the top-k (zero encoder, tiny bias)."""
+    cfg = S.SAEConfig(d_in=32, d_sae=64, k=4, k_aux=16, dead_tokens_threshold=1024, seed=seed)
+    sae = S.build_sae(cfg)
+    with torch.no_grad():
+        sae.W_enc[:, -n_killed:] = 0.0
+        sae.b_enc[-n_killed:] = 1e-3
+    return sae, n_killed
+
+
+@pytest.mark.parametrize("aux_coef", [0.0, 1 / 32])
+def test_auxk_revives_dead_latents(aux_coef):
+    torch.manual_seed(0)
+    _, sample = planted(n_atoms=96)
+    sae, n_killed = _killed_sae()
+    sae.cfg.aux_coef = aux_coef
+    train(sae, sample, steps=600, lr=3e-3)
+    alive_killed = (~sae.dead_mask()[-n_killed:]).float().mean().item()
+    if aux_coef == 0:
+        assert alive_killed == 0.0, "without AuxK the killed latents must stay dead"
+        assert torch.all(sae.W_enc[:, -n_killed:] == 0)
+    else:
+        assert alive_killed >= 0.5, f"AuxK revived only {alive_killed:.0%} of the dead latents"
+
+
+def test_aux_loss_zero_without_dead_and_finite_with_zero_residual():
+    sae = S.build_sae(S.SAEConfig(d_in=8, d_sae=16, k=16))
+    x = torch.randn(32, 8)
+    out = sae(x, dead_mask=torch.zeros(16, dtype=torch.bool))
+    assert out.aux_loss.item() == 0.0
+    out = sae(torch.zeros(4, 8), dead_mask=torch.ones(16, dtype=torch.bool))
+    assert torch.isfinite(out.loss) and torch.isfinite(out.aux_loss)
+
+
+def test_geometric_median_matches_brute_force():
+    from scipy.optimize import minimize
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.randn(300, 5, generator=g, dtype=torch.float64)
+    pts[:20] += 40.0  # outliers pull the mean, not the median
+    gm = S.geometric_median(pts, eps=1e-10, max_iter=2000).numpy()
+
+    p = pts.numpy()
+    f = lambda y: np.linalg.norm(p - y, axis=1).sum()  # noqa: E731
+    best = minimize(f, p.mean(0), method="Nelder-Mead",
+                    options=dict(xatol=1e-10, fatol=1e-12, maxiter=40_000, maxfev=40_000))
+    assert f(gm) <= best.fun + 1e-6
+    assert np.linalg.norm(gm - best.x) < 1e-3
+    assert np.linalg.norm(gm - p.mean(0)) > 1.0
+
+
+def test_init_b_dec_geometric_median():
+    sae = S.build_sae(S.SAEConfig(d_in=6, d_sae=12, k=2))
+    sample = torch.randn(500, 6) + 3.0
+    sae.init_b_dec_geometric_median(sample)
+    assert torch.allclose(sae.b_dec.detach(), S.geometric_median(sample), atol=1e-5)
+
+
+def test_decoder_norms_stay_one():
+    torch.manual_seed(0)
+    _, sample = planted(d_in=16, n_atoms=40)
+    sae = S.build_sae(S.SAEConfig(d_in=16, d_sae=48, k=3))
+    train(sae, sample, steps=30, lr=1e-2)
+    norms = sae.W_dec.detach().norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+
+
+def test_parallel_grad_removed():
+    sae = S.build_sae(S.SAEConfig(d_in=8, d_sae=20, k=3))
+    out = sae(torch.randn(64, 8))
+    out.loss.backward()
+    sae.remove_parallel_decoder_grad()
+    dots = (sae.W_dec.grad * sae.W_dec).sum(1)
+    assert dots.abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("normalize", ["none", "expected_average_only_in"])
+@pytest.mark.parametrize("x_grad", [False, True])
+def test_sparse_kernels_match_dense_autograd(normalize, x_grad):
+    torch.manual_seed(0)
+    cfg = S.SAEConfig(d_in=16, d_sae=96, k=5, k_aux=7, normalize_activations=normalize,
+                      dtype="float64", seed=2)
+    x = torch.randn(40, 16, dtype=torch.float64) * 3 + 1
+    dead = torch.zeros(96, dtype=torch.bool)
+    dead[::3] = True
+    grads = []
+    for sparse in (True, False):
+        sae = S.build_sae(cfg)
+        sae.estimate_norm_scale(x)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            sae.b_dec.normal_()
+            sae.b_enc.normal_(std=0.1)
+        sae.sparse_kernels = sparse
+        xi = x.clone().requires_grad_(x_grad)
+        out = sae(xi, dead_mask=dead)
+        assert out.aux_loss.item() > 0
+        out.loss.backward()
+        grads.append([out.loss.detach(), out.x_hat.detach()] +
+                     [p.grad for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)] +
+                     ([xi.grad] if x_grad else []))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-10), (a - b).abs().max()
+
+
+def test_encode_decode_and_forward_agree():
+    sae = S.build_sae(S.SAEConfig(d_in=12, d_sae=40, k=6))
+    x = torch.randn(3, 7, 12)
+    z = sae.encode(x)
+    assert z.shape == (3, 7, 40)
+    assert ((z > 0).sum(-1) <= 6).all() and (z >= 0).all()
+    out = sae(x.reshape(-1, 12))
+    assert torch.allclose(sae.decode(z).reshape(-1, 12), out.x_hat, atol=1e-5)
+    vals, idx = sae.encode_sparse(x.reshape(-1, 12))
+    dense = torch.zeros(21, 40).scatter(1, idx, vals)
+    assert torch.allclose(dense, z.reshape(-1, 40))
+
+
+def test_fold_normalization_keeps_encodings():
+    torch.manual_seed(0)
+    cfg = S.SAEConfig(d_in=10, d_sae=30, k=4, normalize_activations="expected_average_only_in")
+    sae = S.build_sae(cfg)
+    x = torch.randn(50, 10) * 25
+    scale = sae.estimate_norm_scale(x)
+    assert scale == pytest.approx(math.sqrt(10) / x.norm(dim=1).mean().item(), rel=1e-5)
+    with torch.no_grad():
+        sae.b_dec.normal_()
+    z0, r0 = sae.encode(x), sae.decode(sae.encode(x))
+    sae.fold_normalization()
+    assert sae.cfg.normalize_activations == "none" and float(sae.norm_scale) == 1.0
+    assert torch.allclose(sae.encode(x), z0, atol=1e-4)
+    assert torch.allclose(sae.decode(sae.encode(x)), r0, atol=1e-3)
+
+
+def test_dead_tracking_counts_tokens_and_is_saved():
+    sae = S.build_sae(S.SAEConfig(d_in=4, d_sae=8, k=2, dead_tokens_threshold=100))
+    idx = torch.tensor([[0, 1], [1, 2]])
+    dead = sae.update_dead_tracking(idx, 60)
+    assert not dead.any()
+    dead = sae.update_dead_tracking(idx[:1], 60, latent_vals=torch.tensor([[1.0, 0.0]]))
+    assert dead.tolist() == [False, False, False, True, True, True, True, True]
+    assert sae.tokens_since_fired.tolist() == [0, 60, 60, 120, 120, 120, 120, 120]
+    assert "tokens_since_fired" in sae.state_dict()
+
+
+def test_parameter_names_and_shapes_match_saelens():
+    sae = S.build_sae(S.SAEConfig(d_in=6, d_sae=24, k=3))
+    shapes = {n: tuple(p.shape) for n, p in sae.named_parameters()}
+    assert shapes == {"W_enc": (6, 24), "b_enc": (24,), "W_dec": (24, 6), "b_dec": (6,)}
+
+
+def test_nan_input_is_a_clear_error():
+    sae = S.build_sae(S.SAEConfig(d_in=4, d_sae=8, k=2))
+    x = torch.randn(5, 4)
+    x[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        sae(x)
+    with pytest.raises(ValueError, match="NaN"):
+        sae.encode(x)
+
+
+def test_bad_config_and_shape_errors():
+    with pytest.raises(ValueError, match="k=9"):
+        S.SAEConfig(d_in=4, d_sae=8, k=9)
+    with pytest.raises(ValueError, match="Unknown SAE architecture"):
+        S.build_sae(S.SAEConfig(d_in=4, d_sae=8, k=2, architecture="nope"))
+    with pytest.raises(ValueError, match="normalize_activations"):
+        S.SAEConfig(d_in=4, d_sae=8, k=2, normalize_activations="layer_norm")
+    sae = S.build_sae(S.SAEConfig(d_in=4, d_sae=8, k=2))
+    with pytest.raises(ValueError, match="d_in=4"):
+        sae(torch.randn(3, 5))

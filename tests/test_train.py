@@ -1,0 +1,122 @@
+"""The training loop: LR schedule, resume rules, and a real SIGKILL followed by an exact resume."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.train import TrainConfig, lr_at, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_RUN = dict(model_id="tiny:gpt2", layers=(1, 3), d_sae=128, k=8, batch_tokens=256, context_len=32,
+                model_batch_size=8, block_batches=4, warmup_steps=5, dead_tokens_threshold=1500,
+                checkpoint_every_tokens=2000)
+
+# A script both runs execute, so the interrupted and the uninterrupted run share one code path.
+RUN_SCRIPT = """
+import json, sys, torch
+torch.set_num_threads(1)
+from shared.train import TrainConfig, train
+cfg = TrainConfig(**json.loads(sys.argv[1]))
+result = train(cfg, progress=False)
+torch.save({str(k): v.state_dict() for k, v in result.saes.items()}, sys.argv[2])
+print("RESUMED_FROM", result.resumed_from, flush=True)
+"""
+
+
+def _run(cfg: dict, out: Path, *, kill_after_checkpoints: int | None = None) -> str:
+    """Run training in a subprocess; optionally SIGKILL it once N checkpoints are complete."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-c", RUN_SCRIPT, json.dumps(cfg), str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if kill_after_checkpoints is not None:
+        ckpt_dir = Path(cfg["checkpoint_dir"])
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            done = list(ckpt_dir.glob("step-*/manifest.json"))
+            if len(done) >= kill_after_checkpoints:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed; make it longer"
+        return proc.stdout.read()
+    stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stdout
+    return stdout
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(model_id="tiny:gpt2", layers=(0,), lr=2e-4, lr_min=6e-5, warmup_steps=100)
+    total = 1000
+    lrs = [lr_at(s, cfg, total) for s in range(total)]
+    assert lrs[0] == pytest.approx(2e-6) and lrs[99] == pytest.approx(2e-4)
+    assert all(b <= a + 1e-12 for a, b in zip(lrs[100:], lrs[101:]))  # monotone decay after warm-up
+    assert lrs[-1] == pytest.approx(6e-5, rel=1e-2) and min(lrs[100:]) >= 6e-5 - 1e-12
+
+
+def test_bad_config_is_refused_with_a_clear_message():
+    with pytest.raises(ValueError, match="layers is empty"):
+        TrainConfig(model_id="tiny:gpt2", layers=())
+    with pytest.raises(ValueError, match="lr_min"):
+        TrainConfig(model_id="tiny:gpt2", layers=(0,), lr=1e-4, lr_min=2e-4)
+    with pytest.raises(ValueError, match="out of range"):
+        train(TrainConfig(model_id="tiny:gpt2", layers=(7,), total_tokens=1000, checkpoint_dir="unused"),
+              progress=False)
+
+
+def test_training_learns_and_logs(tmp_path):
+    cfg = TrainConfig(**TINY_RUN, total_tokens=6000, checkpoint_dir=str(tmp_path / "ck"))
+    result = train(cfg, progress=False)
+    assert result.tokens >= 6000 and set(result.saes) == {1, 3}
+    log = [json.loads(line) for line in (tmp_path / "ck" / "metrics.jsonl").read_text().splitlines()]
+    first, last = log[0], log[-1]
+    assert last["L1/fvu"] < first["L1/fvu"] and last["L3/fvu"] < first["L3/fvu"]
+    assert all(entry["L1/l0"] <= 8 for entry in log)
+    for sae in result.saes.values():
+        norms = sae.W_dec.norm(dim=1)
+        assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    # A finished run, started again, trains nothing more and returns the same weights.
+    again = train(cfg, progress=False)
+    assert again.tokens == result.tokens and again.resumed_from == result.tokens
+    assert torch.equal(again.saes[1].W_enc, result.saes[1].W_enc)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    cfg = TrainConfig(**TINY_RUN, total_tokens=2500, checkpoint_dir=str(tmp_path / "ck"))
+    train(cfg, progress=False)
+    changed = TrainConfig(**{**TINY_RUN, "k": 4}, total_tokens=2500, checkpoint_dir=str(tmp_path / "ck"))
+    with pytest.raises(ValueError, match="other settings.*k"):
+        train(changed, progress=False)
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_the_same_weights_bitwise(tmp_path):
+    """Kill -9 a real training process mid-run, start it again: same SAEs as an uninterrupted run."""
+    base = {**TINY_RUN, "total_tokens": 14_000}
+    clean = tmp_path / "clean.pt"
+    _run({**base, "checkpoint_dir": str(tmp_path / "ck_clean")}, clean)
+
+    ck = tmp_path / "ck_killed"
+    _run({**base, "checkpoint_dir": str(ck)}, tmp_path / "unused.pt", kill_after_checkpoints=2)
+    resumed = tmp_path / "resumed.pt"
+    out = _run({**base, "checkpoint_dir": str(ck)}, resumed)
+    assert "Resumed from" in out and "RESUMED_FROM None" not in out
+
+    a, b = torch.load(clean), torch.load(resumed)
+    assert a.keys() == b.keys()
+    for layer in a:
+        for name, tensor in a[layer].items():
+            assert torch.equal(tensor, b[layer][name]), f"layer {layer} {name} differs after resume"
+    # The metrics log holds each step once: entries past the checkpoint were dropped on resume.
+    steps = [json.loads(line)["step"] for line in (ck / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
