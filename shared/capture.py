@@ -279,6 +279,36 @@ def _check_finite(acts: Mapping[int, torch.Tensor], batch_index: int) -> None:
                 f"{x.dtype}: load it in bfloat16 or float32 instead of float16, or check its weights.")
 
 
+def residual_rows(model, tokenizer, token_batches: Iterable, layers, *, device, dtype: torch.dtype = torch.float32,
+                  method: str = "hooks", stop_early: bool = True, drop_first: bool = False,
+                  skip: int = 0) -> Iterator[dict[int, torch.Tensor]]:
+    """For each token batch (after skipping `skip`), the kept tokens' activations {layer: [n, D]}.
+
+    One forward per batch captures every layer; BOS/pad/special tokens are dropped; rows are cast
+    to `dtype` on `device`; NaN/inf raise an error naming the layer. The input pipeline of both
+    the shuffling buffer and the trainer's blocks.
+    """
+    layers = check_layers(model, layers)
+    it = iter(token_batches)
+    for _ in range(skip):
+        if next(it, None) is None:
+            return
+    index = skip
+    for batch in it:
+        input_ids = batch["input_ids"] if isinstance(batch, Mapping) else batch
+        attention_mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+        acts = capture_residuals(model, input_ids, layers, attention_mask=attention_mask,
+                                 stop_early=stop_early, method=method)
+        keep = token_mask(input_ids, tokenizer, attention_mask, drop_first=drop_first).reshape(-1)
+        out = {}
+        for layer, x in acts.items():
+            flat = x.reshape(-1, x.shape[-1])
+            out[layer] = flat[keep.to(flat.device)].to(device, dtype)
+        _check_finite(out, index)
+        index += 1
+        yield out
+
+
 class ActivationStream:
     """Iterator of shuffled {layer: [batch_tokens, D]} batches with `state_dict()` for resuming.
 
@@ -296,25 +326,9 @@ class ActivationStream:
         self._it = buffer.stream(source)
 
     def _activations(self, token_batches, skip: int):
-        it = iter(token_batches)
-        for _ in range(skip):
-            if next(it, None) is None:
-                return
-        index = skip
-        for batch in it:
-            input_ids = batch["input_ids"] if isinstance(batch, Mapping) else batch
-            attention_mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
-            acts = capture_residuals(self.model, input_ids, self.layers, attention_mask=attention_mask,
-                                     stop_early=self.stop_early, method=self.method)
-            keep = token_mask(input_ids, self.tokenizer, attention_mask, drop_first=self.drop_first)
-            keep = keep.reshape(-1)
-            out = {}
-            for layer, x in acts.items():
-                flat = x.reshape(-1, x.shape[-1])
-                out[layer] = flat[keep.to(flat.device)].to(self.buffer.device, self.buffer.dtype)
-            _check_finite(out, index)
-            index += 1
-            yield out
+        return residual_rows(self.model, self.tokenizer, token_batches, self.layers, device=self.buffer.device,
+                             dtype=self.buffer.dtype, method=self.method, stop_early=self.stop_early,
+                             drop_first=self.drop_first, skip=skip)
 
     def __iter__(self):
         return self

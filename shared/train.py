@@ -10,6 +10,7 @@ all a user does to resume.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -20,7 +21,7 @@ from typing import Iterator
 import torch
 
 from . import checkpoint as ckpt
-from .capture import capture_residuals, check_layers, token_mask
+from .capture import check_layers, residual_rows
 from .data import mix_streams, parse_source, token_batches
 from .models import d_model, load_model, model_device
 from .sae import SAEConfig, build_sae
@@ -136,35 +137,20 @@ def activation_blocks(model, tokenizer, batches: Iterator[torch.Tensor], cfg: Tr
 
     A block is `cfg.block_batches` token batches run through the model once; its rows are
     permuted by a generator seeded with (seed, block index), the same permutation for every
-    layer, so block b is identical whether or not the run was resumed before it.
+    layer, so block b is identical whether or not the run was resumed before it. Rows left over
+    after the last full training batch of a block are dropped (under 2% at the default sizes).
     """
-    dtype = getattr(torch, cfg.activation_dtype)
-    for _ in range(start_block * cfg.block_batches):
-        if next(batches, None) is None:
-            return
+    rows = residual_rows(model, tokenizer, batches, cfg.layers, device=device,
+                         dtype=getattr(torch, cfg.activation_dtype), skip=start_block * cfg.block_batches)
     block = start_block
     while True:
-        parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in cfg.layers}
-        for _ in range(cfg.block_batches):
-            input_ids = next(batches, None)
-            if input_ids is None:
-                break
-            input_ids = input_ids.to(model_device(model))
-            acts = capture_residuals(model, input_ids, cfg.layers, stop_early=True)
-            keep = token_mask(input_ids, tokenizer)
-            for layer, x in acts.items():
-                rows = x[keep]
-                if not torch.isfinite(rows).all():
-                    raise FloatingPointError(
-                        f"NaN/inf activations at layer {layer}: the model overflowed in {x.dtype}; "
-                        "load it in bfloat16 or float32 (set MODEL_DTYPE)")
-                parts[layer].append(rows.to(device, dtype))
-        if not parts[cfg.layers[0]]:
+        parts = list(itertools.islice(rows, cfg.block_batches))
+        if not parts:
             return
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + block)
-        n = sum(p.shape[0] for p in parts[cfg.layers[0]])
+        n = sum(part[cfg.layers[0]].shape[0] for part in parts)
         perm = torch.randperm(n, generator=generator).to(device)
-        yield {layer: torch.cat(chunks)[perm] for layer, chunks in parts.items()}
+        yield {layer: torch.cat([part[layer] for part in parts])[perm] for layer in cfg.layers}
         block += 1
 
 
