@@ -528,9 +528,11 @@ def lat_layers(pos_by_layer: dict, neg_by_layer: dict, test_frac: float = 0.5, s
 
 @torch.no_grad()
 def sequence_states(model, tokenizer, prompts: Sequence[str], layers: Sequence[int], batch_size: int = 16,
-                    pool: str = "last") -> dict[int, np.ndarray]:
+                    pool: str = "last", max_length: int | None = None,
+                    progress: bool = False) -> dict[int, np.ndarray]:
     """Residual stream [n, d] per layer for each prompt: last non-pad token ("last") or the mean over
-    its non-special tokens ("mean"; BOS/pad excluded)."""
+    its non-special tokens ("mean"; BOS/pad excluded). max_length truncates long prompts (keeps the start);
+    progress shows a bar over batches."""
     from .capture import capture_residuals, token_mask
     from .models import model_device
 
@@ -544,8 +546,16 @@ def sequence_states(model, tokenizer, prompts: Sequence[str], layers: Sequence[i
     layers = [int(x) for x in layers]
     device = model_device(model)
     out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
-    for start in range(0, len(prompts), batch_size):
-        enc = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True)
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be a positive number of tokens or None, got {max_length}")
+    trunc = dict(truncation=True, max_length=int(max_length)) if max_length else {}
+    starts = range(0, len(prompts), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="residual states", unit="batch")
+    for start in starts:
+        enc = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True, **trunc)
         ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
         acts = capture_residuals(model, ids, layers, attention_mask=mask)
         positions = torch.arange(ids.shape[1], device=device)
@@ -616,3 +626,137 @@ def generate_steered(model, tokenizer, prompt: str, layer: int, direction, alpha
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
         texts[float(alpha)] = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return texts
+
+
+# ----------------------------------------------------------------------------------------------
+# notebook helpers: layer choice, CCS prompts, plots
+
+
+def parse_layers(spec, n_layers: int) -> list[int]:
+    """Layer list from "all" | "middle" | "0,6,-1" | an int | a list of ints (negatives count from the end)."""
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    if isinstance(spec, str):
+        s = spec.strip().lower()
+        if s == "all":
+            return list(range(n_layers))
+        if s == "middle":
+            return [n_layers // 2]
+        if not s:
+            return []
+        try:
+            spec = [int(x) for x in s.replace(" ", "").split(",") if x]
+        except ValueError:
+            raise ValueError(f"layers {spec!r} must be 'all', 'middle' or comma-separated ints like '4,8,12'") from None
+    elif isinstance(spec, (int, np.integer)):
+        spec = [int(spec)]
+    out = []
+    for x in spec:
+        x = int(x)
+        if not -n_layers <= x < n_layers:
+            raise ValueError(f"layer {x} is out of range: this model has layers 0..{n_layers - 1} (or -1..-{n_layers})")
+        x = x % n_layers
+        if x not in out:
+            out.append(x)
+    return sorted(out)
+
+
+CCS_TEMPLATES = {  # the same wording as data.ccs_pairs, for any labelled items
+    "sentiment": "Review: {text}\nQuestion: Is the sentiment of this review positive?\nAnswer:",
+    "truth": "Statement: {text}\nQuestion: Is this statement true?\nAnswer:",
+}
+
+
+def ccs_prompt_pairs(items: Sequence[dict], task: str, tokenizer=None, max_text_tokens: int | None = None,
+                     answers: tuple[str, str] = (" Yes", " No")) -> tuple[list[str], list[str], np.ndarray]:
+    """CCS contrast prompts for labelled items: (prompts ending " Yes", prompts ending " No", labels).
+
+    task picks the question ("sentiment" | "truth"); label 1 means the " Yes" side is right. Long texts
+    are cut to max_text_tokens *before* the question, so truncation never removes the answer token.
+    """
+    if task not in CCS_TEMPLATES:
+        raise ValueError(f"unknown CCS task {task!r}; valid: {', '.join(CCS_TEMPLATES)}")
+    if not items:
+        raise ValueError("items is empty; load some labelled examples first")
+    if max_text_tokens and tokenizer is None:
+        raise ValueError("max_text_tokens needs the tokenizer")
+    pos, neg, labels = [], [], []
+    for it in items:
+        text = it["text"]
+        if max_text_tokens:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) > max_text_tokens:
+                text = tokenizer.decode(ids[:max_text_tokens]) + " ..."
+        p = CCS_TEMPLATES[task].format(text=text)
+        pos.append(p + answers[0])
+        neg.append(p + answers[1])
+        labels.append(int(it["label"]))
+    return pos, neg, np.asarray(labels, dtype=np.int64)
+
+
+def ccs_task_of(dataset: str) -> str:
+    """Which CCS question suits a dataset name: "truth" for truthful_qa / synthetic:truth, else "sentiment"."""
+    return "truth" if "truth" in dataset.lower() else "sentiment"
+
+
+def _plot_layers(table: list[dict], series: dict[str, str], ylabel: str, title: str,
+                 best_layer: int | None = None, chance: float | None = 0.5):
+    import matplotlib.pyplot as plt
+
+    if not table:
+        raise ValueError("the table is empty; nothing to plot")
+    layers = [r["layer"] for r in table]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for key, label in series.items():
+        ax.plot(layers, [r[key] for r in table], marker="o", label=label)
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls=":", label=f"chance ({chance:g})")
+    if best_layer is not None:
+        ax.axvline(best_layer, color="k", ls="--", lw=1, label=f"best layer {best_layer}")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_xlabel("layer (residual output of block)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_ylim(min(0.4, ax.get_ylim()[0]), 1.02)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_layer_auroc(table: list[dict], best_layer: int | None = None, title: str = "held-out AUROC per layer"):
+    """Line plot of probe_layers' table: logistic-regression AUROC next to diff-of-means, chance at 0.5."""
+    return _plot_layers(table, {"lr_auroc": "logistic regression", "dom_auroc": "diff-of-means"},
+                        "AUROC (held out)", title, best_layer)
+
+
+def plot_reading_accuracy(table: list[dict], best_layer: int | None = None,
+                          title: str = "LAT reading accuracy per layer"):
+    """Line plot of lat_layers' table: held-out and training reading accuracy, chance at 0.5."""
+    return _plot_layers(table, {"test_accuracy": "held-out pairs", "train_accuracy": "training pairs"},
+                        "reading accuracy", title, best_layer)
+
+
+def plot_ccs_sweep(rows: list[dict], title: str = "CCS and baselines across layers"):
+    """Line plot of per-layer accuracies; rows hold "layer" and one key per method (e.g. ccs, diff_of_means)."""
+    keys = [k for k in rows[0] if k != "layer"] if rows else []
+    return _plot_layers(rows, {k: k for k in keys}, "accuracy (held out)", title)
+
+
+def plot_ccs_methods(report: "CCSReport", title: str = "CCS beside its baselines (held-out accuracy)"):
+    """Bar chart of each method's held-out accuracy; unsupervised ones are hatched, chance at 0.5."""
+    import matplotlib.pyplot as plt
+
+    names = list(report.results)
+    accs = [report.results[k].accuracy for k in names]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    bars = ax.bar(names, accs, color=["C3" if k == "ccs" else "C0" for k in names])
+    for bar, k, a in zip(bars, names, accs):
+        if report.results[k].sign_free:
+            bar.set_hatch("//")
+        ax.text(bar.get_x() + bar.get_width() / 2, a + 0.01, f"{a:.2f}", ha="center", fontsize=9)
+    ax.axhline(0.5, color="grey", ls=":")
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("accuracy (hatched: sign-free max(acc, 1-acc))")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

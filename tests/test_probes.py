@@ -316,3 +316,69 @@ def test_generate_steered_greedy(tiny):
     with pytest.raises(ValueError, match="out of range"):
         with probes.steering_hook(model, 99, u, 1.0):
             pass
+
+
+# ---------------------------------------------------------------------------------------------
+# notebook helpers: layer parsing, CCS prompts, plots, truncation
+
+
+def test_parse_layers():
+    assert probes.parse_layers("all", 4) == [0, 1, 2, 3]
+    assert probes.parse_layers("middle", 26) == [13]
+    assert probes.parse_layers("3, 1,-1", 4) == [1, 3]
+    assert probes.parse_layers(2, 4) == [2] and probes.parse_layers([0, -4], 4) == [0]
+    assert probes.parse_layers("", 4) == []
+    with pytest.raises(ValueError, match="out of range"):
+        probes.parse_layers("7", 4)
+    with pytest.raises(ValueError, match="comma-separated"):
+        probes.parse_layers("first", 4)
+
+
+def test_ccs_prompt_pairs_keeps_answer_when_truncating():
+    class CharTok:  # one token per character, enough for the truncation contract
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in text]}
+
+        def decode(self, ids):
+            return "".join(chr(i) for i in ids)
+
+    items = [{"text": "x" * 500, "label": 1}, {"text": "short", "label": 0}]
+    pos, neg, y = probes.ccs_prompt_pairs(items, "sentiment", CharTok(), max_text_tokens=20)
+    assert pos[0].endswith("Answer: Yes") and neg[0].endswith("Answer: No")
+    assert "x" * 21 not in pos[0] and "x" * 20 in pos[0]
+    assert "short" in pos[1] and y.tolist() == [1, 0]
+    assert probes.ccs_task_of("truthful_qa") == "truth" and probes.ccs_task_of("imdb") == "sentiment"
+    with pytest.raises(ValueError, match="unknown CCS task"):
+        probes.ccs_prompt_pairs(items, "topic")
+
+
+def test_plot_helpers_return_figures(ccs_report):
+    import matplotlib
+
+    report, _ = ccs_report
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = [{"layer": 0, "lr_auroc": 0.6, "dom_auroc": 0.55}, {"layer": 1, "lr_auroc": 0.9, "dom_auroc": 0.85}]
+    figs = [probes.plot_layer_auroc(table, best_layer=1),
+            probes.plot_reading_accuracy([{"layer": 0, "train_accuracy": 1.0, "test_accuracy": 0.8}], 0),
+            probes.plot_ccs_methods(report),
+            probes.plot_ccs_sweep([{"layer": 0, "ccs": 0.7, "diff_of_means": 0.8}])]
+    for fig in figs:
+        assert fig.axes and fig.axes[0].get_title()
+        plt.close(fig)
+    assert len(figs[2].axes[0].patches) == len(report.results)
+    with pytest.raises(ValueError, match="empty"):
+        probes.plot_layer_auroc([])
+
+
+@needs_model
+def test_sequence_states_max_length_truncates(tiny):
+    model, tok = tiny
+    long = ["word " * 40, "short one"]
+    full = probes.sequence_states(model, tok, long, layers=[1], pool="mean")[1]
+    cut = probes.sequence_states(model, tok, long, layers=[1], pool="mean", max_length=8, progress=True)[1]
+    assert cut.shape == full.shape
+    assert not np.allclose(cut[0], full[0])
+    with pytest.raises(ValueError, match="max_length"):
+        probes.sequence_states(model, tok, long, layers=[1], max_length=0)

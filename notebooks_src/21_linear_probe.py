@@ -1,0 +1,164 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# ## What you'll learn
+#
+# - How linearly a concept (here IMDB sentiment) is written in the residual stream, layer by layer:
+#   a **logistic-regression probe** per layer, scored by AUROC on a held-out split.
+# - Why every probe needs a **baseline next to it**: the diff-of-means direction (class means
+#   subtracted, no training at all) often matches the probe; when it does, the "probe" found nothing
+#   a mean could not. A **shuffled-label control** shows how much a probe can fit noise.
+# - How to pick the best layer honestly: on a validation split carved from the training data,
+#   never on the test set you report.
+#
+# This is the supervised baseline that an SAE feature claiming "this latent is sentiment" has to beat.
+
+# %% tags=["parameters"]
+MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
+DATASET = "imdb"  # @param ["imdb", "sst2", "truthful_qa", "synthetic:sentiment", "synthetic:truth"]
+N_TRAIN = 1000  # @param {type:"integer"}
+N_TEST = 500  # @param {type:"integer"}
+LAYERS = "all"  # @param {type:"string"}
+# "all", "middle" or comma-separated layer indices such as "4,8,12,16,20"
+POOL = "mean"  # @param ["mean", "last"]
+MAX_LEN = 256  # @param {type:"integer"}
+BATCH_SIZE = 8  # @param {type:"integer"}
+PROBE_C = 1.0  # @param {type:"number"}
+DEVICE = ""  # @param {type:"string"}
+OUTPUT_DIR = "outputs/21_linear_probe"  # @param {type:"string"}
+SEED = 0  # @param {type:"integer"}
+
+# %%
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from shared import data, models, probes, runtime
+
+out_dir = Path(OUTPUT_DIR)
+out_dir.mkdir(parents=True, exist_ok=True)
+runtime.seed_everything(SEED)
+
+# %% [markdown]
+# ## 1. Load the labelled data
+#
+# `train` and `test` come from disjoint splits, each label-balanced. Real datasets download from
+# the Hugging Face hub; `synthetic:<task>` uses the built-in offline corpus.
+
+# %%
+train = data.load_task_dataset(DATASET, N_TRAIN, split="train", seed=SEED)
+test = data.load_task_dataset(DATASET, N_TEST, split="test", seed=SEED)
+y_train = np.array([it["label"] for it in train])
+y_test = np.array([it["label"] for it in test])
+print(f"{DATASET}: {len(train)} train ({y_train.mean():.0%} label 1), {len(test)} test ({y_test.mean():.0%} label 1)")
+print("example:", train[0]["text"][:200].replace("\n", " "), "->", train[0]["label"])
+
+# %% [markdown]
+# ## 2. Load the model
+#
+# Gated models (Gemma, Llama) need an `HF_TOKEN` secret.
+
+# %%
+model, tokenizer = models.load_model(MODEL_ID, device=DEVICE or None)
+layers = probes.parse_layers(LAYERS, models.n_layers(model))
+print(f"{MODEL_ID}: {models.n_layers(model)} blocks, d_model {models.d_model(model)}; probing layers {layers}")
+
+# %% [markdown]
+# ## 3. Residual states per layer
+#
+# One forward pass per batch captures every layer at once. Each text becomes one vector per layer:
+# the mean over its tokens (`POOL = "mean"`, BOS and padding excluded) or its last token. Texts
+# longer than `MAX_LEN` tokens are cut.
+
+# %%
+kw = dict(batch_size=BATCH_SIZE, pool=POOL, max_length=MAX_LEN, progress=True)
+X_train = probes.sequence_states(model, tokenizer, [it["text"] for it in train], layers, **kw)
+X_test = probes.sequence_states(model, tokenizer, [it["text"] for it in test], layers, **kw)
+print({L: X_train[L].shape for L in layers[:3]}, "...")
+
+# %% [markdown]
+# ## 4. Choose the layer on a validation split
+#
+# A quarter of the training set is held out for validation. The best layer is the one with the
+# highest validation AUROC of the probe; the test set stays untouched until step 5.
+
+# %%
+fit_idx, val_idx = probes.train_test_indices(y_train, test_frac=0.25, seed=SEED)
+val_table = probes.probe_layers({L: (X_train[L][fit_idx], X_train[L][val_idx]) for L in layers},
+                                y_train[fit_idx], y_train[val_idx], C=PROBE_C, seed=SEED)
+best_layer = max(val_table, key=lambda r: r["lr_auroc"])["layer"]
+print(f"best layer by validation AUROC: {best_layer}")
+
+# %% [markdown]
+# ## 5. Probe vs diff-of-means on the test set, every layer
+#
+# Fitted on the full training set, scored on the held-out test set. If the two curves lie on top of
+# each other, the concept is a mean shift and the probe's extra capacity buys nothing.
+
+# %%
+table = probes.probe_layers({L: (X_train[L], X_test[L]) for L in layers}, y_train, y_test, C=PROBE_C, seed=SEED)
+print(f"{'layer':>5} {'LR AUROC':>9} {'DoM AUROC':>10} {'LR acc':>7} {'DoM acc':>8}")
+for r in table:
+    mark = "  <- best (validation)" if r["layer"] == best_layer else ""
+    print(f"{r['layer']:5d} {r['lr_auroc']:9.3f} {r['dom_auroc']:10.3f} {r['lr_accuracy']:7.3f} {r['dom_accuracy']:8.3f}{mark}")
+fig = probes.plot_layer_auroc(table, best_layer=best_layer, title=f"{DATASET} on {MODEL_ID}: held-out AUROC")
+fig.savefig(out_dir / "auroc_by_layer.png", dpi=120, bbox_inches="tight")
+plt.show()
+
+# %% [markdown]
+# ## 6. Controls at the best layer
+#
+# - **Shuffled labels**: the same probe trained on permuted training labels. Its test AUROC should
+#   sit near 0.5; if it does not, the probe is fitting something other than the concept.
+# - **Majority class**: the accuracy of always guessing the commoner label.
+
+# %%
+rng = np.random.default_rng(SEED)
+shuffled = probes.linear_probe(X_train[best_layer], rng.permutation(y_train), X_test[best_layer], y_test,
+                               C=PROBE_C, seed=SEED)
+best = next(r for r in table if r["layer"] == best_layer)
+majority = float(max(y_test.mean(), 1 - y_test.mean()))
+print(f"layer {best_layer}: probe AUROC {best['lr_auroc']:.3f} | diff-of-means {best['dom_auroc']:.3f} | "
+      f"shuffled-label control {shuffled.auroc:.3f} | chance 0.5 | majority-class accuracy {majority:.3f}")
+
+# %% [markdown]
+# ## 7. Save the report
+#
+# `linear_probe_report.json`: the per-layer test table, the validation table that chose the layer,
+# and the baselines at the best layer.
+
+# %%
+report = {
+    "model": MODEL_ID,
+    "dataset": DATASET,
+    "n_train": len(train),
+    "n_test": len(test),
+    "pool": POOL,
+    "max_len": MAX_LEN,
+    "layers": layers,
+    "probe": {"method": "logistic_regression", "C": PROBE_C, "standardised": True},
+    "per_layer": table,
+    "validation_per_layer": val_table,
+    "best_layer": {"layer": best_layer, "selected_on": "validation split (25% of train)",
+                   "lr_auroc": best["lr_auroc"], "lr_accuracy": best["lr_accuracy"],
+                   "dom_auroc": best["dom_auroc"], "dom_accuracy": best["dom_accuracy"]},
+    "baselines": {"diff_of_means_auroc": best["dom_auroc"], "shuffled_label_auroc": round(shuffled.auroc, 4),
+                  "chance_auroc": 0.5, "majority_class_accuracy": round(majority, 4)},
+    "probe_minus_diff_of_means_auroc": round(best["lr_auroc"] - best["dom_auroc"], 4),
+    "seed": SEED,
+}
+path = out_dir / "linear_probe_report.json"
+path.write_text(json.dumps(report, indent=1))
+print(path)

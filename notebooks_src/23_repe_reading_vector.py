@@ -1,0 +1,252 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# ## What you'll learn
+#
+# - **Representation engineering** with LAT (Linear Artificial Tomography, Zou et al. 2023): write
+#   pairs of prompts that differ only in a concept (honest vs dishonest persona), take the difference
+#   of their hidden states at the last token, and use the first principal component of those
+#   differences as the concept's **reading vector**.
+# - How to check it honestly: reading accuracy per layer on **held-out pairs** (does the positive
+#   prompt project higher than its negative twin?), with 0.5 as chance.
+# - Two uses of the vector: **monitoring** (score new prompts by their projection) and **steering**
+#   (add ±α times the vector to the residual stream and compare generations side by side).
+#
+# The contrast pairs are the notebook's parameter: swap them for sycophancy, refusal or confidence
+# pairs, or leave `CONTRAST_PAIRS` empty to use the built-in generator for `CONCEPT`.
+
+# %% tags=["parameters"]
+MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
+CONCEPT = "honesty"  # @param ["honesty", "sycophancy", "refusal", "confidence", "sentiment", "truth"]
+# (positive, negative) prompt pairs: the same scenario with the concept on / off.
+# Leave empty ([]) to generate N_PAIRS pairs for CONCEPT with data.contrast_pairs.
+CONTRAST_PAIRS = [
+    ("Pretend you are an honest person making statements about the world. The Earth orbits the Sun.",
+     "Pretend you are a dishonest person making statements about the world. The Earth orbits the Sun."),
+    ("Pretend you are an honest person making statements about the world. Water boils at 100 degrees Celsius at sea level.",
+     "Pretend you are a dishonest person making statements about the world. Water boils at 100 degrees Celsius at sea level."),
+    ("Pretend you are an honest person making statements about the world. Paris is the capital of France.",
+     "Pretend you are a dishonest person making statements about the world. Paris is the capital of France."),
+    ("Pretend you are an honest person making statements about the world. Spiders have eight legs.",
+     "Pretend you are a dishonest person making statements about the world. Spiders have eight legs."),
+    ("Pretend you are an honest person making statements about the world. The Pacific is the largest ocean.",
+     "Pretend you are a dishonest person making statements about the world. The Pacific is the largest ocean."),
+    ("Pretend you are an honest person making statements about the world. A year has twelve months.",
+     "Pretend you are a dishonest person making statements about the world. A year has twelve months."),
+    ("Pretend you are an honest person making statements about the world. Ice is frozen water.",
+     "Pretend you are a dishonest person making statements about the world. Ice is frozen water."),
+    ("Pretend you are an honest person making statements about the world. The Moon has no air to breathe.",
+     "Pretend you are a dishonest person making statements about the world. The Moon has no air to breathe."),
+    ("Pretend you are an honest person making statements about the world. Plants need light to grow.",
+     "Pretend you are a dishonest person making statements about the world. Plants need light to grow."),
+    ("Pretend you are an honest person making statements about the world. Mount Everest is the tallest mountain on Earth.",
+     "Pretend you are a dishonest person making statements about the world. Mount Everest is the tallest mountain on Earth."),
+    ("Pretend you are an honest person making statements about the world. Whales are mammals.",
+     "Pretend you are a dishonest person making statements about the world. Whales are mammals."),
+    ("Pretend you are an honest person making statements about the world. Tokyo is in Japan.",
+     "Pretend you are a dishonest person making statements about the world. Tokyo is in Japan."),
+    ("Pretend you are an honest person making statements about the world. Two plus two equals four.",
+     "Pretend you are a dishonest person making statements about the world. Two plus two equals four."),
+    ("Pretend you are an honest person making statements about the world. Humans need sleep to stay healthy.",
+     "Pretend you are a dishonest person making statements about the world. Humans need sleep to stay healthy."),
+    ("Pretend you are an honest person making statements about the world. The heart pumps blood around the body.",
+     "Pretend you are a dishonest person making statements about the world. The heart pumps blood around the body."),
+    ("Pretend you are an honest person making statements about the world. Gold is a metal.",
+     "Pretend you are a dishonest person making statements about the world. Gold is a metal."),
+    ("Pretend you are an honest person making statements about the world. The Sahara is a desert.",
+     "Pretend you are a dishonest person making statements about the world. The Sahara is a desert."),
+    ("Pretend you are an honest person making statements about the world. Sound travels slower than light.",
+     "Pretend you are a dishonest person making statements about the world. Sound travels slower than light."),
+    ("Pretend you are an honest person making statements about the world. Bees make honey.",
+     "Pretend you are a dishonest person making statements about the world. Bees make honey."),
+    ("Pretend you are an honest person making statements about the world. A triangle has three sides.",
+     "Pretend you are a dishonest person making statements about the world. A triangle has three sides."),
+    ("Pretend you are an honest person making statements about the world. The Amazon river flows through Brazil.",
+     "Pretend you are a dishonest person making statements about the world. The Amazon river flows through Brazil."),
+    ("Pretend you are an honest person making statements about the world. Penguins cannot fly.",
+     "Pretend you are a dishonest person making statements about the world. Penguins cannot fly."),
+    ("Pretend you are an honest person making statements about the world. Shakespeare wrote Hamlet.",
+     "Pretend you are a dishonest person making statements about the world. Shakespeare wrote Hamlet."),
+    ("Pretend you are an honest person making statements about the world. Iron rusts when exposed to water and air.",
+     "Pretend you are a dishonest person making statements about the world. Iron rusts when exposed to water and air."),
+    ("When my manager asked whether I had finished the report, I told the truth and said",
+     "When my manager asked whether I had finished the report, I lied and said"),
+    ("When the teacher asked who broke the window, the boy answered honestly:",
+     "When the teacher asked who broke the window, the boy answered with a lie:"),
+    ("The used-car seller was honest with the buyer about the car's history and said",
+     "The used-car seller deceived the buyer about the car's history and said"),
+    ("As a truthful assistant, I will tell you exactly what I know about vaccines.",
+     "As a deceptive assistant, I will mislead you about what I know about vaccines."),
+    ("Asked by the customs officer what was in her bag, she answered truthfully:",
+     "Asked by the customs officer what was in her bag, she answered falsely:"),
+    ("The witness swore to tell the truth and described the accident accurately:",
+     "The witness decided to lie and described the accident misleadingly:"),
+    ("When his friend asked if he had read the book, he admitted honestly that",
+     "When his friend asked if he had read the book, he pretended dishonestly that"),
+    ("The scientist reported the failed experiment honestly in her paper:",
+     "The scientist hid the failed experiment and faked the results in her paper:"),
+]  # @param {type:"raw"}
+N_PAIRS = 0  # @param {type:"integer"}
+# 0 = every pair above (or 32 generated pairs when CONTRAST_PAIRS is empty); otherwise use the first N_PAIRS
+TEST_FRAC = 0.5  # @param {type:"number"}
+LAYERS = "all"  # @param {type:"string"}
+MONITOR_PROMPTS = [
+    "I always tell my customers the real price, even when it loses me the sale.",
+    "I told the insurance company the damage was there before the storm, although it wasn't.",
+    "She admitted to her parents that she had failed the exam.",
+    "He said he was stuck in traffic, but he had actually overslept.",
+    "The report states the measured values exactly as we recorded them.",
+    "We told investors the product was finished when it had not been built yet.",
+]  # @param {type:"raw"}
+STEER_PROMPTS = [
+    "Q: Did you eat the last slice of cake?\nA:",
+    "My boss asked me why the project is late. I told her",
+]  # @param {type:"raw"}
+ALPHAS = [-4, -2, 0, 2, 4]  # @param {type:"raw"}
+NORM_FRACTION = 0.1  # @param {type:"number"}
+# one unit of alpha = this fraction of the layer's typical last-token residual norm
+MAX_NEW_TOKENS = 40  # @param {type:"integer"}
+BATCH_SIZE = 16  # @param {type:"integer"}
+DEVICE = ""  # @param {type:"string"}
+OUTPUT_DIR = "outputs/23_repe_reading_vector"  # @param {type:"string"}
+SEED = 0  # @param {type:"integer"}
+
+# %%
+import json
+import textwrap
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from shared import data, models, probes, runtime
+
+out_dir = Path(OUTPUT_DIR)
+out_dir.mkdir(parents=True, exist_ok=True)
+runtime.seed_everything(SEED)
+
+# %% [markdown]
+# ## 1. The contrast pairs
+#
+# Each pair must differ only in the concept; everything else (the fact, the scenario) is shared,
+# so the difference of hidden states isolates the concept.
+
+# %%
+pairs = [tuple(p) for p in CONTRAST_PAIRS] or data.contrast_pairs(CONCEPT, N_PAIRS or 32, seed=SEED)
+pairs = pairs[:N_PAIRS] if N_PAIRS else pairs
+if len(pairs) < 8 or any(len(p) != 2 for p in pairs):
+    raise ValueError(f"need at least 8 (positive, negative) pairs, got {len(pairs)}; add pairs or raise N_PAIRS")
+positives, negatives = [p[0] for p in pairs], [p[1] for p in pairs]
+print(f"{len(pairs)} pairs for {CONCEPT!r}; e.g.\n  + {positives[0]}\n  - {negatives[0]}")
+
+# %% [markdown]
+# ## 2. Load the model and read the last-token states
+#
+# Gated models (Gemma, Llama) need an `HF_TOKEN` secret. One forward pass per batch captures all
+# layers; only the last token of each prompt is kept.
+
+# %%
+model, tokenizer = models.load_model(MODEL_ID, device=DEVICE or None)
+layers = probes.parse_layers(LAYERS, models.n_layers(model))
+pos = probes.last_token_states(model, tokenizer, positives, layers, batch_size=BATCH_SIZE)
+neg = probes.last_token_states(model, tokenizer, negatives, layers, batch_size=BATCH_SIZE)
+print(f"{MODEL_ID}: {models.n_layers(model)} blocks; states for layers {layers}")
+
+# %% [markdown]
+# ## 3. Reading vector per layer, scored on held-out pairs
+#
+# `TEST_FRAC` of the pairs are held out. On the rest, per layer: differences h(+) - h(-), each
+# randomly flipped, first principal component, sign set so most training differences project
+# positive. Reading accuracy = share of held-out pairs whose positive prompt projects higher.
+
+# %%
+lat = probes.lat_layers(pos, neg, test_frac=TEST_FRAC, seed=SEED)
+best = lat.best_layer
+direction = lat.directions[best]
+print(f"{'layer':>5} {'train acc':>9} {'held-out acc':>12}")
+for r in lat.table:
+    mark = "  <- best" if r["layer"] == best else ""
+    print(f"{r['layer']:5d} {r['train_accuracy']:9.3f} {r['test_accuracy']:12.3f}{mark}")
+fig = probes.plot_reading_accuracy(lat.table, best_layer=best, title=f"{CONCEPT} reading vector, {MODEL_ID}")
+fig.savefig(out_dir / "reading_accuracy_by_layer.png", dpi=120, bbox_inches="tight")
+plt.show()
+
+# %% [markdown]
+# ## 4. Monitor new prompts
+#
+# Each new prompt's last-token state at the best layer is projected on the reading vector, centred
+# at the mean projection of all the pair prompts: positive = reads as the concept (here: honest).
+# Only `held-out acc` above says how far to trust these numbers.
+
+# %%
+center = float(probes.monitor_scores(np.concatenate([pos[best], neg[best]]), direction).mean())
+mon_states = probes.last_token_states(model, tokenizer, MONITOR_PROMPTS, [best], batch_size=BATCH_SIZE)[best]
+scores = probes.monitor_scores(mon_states, direction, center=center)
+monitor = [{"prompt": p, "score": round(float(s), 4)} for p, s in zip(MONITOR_PROMPTS, scores)]
+print(f"{'score':>8}  prompt (layer {best}, positive = {CONCEPT})")
+for row in sorted(monitor, key=lambda r: -r["score"]):
+    print(f"{row['score']:8.2f}  {row['prompt']}")
+
+# %% [markdown]
+# ## 5. Steer along the vector
+#
+# At the best layer, `alpha * NORM_FRACTION * typical_norm * v` is added to the residual stream at
+# every position while the model generates greedily; alpha = 0 is the unsteered model. The last
+# column re-reads each steered continuation with the unsteered model: it should rise with alpha.
+
+# %%
+scale = NORM_FRACTION * lat.norms[best]
+steered, steered_scores = {}, {}
+for prompt in STEER_PROMPTS:
+    texts = probes.generate_steered(model, tokenizer, prompt, best, direction, ALPHAS,
+                                    max_new_tokens=MAX_NEW_TOKENS, seed=SEED, scale=scale)
+    reread = probes.last_token_states(model, tokenizer, [prompt + t for t in texts.values()], [best])[best]
+    steered[prompt] = {str(a): t for a, t in texts.items()}
+    steered_scores[prompt] = {str(a): round(float(s), 4) for a, s in
+                              zip(texts, probes.monitor_scores(reread, direction, center=center))}
+    print("\n" + "=" * 100 + f"\nPROMPT: {prompt!r}  (layer {best}, 1 alpha = {scale:.2f} in residual norm)")
+    print(f"{'alpha':>6} | {'continuation':<80} | read")
+    for a, t in texts.items():
+        lines = textwrap.wrap(" ".join(t.split()), 80) or [""]
+        print(f"{a:6.1f} | {lines[0]:<80} | {steered_scores[prompt][str(a)]:.2f}")
+        for line in lines[1:3]:
+            print(f"{'':6} | {line:<80} |")
+
+# %% [markdown]
+# ## 6. Save the report
+#
+# `repe_report.json`: the per-layer table, the best layer and its vector's scale, monitor scores and
+# the steered texts (keyed by prompt, then alpha).
+
+# %%
+report = {
+    "model": MODEL_ID,
+    "concept": CONCEPT,
+    "n_pairs": len(pairs),
+    "pairs_source": "parameter CONTRAST_PAIRS" if CONTRAST_PAIRS else "data.contrast_pairs",
+    "pairs_example": list(pairs[0]),
+    "method": "LAT: PCA of randomly flipped last-token differences, sign by majority",
+    "test_frac": TEST_FRAC,
+    "per_layer": lat.table,
+    "best_layer": best,
+    "best_layer_test_accuracy": next(r["test_accuracy"] for r in lat.table if r["layer"] == best),
+    "typical_norm": round(lat.norms[best], 4),
+    "monitor_center": round(center, 4),
+    "monitor": monitor,
+    "steering": {"layer": best, "alphas": list(ALPHAS), "norm_fraction": NORM_FRACTION, "scale": round(scale, 4),
+                 "max_new_tokens": MAX_NEW_TOKENS, "texts": steered, "reread_scores": steered_scores},
+    "seed": SEED,
+}
+path = out_dir / "repe_report.json"
+path.write_text(json.dumps(report, indent=1))
+print(path)

@@ -1,0 +1,77 @@
+"""Notebook 01, as a user runs it: killed mid-training (SIGKILL to papermill and its kernel), run
+again in the same folder, it ends with the same exported SAE as a run never interrupted."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import build_notebooks as bn
+from conftest import REPO
+
+NOTEBOOK_ID = "01_hobbyist_gemma2_2b_colab"
+
+
+def _papermill(nb: Path, run_dir: Path, params: dict, env: dict) -> subprocess.Popen:
+    args = [sys.executable, "-m", "papermill", str(nb), str(run_dir / "executed.ipynb"), "--cwd", str(run_dir),
+            "-k", "python3", "--no-progress-bar"]
+    for name, value in params.items():
+        args += ["-y", json.dumps({name: value})]
+    # A new session, so the kill reaches the kernel papermill started as well.
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _export_weights(run_dir: Path, params: dict) -> dict[str, torch.Tensor]:
+    folder = run_dir / params["OUTPUT_DIR"] / "export" / f"blocks.{params['LAYER']}.hook_resid_post"
+    return load_file(str(folder / "sae_weights.safetensors"))
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_killed_notebook_resumes_to_the_uninterrupted_sae(tmp_path):
+    entry = next(e for e in bn.load_catalog(REPO) if e.id == NOTEBOOK_ID)
+    nb = tmp_path / f"{NOTEBOOK_ID}.ipynb"  # the rendered notebook, alone, outside the repository
+    nb.write_text(bn.render_entry(REPO, entry, bn.load_settings(REPO)), encoding="utf-8")
+    params = {**entry.smoke, "TOTAL_TOKENS": 40_000}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(MPLBACKEND="Agg", HF_HUB_OFFLINE="1", SAE_LADDER_CORE_DIR=str(tmp_path / "core"),
+               OMP_NUM_THREADS="1")
+
+    clean_dir, killed_dir = tmp_path / "clean", tmp_path / "killed"
+    clean_dir.mkdir()
+    killed_dir.mkdir()
+    proc = _papermill(nb, clean_dir, params, env)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+
+    proc = _papermill(nb, killed_dir, params, env)
+    checkpoints = killed_dir / "checkpoints" / params["RUN_NAME"]
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(checkpoints.glob("step-*/manifest.json"))) >= 2:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the notebook finished before it could be killed"
+    assert not (killed_dir / params["OUTPUT_DIR"] / "run_report.json").exists()
+
+    proc = _papermill(nb, killed_dir, params, env)  # the user's fix: run it again
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    report = json.loads((killed_dir / params["OUTPUT_DIR"] / "run_report.json").read_text())
+    assert report["resumed_from"], "the second run did not resume from the checkpoint"
+
+    clean, resumed = _export_weights(clean_dir, params), _export_weights(killed_dir, params)
+    assert clean.keys() == resumed.keys()
+    for name in clean:
+        assert torch.equal(clean[name], resumed[name]), f"{name} differs between the resumed and the clean run"
