@@ -296,6 +296,48 @@ def core_closure(root: Path, code: str, where: str = "source") -> list[str]:
     return sorted(files, key=lambda r: (r != "__init__.py", r))
 
 
+# Imports that are not pip requirements of a notebook: the platform brings them (torch is never
+# replaced; Colab/Kaggle/Jupyter modules), or the code treats them as optional (wandb, LLM SDKs).
+NOT_REQUIRED = {"shared", "torch", "google", "kaggle_secrets", "IPython", "ipykernel", "ipywidgets",
+                "wandb", "anthropic", "openai", "sae_lens", "build_notebooks"}
+IMPORT_TO_DIST = {"sklearn": "scikit-learn", "yaml": "pyyaml", "PIL": "pillow"}
+
+
+def _dist_name(spec: str) -> str:
+    return re.split(r"[<>=!~\[; ]", spec.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def third_party_requirements(root: Path, code: str, closure: list[str], explicit: list[str]) -> list[str]:
+    """Pip specs for every third-party module the notebook and its vendored core import.
+
+    Versions come from pyproject's dependencies, so a notebook asks for what the tests ran with;
+    the catalog's own `requirements` win for the same package. A module missing from pyproject
+    is an error: the notebook would otherwise fail on a fresh runtime.
+    """
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    project = pyproject.get("project", {})
+    declared = {_dist_name(d): d for d in project.get("dependencies", [])}
+    for extra in project.get("optional-dependencies", {}).values():
+        declared.update({_dist_name(d): d for d in extra if _dist_name(d) not in declared})
+    texts = [code] + [(root / "shared" / rel).read_text(encoding="utf-8") for rel in closure]
+    modules = set()
+    for text in texts:
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    specs = {_dist_name(r): r for r in explicit}
+    for module in sorted(modules - NOT_REQUIRED - set(sys.stdlib_module_names)):
+        dist = IMPORT_TO_DIST.get(module, module).lower().replace("_", "-")
+        if dist not in specs:
+            if dist not in declared:
+                raise BuildError(f"the notebook imports {module!r}, which pyproject.toml does not declare; "
+                                 "add it to [project] dependencies (or to NOT_REQUIRED if optional)")
+            specs[dist] = declared[dist]
+    return [specs[name] for name in sorted(specs)]
+
+
 def core_hash(files: dict[str, str]) -> str:
     """Content hash of the vendored closure (paths and sources); the activation cell recomputes it."""
     h = hashlib.sha256()
@@ -519,7 +561,9 @@ def render_entry(root: Path, entry: Entry, settings: Settings) -> str:
     apply_overrides(params_src, {k: 0 for k in entry.smoke}, f"{where} [notebook.smoke]")  # names exist
     code = "\n\n".join(c.source for c in cells if c.cell_type == "code")
     code = "\n".join(line for line in code.split("\n") if not line.lstrip().startswith(("%", "!")))
-    intro, vendored = core_cells(root, core_closure(root, code, where))
+    closure = core_closure(root, code, where)
+    intro, vendored = core_cells(root, closure)
+    requirements = third_party_requirements(root, code, closure, entry.requirements)
 
     hidden = {"cellView": "form", "collapsed": True, "jupyter": {"source_hidden": True}}
     out = [("markdown", title_cell(entry, settings), {})]
@@ -527,7 +571,7 @@ def render_entry(root: Path, entry: Entry, settings: Settings) -> str:
         meta = {k: v for k, v in c.metadata.items() if k not in JUPYTEXT_CELL_KEYS}
         out.append((c.cell_type, params_src if i == p else c.source, meta))
         if i == p:
-            out.append(("code", install_cell(entry.requirements), {"tags": [INSTALL_TAG]}))
+            out.append(("code", install_cell(requirements), {"tags": [INSTALL_TAG]}))
             out.append(("markdown", intro, {"tags": [CORE_TAG]}))
             out += [("code", src, {**hidden, "tags": [CORE_TAG]}) for src in vendored]
 

@@ -330,3 +330,17 @@ def test_real_catalog_renders_and_checks(tmp_path):
         assert nb["metadata"]["kernelspec"]["name"] == "python3"
         links = [link for _, _, link in bn.badges(e, settings)]
         assert links and all(link in src(nb["cells"][0]) for link in links)
+
+
+def test_install_cell_lists_every_third_party_import_of_the_closure(tmp_path):
+    """A notebook must install what its vendored core imports (matplotlib, numpy, ...), with the
+    versions pyproject declares, and the build refuses an import pyproject does not declare."""
+    code = "from shared import train, plots\nimport json\n"
+    closure = bn.core_closure(REPO, code)
+    reqs = bn.third_party_requirements(REPO, code, closure, ["transformers>=4.99"])
+    names = {bn._dist_name(r) for r in reqs}
+    assert {"matplotlib", "numpy", "safetensors", "tqdm", "transformers"} <= names
+    assert "torch" not in names and "json" not in names
+    assert "transformers>=4.99" in reqs  # the catalog's own pin wins
+    with pytest.raises(bn.BuildError, match="does not declare"):
+        bn.third_party_requirements(REPO, "import leftpad_nonexistent\n", [], [])
