@@ -585,28 +585,18 @@ def steering_hook(model, layer: int, direction, alpha: float, scale: float = 1.0
 
     scale: pass typical_norm(acts) to express alpha in units of the layer's usual residual norm.
     """
-    from .models import decoder_layers
+    from .intervene import edit_residual
 
-    blocks = decoder_layers(model)
-    if not 0 <= int(layer) < len(blocks):
-        raise ValueError(f"layer {layer} is out of range: this model has layers 0..{len(blocks) - 1}")
     u = torch.as_tensor(_unit(_to_numpy(direction, "direction")), dtype=torch.float32)
     delta = float(alpha) * float(scale) * u
 
-    def hook(_module, _inputs, output):
-        hidden = output if isinstance(output, torch.Tensor) else output[0]
+    def add_direction(hidden: torch.Tensor) -> torch.Tensor:
         if hidden.shape[-1] != delta.shape[0]:
             raise ValueError(f"steering direction has {delta.shape[0]} dims but layer {layer} has {hidden.shape[-1]}")
-        new = hidden + delta.to(device=hidden.device, dtype=hidden.dtype)
-        if isinstance(output, torch.Tensor):
-            return new
-        return (new,) + tuple(output[1:]) if isinstance(output, tuple) else [new] + list(output[1:])
+        return hidden + delta.to(device=hidden.device, dtype=hidden.dtype)
 
-    handle = blocks[int(layer)].register_forward_hook(hook)
-    try:
+    with edit_residual(model, {int(layer): add_direction}):
         yield
-    finally:
-        handle.remove()
 
 
 @torch.no_grad()
