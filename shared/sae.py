@@ -94,7 +94,7 @@ class LatentPlan:
     """The (token, slot) entries of idx [N, m] regrouped by latent (a CSR of the transposed pattern).
 
     Built lazily, once per step, and shared by every sparse gradient of that step (encoder and
-    decoder, main and AuxK): one int32 argsort of N*m keys instead of one per gradient.
+    decoder, main and AuxK): one stable int32 sort of N*m keys instead of one per gradient.
     order[i]: position in idx.flatten() of the i-th entry by latent; offsets[c]: first entry of
     latent c; tokens(group_rows): the row each entry reads, optionally offset per slot group.
     """
@@ -106,7 +106,7 @@ class LatentPlan:
     def _build(self):
         flat = self.idx.reshape(-1)
         key = flat.to(torch.int32) if self.d_sae < 2 ** 31 else flat
-        self._order = torch.argsort(key)
+        self._order = torch.sort(key, stable=True).indices  # stable: same sums, bit for bit, on resume
         counts = torch.bincount(flat, minlength=self.d_sae)
         self._offsets = torch.zeros(self.d_sae, dtype=torch.long, device=flat.device)
         self._offsets[1:] = counts.cumsum(0)[:-1]
@@ -135,9 +135,16 @@ class LatentPlan:
     def scatter(self, rows: Tensor, weights: Tensor, splits=None) -> Tensor:
         """out[c] = sum over entries (n, j) of latent c of weights[n, j] * rows[row(n, j)] -> [d_sae, d].
 
-        One embedding_bag over the by-latent pattern: O(N*m*d), no [N, d_sae] intermediate.
+        One embedding_bag (CPU) or CSR SpMM (CUDA) over the by-latent pattern: O(N*m*d), no
+        [N, d_sae] intermediate.
         """
         w = weights.reshape(-1)[self.order].to(rows.dtype)
+        if rows.is_cuda:  # cuSPARSE SpMM balances long bags; CUDA embedding_bag gives one block per bag
+            crow = torch.cat([self.offsets, self.offsets.new_full((1,), w.numel())])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                a = torch.sparse_csr_tensor(crow, self.tokens(splits), w, (self.d_sae, rows.shape[0]))
+                return a @ rows
         return F.embedding_bag(self.tokens(splits), rows, self.offsets, mode="sum", per_sample_weights=w)
 
 
@@ -239,15 +246,15 @@ class SparseEncodeSelect(torch.autograd.Function):
         d_x = d_bdec = d_W = d_benc = None
         col_sum = None
         if need_benc or need_bdec:
-            col_sum = torch.zeros(d_sae, dtype=g.dtype, device=g.device)
-            col_sum.index_add_(0, idx.reshape(-1), g.reshape(-1))
-            d_benc = col_sum.to(W_enc.dtype) if need_benc else None
+            col_sum = torch.zeros(d_sae, dtype=W_enc.dtype, device=g.device)  # accumulate in param dtype
+            col_sum.index_add_(0, idx.reshape(-1), g.reshape(-1).to(W_enc.dtype))
+            d_benc = col_sum if need_benc else None
         if need_W:
             xc = x - b_dec if ctx.apply_b_dec else x
             plan = ctx.plan or LatentPlan(idx, d_sae)
             d_W = plan.scatter(xc.to(W_enc.dtype), g).t()
         if need_bdec and ctx.apply_b_dec:
-            d_bdec = -(W_enc @ col_sum.to(W_enc.dtype))
+            d_bdec = -(W_enc @ col_sum)
         if need_x:
             d_x = _gather_rows_sum(W_enc.t(), idx, g).to(x.dtype)
         return d_x, d_bdec, d_W, d_benc, None, None, None, None
@@ -459,7 +466,7 @@ class SparseAutoencoder(nn.Module):
         """Top-k_aux dead latents per token by pre-activation, or None when AuxK is off."""
         if dead_mask is None or self.cfg.aux_coef == 0:
             return None
-        dead = dead_mask.nonzero().squeeze(1)
+        dead = dead_mask.to(pre.device).nonzero().squeeze(1)
         n_dead = dead.numel()
         if n_dead == 0:
             return None
