@@ -169,12 +169,11 @@ def evaluate_saes(
 
 
 def write_val_report(report: dict, path: str | Path, **extra) -> Path:
-    """Write val_report.json (layers as keys, plus an optional `_meta` entry with run details)."""
+    """Write val_report.json: layers as the only top-level keys (as the originals' viewer reads it),
+    with run details such as the model or tokens trained added to every layer's entry."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = dict(report)
-    if extra:
-        data["_meta"] = extra
+    data = {layer: {**metrics, **extra} for layer, metrics in report.items()}
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -182,7 +181,7 @@ def write_val_report(report: dict, path: str | Path, **extra) -> Path:
 def summarize(report: dict) -> str:
     """One line per layer, for printing in a notebook."""
     lines = []
-    for layer, r in sorted(((k, v) for k, v in report.items() if not k.startswith("_")), key=lambda kv: int(kv[0])):
+    for layer, r in sorted(report.items(), key=lambda kv: int(kv[0])):
         lines.append(
             f"L{layer}: var_expl {r['var_expl']:.3f}  L0 {r['l0']:.1f}  alive {r['alive']}/{r['d_sae']} "
             f"(dead {r['dead_pct']:.1f}%)  CE clean {r['ce_loss_clean']:.3f} spliced {r['ce_loss_spliced']:.3f} "

@@ -65,7 +65,7 @@ def test_report_keeps_the_originals_shape(tiny, tmp_path):
     report = evaluate_saes(model, tokenizer, saes, _batches(tokenizer, 1))
     path = write_val_report(report, tmp_path / "val_report.json", model="tiny:llama")
     data = json.loads(path.read_text())
-    assert set(data) == {"0", "2", "_meta"}
+    assert set(data) == {"0", "2"} and data["2"]["model"] == "tiny:llama"
     for key in ("var_expl", "l0", "alive", "dead_pct"):
         assert key in data["0"]
     assert 0 <= data["0"]["alive"] <= 64 and data["0"]["l0"] <= 4 + 1e-6
