@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shared import sae as S  # noqa: E402
+from shared.train import adam  # noqa: E402  (the trainer's optimiser: fused Adam on CPU / CUDA)
 
 
 def sync(device):
@@ -30,7 +31,7 @@ def ours(args, device, dead, dense=False, autocast=False):
     cfg = S.SAEConfig(d_in=args.d_in, d_sae=args.d_sae, k=args.k, aux_coef=1 / 32)
     sae = S.build_sae(cfg, device=device)
     sae.sparse_kernels = not dense
-    opt = torch.optim.Adam(sae.parameters(), lr=2e-4)
+    opt = adam(sae.parameters(), lr=2e-4, device=device)
 
     def step(x):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):

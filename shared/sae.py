@@ -182,44 +182,62 @@ def _gather_dot(a: Tensor, W: Tensor, idx: Tensor, chunk: int = 1 << 20) -> Tens
 
 class SparseDecode(torch.autograd.Function):
     """Grouped sparse decode: for each slot group g of (vals, idx) [N, m] (splits = widths),
-    out_g = sum_{j in g} vals[:, j] * W_dec[idx[:, j]]  -> one [N, d_in] output per group.
+    out_g = sum_{j in g} vals[:, j] * W_dec[idx[:, j]]  -> one [N, d_in] output per group;
+    with a dense block (z [N, n_cols] on the decoder rows `cols`), one more output z @ W_dec[cols].
 
     Backward: grad vals[n, j] = g_g[n] . W_dec[idx[n, j]] (a sampled matmul on the pattern);
-    grad W_dec[c] = sum over entries of latent c of vals * g_g[n] (one embedding_bag via the plan).
+    grad W_dec[c] = sum over entries of latent c of vals * g_g[n] (one embedding_bag via the plan);
+    the dense block adds grad z = g @ W_dec[cols].T and grad W_dec[cols] += z.T @ g (two matmuls).
     """
 
     @staticmethod
-    def forward(ctx, vals, idx, W_dec, splits, plan):
-        ctx.save_for_backward(vals, idx, W_dec)
+    def forward(ctx, vals, idx, W_dec, splits, plan, z=None, cols=None):
+        ctx.save_for_backward(vals, idx, W_dec, z, cols)
         ctx.splits, ctx.plan = splits, plan
         outs, s = [], 0
         for w in splits:
             outs.append(F.embedding_bag(idx[:, s:s + w], W_dec, mode="sum",
                                         per_sample_weights=vals[:, s:s + w].to(W_dec.dtype)))
             s += w
+        if z is not None:
+            outs.append(z.to(W_dec.dtype) @ W_dec.index_select(0, cols))
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads):
-        vals, idx, W_dec = ctx.saved_tensors
+        vals, idx, W_dec, z, cols = ctx.saved_tensors
         grads = [g.contiguous() for g in grads]
-        d_vals = d_W = None
+        g_z = None
+        if z is not None:
+            *grads, g_z = grads
+            g_z = g_z.to(W_dec.dtype)
+        d_vals = d_W = d_z = None
         if ctx.needs_input_grad[0]:
             parts, s = [], 0
             for w, g in zip(ctx.splits, grads):
                 parts.append(_gather_dot(g, W_dec, idx[:, s:s + w]))
                 s += w
-            d_vals = torch.cat(parts, dim=1)
+            d_vals = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        if z is not None and ctx.needs_input_grad[5]:
+            d_z = (g_z @ W_dec.index_select(0, cols).t()).to(z.dtype)
         if ctx.needs_input_grad[2]:
             plan = ctx.plan or LatentPlan(idx, W_dec.shape[0])
-            d_W = plan.scatter(torch.cat(grads, 0).to(W_dec.dtype), vals, ctx.splits)
-        return d_vals, None, d_W, None, None
+            d_W = plan.scatter(torch.cat(grads, 0).to(W_dec.dtype) if len(grads) > 1 else grads[0].to(W_dec.dtype),
+                               vals, ctx.splits)
+            if z is not None:
+                d_W.index_copy_(0, cols, torch.addmm(d_W.index_select(0, cols), z.to(W_dec.dtype).t(), g_z))
+        return d_vals, None, d_W, None, None, d_z, None
 
 
-def sparse_decode(vals: Tensor, idx: Tensor, W_dec: Tensor, splits=None, plan=None):
-    """Differentiable sparse decode; returns one tensor, or a tuple when `splits` groups slots."""
-    outs = SparseDecode.apply(vals, idx, W_dec, tuple(splits or (idx.shape[1],)), plan)
-    return outs if splits else outs[0]
+def sparse_decode(vals: Tensor, idx: Tensor, W_dec: Tensor, splits=None, plan=None, dense=None):
+    """Differentiable sparse decode; returns one tensor, or a tuple when `splits` groups slots.
+
+    dense=(z, cols): also decode the dense block z [N, len(cols)] on decoder rows cols (appended
+    to the returned tuple).
+    """
+    z, cols = dense if dense is not None else (None, None)
+    outs = SparseDecode.apply(vals, idx, W_dec, tuple(splits or (idx.shape[1],)), plan, z, cols)
+    return outs if (splits or dense is not None) else outs[0]
 
 
 class SparseEncodeSelect(torch.autograd.Function):
@@ -229,40 +247,71 @@ class SparseEncodeSelect(torch.autograd.Function):
     the backward touches only the chosen columns: grad W_enc[:, c] = sum_{idx[n,j]=c} g[n,j] xc[n],
     grad b_enc[c] = sum g, grad b_dec = -W_enc @ grad b_enc (when b_dec is subtracted), and grad x
     (only when x needs it) = sum_j g[n, j] W_enc[:, idx[n, j]].
+
+    With a dense block (pre_cols [N, n_cols], the pre-activations of the columns `cols`, e.g. the
+    dead latents for AuxK; entries the caller will not use may be zeroed, as long as they then get
+    zero gradient) it also returns those, and their gradient g_c adds the dense matmuls
+    grad W_enc[:, cols] += xc.T @ g_c, grad b_enc[cols] += sum_n g_c, grad x += g_c @ W_enc[:, cols].T.
     """
 
     @staticmethod
-    def forward(ctx, x, b_dec, W_enc, b_enc, idx, pre_sel, apply_b_dec: bool, plan):
-        ctx.save_for_backward(x, b_dec, W_enc, idx)
+    def forward(ctx, x, b_dec, W_enc, b_enc, idx, pre_sel, apply_b_dec: bool, plan, pre_cols=None, cols=None):
+        ctx.save_for_backward(x, b_dec, W_enc, idx, cols)
         ctx.apply_b_dec, ctx.plan = apply_b_dec, plan
-        return pre_sel.clone()
+        if pre_cols is None:
+            return pre_sel.clone()
+        return pre_sel.clone(), pre_cols.clone()
 
     @staticmethod
-    def backward(ctx, g):
-        x, b_dec, W_enc, idx = ctx.saved_tensors
+    def backward(ctx, g, g_c=None):
+        x, b_dec, W_enc, idx, cols = ctx.saved_tensors
         d_sae = W_enc.shape[1]
         g = g.contiguous()
+        if cols is not None:
+            g_c = g_c.contiguous().to(W_enc.dtype)
         need_x, need_bdec, need_W, need_benc = (ctx.needs_input_grad[i] for i in range(4))
-        d_x = d_bdec = d_W = d_benc = None
+        d_x = d_bdec = d_W = d_benc = d_c = None
         col_sum = None
         if need_benc or need_bdec:
             col_sum = torch.zeros(d_sae, dtype=W_enc.dtype, device=g.device)  # accumulate in param dtype
             col_sum.index_add_(0, idx.reshape(-1), g.reshape(-1).to(W_enc.dtype))
+            if cols is not None:
+                col_sum.index_add_(0, cols, g_c.sum(0))
             d_benc = col_sum if need_benc else None
         if need_W:
-            xc = x - b_dec if ctx.apply_b_dec else x
+            xc = (x - b_dec if ctx.apply_b_dec else x).to(W_enc.dtype)
             plan = ctx.plan or LatentPlan(idx, d_sae)
-            d_W = plan.scatter(xc.to(W_enc.dtype), g).t()
+            d_Wt = plan.scatter(xc, g)                         # [d_sae, d_in]
+            if cols is not None:
+                d_Wt.index_copy_(0, cols, torch.addmm(d_Wt.index_select(0, cols), g_c.t(), xc))  # cols unique
+            d_W = d_Wt.t()
         if need_bdec and ctx.apply_b_dec:
             d_bdec = -(W_enc @ col_sum)
         if need_x:
-            d_x = _gather_rows_sum(W_enc.t(), idx, g).to(x.dtype)
-        return d_x, d_bdec, d_W, d_benc, None, None, None, None
+            d_x = _gather_rows_sum(W_enc.t(), idx, g)
+            if cols is not None:
+                d_x = d_x.addmm_(g_c, W_enc.index_select(1, cols).t())
+            d_x = d_x.to(x.dtype)
+        return d_x, d_bdec, d_W, d_benc, None, None, None, None, d_c, None
 
 
 def _gather_rows_sum(Wt: Tensor, idx: Tensor, w: Tensor) -> Tensor:
     """out[n] = sum_j w[n, j] * Wt[idx[n, j]]  (Wt [d_sae, d]) -> [N, d]."""
     return F.embedding_bag(idx, Wt.contiguous(), mode="sum", per_sample_weights=w.to(Wt.dtype))
+
+
+def _centered_sq_sum(x: Tensor) -> Tensor:
+    """sum over rows and columns of (x - mean over rows)^2, computed in float32 like the losses."""
+    xf = x.float()
+    return F.mse_loss(xf, xf.mean(0, keepdim=True).expand_as(xf), reduction="sum")
+
+
+def _all_finite(x: Tensor) -> bool:
+    """torch.isfinite(x).all(), mostly as one reduction: a NaN/inf makes the sum non-finite; only a
+    non-finite sum (NaN/inf present, or an overflow of finite values) pays the exact check."""
+    if x.is_floating_point() and bool(torch.isfinite(x.sum())):
+        return True
+    return bool(torch.isfinite(x).all())
 
 
 # --------------------------------------------------------------------------- geometric median
@@ -364,7 +413,7 @@ class SparseAutoencoder(nn.Module):
         if x.shape[-1] != self.cfg.d_in:
             raise ValueError(f"SAE expects inputs with last dim d_in={self.cfg.d_in}, got shape {tuple(x.shape)}: "
                              "check the layer / model the activations come from.")
-        if not torch.isfinite(x).all():
+        if not _all_finite(x):
             raise ValueError("SAE input contains NaN or inf activations. Check the model dtype (fp16 overflow: "
                              "use bf16 or fp32) and the capture; drop such tokens before training.")
         return x
@@ -380,8 +429,10 @@ class SparseAutoencoder(nn.Module):
             x = x / self.norm_scale.to(x.dtype)
         return x
 
-    def _pre(self, x: Tensor) -> Tensor:
+    def _pre(self, x: Tensor, out: Tensor | None = None) -> Tensor:
         xc = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+        if out is not None:
+            return torch.addmm(self.b_enc, xc, self.W_enc, out=out)
         return torch.addmm(self.b_enc, xc, self.W_enc)
 
     # ---- inference API (SAELens semantics: dense latents)
@@ -409,6 +460,11 @@ class SparseAutoencoder(nn.Module):
         return self._denormalize(latents.to(self.dtype) @ self.W_dec + self.b_dec)
 
     # ---- training forward
+    # AuxK runs on the dead columns as small dense matmuls (pre-activations [N, n_dead] masked to
+    # each token's top k_aux) while n_dead <= aux_dense_ratio * k_aux; above that, as sparse slots
+    # like the main top-k. On 2 CPU cores a dense multiply-add costs ~1/8 of a gathered one.
+    aux_dense_ratio = 6.0
+
     def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
         """One training forward on x [N, d_in]; AuxK runs when dead_mask has any True."""
         self._check_input(x)
@@ -416,41 +472,64 @@ class SparseAutoencoder(nn.Module):
             x = x.reshape(-1, self.cfg.d_in)
         xn = self._normalize(x)
         with torch.no_grad():
-            pre = self._pre(xn)                          # the one dense matmul
+            pre = self._pre(xn, out=self._pre_buffer(xn))  # the one dense matmul
             idx = self.select(pre)
-            aux_idx = self._select_dead(pre, dead_mask)
-
-        all_idx = idx if aux_idx is None else torch.cat([idx, aux_idx], dim=1)
+            aux = self._dead_topk(pre, dead_mask)         # (dead, local, pre_dead) or None
         m = idx.shape[1]
-        splits = (m,) if aux_idx is None else (m, aux_idx.shape[1])
-        if self.sparse_kernels:
+        dense_aux = aux is not None and self.sparse_kernels and \
+            aux[0].numel() <= self.aux_dense_ratio * aux[1].shape[1]
+        aux_idx = aux[0][aux[1]] if aux is not None and not dense_aux else None
+        aux_vals = e_hat = None
+        if not self.sparse_kernels:
+            pre_sel = self._pre(xn).gather(1, idx if aux_idx is None else torch.cat([idx, aux_idx], 1))
+            del pre
+            vals = self.activate(pre_sel[:, :m])
+            decoded = [self._dense_decode(vals, idx)]
+            if aux_idx is not None:
+                decoded.append(self._dense_decode(F.relu(pre_sel[:, m:]), aux_idx))
+                e_hat = decoded[1]
+        elif dense_aux:
+            dead, local, top = aux
+            # dead pre-activations, zero outside each token's top k_aux: relu then gives those
+            # entries value 0 and gradient 0, exactly as if they were not there
+            pre_top = torch.zeros(top.shape[0], dead.numel(), dtype=top.dtype, device=top.device)
+            pre_top.scatter_(1, local, top)
+            plan = LatentPlan(idx, self.cfg.d_sae)
+            pre_sel, pre_c = SparseEncodeSelect.apply(xn, self.b_dec, self.W_enc, self.b_enc, idx,
+                                                      pre.gather(1, idx), self.cfg.apply_b_dec_to_input,
+                                                      plan, pre_top, dead)
+            del pre
+            z = F.relu(pre_c)                              # top-k_aux of the dead, densely
+            vals = self.activate(pre_sel)
+            decoded = sparse_decode(vals, idx, self.W_dec, plan=plan, dense=(z, dead))
+            e_hat = decoded[1]
+        else:
+            all_idx = idx if aux_idx is None else torch.cat([idx, aux_idx], dim=1)
+            splits = (m,) if aux_idx is None else (m, aux_idx.shape[1])
             plan = LatentPlan(all_idx, self.cfg.d_sae)
             pre_sel = SparseEncodeSelect.apply(xn, self.b_dec, self.W_enc, self.b_enc, all_idx,
                                                pre.gather(1, all_idx), self.cfg.apply_b_dec_to_input, plan)
-        else:
-            pre_sel = self._pre(xn).gather(1, all_idx)
-        del pre
-        vals = self.activate(pre_sel[:, :m])
-        aux_vals = F.relu(pre_sel[:, m:]) if aux_idx is not None else None
-        if self.sparse_kernels:
-            both = torch.cat([vals, aux_vals], 1) if aux_vals is not None else vals
-            decoded = sparse_decode(both, all_idx, self.W_dec, splits, plan)
-        else:
-            decoded = [self._dense_decode(vals, idx)]
-            if aux_vals is not None:
-                decoded.append(self._dense_decode(aux_vals, aux_idx))
+            del pre
+            vals = self.activate(pre_sel[:, :m])
+            if aux_idx is not None:
+                aux_vals = F.relu(pre_sel[:, m:])
+                decoded = sparse_decode(torch.cat([vals, aux_vals], 1), all_idx, self.W_dec, splits, plan)
+                e_hat = decoded[1]
+            else:
+                decoded = sparse_decode(vals, idx, self.W_dec, splits, plan)
         x_hat = decoded[0] + self.b_dec
 
-        err = xn - x_hat
-        sq = err.float().pow(2).sum()
-        total_var = (xn.float() - xn.float().mean(0)).pow(2).sum()
+        sq = F.mse_loss(x_hat.float(), xn.float(), reduction="sum")  # one fused pass each way
+        with torch.no_grad():
+            total_var = _centered_sq_sum(xn)
         fvu = sq / total_var.clamp_min(1e-12)
         mse = sq / xn.shape[0]
 
-        if aux_idx is not None:
-            e = err.detach()
-            e_hat = decoded[1]  # no bias: b_dec is already in e
-            aux = (e - e_hat).float().pow(2).sum() / (e.float() - e.float().mean(0)).pow(2).sum().clamp_min(1e-12)
+        if e_hat is not None:
+            with torch.no_grad():
+                e = xn - x_hat  # the residual; e_hat has no bias: b_dec is already in e
+                e_var = _centered_sq_sum(e)
+            aux = F.mse_loss(e_hat.float(), e.float(), reduction="sum") / e_var.clamp_min(1e-12)
             aux_loss = self.cfg.aux_coef * aux
         else:
             aux_loss = fvu.new_zeros(())
@@ -458,12 +537,24 @@ class SparseAutoencoder(nn.Module):
         return SAEOutput(self._denormalize(x_hat), vals, idx, fvu + aux_loss, mse.detach(),
                          aux_loss, fvu, l0.detach())
 
+    def _pre_buffer(self, x: Tensor) -> Tensor | None:
+        """A reused [N, d_sae] output for the training matmul on CPU (saves re-faulting ~N*d_sae*4 bytes
+        of fresh pages every step); None elsewhere (CUDA's caching allocator already reuses)."""
+        if x.device.type != "cpu" or torch.is_autocast_enabled("cpu") or x.dtype != self.dtype:
+            return None
+        shape = (x.shape[0], self.cfg.d_sae)
+        buf = getattr(self, "_pre_buf", None)
+        if buf is None or buf.shape != shape or buf.dtype != x.dtype:
+            buf = self._pre_buf = torch.empty(shape, dtype=x.dtype)
+        return buf
+
     def _dense_decode(self, vals: Tensor, idx: Tensor) -> Tensor:
         z = torch.zeros(vals.shape[0], self.cfg.d_sae, dtype=vals.dtype, device=vals.device).scatter(1, idx, vals)
         return z @ self.W_dec
 
-    def _select_dead(self, pre: Tensor, dead_mask: Tensor | None) -> Tensor | None:
-        """Top-k_aux dead latents per token by pre-activation, or None when AuxK is off."""
+    def _dead_topk(self, pre: Tensor, dead_mask: Tensor | None):
+        """(dead [n_dead], local [N, k_aux], top [N, k_aux]): the dead latents, each token's
+        top-k_aux among them (positions in dead) and their pre-activations; None when AuxK is off."""
         if dead_mask is None or self.cfg.aux_coef == 0:
             return None
         dead = dead_mask.to(pre.device).nonzero().squeeze(1)
@@ -471,8 +562,13 @@ class SparseAutoencoder(nn.Module):
         if n_dead == 0:
             return None
         k_aux = min(self.cfg.k_aux_eff, n_dead)
-        local = pre.index_select(1, dead).topk(k_aux, dim=1, sorted=False).indices
-        return dead[local]
+        top, local = pre.index_select(1, dead).topk(k_aux, dim=1, sorted=False)
+        return dead, local, top
+
+    def _select_dead(self, pre: Tensor, dead_mask: Tensor | None) -> Tensor | None:
+        """Top-k_aux dead latents per token by pre-activation, or None when AuxK is off."""
+        aux = self._dead_topk(pre, dead_mask)
+        return None if aux is None else aux[0][aux[1]]
 
     # ---- training utilities
     @torch.no_grad()
@@ -492,7 +588,8 @@ class SparseAutoencoder(nn.Module):
     @torch.no_grad()
     def set_decoder_unit_norm(self) -> None:
         """Rescale every decoder row to norm 1 (call after each optimizer step)."""
-        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(torch.finfo(self.W_dec.dtype).eps)
+        self.W_dec.div_(torch.linalg.vector_norm(self.W_dec, dim=1, keepdim=True)
+                        .clamp_min_(torch.finfo(self.W_dec.dtype).eps))
 
     @torch.no_grad()
     def remove_parallel_decoder_grad(self) -> None:
@@ -500,8 +597,8 @@ class SparseAutoencoder(nn.Module):
         g = self.W_dec.grad
         if g is None:
             return
-        parallel = (g * self.W_dec).sum(dim=1, keepdim=True)
-        g -= parallel * self.W_dec
+        parallel = torch.linalg.vecdot(g, self.W_dec).unsqueeze(1)  # no [d_sae, d_in] temporaries
+        g.addcmul_(parallel, self.W_dec, value=-1)
 
     @torch.no_grad()
     def init_b_dec_geometric_median(self, sample: Tensor, max_iter: int = 200) -> None:

@@ -212,7 +212,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
             normalize_activations=cfg.normalize_activations, seed=cfg.seed + layer), device=sae_device)
         for layer in layers
     }
-    optimizers = {layer: torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+    optimizers = {layer: adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, device=sae_device)
                   for layer, sae in saes.items()}
     total_steps = math.ceil(cfg.total_tokens / cfg.batch_tokens)
 
@@ -299,6 +299,14 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
     if wandb_run is not None:
         wandb_run.finish()
     return TrainResult(saes, tokens, step, resumed[0] if resumed else None, metrics_path, history)
+
+
+def adam(params, lr: float, betas=(0.9, 0.999), device=None) -> torch.optim.Adam:
+    """The trainer's optimiser: Adam, fused on CPU / CUDA (one kernel per parameter; same update up to
+    float rounding as torch's default for-loop Adam, about 2x faster on CPU, deterministic)."""
+    device = torch.device(device) if device is not None else None
+    fused = device is not None and device.type in ("cpu", "cuda")
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused or None)
 
 
 def _plain(obj):

@@ -142,7 +142,8 @@ def test_parallel_grad_removed():
 
 @pytest.mark.parametrize("normalize", ["none", "expected_average_only_in"])
 @pytest.mark.parametrize("x_grad", [False, True])
-def test_sparse_kernels_match_dense_autograd(normalize, x_grad):
+@pytest.mark.parametrize("aux_dense_ratio", [6.0, 0.0])  # AuxK as dense dead-column matmuls / as sparse slots
+def test_sparse_kernels_match_dense_autograd(normalize, x_grad, aux_dense_ratio):
     torch.manual_seed(0)
     cfg = S.SAEConfig(d_in=16, d_sae=96, k=5, k_aux=7, normalize_activations=normalize,
                       dtype="float64", seed=2)
@@ -158,6 +159,7 @@ def test_sparse_kernels_match_dense_autograd(normalize, x_grad):
             sae.b_dec.normal_()
             sae.b_enc.normal_(std=0.1)
         sae.sparse_kernels = sparse
+        sae.aux_dense_ratio = aux_dense_ratio
         xi = x.clone().requires_grad_(x_grad)
         out = sae(xi, dead_mask=dead)
         assert out.aux_loss.item() > 0
