@@ -10,6 +10,7 @@ all a user does to resume.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -57,6 +58,7 @@ class TrainConfig:
     sae_device: str | None = None
     model_dtype: str | None = None  # None: bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU
     activation_dtype: str = "float32"  # dtype of the shuffled block store
+    sae_autocast: bool = True  # bf16 autocast for the SAE step on GPUs with bf16 (weights stay fp32)
     geometric_median_tokens: int = 8192
     log_every: int = 10
     metrics_path: str | None = None  # JSONL; default <checkpoint_dir>/metrics.jsonl for local stores
@@ -269,7 +271,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
             entry = {"step": step, "tokens": tokens + cfg.batch_tokens, "lr": lr}
             for layer, sae in saes.items():
                 x = block[layer][start:start + cfg.batch_tokens]
-                metrics = _sae_step(sae, optimizers[layer], x, lr)
+                metrics = _sae_step(sae, optimizers[layer], x, lr, cfg.sae_autocast)
                 entry.update({f"L{layer}/{name}": value for name, value in metrics.items()})
             step += 1
             tokens += cfg.batch_tokens
@@ -314,11 +316,20 @@ def _plain(obj):
     return json.loads(json.dumps(obj))
 
 
-def _sae_step(sae, optimizer, x: torch.Tensor, lr: float) -> dict:
+def _autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on GPUs that have bf16 (the matmuls run in bf16, weights and Adam stay fp32);
+    off on CPU and on fp16-only GPUs such as the T4, where fp16 would need loss scaling."""
+    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _sae_step(sae, optimizer, x: torch.Tensor, lr: float, autocast: bool = True) -> dict:
     """One optimiser step of one SAE on rows x; returns plain-float metrics."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    out = sae(x, dead_mask=sae.dead_mask())
+    with _autocast(x.device, autocast):
+        out = sae(x, dead_mask=sae.dead_mask())
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     sae.remove_parallel_decoder_grad()
@@ -333,7 +344,7 @@ def _sae_step(sae, optimizer, x: torch.Tensor, lr: float) -> dict:
 
 def _postfix(entry: dict, layers) -> str:
     layer = layers[0]
-    return (f"L{layer} fvu {entry[f'L{layer}/fvu']:.3f} l0 {entry[f'L{layer}/l0']:.0f} "
+    return (f"L{layer} loss {entry[f'L{layer}/loss']:.3f} fvu {entry[f'L{layer}/fvu']:.3f} l0 {entry[f'L{layer}/l0']:.0f} "
             f"dead {entry[f'L{layer}/dead_pct']:.1f}% {entry.get('tokens_per_s', 0):,.0f} tok/s")
 
 
