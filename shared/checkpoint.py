@@ -303,6 +303,15 @@ class Store:
     def load_latest(self) -> tuple[int, dict] | None:
         raise NotImplementedError
 
+    def prunable(self) -> list[CheckpointInfo]:
+        """Checkpoints older than the newest `keep` complete ones (partial ones included)."""
+        ckpts = self.list()
+        complete = [c for c in ckpts if c.complete]
+        if len(complete) <= self.keep:
+            return []
+        cutoff = complete[-self.keep].tokens
+        return [c for c in ckpts if c.tokens < cutoff]
+
 
 def _host_tag() -> str:
     return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
@@ -388,16 +397,10 @@ class LocalStore(Store):
 
     def prune(self) -> None:
         """Delete all but the newest `keep` complete checkpoints (and partial ones older than them)."""
-        ckpts = self.list()
-        complete = [c for c in ckpts if c.complete]
-        if len(complete) <= self.keep:
-            return
-        cutoff = complete[-self.keep].tokens
-        for c in ckpts:
-            if c.tokens < cutoff:
-                trash = self._tmp_path(_TRASH_PREFIX, c.name)
-                os.replace(c.path, trash)  # rename first: a half-deleted folder never keeps its name
-                shutil.rmtree(trash, ignore_errors=True)
+        for c in self.prunable():
+            trash = self._tmp_path(_TRASH_PREFIX, c.name)
+            os.replace(c.path, trash)  # rename first: a half-deleted folder never keeps its name
+            shutil.rmtree(trash, ignore_errors=True)
 
     def latest(self) -> CheckpointInfo | None:
         """Newest checkpoint that verifies; newer partial/corrupt ones are skipped with a warning."""
@@ -526,19 +529,14 @@ class HFStore(Store):
         return f"hf://{self.repo_id}/{self._remote(name)}"
 
     def prune(self) -> None:
-        ckpts = self.list()
-        complete = [c for c in ckpts if c.complete]
-        if len(complete) <= self.keep:
-            return
-        cutoff = complete[-self.keep].tokens
-        for c in ckpts:
-            if c.tokens < cutoff:
-                try:
-                    self._retry("delete", self.api.delete_folder, path_in_repo=self._remote(c.name),
-                                repo_id=self.repo_id, repo_type="model", token=self._token,
-                                commit_message=f"prune {c.name}")
-                except Exception as e:  # noqa: BLE001 - a failed prune loses nothing
-                    warnings.warn(f"could not prune {c.name} from {self.repo_id}: {e}", RuntimeWarning)
+        """Delete all but the newest `keep` complete checkpoints from the repo."""
+        for c in self.prunable():
+            try:
+                self._retry("delete", self.api.delete_folder, path_in_repo=self._remote(c.name),
+                            repo_id=self.repo_id, repo_type="model", token=self._token,
+                            commit_message=f"prune {c.name}")
+            except Exception as e:  # noqa: BLE001 - a failed prune loses nothing
+                warnings.warn(f"could not prune {c.name} from {self.repo_id}: {e}", RuntimeWarning)
 
     def _download(self, c: CheckpointInfo) -> Path:
         """Download one checkpoint into the cache (manifest first, then its files); local folder."""
