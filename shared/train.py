@@ -278,6 +278,9 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
             window_tokens += cfg.batch_tokens
             bar.update(cfg.batch_tokens)
             if step % cfg.log_every == 0 or tokens >= cfg.total_tokens:
+                entry = {name: float(value) for name, value in entry.items()}
+                entry["step"] = int(entry["step"])
+                entry["tokens"] = int(entry["tokens"])
                 elapsed = time.perf_counter() - started
                 entry["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
                 started, window_tokens = time.perf_counter(), 0
@@ -324,8 +327,9 @@ def _autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
-def _sae_step(sae, optimizer, x: torch.Tensor, lr: float, autocast: bool = True) -> dict:
-    """One optimiser step of one SAE on rows x; returns plain-float metrics."""
+def _sae_step(sae, optimizer, x: torch.Tensor, lr: float, autocast: bool = True) -> dict[str, torch.Tensor]:
+    """One optimiser step of one SAE on rows x; returns 0-dim metric tensors (read them only when
+    logging: turning them into floats every step would stall a GPU on each one)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     with _autocast(x.device, autocast):
@@ -336,10 +340,8 @@ def _sae_step(sae, optimizer, x: torch.Tensor, lr: float, autocast: bool = True)
     optimizer.step()
     sae.set_decoder_unit_norm()
     dead = sae.update_dead_tracking(out.latent_idx, x.shape[0], out.latent_vals)
-    return {
-        "loss": out.loss.item(), "fvu": out.fvu.item(), "l0": out.l0.item(),
-        "aux_loss": out.aux_loss.item(), "dead_pct": 100.0 * float(dead.float().mean()),
-    }
+    return {"loss": out.loss.detach(), "fvu": out.fvu.detach(), "l0": out.l0, "aux_loss": out.aux_loss.detach(),
+            "dead_pct": 100.0 * dead.float().mean()}
 
 
 def _postfix(entry: dict, layers) -> str:
