@@ -157,15 +157,26 @@ def activation_blocks(model, tokenizer, batches: Iterator[torch.Tensor], cfg: Tr
 
 
 def resolve_checkpoint_dir(requested: str, run_name: str) -> str:
-    """Where checkpoints go: `requested` unless it is "auto"; then Google Drive on Colab (it outlives
-    the VM, so a disconnect loses nothing) and ./checkpoints/<run_name> elsewhere."""
+    """Where checkpoints go: `requested` unless it is "auto". Then: Google Drive on Colab (it outlives
+    the VM, so a disconnect loses nothing); on Kaggle, whose disk does not outlive the session, a
+    private Hugging Face repo "<user>/<run_name>-checkpoints" when HF_TOKEN is set; else
+    ./checkpoints/<run_name>."""
     if requested and requested != "auto":
         return requested
-    from .runtime import mount_drive
+    from . import runtime
 
-    drive = mount_drive()
-    base = drive / "sae_ladder" if drive is not None else Path("checkpoints")
-    return str(base / run_name)
+    drive = runtime.mount_drive()
+    if drive is not None:
+        return str(drive / "sae_ladder" / run_name)
+    if runtime.platform() == "kaggle":
+        from .export import hub_repo_id
+
+        repo = hub_repo_id(None, f"{run_name}-checkpoints") if runtime.get_secret("HF_TOKEN") else None
+        if repo:
+            return f"hf:{repo}"
+        print("Kaggle's disk does not outlive the session: set the HF_TOKEN secret to checkpoint into a "
+              "private Hugging Face repo, or the run restarts from zero in a new session.")
+    return str(Path("checkpoints") / run_name)
 
 
 def _open_store(cfg: TrainConfig):

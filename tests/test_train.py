@@ -120,3 +120,20 @@ def test_sigkilled_run_resumes_to_the_same_weights_bitwise(tmp_path):
     # The metrics log holds each step once: entries past the checkpoint were dropped on resume.
     steps = [json.loads(line)["step"] for line in (ck / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))
+
+
+def test_checkpoint_dir_auto_picks_a_place_that_outlives_the_session(monkeypatch, tmp_path):
+    from shared import runtime
+    from shared.train import resolve_checkpoint_dir
+
+    assert resolve_checkpoint_dir("/my/dir", "run") == "/my/dir"
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_USERNAME", raising=False)
+    monkeypatch.setattr(runtime, "platform", lambda: "local")
+    assert resolve_checkpoint_dir("auto", "run") == str(Path("checkpoints") / "run")
+    monkeypatch.setattr(runtime, "platform", lambda: "kaggle")
+    assert resolve_checkpoint_dir("auto", "run") == str(Path("checkpoints") / "run")  # no token: local + a warning
+    monkeypatch.setenv("HF_USERNAME", "alice")
+    assert resolve_checkpoint_dir("auto", "run") == str(Path("checkpoints") / "run")  # a name is no token
+    monkeypatch.setenv("HF_TOKEN", "hf_dummy")
+    assert resolve_checkpoint_dir("auto", "run") == "hf:alice/run-checkpoints"
