@@ -124,8 +124,8 @@ plt.show()
 
 # %%
 rec = tiers.recommend(gpu_name, BUDGET_MINUTES, GOAL)
-print(f"Open: {rec.tier_notebook}  (on {rec.gpu}; ~{rec.est_minutes:g} of {BUDGET_MINUTES:g} min, "
-      f"~{rec.tokens_per_s:,} tokens/s)")
+print(f"Tier notebook: {rec.tier_notebook}; open now: {rec.run_in}  (on {rec.gpu}; ~{rec.est_minutes:g} of "
+      f"{BUDGET_MINUTES:g} min, ~{rec.tokens_per_s:,} tokens/s)")
 if rec.note:
     print(f"Note: {rec.note}")
 print("\n# parameters to paste")

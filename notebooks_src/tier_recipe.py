@@ -30,7 +30,8 @@
 
 # %% tags=["parameters"]
 MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
-LAYER = 12  # @param {type:"integer"}
+LAYER = 12  # @param {type:"raw"}
+# one layer, or a list such as [11, 31, 55]: one SAE per layer, all fed by the same forward pass
 DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
 VAL_DATASET = "hf:HuggingFaceFW/fineweb-edu:CC-MAIN-2024-10:train:text"  # @param {type:"string"}
 CONTEXT_LEN = 1024  # @param {type:"integer"}
@@ -67,6 +68,7 @@ from shared import capture, evaluate, export, models, plots, runtime, train
 out_dir = Path(OUTPUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 runtime.seed_everything(SEED)
+layers = tuple(LAYER) if isinstance(LAYER, (list, tuple)) else (LAYER,)
 
 # %% [markdown]
 # ## 1. Where are we running?
@@ -101,12 +103,12 @@ print(f"{MODEL_ID}: {models.n_layers(model)} decoder blocks at `{models.layers_p
 
 probe = tokenizer("The residual stream carries everything the model knows about a token.",
                   return_tensors="pt").input_ids.to(models.model_device(model))
-stream = capture.capture_residuals(model, probe, [LAYER])[LAYER][0].float()
+stream = capture.capture_residuals(model, probe, [layers[0]])[layers[0]][0].float()
 tokens = tokenizer.convert_ids_to_tokens(probe[0])
 plt.figure(figsize=(8, 2.5))
 plt.bar(range(len(tokens)), stream.norm(dim=-1).cpu())
 plt.xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
-plt.title(f"residual-stream norm per token at layer {LAYER} (BOS is huge: we drop it from training)")
+plt.title(f"residual-stream norm per token at layer {layers[0]} (BOS is huge: we drop it from training)")
 plt.tight_layout()
 plt.savefig(out_dir / "residual_norms.png", dpi=120)
 plt.show()
@@ -124,7 +126,7 @@ plt.show()
 
 # %%
 cfg = train.TrainConfig(
-    model_id=MODEL_ID, layers=(LAYER,), dataset=(DATASET,), context_len=CONTEXT_LEN, d_sae=D_SAE, k=K,
+    model_id=MODEL_ID, layers=layers, dataset=(DATASET,), context_len=CONTEXT_LEN, d_sae=D_SAE, k=K,
     total_tokens=TOTAL_TOKENS, batch_tokens=BATCH_TOKENS, model_batch_size=MODEL_BATCH_SIZE,
     block_batches=BLOCK_BATCHES, lr=LR, lr_min=LR_MIN, warmup_steps=WARMUP_STEPS,
     dead_tokens_threshold=DEAD_TOKENS_THRESHOLD, checkpoint_every_tokens=CHECKPOINT_EVERY_TOKENS,
@@ -143,7 +145,6 @@ print(json.dumps(cfg.resume_key(), indent=1, default=str))
 
 # %%
 result = train.train(cfg, model, tokenizer)
-sae = result.saes[LAYER]
 print(f"trained on {result.tokens:,} tokens in {result.steps:,} steps"
       + (f" (resumed at {result.resumed_from:,})" if result.resumed_from else ""))
 
@@ -183,11 +184,14 @@ folders = export.export_run(
     context_size=CONTEXT_LEN, dataset_path=DATASET, report=report, sparsity=sparsity, repo_id=repo_id,
     tokens_trained=result.tokens,
 )
-reloaded = export.load_sae(folders[LAYER], d_in=models.d_model(model))
 check = val_batches[0][:1].to(models.model_device(model))
-acts = capture.capture_residuals(model, check, [LAYER])[LAYER][0].float().to(reloaded.device)
-same = torch.allclose(reloaded.encode(acts), sae.to(reloaded.device).encode(acts), atol=1e-5)
-print(f"export at {folders[LAYER]}; reloaded SAE encodes identically: {same}")
+acts = capture.capture_residuals(model, check, layers)
+same = {}
+for layer, folder in folders.items():
+    reloaded = export.load_sae(folder, d_in=models.d_model(model))
+    x = acts[layer][0].float().to(reloaded.device)
+    same[layer] = torch.allclose(reloaded.encode(x), result.saes[layer].to(reloaded.device).encode(x), atol=1e-5)
+    print(f"export at {folder}; reloaded SAE encodes identically: {same[layer]}")
 
 urls = {}
 if repo_id:
@@ -201,11 +205,12 @@ else:
 
 # %%
 run_report = {
-    "model": MODEL_ID, "layer": LAYER, "d_model": models.d_model(model), "d_sae": D_SAE, "k": K,
+    "model": MODEL_ID, "layers": list(layers), "d_model": models.d_model(model), "d_sae": D_SAE, "k": K,
     "dataset": DATASET, "tokens_trained": result.tokens, "steps": result.steps,
-    "resumed_from": result.resumed_from, "checkpoint_dir": checkpoint_dir,
-    "validation": report[str(LAYER)], "export": str(folders[LAYER]), "export_reloads_identically": same,
-    "hub": {str(k): v for k, v in urls.items()},
+    "resumed_from": result.resumed_from, "checkpoint_dir": checkpoint_dir, "validation": report,
+    "export": {str(layer): str(folder) for layer, folder in folders.items()},
+    "export_reloads_identically": {str(layer): ok for layer, ok in same.items()},
+    "hub": {str(layer): url for layer, url in urls.items()},
 }
 (out_dir / "run_report.json").write_text(json.dumps(run_report, indent=2, default=str))
 print(f"wrote {out_dir / 'run_report.json'}")

@@ -188,6 +188,7 @@ class Recommendation:
     truncate_after_layer: bool
     note: str = ""
     parameters: dict = field(default_factory=dict)
+    run_in: str = ""  # the catalog notebook to open today: tier_notebook, or a released one with the same recipe
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -410,6 +411,19 @@ def options_table(gpu: str | None, budget_minutes: float, goal: str = "learn") -
     return rows
 
 
+# Notebooks of the catalog that exist today. Every tier notebook renders from the same recipe
+# source, so a tier whose own notebook is not out yet runs in a released one with its parameters.
+RELEASED_NOTEBOOKS = ("01_hobbyist_gemma2_2b_colab", "08_explorer_llama3_8b_kaggle",
+                      "09_explorer_mistral_7b_kaggle", "10_hobbyist_phi3_mini_colab")
+STAND_INS = {"02_explorer_qwen35_4b_kaggle": "08_explorer_llama3_8b_kaggle",
+             "03_papergrade_qwen36_27b_cloud": "01_hobbyist_gemma2_2b_colab"}
+
+
+def notebook_to_open(notebook: str) -> str:
+    """`notebook` if it is released, else the released notebook that runs the same recipe."""
+    return notebook if notebook in RELEASED_NOTEBOOKS else STAND_INS.get(notebook, RELEASED_NOTEBOOKS[0])
+
+
 FALLBACK_GPU = "T4"  # where to send someone whose machine cannot train anything: a free Colab T4
 
 
@@ -441,14 +455,27 @@ def recommend(gpu: str | None, budget_minutes: float, goal: str = "learn") -> Re
             f"the full recipe trains layers {list(m.default_layers())} at once and needs more VRAM; "
             f"this trains the middle layer only")
     if best.truncate_after_layer:
-        note = (note + "; " if note else "") + f"fits only if the blocks after layer {max(best.layers)} are dropped after loading"
+        note = (note + "; " if note else "") + (
+            f"the weights do not fit one GPU: spread the model over both (MODEL_DEVICE = 'spread'); only "
+            f"blocks up to layer {max(best.layers)} run, so the throughput estimate holds")
     params = {
         "MODEL_ID": best.model_id,
-        "LAYER" if len(best.layers) == 1 else "LAYERS": best.layers[0] if len(best.layers) == 1 else list(best.layers),
+        "LAYER": best.layers[0] if len(best.layers) == 1 else list(best.layers),  # the recipe takes an int or a list
         "D_SAE": best.d_sae, "K": best.k, "CONTEXT_LEN": best.ctx, "BATCH_TOKENS": best.batch_tokens,
-        "TOTAL_TOKENS": best.tokens, "BUFFER_TOKENS": best.buffer_tokens,
+        "TOTAL_TOKENS": best.tokens, "MODEL_BATCH_SIZE": best.fwd_batch_seqs,
+        "RUN_NAME": f"{best.model_id.split('/')[-1].lower()}-L{'-'.join(map(str, best.layers))}-topk-{best.d_sae // 1024}k",
+        # the tier recipe shuffles activations in blocks of BLOCK_BATCHES forwards (its buffer)
+        "BLOCK_BATCHES": max(1, best.buffer_tokens // (best.fwd_batch_seqs * best.ctx)),
     }
+    if best.gpu == "2xT4":
+        params["MODEL_DEVICE"] = "spread" if best.truncate_after_layer else "cuda:0"
+    run_in = notebook_to_open(best.notebook)
+    if run_in != best.notebook:
+        note = (note + "; " if note else "") + (
+            f"{best.notebook} is not released yet: open {run_in}, which runs the same recipe, and paste "
+            f"these parameters")
     return Recommendation(
+        run_in=run_in,
         tier_notebook=best.notebook, model_id=best.model_id, layer=best.layers[len(best.layers) // 2],
         layers=best.layers, d_sae=best.d_sae, k=best.k, batch_tokens=best.batch_tokens, tokens=best.tokens,
         est_minutes=round(best.est_minutes, 1), gpu=best.gpu, goal=goal, budget_minutes=float(budget_minutes),

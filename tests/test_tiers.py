@@ -83,13 +83,28 @@ def test_h100_paper_is_tier3():
     assert r.tier_notebook == "03_papergrade_qwen36_27b_cloud" and r.k == 128 and r.d_sae == 65536
     assert r.tokens >= tiers.MIN_TOKENS["paper"]
     big = tiers.recommend("H200", 1200, "paper")  # enough VRAM for the three-layer recipe
-    assert big.layers == (11, 31, 55) and "LAYERS" in big.parameters
+    assert big.layers == (11, 31, 55) and big.parameters["LAYER"] == [11, 31, 55]
+    # tier 3 has no notebook of its own yet: the recommendation opens a released one (same recipe)
+    assert big.run_in in tiers.RELEASED_NOTEBOOKS and "not released yet" in big.note
 
 
 def test_2xt4_explore_is_tier2_qwen():
     r = tiers.recommend("2xT4", 600, "explore")
     assert r.tier_notebook == "02_explorer_qwen35_4b_kaggle" and (r.d_sae, r.k) == (40960, 128)
     assert r.tokens >= 150e6  # the catalog's 150M tokens fit in a Kaggle session
+    assert r.run_in == "08_explorer_llama3_8b_kaggle" and r.parameters["MODEL_ID"] == "Qwen/Qwen3.5-4B"
+
+
+def test_recommended_parameters_exist_in_the_recipe_notebook():
+    """Every pasted name must be a parameter of the tier recipe, or the paste silently does nothing."""
+    import build_notebooks as bn
+    from conftest import REPO
+
+    recipe = (REPO / "notebooks_src" / "tier_recipe.py").read_text()
+    names = set(bn.parameter_defaults(recipe.split('# %% tags=["parameters"]')[1].split("# %%")[0]))
+    for gpu, budget, goal in [("T4", 35, "learn"), ("2xT4", 600, "explore"), ("H200", 1200, "paper")]:
+        r = tiers.recommend(gpu, budget, goal)
+        assert set(r.parameters) <= names, set(r.parameters) - names
 
 
 def test_cpu_falls_back_to_colab_t4():
