@@ -214,3 +214,19 @@ def test_load_model_tiny_trained(cache, no_network, monkeypatch):
     model, tok = models.load_model("tiny-trained:gpt2", device="cpu")
     assert type(model).__name__ == "GPT2LMHeadModel" and len(tok) == 260
     assert [p.name for p in cache.iterdir() if p.name.startswith("tiny-trained-gpt2-")]
+
+
+@pytest.mark.parametrize("arch, attn", [("gemma2", "eager"), ("llama", "sdpa")])
+def test_hub_path_loads_a_saved_checkpoint(arch, attn, tmp_path, no_network, monkeypatch):
+    """The real from_pretrained path (a local folder stands in for a hub id): same weights and logits,
+    Gemma-2 on eager attention (SDPA would skip its attention soft-capping), a pad token set."""
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    tiny, tok = models.load_model(f"tiny:{arch}")
+    tiny.save_pretrained(tmp_path / arch)
+    tok.save_pretrained(tmp_path / arch)
+    model, tokenizer = models.load_model(str(tmp_path / arch), device="cpu")
+    assert model.config._attn_implementation == attn
+    assert next(model.parameters()).dtype == torch.float32 and not next(model.parameters()).requires_grad
+    assert tokenizer.pad_token_id is not None and not model.training
+    ids = tok("hub path", return_tensors="pt").input_ids
+    assert torch.allclose(model(ids).logits, tiny(ids).logits, atol=1e-5)
