@@ -134,25 +134,36 @@ def validation_batches(cfg: TrainConfig, tokenizer, n_tokens: int, dataset: str 
 
 
 def activation_blocks(model, tokenizer, batches: Iterator[torch.Tensor], cfg: TrainConfig, device,
-                      start_block: int = 0) -> Iterator[dict[int, torch.Tensor]]:
-    """Yield shuffled blocks {layer: [N, d]} of residual activations, from block `start_block` on.
+                      start_block: int = 0) -> Iterator[tuple[dict[int, torch.Tensor], torch.Tensor]]:
+    """Yield (rows {layer: [N, d]}, order [N]) for each block of residual activations, from block
+    `start_block` on; the training batches are rows[order[i:i + batch_tokens]].
 
-    A block is `cfg.block_batches` token batches run through the model once; its rows are
-    permuted by a generator seeded with (seed, block index), the same permutation for every
-    layer, so block b is identical whether or not the run was resumed before it. Rows left over
-    after the last full training batch of a block are dropped (under 2% at the default sizes).
+    A block is `cfg.block_batches` token batches run through the model once. Its order is a
+    permutation drawn from a generator seeded with (seed, block index), the same for every layer,
+    so block b is identical whether or not the run was resumed before it. The rows live in one
+    store reused by every block (the caller is done with a block when it asks for the next), so
+    memory holds one block, never a copy. Rows left over after the last full training batch of a
+    block are not used (under 2% at the default sizes).
     """
     rows = residual_rows(model, tokenizer, batches, cfg.layers, device=device,
                          dtype=getattr(torch, cfg.activation_dtype), skip=start_block * cfg.block_batches)
+    capacity = cfg.block_batches * cfg.model_batch_size * cfg.context_len
+    store: dict[int, torch.Tensor] = {}
     block = start_block
     while True:
-        parts = list(itertools.islice(rows, cfg.block_batches))
-        if not parts:
+        n = 0
+        for part in itertools.islice(rows, cfg.block_batches):
+            m = part[cfg.layers[0]].shape[0]
+            for layer, x in part.items():
+                if layer not in store:
+                    store[layer] = torch.empty(capacity, x.shape[-1], device=device, dtype=x.dtype)
+                store[layer][n:n + m] = x
+            n += m
+        if n == 0:
             return
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + block)
-        n = sum(part[cfg.layers[0]].shape[0] for part in parts)
-        perm = torch.randperm(n, generator=generator).to(device)
-        yield {layer: torch.cat([part[layer] for part in parts])[perm] for layer in cfg.layers}
+        order = torch.randperm(n, generator=generator).to(device)
+        yield {layer: t[:n] for layer, t in store.items()}, order
         block += 1
 
 
@@ -270,18 +281,18 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
     blocks = activation_blocks(model, tokenizer, _token_stream(cfg, tokenizer), cfg, sae_device, start_block)
     next_checkpoint = (tokens // cfg.checkpoint_every_tokens + 1) * cfg.checkpoint_every_tokens
     block_index, started, window_tokens = start_block, time.perf_counter(), 0
-    for block in blocks:
+    for block, order in blocks:
         if step == 0 and resumed is None:
             for layer, sae in saes.items():
-                sample = block[layer][: cfg.geometric_median_tokens]
+                sample = block[layer][order[: cfg.geometric_median_tokens]]
                 sae.estimate_norm_scale(sample)
                 sae.init_b_dec(sample)
-        n_rows = next(iter(block.values())).shape[0]
-        for start in range(0, n_rows - cfg.batch_tokens + 1, cfg.batch_tokens):
+        for start in range(0, order.numel() - cfg.batch_tokens + 1, cfg.batch_tokens):
+            rows = order[start:start + cfg.batch_tokens]
             lr = lr_at(step, cfg, total_steps)
             entry = {"step": step, "tokens": tokens + cfg.batch_tokens, "lr": lr}
             for layer, sae in saes.items():
-                x = block[layer][start:start + cfg.batch_tokens]
+                x = block[layer][rows]
                 metrics = _sae_step(sae, optimizers[layer], x, lr, cfg.sae_autocast)
                 entry.update({f"L{layer}/{name}": value for name, value in metrics.items()})
             step += 1
