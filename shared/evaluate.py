@@ -55,13 +55,22 @@ def reconstruct(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     return torch.cat(x_hats), torch.cat(l0s), counts
 
 
-def _next_token_ce(logits: torch.Tensor, input_ids: torch.Tensor, target_mask: torch.Tensor):
-    """Summed CE of predicting token t+1 from position t, over targets the mask keeps."""
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
-    targets = input_ids[:, 1:]
-    nll = -logp.gather(-1, targets[..., None]).squeeze(-1)
-    keep = target_mask[:, 1:]
-    return (nll * keep).sum().item(), logp, keep
+def next_token_sums(logits: torch.Tensor, input_ids: torch.Tensor, keep: torch.Tensor,
+                    reference: torch.Tensor | None = None, chunk: int = 128) -> tuple[float, float, int]:
+    """(summed CE of predicting token t+1 at t, summed KL(reference || logits), predictions counted)
+    over targets `keep` marks; log-softmax runs on `chunk` positions at a time, so a 256k-token
+    vocabulary never needs a float32 copy of the whole [batch, seq, vocab] logits."""
+    targets, target_keep = input_ids[:, 1:], keep[:, 1:].float()
+    ce = kl = 0.0
+    for start in range(0, targets.shape[1], chunk):
+        end = min(start + chunk, targets.shape[1])
+        logp = F.log_softmax(logits[:, start:end].float(), dim=-1)
+        mask = target_keep[:, start:end]
+        ce += (-logp.gather(-1, targets[:, start:end, None]).squeeze(-1) * mask).sum().item()
+        if reference is not None:
+            ref = F.log_softmax(reference[:, start:end].float(), dim=-1)
+            kl += ((ref.exp() * (ref - logp)).sum(-1) * mask).sum().item()
+    return ce, kl, int(target_keep.sum())
 
 
 @torch.no_grad()
@@ -73,68 +82,71 @@ def evaluate_saes(
     *,
     max_batches: int | None = None,
     sparsity: dict | None = None,
+    forward_batch_size: int = 2,
 ) -> dict[str, dict]:
     """Validate each SAE (keyed by layer) on the given held-out token batches; returns the report dict.
 
     Pass a dict as `sparsity` to receive {layer: log10 firing frequency per latent} (the tensor
-    SAELens keeps in sparsity.safetensors and feature dashboards sort by).
+    SAELens keeps in sparsity.safetensors and feature dashboards sort by). The model runs on
+    `forward_batch_size` contexts at a time (full logits of a 256k vocabulary are large).
     """
     if not saes:
         raise ValueError("no SAEs to evaluate: pass a dict {layer: sae}")
     device = model_device(model)
     tallies = {layer: _LayerTally(d_sae=sae.cfg.d_sae) for layer, sae in saes.items()}
     clean_ce, clean_predictions, n_batches = 0.0, 0, 0
+    captured: dict[int, torch.Tensor] = {}
 
-    for input_ids in token_batches:
+    def recorder(layer):
+        def record(hidden):
+            captured[layer] = hidden.detach()
+            return hidden
+        return record
+
+    for batch in token_batches:
         if max_batches is not None and n_batches >= max_batches:
             break
         n_batches += 1
-        input_ids = input_ids.to(device)
-        keep = token_mask(input_ids, tokenizer)
+        for input_ids in batch.split(forward_batch_size):
+            input_ids = input_ids.to(device)
+            keep = token_mask(input_ids, tokenizer)
+            with edit_residual(model, {layer: recorder(layer) for layer in saes}):
+                clean_logits = model(input_ids).logits
+            ce, _, predictions = next_token_sums(clean_logits, input_ids, keep)
+            clean_ce += ce
+            clean_predictions += predictions
 
-        captured: dict[int, torch.Tensor] = {}
+            for layer, sae in saes.items():
+                tally = tallies[layer]
+                hidden = captured[layer]
+                x = hidden[keep].float()
+                if not torch.isfinite(x).all():
+                    raise ValueError(f"NaN/inf activations at layer {layer}: check the model dtype (try float32)")
+                x_hat, l0, counts = reconstruct(sae, x)
+                tally.tokens += x.shape[0]
+                tally.sq_err += (x - x_hat).pow(2).sum().item()
+                sx = x.sum(0).double().cpu()
+                tally.sum_x = sx if tally.sum_x is None else tally.sum_x + sx
+                tally.sum_sq_norm += x.double().pow(2).sum().item()
+                tally.l0_sum += l0.sum().item()
+                counts = counts.cpu()
+                tally.fire_counts = counts if tally.fire_counts is None else tally.fire_counts + counts
 
-        def recorder(layer):
-            def record(hidden):
-                captured[layer] = hidden.detach()
-                return hidden
-            return record
+                spliced = hidden.clone()
+                spliced[keep] = x_hat.to(spliced.dtype)
+                with edit_residual(model, {layer: keep_positions(lambda h, s=spliced: s, keep)}):
+                    logits = model(input_ids).logits
+                ce, kl, predictions = next_token_sums(logits, input_ids, keep, reference=clean_logits)
+                tally.ce_spliced += ce
+                tally.kl_spliced += kl
+                del logits
 
-        with edit_residual(model, {layer: recorder(layer) for layer in saes}):
-            clean_logits = model(input_ids).logits
-        ce, clean_logp, target_keep = _next_token_ce(clean_logits, input_ids, keep)
-        clean_ce += ce
-        clean_predictions += int(target_keep.sum())
-
-        for layer, sae in saes.items():
-            tally = tallies[layer]
-            hidden = captured[layer]
-            x = hidden[keep].float()
-            if not torch.isfinite(x).all():
-                raise ValueError(f"NaN/inf activations at layer {layer}: check the model dtype (try float32)")
-            x_hat, l0, counts = reconstruct(sae, x)
-            tally.tokens += x.shape[0]
-            tally.sq_err += (x - x_hat).pow(2).sum().item()
-            sx = x.sum(0).double().cpu()
-            tally.sum_x = sx if tally.sum_x is None else tally.sum_x + sx
-            tally.sum_sq_norm += x.double().pow(2).sum().item()
-            tally.l0_sum += l0.sum().item()
-            counts = counts.cpu()
-            tally.fire_counts = counts if tally.fire_counts is None else tally.fire_counts + counts
-
-            spliced = hidden.clone()
-            spliced[keep] = x_hat.to(spliced.dtype)
-            with edit_residual(model, {layer: keep_positions(lambda h, s=spliced: s, keep)}):
-                logits = model(input_ids).logits
-            ce, logp, _ = _next_token_ce(logits, input_ids, keep)
-            tally.ce_spliced += ce
-            kl = (clean_logp.exp() * (clean_logp - logp)).sum(-1)
-            tally.kl_spliced += (kl * target_keep).sum().item()
-
-            with edit_residual(model, {layer: keep_positions(torch.zeros_like, keep)}):
-                logits = model(input_ids).logits
-            tally.ce_zero += _next_token_ce(logits, input_ids, keep)[0]
-            tally.predictions += int(target_keep.sum())
+                with edit_residual(model, {layer: keep_positions(torch.zeros_like, keep)}):
+                    logits = model(input_ids).logits
+                tally.ce_zero += next_token_sums(logits, input_ids, keep)[0]
+                tally.predictions += predictions
+                del logits
+            captured.clear()
 
     if n_batches == 0:
         raise ValueError("evaluation got no token batches: check the validation data source")

@@ -76,3 +76,21 @@ def test_empty_validation_data_is_a_clear_error(tiny):
     model, tokenizer = tiny
     with pytest.raises(ValueError, match="no token batches"):
         evaluate_saes(model, tokenizer, {0: _identity_sae(d_model(model))}, [])
+
+
+def test_report_does_not_depend_on_forward_batch_or_chunk_size(tiny):
+    model, tokenizer = tiny
+    d = d_model(model)
+    sae = build_sae(SAEConfig(d_in=d, d_sae=64, k=4))
+    batches = _batches(tokenizer, 2)
+    one = evaluate_saes(model, tokenizer, {1: sae}, batches, forward_batch_size=1)["1"]
+    four = evaluate_saes(model, tokenizer, {1: sae}, batches, forward_batch_size=4)["1"]
+    for key in ("var_expl", "l0", "ce_loss_clean", "ce_loss_spliced", "ce_loss_zero_ablation", "kl_div_spliced"):
+        assert one[key] == pytest.approx(four[key], rel=1e-4, abs=1e-6), key
+    logits = torch.randn(2, 9, 50)
+    ids = torch.randint(0, 50, (2, 9))
+    keep = torch.ones(2, 9, dtype=torch.bool)
+    from shared.evaluate import next_token_sums
+    whole = next_token_sums(logits, ids, keep, reference=logits.flip(0), chunk=100)
+    parts = next_token_sums(logits, ids, keep, reference=logits.flip(0), chunk=3)
+    assert whole[0] == pytest.approx(parts[0]) and whole[1] == pytest.approx(parts[1]) and whole[2] == 16
