@@ -131,7 +131,6 @@ cfg = train.TrainConfig(
     block_batches=BLOCK_BATCHES, lr=LR, lr_min=LR_MIN, warmup_steps=WARMUP_STEPS,
     dead_tokens_threshold=DEAD_TOKENS_THRESHOLD, checkpoint_every_tokens=CHECKPOINT_EVERY_TOKENS,
     checkpoint_dir=checkpoint_dir, sae_device=sae_device, seed=SEED,
-    metrics_path=str(out_dir / "metrics.jsonl"),
 )
 print(json.dumps(cfg.resume_key(), indent=1, default=str))
 
@@ -149,7 +148,7 @@ print(f"trained on {result.tokens:,} tokens in {result.steps:,} steps"
       + (f" (resumed at {result.resumed_from:,})" if result.resumed_from else ""))
 
 # %%
-history = train.load_metrics(cfg.metrics_path)
+history = train.load_metrics(result.metrics_path)  # kept beside the checkpoints: whole across resumes
 plots.plot_training_curves(history, save_to=out_dir / "training_curves.png")
 plt.show()
 

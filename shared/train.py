@@ -61,7 +61,7 @@ class TrainConfig:
     sae_autocast: bool = True  # bf16 autocast for the SAE step on GPUs with bf16 (weights stay fp32)
     geometric_median_tokens: int = 8192
     log_every: int = 10
-    metrics_path: str | None = None  # JSONL; default <checkpoint_dir>/metrics.jsonl for local stores
+    metrics_path: str | None = None  # JSONL; default: beside the checkpoints, so it survives with them
     wandb_project: str | None = None
     seed: int = 0
 
@@ -190,6 +190,16 @@ def resolve_checkpoint_dir(requested: str, run_name: str) -> str:
     return str(Path("checkpoints") / run_name)
 
 
+def default_metrics_path(cfg: TrainConfig) -> Path:
+    """cfg.metrics_path, else <checkpoint_dir>/metrics.jsonl (on Drive it outlives the VM, so the
+    curves of a resumed run are whole); for a Hub store, ./metrics/<user>--<repo>.jsonl."""
+    if cfg.metrics_path:
+        return Path(cfg.metrics_path)
+    if cfg.checkpoint_dir.startswith("hf:"):
+        return Path("metrics") / (cfg.checkpoint_dir[3:].strip("/").replace("/", "--") + ".jsonl")
+    return Path(cfg.checkpoint_dir) / "metrics.jsonl"
+
+
 def _open_store(cfg: TrainConfig):
     return ckpt.open_store(cfg.checkpoint_dir, keep=cfg.keep_checkpoints)
 
@@ -258,8 +268,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
         ckpt.set_rng_state(state["rng"])
         print(f"Resumed from {store} at {tokens:,} tokens (step {step}).")
 
-    metrics_path = Path(cfg.metrics_path) if cfg.metrics_path else (
-        Path(cfg.checkpoint_dir) / "metrics.jsonl" if not cfg.checkpoint_dir.startswith("hf:") else None)
+    metrics_path = default_metrics_path(cfg)
     log = _MetricsLog(metrics_path, tokens)
     wandb_run = _start_wandb(cfg, resumed is not None)
     history: list[dict] = []

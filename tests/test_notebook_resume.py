@@ -70,6 +70,10 @@ def test_killed_notebook_resumes_to_the_uninterrupted_sae(tmp_path):
     assert proc.returncode == 0, out[-3000:]
     report = json.loads((killed_dir / params["OUTPUT_DIR"] / "run_report.json").read_text())
     assert report["resumed_from"], "the second run did not resume from the checkpoint"
+    # The metrics log lives beside the checkpoints, so the curves span the whole run, once each.
+    log = [json.loads(line) for line in (checkpoints / "metrics.jsonl").read_text().splitlines()]
+    tokens = [entry["tokens"] for entry in log]
+    assert tokens == sorted(set(tokens)) and tokens[0] < report["resumed_from"] < tokens[-1]
 
     clean, resumed = _export_weights(clean_dir, params), _export_weights(killed_dir, params)
     assert clean.keys() == resumed.keys()
