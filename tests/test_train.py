@@ -137,3 +137,29 @@ def test_checkpoint_dir_auto_picks_a_place_that_outlives_the_session(monkeypatch
     assert resolve_checkpoint_dir("auto", "run") == str(Path("checkpoints") / "run")  # a name is no token
     monkeypatch.setenv("HF_TOKEN", "hf_dummy")
     assert resolve_checkpoint_dir("auto", "run") == "hf:alice/run-checkpoints"
+
+
+def test_training_checkpoints_into_a_hub_repo_and_resumes_from_it(tmp_path, monkeypatch):
+    """checkpoint_dir="hf:<user>/<repo>" (Kaggle's choice): upload each checkpoint, and a new
+    session (empty local cache) downloads the latest and carries on from it."""
+    import huggingface_hub
+
+    from test_checkpoint import FakeHfApi
+
+    hub = tmp_path / "hub"
+
+    class LocalHub(FakeHfApi):
+        def __init__(self, token=None):
+            super().__init__(hub)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", LocalHub)
+    monkeypatch.setenv("HF_TOKEN", "hf_dummy")
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(**TINY_RUN, total_tokens=3000, checkpoint_dir="hf:me/run-checkpoints")
+    first = train(cfg, progress=False)
+    assert list((hub / "me/run-checkpoints").rglob("manifest.json"))
+    assert (tmp_path / "metrics" / "me--run-checkpoints.jsonl").exists()
+    again = train(cfg, progress=False)  # a fresh store: nothing local, all from the "hub"
+    assert again.resumed_from == first.tokens
+    for layer in first.saes:
+        assert torch.equal(again.saes[layer].W_dec, first.saes[layer].W_dec)
