@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shared import sae as S  # noqa: E402
-from shared.train import adam  # noqa: E402  (the trainer's optimiser: fused Adam on CPU / CUDA)
+from shared.train import adam, sae_step  # noqa: E402  (the trainer's optimiser and step)
 
 
 def sync(device):
@@ -33,15 +33,8 @@ def ours(args, device, dead, dense=False, autocast=False):
     sae.sparse_kernels = not dense
     opt = adam(sae.parameters(), lr=2e-4, device=device)
 
-    def step(x):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = sae(x, dead_mask=dead)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        sae.remove_parallel_decoder_grad()
-        opt.step()
-        sae.set_decoder_unit_norm()
-        return out.aux_loss
+    def step(x):  # exactly the trainer's step (bf16 autocast only on GPUs with bf16)
+        return sae_step(sae, opt, x, autocast=autocast, dead_mask=dead)
 
     return step
 

@@ -302,7 +302,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
             entry = {"step": step, "tokens": tokens + cfg.batch_tokens, "lr": lr}
             for layer, sae in saes.items():
                 x = block[layer][rows]
-                metrics = _sae_step(sae, optimizers[layer], x, lr, cfg.sae_autocast)
+                metrics = sae_step(sae, optimizers[layer], x, lr, autocast=cfg.sae_autocast)
                 entry.update({f"L{layer}/{name}": value for name, value in metrics.items()})
             step += 1
             tokens += cfg.batch_tokens
@@ -358,13 +358,17 @@ def _autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
-def _sae_step(sae, optimizer, x: torch.Tensor, lr: float, autocast: bool = True) -> dict[str, torch.Tensor]:
-    """One optimiser step of one SAE on rows x; returns 0-dim metric tensors (read them only when
+def sae_step(sae, optimizer, x: torch.Tensor, lr: float | None = None, *, autocast: bool = True,
+             dead_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One optimiser step of one SAE on rows x: forward (AuxK on dead_mask, default the SAE's own
+    tokens-since-fired tracking), backward, decoder-parallel gradient removed, Adam, decoder rows
+    back to unit norm, dead tracking updated. Returns 0-dim metric tensors (read them only when
     logging: turning them into floats every step would stall a GPU on each one)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    if lr is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
     with _autocast(x.device, autocast):
-        out = sae(x, dead_mask=sae.dead_mask())
+        out = sae(x, dead_mask=sae.dead_mask() if dead_mask is None else dead_mask)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     sae.remove_parallel_decoder_grad()

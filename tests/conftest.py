@@ -133,3 +133,15 @@ def write_fixture_repo(root: Path) -> Path:
 @pytest.fixture
 def fixture_repo(tmp_path: Path) -> Path:
     return write_fixture_repo(tmp_path / "repo")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest single-threaded, above all on a busy CI machine (use per module with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

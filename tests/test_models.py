@@ -34,13 +34,7 @@ def corpus(n: int, seed: int) -> list[str]:
         return [rng.choice(FALLBACK_TEXTS) for _ in range(n)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest single-threaded, above all on a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

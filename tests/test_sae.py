@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from shared import sae as S
+from shared.train import sae_step
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,20 +35,12 @@ def planted(n_atoms=128, d_in=32, k=4, seed=0):
     return atoms, sample
 
 
-def train(sae, sample, steps, batch=256, lr=3e-3, track=True):
+def train(sae, sample, steps, batch=256, lr=3e-3):
+    """Train with the trainer's own step (AuxK on the SAE's dead tracking); last step's metrics."""
     opt = torch.optim.Adam(sae.parameters(), lr=lr)
-    dead = None
     for _ in range(steps):
-        x = sample(batch)
-        out = sae(x, dead_mask=dead)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        sae.remove_parallel_decoder_grad()
-        opt.step()
-        sae.set_decoder_unit_norm()
-        if track:
-            dead = sae.update_dead_tracking(out.latent_idx, x.shape[0], out.latent_vals)
-    return out
+        metrics = sae_step(sae, opt, sample(batch))
+    return metrics
 
 
 def test_planted_dictionary_is_recovered():
@@ -56,12 +49,12 @@ def test_planted_dictionary_is_recovered():
     cfg = S.SAEConfig(d_in=32, d_sae=256, k=4, dead_tokens_threshold=20_000, seed=1)
     sae = S.build_sae(cfg)
     sae.init_b_dec_geometric_median(sample(2048))
-    out = train(sae, sample, steps=2500)
+    metrics = train(sae, sample, steps=2500)
     cos = atoms @ sae.W_dec.detach().T                   # [atoms, latents], rows unit norm
     recovered = (cos.max(dim=1).values > 0.9).float().mean().item()
     assert recovered >= 0.8, f"only {recovered:.0%} of atoms recovered"
-    assert out.fvu.item() < 0.3
-    assert abs(out.l0.item() - 4) < 0.5
+    assert metrics["fvu"].item() < 0.3
+    assert abs(metrics["l0"].item() - 4) < 0.5
 
 
 def _killed_sae(n_killed=16, seed=3):
