@@ -141,7 +141,8 @@ def main(argv=None):
     p.add_argument("--expansion", type=int, default=16)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--batch", type=int, default=4096)
-    p.add_argument("--dead-frac", type=float, default=0.125, help="fraction of latents marked dead (AuxK on)")
+    p.add_argument("--dead-frac", default="0.01,0.03,0.125",
+                   help="fraction(s) of latents marked dead, comma-separated: one table each (AuxK runs when > 0)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=5, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=1, help="rounds over all impls (interleaved, for noisy boxes)")
@@ -153,6 +154,7 @@ def main(argv=None):
                    help="first check our sparse gradients against dense autograd on this device")
     args = p.parse_args(argv)
     args.d_sae = args.d_in * args.expansion
+    args.dead_fracs = [float(f) for f in str(args.dead_frac).split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -161,10 +163,20 @@ def main(argv=None):
 
     if args.check_grads:
         check_grads(device)
+    runs = [run_one(args, device, frac) for frac in args.dead_fracs]
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(config={k: v for k, v in vars(args).items() if k != "json"},
+                                                   machine=machine(device), versions=versions(), runs=runs),
+                                              indent=2))
+        print(f"wrote {args.json}")
+
+
+def run_one(args, device, dead_frac: float) -> dict:
+    """Time every implementation on one batch with `dead_frac` of the latents marked dead; print a table."""
     gen = torch.Generator().manual_seed(0)
     x = (torch.randn(args.batch, args.d_in, generator=gen) * 2 + 0.5).to(device)
     dead = torch.zeros(args.d_sae, dtype=torch.bool)
-    dead[torch.randperm(args.d_sae, generator=gen)[: int(args.dead_frac * args.d_sae)]] = True
+    dead[torch.randperm(args.d_sae, generator=gen)[: int(dead_frac * args.d_sae)]] = True
     dead = dead.to(device)
 
     steps, skipped = {}, {}
@@ -197,8 +209,9 @@ def main(argv=None):
     med = {n: statistics.median(t) for n, t in times.items()}
     ref = med.get("sparsify")
     fl = med.get("matmul-floor")
+    n_dead = int(dead.sum())
     print(f"\nTopK train step: d_in={args.d_in} d_sae={args.d_sae} k={args.k} batch={args.batch} "
-          f"dead={dead.sum().item()} device={device} threads={torch.get_num_threads()}")
+          f"dead={n_dead} ({100 * n_dead / args.d_sae:.1f}%) device={device} threads={torch.get_num_threads()}")
     print(f"{'impl':<16}{'median ms':>11}{'min ms':>9}{'tokens/s':>12}{'vs sparsify':>13}{'x floor':>9}")
     rows = []
     for n, t in med.items():
@@ -211,11 +224,7 @@ def main(argv=None):
         print(f"{n:<16}{row['median_ms']:>11.1f}{row['min_ms']:>9.1f}{row['tokens_per_s']:>12.0f}{vs:>13}{xf:>9}")
     for n, why in skipped.items():
         print(f"{n:<16} skipped: {why}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(dict(config={k: v for k, v in vars(args).items() if k != "json"},
-                                                   machine=machine(device), versions=versions(), rows=rows,
-                                                   raw_seconds=times, skipped=skipped), indent=2))
-        print(f"wrote {args.json}")
+    return dict(dead_frac=dead_frac, n_dead=n_dead, rows=rows, raw_seconds=times, skipped=skipped)
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ def test_sparse_kernels_match_dense_autograd(normalize, x_grad, aux_dense_ratio)
         assert out.aux_loss.item() > 0
         out.loss.backward()
         grads.append([out.loss.detach(), out.x_hat.detach()] +
-                     [p.grad for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)] +
+                     [p.grad for p in (sae.W_enc_T, sae.b_enc, sae.W_dec, sae.b_dec)] +
                      ([xi.grad] if x_grad else []))
     for a, b in zip(*grads):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-10), (a - b).abs().max()
@@ -204,10 +204,37 @@ def test_dead_tracking_counts_tokens_and_is_saved():
     assert "tokens_since_fired" in sae.state_dict()
 
 
-def test_parameter_names_and_shapes_match_saelens():
+def test_state_dict_names_and_shapes_match_saelens():
     sae = S.build_sae(S.SAEConfig(d_in=6, d_sae=24, k=3))
-    shapes = {n: tuple(p.shape) for n, p in sae.named_parameters()}
+    state = sae.state_dict()
+    shapes = {n: tuple(t.shape) for n, t in state.items() if n not in ("tokens_since_fired", "norm_scale")}
     assert shapes == {"W_enc": (6, 24), "b_enc": (24,), "W_dec": (24, 6), "b_dec": (6,)}
+    assert torch.equal(state["W_enc"], sae.W_enc) and sae.W_enc_T.is_contiguous()
+    # the encoder is held latent-major; loading SAELens-named weights puts them back in place
+    other = S.build_sae(S.SAEConfig(d_in=6, d_sae=24, k=3, seed=1))
+    other.load_state_dict({k: v.contiguous() for k, v in state.items()})
+    x = torch.randn(5, 6)
+    assert torch.equal(other.encode(x), sae.encode(x))
+    with torch.no_grad():  # W_enc is a view: in-place edits reach the parameter
+        other.W_enc[:, 0] = 0.0
+    assert torch.all(other.W_enc_T[0] == 0)
+
+
+def test_topk_indices_two_stage_is_exact():
+    g = torch.Generator().manual_seed(0)
+    pre = torch.randn(64, 4096, generator=g)
+    pre[:8] = torch.randint(-3, 3, (8, 4096), generator=g).float()  # heavy ties
+    pre[8, :] = 0.0
+    for k in (1, 7, 32):
+        idx = S.topk_indices(pre, k)
+        assert idx.shape == (64, k) and all(len(set(r)) == k for r in idx.tolist())
+        ours = pre.gather(1, idx).sort(1).values
+        ref = pre.topk(k, dim=1).values.sort(1).values
+        assert torch.equal(ours, ref)  # the same values (the same set when there are no ties)
+    no_ties = pre[16:]
+    assert torch.equal(S.topk_indices(no_ties, 32).sort(1).values, no_ties.topk(32, dim=1).indices.sort(1).values)
+    narrow = torch.randn(5, 96)  # too few blocks for the two stages: falls back to torch.topk
+    assert torch.equal(S.topk_indices(narrow, 32).sort(1).values, narrow.topk(32, dim=1).indices.sort(1).values)
 
 
 def test_nan_input_is_a_clear_error():
