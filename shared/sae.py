@@ -252,7 +252,7 @@ class SparseEncodeSelect(torch.autograd.Function):
 
     With a dense block on the latents `cols` (e.g. the dead ones for AuxK) it also returns
     z [N, n_cols] = relu of each token's chosen pre-activations in that block (cols_top [N, m_c] at
-    block positions cols_local [N, m_c], already computed), zero elsewhere. Its gradient, masked
+    block positions cols_local [N, m_c], or all of the block when None), zero elsewhere. Its gradient, masked
     where z is 0 (relu, and the entries not chosen), adds the dense matmuls
     grad W_enc_T[cols] += g_c.T @ xc, grad b_enc[cols] += sum_n g_c, grad x += g_c @ W_enc_T[cols].
     """
@@ -264,8 +264,11 @@ class SparseEncodeSelect(torch.autograd.Function):
         if cols is None:
             ctx.save_for_backward(x, b_dec, W_enc_T, idx, None, None)
             return pre_sel.clone()
-        z = torch.zeros(cols_top.shape[0], cols.numel(), dtype=cols_top.dtype, device=cols_top.device)
-        z.scatter_(1, cols_local, F.relu(cols_top))
+        if cols_local is None:  # every column chosen
+            z = F.relu(cols_top)
+        else:
+            z = torch.zeros(cols_top.shape[0], cols.numel(), dtype=cols_top.dtype, device=cols_top.device)
+            z.scatter_(1, cols_local, F.relu(cols_top))
         ctx.save_for_backward(x, b_dec, W_enc_T, idx, cols, z)
         return pre_sel.clone(), z
 
@@ -524,8 +527,11 @@ class SparseAutoencoder(nn.Module):
             aux = self._dead_topk(pre, dead_mask)         # (dead, local, pre_dead) or None
         m = idx.shape[1]
         dense_aux = aux is not None and self.sparse_kernels and \
-            aux[0].numel() <= self.aux_dense_ratio * aux[1].shape[1]
-        aux_idx = aux[0][aux[1]] if aux is not None and not dense_aux else None
+            aux[0].numel() <= self.aux_dense_ratio * aux[2].shape[1]
+        aux_idx = None
+        if aux is not None and not dense_aux:
+            dead, local, _ = aux
+            aux_idx = dead.expand(idx.shape[0], -1) if local is None else dead[local]
         aux_vals = e_hat = None
         if not self.sparse_kernels:
             pre_sel = self._pre(xn).gather(1, idx if aux_idx is None else torch.cat([idx, aux_idx], 1))
@@ -597,21 +603,19 @@ class SparseAutoencoder(nn.Module):
 
     def _dead_topk(self, pre: Tensor, dead_mask: Tensor | None):
         """(dead [n_dead], local [N, k_aux], top [N, k_aux]): the dead latents, each token's
-        top-k_aux among them (positions in dead) and their pre-activations; None when AuxK is off."""
+        top-k_aux among them (positions in dead) and their pre-activations; None when AuxK is off.
+        When k_aux covers every dead latent, local is None and top is all their pre-activations."""
         if dead_mask is None or self.cfg.aux_coef == 0:
             return None
         dead = dead_mask.to(pre.device).nonzero().squeeze(1)
         n_dead = dead.numel()
         if n_dead == 0:
             return None
-        k_aux = min(self.cfg.k_aux_eff, n_dead)
-        top, local = pre.index_select(1, dead).topk(k_aux, dim=1, sorted=False)
+        pre_dead = pre.index_select(1, dead)
+        if self.cfg.k_aux_eff >= n_dead:
+            return dead, None, pre_dead
+        top, local = pre_dead.topk(self.cfg.k_aux_eff, dim=1, sorted=False)
         return dead, local, top
-
-    def _select_dead(self, pre: Tensor, dead_mask: Tensor | None) -> Tensor | None:
-        """Top-k_aux dead latents per token by pre-activation, or None when AuxK is off."""
-        aux = self._dead_topk(pre, dead_mask)
-        return None if aux is None else aux[0][aux[1]]
 
     # ---- training utilities
     @torch.no_grad()

@@ -263,7 +263,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
                 "use the same parameters to resume, or point checkpoint_dir at a new folder to start afresh")
         for layer in layers:
             saes[layer].load_state_dict(state["saes"][str(layer)])
-            optimizers[layer].load_state_dict(state["optimizers"][str(layer)])
+            load_optimizer_state(optimizers[layer], state["optimizers"][str(layer)])
         step, start_block = state["step"], state["blocks"]
         ckpt.set_rng_state(state["rng"])
         print(f"Resumed from {store} at {tokens:,} tokens (step {step}).")
@@ -343,6 +343,23 @@ def adam(params, lr: float, betas=(0.9, 0.999), device=None) -> torch.optim.Adam
     device = torch.device(device) if device is not None else None
     fused = device is not None and device.type in ("cpu", "cuda")
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused or None)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """optimizer.load_state_dict plus a shape check torch does not make (fused Adam would walk a
+    transposed moment as flat memory without complaint). Checkpoints written before the encoder
+    was held latent-major carry its Adam moments as [d_in, d_sae]: those are transposed in place."""
+    optimizer.load_state_dict(state)
+    for param, param_state in optimizer.state.items():
+        for key, value in param_state.items():
+            if not torch.is_tensor(value) or value.ndim == 0 or value.shape == param.shape:
+                continue
+            if value.ndim == 2 and value.shape == param.shape[::-1]:
+                param_state[key] = value.t().contiguous()
+            else:
+                raise ValueError(f"The checkpoint's optimizer state {key!r} has shape {tuple(value.shape)} for a "
+                                 f"parameter of shape {tuple(param.shape)}: it belongs to another SAE; resume with "
+                                 "the same settings or start in a new checkpoint_dir.")
 
 
 def _plain(obj):

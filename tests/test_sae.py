@@ -136,13 +136,14 @@ def test_parallel_grad_removed():
 @pytest.mark.parametrize("normalize", ["none", "expected_average_only_in"])
 @pytest.mark.parametrize("x_grad", [False, True])
 @pytest.mark.parametrize("aux_dense_ratio", [6.0, 0.0])  # AuxK as dense dead-column matmuls / as sparse slots
-def test_sparse_kernels_match_dense_autograd(normalize, x_grad, aux_dense_ratio):
+@pytest.mark.parametrize("dead_every", [3, 20])  # 32 dead (top k_aux=7 of them) / 5 dead (all of them)
+def test_sparse_kernels_match_dense_autograd(normalize, x_grad, aux_dense_ratio, dead_every):
     torch.manual_seed(0)
     cfg = S.SAEConfig(d_in=16, d_sae=96, k=5, k_aux=7, normalize_activations=normalize,
                       dtype="float64", seed=2)
     x = torch.randn(40, 16, dtype=torch.float64) * 3 + 1
     dead = torch.zeros(96, dtype=torch.bool)
-    dead[::3] = True
+    dead[::dead_every] = True
     grads = []
     for sparse in (True, False):
         sae = S.build_sae(cfg)

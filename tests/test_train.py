@@ -1,6 +1,7 @@
 """The training loop: LR schedule, resume rules, and a real SIGKILL followed by an exact resume."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared.train import TrainConfig, lr_at, train
+from shared import sae as S
+from shared.train import TrainConfig, adam, load_optimizer_state, lr_at, sae_step, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,6 +122,37 @@ def test_sigkilled_run_resumes_to_the_same_weights_bitwise(tmp_path):
     # The metrics log holds each step once: entries past the checkpoint were dropped on resume.
     steps = [json.loads(line)["step"] for line in (ck / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))
+
+
+def test_optimizer_state_from_an_older_layout_resumes_exactly():
+    """Checkpoints from before the latent-major encoder hold its Adam moments as [d_in, d_sae]."""
+    torch.manual_seed(0)
+    cfg = S.SAEConfig(d_in=8, d_sae=32, k=4)
+    x = [torch.randn(64, 8) for _ in range(4)]
+    sae = S.build_sae(cfg)
+    opt = adam(sae.parameters(), lr=1e-2, device="cpu")
+    for xb in x[:2]:
+        sae_step(sae, opt, xb)
+    weights = {k: v.clone() for k, v in sae.state_dict().items()}
+    state = copy.deepcopy(opt.state_dict())  # both share storage with the live run otherwise
+    old = {"state": {i: dict(s) for i, s in state["state"].items()}, "param_groups": state["param_groups"]}
+    for key in ("exp_avg", "exp_avg_sq"):  # the encoder (parameter 0) as the older layout stored it
+        old["state"][0][key] = state["state"][0][key].t().contiguous()
+    for xb in x[2:]:
+        sae_step(sae, opt, xb)
+
+    again = S.build_sae(cfg)
+    again.load_state_dict(weights)
+    opt2 = adam(again.parameters(), lr=1e-2, device="cpu")
+    load_optimizer_state(opt2, old)
+    for xb in x[2:]:
+        sae_step(again, opt2, xb)
+    assert torch.equal(again.W_enc_T, sae.W_enc_T) and torch.equal(again.W_dec, sae.W_dec)
+
+    wrong = {"state": {i: dict(s) for i, s in state["state"].items()}, "param_groups": state["param_groups"]}
+    wrong["state"][0]["exp_avg"] = torch.zeros(5, 7)
+    with pytest.raises(ValueError, match="belongs to another SAE"):
+        load_optimizer_state(adam(S.build_sae(cfg).parameters(), lr=1e-2, device="cpu"), wrong)
 
 
 def test_checkpoint_dir_auto_picks_a_place_that_outlives_the_session(monkeypatch, tmp_path):
