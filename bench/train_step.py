@@ -22,6 +22,18 @@ from shared import sae as S  # noqa: E402
 from shared.train import adam, sae_step  # noqa: E402  (the trainer's optimiser and step)
 
 
+PAGE = 4096
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (0 where `resource` is missing, e.g. Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -197,14 +209,17 @@ def run_one(args, device, dead_frac: float) -> dict:
             print(f"skip {n}: {skipped[n]}", file=sys.stderr)
             del steps[n]
     times = {n: [] for n in steps}
+    faults = {n: 0 for n in steps}  # first touches of fresh pages (expensive on VMs): a CPU-side cost
     for _ in range(args.rounds):
         for n, f in steps.items():
             for _ in range(args.steps):
                 sync(device)
+                f0 = minor_faults()
                 t0 = time.perf_counter()
                 f(x)
                 sync(device)
                 times[n].append(time.perf_counter() - t0)
+                faults[n] += minor_faults() - f0
 
     med = {n: statistics.median(t) for n, t in times.items()}
     ref = med.get("sparsify")
@@ -212,16 +227,18 @@ def run_one(args, device, dead_frac: float) -> dict:
     n_dead = int(dead.sum())
     print(f"\nTopK train step: d_in={args.d_in} d_sae={args.d_sae} k={args.k} batch={args.batch} "
           f"dead={n_dead} ({100 * n_dead / args.d_sae:.1f}%) device={device} threads={torch.get_num_threads()}")
-    print(f"{'impl':<16}{'median ms':>11}{'min ms':>9}{'tokens/s':>12}{'vs sparsify':>13}{'x floor':>9}")
+    print(f"{'impl':<16}{'median ms':>11}{'min ms':>9}{'tokens/s':>12}{'vs sparsify':>13}{'x floor':>9}"
+          f"{'MB faulted/step':>17}")
     rows = []
     for n, t in med.items():
         row = dict(impl=n, median_ms=t * 1e3, min_ms=min(times[n]) * 1e3, tokens_per_s=args.batch / t,
                    speedup_vs_sparsify=(ref / t) if ref else None, times_floor=(t / fl) if fl else None,
-                   n=len(times[n]))
+                   n=len(times[n]), faulted_mb_per_step=faults[n] * PAGE / 2 ** 20 / len(times[n]))
         rows.append(row)
         vs = f"{row['speedup_vs_sparsify']:.2f}x" if ref else "-"
         xf = f"{row['times_floor']:.2f}" if fl else "-"
-        print(f"{n:<16}{row['median_ms']:>11.1f}{row['min_ms']:>9.1f}{row['tokens_per_s']:>12.0f}{vs:>13}{xf:>9}")
+        print(f"{n:<16}{row['median_ms']:>11.1f}{row['min_ms']:>9.1f}{row['tokens_per_s']:>12.0f}{vs:>13}{xf:>9}"
+              f"{row['faulted_mb_per_step']:>17.0f}")
     for n, why in skipped.items():
         print(f"{n:<16} skipped: {why}")
     return dict(dead_frac=dead_frac, n_dead=n_dead, rows=rows, raw_seconds=times, skipped=skipped)
