@@ -328,9 +328,38 @@ def topk_indices(pre: Tensor, k: int, block: int = 32) -> Tensor:
     return top_blocks.gather(1, torch.div(slot, block, rounding_mode="floor")) * block + slot % block
 
 
+class _SquaredError(torch.autograd.Function):
+    """||a - target||^2 (float32 or wider) from their precomputed difference diff = a - target (detached):
+    the value is one reduction over diff, the gradient 2 g diff goes to a. Saves the passes and the
+    temporaries of mse_loss when the caller needs the difference anyway."""
+
+    @staticmethod
+    def forward(ctx, a, diff):
+        ctx.save_for_backward(diff)
+        ctx.a_dtype = a.dtype
+        return diff.square().sum()  # a cascade sum: torch's vector_norm and BLAS dot drift ~1e-4 here
+
+    @staticmethod
+    def backward(ctx, g):
+        diff, = ctx.saved_tensors
+        return (diff * (2 * g)).to(ctx.a_dtype), None
+
+
+def _loss_precision(x: Tensor) -> Tensor:
+    """x in at least float32 (losses of bf16 / fp16 runs are summed in float32; float64 stays)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _squared_error(a: Tensor, target: Tensor | None, diff: Tensor) -> Tensor:
+    """sum((a - target)^2) in float32 or wider, differentiable in a (and in target when it needs a gradient)."""
+    if target is not None and target.requires_grad:
+        return F.mse_loss(_loss_precision(a), _loss_precision(target), reduction="sum")
+    return _SquaredError.apply(a, diff)
+
+
 def _centered_sq_sum(x: Tensor) -> Tensor:
-    """sum over rows and columns of (x - mean over rows)^2, computed in float32 like the losses."""
-    xf = x.float()
+    """sum over rows and columns of (x - mean over rows)^2, in float32 or wider like the losses."""
+    xf = _loss_precision(x)
     return F.mse_loss(xf, xf.mean(0, keepdim=True).expand_as(xf), reduction="sum")
 
 
@@ -568,17 +597,18 @@ class SparseAutoencoder(nn.Module):
                 decoded = sparse_decode(vals, idx, self.W_dec, splits, plan)
         x_hat = decoded[0] + self.b_dec
 
-        sq = F.mse_loss(x_hat.float(), xn.float(), reduction="sum")  # one fused pass each way
         with torch.no_grad():
+            resid = _loss_precision(x_hat) - _loss_precision(xn)  # the reconstruction error, one pass; reused by AuxK
             total_var = _centered_sq_sum(xn)
+        sq = _squared_error(x_hat, xn, resid)
         fvu = sq / total_var.clamp_min(1e-12)
         mse = sq / xn.shape[0]
 
-        if e_hat is not None:
+        if e_hat is not None:  # AuxK predicts the residual e = x - x_hat (a target: no gradient)
             with torch.no_grad():
-                e = xn - x_hat  # the residual; e_hat has no bias: b_dec is already in e
-                e_var = _centered_sq_sum(e)
-            aux = F.mse_loss(e_hat.float(), e.float(), reduction="sum") / e_var.clamp_min(1e-12)
+                e_var = _centered_sq_sum(resid)  # e = -resid: the same spread
+                aux_diff = _loss_precision(e_hat) + resid  # e_hat - e
+            aux = _squared_error(e_hat, None, aux_diff) / e_var.clamp_min(1e-12)
             aux_loss = self.cfg.aux_coef * aux
         else:
             aux_loss = fvu.new_zeros(())

@@ -165,6 +165,44 @@ def test_sparse_kernels_match_dense_autograd(normalize, x_grad, aux_dense_ratio,
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-10), (a - b).abs().max()
 
 
+@pytest.mark.parametrize("sparse", [True, False])
+def test_loss_and_gradients_match_the_formula_written_from_scratch(sparse):
+    """loss = ||x - x_hat||^2 / sum (x - mean x)^2 + aux_coef ||e_hat - e||^2 / sum (e - mean e)^2 with
+    e = x - x_hat a target (no gradient) and e_hat the decode (no b_dec) of each token's top-k_aux
+    dead latents: the SAE's losses and gradients equal this plain dense autograd version."""
+    torch.manual_seed(0)
+    cfg = S.SAEConfig(d_in=16, d_sae=96, k=5, k_aux=7, dtype="float64", seed=3)
+    x = torch.randn(40, 16, dtype=torch.float64) * 3 + 1
+    dead = torch.zeros(96, dtype=torch.bool)
+    dead[::3] = True
+    sae = S.build_sae(cfg)
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_(std=0.1)
+    sae.sparse_kernels = sparse
+    out = sae(x, dead_mask=dead)
+    out.loss.backward()
+
+    W_enc, b_enc, W_dec, b_dec = (p.detach().clone().requires_grad_()
+                                  for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec))
+    pre = (x - b_dec) @ W_enc + b_enc
+    top = pre.topk(cfg.k, dim=1)
+    x_hat = torch.zeros_like(pre).scatter(1, top.indices, top.values.relu()) @ W_dec + b_dec
+    fvu = ((x_hat - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
+    top_dead = pre[:, dead].topk(cfg.k_aux, dim=1)
+    e_hat = torch.zeros(40, int(dead.sum()), dtype=x.dtype).scatter(1, top_dead.indices, top_dead.values.relu()) \
+        @ W_dec[dead]
+    e = (x - x_hat).detach()
+    aux = cfg.aux_coef * ((e_hat - e) ** 2).sum() / ((e - e.mean(0)) ** 2).sum()
+    (fvu + aux).backward()
+
+    assert torch.allclose(out.fvu, fvu) and torch.allclose(out.aux_loss, aux) and out.aux_loss > 0
+    assert torch.allclose(out.mse_loss, ((x_hat - x) ** 2).sum(1).mean())
+    for mine, ref in ((sae.W_enc_T.grad.t(), W_enc.grad), (sae.b_enc.grad, b_enc.grad),
+                      (sae.W_dec.grad, W_dec.grad), (sae.b_dec.grad, b_dec.grad)):
+        assert torch.allclose(mine, ref, rtol=1e-9, atol=1e-10), (mine - ref).abs().max()
+
+
 def test_encode_decode_and_forward_agree():
     sae = S.build_sae(S.SAEConfig(d_in=12, d_sae=40, k=6))
     x = torch.randn(3, 7, 12)
