@@ -634,7 +634,8 @@ class SparseAutoencoder(nn.Module):
     def _dead_topk(self, pre: Tensor, dead_mask: Tensor | None):
         """(dead [n_dead], local [N, k_aux], top [N, k_aux]): the dead latents, each token's
         top-k_aux among them (positions in dead) and their pre-activations; None when AuxK is off.
-        When k_aux covers every dead latent, local is None and top is all their pre-activations."""
+        When the top k_aux holds every positive one (k_aux >= n_dead, or few positives), local is
+        None and top is all their pre-activations (relu then gives the same AuxK input)."""
         if dead_mask is None or self.cfg.aux_coef == 0:
             return None
         dead = dead_mask.to(pre.device).nonzero().squeeze(1)
@@ -642,10 +643,20 @@ class SparseAutoencoder(nn.Module):
         if n_dead == 0:
             return None
         pre_dead = pre.index_select(1, dead)
-        if self.cfg.k_aux_eff >= n_dead:
+        if self.cfg.k_aux_eff >= n_dead or self._few_positive(pre_dead):
             return dead, None, pre_dead
         top, local = pre_dead.topk(self.cfg.k_aux_eff, dim=1, sorted=False)
         return dead, local, top
+
+    def _few_positive(self, pre_dead: Tensor) -> bool:
+        """True when no token has more than k_aux positive dead pre-activations (on CPU, while AuxK
+        stays dense): then relu of the whole dead block equals relu of each token's top k_aux, and
+        the [N, n_dead] top-k can be skipped. Latents die because their pre-activations stay low,
+        so in real runs this is the common case."""
+        if pre_dead.device.type != "cpu" or not self.sparse_kernels or \
+                pre_dead.shape[1] > self.aux_dense_ratio * self.cfg.k_aux_eff:
+            return False
+        return int((pre_dead > 0).sum(1).max()) <= self.cfg.k_aux_eff
 
     # ---- training utilities
     @torch.no_grad()

@@ -166,7 +166,8 @@ def test_sparse_kernels_match_dense_autograd(normalize, x_grad, aux_dense_ratio,
 
 
 @pytest.mark.parametrize("sparse", [True, False])
-def test_loss_and_gradients_match_the_formula_written_from_scratch(sparse):
+@pytest.mark.parametrize("dead_shift", [0.0, -6.0])  # -6: few dead pre-activations > 0, AuxK skips its top-k
+def test_loss_and_gradients_match_the_formula_written_from_scratch(sparse, dead_shift):
     """loss = ||x - x_hat||^2 / sum (x - mean x)^2 + aux_coef ||e_hat - e||^2 / sum (e - mean e)^2 with
     e = x - x_hat a target (no gradient) and e_hat the decode (no b_dec) of each token's top-k_aux
     dead latents: the SAE's losses and gradients equal this plain dense autograd version."""
@@ -179,7 +180,12 @@ def test_loss_and_gradients_match_the_formula_written_from_scratch(sparse):
     with torch.no_grad():
         sae.b_dec.normal_()
         sae.b_enc.normal_(std=0.1)
+        sae.b_enc[dead] += dead_shift
     sae.sparse_kernels = sparse
+    if dead_shift:
+        pre_dead = sae._pre(x).detach()[:, dead]
+        assert 0 < (pre_dead > 0).sum(1).max() <= cfg.k_aux < dead.sum()  # the shortcut's case, not a trivial one
+        assert sae._few_positive(pre_dead) == sparse
     out = sae(x, dead_mask=dead)
     out.loss.backward()
 
