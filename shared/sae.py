@@ -654,7 +654,7 @@ class SparseAutoencoder(nn.Module):
         the [N, n_dead] top-k can be skipped. Latents die because their pre-activations stay low,
         so in real runs this is the common case."""
         if pre_dead.device.type != "cpu" or not self.sparse_kernels or \
-                pre_dead.shape[1] > self.aux_dense_ratio * self.cfg.k_aux_eff:
+                pre_dead.shape[1] > self.aux_dense_ratio * self.cfg.k_aux_eff or pre_dead.shape[0] == 0:
             return False
         return int((pre_dead > 0).sum(1).max()) <= self.cfg.k_aux_eff
 

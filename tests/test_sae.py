@@ -89,6 +89,8 @@ def test_aux_loss_zero_without_dead_and_finite_with_zero_residual():
     assert out.aux_loss.item() == 0.0
     out = sae(torch.zeros(4, 8), dead_mask=torch.ones(16, dtype=torch.bool))
     assert torch.isfinite(out.loss) and torch.isfinite(out.aux_loss)
+    out = sae(torch.zeros(0, 8), dead_mask=torch.ones(16, dtype=torch.bool))  # an empty batch: no error
+    assert out.loss.item() == 0.0
 
 
 def test_geometric_median_matches_brute_force():
