@@ -651,8 +651,8 @@ class SparseAutoencoder(nn.Module):
     def _few_positive(self, pre_dead: Tensor) -> bool:
         """True when no token has more than k_aux positive dead pre-activations (on CPU, while AuxK
         stays dense): then relu of the whole dead block equals relu of each token's top k_aux, and
-        the [N, n_dead] top-k can be skipped. Latents die because their pre-activations stay low,
-        so in real runs this is the common case."""
+        the [N, n_dead] top-k can be skipped. Dead latents are dead because their pre-activations
+        stay low, so real runs often take this path (a random dead mask, as in the bench, does not)."""
         if pre_dead.device.type != "cpu" or not self.sparse_kernels or \
                 pre_dead.shape[1] > self.aux_dense_ratio * self.cfg.k_aux_eff or pre_dead.shape[0] == 0:
             return False
