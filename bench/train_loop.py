@@ -51,7 +51,8 @@ def shaped_model(name: str, device: str, dtype: torch.dtype):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="gemma-2-2b", choices=sorted(SHAPES))
-    p.add_argument("--layer", type=int, default=12)
+    p.add_argument("--layer", type=int, default=None,
+                   help="hooked layer; default the tier's layer (12 of Gemma-2-2B's 26), else the middle one")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--d-sae", type=int, default=16384)
     p.add_argument("--k", type=int, default=64)
@@ -62,6 +63,8 @@ def main() -> None:
     p.add_argument("--no-autocast", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    if args.layer is None:
+        args.layer = 12 if args.model == "gemma-2-2b" else SHAPES[args.model][2] // 2
 
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     model, tok = shaped_model(args.model, args.device, dtype)
