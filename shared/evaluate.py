@@ -5,6 +5,10 @@ and the next-token CE loss with the SAE's reconstruction spliced into the model 
 compared with the clean model and with the layer zero-ablated (CE loss recovered), plus the KL
 from the clean next-token distribution. `val_report.json` keeps the originals' shape
 (``{"<layer>": {var_expl, l0, alive, dead_pct, ...}}``) and adds these fields.
+
+Each layer also carries ``"saelens"``: the same quantities as `sae_lens.evals.run_evals` defines them
+(ce_loss_score, kl_div_score, ...), which differ from ours in which positions count and what the
+ablation zeroes; METRIC_DEFINITIONS says how each number is computed.
 """
 from __future__ import annotations
 
@@ -22,6 +26,22 @@ from .models import model_device
 
 _CHUNK_TOKENS = 4096
 
+# What each reported number means; val_report.json and the model card carry these lines.
+METRIC_DEFINITIONS = {
+    "var_expl": "1 - sum|x - x_hat|^2 / sum|x - mean(x)|^2 over non-special tokens (= SAELens explained_variance)",
+    "l0": "mean number of active latents per non-special token",
+    "ce_loss_recovered": "(CE zero-ablated - CE spliced) / (CE zero-ablated - CE clean); CE of token t+1 averaged "
+                         "over targets that are not special tokens; the SAE and the zero-ablation replace only "
+                         "non-special positions (BOS/EOS/pad keep the clean residual)",
+    "kl_div_spliced": "KL(clean || spliced) next-token distributions, averaged over the same targets as the CE",
+    "saelens": "as sae_lens.evals.run_evals: CE and KL averaged over source positions whose token is not "
+               "BOS/EOS/pad/SEP (KL includes the last position), SAE spliced at those positions, ablation "
+               "zeroes the residual at every position incl. BOS; ce_loss_score = (CE ablation - CE with SAE) / "
+               "(CE ablation - CE without SAE), kl_div_score = (KL ablation - KL with SAE) / KL ablation",
+}
+# sae_lens.util.get_special_token_ids: the tokens run_evals leaves out (structural ones only).
+_SAELENS_SPECIAL_ATTRS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id")
+
 
 @dataclass
 class _LayerTally:
@@ -38,6 +58,8 @@ class _LayerTally:
     kl_spliced: float = 0.0
     ce_zero: float = 0.0
     predictions: int = 0
+    saelens: dict = field(default_factory=lambda: dict.fromkeys(
+        ("ce_with_sae", "ce_with_ablation", "kl_with_sae", "kl_with_ablation"), 0.0))
     extra: dict = field(default_factory=dict)
 
 
@@ -55,22 +77,51 @@ def reconstruct(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     return torch.cat(x_hats), torch.cat(l0s), counts
 
 
+def next_token_losses(logits: torch.Tensor, input_ids: torch.Tensor, reference: torch.Tensor | None = None,
+                      chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per position: (CE of predicting token t+1 at t [batch, seq-1], KL(reference || logits) at t
+    [batch, seq] or None); log-softmax runs on `chunk` positions at a time, so a 256k-token
+    vocabulary never needs a float32 copy of the whole [batch, seq, vocab] logits."""
+    seq = input_ids.shape[1]
+    nll, kl = [], []
+    for start in range(0, seq, chunk):
+        end = min(start + chunk, seq)
+        logp = F.log_softmax(logits[:, start:end].float(), dim=-1)
+        stop = min(end, seq - 1) - start  # the last position has no next token
+        nll.append(-logp[:, :stop].gather(-1, input_ids[:, start + 1:start + 1 + stop, None]).squeeze(-1))
+        if reference is not None:
+            ref = F.log_softmax(reference[:, start:end].float(), dim=-1)
+            kl.append((ref.exp() * (ref - logp)).sum(-1))
+    return torch.cat(nll, 1), (torch.cat(kl, 1) if reference is not None else None)
+
+
+def _target_sums(nll, kl, keep) -> tuple[float, float, int]:
+    """Ours: the prediction at t counts when its target t+1 is kept."""
+    target_keep = keep[:, 1:].float()
+    kl_sum = (kl[:, :-1] * target_keep).sum().item() if kl is not None else 0.0
+    return (nll * target_keep).sum().item(), kl_sum, int(target_keep.sum())
+
+
+def _source_sums(nll, kl, keep) -> tuple[float, float, int, int]:
+    """SAELens': the prediction at t counts when token t is kept; KL also at the last position."""
+    source_keep = keep.float()
+    kl_sum = (kl * source_keep).sum().item() if kl is not None else 0.0
+    return ((nll * source_keep[:, :-1]).sum().item(), kl_sum, int(source_keep[:, :-1].sum()),
+            int(source_keep.sum()))
+
+
 def next_token_sums(logits: torch.Tensor, input_ids: torch.Tensor, keep: torch.Tensor,
                     reference: torch.Tensor | None = None, chunk: int = 128) -> tuple[float, float, int]:
     """(summed CE of predicting token t+1 at t, summed KL(reference || logits), predictions counted)
-    over targets `keep` marks; log-softmax runs on `chunk` positions at a time, so a 256k-token
-    vocabulary never needs a float32 copy of the whole [batch, seq, vocab] logits."""
-    targets, target_keep = input_ids[:, 1:], keep[:, 1:].float()
-    ce = kl = 0.0
-    for start in range(0, targets.shape[1], chunk):
-        end = min(start + chunk, targets.shape[1])
-        logp = F.log_softmax(logits[:, start:end].float(), dim=-1)
-        mask = target_keep[:, start:end]
-        ce += (-logp.gather(-1, targets[:, start:end, None]).squeeze(-1) * mask).sum().item()
-        if reference is not None:
-            ref = F.log_softmax(reference[:, start:end].float(), dim=-1)
-            kl += ((ref.exp() * (ref - logp)).sum(-1) * mask).sum().item()
-    return ce, kl, int(target_keep.sum())
+    over targets `keep` marks (see next_token_losses for the chunking)."""
+    return _target_sums(*next_token_losses(logits, input_ids, reference, chunk), keep)
+
+
+def saelens_keep(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
+    """The positions sae_lens' run_evals keeps: tokens other than BOS/EOS/pad/SEP/decoder-start
+    (unlike token_mask, other registered special tokens such as chat markers stay in)."""
+    special = [i for i in (getattr(tokenizer, a, None) for a in _SAELENS_SPECIAL_ATTRS) if i is not None]
+    return ~torch.isin(input_ids, torch.tensor(special, dtype=input_ids.dtype, device=input_ids.device))
 
 
 @torch.no_grad()
@@ -95,6 +146,7 @@ def evaluate_saes(
     device = model_device(model)
     tallies = {layer: _LayerTally(d_sae=sae.cfg.d_sae) for layer, sae in saes.items()}
     clean_ce, clean_predictions, n_batches = 0.0, 0, 0
+    sl_clean_ce, sl_predictions, sl_positions = 0.0, 0, 0  # SAELens' ce_loss_without_sae and its counts
     captured: dict[int, torch.Tensor] = {}
 
     def recorder(layer):
@@ -103,6 +155,11 @@ def evaluate_saes(
             return hidden
         return record
 
+    def run(edits, reference=None):
+        with edit_residual(model, edits):
+            logits = model(input_ids).logits
+        return next_token_losses(logits, input_ids, reference)
+
     for batch in token_batches:
         if max_batches is not None and n_batches >= max_batches:
             break
@@ -110,11 +167,16 @@ def evaluate_saes(
         for input_ids in batch.split(forward_batch_size):
             input_ids = input_ids.to(device)
             keep = token_mask(input_ids, tokenizer)
+            sl_keep = saelens_keep(input_ids, tokenizer)
+            same_keep = torch.equal(keep, sl_keep)
             with edit_residual(model, {layer: recorder(layer) for layer in saes}):
                 clean_logits = model(input_ids).logits
-            ce, _, predictions = next_token_sums(clean_logits, input_ids, keep)
+            nll, _ = next_token_losses(clean_logits, input_ids)
+            ce, _, predictions = _target_sums(nll, None, keep)
             clean_ce += ce
             clean_predictions += predictions
+            ce, _, n_pred, n_pos = _source_sums(nll, None, sl_keep)
+            sl_clean_ce, sl_predictions, sl_positions = sl_clean_ce + ce, sl_predictions + n_pred, sl_positions + n_pos
 
             for layer, sae in saes.items():
                 tally = tallies[layer]
@@ -134,18 +196,25 @@ def evaluate_saes(
 
                 spliced = hidden.clone()
                 spliced[keep] = x_hat.to(spliced.dtype)
-                with edit_residual(model, {layer: keep_positions(lambda h, s=spliced: s, keep)}):
-                    logits = model(input_ids).logits
-                ce, kl, predictions = next_token_sums(logits, input_ids, keep, reference=clean_logits)
+                losses = run({layer: keep_positions(lambda h, s=spliced: s, keep)}, clean_logits)
+                ce, kl, predictions = _target_sums(*losses, keep)
                 tally.ce_spliced += ce
                 tally.kl_spliced += kl
-                del logits
+                if not same_keep:  # SAELens splices at its own (structural-special-only) mask
+                    spliced = hidden.clone()
+                    spliced[sl_keep] = reconstruct(sae, hidden[sl_keep].float())[0].to(spliced.dtype)
+                    losses = run({layer: keep_positions(lambda h, s=spliced: s, sl_keep)}, clean_logits)
+                ce, kl, _, _ = _source_sums(*losses, sl_keep)
+                tally.saelens["ce_with_sae"] += ce
+                tally.saelens["kl_with_sae"] += kl
+                del losses, spliced
 
-                with edit_residual(model, {layer: keep_positions(torch.zeros_like, keep)}):
-                    logits = model(input_ids).logits
-                tally.ce_zero += next_token_sums(logits, input_ids, keep)[0]
+                nll, _ = run({layer: keep_positions(torch.zeros_like, keep)})
+                tally.ce_zero += _target_sums(nll, None, keep)[0]
                 tally.predictions += predictions
-                del logits
+                ce, kl, _, _ = _source_sums(*run({layer: torch.zeros_like}, clean_logits), sl_keep)
+                tally.saelens["ce_with_ablation"] += ce
+                tally.saelens["kl_with_ablation"] += kl
             captured.clear()
 
     if n_batches == 0:
@@ -161,7 +230,6 @@ def evaluate_saes(
             sparsity[layer] = torch.log10(tally.fire_counts.double() / max(tally.tokens, 1) + 1e-10).float()
         ce_spliced = tally.ce_spliced / max(tally.predictions, 1)
         ce_zero = tally.ce_zero / max(tally.predictions, 1)
-        denom = ce_zero - ce_clean
         report[str(layer)] = {
             "var_expl": 1.0 - fvu,
             "fvu": fvu,
@@ -173,25 +241,49 @@ def evaluate_saes(
             "ce_loss_clean": ce_clean,
             "ce_loss_spliced": ce_spliced,
             "ce_loss_zero_ablation": ce_zero,
-            "ce_loss_recovered": (ce_zero - ce_spliced) / denom if abs(denom) > 1e-9 else float("nan"),
+            "ce_loss_recovered": _score(ce_zero, ce_spliced, ce_clean),
             "kl_div_spliced": tally.kl_spliced / max(tally.predictions, 1),
             "eval_tokens": tally.tokens,
+            "saelens": _saelens_metrics(tally, sl_clean_ce / max(sl_predictions, 1), sl_predictions, sl_positions),
         }
     return report
 
 
+def _score(ablated: float, spliced: float, clean: float) -> float:
+    """(ablated - spliced) / (ablated - clean): 1 when splicing costs nothing, 0 when it is as bad as ablation."""
+    denom = ablated - clean
+    return (ablated - spliced) / denom if abs(denom) > 1e-9 else float("nan")
+
+
+def _saelens_metrics(tally: _LayerTally, ce_clean: float, predictions: int, positions: int) -> dict:
+    """The layer's numbers under sae_lens.evals.run_evals' names and definitions (METRIC_DEFINITIONS)."""
+    sl = tally.saelens
+    ce_sae, ce_abl = sl["ce_with_sae"] / max(predictions, 1), sl["ce_with_ablation"] / max(predictions, 1)
+    kl_sae, kl_abl = sl["kl_with_sae"] / max(positions, 1), sl["kl_with_ablation"] / max(positions, 1)
+    return {
+        "ce_loss_score": _score(ce_abl, ce_sae, ce_clean),
+        "ce_loss_with_sae": ce_sae,
+        "ce_loss_without_sae": ce_clean,
+        "ce_loss_with_ablation": ce_abl,
+        "kl_div_score": _score(kl_abl, kl_sae, 0.0),
+        "kl_div_with_sae": kl_sae,
+        "kl_div_with_ablation": kl_abl,
+    }
+
+
 def write_val_report(report: dict, path: str | Path, **extra) -> Path:
     """Write val_report.json: layers as the only top-level keys (as the originals' viewer reads it),
-    with run details such as the model or tokens trained added to every layer's entry."""
+    with run details such as the model or tokens trained, and the metric definitions, added to every
+    layer's entry."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {layer: {**metrics, **extra} for layer, metrics in report.items()}
+    data = {layer: {**metrics, "definitions": METRIC_DEFINITIONS, **extra} for layer, metrics in report.items()}
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
 
 
 def summarize(report: dict) -> str:
-    """One line per layer, for printing in a notebook."""
+    """Two lines per layer, for printing in a notebook: ours, then the SAELens-style scores."""
     lines = []
     for layer, r in sorted(report.items(), key=lambda kv: int(kv[0])):
         lines.append(
@@ -199,4 +291,10 @@ def summarize(report: dict) -> str:
             f"(dead {r['dead_pct']:.1f}%)  CE clean {r['ce_loss_clean']:.3f} spliced {r['ce_loss_spliced']:.3f} "
             f"zero {r['ce_loss_zero_ablation']:.3f}  CE recovered {r['ce_loss_recovered']:.3f}  KL {r['kl_div_spliced']:.4f}"
         )
+        sl = r.get("saelens")
+        if sl:
+            lines.append(
+                f"    as SAELens run_evals: ce_loss_score {sl['ce_loss_score']:.3f}  "
+                f"kl_div_score {sl['kl_div_score']:.3f}  kl_div_with_sae {sl['kl_div_with_sae']:.4f}"
+            )
     return "\n".join(lines)

@@ -1,7 +1,9 @@
 """Held-out validation: a perfect SAE recovers all of the CE loss, a zero SAE none of it."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 
 import pytest
 import torch
@@ -94,3 +96,90 @@ def test_report_does_not_depend_on_forward_batch_or_chunk_size(tiny):
     whole = next_token_sums(logits, ids, keep, reference=logits.flip(0), chunk=100)
     parts = next_token_sums(logits, ids, keep, reference=logits.flip(0), chunk=3)
     assert whole[0] == pytest.approx(parts[0]) and whole[1] == pytest.approx(parts[1]) and whole[2] == 16
+
+
+# ---------------------------------------------------------------- the same numbers as sae_lens' run_evals
+
+def _hooked_transformer(model, tokenizer, tmp_path):
+    """A TransformerLens copy of the HF GPT-2 `model`: same weights, no folding or centering, float32."""
+    from transformers import AutoTokenizer
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
+
+    c = model.config
+    cfg = HookedTransformerConfig(
+        n_layers=c.n_layer, d_model=c.n_embd, n_ctx=c.n_positions, d_head=c.n_embd // c.n_head, n_heads=c.n_head,
+        d_mlp=c.n_inner, d_vocab=c.vocab_size, act_fn=c.activation_function, normalization_type="LN",
+        eps=c.layer_norm_epsilon, positional_embedding_type="standard", original_architecture="GPT2LMHeadModel",
+        dtype=torch.float32, device="cpu")
+    tokenizer.save_pretrained(tmp_path / "tok")  # TransformerLens reloads the tokenizer by its path
+    tl = HookedTransformer(cfg, tokenizer=AutoTokenizer.from_pretrained(tmp_path / "tok"),
+                           default_padding_side="right")
+    tl.load_state_dict(convert_gpt2_weights(model, cfg), strict=False)
+    return tl.eval()
+
+
+def _saelens_run_evals(tl, folder, tokens, batch_size):
+    """sae_lens' own evaluation of the exported SAE on exactly `tokens` (a pre-tokenised dataset)."""
+    from datasets import Dataset
+    from sae_lens import SAE
+    from sae_lens.evals import EvalConfig, run_evals
+    from sae_lens.training.activation_scaler import ActivationScaler
+    from sae_lens.training.activations_store import ActivationsStore
+
+    sae = SAE.load_from_disk(str(folder))
+    n, ctx = tokens.shape
+    store = ActivationsStore(
+        tl, Dataset.from_dict({"input_ids": tokens.tolist()}), streaming=False,
+        hook_name=sae.cfg.metadata.hook_name, hook_head_index=None, context_size=ctx, d_in=sae.cfg.d_in,
+        n_batches_in_buffer=2, total_training_tokens=n * ctx, store_batch_size_prompts=batch_size,
+        train_batch_size_tokens=batch_size * ctx, prepend_bos=True, normalize_activations="none",
+        device=torch.device("cpu"), dtype="float32")
+    n_batches = n // batch_size  # the store wraps round, so the variance pass sees the same tokens
+    cfg = EvalConfig(batch_size_prompts=batch_size, n_eval_reconstruction_batches=n_batches, compute_kl=True,
+                     compute_ce_loss=True, n_eval_sparsity_variance_batches=n_batches, compute_sparsity_metrics=True,
+                     compute_variance_metrics=True, compute_featurewise_density_statistics=True)
+    metrics, _ = run_evals(sae, store, tl, ActivationScaler(), cfg)
+    return metrics
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sae_lens") is None and not os.environ.get("CI"),
+                    reason="sae_lens not installed in this interpreter (pip install -e '.[dev]')")
+@pytest.mark.parametrize("with_unk", [False, True])
+def test_saelens_style_metrics_equal_saelens_run_evals(tmp_path, with_unk):
+    """One GPT-2 in both worlds; our SAELens-style numbers equal sae_lens' run_evals on the same tokens.
+
+    with_unk puts an <unk> (special to us, not to SAELens) in the text: SAELens then splices and scores
+    it, ours skip it, and the SAELens-style numbers must still follow SAELens."""
+    from shared.export import export_saelens
+
+    model, tokenizer = load_model("tiny-trained:gpt2")
+    tl = _hooked_transformer(model, tokenizer, tmp_path)
+    tokens = torch.cat(_batches(tokenizer, 2))  # BOS at position 0, EOS between documents
+    if with_unk:
+        tokens[1, 5] = tokenizer.unk_token_id
+    torch.testing.assert_close(tl(tokens), model(tokens).logits, atol=1e-4, rtol=1e-4)
+
+    d, layer = d_model(model), 2
+    sae = _identity_sae(d)
+    sae.cfg.k = d // 4  # the 16 largest-magnitude directions: a partial reconstruction
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        sae.b_dec.copy_(0.1 * torch.randn(d, generator=g))
+        sae.b_enc.copy_(0.05 * torch.randn(2 * d, generator=g))
+    ours = evaluate_saes(model, tokenizer, {layer: sae}, [tokens[:4], tokens[4:]], forward_batch_size=3)[str(layer)]
+    theirs = _saelens_run_evals(tl, export_saelens(sae, tmp_path / "sae", model_name="tiny-gpt2", layer=layer),
+                                tokens, batch_size=4)
+
+    expected = {**theirs["model_performance_preservation"], **theirs["model_behavior_preservation"]}
+    assert set(ours["saelens"]) == set(expected)
+    for key, value in expected.items():
+        assert ours["saelens"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    assert 0.1 < ours["saelens"]["ce_loss_score"] < 0.99  # a partial reconstruction, not a degenerate case
+    if not with_unk:  # the variance, sparsity and MSE pass keeps our own mask, which drops <unk>
+        quality = theirs["reconstruction_quality"]
+        assert ours["var_expl"] == pytest.approx(quality["explained_variance"], rel=1e-5, abs=1e-6)
+        assert ours["mse"] == pytest.approx(quality["mse"], rel=1e-5)
+        assert ours["l0"] == pytest.approx(theirs["sparsity"]["l0"], rel=1e-6)
+    # ours is a different number by design: by target token, and the ablation spares BOS/EOS
+    assert ours["ce_loss_recovered"] != pytest.approx(ours["saelens"]["ce_loss_score"], abs=1e-4)
