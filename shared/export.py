@@ -172,6 +172,7 @@ def model_card(cfg: dict, val_metrics: dict | None = None, repo_id: str | None =
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in val_metrics.items()
                   if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+        lines += _metric_definitions(val_metrics)
     else:
         lines.append("No validation numbers were recorded for this export.")
     src = f'SAE.from_pretrained("{repo_id}", "{folder}")' if repo_id else 'SAE.load_from_disk("<this folder>")'
@@ -179,6 +180,24 @@ def model_card(cfg: dict, val_metrics: dict | None = None, repo_id: str | None =
               f"sae = {src}", "latents = sae.encode(resid)  # resid: [..., d_in] from the hook above",
               "```", ""]
     return "\n".join(lines)
+
+
+def _metric_definitions(val_metrics: dict) -> list[str]:
+    """Model-card lines: the SAELens-style numbers under SAELens' names, then what each metric means."""
+    from .evaluate import METRIC_DEFINITIONS
+
+    lines = []
+    saelens = val_metrics.get("saelens")
+    if isinstance(saelens, dict) and saelens:
+        lines += ["", "The same SAE scored as `sae_lens.evals.run_evals` scores it (compare these with SAELens, "
+                  "SAEBench or Neuronpedia numbers):", "", "| SAELens metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in saelens.items() if isinstance(v, (int, float))]
+    defined = [k for k in METRIC_DEFINITIONS if k in val_metrics]
+    if defined:
+        lines += ["", "How these are computed:", ""]
+        lines += [f"- `{k}`{' (the SAELens table)' if k == 'saelens' else ''}: {METRIC_DEFINITIONS[k]}."
+                  for k in defined]
+    return lines
 
 
 def export_saelens(sae: SparseAutoencoder, folder: str | Path, *, model_name: str, layer: int,

@@ -72,6 +72,12 @@ def test_report_keeps_the_originals_shape(tiny, tmp_path):
         assert key in data["0"]
     assert 0 <= data["0"]["alive"] <= 64 and data["0"]["l0"] <= 4 + 1e-6
     assert "L0:" in summarize(report)
+    # the SAELens-style numbers under SAELens' names, and what each number means, in every layer
+    assert data["2"]["saelens"]["ce_loss_score"] == pytest.approx(1.0, abs=1e-4)
+    assert data["2"]["saelens"]["kl_div_with_sae"] == pytest.approx(0.0, abs=1e-6)
+    assert "target" in data["0"]["definitions"]["ce_loss_recovered"]
+    assert "every position" in data["0"]["definitions"]["saelens"]
+    assert "ce_loss_score 1.000" in summarize(report)
 
 
 def test_empty_validation_data_is_a_clear_error(tiny):
