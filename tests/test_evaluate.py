@@ -95,6 +95,8 @@ def test_report_does_not_depend_on_forward_batch_or_chunk_size(tiny):
     four = evaluate_saes(model, tokenizer, {1: sae}, batches, forward_batch_size=4)["1"]
     for key in ("var_expl", "l0", "ce_loss_clean", "ce_loss_spliced", "ce_loss_zero_ablation", "kl_div_spliced"):
         assert one[key] == pytest.approx(four[key], rel=1e-4, abs=1e-6), key
+    for key, value in one["saelens"].items():
+        assert value == pytest.approx(four["saelens"][key], rel=1e-4, abs=1e-6), key
     logits = torch.randn(2, 9, 50)
     ids = torch.randint(0, 50, (2, 9))
     keep = torch.ones(2, 9, dtype=torch.bool)
