@@ -128,8 +128,6 @@ def geometric_median(points: Tensor, eps: float = 1e-6, max_iter: int = 200) -> 
     return y.to(points.dtype)
 
 
-
-
 # --------------------------------------------------------------------------- registry
 
 class Architecture(NamedTuple):

@@ -319,3 +319,44 @@ def test_training_is_bitwise_deterministic_on_cpu():
         train(sae, lambda n: next(it), steps=5)
         weights.append([p.detach().clone() for p in sae.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*weights))
+
+
+def test_a_sibling_architecture_is_one_short_class():
+    """The base's extension points carry a dense architecture (ReLU + L1, written here in a few
+    lines): its config from a dict that also holds other architectures' knobs, the loss as fvu plus
+    its named term, the trainer's step, dead tracking and sparse encoding of dense latents."""
+    from dataclasses import dataclass
+
+    import torch.nn.functional as F
+
+    @dataclass
+    class ReLUConfig(S.SAEConfig):
+        architecture: str = "test-relu"
+        l1_coef: float = 1e-3
+
+    class ReLUSAE(S.SparseAutoencoder):
+        def activation(self, pre):
+            return S.Latents(F.relu(pre))
+
+        def extra_losses(self, xn, rec, err):
+            return {"l1": self.cfg.l1_coef * rec.latents.vals.abs().sum(1).mean()}
+
+    S.register("test-relu", ReLUConfig)(ReLUSAE)
+    try:
+        cfg = S.config_from_dict({"architecture": "test-relu", "d_in": 8, "d_sae": 32, "l1_coef": 0.01,
+                                  "k": 5, "dead_tokens_threshold": 100})
+        assert isinstance(cfg, ReLUConfig) and not hasattr(cfg, "k")
+        sae = S.build_sae(cfg)
+        with torch.no_grad():
+            sae.b_enc[:4] = -1e3  # these four can never fire
+        x = torch.randn(64, 8)
+        out = sae(x)
+        assert out.latent_idx is None and out.latent_vals.shape == (64, 32)
+        assert out.loss.item() == pytest.approx((out.fvu + out.losses["l1"]).item()) and out.aux_loss.item() == 0
+        metrics = train(sae, lambda n: x, steps=3, lr=1e-3)
+        assert torch.isfinite(metrics["loss"])
+        assert sae.dead_mask()[:4].all() and not sae.dead_mask()[4:].any()
+        vals, idx = sae.encode_sparse(x)
+        assert torch.allclose(torch.zeros(64, 32).scatter(1, idx, vals), sae.encode(x))
+    finally:
+        S.ARCHITECTURES.pop("test-relu")
