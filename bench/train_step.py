@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shared import sae as S  # noqa: E402
+from shared.sae_topk import TopKConfig  # noqa: E402
 from shared.train import adam, sae_step  # noqa: E402  (the trainer's optimiser and step)
 
 
@@ -40,7 +41,7 @@ def sync(device):
 
 
 def ours(args, device, dead, dense=False, autocast=False):
-    cfg = S.SAEConfig(d_in=args.d_in, d_sae=args.d_sae, k=args.k, aux_coef=1 / 32)
+    cfg = TopKConfig(d_in=args.d_in, d_sae=args.d_sae, k=args.k, aux_coef=1 / 32)
     sae = S.build_sae(cfg, device=device)
     sae.sparse_kernels = not dense
     opt = adam(sae.parameters(), lr=2e-4, device=device)
@@ -116,7 +117,7 @@ IMPLS = {
 
 def check_grads(device):
     """Sparse kernels vs dense autograd on a small float32 problem on `device`; prints the max error."""
-    cfg = S.SAEConfig(d_in=64, d_sae=1024, k=16, k_aux=32)
+    cfg = TopKConfig(d_in=64, d_sae=1024, k=16, k_aux=32)
     x = torch.randn(512, 64, device=device) * 2 + 0.5
     dead = torch.zeros(1024, dtype=torch.bool, device=device)
     dead[::4] = True

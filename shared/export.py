@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .sae import ARCHITECTURES, SAEConfig, SparseAutoencoder, build_sae
+from .sae import ARCHITECTURES, SAEConfig, SparseAutoencoder, build_sae, config_from_dict
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -244,11 +244,9 @@ def _config_from_cfg(cfg: dict) -> SAEConfig:
     ours = meta.get("sae_ladder_cfg")
     if ours is None and "aux_coef" in cfg and "dead_tokens_threshold" in cfg:
         ours = cfg  # a plain SAEConfig.to_dict() written by our own code
-    if ours is not None:
-        fields = SAEConfig.__dataclass_fields__
-        ours = {k: v for k, v in ours.items() if k in fields}
-        return SAEConfig(**{**ours, "d_in": cfg.get("d_in", ours.get("d_in")),
-                            "d_sae": cfg.get("d_sae", ours.get("d_sae"))})
+    if ours is not None:  # the architecture's config class; older files' `extra` dict is unpacked
+        return config_from_dict({**ours, "d_in": cfg.get("d_in", ours.get("d_in")),
+                                 "d_sae": cfg.get("d_sae", ours.get("d_sae"))})
     # a third-party SAELens folder
     arch = cfg.get("architecture", "standard")
     ours_arch = {v: k for k, v in SAELENS_ARCH.items()}.get(arch, arch)
@@ -260,9 +258,9 @@ def _config_from_cfg(cfg: dict) -> SAEConfig:
         raise ValueError(f"cfg.json normalize_activations={norm!r}: only 'none' (normalisation folded into "
                          "the weights) can be loaded")
     kw = {"k": int(cfg["k"])} if "k" in cfg else {}
-    return SAEConfig(d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]), architecture=ours_arch,
-                     apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-                     dtype=str(cfg.get("dtype", "float32")).removeprefix("torch."), **kw)
+    return config_from_dict(dict(d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]), architecture=ours_arch,
+                                 apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+                                 dtype=str(cfg.get("dtype", "float32")).removeprefix("torch."), **kw))
 
 
 def load_sae(path: str | Path, *, d_in: int | None = None, device: str | torch.device | None = None,

@@ -25,7 +25,7 @@ from . import checkpoint as ckpt
 from .capture import check_layers, residual_rows
 from .data import mix_streams, parse_source, token_batches
 from .models import d_model, load_model, model_device
-from .sae import SAEConfig, build_sae
+from .sae import build_sae, config_from_dict
 
 
 @dataclass
@@ -240,10 +240,10 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
     sae_device = torch.device(cfg.sae_device) if cfg.sae_device else model_device(model)
     d_in = d_model(model)
     saes = {
-        layer: build_sae(SAEConfig(
+        layer: build_sae(config_from_dict(dict(  # each architecture takes the knobs its config declares
             d_in=d_in, d_sae=cfg.d_sae, architecture=cfg.architecture, k=cfg.k, k_aux=cfg.k_aux,
             aux_coef=cfg.aux_coef, dead_tokens_threshold=cfg.dead_tokens_threshold,
-            normalize_activations=cfg.normalize_activations, seed=cfg.seed + layer), device=sae_device)
+            normalize_activations=cfg.normalize_activations, seed=cfg.seed + layer)), device=sae_device)
         for layer in layers
     }
     optimizers = {layer: adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, device=sae_device)

@@ -11,7 +11,8 @@ import torch
 from shared.data import synthetic_texts, token_batches
 from shared.evaluate import evaluate_saes, summarize, write_val_report
 from shared.models import d_model, load_model
-from shared.sae import SAEConfig, build_sae
+from shared.sae import build_sae
+from shared.sae_topk import TopKConfig
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def _batches(tokenizer, n=2):
 
 def _identity_sae(d: int):
     """TopK SAE with latents ±x_i and k = d: exactly the positive half fires, so x_hat == x."""
-    sae = build_sae(SAEConfig(d_in=d, d_sae=2 * d, k=d))
+    sae = build_sae(TopKConfig(d_in=d, d_sae=2 * d, k=d))
     eye = torch.eye(d)
     with torch.no_grad():
         sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))
@@ -63,7 +64,7 @@ def test_zero_reconstruction_recovers_nothing(tiny):
 def test_report_keeps_the_originals_shape(tiny, tmp_path):
     model, tokenizer = tiny
     d = d_model(model)
-    saes = {0: build_sae(SAEConfig(d_in=d, d_sae=64, k=4)), 2: _identity_sae(d)}
+    saes = {0: build_sae(TopKConfig(d_in=d, d_sae=64, k=4)), 2: _identity_sae(d)}
     report = evaluate_saes(model, tokenizer, saes, _batches(tokenizer, 1))
     path = write_val_report(report, tmp_path / "val_report.json", model="tiny:llama")
     data = json.loads(path.read_text())
@@ -89,7 +90,7 @@ def test_empty_validation_data_is_a_clear_error(tiny):
 def test_report_does_not_depend_on_forward_batch_or_chunk_size(tiny):
     model, tokenizer = tiny
     d = d_model(model)
-    sae = build_sae(SAEConfig(d_in=d, d_sae=64, k=4))
+    sae = build_sae(TopKConfig(d_in=d, d_sae=64, k=4))
     batches = _batches(tokenizer, 2)
     one = evaluate_saes(model, tokenizer, {1: sae}, batches, forward_batch_size=1)["1"]
     four = evaluate_saes(model, tokenizer, {1: sae}, batches, forward_batch_size=4)["1"]

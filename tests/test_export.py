@@ -13,13 +13,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from shared import export
-from shared.sae import SAEConfig, build_sae
+from shared.sae import build_sae
+from shared.sae_topk import TopKConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _sae(d_in=16, d_sae=64, k=4, seed=0, **kw):
-    sae = build_sae(SAEConfig(d_in=d_in, d_sae=d_sae, k=k, seed=seed, **kw))
+    sae = build_sae(TopKConfig(d_in=d_in, d_sae=d_sae, k=k, seed=seed, **kw))
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():  # make every parameter non-trivial so the round trip checks them all
         sae.W_enc.add_(0.3 * torch.randn(sae.W_enc.shape, generator=g))

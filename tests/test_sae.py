@@ -1,4 +1,4 @@
-"""Unit tests of shared/sae.py: recovery of a planted dictionary, AuxK, geometric median,
+"""Unit tests of shared/sae.py, sae_topk.py and sae_kernels.py: recovery of a planted dictionary, AuxK, geometric median,
 unit-norm decoder, sparse kernels == dense autograd, normalisation folding, clear errors."""
 
 import math
@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from shared import sae as S
+from shared.sae_kernels import topk_indices
+from shared.sae_topk import TopKConfig
 from shared.train import sae_step
 
 
@@ -46,7 +48,7 @@ def train(sae, sample, steps, batch=256, lr=3e-3):
 def test_planted_dictionary_is_recovered():
     torch.manual_seed(0)
     atoms, sample = planted()
-    cfg = S.SAEConfig(d_in=32, d_sae=256, k=4, dead_tokens_threshold=20_000, seed=1)
+    cfg = TopKConfig(d_in=32, d_sae=256, k=4, dead_tokens_threshold=20_000, seed=1)
     sae = S.build_sae(cfg)
     sae.init_b_dec_geometric_median(sample(2048))
     metrics = train(sae, sample, steps=2500)
@@ -59,7 +61,7 @@ def test_planted_dictionary_is_recovered():
 
 def _killed_sae(n_killed=16, seed=3):
     """SAE whose last n_killed latents can never reach the top-k (zero encoder, tiny bias)."""
-    cfg = S.SAEConfig(d_in=32, d_sae=64, k=4, k_aux=16, dead_tokens_threshold=1024, seed=seed)
+    cfg = TopKConfig(d_in=32, d_sae=64, k=4, k_aux=16, dead_tokens_threshold=1024, seed=seed)
     sae = S.build_sae(cfg)
     with torch.no_grad():
         sae.W_enc[:, -n_killed:] = 0.0
@@ -83,7 +85,7 @@ def test_auxk_revives_dead_latents(aux_coef):
 
 
 def test_aux_loss_zero_without_dead_and_finite_with_zero_residual():
-    sae = S.build_sae(S.SAEConfig(d_in=8, d_sae=16, k=16))
+    sae = S.build_sae(TopKConfig(d_in=8, d_sae=16, k=16))
     x = torch.randn(32, 8)
     out = sae(x, dead_mask=torch.zeros(16, dtype=torch.bool))
     assert out.aux_loss.item() == 0.0
@@ -111,7 +113,7 @@ def test_geometric_median_matches_brute_force():
 
 
 def test_init_b_dec_geometric_median():
-    sae = S.build_sae(S.SAEConfig(d_in=6, d_sae=12, k=2))
+    sae = S.build_sae(TopKConfig(d_in=6, d_sae=12, k=2))
     sample = torch.randn(500, 6) + 3.0
     sae.init_b_dec_geometric_median(sample)
     assert torch.allclose(sae.b_dec.detach(), S.geometric_median(sample), atol=1e-5)
@@ -120,14 +122,14 @@ def test_init_b_dec_geometric_median():
 def test_decoder_norms_stay_one():
     torch.manual_seed(0)
     _, sample = planted(d_in=16, n_atoms=40)
-    sae = S.build_sae(S.SAEConfig(d_in=16, d_sae=48, k=3))
+    sae = S.build_sae(TopKConfig(d_in=16, d_sae=48, k=3))
     train(sae, sample, steps=30, lr=1e-2)
     norms = sae.W_dec.detach().norm(dim=1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
 
 
 def test_parallel_grad_removed():
-    sae = S.build_sae(S.SAEConfig(d_in=8, d_sae=20, k=3))
+    sae = S.build_sae(TopKConfig(d_in=8, d_sae=20, k=3))
     out = sae(torch.randn(64, 8))
     out.loss.backward()
     sae.remove_parallel_decoder_grad()
@@ -141,7 +143,7 @@ def test_parallel_grad_removed():
 @pytest.mark.parametrize("dead_every", [3, 20])  # 32 dead (top k_aux=7 of them) / 5 dead (all of them)
 def test_sparse_kernels_match_dense_autograd(normalize, x_grad, aux_dense_ratio, dead_every):
     torch.manual_seed(0)
-    cfg = S.SAEConfig(d_in=16, d_sae=96, k=5, k_aux=7, normalize_activations=normalize,
+    cfg = TopKConfig(d_in=16, d_sae=96, k=5, k_aux=7, normalize_activations=normalize,
                       dtype="float64", seed=2)
     x = torch.randn(40, 16, dtype=torch.float64) * 3 + 1
     dead = torch.zeros(96, dtype=torch.bool)
@@ -174,7 +176,7 @@ def test_loss_and_gradients_match_the_formula_written_from_scratch(sparse, dead_
     e = x - x_hat a target (no gradient) and e_hat the decode (no b_dec) of each token's top-k_aux
     dead latents: the SAE's losses and gradients equal this plain dense autograd version."""
     torch.manual_seed(0)
-    cfg = S.SAEConfig(d_in=16, d_sae=96, k=5, k_aux=7, dtype="float64", seed=3)
+    cfg = TopKConfig(d_in=16, d_sae=96, k=5, k_aux=7, dtype="float64", seed=3)
     x = torch.randn(40, 16, dtype=torch.float64) * 3 + 1
     dead = torch.zeros(96, dtype=torch.bool)
     dead[::3] = True
@@ -185,7 +187,7 @@ def test_loss_and_gradients_match_the_formula_written_from_scratch(sparse, dead_
         sae.b_enc[dead] += dead_shift
     sae.sparse_kernels = sparse
     if dead_shift:
-        pre_dead = sae._pre(x).detach()[:, dead]
+        pre_dead = sae.encode_pre(x).detach()[:, dead]
         assert 0 < (pre_dead > 0).sum(1).max() <= cfg.k_aux < dead.sum()  # the shortcut's case, not a trivial one
         assert sae._few_positive(pre_dead) == sparse
     out = sae(x, dead_mask=dead)
@@ -212,7 +214,7 @@ def test_loss_and_gradients_match_the_formula_written_from_scratch(sparse, dead_
 
 
 def test_encode_decode_and_forward_agree():
-    sae = S.build_sae(S.SAEConfig(d_in=12, d_sae=40, k=6))
+    sae = S.build_sae(TopKConfig(d_in=12, d_sae=40, k=6))
     x = torch.randn(3, 7, 12)
     z = sae.encode(x)
     assert z.shape == (3, 7, 40)
@@ -226,7 +228,7 @@ def test_encode_decode_and_forward_agree():
 
 def test_fold_normalization_keeps_encodings():
     torch.manual_seed(0)
-    cfg = S.SAEConfig(d_in=10, d_sae=30, k=4, normalize_activations="expected_average_only_in")
+    cfg = TopKConfig(d_in=10, d_sae=30, k=4, normalize_activations="expected_average_only_in")
     sae = S.build_sae(cfg)
     x = torch.randn(50, 10) * 25
     scale = sae.estimate_norm_scale(x)
@@ -241,7 +243,7 @@ def test_fold_normalization_keeps_encodings():
 
 
 def test_dead_tracking_counts_tokens_and_is_saved():
-    sae = S.build_sae(S.SAEConfig(d_in=4, d_sae=8, k=2, dead_tokens_threshold=100))
+    sae = S.build_sae(TopKConfig(d_in=4, d_sae=8, k=2, dead_tokens_threshold=100))
     idx = torch.tensor([[0, 1], [1, 2]])
     dead = sae.update_dead_tracking(idx, 60)
     assert not dead.any()
@@ -252,13 +254,13 @@ def test_dead_tracking_counts_tokens_and_is_saved():
 
 
 def test_state_dict_names_and_shapes_match_saelens():
-    sae = S.build_sae(S.SAEConfig(d_in=6, d_sae=24, k=3))
+    sae = S.build_sae(TopKConfig(d_in=6, d_sae=24, k=3))
     state = sae.state_dict()
     shapes = {n: tuple(t.shape) for n, t in state.items() if n not in ("tokens_since_fired", "norm_scale")}
     assert shapes == {"W_enc": (6, 24), "b_enc": (24,), "W_dec": (24, 6), "b_dec": (6,)}
     assert torch.equal(state["W_enc"], sae.W_enc) and sae.W_enc_T.is_contiguous()
     # the encoder is held latent-major; loading SAELens-named weights puts them back in place
-    other = S.build_sae(S.SAEConfig(d_in=6, d_sae=24, k=3, seed=1))
+    other = S.build_sae(TopKConfig(d_in=6, d_sae=24, k=3, seed=1))
     other.load_state_dict({k: v.contiguous() for k, v in state.items()})
     x = torch.randn(5, 6)
     assert torch.equal(other.encode(x), sae.encode(x))
@@ -273,19 +275,19 @@ def test_topk_indices_two_stage_is_exact():
     pre[:8] = torch.randint(-3, 3, (8, 4096), generator=g).float()  # heavy ties
     pre[8, :] = 0.0
     for k in (1, 7, 32):
-        idx = S.topk_indices(pre, k)
+        idx = topk_indices(pre, k)
         assert idx.shape == (64, k) and all(len(set(r)) == k for r in idx.tolist())
         ours = pre.gather(1, idx).sort(1).values
         ref = pre.topk(k, dim=1).values.sort(1).values
         assert torch.equal(ours, ref)  # the same values (the same set when there are no ties)
     no_ties = pre[16:]
-    assert torch.equal(S.topk_indices(no_ties, 32).sort(1).values, no_ties.topk(32, dim=1).indices.sort(1).values)
+    assert torch.equal(topk_indices(no_ties, 32).sort(1).values, no_ties.topk(32, dim=1).indices.sort(1).values)
     narrow = torch.randn(5, 96)  # too few blocks for the two stages: falls back to torch.topk
-    assert torch.equal(S.topk_indices(narrow, 32).sort(1).values, narrow.topk(32, dim=1).indices.sort(1).values)
+    assert torch.equal(topk_indices(narrow, 32).sort(1).values, narrow.topk(32, dim=1).indices.sort(1).values)
 
 
 def test_nan_input_is_a_clear_error():
-    sae = S.build_sae(S.SAEConfig(d_in=4, d_sae=8, k=2))
+    sae = S.build_sae(TopKConfig(d_in=4, d_sae=8, k=2))
     x = torch.randn(5, 4)
     x[2, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
@@ -296,12 +298,12 @@ def test_nan_input_is_a_clear_error():
 
 def test_bad_config_and_shape_errors():
     with pytest.raises(ValueError, match="k=9"):
-        S.SAEConfig(d_in=4, d_sae=8, k=9)
+        TopKConfig(d_in=4, d_sae=8, k=9)
     with pytest.raises(ValueError, match="Unknown SAE architecture"):
-        S.build_sae(S.SAEConfig(d_in=4, d_sae=8, k=2, architecture="nope"))
+        S.build_sae(TopKConfig(d_in=4, d_sae=8, k=2, architecture="nope"))
     with pytest.raises(ValueError, match="normalize_activations"):
-        S.SAEConfig(d_in=4, d_sae=8, k=2, normalize_activations="layer_norm")
-    sae = S.build_sae(S.SAEConfig(d_in=4, d_sae=8, k=2))
+        TopKConfig(d_in=4, d_sae=8, k=2, normalize_activations="layer_norm")
+    sae = S.build_sae(TopKConfig(d_in=4, d_sae=8, k=2))
     with pytest.raises(ValueError, match="d_in=4"):
         sae(torch.randn(3, 5))
 
@@ -312,8 +314,49 @@ def test_training_is_bitwise_deterministic_on_cpu():
     batches = [sample(128) for _ in range(5)]
     weights = []
     for _ in range(2):
-        sae = S.build_sae(S.SAEConfig(d_in=16, d_sae=64, k=4, k_aux=8, dead_tokens_threshold=128))
+        sae = S.build_sae(TopKConfig(d_in=16, d_sae=64, k=4, k_aux=8, dead_tokens_threshold=128))
         it = iter(batches)
         train(sae, lambda n: next(it), steps=5)
         weights.append([p.detach().clone() for p in sae.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*weights))
+
+
+def test_a_sibling_architecture_is_one_short_class():
+    """The base's extension points carry a dense architecture (ReLU + L1, written here in a few
+    lines): its config from a dict that also holds other architectures' knobs, the loss as fvu plus
+    its named term, the trainer's step, dead tracking and sparse encoding of dense latents."""
+    from dataclasses import dataclass
+
+    import torch.nn.functional as F
+
+    @dataclass
+    class ReLUConfig(S.SAEConfig):
+        architecture: str = "test-relu"
+        l1_coef: float = 1e-3
+
+    class ReLUSAE(S.SparseAutoencoder):
+        def activation(self, pre):
+            return S.Latents(F.relu(pre))
+
+        def extra_losses(self, xn, rec, err):
+            return {"l1": self.cfg.l1_coef * rec.latents.vals.abs().sum(1).mean()}
+
+    S.register("test-relu", ReLUConfig)(ReLUSAE)
+    try:
+        cfg = S.config_from_dict({"architecture": "test-relu", "d_in": 8, "d_sae": 32, "l1_coef": 0.01,
+                                  "k": 5, "dead_tokens_threshold": 100})
+        assert isinstance(cfg, ReLUConfig) and not hasattr(cfg, "k")
+        sae = S.build_sae(cfg)
+        with torch.no_grad():
+            sae.b_enc[:4] = -1e3  # these four can never fire
+        x = torch.randn(64, 8)
+        out = sae(x)
+        assert out.latent_idx is None and out.latent_vals.shape == (64, 32)
+        assert out.loss.item() == pytest.approx((out.fvu + out.losses["l1"]).item()) and out.aux_loss.item() == 0
+        metrics = train(sae, lambda n: x, steps=3, lr=1e-3)
+        assert torch.isfinite(metrics["loss"])
+        assert sae.dead_mask()[:4].all() and not sae.dead_mask()[4:].any()
+        vals, idx = sae.encode_sparse(x)
+        assert torch.allclose(torch.zeros(64, 32).scatter(1, idx, vals), sae.encode(x))
+    finally:
+        S.ARCHITECTURES.pop("test-relu")

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from shared import sae as S
+from shared.sae_topk import TopKConfig
 from shared.train import TrainConfig, adam, load_optimizer_state, lr_at, sae_step, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +128,7 @@ def test_sigkilled_run_resumes_to_the_same_weights_bitwise(tmp_path):
 def test_optimizer_state_from_an_older_layout_resumes_exactly():
     """Checkpoints from before the latent-major encoder hold its Adam moments as [d_in, d_sae]."""
     torch.manual_seed(0)
-    cfg = S.SAEConfig(d_in=8, d_sae=32, k=4)
+    cfg = TopKConfig(d_in=8, d_sae=32, k=4)
     x = [torch.randn(64, 8) for _ in range(4)]
     sae = S.build_sae(cfg)
     opt = adam(sae.parameters(), lr=1e-2, device="cpu")
