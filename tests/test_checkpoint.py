@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -212,15 +213,28 @@ def test_sigkill_during_save_leaves_loadable_store(tmp_path, stop_at):
 
 # ---------------------------------------------------------------- Hugging Face store, offline
 
+class _NotFound(Exception):
+    """What the Hub answers for a missing repo: an error whose response has status 404."""
+
+    response = SimpleNamespace(status_code=404)
+
+
 class FakeHfApi:
     """The few HfApi methods HFStore uses, backed by a local folder (a 'repo')."""
 
     def __init__(self, root):
         self.root = Path(root)
         self.calls = []
+        self.private = {}
+
+    def repo_info(self, repo_id, *, repo_type=None, timeout=None, token=None):
+        if not (self.root / repo_id).is_dir():
+            raise _NotFound(repo_id)
+        return SimpleNamespace(private=self.private.get(repo_id))
 
     def create_repo(self, repo_id, *, private=None, exist_ok=False, repo_type=None, token=None):
         self.calls.append(("create_repo", repo_id, private))
+        self.private[repo_id] = private
         (self.root / repo_id).mkdir(parents=True, exist_ok=True)
 
     def upload_folder(self, *, repo_id, folder_path, path_in_repo, token=None, repo_type=None,
@@ -335,7 +349,7 @@ def test_calls_match_the_real_hfapi_signatures(tmp_path):
     store.save(1, {"x": torch.ones(1)})
     store.save(2, {"x": torch.ones(1)})
     assert store.load_latest()[0] == 2
-    assert {c[0] for c in calls} == {"create_repo", "upload_folder", "list_repo_files", "hf_hub_download",
+    assert {c[0] for c in calls} == {"repo_info", "create_repo", "upload_folder", "list_repo_files", "hf_hub_download",
                                      "delete_folder"}
     for name, a, kw in calls:
         inspect.signature(getattr(HfApi, name)).bind(None, *a, **kw)

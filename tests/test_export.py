@@ -129,6 +129,9 @@ class _FakeApi:
     def __init__(self):
         self.calls = []
 
+    def repo_info(self, repo_id, **kw):  # a missing repo, as the Hub answers it (404)
+        raise type("NotFound", (Exception,), {"response": type("R", (), {"status_code": 404})})()
+
     def create_repo(self, repo_id, **kw):
         self.calls.append(("create_repo", repo_id, kw.get("private")))
 
@@ -147,9 +150,10 @@ def test_push_to_hub_skips_without_token_and_uploads_with_one(tmp_path, monkeypa
     api = _FakeApi()
     url = export.push_to_hub(folder, "me/saes", api=api)
     assert url == "https://huggingface.co/me/saes/tree/main/blocks.3.hook_resid_post"
-    assert api.calls[0] == ("create_repo", "me/saes", False)
+    assert api.calls[0] == ("create_repo", "me/saes", True)  # a new repo is private unless asked
     assert api.calls[1][:3] == ("upload_folder", "me/saes", "blocks.3.hook_resid_post")
     out = capsys.readouterr().out
+    assert "uploading blocks.3.hook_resid_post to https://huggingface.co/me/saes (private)" in out
     assert "hf_secret_value" not in out
     assert not any("hf_secret_value" in p.read_text() for p in folder.iterdir() if p.suffix in (".json", ".md"))
     with pytest.raises(FileNotFoundError, match="export_saelens"):
@@ -165,7 +169,7 @@ def test_push_to_hub_skips_without_token_and_uploads_with_one(tmp_path, monkeypa
             return lambda *a, **kw: calls.append((name, a, kw))
 
     export.push_to_hub(folder, "me/saes", api=Recording())
-    assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
+    assert [c[0] for c in calls] == ["repo_info", "upload_folder"]  # an existing repo is not re-created
     for name, a, kw in calls:  # the calls bind to the real HfApi signatures
         inspect.signature(getattr(HfApi, name)).bind(None, *a, **kw)
 
