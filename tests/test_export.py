@@ -247,3 +247,57 @@ def test_saelens_loads_export_subprocess(tmp_path):
         pytest.skip(f"{python} has no sae_lens")
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check(cases, load_file(str(cases[0][0]) + ".saelens_out.safetensors"))
+
+
+# ---------------------------------------------------------------- the final upload, asked or not
+
+@pytest.mark.parametrize("mode", ["refused", "401", "403", "500", "hang"])
+def test_upload_export_records_a_hub_fault_and_keeps_the_export(mode, tmp_path, monkeypatch, capsys):
+    """The real client against a failing local Hub: no exception, one line on stderr, the export
+    untouched, and a report entry that says why."""
+    from huggingface_hub import HfApi
+
+    from fake_hub import FakeHub, closed_port
+    from shared import hub
+
+    monkeypatch.setattr(hub, "PROBE_TIMEOUT_S", 1.0)
+    token = "hf_fakeTokenThatMustNeverBePrinted"
+    folder = _export(_sae(), tmp_path / "blocks.3.hook_resid_post")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    server = None if mode == "refused" else FakeHub(mode).__enter__()
+    try:
+        api = HfApi(endpoint=closed_port() if server is None else server.url, token=token)
+        entries = export.upload_export({3: folder}, "someone/sae", token=token, api=api)
+    finally:
+        if server is not None:
+            server.__exit__()
+    (entry,) = entries.values()
+    assert list(entries) == ["3"] and entry["ok"] is False and entry["repo"] == "someone/sae"
+    assert {"refused": "no network", "hang": "no network", "401": "HF_TOKEN was rejected",
+            "403": "no write access", "500": "the Hub answered 500"}[mode] in entry["error"]
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("upload to someone/sae failed: ")
+    assert err.endswith(f"the export is kept at {folder}")
+    assert token not in err and token not in json.dumps(entries)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_upload_export_uploads_nothing_unasked(tmp_path, monkeypatch, capsys):
+    """HF_TOKEN set (gated models need it) is no request to upload: an empty repo contacts nothing."""
+    from huggingface_hub import HfApi
+
+    from fake_hub import FakeHub
+
+    monkeypatch.setenv("HF_TOKEN", "hf_fake")
+    folder = _export(_sae(), tmp_path / "blocks.3.hook_resid_post")
+    assert export.hub_repo_id("") is None and export.hub_repo_id(None) is None
+    assert export.hub_repo_id("someone/sae") == "someone/sae"
+    with FakeHub("500") as server:
+        assert export.upload_export({3: folder}, export.hub_repo_id(""), api=HfApi(endpoint=server.url)) == {}
+    assert server.requests == []
+    out = capsys.readouterr().out
+    assert "HF_REPO is empty" in out and "set HF_TOKEN" not in out
+    monkeypatch.delenv("HF_TOKEN")  # a repo named but no token: say that, upload nothing
+    (entry,) = export.upload_export({3: folder}, "someone/sae").values()
+    assert entry == {"ok": False, "repo": "someone/sae", "error": "HF_TOKEN not found"}
+    assert "HF_REPO is set but HF_TOKEN" in capsys.readouterr().err
