@@ -48,7 +48,7 @@ def failure_reason(exc: BaseException, repo_id: str | None = None, token: str | 
         return f"the Hub answered {code}" + (" (a server error: try again later)" if code >= 500 else "")
     names = {c.__name__ for e in _chain(exc) for c in type(e).__mro__}
     if "OfflineModeIsEnabled" in names:
-        return "HF_HUB_OFFLINE is set, so nothing can be uploaded"
+        return "offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set), so nothing is uploaded"
     if any("Timeout" in n for n in names):
         return "no network or the Hub is unreachable (the connection timed out)"
     if names & {"ConnectError", "ConnectionError", "NetworkError", "ProxyError", "SSLError", "OSError"}:
