@@ -25,8 +25,8 @@
 # - **Honest validation** on held-out text: variance explained, L0, dead latents, and how much of
 #   the model's next-token loss survives with the SAE spliced in.
 # - **SAELens export**: `cfg.json` + `sae_weights.safetensors` + `sparsity.safetensors`, loadable
-#   with `sae_lens.SAE.load_from_disk`, with a model card and Neuronpedia metadata; pushed to your
-#   Hugging Face account when `HF_TOKEN` is set.
+#   with `sae_lens.SAE.load_from_disk`, with a model card and Neuronpedia metadata; pushed to the
+#   Hugging Face repo you name in `HF_REPO` (private unless `HF_PRIVATE = False`), and only then.
 
 # %% tags=["parameters"]
 MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
@@ -53,6 +53,9 @@ MODEL_DTYPE = "auto"  # @param ["auto", "bfloat16", "float16", "float32"]
 SAE_DEVICE = "auto"  # @param ["auto", "cpu", "cuda:0", "cuda:1"]
 VAL_TOKENS = 500_000  # @param {type:"integer"}
 HF_REPO = ""  # @param {type:"string"}
+HF_PRIVATE = True  # @param {type:"boolean"}
+# HF_REPO "<user>/<name>" (or "<name>" under your account) uploads the SAE there with your HF_TOKEN
+# write secret; empty: no upload. A new repo is private unless HF_PRIVATE = False.
 OUTPUT_DIR = "outputs/01_hobbyist_gemma2_2b_colab"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
@@ -174,10 +177,13 @@ evaluate.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, t
 # The folder holds `cfg.json`, `sae_weights.safetensors` (W_enc, b_enc, W_dec, b_dec),
 # `sparsity.safetensors` (log10 firing frequency per latent), a model card with the validation
 # numbers, and `neuronpedia.json`. Load it back with
-# `sae_lens.SAE.load_from_disk(folder)` or `shared.export.load_sae(folder)`.
+# `sae_lens.SAE.load_from_disk(folder)` or `shared.export.load_sae(folder)`. It goes to the Hub
+# only when `HF_REPO` names a repo; a new repo is private unless `HF_PRIVATE = False`. If the
+# upload fails (no network, token rejected, no write access) the run still ends: the export stays
+# here and the run report records why.
 
 # %%
-repo_id = export.hub_repo_id(HF_REPO, RUN_NAME)
+repo_id = export.hub_repo_id(HF_REPO)  # None when HF_REPO is empty: nothing is uploaded
 folders = export.export_run(
     result.saes, out_dir / "export", model_name=MODEL_ID, layers_path=models.layers_path(model),
     context_size=CONTEXT_LEN, dataset_path=DATASET, report=report, sparsity=sparsity, repo_id=repo_id,
@@ -192,12 +198,7 @@ for layer, folder in folders.items():
     same[layer] = torch.allclose(reloaded.encode(x), result.saes[layer].to(reloaded.device).encode(x), atol=1e-5)
     print(f"export at {folder}; reloaded SAE encodes identically: {same[layer]}")
 
-urls = {}
-if repo_id:
-    for layer, folder in folders.items():
-        urls[layer] = export.push_to_hub(folder, repo_id)
-else:
-    print("upload skipped: set HF_TOKEN (and optionally HF_USERNAME or HF_REPO) to push the SAE to the Hub")
+uploads = export.upload_export(folders, repo_id, private=HF_PRIVATE)  # never raises: failures land in `uploads`
 
 # %% [markdown]
 # ## 7. The run report
@@ -209,7 +210,7 @@ run_report = {
     "resumed_from": result.resumed_from, "checkpoint_dir": checkpoint_dir, "validation": report,
     "export": {str(layer): str(folder) for layer, folder in folders.items()},
     "export_reloads_identically": {str(layer): ok for layer, ok in same.items()},
-    "hub": {str(layer): url for layer, url in urls.items()},
+    "hub": uploads,
 }
 (out_dir / "run_report.json").write_text(json.dumps(run_report, indent=2, default=str))
 print(f"wrote {out_dir / 'run_report.json'}")

@@ -452,7 +452,7 @@ class HFStore(Store):
 
     Each checkpoint is written locally (same atomic format as LocalStore) and uploaded in one commit,
     which the hub applies all-or-nothing. Resume downloads the newest checkpoint and verifies it.
-    `api` may be any object with HfApi's create_repo, upload_folder, list_repo_files,
+    `api` may be any object with HfApi's repo_info, create_repo, upload_folder, list_repo_files,
     hf_hub_download and delete_folder (tests pass a fake one).
     """
 
@@ -472,8 +472,27 @@ class HFStore(Store):
             api = HfApi(token=self._token)
         self.api = api
         self.cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="sae-ckpt-"))
-        self._retry("create_repo", self.api.create_repo, repo_id, private=private, exist_ok=True,
-                    repo_type="model", token=self._token)
+        self._start(private)
+
+    def _start(self, private: bool) -> None:
+        """Probe the repo (created private when missing); any failure is ONE line saying why and
+        what to set instead, not the client's chained traceback."""
+        from . import hub
+
+        for attempt in range(self.retries):
+            try:
+                is_private, created = hub.ensure_repo(self.api, self.repo_id, private=private, token=self._token)
+                break
+            except Exception as e:  # noqa: BLE001 - only network faults and 5xx are worth a retry
+                code = hub.status_code(e)
+                if attempt < self.retries - 1 and (code is None or code >= 500):
+                    time.sleep(2 * 4 ** attempt)
+                    continue
+                reason = hub.failure_reason(e, self.repo_id, self._token)
+            raise hub.HubError(
+                f"checkpoint store hf:{self.repo_id} cannot start: {reason}. Fix that, or set "
+                'CHECKPOINT_DIR = "auto" (a local or Drive folder) to checkpoint without the Hub.') from None
+        print(f"checkpoints go to {hub.repo_url(self.api, self.repo_id)} {hub.visibility(is_private, private, created)}")
 
     def __repr__(self) -> str:  # never shows the token
         return f"HFStore({self.repo_id!r}, subfolder={self.subfolder!r}, keep={self.keep})"

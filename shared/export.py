@@ -214,6 +214,7 @@ def export_saelens(sae: SparseAutoencoder, folder: str | Path, *, model_name: st
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: use one of {tuple(DTYPES)}")
     folder = Path(folder)
+    repo_id = repo_id if repo_id and "/" in repo_id else None  # a bare name is no loadable repo
     sae = _exportable(sae)
     cfg = saelens_cfg(sae, model_name=model_name, layer=layer, hook_name=hook_name,
                       hf_hook_name=hf_hook_name, context_size=context_size, prepend_bos=prepend_bos,
@@ -315,13 +316,18 @@ def load_sae(path: str | Path, *, d_in: int | None = None, device: str | torch.d
     return sae.to(device) if device is not None else sae
 
 
-def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, private: bool = False,
+def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, private: bool = True,
                 path_in_repo: str | None = None, required: bool = False, api: Any = None) -> str | None:
     """Upload an export folder to `repo_id/<path_in_repo or folder name>`; URL, or None when skipped.
 
-    Without a token (argument or HF_TOKEN secret) it prints a 'skipped' line and returns None,
-    unless required=True, which raises instead. The token is never printed or written.
+    A missing repo is created private unless private=False; an existing one keeps its visibility.
+    The target and its visibility are printed before anything is uploaded. Without a token
+    (argument or HF_TOKEN secret) it prints a 'skipped' line and returns None, unless
+    required=True, which raises instead. Hub failures raise (upload_export turns them into a
+    report entry). The token is never printed or written.
     """
+    from . import hub
+
     folder = Path(folder)
     if not (folder / CFG_FILE).is_file():
         raise FileNotFoundError(f"{folder} is not an export folder (no {CFG_FILE}); run export_saelens first")
@@ -338,12 +344,52 @@ def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, priv
 
         api = HfApi(token=token)
     dest = (path_in_repo if path_in_repo is not None else folder.name).strip("/")
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model", token=token)
+    is_private, created = hub.ensure_repo(api, repo_id, private=private, token=token)
+    url = hub.repo_url(api, repo_id) + (f"/tree/main/{dest}" if dest else "")
+    print(f"uploading {folder.name} to {hub.repo_url(api, repo_id)} {hub.visibility(is_private, private, created)}")
     api.upload_folder(repo_id=repo_id, folder_path=str(folder), path_in_repo=dest or None,
                       repo_type="model", token=token, commit_message=f"Upload SAE {dest or folder.name}")
-    url = f"https://huggingface.co/{repo_id}" + (f"/tree/main/{dest}" if dest else "")
     print(f"uploaded {folder.name} to {url}")
     return url
+
+
+def upload_export(folders: dict[int, Path], repo_id: str | None, *, private: bool = True,
+                  token: str | None = None, api: Any = None) -> dict[str, dict]:
+    """Upload each layer's export folder to `repo_id`, never raising on a Hub fault: the report entry
+    per layer, {"ok": True, "repo", "url"} or {"ok": False, "repo", "error"}.
+
+    An empty repo_id uploads nothing (uploads happen only when asked). A failure prints one line
+    and keeps the local export; the run's report records it.
+    """
+    import sys
+
+    from . import hub, runtime
+
+    if not repo_id:
+        print('upload skipped: HF_REPO is empty (set HF_REPO = "<user>/<name>" to push the SAE to a '
+              "private Hugging Face repo)")
+        return {}
+    token = token or runtime.get_secret("HF_TOKEN")
+    out = {}
+    for layer, folder in folders.items():
+        entry = {"ok": False, "repo": repo_id}
+        if not token:
+            entry["error"] = "HF_TOKEN not found"
+            print(f"upload to {repo_id} skipped: HF_REPO is set but HF_TOKEN (a write token) was not found. "
+                  f"{runtime.how_to_set('HF_TOKEN')} The export is kept at {folder}", file=sys.stderr)
+        elif "/" not in repo_id:
+            entry["error"] = "HF_REPO has no user part and the token's user could not be looked up"
+            print(f"upload to {repo_id} failed: {entry['error']}; set HF_REPO = \"<user>/{repo_id}\". "
+                  f"The export is kept at {folder}", file=sys.stderr)
+        else:
+            try:
+                entry.update(ok=True, url=push_to_hub(folder, repo_id, token=token, private=private, api=api))
+            except Exception as e:  # noqa: BLE001 - a Hub fault must not cost the finished run
+                entry["error"] = hub.failure_reason(e, repo_id, token)
+                print(f"upload to {repo_id} failed: {entry['error']}; the export is kept at {folder}",
+                      file=sys.stderr)
+        out[str(layer)] = entry
+    return out
 
 
 def export_run(saes: dict[int, SparseAutoencoder], out_dir: str | Path, *, model_name: str, layers_path: str,
@@ -366,28 +412,27 @@ def export_run(saes: dict[int, SparseAutoencoder], out_dir: str | Path, *, model
     return folders
 
 
-def hub_repo_id(repo: str | None, default_name: str, token: str | None = None) -> str | None:
-    """The repo to upload to: `repo` if it names one ("user/name"), else "<HF_USERNAME>/<default_name>".
+def hub_repo_id(repo: str | None, token: str | None = None) -> str | None:
+    """The repo the user asked to upload to: None when `repo` is empty (nothing is uploaded unasked);
+    "user/name" as given; a bare "name" completed with the HF_USERNAME secret or the token's account.
 
-    The user name comes from the HF_USERNAME secret or, failing that, from the token's account;
-    None when neither is available (the upload is then skipped with a message).
+    When the user cannot be looked up (no token, offline) the bare name is returned and
+    upload_export reports it instead of uploading.
     """
-    if repo and "/" in repo:
-        return repo
-    name = repo or default_name
+    repo = (repo or "").strip().strip("/")
+    if not repo or "/" in repo:
+        return repo or None
     from . import runtime
 
     user = runtime.get_secret("HF_USERNAME")
     if not user:
         token = token or runtime.get_secret("HF_TOKEN")
         if not token:
-            return None
+            return repo
         try:
             from huggingface_hub import HfApi
 
             user = HfApi(token=str(token)).whoami()["name"]
-        except Exception as e:  # offline, revoked token, ...: skip the upload, keep the run
-            print(f"could not look up the Hugging Face user for the upload ({type(e).__name__}); "
-                  "set HF_USERNAME or pass a full repo id")
-            return None
-    return f"{user}/{name}"
+        except Exception:  # noqa: BLE001 - offline, revoked token, ...: upload_export reports it
+            return repo
+    return f"{user}/{repo}"

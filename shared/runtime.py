@@ -126,7 +126,8 @@ def _kaggle_secret(name: str) -> tuple[str | None, str | None]:
     return (value or None), None
 
 
-def _how_to_set(name: str) -> str:
+def how_to_set(name: str) -> str:
+    """One line: how to set secret `name` on this platform (Colab, Kaggle, locally)."""
     where = platform()
     if where == "colab":
         return (f"On Colab: click the key icon in the left sidebar, add a secret named {name}, "
@@ -155,7 +156,7 @@ def get_secret(name: str, required: bool = False) -> Secret | None:
         return Secret(value)
     if required:
         tried = "; ".join(["environment: not set"] + reasons)
-        raise RuntimeError(f"Secret {name} is required but was not found ({tried}). {_how_to_set(name)}")
+        raise RuntimeError(f"Secret {name} is required but was not found ({tried}). {how_to_set(name)}")
     return None
 
 

@@ -169,9 +169,8 @@ def activation_blocks(model, tokenizer, batches: Iterator[torch.Tensor], cfg: Tr
 
 def resolve_checkpoint_dir(requested: str, run_name: str) -> str:
     """Where checkpoints go: `requested` unless it is "auto". Then: Google Drive on Colab (it outlives
-    the VM, so a disconnect loses nothing); on Kaggle, whose disk does not outlive the session, a
-    private Hugging Face repo "<user>/<run_name>-checkpoints" when HF_TOKEN is set; else
-    ./checkpoints/<run_name>."""
+    the VM, so a disconnect loses nothing); else ./checkpoints/<run_name>. "auto" never creates a Hub
+    repo: on Kaggle, whose disk does not outlive the session, it says how to ask for one."""
     if requested and requested != "auto":
         return requested
     from . import runtime
@@ -179,15 +178,12 @@ def resolve_checkpoint_dir(requested: str, run_name: str) -> str:
     drive = runtime.mount_drive()
     if drive is not None:
         return str(drive / "sae_ladder" / run_name)
+    local = str(Path("checkpoints") / run_name)
     if runtime.platform() == "kaggle":
-        from .export import hub_repo_id
-
-        repo = hub_repo_id(None, f"{run_name}-checkpoints") if runtime.get_secret("HF_TOKEN") else None
-        if repo:
-            return f"hf:{repo}"
-        print("Kaggle's disk does not outlive the session: set the HF_TOKEN secret to checkpoint into a "
-              "private Hugging Face repo, or the run restarts from zero in a new session.")
-    return str(Path("checkpoints") / run_name)
+        token = "" if runtime.get_secret("HF_TOKEN") else " and add an HF_TOKEN write secret"
+        print(f"Kaggle's disk does not outlive the session: checkpoints go to {local} for this session only; "
+              f'to resume in a new session set CHECKPOINT_DIR = "hf:<user>/<repo>"{token} (a private repo).')
+    return local
 
 
 def default_metrics_path(cfg: TrainConfig) -> Path:

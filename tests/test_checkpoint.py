@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -212,15 +213,28 @@ def test_sigkill_during_save_leaves_loadable_store(tmp_path, stop_at):
 
 # ---------------------------------------------------------------- Hugging Face store, offline
 
+class _NotFound(Exception):
+    """What the Hub answers for a missing repo: an error whose response has status 404."""
+
+    response = SimpleNamespace(status_code=404)
+
+
 class FakeHfApi:
     """The few HfApi methods HFStore uses, backed by a local folder (a 'repo')."""
 
     def __init__(self, root):
         self.root = Path(root)
         self.calls = []
+        self.private = {}
+
+    def repo_info(self, repo_id, *, repo_type=None, timeout=None, token=None):
+        if not (self.root / repo_id).is_dir():
+            raise _NotFound(repo_id)
+        return SimpleNamespace(private=self.private.get(repo_id))
 
     def create_repo(self, repo_id, *, private=None, exist_ok=False, repo_type=None, token=None):
         self.calls.append(("create_repo", repo_id, private))
+        self.private[repo_id] = private
         (self.root / repo_id).mkdir(parents=True, exist_ok=True)
 
     def upload_folder(self, *, repo_id, folder_path, path_in_repo, token=None, repo_type=None,
@@ -335,7 +349,43 @@ def test_calls_match_the_real_hfapi_signatures(tmp_path):
     store.save(1, {"x": torch.ones(1)})
     store.save(2, {"x": torch.ones(1)})
     assert store.load_latest()[0] == 2
-    assert {c[0] for c in calls} == {"create_repo", "upload_folder", "list_repo_files", "hf_hub_download",
+    assert {c[0] for c in calls} == {"repo_info", "create_repo", "upload_folder", "list_repo_files", "hf_hub_download",
                                      "delete_folder"}
     for name, a, kw in calls:
         inspect.signature(getattr(HfApi, name)).bind(None, *a, **kw)
+
+
+# ---------------------------------------------------------------- Hugging Face store, Hub faults
+
+@pytest.mark.parametrize("mode", ["refused", "401", "403", "500", "hang"])
+def test_hf_store_fails_at_start_in_one_line(mode, tmp_path, monkeypatch):
+    """The real client against a failing local Hub: one HubError line saying why and what to set
+    instead, no chained traceback, no token; 401/403 are not retried (a retry cannot fix them)."""
+    from huggingface_hub import HfApi
+
+    from fake_hub import FakeHub, closed_port
+    from shared import hub
+
+    monkeypatch.setattr(hub, "PROBE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(ck.time, "sleep", lambda s: None)  # the retry back-off, not the client's timeout
+    token = "hf_fakeTokenThatMustNeverBePrinted"
+    server = None if mode == "refused" else FakeHub(mode).__enter__()
+    try:
+        api = HfApi(endpoint=closed_port() if server is None else server.url, token=token)
+        start = time.monotonic()
+        with pytest.raises(hub.HubError) as e:
+            ck.HFStore("someone/ckpts", token=token, api=api, retries=2, cache_dir=tmp_path)
+        assert time.monotonic() - start < 8
+    finally:
+        if server is not None:
+            server.__exit__()
+    msg = str(e.value)
+    assert "\n" not in msg and token not in msg
+    assert msg.startswith("checkpoint store hf:someone/ckpts cannot start: ")
+    assert 'CHECKPOINT_DIR = "auto"' in msg
+    assert e.value.__cause__ is None and e.value.__suppress_context__
+    expected = {"refused": "no network", "hang": "no network", "401": "HF_TOKEN was rejected",
+                "403": "no write access to someone/ckpts", "500": "the Hub answered 500"}[mode]
+    assert expected in msg
+    if server is not None:
+        assert len(server.requests) == (1 if mode in ("401", "403") else 2)

@@ -142,6 +142,9 @@ class _FakeApi:
     def __init__(self):
         self.calls = []
 
+    def repo_info(self, repo_id, **kw):  # a missing repo, as the Hub answers it (404)
+        raise type("NotFound", (Exception,), {"response": type("R", (), {"status_code": 404})})()
+
     def create_repo(self, repo_id, **kw):
         self.calls.append(("create_repo", repo_id, kw.get("private")))
 
@@ -160,9 +163,10 @@ def test_push_to_hub_skips_without_token_and_uploads_with_one(tmp_path, monkeypa
     api = _FakeApi()
     url = export.push_to_hub(folder, "me/saes", api=api)
     assert url == "https://huggingface.co/me/saes/tree/main/blocks.3.hook_resid_post"
-    assert api.calls[0] == ("create_repo", "me/saes", False)
+    assert api.calls[0] == ("create_repo", "me/saes", True)  # a new repo is private unless asked
     assert api.calls[1][:3] == ("upload_folder", "me/saes", "blocks.3.hook_resid_post")
     out = capsys.readouterr().out
+    assert "uploading blocks.3.hook_resid_post to https://huggingface.co/me/saes (private)" in out
     assert "hf_secret_value" not in out
     assert not any("hf_secret_value" in p.read_text() for p in folder.iterdir() if p.suffix in (".json", ".md"))
     with pytest.raises(FileNotFoundError, match="export_saelens"):
@@ -178,7 +182,7 @@ def test_push_to_hub_skips_without_token_and_uploads_with_one(tmp_path, monkeypa
             return lambda *a, **kw: calls.append((name, a, kw))
 
     export.push_to_hub(folder, "me/saes", api=Recording())
-    assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
+    assert [c[0] for c in calls] == ["repo_info", "upload_folder"]  # an existing repo is not re-created
     for name, a, kw in calls:  # the calls bind to the real HfApi signatures
         inspect.signature(getattr(HfApi, name)).bind(None, *a, **kw)
 
@@ -256,3 +260,57 @@ def test_saelens_loads_export_subprocess(tmp_path):
         pytest.skip(f"{python} has no sae_lens")
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check(cases, load_file(str(cases[0][0]) + ".saelens_out.safetensors"))
+
+
+# ---------------------------------------------------------------- the final upload, asked or not
+
+@pytest.mark.parametrize("mode", ["refused", "401", "403", "500", "hang"])
+def test_upload_export_records_a_hub_fault_and_keeps_the_export(mode, tmp_path, monkeypatch, capsys):
+    """The real client against a failing local Hub: no exception, one line on stderr, the export
+    untouched, and a report entry that says why."""
+    from huggingface_hub import HfApi
+
+    from fake_hub import FakeHub, closed_port
+    from shared import hub
+
+    monkeypatch.setattr(hub, "PROBE_TIMEOUT_S", 1.0)
+    token = "hf_fakeTokenThatMustNeverBePrinted"
+    folder = _export(_sae(), tmp_path / "blocks.3.hook_resid_post")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    server = None if mode == "refused" else FakeHub(mode).__enter__()
+    try:
+        api = HfApi(endpoint=closed_port() if server is None else server.url, token=token)
+        entries = export.upload_export({3: folder}, "someone/sae", token=token, api=api)
+    finally:
+        if server is not None:
+            server.__exit__()
+    (entry,) = entries.values()
+    assert list(entries) == ["3"] and entry["ok"] is False and entry["repo"] == "someone/sae"
+    assert {"refused": "no network", "hang": "no network", "401": "HF_TOKEN was rejected",
+            "403": "no write access", "500": "the Hub answered 500"}[mode] in entry["error"]
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("upload to someone/sae failed: ")
+    assert err.endswith(f"the export is kept at {folder}")
+    assert token not in err and token not in json.dumps(entries)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_upload_export_uploads_nothing_unasked(tmp_path, monkeypatch, capsys):
+    """HF_TOKEN set (gated models need it) is no request to upload: an empty repo contacts nothing."""
+    from huggingface_hub import HfApi
+
+    from fake_hub import FakeHub
+
+    monkeypatch.setenv("HF_TOKEN", "hf_fake")
+    folder = _export(_sae(), tmp_path / "blocks.3.hook_resid_post")
+    assert export.hub_repo_id("") is None and export.hub_repo_id(None) is None
+    assert export.hub_repo_id("someone/sae") == "someone/sae"
+    with FakeHub("500") as server:
+        assert export.upload_export({3: folder}, export.hub_repo_id(""), api=HfApi(endpoint=server.url)) == {}
+    assert server.requests == []
+    out = capsys.readouterr().out
+    assert "HF_REPO is empty" in out and "set HF_TOKEN" not in out
+    monkeypatch.delenv("HF_TOKEN")  # a repo named but no token: say that, upload nothing
+    (entry,) = export.upload_export({3: folder}, "someone/sae").values()
+    assert entry == {"ok": False, "repo": "someone/sae", "error": "HF_TOKEN not found"}
+    assert "HF_REPO is set but HF_TOKEN" in capsys.readouterr().err

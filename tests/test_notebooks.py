@@ -19,8 +19,11 @@ except bn.BuildError as e:  # reported by the test below, not as a collection cr
     ENTRIES, CATALOG_ERROR = [], str(e)
 
 
-def run_notebook(nb_path: Path, parameters: dict, tmp_path: Path, monkeypatch) -> tuple[Path, dict]:
-    """Execute `nb_path` with papermill in tmp_path/run; return (run folder, executed notebook)."""
+def run_notebook(nb_path: Path, parameters: dict, tmp_path: Path, monkeypatch,
+                 env: dict[str, str | None] | None = None) -> tuple[Path, dict]:
+    """Execute `nb_path` with papermill in tmp_path/run; return (run folder, executed notebook).
+
+    `env` sets (or, for None, removes) variables after the offline defaults below."""
     import papermill as pm
 
     run_dir = tmp_path / "run"
@@ -34,6 +37,11 @@ def run_notebook(nb_path: Path, parameters: dict, tmp_path: Path, monkeypatch) -
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.setenv(var, "1")
     monkeypatch.setenv("SAE_LADDER_CORE_DIR", str(tmp_path / "core"))
+    for var, value in (env or {}).items():
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, value)
     out = tmp_path / "executed.ipynb"
     pm.execute_notebook(str(nb_path), str(out), parameters=parameters, cwd=str(run_dir),
                         kernel_name="python3", progress_bar=False, execution_timeout=900)

@@ -156,21 +156,28 @@ def test_optimizer_state_from_an_older_layout_resumes_exactly():
         load_optimizer_state(adam(S.build_sae(cfg).parameters(), lr=1e-2, device="cpu"), wrong)
 
 
-def test_checkpoint_dir_auto_picks_a_place_that_outlives_the_session(monkeypatch, tmp_path):
+def test_checkpoint_dir_auto_never_creates_a_hub_repo(monkeypatch, tmp_path, capsys):
+    """"auto" is Drive on Colab, else a local folder; on Kaggle it says how to ask for a Hub repo
+    (and asks for HF_TOKEN only when it is missing), but never picks one unasked."""
     from shared import runtime
     from shared.train import resolve_checkpoint_dir
 
     assert resolve_checkpoint_dir("/my/dir", "run") == "/my/dir"
+    assert resolve_checkpoint_dir("hf:me/ckpts", "run") == "hf:me/ckpts"
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HF_USERNAME", raising=False)
     monkeypatch.setattr(runtime, "platform", lambda: "local")
     assert resolve_checkpoint_dir("auto", "run") == str(Path("checkpoints") / "run")
+    assert capsys.readouterr().out == ""
     monkeypatch.setattr(runtime, "platform", lambda: "kaggle")
-    assert resolve_checkpoint_dir("auto", "run") == str(Path("checkpoints") / "run")  # no token: local + a warning
+    assert resolve_checkpoint_dir("auto", "run") == str(Path("checkpoints") / "run")
+    out = capsys.readouterr().out
+    assert 'CHECKPOINT_DIR = "hf:<user>/<repo>"' in out and "add an HF_TOKEN" in out
     monkeypatch.setenv("HF_USERNAME", "alice")
-    assert resolve_checkpoint_dir("auto", "run") == str(Path("checkpoints") / "run")  # a name is no token
     monkeypatch.setenv("HF_TOKEN", "hf_dummy")
-    assert resolve_checkpoint_dir("auto", "run") == "hf:alice/run-checkpoints"
+    assert resolve_checkpoint_dir("auto", "run") == str(Path("checkpoints") / "run")  # a token is no request
+    out = capsys.readouterr().out
+    assert 'CHECKPOINT_DIR = "hf:<user>/<repo>"' in out and "HF_TOKEN" not in out and "hf_dummy" not in out
 
 
 def test_training_checkpoints_into_a_hub_repo_and_resumes_from_it(tmp_path, monkeypatch):

@@ -1,0 +1,90 @@
+"""Writing to the Hugging Face Hub: make sure a repo exists (private unless asked otherwise) and say
+in one line why a Hub call failed (no network, token rejected, no write access, Hub error).
+
+Used by the checkpoint store (fails at start) and the final upload (warns, keeps the local export).
+Duck-typed on `exc.response.status_code` and exception class names, so it works with the httpx-
+and the requests-based huggingface_hub alike. Messages never contain the token.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+PROBE_TIMEOUT_S = 15.0  # the first call to the Hub: a hung connection fails here, not mid-run
+HUB_URL = "https://huggingface.co"
+
+
+class HubError(RuntimeError):
+    """A Hub call failed; str() is one line saying why and what to do (never the token)."""
+
+
+def status_code(exc: BaseException) -> int | None:
+    """The HTTP status behind `exc` (or the exception it was raised from), else None."""
+    for e in _chain(exc):
+        code = getattr(getattr(e, "response", None), "status_code", None)
+        if isinstance(code, int):
+            return code
+    return None
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def failure_reason(exc: BaseException, repo_id: str | None = None, token: str | None = None) -> str:
+    """Why a Hub call failed, in a few words a user can act on."""
+    code = status_code(exc)
+    where = repo_id or "the repo"
+    if code == 401:
+        return "HF_TOKEN was rejected (401): create a write token at https://huggingface.co/settings/tokens"
+    if code == 403:
+        return f"no write access to {where} (403): name a repo under your own account, or use a token with write access"
+    if code == 404:
+        return f"{where} was not found (404)"
+    if code is not None:
+        return f"the Hub answered {code}" + (" (a server error: try again later)" if code >= 500 else "")
+    names = {c.__name__ for e in _chain(exc) for c in type(e).__mro__}
+    if "OfflineModeIsEnabled" in names:
+        return "offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set), so nothing is uploaded"
+    if any("Timeout" in n for n in names):
+        return "no network or the Hub is unreachable (the connection timed out)"
+    if names & {"ConnectError", "ConnectionError", "NetworkError", "ProxyError", "SSLError", "OSError"}:
+        return "no network or the Hub is unreachable (could not connect)"
+    text = (str(exc).strip().splitlines() or [""])[0][:200]
+    if token:
+        text = text.replace(str.__str__(token), "***")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def ensure_repo(api: Any, repo_id: str, *, private: bool = True, token: str | None = None) -> tuple[bool | None, bool]:
+    """(is the repo private, was it created now): look it up (with a timeout), create it private-by-default
+    when missing. An existing repo keeps its visibility; the caller reports it."""
+    try:
+        info = api.repo_info(repo_id, repo_type="model", timeout=PROBE_TIMEOUT_S, token=token)
+    except Exception as e:  # noqa: BLE001 - only "not found" means: create it
+        if status_code(e) != 404:
+            raise
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model", token=token)
+        return private, True
+    return getattr(info, "private", None), False
+
+
+def repo_url(api: Any, repo_id: str) -> str:
+    """The repo's web address on the endpoint `api` talks to."""
+    endpoint = getattr(api, "endpoint", None)
+    return f"{(endpoint if isinstance(endpoint, str) else HUB_URL).rstrip('/')}/{repo_id}"
+
+
+def visibility(is_private: bool | None, wanted: bool, created: bool) -> str:
+    """How the repo will be seen, truthfully: '(private)', '(public)', or a note when an existing repo
+    differs from what was asked (its visibility is never changed here)."""
+    if is_private is None:
+        return "(visibility unknown)"
+    seen = "private" if is_private else "public"
+    if created or is_private == wanted:
+        return f"({seen})"
+    return (f"({seen}: the repo already exists as {seen}; HF_PRIVATE={wanted} does not change an existing "
+            f"repo, change it in the repo's settings)")

@@ -1,0 +1,55 @@
+"""Hub faults in one line: the real huggingface_hub client against a local server that refuses,
+answers 401/403/500 or hangs; each failure is classified, bounded in time, and never shows the token."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fake_hub import FakeHub, closed_port
+from shared import hub
+
+TOKEN = "hf_fakeTokenThatMustNeverBePrinted"
+REASONS = {
+    "401": "HF_TOKEN was rejected",
+    "403": "no write access to someone/sae",
+    "500": "the Hub answered 500",
+    "hang": "no network or the Hub is unreachable (the connection timed out)",
+    "refused": "no network or the Hub is unreachable (could not connect)",
+}
+
+
+@pytest.fixture
+def endpoint(request, monkeypatch):
+    """(url, FakeHub or None) for the mode in request.param; the probe timeout cut to 1 s."""
+    monkeypatch.setattr(hub, "PROBE_TIMEOUT_S", 1.0)
+    if request.param == "refused":
+        yield closed_port(), None
+        return
+    with FakeHub(request.param) as server:
+        yield server.url, server
+
+
+@pytest.mark.parametrize("endpoint", list(REASONS), indirect=True)
+def test_each_fault_has_its_reason(endpoint, request):
+    from huggingface_hub import HfApi
+
+    url, server = endpoint
+    mode = request.node.callspec.params["endpoint"]
+    api = HfApi(endpoint=url, token=TOKEN)
+    start = time.monotonic()
+    with pytest.raises(Exception) as e:
+        hub.ensure_repo(api, "someone/sae", token=TOKEN)
+    assert time.monotonic() - start < 5
+    reason = hub.failure_reason(e.value, "someone/sae", TOKEN)
+    assert reason.startswith(REASONS[mode]), reason
+    assert "\n" not in reason and TOKEN not in reason
+    if server is not None:
+        assert server.requests and all(r.startswith("GET /api/models/someone/sae") for r in server.requests)
+
+
+def test_visibility_is_told_truthfully():
+    assert hub.visibility(True, True, created=True) == "(private)"
+    assert hub.visibility(False, False, created=True) == "(public)"
+    note = hub.visibility(False, True, created=False)  # asked private, the repo exists public
+    assert note.startswith("(public: the repo already exists as public") and "HF_PRIVATE=True" in note
