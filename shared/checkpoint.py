@@ -5,7 +5,9 @@ safetensors shards, the rest of the state in `state.json`, and a `manifest.json`
 of every file) written last. It is built in a temp folder beside its final place, fsynced, then
 renamed, so a run killed at any moment (SIGKILL included) never leaves a half-written checkpoint
 under a final name. `latest()` returns the newest checkpoint whose manifest verifies and warns
-about, then skips, any newer one that is partial or corrupt.
+about, then skips, any newer one that is partial or corrupt. Pruning keeps the newest `keep`
+*verified* checkpoints and deletes a checkpoint only when a verified one with more tokens exists,
+so damaged checkpoints never cost the last good one (see Store.prunable).
 
     store = open_store("/content/drive/MyDrive/run1")      # or "hf:<user>/<repo>[/<subfolder>]"
     store.save(tokens, {"sae": sae.state_dict(), "opt": opt.state_dict(), "rng": get_rng_state()})
@@ -231,6 +233,21 @@ def _read_state(folder: Path) -> dict:
     return _decode(doc["tree"], tensors)
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace a file's content all at once: write a temp file beside it, fsync, rename, fsync the
+    folder. A crash at any moment leaves either the old content or the new, never a cut file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        tmp.write_text(text)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
 def _write_checkpoint(folder: Path, tokens: int, state: dict, step: int | None,
                       shard_bytes: int = SHARD_BYTES) -> dict:
     """Write state files, fsync them, then write manifest.json (last) and fsync it."""
@@ -242,11 +259,7 @@ def _write_checkpoint(folder: Path, tokens: int, state: dict, step: int | None,
         entries[name] = {"sha256": _sha256(folder / name), "bytes": (folder / name).stat().st_size}
     manifest = {"format": FORMAT, "version": VERSION, "tokens": int(tokens),
                 "step": None if step is None else int(step), "time": time.time(), "files": entries}
-    tmp = folder / (MANIFEST + ".part")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    _fsync_file(tmp)
-    os.replace(tmp, folder / MANIFEST)
-    _fsync_dir(folder)
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 
@@ -287,7 +300,11 @@ def load_checkpoint(folder: str | os.PathLike, check: bool = True) -> tuple[int,
 # stores
 
 class Store:
-    """Interface of a checkpoint store: save, list, latest, load_latest."""
+    """Interface of a checkpoint store: save, list, latest, load_latest, prune.
+
+    A store subclass says how to list and fetch one checkpoint (`_fetch`); which checkpoint to
+    resume from and which to prune is decided here, once, for every store.
+    """
 
     keep: int
 
@@ -297,20 +314,99 @@ class Store:
     def list(self) -> list[CheckpointInfo]:
         raise NotImplementedError
 
-    def latest(self) -> CheckpointInfo | None:
+    def _fetch(self, c: CheckpointInfo) -> CheckpointInfo:
+        """`c` verified now, with `.path` a local folder holding it; ValueError why when it is
+        partial or corrupt (other errors: it could not be checked)."""
         raise NotImplementedError
+
+    def _verified(self, c: CheckpointInfo) -> CheckpointInfo:
+        """`_fetch(c)`, recording the verdict for `_problem`."""
+        try:
+            local = self._fetch(c)
+        except ValueError as e:
+            self._record(c, str(e))
+            raise
+        self._record(c, None)
+        return local
+
+    def _key(self, c: CheckpointInfo) -> Any:
+        """What a recorded verdict on `c` depends on (LocalStore: its files' sizes and mtimes)."""
+        return None
+
+    @property
+    def _checks(self) -> dict[str, tuple[Any, str | None]]:
+        """name -> (key, problem) of the verdicts this store has made; created on first use."""
+        return self.__dict__.setdefault("_checks_", {})
+
+    def _record(self, c: CheckpointInfo, problem: str | None) -> None:
+        self._checks[c.name] = (self._key(c), problem)
+
+    def _problem(self, c: CheckpointInfo) -> str | None:
+        """None when `c` verifies, else why not; a recorded verdict is reused while its key holds
+        (the checkpoint this store just wrote is recorded as good, so a save re-hashes nothing)."""
+        hit = self._checks.get(c.name)
+        if hit is None or hit[0] != self._key(c):
+            try:
+                self._verified(c)
+            except ValueError:
+                pass
+            hit = self._checks[c.name]
+        return hit[1]
+
+    def _newest_usable(self, load: bool):
+        """The newest checkpoint that verifies (loaded when `load`), or None; one warning names
+        every newer checkpoint skipped and why, and which one is used (or that none is)."""
+        skipped = []
+        for c in reversed(self.list()):
+            try:
+                local = self._verified(c)  # verified afresh: a resume trusts no recorded verdict
+                found = load_checkpoint(local.path, check=False) if load else local
+            except Exception as e:  # noqa: BLE001 - any failure means: not this one
+                skipped.append(f"{c.path} ({e if isinstance(e, ValueError) else f'{type(e).__name__}: {e}'})")
+                continue
+            if skipped:
+                warnings.warn(f"skipping incomplete or corrupt checkpoint(s) {'; '.join(skipped)}: resuming "
+                              f"from {c.name} ({c.tokens:,} tokens)", RuntimeWarning, stacklevel=3)
+            return found
+        if skipped:
+            warnings.warn(f"no usable checkpoint: starting from scratch (every checkpoint is incomplete or "
+                          f"corrupt: {'; '.join(skipped)})", RuntimeWarning, stacklevel=3)
+        return None
+
+    def latest(self) -> CheckpointInfo | None:
+        """Newest checkpoint that verifies (its `.path` local); newer damaged ones are skipped with a warning."""
+        return self._newest_usable(load=False)
 
     def load_latest(self) -> tuple[int, dict] | None:
-        raise NotImplementedError
+        """(tokens, state) of the newest good checkpoint, or None when there is none."""
+        return self._newest_usable(load=True)
 
-    def prunable(self) -> list[CheckpointInfo]:
-        """Checkpoints older than the newest `keep` complete ones (partial ones included)."""
-        ckpts = self.list()
-        complete = [c for c in ckpts if c.complete]
-        if len(complete) <= self.keep:
-            return []
-        cutoff = complete[-self.keep].tokens
-        return [c for c in ckpts if c.tokens < cutoff]
+    def prunable(self, protect: str | None = None) -> list[CheckpointInfo]:
+        """Checkpoints a save may delete: never one unless a *verified* checkpoint with more tokens exists.
+
+        Only verified checkpoints count towards `keep`: walking from the most tokens down, the newest
+        `keep` that verify are kept and everything older than the last of them goes; a damaged
+        (partial or corrupt) checkpoint goes once a verified one with more tokens supersedes it.
+        Damaged checkpoints with more tokens than every verified one stay (a resume skips them, and
+        the resumed run replaces them as it saves under their names). `protect` (the checkpoint
+        just saved) is never pruned; one that cannot be checked now (a network error) is kept and
+        not counted. Only checkpoints newer than the `keep`-th verified one are checked, and
+        verdicts are reused, so a save does not re-hash (or re-download) what it already checked.
+        """
+        out, verified = [], 0
+        for c in reversed(self.list()):
+            if verified >= self.keep and c.name != protect:
+                out.append(c)
+                continue
+            try:
+                problem = self._problem(c)
+            except Exception:  # noqa: BLE001 - unknown: neither counted nor deleted
+                continue
+            if problem is None:
+                verified += 1
+            elif verified and c.name != protect:
+                out.append(c)
+        return out[::-1]
 
 
 def _host_tag() -> str:
@@ -350,6 +446,18 @@ class LocalStore(Store):
             if m and p.is_dir():
                 out.append(CheckpointInfo(p.name, int(m.group(1)), str(p), (p / MANIFEST).is_file()))
         return sorted(out, key=lambda c: c.tokens)
+
+    def _key(self, c: CheckpointInfo) -> tuple:
+        """Name, size and mtime of every file in the folder: a verdict holds while they do."""
+        try:
+            return tuple(sorted((f.name, st.st_size, st.st_mtime_ns)
+                                for f in Path(c.path).iterdir() for st in [f.stat()]))
+        except OSError:
+            return ()
+
+    def _fetch(self, c: CheckpointInfo) -> CheckpointInfo:
+        verify(c.path)
+        return c
 
     def _clean_stale(self) -> None:
         """Remove temp/trash folders left by killed saves (not those of a live process on this host)."""
@@ -392,37 +500,17 @@ class LocalStore(Store):
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        self.prune()
+        info = CheckpointInfo(name, int(tokens), str(final), True)
+        self._record(info, None)  # hashed as it was written: pruning need not hash it again
+        self.prune(protect=name)
         return str(final)
 
-    def prune(self) -> None:
-        """Delete all but the newest `keep` complete checkpoints (and partial ones older than them)."""
-        for c in self.prunable():
+    def prune(self, protect: str | None = None) -> None:
+        """Delete what `prunable()` names: keep the newest `keep` verified checkpoints."""
+        for c in self.prunable(protect):
             trash = self._tmp_path(_TRASH_PREFIX, c.name)
             os.replace(c.path, trash)  # rename first: a half-deleted folder never keeps its name
             shutil.rmtree(trash, ignore_errors=True)
-
-    def latest(self) -> CheckpointInfo | None:
-        """Newest checkpoint that verifies; newer partial/corrupt ones are skipped with a warning."""
-        for c in reversed(self.list()):
-            try:
-                verify(c.path)
-            except ValueError as e:
-                warnings.warn(f"checkpoint {c.path} is incomplete or corrupt ({e}); skipping it "
-                              "and using the previous one", RuntimeWarning, stacklevel=2)
-                continue
-            return c
-        return None
-
-    def load_latest(self) -> tuple[int, dict] | None:
-        """(tokens, state) of the newest good checkpoint, or None when there is none."""
-        for c in reversed(self.list()):
-            try:
-                return load_checkpoint(c.path)
-            except Exception as e:  # noqa: BLE001 - any failure means: not this one
-                warnings.warn(f"checkpoint {c.path} is incomplete or corrupt ({e}); skipping it "
-                              "and using the previous one", RuntimeWarning, stacklevel=2)
-        return None
 
 
 def _hf_token(token: str | None) -> str:
@@ -544,12 +632,14 @@ class HFStore(Store):
                           f"{e}); a local copy stays at {local} and the next save uploads again",
                           RuntimeWarning, stacklevel=2)
             return local
-        self.prune()
+        self._record(CheckpointInfo(name, int(tokens), local, True), None)  # verified locally, one commit
+        self.prune(protect=name)
         return f"hf://{self.repo_id}/{self._remote(name)}"
 
-    def prune(self) -> None:
-        """Delete all but the newest `keep` complete checkpoints from the repo."""
-        for c in self.prunable():
+    def prune(self, protect: str | None = None) -> None:
+        """Delete what `prunable()` names from the repo: keep the newest `keep` verified checkpoints.
+        A checkpoint this store neither wrote nor loaded is downloaded once to be verified."""
+        for c in self.prunable(protect):
             try:
                 self._retry("delete", self.api.delete_folder, path_in_repo=self._remote(c.name),
                             repo_id=self.repo_id, repo_type="model", token=self._token,
@@ -575,24 +665,13 @@ class HFStore(Store):
             get(fname)
         return folder
 
-    def latest(self) -> CheckpointInfo | None:
-        """Newest remote checkpoint that downloads and verifies (its local copy is `.path`)."""
-        for c in reversed(self.list()):
-            try:
-                if not c.complete:
-                    raise ValueError("no manifest.json (the upload was interrupted)")
-                folder = self._download(c)
-                verify(folder)
-            except Exception as e:  # noqa: BLE001
-                warnings.warn(f"checkpoint {c.path} is incomplete or corrupt ({e}); skipping it "
-                              "and using the previous one", RuntimeWarning, stacklevel=2)
-                continue
-            return CheckpointInfo(c.name, c.tokens, str(folder), True)
-        return None
-
-    def load_latest(self) -> tuple[int, dict] | None:
-        c = self.latest()
-        return None if c is None else load_checkpoint(c.path, check=False)
+    def _fetch(self, c: CheckpointInfo) -> CheckpointInfo:
+        """Download `c` into the cache and verify it; its local copy is `.path`."""
+        if not c.complete:
+            raise ValueError("no manifest.json (the upload was interrupted)")
+        folder = self._download(c)
+        verify(folder)
+        return CheckpointInfo(c.name, c.tokens, str(folder), True)
 
 
 def open_store(spec: str | os.PathLike | Store, *, keep: int = 3, token: str | None = None,

@@ -201,23 +201,28 @@ def _open_store(cfg: TrainConfig):
 
 
 class _MetricsLog:
-    """Append-only JSONL of training metrics; on resume, entries past the checkpoint are dropped."""
+    """Append-only JSONL of training metrics; on resume, entries past the checkpoint are dropped.
+
+    That rewrite replaces the file atomically (temp file, fsync, rename): a crash during it leaves
+    the old log whole, never a cut one."""
 
     def __init__(self, path: Path | None, resume_tokens: int):
         self.path = path
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        old = path.read_text() if path.exists() else None
         kept = []
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill
-                if entry.get("tokens", 0) <= resume_tokens:
-                    kept.append(line)
-        path.write_text("".join(line + "\n" for line in kept))
+        for line in (old or "").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            if entry.get("tokens", 0) <= resume_tokens:
+                kept.append(line)
+        text = "".join(line + "\n" for line in kept)
+        if text != old:
+            ckpt.atomic_write_text(path, text)
 
     def write(self, entry: dict) -> None:
         if self.path is not None:
@@ -262,7 +267,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
             load_optimizer_state(optimizers[layer], state["optimizers"][str(layer)])
         step, start_block = state["step"], state["blocks"]
         ckpt.set_rng_state(state["rng"])
-        print(f"Resumed from {store} at {tokens:,} tokens (step {step}).")
+        print(f"Resumed from {store} at {tokens:,} tokens (step {step}, checkpoint {ckpt.checkpoint_name(tokens)}).")
 
     metrics_path = default_metrics_path(cfg)
     log = _MetricsLog(metrics_path, tokens)

@@ -121,22 +121,27 @@ def _three(tmp_path):
     return store, Path(store.list()[-1].path)
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "no_manifest", "missing_file", "bad_manifest"])
-def test_corrupt_latest_is_skipped_with_warning(tmp_path, damage):
-    store, latest = _three(tmp_path)
-    shard = next(latest.glob("tensors-*.safetensors"))
-    if damage == "flip":
+def _damage(folder: Path, how: str) -> None:
+    """Break a checkpoint the ways a disk or a killed sync does: a flipped byte, a cut file, a lost file."""
+    shard = next(folder.glob("tensors-*.safetensors"))
+    if how == "flip":
         data = bytearray(shard.read_bytes())
         data[-5] ^= 0x01
         shard.write_bytes(bytes(data))
-    elif damage == "truncate":
+    elif how == "truncate":
         shard.write_bytes(shard.read_bytes()[:-10])
-    elif damage == "no_manifest":
-        (latest / "manifest.json").unlink()
-    elif damage == "missing_file":
-        (latest / "state.json").unlink()
+    elif how == "no_manifest":
+        (folder / "manifest.json").unlink()
+    elif how == "missing_file":
+        (folder / "state.json").unlink()
     else:
-        (latest / "manifest.json").write_text("{not json")
+        (folder / "manifest.json").write_text("{not json")
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "no_manifest", "missing_file", "bad_manifest"])
+def test_corrupt_latest_is_skipped_with_warning(tmp_path, damage):
+    store, latest = _three(tmp_path)
+    _damage(latest, damage)
     with pytest.warns(RuntimeWarning, match="step-000000000003"):
         tokens, state = store.load_latest()
     assert tokens == 2 and state["t"] == 2 and torch.equal(state["x"], torch.full((100,), 2.0))
@@ -389,3 +394,127 @@ def test_hf_store_fails_at_start_in_one_line(mode, tmp_path, monkeypatch):
     assert expected in msg
     if server is not None:
         assert len(server.requests) == (1 if mode in ("401", "403") else 2)
+
+
+# ---------------------------------------------------------------- pruning around damaged checkpoints
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "no_manifest", "missing_file"])
+def test_damaged_newer_checkpoints_never_cost_the_last_good_one(tmp_path, how):
+    """keep=2; 300 and 400 damaged; the run resumes from 200 and writes 250: neither 250 nor 200 may go."""
+    store = ck.LocalStore(tmp_path, keep=2)
+    for t in (100, 200, 300, 400):
+        store.save(t, {"t": torch.tensor([t])})
+    assert [c.tokens for c in store.list()] == [300, 400]
+    store.save(200, {"t": torch.tensor([200])})  # still there: 200 300 400 -> keep-2 prunes nothing new
+    names = {c.tokens: Path(c.path) for c in store.list()}
+    for t in (300, 400):
+        _damage(names[t], how)
+    fresh = ck.LocalStore(tmp_path, keep=2)  # a new session
+    with pytest.warns(RuntimeWarning, match=r"step-000000000400.*step-000000000300.*resuming from step-000000000200"):
+        tokens, state = fresh.load_latest()
+    assert tokens == 200 and state["t"].item() == 200
+    fresh.save(250, {"t": torch.tensor([250])})
+    # only verified checkpoints count towards keep: 200 and 250 both stay; the damaged ones are newer
+    # than every verified one, so nothing supersedes them yet and they stay too
+    assert [c.tokens for c in fresh.list()] == [200, 250, 300, 400]
+    again = ck.LocalStore(tmp_path, keep=2)
+    with pytest.warns(RuntimeWarning, match="resuming from step-000000000250"):
+        assert again.load_latest()[0] == 250
+    # the resumed run rewrites 300 under the damaged one's name: 200 drops out of keep-2,
+    # and the damaged 400 is still ahead of every verified checkpoint
+    again.save(300, {"t": torch.tensor([300])})
+    assert [c.tokens for c in again.list()] == [250, 300, 400]
+    # 500 supersedes the damaged 400, which goes; keep-2 of the verified ones remain
+    again.save(500, {"t": torch.tensor([500])})
+    assert [c.tokens for c in again.list()] == [300, 500]
+    assert ck.LocalStore(tmp_path).load_latest()[0] == 500
+
+
+def test_damaged_checkpoint_between_good_ones_does_not_count_towards_keep(tmp_path):
+    store = ck.LocalStore(tmp_path, keep=2)
+    for t in (100, 200, 300):
+        store.save(t, {"t": torch.tensor([t])})
+    _damage(Path(store.list()[-1].path), "flip")  # 300
+    store = ck.LocalStore(tmp_path, keep=2)
+    store.save(250, {"t": torch.tensor([250])})
+    assert [c.tokens for c in store.list()] == [200, 250, 300]  # 300 does not push 200 out
+    store.save(400, {"t": torch.tensor([400])})  # supersedes the damaged 300
+    assert [c.tokens for c in store.list()] == [250, 400]
+
+
+def test_no_usable_checkpoint_says_starting_from_scratch(tmp_path):
+    store = ck.LocalStore(tmp_path, keep=3)
+    for t in (1, 2):
+        store.save(t, {"t": torch.tensor([t])})
+    for c in store.list():
+        _damage(Path(c.path), "truncate")
+    with pytest.warns(RuntimeWarning) as record:
+        assert store.load_latest() is None
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 1, messages
+    assert messages[0].startswith("no usable checkpoint: starting from scratch")
+    assert "step-000000000001" in messages[0] and "step-000000000002" in messages[0]
+    assert "bytes" in messages[0] and "using the previous one" not in messages[0]
+    # a new good checkpoint at fewer tokens than the damaged ones survives pruning
+    store = ck.LocalStore(tmp_path, keep=1)
+    store.save(0, {"t": torch.tensor([0])})
+    assert [c.tokens for c in store.list()] == [0, 1, 2]
+    with pytest.warns(RuntimeWarning, match="resuming from step-000000000000"):
+        assert ck.LocalStore(tmp_path).load_latest()[0] == 0
+
+
+def test_pruning_reuses_verdicts_until_a_folder_changes(tmp_path, monkeypatch):
+    """A save re-hashes no checkpoint already checked (the new one was hashed as it was written);
+    a checkpoint whose files changed is checked again; a resume always verifies afresh."""
+    store = ck.LocalStore(tmp_path, keep=2)
+    for t in (1, 2, 3):
+        store.save(t, {"x": torch.full((100,), float(t))})
+    hashed = []
+    real = ck._sha256
+    monkeypatch.setattr(ck, "_sha256", lambda p: hashed.append(Path(p).parent.name) or real(p))
+    store.save(4, {"x": torch.zeros(100)})
+    assert hashed and all(n.startswith(".tmp-") for n in hashed), hashed  # only the new one, as written
+    _damage(Path(store.list()[-1].path), "truncate")  # 4
+    hashed.clear()
+    store.save(5, {"x": torch.ones(100)})
+    # 4 was checked again (its size no longer matches), found damaged and superseded by 5; the
+    # recorded verdict on 3 was reused without hashing, and 3 counts towards keep=2
+    assert [c.tokens for c in store.list()] == [3, 5]
+    assert all(n.startswith(".tmp-") for n in hashed), hashed
+    hashed.clear()
+    assert store.load_latest()[0] == 5 and "step-000000000005" in hashed
+
+
+def test_hf_store_prunes_by_the_same_rule(tmp_path):
+    api = FakeHfApi(tmp_path / "hub")
+    hub = tmp_path / "hub/me/run/ckpt"
+
+    def session(n):  # a new process: a new store with an empty cache
+        return ck.HFStore("me/run", token="hf_fake", subfolder="ckpt", keep=1, api=api, cache_dir=tmp_path / f"c{n}")
+
+    first = session(1)
+    for t in (10, 20):
+        first.save(t, {"t": torch.tensor([t])})
+    assert [c.tokens for c in first.list()] == [20]
+    _damage(hub / "step-000000000020", "flip")
+    second = session(2)
+    with pytest.warns(RuntimeWarning, match="no usable checkpoint: starting from scratch.*step-000000000020"):
+        assert second.load_latest() is None
+    second.save(5, {"t": torch.tensor([5])})  # fewer tokens than the damaged one: it stays, 5 stays
+    assert [c.tokens for c in second.list()] == [5, 20]
+    third = session(3)
+    with pytest.warns(RuntimeWarning, match="resuming from step-000000000005"):
+        assert third.load_latest()[0] == 5
+    third.save(15, {"t": torch.tensor([15])})  # keep=1: 5 goes, the damaged 20 is still ahead
+    assert [c.tokens for c in third.list()] == [15, 20]
+    third.save(25, {"t": torch.tensor([25])})  # supersedes the damaged 20
+    assert [c.tokens for c in third.list()] == [25]
+    assert session(4).load_latest()[0] == 25
+
+
+def test_hf_staging_keeps_a_checkpoint_saved_below_an_earlier_one(tmp_path):
+    """The local staging copy (keep=1) must not prune the checkpoint it is about to upload."""
+    store = ck.HFStore("me/run", token="hf_fake", keep=2, api=FakeHfApi(tmp_path / "hub"), cache_dir=tmp_path / "c")
+    store.save(30, {"t": torch.tensor([30])})
+    assert store.save(20, {"t": torch.tensor([20])}).startswith("hf://")  # uploaded, not a local fallback
+    assert [c.tokens for c in store.list()] == [20, 30]

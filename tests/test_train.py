@@ -204,3 +204,74 @@ def test_training_checkpoints_into_a_hub_repo_and_resumes_from_it(tmp_path, monk
     assert again.resumed_from == first.tokens
     for layer in first.saes:
         assert torch.equal(again.saes[layer].W_dec, first.saes[layer].W_dec)
+
+
+def test_metrics_rewrite_on_resume_is_atomic(tmp_path, monkeypatch):
+    """Dropping the entries past the checkpoint replaces metrics.jsonl at once: a crash while the
+    new content is written leaves the old file whole; a finished rewrite keeps what it should."""
+    from shared import checkpoint as ck
+    from shared.train import _MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    old = "".join(json.dumps({"step": s, "tokens": 100 * (s + 1)}) + "\n" for s in range(6)) + '{"step": 6, "tok'
+    path.write_text(old)
+
+    real = Path.write_text
+
+    def crash_half_way(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        _MetricsLog(path, resume_tokens=300)
+    monkeypatch.setattr(Path, "write_text", real)
+    assert path.read_text() == old and [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+
+    replaced = []
+    monkeypatch.setattr(ck.os, "replace", lambda a, b: replaced.append(Path(a).parent) or os.rename(a, b))
+    _MetricsLog(path, resume_tokens=300)
+    assert [json.loads(line)["tokens"] for line in path.read_text().splitlines()] == [100, 200, 300]
+    assert replaced == [tmp_path]  # written beside it, then renamed over it
+    _MetricsLog(path, resume_tokens=300)  # nothing to drop: the file is left as it is
+    assert replaced == [tmp_path] and [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+
+
+def test_damaged_checkpoints_never_cost_the_last_good_one(tmp_path, monkeypatch, capsys):
+    """Three checkpoints, the two newest damaged: a resumed run writes one more (below them) and
+    crashes; the next run resumes from it (not from 0) and ends bitwise where an unbroken run ends."""
+    from shared import checkpoint as ck
+
+    folder = tmp_path / "ck"
+    cfg = dict(TINY_RUN, total_tokens=6000, checkpoint_dir=str(folder), keep_checkpoints=3)
+    clean = train(TrainConfig(**cfg), progress=False)
+    good, *damaged = [c.tokens for c in ck.LocalStore(folder).list()]
+    assert len(damaged) == 2
+    for t in damaged:
+        shard = next((folder / ck.checkpoint_name(t)).glob("tensors-*.safetensors"))
+        shard.write_bytes(shard.read_bytes()[:-10])
+
+    real_save = ck.LocalStore.save
+
+    def save_then_crash(self, tokens, state, step=None):
+        real_save(self, tokens, state, step)
+        raise KeyboardInterrupt("killed right after the first checkpoint")
+
+    monkeypatch.setattr(ck.LocalStore, "save", save_then_crash)
+    resumed = dict(cfg, keep_checkpoints=2, checkpoint_every_tokens=1000)
+    with pytest.warns(RuntimeWarning, match=f"resuming from {ck.checkpoint_name(good)}"), \
+            pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**resumed), progress=False)
+    monkeypatch.setattr(ck.LocalStore, "save", real_save)
+    tokens = [c.tokens for c in ck.LocalStore(folder).list()]
+    new = tokens[1]
+    assert tokens == [good, new, *damaged] and good < new < damaged[0]  # keep=2 and both good ones stay
+
+    with pytest.warns(RuntimeWarning, match=f"resuming from {ck.checkpoint_name(new)}"):
+        again = train(TrainConfig(**resumed), progress=False)
+    assert again.resumed_from == new and f"checkpoint {ck.checkpoint_name(new)}" in capsys.readouterr().out
+    for layer in clean.saes:
+        assert torch.equal(again.saes[layer].W_dec, clean.saes[layer].W_dec)
+        assert torch.equal(again.saes[layer].W_enc_T, clean.saes[layer].W_enc_T)
+    steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
