@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from shared.data import synthetic_texts, token_batches
+from shared.data import token_batches
+from shared.synthetic import synthetic_texts
 from shared.evaluate import evaluate_saes, summarize, write_val_report
 from shared.models import d_model, load_model
 from shared.sae import SAEConfig, build_sae
