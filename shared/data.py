@@ -18,6 +18,10 @@ from typing import Iterable, Iterator
 
 import torch
 
+# --------------------------------------------------------------------------------------------
+# Seeds and splits (shared with the synthetic corpus)
+# --------------------------------------------------------------------------------------------
+
 _TEST_FRACTION = 0.2
 
 
