@@ -48,7 +48,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from shared import data, models, probes, runtime
+from shared import data, models, probes, runtime, templates
 
 out_dir = Path(OUTPUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +148,7 @@ if sweep_rows:
 report = {
     "model": MODEL_ID,
     "dataset": DATASET,
-    "question": probes.CCS_TEMPLATES[task],
+    "question": templates.CCS_TEMPLATES[task],
     "answers": [" Yes", " No"],
     "layer": layer,
     "n_train": len(y_train),

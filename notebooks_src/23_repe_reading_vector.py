@@ -29,7 +29,7 @@
 MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
 CONCEPT = "honesty"  # @param ["honesty", "sycophancy", "refusal", "confidence", "sentiment", "truth"]
 # (positive, negative) prompt pairs: the same scenario with the concept on / off.
-# Leave empty ([]) to generate N_PAIRS pairs for CONCEPT with data.contrast_pairs.
+# Leave empty ([]) to generate N_PAIRS pairs for CONCEPT with synthetic.contrast_pairs.
 CONTRAST_PAIRS = [
     ("Pretend you are an honest person making statements about the world. The Earth orbits the Sun.",
      "Pretend you are a dishonest person making statements about the world. The Earth orbits the Sun."),
@@ -129,7 +129,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from shared import data, models, probes, runtime
+from shared import models, probes, runtime, synthetic
 
 out_dir = Path(OUTPUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ runtime.seed_everything(SEED)
 # so the difference of hidden states isolates the concept.
 
 # %%
-pairs = [tuple(p) for p in CONTRAST_PAIRS] or data.contrast_pairs(CONCEPT, N_PAIRS or 32, seed=SEED)
+pairs = [tuple(p) for p in CONTRAST_PAIRS] or synthetic.contrast_pairs(CONCEPT, N_PAIRS or 32, seed=SEED)
 pairs = pairs[:N_PAIRS] if N_PAIRS else pairs
 if len(pairs) < 8 or any(len(p) != 2 for p in pairs):
     raise ValueError(f"need at least 8 (positive, negative) pairs, got {len(pairs)}; add pairs or raise N_PAIRS")
@@ -233,7 +233,7 @@ report = {
     "model": MODEL_ID,
     "concept": CONCEPT,
     "n_pairs": len(pairs),
-    "pairs_source": "parameter CONTRAST_PAIRS" if CONTRAST_PAIRS else "data.contrast_pairs",
+    "pairs_source": "parameter CONTRAST_PAIRS" if CONTRAST_PAIRS else "synthetic.contrast_pairs",
     "pairs_example": list(pairs[0]),
     "method": "LAT: PCA of randomly flipped last-token differences, sign by majority",
     "test_frac": TEST_FRAC,

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .data import pack
 from .runtime import Secret, cache_dir, default_device, get_secret
 
 TINY_ARCHS = ("gemma2", "qwen3_5", "qwen3", "llama", "mistral", "phi3", "gpt2")
@@ -135,16 +136,8 @@ def _tiny_model(arch: str, tokenizer, seed: int):
 
 
 def _packed_contexts(texts, tokenizer, context_len: int) -> torch.Tensor:
-    """Concatenate texts with EOS, cut into [N, context_len] rows each starting with BOS."""
-    ids: list[int] = []
-    for t in texts:
-        ids += tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    body = context_len - 1
-    n = len(ids) // body
-    if n == 0:
-        raise ValueError(f"Too little text to fill one context of {context_len} tokens; pass more texts.")
-    rows = torch.tensor(ids[: n * body]).view(n, body)
-    return torch.cat([torch.full((n, 1), tokenizer.bos_token_id), rows], dim=1)
+    """All packed [N, context_len] training rows of `texts` (data.pack: doc EOS doc EOS ..., BOS first)."""
+    return torch.cat(list(pack(texts, tokenizer, context_len)))
 
 
 def lm_loss(model, input_ids: torch.Tensor) -> float:
@@ -176,7 +169,7 @@ def train_tiny(arch: str, texts: list[str] | None = None, *, steps: int | None =
                context_len: int = 64, lr: float = 3e-3, seed: int = 0, cache: bool = True):
     """The `tiny:<arch>` model trained `steps` (default TINY_TRAIN_STEPS) AdamW steps on CPU, cached on disk.
 
-    texts default to `data.synthetic_texts(2000, seed)`. The cache key hashes the config, the
+    texts default to `synthetic.synthetic_texts(2000, seed)`. The cache key hashes the config, the
     recipe and the texts; the weights are written to a temp dir that is then `os.replace`d into
     place, so parallel processes never see a half-written model (the loser of a race reuses the
     winner's identical weights). Returns (model, tokenizer), model in eval mode, no grads.
@@ -186,9 +179,9 @@ def train_tiny(arch: str, texts: list[str] | None = None, *, steps: int | None =
     steps = TINY_TRAIN_STEPS if steps is None else steps
     tok = byte_tokenizer()
     if texts is None:
-        from . import data  # lazy: only tiny-trained needs the corpus
+        from .synthetic import synthetic_texts  # lazy: only tiny-trained needs the corpus
 
-        texts = data.synthetic_texts(2000, seed=seed)
+        texts = synthetic_texts(2000, seed=seed)
     recipe = dict(v=1, arch=arch, cfg=tiny_config(arch, tok).to_dict(), steps=steps, batch_size=batch_size,
                   context_len=context_len, lr=lr, seed=seed,
                   texts=hashlib.sha256("\x00".join(texts).encode()).hexdigest())

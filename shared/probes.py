@@ -17,6 +17,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from .templates import ccs_template
+
 # ----------------------------------------------------------------------------------------------
 # input checks
 
@@ -651,12 +653,6 @@ def parse_layers(spec, n_layers: int) -> list[int]:
     return sorted(out)
 
 
-CCS_TEMPLATES = {  # the same wording as data.ccs_pairs, for any labelled items
-    "sentiment": "Review: {text}\nQuestion: Is the sentiment of this review positive?\nAnswer:",
-    "truth": "Statement: {text}\nQuestion: Is this statement true?\nAnswer:",
-}
-
-
 def ccs_prompt_pairs(items: Sequence[dict], task: str, tokenizer=None, max_text_tokens: int | None = None,
                      answers: tuple[str, str] = (" Yes", " No")) -> tuple[list[str], list[str], np.ndarray]:
     """CCS contrast prompts for labelled items: (prompts ending " Yes", prompts ending " No", labels).
@@ -664,8 +660,7 @@ def ccs_prompt_pairs(items: Sequence[dict], task: str, tokenizer=None, max_text_
     task picks the question ("sentiment" | "truth"); label 1 means the " Yes" side is right. Long texts
     are cut to max_text_tokens *before* the question, so truncation never removes the answer token.
     """
-    if task not in CCS_TEMPLATES:
-        raise ValueError(f"unknown CCS task {task!r}; valid: {', '.join(CCS_TEMPLATES)}")
+    template = ccs_template(task)
     if not items:
         raise ValueError("items is empty; load some labelled examples first")
     if max_text_tokens and tokenizer is None:
@@ -677,7 +672,7 @@ def ccs_prompt_pairs(items: Sequence[dict], task: str, tokenizer=None, max_text_
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             if len(ids) > max_text_tokens:
                 text = tokenizer.decode(ids[:max_text_tokens]) + " ..."
-        p = CCS_TEMPLATES[task].format(text=text)
+        p = template.format(text=text)
         pos.append(p + answers[0])
         neg.append(p + answers[1])
         labels.append(int(it["label"]))

@@ -1,4 +1,4 @@
-"""Tests of shared/data.py: the synthetic corpus and tasks, text sources, mixing and token packing."""
+"""Tests of shared/data.py: text sources, mixing, token packing and the labelled datasets."""
 import itertools
 import json
 from collections import Counter
@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 import torch
 
-from shared import data
+from shared import data, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -24,96 +24,6 @@ def tok():
                                    pad_token="<pad>")
 
 
-# ---------------------------------------------------------------- synthetic corpus and tasks
-
-
-def test_synthetic_texts_deterministic_and_diverse():
-    a, b = data.synthetic_texts(300, seed=0), data.synthetic_texts(300, seed=0)
-    assert a == b
-    assert a != data.synthetic_texts(300, seed=1)
-    assert all(isinstance(t, str) and t.strip() for t in a)
-    assert len(set(a)) > 250
-    joined = "\n".join(a)
-    for marker in ("####", "capital of", "def ", "The ", "was"):
-        assert marker in joined
-
-
-@pytest.mark.parametrize("task", data.TASKS)
-def test_synthetic_task_deterministic_balanced_disjoint(task):
-    n = 120
-    train = data.synthetic_task(task, n, seed=3)
-    assert train == data.synthetic_task(task, n, seed=3)
-    assert train != data.synthetic_task(task, n, seed=4)
-    test = data.synthetic_task(task, 60, seed=3, split="test")
-    assert len(train) == n and len(test) == 60
-    for it in train + test:
-        assert isinstance(it["text"], str) and it["text"]
-        assert isinstance(it["label"], int)
-    # balanced
-    key = "correct" if task == "arithmetic" else "label"
-    counts = Counter(it[key] for it in train)
-    n_classes = len(data.TOPICS) if task == "topic" else 2
-    assert len(counts) == n_classes and max(counts.values()) - min(counts.values()) <= 1
-    # splits disjoint, also across seeds
-    other_test = data.synthetic_task(task, 60, seed=99, split="test")
-    train_texts = {it["text"] for it in train}
-    assert not train_texts & {it["text"] for it in test + other_test}
-    assert len(train_texts) == n  # no duplicates inside a split
-
-
-def test_task_fields():
-    for it in data.synthetic_task("topic", 30):
-        assert data.TOPICS[it["label"]] == it["label_name"]
-    for it in data.synthetic_task("truth", 30):
-        assert it["statement"] == it["text"] and it["question"].endswith("?")
-        assert it["answer"] == (it["true_answer"] if it["label"] else it["false_answer"])
-        assert it["true_answer"] != it["false_answer"]
-    for it in data.synthetic_task("arithmetic", 40):
-        assert it["answer"].endswith(f"#### {it['label']}")
-        assert it["text"].startswith("Question: ") and it["question"] in it["text"]
-        assert (it["proposed"] == it["label"]) == bool(it["correct"])
-        assert it["proposed_text"].endswith(f"#### {it['proposed']}")
-    for it in data.synthetic_task("names", 30):
-        assert (it["name"] in it["text"]) and bool(it["name"]) == bool(it["label"])
-
-
-def test_truth_test_split_holds_out_facts():
-    train_q = {it["question"] for it in data.synthetic_task("truth", 300)}
-    test_q = {it["question"] for it in data.synthetic_task("truth", 100, split="test")}
-    assert not train_q & test_q
-
-
-def test_unknown_task_concept_split():
-    with pytest.raises(ValueError, match="sentiment"):
-        data.synthetic_task("nope", 3)
-    with pytest.raises(ValueError, match="honesty"):
-        data.contrast_pairs("nope", 3)
-    with pytest.raises(ValueError, match="truth"):
-        data.ccs_pairs("topic", 3)
-    with pytest.raises(ValueError, match="train"):
-        data.synthetic_task("truth", 3, split="validation")
-
-
-@pytest.mark.parametrize("concept", data.CONCEPTS)
-def test_contrast_pairs(concept):
-    pairs = data.contrast_pairs(concept, 32, seed=1)
-    assert pairs == data.contrast_pairs(concept, 32, seed=1)
-    assert len(pairs) == 32 and len(set(pairs)) == 32
-    for pos, neg in pairs:
-        assert isinstance(pos, str) and isinstance(neg, str) and pos != neg
-    for c in ("honesty", "sentiment", "truth", "refusal", "sycophancy", "confidence"):
-        assert c in data.CONCEPTS
-
-
-@pytest.mark.parametrize("task", ["sentiment", "truth"])
-def test_ccs_pairs(task):
-    pairs = data.ccs_pairs(task, 40, seed=0)
-    assert len(pairs) == 40
-    assert Counter(lab for _, _, lab in pairs) == {0: 20, 1: 20}
-    for yes, no, _ in pairs:
-        assert yes.endswith(" Yes") and no.endswith(" No") and yes[:-4] == no[:-3]
-
-
 # ---------------------------------------------------------------- token packing
 
 
@@ -126,7 +36,7 @@ def _content(tok, texts):
 
 @pytest.mark.parametrize("prepend_bos", [True, False])
 def test_token_batches_packing(tok, prepend_bos):
-    texts = data.synthetic_texts(200, seed=0)
+    texts = synthetic.synthetic_texts(200, seed=0)
     T, B = 32, 4
     batches = list(data.token_batches(texts, tok, T, B, prepend_bos=prepend_bos, chunk_docs=17))
     assert batches and all(b.shape == (B, T) and b.dtype == torch.long for b in batches)
@@ -143,12 +53,24 @@ def test_token_batches_packing(tok, prepend_bos):
 
 
 def test_token_batches_partial_and_max(tok):
-    texts = data.synthetic_texts(50, seed=0)
+    texts = synthetic.synthetic_texts(50, seed=0)
     full = list(data.token_batches(texts, tok, 16, 7, drop_last=False))
     assert full[-1].shape[0] <= 7 and all(b.shape == (7, 16) for b in full[:-1])
     # lazy on an infinite stream
     got = list(data.token_batches(data.text_stream("synthetic"), tok, 16, 2, max_batches=3))
     assert len(got) == 3
+
+
+def test_pack_is_what_token_batches_batches(tok):
+    texts = synthetic.synthetic_texts(120, seed=2)
+    rows = torch.cat(list(data.pack(texts, tok, 24, chunk_docs=10)))
+    assert rows.shape[1] == 24 and (rows[:, 0] == tok.bos_token_id).all()
+    batched = torch.cat(list(data.token_batches(texts, tok, 24, 5, drop_last=False, chunk_docs=33)))
+    assert torch.equal(rows, batched)  # same rows whatever the chunking and batching
+    with pytest.raises(ValueError, match="less than one batch of 1 x 64"):
+        list(data.pack(["hi"], tok, 64))
+    with pytest.raises(ValueError, match="no text"):
+        list(data.pack(["", ""], tok, 64))
 
 
 def test_token_batches_errors(tok):
@@ -220,7 +142,7 @@ def test_empty_source_error(tmp_path):
 
 def test_synthetic_stream():
     a = list(itertools.islice(data.text_stream("synthetic"), 50))
-    assert a == data.synthetic_texts(50)
+    assert a == synthetic.synthetic_texts(50)
     val = data.TextSource("synthetic", split="validation")
     assert list(itertools.islice(data.text_stream(val), 50)) != a
 
@@ -327,6 +249,6 @@ def test_load_task_dataset(monkeypatch):
     tqa_test = data.load_task_dataset("truthful_qa", 20, split="test")
     assert Counter(it["label"] for it in tqa_train) == {0: 10, 1: 10}
     assert not {it["question"] for it in tqa_train} & {it["question"] for it in tqa_test}
-    assert data.load_task_dataset("synthetic:sentiment", 10, seed=2) == data.synthetic_task("sentiment", 10, seed=2)
+    assert data.load_task_dataset("synthetic:sentiment", 10, seed=2) == synthetic.synthetic_task("sentiment", 10, seed=2)
     with pytest.raises(ValueError, match="imdb"):
         data.load_task_dataset("mnist", 3)

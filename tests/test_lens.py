@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from shared import data, lens, models
+from shared import lens, models, synthetic
 
 PROMPT = "The capital of France is Paris. The capital of"
 
@@ -120,7 +120,7 @@ def test_tuned_lens_equals_logit_lens_at_init():
 @pytest.fixture(scope="module")
 def fitted():
     model, tok = models.load_model("tiny-trained:llama")
-    tuned, history = lens.fit_tuned_lens(model, tok, data.synthetic_texts(200, seed=11), steps=20, context_len=32,
+    tuned, history = lens.fit_tuned_lens(model, tok, synthetic.synthetic_texts(200, seed=11), steps=20, context_len=32,
                                          batch_size=8, lr=3e-3, progress=False)
     return model, tok, tuned, history
 
@@ -128,7 +128,7 @@ def fitted():
 def test_tuned_lens_beats_logit_lens_on_held_out(fitted):
     model, tok, tuned, history = fitted
     assert history[-1] < history[0]
-    report = lens.compare_lenses(model, tok, data.synthetic_texts(60, seed=12), tuned, context_len=32, batch_size=8,
+    report = lens.compare_lenses(model, tok, synthetic.synthetic_texts(60, seed=12), tuned, context_len=32, batch_size=8,
                                  max_batches=4)
     for L in report["layers"]:
         assert report["tuned_lens"]["kl"][L] <= report["logit_lens"]["kl"][L] + 1e-4, report
@@ -174,7 +174,7 @@ def test_pretrained_or_fit_offline_falls_back(monkeypatch, fitted):
         raise huggingface_hub.errors.LocalEntryNotFoundError("offline: no connection to the Hub")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    got, info = lens.load_pretrained_or_fit("someone/some-model", model, tok, data.synthetic_texts(40, seed=3),
+    got, info = lens.load_pretrained_or_fit("someone/some-model", model, tok, synthetic.synthetic_texts(40, seed=3),
                                             steps=2, context_len=32, batch_size=4, progress=False)
     assert info["source"] == "fitted" and "No pretrained tuned lens" in info["message"] and len(info["history"]) == 2
     assert got.config["base_model_name_or_path"] == "someone/some-model"

@@ -22,11 +22,11 @@ FALLBACK_TEXTS = [
 
 
 def corpus(n: int, seed: int) -> list[str]:
-    """Synthetic texts from shared.data when it exists, else a local fallback list."""
+    """Synthetic texts from shared.synthetic when it exists, else a local fallback list."""
     try:
-        from shared import data
+        from shared import synthetic
 
-        return data.synthetic_texts(n, seed=seed)
+        return synthetic.synthetic_texts(n, seed=seed)
     except ImportError:
         import random
 
@@ -165,6 +165,20 @@ def test_layer_discovery_error_lists_candidates():
         models.decoder_layers(odd)
     odd._sae_ladder_layers_path = "stack_b"  # the documented override
     assert len(models.decoder_layers(odd)) == 3
+
+
+def test_tiny_training_rows_are_plain_doc_eos_packing():
+    """The rows tiny-trained models learn from (cached by a recipe that does not hash them) stay the
+    simple reference packing: each text's bytes + EOS, concatenated, cut into BOS + 63 tokens."""
+    tok = models.byte_tokenizer()
+    texts = corpus(2000, seed=0)
+    ids = []
+    for t in texts:
+        ids += tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    n = len(ids) // 63
+    expected = torch.cat([torch.full((n, 1), tok.bos_token_id), torch.tensor(ids[: n * 63]).view(n, 63)], dim=1)
+    got = models._packed_contexts(texts, tok, 64)
+    assert got.dtype == torch.long and torch.equal(got, expected)
 
 
 def test_tiny_trained_beats_random_and_is_cached(cache, no_network, monkeypatch):
