@@ -194,8 +194,8 @@ class ActivationBlocks:
 
     `source(skip)` must return the rows {layer: [n, D]} of each forward after the first `skip`
     (`residual_rows(..., skip=skip)`). `state_dict()` between blocks is (forwards consumed, next
-    block index, carry); built with `state=` it, the buffer yields exactly the batches the
-    uninterrupted one would have yielded after that point.
+    block index, carry); a buffer built with that `state` yields exactly the batches the
+    uninterrupted one yields after that point.
     """
 
     def __init__(self, source: Callable[[int], Iterator[Mapping[int, torch.Tensor]]], *, batch_tokens: int,
@@ -274,7 +274,8 @@ class ActivationBlocks:
             return None
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.block_index)
         order = torch.randperm(n, generator=generator).to(self.device)
-        self.block = Block(self.block_index, {layer: x[:n] for layer, x in self.store.items()}, order, self.batch_tokens)
+        rows = {layer: x[:n] for layer, x in self.store.items()}
+        self.block = Block(self.block_index, rows, order, self.batch_tokens)
         self.block_index += 1
         return self.block
 
