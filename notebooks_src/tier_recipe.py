@@ -121,7 +121,8 @@ plt.show()
 #
 # Text streams from the data set, is packed into contexts of `CONTEXT_LEN` tokens starting with
 # BOS, and runs through the model in blocks of `BLOCK_BATCHES` forwards; the block's activations
-# (BOS, EOS and padding dropped) are shuffled and cut into batches of `BATCH_TOKENS` for Adam.
+# (BOS, EOS and padding dropped) are shuffled and cut into batches of `BATCH_TOKENS` for Adam; the
+# rows short of a last full batch join the next block, so every token the model reads is trained on.
 # Warm-up then cosine decay of the learning rate to a non-zero floor. The decoder bias starts at
 # the geometric median of the first block. Dead latents are counted in tokens since they last
 # fired; once past `DEAD_TOKENS_THRESHOLD`, AuxK (k_aux = d_model/2, weight 1/32) trains them to

@@ -1,18 +1,19 @@
-"""Residual-stream capture and the shuffling activation buffer that feeds SAE training.
+"""Residual-stream capture and the block-shuffling activation buffer that feeds SAE training.
 
 Layer L is the residual stream OUTPUT of decoder block L (SAELens `blocks.{L}.hook_resid_post`).
 For L < n_layers-1 that equals HF `output_hidden_states[L+1]`; for the LAST block HF returns the
 hidden state after the final norm, so both capture methods here return the pre-norm output there
 (`final_norm(capture[n-1]) == hidden_states[n]`).
 
-Pipeline: `activation_batches` runs the model on token batches (one forward for all layers,
-stopped after the deepest layer), drops BOS/pad/special tokens, moves activations to the buffer
-device and feeds an `ActivationBuffer`, which yields shuffled fixed-size batches. The whole stream
-is a deterministic function of (token stream, seed, sizes); `state_dict()` lets a run resume.
+Pipeline: `residual_rows` runs the model on token batches (one forward for all layers, stopped
+after the deepest layer), drops BOS/pad/special tokens and moves the rows to the buffer device;
+`ActivationBlocks` gathers them in blocks, shuffles each block and cuts it into training batches,
+carrying the rows past the last full batch into the next block. The whole stream is a
+deterministic function of (token stream, seed, sizes); `state_dict()` lets a run resume exactly.
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -120,156 +121,6 @@ def token_mask(input_ids: torch.Tensor, tokenizer, attention_mask: torch.Tensor 
     return keep
 
 
-class ActivationBuffer:
-    """Shuffling store of activations for several layers at once, living on `device`.
-
-    `add({layer: [N, D]})` writes rows into free slots (rows beyond capacity wait in a pending
-    queue, so no token is ever dropped or repeated); `pop()` returns {layer: [batch_tokens, D]}
-    rows drawn in a random order that is the SAME for every layer (a multi-layer SAE or crosscoder
-    sees the same tokens). `stream(source)` drives it: fill completely, shuffle, yield until half
-    drained, refill, reshuffle, ... until the source ends. Order comes from a torch.Generator
-    seeded with `seed`, so the stream is deterministic; `state_dict()` / `load_state_dict()`
-    carry the generator state and counters (and, if asked, the contents) for resuming.
-    """
-
-    def __init__(self, buffer_tokens: int, batch_tokens: int, device="cpu", dtype: torch.dtype = torch.float32,
-                 seed: int = 0, refill_below: float = 0.5, drop_last: bool = True):
-        if batch_tokens <= 0 or buffer_tokens < batch_tokens:
-            raise ValueError(f"Need 0 < batch_tokens <= buffer_tokens, got batch_tokens={batch_tokens}, "
-                             f"buffer_tokens={buffer_tokens}; raise buffer_tokens (e.g. 16x the batch).")
-        self.capacity, self.batch_tokens = int(buffer_tokens), int(batch_tokens)
-        self.device, self.dtype = torch.device(device), dtype
-        self.refill_below, self.drop_last = refill_below, drop_last
-        self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed)
-        self.store: dict[int, torch.Tensor] = {}
-        self.order = torch.empty(0, dtype=torch.long)  # occupied slots, in the order they are popped (from the end)
-        self.free = torch.arange(self.capacity)  # unoccupied slots, used from the front
-        self.pending: list[dict[int, torch.Tensor]] = []
-        self.source_batches = 0  # items consumed from the source by stream()
-        self.batches_yielded = 0
-        self.tokens_yielded = 0
-
-    def __len__(self) -> int:
-        """Tokens held (in slots; pending rows not counted)."""
-        return len(self.order)
-
-    def _alloc(self, acts: Mapping[int, torch.Tensor]) -> None:
-        for layer, x in acts.items():
-            self.store[layer] = torch.empty(self.capacity, x.shape[-1], device=self.device, dtype=self.dtype)
-
-    def add(self, acts: Mapping[int, torch.Tensor]) -> None:
-        """Append rows {layer: [N, D]} (any device/dtype); same N and same layers every call."""
-        acts = {int(k): v.detach().reshape(-1, v.shape[-1]) for k, v in acts.items()}
-        sizes = {x.shape[0] for x in acts.values()}
-        if len(sizes) != 1:
-            raise ValueError(f"All layers must add the same number of rows, got {({k: v.shape for k, v in acts.items()})}.")
-        if not self.store:
-            self._alloc(acts)
-        if set(acts) != set(self.store):
-            raise ValueError(f"Buffer holds layers {sorted(self.store)}, got {sorted(acts)}.")
-        for layer, x in acts.items():
-            if x.shape[-1] != self.store[layer].shape[-1]:
-                raise ValueError(f"Layer {layer}: width {x.shape[-1]} != buffer width {self.store[layer].shape[-1]}.")
-        self.pending.append(acts)
-        self._drain_pending()
-
-    def _drain_pending(self) -> None:
-        while self.pending and len(self.free):
-            acts = self.pending[0]
-            n = next(iter(acts.values())).shape[0]
-            take = min(n, len(self.free))
-            slots, self.free = self.free[:take], self.free[take:]
-            dev_slots = slots.to(self.device)
-            for layer, x in acts.items():
-                self.store[layer][dev_slots] = x[:take].to(self.device, self.dtype, non_blocking=True)
-            self.order = torch.cat([self.order, slots])
-            if take == n:
-                self.pending.pop(0)
-            else:
-                self.pending[0] = {k: v[take:] for k, v in acts.items()}
-
-    @property
-    def full(self) -> bool:
-        return len(self.free) == 0
-
-    def needs_refill(self) -> bool:
-        return len(self.order) <= max(self.batch_tokens, self.refill_below * self.capacity)
-
-    def shuffle(self) -> None:
-        """Randomly reorder the held tokens (one permutation shared by all layers)."""
-        self.order = self.order[torch.randperm(len(self.order), generator=self.generator)]
-
-    def pop(self, n: int | None = None) -> dict[int, torch.Tensor]:
-        """The next `n` (default batch_tokens) tokens for every layer, as new tensors on `device`."""
-        n = n or self.batch_tokens
-        if n > len(self.order):
-            raise RuntimeError(f"Buffer holds {len(self.order)} tokens, asked for {n}; refill it first.")
-        slots, self.order = self.order[len(self.order) - n:], self.order[: len(self.order) - n]
-        dev_slots = slots.to(self.device)
-        batch = {layer: x[dev_slots] for layer, x in self.store.items()}
-        self.free = torch.cat([self.free, slots])
-        self.batches_yielded += 1
-        self.tokens_yielded += n
-        return batch
-
-    def stream(self, source: Iterable[Mapping[int, torch.Tensor]]) -> Iterator[dict[int, torch.Tensor]]:
-        """Yield shuffled batches from `source` (an iterable of {layer: [N, D]}) until it ends."""
-        it = iter(source)
-        exhausted = False
-        while True:
-            if self.needs_refill() and not exhausted:
-                while not self.full and not exhausted:
-                    self._drain_pending()
-                    if self.full:
-                        break
-                    try:
-                        acts = next(it)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    self.source_batches += 1
-                    self.add(acts)
-                self.shuffle()
-            if len(self.order) >= self.batch_tokens:
-                yield self.pop()
-            elif exhausted:
-                self._drain_pending()
-                if self.pending or len(self.order) >= self.batch_tokens:
-                    self.shuffle()
-                    continue
-                if len(self.order) and not self.drop_last:
-                    yield self.pop(len(self.order))
-                return
-
-    def state_dict(self, include_contents: bool = False) -> dict:
-        """Generator state and counters; with include_contents also the held tokens (exact resume)."""
-        state = dict(seed=self.seed, capacity=self.capacity, batch_tokens=self.batch_tokens,
-                     rng_state=self.generator.get_state(), source_batches=self.source_batches,
-                     batches_yielded=self.batches_yielded, tokens_yielded=self.tokens_yielded)
-        if include_contents:
-            state.update(store={k: v.cpu() for k, v in self.store.items()}, order=self.order.clone(),
-                         free=self.free.clone(), pending=[{k: v.cpu() for k, v in p.items()} for p in self.pending])
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore from `state_dict()`. Without contents the buffer restarts empty (held tokens skipped)."""
-        if state["capacity"] != self.capacity or state["batch_tokens"] != self.batch_tokens:
-            raise ValueError(f"Buffer sizes changed since the checkpoint (capacity {state['capacity']}, batch "
-                             f"{state['batch_tokens']}); resume with the same buffer_tokens and batch_tokens.")
-        self.generator.set_state(state["rng_state"])
-        self.source_batches = state["source_batches"]
-        self.batches_yielded = state["batches_yielded"]
-        self.tokens_yielded = state["tokens_yielded"]
-        if "store" in state:
-            self.store = {k: v.to(self.device, self.dtype) for k, v in state["store"].items()}
-            self.order, self.free = state["order"].clone(), state["free"].clone()
-            self.pending = [dict(p) for p in state["pending"]]
-        else:
-            self.store, self.pending = {}, []
-            self.order, self.free = torch.empty(0, dtype=torch.long), torch.arange(self.capacity)
-
-
 def _check_finite(acts: Mapping[int, torch.Tensor], batch_index: int) -> None:
     for layer, x in acts.items():
         if not torch.isfinite(x).all():
@@ -285,8 +136,7 @@ def residual_rows(model, tokenizer, token_batches: Iterable, layers, *, device, 
     """For each token batch (after skipping `skip`), the kept tokens' activations {layer: [n, D]}.
 
     One forward per batch captures every layer; BOS/pad/special tokens are dropped; rows are cast
-    to `dtype` on `device`; NaN/inf raise an error naming the layer. The input pipeline of both
-    the shuffling buffer and the trainer's blocks.
+    to `dtype` on `device`; NaN/inf raise an error naming the layer. The source of `ActivationBlocks`.
     """
     layers = check_layers(model, layers)
     it = iter(token_batches)
@@ -309,57 +159,145 @@ def residual_rows(model, tokenizer, token_batches: Iterable, layers, *, device, 
         yield out
 
 
-class ActivationStream:
-    """Iterator of shuffled {layer: [batch_tokens, D]} batches with `state_dict()` for resuming.
+class Block:
+    """One shuffled block: rows {layer: [n, D]} (views into the buffer's store) and the permutation
+    `order` shared by every layer. Iterating yields its full batches {layer: [batch_tokens, D]} and
+    counts them in `used`; the rows after the used batches are the carry into the next block."""
 
-    Built by `activation_batches`; the source batch counter in the state says how many token
-    batches have been consumed, and a resumed stream skips that many from the (deterministic)
-    token iterator itself.
+    def __init__(self, index: int, rows: dict[int, torch.Tensor], order: torch.Tensor, batch_tokens: int):
+        self.index, self.rows, self.order, self.batch_tokens = index, rows, order, batch_tokens
+        self.used = 0
+
+    def __len__(self) -> int:
+        return self.order.numel() // self.batch_tokens
+
+    def __iter__(self) -> Iterator[dict[int, torch.Tensor]]:
+        while self.used < len(self):
+            idx = self.order[self.used * self.batch_tokens:(self.used + 1) * self.batch_tokens]
+            self.used += 1
+            yield {layer: x[idx] for layer, x in self.rows.items()}
+
+    def rest(self) -> torch.Tensor:
+        """Indices (into rows) of the rows not yielded yet, in shuffled order."""
+        return self.order[self.used * self.batch_tokens:]
+
+
+class ActivationBlocks:
+    """The shuffling buffer that feeds training: every forwarded token is trained exactly once.
+
+    Block b holds the rows carried over from block b-1 followed by the kept rows of the next
+    `block_batches` forwards; one permutation from a generator seeded by (seed, b), shared by all
+    layers, orders them, the block yields its full batches of `batch_tokens`, and the rest (fewer
+    than one batch) is carried into block b+1. Memory: one store of `capacity` rows per layer,
+    reused by every block. `block_batches` is the block size, the one knob that sets that memory;
+    it may be changed between blocks (e.g. lowered when memory is short): the store follows.
+
+    `source(skip)` must return the rows {layer: [n, D]} of each forward after the first `skip`
+    (`residual_rows(..., skip=skip)`). `state_dict()` between blocks is (forwards consumed, next
+    block index, carry); a buffer built with that `state` yields exactly the batches the
+    uninterrupted one yields after that point.
     """
 
-    def __init__(self, model, tokenizer, token_batches, layers, buffer: ActivationBuffer, *, method: str,
-                 stop_early: bool, drop_first: bool, skip: int):
-        self.model, self.tokenizer, self.buffer = model, tokenizer, buffer
-        self.layers = check_layers(model, layers)
-        self.method, self.stop_early, self.drop_first = method, stop_early, drop_first
-        source = self._activations(token_batches, skip)
-        self._it = buffer.stream(source)
+    def __init__(self, source: Callable[[int], Iterator[Mapping[int, torch.Tensor]]], *, batch_tokens: int,
+                 block_batches: int, rows_per_forward: int, seed: int = 0, device="cpu",
+                 dtype: torch.dtype = torch.float32, state: Mapping | None = None):
+        if batch_tokens <= 0 or block_batches <= 0 or rows_per_forward <= 0:
+            raise ValueError(f"batch_tokens, block_batches and rows_per_forward must be positive, got "
+                             f"{batch_tokens}, {block_batches}, {rows_per_forward}.")
+        self.batch_tokens, self.block_batches, self.rows_per_forward = batch_tokens, block_batches, rows_per_forward
+        self.seed, self.device, self.dtype = seed, torch.device(device), dtype
+        state = dict(state or {})
+        self.forwards = int(state.get("forwards", 0))  # token batches consumed from the source
+        self.block_index = int(state.get("block", 0))  # index of the next block
+        self.store: dict[int, torch.Tensor] = {}
+        carry = {int(k): v for k, v in (state.get("carry") or {}).items()}
+        n_carry = next(iter(carry.values())).shape[0] if carry else 0
+        if n_carry:
+            self._reserve(carry, n_carry)
+            for layer, x in carry.items():
+                self.store[layer][:n_carry] = x.to(self.device, self.dtype)
+        self._carry_rows = n_carry  # carry held at store[:n] while no block is open
+        self.block: Block | None = None
+        self._source, self._rows = source, None  # opened at the first block: a finished run reads no data
+        self._exhausted = False
 
-    def _activations(self, token_batches, skip: int):
-        return residual_rows(self.model, self.tokenizer, token_batches, self.layers, device=self.buffer.device,
-                             dtype=self.buffer.dtype, method=self.method, stop_early=self.stop_early,
-                             drop_first=self.drop_first, skip=skip)
+    @property
+    def capacity(self) -> int:
+        """Rows per layer the store needs for one block plus a carry: block_batches * rows_per_forward
+        + batch_tokens (times the layers' widths and the dtype's bytes, the buffer's memory)."""
+        return self.block_batches * self.rows_per_forward + self.batch_tokens
 
-    def __iter__(self):
-        return self
+    def carry_rows(self) -> int:
+        """Rows forwarded but not trained yet (the carry, or the open block's rest)."""
+        return self.block.rest().numel() if self.block is not None else self._carry_rows
 
-    def __next__(self) -> dict[int, torch.Tensor]:
-        return next(self._it)
+    def _reserve(self, like: Mapping[int, torch.Tensor], keep: int) -> None:
+        """(Re)allocate the store for `capacity` rows (more if the carry needs it), keeping rows [:keep]."""
+        size = max(self.capacity, keep + self.block_batches * self.rows_per_forward)
+        if self.store and set(self.store) == set(like) and next(iter(self.store.values())).shape[0] == size:
+            return
+        old, self.store = self.store, {}
+        for layer, x in like.items():
+            self.store[layer] = torch.empty(size, x.shape[-1], device=self.device, dtype=self.dtype)
+            if keep and layer in old:
+                self.store[layer][:keep] = old[layer][:keep]
 
-    def state_dict(self, include_contents: bool = False) -> dict:
-        return self.buffer.state_dict(include_contents)
+    def next_block(self, max_rows: int | None = None) -> Block | None:
+        """The next shuffled block (the previous one's rows are overwritten), or None once the source
+        is spent and the carry is short of a batch. With max_rows, stop forwarding once the block
+        holds that many rows (the trainer's remaining need; no forward is run for nothing)."""
+        n = self._close_block()
+        if self._rows is None:
+            self._rows = iter(self._source(self.forwards))
+        limit = max_rows if max_rows is not None else float("inf")
+        added = 0
+        while added < self.block_batches and n < limit and not self._exhausted:
+            part = next(self._rows, None)
+            if part is None:
+                self._exhausted = True
+                break
+            m = next(iter(part.values())).shape[0]
+            if m > self.rows_per_forward:
+                raise ValueError(f"A forward gave {m} rows, more than rows_per_forward={self.rows_per_forward}; "
+                                 "pass model_batch_size * context_len.")
+            if set(self.store) != set(part):
+                if n:
+                    raise ValueError(f"The source gave layers {sorted(part)}, the carry holds {sorted(self.store)}.")
+                self._reserve(part, 0)
+            for layer, x in part.items():
+                self.store[layer][n:n + m] = x
+            n += m
+            added += 1
+            self.forwards += 1
+        if n < self.batch_tokens and (self._exhausted or added == 0):
+            self._carry_rows = n
+            return None
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.block_index)
+        order = torch.randperm(n, generator=generator).to(self.device)
+        rows = {layer: x[:n] for layer, x in self.store.items()}
+        self.block = Block(self.block_index, rows, order, self.batch_tokens)
+        self.block_index += 1
+        return self.block
 
+    def _close_block(self) -> int:
+        """Move the open block's rest to the front of the store (growing it if block_batches grew or
+        the rest is long); the carry's length."""
+        if self.block is not None:
+            rest = self.block.rest()
+            for layer, x in self.store.items():
+                x[:rest.numel()] = x[rest]  # the gather copies first, so overlapping rows are safe
+            self._carry_rows, self.block = rest.numel(), None
+        if self.store:
+            self._reserve(self.store, self._carry_rows)
+        return self._carry_rows
 
-def activation_batches(model, tokenizer, token_batches: Iterable, layers, batch_tokens: int, buffer_tokens: int,
-                       device=None, *, dtype: torch.dtype = torch.float32, seed: int = 0, method: str = "hooks",
-                       stop_early: bool = True, drop_first: bool = False, state: dict | None = None,
-                       refill_below: float = 0.5, drop_last: bool = True) -> ActivationStream:
-    """Shuffled activation batches {layer: [batch_tokens, D]} on `device` from a stream of token batches.
-
-    token_batches yields LongTensor [B, T] (or dicts with input_ids / attention_mask). One forward
-    per token batch captures every layer (hooks, stopped after the deepest layer); BOS/pad/special
-    tokens are dropped; activations are cast to `dtype` and moved to `device` (default: the
-    model's device; may differ, e.g. model on cuda:0 and buffer on cuda:1). NaN/inf raise an error
-    naming the layer. Pass `state=stream.state_dict()` from an earlier run (same token stream,
-    seed and sizes) to resume: the consumed token batches are skipped; with
-    `state_dict(include_contents=True)` the resumed stream is identical to an uninterrupted one.
-    """
-    device = torch.device(device) if device is not None else model_device(model)
-    buffer = ActivationBuffer(buffer_tokens, batch_tokens, device=device, dtype=dtype, seed=seed,
-                              refill_below=refill_below, drop_last=drop_last)
-    skip = 0
-    if state is not None:
-        buffer.load_state_dict(state)
-        skip = state["source_batches"]
-    return ActivationStream(model, tokenizer, token_batches, layers, buffer, method=method,
-                            stop_early=stop_early, drop_first=drop_first, skip=skip)
+    def state_dict(self) -> dict:
+        """Where the stream stands: forwards consumed, next block index, and the carry rows (on the
+        CPU, in the buffer's dtype). Take it between blocks, after the open block's batches are
+        used: that carry is under one batch."""
+        if self.block is not None:
+            rest = self.block.rest()
+            carry = {str(layer): x[rest].cpu() for layer, x in self.block.rows.items()}
+        else:
+            carry = {str(layer): x[:self._carry_rows].cpu() for layer, x in self.store.items()}
+        return {"forwards": self.forwards, "block": self.block_index, "carry": carry}

@@ -1,17 +1,17 @@
 """The SAE training loop every tier shares: one model forward feeds one SAE per layer.
 
-Activations arrive in *blocks*: a fixed number of token batches run through the model once
-(every requested layer captured in the same forward), shuffled with a generator seeded by the
-block's index, and cut into training batches. Blocks are the unit of resume: a checkpoint is
-taken only between blocks and records how many blocks were consumed, so a run killed at any
-moment restarts from its last complete checkpoint, regenerates exactly the same blocks, and ends
-with the same weights as a run never interrupted (bitwise on CPU). Re-running the same call is
-all a user does to resume.
+Activations arrive in *blocks* (capture.ActivationBlocks): a fixed number of token batches run
+through the model once (every requested layer captured in the same forward), shuffled with a
+generator seeded by the block's index, and cut into training batches; the rows past the last
+full batch are carried into the next block, so no forwarded token goes untrained. Blocks are the
+unit of resume: a checkpoint is taken only between blocks and records the forwards consumed, the
+block index and that carry, so a run killed at any moment restarts from its last complete
+checkpoint, regenerates exactly the same batches, and ends with the same weights as a run never
+interrupted (bitwise on CPU). Re-running the same call is all a user does to resume.
 """
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import math
 import time
@@ -22,7 +22,7 @@ from typing import Iterator
 import torch
 
 from . import checkpoint as ckpt
-from .capture import check_layers, residual_rows
+from .capture import ActivationBlocks, check_layers, residual_rows
 from .data import mix_streams, parse_source, token_batches
 from .models import d_model, load_model, model_device
 from .sae import build_sae, config_from_dict
@@ -101,6 +101,10 @@ class TrainResult:
     resumed_from: int | None
     metrics_path: Path | None
     history: list[dict] = field(default_factory=list)
+    # Tokens forwarded but never trained: the buffer's rest when training ended (under one
+    # forward's rows; under one batch when the data ran out). Every other forwarded token is
+    # trained exactly once, so tokens + unused_tokens = kept tokens of the forwards run.
+    unused_tokens: int = 0
 
 
 def _dtype(name: str | None, device: torch.device) -> torch.dtype:
@@ -133,38 +137,28 @@ def validation_batches(cfg: TrainConfig, tokenizer, n_tokens: int, dataset: str 
                               max_batches=n_batches))
 
 
-def activation_blocks(model, tokenizer, batches: Iterator[torch.Tensor], cfg: TrainConfig, device,
-                      start_block: int = 0) -> Iterator[tuple[dict[int, torch.Tensor], torch.Tensor]]:
-    """Yield (rows {layer: [N, d]}, order [N]) for each block of residual activations, from block
-    `start_block` on; the training batches are rows[order[i:i + batch_tokens]].
+def activation_blocks(model, tokenizer, cfg: TrainConfig, device, state: dict | None = None) -> ActivationBlocks:
+    """The run's shuffling buffer over its token stream, from `state` (a checkpoint's "data") on.
 
-    A block is `cfg.block_batches` token batches run through the model once. Its order is a
-    permutation drawn from a generator seeded with (seed, block index), the same for every layer,
-    so block b is identical whether or not the run was resumed before it. The rows live in one
-    store reused by every block (the caller is done with a block when it asks for the next), so
-    memory holds one block, never a copy. Rows left over after the last full training batch of a
-    block are not used (under 2% at the default sizes).
-    """
-    rows = residual_rows(model, tokenizer, batches, cfg.layers, device=device,
-                         dtype=getattr(torch, cfg.activation_dtype), skip=start_block * cfg.block_batches)
-    capacity = cfg.block_batches * cfg.model_batch_size * cfg.context_len
-    store: dict[int, torch.Tensor] = {}
-    block = start_block
-    while True:
-        n = 0
-        for part in itertools.islice(rows, cfg.block_batches):
-            m = part[cfg.layers[0]].shape[0]
-            for layer, x in part.items():
-                if layer not in store:
-                    store[layer] = torch.empty(capacity, x.shape[-1], device=device, dtype=x.dtype)
-                store[layer][n:n + m] = x
-            n += m
-        if n == 0:
-            return
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + block)
-        order = torch.randperm(n, generator=generator).to(device)
-        yield {layer: t[:n] for layer, t in store.items()}, order
-        block += 1
+    A block is `block_batches` forwards; this is the one place its size is chosen, and with it the
+    buffer's memory (`ActivationBlocks.capacity` rows per layer)."""
+    dtype = getattr(torch, cfg.activation_dtype)
+
+    def source(skip: int):
+        return residual_rows(model, tokenizer, _token_stream(cfg, tokenizer), cfg.layers, device=device,
+                             dtype=dtype, skip=skip)
+
+    return ActivationBlocks(source, batch_tokens=cfg.batch_tokens, block_batches=cfg.block_batches,
+                            rows_per_forward=cfg.model_batch_size * cfg.context_len, seed=cfg.seed,
+                            device=device, dtype=dtype, state=state)
+
+
+def _data_state(state: dict, cfg: TrainConfig) -> dict:
+    """A checkpoint's data position. Checkpoints written before the carry existed hold only
+    "blocks" (blocks done, their leftover rows dropped): they resume with an empty carry."""
+    if "data" in state:
+        return state["data"]
+    return {"forwards": state["blocks"] * cfg.block_batches, "block": state["blocks"], "carry": {}}
 
 
 def resolve_checkpoint_dir(requested: str, run_name: str) -> str:
@@ -253,7 +247,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
 
     store = _open_store(cfg)
     resumed = store.load_latest()
-    step, tokens, start_block = 0, 0, 0
+    step, tokens, data = 0, 0, None
     if resumed is not None:
         tokens, state = resumed
         saved, wanted = _plain(state["config"]), _plain(cfg.resume_key())
@@ -265,7 +259,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
         for layer in layers:
             saes[layer].load_state_dict(state["saes"][str(layer)])
             load_optimizer_state(optimizers[layer], state["optimizers"][str(layer)])
-        step, start_block = state["step"], state["blocks"]
+        step, data = state["step"], _data_state(state, cfg)
         ckpt.set_rng_state(state["rng"])
         print(f"Resumed from {store} at {tokens:,} tokens (step {step}, checkpoint {ckpt.checkpoint_name(tokens)}).")
 
@@ -274,35 +268,38 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
     wandb_run = _start_wandb(cfg, resumed is not None)
     history: list[dict] = []
 
-    def save(blocks_done: int) -> None:
+    blocks = activation_blocks(model, tokenizer, cfg, sae_device, data)
+
+    def save() -> None:
         state = {
             "config": cfg.resume_key(),
             "saes": {str(layer): sae.state_dict() for layer, sae in saes.items()},
             "optimizers": {str(layer): opt.state_dict() for layer, opt in optimizers.items()},
-            "step": step, "blocks": blocks_done, "rng": ckpt.get_rng_state(),
+            "step": step, "data": blocks.state_dict(), "rng": ckpt.get_rng_state(),
         }
         store.save(tokens, state, step=step)
 
     if tokens >= cfg.total_tokens:
         print(f"Training already complete ({tokens:,} tokens); loaded the final SAEs.")
-        return TrainResult(saes, tokens, step, tokens, metrics_path, history)
+        return TrainResult(saes, tokens, step, tokens, metrics_path, history, blocks.carry_rows())
 
     bar = _progress(cfg.total_tokens, tokens, progress)
-    blocks = activation_blocks(model, tokenizer, _token_stream(cfg, tokenizer), cfg, sae_device, start_block)
     next_checkpoint = (tokens // cfg.checkpoint_every_tokens + 1) * cfg.checkpoint_every_tokens
-    block_index, started, window_tokens = start_block, time.perf_counter(), 0
-    for block, order in blocks:
+    started, window_tokens = time.perf_counter(), 0
+    while tokens < cfg.total_tokens:
+        block = blocks.next_block(max_rows=(total_steps - step) * cfg.batch_tokens)
+        if block is None:
+            break
         if step == 0 and resumed is None:
             for layer, sae in saes.items():
-                sample = block[layer][order[: cfg.geometric_median_tokens]]
+                sample = block.rows[layer][block.order[: cfg.geometric_median_tokens]]
                 sae.estimate_norm_scale(sample)
                 sae.init_b_dec(sample)
-        for start in range(0, order.numel() - cfg.batch_tokens + 1, cfg.batch_tokens):
-            rows = order[start:start + cfg.batch_tokens]
+        for batch in block:
             lr = lr_at(step, cfg, total_steps)
             entry = {"step": step, "tokens": tokens + cfg.batch_tokens, "lr": lr}
             for layer, sae in saes.items():
-                x = block[layer][rows]
+                x = batch[layer]
                 metrics = sae_step(sae, optimizers[layer], x, lr, autocast=cfg.sae_autocast)
                 entry.update({f"L{layer}/{name}": value for name, value in metrics.items()})
             step += 1
@@ -323,19 +320,18 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
                     wandb_run.log(entry, step=step)
             if tokens >= cfg.total_tokens:
                 break
-        block_index += 1
         if tokens >= cfg.total_tokens or tokens >= next_checkpoint:
-            save(block_index)
+            save()
             next_checkpoint = (tokens // cfg.checkpoint_every_tokens + 1) * cfg.checkpoint_every_tokens
-        if tokens >= cfg.total_tokens:
-            break
     bar.close()
     if tokens < cfg.total_tokens:
-        save(block_index)
-        print(f"The data ran out after {tokens:,} of {cfg.total_tokens:,} tokens; saved what was trained.")
+        save()
+        print(f"The data ran out after {tokens:,} of {cfg.total_tokens:,} tokens ({blocks.carry_rows():,} more "
+              "were forwarded, short of a batch); saved what was trained.")
     if wandb_run is not None:
         wandb_run.finish()
-    return TrainResult(saes, tokens, step, resumed[0] if resumed else None, metrics_path, history)
+    return TrainResult(saes, tokens, step, resumed[0] if resumed else None, metrics_path, history,
+                       blocks.carry_rows())
 
 
 def adam(params, lr: float, betas=(0.9, 0.999), device=None) -> torch.optim.Adam:

@@ -1,8 +1,9 @@
-"""capture: hooks == hidden_states for every tiny arch, early stop, masks, the shuffling buffer, resume."""
+"""capture: hooks == hidden_states for every tiny arch, early stop, masks, the block-shuffling buffer, resume."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import copy
 import itertools
 
 import pytest
@@ -146,7 +147,7 @@ def test_token_mask():
     assert capture.token_mask(ids, tok, attn)[1].tolist() == [False, True, False, False, False]
 
 
-# ----------------------------------------------------------------------------- ActivationBuffer
+# ----------------------------------------------------------------------------- ActivationBlocks
 
 def _numbered_source(chunks, start=0, d=3):
     """Chunks of rows whose value tells which token they are; layer 7 holds the negated rows."""
@@ -159,110 +160,84 @@ def _numbered_source(chunks, start=0, d=3):
     return out
 
 
-def _ids_of(batch):
-    return batch[5][:, 0].long().tolist()
+CHUNKS = [13, 9, 16, 11, 16, 7, 14, 16, 12, 5, 15, 10]  # 144 rows in forwards of up to 16
 
 
-def test_buffer_covers_every_token_once_per_fill():
-    buf = capture.ActivationBuffer(64, 8, seed=0)
-    batches = list(buf.stream(_numbered_source([16, 16, 16, 16])))
-    assert len(batches) == 8 and all(b[5].shape == (8, 3) and b[7].shape == (8, 3) for b in batches)
-    seen = [t for b in batches for t in _ids_of(b)]
-    assert sorted(seen) == list(range(64))
-    assert seen != list(range(64)) and seen != list(range(64))[::-1]  # shuffled
-    for b in batches:  # the same permutation for every layer
-        assert torch.equal(b[7], -b[5])
-        assert b[5].dtype == torch.float32 and b[5].device == torch.device("cpu")
+def _blocks(chunks=CHUNKS, state=None, **kw):
+    source = _numbered_source(chunks)
+    kw = {"batch_tokens": 8, "block_batches": 3, "rows_per_forward": 16, "seed": 4, "dtype": torch.float64, **kw}
+    return capture.ActivationBlocks(lambda skip: iter(source[skip:]), state=state, **kw)
 
 
-def test_buffer_refills_at_half_and_never_drops_or_repeats():
-    buf = capture.ActivationBuffer(64, 8, seed=3)
-    log = []
+def _drain(blocks, max_rows=None):
+    """Every batch of every remaining block, and (batches so far, state) between blocks."""
+    batches, states = [], [(0, copy.deepcopy(blocks.state_dict()))]
+    while (block := blocks.next_block(max_rows)) is not None:
+        for b in block:
+            assert torch.equal(b[7], -b[5])  # one permutation for every layer
+            batches.append(b[5][:, 0].long().tolist())
+        states.append((len(batches), copy.deepcopy(blocks.state_dict())))
+    return batches, states
 
-    def source():
-        for i, chunk in enumerate(_numbered_source([13] * 20)):  # 260 tokens, chunks that never fit evenly
-            log.append(("pull", i))
-            yield chunk
 
+def test_blocks_train_every_row_once_carrying_the_leftovers():
+    blocks = _blocks()
+    batches, states = _drain(blocks)
+    seen = [i for b in batches for i in b]
+    assert all(len(b) == 8 for b in batches) and len(seen) == len(set(seen))
+    assert len(seen) == 144 - blocks.carry_rows() and blocks.carry_rows() < 8  # only the last carry is unused
+    assert sorted(seen + [int(i) for i in states[-1][1]["carry"]["5"][:, 0]]) == list(range(144))
+    assert any(0 < len(s["carry"]["5"]) for _, s in states[1:-1])  # leftovers really did cross blocks
+    # The old scheme (each block's leftovers dropped) would have lost more rows here.
+    assert sum(sum(CHUNKS[i:i + 3]) % 8 for i in range(0, 12, 3)) > blocks.carry_rows()
+
+
+def test_blocks_resume_exactly_from_any_boundary():
+    full, states = _drain(_blocks())
+    assert len(states) > 3
+    for consumed, state in states:
+        tail, _ = _drain(_blocks(state=state))
+        assert full[:consumed] + tail == full
+
+
+def test_blocks_size_may_change_between_blocks():
+    """block_batches may be lowered (e.g. memory is short) or raised between blocks: no row lost or repeated."""
+    blocks = _blocks()
     seen = []
-    for b in buf.stream(source()):
-        log.append(("yield", len(buf)))
-        seen += _ids_of(b)
-    # 260 tokens in, 32 full batches out; the 4 left over at the end are dropped (drop_last).
-    assert len(seen) == 256 and len(set(seen)) == 256 and set(seen) <= set(range(260))
-    first_yield = log.index(("yield", 56))
-    assert [e for e in log[:first_yield] if e[0] == "pull"] == [("pull", i) for i in range(5)]  # filled completely
-    # No more pulls until half the buffer has been handed out.
-    second_pull = next(i for i, e in enumerate(log) if e == ("pull", 5))
-    assert [e[1] for e in log[first_yield:second_pull]] == [56, 48, 40, 32]
-    assert buf.source_batches == 20 and buf.tokens_yielded == 256
+    for size in (3, 1, 5, 2, 2, 2):
+        blocks.block_batches = size
+        block = blocks.next_block()
+        if block is None:
+            break
+        seen += [i for b in block for i in b[5][:, 0].long().tolist()]
+        assert next(iter(blocks.store.values())).shape[0] == blocks.capacity == size * 16 + 8
+    assert len(seen) == len(set(seen)) == 144 - blocks.carry_rows() and blocks.carry_rows() < 8
 
 
-def test_buffer_drop_last_false_flushes_everything():
-    buf = capture.ActivationBuffer(32, 8, seed=0, drop_last=False)
-    seen = [t for b in buf.stream(_numbered_source([10, 10, 10, 10, 10])) for t in _ids_of(b)]
-    assert sorted(seen) == list(range(50))
+def test_blocks_stop_forwarding_at_max_rows():
+    blocks = _blocks()
+    block = blocks.next_block(max_rows=20)
+    assert blocks.forwards == 2 and len(block.order) == 22 and len(block) == 2
+    with pytest.raises(ValueError, match="rows_per_forward"):
+        _blocks([13, 40]).next_block()
 
 
-def test_buffer_is_deterministic_with_seed():
-    def run(seed):
-        buf = capture.ActivationBuffer(48, 8, seed=seed)
-        return [_ids_of(b) for b in buf.stream(_numbered_source([12] * 10))]
-
-    assert run(0) == run(0)
-    assert run(0) != run(1)
-
-
-def test_buffer_device_and_dtype():
-    buf = capture.ActivationBuffer(16, 4, device="cpu", dtype=torch.bfloat16)
-    out = next(iter(buf.stream(_numbered_source([16]))))
-    assert out[5].dtype == torch.bfloat16 and out[5].device.type == "cpu"
-    if torch.cuda.is_available():
-        buf = capture.ActivationBuffer(16, 4, device="cuda")
-        out = next(iter(buf.stream(_numbered_source([16]))))
-        assert out[5].device.type == "cuda"
-
-
-def test_buffer_rejects_bad_input():
-    with pytest.raises(ValueError, match="buffer_tokens"):
-        capture.ActivationBuffer(4, 8)
-    buf = capture.ActivationBuffer(16, 4)
-    buf.add({1: torch.zeros(3, 2)})
-    with pytest.raises(ValueError, match="layers"):
-        buf.add({2: torch.zeros(3, 2)})
-    with pytest.raises(ValueError, match="width"):
-        buf.add({1: torch.zeros(3, 5)})
-    with pytest.raises(ValueError, match="same number of rows"):
-        capture.ActivationBuffer(16, 4).add({1: torch.zeros(3, 2), 2: torch.zeros(4, 2)})
-
-
-def test_buffer_exact_resume_with_contents():
-    source = _numbered_source([13] * 30)
-    full = [_ids_of(b) for b in capture.ActivationBuffer(64, 8, seed=5).stream(source)]
-    buf = capture.ActivationBuffer(64, 8, seed=5)
-    it = buf.stream(source)
-    first = [_ids_of(next(it)) for _ in range(11)]
-    state = buf.state_dict(include_contents=True)
-    resumed = capture.ActivationBuffer(64, 8, seed=5)
-    resumed.load_state_dict(state)
-    rest = [_ids_of(b) for b in resumed.stream(source[state["source_batches"]:])]
-    assert first + rest == full
-
-
-# ----------------------------------------------------------------------------- activation_batches
+# ----------------------------------------------------------------------------- residual_rows + ActivationBlocks
 
 def _token_batches(tok, n=6, batch=4, length=16, seed=0):
     return [_ids(tok, batch, length, seed + i) for i in range(n)]
 
 
-def test_activation_batches_yield_every_kept_token(tiny):
+def test_blocks_yield_every_kept_token(tiny):
     model, tok = tiny("qwen3_5")
     batches = _token_batches(tok)
     for b in batches:
         b[1, 5] = tok.eos_token_id  # a special token mid-sequence is dropped too
-    stream = capture.activation_batches(model, tok, batches, [2, 0], batch_tokens=16, buffer_tokens=512,
-                                        device="cpu", seed=0, drop_last=False)
-    out = list(stream)
+    source = lambda skip: capture.residual_rows(model, tok, batches, [2, 0], device="cpu", skip=skip)  # noqa: E731
+    blocks = capture.ActivationBlocks(source, batch_tokens=16, block_batches=4, rows_per_forward=4 * 16, seed=0)
+    out = []
+    while (block := blocks.next_block()) is not None:
+        out += list(block)
     assert all(set(b) == {0, 2} and b[0].dtype == torch.float32 for b in out)
     got = {layer: torch.cat([b[layer] for b in out]) for layer in (0, 2)}
     expect = {0: [], 2: []}
@@ -272,7 +247,10 @@ def test_activation_batches_yield_every_kept_token(tiny):
         for layer in (0, 2):
             expect[layer].append(acts[layer].reshape(-1, 64)[keep])
     n_kept = sum(int(capture.token_mask(ids, tok).sum()) for ids in batches)
-    assert got[0].shape == (n_kept, 64) == (6 * 4 * 15 - 6, 64)
+    assert n_kept == (6 * 4 * 15 - 6) and blocks.carry_rows() == n_kept % 16
+    assert got[0].shape == (n_kept - n_kept % 16, 64) and n_kept % 16
+    # With the final carry (under one batch), the batches hold every kept token once.
+    got = {layer: torch.cat([got[layer], blocks.state_dict()["carry"][str(layer)]]) for layer in (0, 2)}
     for layer in (0, 2):
         e = torch.cat(expect[layer])
         order_g, order_e = got[layer][:, 0].argsort(), e[:, 0].argsort()
@@ -283,39 +261,19 @@ def test_activation_batches_yield_every_kept_token(tiny):
     assert pairs_g == pairs_e
 
 
-def test_activation_batches_resume(tiny):
-    model, tok = tiny("llama")
-    batches = _token_batches(tok, n=10, batch=2, length=16)
-    kw = dict(layers=[1, 3], batch_tokens=8, buffer_tokens=64, device="cpu", seed=11)
-    full = [b[1] for b in capture.activation_batches(model, tok, batches, **kw)]
-    stream = capture.activation_batches(model, tok, batches, **kw)
-    head = [next(stream)[1] for _ in range(9)]
-    exact = capture.activation_batches(model, tok, batches, state=stream.state_dict(include_contents=True), **kw)
-    tail = [b[1] for b in exact]
-    assert len(head) + len(tail) == len(full)
-    assert all(torch.equal(a, b) for a, b in zip(head + tail, full))
-    # Without contents the resumed stream is still deterministic and starts after the consumed batches.
-    light = stream.state_dict()
-    r1 = [b[1] for b in capture.activation_batches(model, tok, batches, state=light, **kw)]
-    r2 = [b[1] for b in capture.activation_batches(model, tok, batches, state=light, **kw)]
-    assert len(r1) > 0 and all(torch.equal(a, b) for a, b in zip(r1, r2))
-    seen_before = {tuple(r.tolist()) for b in head for r in b}
-    assert not seen_before & {tuple(r.tolist()) for b in r1 for r in b}
-
-
-def test_activation_batches_nan_error(tiny):
+def test_residual_rows_nan_error(tiny):
     model, tok = tiny("llama")
     blocks = models.decoder_layers(model)
     h = blocks[1].register_forward_hook(lambda m, a, out: (out[0] * float("nan"),) + tuple(out[1:])
                                          if isinstance(out, tuple) else out * float("nan"))
     try:
         with pytest.raises(FloatingPointError, match="layer 1"):
-            next(iter(capture.activation_batches(model, tok, _token_batches(tok), [0, 1], 8, 64)))
+            next(iter(capture.residual_rows(model, tok, _token_batches(tok), [0, 1], device="cpu")))
     finally:
         h.remove()
 
 
-def test_activation_batches_bad_layer(tiny):
+def test_residual_rows_bad_layer(tiny):
     model, tok = tiny("gpt2")
     with pytest.raises(ValueError, match=r"0\.\.3"):
-        capture.activation_batches(model, tok, _token_batches(tok), [7], 8, 64)
+        next(capture.residual_rows(model, tok, _token_batches(tok), [7], device="cpu"))

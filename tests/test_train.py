@@ -102,6 +102,87 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         train(changed, progress=False)
 
 
+def _interrupt_after_checkpoints(monkeypatch, n: int) -> list[dict]:
+    """Make train() raise right after its n-th checkpoint is written; the states saved are returned."""
+    from shared import train as T
+
+    saved, open_store = [], T._open_store
+
+    def interrupting(cfg):
+        store = open_store(cfg)
+        save = store.save
+
+        def save_then_stop(tokens, state, step=None):
+            save(tokens, state, step=step)
+            saved.append(state)
+            if len(saved) == n:
+                raise KeyboardInterrupt("injected after a checkpoint")
+
+        store.save = save_then_stop
+        return store
+
+    monkeypatch.setattr(T, "_open_store", interrupting)
+    return saved
+
+
+def test_every_forwarded_token_is_trained_once(tmp_path):
+    """Blocks of 4 forwards of 8 x 31 kept rows do not divide into batches of 256: the leftovers are
+    carried, so the tokens trained plus the unused rest are exactly the kept tokens forwarded."""
+    from shared import checkpoint as ckpt
+    from shared.capture import token_mask
+    from shared.models import load_model
+    from shared.train import _token_stream
+
+    cfg = TrainConfig(**TINY_RUN, total_tokens=5000, checkpoint_dir=str(tmp_path / "ck"))
+    result = train(cfg, progress=False)
+    assert result.tokens == result.steps * cfg.batch_tokens == 5120
+    forwards = ckpt.open_store(cfg.checkpoint_dir).load_latest()[1]["data"]["forwards"]
+    _, tok = load_model(cfg.model_id, device="cpu")
+    stream = _token_stream(cfg, tok)
+    kept = sum(int(token_mask(next(stream), tok).sum()) for _ in range(forwards))
+    assert result.tokens + result.unused_tokens == kept
+    assert 0 <= result.unused_tokens < cfg.model_batch_size * cfg.context_len  # the last forward's rest at most
+    per_block = cfg.block_batches * cfg.model_batch_size * (cfg.context_len - 1)
+    assert per_block % cfg.batch_tokens  # the old scheme dropped rows here
+
+
+def test_interrupted_run_resumes_bitwise_with_a_carry(tmp_path, monkeypatch):
+    """An exception right after a checkpoint whose carry is not empty; run again: same weights as a
+    run never interrupted."""
+    base = {**TINY_RUN, "total_tokens": 4000}
+    clean = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "clean")), progress=False)
+    with monkeypatch.context() as m:
+        saved = _interrupt_after_checkpoints(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "killed")), progress=False)
+    carry = saved[0]["data"]["carry"]
+    assert set(carry) == {"1", "3"} and 0 < carry["1"].shape[0] < base["batch_tokens"]
+    resumed = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "killed")), progress=False)
+    assert resumed.resumed_from == saved[0]["step"] * base["batch_tokens"]
+    assert resumed.tokens == clean.tokens and resumed.unused_tokens == clean.unused_tokens
+    for layer in clean.saes:
+        for name, tensor in clean.saes[layer].state_dict().items():
+            assert torch.equal(tensor, resumed.saes[layer].state_dict()[name]), f"layer {layer} {name}"
+
+
+def test_checkpoint_without_a_carry_still_resumes(tmp_path, monkeypatch):
+    """Checkpoints written before the carry existed record only the blocks done: they resume with an
+    empty carry from the next block's first forward."""
+    from shared import checkpoint as ckpt
+
+    base = {**TINY_RUN, "total_tokens": 4000}
+    with monkeypatch.context() as m:
+        saved = _interrupt_after_checkpoints(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "new")), progress=False)
+    old = {k: v for k, v in saved[0].items() if k != "data"}
+    old["blocks"] = saved[0]["data"]["block"]
+    assert saved[0]["data"]["forwards"] == old["blocks"] * base["block_batches"]
+    ckpt.open_store(str(tmp_path / "old")).save(saved[0]["step"] * base["batch_tokens"], old, step=saved[0]["step"])
+    resumed = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "old")), progress=False)
+    assert resumed.resumed_from == saved[0]["step"] * base["batch_tokens"] and resumed.tokens == 4096
+
+
 @pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_weights_bitwise(tmp_path):
     """Kill -9 a real training process mid-run, start it again: same SAEs as an uninterrupted run."""
