@@ -145,3 +145,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def hub_online(monkeypatch):
+    """Offline mode off for one test that talks to the local fake Hub (tests/fake_hub.py).
+
+    huggingface_hub reads HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE once, at import, into a constant that
+    every request checks; the test suite runs offline, so unsetting the variables alone is not enough."""
+    import huggingface_hub.constants
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)

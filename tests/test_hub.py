@@ -9,6 +9,8 @@ import pytest
 from fake_hub import FakeHub, closed_port
 from shared import hub
 
+pytestmark = pytest.mark.usefixtures("hub_online")
+
 TOKEN = "hf_fakeTokenThatMustNeverBePrinted"
 REASONS = {
     "401": "HF_TOKEN was rejected",
