@@ -140,9 +140,10 @@ def load_catalog(root: Path) -> list[Entry]:
         for spec in e.requirements:
             _parse_requirement(spec, where)
         declared = {dist_name(r) for r in e.requirements}
-        if not isinstance(e.full_run_only, list) or not all(isinstance(r, str) and dist_name(r) in declared for r in e.full_run_only):
+        full = e.full_run_only
+        if not isinstance(full, list) or not all(isinstance(r, str) and dist_name(r) in declared for r in full):
             raise BuildError(f"{where}: full_run_only must list distribution names from requirements "
-                             f"(one of {sorted(declared)}), got {e.full_run_only!r}")
+                             f"(one of {sorted(declared)}), got {full!r}")
         for k in ("parameters", "smoke"):
             if not isinstance(getattr(e, k), dict):
                 raise BuildError(f"{where}: [notebook.{k}] must be a table")
