@@ -9,7 +9,7 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 DEMO_DIR ?= demo
 
-.PHONY: demo test venv notebooks check clean
+.PHONY: demo test venv notebooks check clean tuned-lens-venv
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,10 @@ test: venv
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache
+
+# The tuned-lens package (for tests/test_lens.py's format check) in its own venv: its pins clash with
+# ours, so it is installed without dependencies and reuses this venv's packages through a .pth file.
+tuned-lens-venv: venv
+	@test -x .venv-tunedlens/bin/python || $(PYTHON) -m venv .venv-tunedlens
+	$(VPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > "$$(.venv-tunedlens/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/project.pth"
+	.venv-tunedlens/bin/pip install --quiet --no-deps "tuned-lens==0.2.0"

@@ -6,7 +6,8 @@ Every `[[notebook]]` entry of notebooks_src/catalog.toml becomes notebooks/<id>.
 1. a title cell (title, pitch, level/platform/accelerator/time, Open-in-Colab/Kaggle badges);
 2. the source's cells (jupytext percent format), with the catalog's parameter overrides applied
    to the `parameters`-tagged cell;
-3. right after that cell, an install cell that pip-installs only what is missing or too old;
+3. right after that cell, an install cell that pip-installs the catalog's `requirements` (what the
+   notebook imports at run time beyond the platform's packages), only those missing or too old;
 4. the vendored core: the import closure of `shared/` as readable source, one cell per module,
    written at run time into a private folder named by its content hash and put first on sys.path;
 5. platform metadata (kernelspec, Colab, Kaggle).
@@ -49,7 +50,7 @@ JUPYTEXT_CELL_KEYS = {"lines_to_next_cell", "lines_to_end_of_cell_marker", "cell
                       "region_name", "title", "cell_depth"}
 REQUIRED_KEYS = ("id", "source", "title", "pitch", "level", "platform", "accelerator",
                  "expected_time")
-OPTIONAL_KEYS = ("requirements", "parameters", "smoke")
+OPTIONAL_KEYS = ("requirements", "full_run_only", "parameters", "smoke")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -69,6 +70,7 @@ class Entry:
     accelerator: str
     expected_time: str
     requirements: list = field(default_factory=list)
+    full_run_only: list = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
     smoke: dict = field(default_factory=dict)
 
@@ -137,6 +139,11 @@ def load_catalog(root: Path) -> list[Entry]:
             raise BuildError(f"{where}: requirements must be a list of pip specs (strings)")
         for spec in e.requirements:
             _parse_requirement(spec, where)
+        declared = {dist_name(r) for r in e.requirements}
+        full = e.full_run_only
+        if not isinstance(full, list) or not all(isinstance(r, str) and dist_name(r) in declared for r in full):
+            raise BuildError(f"{where}: full_run_only must list distribution names from requirements "
+                             f"(one of {sorted(declared)}), got {full!r}")
         for k in ("parameters", "smoke"):
             if not isinstance(getattr(e, k), dict):
                 raise BuildError(f"{where}: [notebook.{k}] must be a table")
@@ -296,46 +303,18 @@ def core_closure(root: Path, code: str, where: str = "source") -> list[str]:
     return sorted(files, key=lambda r: (r != "__init__.py", r))
 
 
-# Imports that are not pip requirements of a notebook: the platform brings them (torch is never
-# replaced; Colab/Kaggle/Jupyter modules), or the code treats them as optional (wandb, LLM SDKs).
-NOT_REQUIRED = {"shared", "torch", "google", "kaggle_secrets", "IPython", "ipykernel", "ipywidgets",
-                "wandb", "anthropic", "openai", "sae_lens", "build_notebooks"}
-IMPORT_TO_DIST = {"sklearn": "scikit-learn", "yaml": "pyyaml", "PIL": "pillow"}
+# Imports a notebook never declares in `requirements`: the platform brings them (torch is never
+# replaced; pip carries packaging; Colab/Kaggle/Jupyter modules), or the code imports them under
+# try/except and runs without them (wandb, LLM SDKs, SAELens). tests/test_notebooks.py records
+# what each smoke run imports and checks the catalog against it, leaving these out.
+PLATFORM_MODULES = {"torch", "packaging", "pip", "google", "kaggle_secrets", "IPython", "ipykernel",
+                    "ipywidgets", "matplotlib_inline"}
+OPTIONAL_MODULES = {"wandb", "anthropic", "openai", "sae_lens"}
 
 
-def _dist_name(spec: str) -> str:
+def dist_name(spec: str) -> str:
+    """Normalised distribution name of a pip spec or a distribution name ("Foo_Bar>=1" -> "foo-bar")."""
     return re.split(r"[<>=!~\[; ]", spec.strip(), maxsplit=1)[0].lower().replace("_", "-")
-
-
-def third_party_requirements(root: Path, code: str, closure: list[str], explicit: list[str]) -> list[str]:
-    """Pip specs for every third-party module the notebook and its vendored core import.
-
-    Versions come from pyproject's dependencies, so a notebook asks for what the tests ran with;
-    the catalog's own `requirements` win for the same package. A module missing from pyproject
-    is an error: the notebook would otherwise fail on a fresh runtime.
-    """
-    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
-    project = pyproject.get("project", {})
-    declared = {_dist_name(d): d for d in project.get("dependencies", [])}
-    for extra in project.get("optional-dependencies", {}).values():
-        declared.update({_dist_name(d): d for d in extra if _dist_name(d) not in declared})
-    texts = [code] + [(root / "shared" / rel).read_text(encoding="utf-8") for rel in closure]
-    modules = set()
-    for text in texts:
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.Import):
-                modules.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                modules.add(node.module.split(".")[0])
-    specs = {_dist_name(r): r for r in explicit}
-    for module in sorted(modules - NOT_REQUIRED - set(sys.stdlib_module_names)):
-        dist = IMPORT_TO_DIST.get(module, module).lower().replace("_", "-")
-        if dist not in specs:
-            if dist not in declared:
-                raise BuildError(f"the notebook imports {module!r}, which pyproject.toml does not declare; "
-                                 "add it to [project] dependencies (or to NOT_REQUIRED if optional)")
-            specs[dist] = declared[dist]
-    return [specs[name] for name in sorted(specs)]
 
 
 def core_hash(files: dict[str, str]) -> str:
@@ -563,7 +542,6 @@ def render_entry(root: Path, entry: Entry, settings: Settings) -> str:
     code = "\n".join(line for line in code.split("\n") if not line.lstrip().startswith(("%", "!")))
     closure = core_closure(root, code, where)
     intro, vendored = core_cells(root, closure)
-    requirements = third_party_requirements(root, code, closure, entry.requirements)
 
     hidden = {"cellView": "form", "collapsed": True, "jupyter": {"source_hidden": True}}
     out = [("markdown", title_cell(entry, settings), {})]
@@ -571,7 +549,7 @@ def render_entry(root: Path, entry: Entry, settings: Settings) -> str:
         meta = {k: v for k, v in c.metadata.items() if k not in JUPYTEXT_CELL_KEYS}
         out.append((c.cell_type, params_src if i == p else c.source, meta))
         if i == p:
-            out.append(("code", install_cell(requirements), {"tags": [INSTALL_TAG]}))
+            out.append(("code", install_cell(entry.requirements), {"tags": [INSTALL_TAG]}))
             out.append(("markdown", intro, {"tags": [CORE_TAG]}))
             out += [("code", src, {**hidden, "tags": [CORE_TAG]}) for src in vendored]
 

@@ -22,8 +22,13 @@
 # - An honest comparison on held-out text: per-layer KL to the final distribution and top-1
 #   agreement with the final prediction, tuned lens next to the logit lens baseline.
 #
-# The lens is saved in the public tuned-lens format (`config.json` + `params.pt`), so the
-# `tuned-lens` package can load it too.
+# The lens is saved in the public tuned-lens format (`config.json` + `params.pt`, with the
+# package's `unembed_hash` of the model's unembedding, so its model-match check runs), so the
+# `tuned-lens` package can load it too, for the architectures that package knows: its loader
+# (`tuned_lens.model_surgery.get_final_norm`) takes GPT-2, GPT-Neo, GPT-J, GPT-NeoX, OPT, BLOOM
+# and Llama in the 0.2.0 release (GitHub main adds Mistral and Gemma-1), and rejects Gemma-2,
+# Qwen3, Qwen3.5 and Phi-3 with `NotImplementedError`. This notebook's own code fits, loads and
+# reads lenses for every architecture in the catalog.
 
 # %% tags=["parameters"]
 MODEL_ID = "gpt2"  # @param {type:"string"}
@@ -135,7 +140,8 @@ for name, table in tables.items():
 # %% [markdown]
 # ## 6. Save the lens and the report
 #
-# The lens folder loads back with `lens.TunedLens.load(path)` (or the `tuned-lens` package);
+# The lens folder loads back with `lens.TunedLens.load(path)` for any architecture, or with the
+# `tuned-lens` package (`TunedLens.from_model_and_pretrained(model, path)`) for the ones it knows;
 # `tuned_lens_report.json` holds the per-layer comparison and how the lens was obtained.
 
 # %%

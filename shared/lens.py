@@ -10,11 +10,14 @@ hidden_states[-1], which transformers has already passed through the final norm.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -218,6 +221,31 @@ def plot_kl_per_layer(table):
 # ----------------------------------------------------------------------------- tuned lens
 
 
+def unembed_hash(model):
+    """The tuned-lens package's fingerprint of a model's unembedding, for config["unembed_hash"].
+
+    The package (tuned_lens.nn.unembed.Unembed.unembedding_hash -> tuned_lens.utils.tensor_hash)
+    takes the SHA-256 of `np.array_str(W, precision=1)`, W = get_output_embeddings().weight as a
+    float32 CPU array. A matrix over numpy's print threshold prints only its `edgeitems` first and
+    last rows and columns, so we copy only those into a lazily zero-filled array of W's shape: the
+    same text, without a float32 copy of a 256k-token unembedding.
+    """
+    w = unembed(model).weight.detach()
+    opts = np.get_printoptions()
+    e = opts["edgeitems"]
+
+    def kept(n):  # the indices array_str prints along a dimension of size n
+        return torch.cat([torch.arange(e), torch.arange(n - e, n)]) if n > 2 * e else torch.arange(n)
+
+    if w.numel() > opts["threshold"]:
+        rows, cols = kept(w.shape[0]), kept(w.shape[1])
+        a = np.zeros(tuple(w.shape), dtype=np.float32)  # calloc'd: untouched pages take no memory
+        a[np.ix_(rows.numpy(), cols.numpy())] = w[rows.to(w.device)][:, cols.to(w.device)].float().cpu().numpy()
+    else:
+        a = w.float().cpu().numpy()
+    return hashlib.sha256(np.array_str(a, precision=1).encode()).hexdigest()
+
+
 class TunedLens(nn.Module):
     """One affine translator per residual (h + A h + b, zero-init) in the public tuned-lens layout.
 
@@ -248,6 +276,7 @@ class TunedLens(nn.Module):
         """A zero (== logit lens) lens shaped for `model`, on the device of its unembedding."""
         name = name or getattr(getattr(model, "config", None), "name_or_path", "") or ""
         lens = cls(d_model(model), len(decoder_layers(model)), bias=bias, base_model_name_or_path=name)
+        lens.config["unembed_hash"] = unembed_hash(model)
         return lens.to(unembed(model).weight.device)
 
     def transform_hidden(self, h, layer):
@@ -266,7 +295,8 @@ class TunedLens(nn.Module):
         return decode(model, self.transform_hidden(h, layer))
 
     def check_model(self, model):
-        """ValueError unless this lens has one translator per block of `model` and its width."""
+        """ValueError unless this lens has one translator per block of `model` and its width; a warning
+        when its unembed_hash (as the tuned-lens package fills it) names another unembedding."""
         n, d = len(decoder_layers(model)), d_model(model)
         if (n, d) != (self.config["num_hidden_layers"], self.config["d_model"]):
             raise ValueError(
@@ -274,6 +304,10 @@ class TunedLens(nn.Module):
                 f"({self.config['base_model_name_or_path'] or 'unknown model'}), the model has {n} blocks of width {d}: "
                 "load the lens that matches the model, or fit a fresh one."
             )
+        if self.config.get("unembed_hash") and self.config["unembed_hash"] != unembed_hash(model):
+            warnings.warn(f"This lens was fitted on another unembedding than this model's "
+                          f"({self.config['base_model_name_or_path'] or 'unknown model'}); its readings may be off.",
+                          stacklevel=2)
 
     def save(self, path):
         """Write the public tuned-lens folder: config.json + params.pt (layer_translators state dict)."""

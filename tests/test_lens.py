@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,3 +199,107 @@ def test_pretrained_or_fit_uses_hub_download(monkeypatch, fitted, tmp_path):
     assert calls[0][:3] == ("AlignmentResearch/tuned-lens", "space", "lens/someone/some-model")
     ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
     assert torch.equal(lens.layer_logits(model, ids, lens=got)[0], lens.layer_logits(model, ids, lens=tuned)[0])
+
+
+# ----------------------------------------------------------------------------- the tuned-lens package
+
+def test_unembed_hash_is_the_full_array_str_hash():
+    """Hashing only the printed corners gives the text of the whole float32 matrix, in every dtype."""
+    import hashlib
+
+    import numpy as np
+
+    for arch, dtype in (("llama", torch.float32), ("gemma2", torch.bfloat16), ("gpt2", torch.float16)):
+        model, _ = models.load_model(f"tiny:{arch}", dtype=dtype)
+        w = models.unembed(model).weight.detach().float().cpu().numpy()
+        assert w.size > np.get_printoptions()["threshold"]  # the summarised path is what runs
+        assert lens.unembed_hash(model) == hashlib.sha256(np.array_str(w, precision=1).encode()).hexdigest()
+
+
+def test_unembed_hash_fills_config_and_flags_another_model(fitted, tmp_path):
+    model, _, tuned, _ = fitted
+    assert tuned.config["unembed_hash"] == lens.unembed_hash(model)
+    tuned.save(tmp_path / "lens")
+    loaded = lens.TunedLens.load(tmp_path / "lens")
+    assert loaded.config["unembed_hash"] == tuned.config["unembed_hash"]
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded.check_model(model)  # same unembedding: silent
+    untrained, _ = models.load_model("tiny:llama")  # same shapes, other weights
+    with pytest.warns(UserWarning, match="another unembedding"):
+        loaded.check_model(untrained)
+
+
+# The tuned-lens package pins old transformers/torch, so it lives in its own venv that reuses this
+# project's packages (`make tuned-lens-venv`); set TUNED_LENS_PYTHON to use another interpreter.
+TUNED_LENS_PYTHON = os.environ.get("TUNED_LENS_PYTHON") or str(
+    Path(__file__).resolve().parents[1] / ".venv-tunedlens" / "bin" / "python")
+
+PACKAGE_SCRIPT = r"""
+import json, logging, sys
+import torch
+from transformers import AutoModelForCausalLM
+from tuned_lens.nn import TunedLens, Unembed
+
+warned = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        warned.append(record.getMessage())
+logging.getLogger().addHandler(Keep())
+out = {}
+for arch, folder, lens_dirs, h in json.loads(sys.stdin.read()):
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    try:
+        unembed = Unembed(model)
+    except NotImplementedError as e:
+        out[arch] = {"rejected": str(e)}
+        continue
+    res = {"hash": unembed.unembedding_hash(), "warned": []}
+    for name, path in lens_dirs.items():
+        warned.clear()
+        tl = TunedLens.from_unembed_and_pretrained(unembed, path)
+        res["warned"].append(bool(warned))
+        with torch.no_grad():
+            res[name] = tl(torch.tensor(h), 1).tolist()
+    out[arch] = res
+print(json.dumps(out))
+"""
+
+
+def test_tuned_lens_package_checks_and_reads_our_export(tmp_path):
+    """The package's own hash equals ours, its model-match check passes on our export (and fires on a
+    wrong hash), its logits equal ours; and it loads only the architectures notebook 20 says it does."""
+    import subprocess
+    import sys
+
+    if not Path(TUNED_LENS_PYTHON).exists():
+        pytest.skip(f"no tuned-lens interpreter at {TUNED_LENS_PYTHON}: run `make tuned-lens-venv`")
+    jobs, ours = [], {}
+    for arch in models.TINY_ARCHS:
+        model, _ = models.load_model(f"tiny:{arch}")
+        model.save_pretrained(tmp_path / arch)
+        tuned = lens.TunedLens.for_model(model)
+        torch.manual_seed(0)
+        for t in tuned.layer_translators:
+            torch.nn.init.normal_(t.weight, std=0.05)
+            torch.nn.init.normal_(t.bias, std=0.05)
+        tuned.save(tmp_path / f"{arch}-lens")
+        tuned.config["unembed_hash"] = "0" * 64
+        tuned.save(tmp_path / f"{arch}-wrong-hash")
+        h = torch.randn(2, 3, models.d_model(model))
+        ours[arch] = (lens.unembed_hash(model), tuned.logits(model, h, 0))
+        jobs.append([arch, str(tmp_path / arch), {"ours": str(tmp_path / f"{arch}-lens"),
+                                                  "wrong": str(tmp_path / f"{arch}-wrong-hash")}, h.tolist()])
+    r = subprocess.run([TUNED_LENS_PYTHON, "-c", PACKAGE_SCRIPT], input=json.dumps(jobs), capture_output=True,
+                       text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    loadable = {a for a, v in got.items() if "rejected" not in v}
+    # 0.2.0 (PyPI) loads GPT-2 and Llama of our architectures; its GitHub main adds Mistral
+    assert {"gpt2", "llama"} <= loadable <= {"gpt2", "llama", "mistral"}, got
+    for arch in loadable:
+        our_hash, our_logits = ours[arch]
+        assert got[arch]["hash"] == our_hash, arch
+        assert got[arch]["warned"] == [False, True], arch  # the check ran: silent on ours, warns on a wrong hash
+        torch.testing.assert_close(torch.tensor(got[arch]["ours"]), our_logits, rtol=1e-4, atol=1e-4)

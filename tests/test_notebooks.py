@@ -19,11 +19,36 @@ except bn.BuildError as e:  # reported by the test below, not as a collection cr
     ENTRIES, CATALOG_ERROR = [], str(e)
 
 
+# An IPython startup file for the kernel: appends to $SAE_LADDER_IMPORT_LOG the top-level name of
+# every absolute import made by notebook code (__main__) or the vendored core (shared.*), i.e. what
+# the notebook itself imports at run time, not what those libraries import in turn.
+IMPORT_RECORDER = """\
+import builtins as _b, os as _os
+
+def _recorder(original, log, seen=set()):
+    def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
+        importer = (globals or {}).get("__name__") or ""
+        if level == 0 and (importer == "__main__" or importer.split(".")[0] == "shared"):
+            top = name.partition(".")[0]
+            if top not in seen:
+                seen.add(top)
+                with open(log, "a", encoding="utf-8") as f:
+                    f.write(top + "\\n")
+        return original(name, globals, locals, fromlist, level)
+    return recording_import
+
+_b.__import__ = _recorder(_b.__import__, _os.environ["SAE_LADDER_IMPORT_LOG"])
+del _b, _os, _recorder
+"""
+
+
 def run_notebook(nb_path: Path, parameters: dict, tmp_path: Path, monkeypatch,
                  env: dict[str, str | None] | None = None) -> tuple[Path, dict]:
     """Execute `nb_path` with papermill in tmp_path/run; return (run folder, executed notebook).
 
-    `env` sets (or, for None, removes) variables after the offline defaults below."""
+    `env` sets (or, for None, removes) variables after the offline defaults below. The kernel
+    records what the notebook imports into tmp_path/imports.txt (see IMPORT_RECORDER).
+    """
     import papermill as pm
 
     run_dir = tmp_path / "run"
@@ -37,6 +62,11 @@ def run_notebook(nb_path: Path, parameters: dict, tmp_path: Path, monkeypatch,
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.setenv(var, "1")
     monkeypatch.setenv("SAE_LADDER_CORE_DIR", str(tmp_path / "core"))
+    startup = tmp_path / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-record-imports.py").write_text(IMPORT_RECORDER)
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    monkeypatch.setenv("SAE_LADDER_IMPORT_LOG", str(tmp_path / "imports.txt"))
     for var, value in (env or {}).items():
         if value is None:
             monkeypatch.delenv(var, raising=False)
@@ -53,6 +83,39 @@ def output_dir(nb: dict, parameters: dict, run_dir: Path) -> Path:
     values = {**bn.parameter_defaults("".join(cell["source"])), **parameters}
     assert "OUTPUT_DIR" in values, "the parameters cell must define OUTPUT_DIR"
     return run_dir / values["OUTPUT_DIR"]
+
+
+def imported_distributions(tmp_path: Path) -> set[str]:
+    """Distributions the notebook imported at run time, less stdlib, the vendored core, and the
+    platform's and optional modules (bn.PLATFORM_MODULES, bn.OPTIONAL_MODULES)."""
+    from importlib.metadata import packages_distributions
+
+    log = tmp_path / "imports.txt"
+    assert log.exists(), "the import recorder did not run in the kernel (IPython startup file)"
+    skip = set(sys.stdlib_module_names) | bn.PLATFORM_MODULES | bn.OPTIONAL_MODULES | {"shared", "__main__"}
+    owners = packages_distributions()
+    dists = set()
+    for module in set(log.read_text().split()) - skip:
+        found = owners.get(module)
+        assert found, f"the notebook imported {module!r}, which no installed distribution provides"
+        dists.update(bn.dist_name(d) for d in found)
+    return dists
+
+
+def assert_requirements_match_imports(entry, imported: set[str]):
+    """The catalog's requirements are complete (everything imported is declared) and minimal
+    (everything declared is imported, except full_run_only, which the smoke run must not import)."""
+    declared = {bn.dist_name(r) for r in entry.requirements}
+    full_only = {bn.dist_name(r) for r in entry.full_run_only}
+    problems = []
+    if imported - declared:
+        problems.append(f"imports {sorted(imported - declared)} at run time; add them to its catalog requirements")
+    if declared - full_only - imported:
+        problems.append(f"declares {sorted(declared - full_only - imported)} but its smoke run never imports them: "
+                        "drop them, or list them in full_run_only if only a full run (Hub data, push) imports them")
+    if full_only & imported:
+        problems.append(f"lists {sorted(full_only & imported)} in full_run_only, but its smoke run imports them")
+    assert not problems, f"{entry.id} (smoke run imported {sorted(imported)}): " + "; ".join(problems)
 
 
 def assert_completed(nb: dict):
@@ -88,6 +151,9 @@ def test_fixture_notebook_runs_from_rendered_ipynb(tmp_path, monkeypatch):
     on_path = {(Path(report["cwd"]) / p).resolve() for p in report["sys_path"]}  # "" is the kernel cwd
     assert REPO not in on_path and root.resolve() not in on_path
     assert not (run_dir / "shared").exists()  # the core never lands in the user's folder
+    # the kernel recorded the notebook's own imports, and the install cell's packaging is the platform's
+    assert {"json", "shared"} <= set((tmp_path / "imports.txt").read_text().split())
+    assert imported_distributions(tmp_path) == set()
 
 
 @pytest.mark.notebook
@@ -107,3 +173,4 @@ def test_catalog_notebook(entry, tmp_path, monkeypatch):
     out = output_dir(nb, entry.smoke, run_dir)
     reports = sorted(out.rglob("*.json")) if out.is_dir() else []
     assert reports, f"{entry.id} wrote no .json report into OUTPUT_DIR ({out})"
+    assert_requirements_match_imports(entry, imported_distributions(tmp_path))
