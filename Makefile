@@ -30,6 +30,7 @@ demo: venv
 	$(VPY) build_notebooks.py --smoke-run 01_hobbyist_gemma2_2b_colab --out $(DEMO_DIR)
 
 test: venv
+	@$(MAKE) --no-print-directory tuned-lens-venv || echo "tuned-lens venv not built: tests/test_lens.py's package cross-check will skip"
 	$(VPY) build_notebooks.py --check
 	$(VPY) -m pytest -n auto -q
 
