@@ -35,7 +35,7 @@ def _one(x, spec, n: int, name: str) -> int:
     except ValueError:
         raise ValueError(f"{name} {spec!r} is not a layer spec: use {_FORMS}") from None
     if not -n <= x < n:
-        raise ValueError(f"{name} {x} is out of range: this model has {n} decoder layers (blocks 0..{n - 1}), "
+        raise ValueError(f"layer {x} is out of range: this model has {n} decoder layers (blocks 0..{n - 1}), "
                          f"valid layers are 0..{n - 1} (or -{n}..-1 from the end)")
     return x % n
 

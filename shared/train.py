@@ -25,6 +25,7 @@ from . import checkpoint as ckpt
 from .capture import check_layers, residual_rows
 from .data import mix_streams, parse_source, token_batches
 from .models import d_model, load_model, model_device
+from .runtime import resolve_device
 from .sae import SAEConfig, build_sae
 
 
@@ -153,7 +154,7 @@ def activation_blocks(model, tokenizer, batches: Iterator[torch.Tensor], cfg: Tr
     while True:
         n = 0
         for part in itertools.islice(rows, cfg.block_batches):
-            m = part[cfg.layers[0]].shape[0]
+            m = next(iter(part.values())).shape[0]  # keys are resolved layers (-1 is stored as n-1)
             for layer, x in part.items():
                 if layer not in store:
                     store[layer] = torch.empty(capacity, x.shape[-1], device=device, dtype=x.dtype)
@@ -237,7 +238,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
                                       dtype=_dtype(cfg.model_dtype, torch.device(cfg.model_device or
                                                    ("cuda" if torch.cuda.is_available() else "cpu"))))
     layers = check_layers(model, cfg.layers)
-    sae_device = torch.device(cfg.sae_device) if cfg.sae_device else model_device(model)
+    sae_device = resolve_device(cfg.sae_device) if cfg.sae_device else model_device(model)
     d_in = d_model(model)
     saes = {
         layer: build_sae(SAEConfig(
