@@ -33,8 +33,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from shared import runtime, tiers
+from shared import notebook, runtime, tiers
 
+P = notebook.check_parameters(globals())  # a bad value stops here with one line
 out_dir = Path(OUTPUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 runtime.seed_everything(SEED)  # nothing here is random; kept for the ladder's convention

@@ -39,8 +39,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from shared import lens, models, runtime
+from shared import lens, models, notebook, runtime
 
+P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 out_dir = Path(OUTPUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 runtime.seed_everything(SEED)
@@ -53,7 +54,7 @@ runtime.seed_everything(SEED)
 # `meta-llama/Llama-3.2-1B`, `Qwen/Qwen3-1.7B`, `gpt2`.
 
 # %%
-model, tokenizer = models.load_model(MODEL_ID, device=DEVICE or None)
+model, tokenizer = models.load_model(MODEL_ID, device=P.DEVICE)
 print(f"{MODEL_ID}: {models.n_layers(model)} blocks at {models.layers_path(model)}, d_model {models.d_model(model)}, "
       f"final norm {type(models.final_norm(model)).__name__}, soft-cap {models.final_logit_softcap(model)}, "
       f"on {models.model_device(model)}")

@@ -53,8 +53,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from shared import data, lens, models, runtime
+from shared import data, lens, models, notebook, runtime
 
+P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 out_dir = Path(OUTPUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 runtime.seed_everything(SEED)
@@ -67,7 +68,7 @@ runtime.seed_everything(SEED)
 # T4 use `BATCH_SIZE = 2`, `CONTEXT_LEN = 256`.
 
 # %%
-model, tokenizer = models.load_model(MODEL_ID, device=DEVICE or None)
+model, tokenizer = models.load_model(MODEL_ID, device=P.DEVICE)
 print(f"{MODEL_ID}: {models.n_layers(model)} blocks, d_model {models.d_model(model)}, "
       f"vocab {models.unembed(model).out_features}, on {models.model_device(model)}")
 

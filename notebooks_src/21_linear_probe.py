@@ -45,8 +45,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from shared import data, models, probes, runtime
+from shared import data, models, notebook, probes, runtime
 
+P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 out_dir = Path(OUTPUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 runtime.seed_everything(SEED)
@@ -71,8 +72,8 @@ print("example:", train[0]["text"][:200].replace("\n", " "), "->", train[0]["lab
 # Gated models (Gemma, Llama) need an `HF_TOKEN` secret.
 
 # %%
-model, tokenizer = models.load_model(MODEL_ID, device=DEVICE or None)
-layers = probes.parse_layers(LAYERS, models.n_layers(model))
+model, tokenizer = models.load_model(MODEL_ID, device=P.DEVICE)
+layers = P.LAYERS  # checked against the model's config, negatives resolved
 print(f"{MODEL_ID}: {models.n_layers(model)} blocks, d_model {models.d_model(model)}; probing layers {layers}")
 
 # %% [markdown]

@@ -48,8 +48,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from shared import data, models, probes, runtime, templates
+from shared import data, models, notebook, probes, runtime, templates
 
+P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 out_dir = Path(OUTPUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 runtime.seed_everything(SEED)
@@ -62,10 +63,9 @@ runtime.seed_everything(SEED)
 # only to score and by the supervised baselines, never by CCS itself.
 
 # %%
-model, tokenizer = models.load_model(MODEL_ID, device=DEVICE or None)
+model, tokenizer = models.load_model(MODEL_ID, device=P.DEVICE)
 n_layers = models.n_layers(model)
-layer = probes.parse_layers(LAYER, n_layers)[0]
-sweep = probes.parse_layers(SWEEP_LAYERS, n_layers)
+layer, sweep = P.LAYER[0], P.SWEEP_LAYERS  # checked against the model's config, negatives resolved
 task = probes.ccs_task_of(DATASET)
 train = data.load_task_dataset(DATASET, N_TRAIN, split="train", seed=SEED)
 test = data.load_task_dataset(DATASET, N_TEST, split="test", seed=SEED)

@@ -129,8 +129,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from shared import models, probes, runtime, synthetic
+from shared import models, notebook, probes, runtime, synthetic
 
+P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 out_dir = Path(OUTPUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 runtime.seed_everything(SEED)
@@ -156,8 +157,8 @@ print(f"{len(pairs)} pairs for {CONCEPT!r}; e.g.\n  + {positives[0]}\n  - {negat
 # layers; only the last token of each prompt is kept.
 
 # %%
-model, tokenizer = models.load_model(MODEL_ID, device=DEVICE or None)
-layers = probes.parse_layers(LAYERS, models.n_layers(model))
+model, tokenizer = models.load_model(MODEL_ID, device=P.DEVICE)
+layers = P.LAYERS  # checked against the model's config, negatives resolved
 pos = probes.last_token_states(model, tokenizer, positives, layers, batch_size=BATCH_SIZE)
 neg = probes.last_token_states(model, tokenizer, negatives, layers, batch_size=BATCH_SIZE)
 print(f"{MODEL_ID}: {models.n_layers(model)} blocks; states for layers {layers}")

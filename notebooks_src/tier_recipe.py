@@ -66,12 +66,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from shared import capture, evaluate, export, models, plots, runtime, train
+from shared import capture, evaluate, export, models, notebook, plots, runtime, train
 
+P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
+layers = tuple(P.LAYER)  # block indices >= 0: LAYER = -1 is the last block
 out_dir = Path(OUTPUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 runtime.seed_everything(SEED)
-layers = tuple(LAYER) if isinstance(LAYER, (list, tuple)) else (LAYER,)
 
 # %% [markdown]
 # ## 1. Where are we running?
@@ -84,10 +85,10 @@ print(f"platform: {runtime.platform()}")
 gpus = runtime.gpu_info()
 for g in gpus:
     print(f"  cuda:{g.index} {g.name}: {g.free_gb:.1f} of {g.total_gb:.1f} GiB free, bf16={g.bf16}")
-# "spread" splits a model too big for one GPU over all of them (Kaggle's 2xT4 for 7-8B models).
-model_device = {"auto": "cuda:0" if gpus else "cpu", "spread": "auto"}.get(MODEL_DEVICE, MODEL_DEVICE)
-sae_device = (f"cuda:{len(gpus) - 1}" if gpus else "cpu") if SAE_DEVICE == "auto" else SAE_DEVICE
-model_dtype = None if MODEL_DTYPE == "auto" else getattr(torch, MODEL_DTYPE)
+# Resolved by the parameter check: MODEL_DEVICE "auto" is cuda:0 (or cpu); "spread" ("auto" below)
+# splits a model too big for one GPU over all of them (Kaggle's 2xT4 for 7-8B models); SAE_DEVICE
+# "auto" is the last GPU, so on 2xT4 the SAE trains beside the model.
+model_device, sae_device, model_dtype = P.MODEL_DEVICE, P.SAE_DEVICE, P.MODEL_DTYPE
 checkpoint_dir = train.resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME)
 print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint_dir}")
 

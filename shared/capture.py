@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
+from .hooks import resolve_layers
 from .models import decoder_layers, final_norm, model_device
 
 
@@ -26,18 +27,8 @@ class _StopForward(Exception):
 
 
 def check_layers(model: nn.Module, layers) -> list[int]:
-    """Sorted unique layer indices (negatives count from the end); ValueError naming the valid range."""
-    n = len(decoder_layers(model))
-    layers = [layers] if isinstance(layers, int) else list(layers)
-    if not layers:
-        raise ValueError(f"No layers requested; pass one or more of 0..{n - 1}.")
-    out = []
-    for layer in layers:
-        if not isinstance(layer, int) or not -n <= layer < n:
-            raise ValueError(f"Layer {layer!r} is out of range: this model has {n} decoder layers, "
-                             f"valid layers are 0..{n - 1} (or -{n}..-1 from the end).")
-        out.append(layer % n)
-    return sorted(set(out))
+    """Sorted unique layer indices (hooks.resolve_layers: negatives count from the end); ValueError naming the range."""
+    return sorted(resolve_layers(layers, len(decoder_layers(model)), dedupe=True))
 
 
 def _block_output(output):

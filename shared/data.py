@@ -303,6 +303,7 @@ _REAL = {  # name -> (hf path, config)
     "truthful_qa": ("truthfulqa/truthful_qa", "generation"),
     "gsm8k": ("openai/gsm8k", "main"),
 }
+TASK_DATASETS = tuple(_REAL)
 _ALIASES = {"stanfordnlp/imdb": "imdb", "stanfordnlp/sst2": "sst2", "glue/sst2": "sst2",
             "truthfulqa/truthful_qa": "truthful_qa", "openai/gsm8k": "gsm8k"}
 
@@ -325,6 +326,19 @@ def _rows_to_items(name: str, row: dict) -> list[dict]:
             for a, lab in ((good, 1), (bad, 0)) if a]
 
 
+def check_task_dataset(name: str) -> str:
+    """The canonical name of a labelled task dataset (alias resolved); one-line ValueError listing the valid ones."""
+    from .synthetic import TASKS
+
+    if isinstance(name, str) and name.startswith("synthetic:") and name.split(":", 1)[1] in TASKS:
+        return name
+    key = _ALIASES.get(name, name) if isinstance(name, str) else None
+    if key not in _REAL:
+        raise ValueError(f"unknown task dataset {name!r}; valid: {', '.join(_REAL)}, "
+                         f"or synthetic:<task> with task in {', '.join(TASKS)}")
+    return key
+
+
 def load_task_dataset(name: str, n: int, split: str = "train", seed: int = 0) -> list[dict]:
     """`n` labelled items from a real dataset (imdb, sst2, truthful_qa, gsm8k) or "synthetic:<task>".
 
@@ -332,16 +346,11 @@ def load_task_dataset(name: str, n: int, split: str = "train", seed: int = 0) ->
     sst2 "test" maps to its labelled "validation" split; truthful_qa has one split, divided 80/20 by
     question hash so train and test never share a question.
     """
-    if name.startswith("synthetic:"):
+    key = check_task_dataset(name)
+    if key.startswith("synthetic:"):
         from .synthetic import synthetic_task
 
-        return synthetic_task(name.split(":", 1)[1], n, seed=seed, split=split)
-    key = _ALIASES.get(name, name)
-    if key not in _REAL:
-        from .synthetic import TASKS
-
-        raise ValueError(f"unknown task dataset {name!r}; valid: {', '.join(_REAL)}, "
-                         f"or synthetic:<task> with task in {', '.join(TASKS)}")
+        return synthetic_task(key.split(":", 1)[1], n, seed=seed, split=split)
     import datasets
 
     path, config = _REAL[key]

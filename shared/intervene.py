@@ -11,15 +11,10 @@ from typing import Callable, Iterator
 
 import torch
 
-from .models import decoder_layers, n_layers
+from .hooks import resolve_layers
+from .models import decoder_layers
 
 ResidualEdit = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _check_layer(model, layer: int) -> None:
-    total = n_layers(model)
-    if not 0 <= layer < total:
-        raise ValueError(f"layer {layer} is out of range: this model has layers 0..{total - 1}")
 
 
 def _replace_hidden(output, new_hidden: torch.Tensor):
@@ -48,7 +43,7 @@ def edit_residual(model, edits: dict[int, ResidualEdit]) -> Iterator[None]:
     layers = decoder_layers(model)
     handles = []
     for layer, edit in edits.items():
-        _check_layer(model, layer)
+        layer = resolve_layers(int(layer), len(layers))[0]  # negatives count from the end
 
         def hook(_module, _inputs, output, _edit=edit):
             hidden = block_hidden(output)

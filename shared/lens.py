@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .hooks import resolve_layers
 from .models import d_model, decoder_layers, final_logit_softcap, final_norm, model_device, unembed
 
 PUBLIC_LENS_REPO = "AlignmentResearch/tuned-lens"  # a Hugging Face *space*; lenses under lens/<model_id>/
@@ -91,14 +92,8 @@ def kl_to_final(final_logits, lens_logits):
 
 
 def _check_layers(layers, n):
-    if layers is None:
-        return list(range(n))
-    out = []
-    for layer in layers:
-        if not -n <= int(layer) < n:
-            raise ValueError(f"Layer {layer} does not exist: this model has blocks 0..{n - 1} (negative counts from the end).")
-        out.append(int(layer) % n)
-    return out
+    """All blocks for None, else hooks.resolve_layers (order kept, negatives count from the end)."""
+    return list(range(n)) if layers is None else resolve_layers(layers, n, dedupe=True)
 
 
 def layer_logits(model, input_ids, attention_mask=None, layers=None, lens=None):

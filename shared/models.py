@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from .data import pack
-from .runtime import Secret, cache_dir, default_device, get_secret
+from .runtime import Secret, cache_dir, get_secret, resolve_device
 
 TINY_ARCHS = ("gemma2", "qwen3_5", "qwen3", "llama", "mistral", "phi3", "gpt2")
 
@@ -222,11 +223,73 @@ def _freeze(model):
 # ----------------------------------------------------------------------------- load_model
 
 def _resolve_device(device) -> torch.device | str:
-    if device is None:
-        return default_device()
-    if device == "auto":
-        return "auto"
-    return torch.device(device)
+    """runtime.resolve_device with load_model's meaning of "auto": spread over every GPU (device_map)."""
+    return resolve_device(device, auto="spread")
+
+
+class ModelUnavailable(ValueError):
+    """A model id that cannot be loaded here: not on the Hub, gated without a token, or offline and not cached."""
+
+
+def _hub_cause(error: BaseException, model_id: str) -> str | None:
+    """One line saying why the Hub refused `model_id`, from the huggingface_hub error in the chain; else None."""
+    from huggingface_hub.errors import (GatedRepoError, HFValidationError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled, RepositoryNotFoundError)
+
+    seen, chain = set(), []
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    for e in chain:  # GatedRepoError subclasses RepositoryNotFoundError: test it first
+        if isinstance(e, GatedRepoError):
+            return (f"model {model_id!r} is gated: accept the licence at https://huggingface.co/{model_id} "
+                    f"and set the HF_TOKEN secret (a token of the account that accepted it)")
+        if isinstance(e, RepositoryNotFoundError):
+            return (f"model {model_id!r} was not found on the Hub: check the spelling (an id looks like "
+                    f"'google/gemma-2-2b'); a private repo also needs the HF_TOKEN secret")
+        if isinstance(e, HFValidationError):
+            return f"model {model_id!r} is not a valid Hub id or local folder: use 'org/name', e.g. 'google/gemma-2-2b'"
+        if isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled)) or type(e).__name__ in (
+                "ConnectError", "ConnectionError", "ConnectTimeout"):
+            return (f"model {model_id!r}: no network and not in the local cache; connect to the internet "
+                    f"(and unset HF_HUB_OFFLINE) or download it once while online")
+    return None
+
+
+@contextmanager
+def hub_errors(model_id: str):
+    """Turn the Hub's errors about `model_id` (inside transformers' tracebacks) into one-line ModelUnavailable."""
+    try:
+        yield
+    except Exception as e:
+        why = _hub_cause(e, model_id)
+        if why is None:
+            raise
+        raise ModelUnavailable(why) from None
+
+
+def load_config(model_id: str, token: str | None = None):
+    """The text (decoder) config of a hub id or `tiny:`/`tiny-trained:<arch>`, without loading weights.
+
+    Cheap: reads config.json only (tiny ids build it in code), so notebooks can check layers and
+    the id itself before the download. Hub failures raise a one-line ModelUnavailable.
+    """
+    if model_id.startswith(("tiny:", "tiny-trained:")):
+        return tiny_config(model_id.split(":", 1)[1])
+    from transformers import AutoConfig
+
+    token = _hub_token(token)
+    with hub_errors(model_id):
+        cfg = AutoConfig.from_pretrained(model_id, token=token)
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+def _hub_token(token):
+    """The token to send: `token`, else the HF_TOKEN secret, as a plain str (or None)."""
+    if token is None:
+        token = get_secret("HF_TOKEN")
+    return token.reveal() if isinstance(token, Secret) else token
 
 
 def load_model(model_id: str, *, device=None, dtype: torch.dtype | None = None, token: str | None = None,
@@ -257,16 +320,14 @@ def load_model(model_id: str, *, device=None, dtype: torch.dtype | None = None, 
 def _load_hub(model_id, dev, dtype, token, attn_implementation):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    if token is None:
-        token = get_secret("HF_TOKEN")
-    if isinstance(token, Secret):
-        token = token.reveal()
+    token = _hub_token(token)
     on_gpu = dev == "auto" or dev.type == "cuda"
     if dtype is None:  # bf16 where the GPU has it; fp16 on older GPUs such as the T4; fp32 on CPU
         from .runtime import bf16_supported
 
         dtype = (torch.bfloat16 if bf16_supported() else torch.float16) if on_gpu else torch.float32
-    cfg = AutoConfig.from_pretrained(model_id, token=token)
+    with hub_errors(model_id):
+        cfg = AutoConfig.from_pretrained(model_id, token=token)
     model_type = getattr(cfg.get_text_config(), "model_type", cfg.model_type)
     attn = attn_implementation or ("eager" if "gemma2" in model_type else "sdpa")
     kw = dict(dtype=dtype, attn_implementation=attn, token=token)
@@ -274,17 +335,18 @@ def _load_hub(model_id, dev, dtype, token, attn_implementation):
         kw["device_map"] = "auto"
     elif dev.type == "cuda":
         kw["device_map"] = {"": dev}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_id, **kw)
-    except ValueError as e:  # a multimodal config with no causal-LM class: load the wrapper
-        if "Unrecognized configuration class" not in str(e):
-            raise
-        from transformers import AutoModelForImageTextToText
+    with hub_errors(model_id):
+        try:
+            model = AutoModelForCausalLM.from_pretrained(model_id, **kw)
+        except ValueError as e:  # a multimodal config with no causal-LM class: load the wrapper
+            if "Unrecognized configuration class" not in str(e):
+                raise
+            from transformers import AutoModelForImageTextToText
 
-        model = AutoModelForImageTextToText.from_pretrained(model_id, **kw)
+            model = AutoModelForImageTextToText.from_pretrained(model_id, **kw)
+        tok = AutoTokenizer.from_pretrained(model_id, token=token)
     if "device_map" not in kw and dev.type != "cpu":
         model.to(dev)
-    tok = AutoTokenizer.from_pretrained(model_id, token=token)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return _freeze(model), tok

@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from .hooks import resolve_layers
 from .templates import ccs_template
 
 # ----------------------------------------------------------------------------------------------
@@ -625,32 +626,8 @@ def generate_steered(model, tokenizer, prompt: str, layer: int, direction, alpha
 
 
 def parse_layers(spec, n_layers: int) -> list[int]:
-    """Layer list from "all" | "middle" | "0,6,-1" | an int | a list of ints (negatives count from the end)."""
-    if n_layers < 1:
-        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
-    if isinstance(spec, str):
-        s = spec.strip().lower()
-        if s == "all":
-            return list(range(n_layers))
-        if s == "middle":
-            return [n_layers // 2]
-        if not s:
-            return []
-        try:
-            spec = [int(x) for x in s.replace(" ", "").split(",") if x]
-        except ValueError:
-            raise ValueError(f"layers {spec!r} must be 'all', 'middle' or comma-separated ints like '4,8,12'") from None
-    elif isinstance(spec, (int, np.integer)):
-        spec = [int(spec)]
-    out = []
-    for x in spec:
-        x = int(x)
-        if not -n_layers <= x < n_layers:
-            raise ValueError(f"layer {x} is out of range: this model has layers 0..{n_layers - 1} (or -1..-{n_layers})")
-        x = x % n_layers
-        if x not in out:
-            out.append(x)
-    return sorted(out)
+    """Sorted unique layers from "all" | "middle" | "0,6,-1" | "" (none) | an int | a list (hooks.resolve_layers)."""
+    return sorted(resolve_layers(spec, n_layers, dedupe=True, allow_empty=True))
 
 
 def ccs_prompt_pairs(items: Sequence[dict], task: str, tokenizer=None, max_text_tokens: int | None = None,

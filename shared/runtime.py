@@ -64,6 +64,57 @@ def default_device() -> torch.device:
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
+def available_devices() -> list[str]:
+    """The devices torch can use here, e.g. ['cpu', 'cuda:0 (Tesla T4)', 'cuda:1 (Tesla T4)']."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
+def resolve_device(spec=None, *, auto: str = "first") -> torch.device | str:
+    """The device a notebook/`load_model` string means, checked to exist on this machine.
+
+    None or "" -> default_device(). "auto" -> per `auto`: "first" = default_device() (cuda:0 or cpu),
+    "last" = the last GPU or cpu (Kaggle 2xT4: the SAE beside a model on cuda:0), "spread" = the
+    string "auto" (transformers device_map="auto": the model split over every GPU). "spread" always
+    means the latter. "cuda" is cuda:0. A device that does not exist here (cuda:1 on one GPU, cuda on
+    a CPU-only machine) raises a one-line ValueError listing the devices that do.
+    """
+    if auto not in ("first", "last", "spread"):
+        raise ValueError(f"auto={auto!r}; use 'first', 'last' or 'spread'")
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return default_device()
+    if isinstance(spec, str):
+        spec = spec.strip().lower()
+        if spec == "spread" or (spec == "auto" and auto == "spread"):
+            return "auto"
+        if spec == "auto":
+            if auto == "last" and torch.cuda.is_available():
+                return torch.device("cuda", torch.cuda.device_count() - 1)
+            return default_device()
+    here = ", ".join(available_devices())
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {spec!r} is not a device name: use 'auto', 'cpu' or 'cuda:N' "
+                         f"(this machine has {here})") from None
+    if dev.type == "cuda":
+        dev = torch.device("cuda", dev.index or 0)
+        ok = torch.cuda.is_available() and dev.index < torch.cuda.device_count()
+    elif dev.type == "mps":
+        ok = "mps" in available_devices()
+    else:
+        ok = dev.type == "cpu"
+    if not ok:
+        raise ValueError(f"device {str(dev)!r} does not exist: this machine has {here}; "
+                         f"pick one of those or 'auto'")
+    return dev
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and every GPU) so a run repeats."""
     random.seed(seed)

@@ -25,6 +25,7 @@ from . import checkpoint as ckpt
 from .capture import ActivationBlocks, check_layers, residual_rows
 from .data import mix_streams, parse_source, token_batches
 from .models import d_model, load_model, model_device
+from .runtime import resolve_device
 from .sae import build_sae, config_from_dict
 
 
@@ -232,7 +233,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
                                       dtype=_dtype(cfg.model_dtype, torch.device(cfg.model_device or
                                                    ("cuda" if torch.cuda.is_available() else "cpu"))))
     layers = check_layers(model, cfg.layers)
-    sae_device = torch.device(cfg.sae_device) if cfg.sae_device else model_device(model)
+    sae_device = resolve_device(cfg.sae_device) if cfg.sae_device else model_device(model)
     d_in = d_model(model)
     saes = {
         layer: build_sae(config_from_dict(dict(  # each architecture takes the knobs its config declares

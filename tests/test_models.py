@@ -238,3 +238,62 @@ def test_hub_path_loads_a_saved_checkpoint(arch, attn, tmp_path, no_network, mon
     assert tokenizer.pad_token_id is not None and not model.training
     ids = tok("hub path", return_tensors="pt").input_ids
     assert torch.allclose(model(ids).logits, tiny(ids).logits, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- unknown / unreachable ids
+
+_PROBE = ("from shared import models\n"
+          "try:\n    models.load_config('org/model')\n"
+          "except models.ModelUnavailable as e:\n    print('ModelUnavailable:', e)\n")
+
+
+def _load_config_against(endpoint: str, tmp_path) -> str:
+    """load_config('org/model') in a fresh process whose huggingface_hub talks to `endpoint` (real client)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0",
+           "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": "", "HF_HUB_ETAG_TIMEOUT": "5"}
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("status, code, expect", [
+    (404, "RepoNotFound", "was not found on the Hub: check the spelling"),
+    (401, "GatedRepo", "is gated: accept the licence at https://huggingface.co/org/model and set the HF_TOKEN"),
+])
+def test_hub_refusals_become_one_line_errors(status, code, expect, tmp_path):
+    """A local 127.0.0.1 server answers like the Hub does (status + X-Error-Code); the real client maps it."""
+    import http.server
+    import threading
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            self.send_response(status)
+            self.send_header("X-Error-Code", code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        line = _load_config_against(f"http://127.0.0.1:{server.server_port}", tmp_path)
+    finally:
+        server.shutdown()
+    assert line.startswith("ModelUnavailable:") and expect in line and "\n" not in line
+
+
+def test_offline_mode_says_no_network():
+    with pytest.raises(models.ModelUnavailable, match="no network and not in the local cache") as e:
+        models.load_config("no-such/model")  # this module runs with HF_HUB_OFFLINE=1
+    assert "\n" not in str(e.value)
+    with pytest.raises(models.ModelUnavailable, match="no network"):
+        models.load_model("no-such/model", device="cpu")
+    assert models.load_config("tiny:gpt2").num_hidden_layers == 4

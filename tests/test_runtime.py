@@ -162,3 +162,27 @@ def test_seed_everything_repeats():
 def test_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("SAE_LADDER_CACHE", str(tmp_path / "c"))
     assert runtime.cache_dir() == tmp_path / "c" and (tmp_path / "c").is_dir()
+
+
+def test_resolve_device_on_a_cpu_machine(local):
+    local.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.resolve_device("auto") == torch.device("cpu")
+    assert runtime.resolve_device("auto", auto="last") == torch.device("cpu")
+    assert runtime.resolve_device("") == runtime.resolve_device(None) == torch.device("cpu")
+    assert runtime.resolve_device("spread") == "auto" and runtime.resolve_device("auto", auto="spread") == "auto"
+    for bad in ("cuda:0", "cuda", "gpu0"):
+        with pytest.raises(ValueError) as e:
+            runtime.resolve_device(bad)
+        assert "\n" not in str(e.value) and "this machine has cpu" in str(e.value)
+
+
+def test_resolve_device_with_two_gpus(local):
+    local.setattr(torch.cuda, "is_available", lambda: True)
+    local.setattr(torch.cuda, "device_count", lambda: 2)
+    local.setattr(torch.cuda, "get_device_name", lambda i: "Tesla T4")
+    assert runtime.resolve_device("auto") == torch.device("cuda:0")
+    assert runtime.resolve_device("auto", auto="last") == torch.device("cuda:1")
+    assert runtime.resolve_device("cuda") == torch.device("cuda:0")
+    assert runtime.resolve_device("CUDA:1") == torch.device("cuda:1")
+    with pytest.raises(ValueError, match=r"'cuda:2' does not exist: this machine has cpu, cuda:0 \(Tesla T4\), cuda:1 \(Tesla T4\)"):
+        runtime.resolve_device("cuda:2")

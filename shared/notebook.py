@@ -1,0 +1,307 @@
+"""Notebook plumbing shared by every notebook of the ladder; for now: checking the parameters cell.
+
+`check_parameters(globals())` runs in the first code cell after the parameters cell, before any
+model loads. Each parameter is checked by the rule of its NAME in `RULES` (one table for every
+notebook, so LAYER or BATCH_SIZE mean the same everywhere); a bad value stops the notebook with a
+one-line `ParameterError` naming the parameter, the value and what to change. It returns the
+values normalised (layers as non-negative indices, devices resolved, dtypes as torch dtypes).
+Checks that need the model read its config only (`models.load_config`), never the weights.
+"""
+from __future__ import annotations
+
+import numbers
+import os
+import re
+from typing import Any, Callable
+
+from . import data, hooks, models, runtime, synthetic, tiers
+
+
+class ParameterError(ValueError):
+    """A notebook parameter with a bad value; the message is one line: NAME = value: what to change."""
+
+
+class Parameters(dict):
+    """The checked, normalised parameters by name; also readable as attributes (P.LAYER)."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no parameter {name!r}; this notebook has {', '.join(self)}") from None
+
+
+class _Context:
+    """What a rule may consult: every raw parameter, and the model's layer count read from its config."""
+
+    def __init__(self, params: dict):
+        self.params = params
+        self.name = ""  # the parameter being checked
+        self._n_layers: int | None = None
+
+    def n_layers(self) -> int:
+        if self._n_layers is None:
+            cfg = models.load_config(self.params["MODEL_ID"])
+            self._n_layers = int(cfg.num_hidden_layers)
+        return self._n_layers
+
+
+Rule = Callable[[Any, _Context], Any]
+
+
+# ------------------------------------------------------------------------------------ rule makers
+
+def _int(minimum: int | None = None, hint: str = "") -> Rule:
+    def rule(v, ctx):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or float(v) != int(v):
+            raise ValueError(f"must be a whole number{hint}")
+        v = int(v)
+        if minimum is not None and v < minimum:
+            raise ValueError(f"must be >= {minimum}{hint}")
+        return v
+    return rule
+
+
+def _number(low: float = 0.0, *, open_low: bool = True, high: float | None = None, open_high: bool = True,
+            hint: str = "") -> Rule:
+    def rule(v, ctx):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or v != v:
+            raise ValueError(f"must be a number{hint}")
+        if (v <= low if open_low else v < low) or (high is not None and (v >= high if open_high else v > high)):
+            lo = f"{'>' if open_low else '>='} {low:g}"
+            hi = "" if high is None else f" and {'<' if open_high else '<='} {high:g}"
+            raise ValueError(f"must be {lo}{hi}{hint}")
+        return float(v)
+    return rule
+
+
+def _choice(*options) -> Rule:
+    def rule(v, ctx):
+        if v not in options:
+            raise ValueError(f"must be one of {', '.join(map(repr, options))}")
+        return v
+    return rule
+
+
+def _bool(v, ctx):
+    if not isinstance(v, bool):
+        raise ValueError("must be True or False")
+    return v
+
+
+def _text(empty_ok: bool = False) -> Rule:
+    def rule(v, ctx):
+        if not isinstance(v, str) or (not empty_ok and not v.strip()):
+            raise ValueError("must be a non-empty string" if not empty_ok else "must be a string")
+        return v
+    return rule
+
+
+def _strings(v, ctx):
+    if not isinstance(v, (list, tuple)) or not v or not all(isinstance(s, str) and s.strip() for s in v):
+        raise ValueError('must be a non-empty list of non-empty strings, e.g. ["The cat", "The dog"]')
+    return list(v)
+
+
+def _numbers(v, ctx):
+    if (not isinstance(v, (list, tuple)) or not v
+            or not all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in v)):
+        raise ValueError("must be a non-empty list of numbers, e.g. [-4, 0, 4]")
+    return [float(x) for x in v]
+
+
+def _pairs(v, ctx):
+    ok = isinstance(v, (list, tuple)) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(s, str) and s.strip() for s in p) for p in v)
+    if not ok:
+        raise ValueError('must be a list of (positive, negative) string pairs, or [] to generate them')
+    return [tuple(p) for p in v]
+
+
+def _layers(allow_empty: bool = False) -> Rule:
+    def rule(v, ctx):
+        return sorted(hooks.resolve_layers(v, ctx.n_layers(), allow_empty=allow_empty, name=ctx.name))
+    return rule
+
+
+def _device(auto: str, empty_ok: bool = False) -> Rule:
+    def rule(v, ctx):
+        if not isinstance(v, str) or (not v.strip() and not empty_ok):
+            raise ValueError("must be a device name such as 'auto', 'cpu' or 'cuda:0'")
+        if not v.strip():
+            return None
+        return str(runtime.resolve_device(v, auto=auto))
+    return rule
+
+
+def _repo_id(v: str) -> str:
+    from huggingface_hub.utils import validate_repo_id
+
+    validate_repo_id(v)  # HFValidationError (a ValueError) with a one-line reason
+    return v
+
+
+def _path(v, ctx):
+    _text()(v, ctx)
+    if os.path.isfile(v):
+        raise ValueError("is an existing file; name a folder")
+    return v
+
+
+# ------------------------------------------------------------------------------------ named rules
+
+def _model_id(v, ctx):
+    _text()(v, ctx)
+    models.load_config(v)  # one-line ModelUnavailable: not on the Hub, gated, offline and not cached
+    return v.strip()
+
+
+def _dataset(v, ctx):
+    """A labelled task (imdb, synthetic:truth, ...) or a text source (synthetic, hf:..., a local path)."""
+    _text()(v, ctx)
+    try:
+        return data.check_task_dataset(v)
+    except ValueError:
+        pass
+    try:
+        data.parse_source(v)
+    except ValueError:
+        raise ValueError(f"is neither a text source ('synthetic', 'hf:<path>[:<config>[:<split>[:<field>]]]' or "
+                         f"local .txt/.md/.jsonl files) nor a labelled task ({', '.join(data.TASK_DATASETS)}, "
+                         f"synthetic:<{'|'.join(synthetic.TASKS)}>)") from None
+    return v
+
+
+def _val_dataset(v, ctx):
+    if isinstance(v, str) and not v.strip():
+        return ""
+    return _dataset(v, ctx)
+
+
+def _k(v, ctx):
+    k = _int(1)(v, ctx)
+    d_sae = ctx.params.get("D_SAE")
+    if isinstance(d_sae, int) and k > d_sae:
+        raise ValueError(f"must be <= D_SAE ({d_sae}): an SAE cannot keep more latents than it has")
+    return k
+
+
+def _lr(v, ctx):
+    if "OPTIMIZER" in ctx.params:  # the tuned lens: 0 picks the optimizer's own default
+        return _number(0.0, open_low=False, hint=" (0 = the optimizer's default)")(v, ctx)
+    return _number(0.0, hint=", e.g. 2e-4")(v, ctx)
+
+
+def _lr_min(v, ctx):
+    lr_min = _number(0.0, open_low=False)(v, ctx)
+    lr = ctx.params.get("LR")
+    if isinstance(lr, numbers.Real) and lr_min > lr:
+        raise ValueError(f"must be <= LR ({lr:g}): it is the floor the learning rate decays to")
+    return lr_min
+
+
+def _concept(v, ctx):
+    _text()(v, ctx)
+    if not ctx.params.get("CONTRAST_PAIRS") and v not in synthetic.CONCEPTS:
+        raise ValueError(f"has no built-in pairs: use one of {', '.join(synthetic.CONCEPTS)}, or fill CONTRAST_PAIRS")
+    return v
+
+
+def _gpu(v, ctx):
+    if v == "auto":
+        return v
+    return tiers.gpu_class(v).name
+
+
+def _checkpoint_dir(v, ctx):
+    _text()(v, ctx)
+    if v.startswith("hf:"):
+        return "hf:" + _repo_id(v[3:])
+    return v if v == "auto" else _path(v, ctx)
+
+
+def _hf_repo(v, ctx):
+    _text(empty_ok=True)(v, ctx)
+    return _repo_id(v) if v.strip() else ""
+
+
+def _run_name(v, ctx):
+    _text()(v, ctx)
+    if "/" in v:
+        raise ValueError("is a folder and repo name: leave out '/'")
+    return _repo_id(v)
+
+
+def _dtype(v, ctx):
+    import torch
+
+    _choice("auto", "bfloat16", "float16", "float32")(v, ctx)
+    return None if v == "auto" else getattr(torch, v)
+
+
+_POS = _int(1)
+_NONNEG = _int(0)
+
+RULES: dict[str, Rule] = {
+    # model and layers (MODEL_ID first: the layer rules read its config)
+    "MODEL_ID": _model_id,
+    "LAYER": _layers(),
+    "LAYERS": _layers(),
+    "SWEEP_LAYERS": _layers(allow_empty=True),
+    # data
+    "DATASET": _dataset,
+    "VAL_DATASET": _val_dataset,
+    "CONTEXT_LEN": _POS, "MAX_LEN": _POS, "MAX_TEXT_TOKENS": _POS,
+    "N_TRAIN": _POS, "N_TEST": _POS, "EVAL_DOCS": _POS, "EVAL_BATCHES": _POS,
+    "PROMPT": _text(),
+    "CONCEPT": _concept, "CONTRAST_PAIRS": _pairs, "N_PAIRS": _int(0, " (0 = every pair)"),
+    "MONITOR_PROMPTS": _strings, "STEER_PROMPTS": _strings,
+    # SAE training
+    "D_SAE": _POS, "K": _k,
+    "TOTAL_TOKENS": _POS, "BATCH_TOKENS": _POS, "MODEL_BATCH_SIZE": _POS, "BLOCK_BATCHES": _POS,
+    "LR": _lr, "LR_MIN": _lr_min, "WARMUP_STEPS": _NONNEG,
+    "DEAD_TOKENS_THRESHOLD": _POS, "CHECKPOINT_EVERY_TOKENS": _POS, "VAL_TOKENS": _POS,
+    # lenses, probes, steering
+    "BATCH_SIZE": _POS, "FIT_STEPS": _POS, "N_RESTARTS": _POS, "N_EPOCHS": _POS, "MAX_NEW_TOKENS": _POS,
+    "TOP_K": _POS, "MAX_TOKENS_SHOWN": _POS,
+    "TRY_PRETRAINED": _bool, "OPTIMIZER": _choice("adam", "sgd"), "POOL": _choice("mean", "last"),
+    "PROBE_C": _number(0.0), "TEST_FRAC": _number(0.0, high=1.0), "NORM_FRACTION": _number(0.0),
+    "ALPHAS": _numbers,
+    # planning (07)
+    "GPU": _gpu, "BUDGET_MINUTES": _number(0.0), "GOAL": _choice(*tiers.GOALS),
+    # where things run and go
+    "MODEL_DEVICE": _device("first"), "SAE_DEVICE": _device("last"), "DEVICE": _device("spread", empty_ok=True),
+    "MODEL_DTYPE": _dtype,
+    "CHECKPOINT_DIR": _checkpoint_dir, "RUN_NAME": _run_name, "HF_REPO": _hf_repo, "HF_PRIVATE": _bool,
+    "OUTPUT_DIR": _path, "SEED": _int(0),
+}
+
+_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_parameters(params: dict) -> Parameters:
+    """Check every parameter in `params` (a notebook's globals(), or a dict) that has a rule in RULES.
+
+    Returns the normalised values by name. The first bad value raises a one-line ParameterError:
+    "NAME = value: what is wrong and what to set". Upper-case names without a rule are skipped
+    (tests/test_parameters.py makes sure every notebook's parameters have one).
+    """
+    raw = {k: v for k, v in params.items() if _NAME.fullmatch(k) and k in RULES}
+    ctx = _Context(raw)
+    out = Parameters()
+    for name in sorted(raw, key=list(RULES).index):
+        ctx.name = name
+        try:
+            out[name] = RULES[name](raw[name], ctx)
+        except (ValueError, TypeError, KeyError) as e:
+            reason = " ".join(str(e).split())
+            error = ParameterError(f"{name} = {_short(raw[name])}: {reason}")
+        else:
+            continue
+        raise error from None
+    return out

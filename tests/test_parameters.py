@@ -1,0 +1,172 @@
+"""Every catalog notebook's parameters are checked up front by shared.notebook.check_parameters:
+each has a rule, the smoke values pass, and each bad value in the table below stops with a
+one-line ParameterError naming the parameter (not a deep trace from inside a library)."""
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: an unknown id must fail offline
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import build_notebooks as bn
+from conftest import REPO
+from shared import hooks, notebook
+
+ENTRIES = bn.load_catalog(REPO)
+
+
+def parameters_of(entry) -> dict:
+    """The rendered notebook's parameters cell (catalog overrides applied) with its smoke values on top."""
+    nb = json.loads((REPO / "notebooks" / f"{entry.id}.ipynb").read_text(encoding="utf-8"))
+    (cell,) = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    return {**bn.parameter_defaults("".join(cell["source"])), **entry.smoke}
+
+
+def _missing_cuda() -> str:
+    return f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda:0"
+
+
+# (name, bad value or f(params) -> bad value, applies-when(params) or None)
+BAD = [
+    ("MODEL_ID", "no-such/model", None), ("MODEL_ID", "", None),
+    ("LAYER", 99, None), ("LAYER", [1, 1], None), ("LAYER", "first", None), ("LAYER", 2.5, None),
+    ("LAYERS", "0,99", None), ("LAYERS", "", None), ("LAYERS", "3-1", None),
+    ("SWEEP_LAYERS", "99", None),
+    ("DATASET", "no-such-dataset", None), ("VAL_DATASET", "no-such-dataset", None),
+    ("CONTEXT_LEN", 0, None), ("MAX_LEN", -1, None), ("MAX_TEXT_TOKENS", -3, None),
+    ("N_TRAIN", 0, None), ("N_TEST", 0, None), ("EVAL_DOCS", 0, None), ("EVAL_BATCHES", 0, None),
+    ("PROMPT", "", None), ("CONCEPT", "no-such-concept", lambda p: not p.get("CONTRAST_PAIRS")),
+    ("CONTRAST_PAIRS", [("only one side",)], None), ("N_PAIRS", -1, None),
+    ("MONITOR_PROMPTS", "one string, not a list", None), ("STEER_PROMPTS", [], None),
+    ("D_SAE", 0, None), ("K", lambda p: p["D_SAE"] + 1, None), ("K", 0, None),
+    ("TOTAL_TOKENS", -5, None), ("BATCH_TOKENS", 0, None), ("MODEL_BATCH_SIZE", -1, None),
+    ("BLOCK_BATCHES", 0, None), ("LR", 0, lambda p: "OPTIMIZER" not in p), ("LR", -1e-3, None),
+    ("LR_MIN", lambda p: p["LR"] * 10, None), ("WARMUP_STEPS", -1, None),
+    ("DEAD_TOKENS_THRESHOLD", 0, None), ("CHECKPOINT_EVERY_TOKENS", 0, None), ("VAL_TOKENS", 0, None),
+    ("BATCH_SIZE", 0, None), ("FIT_STEPS", 0, None), ("N_RESTARTS", 0, None), ("N_EPOCHS", 0, None),
+    ("MAX_NEW_TOKENS", -1, None), ("TOP_K", 0, None), ("MAX_TOKENS_SHOWN", 0, None),
+    ("TRY_PRETRAINED", "yes", None), ("OPTIMIZER", "lion", None), ("POOL", "max", None),
+    ("PROBE_C", -1.0, None), ("TEST_FRAC", 1.5, None), ("NORM_FRACTION", 0, None), ("ALPHAS", [], None),
+    ("GPU", "GTX-9000", None), ("BUDGET_MINUTES", 0, None), ("GOAL", "fun", None),
+    ("MODEL_DEVICE", lambda p: _missing_cuda(), None), ("SAE_DEVICE", lambda p: _missing_cuda(), None),
+    ("DEVICE", lambda p: _missing_cuda(), None), ("MODEL_DEVICE", "tpu-ish", None), ("MODEL_DTYPE", "fp8", None),
+    ("CHECKPOINT_DIR", "hf:bad repo", None), ("RUN_NAME", "a/b", None), ("HF_REPO", "a/b/c", None),
+    ("HF_PRIVATE", "yes", None), ("OUTPUT_DIR", "", None), ("SEED", "zero", None),
+]
+
+CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad) else 'f'}")
+         for e in ENTRIES for name, bad, when in BAD
+         if name in parameters_of(e) and (when is None or when(parameters_of(e)))]
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
+def test_every_parameter_has_a_rule_and_a_bad_case(entry):
+    names = set(parameters_of(entry))
+    assert not names - set(notebook.RULES), f"{entry.id}: add rules to shared/notebook.py RULES"
+    assert not names - {name for name, _, _ in BAD}, f"{entry.id}: add bad values to BAD in this test"
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
+def test_smoke_parameters_pass(entry):
+    params = parameters_of(entry)
+    checked = notebook.check_parameters(params)
+    assert set(checked) == set(params)
+
+
+@pytest.mark.parametrize("entry, name, bad", CASES)
+def test_bad_value_is_a_one_line_error_naming_the_parameter(entry, name, bad):
+    params = parameters_of(entry)
+    value = bad(params) if callable(bad) else bad
+    with pytest.raises(notebook.ParameterError) as e:
+        notebook.check_parameters({**params, name: value})
+    message = str(e.value)
+    assert message.startswith(f"{name} = {value!r}"[:40]) and "\n" not in message, message
+    assert len(message) < 400 and isinstance(e.value, ValueError)
+
+
+def test_layer_normalisation_and_devices():
+    params = {"MODEL_ID": "tiny:llama", "LAYER": -1, "LAYERS": "0-2", "SWEEP_LAYERS": "", "SAE_DEVICE": "auto",
+              "MODEL_DEVICE": "spread", "DEVICE": "", "MODEL_DTYPE": "bfloat16", "IGNORED": 1, "lowercase": 2}
+    P = notebook.check_parameters(params)
+    assert P.LAYER == [3] and P.LAYERS == [0, 1, 2] and P.SWEEP_LAYERS == []
+    assert P.MODEL_DEVICE == "auto" and P.SAE_DEVICE == ("cpu" if not torch.cuda.is_available() else P.SAE_DEVICE)
+    assert P.DEVICE is None and P.MODEL_DTYPE == torch.bfloat16 and "IGNORED" not in P
+
+
+def test_resolve_layers_forms_and_errors():
+    r = hooks.resolve_layers
+    assert r(-1, 4) == [3] and r([0, -1], 4) == [0, 3] and r((2, 1), 4) == [2, 1]
+    assert r("all", 4) == [0, 1, 2, 3] and r("middle", 26) == [13] and r("2", 4) == [2] and r("-1", 4) == [3]
+    assert r("0,3, 1", 4) == [0, 3, 1] and r("0-2", 4) == [0, 1, 2] and r("-2--1", 4) == [2, 3]
+    assert r([1, -3], 4, dedupe=True) == [1] and r("", 4, allow_empty=True) == []
+    for bad, fragment in [(4, "out of range"), (-5, "out of range"), ([1, -3], "twice"), ("", "No layers"),
+                          ("one", "comma-separated"), (1.0, "not a layer spec"), (True, "not a layer spec"),
+                          ("3-1", "backwards")]:
+        with pytest.raises(ValueError, match=fragment) as e:
+            r(bad, 4)
+        assert "\n" not in str(e.value)
+
+
+def test_resolve_layers_reads_a_model():
+    from shared import models
+
+    model, _ = models.load_model("tiny:gpt2", device="cpu")
+    assert hooks.resolve_layers(-1, model) == [3]
+
+
+# --------------------------------------------------------------------------------------------- papermill
+
+def _rendered(notebook_id: str):
+    entry = next(e for e in ENTRIES if e.id == notebook_id)
+    return REPO / "notebooks" / f"{notebook_id}.ipynb", entry
+
+
+@pytest.mark.notebook
+def test_notebook_01_trains_on_layer_minus_one(tmp_path, monkeypatch):
+    from test_notebooks import assert_completed, output_dir, run_notebook
+
+    path, entry = _rendered("01_hobbyist_gemma2_2b_colab")
+    params = {**entry.smoke, "LAYER": -1, "TOTAL_TOKENS": 8000, "VAL_TOKENS": 1000}
+    run_dir, nb = run_notebook(path, params, tmp_path, monkeypatch)
+    assert_completed(nb)
+    report = json.loads((output_dir(nb, params, run_dir) / "run_report.json").read_text())
+    assert report["layers"] == [3]  # the tiny Gemma-2 has 4 blocks: -1 is block 3 everywhere
+    assert list(report["export"]) == ["3"] and list(report["export_reloads_identically"].values()) == [True]
+
+
+@pytest.mark.notebook
+def test_notebook_stops_in_the_check_cell_with_one_line(tmp_path, monkeypatch):
+    import papermill as pm
+
+    from test_notebooks import run_notebook
+
+    path, entry = _rendered("01_hobbyist_gemma2_2b_colab")
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        run_notebook(path, {**entry.smoke, "BATCH_TOKENS": 0}, tmp_path, monkeypatch)
+    assert e.value.ename == "ParameterError" and e.value.evalue == "BATCH_TOKENS = 0: must be >= 1"
+    nb = json.loads((tmp_path / "executed.ipynb").read_text())
+    (failed,) = [c for c in nb["cells"] if c["cell_type"] == "code"
+                 and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert "notebook.check_parameters(globals())" in "".join(failed["source"])
+    (error,) = [o for o in failed["outputs"] if o.get("output_type") == "error"]
+    # rule, header, the cell's frame, check_parameters' frame, the message: no library internals
+    assert len(error["traceback"]) <= 5 and sum(t.count("\n") + 1 for t in error["traceback"]) < 40, error["traceback"]
+    assert not list(Path(tmp_path / "run").rglob("*.json"))  # stopped before anything ran
+
+
+def test_edit_residual_accepts_a_negative_layer():
+    """intervene resolves layers like capture does: -1 edits the last block."""
+    from shared import capture, intervene, models
+
+    model, tok = models.load_model("tiny:llama", device="cpu")
+    ids = tok("The cat sat on the mat", return_tensors="pt").input_ids
+    with intervene.edit_residual(model, {-1: lambda h: torch.zeros_like(h)}):
+        edited = capture.capture_residuals(model, ids, [3, -1], stop_early=False)
+    assert list(edited) == [3] and torch.count_nonzero(edited[3]) == 0
+    with pytest.raises(ValueError, match="out of range"):
+        with intervene.edit_residual(model, {4: lambda h: h}):
+            pass
