@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 FORMAT = "sae-ladder-checkpoint"
@@ -88,15 +89,11 @@ def _encode(obj: Any, tensors: list, where: str) -> Any:
             return {k: _encode(v, tensors, f"{where}.{k}") for k, v in obj.items()}
         return {"__dict__": [[_encode(k, tensors, where), _encode(v, tensors, f"{where}.{k}")]
                              for k, v in obj.items()]}
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover
-        np = None
-    if np is not None and isinstance(obj, np.ndarray):
+    if isinstance(obj, np.ndarray):
         arr = np.ascontiguousarray(obj)
         return {"__ndarray__": base64.b64encode(arr.tobytes()).decode("ascii"),
                 "dtype": arr.dtype.str, "shape": list(arr.shape)}
-    if np is not None and isinstance(obj, np.generic):
+    if isinstance(obj, np.generic):
         return _encode(obj.item(), tensors, where)
     raise TypeError(
         f"checkpoint state at {where!r} has type {type(obj).__name__}, which cannot be saved exactly; "
@@ -123,8 +120,6 @@ def _decode(obj: Any, tensors: dict) -> Any:
     if "__dict__" in obj:
         return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__dict__"]}
     if "__ndarray__" in obj:
-        import numpy as np
-
         raw = base64.b64decode(obj["__ndarray__"])
         return np.frombuffer(raw, dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
     return {k: _decode(v, tensors) for k, v in obj.items()}
@@ -135,13 +130,7 @@ def _decode(obj: Any, tensors: dict) -> Any:
 
 def get_rng_state() -> dict:
     """Python, numpy, torch CPU and every CUDA device's RNG state, as checkpointable values."""
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    try:
-        import numpy as np
-
-        state["numpy"] = np.random.get_state()
-    except ImportError:  # pragma: no cover
-        pass
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "numpy": np.random.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
     return state
@@ -152,8 +141,6 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"].cpu())
     if "numpy" in state:
-        import numpy as np
-
         np.random.set_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
         for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):

@@ -60,7 +60,6 @@ class _LayerTally:
     predictions: int = 0
     saelens: dict = field(default_factory=lambda: dict.fromkeys(
         ("ce_with_sae", "ce_with_ablation", "kl_with_sae", "kl_with_ablation"), 0.0))
-    extra: dict = field(default_factory=dict)
 
 
 def reconstruct(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -78,7 +78,7 @@ def saelens_cfg(sae: SparseAutoencoder, *, model_name: str, layer: int, hook_nam
     if arch == "topk":
         out["k"] = int(cfg.k)
         out["rescale_acts_by_decoder_norm"] = False
-    ours = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(vars(cfg))
+    ours = cfg.to_dict()
     out["metadata"] = {
         "sae_lens_version": SAE_LENS_VERSION,
         "sae_lens_training_version": None,

@@ -141,13 +141,6 @@ def _packed_contexts(texts, tokenizer, context_len: int) -> torch.Tensor:
     return torch.cat(list(pack(texts, tokenizer, context_len)))
 
 
-def lm_loss(model, input_ids: torch.Tensor) -> float:
-    """Mean next-token cross-entropy (nats) of `model` on `input_ids` [B, T] (BOS never a target)."""
-    with torch.no_grad():
-        out = model(input_ids=input_ids.to(model_device(model)), labels=input_ids.to(model_device(model)))
-    return float(out.loss)
-
-
 def _train_loop(model, data_ids: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int) -> None:
     """AdamW with 20-step warm-up and linear decay on random rows of data_ids; seeded end to end."""
     gen = torch.Generator().manual_seed(seed)

@@ -55,6 +55,12 @@ def cache(monkeypatch, tmp_path):
     return tmp_path
 
 
+
+def lm_loss(model, input_ids: torch.Tensor) -> float:
+    """Mean next-token cross-entropy (nats) of `model` on `input_ids` [B, T]."""
+    with torch.no_grad():
+        return float(model(input_ids=input_ids, labels=input_ids).loss)
+
 def test_byte_tokenizer(no_network):
     tok = models.byte_tokenizer()
     assert len(tok) == 260
@@ -188,7 +194,7 @@ def test_tiny_trained_beats_random_and_is_cached(cache, no_network, monkeypatch)
     random_model, _ = models.load_model("tiny:llama", device="cpu")
     trained, _ = models.train_tiny("llama", texts, steps=60)
     assert not trained.training and not any(p.requires_grad for p in trained.parameters())
-    assert models.lm_loss(trained, held) < models.lm_loss(random_model, held) - 1.0
+    assert lm_loss(trained, held) < lm_loss(random_model, held) - 1.0
     cached_dirs = [p for p in cache.iterdir() if p.name.startswith("tiny-trained-llama-")]
     assert len(cached_dirs) == 1 and (cached_dirs[0] / "model.safetensors").exists()
     assert not [p for p in cache.iterdir() if p.name.startswith(".tmp")]
