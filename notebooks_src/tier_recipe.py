@@ -67,6 +67,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from shared import capture, evaluate, export, models, plots, runtime, train
+from shared.sae_topk import TopKConfig
 
 out_dir = Path(OUTPUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
@@ -128,12 +129,13 @@ plt.show()
 # explain the main reconstruction's error.
 
 # %%
+sae_cfg = TopKConfig(d_sae=D_SAE, k=K, dead_tokens_threshold=DEAD_TOKENS_THRESHOLD)  # d_in: from the model
 cfg = train.TrainConfig(
-    model_id=MODEL_ID, layers=layers, dataset=(DATASET,), context_len=CONTEXT_LEN, d_sae=D_SAE, k=K,
+    model_id=MODEL_ID, layers=layers, dataset=(DATASET,), context_len=CONTEXT_LEN, sae=sae_cfg,
     total_tokens=TOTAL_TOKENS, batch_tokens=BATCH_TOKENS, model_batch_size=MODEL_BATCH_SIZE,
     block_batches=BLOCK_BATCHES, lr=LR, lr_min=LR_MIN, warmup_steps=WARMUP_STEPS,
-    dead_tokens_threshold=DEAD_TOKENS_THRESHOLD, checkpoint_every_tokens=CHECKPOINT_EVERY_TOKENS,
-    checkpoint_dir=checkpoint_dir, sae_device=sae_device, seed=SEED,
+    checkpoint_every_tokens=CHECKPOINT_EVERY_TOKENS, checkpoint_dir=checkpoint_dir, sae_device=sae_device,
+    seed=SEED,
 )
 print(json.dumps(cfg.resume_key(), indent=1, default=str))
 

@@ -15,9 +15,10 @@ import itertools
 import json
 import math
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import torch
 
@@ -25,24 +26,24 @@ from . import checkpoint as ckpt
 from .capture import check_layers, residual_rows
 from .data import mix_streams, parse_source, token_batches
 from .models import d_model, load_model, model_device
-from .sae import build_sae, config_from_dict
+from .sae import SAEConfig, build_sae, config_from_dict
+from .sae_topk import TopKConfig
 
 
 @dataclass
 class TrainConfig:
-    """Every knob of a training run; the same values must be passed again to resume."""
+    """Every knob of a training run; the same values must be passed again to resume.
+
+    `sae` is the SAE's own config (any registered architecture's, e.g. TopKConfig) with d_in left
+    None: train() fills it with the model's width and seeds layer L's SAE with seed + L. A dict
+    (say, from JSON) is turned into the config class its "architecture" names.
+    """
 
     model_id: str
     layers: tuple[int, ...]
     dataset: tuple[str, ...] = ("synthetic",)  # data.parse_source specs; "spec@0.7" sets a mix weight
     context_len: int = 1024
-    d_sae: int = 16384
-    k: int = 64
-    architecture: str = "topk"
-    k_aux: int | None = None  # default d_model // 2
-    aux_coef: float = 1 / 32
-    dead_tokens_threshold: int = 10_000_000
-    normalize_activations: str = "none"
+    sae: SAEConfig = field(default_factory=TopKConfig)  # d_sae, k, dtype, b_dec_init, ... (d_in from the model)
     total_tokens: int = 50_000_000
     batch_tokens: int = 4096  # SAE training batch (tokens per optimiser step)
     model_batch_size: int = 8  # contexts per model forward
@@ -68,6 +69,13 @@ class TrainConfig:
     def __post_init__(self):
         self.layers = tuple(int(x) for x in (self.layers if isinstance(self.layers, (list, tuple)) else [self.layers]))
         self.dataset = (self.dataset,) if isinstance(self.dataset, str) else tuple(self.dataset)
+        if isinstance(self.sae, Mapping):
+            self.sae = config_from_dict(self.sae)
+        if not isinstance(self.sae, SAEConfig):
+            raise ValueError(f"sae must be an SAE config such as TopKConfig(d_sae=..., k=...), got {type(self.sae).__name__}")
+        if self.sae.seed != 0:
+            raise ValueError(f"sae.seed={self.sae.seed}: a training run seeds layer L's SAE with seed + L; "
+                             "set TrainConfig(seed=...) instead")
         if not self.layers:
             raise ValueError("layers is empty: name at least one decoder layer to train an SAE on")
         if self.total_tokens <= 0 or self.batch_tokens <= 0:
@@ -78,10 +86,19 @@ class TrainConfig:
             raise ValueError(f"need 0 < lr_min <= lr, got lr={self.lr}, lr_min={self.lr_min}")
 
     def resume_key(self) -> dict:
-        """The settings that must match for a checkpoint to be resumed (others, e.g. logging, may change)."""
+        """The settings that must match for a checkpoint to be resumed (others, e.g. logging, may change).
+
+        Flat, as before the SAE config was nested: the run's settings with the SAE's in place of
+        `sae` (less d_in, which the model fixes, and seed, which the run's seed fixes)."""
         skip = {"checkpoint_dir", "log_every", "metrics_path", "wandb_project", "keep_checkpoints",
                 "model_device", "sae_device", "checkpoint_every_tokens"}
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+        key = {}
+        for name, value in asdict(self).items():
+            if name == "sae":
+                key.update({k: v for k, v in self.sae.to_dict().items() if k not in ("d_in", "seed")})
+            elif name not in skip:
+                key[name] = value
+        return key
 
 
 def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
@@ -233,70 +250,112 @@ class _MetricsLog:
 def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True) -> TrainResult:
     """Train one SAE per layer in cfg.layers, resuming from cfg.checkpoint_dir when it holds a checkpoint."""
     torch.manual_seed(cfg.seed)
+    model, tokenizer = _prepare_model(cfg, model, tokenizer)
+    layers = check_layers(model, cfg.layers)
+    sae_device = torch.device(cfg.sae_device) if cfg.sae_device else model_device(model)
+    saes = _build_saes(cfg, d_model(model), layers, sae_device)
+    optimizers = {layer: adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, device=sae_device)
+                  for layer, sae in saes.items()}
+
+    store = _open_store(cfg)
+    resumed = _resume(cfg, store, saes, optimizers)
+    tokens, step, start_block = resumed or (0, 0, 0)
+    metrics_path = default_metrics_path(cfg)
+    log = _MetricsLog(metrics_path, tokens)
+    if tokens >= cfg.total_tokens:
+        print(f"Training already complete ({tokens:,} tokens); loaded the final SAEs.")
+        return TrainResult(saes, tokens, step, tokens, metrics_path, [])
+
+    tokens, step, history = _run_loop(cfg, model, tokenizer, saes, optimizers, store, log, sae_device,
+                                      tokens=tokens, step=step, start_block=start_block,
+                                      fresh=resumed is None, progress=progress)
+    return TrainResult(saes, tokens, step, resumed[0] if resumed else None, metrics_path, history)
+
+
+def _prepare_model(cfg: TrainConfig, model, tokenizer):
+    """The model and tokenizer passed in, else cfg.model_id loaded on cfg.model_device in cfg.model_dtype."""
     if model is None:
         model, tokenizer = load_model(cfg.model_id, device=cfg.model_device,
                                       dtype=_dtype(cfg.model_dtype, torch.device(cfg.model_device or
                                                    ("cuda" if torch.cuda.is_available() else "cpu"))))
-    layers = check_layers(model, cfg.layers)
-    sae_device = torch.device(cfg.sae_device) if cfg.sae_device else model_device(model)
-    d_in = d_model(model)
-    saes = {
-        layer: build_sae(config_from_dict(dict(  # each architecture takes the knobs its config declares
-            d_in=d_in, d_sae=cfg.d_sae, architecture=cfg.architecture, k=cfg.k, k_aux=cfg.k_aux,
-            aux_coef=cfg.aux_coef, dead_tokens_threshold=cfg.dead_tokens_threshold,
-            normalize_activations=cfg.normalize_activations, seed=cfg.seed + layer)), device=sae_device)
-        for layer in layers
-    }
-    optimizers = {layer: adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, device=sae_device)
-                  for layer, sae in saes.items()}
-    total_steps = math.ceil(cfg.total_tokens / cfg.batch_tokens)
+    return model, tokenizer
 
-    store = _open_store(cfg)
+
+def _build_saes(cfg: TrainConfig, d_in: int, layers, device) -> dict[int, torch.nn.Module]:
+    """One SAE per layer from cfg.sae, its d_in the model's width and its seed cfg.seed + layer."""
+    if cfg.sae.d_in is not None and cfg.sae.d_in != d_in:
+        raise ValueError(f"sae.d_in={cfg.sae.d_in} but {cfg.model_id} has width {d_in}: leave d_in None "
+                         "(the trainer fills it from the model)")
+    return {layer: build_sae(dataclasses.replace(cfg.sae, d_in=d_in, seed=cfg.seed + layer), device=device)
+            for layer in layers}
+
+
+def _resume(cfg: TrainConfig, store, saes, optimizers) -> tuple[int, int, int] | None:
+    """Load the latest checkpoint into saes and optimizers: (tokens, step, blocks done), or None if there is none."""
     resumed = store.load_latest()
-    step, tokens, start_block = 0, 0, 0
-    if resumed is not None:
-        tokens, state = resumed
-        saved, wanted = _plain(state["config"]), _plain(cfg.resume_key())
-        if saved != wanted:
-            changed = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
-            raise ValueError(
-                f"{store} holds a checkpoint of a run with other settings ({', '.join(changed)}); "
-                "use the same parameters to resume, or point checkpoint_dir at a new folder to start afresh")
-        for layer in layers:
-            saes[layer].load_state_dict(state["saes"][str(layer)])
-            load_optimizer_state(optimizers[layer], state["optimizers"][str(layer)])
-        step, start_block = state["step"], state["blocks"]
-        ckpt.set_rng_state(state["rng"])
-        print(f"Resumed from {store} at {tokens:,} tokens (step {step}, checkpoint {ckpt.checkpoint_name(tokens)}).")
+    if resumed is None:
+        return None
+    tokens, state = resumed
+    changed = _resume_mismatch(state["config"], cfg)
+    if changed:
+        raise ValueError(
+            f"{store} holds a checkpoint of a run with other settings ({', '.join(changed)}); "
+            "use the same parameters to resume, or point checkpoint_dir at a new folder to start afresh")
+    for layer, sae in saes.items():
+        sae.load_state_dict(state["saes"][str(layer)])
+        load_optimizer_state(optimizers[layer], state["optimizers"][str(layer)])
+    step = state["step"]
+    ckpt.set_rng_state(state["rng"])
+    print(f"Resumed from {store} at {tokens:,} tokens (step {step}, checkpoint {ckpt.checkpoint_name(tokens)}).")
+    return tokens, step, state["blocks"]
 
-    metrics_path = default_metrics_path(cfg)
-    log = _MetricsLog(metrics_path, tokens)
-    wandb_run = _start_wandb(cfg, resumed is not None)
+
+def _resume_mismatch(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The names of the settings in which a checkpoint's resume key differs from cfg's.
+
+    A setting the saved key lacks was not yet settable when it was written, so it ran at its
+    default: checkpoints from before dtype, b_dec_init, ... could be set still resume."""
+    wanted = _plain(cfg.resume_key())
+    defaults = {f.name: f.default for cls in (type(cfg.sae), TrainConfig) for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING}
+    saved = {**_plain({k: defaults[k] for k in wanted.keys() - saved.keys() if k in defaults}), **_plain(saved)}
+    return sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+
+
+def _save_checkpoint(store, cfg: TrainConfig, saes, optimizers, *, tokens: int, step: int, blocks: int) -> None:
+    """Write a checkpoint: the resume key, SAEs, Adam states, step, blocks consumed and RNG states."""
+    state = {
+        "config": cfg.resume_key(),
+        "saes": {str(layer): sae.state_dict() for layer, sae in saes.items()},
+        "optimizers": {str(layer): opt.state_dict() for layer, opt in optimizers.items()},
+        "step": step, "blocks": blocks, "rng": ckpt.get_rng_state(),
+    }
+    store.save(tokens, state, step=step)
+
+
+def _init_from_first_block(cfg: TrainConfig, saes, block, order) -> None:
+    """Set each SAE's input scale and b_dec from a sample of the first block (a fresh run only)."""
+    for layer, sae in saes.items():
+        sample = block[layer][order[: cfg.geometric_median_tokens]]
+        sae.estimate_norm_scale(sample)
+        sae.init_b_dec(sample)
+
+
+def _run_loop(cfg: TrainConfig, model, tokenizer, saes, optimizers, store, log, sae_device, *, tokens: int,
+              step: int, start_block: int, fresh: bool, progress: bool) -> tuple[int, int, list[dict]]:
+    """Train from (tokens, step, start_block) to cfg.total_tokens, logging and checkpointing on the way;
+    -> (tokens, step, logged entries)."""
+    layers = tuple(saes)
+    total_steps = math.ceil(cfg.total_tokens / cfg.batch_tokens)
+    wandb_run = _start_wandb(cfg, not fresh)
     history: list[dict] = []
-
-    def save(blocks_done: int) -> None:
-        state = {
-            "config": cfg.resume_key(),
-            "saes": {str(layer): sae.state_dict() for layer, sae in saes.items()},
-            "optimizers": {str(layer): opt.state_dict() for layer, opt in optimizers.items()},
-            "step": step, "blocks": blocks_done, "rng": ckpt.get_rng_state(),
-        }
-        store.save(tokens, state, step=step)
-
-    if tokens >= cfg.total_tokens:
-        print(f"Training already complete ({tokens:,} tokens); loaded the final SAEs.")
-        return TrainResult(saes, tokens, step, tokens, metrics_path, history)
-
     bar = _progress(cfg.total_tokens, tokens, progress)
     blocks = activation_blocks(model, tokenizer, _token_stream(cfg, tokenizer), cfg, sae_device, start_block)
     next_checkpoint = (tokens // cfg.checkpoint_every_tokens + 1) * cfg.checkpoint_every_tokens
     block_index, started, window_tokens = start_block, time.perf_counter(), 0
     for block, order in blocks:
-        if step == 0 and resumed is None:
-            for layer, sae in saes.items():
-                sample = block[layer][order[: cfg.geometric_median_tokens]]
-                sae.estimate_norm_scale(sample)
-                sae.init_b_dec(sample)
+        if step == 0 and fresh:
+            _init_from_first_block(cfg, saes, block, order)
         for start in range(0, order.numel() - cfg.batch_tokens + 1, cfg.batch_tokens):
             rows = order[start:start + cfg.batch_tokens]
             lr = lr_at(step, cfg, total_steps)
@@ -325,17 +384,17 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
                 break
         block_index += 1
         if tokens >= cfg.total_tokens or tokens >= next_checkpoint:
-            save(block_index)
+            _save_checkpoint(store, cfg, saes, optimizers, tokens=tokens, step=step, blocks=block_index)
             next_checkpoint = (tokens // cfg.checkpoint_every_tokens + 1) * cfg.checkpoint_every_tokens
         if tokens >= cfg.total_tokens:
             break
     bar.close()
     if tokens < cfg.total_tokens:
-        save(block_index)
+        _save_checkpoint(store, cfg, saes, optimizers, tokens=tokens, step=step, blocks=block_index)
         print(f"The data ran out after {tokens:,} of {cfg.total_tokens:,} tokens; saved what was trained.")
     if wandb_run is not None:
         wandb_run.finish()
-    return TrainResult(saes, tokens, step, resumed[0] if resumed else None, metrics_path, history)
+    return tokens, step, history
 
 
 def adam(params, lr: float, betas=(0.9, 0.999), device=None) -> torch.optim.Adam:
