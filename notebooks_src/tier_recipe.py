@@ -186,11 +186,9 @@ evaluate.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, t
 
 # %%
 repo_id = export.hub_repo_id(HF_REPO)  # None when HF_REPO is empty: nothing is uploaded
-folders = export.export_run(
-    result.saes, out_dir / "export", model_name=MODEL_ID, layers_path=models.layers_path(model),
-    context_size=CONTEXT_LEN, dataset_path=DATASET, report=report, sparsity=sparsity, repo_id=repo_id,
-    tokens_trained=result.tokens,
-)
+info = export.ExportInfo(model_name=MODEL_ID, layers_path=models.layers_path(model), context_size=CONTEXT_LEN,
+                         dataset_path=DATASET, tokens_trained=result.tokens, repo_id=repo_id)
+folders = export.export_run(result.saes, out_dir / "export", info, report=report, sparsity=sparsity)
 check = val_batches[0][:1].to(models.model_device(model))
 acts = capture.capture_residuals(model, check, layers)
 same = {}
