@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.models import byte_tokenizer  # noqa: E402
+from shared.sae_topk import TopKConfig  # noqa: E402
 from shared.train import TrainConfig, train  # noqa: E402
 
 SHAPES = {  # arch, d_model, n_layers, heads, kv heads, intermediate
@@ -69,7 +70,8 @@ def main() -> None:
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     model, tok = shaped_model(args.model, args.device, dtype)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(model_id=f"shaped:{args.model}", layers=(args.layer,), d_sae=args.d_sae, k=args.k,
+        cfg = TrainConfig(model_id=f"shaped:{args.model}", layers=(args.layer,),
+                          sae=TopKConfig(d_sae=args.d_sae, k=args.k),
                           total_tokens=args.tokens, batch_tokens=args.batch_tokens, context_len=args.context,
                           model_batch_size=args.model_batch, block_batches=8, warmup_steps=100,
                           checkpoint_every_tokens=10**12, checkpoint_dir=tmp, log_every=20,

@@ -92,10 +92,9 @@ print(f"{len(eval_texts)} held-out docs from {DATASET}; fitting reads on from do
 # decay, gradient clipping at 1. `LR = 0` picks the optimizer's default: 1e-3 for Adam, 1.0 for SGD.
 
 # %%
-tuned, info = lens.load_pretrained_or_fit(
-    MODEL_ID, model, tokenizer, stream, steps=FIT_STEPS, try_pretrained=TRY_PRETRAINED,
-    context_len=CONTEXT_LEN, batch_size=BATCH_SIZE, optimizer=OPTIMIZER, lr=LR, seed=SEED,
-)
+fit = lens.TunedLensFitConfig(steps=FIT_STEPS, context_len=CONTEXT_LEN, batch_size=BATCH_SIZE,
+                              optimizer=OPTIMIZER, lr=LR, seed=SEED)
+tuned, info = lens.load_pretrained_or_fit(MODEL_ID, model, tokenizer, stream, fit, try_pretrained=TRY_PRETRAINED)
 print(f"lens source: {info['source']}  {info['message']}")
 if info["history"]:
     fig, ax = plt.subplots(figsize=(6, 3))

@@ -95,10 +95,12 @@ states = {name: probes.last_token_states(model, tokenizer, prompts, layers, batc
                                 ("pos_test", pos_test), ("neg_test", neg_test)]}
 
 
+ccs_cfg = probes.CCSConfig(n_restarts=N_RESTARTS, n_epochs=N_EPOCHS, seed=SEED)
+
+
 def run_ccs(L):
     return probes.ccs_with_baselines(states["pos_train"][L], states["neg_train"][L], y_train,
-                                     states["pos_test"][L], states["neg_test"][L], y_test,
-                                     n_restarts=N_RESTARTS, n_epochs=N_EPOCHS, seed=SEED)
+                                     states["pos_test"][L], states["neg_test"][L], y_test, ccs_cfg)
 
 
 # %% [markdown]

@@ -67,6 +67,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from shared import capture, evaluate, export, models, notebook, plots, runtime, train
+from shared.sae_topk import TopKConfig
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 layers = tuple(P.LAYER)  # block indices >= 0: LAYER = -1 is the last block
@@ -130,12 +131,13 @@ plt.show()
 # explain the main reconstruction's error.
 
 # %%
+sae_cfg = TopKConfig(d_sae=D_SAE, k=K, dead_tokens_threshold=DEAD_TOKENS_THRESHOLD)  # d_in: from the model
 cfg = train.TrainConfig(
-    model_id=MODEL_ID, layers=layers, dataset=(DATASET,), context_len=CONTEXT_LEN, d_sae=D_SAE, k=K,
+    model_id=MODEL_ID, layers=layers, dataset=(DATASET,), context_len=CONTEXT_LEN, sae=sae_cfg,
     total_tokens=TOTAL_TOKENS, batch_tokens=BATCH_TOKENS, model_batch_size=MODEL_BATCH_SIZE,
     block_batches=BLOCK_BATCHES, lr=LR, lr_min=LR_MIN, warmup_steps=WARMUP_STEPS,
-    dead_tokens_threshold=DEAD_TOKENS_THRESHOLD, checkpoint_every_tokens=CHECKPOINT_EVERY_TOKENS,
-    checkpoint_dir=checkpoint_dir, sae_device=sae_device, seed=SEED,
+    checkpoint_every_tokens=CHECKPOINT_EVERY_TOKENS, checkpoint_dir=checkpoint_dir, sae_device=sae_device,
+    seed=SEED,
 )
 print(json.dumps(cfg.resume_key(), indent=1, default=str))
 
@@ -186,11 +188,9 @@ evaluate.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, t
 
 # %%
 repo_id = export.hub_repo_id(HF_REPO)  # None when HF_REPO is empty: nothing is uploaded
-folders = export.export_run(
-    result.saes, out_dir / "export", model_name=MODEL_ID, layers_path=models.layers_path(model),
-    context_size=CONTEXT_LEN, dataset_path=DATASET, report=report, sparsity=sparsity, repo_id=repo_id,
-    tokens_trained=result.tokens,
-)
+info = export.ExportInfo(model_name=MODEL_ID, layers_path=models.layers_path(model), context_size=CONTEXT_LEN,
+                         dataset_path=DATASET, tokens_trained=result.tokens, repo_id=repo_id)
+folders = export.export_run(result.saes, out_dir / "export", info, report=report, sparsity=sparsity)
 check = val_batches[0][:1].to(models.model_device(model))
 acts = capture.capture_residuals(model, check, layers)
 same = {}

@@ -1,8 +1,8 @@
 """SAELens-6 export: one folder per SAE that `sae_lens.SAE.load_from_disk` loads and Neuronpedia lists.
 
-    export_saelens(sae, "out/blocks.12.hook_resid_post", model_name="google/gemma-2-2b", layer=12,
-                   hf_hook_name="model.layers.12", context_size=1024, prepend_bos=True,
-                   dataset_path="HuggingFaceFW/fineweb-edu", sparsity=log_sparsity,
+    info = ExportInfo(model_name="google/gemma-2-2b", layers_path="model.layers", context_size=1024,
+                      dataset_path="HuggingFaceFW/fineweb-edu", tokens_trained=50_000_000)
+    export_saelens(sae, "out/blocks.12.hook_resid_post", info, layer=12, sparsity=log_sparsity,
                    val_metrics=report["12"])
     push_to_hub("out/blocks.12.hook_resid_post", "me/gemma-2-2b-saes")   # skipped without HF_TOKEN
 
@@ -18,8 +18,9 @@ import copy
 import json
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -34,6 +35,36 @@ SAE_LENS_VERSION = "6.54.12"
 # our architecture name -> sae_lens 6 architecture name
 SAELENS_ARCH = {"topk": "topk", "jumprelu": "jumprelu", "relu": "standard", "gated": "gated"}
 WEIGHT_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What an export records about the run an SAE came from (SAELens cfg.json metadata, model card,
+    neuronpedia.json): one per run, shared by every layer's folder."""
+
+    model_name: str
+    layers_path: str | None = None  # where the model keeps its decoder blocks (models.layers_path): layer L's
+    #                                 HF module is f"{layers_path}.{L}"
+    context_size: int = 1024
+    prepend_bos: bool = True
+    dataset_path: str | None = None
+    tokens_trained: int | None = None
+    repo_id: str | None = None  # the Hub repo the folders go to, "<user>/<name>"; a bare name is no loadable repo
+    sae_set: str | None = None  # Neuronpedia SAE set; default "ladder-res-<d_sae/1024>k"
+    dtype: str = "float32"  # of the exported weights
+    extra: Mapping[str, Any] = field(default_factory=dict)  # more cfg.json metadata entries
+
+    def __post_init__(self):
+        from .sae import DTYPES
+
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}: use one of {tuple(DTYPES)}")
+        if self.repo_id and "/" not in self.repo_id:
+            object.__setattr__(self, "repo_id", None)
+
+    def hf_hook_name(self, layer: int) -> str | None:
+        """The Hugging Face module path of layer `layer` (None when layers_path is unknown)."""
+        return f"{self.layers_path}.{layer}" if self.layers_path else None
 
 
 def log_sparsity(fire_counts: torch.Tensor, n_tokens: int, eps: float = 1e-10) -> torch.Tensor:
@@ -54,10 +85,8 @@ def _exportable(sae: SparseAutoencoder) -> SparseAutoencoder:
     return out
 
 
-def saelens_cfg(sae: SparseAutoencoder, *, model_name: str, layer: int, hook_name: str | None = None,
-                hf_hook_name: str | None = None, context_size: int = 1024, prepend_bos: bool = True,
-                dataset_path: str | None = None, neuronpedia_id: str | None = None,
-                dtype: str = "float32", **metadata: Any) -> dict:
+def saelens_cfg(sae: SparseAutoencoder, info: ExportInfo, layer: int, *, hook_name: str | None = None,
+                neuronpedia_id: str | None = None) -> dict:
     """The cfg.json dict sae_lens 6 expects for this SAE (after normalisation folding)."""
     cfg: SAEConfig = sae.cfg
     arch = SAELENS_ARCH.get(cfg.architecture)
@@ -69,7 +98,7 @@ def saelens_cfg(sae: SparseAutoencoder, *, model_name: str, layer: int, hook_nam
         "architecture": arch,
         "d_in": int(cfg.d_in),
         "d_sae": int(cfg.d_sae),
-        "dtype": dtype,
+        "dtype": info.dtype,
         "device": "cpu",
         "apply_b_dec_to_input": bool(cfg.apply_b_dec_to_input),
         "normalize_activations": "none",
@@ -79,38 +108,38 @@ def saelens_cfg(sae: SparseAutoencoder, *, model_name: str, layer: int, hook_nam
         out["k"] = int(cfg.k)
         out["rescale_acts_by_decoder_norm"] = False
     ours = cfg.to_dict()
+    trained = {} if info.tokens_trained is None else {"tokens_trained": info.tokens_trained}
     out["metadata"] = {
         "sae_lens_version": SAE_LENS_VERSION,
         "sae_lens_training_version": None,
-        "model_name": model_name,
+        "model_name": info.model_name,
         "hook_name": hook_name or f"blocks.{layer}.hook_resid_post",
         "hook_head_index": None,
-        "hf_hook_name": hf_hook_name,
+        "hf_hook_name": info.hf_hook_name(layer),
         "layer": int(layer),
-        "context_size": int(context_size),
-        "prepend_bos": bool(prepend_bos),
-        "dataset_path": dataset_path,
+        "context_size": int(info.context_size),
+        "prepend_bos": bool(info.prepend_bos),
+        "dataset_path": info.dataset_path,
         "neuronpedia_id": neuronpedia_id,
         "model_from_pretrained_kwargs": {},
         "exclude_special_tokens": True,
         "trained_with": "sae-notebook-ladder",
         "sae_ladder_cfg": {**ours, "normalize_activations": "none"},
-        **metadata,
+        **trained,
+        **info.extra,
     }
     return out
 
 
-def neuronpedia_metadata(*, model_name: str, layer: int, d_sae: int, hook_name: str | None = None,
-                         hf_hook_name: str | None = None, sae_set: str | None = None,
-                         hf_repo_id: str | None = None, hf_folder: str | None = None,
-                         neuronpedia_id: str | None = None) -> dict:
+def neuronpedia_metadata(info: ExportInfo, layer: int, d_sae: int, *, hook_name: str | None = None,
+                         hf_folder: str | None = None, neuronpedia_id: str | None = None) -> dict:
     """What a Neuronpedia upload asks for: model id, layer, SAE set and id, hook, where the weights live.
 
     Neuronpedia ids read "<model>/<layer>-<set>", e.g. "gemma-2-2b/12-ladder-res-16k".
     """
-    model_id = model_name.rstrip("/").split("/")[-1].lower()
+    model_id = info.model_name.rstrip("/").split("/")[-1].lower()
     size = f"{d_sae // 1024}k" if d_sae % 1024 == 0 else str(d_sae)
-    sae_set = sae_set or f"ladder-res-{size}"
+    sae_set = info.sae_set or f"ladder-res-{size}"
     sae_id = f"{layer}-{sae_set}"
     return {
         "modelId": model_id,
@@ -119,9 +148,9 @@ def neuronpedia_metadata(*, model_name: str, layer: int, d_sae: int, hook_name: 
         "saeId": sae_id,
         "neuronpediaId": neuronpedia_id or f"{model_id}/{sae_id}",
         "hookName": hook_name or f"blocks.{layer}.hook_resid_post",
-        "hfHookName": hf_hook_name,
+        "hfHookName": info.hf_hook_name(layer),
         "dSae": int(d_sae),
-        "hfRepoId": hf_repo_id,
+        "hfRepoId": info.repo_id,
         "hfFolder": hf_folder,
         "library": "saelens",
     }
@@ -136,10 +165,13 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def model_card(cfg: dict, val_metrics: dict | None = None, repo_id: str | None = None,
+def model_card(cfg: dict, val_metrics: dict | None = None, info: ExportInfo | None = None,
                folder_name: str | None = None) -> str:
-    """README.md text: YAML front matter (library_name: saelens, tags), config and validation tables."""
+    """README.md text: YAML front matter (library_name: saelens, tags), config and validation tables.
+
+    cfg: the cfg.json dict (saelens_cfg); info: the run's ExportInfo, for the Hub repo to load from."""
     md = cfg["metadata"]
+    repo_id = info.repo_id if info is not None else None
     base = md.get("model_name") or ""
     front = ["---", "library_name: saelens", "tags:", "- sparse-autoencoder", "- saelens",
              "- mechanistic-interpretability", "- sae-notebook-ladder"]
@@ -200,27 +232,19 @@ def _metric_definitions(val_metrics: dict) -> list[str]:
     return lines
 
 
-def export_saelens(sae: SparseAutoencoder, folder: str | Path, *, model_name: str, layer: int,
-                   hook_name: str | None = None, hf_hook_name: str | None = None,
-                   context_size: int = 1024, prepend_bos: bool = True, dataset_path: str | None = None,
-                   neuronpedia_id: str | None = None, sparsity: torch.Tensor | None = None,
-                   val_metrics: dict | None = None, dtype: str = "float32", repo_id: str | None = None,
-                   **metadata: Any) -> Path:
+def export_saelens(sae: SparseAutoencoder, folder: str | Path, info: ExportInfo, *, layer: int,
+                   hook_name: str | None = None, neuronpedia_id: str | None = None,
+                   sparsity: torch.Tensor | None = None, val_metrics: dict | None = None) -> Path:
     """Write `sae` as a SAELens-6 folder (cfg.json, weights, sparsity, README.md, neuronpedia.json)."""
     from safetensors.torch import save_file
 
     from .sae import DTYPES
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: use one of {tuple(DTYPES)}")
     folder = Path(folder)
-    repo_id = repo_id if repo_id and "/" in repo_id else None  # a bare name is no loadable repo
     sae = _exportable(sae)
-    cfg = saelens_cfg(sae, model_name=model_name, layer=layer, hook_name=hook_name,
-                      hf_hook_name=hf_hook_name, context_size=context_size, prepend_bos=prepend_bos,
-                      dataset_path=dataset_path, neuronpedia_id=neuronpedia_id, dtype=dtype, **metadata)
+    cfg = saelens_cfg(sae, info, layer, hook_name=hook_name, neuronpedia_id=neuronpedia_id)
     state = sae.state_dict()
-    weights = {k: state[k].detach().to(DTYPES[dtype]).contiguous() for k in WEIGHT_KEYS if k in state}
+    weights = {k: state[k].detach().to(DTYPES[info.dtype]).contiguous() for k in WEIGHT_KEYS if k in state}
     folder.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(folder / WEIGHTS_FILE))
     if sparsity is not None:
@@ -231,11 +255,10 @@ def export_saelens(sae: SparseAutoencoder, folder: str | Path, *, model_name: st
         save_file({"sparsity": sparsity}, str(folder / SPARSITY_FILE))
     (folder / CFG_FILE).write_text(json.dumps(cfg, indent=2))
     hook = cfg["metadata"]["hook_name"]
-    np_meta = neuronpedia_metadata(model_name=model_name, layer=layer, d_sae=sae.cfg.d_sae, hook_name=hook,
-                                   hf_hook_name=hf_hook_name, hf_repo_id=repo_id, hf_folder=folder.name,
+    np_meta = neuronpedia_metadata(info, layer, sae.cfg.d_sae, hook_name=hook, hf_folder=folder.name,
                                    neuronpedia_id=neuronpedia_id)
     (folder / NEURONPEDIA_FILE).write_text(json.dumps(np_meta, indent=2))
-    (folder / "README.md").write_text(model_card(cfg, val_metrics, repo_id, folder.name))
+    (folder / "README.md").write_text(model_card(cfg, val_metrics, info, folder.name))
     return folder
 
 
@@ -392,23 +415,18 @@ def upload_export(folders: dict[int, Path], repo_id: str | None, *, private: boo
     return out
 
 
-def export_run(saes: dict[int, SparseAutoencoder], out_dir: str | Path, *, model_name: str, layers_path: str,
-               context_size: int, dataset_path: str | None = None, report: dict | None = None,
-               sparsity: dict | None = None, repo_id: str | None = None, prepend_bos: bool = True,
-               **metadata: Any) -> dict[int, Path]:
+def export_run(saes: dict[int, SparseAutoencoder], out_dir: str | Path, info: ExportInfo, *,
+               report: dict | None = None, sparsity: dict | None = None) -> dict[int, Path]:
     """Export every SAE of a training run to `out_dir/blocks.<L>.hook_resid_post/` (one SAELens folder each).
 
-    layers_path: where the model keeps its decoder blocks (models.layers_path), so the HF module
-    path of layer L is f"{layers_path}.{L}"; report/sparsity: evaluate_saes' outputs, keyed by layer.
+    report/sparsity: evaluate_saes' outputs, keyed by layer.
     """
     folders = {}
     for layer, sae in saes.items():
         hook_name = f"blocks.{layer}.hook_resid_post"
         folders[layer] = export_saelens(
-            sae, Path(out_dir) / hook_name, model_name=model_name, layer=layer, hook_name=hook_name,
-            hf_hook_name=f"{layers_path}.{layer}", context_size=context_size, prepend_bos=prepend_bos,
-            dataset_path=dataset_path, sparsity=(sparsity or {}).get(layer),
-            val_metrics=(report or {}).get(str(layer)), repo_id=repo_id, **metadata)
+            sae, Path(out_dir) / hook_name, info, layer=layer, hook_name=hook_name,
+            sparsity=(sparsity or {}).get(layer), val_metrics=(report or {}).get(str(layer)))
     return folders
 
 

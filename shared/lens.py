@@ -15,6 +15,7 @@ import json
 import math
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -346,33 +347,50 @@ def _lr_lambda(steps, warmup):
     return f
 
 
-def fit_tuned_lens(model, tokenizer, texts, steps=250, *, lens=None, context_len=256, batch_size=4,
-                   optimizer="adam", lr=None, weight_decay=1e-3, warmup_frac=0.1, skip_bos=True,
-                   max_grad_norm=1.0, seed=0, progress=True):
+@dataclass(frozen=True)
+class TunedLensFitConfig:
+    """How fit_tuned_lens trains a lens. optimizer="sgd" is the paper's recipe (Nesterov, momentum 0.9,
+    lr 1.0, linear warm-up/decay); "adam" (lr 1e-3) converges in fewer steps, which is what short
+    notebook runs need. lr None or 0: the optimizer's default."""
+
+    steps: int = 250
+    context_len: int = 256
+    batch_size: int = 4
+    optimizer: str = "adam"
+    lr: float | None = None
+    weight_decay: float = 1e-3
+    warmup_frac: float = 0.1
+    skip_bos: bool = True
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError("steps must be >= 1.")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError('optimizer must be "adam" or "sgd".')
+
+
+def fit_tuned_lens(model, tokenizer, texts, cfg: TunedLensFitConfig = TunedLensFitConfig(), *, lens=None,
+                   progress=True):
     """Train a TunedLens to minimise KL(final || lens) at every layer over packed contexts of `texts`.
 
-    texts may be a list or a (possibly endless) stream: only steps x batch_size contexts are read.
-
-    optimizer="sgd" is the paper's recipe (Nesterov, momentum 0.9, lr 1.0, linear warm-up/decay);
-    "adam" (lr 1e-3) converges in fewer steps, which is what short notebook runs need.
+    texts may be a list or a (possibly endless) stream: only cfg.steps x cfg.batch_size contexts are read.
     Returns (lens, history) with history[step] = mean KL over layers on that step's batch.
     """
     from .data import token_batches
 
-    if steps < 1:
-        raise ValueError("steps must be >= 1.")
-    torch.manual_seed(seed)
+    steps, skip_bos = cfg.steps, cfg.skip_bos
+    torch.manual_seed(cfg.seed)
     lens = lens if lens is not None else TunedLens.for_model(model)
     lens.check_model(model)
-    batches = list(token_batches(texts, tokenizer, context_len, batch_size, max_batches=steps))  # cycled if fewer
+    batches = list(token_batches(texts, tokenizer, cfg.context_len, cfg.batch_size, max_batches=steps))  # cycled if fewer
     params = [p for p in lens.parameters() if p.requires_grad]
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr or 1.0, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    elif optimizer == "adam":
-        opt = torch.optim.AdamW(params, lr=lr or 1e-3, weight_decay=weight_decay)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr or 1.0, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     else:
-        raise ValueError('optimizer must be "adam" or "sgd".')
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps, max(1, int(warmup_frac * steps))))
+        opt = torch.optim.AdamW(params, lr=cfg.lr or 1e-3, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps, max(1, int(cfg.warmup_frac * steps))))
     dev = model_device(model)
     n = len(lens.layer_translators)
     history = []
@@ -392,7 +410,7 @@ def fit_tuned_lens(model, tokenizer, texts, steps=250, *, lens=None, context_len
             loss = (target.exp() * (target - logq)).sum(-1).mean()
             (loss / n).backward()
             total += loss.item()
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         sched.step()
@@ -421,8 +439,9 @@ def load_pretrained_lens(model_id, repo_id=PUBLIC_LENS_REPO, repo_type="space", 
     return TunedLens.load(Path(files[0]).parent)
 
 
-def load_pretrained_or_fit(model_id, model, tokenizer=None, texts=None, steps=250, try_pretrained=True, **fit_kwargs):
-    """The public lens for model_id when it exists and fits the model, else a freshly fitted one.
+def load_pretrained_or_fit(model_id, model, tokenizer=None, texts=None, fit: TunedLensFitConfig | None = None,
+                           try_pretrained=True, progress=True):
+    """The public lens for model_id when it exists and fits the model, else one fitted as `fit` says.
 
     Returns (lens, info) with info = {"source": "pretrained" | "fitted", "message": ..., "history": [...]}.
     """
@@ -441,7 +460,7 @@ def load_pretrained_or_fit(model_id, model, tokenizer=None, texts=None, steps=25
         print(f"[lens] {info['message']} -> fitting a fresh tuned lens.")
     if tokenizer is None or texts is None:
         raise ValueError("No pretrained lens was used, so fitting needs tokenizer= and texts=.")
-    lens, history = fit_tuned_lens(model, tokenizer, texts, steps, **fit_kwargs)
+    lens, history = fit_tuned_lens(model, tokenizer, texts, fit or TunedLensFitConfig(), progress=progress)
     lens.config["base_model_name_or_path"] = str(model_id)
     info.update(source="fitted", history=history)
     return lens, info

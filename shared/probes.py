@@ -380,26 +380,42 @@ def ccs_verdict(ccs_acc: float, dom_acc: float, pca_acc: float, random_acc: floa
     return text
 
 
-def ccs_with_baselines(x_pos_train, x_neg_train, y_train, x_pos_test, x_neg_test, y_test, *,
-                       n_restarts: int = 10, n_epochs: int = 1000, lr: float = 1e-3,
-                       weight_decay: float = 0.01, normalize_std: bool = True, n_random: int = 20,
-                       C: float = 1.0, margin: float = 0.02, seed: int = 0) -> CCSReport:
-    """CCS (best of n_restarts by lowest loss) and its honest baselines on held-out pairs.
+@dataclass(frozen=True)
+class CCSConfig:
+    """How ccs_with_baselines fits CCS and its baselines: CCS restarts/epochs/optimiser, per-side std
+    normalisation, how many random directions make the floor, the LR ceiling's C, and the accuracy
+    margin the verdict calls a real difference."""
+
+    n_restarts: int = 10
+    n_epochs: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    normalize_std: bool = True
+    n_random: int = 20
+    C: float = 1.0
+    margin: float = 0.02
+    seed: int = 0
+
+
+def ccs_with_baselines(x_pos_train, x_neg_train, y_train, x_pos_test, x_neg_test, y_test,
+                       cfg: CCSConfig = CCSConfig()) -> CCSReport:
+    """CCS (best of cfg.n_restarts by lowest loss) and its honest baselines on held-out pairs.
 
     x_pos[i] / x_neg[i]: activations of example i completed as "true"/"false" (e.g. Yes / No);
     y[i] = 1 when the x_pos side is the true one. Labels are used only by the supervised baselines
     (diff-of-means, LR ceiling) and for scoring. Normalisation statistics come from the training pairs.
     """
+    n_restarts, n_random, seed = cfg.n_restarts, cfg.n_random, cfg.seed
     xp_tr, xn_tr, ytr = _check_pairs(x_pos_train, x_neg_train, y_train, "train")
     xp_te, xn_te, yte = _check_pairs(x_pos_test, x_neg_test, y_test, "test")
     _check_same_width(xp_tr, xp_te, "x_pos_train", "x_pos_test")
-    norm = PairNorm.fit(xp_tr, xn_tr, scale=normalize_std)
+    norm = PairNorm.fit(xp_tr, xn_tr, scale=cfg.normalize_std)
     np_tr, nn_tr = norm(xp_tr, xn_tr)
     np_te, nn_te = norm(xp_te, xn_te)
     results: dict[str, ProbeResult] = {}
 
     # CCS
-    w, b, loss = fit_ccs(np_tr, nn_tr, n_restarts, n_epochs, lr, weight_decay, seed)
+    w, b, loss = fit_ccs(np_tr, nn_tr, n_restarts, cfg.n_epochs, cfg.lr, cfg.weight_decay, seed)
     sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
     p = 0.5 * (sig(np_te @ w + b) + 1 - sig(nn_te @ w + b))
     acc, auc = _sign_free(float(((p > 0.5).astype(int) == yte).mean()), _auroc(yte, p))
@@ -423,7 +439,7 @@ def ccs_with_baselines(x_pos_train, x_neg_train, y_train, x_pos_test, x_neg_test
         "random_floor", float(np.mean([r.auroc for r in rand])), float(np.mean([r.accuracy for r in rand])),
         rand[0].direction, sign_free=True, note=f"mean over {len(rand)} random directions",
         extra={"max_accuracy": float(max(r.accuracy for r in rand))})
-    ceiling = linear_probe(d_tr, ytr, d_te, yte, C=C, seed=seed)
+    ceiling = linear_probe(d_tr, ytr, d_te, yte, C=cfg.C, seed=seed)
     ceiling.method = "lr_ceiling"
     ceiling.note = "supervised logistic regression on normalised differences"
     ceiling.direction = norm.to_input(ceiling.direction) if np.any(ceiling.direction) else ceiling.direction
@@ -431,7 +447,7 @@ def ccs_with_baselines(x_pos_train, x_neg_train, y_train, x_pos_test, x_neg_test
 
     verdict = ccs_verdict(results["ccs"].accuracy, results["diff_of_means"].accuracy,
                           results["pca_top_pc"].accuracy, results["random_floor"].accuracy,
-                          ceiling.accuracy, margin, n_test=len(yte))
+                          ceiling.accuracy, cfg.margin, n_test=len(yte))
     return CCSReport(results, verdict, loss)
 
 

@@ -28,10 +28,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 @dataclass
 class SAEConfig:
     """What every SAE shares (serialisable with to_dict); an architecture subclasses it with its own
-    typed fields and sets `architecture`'s default to its registered name."""
+    typed fields and sets `architecture`'s default to its registered name. d_in may stay None in a
+    config written before the model is known (a TrainConfig's); build_sae needs it filled."""
 
-    d_in: int
-    d_sae: int
+    d_in: int | None = None
+    d_sae: int = 16384
     architecture: str = ""
     dead_tokens_threshold: int = 10_000_000  # tokens without firing before a latent counts as dead
     normalize_activations: str = "none"  # "none" | "expected_average_only_in"
@@ -41,7 +42,7 @@ class SAEConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.d_in <= 0 or self.d_sae <= 0:
+        if (self.d_in is not None and self.d_in <= 0) or self.d_sae <= 0:
             raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}.")
         if self.normalize_activations not in NORMALIZATIONS:
             raise ValueError(f"normalize_activations={self.normalize_activations!r}: use one of {NORMALIZATIONS}.")
@@ -173,6 +174,9 @@ def config_from_dict(fields: Mapping[str, Any]) -> SAEConfig:
 def build_sae(cfg: SAEConfig, device=None) -> "SparseAutoencoder":
     """Instantiate the SAE class registered for cfg.architecture."""
     arch = _architecture(cfg.architecture)
+    if cfg.d_in is None:
+        raise ValueError("the SAE config's d_in is None: fill it with the model's width first, "
+                         "dataclasses.replace(cfg, d_in=models.d_model(model)).")
     if not isinstance(cfg, arch.config):
         raise ValueError(f"architecture {cfg.architecture!r} takes a {arch.config.__name__}, got a "
                          f"{type(cfg).__name__}: build it with config_from_dict or {arch.config.__name__}(...).")

@@ -12,12 +12,13 @@ interrupted (bitwise on CPU). Re-running the same call is all a user does to res
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import torch
 
@@ -26,24 +27,24 @@ from .capture import ActivationBlocks, check_layers, residual_rows
 from .data import mix_streams, parse_source, token_batches
 from .models import d_model, load_model, model_device
 from .runtime import resolve_device
-from .sae import build_sae, config_from_dict
+from .sae import SAEConfig, build_sae, config_from_dict
+from .sae_topk import TopKConfig
 
 
 @dataclass
 class TrainConfig:
-    """Every knob of a training run; the same values must be passed again to resume."""
+    """Every knob of a training run; the same values must be passed again to resume.
+
+    `sae` is the SAE's own config (any registered architecture's, e.g. TopKConfig) with d_in left
+    None: train() fills it with the model's width and seeds layer L's SAE with seed + L. A dict
+    (say, from JSON) is turned into the config class its "architecture" names.
+    """
 
     model_id: str
     layers: tuple[int, ...]
     dataset: tuple[str, ...] = ("synthetic",)  # data.parse_source specs; "spec@0.7" sets a mix weight
     context_len: int = 1024
-    d_sae: int = 16384
-    k: int = 64
-    architecture: str = "topk"
-    k_aux: int | None = None  # default d_model // 2
-    aux_coef: float = 1 / 32
-    dead_tokens_threshold: int = 10_000_000
-    normalize_activations: str = "none"
+    sae: SAEConfig = field(default_factory=TopKConfig)  # d_sae, k, dtype, b_dec_init, ... (d_in from the model)
     total_tokens: int = 50_000_000
     batch_tokens: int = 4096  # SAE training batch (tokens per optimiser step)
     model_batch_size: int = 8  # contexts per model forward
@@ -69,6 +70,13 @@ class TrainConfig:
     def __post_init__(self):
         self.layers = tuple(int(x) for x in (self.layers if isinstance(self.layers, (list, tuple)) else [self.layers]))
         self.dataset = (self.dataset,) if isinstance(self.dataset, str) else tuple(self.dataset)
+        if isinstance(self.sae, Mapping):
+            self.sae = config_from_dict(self.sae)
+        if not isinstance(self.sae, SAEConfig):
+            raise ValueError(f"sae must be an SAE config such as TopKConfig(d_sae=..., k=...), got {type(self.sae).__name__}")
+        if self.sae.seed != 0:
+            raise ValueError(f"sae.seed={self.sae.seed}: a training run seeds layer L's SAE with seed + L; "
+                             "set TrainConfig(seed=...) instead")
         if not self.layers:
             raise ValueError("layers is empty: name at least one decoder layer to train an SAE on")
         if self.total_tokens <= 0 or self.batch_tokens <= 0:
@@ -79,10 +87,19 @@ class TrainConfig:
             raise ValueError(f"need 0 < lr_min <= lr, got lr={self.lr}, lr_min={self.lr_min}")
 
     def resume_key(self) -> dict:
-        """The settings that must match for a checkpoint to be resumed (others, e.g. logging, may change)."""
+        """The settings that must match for a checkpoint to be resumed (others, e.g. logging, may change).
+
+        Flat, as before the SAE config was nested: the run's settings with the SAE's in place of
+        `sae` (less d_in, which the model fixes, and seed, which the run's seed fixes)."""
         skip = {"checkpoint_dir", "log_every", "metrics_path", "wandb_project", "keep_checkpoints",
                 "model_device", "sae_device", "checkpoint_every_tokens"}
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+        key = {}
+        for name, value in asdict(self).items():
+            if name == "sae":
+                key.update({k: v for k, v in self.sae.to_dict().items() if k not in ("d_in", "seed")})
+            elif name not in skip:
+                key[name] = value
+        return key
 
 
 def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
@@ -228,62 +245,108 @@ class _MetricsLog:
 def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True) -> TrainResult:
     """Train one SAE per layer in cfg.layers, resuming from cfg.checkpoint_dir when it holds a checkpoint."""
     torch.manual_seed(cfg.seed)
+    model, tokenizer = _prepare_model(cfg, model, tokenizer)
+    layers = check_layers(model, cfg.layers)
+    sae_device = resolve_device(cfg.sae_device) if cfg.sae_device else model_device(model)
+    saes = _build_saes(cfg, d_model(model), layers, sae_device)
+    optimizers = {layer: adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, device=sae_device)
+                  for layer, sae in saes.items()}
+
+    store = _open_store(cfg)
+    resumed = _resume(cfg, store, saes, optimizers)
+    tokens, step, data = resumed or (0, 0, None)
+    metrics_path = default_metrics_path(cfg)
+    log = _MetricsLog(metrics_path, tokens)
+    blocks = activation_blocks(model, tokenizer, cfg, sae_device, data)
+    if tokens >= cfg.total_tokens:
+        print(f"Training already complete ({tokens:,} tokens); loaded the final SAEs.")
+        return TrainResult(saes, tokens, step, tokens, metrics_path, [], blocks.carry_rows())
+
+    tokens, step, history = _run_loop(cfg, saes, optimizers, store, log, blocks, tokens=tokens, step=step,
+                                      fresh=resumed is None, progress=progress)
+    return TrainResult(saes, tokens, step, resumed[0] if resumed else None, metrics_path, history,
+                       blocks.carry_rows())
+
+
+def _prepare_model(cfg: TrainConfig, model, tokenizer):
+    """The model and tokenizer passed in, else cfg.model_id loaded on cfg.model_device in cfg.model_dtype."""
     if model is None:
         model, tokenizer = load_model(cfg.model_id, device=cfg.model_device,
                                       dtype=_dtype(cfg.model_dtype, torch.device(cfg.model_device or
                                                    ("cuda" if torch.cuda.is_available() else "cpu"))))
-    layers = check_layers(model, cfg.layers)
-    sae_device = resolve_device(cfg.sae_device) if cfg.sae_device else model_device(model)
-    d_in = d_model(model)
-    saes = {
-        layer: build_sae(config_from_dict(dict(  # each architecture takes the knobs its config declares
-            d_in=d_in, d_sae=cfg.d_sae, architecture=cfg.architecture, k=cfg.k, k_aux=cfg.k_aux,
-            aux_coef=cfg.aux_coef, dead_tokens_threshold=cfg.dead_tokens_threshold,
-            normalize_activations=cfg.normalize_activations, seed=cfg.seed + layer)), device=sae_device)
-        for layer in layers
-    }
-    optimizers = {layer: adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, device=sae_device)
-                  for layer, sae in saes.items()}
-    total_steps = math.ceil(cfg.total_tokens / cfg.batch_tokens)
+    return model, tokenizer
 
-    store = _open_store(cfg)
+
+def _build_saes(cfg: TrainConfig, d_in: int, layers, device) -> dict[int, torch.nn.Module]:
+    """One SAE per layer from cfg.sae, its d_in the model's width and its seed cfg.seed + layer."""
+    if cfg.sae.d_in is not None and cfg.sae.d_in != d_in:
+        raise ValueError(f"sae.d_in={cfg.sae.d_in} but {cfg.model_id} has width {d_in}: leave d_in None "
+                         "(the trainer fills it from the model)")
+    return {layer: build_sae(dataclasses.replace(cfg.sae, d_in=d_in, seed=cfg.seed + layer), device=device)
+            for layer in layers}
+
+
+def _resume(cfg: TrainConfig, store, saes, optimizers) -> tuple[int, int, dict] | None:
+    """Load the latest checkpoint into saes and optimizers: (tokens, step, data position), or None if there is none."""
     resumed = store.load_latest()
-    step, tokens, data = 0, 0, None
-    if resumed is not None:
-        tokens, state = resumed
-        saved, wanted = _plain(state["config"]), _plain(cfg.resume_key())
-        if saved != wanted:
-            changed = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
-            raise ValueError(
-                f"{store} holds a checkpoint of a run with other settings ({', '.join(changed)}); "
-                "use the same parameters to resume, or point checkpoint_dir at a new folder to start afresh")
-        for layer in layers:
-            saes[layer].load_state_dict(state["saes"][str(layer)])
-            load_optimizer_state(optimizers[layer], state["optimizers"][str(layer)])
-        step, data = state["step"], _data_state(state, cfg)
-        ckpt.set_rng_state(state["rng"])
-        print(f"Resumed from {store} at {tokens:,} tokens (step {step}, checkpoint {ckpt.checkpoint_name(tokens)}).")
+    if resumed is None:
+        return None
+    tokens, state = resumed
+    changed = _resume_mismatch(state["config"], cfg)
+    if changed:
+        raise ValueError(
+            f"{store} holds a checkpoint of a run with other settings ({', '.join(changed)}); "
+            "use the same parameters to resume, or point checkpoint_dir at a new folder to start afresh")
+    for layer, sae in saes.items():
+        sae.load_state_dict(state["saes"][str(layer)])
+        load_optimizer_state(optimizers[layer], state["optimizers"][str(layer)])
+    step = state["step"]
+    ckpt.set_rng_state(state["rng"])
+    print(f"Resumed from {store} at {tokens:,} tokens (step {step}, checkpoint {ckpt.checkpoint_name(tokens)}).")
+    return tokens, step, _data_state(state, cfg)
 
-    metrics_path = default_metrics_path(cfg)
-    log = _MetricsLog(metrics_path, tokens)
-    wandb_run = _start_wandb(cfg, resumed is not None)
+
+def _resume_mismatch(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The names of the settings in which a checkpoint's resume key differs from cfg's.
+
+    A setting the saved key lacks was not yet settable when it was written, so it ran at its
+    default: checkpoints from before dtype, b_dec_init, ... could be set still resume."""
+    wanted = _plain(cfg.resume_key())
+    defaults = {f.name: f.default for cls in (type(cfg.sae), TrainConfig) for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING}
+    saved = {**_plain({k: defaults[k] for k in wanted.keys() - saved.keys() if k in defaults}), **_plain(saved)}
+    return sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+
+
+def _save_checkpoint(store, cfg: TrainConfig, saes, optimizers, blocks: ActivationBlocks, *, tokens: int,
+                     step: int) -> None:
+    """Write a checkpoint: the resume key, SAEs, Adam states, step, data position (with the carried rows)
+    and RNG states."""
+    state = {
+        "config": cfg.resume_key(),
+        "saes": {str(layer): sae.state_dict() for layer, sae in saes.items()},
+        "optimizers": {str(layer): opt.state_dict() for layer, opt in optimizers.items()},
+        "step": step, "data": blocks.state_dict(), "rng": ckpt.get_rng_state(),
+    }
+    store.save(tokens, state, step=step)
+
+
+def _init_from_first_block(cfg: TrainConfig, saes, block) -> None:
+    """Set each SAE's input scale and b_dec from a sample of the first block (a fresh run only)."""
+    for layer, sae in saes.items():
+        sample = block.rows[layer][block.order[: cfg.geometric_median_tokens]]
+        sae.estimate_norm_scale(sample)
+        sae.init_b_dec(sample)
+
+
+def _run_loop(cfg: TrainConfig, saes, optimizers, store, log, blocks: ActivationBlocks, *, tokens: int,
+              step: int, fresh: bool, progress: bool) -> tuple[int, int, list[dict]]:
+    """Train from (tokens, step) to cfg.total_tokens, logging and checkpointing on the way;
+    -> (tokens, step, logged entries)."""
+    layers = tuple(saes)
+    total_steps = math.ceil(cfg.total_tokens / cfg.batch_tokens)
+    wandb_run = _start_wandb(cfg, not fresh)
     history: list[dict] = []
-
-    blocks = activation_blocks(model, tokenizer, cfg, sae_device, data)
-
-    def save() -> None:
-        state = {
-            "config": cfg.resume_key(),
-            "saes": {str(layer): sae.state_dict() for layer, sae in saes.items()},
-            "optimizers": {str(layer): opt.state_dict() for layer, opt in optimizers.items()},
-            "step": step, "data": blocks.state_dict(), "rng": ckpt.get_rng_state(),
-        }
-        store.save(tokens, state, step=step)
-
-    if tokens >= cfg.total_tokens:
-        print(f"Training already complete ({tokens:,} tokens); loaded the final SAEs.")
-        return TrainResult(saes, tokens, step, tokens, metrics_path, history, blocks.carry_rows())
-
     bar = _progress(cfg.total_tokens, tokens, progress)
     next_checkpoint = (tokens // cfg.checkpoint_every_tokens + 1) * cfg.checkpoint_every_tokens
     started, window_tokens = time.perf_counter(), 0
@@ -291,11 +354,8 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
         block = blocks.next_block(max_rows=(total_steps - step) * cfg.batch_tokens)
         if block is None:
             break
-        if step == 0 and resumed is None:
-            for layer, sae in saes.items():
-                sample = block.rows[layer][block.order[: cfg.geometric_median_tokens]]
-                sae.estimate_norm_scale(sample)
-                sae.init_b_dec(sample)
+        if step == 0 and fresh:
+            _init_from_first_block(cfg, saes, block)
         for batch in block:
             lr = lr_at(step, cfg, total_steps)
             entry = {"step": step, "tokens": tokens + cfg.batch_tokens, "lr": lr}
@@ -322,17 +382,16 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
             if tokens >= cfg.total_tokens:
                 break
         if tokens >= cfg.total_tokens or tokens >= next_checkpoint:
-            save()
+            _save_checkpoint(store, cfg, saes, optimizers, blocks, tokens=tokens, step=step)
             next_checkpoint = (tokens // cfg.checkpoint_every_tokens + 1) * cfg.checkpoint_every_tokens
     bar.close()
     if tokens < cfg.total_tokens:
-        save()
+        _save_checkpoint(store, cfg, saes, optimizers, blocks, tokens=tokens, step=step)
         print(f"The data ran out after {tokens:,} of {cfg.total_tokens:,} tokens ({blocks.carry_rows():,} more "
               "were forwarded, short of a batch); saved what was trained.")
     if wandb_run is not None:
         wandb_run.finish()
-    return TrainResult(saes, tokens, step, resumed[0] if resumed else None, metrics_path, history,
-                       blocks.carry_rows())
+    return tokens, step, history
 
 
 def adam(params, lr: float, betas=(0.9, 0.999), device=None) -> torch.optim.Adam:

@@ -161,7 +161,7 @@ def test_saelens_style_metrics_equal_saelens_run_evals(tmp_path, with_unk):
 
     with_unk puts an <unk> (special to us, not to SAELens) in the text: SAELens then splices and scores
     it, ours skip it, and the SAELens-style numbers must still follow SAELens."""
-    from shared.export import export_saelens
+    from shared.export import ExportInfo, export_saelens
 
     model, tokenizer = load_model("tiny-trained:gpt2")
     tl = _hooked_transformer(model, tokenizer, tmp_path)
@@ -178,7 +178,7 @@ def test_saelens_style_metrics_equal_saelens_run_evals(tmp_path, with_unk):
         sae.b_dec.copy_(0.1 * torch.randn(d, generator=g))
         sae.b_enc.copy_(0.05 * torch.randn(2 * d, generator=g))
     ours = evaluate_saes(model, tokenizer, {layer: sae}, [tokens[:4], tokens[4:]], forward_batch_size=3)[str(layer)]
-    theirs = _saelens_run_evals(tl, export_saelens(sae, tmp_path / "sae", model_name="tiny-gpt2", layer=layer),
+    theirs = _saelens_run_evals(tl, export_saelens(sae, tmp_path / "sae", ExportInfo("tiny-gpt2"), layer=layer),
                                 tokens, batch_size=4)
 
     expected = {**theirs["model_performance_preservation"], **theirs["model_behavior_preservation"]}

@@ -33,10 +33,10 @@ def _x(d_in=16, n=32, scale=1.0, seed=2):
     return scale * torch.randn(n, d_in, generator=torch.Generator().manual_seed(seed))
 
 
-def _export(sae, folder, **kw):
-    args = dict(model_name="google/gemma-2-2b", layer=3, hf_hook_name="model.layers.3", context_size=128,
-                prepend_bos=True, dataset_path="synthetic")
-    return export.export_saelens(sae, folder, **{**args, **kw})
+def _export(sae, folder, tokens_trained=None, **kw):
+    info = export.ExportInfo(model_name="google/gemma-2-2b", layers_path="model.layers", context_size=128,
+                             prepend_bos=True, dataset_path="synthetic", tokens_trained=tokens_trained)
+    return export.export_saelens(sae, folder, info, **{"layer": 3, **kw})
 
 
 def _normalized_sae():
@@ -79,12 +79,12 @@ def test_cfg_json_and_side_files(tmp_path):
     np_meta = json.loads((folder / "neuronpedia.json").read_text())
     assert np_meta["modelId"] == "gemma-2-2b" and np_meta["layer"] == 3
     assert np_meta["hookName"] == "blocks.3.hook_resid_post"
-    assert export.neuronpedia_metadata(model_name="Qwen/Qwen3-4B", layer=11, d_sae=16384)["saeId"] == \
+    assert export.neuronpedia_metadata(export.ExportInfo("Qwen/Qwen3-4B"), layer=11, d_sae=16384)["saeId"] == \
         "11-ladder-res-16k"
 
 
 def test_model_card_names_each_metric_definition():
-    cfg = export.saelens_cfg(_sae(), model_name="google/gemma-2-2b", layer=3)
+    cfg = export.saelens_cfg(_sae(), export.ExportInfo("google/gemma-2-2b"), layer=3)
     card = export.model_card(cfg, {"var_expl": 0.8, "ce_loss_recovered": 0.923, "kl_div_spliced": 0.1,
                                    "saelens": {"ce_loss_score": 0.944, "kl_div_score": 0.95}})
     assert "| ce_loss_recovered | 0.923 |" in card and "| ce_loss_score | 0.944 |" in card

@@ -122,8 +122,9 @@ def test_tuned_lens_equals_logit_lens_at_init():
 @pytest.fixture(scope="module")
 def fitted():
     model, tok = models.load_model("tiny-trained:llama")
-    tuned, history = lens.fit_tuned_lens(model, tok, synthetic.synthetic_texts(200, seed=11), steps=20, context_len=32,
-                                         batch_size=8, lr=3e-3, progress=False)
+    tuned, history = lens.fit_tuned_lens(model, tok, synthetic.synthetic_texts(200, seed=11),
+                                         lens.TunedLensFitConfig(steps=20, context_len=32, batch_size=8, lr=3e-3),
+                                         progress=False)
     return model, tok, tuned, history
 
 
@@ -177,7 +178,8 @@ def test_pretrained_or_fit_offline_falls_back(monkeypatch, fitted):
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     got, info = lens.load_pretrained_or_fit("someone/some-model", model, tok, synthetic.synthetic_texts(40, seed=3),
-                                            steps=2, context_len=32, batch_size=4, progress=False)
+                                            lens.TunedLensFitConfig(steps=2, context_len=32, batch_size=4),
+                                            progress=False)
     assert info["source"] == "fitted" and "No pretrained tuned lens" in info["message"] and len(info["history"]) == 2
     assert got.config["base_model_name_or_path"] == "someone/some-model"
 

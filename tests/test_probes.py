@@ -124,7 +124,7 @@ def ccs_report():
     u = _unit(np.random.default_rng(10).standard_normal(d))
     train = contrast(800, u, d=d, seed=11)
     test = contrast(300, u, d=d, seed=12)
-    return probes.ccs_with_baselines(*train, *test, seed=0), u
+    return probes.ccs_with_baselines(*train, *test, probes.CCSConfig(seed=0)), u
 
 
 def test_ccs_finds_planted_direction_up_to_sign(ccs_report):

@@ -20,9 +20,17 @@ from shared.train import TrainConfig, adam, load_optimizer_state, lr_at, sae_ste
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_RUN = dict(model_id="tiny:gpt2", layers=(1, 3), d_sae=128, k=8, batch_tokens=256, context_len=32,
-                model_batch_size=8, block_batches=4, warmup_steps=5, dead_tokens_threshold=1500,
+TINY_RUN = dict(model_id="tiny:gpt2", layers=(1, 3), sae=dict(d_sae=128, k=8, dead_tokens_threshold=1500),
+                batch_tokens=256, context_len=32, model_batch_size=8, block_batches=4, warmup_steps=5,
                 checkpoint_every_tokens=2000)
+
+# TINY_RUN's resume key (total_tokens=2500) as the code before the nested SAE config wrote it.
+LEGACY_KEY = {"model_id": "tiny:gpt2", "layers": [1, 3], "dataset": ["synthetic"], "context_len": 32, "d_sae": 128,
+              "k": 8, "architecture": "topk", "k_aux": None, "aux_coef": 0.03125, "dead_tokens_threshold": 1500,
+              "normalize_activations": "none", "total_tokens": 2500, "batch_tokens": 256, "model_batch_size": 8,
+              "block_batches": 4, "lr": 0.0002, "lr_min": 6e-05, "warmup_steps": 5, "adam_betas": [0.9, 0.999],
+              "model_dtype": None, "activation_dtype": "float32", "sae_autocast": True,
+              "geometric_median_tokens": 8192, "seed": 0}
 
 # A script both runs execute, so the interrupted and the uninterrupted run share one code path.
 RUN_SCRIPT = """
@@ -97,7 +105,8 @@ def test_training_learns_and_logs(tmp_path):
 def test_resume_with_other_settings_is_refused(tmp_path):
     cfg = TrainConfig(**TINY_RUN, total_tokens=2500, checkpoint_dir=str(tmp_path / "ck"))
     train(cfg, progress=False)
-    changed = TrainConfig(**{**TINY_RUN, "k": 4}, total_tokens=2500, checkpoint_dir=str(tmp_path / "ck"))
+    changed = TrainConfig(**{**TINY_RUN, "sae": {**TINY_RUN["sae"], "k": 4}}, total_tokens=2500,
+                          checkpoint_dir=str(tmp_path / "ck"))
     with pytest.raises(ValueError, match="other settings.*k"):
         train(changed, progress=False)
 
@@ -181,6 +190,44 @@ def test_checkpoint_without_a_carry_still_resumes(tmp_path, monkeypatch):
     ckpt.open_store(str(tmp_path / "old")).save(saved[0]["step"] * base["batch_tokens"], old, step=saved[0]["step"])
     resumed = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "old")), progress=False)
     assert resumed.resumed_from == saved[0]["step"] * base["batch_tokens"] and resumed.tokens == 4096
+
+
+def test_checkpoint_written_before_the_nested_sae_config_still_resumes(tmp_path, monkeypatch):
+    """A checkpoint whose resume key is the old flat one (no dtype, b_dec_init, apply_b_dec_to_input:
+    they ran at their defaults) resumes; the same key with another k does not."""
+    cfg = TrainConfig(**TINY_RUN, total_tokens=2500, checkpoint_dir=str(tmp_path / "ck"))
+    key = cfg.resume_key()
+    assert json.loads(json.dumps({k: v for k, v in key.items() if k in LEGACY_KEY})) == LEGACY_KEY
+    assert set(key) - set(LEGACY_KEY) == {"dtype", "apply_b_dec_to_input", "b_dec_init"}
+    monkeypatch.setattr(TrainConfig, "resume_key", lambda self: dict(LEGACY_KEY))  # the old code's checkpoint
+    first = train(cfg, progress=False)
+    monkeypatch.undo()
+    again = train(cfg, progress=False)
+    assert again.resumed_from == first.tokens
+    assert torch.equal(again.saes[1].W_dec, first.saes[1].W_dec)
+    with pytest.raises(ValueError, match="other settings.*b_dec_init"):
+        train(TrainConfig(**{**TINY_RUN, "sae": {**TINY_RUN["sae"], "b_dec_init": "mean"}}, total_tokens=2500,
+                          checkpoint_dir=str(tmp_path / "ck")), progress=False)
+
+
+def test_sae_settings_of_the_nested_config_reach_the_trained_saes(tmp_path):
+    """dtype, b_dec init and apply_b_dec_to_input are set on the run's SAE config; d_in comes from the model."""
+    sae_cfg = TopKConfig(d_sae=64, k=4, dtype="float64", b_dec_init="zeros", apply_b_dec_to_input=False)
+    cfg = TrainConfig(model_id="tiny:gpt2", layers=(1, 3), sae=sae_cfg, total_tokens=512, batch_tokens=256,
+                      context_len=32, block_batches=2, warmup_steps=1, checkpoint_dir=str(tmp_path / "ck"))
+    assert isinstance(cfg.sae, TopKConfig) and cfg.sae.d_in is None
+    result = train(cfg, progress=False)
+    for layer, sae in result.saes.items():
+        assert sae.cfg.d_in == 64 and sae.cfg.seed == layer and sae.W_enc.dtype == torch.float64
+        assert (sae.cfg.b_dec_init, sae.cfg.apply_b_dec_to_input, sae.cfg.k) == ("zeros", False, 4)
+    assert cfg.sae.d_in is None  # the run's config is left as given
+    with pytest.raises(ValueError, match="sae.seed"):
+        TrainConfig(model_id="tiny:gpt2", layers=(1,), sae=TopKConfig(seed=3))
+    with pytest.raises(ValueError, match="sae.d_in=32"):
+        train(TrainConfig(model_id="tiny:gpt2", layers=(1,), sae=TopKConfig(d_in=32, d_sae=64, k=4),
+                          total_tokens=256, checkpoint_dir=str(tmp_path / "other")), progress=False)
+    with pytest.raises(ValueError, match="d_in is None"):
+        S.build_sae(TopKConfig(d_sae=64, k=4))
 
 
 @pytest.mark.slow
