@@ -1,66 +1,20 @@
-"""Edit the residual stream in flight: one hook helper shared by splicing, steering and ablation.
+"""Interventions on the residual stream: the edits that splicing, steering and ablation hand to hooks.edit_residual.
 
-Every notebook that changes what a decoder block writes into the residual stream (an SAE's
-reconstruction spliced in, a steering vector added, a layer zero-ablated) goes through
-`edit_residual`, so the tuple-or-tensor output conventions of each architecture live in one place.
+`hooks.edit_residual` is the one hook that replaces a block's output; this module builds the edits:
+`keep_positions` leaves BOS/pad untouched (evaluate's splicing and ablation), `steering_hook` adds
+a scaled unit direction at one layer and `generate_steered` sweeps its strength alpha over greedy
+continuations (RepE reading vectors today, SAE features next).
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator, Sequence
 
 import torch
 
-from .hooks import resolve_layers
-from .models import decoder_layers
-
-ResidualEdit = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _replace_hidden(output, new_hidden: torch.Tensor):
-    """Return the block output with its hidden state swapped, keeping the architecture's container."""
-    if isinstance(output, torch.Tensor):
-        return new_hidden
-    if isinstance(output, tuple):
-        return (new_hidden,) + tuple(output[1:])
-    if isinstance(output, list):
-        return [new_hidden] + list(output[1:])
-    raise TypeError(f"unexpected decoder block output type {type(output).__name__}")
-
-
-def block_hidden(output) -> torch.Tensor:
-    """The residual-stream tensor inside a decoder block's output (tensor, tuple or list)."""
-    return output if isinstance(output, torch.Tensor) else output[0]
-
-
-@contextmanager
-def edit_residual(model, edits: dict[int, ResidualEdit]) -> Iterator[None]:
-    """Within the block, replace the output h of decoder block L by ``edits[L](h)`` for each L.
-
-    The edit sees the block's residual output [batch, seq, d_model] and must return a tensor of
-    the same shape; dtype and device are restored to the model's.
-    """
-    layers = decoder_layers(model)
-    handles = []
-    for layer, edit in edits.items():
-        layer = resolve_layers(int(layer), len(layers))[0]  # negatives count from the end
-
-        def hook(_module, _inputs, output, _edit=edit):
-            hidden = block_hidden(output)
-            new_hidden = _edit(hidden)
-            if new_hidden.shape != hidden.shape:
-                raise ValueError(
-                    f"a residual edit returned shape {tuple(new_hidden.shape)} for a hidden state of "
-                    f"shape {tuple(hidden.shape)}; it must keep the shape"
-                )
-            return _replace_hidden(output, new_hidden.to(dtype=hidden.dtype, device=hidden.device))
-
-        handles.append(layers[layer].register_forward_hook(hook))
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+from .hooks import ResidualEdit, edit_residual
+from .models import model_device
+from .probes import unit_direction
 
 
 def keep_positions(edit: ResidualEdit, keep: torch.Tensor) -> ResidualEdit:
@@ -72,3 +26,38 @@ def keep_positions(edit: ResidualEdit, keep: torch.Tensor) -> ResidualEdit:
         return torch.where(mask, edited, hidden)
 
     return masked
+
+
+@contextmanager
+def steering_hook(model, layer: int, direction, alpha: float, scale: float = 1.0) -> Iterator[None]:
+    """Within the block, add alpha * scale * unit(direction) to the residual output of decoder block `layer`.
+
+    scale: pass typical_norm(acts) to express alpha in units of the layer's usual residual norm.
+    """
+    u = torch.as_tensor(unit_direction(direction), dtype=torch.float32)
+    delta = float(alpha) * float(scale) * u
+
+    def add_direction(hidden: torch.Tensor) -> torch.Tensor:
+        if hidden.shape[-1] != delta.shape[0]:
+            raise ValueError(f"steering direction has {delta.shape[0]} dims but layer {layer} has {hidden.shape[-1]}")
+        return hidden + delta.to(device=hidden.device, dtype=hidden.dtype)
+
+    with edit_residual(model, {int(layer): add_direction}):
+        yield
+
+
+@torch.no_grad()
+def generate_steered(model, tokenizer, prompt: str, layer: int, direction, alphas: Sequence[float],
+                     max_new_tokens: int = 30, seed: int = 0, scale: float = 1.0) -> dict[float, str]:
+    """Greedy continuation of prompt for each alpha, steering along direction at layer: {alpha: text}."""
+    if not isinstance(prompt, str):
+        raise ValueError("prompt must be a single string")
+    enc = tokenizer(prompt, return_tensors="pt").to(model_device(model))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    texts = {}
+    for alpha in alphas:
+        torch.manual_seed(seed)
+        with steering_hook(model, layer, direction, alpha, scale=scale):
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
+        texts[float(alpha)] = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return texts
