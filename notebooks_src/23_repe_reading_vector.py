@@ -129,7 +129,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from shared import capture, intervene, models, notebook, plots, probes, runtime, synthetic
+from shared import capture, models, notebook, plots, probes, runtime, steer, synthetic
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 out_dir = Path(OUTPUT_DIR)
@@ -209,7 +209,7 @@ for row in sorted(monitor, key=lambda r: -r["score"]):
 scale = NORM_FRACTION * lat.norms[best]
 steered, steered_scores = {}, {}
 for prompt in STEER_PROMPTS:
-    texts = intervene.generate_steered(model, tokenizer, prompt, best, direction, ALPHAS,
+    texts = steer.generate_steered(model, tokenizer, prompt, best, direction, ALPHAS,
                                     max_new_tokens=MAX_NEW_TOKENS, seed=SEED, scale=scale)
     reread = capture.last_token_states(model, tokenizer, [prompt + t for t in texts.values()], [best])[best]
     steered[prompt] = {str(a): t for a, t in texts.items()}

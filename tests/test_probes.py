@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared import capture, intervene, plots, probes
+from shared import capture, plots, probes, steer
 
 HAS_MODELS = os.path.exists(os.path.join(os.path.dirname(__file__), "..", "shared", "models.py"))
 HAS_CAPTURE = os.path.exists(os.path.join(os.path.dirname(__file__), "..", "shared", "capture.py"))
@@ -279,7 +279,7 @@ def test_steering_moves_monitor_score_with_sign_of_alpha(tiny):
     scale = probes.typical_norm(base)
     means = {}
     for alpha in (-2.0, 0.0, 2.0):
-        with intervene.steering_hook(model, layer, u, alpha, scale=scale):
+        with steer.steering_hook(model, layer, u, alpha, scale=scale):
             acts = capture.last_token_states(model, tok, PROMPTS, layers=[layer, layer + 1])
         means[alpha] = {L: probes.monitor_scores(a, u).mean() for L, a in acts.items()}
     for L in (layer, layer + 1):  # at the steered layer and one block later
@@ -295,9 +295,9 @@ def test_alpha_zero_leaves_logits_unchanged_and_hook_is_removed(tiny):
     u = np.ones(model.config.hidden_size)
     with torch.no_grad():
         ref = model(ids).logits
-        with intervene.steering_hook(model, 1, u, 0.0, scale=5.0):
+        with steer.steering_hook(model, 1, u, 0.0, scale=5.0):
             same = model(ids).logits
-        with intervene.steering_hook(model, 1, u, 3.0):
+        with steer.steering_hook(model, 1, u, 3.0):
             moved = model(ids).logits
         after = model(ids).logits
     assert torch.equal(ref, same)
@@ -309,12 +309,12 @@ def test_alpha_zero_leaves_logits_unchanged_and_hook_is_removed(tiny):
 def test_generate_steered_greedy(tiny):
     model, tok = tiny
     u = _unit(np.random.default_rng(1).standard_normal(model.config.hidden_size))
-    out = intervene.generate_steered(model, tok, "The cat", 1, u, [-8.0, 0.0, 8.0], max_new_tokens=6, seed=0)
+    out = steer.generate_steered(model, tok, "The cat", 1, u, [-8.0, 0.0, 8.0], max_new_tokens=6, seed=0)
     assert set(out) == {-8.0, 0.0, 8.0} and all(isinstance(t, str) for t in out.values())
-    again = intervene.generate_steered(model, tok, "The cat", 1, u, [0.0], max_new_tokens=6, seed=0)
+    again = steer.generate_steered(model, tok, "The cat", 1, u, [0.0], max_new_tokens=6, seed=0)
     assert again[0.0] == out[0.0]  # greedy: deterministic
     with pytest.raises(ValueError, match="out of range"):
-        with intervene.steering_hook(model, 99, u, 1.0):
+        with steer.steering_hook(model, 99, u, 1.0):
             pass
 
 
