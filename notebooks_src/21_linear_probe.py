@@ -45,7 +45,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from shared import data, models, notebook, probes, runtime
+from shared import capture, data, models, notebook, plots, probes, runtime
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 out_dir = Path(OUTPUT_DIR)
@@ -85,8 +85,8 @@ print(f"{MODEL_ID}: {models.n_layers(model)} blocks, d_model {models.d_model(mod
 
 # %%
 kw = dict(batch_size=BATCH_SIZE, pool=POOL, max_length=MAX_LEN, progress=True)
-X_train = probes.sequence_states(model, tokenizer, [it["text"] for it in train], layers, **kw)
-X_test = probes.sequence_states(model, tokenizer, [it["text"] for it in test], layers, **kw)
+X_train = capture.sequence_states(model, tokenizer, [it["text"] for it in train], layers, **kw)
+X_test = capture.sequence_states(model, tokenizer, [it["text"] for it in test], layers, **kw)
 print({L: X_train[L].shape for L in layers[:3]}, "...")
 
 # %% [markdown]
@@ -114,7 +114,7 @@ print(f"{'layer':>5} {'LR AUROC':>9} {'DoM AUROC':>10} {'LR acc':>7} {'DoM acc':
 for r in table:
     mark = "  <- best (validation)" if r["layer"] == best_layer else ""
     print(f"{r['layer']:5d} {r['lr_auroc']:9.3f} {r['dom_auroc']:10.3f} {r['lr_accuracy']:7.3f} {r['dom_accuracy']:8.3f}{mark}")
-fig = probes.plot_layer_auroc(table, best_layer=best_layer, title=f"{DATASET} on {MODEL_ID}: held-out AUROC")
+fig = plots.plot_layer_auroc(table, best_layer=best_layer, title=f"{DATASET} on {MODEL_ID}: held-out AUROC")
 fig.savefig(out_dir / "auroc_by_layer.png", dpi=120, bbox_inches="tight")
 plt.show()
 

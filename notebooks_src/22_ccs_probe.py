@@ -48,7 +48,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from shared import data, models, notebook, probes, runtime, templates
+from shared import capture, data, models, notebook, plots, probes, runtime, templates
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 out_dir = Path(OUTPUT_DIR)
@@ -90,7 +90,7 @@ print(pos_train[0][-300:], "\n---\n", neg_train[0][-60:], "\n(label", y_train[0]
 
 # %%
 layers = sorted({layer, *sweep})
-states = {name: probes.last_token_states(model, tokenizer, prompts, layers, batch_size=BATCH_SIZE)
+states = {name: capture.last_token_states(model, tokenizer, prompts, layers, batch_size=BATCH_SIZE)
           for name, prompts in [("pos_train", pos_train), ("neg_train", neg_train),
                                 ("pos_test", pos_test), ("neg_test", neg_test)]}
 
@@ -113,7 +113,7 @@ ccs = run_ccs(layer)
 print(f"{'method':>15} {'accuracy':>9} {'AUROC':>7}  note")
 for name, r in ccs.results.items():
     print(f"{name:>15} {r.accuracy:9.3f} {r.auroc:7.3f}  {r.note}")
-fig = probes.plot_ccs_methods(ccs, title=f"CCS on {DATASET}, {MODEL_ID} layer {layer}")
+fig = plots.plot_ccs_methods(ccs, title=f"CCS on {DATASET}, {MODEL_ID} layer {layer}")
 fig.savefig(out_dir / "ccs_methods.png", dpi=120, bbox_inches="tight")
 plt.show()
 
@@ -137,7 +137,7 @@ for L in sweep:
     sweep_rows.append({"layer": L, **{k: round(r.accuracy, 4) for k, r in rep.results.items()}})
     print(f"layer {L:3d}: " + "  ".join(f"{k} {v:.3f}" for k, v in sweep_rows[-1].items() if k != "layer"))
 if sweep_rows:
-    fig = probes.plot_ccs_sweep(sweep_rows, title=f"CCS and baselines across layers ({DATASET})")
+    fig = plots.plot_ccs_sweep(sweep_rows, title=f"CCS and baselines across layers ({DATASET})")
     fig.savefig(out_dir / "ccs_sweep.png", dpi=120, bbox_inches="tight")
     plt.show()
 

@@ -129,7 +129,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from shared import models, notebook, probes, runtime, synthetic
+from shared import capture, models, notebook, plots, probes, runtime, steer, synthetic
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 out_dir = Path(OUTPUT_DIR)
@@ -159,8 +159,8 @@ print(f"{len(pairs)} pairs for {CONCEPT!r}; e.g.\n  + {positives[0]}\n  - {negat
 # %%
 model, tokenizer = models.load_model(MODEL_ID, device=P.DEVICE)
 layers = P.LAYERS  # checked against the model's config, negatives resolved
-pos = probes.last_token_states(model, tokenizer, positives, layers, batch_size=BATCH_SIZE)
-neg = probes.last_token_states(model, tokenizer, negatives, layers, batch_size=BATCH_SIZE)
+pos = capture.last_token_states(model, tokenizer, positives, layers, batch_size=BATCH_SIZE)
+neg = capture.last_token_states(model, tokenizer, negatives, layers, batch_size=BATCH_SIZE)
 print(f"{MODEL_ID}: {models.n_layers(model)} blocks; states for layers {layers}")
 
 # %% [markdown]
@@ -178,7 +178,7 @@ print(f"{'layer':>5} {'train acc':>9} {'held-out acc':>12}")
 for r in lat.table:
     mark = "  <- best" if r["layer"] == best else ""
     print(f"{r['layer']:5d} {r['train_accuracy']:9.3f} {r['test_accuracy']:12.3f}{mark}")
-fig = probes.plot_reading_accuracy(lat.table, best_layer=best, title=f"{CONCEPT} reading vector, {MODEL_ID}")
+fig = plots.plot_reading_accuracy(lat.table, best_layer=best, title=f"{CONCEPT} reading vector, {MODEL_ID}")
 fig.savefig(out_dir / "reading_accuracy_by_layer.png", dpi=120, bbox_inches="tight")
 plt.show()
 
@@ -191,7 +191,7 @@ plt.show()
 
 # %%
 center = float(probes.monitor_scores(np.concatenate([pos[best], neg[best]]), direction).mean())
-mon_states = probes.last_token_states(model, tokenizer, MONITOR_PROMPTS, [best], batch_size=BATCH_SIZE)[best]
+mon_states = capture.last_token_states(model, tokenizer, MONITOR_PROMPTS, [best], batch_size=BATCH_SIZE)[best]
 scores = probes.monitor_scores(mon_states, direction, center=center)
 monitor = [{"prompt": p, "score": round(float(s), 4)} for p, s in zip(MONITOR_PROMPTS, scores)]
 print(f"{'score':>8}  prompt (layer {best}, positive = {CONCEPT})")
@@ -209,9 +209,9 @@ for row in sorted(monitor, key=lambda r: -r["score"]):
 scale = NORM_FRACTION * lat.norms[best]
 steered, steered_scores = {}, {}
 for prompt in STEER_PROMPTS:
-    texts = probes.generate_steered(model, tokenizer, prompt, best, direction, ALPHAS,
+    texts = steer.generate_steered(model, tokenizer, prompt, best, direction, ALPHAS,
                                     max_new_tokens=MAX_NEW_TOKENS, seed=SEED, scale=scale)
-    reread = probes.last_token_states(model, tokenizer, [prompt + t for t in texts.values()], [best])[best]
+    reread = capture.last_token_states(model, tokenizer, [prompt + t for t in texts.values()], [best])[best]
     steered[prompt] = {str(a): t for a, t in texts.items()}
     steered_scores[prompt] = {str(a): round(float(s), 4) for a, s in
                               zip(texts, probes.monitor_scores(reread, direction, center=center))}

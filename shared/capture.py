@@ -3,7 +3,10 @@
 Layer L is the residual stream OUTPUT of decoder block L (SAELens `blocks.{L}.hook_resid_post`).
 For L < n_layers-1 that equals HF `output_hidden_states[L+1]`; for the LAST block HF returns the
 hidden state after the final norm, so both capture methods here return the pre-norm output there
-(`final_norm(capture[n-1]) == hidden_states[n]`).
+(`final_norm(capture[n-1]) == hidden_states[n]`). The hooks themselves live in `hooks`.
+
+Per-prompt states: `sequence_states` / `last_token_states` pool each prompt's residual (last real
+token or mean over its kept tokens) into {layer: [n, d]} arrays for probes.
 
 Pipeline: `residual_rows` runs the model on token batches (one forward for all layers, stopped
 after the deepest layer), drops BOS/pad/special tokens and moves the rows to the buffer device;
@@ -13,26 +16,20 @@ deterministic function of (token stream, seed, sizes); `state_dict()` lets a run
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Mapping
+from contextlib import nullcontext
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from .hooks import resolve_layers
-from .models import decoder_layers, final_norm, model_device
-
-
-class _StopForward(Exception):
-    """Raised from a hook after the deepest requested layer to skip the rest of the forward."""
+from .hooks import read_final_norm_input, read_residuals, resolve_layers
+from .models import decoder_layers, model_device
 
 
 def check_layers(model: nn.Module, layers) -> list[int]:
     """Sorted unique layer indices (hooks.resolve_layers: negatives count from the end); ValueError naming the range."""
     return sorted(resolve_layers(layers, len(decoder_layers(model)), dedupe=True))
-
-
-def _block_output(output):
-    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def capture_residuals(model: nn.Module, input_ids: torch.Tensor, layers, attention_mask=None,
@@ -48,50 +45,23 @@ def capture_residuals(model: nn.Module, input_ids: torch.Tensor, layers, attenti
     if method not in ("hooks", "hidden_states"):
         raise ValueError(f"method must be 'hooks' or 'hidden_states', got {method!r}.")
     wanted = check_layers(model, layers)
-    blocks = decoder_layers(model)
-    last = len(blocks) - 1
+    last = len(decoder_layers(model)) - 1
     device = model_device(model)
     kwargs = dict(input_ids=input_ids.to(device))
     if attention_mask is not None:
         kwargs["attention_mask"] = attention_mask.to(device)
     if getattr(getattr(model, "config", None), "use_cache", None) is not None:
         kwargs["use_cache"] = False
-    out: dict[int, torch.Tensor] = {}
-    handles = []
-
-    def hook_for(layer: int, stop: bool):
-        def hook(module, args, output):
-            out[layer] = _block_output(output).detach()
-            if stop:
-                raise _StopForward
-
-        return hook
-
-    def norm_pre_hook(module, args):
-        out[last] = args[0].detach()
-
-    try:
+    with torch.no_grad():
         if method == "hooks":
-            for layer in wanted:
-                stop = stop_early and layer == wanted[-1]
-                handles.append(blocks[layer].register_forward_hook(hook_for(layer, stop)))
-        elif last in wanted:
-            norm = final_norm(model)
-            if norm is not None:
-                handles.append(norm.register_forward_pre_hook(norm_pre_hook))
-        with torch.no_grad():
-            try:
-                result = model(**kwargs, output_hidden_states=method == "hidden_states")
-            except _StopForward:
-                result = None
-        if method == "hidden_states":
-            hidden = result.hidden_states
+            with read_residuals(model, wanted, stop_after_deepest=stop_early) as out:
+                model(**kwargs, output_hidden_states=False)
+        else:
+            with read_final_norm_input(model) if last in wanted else nullcontext({}) as out:
+                hidden = model(**kwargs, output_hidden_states=True).hidden_states
             for layer in wanted:
                 if layer not in out:
                     out[layer] = hidden[layer + 1].detach()
-    finally:
-        for h in handles:
-            h.remove()
     return {layer: out[layer] for layer in wanted}
 
 
@@ -110,6 +80,56 @@ def token_mask(input_ids: torch.Tensor, tokenizer, attention_mask: torch.Tensor 
     if drop_first:
         keep[..., 0] = False
     return keep
+
+
+@torch.no_grad()
+def sequence_states(model, tokenizer, prompts: Sequence[str], layers: Sequence[int], batch_size: int = 16,
+                    pool: str = "last", max_length: int | None = None,
+                    progress: bool = False) -> dict[int, np.ndarray]:
+    """Residual stream [n, d] per layer for each prompt: last non-pad token ("last") or the mean over
+    its non-special tokens ("mean"; BOS/pad excluded). max_length truncates long prompts (keeps the start);
+    progress shows a bar over batches."""
+    if isinstance(prompts, str) or len(prompts) == 0:
+        raise ValueError("prompts must be a non-empty list of strings")
+    if pool not in ("last", "mean"):
+        raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
+    if batch_size > 1 and len(prompts) > 1 and tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token "
+                         "or pass batch_size=1")
+    layers = [int(x) for x in layers]
+    device = model_device(model)
+    out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be a positive number of tokens or None, got {max_length}")
+    trunc = dict(truncation=True, max_length=int(max_length)) if max_length else {}
+    starts = range(0, len(prompts), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="residual states", unit="batch")
+    for start in starts:
+        enc = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True, **trunc)
+        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        acts = capture_residuals(model, ids, layers, attention_mask=mask)
+        positions = torch.arange(ids.shape[1], device=device)
+        last = (mask * positions).argmax(1)  # last real token, for left or right padding
+        for layer in layers:
+            h = acts[layer].float()
+            if pool == "last":
+                pooled = h[torch.arange(h.shape[0], device=h.device), last.to(h.device)]
+            else:
+                keep = token_mask(ids, tokenizer, mask)
+                keep = torch.where(keep.any(1, keepdim=True), keep, mask.bool())  # all-special prompt
+                m = keep.to(h.device, h.dtype)[..., None]
+                pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
+            out[layer].append(pooled.cpu().numpy())
+    return {layer: np.concatenate(chunks) for layer, chunks in out.items()}
+
+
+def last_token_states(model, tokenizer, prompts: Sequence[str], layers: Sequence[int],
+                      batch_size: int = 16) -> dict[int, np.ndarray]:
+    """Residual stream at the last non-pad token of each prompt: {layer: [n, d]}."""
+    return sequence_states(model, tokenizer, prompts, layers, batch_size=batch_size, pool="last")
 
 
 def _check_finite(acts: Mapping[int, torch.Tensor], batch_index: int) -> None:

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from .capture import token_mask
-from .intervene import edit_residual, keep_positions
+from .hooks import edit_residual, read_residuals, resolve_layers
+from .intervene import keep_positions
 from .models import model_device
 
 _CHUNK_TOKENS = 4096
@@ -146,13 +147,7 @@ def evaluate_saes(
     tallies = {layer: _LayerTally(d_sae=sae.cfg.d_sae) for layer, sae in saes.items()}
     clean_ce, clean_predictions, n_batches = 0.0, 0, 0
     sl_clean_ce, sl_predictions, sl_positions = 0.0, 0, 0  # SAELens' ce_loss_without_sae and its counts
-    captured: dict[int, torch.Tensor] = {}
-
-    def recorder(layer):
-        def record(hidden):
-            captured[layer] = hidden.detach()
-            return hidden
-        return record
+    block_of = {layer: resolve_layers(layer, model)[0] for layer in saes}  # keys as given, hooks resolve
 
     def run(edits, reference=None):
         with edit_residual(model, edits):
@@ -168,7 +163,7 @@ def evaluate_saes(
             keep = token_mask(input_ids, tokenizer)
             sl_keep = saelens_keep(input_ids, tokenizer)
             same_keep = torch.equal(keep, sl_keep)
-            with edit_residual(model, {layer: recorder(layer) for layer in saes}):
+            with read_residuals(model, list(block_of.values())) as captured:
                 clean_logits = model(input_ids).logits
             nll, _ = next_token_losses(clean_logits, input_ids)
             ce, _, predictions = _target_sums(nll, None, keep)
@@ -179,7 +174,7 @@ def evaluate_saes(
 
             for layer, sae in saes.items():
                 tally = tallies[layer]
-                hidden = captured[layer]
+                hidden = captured[block_of[layer]]
                 x = hidden[keep].float()
                 if not torch.isfinite(x).all():
                     raise ValueError(f"NaN/inf activations at layer {layer}: check the model dtype (try float32)")
@@ -214,7 +209,7 @@ def evaluate_saes(
                 ce, kl, _, _ = _source_sums(*run({layer: torch.zeros_like}, clean_logits), sl_keep)
                 tally.saelens["ce_with_ablation"] += ce
                 tally.saelens["kl_with_ablation"] += kl
-            captured.clear()
+            del captured
 
     if n_batches == 0:
         raise ValueError("evaluation got no token batches: check the validation data source")

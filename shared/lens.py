@@ -15,6 +15,7 @@ import json
 import math
 import re
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,17 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hooks import resolve_layers
+from .hooks import read_residuals, resolve_layers
 from .models import d_model, decoder_layers, final_logit_softcap, final_norm, model_device, unembed
 
 PUBLIC_LENS_REPO = "AlignmentResearch/tuned-lens"  # a Hugging Face *space*; lenses under lens/<model_id>/
 
 
 # ----------------------------------------------------------------------------- forward + decode
-
-
-def _first(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 @torch.no_grad()
@@ -43,32 +40,13 @@ def run_with_residuals(model, input_ids, attention_mask=None, include_input=Fals
     package. Residuals are the blocks' raw outputs (no final norm), so decode() of the last one
     reproduces the logits.
     """
-    layers = decoder_layers(model)
-    acts: list = [None] * len(layers)
-    handles = []
-
-    def keep(i):
-        def hook(module, args, out):
-            acts[i] = _first(out).detach()
-
-        return hook
-
-    if include_input:
-        inp: list = []
-
-        def pre(module, args, kwargs):
-            inp.append((args[0] if args else kwargs["hidden_states"]).detach())
-
-        handles.append(layers[0].register_forward_pre_hook(pre, with_kwargs=True))
-    handles += [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
-    try:
+    n = len(decoder_layers(model))
+    with read_residuals(model, "all") as acts, \
+            read_residuals(model, 0, at="input") if include_input else nullcontext({}) as inp:
         out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    if any(a is None for a in acts):
+    if len(acts) < n:
         raise RuntimeError("Some decoder blocks did not run; the lens needs a full forward pass.")
-    resid = torch.stack(([inp[0]] if include_input else []) + acts)
+    resid = torch.stack(([inp[0]] if include_input else []) + [acts[i] for i in range(n)])
     return resid, out.logits
 
 

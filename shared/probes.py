@@ -5,14 +5,15 @@ Three families, all on plain arrays so a test can plant the truth and check it i
 - CCS (Burns et al. 2022) on contrast pairs, beside diff-of-means, the top principal component of
   the contrast differences, a random-direction floor and the supervised ceiling, with a verdict;
 - RepE / LAT (Zou et al. 2023): a reading vector from prompt-pair differences, per-layer reading
-  accuracy, monitoring of new prompts and steering along the vector.
+  accuracy and monitoring of new prompts.
 Arrays may be numpy or torch; results are numpy / floats so notebooks can plot and write JSON.
+The states come from capture.sequence_states, steering along a vector is steer.steering_hook,
+the figures are in plots.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -76,6 +77,11 @@ def _unit(v: np.ndarray) -> np.ndarray:
     if norm == 0 or not np.isfinite(norm):
         raise ValueError("direction has zero (or non-finite) norm; it cannot define a probe")
     return v / norm
+
+
+def unit_direction(direction) -> np.ndarray:
+    """A direction (numpy or torch) as a unit float64 vector; ValueError if it has zero or non-finite norm."""
+    return _unit(_to_numpy(direction, "direction"))
 
 
 def _auroc(y: np.ndarray, scores: np.ndarray) -> float:
@@ -542,103 +548,7 @@ def lat_layers(pos_by_layer: dict, neg_by_layer: dict, test_frac: float = 0.5, s
 
 
 # ----------------------------------------------------------------------------------------------
-# model-facing helpers (models / capture imported lazily)
-
-
-@torch.no_grad()
-def sequence_states(model, tokenizer, prompts: Sequence[str], layers: Sequence[int], batch_size: int = 16,
-                    pool: str = "last", max_length: int | None = None,
-                    progress: bool = False) -> dict[int, np.ndarray]:
-    """Residual stream [n, d] per layer for each prompt: last non-pad token ("last") or the mean over
-    its non-special tokens ("mean"; BOS/pad excluded). max_length truncates long prompts (keeps the start);
-    progress shows a bar over batches."""
-    from .capture import capture_residuals, token_mask
-    from .models import model_device
-
-    if isinstance(prompts, str) or len(prompts) == 0:
-        raise ValueError("prompts must be a non-empty list of strings")
-    if pool not in ("last", "mean"):
-        raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
-    if batch_size > 1 and len(prompts) > 1 and tokenizer.pad_token_id is None:
-        raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token "
-                         "or pass batch_size=1")
-    layers = [int(x) for x in layers]
-    device = model_device(model)
-    out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
-    if max_length is not None and max_length < 1:
-        raise ValueError(f"max_length must be a positive number of tokens or None, got {max_length}")
-    trunc = dict(truncation=True, max_length=int(max_length)) if max_length else {}
-    starts = range(0, len(prompts), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="residual states", unit="batch")
-    for start in starts:
-        enc = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True, **trunc)
-        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-        acts = capture_residuals(model, ids, layers, attention_mask=mask)
-        positions = torch.arange(ids.shape[1], device=device)
-        last = (mask * positions).argmax(1)  # last real token, for left or right padding
-        for layer in layers:
-            h = acts[layer].float()
-            if pool == "last":
-                pooled = h[torch.arange(h.shape[0], device=h.device), last.to(h.device)]
-            else:
-                keep = token_mask(ids, tokenizer, mask)
-                keep = torch.where(keep.any(1, keepdim=True), keep, mask.bool())  # all-special prompt
-                m = keep.to(h.device, h.dtype)[..., None]
-                pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
-            out[layer].append(pooled.cpu().numpy())
-    return {layer: np.concatenate(chunks) for layer, chunks in out.items()}
-
-
-def last_token_states(model, tokenizer, prompts: Sequence[str], layers: Sequence[int],
-                      batch_size: int = 16) -> dict[int, np.ndarray]:
-    """Residual stream at the last non-pad token of each prompt: {layer: [n, d]}."""
-    return sequence_states(model, tokenizer, prompts, layers, batch_size=batch_size, pool="last")
-
-
-@contextmanager
-def steering_hook(model, layer: int, direction, alpha: float, scale: float = 1.0) -> Iterator[None]:
-    """Within the block, add alpha * scale * unit(direction) to the residual output of decoder block `layer`.
-
-    scale: pass typical_norm(acts) to express alpha in units of the layer's usual residual norm.
-    """
-    from .intervene import edit_residual
-
-    u = torch.as_tensor(_unit(_to_numpy(direction, "direction")), dtype=torch.float32)
-    delta = float(alpha) * float(scale) * u
-
-    def add_direction(hidden: torch.Tensor) -> torch.Tensor:
-        if hidden.shape[-1] != delta.shape[0]:
-            raise ValueError(f"steering direction has {delta.shape[0]} dims but layer {layer} has {hidden.shape[-1]}")
-        return hidden + delta.to(device=hidden.device, dtype=hidden.dtype)
-
-    with edit_residual(model, {int(layer): add_direction}):
-        yield
-
-
-@torch.no_grad()
-def generate_steered(model, tokenizer, prompt: str, layer: int, direction, alphas: Sequence[float],
-                     max_new_tokens: int = 30, seed: int = 0, scale: float = 1.0) -> dict[float, str]:
-    """Greedy continuation of prompt for each alpha, steering along direction at layer: {alpha: text}."""
-    from .models import model_device
-
-    if not isinstance(prompt, str):
-        raise ValueError("prompt must be a single string")
-    enc = tokenizer(prompt, return_tensors="pt").to(model_device(model))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    texts = {}
-    for alpha in alphas:
-        torch.manual_seed(seed)
-        with steering_hook(model, layer, direction, alpha, scale=scale):
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
-        texts[float(alpha)] = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return texts
-
-
-# ----------------------------------------------------------------------------------------------
-# notebook helpers: layer choice, CCS prompts, plots
+# notebook helpers: layer choice, CCS prompts
 
 
 def parse_layers(spec, n_layers: int) -> list[int]:
@@ -675,66 +585,3 @@ def ccs_prompt_pairs(items: Sequence[dict], task: str, tokenizer=None, max_text_
 def ccs_task_of(dataset: str) -> str:
     """Which CCS question suits a dataset name: "truth" for truthful_qa / synthetic:truth, else "sentiment"."""
     return "truth" if "truth" in dataset.lower() else "sentiment"
-
-
-def _plot_layers(table: list[dict], series: dict[str, str], ylabel: str, title: str,
-                 best_layer: int | None = None, chance: float | None = 0.5):
-    import matplotlib.pyplot as plt
-
-    if not table:
-        raise ValueError("the table is empty; nothing to plot")
-    layers = [r["layer"] for r in table]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for key, label in series.items():
-        ax.plot(layers, [r[key] for r in table], marker="o", label=label)
-    if chance is not None:
-        ax.axhline(chance, color="grey", ls=":", label=f"chance ({chance:g})")
-    if best_layer is not None:
-        ax.axvline(best_layer, color="k", ls="--", lw=1, label=f"best layer {best_layer}")
-    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    ax.set_xlabel("layer (residual output of block)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.set_ylim(min(0.4, ax.get_ylim()[0]), 1.02)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_layer_auroc(table: list[dict], best_layer: int | None = None, title: str = "held-out AUROC per layer"):
-    """Line plot of probe_layers' table: logistic-regression AUROC next to diff-of-means, chance at 0.5."""
-    return _plot_layers(table, {"lr_auroc": "logistic regression", "dom_auroc": "diff-of-means"},
-                        "AUROC (held out)", title, best_layer)
-
-
-def plot_reading_accuracy(table: list[dict], best_layer: int | None = None,
-                          title: str = "LAT reading accuracy per layer"):
-    """Line plot of lat_layers' table: held-out and training reading accuracy, chance at 0.5."""
-    return _plot_layers(table, {"test_accuracy": "held-out pairs", "train_accuracy": "training pairs"},
-                        "reading accuracy", title, best_layer)
-
-
-def plot_ccs_sweep(rows: list[dict], title: str = "CCS and baselines across layers"):
-    """Line plot of per-layer accuracies; rows hold "layer" and one key per method (e.g. ccs, diff_of_means)."""
-    keys = [k for k in rows[0] if k != "layer"] if rows else []
-    return _plot_layers(rows, {k: k for k in keys}, "accuracy (held out)", title)
-
-
-def plot_ccs_methods(report: "CCSReport", title: str = "CCS beside its baselines (held-out accuracy)"):
-    """Bar chart of each method's held-out accuracy; unsupervised ones are hatched, chance at 0.5."""
-    import matplotlib.pyplot as plt
-
-    names = list(report.results)
-    accs = [report.results[k].accuracy for k in names]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    bars = ax.bar(names, accs, color=["C3" if k == "ccs" else "C0" for k in names])
-    for bar, k, a in zip(bars, names, accs):
-        if report.results[k].sign_free:
-            bar.set_hatch("//")
-        ax.text(bar.get_x() + bar.get_width() / 2, a + 0.01, f"{a:.2f}", ha="center", fontsize=9)
-    ax.axhline(0.5, color="grey", ls=":")
-    ax.set_ylim(0, 1.08)
-    ax.set_ylabel("accuracy (hatched: sign-free max(acc, 1-acc))")
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig

@@ -159,14 +159,14 @@ def test_notebook_stops_in_the_check_cell_with_one_line(tmp_path, monkeypatch):
 
 
 def test_edit_residual_accepts_a_negative_layer():
-    """intervene resolves layers like capture does: -1 edits the last block."""
-    from shared import capture, intervene, models
+    """hooks.edit_residual resolves layers like capture does: -1 edits the last block."""
+    from shared import capture, hooks, models
 
     model, tok = models.load_model("tiny:llama", device="cpu")
     ids = tok("The cat sat on the mat", return_tensors="pt").input_ids
-    with intervene.edit_residual(model, {-1: lambda h: torch.zeros_like(h)}):
+    with hooks.edit_residual(model, {-1: lambda h: torch.zeros_like(h)}):
         edited = capture.capture_residuals(model, ids, [3, -1], stop_early=False)
     assert list(edited) == [3] and torch.count_nonzero(edited[3]) == 0
     with pytest.raises(ValueError, match="out of range"):
-        with intervene.edit_residual(model, {4: lambda h: h}):
+        with hooks.edit_residual(model, {4: lambda h: h}):
             pass

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared import probes
+from shared import capture, plots, probes, steer
 
 HAS_MODELS = os.path.exists(os.path.join(os.path.dirname(__file__), "..", "shared", "models.py"))
 HAS_CAPTURE = os.path.exists(os.path.join(os.path.dirname(__file__), "..", "shared", "capture.py"))
@@ -260,12 +260,12 @@ PROMPTS = ["The cat sat on the mat", "Paris is the capital of", "one two three",
 @needs_model
 def test_last_token_states_handles_padding(tiny):
     model, tok = tiny
-    batched = probes.last_token_states(model, tok, PROMPTS, layers=[0, 2], batch_size=4)
-    single = probes.last_token_states(model, tok, PROMPTS, layers=[0, 2], batch_size=1)
+    batched = capture.last_token_states(model, tok, PROMPTS, layers=[0, 2], batch_size=4)
+    single = capture.last_token_states(model, tok, PROMPTS, layers=[0, 2], batch_size=1)
     assert batched[2].shape == (len(PROMPTS), model.config.hidden_size)
     np.testing.assert_allclose(batched[2], single[2], atol=1e-4)
-    mean_b = probes.sequence_states(model, tok, PROMPTS, layers=[1], batch_size=4, pool="mean")[1]
-    mean_s = probes.sequence_states(model, tok, PROMPTS, layers=[1], batch_size=1, pool="mean")[1]
+    mean_b = capture.sequence_states(model, tok, PROMPTS, layers=[1], batch_size=4, pool="mean")[1]
+    mean_s = capture.sequence_states(model, tok, PROMPTS, layers=[1], batch_size=1, pool="mean")[1]
     np.testing.assert_allclose(mean_b, mean_s, atol=1e-4)
 
 
@@ -275,12 +275,12 @@ def test_steering_moves_monitor_score_with_sign_of_alpha(tiny):
     layer = 1
     d = model.config.hidden_size
     u = _unit(np.random.default_rng(0).standard_normal(d))
-    base = probes.last_token_states(model, tok, PROMPTS, layers=[layer])[layer]
+    base = capture.last_token_states(model, tok, PROMPTS, layers=[layer])[layer]
     scale = probes.typical_norm(base)
     means = {}
     for alpha in (-2.0, 0.0, 2.0):
-        with probes.steering_hook(model, layer, u, alpha, scale=scale):
-            acts = probes.last_token_states(model, tok, PROMPTS, layers=[layer, layer + 1])
+        with steer.steering_hook(model, layer, u, alpha, scale=scale):
+            acts = capture.last_token_states(model, tok, PROMPTS, layers=[layer, layer + 1])
         means[alpha] = {L: probes.monitor_scores(a, u).mean() for L, a in acts.items()}
     for L in (layer, layer + 1):  # at the steered layer and one block later
         assert means[-2.0][L] < means[0.0][L] < means[2.0][L]
@@ -295,9 +295,9 @@ def test_alpha_zero_leaves_logits_unchanged_and_hook_is_removed(tiny):
     u = np.ones(model.config.hidden_size)
     with torch.no_grad():
         ref = model(ids).logits
-        with probes.steering_hook(model, 1, u, 0.0, scale=5.0):
+        with steer.steering_hook(model, 1, u, 0.0, scale=5.0):
             same = model(ids).logits
-        with probes.steering_hook(model, 1, u, 3.0):
+        with steer.steering_hook(model, 1, u, 3.0):
             moved = model(ids).logits
         after = model(ids).logits
     assert torch.equal(ref, same)
@@ -309,12 +309,12 @@ def test_alpha_zero_leaves_logits_unchanged_and_hook_is_removed(tiny):
 def test_generate_steered_greedy(tiny):
     model, tok = tiny
     u = _unit(np.random.default_rng(1).standard_normal(model.config.hidden_size))
-    out = probes.generate_steered(model, tok, "The cat", 1, u, [-8.0, 0.0, 8.0], max_new_tokens=6, seed=0)
+    out = steer.generate_steered(model, tok, "The cat", 1, u, [-8.0, 0.0, 8.0], max_new_tokens=6, seed=0)
     assert set(out) == {-8.0, 0.0, 8.0} and all(isinstance(t, str) for t in out.values())
-    again = probes.generate_steered(model, tok, "The cat", 1, u, [0.0], max_new_tokens=6, seed=0)
+    again = steer.generate_steered(model, tok, "The cat", 1, u, [0.0], max_new_tokens=6, seed=0)
     assert again[0.0] == out[0.0]  # greedy: deterministic
     with pytest.raises(ValueError, match="out of range"):
-        with probes.steering_hook(model, 99, u, 1.0):
+        with steer.steering_hook(model, 99, u, 1.0):
             pass
 
 
@@ -360,25 +360,25 @@ def test_plot_helpers_return_figures(ccs_report):
     import matplotlib.pyplot as plt
 
     table = [{"layer": 0, "lr_auroc": 0.6, "dom_auroc": 0.55}, {"layer": 1, "lr_auroc": 0.9, "dom_auroc": 0.85}]
-    figs = [probes.plot_layer_auroc(table, best_layer=1),
-            probes.plot_reading_accuracy([{"layer": 0, "train_accuracy": 1.0, "test_accuracy": 0.8}], 0),
-            probes.plot_ccs_methods(report),
-            probes.plot_ccs_sweep([{"layer": 0, "ccs": 0.7, "diff_of_means": 0.8}])]
+    figs = [plots.plot_layer_auroc(table, best_layer=1),
+            plots.plot_reading_accuracy([{"layer": 0, "train_accuracy": 1.0, "test_accuracy": 0.8}], 0),
+            plots.plot_ccs_methods(report),
+            plots.plot_ccs_sweep([{"layer": 0, "ccs": 0.7, "diff_of_means": 0.8}])]
     for fig in figs:
         assert fig.axes and fig.axes[0].get_title()
         plt.close(fig)
     assert len(figs[2].axes[0].patches) == len(report.results)
     with pytest.raises(ValueError, match="empty"):
-        probes.plot_layer_auroc([])
+        plots.plot_layer_auroc([])
 
 
 @needs_model
 def test_sequence_states_max_length_truncates(tiny):
     model, tok = tiny
     long = ["word " * 40, "short one"]
-    full = probes.sequence_states(model, tok, long, layers=[1], pool="mean")[1]
-    cut = probes.sequence_states(model, tok, long, layers=[1], pool="mean", max_length=8, progress=True)[1]
+    full = capture.sequence_states(model, tok, long, layers=[1], pool="mean")[1]
+    cut = capture.sequence_states(model, tok, long, layers=[1], pool="mean", max_length=8, progress=True)[1]
     assert cut.shape == full.shape
     assert not np.allclose(cut[0], full[0])
     with pytest.raises(ValueError, match="max_length"):
-        probes.sequence_states(model, tok, long, layers=[1], max_length=0)
+        capture.sequence_states(model, tok, long, layers=[1], max_length=0)
