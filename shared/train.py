@@ -108,14 +108,6 @@ class TrainResult:
     unused_tokens: int = 0
 
 
-def _dtype(name: str | None, device: torch.device) -> torch.dtype:
-    if name:
-        return getattr(torch, name)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
 def _token_stream(cfg: TrainConfig, tokenizer) -> Iterator[torch.Tensor]:
     sources = [parse_source(spec, seed=cfg.seed) for spec in cfg.dataset]
     texts = mix_streams(sources, seed=cfg.seed)
@@ -175,7 +167,7 @@ def resolve_checkpoint_dir(requested: str, run_name: str) -> str:
         return str(drive / "sae_ladder" / run_name)
     local = str(Path("checkpoints") / run_name)
     if runtime.platform() == "kaggle":
-        token = "" if runtime.get_secret("HF_TOKEN") else " and add an HF_TOKEN write secret"
+        token = "" if runtime.hf_token() else " and add an HF_TOKEN write secret"
         print(f"Kaggle's disk does not outlive the session: checkpoints go to {local} for this session only; "
               f'to resume in a new session set CHECKPOINT_DIR = "hf:<user>/<repo>"{token} (a private repo).')
     return local
@@ -229,9 +221,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
     """Train one SAE per layer in cfg.layers, resuming from cfg.checkpoint_dir when it holds a checkpoint."""
     torch.manual_seed(cfg.seed)
     if model is None:
-        model, tokenizer = load_model(cfg.model_id, device=cfg.model_device,
-                                      dtype=_dtype(cfg.model_dtype, torch.device(cfg.model_device or
-                                                   ("cuda" if torch.cuda.is_available() else "cpu"))))
+        model, tokenizer = load_model(cfg.model_id, device=cfg.model_device, dtype=cfg.model_dtype)
     layers = check_layers(model, cfg.layers)
     sae_device = resolve_device(cfg.sae_device) if cfg.sae_device else model_device(model)
     d_in = d_model(model)
