@@ -519,7 +519,8 @@ def _hf_token(token: str | None) -> str:
 
     return hf_token(token, required=True, why=(
         "A Hugging Face checkpoint store needs a write token (role: write, from "
-        "https://huggingface.co/settings/tokens), or use a local/Drive folder as the store."))
+        "https://huggingface.co/settings/tokens) set as HF_TOKEN (Colab: Secrets, the key icon; Kaggle: "
+        "Add-ons > Secrets), or use a local/Drive folder as the store."))
 
 
 class HFStore(Store):
