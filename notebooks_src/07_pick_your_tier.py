@@ -28,17 +28,12 @@ OUTPUT_DIR = "outputs/07_pick_your_tier"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-import json
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 
 from shared import notebook, runtime, tiers
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line
-out_dir = Path(OUTPUT_DIR)
-out_dir.mkdir(parents=True, exist_ok=True)
-runtime.seed_everything(SEED)  # nothing here is random; kept for the ladder's convention
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. Detect the GPU
@@ -47,12 +42,9 @@ runtime.seed_everything(SEED)  # nothing here is random; kept for the ladder's c
 # have yet (e.g. `"T4"` before opening Colab, `"2xT4"` for Kaggle).
 
 # %%
-gpus = runtime.gpu_info()
-print(f"platform: {runtime.platform()}")
-for g in gpus:
-    print(f"  cuda:{g.index}  {g.name}  {g.total_gb:.1f} GiB total, {g.free_gb:.1f} GiB free, bf16={g.bf16}")
+gpus = runtime.gpu_info()  # listed by the set-up cell above
 if not gpus:
-    print("  no CUDA GPU visible")
+    print("no CUDA GPU visible")
 gpu_name = tiers.detect_gpu_class() if GPU == "auto" else tiers.gpu_class(GPU).name
 g = tiers.gpu_class(gpu_name)
 print(f"\nplanning for: {g.name} -- {g.n_gpus} x {g.vram_gb:g} GiB, {g.peak_tflops:g} TFLOP/s dense "
@@ -114,9 +106,7 @@ ax_tok.barh(labels, [r["tokens"] / 1e6 for r in rows], color=colors)
 ax_tok.set_xlabel(f"M tokens trainable in {BUDGET_MINUTES:g} min")
 ax_mem.invert_yaxis()
 fig.suptitle(f"{g.name}, {BUDGET_MINUTES:g} min, goal {GOAL!r} (green = recommended, gray = does not fit)")
-fig.tight_layout()
-fig.savefig(out_dir / "tier_options.png", dpi=100)
-plt.show()
+run.save_figure(fig, "tier_options.png")
 
 # %% [markdown]
 # ## 4. The recommendation
@@ -140,6 +130,4 @@ for dev, parts in rec.memory.items():
 report = {"gpu_detected": [g_.name for g_ in gpus], "gpu_class": gpu_name, "budget_minutes": BUDGET_MINUTES,
           "goal": GOAL, "recommendation": rec.to_dict(), "options": rows, "constants": constants,
           "catalog_anchor": anchor}
-path = out_dir / "tier_recommendation.json"
-path.write_text(json.dumps(report, indent=2))
-print(f"wrote {path}")
+run.write_report("tier_recommendation.json", report)

@@ -34,17 +34,10 @@ OUTPUT_DIR = "outputs/19_logit_lens"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-import json
-from pathlib import Path
-
-import matplotlib.pyplot as plt
-
-from shared import lens, models, notebook, runtime
+from shared import lens, models, notebook
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-out_dir = Path(OUTPUT_DIR)
-out_dir.mkdir(parents=True, exist_ok=True)
-runtime.seed_everything(SEED)
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. Load the model
@@ -54,10 +47,7 @@ runtime.seed_everything(SEED)
 # `meta-llama/Llama-3.2-1B`, `Qwen/Qwen3-1.7B`, `gpt2`.
 
 # %%
-model, tokenizer = models.load_model(MODEL_ID, device=P.DEVICE)
-print(f"{MODEL_ID}: {models.n_layers(model)} blocks at {models.layers_path(model)}, d_model {models.d_model(model)}, "
-      f"final norm {type(models.final_norm(model)).__name__}, soft-cap {models.final_logit_softcap(model)}, "
-      f"on {models.model_device(model)}")
+model, tokenizer = run.load_model()  # prints blocks, widths, final norm, soft-cap, dtype, device
 
 # %% [markdown]
 # ## 2. Run the lens
@@ -86,9 +76,7 @@ for L, words, probs, kl in zip(table["layers"], table["top_tokens"], table["top_
 # the last third of the network.
 
 # %%
-fig = lens.plot_lens_heatmap(table, value="prob", max_tokens=MAX_TOKENS_SHOWN)
-fig.savefig(out_dir / "logit_lens_heatmap.png", dpi=120, bbox_inches="tight")
-plt.show()
+run.save_figure(lens.plot_lens_heatmap(table, value="prob", max_tokens=MAX_TOKENS_SHOWN), "logit_lens_heatmap.png")
 
 # %% [markdown]
 # ## 4. KL to the final distribution per layer
@@ -98,13 +86,8 @@ plt.show()
 # steep drop marks the layers where the prediction is formed.
 
 # %%
-fig = lens.plot_kl_per_layer(table)
-fig.savefig(out_dir / "logit_lens_kl.png", dpi=120, bbox_inches="tight")
-plt.show()
-
-fig = lens.plot_lens_heatmap(table, value="kl", max_tokens=MAX_TOKENS_SHOWN)
-fig.savefig(out_dir / "logit_lens_kl_heatmap.png", dpi=120, bbox_inches="tight")
-plt.show()
+run.save_figure(lens.plot_kl_per_layer(table), "logit_lens_kl.png")
+run.save_figure(lens.plot_lens_heatmap(table, value="kl", max_tokens=MAX_TOKENS_SHOWN), "logit_lens_kl_heatmap.png")
 
 # %% [markdown]
 # ## 5. Save the report
@@ -124,6 +107,4 @@ report = {
     **table,
     "seed": SEED,
 }
-path = out_dir / "logit_lens.json"
-path.write_text(json.dumps(report, indent=1))
-print(path)
+run.write_report("logit_lens.json", report)

@@ -48,17 +48,14 @@ SEED = 0  # @param {type:"integer"}
 
 # %%
 import itertools
-import json
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from shared import data, lens, models, notebook, runtime
+from shared import data, lens, notebook
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-out_dir = Path(OUTPUT_DIR)
-out_dir.mkdir(parents=True, exist_ok=True)
-runtime.seed_everything(SEED)
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+out_dir = run.out_dir
 
 # %% [markdown]
 # ## 1. Load the model
@@ -68,9 +65,7 @@ runtime.seed_everything(SEED)
 # T4 use `BATCH_SIZE = 2`, `CONTEXT_LEN = 256`.
 
 # %%
-model, tokenizer = models.load_model(MODEL_ID, device=P.DEVICE)
-print(f"{MODEL_ID}: {models.n_layers(model)} blocks, d_model {models.d_model(model)}, "
-      f"vocab {models.unembed(model).out_features}, on {models.model_device(model)}")
+model, tokenizer = run.load_model()  # prints blocks, widths, vocabulary, dtype, device
 
 # %% [markdown]
 # ## 2. Held-out and training text
@@ -102,8 +97,7 @@ if info["history"]:
     ax.set_xlabel("step")
     ax.set_ylabel("mean KL over layers (train batch)")
     ax.set_title("tuned-lens fit")
-    fig.savefig(out_dir / "tuned_lens_fit.png", dpi=120, bbox_inches="tight")
-    plt.show()
+    run.save_figure(fig, "tuned_lens_fit.png")
 
 # %% [markdown]
 # ## 4. Tuned vs logit lens on held-out text
@@ -119,9 +113,7 @@ print(f"{'layer':>5} {'KL logit':>9} {'KL tuned':>9} {'top1 logit':>11} {'top1 t
 for L in report["layers"]:
     print(f"{L:5d} {report['logit_lens']['kl'][L]:9.3f} {report['tuned_lens']['kl'][L]:9.3f} "
           f"{report['logit_lens']['top1_agreement'][L]:11.3f} {report['tuned_lens']['top1_agreement'][L]:11.3f}")
-fig = lens.plot_lens_comparison(report)
-fig.savefig(out_dir / "tuned_vs_logit_lens.png", dpi=120, bbox_inches="tight")
-plt.show()
+run.save_figure(lens.plot_lens_comparison(report), "tuned_vs_logit_lens.png")
 
 # %% [markdown]
 # ## 5. One prompt through both lenses
@@ -132,9 +124,7 @@ plt.show()
 tables = {"logit": lens.lens_table(model, tokenizer, PROMPT, topk=3),
           "tuned": lens.lens_table(model, tokenizer, PROMPT, topk=3, lens=tuned)}
 for name, table in tables.items():
-    fig = lens.plot_lens_heatmap(table, value="prob", max_tokens=24)
-    fig.savefig(out_dir / f"{name}_lens_heatmap.png", dpi=120, bbox_inches="tight")
-    plt.show()
+    run.save_figure(lens.plot_lens_heatmap(table, value="prob", max_tokens=24), f"{name}_lens_heatmap.png")
     print(f"{name} lens, last position, top-1 by layer:", [row[-1][0] for row in table["top_tokens"]])
 
 # %% [markdown]
@@ -168,6 +158,4 @@ summary = {
 }
 print(f"mean KL: logit {summary['mean_kl']['logit_lens']:.3f} -> tuned {summary['mean_kl']['tuned_lens']:.3f} nats; "
       f"tuned not worse at every layer: {summary['tuned_not_worse_at_every_layer']}")
-path = out_dir / "tuned_lens_report.json"
-path.write_text(json.dumps(summary, indent=1))
-print(path)
+run.write_report("tuned_lens_report.json", summary)

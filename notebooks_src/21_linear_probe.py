@@ -39,18 +39,12 @@ OUTPUT_DIR = "outputs/21_linear_probe"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-import json
-from pathlib import Path
-
-import matplotlib.pyplot as plt
 import numpy as np
 
-from shared import capture, data, models, notebook, plots, probes, runtime
+from shared import capture, data, notebook, plots, probes
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-out_dir = Path(OUTPUT_DIR)
-out_dir.mkdir(parents=True, exist_ok=True)
-runtime.seed_everything(SEED)
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. Load the labelled data
@@ -72,9 +66,9 @@ print("example:", train[0]["text"][:200].replace("\n", " "), "->", train[0]["lab
 # Gated models (Gemma, Llama) need an `HF_TOKEN` secret.
 
 # %%
-model, tokenizer = models.load_model(MODEL_ID, device=P.DEVICE)
+model, tokenizer = run.load_model()  # prints blocks, widths, dtype, device
 layers = P.LAYERS  # checked against the model's config, negatives resolved
-print(f"{MODEL_ID}: {models.n_layers(model)} blocks, d_model {models.d_model(model)}; probing layers {layers}")
+print(f"probing layers {layers}")
 
 # %% [markdown]
 # ## 3. Residual states per layer
@@ -114,9 +108,8 @@ print(f"{'layer':>5} {'LR AUROC':>9} {'DoM AUROC':>10} {'LR acc':>7} {'DoM acc':
 for r in table:
     mark = "  <- best (validation)" if r["layer"] == best_layer else ""
     print(f"{r['layer']:5d} {r['lr_auroc']:9.3f} {r['dom_auroc']:10.3f} {r['lr_accuracy']:7.3f} {r['dom_accuracy']:8.3f}{mark}")
-fig = plots.plot_layer_auroc(table, best_layer=best_layer, title=f"{DATASET} on {MODEL_ID}: held-out AUROC")
-fig.savefig(out_dir / "auroc_by_layer.png", dpi=120, bbox_inches="tight")
-plt.show()
+run.save_figure(plots.plot_layer_auroc(table, best_layer=best_layer, title=f"{DATASET} on {MODEL_ID}: held-out AUROC"),
+                 "auroc_by_layer.png")
 
 # %% [markdown]
 # ## 6. Controls at the best layer
@@ -160,6 +153,4 @@ report = {
     "probe_minus_diff_of_means_auroc": round(best["lr_auroc"] - best["dom_auroc"], 4),
     "seed": SEED,
 }
-path = out_dir / "linear_probe_report.json"
-path.write_text(json.dumps(report, indent=1))
-print(path)
+run.write_report("linear_probe_report.json", report)

@@ -43,17 +43,10 @@ OUTPUT_DIR = "outputs/22_ccs_probe"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-import json
-from pathlib import Path
-
-import matplotlib.pyplot as plt
-
-from shared import capture, data, models, notebook, plots, probes, runtime, templates
+from shared import capture, data, models, notebook, plots, probes, templates
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-out_dir = Path(OUTPUT_DIR)
-out_dir.mkdir(parents=True, exist_ok=True)
-runtime.seed_everything(SEED)
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. Load the model and the labelled data
@@ -63,13 +56,13 @@ runtime.seed_everything(SEED)
 # only to score and by the supervised baselines, never by CCS itself.
 
 # %%
-model, tokenizer = models.load_model(MODEL_ID, device=P.DEVICE)
+model, tokenizer = run.load_model()  # prints blocks, widths, dtype, device
 n_layers = models.n_layers(model)
 layer, sweep = P.LAYER[0], P.SWEEP_LAYERS  # checked against the model's config, negatives resolved
 task = probes.ccs_task_of(DATASET)
 train = data.load_task_dataset(DATASET, N_TRAIN, split="train", seed=SEED)
 test = data.load_task_dataset(DATASET, N_TEST, split="test", seed=SEED)
-print(f"{MODEL_ID}: {n_layers} blocks; CCS at layer {layer}; sweep {sweep or 'off'}")
+print(f"CCS at layer {layer} of {n_layers}; sweep {sweep or 'off'}")
 print(f"{DATASET} ({task} question): {len(train)} train / {len(test)} test items")
 
 # %% [markdown]
@@ -113,9 +106,7 @@ ccs = run_ccs(layer)
 print(f"{'method':>15} {'accuracy':>9} {'AUROC':>7}  note")
 for name, r in ccs.results.items():
     print(f"{name:>15} {r.accuracy:9.3f} {r.auroc:7.3f}  {r.note}")
-fig = plots.plot_ccs_methods(ccs, title=f"CCS on {DATASET}, {MODEL_ID} layer {layer}")
-fig.savefig(out_dir / "ccs_methods.png", dpi=120, bbox_inches="tight")
-plt.show()
+run.save_figure(plots.plot_ccs_methods(ccs, title=f"CCS on {DATASET}, {MODEL_ID} layer {layer}"), "ccs_methods.png")
 
 # %% [markdown]
 # ## 5. The verdict
@@ -137,9 +128,8 @@ for L in sweep:
     sweep_rows.append({"layer": L, **{k: round(r.accuracy, 4) for k, r in rep.results.items()}})
     print(f"layer {L:3d}: " + "  ".join(f"{k} {v:.3f}" for k, v in sweep_rows[-1].items() if k != "layer"))
 if sweep_rows:
-    fig = plots.plot_ccs_sweep(sweep_rows, title=f"CCS and baselines across layers ({DATASET})")
-    fig.savefig(out_dir / "ccs_sweep.png", dpi=120, bbox_inches="tight")
-    plt.show()
+    run.save_figure(plots.plot_ccs_sweep(sweep_rows, title=f"CCS and baselines across layers ({DATASET})"),
+                    "ccs_sweep.png")
 
 # %% [markdown]
 # ## 7. Save the report
@@ -162,6 +152,4 @@ report = {
     "sweep": sweep_rows,
     "seed": SEED,
 }
-path = out_dir / "ccs_report.json"
-path.write_text(json.dumps(report, indent=1))
-print(path)
+run.write_report("ccs_report.json", report)

@@ -122,19 +122,14 @@ OUTPUT_DIR = "outputs/23_repe_reading_vector"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-import json
 import textwrap
-from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from shared import capture, models, notebook, plots, probes, runtime, steer, synthetic
+from shared import capture, notebook, plots, probes, steer, synthetic
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-out_dir = Path(OUTPUT_DIR)
-out_dir.mkdir(parents=True, exist_ok=True)
-runtime.seed_everything(SEED)
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The contrast pairs
@@ -157,11 +152,11 @@ print(f"{len(pairs)} pairs for {CONCEPT!r}; e.g.\n  + {positives[0]}\n  - {negat
 # layers; only the last token of each prompt is kept.
 
 # %%
-model, tokenizer = models.load_model(MODEL_ID, device=P.DEVICE)
+model, tokenizer = run.load_model()  # prints blocks, widths, dtype, device
 layers = P.LAYERS  # checked against the model's config, negatives resolved
 pos = capture.last_token_states(model, tokenizer, positives, layers, batch_size=BATCH_SIZE)
 neg = capture.last_token_states(model, tokenizer, negatives, layers, batch_size=BATCH_SIZE)
-print(f"{MODEL_ID}: {models.n_layers(model)} blocks; states for layers {layers}")
+print(f"states for layers {layers}")
 
 # %% [markdown]
 # ## 3. Reading vector per layer, scored on held-out pairs
@@ -178,9 +173,8 @@ print(f"{'layer':>5} {'train acc':>9} {'held-out acc':>12}")
 for r in lat.table:
     mark = "  <- best" if r["layer"] == best else ""
     print(f"{r['layer']:5d} {r['train_accuracy']:9.3f} {r['test_accuracy']:12.3f}{mark}")
-fig = plots.plot_reading_accuracy(lat.table, best_layer=best, title=f"{CONCEPT} reading vector, {MODEL_ID}")
-fig.savefig(out_dir / "reading_accuracy_by_layer.png", dpi=120, bbox_inches="tight")
-plt.show()
+run.save_figure(plots.plot_reading_accuracy(lat.table, best_layer=best, title=f"{CONCEPT} reading vector, {MODEL_ID}"),
+                 "reading_accuracy_by_layer.png")
 
 # %% [markdown]
 # ## 4. Monitor new prompts
@@ -248,6 +242,4 @@ report = {
                  "max_new_tokens": MAX_NEW_TOKENS, "texts": steered, "reread_scores": steered_scores},
     "seed": SEED,
 }
-path = out_dir / "repe_report.json"
-path.write_text(json.dumps(report, indent=1))
-print(path)
+run.write_report("repe_report.json", report)

@@ -61,19 +61,17 @@ SEED = 0  # @param {type:"integer"}
 
 # %%
 import json
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
-from shared import capture, evaluate, export, models, notebook, plots, runtime, train
+from shared import capture, evaluate, export, models, notebook, plots, train
 from shared.sae_topk import TopKConfig
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+out_dir = run.out_dir
 layers = tuple(P.LAYER)  # block indices >= 0: LAYER = -1 is the last block
-out_dir = Path(OUTPUT_DIR)
-out_dir.mkdir(parents=True, exist_ok=True)
-runtime.seed_everything(SEED)
 
 # %% [markdown]
 # ## 1. Where are we running?
@@ -82,14 +80,10 @@ runtime.seed_everything(SEED)
 # (or set `CHECKPOINT_DIR = "hf:<user>/<repo>"` to checkpoint into a private Hugging Face repo).
 
 # %%
-print(f"platform: {runtime.platform()}")
-gpus = runtime.gpu_info()
-for g in gpus:
-    print(f"  cuda:{g.index} {g.name}: {g.free_gb:.1f} of {g.total_gb:.1f} GiB free, bf16={g.bf16}")
-# Resolved by the parameter check: MODEL_DEVICE "auto" is cuda:0 (or cpu); "spread" ("auto" below)
-# splits a model too big for one GPU over all of them (Kaggle's 2xT4 for 7-8B models); SAE_DEVICE
-# "auto" is the last GPU, so on 2xT4 the SAE trains beside the model.
-model_device, sae_device, model_dtype = P.MODEL_DEVICE, P.SAE_DEVICE, P.MODEL_DTYPE
+# The set-up cell listed the GPUs. Resolved by the parameter check: MODEL_DEVICE "auto" is cuda:0
+# (or cpu); "spread" splits a model too big for one GPU over all of them (Kaggle's 2xT4 for 7-8B
+# models); SAE_DEVICE "auto" is the last GPU, so on 2xT4 the SAE trains beside the model.
+model_device, sae_device = P.MODEL_DEVICE, P.SAE_DEVICE
 checkpoint_dir = train.resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME)
 print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint_dir}")
 
@@ -102,9 +96,7 @@ print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint
 # signal from that hook, so blocks after L never run.
 
 # %%
-model, tokenizer = models.load_model(MODEL_ID, device=model_device, dtype=model_dtype)
-print(f"{MODEL_ID}: {models.n_layers(model)} decoder blocks at `{models.layers_path(model)}`, "
-      f"d_model = {models.d_model(model)}, dtype {next(model.parameters()).dtype}")
+model, tokenizer = run.load_model()  # on MODEL_DEVICE in MODEL_DTYPE; prints blocks, widths, dtype, device
 
 probe = tokenizer("The residual stream carries everything the model knows about a token.",
                   return_tensors="pt").input_ids.to(models.model_device(model))
@@ -114,9 +106,7 @@ plt.figure(figsize=(8, 2.5))
 plt.bar(range(len(tokens)), stream.norm(dim=-1).cpu())
 plt.xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
 plt.title(f"residual-stream norm per token at layer {layers[0]} (BOS is huge: we drop it from training)")
-plt.tight_layout()
-plt.savefig(out_dir / "residual_norms.png", dpi=120)
-plt.show()
+run.save_figure(plt, "residual_norms.png")
 
 # %% [markdown]
 # ## 3. The recipe
@@ -156,8 +146,7 @@ print(f"trained on {result.tokens:,} tokens in {result.steps:,} steps"
 
 # %%
 history = train.load_metrics(result.metrics_path)  # kept beside the checkpoints: whole across resumes
-plots.plot_training_curves(history, save_to=out_dir / "training_curves.png")
-plt.show()
+run.save_figure(plots.plot_training_curves(history), "training_curves.png")
 
 # %% [markdown]
 # ## 5. Validate on held-out text
@@ -214,5 +203,4 @@ run_report = {
     "export_reloads_identically": {str(layer): ok for layer, ok in same.items()},
     "hub": uploads,
 }
-(out_dir / "run_report.json").write_text(json.dumps(run_report, indent=2, default=str))
-print(f"wrote {out_dir / 'run_report.json'}")
+run.write_report("run_report.json", run_report)

@@ -501,25 +501,13 @@ class LocalStore(Store):
 
 
 def _hf_token(token: str | None) -> str:
-    """The token to use: given, or HF_TOKEN from the platform's secrets; clear error when missing."""
-    if token:
-        return token
-    try:
-        from . import runtime
-    except ImportError:
-        runtime = None
-    if runtime is not None and hasattr(runtime, "get_secret"):
-        token = runtime.get_secret("HF_TOKEN")
-    else:
-        token = os.environ.get("HF_TOKEN") or None
-    if not token:
-        raise RuntimeError(
-            "A Hugging Face checkpoint store needs a write token, and HF_TOKEN was not found. "
-            "Create one at https://huggingface.co/settings/tokens (role: write), then set HF_TOKEN: "
-            "on Colab add it under Secrets (key icon) with notebook access on; on Kaggle add it under "
-            "Add-ons > Secrets; elsewhere `export HF_TOKEN=...`. Or use a local/Drive folder as the store."
-        )
-    return token  # kept as given (runtime.Secret masks its repr)
+    """The token to use: given, or HF_TOKEN from the platform's secrets (runtime.hf_token); clear error when missing."""
+    from .runtime import hf_token
+
+    return hf_token(token, required=True, why=(
+        "A Hugging Face checkpoint store needs a write token (role: write, from "
+        "https://huggingface.co/settings/tokens) set as HF_TOKEN (Colab: Secrets, the key icon; Kaggle: "
+        "Add-ons > Secrets), or use a local/Drive folder as the store."))
 
 
 class HFStore(Store):

@@ -354,10 +354,9 @@ def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, priv
     folder = Path(folder)
     if not (folder / CFG_FILE).is_file():
         raise FileNotFoundError(f"{folder} is not an export folder (no {CFG_FILE}); run export_saelens first")
-    if not token:
-        from . import runtime
+    from . import runtime
 
-        token = runtime.get_secret("HF_TOKEN", required=required)
+    token = runtime.hf_token(token, required=required, why=f"Uploading {folder.name} to {repo_id} needs HF_TOKEN.")
     if not token:
         print(f"push_to_hub skipped: set HF_TOKEN (a Hugging Face write token; Colab: Secrets panel, "
               f"Kaggle: Add-ons > Secrets, elsewhere `export HF_TOKEN=...`) to upload {folder.name} to {repo_id}.")
@@ -392,7 +391,7 @@ def upload_export(folders: dict[int, Path], repo_id: str | None, *, private: boo
         print('upload skipped: HF_REPO is empty (set HF_REPO = "<user>/<name>" to push the SAE to a '
               "private Hugging Face repo)")
         return {}
-    token = token or runtime.get_secret("HF_TOKEN")
+    token = runtime.hf_token(token)
     out = {}
     for layer, folder in folders.items():
         entry = {"ok": False, "repo": repo_id}
@@ -444,7 +443,7 @@ def hub_repo_id(repo: str | None, token: str | None = None) -> str | None:
 
     user = runtime.get_secret("HF_USERNAME")
     if not user:
-        token = token or runtime.get_secret("HF_TOKEN")
+        token = runtime.hf_token(token)
         if not token:
             return repo
         try:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .data import pack
-from .runtime import Secret, cache_dir, get_secret, resolve_device
+from .runtime import SPREAD, Secret, cache_dir, hf_token, resolve_device, resolve_dtype
 
 TINY_ARCHS = ("gemma2", "qwen3_5", "qwen3", "llama", "mistral", "phi3", "gpt2")
 
@@ -215,11 +215,6 @@ def _freeze(model):
 
 # ----------------------------------------------------------------------------- load_model
 
-def _resolve_device(device) -> torch.device | str:
-    """runtime.resolve_device with load_model's meaning of "auto": spread over every GPU (device_map)."""
-    return resolve_device(device, auto="spread")
-
-
 class ModelUnavailable(ValueError):
     """A model id that cannot be loaded here: not on the Hub, gated without a token, or offline and not cached."""
 
@@ -279,9 +274,8 @@ def load_config(model_id: str, token: str | None = None):
 
 
 def _hub_token(token):
-    """The token to send: `token`, else the HF_TOKEN secret, as a plain str (or None)."""
-    if token is None:
-        token = get_secret("HF_TOKEN")
+    """The token to send: `token`, else the HF_TOKEN secret (runtime.hf_token), as a plain str (or None)."""
+    token = hf_token(token)
     return token.reveal() if isinstance(token, Secret) else token
 
 
@@ -290,11 +284,13 @@ def load_model(model_id: str, *, device=None, dtype: torch.dtype | None = None, 
     """(model, tokenizer) for a hub id, 'tiny:<arch>' or 'tiny-trained:<arch>'; eval mode, no grads.
 
     Hub ids: bfloat16 (float16 on GPUs without bf16, e.g. the T4) + SDPA attention on GPU (eager for Gemma-2, whose attention soft-capping SDPA
-    skips), float32 on CPU; device="auto" spreads the model with device_map="auto"; the token
-    defaults to the HF_TOKEN secret. Tiny models: float32 unless dtype is given, never touch the
-    network. device defaults to runtime.default_device().
+    skips), float32 on CPU (runtime.resolve_dtype; dtype may be a name such as "bfloat16");
+    device="spread" splits the model over every GPU (transformers device_map="auto": this is the
+    one place that name is translated), "auto" picks one device; the token defaults to the
+    HF_TOKEN secret. Tiny models: float32 unless dtype is given, never touch the network. device
+    defaults to runtime.default_device().
     """
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if model_id.startswith(("tiny:", "tiny-trained:")):
         kind, arch = model_id.split(":", 1)
         _parse_arch(arch)
@@ -303,9 +299,9 @@ def load_model(model_id: str, *, device=None, dtype: torch.dtype | None = None, 
             model = _freeze(_tiny_model(arch, tok, seed))
         else:
             model, tok = train_tiny(arch, seed=seed)
-        target = torch.device("cuda:0" if dev == "auto" and torch.cuda.is_available() else
-                              "cpu" if dev == "auto" else dev)
-        model.to(device=target, dtype=dtype or torch.float32)
+        target = torch.device("cuda:0" if dev == SPREAD and torch.cuda.is_available() else
+                              "cpu" if dev == SPREAD else dev)
+        model.to(device=target, dtype=resolve_dtype(dtype, target) if dtype not in (None, "auto") else torch.float32)
         return model, tok
     return _load_hub(model_id, dev, dtype, token, attn_implementation)
 
@@ -314,18 +310,14 @@ def _load_hub(model_id, dev, dtype, token, attn_implementation):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     token = _hub_token(token)
-    on_gpu = dev == "auto" or dev.type == "cuda"
-    if dtype is None:  # bf16 where the GPU has it; fp16 on older GPUs such as the T4; fp32 on CPU
-        from .runtime import bf16_supported
-
-        dtype = (torch.bfloat16 if bf16_supported() else torch.float16) if on_gpu else torch.float32
+    dtype = resolve_dtype(dtype, dev)  # bf16 where the GPU has it; fp16 on older GPUs such as the T4; fp32 on CPU
     with hub_errors(model_id):
         cfg = AutoConfig.from_pretrained(model_id, token=token)
     model_type = getattr(cfg.get_text_config(), "model_type", cfg.model_type)
     attn = attn_implementation or ("eager" if "gemma2" in model_type else "sdpa")
     kw = dict(dtype=dtype, attn_implementation=attn, token=token)
-    if dev == "auto":
-        kw["device_map"] = "auto"
+    if dev == SPREAD:
+        kw["device_map"] = "auto"  # transformers' name for SPREAD
     elif dev.type == "cuda":
         kw["device_map"] = {"": dev}
     with hub_errors(model_id):
@@ -454,3 +446,13 @@ def model_device(model: nn.Module) -> torch.device:
     if emb is not None and getattr(emb, "weight", None) is not None:
         return emb.weight.device
     return next(model.parameters()).device
+
+
+def describe(model: nn.Module, model_id: str = "") -> str:
+    """One line about a loaded model: blocks and where they sit, widths, final norm, soft-cap, dtype, device."""
+    norm = final_norm(model)
+    cap = final_logit_softcap(model)
+    return (f"{model_id or type(model).__name__}: {n_layers(model)} decoder blocks at `{layers_path(model)}`, "
+            f"d_model {d_model(model)}, vocab {unembed(model).out_features}, "
+            f"final norm {type(norm).__name__ if norm is not None else 'none'}, "
+            f"logit soft-cap {cap if cap else 'none'}, {next(model.parameters()).dtype}, on {model_device(model)}")

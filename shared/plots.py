@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for the annotation only: plots never imports the probe code
+    from .probes import CCSReport
 
 _CURVES = (("fvu", "FVU (lower is better)"), ("l0", "L0 (active latents per token)"),
            ("dead_pct", "dead latents (%)"), ("aux_loss", "AuxK loss"))

@@ -75,23 +75,27 @@ def available_devices() -> list[str]:
     return out
 
 
+SPREAD = "spread"  # the one name for "split the model over every GPU" (transformers device_map="auto")
+
+
 def resolve_device(spec=None, *, auto: str = "first") -> torch.device | str:
     """The device a notebook/`load_model` string means, checked to exist on this machine.
 
-    None or "" -> default_device(). "auto" -> per `auto`: "first" = default_device() (cuda:0 or cpu),
-    "last" = the last GPU or cpu (Kaggle 2xT4: the SAE beside a model on cuda:0), "spread" = the
-    string "auto" (transformers device_map="auto": the model split over every GPU). "spread" always
-    means the latter. "cuda" is cuda:0. A device that does not exist here (cuda:1 on one GPU, cuda on
-    a CPU-only machine) raises a one-line ValueError listing the devices that do.
+    None or "" -> default_device(). "auto" always picks ONE device, per `auto`: "first" =
+    default_device() (cuda:0 or cpu), "last" = the last GPU or cpu (Kaggle 2xT4: the SAE beside a
+    model on cuda:0). "spread" returns the string SPREAD: the model split over every GPU, which
+    models.load_model alone turns into transformers' device_map="auto". "cuda" is cuda:0. A device
+    that does not exist here (cuda:1 on one GPU, cuda on a CPU-only machine) raises a one-line
+    ValueError listing the devices that do.
     """
-    if auto not in ("first", "last", "spread"):
-        raise ValueError(f"auto={auto!r}; use 'first', 'last' or 'spread'")
+    if auto not in ("first", "last"):
+        raise ValueError(f"auto={auto!r}; use 'first' or 'last'")
     if spec is None or (isinstance(spec, str) and not spec.strip()):
         return default_device()
     if isinstance(spec, str):
         spec = spec.strip().lower()
-        if spec == "spread" or (spec == "auto" and auto == "spread"):
-            return "auto"
+        if spec == SPREAD:
+            return SPREAD
         if spec == "auto":
             if auto == "last" and torch.cuda.is_available():
                 return torch.device("cuda", torch.cuda.device_count() - 1)
@@ -100,7 +104,7 @@ def resolve_device(spec=None, *, auto: str = "first") -> torch.device | str:
     try:
         dev = torch.device(spec)
     except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"device {spec!r} is not a device name: use 'auto', 'cpu' or 'cuda:N' "
+        raise ValueError(f"device {spec!r} is not a device name: use 'auto', 'spread', 'cpu' or 'cuda:N' "
                          f"(this machine has {here})") from None
     if dev.type == "cuda":
         dev = torch.device("cuda", dev.index or 0)
@@ -113,6 +117,30 @@ def resolve_device(spec=None, *, auto: str = "first") -> torch.device | str:
         raise ValueError(f"device {str(dev)!r} does not exist: this machine has {here}; "
                          f"pick one of those or 'auto'")
     return dev
+
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def resolve_dtype(spec=None, device=None) -> torch.dtype:
+    """The model dtype `spec` means on `device`: a torch dtype or one of DTYPES by name.
+
+    None or "auto": bfloat16 on a GPU that runs it natively, float16 on older GPUs (the T4),
+    float32 on CPU. `device` is what resolve_device returned (SPREAD counts as the GPUs, judged
+    by cuda:0); None means default_device().
+    """
+    if isinstance(spec, torch.dtype):
+        return spec
+    if spec is not None and spec not in DTYPES:
+        raise ValueError(f"dtype {spec!r}: use one of {', '.join(DTYPES)}")
+    if spec not in (None, "auto"):
+        return getattr(torch, spec)
+    if device == SPREAD:
+        device = torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(device) if device is not None else default_device()
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if bf16_supported(device) else torch.float16
 
 
 def seed_everything(seed: int) -> None:
@@ -219,3 +247,17 @@ def mount_drive(path: str = "/content/drive") -> Path | None:
 
     drive.mount(path)
     return Path(path) / "MyDrive"
+
+
+def hf_token(token: str | None = None, *, required: bool = False, why: str = "") -> Secret | None:
+    """The Hugging Face token every module sends: `token` when given, else the HF_TOKEN secret.
+
+    None when there is none, unless required=True: then a one-line RuntimeError that starts with
+    `why` (what needs the token) and says how to set HF_TOKEN here; it never holds a value.
+    """
+    if token:
+        return token if isinstance(token, Secret) else Secret(token)
+    try:
+        return get_secret("HF_TOKEN", required=required)
+    except RuntimeError as e:
+        raise RuntimeError(f"{why} {e}".strip()) from None

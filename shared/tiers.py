@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from ._catalog import NOTEBOOKS
+
 GIB = 1024**3
 
 # ---------------------------------------------------------------------------------------------
@@ -411,10 +413,11 @@ def options_table(gpu: str | None, budget_minutes: float, goal: str = "learn") -
     return rows
 
 
-# Notebooks of the catalog that exist today. Every tier notebook renders from the same recipe
-# source, so a tier whose own notebook is not out yet runs in a released one with its parameters.
-RELEASED_NOTEBOOKS = ("01_hobbyist_gemma2_2b_colab", "08_explorer_llama3_8b_kaggle",
-                      "09_explorer_mistral_7b_kaggle", "10_hobbyist_phi3_mini_colab")
+# The tier notebooks of the catalog that exist today (read from the generated catalog module). Every
+# tier notebook renders from the same recipe source, so a tier whose own notebook is not out yet
+# runs in a released one with its parameters.
+TIER_SOURCE = "tier_recipe.py"
+RELEASED_NOTEBOOKS = tuple(n["id"] for n in NOTEBOOKS if n["source"] == TIER_SOURCE)
 STAND_INS = {"02_explorer_qwen35_4b_kaggle": "08_explorer_llama3_8b_kaggle",
              "03_papergrade_qwen36_27b_cloud": "01_hobbyist_gemma2_2b_colab"}
 

@@ -125,14 +125,6 @@ class TrainResult:
     unused_tokens: int = 0
 
 
-def _dtype(name: str | None, device: torch.device) -> torch.dtype:
-    if name:
-        return getattr(torch, name)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
 def _token_stream(cfg: TrainConfig, tokenizer) -> Iterator[torch.Tensor]:
     sources = [parse_source(spec, seed=cfg.seed) for spec in cfg.dataset]
     texts = mix_streams(sources, seed=cfg.seed)
@@ -192,7 +184,7 @@ def resolve_checkpoint_dir(requested: str, run_name: str) -> str:
         return str(drive / "sae_ladder" / run_name)
     local = str(Path("checkpoints") / run_name)
     if runtime.platform() == "kaggle":
-        token = "" if runtime.get_secret("HF_TOKEN") else " and add an HF_TOKEN write secret"
+        token = "" if runtime.hf_token() else " and add an HF_TOKEN write secret"
         print(f"Kaggle's disk does not outlive the session: checkpoints go to {local} for this session only; "
               f'to resume in a new session set CHECKPOINT_DIR = "hf:<user>/<repo>"{token} (a private repo).')
     return local
@@ -271,9 +263,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
 def _prepare_model(cfg: TrainConfig, model, tokenizer):
     """The model and tokenizer passed in, else cfg.model_id loaded on cfg.model_device in cfg.model_dtype."""
     if model is None:
-        model, tokenizer = load_model(cfg.model_id, device=cfg.model_device,
-                                      dtype=_dtype(cfg.model_dtype, torch.device(cfg.model_device or
-                                                   ("cuda" if torch.cuda.is_available() else "cpu"))))
+        model, tokenizer = load_model(cfg.model_id, device=cfg.model_device, dtype=cfg.model_dtype)
     return model, tokenizer
 
 

@@ -93,7 +93,7 @@ def test_layer_normalisation_and_devices():
               "MODEL_DEVICE": "spread", "DEVICE": "", "MODEL_DTYPE": "bfloat16", "IGNORED": 1, "lowercase": 2}
     P = notebook.check_parameters(params)
     assert P.LAYER == [3] and P.LAYERS == [0, 1, 2] and P.SWEEP_LAYERS == []
-    assert P.MODEL_DEVICE == "auto" and P.SAE_DEVICE == ("cpu" if not torch.cuda.is_available() else P.SAE_DEVICE)
+    assert P.MODEL_DEVICE == "spread" and P.SAE_DEVICE == ("cpu" if not torch.cuda.is_available() else P.SAE_DEVICE)
     assert P.DEVICE is None and P.MODEL_DTYPE == torch.bfloat16 and "IGNORED" not in P
 
 

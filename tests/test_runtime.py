@@ -169,7 +169,7 @@ def test_resolve_device_on_a_cpu_machine(local):
     assert runtime.resolve_device("auto") == torch.device("cpu")
     assert runtime.resolve_device("auto", auto="last") == torch.device("cpu")
     assert runtime.resolve_device("") == runtime.resolve_device(None) == torch.device("cpu")
-    assert runtime.resolve_device("spread") == "auto" and runtime.resolve_device("auto", auto="spread") == "auto"
+    assert runtime.resolve_device("spread") == runtime.SPREAD == "spread"
     for bad in ("cuda:0", "cuda", "gpu0"):
         with pytest.raises(ValueError) as e:
             runtime.resolve_device(bad)
@@ -186,3 +186,31 @@ def test_resolve_device_with_two_gpus(local):
     assert runtime.resolve_device("CUDA:1") == torch.device("cuda:1")
     with pytest.raises(ValueError, match=r"'cuda:2' does not exist: this machine has cpu, cuda:0 \(Tesla T4\), cuda:1 \(Tesla T4\)"):
         runtime.resolve_device("cuda:2")
+
+
+def test_resolve_dtype_one_policy(local):
+    local.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert runtime.resolve_dtype(None, runtime.SPREAD) == torch.float32  # spread without GPUs: the CPU
+    assert runtime.resolve_dtype("bfloat16", "cpu") == torch.bfloat16 and runtime.resolve_dtype(torch.float16) == torch.float16
+    local.setattr(runtime, "bf16_supported", lambda device=None: False)  # a T4
+    assert runtime.resolve_dtype("auto", torch.device("cuda:0")) == torch.float16
+    local.setattr(runtime, "bf16_supported", lambda device=None: True)
+    assert runtime.resolve_dtype(None, torch.device("cuda:1")) == torch.bfloat16
+    with pytest.raises(ValueError, match="use one of auto, bfloat16, float16, float32") as e:
+        runtime.resolve_dtype("fp8")
+    assert "\n" not in str(e.value)
+
+
+def test_hf_token_is_the_one_source(local, capsys):
+    local.delenv("HF_TOKEN", raising=False)
+    assert runtime.hf_token() is None
+    with pytest.raises(RuntimeError, match="^Uploading needs it. Secret HF_TOKEN is required") as e:
+        runtime.hf_token(required=True, why="Uploading needs it.")
+    assert "\n" not in str(e.value)
+    local.setenv("HF_TOKEN", "hf_from_env")
+    token = runtime.hf_token()
+    assert token == "hf_from_env" and isinstance(token, runtime.Secret) and "hf_from_env" not in repr(token)
+    given = runtime.hf_token("hf_given")
+    assert given == "hf_given" and "hf_given" not in repr(given)
+    assert "hf_" not in capsys.readouterr().out

@@ -153,3 +153,14 @@ def test_errors():
         tiers.recommend("T4", 35, "fun")
     with pytest.raises(ValueError, match="too short"):
         tiers.recommend("T4", 2, "learn")
+
+
+def test_released_notebooks_are_the_catalogs_tier_notebooks():
+    """tiers reads the catalog (via the generated shared/_catalog.py), never a hand copy."""
+    import build_notebooks as bn
+    from conftest import REPO
+
+    entries = bn.load_catalog(REPO)
+    assert tiers.RELEASED_NOTEBOOKS == tuple(e.id for e in entries if e.source == tiers.TIER_SOURCE)
+    assert (REPO / "shared" / bn.CATALOG_MODULE).read_text() == bn.catalog_module(entries)  # not stale
+    assert set(tiers.STAND_INS.values()) <= set(tiers.RELEASED_NOTEBOOKS)
