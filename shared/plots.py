@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # for the annotation only: plots never imports the probe code
-    from .probes import CCSReport
 
 _CURVES = (("fvu", "FVU (lower is better)"), ("l0", "L0 (active latents per token)"),
            ("dead_pct", "dead latents (%)"), ("aux_loss", "AuxK loss"))
@@ -78,8 +74,8 @@ def plot_ccs_sweep(rows: list[dict], title: str = "CCS and baselines across laye
     return _plot_layers(rows, {k: k for k in keys}, "accuracy (held out)", title)
 
 
-def plot_ccs_methods(report: "CCSReport", title: str = "CCS beside its baselines (held-out accuracy)"):
-    """Bar chart of each method's held-out accuracy; unsupervised ones are hatched, chance at 0.5."""
+def plot_ccs_methods(report, title: str = "CCS beside its baselines (held-out accuracy)"):
+    """Bar chart of each method's held-out accuracy in a probes.CCSReport; unsupervised ones are hatched, chance at 0.5."""
     import matplotlib.pyplot as plt
 
     names = list(report.results)
