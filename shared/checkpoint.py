@@ -524,6 +524,8 @@ class HFStore(Store):
                  api: Any = None, retries: int = 3):
         if keep < 1:
             raise ValueError(f"keep={keep}: keep at least 1 checkpoint")
+        if retries < 1:
+            raise ValueError(f"retries={retries}: try each Hub call at least once")
         if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo_id or ""):
             raise ValueError(f"repo_id {repo_id!r} must look like '<user>/<repo>'")
         self.repo_id, self.keep, self.retries = repo_id, keep, retries
@@ -563,18 +565,17 @@ class HFStore(Store):
     def _remote(self, name: str) -> str:
         return f"{self.subfolder}/{name}" if self.subfolder else name
 
-    def _retry(self, what: str, fn, *args, **kwargs):
-        for attempt in range(self.retries):
+    def _retry(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs), tried `retries` times with back-off; the last failure propagates."""
+        for attempt in range(self.retries - 1):
             try:
                 return fn(*args, **kwargs)
             except Exception:  # noqa: BLE001 - network errors of any kind are retried
-                if attempt == self.retries - 1:
-                    raise
                 time.sleep(2 * 4 ** attempt)
-        raise RuntimeError(what)  # pragma: no cover
+        return fn(*args, **kwargs)
 
     def _files(self) -> list[str]:
-        return list(self._retry("list", self.api.list_repo_files, self.repo_id, repo_type="model",
+        return list(self._retry(self.api.list_repo_files, self.repo_id, repo_type="model",
                                 token=self._token))
 
     def list(self) -> list[CheckpointInfo]:
@@ -599,7 +600,7 @@ class HFStore(Store):
         local = staging.save(tokens, state, step)
         name = checkpoint_name(tokens)
         try:
-            self._retry("upload", self.api.upload_folder, repo_id=self.repo_id, folder_path=local,
+            self._retry(self.api.upload_folder, repo_id=self.repo_id, folder_path=local,
                         path_in_repo=self._remote(name), repo_type="model", token=self._token,
                         commit_message=f"checkpoint {name}")
         except Exception as e:  # noqa: BLE001
@@ -616,7 +617,7 @@ class HFStore(Store):
         A checkpoint this store neither wrote nor loaded is downloaded once to be verified."""
         for c in self.prunable(protect):
             try:
-                self._retry("delete", self.api.delete_folder, path_in_repo=self._remote(c.name),
+                self._retry(self.api.delete_folder, path_in_repo=self._remote(c.name),
                             repo_id=self.repo_id, repo_type="model", token=self._token,
                             commit_message=f"prune {c.name}")
             except Exception as e:  # noqa: BLE001 - a failed prune loses nothing
@@ -630,7 +631,7 @@ class HFStore(Store):
             shutil.rmtree(folder)
 
         def get(fname: str) -> None:
-            self._retry("download", self.api.hf_hub_download, repo_id=self.repo_id,
+            self._retry(self.api.hf_hub_download, repo_id=self.repo_id,
                         filename=f"{self._remote(c.name)}/{fname}", repo_type="model",
                         local_dir=str(root), token=self._token)
 
