@@ -363,7 +363,7 @@ def test_calls_match_the_real_hfapi_signatures(tmp_path):
 # ---------------------------------------------------------------- Hugging Face store, Hub faults
 
 @pytest.mark.parametrize("mode", ["refused", "401", "403", "500", "hang"])
-def test_hf_store_fails_at_start_in_one_line(mode, tmp_path, monkeypatch):
+def test_hf_store_fails_at_start_in_one_line(mode, tmp_path, monkeypatch, hub_online):
     """The real client against a failing local Hub: one HubError line saying why and what to set
     instead, no chained traceback, no token; 401/403 are not retried (a retry cannot fix them)."""
     from huggingface_hub import HfApi

@@ -265,7 +265,7 @@ def test_saelens_loads_export_subprocess(tmp_path):
 # ---------------------------------------------------------------- the final upload, asked or not
 
 @pytest.mark.parametrize("mode", ["refused", "401", "403", "500", "hang"])
-def test_upload_export_records_a_hub_fault_and_keeps_the_export(mode, tmp_path, monkeypatch, capsys):
+def test_upload_export_records_a_hub_fault_and_keeps_the_export(mode, tmp_path, monkeypatch, capsys, hub_online):
     """The real client against a failing local Hub: no exception, one line on stderr, the export
     untouched, and a report entry that says why."""
     from huggingface_hub import HfApi
@@ -295,7 +295,7 @@ def test_upload_export_records_a_hub_fault_and_keeps_the_export(mode, tmp_path, 
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
-def test_upload_export_uploads_nothing_unasked(tmp_path, monkeypatch, capsys):
+def test_upload_export_uploads_nothing_unasked(tmp_path, monkeypatch, capsys, hub_online):
     """HF_TOKEN set (gated models need it) is no request to upload: an empty repo contacts nothing."""
     from huggingface_hub import HfApi
 
