@@ -155,6 +155,7 @@ def _saelens_run_evals(tl, folder, tokens, batch_size):
 
 @pytest.mark.skipif(importlib.util.find_spec("sae_lens") is None and not os.environ.get("CI"),
                     reason="sae_lens not installed in this interpreter (pip install -e '.[dev]')")
+@pytest.mark.slow
 @pytest.mark.parametrize("with_unk", [False, True])
 def test_saelens_style_metrics_equal_saelens_run_evals(tmp_path, with_unk, tiny_trained_model):
     """One GPT-2 in both worlds; our SAELens-style numbers equal sae_lens' run_evals on the same tokens.
