@@ -101,6 +101,8 @@ N = 5
 [notebook.smoke]
 N = 2
 OUTPUT_DIR = "outputs/smoke"
+[notebook.smoke_outputs]
+"report.json" = ["n", "name", "value", "executable"]
 
 [[notebook]]
 id = "02_demo_kaggle"
