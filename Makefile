@@ -1,7 +1,8 @@
 # Two commands for a fresh Linux machine with Python 3.11:
 #   make demo   run the main job (notebook 01, smoke parameters: tiny model, synthetic corpus, CPU)
 #   make test   run the whole test suite (unit, build, papermill smoke of every notebook)
-# Both create or reuse .venv by themselves. CPU torch 2.13.0 is installed only where the venv
+# (make test-fast: the edit-test loop, without the notebook smoke runs and the slow tests.)
+# All create or reuse .venv by themselves. CPU torch 2.13.0 is installed only where the venv
 # cannot already import torch, so an existing CUDA build is never replaced.
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 DEMO_DIR ?= demo
 
-.PHONY: demo test venv notebooks check clean tuned-lens-venv
+.PHONY: demo test test-fast venv notebooks check clean tuned-lens-venv
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +34,9 @@ test: venv
 	@$(MAKE) --no-print-directory tuned-lens-venv || echo "tuned-lens venv not built: tests/test_lens.py's package cross-check will skip"
 	$(VPY) build_notebooks.py --check
 	$(VPY) -m pytest -n auto -q
+
+test-fast: venv
+	$(VPY) -m pytest -n auto -q -m "not notebook and not slow"
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -29,7 +29,7 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 try:
     import tomllib
@@ -50,7 +50,7 @@ JUPYTEXT_CELL_KEYS = {"lines_to_next_cell", "lines_to_end_of_cell_marker", "cell
                       "region_name", "title", "cell_depth"}
 REQUIRED_KEYS = ("id", "source", "title", "pitch", "level", "platform", "accelerator",
                  "expected_time")
-OPTIONAL_KEYS = ("requirements", "full_run_only", "parameters", "smoke")
+OPTIONAL_KEYS = ("requirements", "full_run_only", "parameters", "smoke", "smoke_outputs")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -73,6 +73,7 @@ class Entry:
     full_run_only: list = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
     smoke: dict = field(default_factory=dict)
+    smoke_outputs: dict = field(default_factory=dict)
 
     @property
     def gpu(self) -> bool:
@@ -147,8 +148,55 @@ def load_catalog(root: Path) -> list[Entry]:
         for k in ("parameters", "smoke"):
             if not isinstance(getattr(e, k), dict):
                 raise BuildError(f"{where}: [notebook.{k}] must be a table")
+        _check_smoke_outputs(e.smoke_outputs, where)
         entries.append(e)
     return entries
+
+
+def _check_smoke_outputs(spec, where: str) -> None:
+    """[notebook.smoke_outputs]: "<path under OUTPUT_DIR>" = [<keys its JSON must hold>], [] for any file."""
+    if not isinstance(spec, dict):
+        raise BuildError(f'{where}: [notebook.smoke_outputs] must be a table of "<file>" = [<keys>]')
+    for rel, keys in spec.items():
+        if not rel.strip() or rel.startswith("/") or "\\" in rel or ".." in PurePosixPath(rel).parts:
+            raise BuildError(f"{where}: smoke_outputs file {rel!r} must be a relative path inside OUTPUT_DIR "
+                             "with / separators")
+        if not isinstance(keys, list) or not all(isinstance(k, str) and all(k.split(".")) for k in keys):
+            raise BuildError(f'{where}: smoke_outputs "{rel}" must be a list of keys such as "model", '
+                             '"fit.steps" or "*.l0" (strings, dot-separated, no empty part)')
+        if keys and not rel.endswith(".json"):
+            raise BuildError(f'{where}: smoke_outputs "{rel}" is not a .json file: list it with [] '
+                             "(it must only exist)")
+
+
+def _has_key(data, parts: list[str]) -> bool:
+    if not parts:
+        return True
+    if not isinstance(data, dict):
+        return False
+    head, rest = parts[0], parts[1:]
+    if head == "*":  # every key at this level (and at least one), e.g. the layers of val_report.json
+        return bool(data) and all(_has_key(v, rest) for v in data.values())
+    return head in data and _has_key(data[head], rest)
+
+
+def missing_smoke_outputs(entry: Entry, out_dir: Path) -> list[str]:
+    """What of entry.smoke_outputs a smoke run left out of out_dir (its OUTPUT_DIR): one line each."""
+    problems = []
+    for rel, keys in entry.smoke_outputs.items():
+        path = Path(out_dir) / rel
+        if not path.is_file() or path.stat().st_size == 0:
+            problems.append(f"{rel}: missing or empty")
+            continue
+        if not rel.endswith(".json"):
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            problems.append(f"{rel}: not JSON ({e})")
+            continue
+        problems += [f"{rel}: no key {k!r}" for k in keys if not _has_key(data, k.split("."))]
+    return problems
 
 
 def _parse_requirement(spec: str, where: str):

@@ -1,13 +1,30 @@
-"""Shared fixtures: a small stand-alone repository (build script, catalog, source, shared/) in tmp_path,
-so the build and papermill tests do not depend on which real notebooks exist."""
+"""Shared test settings and fixtures.
+
+- Offline: HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE and HF_DATASETS_OFFLINE are set here, at conftest
+  import, i.e. before any test module imports transformers or huggingface_hub (both read them once,
+  at import). Tests that talk to a local fake Hub take the `hub_online` fixture.
+- Tiny models: `tiny_model(arch)` and `tiny_trained_model(arch)` give one shared (model, tokenizer)
+  per session and process. Share them only read-only (hooks removed, monkeypatch undone); a test
+  that changes weights, dtype or device loads its own with shared.models.load_model.
+  tiny-trained weights come from the usual on-disk cache (shared.runtime.cache_dir: $SAE_LADDER_CACHE
+  or ~/.cache/sae_ladder), keyed by recipe and published atomically, so xdist workers and later
+  sessions reuse one training instead of retraining per worker; it is left as the user set it.
+- `fixture_repo`: a small stand-alone repository (build script, catalog, source, shared/) in tmp_path,
+  so the build and papermill tests do not depend on which real notebooks exist.
+"""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+for _var in OFFLINE_VARS:  # tiny models and the synthetic corpus never need the network
+    os.environ[_var] = "1"
 
 FIXTURE_SOURCE = '''\
 # ---
@@ -84,6 +101,8 @@ N = 5
 [notebook.smoke]
 N = 2
 OUTPUT_DIR = "outputs/smoke"
+[notebook.smoke_outputs]
+"report.json" = ["n", "name", "value", "executable"]
 
 [[notebook]]
 id = "02_demo_kaggle"
@@ -149,12 +168,39 @@ def one_thread():
 
 @pytest.fixture
 def hub_online(monkeypatch):
-    """Offline mode off for one test that talks to the local fake Hub (tests/fake_hub.py).
-
-    huggingface_hub reads HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE once, at import, into a constant that
-    every request checks; the test suite runs offline, so unsetting the variables alone is not enough."""
+    """Undo the session's offline mode for one test that points the real huggingface_hub client at a
+    local fake Hub (tests/fake_hub.py): the client read HF_HUB_OFFLINE into a constant at import."""
     import huggingface_hub.constants
 
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    for var in OFFLINE_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+def _model_getter(kind: str):
+    """arch -> the one (model, tokenizer) of `<kind>:<arch>` on `device` (default: the default device)."""
+    import torch
+
+    from shared import models, runtime
+
+    loaded = {}
+
+    def get(arch: str, device=None):
+        dev = runtime.default_device() if device is None else torch.device(device)
+        if (arch, str(dev)) not in loaded:
+            loaded[arch, str(dev)] = models.load_model(f"{kind}:{arch}", device=dev)
+        return loaded[arch, str(dev)]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """`tiny_model("llama")` -> (model, tokenizer) of tiny:llama (seed 0, float32), shared read-only."""
+    return _model_getter("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_model():
+    """`tiny_trained_model("gpt2")` -> (model, tokenizer) of tiny-trained:gpt2, shared read-only."""
+    return _model_getter("tiny-trained")

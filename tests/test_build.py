@@ -310,6 +310,52 @@ def test_source_without_parameters_cell_is_an_error(fixture_repo):
         bn.render_all(fixture_repo)
 
 
+OUTPUTS = '"report.json" = ["n", "name", "value", "executable"]'
+
+
+@pytest.mark.parametrize("new,message", [
+    ('"report.json" = "n"', 'smoke_outputs "report.json" must be a list of keys'),
+    ('"report.json" = ["n", 3]', 'smoke_outputs "report.json" must be a list of keys'),
+    ('"report.json" = ["a..b"]', "no empty part"),
+    ('"../report.json" = []', "must be a relative path inside OUTPUT_DIR"),
+    ('"/tmp/report.json" = []', "must be a relative path inside OUTPUT_DIR"),
+    ('"plot.png" = ["n"]', 'smoke_outputs "plot.png" is not a .json file'),
+])
+def test_smoke_outputs_bad_shape_is_a_clear_error(fixture_repo, new, message):
+    _edit_catalog(fixture_repo, OUTPUTS, new)
+    with pytest.raises(bn.BuildError, match="01_demo") as e:
+        bn.load_catalog(fixture_repo)
+    assert message in str(e.value)
+
+
+def test_smoke_outputs_must_be_a_table(fixture_repo):
+    _edit_catalog(fixture_repo, "[notebook.smoke_outputs]\n" + OUTPUTS + "\n", "")
+    _edit_catalog(fixture_repo, 'expected_time = "1 min"\n', 'expected_time = "1 min"\nsmoke_outputs = ["report.json"]\n')
+    with pytest.raises(bn.BuildError, match=r"01_demo.*\[notebook.smoke_outputs\] must be a table"):
+        bn.load_catalog(fixture_repo)
+
+
+def test_missing_smoke_outputs_names_each_absent_file_and_key(fixture_repo, tmp_path):
+    (entry,) = [e for e in bn.load_catalog(fixture_repo) if e.id == "01_demo"]
+    entry.smoke_outputs = {"report.json": ["n", "layers.*.l0", "cfg.k"], "plot.png": [], "sub/x.json": []}
+    (tmp_path / "report.json").write_text(json.dumps({"n": 1, "layers": {"2": {"l0": 3}, "4": {"fvu": 0}},
+                                                      "cfg": {"k": 8}}))
+    (tmp_path / "plot.png").write_bytes(b"")
+    assert bn.missing_smoke_outputs(entry, tmp_path) == [
+        "report.json: no key 'layers.*.l0'", "plot.png: missing or empty", "sub/x.json: missing or empty"]
+    (tmp_path / "report.json").write_text(json.dumps({"n": 1, "layers": {"2": {"l0": 3}, "4": {"l0": 0}},
+                                                      "cfg": {"k": 8}}))
+    (tmp_path / "plot.png").write_bytes(b"\x89PNG")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.json").write_text("{not json")
+    assert bn.missing_smoke_outputs(entry, tmp_path) == ["sub/x.json: not JSON (Expecting property name "
+                                                         "enclosed in double quotes: line 1 column 2 (char 1))"]
+    (tmp_path / "sub" / "x.json").write_text("{}")
+    assert bn.missing_smoke_outputs(entry, tmp_path) == []
+    entry.smoke_outputs = {"report.json": ["layers.*"], "sub/x.json": ["*"]}  # "*" needs at least one key
+    assert bn.missing_smoke_outputs(entry, tmp_path) == ["sub/x.json: no key '*'"]
+
+
 # ---------------------------------------------------------------------------- the real catalog
 
 def test_real_catalog_renders_and_checks(tmp_path):
@@ -332,6 +378,7 @@ def test_real_catalog_renders_and_checks(tmp_path):
         assert nb["metadata"]["kernelspec"]["name"] == "python3"
         links = [link for _, _, link in bn.badges(e, settings)]
         assert links and all(link in src(nb["cells"][0]) for link in links)
+        assert e.smoke_outputs, f"{e.id}: list what its smoke run writes in [notebook.smoke_outputs]"
 
 
 def test_install_cell_installs_the_declared_requirements_only():

@@ -1,8 +1,4 @@
 """capture: hooks == hidden_states for every tiny arch, early stop, masks, the block-shuffling buffer, resume."""
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import copy
 import itertools
 
@@ -18,15 +14,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    cache = {}
-
-    def get(arch):
-        if arch not in cache:
-            cache[arch] = models.load_model(f"tiny:{arch}", device="cpu")
-        return cache[arch]
-
-    return get
+def tiny(tiny_model):
+    return lambda arch: tiny_model(arch, device="cpu")
 
 
 def _ids(tok, batch=2, length=24, seed=0):

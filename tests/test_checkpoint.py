@@ -189,6 +189,7 @@ _WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_at", ["tensors-00003", "manifest.json.part", None])
 def test_sigkill_during_save_leaves_loadable_store(tmp_path, stop_at):
     """A real SIGKILL mid-save: with shards half written, before the manifest lands, or at a random time."""

@@ -11,14 +11,14 @@ import torch
 from shared.data import token_batches
 from shared.synthetic import synthetic_texts
 from shared.evaluate import evaluate_saes, summarize, write_val_report
-from shared.models import d_model, load_model
+from shared.models import d_model
 from shared.sae import build_sae
 from shared.sae_topk import TopKConfig
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return load_model("tiny:llama")
+def tiny(tiny_model):
+    return tiny_model("llama")
 
 
 def _batches(tokenizer, n=2):
@@ -155,15 +155,16 @@ def _saelens_run_evals(tl, folder, tokens, batch_size):
 
 @pytest.mark.skipif(importlib.util.find_spec("sae_lens") is None and not os.environ.get("CI"),
                     reason="sae_lens not installed in this interpreter (pip install -e '.[dev]')")
+@pytest.mark.slow
 @pytest.mark.parametrize("with_unk", [False, True])
-def test_saelens_style_metrics_equal_saelens_run_evals(tmp_path, with_unk):
+def test_saelens_style_metrics_equal_saelens_run_evals(tmp_path, with_unk, tiny_trained_model):
     """One GPT-2 in both worlds; our SAELens-style numbers equal sae_lens' run_evals on the same tokens.
 
     with_unk puts an <unk> (special to us, not to SAELens) in the text: SAELens then splices and scores
     it, ours skip it, and the SAELens-style numbers must still follow SAELens."""
     from shared.export import ExportInfo, export_saelens
 
-    model, tokenizer = load_model("tiny-trained:gpt2")
+    model, tokenizer = tiny_trained_model("gpt2")
     tl = _hooked_transformer(model, tokenizer, tmp_path)
     tokens = torch.cat(_batches(tokenizer, 2))  # BOS at position 0, EOS between documents
     if with_unk:

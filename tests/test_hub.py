@@ -22,7 +22,7 @@ REASONS = {
 
 
 @pytest.fixture
-def endpoint(request, monkeypatch):
+def endpoint(request, monkeypatch, hub_online):
     """(url, FakeHub or None) for the mode in request.param; the probe timeout cut to 1 s."""
     monkeypatch.setattr(hub, "PROBE_TIMEOUT_S", 1.0)
     if request.param == "refused":

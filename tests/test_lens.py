@@ -14,8 +14,8 @@ PROMPT = "The capital of France is Paris. The capital of"
 
 
 @pytest.mark.parametrize("arch", models.TINY_ARCHS)
-def test_last_layer_logit_lens_equals_model_logits(arch):
-    model, tok = models.load_model(f"tiny:{arch}")
+def test_last_layer_logit_lens_equals_model_logits(arch, tiny_model):
+    model, tok = tiny_model(arch)
     ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
     ll = lens.logit_lens(model, ids)
     assert ll.shape == (models.n_layers(model), ids.shape[1], models.unembed(model).out_features)
@@ -34,8 +34,8 @@ def test_last_layer_exact_in_bfloat16():
     assert torch.equal(lens.logit_lens(model, ids)[-1], ref)
 
 
-def test_gemma2_softcap_is_applied(monkeypatch):
-    model, tok = models.load_model("tiny:gemma2")
+def test_gemma2_softcap_is_applied(monkeypatch, tiny_model):
+    model, tok = tiny_model("gemma2")  # shared: monkeypatch restores the soft-cap after the test
     ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
     resid, _ = lens.run_with_residuals(model, ids)
     with torch.no_grad():
@@ -81,8 +81,8 @@ def test_logit_lens_multimodal_wrapper(kind):
     torch.testing.assert_close(lens.logit_lens(model, ids)[-1], ref, rtol=1e-5, atol=1e-5)
 
 
-def test_bad_layer_and_batch_errors():
-    model, tok = models.load_model("tiny:llama")
+def test_bad_layer_and_batch_errors(tiny_model):
+    model, tok = tiny_model("llama")
     ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
     with pytest.raises(ValueError, match="blocks 0..3"):
         lens.logit_lens(model, ids, layers=[7])
@@ -91,11 +91,11 @@ def test_bad_layer_and_batch_errors():
     assert lens.logit_lens(model, ids, layers=[-1]).shape[0] == 1
 
 
-def test_lens_table_and_plots():
+def test_lens_table_and_plots(tiny_model):
     import matplotlib
 
     matplotlib.use("Agg")
-    model, tok = models.load_model("tiny:gemma2")
+    model, tok = tiny_model("gemma2")
     table = lens.lens_table(model, tok, PROMPT, topk=3)
     n, T = models.n_layers(model), len(table["tokens"])
     assert table["layers"] == list(range(n))
@@ -109,8 +109,8 @@ def test_lens_table_and_plots():
         matplotlib.pyplot.close(fig)
 
 
-def test_tuned_lens_equals_logit_lens_at_init():
-    model, tok = models.load_model("tiny:qwen3")
+def test_tuned_lens_equals_logit_lens_at_init(tiny_model):
+    model, tok = tiny_model("qwen3")
     tuned = lens.TunedLens.for_model(model)
     assert len(tuned.layer_translators) == models.n_layers(model)
     ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
@@ -120,8 +120,8 @@ def test_tuned_lens_equals_logit_lens_at_init():
 
 
 @pytest.fixture(scope="module")
-def fitted():
-    model, tok = models.load_model("tiny-trained:llama")
+def fitted(tiny_trained_model):
+    model, tok = tiny_trained_model("llama")
     tuned, history = lens.fit_tuned_lens(model, tok, synthetic.synthetic_texts(200, seed=11),
                                          lens.TunedLensFitConfig(steps=20, context_len=32, batch_size=8, lr=3e-3),
                                          progress=False)
@@ -160,9 +160,9 @@ def test_save_load_round_trip_public_format(fitted, tmp_path):
     assert torch.equal(lens.layer_logits(model, ids, lens=again)[0], a)
 
 
-def test_lens_shape_mismatch_is_clear(fitted):
+def test_lens_shape_mismatch_is_clear(fitted, tiny_model):
     _, tok, tuned, _ = fitted
-    other, _ = models.load_model("tiny:gpt2")
+    other, _ = tiny_model("gpt2")
     other_small = lens.TunedLens(32, 2)
     with pytest.raises(ValueError, match="fit a fresh one"):
         other_small.check_model(other)

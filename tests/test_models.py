@@ -1,9 +1,6 @@
-"""models: tiny models of every arch offline, byte tokenizer, layout discovery, tiny-trained cache."""
+"""models: tiny models of every arch offline, byte tokenizer, layout discovery, tiny-trained cache.
+(conftest.py sets HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE before transformers is imported.)"""
 import os
-
-os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: tiny models must never need the hub
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
 import socket
 
 import pytest
@@ -100,14 +97,14 @@ def test_tiny_models_offline(arch, no_network):
     torch.testing.assert_close(logits, out.logits, atol=1e-5, rtol=1e-5)
 
 
-def test_tiny_arch_details():
-    qwen, _ = models.load_model("tiny:qwen3_5", device="cpu")
+def test_tiny_arch_details(tiny_model):
+    qwen, _ = tiny_model("qwen3_5", device="cpu")
     cfg = models.text_config(qwen)
     assert cfg.model_type == "qwen3_5_text" and type(qwen).__name__ == "Qwen3_5ForCausalLM"
     assert set(cfg.layer_types) == {"linear_attention", "full_attention"}
     kinds = ["linear_attn" if hasattr(layer, "linear_attn") else "self_attn" for layer in models.decoder_layers(qwen)]
     assert kinds == ["linear_attn" if t == "linear_attention" else "self_attn" for t in cfg.layer_types]
-    gemma, _ = models.load_model("tiny:gemma2", device="cpu")
+    gemma, _ = tiny_model("gemma2", device="cpu")
     assert models.text_config(gemma).final_logit_softcapping == 30.0
 
 
@@ -143,8 +140,8 @@ class _Wrapper(nn.Module):
                                     output_hidden_states=output_hidden_states)
 
 
-def test_layer_discovery_in_multimodal_wrapper():
-    lm, _ = models.load_model("tiny:llama", device="cpu")
+def test_layer_discovery_in_multimodal_wrapper(tiny_model):
+    lm, _ = tiny_model("llama", device="cpu")
     wrapped = _Wrapper(lm)
     assert models.layers_path(wrapped) == "model.language_model.layers"
     assert models.decoder_layers(wrapped) is lm.model.layers
@@ -155,9 +152,9 @@ def test_layer_discovery_in_multimodal_wrapper():
     assert models.model_device(wrapped) == torch.device("cpu")
 
 
-def test_layer_discovery_fallback_search():
+def test_layer_discovery_fallback_search(tiny_model):
     """An unknown path is still found: the one text-side ModuleList whose length is num_hidden_layers."""
-    lm, _ = models.load_model("tiny:llama", device="cpu")
+    lm, _ = tiny_model("llama", device="cpu")
     wrapped = _Wrapper(lm, path="backbone")
     assert models.layers_path(wrapped) == "backbone.language_model.layers"
     assert models.final_norm(wrapped) is lm.model.norm
@@ -187,11 +184,11 @@ def test_tiny_training_rows_are_plain_doc_eos_packing():
     assert got.dtype == torch.long and torch.equal(got, expected)
 
 
-def test_tiny_trained_beats_random_and_is_cached(cache, no_network, monkeypatch):
+def test_tiny_trained_beats_random_and_is_cached(cache, no_network, monkeypatch, tiny_model):
     texts, held_out = corpus(600, seed=0), corpus(60, seed=12345)
     tok = models.byte_tokenizer()
     held = models._packed_contexts(held_out, tok, 64)[:16]
-    random_model, _ = models.load_model("tiny:llama", device="cpu")
+    random_model, _ = tiny_model("llama", device="cpu")
     trained, _ = models.train_tiny("llama", texts, steps=60)
     assert not trained.training and not any(p.requires_grad for p in trained.parameters())
     assert lm_loss(trained, held) < lm_loss(random_model, held) - 1.0

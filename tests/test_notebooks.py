@@ -1,8 +1,14 @@
 """Papermill smoke run of every catalog notebook: the RENDERED notebooks/<id>.ipynb (so the vendored
 core is what runs), with its [notebook.smoke] parameters, from a folder outside the repository,
-with the repository off sys.path and no network."""
+with the repository off sys.path and no network; it must leave its [notebook.smoke_outputs].
+
+Entries rendered from a source an earlier entry already uses (tier_recipe.py: 01 -> 08, 09, 10)
+are not run again: test_same_source_renders_the_same_code proves their cells are the run entry's
+apart from the title, the parameter values and the platform metadata. SAE_LADDER_SMOKE_ALL=1 runs
+them anyway."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -17,6 +23,11 @@ try:
     ENTRIES, CATALOG_ERROR = bn.load_catalog(REPO), None
 except bn.BuildError as e:  # reported by the test below, not as a collection crash
     ENTRIES, CATALOG_ERROR = [], str(e)
+RUN_FOR_SOURCE = {}  # source -> the first entry rendered from it: the one that is smoke-run
+for _e in ENTRIES:
+    RUN_FOR_SOURCE.setdefault(_e.source, _e)
+SAME_SOURCE = [e for e in ENTRIES if RUN_FOR_SOURCE[e.source] is not e]
+SMOKE_ALL = os.environ.get("SAE_LADDER_SMOKE_ALL", "") not in ("", "0")
 
 
 # An IPython startup file for the kernel: appends to $SAE_LADDER_IMPORT_LOG the top-level name of
@@ -143,7 +154,9 @@ def test_fixture_notebook_runs_from_rendered_ipynb(tmp_path, monkeypatch):
     entry = next(e for e in bn.load_catalog(root) if e.id == "01_demo")
     run_dir, nb = run_notebook(root / "notebooks" / "01_demo.ipynb", entry.smoke, tmp_path, monkeypatch)
     assert_completed(nb)
-    report = json.loads((output_dir(nb, entry.smoke, run_dir) / "report.json").read_text())
+    out = output_dir(nb, entry.smoke, run_dir)
+    assert bn.missing_smoke_outputs(entry, out) == []
+    report = json.loads((out / "report.json").read_text())
     assert report["n"] == 2 and report["name"] == "tiny:gpt2" and report["value"] == 13
     assert os.path.samefile(report["executable"], sys.executable)
     assert Path(report["shared_file"]).resolve().is_relative_to((tmp_path / "core").resolve())
@@ -168,9 +181,51 @@ def test_catalog_notebook(entry, tmp_path, monkeypatch):
     fresh = bn.render_entry(REPO, entry, bn.load_settings(REPO))
     if not path.exists() or path.read_text(encoding="utf-8") != fresh:
         pytest.fail(f"notebooks/{entry.id}.ipynb is missing or stale; run `python build_notebooks.py`")
+    if entry in SAME_SOURCE and not SMOKE_ALL:
+        pytest.skip(f"same code as {RUN_FOR_SOURCE[entry.source].id} (test_same_source_renders_the_same_code); "
+                    "SAE_LADDER_SMOKE_ALL=1 runs it")
+    assert entry.smoke_outputs, f"{entry.id}: list what its smoke run writes in [notebook.smoke_outputs]"
     run_dir, nb = run_notebook(path, entry.smoke, tmp_path, monkeypatch)
     assert_completed(nb)
     out = output_dir(nb, entry.smoke, run_dir)
     reports = sorted(out.rglob("*.json")) if out.is_dir() else []
     assert reports, f"{entry.id} wrote no .json report into OUTPUT_DIR ({out})"
     assert_requirements_match_imports(entry, imported_distributions(tmp_path))
+    missing = bn.missing_smoke_outputs(entry, out)
+    assert not missing, f"{entry.id} smoke run, in {out}: " + "; ".join(missing)
+
+
+@functools.lru_cache(maxsize=None)
+def _cells(entry_id: str) -> tuple[list[dict], dict]:
+    """(cells, metadata) of the notebook that entry_id renders to from its source now."""
+    entry = next(e for e in ENTRIES if e.id == entry_id)
+    nb = json.loads(bn.render_entry(REPO, entry, bn.load_settings(REPO)))
+    return nb["cells"], nb["metadata"]
+
+
+@pytest.mark.parametrize("entry", [pytest.param(e, id=e.id) for e in SAME_SOURCE]
+                         or [pytest.param(None, id="no-shared-source")])
+def test_same_source_renders_the_same_code(entry):
+    """An entry that is not smoke-run renders cell for cell as the run entry of its source, apart from
+    the title cell, the parameter values its catalog entry sets, and the platform metadata; so the
+    run entry's smoke run, with its parameter values, covers it."""
+    if entry is None:
+        pytest.skip("no two catalog entries share a source")
+    run = RUN_FOR_SOURCE[entry.source]
+    (ours, meta), (theirs, _) = _cells(entry.id), _cells(run.id)
+    assert meta["kernelspec"]["name"] == "python3"
+    assert len(ours) == len(theirs), f"{entry.id} and {run.id} have different cells"
+    (p,) = [i for i, c in enumerate(ours) if "parameters" in c["metadata"].get("tags", [])]
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        if i in (0, p):  # the title cell; the parameters cell, compared below
+            continue
+        assert (a["cell_type"], a["source"], a["metadata"]) == (b["cell_type"], b["source"], b["metadata"]), (
+            f"{entry.id} cell {i} differs from {run.id}'s")
+    ours_p, theirs_p = (bn.parameter_defaults("".join(c[p]["source"])) for c in (ours, theirs))
+    assert ours_p.keys() == theirs_p.keys()
+    changed = {k for k in ours_p if ours_p[k] != theirs_p[k]}
+    assert changed <= set(entry.parameters) | set(run.parameters), (
+        f"{entry.id}: parameters {sorted(changed - set(entry.parameters) - set(run.parameters))} differ from "
+        f"{run.id}'s but neither catalog entry sets them")
+    for k in entry.parameters:
+        assert ours_p[k] == entry.parameters[k], k

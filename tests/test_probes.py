@@ -247,11 +247,9 @@ def test_errors_are_clear():
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
-def tiny(request):
-    from shared.models import load_model
-
+def tiny(request, tiny_model):
     torch.manual_seed(0)
-    return load_model(f"tiny:{request.param}")
+    return tiny_model(request.param)
 
 
 PROMPTS = ["The cat sat on the mat", "Paris is the capital of", "one two three", "I think that"]

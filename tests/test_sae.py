@@ -45,6 +45,7 @@ def train(sae, sample, steps, batch=256, lr=3e-3):
     return metrics
 
 
+@pytest.mark.slow
 def test_planted_dictionary_is_recovered():
     torch.manual_seed(0)
     atoms, sample = planted()
