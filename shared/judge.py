@@ -366,8 +366,11 @@ class Judge:
                 time.sleep(min(self.max_delay, max(0.0, wait)))
         path = self._cache_path(prompt, max_tokens)
         if path is not None:
-            atomic_write_text(path, json.dumps({"backend": self.backend.name, "model": self.backend.model,
-                                                "max_tokens": max_tokens, "prompt": prompt, "text": text}))
+            try:  # a failed cache write (full disk, a twin prompt writing the same file) costs only a re-ask later
+                atomic_write_text(path, json.dumps({"backend": self.backend.name, "model": self.backend.model,
+                                                    "max_tokens": max_tokens, "prompt": prompt, "text": text}))
+            except OSError:
+                pass
         return text
 
     def ask_json(self, prompt: str, max_tokens: int, check: Callable = lambda x: x):
@@ -441,7 +444,10 @@ class Judge:
         def one(f):
             try:
                 return self.label_one(f)
-            except Exception as e:  # one feature's failure must not lose the others
+            except Exception as e:  # one feature's failure must not lose the others...
+                if getattr(e, "status_code", None) in (401, 403):  # ...but a refused key fails them all
+                    raise RuntimeError(f"{self.backend.name} refused the API key (HTTP {e.status_code}): "
+                                       f"check {KEY_NAMES[self.backend.name]}") from None
                 return {"name": "", "desc": f"judge failed: {type(e).__name__}: {str(e)[:120]}",
                         "confidence": 0.0, "score": None}
 

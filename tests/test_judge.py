@@ -129,6 +129,15 @@ def test_non_retryable_error_is_not_retried(tmp_path):
         assert len(api.requests) == 1 and "NotFound" in f["desc"]
 
 
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_refused_key_stops_the_run_in_one_line(kind, tmp_path):
+    with FakeLLM(responder, script=["401"]) as api:
+        j = judge.Judge(make_backend(kind, api), cache_dir=tmp_path, max_workers=1, log=lambda s: None)
+        with pytest.raises(RuntimeError, match=f"refused the API key.*{judge.KEY_NAMES[kind]}") as err:
+            j.label_features(features(1))
+        assert len(api.requests) == 1 and KEY not in str(err.value)
+
+
 def test_pick_backend_and_offline_labeller(monkeypatch, tmp_path):
     for name in judge.KEY_NAMES.values():
         monkeypatch.delenv(name, raising=False)
