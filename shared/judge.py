@@ -265,12 +265,14 @@ class OfflineLabeller:
         tokens = [t for t, _ in peak.most_common(3) if t]
         if not tokens:
             return {"name": "(no activating tokens)", "confidence": 0.0, "score": None,
-                    "desc": "Offline heuristic (no LLM key set): the examples hold no activating tokens."}
+                    "desc": "Offline heuristic, not an LLM label: the examples hold no activating tokens."}
         grams = [g for g, c in bigrams.most_common(2) if c > 1]
-        desc = (f"Offline heuristic, not an LLM label (no ANTHROPIC_API_KEY or OPENAI_API_KEY set): "
+        desc = (f"Offline heuristic from top tokens, not an LLM label (set ANTHROPIC_API_KEY or "
+                f"OPENAI_API_KEY for one): "
                 f"fires most on {', '.join(map(repr, tokens))}"
                 + (f"; common contexts {', '.join(map(repr, grams))}" if grams else "") + ".")
-        predicted = [any(t in text for t in tokens) for text, _ in items]
+        words = [re.compile(rf"(?<!\w){re.escape(t)}(?!\w)") for t in tokens]
+        predicted = [any(w.search(text) for w in words) for text, _ in items]
         return {"name": "token " + " / ".join(map(repr, tokens)), "desc": desc,
                 "confidence": round(peak.most_common(1)[0][1] / max(1, len(explain)), 3),
                 "score": balanced_accuracy([t for _, t in items], predicted)}
@@ -399,7 +401,7 @@ class Judge:
     def estimate_cost(self, features: list[FeatureEvidence]) -> str:
         """One line: requests left to make, ~tokens (characters / 4) and ~USD from PRICES."""
         if isinstance(self.backend, OfflineLabeller):
-            return "judge: offline labeller (no API key set): no requests, no cost"
+            return "judge: offline labeller (top tokens and n-grams, not an LLM): no requests, no cost"
         n_req = n_cached = chars_in = 0
         for f in features:
             explain, _, _, items = split_examples(f, self.n_explain, self.n_score, self.seed)
@@ -410,9 +412,10 @@ class Judge:
                 label = _as_label(parse_json(hit)) if hit is not None else None
             except ValueError:
                 pass
-            p2 = detect_prompt(*(label and (label["name"], label["desc"]) or ("x" * 40, "x" * 200)), items)
-            for p, m, cached in ((p1, EXPLAIN_MAX_TOKENS, hit is not None),
-                                 (p2, DETECT_MAX_TOKENS, label is not None and self._cached(p2, DETECT_MAX_TOKENS) is not None)):
+            name, desc = (label["name"], label["desc"]) if label else ("x" * 40, "x" * 200)  # ~a label's size
+            p2 = detect_prompt(name, desc, items)
+            p2_cached = label is not None and self._cached(p2, DETECT_MAX_TOKENS) is not None
+            for p, cached in ((p1, hit is not None), (p2, p2_cached)):
                 if cached:
                     n_cached += 1
                 else:
