@@ -1,0 +1,179 @@
+"""shared.judge with the real anthropic and openai clients against a scripted API on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from shared import judge
+from shared.runtime import Secret
+from tests.fake_llm import FakeLLM
+
+KEY = "sk-test-SECRET-0123456789abcdef"
+LABEL = '{"name": "banana mentions", "desc": "Fires on the word banana.", "confidence": 0.9}'
+
+
+def responder(prompt: str) -> str:
+    """A judge that knows the planted concept: explains it, then picks the texts that hold it."""
+    if "What does this feature detect" in prompt:
+        return LABEL
+    items = re.findall(r"^(\d+)\. (.*)$", prompt, flags=re.M)
+    return json.dumps({"activating": [int(i) for i, text in items if "banana" in text]})
+
+
+def _ex(words, hot=None):
+    toks = [" " + w for w in words]
+    return {"text": "".join(toks), "tokens": toks, "acts": [3.0 if w == hot else 0.0 for w in words]}
+
+
+def features(n=2):
+    out = []
+    for fid in range(n):
+        top = [_ex(f"i ate a banana at {k} today f{fid}".split(), "banana") for k in range(8)]
+        rand = [_ex(f"the train left at {k} sharp".split()) for k in range(4)]
+        out.append(judge.FeatureEvidence(fid, top, rand, fire_rate=0.01, mean_when_fired=3.0))
+    return out
+
+
+def make_backend(kind, api, timeout=5.0, model=None):
+    if kind == "anthropic":
+        return judge.AnthropicBackend(model or "claude-haiku-4-5", Secret(KEY),
+                                      base_url=api.url, timeout=timeout)
+    return judge.OpenAIBackend(model or "gpt-4.1-mini", Secret(KEY),
+                               base_url=api.url + "/v1", timeout=timeout)
+
+
+PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
+
+
+def _no_key_anywhere(tmp_path, *texts):
+    for t in texts:
+        assert KEY not in t
+    for p in tmp_path.rglob("*"):
+        if p.is_file():
+            assert KEY not in p.read_text(), p
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_explain_then_score_and_cache(kind, tmp_path, capsys):
+    lines = []
+    with FakeLLM(responder) as api:
+        j = judge.Judge(make_backend(kind, api), cache_dir=tmp_path / "cache", max_workers=2,
+                        base_delay=0.01, log=lines.append)
+        cat = j.label_features(features(2))
+        assert len(api.requests) == 4 == j.requests  # explain + detect per feature
+        assert {r["path"] for r in api.requests} == {PATHS[kind]}
+        sent = api.requests[0]["headers"]
+        assert KEY in (sent.get("x-api-key", "") + sent.get("authorization", ""))  # the key is sent...
+        assert cat["judge_backend"] == kind and cat["judge_model"] == j.backend.model
+        f0 = cat["features"][0]
+        assert set(f0) == {"id", "rank", "name", "desc", "confidence", "fire_rate", "mean_when_fired",
+                           "score", "top_activating_examples"}
+        assert (f0["name"], f0["confidence"], f0["score"]) == ("banana mentions", 0.9, 1.0)
+        assert [f["rank"] for f in cat["features"]] == [1, 2]
+        assert f0["top_activating_examples"][0]["activation"] == 3.0
+        assert "~" in lines[0] and "4 requests to make (0 cached)" in lines[0] and "$" in lines[0]
+
+        j2 = judge.Judge(make_backend(kind, api), cache_dir=tmp_path / "cache", log=lines.append)
+        assert j2.label_features(features(2)) == cat
+        assert len(api.requests) == 4 and j2.requests == 0  # the re-run made no request
+        assert "0 requests to make (4 cached)" in lines[1]
+    judge.write_catalog(cat, tmp_path / "feature_catalog.json")
+    _no_key_anywhere(tmp_path, *lines, capsys.readouterr().out, repr(j.backend))  # ...never kept
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+@pytest.mark.parametrize("step", ["429", "500", "hang"])
+def test_retries_then_success(kind, step, tmp_path):
+    with FakeLLM(responder, script=[step], hang_s=3.0) as api:
+        j = judge.Judge(make_backend(kind, api, timeout=0.5), cache_dir=tmp_path, base_delay=0.01,
+                        log=lambda s: None)
+        cat = j.label_features(features(1))
+        assert len(api.requests) == 3  # the failed try, its retry, the detection
+        assert cat["features"][0]["score"] == 1.0
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_malformed_json_repaired_or_reasked(kind, tmp_path):
+    broken = "```json\n{'name': 'banana mentions', 'desc': 'fruit', 'confidence': 0.8,}\n```"
+    with FakeLLM(responder, script=[("text", broken)]) as api:
+        j = judge.Judge(make_backend(kind, api), cache_dir=tmp_path / "a", log=lambda s: None)
+        f = j.label_features(features(1))["features"][0]
+        assert len(api.requests) == 2 and (f["name"], f["confidence"]) == ("banana mentions", 0.8)
+    with FakeLLM(responder, script=[("text", "I think it is about fruit.")]) as api:
+        j = judge.Judge(make_backend(kind, api), cache_dir=tmp_path / "b", log=lambda s: None)
+        f = j.label_features(features(1))["features"][0]
+        assert len(api.requests) == 3  # one re-ask
+        assert api.requests[1]["body"]["messages"][0]["content"].endswith(judge.REASK)
+        assert f["name"] == "banana mentions" and f["score"] == 1.0
+
+
+def test_retries_are_bounded_and_failures_not_cached(tmp_path):
+    with FakeLLM(responder, script=["500"] * 3) as api:
+        j = judge.Judge(make_backend("openai", api), cache_dir=tmp_path, max_attempts=3,
+                        base_delay=0.01, log=lambda s: None)
+        f = j.label_features(features(1))["features"][0]
+        assert len(api.requests) == 3
+        assert f["name"] == "" and f["desc"].startswith("judge failed") and f["score"] is None
+        assert not list(tmp_path.glob("*.json"))
+        f = judge.Judge(make_backend("openai", api), cache_dir=tmp_path,
+                        log=lambda s: None).label_features(features(1))["features"][0]
+        assert f["score"] == 1.0 and len(api.requests) == 5
+
+
+def test_non_retryable_error_is_not_retried(tmp_path):
+    with FakeLLM(responder) as api:
+        b = judge.AnthropicBackend("claude-haiku-4-5", KEY, base_url=api.url + "/nowhere")
+        f = judge.Judge(b, log=lambda s: None).label_features(features(1))["features"][0]
+        assert len(api.requests) == 1 and "NotFound" in f["desc"]
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_refused_key_stops_the_run_in_one_line(kind, tmp_path):
+    with FakeLLM(responder, script=["401"]) as api:
+        j = judge.Judge(make_backend(kind, api), cache_dir=tmp_path, max_workers=1, log=lambda s: None)
+        with pytest.raises(RuntimeError, match=f"refused the API key.*{judge.KEY_NAMES[kind]}") as err:
+            j.label_features(features(1))
+        assert len(api.requests) == 1 and KEY not in str(err.value)
+
+
+def test_pick_backend_and_offline_labeller(monkeypatch, tmp_path):
+    for name in judge.KEY_NAMES.values():
+        monkeypatch.delenv(name, raising=False)
+    b = judge.pick_backend()
+    assert isinstance(b, judge.OfflineLabeller)
+    lines = []
+    cat = judge.label_features(features(2), b, cache_dir=tmp_path, log=lines.append)
+    assert cat["judge_backend"] == "offline" and "offline" in lines[0]
+    f0 = cat["features"][0]
+    assert "Offline heuristic" in f0["desc"] and "banana" in f0["name"] and f0["score"] == 1.0
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    assert isinstance(judge.pick_backend(), judge.OpenAIBackend)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    b = judge.pick_backend(anthropic_model="claude-opus-4-5")
+    assert isinstance(b, judge.AnthropicBackend) and b.model == "claude-opus-4-5"
+    assert isinstance(judge.pick_backend(prefer="openai"), judge.OpenAIBackend)
+    assert KEY not in repr(b)
+    with pytest.raises(ValueError, match="prefer"):
+        judge.pick_backend(prefer="gemini")
+
+
+def test_parse_json_repairs():
+    assert judge.parse_json('Sure! ```json\n{"a": [1, 2,],}\n``` hope that helps') == {"a": [1, 2]}
+    assert judge.parse_json("{'name': 'x', 'ok': True}") == {"name": "x", "ok": True}
+    assert judge.parse_json("indices: [0, 3]") == [0, 3]
+    with pytest.raises(ValueError):
+        judge.parse_json("no json here")
+
+
+def test_cost_estimate_and_bad_input(tmp_path):
+    with FakeLLM(responder) as api:
+        j = judge.Judge(make_backend("openai", api, model="my-finetune"), cache_dir=tmp_path)
+        assert "price unknown" in j.estimate_cost(features(1))
+        assert "~$" in judge.Judge(make_backend("openai", api)).estimate_cost(features(1))
+    with pytest.raises(ValueError, match="top_examples"):
+        judge.FeatureEvidence.coerce({"id": 1})
+    with pytest.raises(ValueError, match="max_workers"):
+        judge.Judge(judge.OfflineLabeller(), max_workers=0)
