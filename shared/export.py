@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .sae import ARCHITECTURES, SAEConfig, SparseAutoencoder, build_sae, config_from_dict
+from .sae import SAEConfig, SparseAutoencoder
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -262,81 +262,15 @@ def export_saelens(sae: SparseAutoencoder, folder: str | Path, info: ExportInfo,
     return folder
 
 
-def _config_from_cfg(cfg: dict) -> SAEConfig:
-    """Our SAEConfig from a SAELens-6 cfg.json (ours carry the full config in metadata) or our own cfg."""
-    meta = cfg.get("metadata") or {}
-    ours = meta.get("sae_ladder_cfg")
-    if ours is None and "aux_coef" in cfg and "dead_tokens_threshold" in cfg:
-        ours = cfg  # a plain SAEConfig.to_dict() written by our own code
-    if ours is not None:  # the architecture's config class; older files' `extra` dict is unpacked
-        return config_from_dict({**ours, "d_in": cfg.get("d_in", ours.get("d_in")),
-                                 "d_sae": cfg.get("d_sae", ours.get("d_sae"))})
-    # a third-party SAELens folder
-    arch = cfg.get("architecture", "standard")
-    ours_arch = {v: k for k, v in SAELENS_ARCH.items()}.get(arch, arch)
-    if ours_arch not in ARCHITECTURES:
-        raise ValueError(f"cfg.json architecture {arch!r} is not supported by shared.sae "
-                         f"(available: {sorted(ARCHITECTURES)})")
-    norm = cfg.get("normalize_activations", "none")
-    if norm != "none":
-        raise ValueError(f"cfg.json normalize_activations={norm!r}: only 'none' (normalisation folded into "
-                         "the weights) can be loaded")
-    kw = {"k": int(cfg["k"])} if "k" in cfg else {}
-    return config_from_dict(dict(d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]), architecture=ours_arch,
-                                 apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-                                 dtype=str(cfg.get("dtype", "float32")).removeprefix("torch."), **kw))
-
-
 def load_sae(path: str | Path, *, d_in: int | None = None, device: str | torch.device | None = None,
              dtype: str | None = None) -> SparseAutoencoder:
-    """Load an exported folder (SAELens-6 layout, or our own cfg.json + sae_weights.safetensors).
+    """Load an exported folder (or any SAE folder sae_io.load_sae reads: SAELens, Gemma Scope, sparsify).
 
     d_in: the activation width you will feed it; a mismatch raises a clear ValueError.
     """
-    from safetensors.torch import load_file
+    from .sae_io import load_sae as load_any
 
-    from .sae import DTYPES
-
-    folder = Path(path)
-    if folder.is_file():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no SAE folder at {folder}: give the folder that holds {CFG_FILE} "
-                                f"and {WEIGHTS_FILE}")
-    missing = [f for f in (CFG_FILE, WEIGHTS_FILE) if not (folder / f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"SAE folder {folder} lacks {', '.join(missing)}; export it with "
-                                "shared.export.export_saelens or download the whole folder")
-    cfg_dict = json.loads((folder / CFG_FILE).read_text())
-    cfg = _config_from_cfg(cfg_dict)
-    if dtype is not None:
-        cfg.dtype = dtype
-    if d_in is not None and int(d_in) != cfg.d_in:
-        raise ValueError(f"SAE at {folder} expects d_in={cfg.d_in} activations but d_in={d_in} was given: "
-                         "load the SAE trained for this model and layer (check model_name / hook_name in "
-                         "its cfg.json)")
-    weights = load_file(str(folder / WEIGHTS_FILE))
-    shapes = {"W_enc": (cfg.d_in, cfg.d_sae), "b_enc": (cfg.d_sae,), "W_dec": (cfg.d_sae, cfg.d_in),
-              "b_dec": (cfg.d_in,)}
-    for name, shape in shapes.items():
-        if name not in weights:
-            raise ValueError(f"{folder / WEIGHTS_FILE} has no {name} tensor (found {sorted(weights)})")
-        if tuple(weights[name].shape) != shape:
-            raise ValueError(f"{name} in {folder / WEIGHTS_FILE} has shape {tuple(weights[name].shape)}, "
-                             f"cfg.json (d_in={cfg.d_in}, d_sae={cfg.d_sae}) implies {shape}")
-    if cfg_dict.get("rescale_acts_by_decoder_norm"):
-        norms = weights["W_dec"].float().norm(dim=1)
-        if not torch.allclose(norms, torch.ones_like(norms), atol=1e-4):
-            raise ValueError("cfg.json sets rescale_acts_by_decoder_norm with non-unit decoder rows; "
-                             "fold the decoder norms (sae_lens fold_W_dec_norm) before loading here")
-    sae = build_sae(cfg)
-    state = sae.state_dict()
-    for name, t in weights.items():
-        if name in state:
-            state[name] = t.to(DTYPES[cfg.dtype])
-    sae.load_state_dict(state)
-    sae.eval()
-    return sae.to(device) if device is not None else sae
+    return load_any(path, d_in=d_in, device=device, dtype=dtype)
 
 
 def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, private: bool = True,

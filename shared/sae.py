@@ -1,6 +1,7 @@
 """The sparse autoencoder base class, its config and the architecture registry.
 
-One file per architecture subclasses `SparseAutoencoder` (sae_topk.py: TopK + AuxK, the first);
+One file per architecture subclasses `SparseAutoencoder` (sae_topk.py: TopK + AuxK, trainable;
+sae_jumprelu.py and sae_relu.py: inference only, for loaded SAEs, see sae_io.py);
 the sparse autograd kernels they train with live in sae_kernels.py. state_dict() uses the
 SAELens 6 names and shapes (W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec
 [d_in]) so an export is a plain state_dict copy; inside, the encoder is held latent-major as
@@ -203,11 +204,13 @@ class SparseAutoencoder(nn.Module):
     - `extra_losses(xn, rec, err) -> {name: term}`: loss terms beside fvu (each already times its
       coefficient); their sum with fvu is the loss.
 
+    An architecture whose training terms are not written yet sets `trainable = False` (the
+    trainer refuses it; encode / decode work).
+
     How the planned siblings fit (sketches, not implemented):
-    - JumpReLU: a `threshold` [d_sae] parameter added in __init__; activation(pre) =
-      pre * H(pre - threshold) with a straight-through pseudo-derivative (a custom autograd
-      function) giving threshold its gradient; extra_losses = {"l0": coef * sum of the same STE
-      step}. state_dict gains "threshold", which SAELens 6 names the same.
+    - JumpReLU training (sae_jumprelu.py has the inference half): a straight-through
+      pseudo-derivative (a custom autograd function) giving threshold its gradient;
+      extra_losses = {"l0": coef * sum of the same STE step}.
     - Gated: a second encoder path from the same W_enc, with SAELens 6's b_gate, r_mag, b_mag
       [d_sae] parameters: encode_latents = H(gate pre) * relu(magnitude pre) (W_enc * exp(r_mag)
       + b_mag); reconstruct keeps relu(gate pre) in extras, and extra_losses adds {"aux": its
@@ -217,6 +220,7 @@ class SparseAutoencoder(nn.Module):
     """
 
     architecture = "base"
+    trainable = True  # False: inference only (loaded SAEs); train.py refuses to train it
     sparse_kernels = True  # False: dense autograd reference path (tests, debugging)
 
     def __init__(self, cfg: SAEConfig, device=None):
@@ -472,4 +476,4 @@ class SparseAutoencoder(nn.Module):
 
 
 # The built-in architectures register themselves on import (after the base above is defined).
-from . import sae_topk  # noqa: E402,F401
+from . import sae_jumprelu, sae_relu, sae_topk  # noqa: E402,F401

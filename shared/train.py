@@ -27,7 +27,7 @@ from .capture import ActivationBlocks, check_layers, residual_rows
 from .data import mix_streams, parse_source, token_batches
 from .models import d_model, load_model, model_device
 from .runtime import resolve_device
-from .sae import SAEConfig, build_sae, config_from_dict
+from .sae import ARCHITECTURES, SAEConfig, build_sae, config_from_dict
 from .sae_topk import TopKConfig
 
 
@@ -272,6 +272,10 @@ def _build_saes(cfg: TrainConfig, d_in: int, layers, device) -> dict[int, torch.
     if cfg.sae.d_in is not None and cfg.sae.d_in != d_in:
         raise ValueError(f"sae.d_in={cfg.sae.d_in} but {cfg.model_id} has width {d_in}: leave d_in None "
                          "(the trainer fills it from the model)")
+    arch = ARCHITECTURES.get(cfg.sae.architecture)
+    if arch is not None and not arch.model.trainable:
+        raise NotImplementedError(f"sae.architecture={cfg.sae.architecture!r} loads for inference only (its "
+                                  "training terms are not written yet): train architecture 'topk'")
     return {layer: build_sae(dataclasses.replace(cfg.sae, d_in=d_in, seed=cfg.seed + layer), device=device)
             for layer in layers}
 

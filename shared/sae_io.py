@@ -1,0 +1,290 @@
+"""Load any SAE into our SparseAutoencoder (encode, decode, decoder rows W_dec), from a local folder,
+a Hugging Face repo + subfolder, or a SAELens release + sae_id.
+
+    sae = load_sae("out/blocks.12.hook_resid_post", d_in=2304)                     # our export
+    sae = load_sae(release="gemma-scope-2b-pt-res-canonical", sae_id="layer_12/width_16k/canonical")
+    sae = load_sae("EleutherAI/sae-pythia-70m-32k", subfolder="layers.3")          # sparsify
+
+The folder's files say its format:
+- `cfg.json` + `sae_weights.safetensors`: our exports and SAELens 6 (standard -> relu, jumprelu,
+  topk; batchtopk / matryoshka_batchtopk training saves -> jumprelu with their one global
+  threshold, which is how SAELens runs them at inference; rescale_acts_by_decoder_norm folded in);
+- `params.npz`: Gemma Scope (JumpReLU, no b_dec subtracted from the input);
+- `cfg.json` + `sae.safetensors`: EleutherAI sparsify (TopK; relu then top-k of (x - b_dec) W + b).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .export import CFG_FILE, SAELENS_ARCH, WEIGHTS_FILE
+from .sae import ARCHITECTURES, DTYPES, SAEConfig, SparseAutoencoder, build_sae, config_from_dict
+
+GEMMA_SCOPE_FILE = "params.npz"
+SPARSIFY_FILE = "sae.safetensors"
+HUB_FILES = (CFG_FILE, WEIGHTS_FILE, GEMMA_SCOPE_FILE, SPARSIFY_FILE)  # all a load downloads
+FORMATS = f"{CFG_FILE} + {WEIGHTS_FILE} (SAELens / our export), {GEMMA_SCOPE_FILE} (Gemma Scope) or " \
+          f"{CFG_FILE} + {SPARSIFY_FILE} (sparsify)"
+# SAELens training architectures that SAELens saves for inference as JumpReLU
+BATCHTOPK_ARCHS = ("batchtopk", "matryoshka_batchtopk")
+
+# The releases the catalog's defaults use, copied from sae_lens 6.54.12's pretrained_saes.yaml;
+# used when sae_lens is not installed. conversion: None = SAELens folders, "gemma_2" = Gemma Scope.
+BUILTIN_RELEASES: dict[str, dict[str, Any]] = {
+    "gemma-scope-2b-pt-res-canonical": {
+        "repo_id": "google/gemma-scope-2b-pt-res", "model": "gemma-2-2b", "conversion": "gemma_2",
+        "saes": {f"layer_{L}/width_16k/canonical": f"layer_{L}/width_16k/average_l0_{l0}" for L, l0 in enumerate(
+            (105, 102, 141, 59, 124, 68, 70, 69, 71, 73, 77, 80, 82, 84, 84, 78, 78, 77, 74, 73, 71, 70, 72, 75,
+             73, 116))},
+    },
+    # SAELens ran GPT-2 with TransformerLens' center_writing_weights=True for these (its config_overrides)
+    "gpt2-small-res-jb": {
+        "repo_id": "jbloom/GPT2-Small-SAEs-Reformatted", "model": "gpt2-small", "conversion": None,
+        "saes": {**{f"blocks.{L}.hook_resid_pre": f"blocks.{L}.hook_resid_pre" for L in range(12)},
+                 "blocks.11.hook_resid_post": "blocks.11.hook_resid_post"},
+    },
+}
+
+
+# --------------------------------------------------------------------------- releases
+
+@functools.lru_cache(maxsize=1)
+def releases() -> dict[str, dict[str, Any]]:
+    """release -> {repo_id, model, conversion, saes: {sae_id: path}}: SAELens' own pretrained_saes.yaml
+    when sae_lens is installed (read without importing it), else BUILTIN_RELEASES."""
+    spec = importlib.util.find_spec("sae_lens")
+    yaml_path = Path(spec.origin).parent / "pretrained_saes.yaml" if spec and spec.origin else None
+    if yaml_path is None or not yaml_path.is_file():
+        return BUILTIN_RELEASES
+    import yaml
+
+    with yaml_path.open() as f:
+        data = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return {name: {"repo_id": v["repo_id"], "model": v.get("model"), "conversion": v.get("conversion_func"),
+                   "saes": {s["id"]: str(s["path"]) for s in v.get("saes", [])}} for name, v in data.items()}
+
+
+def _close(word: str, options) -> str:
+    near = difflib.get_close_matches(word, list(options), n=5, cutoff=0.5)
+    return f"close matches: {near}" if near else f"{len(options)} known, e.g. {sorted(options)[:5]}"
+
+
+def resolve_release(release: str, sae_id: str) -> tuple[str, str, str | None]:
+    """(repo_id, path in the repo, conversion) of a SAELens release + sae_id. A release SAELens does not
+    list but shaped like a Hub repo id is taken as one (sae_id its folder), as SAELens does."""
+    table = releases()
+    if release not in table:
+        if re.fullmatch(r"[\w.\-]+/[\w.\-]+", release):
+            return release, sae_id, None
+        raise ValueError(f"release={release!r} is not a SAELens release ({_close(release, table)})")
+    entry = table[release]
+    if sae_id not in entry["saes"]:
+        raise ValueError(f"sae_id={sae_id!r} is not in release {release!r} ({_close(sae_id, entry['saes'])})")
+    return entry["repo_id"], entry["saes"][sae_id], entry["conversion"]
+
+
+# --------------------------------------------------------------------------- finding the folder
+
+def _download(repo_id: str, subfolder: str | None, token) -> Path:
+    """The SAE files of repo_id/subfolder (only those) from the Hub, into the HF cache."""
+    from huggingface_hub import snapshot_download
+
+    from . import runtime
+
+    prefix = f"{subfolder.strip('/')}/" if subfolder else ""
+    try:
+        local = snapshot_download(repo_id, allow_patterns=[prefix + f for f in HUB_FILES],
+                                  token=runtime.hf_token(token))
+    except Exception as e:  # the client's errors carry URLs and multi-line detail: one line instead
+        raise OSError(f"could not download the SAE {repo_id}/{prefix} from the Hugging Face Hub "
+                      f"({type(e).__name__}): check the repo id and subfolder, the network, and HF_TOKEN "
+                      "for a gated or private repo") from None
+    return Path(local) / prefix
+
+
+def _folder(source, subfolder, token) -> Path:
+    path = Path(source) / (subfolder or "")
+    if path.exists():
+        return path.parent if path.is_file() else path
+    if subfolder is not None and re.fullmatch(r"[\w.\-]+/[\w.\-]+", str(source)) and not Path(source).exists():
+        return _download(str(source), subfolder, token)
+    raise FileNotFoundError(f"no SAE folder at {path}: give a local folder holding {FORMATS}, or a Hub repo id "
+                            "with subfolder=, or release= and sae_id=")
+
+
+# --------------------------------------------------------------------------- the formats
+
+def _dtype_name(value, default="float32") -> str:
+    name = str(value or default).removeprefix("torch.")
+    return name if name in DTYPES else default
+
+
+def _saelens(folder: Path) -> tuple[SAEConfig, dict]:
+    """Our config and SAELens-named weights of a cfg.json + sae_weights.safetensors folder."""
+    from safetensors.torch import load_file
+
+    cfg = json.loads((folder / CFG_FILE).read_text())
+    weights = load_file(str(folder / WEIGHTS_FILE))
+    ours = config_from_saelens(cfg)
+    if cfg.get("architecture") in BATCHTOPK_ARCHS and "topk_threshold" in weights:
+        weights["threshold"] = weights.pop("topk_threshold").reshape(()).expand(ours.d_sae).clone()
+    scale = weights.pop("scaling_factor", weights.pop("finetuning_scaling_factor", None))
+    if scale is not None and not torch.allclose(scale.float(), torch.ones_like(scale.float())):
+        raise ValueError(f"{folder / WEIGHTS_FILE} has a finetuning scaling factor; fold it into W_dec first")
+    if cfg.get("rescale_acts_by_decoder_norm") and "W_dec" in weights:
+        _fold_decoder_norm(weights)
+    return ours, weights
+
+
+def _fold_decoder_norm(w: dict) -> None:
+    """SAELens' rescale_acts_by_decoder_norm folded in (as its _fold_norm_topk): pre-activations
+    times ||W_dec row|| and unit decoder rows give the same latents and reconstruction."""
+    norm = w["W_dec"].float().norm(dim=1).clamp_min(1e-8)
+    w["W_enc"] = (w["W_enc"].float() * norm).to(w["W_enc"].dtype)
+    w["b_enc"] = (w["b_enc"].float() * norm).to(w["b_enc"].dtype)
+    w["W_dec"] = (w["W_dec"].float() / norm[:, None]).to(w["W_dec"].dtype)
+
+
+def config_from_saelens(cfg: dict) -> SAEConfig:
+    """Our SAEConfig from a SAELens cfg.json (ours carry the full config in metadata) or our own cfg."""
+    meta = cfg.get("metadata") or {}
+    ours = meta.get("sae_ladder_cfg")
+    if ours is None and "aux_coef" in cfg and "dead_tokens_threshold" in cfg:
+        ours = cfg  # a plain SAEConfig.to_dict() written by our own code
+    if ours is not None:  # the architecture's config class; older files' `extra` dict is unpacked
+        return config_from_dict({**ours, "d_in": cfg.get("d_in", ours.get("d_in")),
+                                 "d_sae": cfg.get("d_sae", ours.get("d_sae"))})
+    # a third-party SAELens folder; pre-6 cfgs name the activation instead of the architecture
+    act = cfg.get("activation_fn_str") or cfg.get("activation_fn")
+    arch = cfg.get("architecture") or ("topk" if act == "topk" else "standard")
+    if arch in BATCHTOPK_ARCHS:
+        arch = "jumprelu"
+    ours_arch = {v: k for k, v in SAELENS_ARCH.items()}.get(arch, arch)
+    if ours_arch not in ARCHITECTURES:
+        raise ValueError(f"cfg.json architecture {arch!r} is not supported by shared.sae "
+                         f"(available: {sorted(ARCHITECTURES)})")
+    norm = cfg.get("normalize_activations") or "none"
+    if norm != "none":
+        raise ValueError(f"cfg.json normalize_activations={norm!r}: only 'none' (normalisation folded into "
+                         "the weights) can be loaded")
+    k = cfg.get("k", (cfg.get("activation_fn_kwargs") or {}).get("k"))
+    kw = {"k": int(k)} if ours_arch == "topk" else {}
+    return config_from_dict(dict(d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]), architecture=ours_arch,
+                                 apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+                                 dtype=_dtype_name(cfg.get("dtype")), **kw))
+
+
+def _gemma_scope(folder: Path) -> tuple[SAEConfig, dict]:
+    """A Gemma Scope params.npz: JumpReLU; pre = x W_enc + b_enc (b_dec not subtracted)."""
+    import numpy as np
+
+    if "embedding" in folder.parts[-3:]:
+        raise ValueError("Gemma Scope embedding SAEs take rescaled inputs; only layer SAEs load here")
+    with np.load(folder / GEMMA_SCOPE_FILE) as data:
+        weights = {("W_" + k[2:] if k.startswith("w_") else k): torch.from_numpy(data[k].astype("float32"))
+                   for k in data.files}
+    missing = [k for k in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold") if k not in weights]
+    if missing:
+        raise ValueError(f"{folder / GEMMA_SCOPE_FILE} has no {', '.join(missing)} (found {sorted(weights)})")
+    weights.pop("scaling_factor", None)
+    d_in, d_sae = weights["W_enc"].shape
+    return config_from_dict(dict(architecture="jumprelu", d_in=d_in, d_sae=d_sae,
+                                 apply_b_dec_to_input=False)), weights
+
+
+def _sparsify(folder: Path) -> tuple[SAEConfig, dict]:
+    """An EleutherAI sparsify folder: TopK on relu((x - b_dec) encoder.weight^T + encoder.bias)."""
+    from safetensors.torch import load_file
+
+    cfg = json.loads((folder / CFG_FILE).read_text())
+    act = cfg.get("activation", "topk")
+    if act != "topk":
+        raise ValueError(f"sparsify activation={act!r} in {folder / CFG_FILE} is not supported (only 'topk')")
+    if cfg.get("transcode") or cfg.get("skip_connection"):
+        raise ValueError(f"{folder} holds a sparsify transcoder / skip connection, not an SAE; load an SAE folder")
+    d_in = int(cfg["d_in"])
+    d_sae = int(cfg.get("num_latents") or d_in * int(cfg.get("expansion_factor", 32)))
+    raw = load_file(str(folder / SPARSIFY_FILE))
+    if "encoder.weight" not in raw or "W_dec" not in raw:
+        raise ValueError(f"{folder / SPARSIFY_FILE} has no encoder.weight / W_dec (found {sorted(raw)})")
+    W_dec = raw["W_dec"]
+    if tuple(W_dec.shape) == (d_in, d_sae) and d_in != d_sae:
+        W_dec = W_dec.T  # orientation by shape: sparsify stores [num_latents, d_in]
+    weights = {"W_enc": raw["encoder.weight"].T, "b_enc": raw["encoder.bias"], "W_dec": W_dec,
+               "b_dec": raw.get("b_dec", torch.zeros(d_in, dtype=W_dec.dtype))}
+    dtype = _dtype_name(str(raw["encoder.weight"].dtype))
+    return config_from_dict(dict(architecture="topk", d_in=d_in, d_sae=d_sae, k=int(cfg.get("k", 32)),
+                                 apply_b_dec_to_input=True, dtype=dtype)), weights
+
+
+def _read(folder: Path) -> tuple[SAEConfig, dict]:
+    files = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    if GEMMA_SCOPE_FILE in files:
+        return _gemma_scope(folder)
+    if CFG_FILE in files and WEIGHTS_FILE in files:
+        return _saelens(folder)
+    if CFG_FILE in files and SPARSIFY_FILE in files:
+        return _sparsify(folder)
+    have = CFG_FILE if CFG_FILE in files else "neither cfg.json nor params.npz"
+    missing = WEIGHTS_FILE if CFG_FILE in files else f"{CFG_FILE} + {WEIGHTS_FILE}"
+    raise FileNotFoundError(f"SAE folder {folder} lacks {missing} (has {have}); it needs {FORMATS}")
+
+
+# --------------------------------------------------------------------------- the loader
+
+def load_sae(source: str | Path | None = None, *, subfolder: str | None = None, release: str | None = None,
+             sae_id: str | None = None, d_in: int | None = None, device: str | torch.device | None = None,
+             token: str | None = None, dtype: str | None = None) -> SparseAutoencoder:
+    """Load an SAE (eval mode) from a local folder (or a file in it), a Hub repo id + subfolder, or a
+    SAELens release + sae_id (source then unused).
+
+    d_in: the activation width you will feed it (your model's d_model); a mismatch raises a one-line
+    ValueError. dtype: override the stored dtype ("float32", "bfloat16", ...). token: for a private
+    or gated repo (default: the HF_TOKEN secret).
+    """
+    if release is not None or sae_id is not None:
+        if release is None or sae_id is None:
+            raise ValueError("give both release= and sae_id= (a SAELens release and an SAE in it)")
+        source, subfolder, _ = resolve_release(release, sae_id)
+    if source is None:
+        raise ValueError("load_sae needs a source (a folder or a Hub repo id) or release= and sae_id=")
+    folder = _folder(source, subfolder, token)
+    cfg, weights = _read(folder)
+    if dtype is not None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r}: use one of {tuple(DTYPES)}")
+        cfg.dtype = dtype
+    if d_in is not None and int(d_in) != cfg.d_in:
+        raise ValueError(f"SAE at {folder} expects d_in={cfg.d_in} activations but d_in={d_in} was given: "
+                         "load the SAE trained for this model and layer (check model_name / hook_name in "
+                         "its cfg.json)")
+    return _build(cfg, weights, folder, device)
+
+
+def _build(cfg: SAEConfig, weights: dict, folder: Path, device) -> SparseAutoencoder:
+    shapes = {"W_enc": (cfg.d_in, cfg.d_sae), "b_enc": (cfg.d_sae,), "W_dec": (cfg.d_sae, cfg.d_in),
+              "b_dec": (cfg.d_in,)}
+    if cfg.architecture == "jumprelu":
+        shapes["threshold"] = (cfg.d_sae,)
+    for name, shape in shapes.items():
+        if name not in weights:
+            raise ValueError(f"the weights in {folder} have no {name} tensor (found {sorted(weights)})")
+        if tuple(weights[name].shape) != shape:
+            raise ValueError(f"{name} in {folder} has shape {tuple(weights[name].shape)}, the config "
+                             f"(d_in={cfg.d_in}, d_sae={cfg.d_sae}) implies {shape}")
+    sae = build_sae(cfg)
+    state = sae.state_dict()
+    for name, t in weights.items():
+        if name in state:
+            state[name] = t.to(DTYPES[cfg.dtype])
+    sae.load_state_dict(state)
+    sae.eval()
+    return sae.to(device) if device is not None else sae
