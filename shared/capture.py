@@ -257,7 +257,7 @@ class ActivationBlocks:
         if batch_tokens <= 0 or block_batches <= 0 or rows_per_forward <= 0:
             raise ValueError(f"batch_tokens, block_batches and rows_per_forward must be positive, got "
                              f"{batch_tokens}, {block_batches}, {rows_per_forward}.")
-        self.batch_tokens, self.block_batches, self.rows_per_forward = batch_tokens, block_batches, rows_per_forward
+        self.batch_tokens, self.rows_per_forward = batch_tokens, rows_per_forward
         self.seed, self.device, self.dtype = seed, torch.device(device), dtype
         state = dict(state or {})
         self.block_batches = int(state.get("block_batches", block_batches))  # the size in force when saved
@@ -295,7 +295,7 @@ class ActivationBlocks:
         """Lower block_batches until the store fits memory_budget() plus what it holds already."""
         if self.memory_budget is None:
             return
-        row_bytes = sum(x.shape[-1] for x in like.values()) * torch.empty(0, dtype=self.dtype).element_size()
+        row_bytes = sum(x.shape[-1] for x in like.values()) * self.dtype.itemsize
         fit = block_batches_for_memory(self.memory_budget() + self.store_bytes(), row_bytes=row_bytes,
                                        rows_per_forward=self.rows_per_forward,
                                        fixed_rows=max(self.batch_tokens, keep))
