@@ -3,7 +3,9 @@
 Layer L is the residual stream OUTPUT of decoder block L (SAELens `blocks.{L}.hook_resid_post`).
 For L < n_layers-1 that equals HF `output_hidden_states[L+1]`; for the LAST block HF returns the
 hidden state after the final norm, so both capture methods here return the pre-norm output there
-(`final_norm(capture[n-1]) == hidden_states[n]`). The hooks themselves live in `hooks`.
+(`final_norm(capture[n-1]) == hidden_states[n]`). The hooks themselves live in `hooks`; method
+"auto" takes them wherever the block list is found (hybrid Gated-DeltaNet models included) and
+falls back to `output_hidden_states` where it is not.
 
 Per-prompt states: `sequence_states` / `last_token_states` pool each prompt's residual (last real
 token or mean over its kept tokens) into {layer: [n, d]} arrays for probes.
@@ -13,9 +15,12 @@ after the deepest layer), drops BOS/pad/special tokens and moves the rows to the
 `ActivationBlocks` gathers them in blocks, shuffles each block and cuts it into training batches,
 carrying the rows past the last full batch into the next block. The whole stream is a
 deterministic function of (token stream, seed, sizes); `state_dict()` lets a run resume exactly.
+Memory: given a budget (`free_memory_bytes`), the buffer lowers its block size to fit it
+(`block_batches_for_memory`) and halves it on an out-of-memory allocation instead of failing.
 """
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -24,28 +29,59 @@ import torch
 from torch import nn
 
 from .hooks import read_final_norm_input, read_residuals, resolve_layers
-from .models import decoder_layers, model_device
+from .models import decoder_layers, model_device, text_config
+
+
+METHODS = ("auto", "hooks", "hidden_states")
+
+
+def capture_method(model: nn.Module, method: str = "auto") -> str:
+    """The capture path for `model`: "auto" is "hooks" where models.decoder_layers finds the block
+    list (a hybrid model's too), else "hidden_states"; "hooks"/"hidden_states" are kept as asked."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
+    if method != "auto":
+        return method
+    try:
+        decoder_layers(model)
+    except ValueError:
+        return "hidden_states"
+    return "hooks"
+
+
+def layer_count(model: nn.Module) -> int:
+    """Decoder layers: the block list's length, else (blocks unreachable) the text config's num_hidden_layers."""
+    try:
+        return len(decoder_layers(model))
+    except ValueError:
+        n = getattr(text_config(model), "num_hidden_layers", None)
+        if not isinstance(n, int):
+            raise
+        return n
 
 
 def check_layers(model: nn.Module, layers) -> list[int]:
     """Sorted unique layer indices (hooks.resolve_layers: negatives count from the end); ValueError naming the range."""
-    return sorted(resolve_layers(layers, len(decoder_layers(model)), dedupe=True))
+    return sorted(resolve_layers(layers, layer_count(model), dedupe=True))
 
 
 def capture_residuals(model: nn.Module, input_ids: torch.Tensor, layers, attention_mask=None,
-                      stop_early: bool = True, method: str = "hooks") -> dict[int, torch.Tensor]:
+                      stop_early: bool = True, method: str = "auto") -> dict[int, torch.Tensor]:
     """Residual stream after each requested block, {layer: [B, T, D]}, from ONE forward pass.
 
     method="hooks": forward hooks on the decoder blocks; with stop_early the forward is aborted
     right after the deepest requested block (nothing after it runs, not even lm_head).
-    method="hidden_states": `output_hidden_states=True` (no block hooks; for models where hooks
-    are awkward), the last block read at the final norm's input. Runs under no_grad; activations
-    stay on the model's device and dtype.
+    method="hidden_states": `output_hidden_states=True` (no block hooks; for models whose block
+    list cannot be found), the last block read at the final norm's input; the whole forward runs.
+    method="auto" (default): `capture_method`. Runs under no_grad; activations stay on the model's
+    device and dtype.
     """
-    if method not in ("hooks", "hidden_states"):
-        raise ValueError(f"method must be 'hooks' or 'hidden_states', got {method!r}.")
+    method = capture_method(model, method)
     wanted = check_layers(model, layers)
-    last = len(decoder_layers(model)) - 1
+    last = layer_count(model) - 1
+    if method == "hidden_states" and last in wanted and capture_method(model) == "hidden_states":
+        raise ValueError(f"layer {last} (the last) is read at the final norm's input, which needs the decoder "
+                         "blocks: set model._sae_ladder_layers_path to their path, or pick an earlier layer.")
     device = model_device(model)
     kwargs = dict(input_ids=input_ids.to(device))
     if attention_mask is not None:
@@ -142,7 +178,7 @@ def _check_finite(acts: Mapping[int, torch.Tensor], batch_index: int) -> None:
 
 
 def residual_rows(model, tokenizer, token_batches: Iterable, layers, *, device, dtype: torch.dtype = torch.float32,
-                  method: str = "hooks", stop_early: bool = True, drop_first: bool = False,
+                  method: str = "auto", stop_early: bool = True, drop_first: bool = False,
                   skip: int = 0) -> Iterator[dict[int, torch.Tensor]]:
     """For each token batch (after skipping `skip`), the kept tokens' activations {layer: [n, D]}.
 
@@ -206,18 +242,27 @@ class ActivationBlocks:
     `source(skip)` must return the rows {layer: [n, D]} of each forward after the first `skip`
     (`residual_rows(..., skip=skip)`). `state_dict()` between blocks is (forwards consumed, next
     block index, carry); a buffer built with that `state` yields exactly the batches the
-    uninterrupted one yields after that point.
+    uninterrupted one yields after that point; the block size in force is part of that state.
+
+    `memory_budget()` (optional) gives the bytes the buffer may take beyond its store (say, a
+    fraction of `free_memory_bytes`): before each block the size is lowered to fit it, and an
+    out-of-memory allocation halves it; either way the run goes on with smaller blocks.
+    `tokens_by_source` is filled by a source that counts its tokens per mix source (the trainer's).
     """
 
     def __init__(self, source: Callable[[int], Iterator[Mapping[int, torch.Tensor]]], *, batch_tokens: int,
                  block_batches: int, rows_per_forward: int, seed: int = 0, device="cpu",
-                 dtype: torch.dtype = torch.float32, state: Mapping | None = None):
+                 dtype: torch.dtype = torch.float32, state: Mapping | None = None,
+                 memory_budget: Callable[[], int] | None = None):
         if batch_tokens <= 0 or block_batches <= 0 or rows_per_forward <= 0:
             raise ValueError(f"batch_tokens, block_batches and rows_per_forward must be positive, got "
                              f"{batch_tokens}, {block_batches}, {rows_per_forward}.")
-        self.batch_tokens, self.block_batches, self.rows_per_forward = batch_tokens, block_batches, rows_per_forward
+        self.batch_tokens, self.rows_per_forward = batch_tokens, rows_per_forward
         self.seed, self.device, self.dtype = seed, torch.device(device), dtype
         state = dict(state or {})
+        self.block_batches = int(state.get("block_batches", block_batches))  # the size in force when saved
+        self.memory_budget = memory_budget
+        self.tokens_by_source: dict[str, int] = {}
         self.forwards = int(state.get("forwards", 0))  # token batches consumed from the source
         self.block_index = int(state.get("block", 0))  # index of the next block
         self.store: dict[int, torch.Tensor] = {}
@@ -242,16 +287,44 @@ class ActivationBlocks:
         """Rows forwarded but not trained yet (the carry, or the open block's rest)."""
         return self.block.rest().numel() if self.block is not None else self._carry_rows
 
-    def _reserve(self, like: Mapping[int, torch.Tensor], keep: int) -> None:
-        """(Re)allocate the store for `capacity` rows (more if the carry needs it), keeping rows [:keep]."""
-        size = max(self.capacity, keep + self.block_batches * self.rows_per_forward)
-        if self.store and set(self.store) == set(like) and next(iter(self.store.values())).shape[0] == size:
+    def store_bytes(self) -> int:
+        """Bytes the store holds now."""
+        return sum(x.numel() * x.element_size() for x in self.store.values())
+
+    def _fit_memory(self, like: Mapping[int, torch.Tensor], keep: int) -> None:
+        """Lower block_batches until the store fits memory_budget() plus what it holds already."""
+        if self.memory_budget is None:
             return
-        old, self.store = self.store, {}
-        for layer, x in like.items():
-            self.store[layer] = torch.empty(size, x.shape[-1], device=self.device, dtype=self.dtype)
-            if keep and layer in old:
-                self.store[layer][:keep] = old[layer][:keep]
+        row_bytes = sum(x.shape[-1] for x in like.values()) * self.dtype.itemsize
+        fit = block_batches_for_memory(self.memory_budget() + self.store_bytes(), row_bytes=row_bytes,
+                                       rows_per_forward=self.rows_per_forward,
+                                       fixed_rows=max(self.batch_tokens, keep))
+        if fit < self.block_batches:
+            print(f"Activation buffer: {fit} forwards per block fit in memory (was {self.block_batches}).")
+            self.block_batches = fit
+
+    def _reserve(self, like: Mapping[int, torch.Tensor], keep: int) -> None:
+        """(Re)allocate the store for `capacity` rows (more if the carry needs it), keeping rows [:keep];
+        the block size is first fitted to the memory budget and halved while the allocation runs out of memory."""
+        self._fit_memory(like, keep)
+        while True:
+            size = max(self.capacity, keep + self.block_batches * self.rows_per_forward)
+            if self.store and set(self.store) == set(like) and next(iter(self.store.values())).shape[0] == size:
+                return
+            try:
+                new = {layer: torch.empty(size, x.shape[-1], device=self.device, dtype=self.dtype)
+                       for layer, x in like.items()}
+                break
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not _is_oom(e) or self.block_batches == 1:
+                    raise
+                print(f"Activation buffer: out of memory for {self.block_batches} forwards per block; "
+                      f"trying {self.block_batches // 2}.")
+                self.block_batches //= 2
+        for layer, x in new.items():
+            if keep and layer in self.store:
+                x[:keep] = self.store[layer][:keep]
+        self.store = new
 
     def next_block(self, max_rows: int | None = None) -> Block | None:
         """The next shuffled block (the previous one's rows are overwritten), or None once the source
@@ -311,4 +384,37 @@ class ActivationBlocks:
             carry = {str(layer): x[rest].cpu() for layer, x in self.block.rows.items()}
         else:
             carry = {str(layer): x[:self._carry_rows].cpu() for layer, x in self.store.items()}
-        return {"forwards": self.forwards, "block": self.block_index, "carry": carry}
+        return {"forwards": self.forwards, "block": self.block_index, "carry": carry,
+                "block_batches": self.block_batches}
+
+
+def _is_oom(error: BaseException) -> bool:
+    """An allocation that ran out of memory (CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError)."""
+    text = str(error).lower()
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def free_memory_bytes(device) -> int:
+    """Bytes free on `device` now: torch.cuda.mem_get_info on a GPU; MemAvailable of /proc/meminfo
+    (else the free physical pages) on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def block_batches_for_memory(budget_bytes: int, *, row_bytes: int, rows_per_forward: int, fixed_rows: int,
+                             max_batches: int | None = None) -> int:
+    """The most forwards per block whose store (fixed_rows + block_batches * rows_per_forward rows of
+    row_bytes each: every layer's width times the dtype's bytes) fits budget_bytes; at least 1
+    (the allocation then decides), at most max_batches."""
+    fit = (int(budget_bytes) // max(1, row_bytes) - fixed_rows) // rows_per_forward
+    fit = max(1, fit)
+    return min(fit, max_batches) if max_batches is not None else fit

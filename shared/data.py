@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import warnings
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
@@ -65,7 +66,8 @@ class TextSource:
         if self.kind not in _KINDS:
             raise ValueError(f"unknown TextSource kind {self.kind!r}; valid kinds: {', '.join(_KINDS)}")
         if not (self.weight > 0):
-            raise ValueError(f"TextSource weight must be > 0, got {self.weight}")
+            raise ValueError(f"mix weight of source {self.describe()!r} is {self.weight}: weights must be > 0 "
+                             "(drop a source rather than weighting it 0)")
         if self.kind in ("hf", "local") and not self.path:
             raise ValueError(f"a {self.kind!r} TextSource needs a path")
 
@@ -83,7 +85,7 @@ def parse_source(spec: str, weight: float | None = None, seed: int = 0) -> TextS
     A trailing "@<weight>" sets the mixing weight, e.g. "hf:allenai/c4:en:train:text@0.2".
     """
     spec = spec.strip()
-    m = re.fullmatch(r"(.+)@([0-9]*\.?[0-9]+)", spec)
+    m = re.fullmatch(r"(.+)@([-+]?[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)", spec)
     if m:
         spec, w = m.group(1), float(m.group(2))
         weight = w if weight is None else weight
@@ -178,32 +180,67 @@ def _nonempty(texts: Iterable, src: TextSource) -> Iterator[str]:
             any_text = True
             yield t
     if not any_text:
-        raise ValueError(f"source {src.describe()} yielded no text; check path/split/text_field")
+        raise ValueError(f"source {src.describe()} yielded no text; check path/split/text_field, "
+                         "or drop it from the dataset mix")
+
+
+class SourcedText(str):
+    """A doc from mix_streams: a str that also says which source (`source`, its mix name) it came from,
+    so `pack` can count the tokens of each source."""
+
+    source: str
+
+    def __new__(cls, text: str, source: str):
+        out = super().__new__(cls, text)
+        out.source = source
+        return out
+
+
+def mix_names(sources: list[TextSource]) -> list[str]:
+    """Each source's name in the mix: describe(), with "#i" added where two would share one."""
+    names = [s.describe() for s in sources]
+    return [f"{n}#{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def mix_weights(sources: list[TextSource]) -> list[float]:
+    """The sources' mix weights as shares summing to 1; weights that do not sum to 1 are normalised
+    with a one-line notice, a weight <= 0 is a ValueError naming the source."""
+    for s in sources:
+        s.__post_init__()  # the weight check, again: a weight may have been set after construction
+    weights = [float(s.weight) for s in sources]
+    total = sum(weights)
+    shares = [w / total for w in weights]
+    if len(sources) > 1 and abs(total - 1) > 1e-6:
+        warnings.warn(f"mix weights {', '.join(f'{w:g}' for w in weights)} sum to {total:g}, not 1: "
+                      f"normalised to {', '.join(f'{w:.3g}' for w in shares)}", stacklevel=2)
+    return shares
 
 
 def mix_streams(sources: list[TextSource | str], seed: int = 0, cycle: bool = True) -> Iterator[str]:
     """Interleave sources, each doc drawn from source i with probability weight_i / sum(weights).
 
     Deterministic for a seed. cycle=True restarts a finite source when it runs out (epochs);
-    cycle=False drops it and renormalises, ending when all are exhausted.
+    cycle=False drops it and renormalises, ending when all are exhausted. Docs are `SourcedText`
+    (their `source` names where they came from); a source with no text at all is a ValueError.
     """
     srcs = [parse_source(s) if isinstance(s, str) else s for s in sources]
     if not srcs:
         raise ValueError("mix_streams needs at least one source")
+    weights = mix_weights(srcs)
+    names = mix_names(srcs)
     rng = seeded_rng("mix", seed)
     streams = [text_stream(s) for s in srcs]
-    weights = [s.weight for s in srcs]
     epochs = [0] * len(srcs)
     live = list(range(len(srcs)))
     while live:
         i = rng.choices(live, weights=[weights[j] for j in live])[0]
         try:
-            yield next(streams[i])
+            yield SourcedText(next(streams[i]), names[i])
         except StopIteration:
             if cycle:  # next epoch, reshuffled with a new seed
                 epochs[i] += 1
                 streams[i] = text_stream(replace(srcs[i], seed=srcs[i].seed + epochs[i]))
-                yield next(streams[i])
+                yield SourcedText(next(streams[i]), names[i])
             else:
                 live.remove(i)
 
@@ -224,19 +261,22 @@ def _special_ids(tokenizer, prepend_bos: bool) -> tuple[int | None, int]:
 
 
 def pack(texts: Iterable[str], tokenizer, context_len: int, prepend_bos: bool = True,
-         chunk_docs: int = 256, min_rows: int = 1) -> Iterator[torch.Tensor]:
+         chunk_docs: int = 256, min_rows: int = 1, counts: dict | None = None) -> Iterator[torch.Tensor]:
     """Packed contexts as LongTensor[n, context_len] blocks, one block per chunk of docs.
 
     Docs are tokenised without special tokens (in chunks of `chunk_docs`, one fast batch call each),
     concatenated as doc EOS doc EOS ..., and cut into contexts; with prepend_bos each context is BOS
     followed by context_len-1 content tokens. A trailing partial context is dropped. Lazy: safe on
     infinite streams. Raises at the end if the texts filled fewer than `min_rows` contexts.
+    `counts` (a dict) receives, per source of `SourcedText` docs, the content tokens (EOS included)
+    of the contexts yielded: the mix proportions in tokens.
     """
     if context_len < 2:
         raise ValueError(f"need context_len >= 2, got {context_len}")
     bos, eos = _special_ids(tokenizer, prepend_bos)
     n_content = context_len - (1 if prepend_bos else 0)
     buf: list[int] = []
+    origin: list[tuple[str, int]] = []  # (source, tokens) runs parallel to buf, when counting
     n_rows = n_docs = n_tokens = 0
     it = iter(texts)
     while True:
@@ -247,12 +287,16 @@ def pack(texts: Iterable[str], tokenizer, context_len: int, prepend_bos: bool = 
         if not chunk:
             continue
         n_docs += len(chunk)
-        ids = tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]
-        for d in ids:
+        ids = tokenizer([str(t) for t in chunk], add_special_tokens=False, verbose=False)["input_ids"]
+        for text, d in zip(chunk, ids):
             buf.extend(d)
             buf.append(eos)
             n_tokens += len(d) + 1
+            if counts is not None:
+                origin.append((getattr(text, "source", "text"), len(d) + 1))
         n_full = len(buf) // n_content
+        if n_full and counts is not None:
+            _count_tokens(origin, n_full * n_content, counts)
         if n_full:
             rows = torch.tensor(buf[: n_full * n_content], dtype=torch.long).view(n_full, n_content)
             del buf[: n_full * n_content]
@@ -267,10 +311,23 @@ def pack(texts: Iterable[str], tokenizer, context_len: int, prepend_bos: bool = 
                          f"{min_rows} x {context_len}; add text or lower context_len/batch_size")
 
 
+def _count_tokens(origin: list[tuple[str, int]], n: int, counts: dict) -> None:
+    """Move the first n tokens of the (source, tokens) runs into counts, cutting the last run."""
+    while n:
+        source, k = origin[0]
+        take = min(k, n)
+        counts[source] = counts.get(source, 0) + take
+        n -= take
+        if take == k:
+            origin.pop(0)
+        else:
+            origin[0] = (source, k - take)
+
+
 def token_batches(texts: Iterable[str], tokenizer, context_len: int, batch_size: int,
                   prepend_bos: bool = True, max_batches: int | None = None,
-                  drop_last: bool = True, chunk_docs: int = 256) -> Iterator[torch.Tensor]:
-    """Pack texts (see `pack`) into LongTensor[batch_size, context_len] batches.
+                  drop_last: bool = True, chunk_docs: int = 256, counts: dict | None = None) -> Iterator[torch.Tensor]:
+    """Pack texts (see `pack`; `counts` receives its tokens per source) into LongTensor[batch_size, context_len] batches.
 
     A trailing partial batch is yielded only when drop_last=False. Lazy: safe on infinite streams.
     """
@@ -281,7 +338,7 @@ def token_batches(texts: Iterable[str], tokenizer, context_len: int, batch_size:
     pending = torch.empty(0, context_len, dtype=torch.long)
     n_yielded = 0
     for rows in pack(texts, tokenizer, context_len, prepend_bos, chunk_docs,
-                     min_rows=batch_size if drop_last else 1):
+                     min_rows=batch_size if drop_last else 1, counts=counts):
         pending = torch.cat([pending, rows])
         while pending.shape[0] >= batch_size and (max_batches is None or n_yielded < max_batches):
             yield pending[:batch_size]

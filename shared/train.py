@@ -23,7 +23,9 @@ from typing import Iterator, Mapping
 import torch
 
 from . import checkpoint as ckpt
-from .capture import ActivationBlocks, check_layers, residual_rows
+from .capture import (ActivationBlocks, block_batches_for_memory, check_layers, free_memory_bytes, layer_count,
+                      residual_rows)
+from .hooks import resolve_layers
 from .data import mix_streams, parse_source, token_batches
 from .models import d_model, load_model, model_device
 from .runtime import resolve_device
@@ -48,7 +50,8 @@ class TrainConfig:
     total_tokens: int = 50_000_000
     batch_tokens: int = 4096  # SAE training batch (tokens per optimiser step)
     model_batch_size: int = 8  # contexts per model forward
-    block_batches: int = 32  # model forwards per shuffled block (the resume unit)
+    block_batches: int | str = 32  # model forwards per shuffled block (the resume unit); "auto": from free memory
+    buffer_memory_fraction: float = 0.5  # share of the free memory the block store may take (it shrinks to fit)
     lr: float = 2e-4
     lr_min: float = 6e-5
     warmup_steps: int = 1000
@@ -83,6 +86,11 @@ class TrainConfig:
             raise ValueError("total_tokens and batch_tokens must be positive")
         if self.context_len < 2:
             raise ValueError("context_len must be at least 2 (BOS plus one token)")
+        if self.block_batches != "auto" and (isinstance(self.block_batches, bool)
+                                             or not isinstance(self.block_batches, int) or self.block_batches < 1):
+            raise ValueError(f"block_batches must be a positive number of forwards or 'auto', got {self.block_batches!r}")
+        if not 0 < self.buffer_memory_fraction <= 1:
+            raise ValueError(f"buffer_memory_fraction must be in (0, 1], got {self.buffer_memory_fraction}")
         if not 0 < self.lr_min <= self.lr:
             raise ValueError(f"need 0 < lr_min <= lr, got lr={self.lr}, lr_min={self.lr_min}")
 
@@ -92,7 +100,7 @@ class TrainConfig:
         Flat, as before the SAE config was nested: the run's settings with the SAE's in place of
         `sae` (less d_in, which the model fixes, and seed, which the run's seed fixes)."""
         skip = {"checkpoint_dir", "log_every", "metrics_path", "wandb_project", "keep_checkpoints",
-                "model_device", "sae_device", "checkpoint_every_tokens"}
+                "model_device", "sae_device", "checkpoint_every_tokens", "buffer_memory_fraction"}
         key = {}
         for name, value in asdict(self).items():
             if name == "sae":
@@ -123,12 +131,17 @@ class TrainResult:
     # forward's rows; under one batch when the data ran out). Every other forwarded token is
     # trained exactly once, so tokens + unused_tokens = kept tokens of the forwards run.
     unused_tokens: int = 0
+    # Tokens packed into contexts per mix source (data.TextSource.describe()), from the run's start:
+    # the mix proportions as measured, in tokens (also logged as "mix" shares in the metrics).
+    tokens_by_source: dict[str, int] = field(default_factory=dict)
 
 
-def _token_stream(cfg: TrainConfig, tokenizer) -> Iterator[torch.Tensor]:
+def _token_stream(cfg: TrainConfig, tokenizer, counts: dict | None = None) -> Iterator[torch.Tensor]:
+    """The run's token batches; `counts` (if given) receives the tokens packed per mix source."""
     sources = [parse_source(spec, seed=cfg.seed) for spec in cfg.dataset]
     texts = mix_streams(sources, seed=cfg.seed)
-    return token_batches(texts, tokenizer, cfg.context_len, cfg.model_batch_size, prepend_bos=True)
+    return token_batches(texts, tokenizer, cfg.context_len, cfg.model_batch_size, prepend_bos=True,
+                         counts=counts)
 
 
 def validation_batches(cfg: TrainConfig, tokenizer, n_tokens: int, dataset: str | tuple[str, ...] | None = None,
@@ -151,16 +164,35 @@ def activation_blocks(model, tokenizer, cfg: TrainConfig, device, state: dict | 
     """The run's shuffling buffer over its token stream, from `state` (a checkpoint's "data") on.
 
     A block is `block_batches` forwards; this is the one place its size is chosen, and with it the
-    buffer's memory (`ActivationBlocks.capacity` rows per layer)."""
+    buffer's memory (`ActivationBlocks.capacity` rows per layer): cfg.block_batches, or for "auto"
+    as many as buffer_memory_fraction of the free memory holds (at most AUTO_BLOCK_BATCHES); either
+    way the buffer shrinks its blocks when that share of the free memory no longer holds them.
+    The buffer's `tokens_by_source` counts the tokens packed per mix source."""
     dtype = getattr(torch, cfg.activation_dtype)
+    rows_per_forward = cfg.model_batch_size * cfg.context_len
+    counts: dict[str, int] = {}
 
     def source(skip: int):
-        return residual_rows(model, tokenizer, _token_stream(cfg, tokenizer), cfg.layers, device=device,
+        counts.clear()  # the stream replays from its start (skipping `skip` forwards): recount
+        return residual_rows(model, tokenizer, _token_stream(cfg, tokenizer, counts), cfg.layers, device=device,
                              dtype=dtype, skip=skip)
 
-    return ActivationBlocks(source, batch_tokens=cfg.batch_tokens, block_batches=cfg.block_batches,
-                            rows_per_forward=cfg.model_batch_size * cfg.context_len, seed=cfg.seed,
-                            device=device, dtype=dtype, state=state)
+    def budget() -> int:
+        return int(cfg.buffer_memory_fraction * free_memory_bytes(device))
+
+    block_batches = cfg.block_batches
+    if block_batches == "auto":
+        row_bytes = d_model(model) * len(set(check_layers(model, cfg.layers))) * dtype.itemsize
+        block_batches = block_batches_for_memory(budget(), row_bytes=row_bytes, rows_per_forward=rows_per_forward,
+                                                 fixed_rows=cfg.batch_tokens, max_batches=AUTO_BLOCK_BATCHES)
+    blocks = ActivationBlocks(source, batch_tokens=cfg.batch_tokens, block_batches=block_batches,
+                              rows_per_forward=rows_per_forward, seed=cfg.seed, device=device, dtype=dtype,
+                              state=state, memory_budget=budget)
+    blocks.tokens_by_source = counts
+    return blocks
+
+
+AUTO_BLOCK_BATCHES = 128  # block_batches="auto" never goes above this many forwards per block
 
 
 def _data_state(state: dict, cfg: TrainConfig) -> dict:
@@ -168,6 +200,9 @@ def _data_state(state: dict, cfg: TrainConfig) -> dict:
     "blocks" (blocks done, their leftover rows dropped): they resume with an empty carry."""
     if "data" in state:
         return state["data"]
+    if not isinstance(cfg.block_batches, int):
+        raise ValueError("this checkpoint predates the saved block size: resume it with the integer "
+                         "block_batches it was written with")
     return {"forwards": state["blocks"] * cfg.block_batches, "block": state["blocks"], "carry": {}}
 
 
@@ -238,7 +273,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
     """Train one SAE per layer in cfg.layers, resuming from cfg.checkpoint_dir when it holds a checkpoint."""
     torch.manual_seed(cfg.seed)
     model, tokenizer = _prepare_model(cfg, model, tokenizer)
-    layers = check_layers(model, cfg.layers)
+    layers = sorted(resolve_layers(cfg.layers, layer_count(model), name="layers"))  # repeats refused
     sae_device = resolve_device(cfg.sae_device) if cfg.sae_device else model_device(model)
     saes = _build_saes(cfg, d_model(model), layers, sae_device)
     optimizers = {layer: adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, device=sae_device)
@@ -252,12 +287,13 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
     blocks = activation_blocks(model, tokenizer, cfg, sae_device, data)
     if tokens >= cfg.total_tokens:
         print(f"Training already complete ({tokens:,} tokens); loaded the final SAEs.")
-        return TrainResult(saes, tokens, step, tokens, metrics_path, [], blocks.carry_rows())
+        return TrainResult(saes, tokens, step, tokens, metrics_path, [], blocks.carry_rows(),
+                           dict(blocks.tokens_by_source))
 
     tokens, step, history = _run_loop(cfg, saes, optimizers, store, log, blocks, tokens=tokens, step=step,
                                       fresh=resumed is None, progress=progress)
     return TrainResult(saes, tokens, step, resumed[0] if resumed else None, metrics_path, history,
-                       blocks.carry_rows())
+                       blocks.carry_rows(), dict(blocks.tokens_by_source))
 
 
 def _prepare_model(cfg: TrainConfig, model, tokenizer):
@@ -367,6 +403,7 @@ def _run_loop(cfg: TrainConfig, saes, optimizers, store, log, blocks: Activation
                 entry["tokens"] = int(entry["tokens"])
                 elapsed = time.perf_counter() - started
                 entry["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
+                entry["mix"] = mix_shares(blocks.tokens_by_source)
                 started, window_tokens = time.perf_counter(), 0
                 log.write(entry)
                 history.append(entry)
@@ -386,6 +423,12 @@ def _run_loop(cfg: TrainConfig, saes, optimizers, store, log, blocks: Activation
     if wandb_run is not None:
         wandb_run.finish()
     return tokens, step, history
+
+
+def mix_shares(tokens_by_source: Mapping[str, int]) -> dict[str, float]:
+    """Each mix source's share of the tokens packed so far (the measured mix, for the metrics log)."""
+    total = sum(tokens_by_source.values())
+    return {name: n / total for name, n in tokens_by_source.items()} if total else {}
 
 
 def adam(params, lr: float, betas=(0.9, 0.999), device=None) -> torch.optim.Adam:

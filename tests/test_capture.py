@@ -123,6 +123,56 @@ def test_capture_in_multimodal_wrapper(tiny):
     assert all(torch.equal(a[k], b[k]) for k in (0, 2))
 
 
+def test_hybrid_qwen3_5_hooks_equal_hidden_states_at_linear_and_full_attention(tiny):
+    """Qwen3.5's Gated-DeltaNet (linear-attention) and full-attention blocks: hooks == output_hidden_states."""
+    model, tok = tiny("qwen3_5")
+    types = models.text_config(model).layer_types
+    linear, full = types.index("linear_attention"), types.index("full_attention")  # 0 and 1 in tiny:qwen3_5
+    assert (linear, full) == (0, 1) and types[-1] == "full_attention"
+    ids = _ids(tok)
+    assert capture.capture_method(model) == "hooks"  # the block list is reachable in the hybrid model
+    hooked = capture.capture_residuals(model, ids, [linear, full], method="hooks")
+    hidden = capture.capture_residuals(model, ids, [linear, full], method="hidden_states")
+    for layer in (linear, full):
+        assert torch.allclose(hooked[layer], hidden[layer], **TOL), types[layer]
+        assert not torch.equal(hooked[layer], torch.zeros_like(hooked[layer]))
+
+
+class _Opaque(torch.nn.Module):
+    """A wrapper whose block list cannot be found: the LM sits at no known path and a second
+    ModuleList of the same length (per-layer adapters) makes the search ambiguous."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+        self.adapters = torch.nn.ModuleList(torch.nn.Identity() for _ in range(models.n_layers(lm)))
+
+    def forward(self, **kwargs):
+        return self.lm(**kwargs)
+
+
+@pytest.mark.parametrize("arch", ["qwen3_5", "llama"])
+def test_auto_falls_back_to_hidden_states_where_blocks_are_unreachable(arch, tiny):
+    model, tok = tiny(arch)
+    opaque = _Opaque(model)
+    with pytest.raises(ValueError, match="Could not find the decoder layers"):
+        models.decoder_layers(opaque)
+    assert capture.capture_method(opaque) == "hidden_states" and capture.capture_method(model) == "hooks"
+    assert capture.capture_method(opaque, "hooks") == "hooks"
+    ids = _ids(tok)
+    fallback = capture.capture_residuals(opaque, ids, [0, 1, 2])  # method="auto"
+    hooked = capture.capture_residuals(model, ids, [0, 1, 2], method="hooks")
+    forced = capture.capture_residuals(model, ids, [0, 1, 2], method="hidden_states")
+    for layer in (0, 1, 2):
+        assert torch.allclose(fallback[layer], hooked[layer], **TOL) and torch.equal(fallback[layer], forced[layer])
+    rows = next(capture.residual_rows(opaque, tok, [ids], [1], device="cpu"))
+    assert torch.allclose(rows[1], hooked[1].reshape(-1, 64)[capture.token_mask(ids, tok).reshape(-1)], **TOL)
+    with pytest.raises(ValueError, match=r"layer 3 \(the last\).*pick an earlier layer"):
+        capture.capture_residuals(opaque, ids, [1, -1])
+    with pytest.raises(ValueError, match=r"valid layers are 0\.\.3"):
+        capture.capture_residuals(opaque, ids, [9])
+
+
 def test_token_mask():
     tok = models.byte_tokenizer()
     bos, eos, pad = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
@@ -209,6 +259,53 @@ def test_blocks_stop_forwarding_at_max_rows():
     assert blocks.forwards == 2 and len(block.order) == 22 and len(block) == 2
     with pytest.raises(ValueError, match="rows_per_forward"):
         _blocks([13, 40]).next_block()
+
+
+def test_blocks_shrink_to_a_small_memory_budget_instead_of_failing():
+    """A budget too small for 3 forwards per block: fewer forwards per block and a smaller store
+    instead of a failure, every row still trained once, and resuming stays exact."""
+    row_bytes = 2 * 3 * 8  # two layers of width 3, float64
+    full, _ = _drain(_blocks())
+    budget = lambda: (8 + 16) * row_bytes  # noqa: E731 -- room for one forward plus a batch
+    small = _blocks(memory_budget=budget)
+    batches, states = _drain(small)
+    assert small.block_batches == 1 and next(iter(small.store.values())).shape[0] == 16 + 8 < 3 * 16 + 8
+    seen = [i for b in batches for i in b]
+    assert len(seen) == len(set(seen)) == 144 - small.carry_rows() and sorted(seen) != seen
+    assert all(s["block_batches"] == 1 for _, s in states[1:])
+    for consumed, state in states:  # resuming under the same budget is exact ...
+        tail, _ = _drain(_blocks(state=state, memory_budget=budget))
+        assert batches[:consumed] + tail == batches
+        if consumed:  # ... and so it is without one: the size in force is part of the state
+            assert batches[:consumed] + _drain(_blocks(state=state))[0] == batches
+    # The store's own memory counts as the buffer's: free memory taken by others later does not shrink
+    # a store already held (it frees nothing to shrink it), and the run still completes.
+    room = [10**9]
+    held = _blocks(memory_budget=lambda: room[0])
+    assert len(held.next_block()) > 0 and held.block_batches == 3
+    room[0] = 0
+    rest = [b for b in held.block] + [b for blk in iter(held.next_block, None) for b in blk]
+    assert held.block_batches == 3 and len(rest) == len(full)
+    assert len(batches) == len(full) and batches != full  # the same rows, cut into blocks differently
+    assert capture.block_batches_for_memory(10**9, row_bytes=8, rows_per_forward=16, fixed_rows=8,
+                                            max_batches=64) == 64
+
+
+def test_blocks_halve_when_the_store_allocation_runs_out_of_memory(monkeypatch):
+    real_empty = torch.empty
+
+    def empty(*size, **kw):
+        if size and size[0] > 2 * 16 + 8:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate (test)")
+        return real_empty(*size, **kw)
+
+    blocks = _blocks(block_batches=8)
+    monkeypatch.setattr(torch, "empty", empty)
+    batches, _ = _drain(blocks)
+    monkeypatch.undo()
+    assert blocks.block_batches == 2  # 8 -> 4 -> 2
+    seen = [i for b in batches for i in b]
+    assert len(seen) == len(set(seen)) == 144 - blocks.carry_rows()
 
 
 # ----------------------------------------------------------------------------- residual_rows + ActivationBlocks

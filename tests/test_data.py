@@ -169,6 +169,52 @@ def test_mix_streams_weights_and_determinism(tmp_path):
     assert any(d.startswith("A") and d[1:].isdigit() for d in mixed)
 
 
+def test_mix_weight_errors_and_normalisation(tmp_path):
+    for spec in ("synthetic@-0.2", "synthetic@0"):
+        with pytest.raises(ValueError, match=r"mix weight of source 'synthetic' is -?0\.?2?.*must be > 0") as e:
+            data.parse_source(spec)
+        assert "\n" not in str(e.value)
+    srcs = [data.parse_source(f"{_jsonl(tmp_path / f'{p}.jsonl', p, 5)}@{w}") for p, w in (("A", 7), ("B", 3))]
+    with pytest.warns(UserWarning, match=r"^mix weights 7, 3 sum to 10, not 1: normalised to 0\.7, 0\.3$"):
+        assert data.mix_weights(srcs) == [0.7, 0.3]
+    srcs[1].weight = -1  # set after construction: still refused when mixed
+    with pytest.raises(ValueError, match="is -1.*must be > 0"):
+        next(data.mix_streams(srcs))
+
+
+def test_a_mix_source_without_text_is_named(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n  \n")
+    srcs = ["synthetic@0.9", f"{tmp_path / 'empty.txt'}@0.1"]
+    with pytest.raises(ValueError, match=r"source .*empty\.txt yielded no text;.*drop it from the dataset mix"):
+        list(itertools.islice(data.mix_streams(srcs), 500))
+
+
+def test_mix_token_shares_are_measured_in_tokens(tmp_path, tok):
+    """Three sources weighted 0.7/0.2/0.1 whose docs differ in length: the token counts per source
+    (content tokens of the packed contexts) come out near the weights times the mean doc lengths."""
+    lengths = {"A": 20, "B": 40, "C": 10}
+    weights = {"A": 0.7, "B": 0.2, "C": 0.1}
+    srcs = [data.TextSource("local", path=_jsonl(tmp_path / f"{p}.jsonl", p * n, 30), weight=weights[p])
+            for p, n in lengths.items()]
+    counts: dict = {}
+    batches = list(data.token_batches(data.mix_streams(srcs, seed=3), tok, context_len=64, batch_size=4,
+                                      max_batches=100, counts=counts))
+    names = data.mix_names(srcs)
+    assert set(counts) == set(names)
+    packed = sum(int((b != tok.bos_token_id).sum()) for b in batches)
+    assert sum(counts.values()) >= packed  # every packed content token counted (pack runs ahead by < a chunk)
+    doc_tokens = {p: len(tok(p * n + "0", add_special_tokens=False)["input_ids"]) + 1 for p, n in lengths.items()}
+    expect = {p: weights[p] * doc_tokens[p] for p in lengths}
+    total = sum(counts.values())
+    for name, p in zip(names, lengths):
+        assert abs(counts[name] / total - expect[p] / sum(expect.values())) < 0.03, (p, counts)
+    # docs keep telling their source; without counts nothing changes
+    doc = next(data.mix_streams(srcs))
+    assert isinstance(doc, str) and doc.source in names
+    assert [b.tolist() for b in data.token_batches(data.mix_streams(srcs, seed=3), tok, 64, 4, max_batches=100)] == \
+        [b.tolist() for b in batches]
+
+
 # ---------------------------------------------------------------- HF sources (monkeypatched)
 
 

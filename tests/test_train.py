@@ -403,3 +403,73 @@ def test_damaged_checkpoints_never_cost_the_last_good_one(tmp_path, monkeypatch,
         assert torch.equal(again.saes[layer].W_enc_T, clean.saes[layer].W_enc_T)
     steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))
+
+
+def test_bad_layers_and_block_sizes_are_refused_in_one_line(tmp_path):
+    for layers, message in (((1, 1, 2), "names layer 1 twice"), ((1, 3, -1), "names layer 3 twice"),
+                            ((0, 4), "layer 4 is out of range.*valid layers are 0..3")):
+        with pytest.raises(ValueError, match=message) as e:
+            train(TrainConfig(**{**TINY_RUN, "layers": layers}, total_tokens=1000,
+                              checkpoint_dir=str(tmp_path / "unused")), progress=False)
+        assert "\n" not in str(e.value)
+    for bad in (0, "big", 2.5):
+        with pytest.raises(ValueError, match="block_batches must be a positive number of forwards or 'auto'"):
+            TrainConfig(**{**TINY_RUN, "block_batches": bad})
+    with pytest.raises(ValueError, match="buffer_memory_fraction"):
+        TrainConfig(**TINY_RUN, buffer_memory_fraction=0)
+
+
+def test_buffer_shrinks_to_a_small_memory_budget_and_resumes_exactly(tmp_path, monkeypatch, capsys):
+    """Free memory forced small: block_batches="auto" (and a fixed 4) come down to the 2 forwards per
+    block that fit, the store is smaller, training completes, and an interrupted run resumes bitwise."""
+    from shared import train as T
+    from shared.models import load_model
+
+    row_bytes = 2 * 64 * 4  # layers 1 and 3 of tiny:gpt2, float32
+    fits_two = (256 + 2 * 8 * 32) * row_bytes  # a batch plus two forwards of 8 x 32
+    monkeypatch.setattr(T, "free_memory_bytes", lambda device: 2 * fits_two)  # buffer_memory_fraction=0.5
+    model, tok = load_model("tiny:gpt2", device="cpu")
+    auto = {**TINY_RUN, "block_batches": "auto", "total_tokens": 4000}
+    blocks = T.activation_blocks(model, tok, TrainConfig(**auto), "cpu")
+    assert blocks.block_batches == 2 and blocks.capacity == 256 + 2 * 256
+    with monkeypatch.context() as m:
+        m.setattr(T, "free_memory_bytes", lambda device: 10**12)
+        roomy = T.activation_blocks(model, tok, TrainConfig(**auto), "cpu")
+        assert roomy.block_batches == T.AUTO_BLOCK_BATCHES and roomy.capacity > blocks.capacity
+
+    fixed = train(TrainConfig(**{**auto, "block_batches": 4}, checkpoint_dir=str(tmp_path / "fixed")), progress=False)
+    assert "2 forwards per block fit in memory (was 4)" in capsys.readouterr().out
+    clean = train(TrainConfig(**auto, checkpoint_dir=str(tmp_path / "clean")), progress=False)
+    assert clean.tokens == fixed.tokens == 4096
+    with monkeypatch.context() as m:
+        saved = _interrupt_after_checkpoints(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(**auto, checkpoint_dir=str(tmp_path / "killed")), progress=False)
+    assert saved[0]["data"]["block_batches"] == 2
+    resumed = train(TrainConfig(**auto, checkpoint_dir=str(tmp_path / "killed")), progress=False)
+    assert resumed.resumed_from == saved[0]["step"] * 256 and resumed.tokens == clean.tokens
+    for layer in clean.saes:
+        for name, tensor in clean.saes[layer].state_dict().items():
+            assert torch.equal(tensor, resumed.saes[layer].state_dict()[name]), f"layer {layer} {name}"
+            assert torch.equal(tensor, fixed.saes[layer].state_dict()[name]), f"layer {layer} {name}"
+
+
+def test_mix_proportions_are_measured_in_tokens_and_logged(tmp_path):
+    """Three local sources of equal-length docs weighted 0.7/0.2/0.1: the tokens per source (result and
+    the metrics' "mix" shares) come out at those proportions."""
+    specs = []
+    for name, weight in (("alpha", 0.7), ("beta", 0.2), ("gamma", 0.1)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"text": f"{name[0]} {i:04d} " * 4}) + "\n" for i in range(400)))
+        specs.append(f"{path}@{weight}")
+    cfg = TrainConfig(**{**TINY_RUN, "layers": (1,)}, dataset=tuple(specs), total_tokens=12_000,
+                      checkpoint_dir=str(tmp_path / "ck"))
+    result = train(cfg, progress=False)
+    names = [str(tmp_path / f"{n}.jsonl") for n in ("alpha", "beta", "gamma")]
+    assert set(result.tokens_by_source) == set(names)
+    total = sum(result.tokens_by_source.values())
+    assert total >= result.tokens
+    for name, weight in zip(names, (0.7, 0.2, 0.1)):
+        assert abs(result.tokens_by_source[name] / total - weight) < 0.04, result.tokens_by_source
+    log = [json.loads(line) for line in (tmp_path / "ck" / "metrics.jsonl").read_text().splitlines()]
+    assert log[-1]["mix"] == pytest.approx({n: c / total for n, c in result.tokens_by_source.items()})
