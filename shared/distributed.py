@@ -27,6 +27,7 @@ from .sae_kernels import loss_precision
 
 TIMEOUT_ENV = "SAE_COLLECTIVE_TIMEOUT_S"  # seconds a collective may wait for the other ranks
 DEFAULT_TIMEOUT_S = 1800.0  # long enough for rank 0's checkpoint upload while the others wait
+_timeout_s: float | None = None  # the timeout `init` set
 
 
 class RankFailure(RuntimeError):
@@ -117,21 +118,23 @@ def init(timeout_s: float | None = None) -> Group | None:
     None outside torchrun or with one process."""
     if world_size() <= 1:
         return None
+    global _timeout_s
     if timeout_s is None:
         timeout_s = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
     if not dist.is_initialized():
+        _timeout_s = timeout_s
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return Group(dist.get_rank(), dist.get_world_size(), timeout_s)
+    return current()
 
 
 def current() -> Group | None:
     """The job this process joined with `init`, or None."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
         return None
-    timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+    timeout = _timeout_s if _timeout_s is not None else float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
     return Group(dist.get_rank(), dist.get_world_size(), timeout)
 
 

@@ -421,8 +421,8 @@ def _run_loop(cfg: TrainConfig, saes, optimizers, store, log, blocks: Activation
         for batch in block:
             lr = lr_at(step, cfg, total_steps)
             entry = {"step": step, "tokens": tokens + cfg.batch_tokens, "lr": lr}
-            if step == die_at:
-                os._exit(1)
+            if die_at is not None and step == die_at[0]:
+                _die(die_at[1])
             for layer, sae in saes.items():
                 x = batch[layer][rows]
                 metrics = sae_step(sae, optimizers[layer], x, lr, autocast=cfg.sae_autocast)
@@ -471,13 +471,21 @@ def _reduce_entry(entry: dict, group) -> dict:
     return out
 
 
-def _test_death(group) -> int | None:
-    """Tests only: SAE_TEST_DIE="<rank>:<step>" makes that rank exit at that step, as a crash would."""
+def _test_death(group) -> tuple[int, str] | None:
+    """Tests only: SAE_TEST_DIE="<rank>:<step>[:hang]" makes that rank exit (as a crash would) or
+    stall forever (as a wedged GPU would) at that step: (step, how) on that rank."""
     spec = os.environ.get("SAE_TEST_DIE", "")
     if group is None or not spec:
         return None
-    rank, step = (int(x) for x in spec.split(":"))
-    return step if rank == group.rank else None
+    rank, step, *how = spec.split(":")
+    return (int(step), how[0] if how else "exit") if int(rank) == group.rank else None
+
+
+def _die(how: str) -> None:
+    if how == "hang":
+        while True:
+            time.sleep(60)
+    os._exit(1)
 
 
 def adam(params, lr: float, betas=(0.9, 0.999), device=None) -> torch.optim.Adam:

@@ -20,11 +20,12 @@ from shared.train_cli import parameters, read_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The tier notebook's parameters at toy size (the smoke values of 01, on tiny:gpt2).
+# The tier notebook's parameters at toy size, on tiny:gpt2; a fifth of the latents go dead, so AuxK
+# (and its dead mask, which the ranks must agree on) is in every step after the first few.
 PARAMS = {
     "MODEL_ID": "tiny:gpt2", "LAYER": [1, 3], "DATASET": "synthetic", "VAL_DATASET": "", "CONTEXT_LEN": 32,
-    "D_SAE": 128, "K": 8, "TOTAL_TOKENS": 4096, "BATCH_TOKENS": 256, "MODEL_BATCH_SIZE": 8, "BLOCK_BATCHES": 3,
-    "LR": 2e-4, "LR_MIN": 6e-5, "WARMUP_STEPS": 5, "DEAD_TOKENS_THRESHOLD": 1000,
+    "D_SAE": 512, "K": 4, "TOTAL_TOKENS": 4096, "BATCH_TOKENS": 256, "MODEL_BATCH_SIZE": 8, "BLOCK_BATCHES": 3,
+    "LR": 2e-4, "LR_MIN": 6e-5, "WARMUP_STEPS": 5, "DEAD_TOKENS_THRESHOLD": 300,  # AuxK on from step 2
     "CHECKPOINT_EVERY_TOKENS": 1024, "CHECKPOINT_DIR": "ckpt", "RUN_NAME": "toy", "MODEL_DEVICE": "cpu",
     "MODEL_DTYPE": "float32", "SAE_DEVICE": "cpu", "VAL_TOKENS": 512, "HF_REPO": "", "HF_PRIVATE": True,
     "OUTPUT_DIR": "out", "SEED": 0,
@@ -92,11 +93,11 @@ def test_cli_takes_exactly_the_tier_notebooks_parameters():
         parameters({**PARAMS, "BATCH_SIZE": 3}, [])
     with pytest.raises(ValueError, match="missing parameter.*SEED"):
         parameters({k: v for k, v in PARAMS.items() if k != "SEED"}, [])
-    with pytest.raises(ValueError, match=r"^K = 500: must be <= D_SAE"):
-        parameters(PARAMS, ["K=500"])
+    with pytest.raises(ValueError, match=r"^K = 600: must be <= D_SAE"):
+        parameters(PARAMS, ["K=600"])
     P = parameters(PARAMS, ["TOTAL_TOKENS=8192"])
     cfg = train.config_from_params(P, checkpoint_dir="c")
-    assert (cfg.total_tokens, cfg.layers, cfg.sae.d_sae, cfg.sae.dead_tokens_threshold) == (8192, (1, 3), 128, 1000)
+    assert (cfg.total_tokens, cfg.layers, cfg.sae.d_sae, cfg.sae.dead_tokens_threshold) == (8192, (1, 3), 512, 300)
 
 
 def test_parameters_are_read_from_the_rendered_notebook():
@@ -121,6 +122,12 @@ def test_two_processes_train_the_one_process_sae_and_resume_after_a_kill(tmp_pat
     r2 = _job(two, 2)
     assert r2.returncode == 0, r2.stdout[-3000:]
     _assert_close(_weights(one), _weights(two))
+    m1, m2 = (train.load_metrics(d / "ckpt" / "metrics.jsonl") for d in (one, two))
+    assert [e["step"] for e in m1] == [e["step"] for e in m2] and m1[-1]["L1/dead_pct"] > 0
+    for a, b in zip(m1, m2):  # the logged metrics are the whole batch's, not rank 0's half
+        for name in a:
+            if name != "tokens_per_s":
+                assert a[name] == pytest.approx(b[name], rel=1e-4, abs=1e-6), name
     # a kill of the whole job after its second checkpoint, then the same command again
     rk = _job(killed, 2, kill_after_checkpoints=2)
     assert rk.returncode != 0
@@ -134,12 +141,25 @@ def test_two_processes_train_the_one_process_sae_and_resume_after_a_kill(tmp_pat
 
 
 @pytest.mark.slow
-def test_a_dead_rank_ends_the_job_with_one_clear_line(tmp_path):
+def test_a_dead_rank_ends_the_job(tmp_path):
+    """A rank that crashes: torchrun stops the others at once and names it."""
     started = time.time()
     r = _job(tmp_path, 2, env={"SAE_TEST_DIE": "1:5"}, timeout=120)
     assert r.returncode != 0
-    assert time.time() - started < 100
-    assert "rank 0 of 2: an all-reduce failed or waited past the 20 s collective timeout" in r.stdout, r.stdout[-3000:]
+    assert time.time() - started < 60
+    assert "rank      : 1 (local_rank: 1)\n  exitcode  : 1" in r.stdout, r.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_a_stalled_rank_ends_the_job_with_one_clear_line_at_the_timeout(tmp_path):
+    """A rank that stops answering (alive, so torchrun sees nothing): the others' next collective
+    times out and says so in one line, instead of hanging."""
+    started = time.time()
+    r = _job(tmp_path, 2, env={"SAE_TEST_DIE": "1:5:hang"}, timeout=150)
+    assert r.returncode != 0
+    assert time.time() - started < 120
+    assert "error: rank 0 of 2: an all-reduce failed or waited past the 20 s collective timeout" in r.stdout, \
+        r.stdout[-3000:]
 
 
 @pytest.mark.slow
