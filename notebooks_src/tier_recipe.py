@@ -66,7 +66,6 @@ import matplotlib.pyplot as plt
 import torch
 
 from shared import capture, evaluate, export, models, notebook, plots, train
-from shared.sae_topk import TopKConfig
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -121,14 +120,9 @@ run.save_figure(plt, "residual_norms.png")
 # explain the main reconstruction's error.
 
 # %%
-sae_cfg = TopKConfig(d_sae=D_SAE, k=K, dead_tokens_threshold=DEAD_TOKENS_THRESHOLD)  # d_in: from the model
-cfg = train.TrainConfig(
-    model_id=MODEL_ID, layers=layers, dataset=(DATASET,), context_len=CONTEXT_LEN, sae=sae_cfg,
-    total_tokens=TOTAL_TOKENS, batch_tokens=BATCH_TOKENS, model_batch_size=MODEL_BATCH_SIZE,
-    block_batches=BLOCK_BATCHES, lr=LR, lr_min=LR_MIN, warmup_steps=WARMUP_STEPS,
-    checkpoint_every_tokens=CHECKPOINT_EVERY_TOKENS, checkpoint_dir=checkpoint_dir, sae_device=sae_device,
-    seed=SEED,
-)
+# The parameters become a TrainConfig (a TopK SAE of D_SAE latents, k = K, d_in from the model) by
+# the same function `python -m shared.train` uses, so a multi-GPU job resumes these checkpoints.
+cfg = train.config_from_params(P, checkpoint_dir)
 print(json.dumps(cfg.resume_key(), indent=1, default=str))
 
 # %% [markdown]

@@ -368,6 +368,13 @@ class Store:
         """(tokens, state) of the newest good checkpoint, or None when there is none."""
         return self._newest_usable(load=True)
 
+    def load(self, name: str) -> tuple[int, dict]:
+        """(tokens, state) of the checkpoint called `name`, verified (ValueError if damaged or absent)."""
+        for c in self.list():
+            if c.name == name:
+                return load_checkpoint(self._verified(c).path, check=False)
+        raise ValueError(f"{self} holds no checkpoint {name}")
+
     def prunable(self, protect: str | None = None) -> list[CheckpointInfo]:
         """Checkpoints a save may delete: never one unless a *verified* checkpoint with more tokens exists.
 

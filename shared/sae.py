@@ -222,6 +222,9 @@ class SparseAutoencoder(nn.Module):
     architecture = "base"
     trainable = True  # False: inference only (loaded SAEs); train.py refuses to train it
     sparse_kernels = True  # False: dense autograd reference path (tests, debugging)
+    # Data-parallel training (distributed.Group) sets this: each rank sees a slice of the batch, and
+    # the batch statistics (centred variances, latents fired) are then taken over every rank's rows.
+    reducer = None
 
     def __init__(self, cfg: SAEConfig, device=None):
         super().__init__()
@@ -382,11 +385,14 @@ class SparseAutoencoder(nn.Module):
         return SAEOutput(self._denormalize(rec.x_hat), vals, idx, loss, err.mse.detach(), aux_loss, err.fvu,
                          l0.detach(), losses)
 
-    @staticmethod
-    def _reconstruction_error(x_hat: Tensor, xn: Tensor) -> ReconstructionError:
+    def centered_sq_sum(self, x: Tensor) -> Tensor:
+        """sum of (x - row mean)^2 over the batch: this process's rows, or every rank's under a reducer."""
+        return centered_sq_sum(x) if self.reducer is None else self.reducer.centered_sq_sum(x)
+
+    def _reconstruction_error(self, x_hat: Tensor, xn: Tensor) -> ReconstructionError:
         with torch.no_grad():
             resid = loss_precision(x_hat) - loss_precision(xn)  # the reconstruction error, one pass; reusable
-            total_var = centered_sq_sum(xn)
+            total_var = self.centered_sq_sum(xn)
         sq = squared_error(x_hat, xn, resid)
         return ReconstructionError(resid, sq / total_var.clamp_min(1e-12), sq / xn.shape[0])
 
@@ -398,11 +404,17 @@ class SparseAutoencoder(nn.Module):
 
         A latent fired when it is in latent_idx (with a positive value when latent_vals is given);
         with dense latents (latent_idx None), when its column of latent_vals has a positive value.
+        Under a reducer, n_tokens is this rank's and a latent fired when it fired on any rank.
         """
         if latent_idx is None:
             fired = (latent_vals > 0).any(0)
         else:
             fired = latent_idx[latent_vals > 0] if latent_vals is not None else latent_idx.reshape(-1)
+        if self.reducer is not None:
+            mask = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=self.tokens_since_fired.device)
+            mask[fired.to(mask.device)] = True
+            fired = self.reducer.any(mask)
+            n_tokens = int(n_tokens) * self.reducer.world
         self.tokens_since_fired += int(n_tokens)
         self.tokens_since_fired[fired.to(self.tokens_since_fired.device)] = 0
         return self.dead_mask()

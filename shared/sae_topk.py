@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .sae import Latents, Reconstruction, ReconstructionError, SAEConfig, SparseAutoencoder, register
-from .sae_kernels import (LatentPlan, SparseEncodeSelect, centered_sq_sum, loss_precision, sparse_decode,
+from .sae_kernels import (LatentPlan, SparseEncodeSelect, loss_precision, sparse_decode,
                           squared_error, topk_indices)
 
 
@@ -110,7 +110,7 @@ class TopKSAE(SparseAutoencoder):
         if e_hat is None:
             return {"aux": err.fvu.new_zeros(())}
         with torch.no_grad():
-            e_var = centered_sq_sum(err.resid)  # e = -resid: the same spread
+            e_var = self.centered_sq_sum(err.resid)  # e = -resid: the same spread
             aux_diff = loss_precision(e_hat) + err.resid  # e_hat - e
         aux = squared_error(e_hat, None, aux_diff) / e_var.clamp_min(1e-12)
         return {"aux": self.cfg.aux_coef * aux}

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Iterator, Mapping
 import torch
 
 from . import checkpoint as ckpt
+from . import distributed
 from .capture import (ActivationBlocks, block_batches_for_memory, check_layers, free_memory_bytes, layer_count,
                       residual_rows)
 from .hooks import resolve_layers
@@ -110,6 +113,41 @@ class TrainConfig:
         return key
 
 
+# The tier notebooks' parameters (notebooks_src/tier_recipe.py's parameters cell): what
+# config_from_params reads and the command line (python -m shared.train) takes.
+TIER_PARAMETERS = (
+    "MODEL_ID", "LAYER", "DATASET", "VAL_DATASET", "CONTEXT_LEN", "D_SAE", "K", "TOTAL_TOKENS", "BATCH_TOKENS",
+    "MODEL_BATCH_SIZE", "BLOCK_BATCHES", "LR", "LR_MIN", "WARMUP_STEPS", "DEAD_TOKENS_THRESHOLD",
+    "CHECKPOINT_EVERY_TOKENS", "CHECKPOINT_DIR", "RUN_NAME", "MODEL_DEVICE", "MODEL_DTYPE", "SAE_DEVICE",
+    "VAL_TOKENS", "HF_REPO", "HF_PRIVATE", "OUTPUT_DIR", "SEED",
+)
+
+
+def config_from_params(P: Mapping, checkpoint_dir: str | None = None) -> TrainConfig:
+    """The TrainConfig of a tier notebook's checked parameters (notebook.check_parameters): the one
+    mapping the notebooks and the command line share. checkpoint_dir: CHECKPOINT_DIR resolved
+    (default: resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME))."""
+    if checkpoint_dir is None:
+        checkpoint_dir = resolve_checkpoint_dir(P["CHECKPOINT_DIR"], P["RUN_NAME"])
+    sae_cfg = TopKConfig(d_sae=P["D_SAE"], k=P["K"], dead_tokens_threshold=P["DEAD_TOKENS_THRESHOLD"])
+    return TrainConfig(
+        model_id=P["MODEL_ID"], layers=tuple(P["LAYER"]), dataset=(P["DATASET"],), context_len=P["CONTEXT_LEN"],
+        sae=sae_cfg, total_tokens=P["TOTAL_TOKENS"], batch_tokens=P["BATCH_TOKENS"],
+        model_batch_size=P["MODEL_BATCH_SIZE"], block_batches=P["BLOCK_BATCHES"], lr=P["LR"], lr_min=P["LR_MIN"],
+        warmup_steps=P["WARMUP_STEPS"], checkpoint_every_tokens=P["CHECKPOINT_EVERY_TOKENS"],
+        checkpoint_dir=checkpoint_dir, sae_device=P["SAE_DEVICE"], seed=P["SEED"],
+    )
+
+
+def check_world(cfg: TrainConfig, world: int) -> None:
+    """A data-parallel run splits every batch evenly over its processes: one line if it cannot."""
+    if cfg.batch_tokens % world:
+        lower = cfg.batch_tokens // world * world
+        raise ValueError(f"BATCH_TOKENS = {cfg.batch_tokens} does not split over the {world} processes of this "
+                         f"torchrun job: set BATCH_TOKENS to a multiple of {world} (e.g. {lower or world}) "
+                         "or change --nproc-per-node")
+
+
 def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
     """Linear warm-up to cfg.lr, then cosine decay to the non-zero floor cfg.lr_min at the last step."""
     warmup = max(1, min(cfg.warmup_steps, total_steps // 10 or 1))
@@ -160,7 +198,8 @@ def validation_batches(cfg: TrainConfig, tokenizer, n_tokens: int, dataset: str 
                               max_batches=n_batches))
 
 
-def activation_blocks(model, tokenizer, cfg: TrainConfig, device, state: dict | None = None) -> ActivationBlocks:
+def activation_blocks(model, tokenizer, cfg: TrainConfig, device, state: dict | None = None,
+                      group: distributed.Group | None = None) -> ActivationBlocks:
     """The run's shuffling buffer over its token stream, from `state` (a checkpoint's "data") on.
 
     A block is `block_batches` forwards; this is the one place its size is chosen, and with it the
@@ -174,7 +213,8 @@ def activation_blocks(model, tokenizer, cfg: TrainConfig, device, state: dict | 
 
     def source(skip: int):
         counts.clear()  # the stream replays from its start (skipping `skip` forwards): recount
-        return residual_rows(model, tokenizer, _token_stream(cfg, tokenizer, counts), cfg.layers, device=device,
+        rows = residual_rows if group is None else functools.partial(distributed.sharded_rows, group)
+        return rows(model, tokenizer, _token_stream(cfg, tokenizer, counts), cfg.layers, device=device,
                              dtype=dtype, skip=skip)
 
     def budget() -> int:
@@ -270,7 +310,14 @@ class _MetricsLog:
 
 
 def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True) -> TrainResult:
-    """Train one SAE per layer in cfg.layers, resuming from cfg.checkpoint_dir when it holds a checkpoint."""
+    """Train one SAE per layer in cfg.layers, resuming from cfg.checkpoint_dir when it holds a checkpoint.
+
+    Under torchrun (distributed.init called first) every process runs this with the same cfg: the
+    forwards and each batch are shared out, and rank 0 alone writes checkpoints and metrics."""
+    group = distributed.current()
+    if group is not None:
+        check_world(cfg, group.world)
+        progress = progress and group.main
     torch.manual_seed(cfg.seed)
     model, tokenizer = _prepare_model(cfg, model, tokenizer)
     layers = sorted(resolve_layers(cfg.layers, layer_count(model), name="layers"))  # repeats refused
@@ -280,18 +327,24 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
                   for layer, sae in saes.items()}
 
     store = _open_store(cfg)
-    resumed = _resume(cfg, store, saes, optimizers)
+    resumed = _resume(cfg, store, saes, optimizers, group)
     tokens, step, data = resumed or (0, 0, None)
     metrics_path = default_metrics_path(cfg)
-    log = _MetricsLog(metrics_path, tokens)
-    blocks = activation_blocks(model, tokenizer, cfg, sae_device, data)
+    log = _MetricsLog(metrics_path if group is None or group.main else None, tokens)
+    blocks = activation_blocks(model, tokenizer, cfg, sae_device, data, group=group)
     if tokens >= cfg.total_tokens:
         print(f"Training already complete ({tokens:,} tokens); loaded the final SAEs.")
         return TrainResult(saes, tokens, step, tokens, metrics_path, [], blocks.carry_rows(),
                            dict(blocks.tokens_by_source))
 
-    tokens, step, history = _run_loop(cfg, saes, optimizers, store, log, blocks, tokens=tokens, step=step,
-                                      fresh=resumed is None, progress=progress)
+    for sae in saes.values():
+        sae.reducer = group
+    try:
+        tokens, step, history = _run_loop(cfg, saes, optimizers, store, log, blocks, tokens=tokens, step=step,
+                                          fresh=resumed is None, progress=progress, group=group)
+    finally:
+        for sae in saes.values():
+            sae.reducer = None
     return TrainResult(saes, tokens, step, resumed[0] if resumed else None, metrics_path, history,
                        blocks.carry_rows(), dict(blocks.tokens_by_source))
 
@@ -316,9 +369,18 @@ def _build_saes(cfg: TrainConfig, d_in: int, layers, device) -> dict[int, torch.
             for layer in layers}
 
 
-def _resume(cfg: TrainConfig, store, saes, optimizers) -> tuple[int, int, dict] | None:
-    """Load the latest checkpoint into saes and optimizers: (tokens, step, data position), or None if there is none."""
-    resumed = store.load_latest()
+def _resume(cfg: TrainConfig, store, saes, optimizers, group=None) -> tuple[int, int, dict] | None:
+    """Load the latest checkpoint into saes and optimizers: (tokens, step, data position), or None if there is none.
+
+    Under torchrun rank 0 picks the checkpoint and every rank loads that one (the ranks could
+    judge a newest checkpoint being written or damaged differently)."""
+    if group is None:
+        resumed = store.load_latest()
+    else:
+        resumed = store.load_latest() if group.main else None
+        name = group.broadcast_object(None if resumed is None else ckpt.checkpoint_name(resumed[0]))
+        if name is not None and not group.main:
+            resumed = store.load(name)
     if resumed is None:
         return None
     tokens, state = resumed
@@ -332,7 +394,8 @@ def _resume(cfg: TrainConfig, store, saes, optimizers) -> tuple[int, int, dict] 
         load_optimizer_state(optimizers[layer], state["optimizers"][str(layer)])
     step = state["step"]
     ckpt.set_rng_state(state["rng"])
-    print(f"Resumed from {store} at {tokens:,} tokens (step {step}, checkpoint {ckpt.checkpoint_name(tokens)}).")
+    if group is None or group.main:
+        print(f"Resumed from {store} at {tokens:,} tokens (step {step}, checkpoint {ckpt.checkpoint_name(tokens)}).")
     return tokens, step, _data_state(state, cfg)
 
 
@@ -349,9 +412,12 @@ def _resume_mismatch(saved: dict, cfg: TrainConfig) -> list[str]:
 
 
 def _save_checkpoint(store, cfg: TrainConfig, saes, optimizers, blocks: ActivationBlocks, *, tokens: int,
-                     step: int) -> None:
+                     step: int, group=None) -> None:
     """Write a checkpoint: the resume key, SAEs, Adam states, step, data position (with the carried rows)
-    and RNG states."""
+    and RNG states. Under torchrun rank 0 writes it while the others wait (the ranks hold the same state)."""
+    if group is not None and not group.main:
+        group.barrier()
+        return
     state = {
         "config": cfg.resume_key(),
         "saes": {str(layer): sae.state_dict() for layer, sae in saes.items()},
@@ -359,6 +425,8 @@ def _save_checkpoint(store, cfg: TrainConfig, saes, optimizers, blocks: Activati
         "step": step, "data": blocks.state_dict(), "rng": ckpt.get_rng_state(),
     }
     store.save(tokens, state, step=step)
+    if group is not None:
+        group.barrier()
 
 
 def _init_from_first_block(cfg: TrainConfig, saes, block) -> None:
@@ -370,12 +438,16 @@ def _init_from_first_block(cfg: TrainConfig, saes, block) -> None:
 
 
 def _run_loop(cfg: TrainConfig, saes, optimizers, store, log, blocks: ActivationBlocks, *, tokens: int,
-              step: int, fresh: bool, progress: bool) -> tuple[int, int, list[dict]]:
+              step: int, fresh: bool, progress: bool, group=None) -> tuple[int, int, list[dict]]:
     """Train from (tokens, step) to cfg.total_tokens, logging and checkpointing on the way;
-    -> (tokens, step, logged entries)."""
+    -> (tokens, step, logged entries). Under torchrun each rank trains on its slice of every batch."""
     layers = tuple(saes)
     total_steps = math.ceil(cfg.total_tokens / cfg.batch_tokens)
-    wandb_run = _start_wandb(cfg, not fresh)
+    main = group is None or group.main
+    rows = slice(None) if group is None else slice(group.rank * cfg.batch_tokens // group.world,
+                                                   (group.rank + 1) * cfg.batch_tokens // group.world)
+    die_at = _test_death(group)
+    wandb_run = _start_wandb(cfg, not fresh) if main else None
     history: list[dict] = []
     bar = _progress(cfg.total_tokens, tokens, progress)
     next_checkpoint = (tokens // cfg.checkpoint_every_tokens + 1) * cfg.checkpoint_every_tokens
@@ -389,8 +461,10 @@ def _run_loop(cfg: TrainConfig, saes, optimizers, store, log, blocks: Activation
         for batch in block:
             lr = lr_at(step, cfg, total_steps)
             entry = {"step": step, "tokens": tokens + cfg.batch_tokens, "lr": lr}
+            if die_at is not None and step == die_at[0]:
+                _die(die_at[1])
             for layer, sae in saes.items():
-                x = batch[layer]
+                x = batch[layer][rows]
                 metrics = sae_step(sae, optimizers[layer], x, lr, autocast=cfg.sae_autocast)
                 entry.update({f"L{layer}/{name}": value for name, value in metrics.items()})
             step += 1
@@ -398,6 +472,8 @@ def _run_loop(cfg: TrainConfig, saes, optimizers, store, log, blocks: Activation
             window_tokens += cfg.batch_tokens
             bar.update(cfg.batch_tokens)
             if step % cfg.log_every == 0 or tokens >= cfg.total_tokens:
+                if group is not None:
+                    entry = _reduce_entry(entry, group)
                 entry = {name: float(value) for name, value in entry.items()}
                 entry["step"] = int(entry["step"])
                 entry["tokens"] = int(entry["tokens"])
@@ -413,11 +489,11 @@ def _run_loop(cfg: TrainConfig, saes, optimizers, store, log, blocks: Activation
             if tokens >= cfg.total_tokens:
                 break
         if tokens >= cfg.total_tokens or tokens >= next_checkpoint:
-            _save_checkpoint(store, cfg, saes, optimizers, blocks, tokens=tokens, step=step)
+            _save_checkpoint(store, cfg, saes, optimizers, blocks, tokens=tokens, step=step, group=group)
             next_checkpoint = (tokens // cfg.checkpoint_every_tokens + 1) * cfg.checkpoint_every_tokens
     bar.close()
     if tokens < cfg.total_tokens:
-        _save_checkpoint(store, cfg, saes, optimizers, blocks, tokens=tokens, step=step)
+        _save_checkpoint(store, cfg, saes, optimizers, blocks, tokens=tokens, step=step, group=group)
         print(f"The data ran out after {tokens:,} of {cfg.total_tokens:,} tokens ({blocks.carry_rows():,} more "
               "were forwarded, short of a batch); saved what was trained.")
     if wandb_run is not None:
@@ -429,6 +505,34 @@ def mix_shares(tokens_by_source: Mapping[str, int]) -> dict[str, float]:
     """Each mix source's share of the tokens packed so far (the measured mix, for the metrics log)."""
     total = sum(tokens_by_source.values())
     return {name: n / total for name, n in tokens_by_source.items()} if total else {}
+
+
+def _reduce_entry(entry: dict, group) -> dict:
+    """A log entry's per-rank metrics as the whole batch's: each rank's loss terms are its share of the
+    global ones (they are normalised by the global variance), so they add; l0 averages."""
+    names = [name for name, value in entry.items() if torch.is_tensor(value) and not name.endswith("dead_pct")]
+    values = group.all_reduce(torch.stack([entry[name].detach().float() for name in names]))
+    out = dict(entry)
+    for name, value in zip(names, values):
+        out[name] = value / group.world if name.endswith("/l0") else value
+    return out
+
+
+def _test_death(group) -> tuple[int, str] | None:
+    """Tests only: SAE_TEST_DIE="<rank>:<step>[:hang]" makes that rank exit (as a crash would) or
+    stall forever (as a wedged GPU would) at that step: (step, how) on that rank."""
+    spec = os.environ.get("SAE_TEST_DIE", "")
+    if group is None or not spec:
+        return None
+    rank, step, *how = spec.split(":")
+    return (int(step), how[0] if how else "exit") if int(rank) == group.rank else None
+
+
+def _die(how: str) -> None:
+    if how == "hang":
+        while True:
+            time.sleep(60)
+    os._exit(1)
 
 
 def adam(params, lr: float, betas=(0.9, 0.999), device=None) -> torch.optim.Adam:
@@ -482,6 +586,8 @@ def sae_step(sae, optimizer, x: torch.Tensor, lr: float | None = None, *, autoca
         out = sae(x, dead_mask=sae.dead_mask() if dead_mask is None else dead_mask)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
+    if sae.reducer is not None:
+        sae.reducer.sum_grads(sae)  # every rank's share of the batch's gradient
     sae.remove_parallel_decoder_grad()
     optimizer.step()
     sae.set_decoder_unit_norm()
@@ -520,3 +626,9 @@ def load_metrics(path: str | Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+if __name__ == "__main__":
+    from .train_cli import main
+
+    main()

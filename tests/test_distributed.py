@@ -1,0 +1,178 @@
+"""Data-parallel training under torchrun (gloo, two CPU processes) and its command line:
+the same SAE as one process to fp32 round-off, exact resume after a kill, a dead rank ends the job."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared import train
+from shared.train_cli import parameters, read_parameters
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The tier notebook's parameters at toy size, on tiny:gpt2; a fifth of the latents go dead, so AuxK
+# (and its dead mask, which the ranks must agree on) is in every step after the first few.
+PARAMS = {
+    "MODEL_ID": "tiny:gpt2", "LAYER": [1, 3], "DATASET": "synthetic", "VAL_DATASET": "", "CONTEXT_LEN": 32,
+    "D_SAE": 512, "K": 4, "TOTAL_TOKENS": 4096, "BATCH_TOKENS": 256, "MODEL_BATCH_SIZE": 8, "BLOCK_BATCHES": 3,
+    "LR": 2e-4, "LR_MIN": 6e-5, "WARMUP_STEPS": 5, "DEAD_TOKENS_THRESHOLD": 300,  # AuxK on from step 2
+    "CHECKPOINT_EVERY_TOKENS": 1024, "CHECKPOINT_DIR": "ckpt", "RUN_NAME": "toy", "MODEL_DEVICE": "cpu",
+    "MODEL_DTYPE": "float32", "SAE_DEVICE": "cpu", "VAL_TOKENS": 512, "HF_REPO": "", "HF_PRIVATE": True,
+    "OUTPUT_DIR": "out", "SEED": 0,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _job(tmp: Path, nproc: int, *sets: str, env: dict | None = None, kill_after_checkpoints: int | None = None,
+         timeout: float = 180) -> subprocess.CompletedProcess:
+    """`python -m shared.train --params params.json` in tmp, under torchrun when nproc > 1."""
+    (tmp / "params.json").write_text(json.dumps(PARAMS))
+    cli = ["-m", "shared.train", "--params", "params.json", "--collective-timeout", "20", *sets]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), *cli]
+    else:
+        cmd = [sys.executable, *cli]
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                **(env or {})}
+    proc = subprocess.Popen(cmd, cwd=tmp, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    if kill_after_checkpoints is not None:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            if len(list((tmp / "ckpt").glob("step-*/manifest.json"))) >= kill_after_checkpoints:
+                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, as a lost VM would
+                break
+            time.sleep(0.02)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"the job hung past {timeout} s:\n{out[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out)
+
+
+def _weights(tmp: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted((tmp / "out" / "export").glob("*/sae_weights.safetensors")):
+        out.update({f"{f.parent.name}/{k}": v for k, v in load_file(f).items()})
+    assert out, "no export written"
+    return out
+
+
+def _assert_close(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_cli_takes_exactly_the_tier_notebooks_parameters():
+    source = (REPO / "notebooks_src" / "tier_recipe.py").read_text()
+    cell = source.split('# %% tags=["parameters"]')[1].split("# %%")[0]
+    names = [n.targets[0].id for n in ast.parse(cell).body if isinstance(n, ast.Assign)]
+    assert tuple(names) == train.TIER_PARAMETERS
+    with pytest.raises(ValueError, match="BATCH_SIZE: not a parameter of the tier notebooks"):
+        parameters({**PARAMS, "BATCH_SIZE": 3}, [])
+    with pytest.raises(ValueError, match="missing parameter.*SEED"):
+        parameters({k: v for k, v in PARAMS.items() if k != "SEED"}, [])
+    with pytest.raises(ValueError, match=r"^K = 600: must be <= D_SAE"):
+        parameters(PARAMS, ["K=600"])
+    P = parameters(PARAMS, ["TOTAL_TOKENS=8192"])
+    cfg = train.config_from_params(P, checkpoint_dir="c")
+    assert (cfg.total_tokens, cfg.layers, cfg.sae.d_sae, cfg.sae.dead_tokens_threshold) == (8192, (1, 3), 512, 300)
+
+
+def test_parameters_are_read_from_the_rendered_notebook():
+    params = read_parameters(REPO / "notebooks" / "01_hobbyist_gemma2_2b_colab.ipynb")
+    assert tuple(params) == train.TIER_PARAMETERS
+    assert params["MODEL_ID"] == "google/gemma-2-2b"
+
+
+def test_world_size_that_does_not_split_the_batch_is_one_line():
+    cfg = train.config_from_params(parameters(PARAMS, ["BATCH_TOKENS=255"]), checkpoint_dir="c")
+    with pytest.raises(ValueError, match=r"BATCH_TOKENS = 255 does not split over the 2 processes.*multiple of 2"):
+        train.check_world(cfg, 2)
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_one_process_sae_and_resume_after_a_kill(tmp_path):
+    one, two, killed = tmp_path / "one", tmp_path / "two", tmp_path / "killed"
+    for d in (one, two, killed):
+        d.mkdir()
+    r1 = _job(one, 1)
+    assert r1.returncode == 0, r1.stdout[-3000:]
+    r2 = _job(two, 2)
+    assert r2.returncode == 0, r2.stdout[-3000:]
+    _assert_close(_weights(one), _weights(two))
+    m1, m2 = (train.load_metrics(d / "ckpt" / "metrics.jsonl") for d in (one, two))
+    assert [e["step"] for e in m1] == [e["step"] for e in m2] and m1[-1]["L1/dead_pct"] > 0
+    for a, b in zip(m1, m2):  # the logged metrics are the whole batch's, not rank 0's half
+        for name in a:
+            if name != "tokens_per_s":
+                assert a[name] == pytest.approx(b[name], rel=1e-4, abs=1e-6), name
+    # a kill of the whole job after its second checkpoint, then the same command again
+    rk = _job(killed, 2, kill_after_checkpoints=2)
+    assert rk.returncode != 0
+    rk = _job(killed, 2)
+    assert rk.returncode == 0, rk.stdout[-3000:]
+    assert "Resumed from" in rk.stdout
+    _assert_close(_weights(two), _weights(killed))
+    # metrics: one writer, one line per logged step
+    steps = [json.loads(line)["step"] for line in (killed / "ckpt" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+
+
+@pytest.mark.slow
+def test_a_dead_rank_ends_the_job(tmp_path):
+    """A rank that crashes: torchrun stops the others at once and names it."""
+    started = time.time()
+    r = _job(tmp_path, 2, env={"SAE_TEST_DIE": "1:5"}, timeout=120)
+    assert r.returncode != 0
+    assert time.time() - started < 60
+    assert "rank      : 1 (local_rank: 1)\n  exitcode  : 1" in r.stdout, r.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_a_stalled_rank_ends_the_job_with_one_clear_line_at_the_timeout(tmp_path):
+    """A rank that stops answering (alive, so torchrun sees nothing): the others' next collective
+    times out and says so in one line, instead of hanging."""
+    started = time.time()
+    r = _job(tmp_path, 2, env={"SAE_TEST_DIE": "1:5:hang"}, timeout=150)
+    assert r.returncode != 0
+    assert time.time() - started < 120
+    assert "error: rank 0 of 2: an all-reduce failed or waited past the 20 s collective timeout" in r.stdout, \
+        r.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_bad_world_size_and_other_parameters_never_touch_a_checkpoint(tmp_path):
+    r = _job(tmp_path, 2, "--set", "BATCH_TOKENS=255", timeout=120)
+    assert r.returncode != 0
+    assert "error: BATCH_TOKENS = 255 does not split over the 2 processes" in r.stdout, r.stdout[-3000:]
+    assert not (tmp_path / "ckpt").exists()
+    r = _job(tmp_path, 1, "--set", "TOTAL_TOKENS=1024")
+    assert r.returncode == 0, r.stdout[-3000:]
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ckpt").rglob("*") if p.is_file()}
+    r = _job(tmp_path, 2, "--set", "TOTAL_TOKENS=1024", "--set", "LR=0.001", timeout=120)
+    assert r.returncode != 0
+    assert "holds a checkpoint of a run with other settings (lr)" in r.stdout, r.stdout[-3000:]
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "ckpt").rglob("*") if p.is_file()}
+    assert before == after
