@@ -25,35 +25,73 @@ from shared.models import byte_tokenizer  # noqa: E402
 from shared.sae_topk import TopKConfig  # noqa: E402
 from shared.train import TrainConfig, train  # noqa: E402
 
-SHAPES = {  # arch, d_model, n_layers, heads, kv heads, intermediate
-    "gemma-2-2b": ("gemma2", 2304, 26, 8, 4, 9216),
-    "llama-3.1-8b": ("llama", 4096, 32, 32, 8, 14336),
-    "toy": ("llama", 256, 4, 4, 2, 512),  # for a quick CPU check of the script itself
+def _qwen3_5_kinds(n: int) -> list[str]:
+    """Qwen3.5 / 3.6 layout: three Gated-DeltaNet (linear-attention) blocks, then one full-attention block."""
+    return ["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(n)]
+
+
+# The real shapes (config fields) of the tiers' models, and the tiers.py entry whose prediction they check.
+SHAPES = {
+    "gemma-2-2b": ("gemma2", "google/gemma-2-2b", dict(
+        hidden_size=2304, num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
+        intermediate_size=9216, head_dim=256, vocab_size=256000)),
+    "llama-3.1-8b": ("llama", "meta-llama/Llama-3.1-8B", dict(
+        hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+        intermediate_size=14336, vocab_size=128256)),
+    "qwen3.5-4b": ("qwen3_5_text", "Qwen/Qwen3.5-4B", dict(
+        hidden_size=2560, num_hidden_layers=32, num_attention_heads=16, num_key_value_heads=4, head_dim=256,
+        intermediate_size=9216, linear_num_key_heads=16, linear_num_value_heads=32, linear_key_head_dim=128,
+        linear_value_head_dim=128, linear_conv_kernel_dim=4, layer_types=_qwen3_5_kinds(32),
+        tie_word_embeddings=True, vocab_size=248320)),
+    "qwen3.6-27b": ("qwen3_5_text", "Qwen/Qwen3.6-27B", dict(
+        hidden_size=5120, num_hidden_layers=64, num_attention_heads=24, num_key_value_heads=4, head_dim=256,
+        intermediate_size=17408, linear_num_key_heads=16, linear_num_value_heads=48, linear_key_head_dim=128,
+        linear_value_head_dim=128, linear_conv_kernel_dim=4, layer_types=_qwen3_5_kinds(64),
+        tie_word_embeddings=False, vocab_size=248320)),
+    "toy": ("llama", None, dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                                intermediate_size=512)),  # a quick CPU check of the script itself
 }
 
 
 def shaped_model(name: str, device: str, dtype: torch.dtype):
+    """A randomly initialised model of the named shape, built on `device` (the real vocabulary size, so
+    the embedding weighs what it does in the real model; the byte tokenizer only uses its first ids)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    arch, d, n, heads, kv, inter = SHAPES[name]
+    model_type, _, fields = SHAPES[name]
     tok = byte_tokenizer()
-    extra = {"head_dim": 256} if arch == "gemma2" else {}
-    cfg = AutoConfig.for_model(arch, hidden_size=d, num_hidden_layers=n, num_attention_heads=heads,
-                               num_key_value_heads=kv, intermediate_size=inter, vocab_size=len(tok),
-                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                               pad_token_id=tok.pad_token_id, **extra)
-    if arch == "gemma2":
+    fields = {"vocab_size": len(tok), **fields}
+    cfg = AutoConfig.for_model(model_type, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id, **fields)
+    if model_type == "gemma2":
         cfg._attn_implementation = "eager"
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype).to(device).eval().requires_grad_(False)
-    return model, tok
+    with torch.device(device):  # initialise on the GPU: a 27B model never passes through host memory
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    return model.eval().requires_grad_(False), tok
+
+
+def predicted(name: str, layers: tuple[int, ...], d_sae: int, model_batch: int, batch_tokens: int,
+              buffer_tokens: int) -> dict | None:
+    """What shared/tiers.py predicts for this run on this GPU: peak GiB and tokens/s (None on CPU)."""
+    from shared import tiers
+
+    model_id = SHAPES[name][1]
+    if model_id is None or not torch.cuda.is_available():
+        return None
+    m, g = tiers.MODELS[model_id], tiers.gpu_class(torch.cuda.get_device_name(0))
+    mem = tiers.memory_breakdown(m, g, layers, d_sae, fwd_batch_seqs=model_batch, batch_tokens=batch_tokens,
+                                 buffer_tokens=buffer_tokens)
+    return {"gpu_class": g.name, "peak_gib": round(mem["gpu0"]["total"], 2),
+            "tokens_per_s": round(tiers.tokens_per_second(m, g, layers, d_sae))}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="gemma-2-2b", choices=sorted(SHAPES))
-    p.add_argument("--layer", type=int, default=None,
-                   help="hooked layer; default the tier's layer (12 of Gemma-2-2B's 26), else the middle one")
+    p.add_argument("--layers", default=None,
+                   help="hooked layers, e.g. 11,31,55 (one SAE each, one forward); default the tier's layers "
+                        "in shared/tiers.py (12 of Gemma-2-2B's 26), else the middle one")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--d-sae", type=int, default=16384)
     p.add_argument("--k", type=int, default=64)
@@ -61,31 +99,46 @@ def main() -> None:
     p.add_argument("--context", type=int, default=1024)
     p.add_argument("--model-batch", type=int, default=8)
     p.add_argument("--batch-tokens", type=int, default=4096)
+    p.add_argument("--block-batches", type=int, default=8)
     p.add_argument("--no-autocast", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    if args.layer is None:
-        args.layer = 12 if args.model == "gemma-2-2b" else SHAPES[args.model][2] // 2
+    model_type, model_id, fields = SHAPES[args.model]
+    if args.layers:
+        layers = tuple(int(x) for x in args.layers.split(","))
+    elif args.model == "gemma-2-2b":
+        layers = (12,)
+    elif model_id is not None:
+        from shared import tiers
+
+        layers = tiers.MODELS[model_id].default_layers()
+    else:
+        layers = (fields["num_hidden_layers"] // 2,)
 
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     model, tok = shaped_model(args.model, args.device, dtype)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(model_id=f"shaped:{args.model}", layers=(args.layer,),
+        cfg = TrainConfig(model_id=f"shaped:{args.model}", layers=layers,
                           sae=TopKConfig(d_sae=args.d_sae, k=args.k),
                           total_tokens=args.tokens, batch_tokens=args.batch_tokens, context_len=args.context,
-                          model_batch_size=args.model_batch, block_batches=8, warmup_steps=100,
+                          model_batch_size=args.model_batch, block_batches=args.block_batches, warmup_steps=100,
                           checkpoint_every_tokens=10**12, checkpoint_dir=tmp, log_every=20,
                           sae_autocast=not args.no_autocast)
         start = time.perf_counter()
         result = train(cfg, model, tok, progress=False)
         wall = time.perf_counter() - start
     rates = [e["tokens_per_s"] for e in result.history[1:]]  # the first window includes warm-up
+    cuda = args.device.startswith("cuda")
     summary = {
-        "model_shape": args.model, "layer": args.layer, "device": args.device,
+        "model_shape": args.model, "layers": list(layers), "device": args.device,
         "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
         "torch": torch.__version__, "d_sae": args.d_sae, "k": args.k, "tokens": result.tokens,
         "wall_s": round(wall, 1), "tokens_per_s_median": round(statistics.median(rates)) if rates else None,
-        "final_fvu": result.history[-1][f"L{args.layer}/fvu"], "sae_autocast": not args.no_autocast,
+        "final_fvu": {layer: result.history[-1][f"L{layer}/fvu"] for layer in layers},
+        "sae_autocast": not args.no_autocast,
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+        "predicted": predicted(args.model, layers, args.d_sae, args.model_batch, args.batch_tokens,
+                               args.block_batches * args.model_batch * args.context + args.batch_tokens),
     }
     print(json.dumps(summary, indent=1))
     if args.json:
