@@ -136,11 +136,13 @@ class Watchtower:
                 "flags_per_feature": per_feature}
 
     def write_report(self, json_path, csv_path, extra: dict | None = None) -> dict:
-        """Write `results` as JSON (thresholds, summary, per-prompt flags, plus extra) and one CSV row per flag."""
+        """Write `results` as JSON (thresholds, summary, per-prompt flags, plus extra; skipped when
+        json_path is None, e.g. when a notebook stamps its own) and one CSV row per flag; returns the payload."""
         payload = {"layer": self.layer, "thresholds": {str(f): v for f, v in self.thresholds.items()},
                    "summary": self.summary(), "prompts": self.results, **(extra or {})}
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(payload, indent=1))
+        if json_path is not None:
+            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(json_path).write_text(json.dumps(payload, indent=1))
         with open(csv_path, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["prompt_index", "position", "token", "feature", "activation", "threshold", "prompt"])
