@@ -129,8 +129,8 @@ class _StopForward(Exception):
 
 
 @contextmanager
-def read_residuals(model, layers, *, at: str = "output",
-                   stop_after_deepest: bool = False) -> Iterator[dict[int, torch.Tensor]]:
+def read_residuals(model, layers, *, at: str = "output", stop_after_deepest: bool = False,
+                   on_read: Callable[[int, torch.Tensor], None] | None = None) -> Iterator[dict[int, torch.Tensor]]:
     """Within the block, record the residual stream at each requested layer into the yielded dict.
 
     The dict fills as the model runs: {layer: [B, T, D]} (detached; layers resolved by
@@ -138,6 +138,8 @@ def read_residuals(model, layers, *, at: str = "output",
     L), at="input" what enters it (the embeddings for L = 0). With stop_after_deepest the forward
     is aborted right after the deepest layer is read (nothing after it runs, not even lm_head) and
     the context swallows that stop, so `with read_residuals(...) as acts: model(ids)` just works.
+    on_read(layer, hidden) is called on every read, so a reader sees each forward of a `generate`
+    (the dict keeps only the latest).
     """
     if at not in ("output", "input"):
         raise ValueError(f"at must be 'output' or 'input', got {at!r}")
@@ -149,6 +151,8 @@ def read_residuals(model, layers, *, at: str = "output",
 
     def record(layer: int, hidden: torch.Tensor) -> None:
         out[layer] = hidden.detach()
+        if on_read is not None:
+            on_read(layer, out[layer])
         if stop_after_deepest and layer == deepest:
             raise _StopForward(token)
 

@@ -253,6 +253,34 @@ def _dtype(v, ctx):
     return None if v == "auto" else runtime.resolve_dtype(v)  # "auto": load_model decides per device
 
 
+def _sae_source(v, ctx):
+    _text()(v, ctx)
+    if v.strip() != "train-here":
+        from .sae_io import sae_source_kwargs
+
+        sae_source_kwargs(v)
+    return v.strip()
+
+
+def _feature(v, ctx):
+    if isinstance(v, str):
+        return _text()(v, ctx)
+    return _int(-1, " (a latent id, -1 = the top-ranked one, or words to search the catalog labels)")(v, ctx)
+
+
+def _features_list(v, ctx):
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                   for x in v):
+        raise ValueError("must be a list of latent ids, e.g. [101, 2048], or [] to watch the top-ranked ones")
+    return [int(x) for x in v]
+
+
+def _prompts(v, ctx):
+    if isinstance(v, str):
+        return _dataset(v, ctx)
+    return _strings(v, ctx)
+
+
 _POS = _int(1)
 _NONNEG = _int(0)
 
@@ -288,6 +316,10 @@ RULES: dict[str, Rule] = {
     "MODEL_DTYPE": _dtype,
     "CHECKPOINT_DIR": _checkpoint_dir, "RUN_NAME": _run_name, "HF_REPO": _hf_repo, "HF_PRIVATE": _bool,
     "OUTPUT_DIR": _path, "SEED": _int(0),
+    # using an SAE (06, 13)
+    "SAE_SOURCE": _sae_source, "FEATURE": _feature, "FEATURE_CATALOG": _text(empty_ok=True),
+    "BASELINE_TOKENS": _POS, "WATCH_FEATURES": _features_list,
+    "PERCENTILE": _number(0.0, high=100.0, hint=", e.g. 99.5"), "PROMPTS": _prompts, "N_PROMPTS": _POS,
 }
 
 _NAME = re.compile(r"[A-Z][A-Z0-9_]*")

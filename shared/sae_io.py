@@ -288,3 +288,15 @@ def _build(cfg: SAEConfig, weights: dict, folder: Path, device) -> SparseAutoenc
     sae.load_state_dict(state)
     sae.eval()
     return sae.to(device) if device is not None else sae
+
+
+def sae_source_kwargs(spec: str) -> dict:
+    """load_sae's arguments for a notebook's one-string SAE_SOURCE: "<release>:<sae_id>" (a SAELens
+    release, or a Hub repo id and its folder), else a local folder or a Hub repo id. Checks a release's sae_id."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError("SAE source must be '<release>:<sae_id>', '<user>/<repo>:<folder>' or a local folder")
+    release, sep, sae_id = spec.strip().partition(":")
+    if sep:
+        resolve_release(release, sae_id)  # a one-line error for an unknown release or sae_id
+        return {"release": release, "sae_id": sae_id}
+    return {"source": spec.strip()}

@@ -628,6 +628,17 @@ def load_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def quick_sae(model, tokenizer, layer: int, *, dataset: str = "synthetic", tokens: int = 20_000, d_sae: int = 256,
+              k: int = 8, context_len: int = 64, checkpoint_dir: str = "quick_sae", seed: int = 0):
+    """A small TopK SAE trained here in seconds on `tokens` tokens of `dataset` at `layer`: for the
+    offline smoke runs of the notebooks that use an SAE (a real run loads a published one)."""
+    cfg = TrainConfig(model_id="(given)", layers=(int(layer),), dataset=(dataset,), context_len=context_len,
+                      sae=TopKConfig(d_sae=d_sae, k=k), total_tokens=tokens, batch_tokens=512, model_batch_size=8,
+                      block_batches=8, warmup_steps=10, checkpoint_every_tokens=10 * tokens,
+                      checkpoint_dir=checkpoint_dir, geometric_median_tokens=2048, seed=seed)
+    return train(cfg, model, tokenizer, progress=False).saes[int(layer)].eval()
+
+
 if __name__ == "__main__":
     from .train_cli import main
 

@@ -1,0 +1,146 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# ## What you'll do
+#
+# - Pick one SAE feature, by id or by searching the labels of a feature catalog (`feature_catalog.json`).
+# - **Steer** with it: while the model generates greedily, add `alpha × typical × d` to the residual
+#   stream at the SAE's layer, where `d` is what one unit of the feature adds to the SAE's
+#   reconstruction (its decoder row) and `typical` is its **mean activation when it fires** on a
+#   baseline pass. So `alpha = 1` writes the feature in at its usual strength, `alpha = 0` is the
+#   plain model, `alpha < 0` pushes against it.
+# - Measure, for each alpha: the feature's activation on the generated tokens (the SAE re-encodes the
+#   output's residuals at that layer), the same activation when the unsteered model re-reads the text,
+#   and the text's loss under the unsteered model: did it steer, and at what cost in fluency.
+#
+# Default: Gemma-2-2B with the Gemma Scope residual SAE of layer 12 (16k latents).
+
+# %% tags=["parameters"]
+MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
+LAYER = 12  # @param {type:"integer"}
+SAE_SOURCE = "gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical"  # @param {type:"string"}
+# "<SAELens release>:<sae_id>", "<user>/<repo>:<folder>" (e.g. a tier notebook's push), a local folder,
+# or "train-here": train a tiny TopK SAE in this run (seconds; for the offline smoke run)
+FEATURE = -1  # @param {type:"raw"}
+# a latent id; -1 = the top-ranked latent of the baseline pass; or words to search FEATURE_CATALOG's labels
+FEATURE_CATALOG = ""  # @param {type:"string"}
+PROMPT = "My favourite thing to do at the weekend is"  # @param {type:"string"}
+ALPHAS = [-3, 0, 1, 3]  # @param {type:"raw"}
+DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
+# the baseline text for each feature's typical activation (and the ranking when FEATURE = -1)
+BASELINE_TOKENS = 100_000  # @param {type:"integer"}
+CONTEXT_LEN = 128  # @param {type:"integer"}
+MAX_NEW_TOKENS = 40  # @param {type:"integer"}
+DEVICE = ""  # @param {type:"string"}
+OUTPUT_DIR = "outputs/06_steer_your_model"  # @param {type:"string"}
+SEED = 0  # @param {type:"integer"}
+
+# %%
+import textwrap
+
+from shared import data, features, notebook, sae_io, steer, train
+
+P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+
+# %% [markdown]
+# ## 1. The model and its SAE
+#
+# Gated models (Gemma, Llama) need an `HF_TOKEN` secret. The SAE must read the residual stream of
+# `LAYER` of this model (its width is checked against the model's).
+
+# %%
+model, tokenizer = run.load_model()
+layer = P.LAYER[0]
+if SAE_SOURCE == "train-here":
+    sae = train.quick_sae(model, tokenizer, layer, checkpoint_dir=str(run.out_dir / "quick_sae"), seed=SEED)
+else:
+    sae = sae_io.load_sae(**sae_io.sae_source_kwargs(SAE_SOURCE), d_in=model.config.hidden_size,
+                          device=next(model.parameters()).device)
+print(f"SAE: {sae.cfg.architecture}, {sae.cfg.d_sae} latents at layer {layer}")
+
+# %% [markdown]
+# ## 2. A baseline pass: how strongly does each feature usually fire?
+#
+# One streaming pass over `BASELINE_TOKENS` tokens of `DATASET` gives each latent's fire count and
+# mean activation when fired (`features.collect`). That mean is the unit of alpha.
+
+# %%
+batches = data.token_batches(data.text_stream(DATASET), tokenizer, CONTEXT_LEN, 8)
+stats = features.collect(model, tokenizer, sae, layer, batches, BASELINE_TOKENS)
+ranked = features.rank_features(stats, top_n=20)
+
+# %% [markdown]
+# ## 3. Pick the feature
+#
+# An id, the top-ranked latent of the baseline pass (mean when fired × log(1 + fire count), rare and
+# near-always-on latents left out), or the first catalog entry whose label holds every word of FEATURE.
+
+# %%
+if isinstance(FEATURE, str):
+    hits = steer.find_features(FEATURE_CATALOG, FEATURE)
+    if not hits:
+        raise ValueError(f"no label in {FEATURE_CATALOG} holds {FEATURE!r}: try other words or a latent id")
+    feature, how = int(hits[0]["id"]), f"catalog search {FEATURE!r}: {hits[0].get('name', '')}"
+elif FEATURE == -1:
+    if not ranked:
+        raise ValueError("no latent fired often enough on the baseline to rank: raise BASELINE_TOKENS")
+    feature, how = ranked[0][0], "top-ranked on the baseline pass"
+else:
+    feature, how = FEATURE, "given id"
+typical = steer.typical_activation(stats, feature)  # mean activation when fired
+print(f"feature {feature} ({how}): fires on {float(stats.fire_rate[feature]):.2%} of baseline tokens, "
+      f"typical activation {typical:.3f}")
+for ex in features.top_examples(stats, feature, tokenizer, n=3):
+    print(f"  {ex['activation']:7.3f}  {' '.join(ex['text'].split())[:100]!r}")
+
+# %% [markdown]
+# ## 4. Steer, side by side
+#
+# For each alpha: a greedy continuation with `alpha × typical × d` added at every position, then
+# (a) the feature's mean activation on the generated tokens as the steered model writes them,
+# (b) the same when the unsteered model re-reads the text, (c) the text's mean next-token loss under
+# the unsteered model. Strong steering raises (a) and usually the loss too.
+
+# %%
+rows = steer.steer_feature(model, tokenizer, sae, layer, feature, PROMPT, ALPHAS, typical=typical,
+                           max_new_tokens=MAX_NEW_TOKENS, seed=SEED)
+print(f"PROMPT: {PROMPT!r}")
+print(f"{'alpha':>6} | {'act':>6} | {'reread':>6} | {'loss':>6} | continuation")
+for r in rows:
+    text = textwrap.shorten(" ".join(r["text"].split()), 90) or "(empty)"
+    print(f"{r['alpha']:6.1f} | {r['feature_activation']:6.3f} | {r['feature_activation_reread']:6.3f} | "
+          f"{r['loss']:6.3f} | {text}")
+
+# %% [markdown]
+# ## 5. The report
+#
+# `interventions.json`: the feature, how it was chosen, its typical activation, and per alpha the
+# text with its activation and loss. `steered_up` says whether the largest alpha raised the
+# feature's activation above alpha = 0.
+
+# %%
+by_alpha = {r["alpha"]: r for r in rows}
+top, base = max(by_alpha), by_alpha.get(0.0)
+steered_up = bool(base is not None and by_alpha[top]["feature_activation"] > base["feature_activation"])
+report = {
+    "model": MODEL_ID, "layer": layer, "sae_source": SAE_SOURCE, "d_sae": sae.cfg.d_sae,
+    "feature": feature, "chosen_by": how, "typical_activation": typical,
+    "typical_activation_definition": "mean activation when fired over the baseline pass",
+    "baseline": {"dataset": DATASET, "tokens": stats.n_tokens, "fire_rate": float(stats.fire_rate[feature])},
+    "prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS,
+    "interventions": [{k: v for k, v in r.items() if k != "token_ids"} for r in rows],
+    "steered_up": steered_up,
+}
+run.write_report("interventions.json", report)
+print(f"alpha={top:g} raised the feature's activation over alpha=0: {steered_up}")

@@ -1,0 +1,156 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# ## What you'll do
+#
+# - Keep a **watch-list** of SAE features (ids you choose, or the top-ranked ones of a baseline pass).
+# - **Calibrate**: each feature's threshold is a high percentile (`PERCENTILE`) of its per-token
+#   activation over a baseline corpus, so "flagged" means "above this feature's usual range".
+# - **Stream** prompts (a list, a text file or a dataset) through the model, forward only, and flag the
+#   prompts and the token positions where a watched feature exceeds its threshold.
+# - Use the same monitor as a **hook during `generate`**: flags arrive token by token as the model writes.
+#
+# Outputs: `watchtower_report.json`, `watchtower_flags.csv` (one row per flag) and a plot.
+
+# %% tags=["parameters"]
+MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
+LAYER = 12  # @param {type:"integer"}
+SAE_SOURCE = "gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical"  # @param {type:"string"}
+# "<SAELens release>:<sae_id>", "<user>/<repo>:<folder>", a local folder, or "train-here" (a tiny SAE
+# trained in this run, for the offline smoke run)
+WATCH_FEATURES = []  # @param {type:"raw"}
+# latent ids to watch; [] = the TOP_K top-ranked latents of the baseline pass
+TOP_K = 8  # @param {type:"integer"}
+PERCENTILE = 99.5  # @param {type:"number"}
+DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
+# the baseline corpus: thresholds come from it
+BASELINE_TOKENS = 50_000  # @param {type:"integer"}
+PROMPTS = [
+    "The recipe calls for two cups of flour and a pinch of salt.",
+    "def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)",
+    "Le chat est assis sur le tapis.",
+    "BREAKING: markets fall sharply after the announcement.",
+]  # @param {type:"raw"}
+# a list of prompts, or a source: a .txt/.jsonl file, "synthetic", or "hf:<path>[:<config>[:<split>[:<field>]]]"
+N_PROMPTS = 100  # @param {type:"integer"}
+PROMPT = "Write a short story about a robot who"  # @param {type:"string"}
+MAX_NEW_TOKENS = 30  # @param {type:"integer"}
+CONTEXT_LEN = 128  # @param {type:"integer"}
+DEVICE = ""  # @param {type:"string"}
+OUTPUT_DIR = "outputs/13_watchtower_preview"  # @param {type:"string"}
+SEED = 0  # @param {type:"integer"}
+
+# %%
+from itertools import islice
+
+import matplotlib.pyplot as plt
+
+from shared import data, features, notebook, sae_io, train, watch
+
+P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+
+# %% [markdown]
+# ## 1. The model and its SAE
+
+# %%
+model, tokenizer = run.load_model()
+layer = P.LAYER[0]
+if SAE_SOURCE == "train-here":
+    sae = train.quick_sae(model, tokenizer, layer, checkpoint_dir=str(run.out_dir / "quick_sae"), seed=SEED)
+else:
+    sae = sae_io.load_sae(**sae_io.sae_source_kwargs(SAE_SOURCE), d_in=model.config.hidden_size,
+                          device=next(model.parameters()).device)
+print(f"SAE: {sae.cfg.architecture}, {sae.cfg.d_sae} latents at layer {layer}")
+
+# %% [markdown]
+# ## 2. The watch-list
+#
+# Given ids, or the `TOP_K` latents that rank highest (mean when fired × log(1 + fire count), rare and
+# near-always-on ones left out) on a streaming pass over the baseline corpus.
+
+# %%
+if WATCH_FEATURES:
+    watched = list(WATCH_FEATURES)
+else:
+    batches = data.token_batches(data.text_stream(DATASET), tokenizer, CONTEXT_LEN, 8)
+    stats = features.collect(model, tokenizer, sae, layer, batches, BASELINE_TOKENS)
+    watched = [j for j, _ in features.rank_features(stats, top_n=TOP_K)]
+if not watched:
+    raise ValueError("no latent to watch: list WATCH_FEATURES or raise BASELINE_TOKENS")
+print(f"watching {len(watched)} features: {watched}")
+
+# %% [markdown]
+# ## 3. Calibrate on the baseline
+#
+# Each feature's threshold is the `PERCENTILE`-th percentile of its activation over the baseline's
+# tokens (zeros included; BOS and other special tokens left out). A token is flagged when a feature
+# is strictly above its threshold, so about (100 - PERCENTILE)% of baseline-like tokens are flagged.
+
+# %%
+n_docs = max(1, BASELINE_TOKENS // CONTEXT_LEN)
+baseline = list(islice(data.text_stream(DATASET), n_docs))
+thresholds = watch.calibrate(model, tokenizer, sae, layer, baseline, watched, percentile=PERCENTILE,
+                             max_length=CONTEXT_LEN)
+tower = watch.Watchtower(model, tokenizer, sae, layer, thresholds, max_length=CONTEXT_LEN)
+for f, t in thresholds.items():
+    print(f"  feature {f:>6}: threshold {t:.4f}")
+
+# %% [markdown]
+# ## 4. Stream the prompts
+#
+# One forward per prompt (no generation); each flag names the prompt, the token position, the token,
+# the feature and by how much it exceeded its threshold.
+
+# %%
+results = tower.scan(PROMPTS, limit=N_PROMPTS)
+for r in results:
+    mark = "FLAG" if r["flagged"] else "    "
+    tokens = ", ".join(f"{fl['token']!r}@{fl['position']}:{fl['feature']}" for fl in r["flags"][:6])
+    print(f"{mark} {' '.join(r['prompt'].split())[:70]!r} {tokens}")
+
+# %% [markdown]
+# ## 5. The same monitor during `generate`
+#
+# `tower.during_generate()` hooks the layer's residual stream (shared/hooks.read_residuals), so each
+# forward of `model.generate` is encoded and flagged as it runs, token by token.
+
+# %%
+enc = tokenizer(PROMPT, return_tensors="pt").to(next(model.parameters()).device)
+pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+with tower.during_generate() as live:
+    out = model.generate(**enc, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=pad_id)
+live_flags = live.flags(out[0])
+generated = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+print(f"generated: {' '.join(generated.split())!r}")
+print(f"{len(live_flags)} flags while generating: "
+      + ", ".join(f"{fl['token']!r}@{fl['position']}:{fl['feature']}" for fl in live_flags[:12]))
+
+# %% [markdown]
+# ## 6. Report and plot
+#
+# The plot shows, per watched feature, how many prompt tokens it flagged.
+
+# %%
+summary = tower.summary()
+fig, ax = plt.subplots(figsize=(7, 3))
+ax.bar([str(f) for f in watched], [summary["flags_per_feature"][str(f)] for f in watched])
+ax.set_xlabel("feature"), ax.set_ylabel("flagged tokens"), ax.set_title(f"flags over {len(results)} prompts")
+run.save_figure(fig, "watchtower_flags.png")
+payload = tower.write_report(None, run.out_dir / "watchtower_flags.csv")
+run.write_report("watchtower_report.json", {
+    "model": MODEL_ID, "layer": layer, "sae_source": SAE_SOURCE, "watched": watched, "percentile": PERCENTILE,
+    "baseline": {"dataset": DATASET, "documents": len(baseline)}, "thresholds": payload["thresholds"],
+    "summary": summary, "prompts": results,
+    "generate": {"prompt": PROMPT, "text": generated, "flags": live_flags},
+})

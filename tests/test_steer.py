@@ -1,0 +1,71 @@
+"""Steering by an SAE feature (shared.steer): alpha = 0 is plain greedy, alpha = +3 raises the
+feature on the output, the loss field is the unsteered model's next-token loss, label search."""
+import math
+
+import pytest
+import torch
+
+from planted_sae import LAYER, planted_sae, sprinkle
+from shared import data, features, steer, synthetic
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PROMPT = "the ~ cat sat on"
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model):
+    model, tok = tiny_model("llama", device="cpu")
+    sae = planted_sae(model, tok)
+    texts = sprinkle(synthetic.synthetic_texts(20, seed=7), seed=1)
+    stats = features.collect(model, tok, sae, LAYER, data.token_batches(iter(texts), tok, 64, 4), 2000)
+    return model, tok, sae, stats
+
+
+def test_feature_direction_and_typical_activation(setup):
+    _, _, sae, stats = setup
+    assert torch.allclose(steer.feature_direction(sae, 0), sae.W_dec[0].detach())
+    typ = steer.typical_activation(stats, 0)
+    assert typ == pytest.approx(float(stats.mean_when_fired[0])) and typ > 0
+    assert steer.typical_activation(stats, 0, "max") >= typ
+    with pytest.raises(ValueError, match="never fired"):
+        steer.typical_activation(stats, 1)
+    with pytest.raises(ValueError, match="feature_id"):
+        steer.feature_direction(sae, 99)
+
+
+def test_alpha_zero_is_plain_greedy_and_plus_three_raises_the_feature(setup):
+    model, tok, sae, stats = setup
+    rows = steer.steer_feature(model, tok, sae, LAYER, 0, PROMPT, [-3, 0, 1, 3],
+                               typical=steer.typical_activation(stats, 0), max_new_tokens=10)
+    enc = tok(PROMPT, return_tensors="pt")
+    plain = model.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=tok.eos_token_id)
+    by = {r["alpha"]: r for r in rows}
+    assert by[0.0]["text"] == tok.decode(plain[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert by[3.0]["feature_activation"] > by[0.0]["feature_activation"]
+    assert by[3.0]["feature_activation"] > by[1.0]["feature_activation"]
+    assert by[0.0]["feature_activation"] == pytest.approx(by[0.0]["feature_activation_reread"])
+
+
+def test_loss_is_the_unsteered_next_token_loss(setup):
+    model, tok, sae, stats = setup
+    (row,) = steer.steer_feature(model, tok, sae, LAYER, 0, PROMPT, [3], typical=1.0, max_new_tokens=6)
+    prompt_ids = tok(PROMPT)["input_ids"]
+    ids = prompt_ids + row["token_ids"]
+    assert len(ids) - len(prompt_ids) == row["n_tokens"]
+    nll = []
+    with torch.no_grad():
+        for t in range(len(prompt_ids), len(ids)):
+            logp = torch.log_softmax(model(torch.tensor([ids[:t]])).logits[0, -1].float(), -1)
+            nll.append(-float(logp[ids[t]]))
+    assert row["loss"] == pytest.approx(sum(nll) / len(nll), rel=1e-4)
+    assert not math.isnan(row["feature_activation"])
+
+
+def test_find_features_searches_labels(tmp_path):
+    catalog = {"features": [{"id": 3, "name": "French words", "desc": "fires on French text"},
+                            {"id": 7, "name": "latent 7", "desc": "code: Python indentation"}]}
+    assert [e["id"] for e in steer.find_features(catalog, "french")] == [3]
+    assert [e["id"] for e in steer.find_features(catalog["features"], "PYTHON code")] == [7]
+    assert steer.find_features(catalog, "german") == []
+    with pytest.raises(ValueError, match="not a file"):
+        steer.find_features(str(tmp_path / "none.json"), "x")
