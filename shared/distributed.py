@@ -130,6 +130,13 @@ def init(timeout_s: float | None = None) -> Group | None:
     return current()
 
 
+def shutdown() -> None:
+    """Leave the job: destroy the process group, so gloo's threads end before the interpreter does
+    (left running, they abort the process at exit: "terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def current() -> Group | None:
     """The job this process joined with `init`, or None."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:

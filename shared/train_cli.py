@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         run(P, group)
     except (ValueError, distributed.RankFailure) as e:  # one line, no traceback
         sys.exit(f"error: {e}")
+    finally:
+        distributed.shutdown()
 
 
 def run(P: notebook.Parameters, group: distributed.Group | None) -> train.TrainResult:
