@@ -290,6 +290,28 @@ RULES: dict[str, Rule] = {
     "OUTPUT_DIR": _path, "SEED": _int(0),
 }
 
+# --- using an SAE (04, 05): which SAE, how many tokens and features, the judge, a catalog to name features
+
+
+def _sae(v, ctx):
+    from . import sae_io
+
+    return sae_io.check_source(v, ctx.params.get("SAE_ID", ""))
+
+
+def _catalog_file(v, ctx):
+    _text(empty_ok=True)(v, ctx)
+    if v.strip() and not (v.endswith(".json") and os.path.isfile(v)):
+        raise ValueError("must be '' (no catalog) or the path of a feature_catalog.json file (notebook 04's output)")
+    return v.strip()
+
+
+RULES.update({
+    "SAE": _sae, "SAE_ID": _text(empty_ok=True), "N_TOKENS": _POS, "N_FEATURES": _POS,
+    "JUDGE": _choice("auto", "anthropic", "openai", "offline"), "ANTHROPIC_MODEL": _text(), "OPENAI_MODEL": _text(),
+    "CATALOG": _catalog_file,
+})
+
 _NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
 

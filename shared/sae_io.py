@@ -288,3 +288,41 @@ def _build(cfg: SAEConfig, weights: dict, folder: Path, device) -> SparseAutoenc
     sae.load_state_dict(state)
     sae.eval()
     return sae.to(device) if device is not None else sae
+
+
+# --------------------------------------------------------------------------- the notebooks' SAE / SAE_ID pair
+
+TRAIN_TINY = "train-tiny"  # SAE = this: the notebook trains a small SAE itself (train.train_tiny_sae)
+
+
+def check_source(sae: str, sae_id: str = "") -> str:
+    """Check a notebook's SAE / SAE_ID pair without downloading anything: a SAELens release and an
+    sae_id in it, a local folder, a Hub repo id (SAE_ID its subfolder), or TRAIN_TINY. Returns sae."""
+    if not isinstance(sae, str) or not sae.strip():
+        raise ValueError(f"must name an SAE: a SAELens release (e.g. 'gemma-scope-2b-pt-res-canonical'), a local "
+                         f"folder, a Hub repo id, or {TRAIN_TINY!r}")
+    if not isinstance(sae_id, str):
+        raise ValueError("SAE_ID must be a string (the SAE in the release, or the subfolder; '' for none)")
+    if sae == TRAIN_TINY or Path(sae).is_dir():
+        return sae
+    if sae in releases():
+        resolve_release(sae, sae_id)
+        return sae
+    if re.fullmatch(r"[\w.\-]+/[\w.\-]+", sae):
+        return sae
+    raise ValueError(f"is neither a SAELens release ({_close(sae, releases())}), a local folder, a Hub repo id "
+                     f"'<user>/<name>' nor {TRAIN_TINY!r}")
+
+
+def open_sae(sae: str, sae_id: str = "", **kw) -> tuple[SparseAutoencoder, str]:
+    """(the SAE, where it came from as "<repo>/<path>" or the folder) for a notebook's SAE / SAE_ID:
+    a SAELens release + sae_id, else a local folder or Hub repo id with SAE_ID as its subfolder.
+    **kw go to load_sae (d_in, device, dtype, token)."""
+    check_source(sae, sae_id)
+    if sae == TRAIN_TINY:
+        raise ValueError(f"SAE = {TRAIN_TINY!r}: train it first (train.train_tiny_sae) and open its export folder")
+    if not Path(sae).is_dir() and sae in releases():
+        repo, path, _ = resolve_release(sae, sae_id)
+        return load_sae(release=sae, sae_id=sae_id, **kw), f"{repo}/{path}"
+    where = str(Path(sae) / sae_id) if Path(sae).is_dir() else "/".join(p for p in (sae, sae_id.strip("/")) if p)
+    return load_sae(sae, subfolder=sae_id, **kw), where
