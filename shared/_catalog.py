@@ -12,4 +12,5 @@ NOTEBOOKS = (
     {"id": "22_ccs_probe", "source": "22_ccs_probe.py", "title": "CCS probe, beside the baselines that keep it honest", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "10 min on a T4"},
     {"id": "23_repe_reading_vector", "source": "23_repe_reading_vector.py", "title": "RepE reading vector: read, monitor and steer a concept", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "5 min on a T4"},
     {"id": "04_discover_features", "source": "04_discover_features.py", "title": "Discover features: rank, label and measure an SAE's latents", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "15 min on a T4 for 2M tokens and 50 labels"},
+    {"id": "05_build_shareable_trace", "source": "05_build_shareable_trace.py", "title": "Build a shareable trace: one prompt through an SAE", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "3 min on a T4"},
 )
