@@ -296,7 +296,17 @@ RULES: dict[str, Rule] = {
 def _sae(v, ctx):
     from . import sae_io
 
-    return sae_io.check_source(v, ctx.params.get("SAE_ID", ""))
+    return sae_io.check_source(v)
+
+
+def _sae_id(v, ctx):
+    """The SAE in SAE's release (checked against the release's list), or SAE's subfolder ('' for none)."""
+    from . import sae_io
+
+    sae = ctx.params.get("SAE")
+    if isinstance(sae, str) and sae.strip():
+        sae_io.check_source(sae, v)
+    return _text(empty_ok=True)(v, ctx)
 
 
 def _catalog_file(v, ctx):
@@ -307,7 +317,7 @@ def _catalog_file(v, ctx):
 
 
 RULES.update({
-    "SAE": _sae, "SAE_ID": _text(empty_ok=True), "N_TOKENS": _POS, "N_FEATURES": _POS,
+    "SAE": _sae, "SAE_ID": _sae_id, "N_TOKENS": _POS, "N_FEATURES": _POS,
     "JUDGE": _choice("auto", "anthropic", "openai", "offline"), "ANTHROPIC_MODEL": _text(), "OPENAI_MODEL": _text(),
     "CATALOG": _catalog_file,
 })

@@ -295,18 +295,19 @@ def _build(cfg: SAEConfig, weights: dict, folder: Path, device) -> SparseAutoenc
 TRAIN_TINY = "train-tiny"  # SAE = this: the notebook trains a small SAE itself (train.train_tiny_sae)
 
 
-def check_source(sae: str, sae_id: str = "") -> str:
-    """Check a notebook's SAE / SAE_ID pair without downloading anything: a SAELens release and an
-    sae_id in it, a local folder, a Hub repo id (SAE_ID its subfolder), or TRAIN_TINY. Returns sae."""
+def check_source(sae: str, sae_id: str | None = None) -> str:
+    """Check a notebook's SAE (and, given, its SAE_ID) without downloading anything: a SAELens release
+    and an sae_id in it, a local folder, a Hub repo id (SAE_ID its subfolder), or TRAIN_TINY. Returns sae."""
     if not isinstance(sae, str) or not sae.strip():
         raise ValueError(f"must name an SAE: a SAELens release (e.g. 'gemma-scope-2b-pt-res-canonical'), a local "
                          f"folder, a Hub repo id, or {TRAIN_TINY!r}")
-    if not isinstance(sae_id, str):
-        raise ValueError("SAE_ID must be a string (the SAE in the release, or the subfolder; '' for none)")
+    if sae_id is not None and not isinstance(sae_id, str):
+        raise ValueError("must be a string: the SAE in the release, or the subfolder ('' for none)")
     if sae == TRAIN_TINY or Path(sae).is_dir():
         return sae
     if sae in releases():
-        resolve_release(sae, sae_id)
+        if sae_id is not None:
+            resolve_release(sae, sae_id)
         return sae
     if re.fullmatch(r"[\w.\-]+/[\w.\-]+", sae):
         return sae

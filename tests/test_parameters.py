@@ -58,6 +58,13 @@ BAD = [
     ("HF_PRIVATE", "yes", None), ("OUTPUT_DIR", "", None), ("SEED", "zero", None),
 ]
 
+BAD += [  # using an SAE (04, 05)
+    ("SAE", "", None), ("SAE", "no such sae", None), ("SAE_ID", 5, None),
+    ("SAE_ID", "layer_99/width_16k/canonical", lambda p: p["SAE"] == "gemma-scope-2b-pt-res-canonical"),
+    ("N_TOKENS", 0, None), ("N_FEATURES", 0, None), ("JUDGE", "gpt", None),
+    ("ANTHROPIC_MODEL", "", None), ("OPENAI_MODEL", "", None), ("CATALOG", "no/such/feature_catalog.json", None),
+]
+
 CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad) else 'f'}")
          for e in ENTRIES for name, bad, when in BAD
          if name in parameters_of(e) and (when is None or when(parameters_of(e)))]
