@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import data, hooks, models, runtime, synthetic, tiers
+from . import data, hooks, models, runtime, sae_releases, synthetic, tiers
 
 
 class ParameterError(ValueError):
@@ -294,18 +294,14 @@ RULES: dict[str, Rule] = {
 
 
 def _sae(v, ctx):
-    from . import sae_io
-
-    return sae_io.check_source(v)
+    return sae_releases.check_source(v)
 
 
 def _sae_id(v, ctx):
     """The SAE in SAE's release (checked against the release's list), or SAE's subfolder ('' for none)."""
-    from . import sae_io
-
     sae = ctx.params.get("SAE")
     if isinstance(sae, str) and sae.strip():
-        sae_io.check_source(sae, v)
+        sae_releases.check_source(sae, v)
     return _text(empty_ok=True)(v, ctx)
 
 

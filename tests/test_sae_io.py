@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared import export, sae_io
+from shared import export, sae_io, sae_releases
 
 D_IN, D_SAE, K = 16, 64, 4
 
@@ -159,7 +159,7 @@ def test_builtin_release_table_matches_sae_lens_yaml(sl, monkeypatch):
         ("google/gemma-scope-2b-pt-res", "layer_12/width_16k/average_l0_82", "gemma_2")
     assert sae_io.resolve_release("me/my-saes", "blocks.3.hook_resid_post") == \
         ("me/my-saes", "blocks.3.hook_resid_post", None)  # not a release: a Hub repo, as in SAELens
-    monkeypatch.setattr(sae_io.importlib.util, "find_spec", lambda name: None)  # sae_lens absent
+    monkeypatch.setattr(sae_releases.importlib.util, "find_spec", lambda name: None)  # sae_lens absent
     assert sae_io.releases.__wrapped__() is sae_io.BUILTIN_RELEASES
 
 
