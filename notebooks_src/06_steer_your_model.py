@@ -28,9 +28,11 @@
 # %% tags=["parameters"]
 MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
 LAYER = 12  # @param {type:"integer"}
-SAE_SOURCE = "gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical"  # @param {type:"string"}
-# "<SAELens release>:<sae_id>", "<user>/<repo>:<folder>" (e.g. a tier notebook's push), a local folder,
-# or "train-here": train a tiny TopK SAE in this run (seconds; for the offline smoke run)
+SAE = "gemma-scope-2b-pt-res-canonical"  # @param {type:"string"}
+SAE_ID = "layer_12/width_16k/canonical"  # @param {type:"string"}
+# SAE: a SAELens release (SAE_ID: the SAE in it), a local export folder or a Hub repo id such as a tier
+# notebook's push (SAE_ID: its subfolder, "" for the root), or "train-tiny" to train a small SAE here
+# first on DATASET (a quick try; the offline smoke run)
 FEATURE = -1  # @param {type:"raw"}
 # a latent id; -1 = the top-ranked latent of the baseline pass; or words to search FEATURE_CATALOG's labels
 FEATURE_CATALOG = ""  # @param {type:"string"}
@@ -48,7 +50,7 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import textwrap
 
-from shared import data, features, notebook, sae_io, steer, train
+from shared import data, features, notebook, sae_io, steer
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -62,12 +64,7 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 # %%
 model, tokenizer = run.load_model()
 layer = P.LAYER[0]
-if SAE_SOURCE == "train-here":
-    sae = train.quick_sae(model, tokenizer, layer, checkpoint_dir=str(run.out_dir / "quick_sae"), seed=SEED)
-else:
-    sae = sae_io.load_sae(**sae_io.sae_source_kwargs(SAE_SOURCE), d_in=model.config.hidden_size,
-                          device=next(model.parameters()).device)
-print(f"SAE: {sae.cfg.architecture}, {sae.cfg.d_sae} latents at layer {layer}")
+sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 
 # %% [markdown]
 # ## 2. A baseline pass: how strongly does each feature usually fire?
@@ -134,7 +131,7 @@ by_alpha = {r["alpha"]: r for r in rows}
 top, base = max(by_alpha), by_alpha.get(0.0)
 steered_up = bool(base is not None and by_alpha[top]["feature_activation"] > base["feature_activation"])
 report = {
-    "model": MODEL_ID, "layer": layer, "sae_source": SAE_SOURCE, "d_sae": sae.cfg.d_sae,
+    "model": MODEL_ID, "layer": layer, "sae": sae_repo, "d_sae": sae.cfg.d_sae,
     "feature": feature, "chosen_by": how, "typical_activation": typical,
     "typical_activation_definition": "mean activation when fired over the baseline pass",
     "baseline": {"dataset": DATASET, "tokens": stats.n_tokens, "fire_rate": float(stats.fire_rate[feature])},

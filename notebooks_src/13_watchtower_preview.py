@@ -25,9 +25,11 @@
 # %% tags=["parameters"]
 MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
 LAYER = 12  # @param {type:"integer"}
-SAE_SOURCE = "gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical"  # @param {type:"string"}
-# "<SAELens release>:<sae_id>", "<user>/<repo>:<folder>", a local folder, or "train-here" (a tiny SAE
-# trained in this run, for the offline smoke run)
+SAE = "gemma-scope-2b-pt-res-canonical"  # @param {type:"string"}
+SAE_ID = "layer_12/width_16k/canonical"  # @param {type:"string"}
+# SAE: a SAELens release (SAE_ID: the SAE in it), a local export folder or a Hub repo id such as a tier
+# notebook's push (SAE_ID: its subfolder, "" for the root), or "train-tiny" to train a small SAE here
+# first on DATASET (a quick try; the offline smoke run)
 WATCH_FEATURES = []  # @param {type:"raw"}
 # latent ids to watch; [] = the TOP_K top-ranked latents of the baseline pass
 TOP_K = 8  # @param {type:"integer"}
@@ -55,7 +57,7 @@ from itertools import islice
 
 import matplotlib.pyplot as plt
 
-from shared import data, features, notebook, sae_io, train, watch
+from shared import data, features, notebook, sae_io, watch
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -66,12 +68,7 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 # %%
 model, tokenizer = run.load_model()
 layer = P.LAYER[0]
-if SAE_SOURCE == "train-here":
-    sae = train.quick_sae(model, tokenizer, layer, checkpoint_dir=str(run.out_dir / "quick_sae"), seed=SEED)
-else:
-    sae = sae_io.load_sae(**sae_io.sae_source_kwargs(SAE_SOURCE), d_in=model.config.hidden_size,
-                          device=next(model.parameters()).device)
-print(f"SAE: {sae.cfg.architecture}, {sae.cfg.d_sae} latents at layer {layer}")
+sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 
 # %% [markdown]
 # ## 2. The watch-list
@@ -149,7 +146,7 @@ ax.set_xlabel("feature"), ax.set_ylabel("flagged tokens"), ax.set_title(f"flags 
 run.save_figure(fig, "watchtower_flags.png")
 payload = tower.write_report(None, run.out_dir / "watchtower_flags.csv")
 run.write_report("watchtower_report.json", {
-    "model": MODEL_ID, "layer": layer, "sae_source": SAE_SOURCE, "watched": watched, "percentile": PERCENTILE,
+    "model": MODEL_ID, "layer": layer, "sae": sae_repo, "watched": watched, "percentile": PERCENTILE,
     "baseline": {"dataset": DATASET, "documents": len(baseline)}, "thresholds": payload["thresholds"],
     "summary": summary, "prompts": results,
     "generate": {"prompt": PROMPT, "text": generated, "flags": live_flags},

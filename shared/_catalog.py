@@ -11,6 +11,6 @@ NOTEBOOKS = (
     {"id": "21_linear_probe", "source": "21_linear_probe.py", "title": "Linear probes per layer, with honest baselines", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "10 min on a T4"},
     {"id": "22_ccs_probe", "source": "22_ccs_probe.py", "title": "CCS probe, beside the baselines that keep it honest", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "10 min on a T4"},
     {"id": "23_repe_reading_vector", "source": "23_repe_reading_vector.py", "title": "RepE reading vector: read, monitor and steer a concept", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "5 min on a T4"},
-    {"id": "06_steer_your_model", "source": "06_steer_your_model.py", "title": "Steer your model with an SAE feature", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "5 min on a T4"},
-    {"id": "13_watchtower_preview", "source": "13_watchtower_preview.py", "title": "Watchtower preview: flag prompts and tokens with SAE features", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "5 min on a T4"},
+    {"id": "04_discover_features", "source": "04_discover_features.py", "title": "Discover features: rank, label and measure an SAE's latents", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "15 min on a T4 for 2M tokens and 50 labels"},
+    {"id": "05_build_shareable_trace", "source": "05_build_shareable_trace.py", "title": "Build a shareable trace: one prompt through an SAE", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "3 min on a T4"},
 )

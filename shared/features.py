@@ -296,3 +296,36 @@ def catalog_entries(stats: FeatureStats, ranked: Sequence[tuple[int, float]], to
             entry["logit_effects"] = effects[j]
         entries.append(entry)
     return entries
+
+
+def random_windows(batches: Sequence[Tensor], tokenizer, n: int, width: int = 17, seed: int = 0) -> list[dict]:
+    """n token windows of `width` tokens drawn uniformly from `batches` (LongTensors [B, T]), never
+    position 0 (BOS): {text, tokens}, the judge's random contexts (mostly not activating a sparse latent)."""
+    rows = torch.cat([b for b in batches]) if batches else torch.empty(0, 0, dtype=torch.long)
+    if rows.shape[0] == 0 or rows.shape[1] < width + 1:
+        raise ValueError(f"need token batches with more than width={width} tokens a row to draw windows from")
+    gen = torch.Generator().manual_seed(seed)
+    r = torch.randint(0, rows.shape[0], (n,), generator=gen)
+    s = torch.randint(1, rows.shape[1] - width + 1, (n,), generator=gen)
+    out = []
+    for ri, si in zip(r.tolist(), s.tolist()):
+        ids = rows[ri, si:si + width].tolist()
+        out.append({"text": tokenizer.decode(ids), "tokens": [tokenizer.decode([t]) for t in ids]})
+    return out
+
+
+def judge_evidence(stats: FeatureStats, ranked: Sequence[tuple[int, float]], tokenizer, pool: Sequence[dict],
+                   n_random: int = 10, seed: int = 0) -> list[dict]:
+    """What judge.label_features reads for each ranked latent: its stored top contexts as {text,
+    tokens, acts} and n_random contexts drawn from `pool` (random_windows) for the detection test."""
+    import random
+
+    rate, mean = stats.fire_rate, stats.mean_when_fired
+    out = []
+    for j, _ in ranked:
+        top = [{"text": e["text"], "tokens": e["tokens"], "acts": e["token_activations"]}
+               for e in top_examples(stats, j, tokenizer)]
+        rand = random.Random(f"{seed}:{j}").sample(list(pool), min(n_random, len(pool)))
+        out.append({"id": int(j), "top_examples": top, "random_examples": rand,
+                    "fire_rate": float(rate[j]), "mean_when_fired": float(mean[j])})
+    return out

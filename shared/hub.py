@@ -88,3 +88,49 @@ def visibility(is_private: bool | None, wanted: bool, created: bool) -> str:
         return f"({seen})"
     return (f"({seen}: the repo already exists as {seen}; HF_PRIVATE={wanted} does not change an existing "
             f"repo, change it in the repo's settings)")
+
+
+def upload_files(files, repo_id: str | None, *, private: bool = True, token: str | None = None,
+                 path_in_repo: str = "", api: Any = None) -> dict:
+    """Upload a run's result files (a feature catalog, a trace, its HTML) to `repo_id`/`path_in_repo`
+    in one commit, never raising on a Hub fault: {"ok": True, "repo", "url", "files"} or
+    {"ok": False, "repo", "error"}. An empty repo_id uploads nothing and returns {} (uploads happen
+    only when asked); a missing repo is created private unless private=False."""
+    import sys
+    from pathlib import Path
+
+    from . import runtime
+
+    if not repo_id:
+        print('upload skipped: HF_REPO is empty (set HF_REPO = "<user>/<name>" to push these results to a '
+              "private Hugging Face repo)")
+        return {}
+    files = [Path(f) for f in files]
+    entry: dict = {"ok": False, "repo": repo_id}
+    token = runtime.hf_token(token)
+    if not token:
+        entry["error"] = "HF_TOKEN not found"
+    elif "/" not in repo_id:
+        entry["error"] = f'HF_REPO has no user part: set HF_REPO = "<user>/{repo_id}"'
+    else:
+        try:
+            from huggingface_hub import CommitOperationAdd, HfApi
+
+            api = api if api is not None else HfApi(token=token)
+            is_private, created = ensure_repo(api, repo_id, private=private, token=token)
+            print(f"uploading {len(files)} files to {repo_url(api, repo_id)} {visibility(is_private, private, created)}")
+            dest = path_in_repo.strip("/")
+            ops = [CommitOperationAdd(path_in_repo=f"{dest}/{f.name}" if dest else f.name, path_or_fileobj=str(f))
+                   for f in files]
+            api.create_commit(repo_id=repo_id, operations=ops, repo_type="model", token=token,
+                              commit_message=f"Upload {', '.join(f.name for f in files)}")
+            url = repo_url(api, repo_id) + (f"/tree/main/{dest}" if dest else "")
+            entry.update(ok=True, url=url, files=[op.path_in_repo for op in ops])
+            print(f"uploaded to {url}")
+            return entry
+        except Exception as e:  # noqa: BLE001 - a Hub fault must not cost the finished run
+            entry["error"] = failure_reason(e, repo_id, token)
+    how = f" {runtime.how_to_set('HF_TOKEN')}" if entry["error"] == "HF_TOKEN not found" else ""
+    print(f"upload to {repo_id} failed: {entry['error']}.{how} The files are kept in {files[0].parent if files else '.'}",
+          file=sys.stderr)
+    return entry

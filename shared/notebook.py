@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import data, hooks, models, runtime, synthetic, tiers
+from . import data, hooks, models, runtime, sae_releases, synthetic, tiers
 
 
 class ParameterError(ValueError):
@@ -253,15 +253,6 @@ def _dtype(v, ctx):
     return None if v == "auto" else runtime.resolve_dtype(v)  # "auto": load_model decides per device
 
 
-def _sae_source(v, ctx):
-    _text()(v, ctx)
-    if v.strip() != "train-here":
-        from .sae_io import sae_source_kwargs
-
-        sae_source_kwargs(v)
-    return v.strip()
-
-
 def _feature(v, ctx):
     if isinstance(v, str):
         return _text()(v, ctx)
@@ -317,10 +308,38 @@ RULES: dict[str, Rule] = {
     "CHECKPOINT_DIR": _checkpoint_dir, "RUN_NAME": _run_name, "HF_REPO": _hf_repo, "HF_PRIVATE": _bool,
     "OUTPUT_DIR": _path, "SEED": _int(0),
     # using an SAE (06, 13)
-    "SAE_SOURCE": _sae_source, "FEATURE": _feature, "FEATURE_CATALOG": _text(empty_ok=True),
+    "FEATURE": _feature, "FEATURE_CATALOG": _text(empty_ok=True),
     "BASELINE_TOKENS": _POS, "WATCH_FEATURES": _features_list,
     "PERCENTILE": _number(0.0, high=100.0, hint=", e.g. 99.5"), "PROMPTS": _prompts, "N_PROMPTS": _POS,
 }
+
+# --- using an SAE (04, 05): which SAE, how many tokens and features, the judge, a catalog to name features
+
+
+def _sae(v, ctx):
+    return sae_releases.check_source(v)
+
+
+def _sae_id(v, ctx):
+    """The SAE in SAE's release (checked against the release's list), or SAE's subfolder ('' for none)."""
+    sae = ctx.params.get("SAE")
+    if isinstance(sae, str) and sae.strip():
+        sae_releases.check_source(sae, v)
+    return _text(empty_ok=True)(v, ctx)
+
+
+def _catalog_file(v, ctx):
+    _text(empty_ok=True)(v, ctx)
+    if v.strip() and not (v.endswith(".json") and os.path.isfile(v)):
+        raise ValueError("must be '' (no catalog) or the path of a feature_catalog.json file (notebook 04's output)")
+    return v.strip()
+
+
+RULES.update({
+    "SAE": _sae, "SAE_ID": _sae_id, "N_TOKENS": _POS, "N_FEATURES": _POS,
+    "JUDGE": _choice("auto", "anthropic", "openai", "offline"), "ANTHROPIC_MODEL": _text(), "OPENAI_MODEL": _text(),
+    "CATALOG": _catalog_file,
+})
 
 _NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 

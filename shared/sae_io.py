@@ -15,17 +15,15 @@ The folder's files say its format:
 
 from __future__ import annotations
 
-import difflib
-import functools
-import importlib.util
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from .export import CFG_FILE, SAELENS_ARCH, WEIGHTS_FILE
+# the release registry lives in sae_releases (no torch: the notebooks' parameter checks read it); names kept here
+from .sae_releases import BUILTIN_RELEASES, TRAIN_TINY, check_source, releases, resolve_release  # noqa: F401
 from .sae import ARCHITECTURES, DTYPES, SAEConfig, SparseAutoencoder, build_sae, config_from_dict
 
 GEMMA_SCOPE_FILE = "params.npz"
@@ -35,61 +33,6 @@ FORMATS = f"{CFG_FILE} + {WEIGHTS_FILE} (SAELens / our export), {GEMMA_SCOPE_FIL
           f"{CFG_FILE} + {SPARSIFY_FILE} (sparsify)"
 # SAELens training architectures that SAELens saves for inference as JumpReLU
 BATCHTOPK_ARCHS = ("batchtopk", "matryoshka_batchtopk")
-
-# The releases the catalog's defaults use, copied from sae_lens 6.54.12's pretrained_saes.yaml;
-# used when sae_lens is not installed. conversion: None = SAELens folders, "gemma_2" = Gemma Scope.
-BUILTIN_RELEASES: dict[str, dict[str, Any]] = {
-    "gemma-scope-2b-pt-res-canonical": {
-        "repo_id": "google/gemma-scope-2b-pt-res", "model": "gemma-2-2b", "conversion": "gemma_2",
-        "saes": {f"layer_{L}/width_16k/canonical": f"layer_{L}/width_16k/average_l0_{l0}" for L, l0 in enumerate(
-            (105, 102, 141, 59, 124, 68, 70, 69, 71, 73, 77, 80, 82, 84, 84, 78, 78, 77, 74, 73, 71, 70, 72, 75,
-             73, 116))},
-    },
-    # SAELens ran GPT-2 with TransformerLens' center_writing_weights=True for these (its config_overrides)
-    "gpt2-small-res-jb": {
-        "repo_id": "jbloom/GPT2-Small-SAEs-Reformatted", "model": "gpt2-small", "conversion": None,
-        "saes": {**{f"blocks.{L}.hook_resid_pre": f"blocks.{L}.hook_resid_pre" for L in range(12)},
-                 "blocks.11.hook_resid_post": "blocks.11.hook_resid_post"},
-    },
-}
-
-
-# --------------------------------------------------------------------------- releases
-
-@functools.lru_cache(maxsize=1)
-def releases() -> dict[str, dict[str, Any]]:
-    """release -> {repo_id, model, conversion, saes: {sae_id: path}}: SAELens' own pretrained_saes.yaml
-    when sae_lens is installed (read without importing it), else BUILTIN_RELEASES."""
-    spec = importlib.util.find_spec("sae_lens")
-    yaml_path = Path(spec.origin).parent / "pretrained_saes.yaml" if spec and spec.origin else None
-    if yaml_path is None or not yaml_path.is_file():
-        return BUILTIN_RELEASES
-    import yaml
-
-    with yaml_path.open() as f:
-        data = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    return {name: {"repo_id": v["repo_id"], "model": v.get("model"), "conversion": v.get("conversion_func"),
-                   "saes": {s["id"]: str(s["path"]) for s in v.get("saes", [])}} for name, v in data.items()}
-
-
-def _close(word: str, options) -> str:
-    near = difflib.get_close_matches(word, list(options), n=5, cutoff=0.5)
-    return f"close matches: {near}" if near else f"{len(options)} known, e.g. {sorted(options)[:5]}"
-
-
-def resolve_release(release: str, sae_id: str) -> tuple[str, str, str | None]:
-    """(repo_id, path in the repo, conversion) of a SAELens release + sae_id. A release SAELens does not
-    list but shaped like a Hub repo id is taken as one (sae_id its folder), as SAELens does."""
-    table = releases()
-    if release not in table:
-        if re.fullmatch(r"[\w.\-]+/[\w.\-]+", release):
-            return release, sae_id, None
-        raise ValueError(f"release={release!r} is not a SAELens release ({_close(release, table)})")
-    entry = table[release]
-    if sae_id not in entry["saes"]:
-        raise ValueError(f"sae_id={sae_id!r} is not in release {release!r} ({_close(sae_id, entry['saes'])})")
-    return entry["repo_id"], entry["saes"][sae_id], entry["conversion"]
-
 
 # --------------------------------------------------------------------------- finding the folder
 
@@ -290,13 +233,37 @@ def _build(cfg: SAEConfig, weights: dict, folder: Path, device) -> SparseAutoenc
     return sae.to(device) if device is not None else sae
 
 
-def sae_source_kwargs(spec: str) -> dict:
-    """load_sae's arguments for a notebook's one-string SAE_SOURCE: "<release>:<sae_id>" (a SAELens
-    release, or a Hub repo id and its folder), else a local folder or a Hub repo id. Checks a release's sae_id."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError("SAE source must be '<release>:<sae_id>', '<user>/<repo>:<folder>' or a local folder")
-    release, sep, sae_id = spec.strip().partition(":")
-    if sep:
-        resolve_release(release, sae_id)  # a one-line error for an unknown release or sae_id
-        return {"release": release, "sae_id": sae_id}
-    return {"source": spec.strip()}
+# --------------------------------------------------------------------------- the notebooks' SAE / SAE_ID pair
+
+def sae_for_notebook(P, model, tokenizer, layer: int, out_dir) -> tuple[SparseAutoencoder, str]:
+    """(the SAE, where it came from) for a notebook's SAE / SAE_ID parameters at `layer` of `model`:
+    with SAE = "train-tiny" a small TopK SAE is first trained here on DATASET (a quick try and the
+    offline smoke runs) and exported like a tier notebook's, then read back like any other folder."""
+    from .models import d_model, model_device
+    from .train import train_tiny_sae
+
+    source, sae_id = P.SAE, P.SAE_ID
+    if source == TRAIN_TINY:
+        source = str(train_tiny_sae(model, tokenizer, P.MODEL_ID, layer, P.get("DATASET", "synthetic"),
+                                    Path(out_dir) / "tiny_sae", seed=P.SEED))
+        sae_id = ""
+        print(f"trained a tiny SAE for this run: {source}")
+    sae, where = open_sae(source, sae_id, d_in=d_model(model), device=model_device(model))
+    k = getattr(sae.cfg, "k", None)
+    print(f"SAE {where}: {sae.cfg.architecture}, d_in {sae.cfg.d_in}, d_sae {sae.cfg.d_sae}"
+          + (f", k {k}" if k else "") + f", at layer {layer}")
+    return sae, where
+
+
+def open_sae(sae: str, sae_id: str = "", **kw) -> tuple[SparseAutoencoder, str]:
+    """(the SAE, where it came from as "<repo>/<path>" or the folder) for a notebook's SAE / SAE_ID:
+    a SAELens release + sae_id, else a local folder or Hub repo id with SAE_ID as its subfolder.
+    **kw go to load_sae (d_in, device, dtype, token)."""
+    check_source(sae, sae_id)
+    if sae == TRAIN_TINY:
+        raise ValueError(f"SAE = {TRAIN_TINY!r}: train it first (train.train_tiny_sae) and open its export folder")
+    if not Path(sae).is_dir() and sae in releases():
+        repo, path, _ = resolve_release(sae, sae_id)
+        return load_sae(release=sae, sae_id=sae_id, **kw), f"{repo}/{path}"
+    where = str(Path(sae) / sae_id) if Path(sae).is_dir() else "/".join(p for p in (sae, sae_id.strip("/")) if p)
+    return load_sae(sae, subfolder=sae_id, **kw), where

@@ -628,15 +628,26 @@ def load_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def quick_sae(model, tokenizer, layer: int, *, dataset: str = "synthetic", tokens: int = 20_000, d_sae: int = 256,
-              k: int = 8, context_len: int = 64, checkpoint_dir: str = "quick_sae", seed: int = 0):
-    """A small TopK SAE trained here in seconds on `tokens` tokens of `dataset` at `layer`: for the
-    offline smoke runs of the notebooks that use an SAE (a real run loads a published one)."""
-    cfg = TrainConfig(model_id="(given)", layers=(int(layer),), dataset=(dataset,), context_len=context_len,
-                      sae=TopKConfig(d_sae=d_sae, k=k), total_tokens=tokens, batch_tokens=512, model_batch_size=8,
-                      block_batches=8, warmup_steps=10, checkpoint_every_tokens=10 * tokens,
-                      checkpoint_dir=checkpoint_dir, geometric_median_tokens=2048, seed=seed)
-    return train(cfg, model, tokenizer, progress=False).saes[int(layer)].eval()
+
+def train_tiny_sae(model, tokenizer, model_id: str, layer: int, dataset: str, folder: str | Path, *,
+                   total_tokens: int = 20_000, d_sae: int | None = None, k: int = 8, context_len: int = 64,
+                   seed: int = 0, progress: bool = False) -> Path:
+    """Train a small TopK SAE (d_sae = 4 x d_model unless given) at `layer` on `dataset` in about a
+    minute on a CPU, export it in SAELens format and return its folder, folder/blocks.<L>.hook_resid_post.
+    What a smoke run, or a model with no published SAE, uses in place of a real one."""
+    from .export import ExportInfo, export_run
+    from .models import layers_path
+
+    folder = Path(folder)
+    sae_cfg = TopKConfig(d_sae=d_sae or 4 * d_model(model), k=k, dead_tokens_threshold=4000)
+    cfg = TrainConfig(model_id=model_id, layers=(int(layer),), dataset=(dataset,), context_len=context_len,
+                      sae=sae_cfg, total_tokens=total_tokens, batch_tokens=512, model_batch_size=8,
+                      block_batches=8, warmup_steps=10, checkpoint_every_tokens=10 * total_tokens,
+                      checkpoint_dir=str(folder / "checkpoints"), seed=seed)
+    result = train(cfg, model, tokenizer, progress=progress)
+    info = ExportInfo(model_name=model_id, layers_path=layers_path(model), context_size=context_len,
+                      dataset_path=dataset, tokens_trained=result.tokens)
+    return export_run(result.saes, folder, info)[int(layer)]
 
 
 if __name__ == "__main__":

@@ -182,3 +182,22 @@ def test_bad_input_is_one_line_error():
     st = FeatureStats(4)
     with pytest.raises(ValueError, match="dense latents"):
         st.update(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, 5))
+
+
+def test_random_windows_and_judge_evidence(model_sae):
+    from shared.features import judge_evidence, random_windows
+
+    model, tok, sae = model_sae
+    batches = list(token_batches(synthetic_texts(40, seed=0), tok, 32, 4, max_batches=3))
+    pool = random_windows(batches, tok, n=30, width=9, seed=1)
+    assert len(pool) == 30 and all(len(w["tokens"]) == 9 for w in pool)
+    assert pool == random_windows(batches, tok, n=30, width=9, seed=1)  # seeded
+    stats = collect(model, tok, sae, 1, batches, 300)
+    ranked = rank_features(stats, top_n=3, min_fires=1, max_fire_rate=1.0)
+    ev = judge_evidence(stats, ranked, tok, pool, n_random=5)
+    assert [e["id"] for e in ev] == [j for j, _ in ranked]
+    for e in ev:
+        assert len(e["random_examples"]) == 5 and e["top_examples"]
+        assert all(set(x) >= {"text", "tokens", "acts"} and len(x["tokens"]) == len(x["acts"]) for x in e["top_examples"])
+    with pytest.raises(ValueError, match="width"):
+        random_windows(batches, tok, n=2, width=64)

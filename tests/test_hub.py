@@ -55,3 +55,21 @@ def test_visibility_is_told_truthfully():
     assert hub.visibility(False, False, created=True) == "(public)"
     note = hub.visibility(False, True, created=False)  # asked private, the repo exists public
     assert note.startswith("(public: the repo already exists as public") and "HF_PRIVATE=True" in note
+
+
+@pytest.mark.parametrize("endpoint", ["403", "refused"], indirect=True)
+def test_upload_files_records_a_fault(endpoint, tmp_path, capsys):
+    from huggingface_hub import HfApi
+
+    url, _ = endpoint
+    f = tmp_path / "trace.json"
+    f.write_text("{}")
+    entry = hub.upload_files([f], "someone/sae", token=TOKEN, api=HfApi(endpoint=url, token=TOKEN))
+    assert entry["ok"] is False and entry["repo"] == "someone/sae"
+    assert entry["error"].startswith(REASONS[endpoint_mode(url, _)])
+    assert TOKEN not in capsys.readouterr().err + str(entry)
+    assert hub.upload_files([f], "") == {}
+
+
+def endpoint_mode(url, server):
+    return "refused" if server is None else server.mode

@@ -56,10 +56,17 @@ BAD = [
     ("DEVICE", lambda p: _missing_cuda(), None), ("MODEL_DEVICE", "tpu-ish", None), ("MODEL_DTYPE", "fp8", None),
     ("CHECKPOINT_DIR", "hf:bad repo", None), ("RUN_NAME", "a/b", None), ("HF_REPO", "a/b/c", None),
     ("HF_PRIVATE", "yes", None), ("OUTPUT_DIR", "", None), ("SEED", "zero", None),
-    ("SAE_SOURCE", "", None), ("SAE_SOURCE", "gemma-scope-2b-pt-res-canonical:layer_99/nope", None),
+
     ("FEATURE", -2, None), ("FEATURE", 1.5, None), ("FEATURE_CATALOG", 3, None), ("BASELINE_TOKENS", 0, None),
     ("WATCH_FEATURES", [-1], None), ("WATCH_FEATURES", "5", None), ("PERCENTILE", 100, None),
     ("PROMPTS", [], None), ("PROMPTS", "no-such-dataset", None), ("N_PROMPTS", 0, None),
+]
+
+BAD += [  # using an SAE (04, 05)
+    ("SAE", "", None), ("SAE", "no such sae", None), ("SAE_ID", 5, None),
+    ("SAE_ID", "layer_99/width_16k/canonical", lambda p: p["SAE"] == "gemma-scope-2b-pt-res-canonical"),
+    ("N_TOKENS", 0, None), ("N_FEATURES", 0, None), ("JUDGE", "gpt", None),
+    ("ANTHROPIC_MODEL", "", None), ("OPENAI_MODEL", "", None), ("CATALOG", "no/such/feature_catalog.json", None),
 ]
 
 CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad) else 'f'}")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared import export, sae_io
+from shared import export, sae_io, sae_releases
 
 D_IN, D_SAE, K = 16, 64, 4
 
@@ -159,7 +159,7 @@ def test_builtin_release_table_matches_sae_lens_yaml(sl, monkeypatch):
         ("google/gemma-scope-2b-pt-res", "layer_12/width_16k/average_l0_82", "gemma_2")
     assert sae_io.resolve_release("me/my-saes", "blocks.3.hook_resid_post") == \
         ("me/my-saes", "blocks.3.hook_resid_post", None)  # not a release: a Hub repo, as in SAELens
-    monkeypatch.setattr(sae_io.importlib.util, "find_spec", lambda name: None)  # sae_lens absent
+    monkeypatch.setattr(sae_releases.importlib.util, "find_spec", lambda name: None)  # sae_lens absent
     assert sae_io.releases.__wrapped__() is sae_io.BUILTIN_RELEASES
 
 
@@ -236,3 +236,30 @@ def test_trainer_refuses_inference_only_architectures():
     for sae_cfg in (JumpReLUConfig(d_sae=D_SAE), ReLUConfig(d_sae=D_SAE)):
         cfg = types.SimpleNamespace(sae=sae_cfg, model_id="tiny:llama", seed=0)
         _one_line(NotImplementedError, "inference only", train._build_saes, cfg, D_IN, [0], "cpu")
+
+
+def test_open_sae_reads_a_tiny_trained_export(tmp_path, tiny_trained_model):
+    from shared import models, train
+
+    model, tok = tiny_trained_model("gpt2")
+    folder = train.train_tiny_sae(model, tok, "tiny-trained:gpt2", 1, "synthetic", tmp_path, total_tokens=2000)
+    assert folder == tmp_path / "blocks.1.hook_resid_post"
+    sae, where = sae_io.open_sae(str(folder), "", d_in=models.d_model(model))
+    assert where == str(folder) and sae.cfg.d_sae == 4 * models.d_model(model) and sae.cfg.k == 8
+    same, _ = sae_io.open_sae(str(tmp_path), "blocks.1.hook_resid_post")  # the folder + SAE_ID as its subfolder
+    assert torch.equal(same.W_dec, sae.W_dec)
+
+
+@pytest.mark.parametrize("sae, sae_id, words", [
+    ("", "", "must name an SAE"), ("no such sae", "", "neither a SAELens release"),
+    ("gemma-scope-2b-pt-res-canonical", "layer_99/width_16k/canonical", "is not in release"),
+    ("gemma-scope-2b-pt-res-canonical", 3, "must be a string"),
+])
+def test_check_source_is_one_line(sae, sae_id, words):
+    with pytest.raises(ValueError, match=words) as e:
+        sae_io.check_source(sae, sae_id)
+    assert "\n" not in str(e.value)
+    assert sae_io.check_source(sae_io.TRAIN_TINY) == sae_io.TRAIN_TINY
+    assert sae_io.check_source("someone/my-sae", "blocks.3.hook_resid_post") == "someone/my-sae"
+    with pytest.raises(ValueError, match="train it first"):
+        sae_io.open_sae(sae_io.TRAIN_TINY)

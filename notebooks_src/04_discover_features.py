@@ -1,0 +1,170 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# ## What you'll learn
+#
+# - How to go from an SAE's weights to a **catalog of what its latents mean**: stream a corpus
+#   through the model and the SAE, keep per-latent statistics (how often each fires, how strongly,
+#   its histogram and its top activating contexts) in memory that does not grow with the corpus.
+# - How to **rank** latents worth reading: mean activation when fired times log(1 + fire count),
+#   leaving out dead latents and those on for more than 10% of tokens.
+# - How an LLM **judge labels** a latent and how the label is **measured**: it names the latent from
+#   half of its top contexts (explain), then picks the activating ones out of the other half mixed
+#   with random contexts (detect). `detection_score` is the balanced accuracy of that pick: 0.5 is
+#   chance, 1.0 perfect. With no API key an offline labeller names latents from their top tokens and
+#   is scored the same way; it says so in every label.
+#
+# The default SAE is a published one, Gemma Scope's 16k-latent residual SAE at layer 12 of
+# Gemma-2-2B; `SAE` also takes your own export (a local folder, or the Hub repo a tier notebook
+# pushed, with `SAE_ID` its subfolder such as `blocks.12.hook_resid_post`).
+
+# %% tags=["parameters"]
+MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
+LAYER = 12  # @param {type:"integer"}
+SAE = "gemma-scope-2b-pt-res-canonical"  # @param {type:"string"}
+SAE_ID = "layer_12/width_16k/canonical"  # @param {type:"string"}
+# SAE: a SAELens release (SAE_ID: the SAE in it), a local export folder or a Hub repo id (SAE_ID: its
+# subfolder, "" for the root), or "train-tiny" to train a small SAE here first (a quick try; the smoke run)
+DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
+N_TOKENS = 2_000_000  # @param {type:"integer"}
+CONTEXT_LEN = 128  # @param {type:"integer"}
+MODEL_BATCH_SIZE = 16  # @param {type:"integer"}
+N_FEATURES = 50  # @param {type:"integer"}
+JUDGE = "auto"  # @param ["auto", "anthropic", "openai", "offline"]
+ANTHROPIC_MODEL = "claude-haiku-4-5"  # @param {type:"string"}
+OPENAI_MODEL = "gpt-4.1-mini"  # @param {type:"string"}
+# JUDGE "auto": Claude when the ANTHROPIC_API_KEY secret is set, else GPT with OPENAI_API_KEY, else the
+# offline labeller (no key, no cost, a heuristic: it says so in each label)
+DEVICE = ""  # @param {type:"string"}
+HF_REPO = ""  # @param {type:"string"}
+HF_PRIVATE = True  # @param {type:"boolean"}
+# HF_REPO "<user>/<name>" uploads feature_catalog.json and feature_cards.html there with your HF_TOKEN
+# write secret; empty: no upload. A new repo is private unless HF_PRIVATE = False.
+OUTPUT_DIR = "outputs/04_discover_features"  # @param {type:"string"}
+SEED = 0  # @param {type:"integer"}
+
+# %%
+import itertools
+import math
+
+from shared import data, export, features, html, hub, judge, models, notebook, sae_io
+
+P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+if len(P.LAYER) != 1:
+    raise notebook.ParameterError(f"LAYER = {LAYER!r}: this notebook reads one layer; give one block index")
+layer = P.LAYER[0]
+
+# %% [markdown]
+# ## 1. The model and the SAE
+#
+# Gated models (Gemma, Llama) need an `HF_TOKEN` secret. The SAE is read into one class whatever
+# its format (SAELens / our export, Gemma Scope's `params.npz`, EleutherAI sparsify) and checked
+# against the model's width. With `SAE = "train-tiny"` a small TopK SAE is trained here first, on
+# 20k tokens of `DATASET`, and exported like any tier notebook's SAE, then read back the same way.
+
+# %%
+model, tokenizer = run.load_model()
+sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
+
+# %% [markdown]
+# ## 2. Stream activations and keep statistics
+#
+# Text is packed into contexts of `CONTEXT_LEN` tokens, each starting with BOS. The residual
+# stream after block `LAYER` goes through the SAE; BOS, padding and special tokens are left out
+# (BOS's residual is huge and would top every list). For each latent we keep its fire count, the
+# sum and max of its activation, a log-binned histogram, and its 20 strongest contexts (the 17
+# tokens around each peak, one per sequence). The token batches are kept too: random contexts for
+# the judge's detection test are drawn from them.
+
+# %%
+n_batches = math.ceil(N_TOKENS / (MODEL_BATCH_SIZE * (CONTEXT_LEN - 1))) + 1
+batches = list(itertools.islice(
+    data.token_batches(data.text_stream(DATASET), tokenizer, CONTEXT_LEN, MODEL_BATCH_SIZE), n_batches))
+stats = features.collect(model, tokenizer, sae, layer, batches, N_TOKENS, progress=True)
+alive = int((stats.fire_count > 0).sum())
+l0 = float(stats.fire_count.sum()) / max(stats.n_tokens, 1)
+print(f"{stats.n_tokens:,} tokens analysed: {alive:,} of {sae.cfg.d_sae:,} latents fired at least once, "
+      f"mean L0 {l0:.1f}")
+
+# %% [markdown]
+# ## 3. Rank the latents
+#
+# Score = mean activation when fired x log(1 + fire count): strong and not too rare. Latents that
+# fired fewer than 5 times or on more than 10% of tokens are left out (dead, or dense "always on"
+# directions that rarely mean one thing).
+
+# %%
+ranked = features.rank_features(stats, top_n=N_FEATURES)
+print(f"top {len(ranked)} latents:", ", ".join(f"{j} ({s:.2f})" for j, s in ranked[:10]), "...")
+
+# %% [markdown]
+# ## 4. Label them with a judge, and measure each label
+#
+# For every latent the judge sees its 10 even-ranked top contexts (activating tokens marked), and
+# names it; then it sees the 10 odd-ranked ones mixed with 10 random contexts and says which
+# activate. A cost estimate is printed before any request; completions are cached in
+# `OUTPUT_DIR/judge_cache`, so a re-run costs nothing. Keys come from secrets (Colab: the key icon;
+# Kaggle: Add-ons > Secrets) and are never printed.
+
+# %%
+backend = judge.pick_backend(None if JUDGE == "auto" else JUDGE, anthropic_model=ANTHROPIC_MODEL,
+                             openai_model=OPENAI_MODEL)
+if isinstance(backend, judge.OfflineLabeller):
+    print("No ANTHROPIC_API_KEY or OPENAI_API_KEY secret (or JUDGE = 'offline'): labelling with the offline "
+          "heuristic (top tokens), not an LLM. Set a key for real labels.")
+pool = features.random_windows(batches, tokenizer, n=max(200, 10 * len(ranked)), seed=SEED)
+evidence = features.judge_evidence(stats, ranked, tokenizer, pool, seed=SEED)
+labels = judge.Judge(backend, cache_dir=run.out_dir / "judge_cache", seed=SEED).label_features(evidence)
+by_id = {e["id"]: e for e in labels["features"]}
+
+# %% [markdown]
+# ## 5. The catalog and the cards
+#
+# `feature_catalog.json` keeps the originals' fields (`score` is the ranking score of step 3) and
+# adds `detection_score` (step 4), the fire count, the max activation, the histogram and the
+# logit effects (the tokens each latent's decoder direction pushes up and down through the
+# unembedding). `feature_cards.html` is one card per latent, self-contained: open it in a browser.
+
+# %%
+effects = features.logit_effects(model, sae, [j for j, _ in ranked], k=10, tokenizer=tokenizer)
+entries = features.catalog_entries(stats, ranked, tokenizer, labels=by_id, effects=effects)
+for e in entries:
+    e["detection_score"] = by_id[e["id"]]["score"]
+catalog = {
+    "sae_repo": sae_repo, "base_model": MODEL_ID, "layer": layer, "d_model": models.d_model(model),
+    "d_sae": sae.cfg.d_sae, "k": getattr(sae.cfg, "k", None), "context_tokens_analyzed": stats.n_tokens,
+    "judge_backend": labels["judge_backend"], "judge_model": labels["judge_model"],
+    "detection_metric": labels["score_metric"], "ranking": "mean_when_fired * log1p(fire_count)",
+    "mean_l0": round(l0, 3), "dataset": DATASET, "features": entries,
+}
+catalog_path = run.write_report("feature_catalog.json", catalog)
+cards_path = run.out_dir / "feature_cards.html"
+cards_path.write_text(html.page(*[html.feature_card(e) for e in entries], title=f"{sae_repo}: top features"))
+print(f"wrote {cards_path}")
+for e in entries[:5]:
+    score = "n/a" if e["detection_score"] is None else f"{e['detection_score']:.2f}"
+    print(f"#{e['rank']:>3} latent {e['id']:>6}: {e['name'][:60]:<60} detection {score}")
+html.show(html.page(*[html.feature_card(e) for e in entries[:3]]))
+
+# %% [markdown]
+# ## 6. Upload (only when you name a repo)
+#
+# With `HF_REPO` set and an `HF_TOKEN` write secret, the catalog and the cards go to that repo
+# (created private unless `HF_PRIVATE = False`). A failed upload (no network, token rejected, no
+# write access) is printed and recorded in `upload.json`; the files stay in `OUTPUT_DIR`.
+
+# %%
+upload = hub.upload_files([catalog_path, cards_path], export.hub_repo_id(HF_REPO), private=HF_PRIVATE,
+                          path_in_repo=f"feature_catalog/{layer}")
+run.write_report("upload.json", {"hub": upload})

@@ -1,0 +1,133 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# ## What you'll learn
+#
+# - How to **read one prompt through an SAE**: the latents at one layer, token by token, and which
+#   of them carry the most activation over the whole prompt.
+# - How to **test what a feature does**, not only where it fires: add its decoder direction to the
+#   residual stream while the model writes, pushed down and up (α = -3, -1, 0, 1, 3), and compare
+#   the continuations. α is in units of the feature's own peak on the prompt: α = 1 adds exactly
+#   what the feature wrote at its strongest token, α = -1 takes about that away, α = 0 is the
+#   plain model.
+# - How to package it as **one shareable file**, `trace.json` (the TraceData format), with an HTML
+#   heat map, and push both to the Hub when you name a repo.
+#
+# Feature names come from a `feature_catalog.json` (notebook 04) when you give one in `CATALOG`;
+# otherwise features are shown by index.
+
+# %% tags=["parameters"]
+MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
+LAYER = 12  # @param {type:"integer"}
+SAE = "gemma-scope-2b-pt-res-canonical"  # @param {type:"string"}
+SAE_ID = "layer_12/width_16k/canonical"  # @param {type:"string"}
+# SAE: a SAELens release (SAE_ID: the SAE in it), a local export folder or a Hub repo id (SAE_ID: its
+# subfolder, "" for the root), or "train-tiny" to train a small SAE here first on DATASET (the smoke run)
+PROMPT = "The Eiffel Tower is in Paris, and the Colosseum is in"  # @param {type:"string"}
+CATALOG = ""  # @param {type:"string"}
+# CATALOG: the path of a feature_catalog.json for this SAE (notebook 04's output) to name the features
+N_FEATURES = 10  # @param {type:"integer"}
+ALPHAS = [-3, -1, 0, 1, 3]  # @param {type:"raw"}
+MAX_NEW_TOKENS = 20  # @param {type:"integer"}
+DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
+# DATASET: only read when SAE = "train-tiny" (the text the small SAE is trained on)
+DEVICE = ""  # @param {type:"string"}
+HF_REPO = ""  # @param {type:"string"}
+HF_PRIVATE = True  # @param {type:"boolean"}
+# HF_REPO "<user>/<name>" uploads trace.json and trace.html there with your HF_TOKEN write secret;
+# empty: no upload. A new repo is private unless HF_PRIVATE = False.
+OUTPUT_DIR = "outputs/05_build_shareable_trace"  # @param {type:"string"}
+SEED = 0  # @param {type:"integer"}
+
+# %%
+import json
+
+from shared import export, html, hub, notebook, sae_io, trace
+
+P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+if len(P.LAYER) != 1:
+    raise notebook.ParameterError(f"LAYER = {LAYER!r}: this notebook reads one layer; give one block index")
+layer = P.LAYER[0]
+
+# %% [markdown]
+# ## 1. The model, the SAE and (optionally) the catalog
+#
+# The SAE is read into one class whatever its format and checked against the model's width; a
+# catalog must come from an SAE of the same width. With `SAE = "train-tiny"` a small TopK SAE is
+# trained here first (20k tokens of `DATASET`) and read back from its export.
+
+# %%
+model, tokenizer = run.load_model()
+sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
+catalog = None
+if P.CATALOG:
+    catalog = json.loads(open(P.CATALOG, encoding="utf-8").read())
+    if catalog.get("d_sae") not in (None, sae.cfg.d_sae):
+        raise ValueError(f"CATALOG = {CATALOG!r} describes an SAE with d_sae={catalog['d_sae']}, this SAE has "
+                         f"{sae.cfg.d_sae}: give the catalog notebook 04 wrote for this SAE")
+    print(f"names from {P.CATALOG} ({len(catalog['features'])} labelled features, judge {catalog.get('judge_backend')})")
+
+# %% [markdown]
+# ## 2. Trace the prompt
+#
+# One forward pass reads the residual stream after block `LAYER`; the SAE encodes every token
+# (BOS left out: its residual is huge and says nothing about the prompt). The `N_FEATURES` latents
+# with the largest activation summed over the prompt are kept, strongest first, and each row is
+# divided by its own maximum, so every feature's peak token reads 1. For each feature, greedy
+# continuations of the prompt are generated with α x (its peak activation) x (its decoder row)
+# added to the residual stream at the layer, at every position.
+
+# %%
+data = trace.trace_prompt(model, tokenizer, sae, layer, PROMPT, top_n=N_FEATURES, catalog=catalog,
+                          alphas=P.ALPHAS, max_new_tokens=MAX_NEW_TOKENS, model_id=MODEL_ID, sae_repo=sae_repo,
+                          seed=SEED)
+print(f"{len(data['tokens'])} tokens, {len(data['features'])} features")
+for f in data["features"]:
+    print(f"{f['id']:>7}  {f['name'][:50]:<50} peak {f['max_activation']:.2f}, summed {f['summed_activation']:.2f}")
+
+# %% [markdown]
+# ## 3. The heat map and the counterfactuals
+#
+# Rows are features, columns tokens; the shade is the row-scaled activation. Below it, each
+# feature's continuations: a feature whose α = ±3 texts differ from α = 0 in a way its name
+# predicts is doing what its label says; one whose texts do not change is read by the model
+# weakly or not at all at this strength.
+
+# %%
+heat = html.trace_heatmap(data["tokens"], data["features"], data["activations"])
+html.show(heat)
+for f in data["features"][:3]:
+    print(f"\n{f['id']} {f['name']}")
+    for alpha, text in data["counterfactuals"][f["id"]].items():
+        print(f"  α = {alpha:>3}: {text!r}")
+
+# %% [markdown]
+# ## 4. Save and share
+#
+# `trace.json` is the TraceData file (the run's parameters stamped under `run`); `trace.html` the
+# heat map and every counterfactual, self-contained. With `HF_REPO` set and an `HF_TOKEN` write
+# secret both go to that repo (created private unless `HF_PRIVATE = False`); a failed upload is
+# printed and recorded in `upload.json`, and the files stay in `OUTPUT_DIR`.
+
+# %%
+trace_path = run.write_report("trace.json", data)
+rows = "".join(f"<tr><td>{html.esc(f['id'])} {html.esc(f['name'])}</td>"
+               + "".join(f"<td>α={html.esc(a)}: {html.esc(t)}</td>" for a, t in data["counterfactuals"][f["id"]].items())
+               + "</tr>" for f in data["features"])
+page_path = run.out_dir / "trace.html"
+page_path.write_text(html.page(f"<h2>{html.esc(PROMPT)}</h2>", heat, f"<table>{rows}</table>",
+                               title=f"trace: {PROMPT[:60]}"))
+upload = hub.upload_files([trace_path, page_path], export.hub_repo_id(HF_REPO), private=HF_PRIVATE,
+                          path_in_repo="traces")
+run.write_report("upload.json", {"hub": upload})
