@@ -2,15 +2,17 @@
 
 NOTEBOOKS = (
     {"id": "01_hobbyist_gemma2_2b_colab", "source": "tier_recipe.py", "title": "Tier 1: your first SAE on Gemma-2-2B (free Colab T4)", "level": "tier 1", "platform": "colab", "accelerator": "T4", "expected_time": "about 1 h on a T4 for 50M tokens (30M in 35 min)"},
+    {"id": "04_discover_features", "source": "04_discover_features.py", "title": "Discover features: rank, label and measure an SAE's latents", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "15 min on a T4 for 2M tokens and 50 labels"},
+    {"id": "05_build_shareable_trace", "source": "05_build_shareable_trace.py", "title": "Build a shareable trace: one prompt through an SAE", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "3 min on a T4"},
+    {"id": "06_steer_your_model", "source": "06_steer_your_model.py", "title": "Steer your model with an SAE feature", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "5 min on a T4"},
     {"id": "07_pick_your_tier", "source": "07_pick_your_tier.py", "title": "Pick your tier", "level": "start here", "platform": "any", "accelerator": "none", "expected_time": "1 min"},
     {"id": "08_explorer_llama3_8b_kaggle", "source": "tier_recipe.py", "title": "Explorer: a TopK SAE on Llama-3.1-8B (Kaggle 2xT4)", "level": "tier 2", "platform": "kaggle", "accelerator": "2xT4", "expected_time": "about 5 h on Kaggle 2xT4 (fits in two sessions: it resumes)"},
     {"id": "09_explorer_mistral_7b_kaggle", "source": "tier_recipe.py", "title": "Explorer: a TopK SAE on Mistral-7B-v0.3 (Kaggle 2xT4)", "level": "tier 2", "platform": "kaggle", "accelerator": "2xT4", "expected_time": "about 5 h on Kaggle 2xT4 (fits in two sessions: it resumes)"},
     {"id": "10_hobbyist_phi3_mini_colab", "source": "tier_recipe.py", "title": "Tier 1 port: a TopK SAE on Phi-3-mini (free Colab T4)", "level": "tier 1", "platform": "colab", "accelerator": "T4", "expected_time": "about 1.5 h on a T4"},
+    {"id": "13_watchtower_preview", "source": "13_watchtower_preview.py", "title": "Watchtower preview: flag prompts and tokens with SAE features", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "5 min on a T4"},
     {"id": "19_logit_lens", "source": "19_logit_lens.py", "title": "Logit lens", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "3 min on a T4"},
     {"id": "20_tuned_lens", "source": "20_tuned_lens.py", "title": "Tuned lens", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "10 min on a T4"},
     {"id": "21_linear_probe", "source": "21_linear_probe.py", "title": "Linear probes per layer, with honest baselines", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "10 min on a T4"},
     {"id": "22_ccs_probe", "source": "22_ccs_probe.py", "title": "CCS probe, beside the baselines that keep it honest", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "10 min on a T4"},
     {"id": "23_repe_reading_vector", "source": "23_repe_reading_vector.py", "title": "RepE reading vector: read, monitor and steer a concept", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "5 min on a T4"},
-    {"id": "04_discover_features", "source": "04_discover_features.py", "title": "Discover features: rank, label and measure an SAE's latents", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "15 min on a T4 for 2M tokens and 50 labels"},
-    {"id": "05_build_shareable_trace", "source": "05_build_shareable_trace.py", "title": "Build a shareable trace: one prompt through an SAE", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "3 min on a T4"},
 )
