@@ -459,13 +459,13 @@ def _install_missing(requirements):
             todo.append(spec)
             module = req.name.lower().replace("-", "_")
             if module in sys.modules:  # the platform imported the old version already (Colab/Kaggle preload)
-                loaded.append(f"{req.name} {have}")
+                loaded.append(f"{{req.name}} {{have}}")
     if todo:
         print("installing:", " ".join(todo))
         subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", *todo])
         importlib.invalidate_caches()
         if loaded:  # said once: after the restart everything is present and nothing installs again
-            print(f"RESTART NEEDED: this kernel had already imported {', '.join(loaded)}. Restart the kernel "
+            print(f"RESTART NEEDED: this kernel had already imported {{', '.join(loaded)}}. Restart the kernel "
                   "(Colab: Runtime > Restart session; Kaggle: Run > Restart & clear cell outputs), then run "
                   "all cells again: the upgrade is installed and this cell will find nothing to do.")
     else:

@@ -2,6 +2,8 @@
 
 NOTEBOOKS = (
     {"id": "01_hobbyist_gemma2_2b_colab", "source": "tier_recipe.py", "title": "Tier 1: your first SAE on Gemma-2-2B (free Colab T4)", "level": "tier 1", "platform": "colab", "accelerator": "T4", "expected_time": "about 1 h on a T4 for 50M tokens (30M in 35 min)"},
+    {"id": "02_explorer_qwen35_4b_kaggle", "source": "tier_recipe.py", "title": "Tier 2: a TopK SAE on the hybrid Qwen3.5-4B (Kaggle 2xT4)", "level": "tier 2", "platform": "kaggle", "accelerator": "2xT4", "expected_time": "about 5 h on Kaggle 2xT4 (two sessions: it resumes)"},
+    {"id": "03_papergrade_qwen36_27b_cloud", "source": "tier_recipe.py", "title": "Tier 3: three paper-grade SAEs on Qwen3.6-27B (one 96 GB GPU)", "level": "tier 3", "platform": "cloud", "accelerator": "96 GB GPU (RTX PRO 6000, H200)", "expected_time": "about 14-24 h on one 96 GB GPU (it resumes)"},
     {"id": "07_pick_your_tier", "source": "07_pick_your_tier.py", "title": "Pick your tier", "level": "start here", "platform": "any", "accelerator": "none", "expected_time": "1 min"},
     {"id": "08_explorer_llama3_8b_kaggle", "source": "tier_recipe.py", "title": "Explorer: a TopK SAE on Llama-3.1-8B (Kaggle 2xT4)", "level": "tier 2", "platform": "kaggle", "accelerator": "2xT4", "expected_time": "about 5 h on Kaggle 2xT4 (fits in two sessions: it resumes)"},
     {"id": "09_explorer_mistral_7b_kaggle", "source": "tier_recipe.py", "title": "Explorer: a TopK SAE on Mistral-7B-v0.3 (Kaggle 2xT4)", "level": "tier 2", "platform": "kaggle", "accelerator": "2xT4", "expected_time": "about 5 h on Kaggle 2xT4 (fits in two sessions: it resumes)"},

@@ -590,6 +590,7 @@ def sae_step(sae, optimizer, x: torch.Tensor, lr: float | None = None, *, autoca
         sae.reducer.sum_grads(sae)  # every rank's share of the batch's gradient
     sae.remove_parallel_decoder_grad()
     optimizer.step()
+    optimizer.zero_grad(set_to_none=True)  # free the gradients now: with several SAEs only one holds them at a time
     sae.set_decoder_unit_norm()
     dead = sae.update_dead_tracking(out.latent_idx, x.shape[0], out.latent_vals)
     return {"loss": out.loss.detach(), "fvu": out.fvu.detach(), "l0": out.l0, "aux_loss": out.aux_loss.detach(),
