@@ -308,6 +308,8 @@ def _edit_catalog(root: Path, old: str, new: str):
     ('requirements = ["packaging>=20"', 'requirements = ["packaging>>20"', "bad requirement"),
     ('requirements = ["packaging>=20"', 'full_run_only = ["datasets"]\nrequirements = ["packaging>=20"',
      "full_run_only must list distribution names from requirements"),
+    ('requirements = ["packaging>=20"', 'smoke_run = "yes"\nrequirements = ["packaging>=20"',
+     "smoke_run must be true or false"),
 ])
 def test_clear_errors(fixture_repo, old, new, message):
     _edit_catalog(fixture_repo, old, new)
