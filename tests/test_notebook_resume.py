@@ -19,10 +19,12 @@ from safetensors.torch import load_file
 import build_notebooks as bn
 from conftest import REPO
 
-# notebook id -> smoke parameters changed for this test (03's "auto" buffer would hold the whole short
-# run in one block, leaving no checkpoint to kill between)
-NOTEBOOKS = {"01_hobbyist_gemma2_2b_colab": {}, "02_explorer_qwen35_4b_kaggle": {},
-             "03_papergrade_qwen36_27b_cloud": {"BLOCK_BATCHES": 8}}
+# notebook id -> smoke parameters changed for this test: tokens enough that the kill lands mid-training
+# (tiny:qwen3_5 trains 40k tokens faster than the kill can follow the second checkpoint), and 03's
+# "auto" buffer would hold the whole short run in one block, leaving no checkpoint to kill between
+NOTEBOOKS = {"01_hobbyist_gemma2_2b_colab": {"TOTAL_TOKENS": 40_000},
+             "02_explorer_qwen35_4b_kaggle": {"TOTAL_TOKENS": 200_000},
+             "03_papergrade_qwen36_27b_cloud": {"TOTAL_TOKENS": 200_000, "BLOCK_BATCHES": 8}}
 
 
 def _papermill(nb: Path, run_dir: Path, params: dict, env: dict) -> subprocess.Popen:
@@ -52,7 +54,7 @@ def test_killed_notebook_resumes_to_the_uninterrupted_sae(notebook_id, tmp_path)
     entry = next(e for e in bn.load_catalog(REPO) if e.id == notebook_id)
     nb = tmp_path / f"{notebook_id}.ipynb"  # the rendered notebook, alone, outside the repository
     nb.write_text(bn.render_entry(REPO, entry, bn.load_settings(REPO)), encoding="utf-8")
-    params = {**entry.smoke, "TOTAL_TOKENS": 40_000, **NOTEBOOKS[notebook_id]}
+    params = {**entry.smoke, **NOTEBOOKS[notebook_id]}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(MPLBACKEND="Agg", HF_HUB_OFFLINE="1", SAE_LADDER_CORE_DIR=str(tmp_path / "core"),
                OMP_NUM_THREADS="1")
