@@ -50,7 +50,7 @@ JUPYTEXT_CELL_KEYS = {"lines_to_next_cell", "lines_to_end_of_cell_marker", "cell
                       "region_name", "title", "cell_depth"}
 REQUIRED_KEYS = ("id", "source", "title", "pitch", "level", "platform", "accelerator",
                  "expected_time")
-OPTIONAL_KEYS = ("requirements", "full_run_only", "parameters", "smoke", "smoke_outputs")
+OPTIONAL_KEYS = ("requirements", "full_run_only", "parameters", "smoke", "smoke_outputs", "smoke_run")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -74,6 +74,7 @@ class Entry:
     parameters: dict = field(default_factory=dict)
     smoke: dict = field(default_factory=dict)
     smoke_outputs: dict = field(default_factory=dict)
+    smoke_run: bool = False  # smoke-run this entry even when an earlier entry shares its source
 
     @property
     def gpu(self) -> bool:
@@ -145,6 +146,8 @@ def load_catalog(root: Path) -> list[Entry]:
         if not isinstance(full, list) or not all(isinstance(r, str) and dist_name(r) in declared for r in full):
             raise BuildError(f"{where}: full_run_only must list distribution names from requirements "
                              f"(one of {sorted(declared)}), got {full!r}")
+        if not isinstance(e.smoke_run, bool):
+            raise BuildError(f"{where}: smoke_run must be true or false, got {e.smoke_run!r}")
         for k in ("parameters", "smoke"):
             if not isinstance(getattr(e, k), dict):
                 raise BuildError(f"{where}: [notebook.{k}] must be a table")
@@ -440,7 +443,7 @@ def _install_missing(requirements):
         from packaging.requirements import Requirement
     except ImportError:  # pip always carries a copy of packaging
         from pip._vendor.packaging.requirements import Requirement
-    todo = []
+    todo, loaded = [], []
     for spec in requirements:
         req = Requirement(spec)
         if req.marker is not None and not req.marker.evaluate():
@@ -454,10 +457,17 @@ def _install_missing(requirements):
             continue
         if req.specifier and not req.specifier.contains(have, prereleases=True):
             todo.append(spec)
+            module = req.name.lower().replace("-", "_")
+            if module in sys.modules:  # the platform imported the old version already (Colab/Kaggle preload)
+                loaded.append(f"{{req.name}} {{have}}")
     if todo:
         print("installing:", " ".join(todo))
         subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", *todo])
         importlib.invalidate_caches()
+        if loaded:  # said once: after the restart everything is present and nothing installs again
+            print(f"RESTART NEEDED: this kernel had already imported {{', '.join(loaded)}}. Restart the kernel "
+                  "(Colab: Runtime > Restart session; Kaggle: Run > Restart & clear cell outputs), then run "
+                  "all cells again: the upgrade is installed and this cell will find nothing to do.")
     else:
         print("all requirements present; nothing to install")
 

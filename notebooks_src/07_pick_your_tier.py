@@ -59,7 +59,13 @@ print(f"\nplanning for: {g.name} -- {g.n_gpus} x {g.vram_gb:g} GiB, {g.peak_tflo
 # dense pre-activations for one batch + the fp32 activation buffer + the CUDA context. An option fits
 # when the total stays under 90% of VRAM. On Kaggle's 2xT4 the model sits on GPU 0 and the SAE with
 # its buffer on GPU 1. If the full model does not fit, the blocks after the deepest hooked layer can
-# be dropped (the forward stops there anyway) -- the table says when that is needed.
+# be dropped (the forward stops there anyway) -- the table says when that is needed. A multi-layer
+# recipe (tier 3: three SAEs on Qwen3.6-27B layers 11, 31, 55) keeps every SAE's weights and Adam
+# moments, but the SAEs step one after another and free their gradients, so gradients and
+# pre-activations count once: the 27B in bf16 plus three 65k-latent SAEs needs a 96 GB card.
+# The hybrid Qwen models (Gated-DeltaNet + attention blocks) are weighed like any other: their
+# blocks are reached by the same hook, and a linear-attention block costs about what its
+# parameters say.
 #
 # **Throughput**: forward FLOPs per token = 2 x params of the blocks up to the deepest hooked layer
 # (+ attention scores); SAE step = 6 x d_in x d_sae per SAE. Time per token = FLOPs / (peak x MFU),

@@ -20,8 +20,13 @@
 #   error.
 # - **Geometric-median init** of the decoder bias, and decoder rows held at unit norm.
 # - **Crash-safe checkpointing**: checkpoints on Google Drive (or a Hugging Face repo) written
-#   atomically with checksums. If Colab disconnects, *run all cells again*: training resumes from
-#   the last checkpoint and ends with exactly the SAE an uninterrupted run would have produced.
+#   atomically with checksums. If Colab disconnects or Kaggle kills the kernel, *run all cells
+#   again*: training resumes from the last checkpoint and ends with exactly the SAE an
+#   uninterrupted run would have produced.
+# - **Hybrid models** (Qwen3.5 / Qwen3.6): what a Gated-DeltaNet (linear-attention) layer is, and
+#   why reading its residual stream is the same hook as for any other block.
+# - **Where things run**: the model on one GPU and the SAE on another (Kaggle's 2xT4), or one
+#   big GPU holding several SAEs fed by one forward, with a weighted mix of corpora.
 # - **Honest validation** on held-out text: variance explained, L0, dead latents, and how much of
 #   the model's next-token loss survives with the SAE spliced in.
 # - **SAELens export**: `cfg.json` + `sae_weights.safetensors` + `sparsity.safetensors`, loadable
@@ -32,7 +37,9 @@
 MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
 LAYER = 12  # @param {type:"raw"}
 # one layer, or a list such as [11, 31, 55]: one SAE per layer, all fed by the same forward pass
-DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
+DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"raw"}
+# one source, or a mix: a list of "<source>@<weight>", e.g. ["hf:...fineweb-edu...@0.7", "hf:...@0.3"];
+# each document comes from a source with its weight's probability; the tokens per source are logged
 VAL_DATASET = "hf:HuggingFaceFW/fineweb-edu:CC-MAIN-2024-10:train:text"  # @param {type:"string"}
 CONTEXT_LEN = 1024  # @param {type:"integer"}
 D_SAE = 16384  # @param {type:"integer"}
@@ -40,13 +47,16 @@ K = 64  # @param {type:"integer"}
 TOTAL_TOKENS = 50_000_000  # @param {type:"integer"}
 BATCH_TOKENS = 4096  # @param {type:"integer"}
 MODEL_BATCH_SIZE = 8  # @param {type:"integer"}
-BLOCK_BATCHES = 32  # @param {type:"integer"}
+BLOCK_BATCHES = 32  # @param {type:"raw"}
+# forwards per shuffled block (the activation buffer); "auto": as many as half the free memory holds
 LR = 2e-4  # @param {type:"number"}
 LR_MIN = 6e-5  # @param {type:"number"}
 WARMUP_STEPS = 1000  # @param {type:"integer"}
 DEAD_TOKENS_THRESHOLD = 10_000_000  # @param {type:"integer"}
 CHECKPOINT_EVERY_TOKENS = 5_000_000  # @param {type:"integer"}
 CHECKPOINT_DIR = "auto"  # @param {type:"string"}
+# "auto": Google Drive on Colab, else ./checkpoints; "hf:<user>/<repo>": a private HF repo (HF_TOKEN
+# secret), which a later session (another Kaggle session, another machine) resumes from
 RUN_NAME = "gemma-2-2b-L12-topk-16k"  # @param {type:"string"}
 MODEL_DEVICE = "auto"  # @param ["auto", "cuda:0", "spread", "cpu"]
 MODEL_DTYPE = "auto"  # @param ["auto", "bfloat16", "float16", "float32"]
@@ -87,12 +97,43 @@ checkpoint_dir = train.resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME)
 print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint_dir}")
 
 # %% [markdown]
+# ### Two GPUs, a kill, and the next session
+#
+# On Kaggle's 2xT4 a model of up to ~6B parameters fits one T4 in fp16 (T4s have no bf16): it runs
+# on `cuda:0` and the SAE trains on `cuda:1`, so the forward pass and the SAE step overlap instead
+# of fighting for one card's memory. Bigger models (7-8B) are spread over both cards
+# (`MODEL_DEVICE = "spread"`). Kaggle stops a session after 12 hours and a kernel can die earlier;
+# whatever killed it, re-running the notebook from the top finds the newest checkpoint and goes on.
+# Local folders die with the session, so across Kaggle sessions set
+# `CHECKPOINT_DIR = "hf:<user>/<repo>"` and add your HF token (write access) as the Kaggle secret
+# `HF_TOKEN`: the checkpoints then go to that private repo and the next session resumes from it.
+# Nothing is uploaded unless you name a repo.
+
+# %% [markdown]
 # ## 2. The model and its residual stream
 #
 # A decoder-only transformer is a stack of blocks, each adding its output to a running vector per
 # token: the **residual stream**. "Layer L" here is the stream as block L leaves it (SAELens calls
 # it `blocks.L.hook_resid_post`). A forward hook on block L reads it; the capture raises a stop
 # signal from that hook, so blocks after L never run.
+
+# %% [markdown]
+# ### Hybrid models: Gated-DeltaNet layers
+#
+# Qwen3.5 and Qwen3.6 interleave two kinds of blocks: three **Gated-DeltaNet** blocks, then one
+# full-attention block, over and over (layers 3, 7, 11, ... are full attention). A Gated-DeltaNet
+# block is *linear attention*: instead of comparing each token with every earlier one (cost
+# growing with the square of the context), it carries a fixed-size memory matrix along the
+# sequence, decays it by a learned gate and writes each token into it with the delta rule
+# (correct what the memory predicts for this key, rather than just add). Both kinds of block read
+# and write the same residual stream, so an SAE on "layer L" means the same thing for either kind.
+#
+# Capture is a forward hook on block L wherever the model exposes its list of blocks (as the
+# text-only model transformers loads for Qwen3.5 does); the hook stops the forward there. Where
+# the list is not reachable (some multimodal wrappers), the capture asks the model for
+# `output_hidden_states` instead: entry L + 1 is block L's output, and the run stays correct, only
+# slower (every block runs, every hidden state is kept). The linear-attention kernels come from
+# `flash-linear-attention` when it is installed and fall back to plain PyTorch otherwise.
 
 # %%
 model, tokenizer = run.load_model()  # on MODEL_DEVICE in MODEL_DTYPE; prints blocks, widths, dtype, device
@@ -118,6 +159,13 @@ run.save_figure(plt, "residual_norms.png")
 # the geometric median of the first block. Dead latents are counted in tokens since they last
 # fired; once past `DEAD_TOKENS_THRESHOLD`, AuxK (k_aux = d_model/2, weight 1/32) trains them to
 # explain the main reconstruction's error.
+#
+# With several layers in `LAYER`, one forward feeds them all: the forward stops after the deepest
+# one, and each SAE trains on its own layer's rows of the same tokens. With `BLOCK_BATCHES = "auto"`
+# the buffer takes as many forwards as half the free memory holds, and shrinks its blocks if memory
+# gets tight later, so it does not run out. With a `DATASET` mix, the tokens each source actually
+# contributed are counted and logged beside the loss (a source of long documents gets more tokens
+# per draw than its weight says, so the measured shares are the ones to report).
 
 # %%
 # The parameters become a TrainConfig (a TopK SAE of D_SAE latents, k = K, d_in from the model) by
@@ -139,6 +187,8 @@ print(f"trained on {result.tokens:,} tokens in {result.steps:,} steps"
       + (f" (resumed at {result.resumed_from:,})" if result.resumed_from else ""))
 
 # %%
+mix = train.mix_shares(result.tokens_by_source)  # the tokens each source gave, as shares (one source: 1.0)
+print("data mix, measured in tokens: " + ", ".join(f"{name} {share:.1%}" for name, share in mix.items()))
 history = train.load_metrics(result.metrics_path)  # kept beside the checkpoints: whole across resumes
 run.save_figure(plots.plot_training_curves(history), "training_curves.png")
 
@@ -155,8 +205,9 @@ val_batches = train.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_D
 sparsity = {}
 report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, sparsity=sparsity)
 print(evaluate.summarize(report))
+data_name = ", ".join(cfg.dataset)  # the source, or the mix's sources with their weights
 evaluate.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, tokens_trained=result.tokens,
-                          val_dataset=VAL_DATASET or DATASET)
+                          val_dataset=VAL_DATASET or data_name)
 
 # %% [markdown]
 # ## 6. Export for SAELens and Neuronpedia, and upload
@@ -172,7 +223,7 @@ evaluate.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, t
 # %%
 repo_id = export.hub_repo_id(HF_REPO)  # None when HF_REPO is empty: nothing is uploaded
 info = export.ExportInfo(model_name=MODEL_ID, layers_path=models.layers_path(model), context_size=CONTEXT_LEN,
-                         dataset_path=DATASET, tokens_trained=result.tokens, repo_id=repo_id)
+                         dataset_path=data_name, tokens_trained=result.tokens, repo_id=repo_id)
 folders = export.export_run(result.saes, out_dir / "export", info, report=report, sparsity=sparsity)
 check = val_batches[0][:1].to(models.model_device(model))
 acts = capture.capture_residuals(model, check, layers)
@@ -191,7 +242,8 @@ uploads = export.upload_export(folders, repo_id, private=HF_PRIVATE)  # never ra
 # %%
 run_report = {
     "model": MODEL_ID, "layers": list(layers), "d_model": models.d_model(model), "d_sae": D_SAE, "k": K,
-    "dataset": DATASET, "tokens_trained": result.tokens, "steps": result.steps,
+    "dataset": list(cfg.dataset), "tokens_by_source": result.tokens_by_source, "mix_shares": mix,
+    "tokens_trained": result.tokens, "steps": result.steps,
     "resumed_from": result.resumed_from, "checkpoint_dir": checkpoint_dir, "validation": report,
     "export": {str(layer): str(folder) for layer, folder in folders.items()},
     "export_reloads_identically": {str(layer): ok for layer, ok in same.items()},

@@ -2,6 +2,8 @@
 
 NOTEBOOKS = (
     {"id": "01_hobbyist_gemma2_2b_colab", "source": "tier_recipe.py", "title": "Tier 1: your first SAE on Gemma-2-2B (free Colab T4)", "level": "tier 1", "platform": "colab", "accelerator": "T4", "expected_time": "about 1 h on a T4 for 50M tokens (30M in 35 min)"},
+    {"id": "02_explorer_qwen35_4b_kaggle", "source": "tier_recipe.py", "title": "Tier 2: a TopK SAE on the hybrid Qwen3.5-4B (Kaggle 2xT4)", "level": "tier 2", "platform": "kaggle", "accelerator": "2xT4", "expected_time": "about 5 h on Kaggle 2xT4 (two sessions: it resumes)"},
+    {"id": "03_papergrade_qwen36_27b_cloud", "source": "tier_recipe.py", "title": "Tier 3: three paper-grade SAEs on Qwen3.6-27B (one 96 GB GPU)", "level": "tier 3", "platform": "cloud", "accelerator": "96 GB GPU (RTX PRO 6000, H200)", "expected_time": "about 14-24 h on one 96 GB GPU (it resumes)"},
     {"id": "04_discover_features", "source": "04_discover_features.py", "title": "Discover features: rank, label and measure an SAE's latents", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "15 min on a T4 for 2M tokens and 50 labels"},
     {"id": "05_build_shareable_trace", "source": "05_build_shareable_trace.py", "title": "Build a shareable trace: one prompt through an SAE", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "3 min on a T4"},
     {"id": "06_steer_your_model", "source": "06_steer_your_model.py", "title": "Steer your model with an SAE feature", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "5 min on a T4"},

@@ -188,6 +188,27 @@ def _dataset(v, ctx):
     return v
 
 
+def _text_mix(v, ctx):
+    """DATASET as a mix: a list of text sources, each "spec@weight" (weights are shares of the tokens)."""
+    if not v or not all(isinstance(s, str) and s.strip() for s in v):
+        raise ValueError('must be a text source or a non-empty list of them, e.g. ["synthetic@0.7", "synthetic@0.3"]')
+    for spec in v:
+        try:
+            data.parse_source(spec)
+        except ValueError as e:
+            raise ValueError(f"mix entry {spec!r}: {e}") from None
+    return list(v)
+
+
+def _training_data(v, ctx):
+    """One source or task (_dataset), or a list of text sources mixed by their @weights."""
+    return _text_mix(v, ctx) if isinstance(v, (list, tuple)) else _dataset(v, ctx)
+
+
+def _block_batches(v, ctx):
+    return v if v == "auto" else _int(1, " or 'auto' (sized from free memory)")(v, ctx)
+
+
 def _val_dataset(v, ctx):
     if isinstance(v, str) and not v.strip():
         return ""
@@ -282,7 +303,7 @@ RULES: dict[str, Rule] = {
     "LAYERS": _layers(),
     "SWEEP_LAYERS": _layers(allow_empty=True),
     # data
-    "DATASET": _dataset,
+    "DATASET": _training_data,
     "VAL_DATASET": _val_dataset,
     "CONTEXT_LEN": _POS, "MAX_LEN": _POS, "MAX_TEXT_TOKENS": _POS,
     "N_TRAIN": _POS, "N_TEST": _POS, "EVAL_DOCS": _POS, "EVAL_BATCHES": _POS,
@@ -291,7 +312,7 @@ RULES: dict[str, Rule] = {
     "MONITOR_PROMPTS": _strings, "STEER_PROMPTS": _strings,
     # SAE training
     "D_SAE": _POS, "K": _k,
-    "TOTAL_TOKENS": _POS, "BATCH_TOKENS": _POS, "MODEL_BATCH_SIZE": _POS, "BLOCK_BATCHES": _POS,
+    "TOTAL_TOKENS": _POS, "BATCH_TOKENS": _POS, "MODEL_BATCH_SIZE": _POS, "BLOCK_BATCHES": _block_batches,
     "LR": _lr, "LR_MIN": _lr_min, "WARMUP_STEPS": _NONNEG,
     "DEAD_TOKENS_THRESHOLD": _POS, "CHECKPOINT_EVERY_TOKENS": _POS, "VAL_TOKENS": _POS,
     # lenses, probes, steering

@@ -14,6 +14,9 @@ Throughput model (per token):
 
 Memory model (per GPU, GiB): weights + forward activations + SAE params/grads/Adam + SAE activations
 + activation buffer + CUDA context; an option fits when that total <= USABLE_FRACTION * VRAM.
+Several SAEs (one per hooked layer) each keep their params and Adam state, but they train one after
+another on each batch and free their gradients after the step (train.sae_step), so gradients and
+step activations are counted for one SAE only.
 """
 
 from __future__ import annotations
@@ -131,14 +134,16 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("microsoft/Phi-3-mini-4k-instruct", 3.821e9, 32, 3072, 32064, False, 32, 1,
                   "10_hobbyist_phi3_mini_colab", 16384, 64),
         ModelSpec("Qwen/Qwen3.5-4B", 4.5e9, 32, 2560, 248320, True, 16, 2,
-                  "02_explorer_qwen35_4b_kaggle", 40960, 128, capture="hidden_states"),
+                  "02_explorer_qwen35_4b_kaggle", 40960, 128, layers=(18,)),  # hybrid: 24 Gated-DeltaNet + 8 attention blocks
         ModelSpec("meta-llama/Llama-3.1-8B", 8.03e9, 32, 4096, 128256, False, 32, 2,
                   "08_explorer_llama3_8b_kaggle", 40960, 128),
         ModelSpec("mistralai/Mistral-7B-v0.3", 7.248e9, 32, 4096, 32768, False, 32, 2,
                   "09_explorer_mistral_7b_kaggle", 40960, 128),
         ModelSpec("Qwen/Qwen3.6-27B", 27.0e9, 64, 5120, 248320, False, 24, 3,
                   "03_papergrade_qwen36_27b_cloud", 65536, 128, layers=(11, 31, 55),
-                  capture="hidden_states", buffer_tokens=2**16),
+                  buffer_tokens=2**15),  # hybrid, 48 + 16 blocks; its buffer is "auto": what memory is left
+        # Both Qwen hybrids load as text-only models whose block list a hook reaches (capture="hooks");
+        # "hidden_states" models the output_hidden_states fallback for wrappers that hide it.
     )
 }
 
@@ -308,9 +313,9 @@ def memory_breakdown(
     }
     sae_side = {
         "sae_params": sae_params * 4 / GIB,
-        "sae_grads": sae_params * 4 / GIB,
+        "sae_grads": sae_params / len(layers) * 4 / GIB,  # one SAE's at a time (freed after its step)
         "adam_state": 2 * sae_params * 4 / GIB,
-        "sae_activations": SAE_ACT_COPIES * batch_tokens * d_sae * 4 * len(layers) / GIB,
+        "sae_activations": SAE_ACT_COPIES * batch_tokens * d_sae * 4 / GIB,  # the SAEs step one after another
         "activation_buffer": buffer_tokens * m.d_model * len(layers) * BUFFER_BYTES / GIB,
     }
     if g.n_gpus >= 2:
@@ -418,13 +423,11 @@ def options_table(gpu: str | None, budget_minutes: float, goal: str = "learn") -
 # runs in a released one with its parameters.
 TIER_SOURCE = "tier_recipe.py"
 RELEASED_NOTEBOOKS = tuple(n["id"] for n in NOTEBOOKS if n["source"] == TIER_SOURCE)
-STAND_INS = {"02_explorer_qwen35_4b_kaggle": "08_explorer_llama3_8b_kaggle",
-             "03_papergrade_qwen36_27b_cloud": "01_hobbyist_gemma2_2b_colab"}
 
 
 def notebook_to_open(notebook: str) -> str:
-    """`notebook` if it is released, else the released notebook that runs the same recipe."""
-    return notebook if notebook in RELEASED_NOTEBOOKS else STAND_INS.get(notebook, RELEASED_NOTEBOOKS[0])
+    """`notebook` if it is released, else the first released tier notebook (the same recipe source)."""
+    return notebook if notebook in RELEASED_NOTEBOOKS else RELEASED_NOTEBOOKS[0]
 
 
 FALLBACK_GPU = "T4"  # where to send someone whose machine cannot train anything: a free Colab T4

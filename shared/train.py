@@ -131,7 +131,7 @@ def config_from_params(P: Mapping, checkpoint_dir: str | None = None) -> TrainCo
         checkpoint_dir = resolve_checkpoint_dir(P["CHECKPOINT_DIR"], P["RUN_NAME"])
     sae_cfg = TopKConfig(d_sae=P["D_SAE"], k=P["K"], dead_tokens_threshold=P["DEAD_TOKENS_THRESHOLD"])
     return TrainConfig(
-        model_id=P["MODEL_ID"], layers=tuple(P["LAYER"]), dataset=(P["DATASET"],), context_len=P["CONTEXT_LEN"],
+        model_id=P["MODEL_ID"], layers=tuple(P["LAYER"]), dataset=P["DATASET"], context_len=P["CONTEXT_LEN"],
         sae=sae_cfg, total_tokens=P["TOTAL_TOKENS"], batch_tokens=P["BATCH_TOKENS"],
         model_batch_size=P["MODEL_BATCH_SIZE"], block_batches=P["BLOCK_BATCHES"], lr=P["LR"], lr_min=P["LR_MIN"],
         warmup_steps=P["WARMUP_STEPS"], checkpoint_every_tokens=P["CHECKPOINT_EVERY_TOKENS"],
@@ -590,6 +590,7 @@ def sae_step(sae, optimizer, x: torch.Tensor, lr: float | None = None, *, autoca
         sae.reducer.sum_grads(sae)  # every rank's share of the batch's gradient
     sae.remove_parallel_decoder_grad()
     optimizer.step()
+    optimizer.zero_grad(set_to_none=True)  # free the gradients now: with several SAEs only one holds them at a time
     sae.set_decoder_unit_norm()
     dead = sae.update_dead_tracking(out.latent_idx, x.shape[0], out.latent_vals)
     return {"loss": out.loss.detach(), "fvu": out.fvu.detach(), "l0": out.l0, "aux_loss": out.aux_loss.detach(),

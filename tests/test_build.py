@@ -273,6 +273,22 @@ def test_install_cell_is_a_no_op_when_everything_is_present(fixture_repo, tmp_pa
     assert r.returncode != 0 and "packaging>=9999 surely-not-a-package-xyz" in r.stdout
 
 
+def test_install_cell_asks_once_for_a_restart_when_it_upgraded_an_imported_package(fixture_repo, tmp_path):
+    """Colab and Kaggle import some packages (transformers) before the notebook runs: upgrading one
+    needs a kernel restart, said once; a package that was merely missing needs none."""
+    bn.build(fixture_repo)
+    cell = _script_from_cells(load(fixture_repo, "01_demo"), bn.INSTALL_TAG)
+    fake_pip = "import subprocess\nsubprocess.check_call = lambda *a, **k: 0\n"  # pip "succeeds", offline
+    script = tmp_path / "install.py"
+    script.write_text(fake_pip + cell.replace('"packaging>=20"', '"packaging>=9999"'))  # imported by the cell
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("RESTART NEEDED") == 1 and "packaging" in r.stdout.split("RESTART NEEDED")[1]
+    script.write_text(fake_pip + cell.replace('"packaging>=20"', '"surely-not-a-package-xyz"'))
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "installing:" in r.stdout and "RESTART" not in r.stdout
+
+
 # ---------------------------------------------------------------------------- errors
 
 def _edit_catalog(root: Path, old: str, new: str):
@@ -292,6 +308,8 @@ def _edit_catalog(root: Path, old: str, new: str):
     ('requirements = ["packaging>=20"', 'requirements = ["packaging>>20"', "bad requirement"),
     ('requirements = ["packaging>=20"', 'full_run_only = ["datasets"]\nrequirements = ["packaging>=20"',
      "full_run_only must list distribution names from requirements"),
+    ('requirements = ["packaging>=20"', 'smoke_run = "yes"\nrequirements = ["packaging>=20"',
+     "smoke_run must be true or false"),
 ])
 def test_clear_errors(fixture_repo, old, new, message):
     _edit_catalog(fixture_repo, old, new)

@@ -1,5 +1,7 @@
-"""Notebook 01, as a user runs it: killed mid-training (SIGKILL to papermill and its kernel), run
-again in the same folder, it ends with the same exported SAE as a run never interrupted."""
+"""The tier notebooks, as a user runs them: killed mid-training (SIGKILL to papermill and its kernel),
+run again in the same folder, they end with the same exported SAEs as a run never interrupted.
+01 (one layer), 02 (the hybrid qwen3_5 family) and 03 (three layers fed by one forward, a
+three-source mix)."""
 from __future__ import annotations
 
 import json
@@ -17,7 +19,12 @@ from safetensors.torch import load_file
 import build_notebooks as bn
 from conftest import REPO
 
-NOTEBOOK_ID = "01_hobbyist_gemma2_2b_colab"
+# notebook id -> smoke parameters changed for this test: tokens enough that the kill lands mid-training
+# (tiny:qwen3_5 trains 40k tokens faster than the kill can follow the second checkpoint), and 03's
+# "auto" buffer would hold the whole short run in one block, leaving no checkpoint to kill between
+NOTEBOOKS = {"01_hobbyist_gemma2_2b_colab": {"TOTAL_TOKENS": 40_000},
+             "02_explorer_qwen35_4b_kaggle": {"TOTAL_TOKENS": 200_000},
+             "03_papergrade_qwen36_27b_cloud": {"TOTAL_TOKENS": 200_000, "BLOCK_BATCHES": 8}}
 
 
 def _papermill(nb: Path, run_dir: Path, params: dict, env: dict) -> subprocess.Popen:
@@ -31,17 +38,23 @@ def _papermill(nb: Path, run_dir: Path, params: dict, env: dict) -> subprocess.P
 
 
 def _export_weights(run_dir: Path, params: dict) -> dict[str, torch.Tensor]:
-    folder = run_dir / params["OUTPUT_DIR"] / "export" / f"blocks.{params['LAYER']}.hook_resid_post"
-    return load_file(str(folder / "sae_weights.safetensors"))
+    """Every exported SAE's tensors, keyed "<layer>/<tensor>"."""
+    layers = params["LAYER"] if isinstance(params["LAYER"], list) else [params["LAYER"]]
+    out = {}
+    for layer in layers:
+        folder = run_dir / params["OUTPUT_DIR"] / "export" / f"blocks.{layer}.hook_resid_post"
+        out.update({f"{layer}/{k}": v for k, v in load_file(str(folder / "sae_weights.safetensors")).items()})
+    return out
 
 
 @pytest.mark.notebook
 @pytest.mark.slow
-def test_killed_notebook_resumes_to_the_uninterrupted_sae(tmp_path):
-    entry = next(e for e in bn.load_catalog(REPO) if e.id == NOTEBOOK_ID)
-    nb = tmp_path / f"{NOTEBOOK_ID}.ipynb"  # the rendered notebook, alone, outside the repository
+@pytest.mark.parametrize("notebook_id", list(NOTEBOOKS))
+def test_killed_notebook_resumes_to_the_uninterrupted_sae(notebook_id, tmp_path):
+    entry = next(e for e in bn.load_catalog(REPO) if e.id == notebook_id)
+    nb = tmp_path / f"{notebook_id}.ipynb"  # the rendered notebook, alone, outside the repository
     nb.write_text(bn.render_entry(REPO, entry, bn.load_settings(REPO)), encoding="utf-8")
-    params = {**entry.smoke, "TOTAL_TOKENS": 40_000}
+    params = {**entry.smoke, **NOTEBOOKS[notebook_id]}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(MPLBACKEND="Agg", HF_HUB_OFFLINE="1", SAE_LADDER_CORE_DIR=str(tmp_path / "core"),
                OMP_NUM_THREADS="1")

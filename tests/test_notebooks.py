@@ -5,7 +5,7 @@ with the repository off sys.path and no network; it must leave its [notebook.smo
 Entries rendered from a source an earlier entry already uses (tier_recipe.py: 01 -> 08, 09, 10)
 are not run again: test_same_source_renders_the_same_code proves their cells are the run entry's
 apart from the title, the parameter values and the platform metadata. SAE_LADDER_SMOKE_ALL=1 runs
-them anyway."""
+them anyway; an entry with `smoke_run = true` (the hybrid qwen3_5 rungs 02 and 03) always runs."""
 from __future__ import annotations
 
 import functools
@@ -26,7 +26,8 @@ except bn.BuildError as e:  # reported by the test below, not as a collection cr
 RUN_FOR_SOURCE = {}  # source -> the first entry rendered from it: the one that is smoke-run
 for _e in ENTRIES:
     RUN_FOR_SOURCE.setdefault(_e.source, _e)
-SAME_SOURCE = [e for e in ENTRIES if RUN_FOR_SOURCE[e.source] is not e]
+# an entry marked smoke_run = true (a model family the run entry does not cover) is run itself
+SAME_SOURCE = [e for e in ENTRIES if RUN_FOR_SOURCE[e.source] is not e and not e.smoke_run]
 SMOKE_ALL = os.environ.get("SAE_LADDER_SMOKE_ALL", "") not in ("", "0")
 
 

@@ -37,6 +37,8 @@ BAD = [
     ("LAYERS", "0,99", None), ("LAYERS", "", None), ("LAYERS", "3-1", None),
     ("SWEEP_LAYERS", "99", None),
     ("DATASET", "no-such-dataset", None), ("VAL_DATASET", "no-such-dataset", None),
+    ("DATASET", [], None), ("DATASET", ["synthetic@0.7", "no-such-dataset@0.3"], None),
+    ("DATASET", ["synthetic@0.7", "synthetic@-0.3"], None),
     ("CONTEXT_LEN", 0, None), ("MAX_LEN", -1, None), ("MAX_TEXT_TOKENS", -3, None),
     ("N_TRAIN", 0, None), ("N_TEST", 0, None), ("EVAL_DOCS", 0, None), ("EVAL_BATCHES", 0, None),
     ("PROMPT", "", None), ("CONCEPT", "no-such-concept", lambda p: not p.get("CONTRAST_PAIRS")),
@@ -44,7 +46,7 @@ BAD = [
     ("MONITOR_PROMPTS", "one string, not a list", None), ("STEER_PROMPTS", [], None),
     ("D_SAE", 0, None), ("K", lambda p: p["D_SAE"] + 1, None), ("K", 0, None),
     ("TOTAL_TOKENS", -5, None), ("BATCH_TOKENS", 0, None), ("MODEL_BATCH_SIZE", -1, None),
-    ("BLOCK_BATCHES", 0, None), ("LR", 0, lambda p: "OPTIMIZER" not in p), ("LR", -1e-3, None),
+    ("BLOCK_BATCHES", 0, None), ("BLOCK_BATCHES", "big", None), ("LR", 0, lambda p: "OPTIMIZER" not in p), ("LR", -1e-3, None),
     ("LR_MIN", lambda p: p["LR"] * 10, None), ("WARMUP_STEPS", -1, None),
     ("DEAD_TOKENS_THRESHOLD", 0, None), ("CHECKPOINT_EVERY_TOKENS", 0, None), ("VAL_TOKENS", 0, None),
     ("BATCH_SIZE", 0, None), ("FIT_STEPS", 0, None), ("N_RESTARTS", 0, None), ("N_EPOCHS", 0, None),
@@ -181,3 +183,17 @@ def test_edit_residual_accepts_a_negative_layer():
     with pytest.raises(ValueError, match="out of range"):
         with hooks.edit_residual(model, {4: lambda h: h}):
             pass
+
+
+def test_dataset_mix_and_auto_buffer_reach_the_train_config():
+    """A DATASET list is a weighted mix and BLOCK_BATCHES = "auto" sizes the buffer from free memory:
+    both pass the check and land in the TrainConfig the tier notebooks and the command line build."""
+    from shared import train
+
+    mix = ["synthetic@0.7", "synthetic@0.2", "synthetic@0.1"]
+    entry = next(e for e in ENTRIES if e.id == "01_hobbyist_gemma2_2b_colab")
+    P = notebook.check_parameters({**parameters_of(entry), "DATASET": mix, "BLOCK_BATCHES": "auto"})
+    cfg = train.config_from_params(P, "unused-checkpoints")
+    assert cfg.dataset == tuple(mix) and cfg.block_batches == "auto"
+    single = train.config_from_params(notebook.check_parameters(parameters_of(entry)), "unused-checkpoints")
+    assert single.dataset == ("synthetic",)

@@ -84,15 +84,16 @@ def test_h100_paper_is_tier3():
     assert r.tokens >= tiers.MIN_TOKENS["paper"]
     big = tiers.recommend("H200", 1200, "paper")  # enough VRAM for the three-layer recipe
     assert big.layers == (11, 31, 55) and big.parameters["LAYER"] == [11, 31, 55]
-    # tier 3 has no notebook of its own yet: the recommendation opens a released one (same recipe)
-    assert big.run_in in tiers.RELEASED_NOTEBOOKS and "not released yet" in big.note
+    # tier 3 has its own notebook now: no stand-in
+    assert big.run_in == "03_papergrade_qwen36_27b_cloud" and "not released yet" not in big.note
 
 
 def test_2xt4_explore_is_tier2_qwen():
     r = tiers.recommend("2xT4", 600, "explore")
     assert r.tier_notebook == "02_explorer_qwen35_4b_kaggle" and (r.d_sae, r.k) == (40960, 128)
     assert r.tokens >= 150e6  # the catalog's 150M tokens fit in a Kaggle session
-    assert r.run_in == "08_explorer_llama3_8b_kaggle" and r.parameters["MODEL_ID"] == "Qwen/Qwen3.5-4B"
+    assert r.run_in == "02_explorer_qwen35_4b_kaggle" and r.parameters["MODEL_ID"] == "Qwen/Qwen3.5-4B"
+    assert r.layers == (18,) and r.parameters["MODEL_DEVICE"] == "cuda:0"  # the model on GPU 0, the SAE on GPU 1
 
 
 def test_recommended_parameters_exist_in_the_recipe_notebook():
@@ -163,4 +164,29 @@ def test_released_notebooks_are_the_catalogs_tier_notebooks():
     entries = bn.load_catalog(REPO)
     assert tiers.RELEASED_NOTEBOOKS == tuple(e.id for e in entries if e.source == tiers.TIER_SOURCE)
     assert (REPO / "shared" / bn.CATALOG_MODULE).read_text() == bn.catalog_module(entries)  # not stale
-    assert set(tiers.STAND_INS.values()) <= set(tiers.RELEASED_NOTEBOOKS)
+    assert {m.notebook for m in tiers.MODELS.values()} <= set(tiers.RELEASED_NOTEBOOKS)  # no stand-ins left
+
+
+@pytest.mark.parametrize("gpu, fits", [("RTX-PRO-6000", True), ("H200", True), ("H100-80", False),
+                                       ("A100-40", False), ("2xT4", False)])
+def test_27b_three_sae_run_needs_a_96gb_card(gpu, fits):
+    """The tier-3 run (bf16 27B + three 65k x 5120 SAEs with Adam, buffer) fits a 96 GB card, not 80 or 48 GB."""
+    m, g = tiers.MODELS["Qwen/Qwen3.6-27B"], tiers.GPU_CLASSES[gpu]
+    option = tiers._weigh(m, g, (11, 31, 55), 24 * 60, "paper", tiers.MIN_TOKENS["paper"])
+    assert option.fits is fits
+    mem = tiers.memory_breakdown(m, g, (11, 31, 55), 65536, 1, 4096, m.buffer_tokens)
+    mem = mem.get("gpu1", mem["gpu0"])  # the SAE side (gpu1 on 2xT4)
+    one_sae = (2 * 5120 * 65536 + 65536 + 5120) * 4 / tiers.GIB
+    assert mem["sae_params"] == pytest.approx(3 * one_sae) and mem["adam_state"] == pytest.approx(6 * one_sae)
+    assert mem["sae_grads"] == pytest.approx(one_sae)  # freed after each SAE's step: one at a time
+    if fits:  # 200M tokens in about a day
+        assert 200e6 / option.tokens_per_s / 3600 < 24
+
+
+def test_qwen35_4b_split_fits_two_t4s():
+    """Tier 2: Qwen3.5-4B in fp16 on cuda:0, the 40k SAE and its buffer on cuda:1, 150M tokens in ~5 h."""
+    m, g = tiers.MODELS["Qwen/Qwen3.5-4B"], tiers.GPU_CLASSES["2xT4"]
+    option = tiers._weigh(m, g, (18,), 5 * 60, "explore", tiers.MIN_TOKENS["explore"])
+    assert option.fits and not option.truncate_after_layer
+    assert all(part["total"] <= tiers.USABLE_FRACTION * g.vram_gb for part in option.memory_gb.values())
+    assert option.tokens >= 150e6 * 0.9
