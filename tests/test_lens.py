@@ -273,7 +273,6 @@ def test_tuned_lens_package_checks_and_reads_our_export(tmp_path):
     """The package's own hash equals ours, its model-match check passes on our export (and fires on a
     wrong hash), its logits equal ours; and it loads only the architectures notebook 20 says it does."""
     import subprocess
-    import sys
 
     if not Path(TUNED_LENS_PYTHON).exists():
         pytest.skip(f"no tuned-lens interpreter at {TUNED_LENS_PYTHON}: run `make tuned-lens-venv`")
