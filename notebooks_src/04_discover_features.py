@@ -61,9 +61,7 @@ from shared import data, export, features, html, hub, judge, models, notebook, s
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
-if len(P.LAYER) != 1:
-    raise notebook.ParameterError(f"LAYER = {LAYER!r}: this notebook reads one layer; give one block index")
-layer = P.LAYER[0]
+layer = P.one_layer()  # checked against the model's config, negatives resolved
 
 # %% [markdown]
 # ## 1. The model and the SAE

@@ -67,7 +67,7 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 
 # %%
 model, tokenizer = run.load_model()
-layer = P.LAYER[0]
+layer = P.one_layer()
 sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 
 # %% [markdown]

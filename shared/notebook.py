@@ -46,6 +46,14 @@ class Parameters(dict):
         except KeyError:
             raise AttributeError(f"no parameter {name!r}; this notebook has {', '.join(self)}") from None
 
+    def one_layer(self, name: str = "LAYER") -> int:
+        """The one block index that `name` holds, for a notebook that reads a single layer."""
+        layers = self[name]
+        if len(layers) != 1:
+            raise ParameterError(f"{name} = {self.given.get(name, layers)!r}: this notebook reads one layer; "
+                                 "give one block index")
+        return layers[0]
+
 
 class _Context:
     """What a rule may consult: every raw parameter, and the model's layer count read from its config."""

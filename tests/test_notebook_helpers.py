@@ -65,3 +65,11 @@ def test_secrets_never_reach_a_report_even_under_a_rule_name(tmp_path):
     run = notebook.start(_params(tmp_path))
     run.raw["MODEL_ID"] = runtime.Secret("hf_hidden")  # a Secret value is dropped whatever its name
     assert "MODEL_ID" not in notebook.reportable_parameters(run.raw)
+
+
+def test_one_layer_reads_a_single_layer_and_refuses_several():
+    from shared.notebook import ParameterError, Parameters
+
+    assert Parameters({"LAYER": [3]}, given={"LAYER": -1}).one_layer() == 3
+    with pytest.raises(ParameterError, match=r"^LAYER = \[1, 2\]: this notebook reads one layer"):
+        Parameters({"LAYER": [1, 2]}, given={"LAYER": [1, 2]}).one_layer()
