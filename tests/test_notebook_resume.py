@@ -20,9 +20,9 @@ import build_notebooks as bn
 from conftest import REPO
 
 # notebook id -> smoke parameters changed for this test: tokens enough that the kill lands mid-training
-# (tiny:qwen3_5 trains 40k tokens faster than the kill can follow the second checkpoint), and 03's
+# (a tiny model trains 40k tokens faster than a loaded machine's poll can follow the checkpoints), and 03's
 # "auto" buffer would hold the whole short run in one block, leaving no checkpoint to kill between
-NOTEBOOKS = {"01_hobbyist_gemma2_2b_colab": {"TOTAL_TOKENS": 40_000},
+NOTEBOOKS = {"01_hobbyist_gemma2_2b_colab": {"TOTAL_TOKENS": 80_000},
              "02_explorer_qwen35_4b_kaggle": {"TOTAL_TOKENS": 200_000},
              "03_papergrade_qwen36_27b_cloud": {"TOTAL_TOKENS": 200_000, "BLOCK_BATCHES": 8}}
 
@@ -70,7 +70,9 @@ def test_killed_notebook_resumes_to_the_uninterrupted_sae(notebook_id, tmp_path)
     checkpoints = killed_dir / "checkpoints" / params["RUN_NAME"]
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if len(list(checkpoints.glob("step-*/manifest.json"))) >= 2:
+        # the first checkpoint: on a loaded machine this poll can lag by seconds, and the kill must
+        # still land well before the run's last checkpoint
+        if list(checkpoints.glob("step-*/manifest.json")):
             os.killpg(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.05)
