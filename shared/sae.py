@@ -1,7 +1,8 @@
 """The sparse autoencoder base class, its config and the architecture registry.
 
-One file per architecture subclasses `SparseAutoencoder` (sae_topk.py: TopK + AuxK, trainable;
-sae_jumprelu.py and sae_relu.py: inference only, for loaded SAEs, see sae_io.py);
+One file per architecture subclasses `SparseAutoencoder` (sae_topk.py: TopK + AuxK;
+sae_jumprelu.py: JumpReLU + L0; sae_relu.py: ReLU + decoder-norm-weighted L1; sae_io.py loads
+published SAEs into the same classes);
 the sparse autograd kernels they train with live in sae_kernels.py. state_dict() uses the
 SAELens 6 names and shapes (W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec
 [d_in]) so an export is a plain state_dict copy; inside, the encoder is held latent-major as
@@ -204,13 +205,14 @@ class SparseAutoencoder(nn.Module):
     - `extra_losses(xn, rec, err) -> {name: term}`: loss terms beside fvu (each already times its
       coefficient); their sum with fvu is the loss.
 
+    - `constrain_weights()`: after each optimizer step (by default the unit-norm decoder rows,
+      when `normalize_decoder`); `constrain_grads()` before it (the parallel-gradient removal).
+
     An architecture whose training terms are not written yet sets `trainable = False` (the
-    trainer refuses it; encode / decode work).
+    trainer refuses it; encode / decode work). One whose penalty is weighted by the decoder norms
+    (ReLU + L1, as SAELens) sets `normalize_decoder = False`: its decoder rows are left free.
 
     How the planned siblings fit (sketches, not implemented):
-    - JumpReLU training (sae_jumprelu.py has the inference half): a straight-through
-      pseudo-derivative (a custom autograd function) giving threshold its gradient;
-      extra_losses = {"l0": coef * sum of the same STE step}.
     - Gated: a second encoder path from the same W_enc, with SAELens 6's b_gate, r_mag, b_mag
       [d_sae] parameters: encode_latents = H(gate pre) * relu(magnitude pre) (W_enc * exp(r_mag)
       + b_mag); reconstruct keeps relu(gate pre) in extras, and extra_losses adds {"aux": its
@@ -222,6 +224,7 @@ class SparseAutoencoder(nn.Module):
     architecture = "base"
     trainable = True  # False: inference only (loaded SAEs); train.py refuses to train it
     sparse_kernels = True  # False: dense autograd reference path (tests, debugging)
+    normalize_decoder = True  # False: the trainer leaves decoder row norms free (see constrain_weights)
     # Data-parallel training (distributed.Group) sets this: each rank sees a slice of the batch, and
     # the batch statistics (centred variances, latents fired) are then taken over every rank's rows.
     reducer = None
@@ -281,6 +284,16 @@ class SparseAutoencoder(nn.Module):
     def extra_losses(self, xn: Tensor, rec: Reconstruction, err: ReconstructionError) -> dict[str, Tensor]:
         """Named loss terms beside fvu (none by default)."""
         return {}
+
+    def constrain_grads(self) -> None:
+        """Before the optimizer step: drop the decoder gradient along its unit rows (if normalize_decoder)."""
+        if self.normalize_decoder:
+            self.remove_parallel_decoder_grad()
+
+    def constrain_weights(self) -> None:
+        """After the optimizer step: decoder rows back to unit norm (if normalize_decoder)."""
+        if self.normalize_decoder:
+            self.set_decoder_unit_norm()
 
     # ---- plumbing
     @property

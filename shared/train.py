@@ -576,8 +576,9 @@ def _autocast(device: torch.device, enabled: bool):
 def sae_step(sae, optimizer, x: torch.Tensor, lr: float | None = None, *, autocast: bool = True,
              dead_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """One optimiser step of one SAE on rows x: forward (AuxK on dead_mask, default the SAE's own
-    tokens-since-fired tracking), backward, decoder-parallel gradient removed, Adam, decoder rows
-    back to unit norm, dead tracking updated. Returns 0-dim metric tensors (read them only when
+    tokens-since-fired tracking), backward, the architecture's gradient constraint (decoder-parallel
+    part removed), Adam, its weight constraint (decoder rows back to unit norm), dead tracking
+    updated. Logs each named loss term of the architecture beside fvu and aux as "<name>_loss". Returns 0-dim metric tensors (read them only when
     logging: turning them into floats every step would stall a GPU on each one)."""
     if lr is not None:
         for group in optimizer.param_groups:
@@ -588,13 +589,14 @@ def sae_step(sae, optimizer, x: torch.Tensor, lr: float | None = None, *, autoca
     out.loss.backward()
     if sae.reducer is not None:
         sae.reducer.sum_grads(sae)  # every rank's share of the batch's gradient
-    sae.remove_parallel_decoder_grad()
+    sae.constrain_grads()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)  # free the gradients now: with several SAEs only one holds them at a time
-    sae.set_decoder_unit_norm()
+    sae.constrain_weights()
     dead = sae.update_dead_tracking(out.latent_idx, x.shape[0], out.latent_vals)
+    named = {f"{name}_loss": term.detach() for name, term in out.losses.items() if name not in ("fvu", "aux")}
     return {"loss": out.loss.detach(), "fvu": out.fvu.detach(), "l0": out.l0, "aux_loss": out.aux_loss.detach(),
-            "dead_pct": 100.0 * dead.float().mean()}
+            **named, "dead_pct": 100.0 * dead.float().mean()}
 
 
 def _postfix(entry: dict, layers) -> str:

@@ -229,13 +229,18 @@ def test_sparsify_transcoder_and_groupmax_refused(tmp_path):
 
 
 def test_trainer_refuses_inference_only_architectures():
-    from shared import train
-    from shared.sae_jumprelu import JumpReLUConfig
-    from shared.sae_relu import ReLUConfig
+    """An architecture marked trainable = False (loads, encodes, has no training terms) is refused."""
+    from shared import sae as S, train
+    from shared.sae_relu import ReLUConfig, ReLUSAE
 
-    for sae_cfg in (JumpReLUConfig(d_sae=D_SAE), ReLUConfig(d_sae=D_SAE)):
+    S.register("test-inference-only", ReLUConfig)(type("InferenceOnly", (ReLUSAE,), {"trainable": False}))
+    try:
+        sae_cfg = ReLUConfig(d_sae=D_SAE, architecture="test-inference-only")
         cfg = types.SimpleNamespace(sae=sae_cfg, model_id="tiny:llama", seed=0)
         _one_line(NotImplementedError, "inference only", train._build_saes, cfg, D_IN, [0], "cpu")
+    finally:
+        S.ARCHITECTURES.pop("test-inference-only")
+    assert S.ARCHITECTURES["jumprelu"].model.trainable and S.ARCHITECTURES["relu"].model.trainable
 
 
 def test_open_sae_reads_a_tiny_trained_export(tmp_path, tiny_trained_model):
