@@ -1,6 +1,7 @@
 """The sparse autoencoder base class, its config and the architecture registry.
 
 One file per architecture subclasses `SparseAutoencoder` (sae_topk.py: TopK + AuxK, trainable;
+sae_batchtopk.py / sae_matryoshka.py: BatchTopK and Matryoshka BatchTopK on TopK's pass, trainable;
 sae_jumprelu.py and sae_relu.py: inference only, for loaded SAEs, see sae_io.py);
 the sparse autograd kernels they train with live in sae_kernels.py. state_dict() uses the
 SAELens 6 names and shapes (W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec
@@ -215,8 +216,6 @@ class SparseAutoencoder(nn.Module):
       [d_sae] parameters: encode_latents = H(gate pre) * relu(magnitude pre) (W_enc * exp(r_mag)
       + b_mag); reconstruct keeps relu(gate pre) in extras, and extra_losses adds {"aux": its
       reconstruction through a detached decoder}.
-    - Matryoshka BatchTopK: activation = batch top-k; extra_losses adds {"prefix": the mean fvu of
-      the decodes of each nested prefix of latents (d_sae sizes in its config)}.
     """
 
     architecture = "base"
@@ -488,4 +487,4 @@ class SparseAutoencoder(nn.Module):
 
 
 # The built-in architectures register themselves on import (after the base above is defined).
-from . import sae_jumprelu, sae_relu, sae_topk  # noqa: E402,F401
+from . import sae_batchtopk, sae_jumprelu, sae_matryoshka, sae_relu, sae_topk  # noqa: E402,F401
