@@ -33,7 +33,9 @@ NEURONPEDIA_FILE = "neuronpedia.json"
 # The sae_lens release whose cfg.json layout this writes (fields checked against its source).
 SAE_LENS_VERSION = "6.54.12"
 # our architecture name -> sae_lens 6 architecture name
-SAELENS_ARCH = {"topk": "topk", "jumprelu": "jumprelu", "relu": "standard", "gated": "gated"}
+SAELENS_ARCH = {"topk": "topk", "jumprelu": "jumprelu", "relu": "standard", "gated": "gated",
+                # SAELens saves a trained BatchTopK / Matryoshka for inference as JumpReLU (one global threshold)
+                "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu"}
 WEIGHT_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
 
 

@@ -1,6 +1,7 @@
 """The sparse autoencoder base class, its config and the architecture registry.
 
 One file per architecture subclasses `SparseAutoencoder` (sae_topk.py: TopK + AuxK;
+sae_batchtopk.py / sae_matryoshka.py: BatchTopK and Matryoshka BatchTopK on TopK's pass;
 sae_jumprelu.py: JumpReLU + L0; sae_relu.py: ReLU + decoder-norm-weighted L1; sae_io.py loads
 published SAEs into the same classes);
 the sparse autograd kernels they train with live in sae_kernels.py. state_dict() uses the
@@ -217,8 +218,6 @@ class SparseAutoencoder(nn.Module):
       [d_sae] parameters: encode_latents = H(gate pre) * relu(magnitude pre) (W_enc * exp(r_mag)
       + b_mag); reconstruct keeps relu(gate pre) in extras, and extra_losses adds {"aux": its
       reconstruction through a detached decoder}.
-    - Matryoshka BatchTopK: activation = batch top-k; extra_losses adds {"prefix": the mean fvu of
-      the decodes of each nested prefix of latents (d_sae sizes in its config)}.
     """
 
     architecture = "base"
@@ -501,4 +500,4 @@ class SparseAutoencoder(nn.Module):
 
 
 # The built-in architectures register themselves on import (after the base above is defined).
-from . import sae_jumprelu, sae_relu, sae_topk  # noqa: E402,F401
+from . import sae_batchtopk, sae_jumprelu, sae_matryoshka, sae_relu, sae_topk  # noqa: E402,F401

@@ -110,7 +110,7 @@ def config_from_saelens(cfg: dict) -> SAEConfig:
     arch = cfg.get("architecture") or ("topk" if act == "topk" else "standard")
     if arch in BATCHTOPK_ARCHS:
         arch = "jumprelu"
-    ours_arch = {v: k for k, v in SAELENS_ARCH.items()}.get(arch, arch)
+    ours_arch = next((k for k, v in SAELENS_ARCH.items() if v == arch), arch)  # the first: jumprelu, not batchtopk
     if ours_arch not in ARCHITECTURES:
         raise ValueError(f"cfg.json architecture {arch!r} is not supported by shared.sae "
                          f"(available: {sorted(ARCHITECTURES)})")

@@ -49,6 +49,12 @@ class TopKSAE(SparseAutoencoder):
         idx = topk_indices(pre.detach(), self.cfg.k)
         return Latents(F.relu(pre.gather(1, idx)), idx)
 
+    def select(self, pre: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The training pass's latents from the pre-activations [N, d_sae] (no gradient): indices
+        [N, m] and a keep mask [N, m] (None: keep all), so a sibling selection (BatchTopK) reuses
+        this class's sparse pass and AuxK."""
+        return topk_indices(pre, self.cfg.k), None
+
     # AuxK runs on the dead columns as small dense matmuls (pre-activations [N, n_dead] masked to
     # each token's top k_aux) while n_dead <= aux_dense_ratio * k_aux; above that, as sparse slots
     # like the main top-k. On 2 CPU cores a dense multiply-add costs ~1/8 of a gathered one.
@@ -58,7 +64,7 @@ class TopKSAE(SparseAutoencoder):
         """The training pass; AuxK's decode of the dead latents (extras["e_hat"]) when dead_mask has any True."""
         with torch.no_grad():
             pre = self.encode_pre(xn, out=self._pre_buffer(xn))  # the one dense matmul
-            idx = topk_indices(pre, self.cfg.k)
+            idx, keep = self.select(pre)
             aux = self._dead_topk(pre, dead_mask)         # (dead, local, pre_dead) or None
         m = idx.shape[1]
         dense_aux = aux is not None and self.sparse_kernels and \
@@ -71,7 +77,7 @@ class TopKSAE(SparseAutoencoder):
         if not self.sparse_kernels:
             pre_sel = self.encode_pre(xn).gather(1, idx if aux_idx is None else torch.cat([idx, aux_idx], 1))
             del pre
-            vals = F.relu(pre_sel[:, :m])
+            vals = _kept(F.relu(pre_sel[:, :m]), keep)
             decoded = [self._decode_latents(Latents(vals, idx))]
             if aux_idx is not None:
                 decoded.append(self._decode_latents(Latents(F.relu(pre_sel[:, m:]), aux_idx)))
@@ -84,7 +90,7 @@ class TopKSAE(SparseAutoencoder):
                                                   pre.gather(1, idx), self.cfg.apply_b_dec_to_input,
                                                   plan, top, local, dead)
             del pre
-            vals = F.relu(pre_sel)
+            vals = _kept(F.relu(pre_sel), keep)
             decoded = sparse_decode(vals, idx, self.W_dec, plan=plan, dense=(z, dead))
             e_hat = decoded[1]
         else:
@@ -94,7 +100,7 @@ class TopKSAE(SparseAutoencoder):
             pre_sel = SparseEncodeSelect.apply(xn, self.b_dec, self.W_enc_T, self.b_enc, all_idx,
                                                pre.gather(1, all_idx), self.cfg.apply_b_dec_to_input, plan)
             del pre
-            vals = F.relu(pre_sel[:, :m])
+            vals = _kept(F.relu(pre_sel[:, :m]), keep)
             if aux_idx is not None:
                 aux_vals = F.relu(pre_sel[:, m:])
                 decoded = sparse_decode(torch.cat([vals, aux_vals], 1), all_idx, self.W_dec, splits, plan)
@@ -141,3 +147,8 @@ class TopKSAE(SparseAutoencoder):
                 pre_dead.shape[1] > self.aux_dense_ratio * self.cfg.k_aux_eff or pre_dead.shape[0] == 0:
             return False
         return int((pre_dead > 0).sum(1).max()) <= self.cfg.k_aux_eff
+
+
+def _kept(vals: Tensor, keep: Tensor | None) -> Tensor:
+    """vals with the slots `keep` drops zeroed (no gradient through them); vals itself when keep is None."""
+    return vals if keep is None else vals * keep.to(vals.dtype)
