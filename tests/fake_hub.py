@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from local_server import LocalServer
 
 MODES = ("401", "403", "500", "hang")
 
 
-class FakeHub:
+class FakeHub(LocalServer):
     """`with FakeHub("500") as hub:` -> hub.url, hub.requests (a list of "METHOD path")."""
 
     def __init__(self, mode: str, hang_s: float = 10.0):
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: use one of {MODES}")
         self.mode, self.hang_s, self.requests = mode, hang_s, []
-        self._stop = threading.Event()
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -39,22 +39,7 @@ class FakeHub:
 
             do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _answer
 
-            def log_message(self, *args):  # quiet
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> "FakeHub":
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 def closed_port() -> str:

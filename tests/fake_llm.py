@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from local_server import LocalServer
 
 
-class FakeLLM:
+class FakeLLM(LocalServer):
     """`with FakeLLM(responder, script=["429"]) as api:` -> api.url, api.requests."""
 
     def __init__(self, responder, script=(), hang_s: float = 5.0):
         self.responder, self.script, self.hang_s = responder, list(script), hang_s
         self.requests: list[dict] = []
-        self._stop, self._lock = threading.Event(), threading.Lock()
+        self._lock = threading.Lock()
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -68,19 +70,4 @@ class FakeLLM:
                     "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(text) // 4,
                               "total_tokens": (len(prompt) + len(text)) // 4}})
 
-            def log_message(self, *args):  # quiet
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> "FakeLLM":
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)

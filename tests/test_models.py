@@ -270,7 +270,8 @@ def _load_config_against(endpoint: str, tmp_path) -> str:
 def test_hub_refusals_become_one_line_errors(status, code, expect, tmp_path):
     """A local 127.0.0.1 server answers like the Hub does (status + X-Error-Code); the real client maps it."""
     import http.server
-    import threading
+
+    from local_server import LocalServer
 
     class Hub(http.server.BaseHTTPRequestHandler):
         def _answer(self):
@@ -281,15 +282,8 @@ def test_hub_refusals_become_one_line_errors(status, code, expect, tmp_path):
 
         do_GET = do_HEAD = _answer
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        line = _load_config_against(f"http://127.0.0.1:{server.server_port}", tmp_path)
-    finally:
-        server.shutdown()
+    with LocalServer.for_handler(Hub) as server:
+        line = _load_config_against(server.url, tmp_path)
     assert line.startswith("ModelUnavailable:") and expect in line and "\n" not in line
 
 
