@@ -124,12 +124,15 @@ for r in rows:
 #
 # `interventions.json`: the feature, how it was chosen, its typical activation, and per alpha the
 # text with its activation and loss. `steered_up` says whether the largest alpha raised the
-# feature's activation above alpha = 0.
+# feature's activation on the generated tokens above alpha = 0 (as the steered model writes them);
+# `reread_up` says the same of the unsteered model re-reading the text, the stricter test that the
+# text itself came to carry the feature (large models usually pass it; tiny ones rarely do).
 
 # %%
 by_alpha = {r["alpha"]: r for r in rows}
 top, base = max(by_alpha), by_alpha.get(0.0)
 steered_up = bool(base is not None and by_alpha[top]["feature_activation"] > base["feature_activation"])
+reread_up = bool(base is not None and by_alpha[top]["feature_activation_reread"] > base["feature_activation_reread"])
 report = {
     "model": MODEL_ID, "layer": layer, "sae": sae_repo, "d_sae": sae.cfg.d_sae,
     "feature": feature, "chosen_by": how, "typical_activation": typical,
@@ -137,7 +140,8 @@ report = {
     "baseline": {"dataset": DATASET, "tokens": stats.n_tokens, "fire_rate": float(stats.fire_rate[feature])},
     "prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS,
     "interventions": [{k: v for k, v in r.items() if k != "token_ids"} for r in rows],
-    "steered_up": steered_up,
+    "steered_up": steered_up, "reread_up": reread_up,
 }
 run.write_report("interventions.json", report)
-print(f"alpha={top:g} raised the feature's activation over alpha=0: {steered_up}")
+print(f"alpha={top:g} raised the feature's activation over alpha=0: {steered_up} as written, "
+      f"{reread_up} when the unsteered model re-reads the text")

@@ -194,6 +194,19 @@ def test_catalog_notebook(entry, tmp_path, monkeypatch):
     assert_requirements_match_imports(entry, imported_distributions(tmp_path))
     missing = bn.missing_smoke_outputs(entry, out)
     assert not missing, f"{entry.id} smoke run, in {out}: " + "; ".join(missing)
+    for claim in SMOKE_CLAIMS.get(entry.id, ()):
+        claim(out)
+
+
+def _steering_raises_the_feature(out: Path):
+    """06: alpha = 3 raises the feature's activation on the generated text over alpha = 0."""
+    report = json.loads((out / "interventions.json").read_text())
+    act = {r["alpha"]: r["feature_activation"] for r in report["interventions"]}
+    assert act[3.0] > act[0.0] and report["steered_up"] is True, act
+
+
+# What a smoke run must show beyond its report's keys: the checks its issue names.
+SMOKE_CLAIMS = {"06_steer_your_model": (_steering_raises_the_feature,)}
 
 
 @functools.lru_cache(maxsize=None)

@@ -69,3 +69,33 @@ def test_find_features_searches_labels(tmp_path):
     assert steer.find_features(catalog, "german") == []
     with pytest.raises(ValueError, match="not a file"):
         steer.find_features(str(tmp_path / "none.json"), "x")
+
+
+def test_reread_sees_a_feature_the_steered_text_carries(setup):
+    """feature_activation_reread is the unsteered model reading the text back: on a model whose output
+    head is wired so that the planted '~' direction makes it write '~' (a self-reinforcing feature, as
+    real models have and a 3-layer tiny one lacks), alpha = 3 puts '~' into the text and the re-read
+    activation rises from 0; alpha = 0 writes no '~' and re-reads 0."""
+    import copy
+
+    from planted_sae import TOKEN
+    from shared.models import unembed
+
+    model, tok, sae, stats = setup
+    wired = copy.deepcopy(model)
+    head = unembed(wired)
+    head.weight = torch.nn.Parameter(head.weight.detach().clone())  # untie from the embedding: layer 0 unchanged
+    typical = steer.typical_activation(stats, 0)
+    direction = steer.feature_direction(sae, 0)
+    ids = tok(PROMPT, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        plain = wired(ids, output_hidden_states=True).hidden_states[-1][0, -1]
+        with steer.steering_hook(wired, LAYER, direction, 3.0, scale=typical * float(direction.norm())):
+            pushed = wired(ids, output_hidden_states=True).hidden_states[-1][0, -1]
+        shift = pushed - plain
+        head.weight[tok.convert_tokens_to_ids(TOKEN)] += 40 * shift / shift.norm() ** 2
+    rows = steer.steer_feature(wired, tok, sae, LAYER, 0, PROMPT, [0, 3], typical=typical, max_new_tokens=8)
+    by = {r["alpha"]: r for r in rows}
+    assert TOKEN not in by[0.0]["text"] and TOKEN in by[3.0]["text"]
+    assert by[0.0]["feature_activation_reread"] == 0.0
+    assert by[3.0]["feature_activation_reread"] > 0.1 * typical
