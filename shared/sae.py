@@ -139,7 +139,51 @@ class Architecture(NamedTuple):
     model: type    # the SparseAutoencoder subclass
 
 
-ARCHITECTURES: dict[str, Architecture] = {}
+class _Registry(dict):
+    """name -> Architecture. The built-in architectures' modules (which import this base module) are
+    imported on the first read, not at the end of this file, so any of them can be imported first."""
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if not _Registry._loaded:
+            _Registry._loaded = True
+            from . import sae_batchtopk, sae_jumprelu, sae_matryoshka, sae_relu, sae_topk  # noqa: F401
+
+    def __getitem__(self, name):
+        self._load()
+        return super().__getitem__(name)
+
+    def __contains__(self, name) -> bool:
+        self._load()
+        return super().__contains__(name)
+
+    def __iter__(self):
+        self._load()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._load()
+        return super().__len__()
+
+    def get(self, name, default=None):
+        self._load()
+        return super().get(name, default)
+
+    def keys(self):
+        self._load()
+        return super().keys()
+
+    def items(self):
+        self._load()
+        return super().items()
+
+    def values(self):
+        self._load()
+        return super().values()
+
+
+ARCHITECTURES: dict[str, Architecture] = _Registry()
 
 
 def register(name: str, config: type):
@@ -497,7 +541,3 @@ class SparseAutoencoder(nn.Module):
         self.b_dec.div_(s)
         self.norm_scale.fill_(1.0)
         self.cfg.normalize_activations = "none"
-
-
-# The built-in architectures register themselves on import (after the base above is defined).
-from . import sae_batchtopk, sae_jumprelu, sae_matryoshka, sae_relu, sae_topk  # noqa: E402,F401

@@ -2,6 +2,7 @@
 unit-norm decoder, sparse kernels == dense autograd, normalisation folding, clear errors."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -361,3 +362,17 @@ def test_a_sibling_architecture_is_one_short_class():
         assert torch.allclose(torch.zeros(64, 32).scatter(1, idx, vals), sae.encode(x))
     finally:
         S.ARCHITECTURES.pop("test-relu")
+
+
+@pytest.mark.parametrize("module", ["sae_topk", "sae_batchtopk", "sae_matryoshka", "sae_jumprelu", "sae_relu"])
+def test_each_architecture_module_imports_first(module):
+    """`from shared.sae_topk import TopKConfig` in a fresh interpreter works (no circular import) and
+    the whole registry is there after it."""
+    import subprocess
+    import sys
+
+    code = (f"import shared.{module}; from shared import sae; "
+            "print(sorted(sae.ARCHITECTURES))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr[-800:]
+    assert "'topk'" in out.stdout and "'matryoshka_batchtopk'" in out.stdout and "'jumprelu'" in out.stdout
