@@ -179,8 +179,12 @@ def response_means(model, tokenizer, sae, layer: int, scored: Sequence[dict]) ->
     """(mean SAE latents over each response's tokens [N, d_sae], the number of response tokens read per
     problem): one forward of prompt + response each, only the response tokens kept (trace.token_latents).
     A response with no ordinary token has a row of NaN."""
+    from .models import d_model
     from .trace import token_latents
 
+    if int(sae.cfg.d_in) != d_model(model):
+        raise ValueError(f"the SAE reads d_in={sae.cfg.d_in} activations but layer {layer} of this model is "
+                         f"{d_model(model)} wide: load the SAE trained for this model and layer")
     means, counts = [], []
     for r in scored:
         ids = torch.tensor([list(r["prompt_ids"]) + list(r["response_ids"])])
@@ -211,6 +215,17 @@ def check_packs(helpful, harmful, d_sae: int) -> tuple[list[int], list[int]]:
     if both:
         raise ValueError(f"latents {both} are in both the helpful and the harmful pack: each belongs to one")
     return h, b
+
+
+def catalog_pack(catalog, query: str, pack_size: int) -> list[int]:
+    """The ids of the first pack_size entries of a feature catalog (feature_catalog.json: path or dict)
+    whose label holds every word of query (steer.find_features); a one-line ValueError when none does."""
+    from .steer import find_features
+
+    hits = find_features(catalog, query)
+    if not hits:
+        raise ValueError(f"no feature label in the catalog holds {query!r}: try other words or give latent ids")
+    return [int(e["id"]) for e in hits[:int(pack_size)]]
 
 
 def r_mech(means: torch.Tensor, helpful, harmful) -> list[float | None]:
