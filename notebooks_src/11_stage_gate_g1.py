@@ -109,9 +109,7 @@ if choose_packs:
     pack_source = f"selected on {N_SELECT} {PROBLEMS} train problems (disjoint from the evaluation set)"
     print(f"selection split: {sum(sel_right)}/{len(sel_right)} right")
 else:
-    helpful, harmful = [gates.catalog_pack(FEATURE_CATALOG, pack, PACK_SIZE) if isinstance(pack, str) else pack
-                        for pack in (HELPFUL_PACK, HARMFUL_PACK)]
-    pack_source = f"catalog {FEATURE_CATALOG}" if isinstance(HELPFUL_PACK, str) else "given latent ids"
+    helpful, harmful, pack_source = gates.given_packs(HELPFUL_PACK, HARMFUL_PACK, FEATURE_CATALOG, PACK_SIZE)
 helpful, harmful = gates.check_packs(helpful, harmful, sae.cfg.d_sae)
 print(f"helpful pack {helpful}\nharmful pack {harmful}\n({pack_source})")
 

@@ -228,6 +228,15 @@ def catalog_pack(catalog, query: str, pack_size: int) -> list[int]:
     return [int(e["id"]) for e in hits[:int(pack_size)]]
 
 
+def given_packs(helpful, harmful, catalog, pack_size: int) -> tuple[list[int], list[int], str]:
+    """(helpful ids, harmful ids, pack_source) from the notebook's HELPFUL_PACK / HARMFUL_PACK: each a
+    list of latent ids, or words to search the catalog's labels (catalog_pack)."""
+    packs = [catalog_pack(catalog, p, pack_size) if isinstance(p, str) else list(p) for p in (helpful, harmful)]
+    searched = [f"{name} {q!r}" for name, q in (("helpful", helpful), ("harmful", harmful)) if isinstance(q, str)]
+    source = f"catalog {catalog} ({', '.join(searched)})" if searched else "given latent ids"
+    return packs[0], packs[1], source
+
+
 def r_mech(means: torch.Tensor, helpful, harmful) -> list[float | None]:
     """R_mech per problem from response_means' rows: helpful-pack mean minus harmful-pack mean (the mean
     over tokens commutes with the pack mean); None where the response had no token."""

@@ -383,14 +383,17 @@ def _responses(v, ctx):
 
 def _pack(v, ctx):
     """A feature pack: latent ids, words to search FEATURE_CATALOG's labels, or [] to choose it on a selection split."""
-    other = ctx.params.get("HARMFUL_PACK" if ctx.name == "HELPFUL_PACK" else "HELPFUL_PACK")
     if isinstance(v, str):
         _text()(v, ctx)
         if not str(ctx.params.get("FEATURE_CATALOG", "")).strip():
             raise ValueError("words search FEATURE_CATALOG's labels: set FEATURE_CATALOG, or give latent ids")
+    elif not isinstance(v, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                     for x in v):
+        raise ValueError("must be a list of latent ids, e.g. [101, 2048], words to search FEATURE_CATALOG's "
+                         "labels, or [] to choose the pack on the selection split")
     else:
-        v = _features_list(v, ctx)
-    if (v in ([], "")) != (other in ([], "", None)):
+        v = [int(x) for x in v]
+    if ctx.name == "HARMFUL_PACK" and (v == []) != (ctx.params.get("HELPFUL_PACK") in ([], None)):
         raise ValueError("give both HELPFUL_PACK and HARMFUL_PACK, or leave both [] to choose them on the selection split")
     return v
 

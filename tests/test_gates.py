@@ -191,3 +191,19 @@ def test_dataset_responses_need_a_dataset_that_has_them(setup):
         gates.responses(model, tok, [{"id": "x", "question": "q?", "gold": 1.0}], source="dataset")
     with pytest.raises(ValueError, match="source="):
         gates.responses(model, tok, [], source="sample")
+
+
+def test_packs_from_a_catalog_by_label(tmp_path):
+    import json
+
+    catalog = {"features": [{"id": 5, "name": "arithmetic carry", "desc": "adding digits"},
+                            {"id": 9, "name": "arithmetic result", "desc": "the sum after '='"},
+                            {"id": 2, "name": "confusion", "desc": "hedging, unsure words"}]}
+    path = tmp_path / "feature_catalog.json"
+    path.write_text(json.dumps(catalog))
+    helpful, harmful, source = gates.given_packs("arithmetic", "unsure", str(path), pack_size=1)
+    assert (helpful, harmful) == ([5], [2]) and source.startswith(f"catalog {path}")
+    assert gates.given_packs("arithmetic", [7], catalog, pack_size=5)[:2] == ([5, 9], [7])
+    assert gates.given_packs([1], [7], None, pack_size=5)[2] == "given latent ids"
+    with pytest.raises(ValueError, match="no feature label"):
+        gates.given_packs("poetry", [1], catalog, pack_size=3)

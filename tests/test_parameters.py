@@ -76,7 +76,7 @@ BAD += [  # Stage Gate G1 (11)
     ("RESPONSES", "dataset", lambda p: p.get("PROBLEMS") == "gsm8k"),
     ("N_EVAL", 0, None), ("N_SELECT", -1, None), ("PACK_SIZE", 0, None),
     ("HELPFUL_PACK", [-1], None), ("HARMFUL_PACK", "2", lambda p: not p.get("FEATURE_CATALOG")),
-    ("HELPFUL_PACK", [3], lambda p: p.get("HARMFUL_PACK") == []),
+    ("HARMFUL_PACK", [3], lambda p: p.get("HELPFUL_PACK") == []),
 ]
 
 CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad) else 'f'}")
