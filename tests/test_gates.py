@@ -62,6 +62,8 @@ def test_r_mech_reads_response_tokens_only(setup):
     assert counts == [len(r["response_ids"]) for r in scored]  # byte tokens, no special ones
     scores = gates.r_mech(means, [0], [1])
     assert scores[0] == 0.0  # the '~'s of the prompt are read as context but not scored
+    _, z_all = trace.token_latents(model, tok, sae, LAYER, torch.tensor([scored[0]["prompt_ids"] + scored[0]["response_ids"]]))
+    assert float(z_all[:, 0].mean()) > 0  # ...though scoring the whole sequence would count them
     assert scores[1] > 0
     # the same number from the full sequence's latents, sliced to the response by hand
     ids = torch.tensor([scored[1]["prompt_ids"] + scored[1]["response_ids"]])
@@ -207,3 +209,26 @@ def test_packs_from_a_catalog_by_label(tmp_path):
     assert gates.given_packs([1], [7], None, pack_size=5)[2] == "given latent ids"
     with pytest.raises(ValueError, match="no feature label"):
         gates.given_packs("poetry", [1], catalog, pack_size=3)
+
+
+def test_chat_tokenizers_get_the_chat_template(setup):
+    import copy
+
+    _, tok, _ = setup
+    chat = copy.deepcopy(tok)
+    chat.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                          "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    ids, fmt = gates.prompt_ids(chat, "What is 2 + 2?")
+    assert fmt == "chat" and all(isinstance(t, int) for t in ids)
+    text = chat.decode(ids)
+    assert text.startswith("<|user|>What is 2 + 2?\nSolve it step by step") and text.endswith("<|assistant|>")
+    ids, fmt = gates.prompt_ids(tok, "What is 2 + 2?")
+    assert fmt == "plain" and tok.decode(ids, skip_special_tokens=True) == "Question: What is 2 + 2?\nAnswer:"
+
+
+def test_dataset_responses_need_synthetic_arithmetic_in_the_notebook_parameters():
+    from shared import notebook
+
+    with pytest.raises(notebook.ParameterError, match=r"^RESPONSES = 'dataset': .*synthetic:arithmetic"):
+        notebook.check_parameters({"PROBLEMS": "gsm8k", "RESPONSES": "dataset"})
+    assert notebook.check_parameters({"PROBLEMS": "synthetic:arithmetic", "RESPONSES": "dataset"})["RESPONSES"] == "dataset"
