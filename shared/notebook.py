@@ -370,6 +370,40 @@ RULES.update({
     "CATALOG": _catalog_file,
 })
 
+# --- Stage Gate G1 (11): which problems, whose answers, the feature packs
+
+
+def _responses(v, ctx):
+    _choice("generate", "dataset")(v, ctx)
+    if v == "dataset" and ctx.params.get("PROBLEMS") != "synthetic:arithmetic":
+        raise ValueError("'dataset' scores the dataset's own model-style answers, which only PROBLEMS = "
+                         "'synthetic:arithmetic' has: use 'generate'")
+    return v
+
+
+def _pack(v, ctx):
+    """A feature pack: latent ids, words to search FEATURE_CATALOG's labels, or [] to choose it on a selection split."""
+    if isinstance(v, str):
+        _text()(v, ctx)
+        if not str(ctx.params.get("FEATURE_CATALOG", "")).strip():
+            raise ValueError("words search FEATURE_CATALOG's labels: set FEATURE_CATALOG, or give latent ids")
+    elif not isinstance(v, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                     for x in v):
+        raise ValueError("must be a list of latent ids, e.g. [101, 2048], words to search FEATURE_CATALOG's "
+                         "labels, or [] to choose the pack on the selection split")
+    else:
+        v = [int(x) for x in v]
+    if ctx.name == "HARMFUL_PACK" and (v == []) != (ctx.params.get("HELPFUL_PACK") in ([], None)):
+        raise ValueError("give both HELPFUL_PACK and HARMFUL_PACK, or leave both [] to choose them on the selection split")
+    return v
+
+
+RULES.update({
+    "PROBLEMS": _choice("gsm8k", "synthetic:arithmetic"),  # gates.DATASETS
+    "RESPONSES": _responses, "N_EVAL": _POS, "N_SELECT": _POS, "PACK_SIZE": _POS,
+    "HELPFUL_PACK": _pack, "HARMFUL_PACK": _pack,
+})
+
 _NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
 

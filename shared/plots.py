@@ -92,3 +92,29 @@ def plot_ccs_methods(report, title: str = "CCS beside its baselines (held-out ac
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def plot_g1_scatter(rows: list[dict], rho: float | None, p_value: float | None, passed: bool,
+                    title: str = "Stage Gate G1: R_mech vs correctness"):
+    """Scatter of each problem's R_mech (x) against its correctness (y: 1 right, 0 wrong, jittered),
+    with the Spearman rho, p and the verdict in the title; problems without a score are left out."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    pts = [(r["r_mech"], float(bool(r["correct"]))) for r in rows if r.get("r_mech") is not None]
+    if not pts:
+        raise ValueError("no problem has an R_mech score; nothing to plot")
+    x, y = np.array(pts).T
+    jitter = np.random.default_rng(0).uniform(-0.08, 0.08, len(y))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.scatter(x, y + jitter, c=np.where(y > 0, "C2", "C3"), alpha=0.7, s=22)
+    for label, value in ((1.0, "right"), (0.0, "wrong")):
+        sel = x[y == label]
+        if sel.size:
+            ax.plot([sel.mean()] * 2, [label - 0.15, label + 0.15], color="k", lw=2)
+    ax.set_yticks([0, 1], ["wrong", "right"])
+    ax.set_xlabel("R_mech = helpful-pack mean - harmful-pack mean (response tokens)")
+    stat = "rho undefined" if rho is None else f"Spearman rho = {rho:.3f}, p = {p_value:.3g}"
+    ax.set_title(f"{title}\n{stat}: {'PASS' if passed else 'FAIL'} (black bars: group means)")
+    fig.tight_layout()
+    return fig

@@ -54,10 +54,43 @@ def _prompt_ids(model, tokenizer, prompt: str) -> dict:
 def _steered_ids(model, tokenizer, enc, layer: int, direction, alpha: float, scale: float,
                  max_new_tokens: int, seed: int) -> torch.Tensor:
     """Greedy continuation of the encoded prompt under the steering edit: the full ids [1, T]."""
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     torch.manual_seed(seed)
     with steering_hook(model, layer, direction, alpha, scale=scale):
-        return model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
+        return model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=_pad_id(tokenizer))
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _stop_ids(model, tokenizer) -> set[int]:
+    """The token ids that end a generation: the tokenizer's EOS and the model's generation_config EOS ids."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    return {int(i) for i in [*eos, tokenizer.eos_token_id] if i is not None}
+
+
+@torch.no_grad()
+def greedy_continuations(model, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                         batch_size: int = 8) -> list[list[int]]:
+    """Greedy continuation of each prompt (token ids, special tokens included) up to max_new_tokens,
+    cut before the first EOS: the continuation's ids, per prompt. Batches are left-padded, so each
+    continuation starts right after its own prompt."""
+    if int(max_new_tokens) < 1 or int(batch_size) < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} and batch_size={batch_size} must be >= 1")
+    pad, stop, dev = _pad_id(tokenizer), _stop_ids(model, tokenizer), model_device(model)
+    out: list[list[int]] = []
+    for i in range(0, len(prompts), int(batch_size)):
+        chunk = [list(map(int, p)) for p in prompts[i:i + int(batch_size)]]
+        width = max(len(p) for p in chunk)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=dev)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=dev)
+        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=int(max_new_tokens),
+                             do_sample=False, pad_token_id=pad)
+        for row in gen[:, width:].tolist():
+            cut = next((j for j, t in enumerate(row) if t in stop), len(row))
+            out.append(row[:cut])
+    return out
 
 
 @torch.no_grad()

@@ -40,19 +40,28 @@ def _catalog_index(catalog: Mapping | None) -> dict[int, Mapping]:
 
 
 @torch.no_grad()
+def token_latents(model, tokenizer, sae, layer: int, ids: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept token ids [n], latents [n, d_sae] float32 on the CPU) of the tokens ids[0, start:] of one
+    sequence [1, T], read at `layer` in one forward of the whole sequence; special tokens (BOS, EOS,
+    pad) left out. start > 0 reads a continuation in its context (the prompt is seen, not scored)."""
+    (layer,) = check_layers(model, [layer])
+    ids = ids.to(model_device(model))
+    keep = token_mask(ids, tokenizer)[0, start:]
+    if not bool(keep.any()):
+        return ids[0, :0].cpu(), torch.zeros(0, sae.cfg.d_sae)
+    x = capture_residuals(model, ids, [layer])[layer][0, start:]
+    z = sae.encode(x[keep.to(x.device)].to(sae.device, sae.dtype)).float().cpu()
+    return ids[0, start:][keep].cpu(), z
+
+
 def prompt_activations(model, tokenizer, sae, layer: int, prompt: str) -> tuple[list[str], torch.Tensor]:
     """(tokens, latents [n_tokens, d_sae]) of the prompt at `layer`, special tokens (BOS) left out."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt must be a non-empty string")
-    (layer,) = check_layers(model, [layer])
-    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(model_device(model))
-    keep = token_mask(ids, tokenizer)[0]
-    if not bool(keep.any()):
+    kept, z = token_latents(model, tokenizer, sae, layer, tokenizer(prompt, return_tensors="pt").input_ids)
+    if not kept.numel():
         raise ValueError(f"prompt {prompt!r} has no ordinary tokens to trace")
-    x = capture_residuals(model, ids, [layer])[layer][0]
-    z = sae.encode(x[keep.to(x.device)].to(sae.device, sae.dtype)).float().cpu()
-    tokens = [tokenizer.decode([int(t)]) for t in ids[0][keep.to(ids.device)].tolist()]
-    return tokens, z
+    return [tokenizer.decode([int(t)]) for t in kept.tolist()], z
 
 
 def trace_prompt(model, tokenizer, sae, layer: int, prompt: str, top_n: int = 10, catalog: Mapping | None = None,

@@ -71,6 +71,14 @@ BAD += [  # using an SAE (04, 05)
     ("ANTHROPIC_MODEL", "", None), ("OPENAI_MODEL", "", None), ("CATALOG", "no/such/feature_catalog.json", None),
 ]
 
+BAD += [  # Stage Gate G1 (11)
+    ("PROBLEMS", "math", None), ("RESPONSES", "sample", None),
+    ("RESPONSES", "dataset", lambda p: p.get("PROBLEMS") == "gsm8k"),
+    ("N_EVAL", 0, None), ("N_SELECT", -1, None), ("PACK_SIZE", 0, None),
+    ("HELPFUL_PACK", [-1], None), ("HARMFUL_PACK", "2", lambda p: not p.get("FEATURE_CATALOG")),
+    ("HARMFUL_PACK", [3], lambda p: p.get("HELPFUL_PACK") == []),
+]
+
 CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad) else 'f'}")
          for e in ENTRIES for name, bad, when in BAD
          if name in parameters_of(e) and (when is None or when(parameters_of(e)))]
