@@ -147,6 +147,15 @@ def sae_layer_from_id(sae_id: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def check_sae_layer(sae_id: str, layer: int) -> int:
+    """`layer` when the SAE id names that block output (or names none); else a one-line ValueError."""
+    read = sae_layer_from_id(sae_id)
+    if read is not None and read != layer:
+        raise ValueError(f"SAE_ID {sae_id!r} reads the residual stream after block {read}, not layer {layer}: "
+                         f"set LAYER = {read} or pick the SAE for layer {layer}")
+    return layer
+
+
 # ----------------------------------------------------------------------------- the node set
 
 
