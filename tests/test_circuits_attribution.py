@@ -126,6 +126,11 @@ def test_ig_converges_to_the_exact_effect(tiny_trained_model):
     lat = [i for i in nodes.ids if i.startswith("L2.f")]
     whole = patching.patch_effect(nodes, pairs, lat)
     assert sum(ig[i] for i in lat) == pytest.approx(whole, rel=0.05, abs=1e-4)
+    # joint (SFC): the SAE's latents and error move together; their sum ≈ patching both
+    joint = attribution.integrated_gradients(nodes, pairs, steps=20, joint=True)
+    both = patching.patch_effect(nodes, pairs, lat + ["L2.error"])
+    assert sum(joint[i] for i in lat + ["L2.error"]) == pytest.approx(both, rel=0.05, abs=1e-4)
+    assert joint["L0.mlp"] == pytest.approx(ig["L0.mlp"], abs=1e-6)  # alone in its layer: the same path
 
 
 def test_qk_fix_is_exact_where_atp_fails_on_a_saturated_softmax(planted):
