@@ -25,7 +25,7 @@ from .. import hooks
 from ..models import decoder_layers
 from .metrics import get_metric
 from .nodes import Component, Nodes, attention, eager_attention, mlp_module
-from .patching import _rows, patch_values
+from .patching import _rows, patch_values, patched_edit
 from .tasks import PromptPairs
 
 
@@ -172,7 +172,8 @@ def _qk_score(d_attn: torch.Tensor, grad_a: torch.Tensor) -> torch.Tensor:
 def _patched_attention_change(nodes: Nodes, pairs: PromptPairs, comp: Component, patched: torch.Tensor,
                               clean_attn: torch.Tensor, batch_rows: int) -> torch.Tensor:
     """A_patched − A_clean of comp's layer [N, B, H, T, T], one q/k head patched per batch replica,
-    each a forward stopped after that layer (exact softmax)."""
+    each a forward stopped after that layer (exact softmax). Kept for GradDrop's backwards: memory grows
+    as heads × prompts × heads × T², fine for templated tasks (T ~ 20), heavy for long prompts."""
     model, n = nodes.model, len(pairs)
     attn = attention(model, comp.layer)[0]
     per = max(1, batch_rows // n)
@@ -184,12 +185,7 @@ def _patched_attention_change(nodes: Nodes, pairs: PromptPairs, comp: Component,
         for r, h in enumerate(heads):
             mask[r * n:(r + 1) * n, h] = True
         seen: dict = {}
-
-        def edit(c, v, _mask=mask):
-            if c != comp:
-                return v
-            mm = _mask.to(v.device)[:, None, :, None]
-            return torch.where(mm, _rows(patched, v.shape[0]).to(v.dtype), v)
+        edit = patched_edit({comp: mask}, {comp: patched})
 
         def grab(o):
             seen["a"] = o[1].detach()
