@@ -97,11 +97,11 @@ def plot_ccs_methods(report, title: str = "CCS beside its baselines (held-out ac
 _MARKERS = "osD^vP*X"
 
 
-def plot_pareto(points: list[dict], frontier: list[int] | None = None,
-                title: str = "variance explained vs L0 (held out)"):
-    """Three panels of a k sweep (sweep.sweep_points): variance explained vs L0 with the Pareto
-    frontier dashed, dead latents (%) and CE loss recovered vs L0; a marker and colour per
-    architecture, each point labelled with its k; L0 on a log axis."""
+def plot_pareto(points: list[dict], title: str = "variance explained vs L0 (held out)"):
+    """Three panels of a k sweep (sweep.sweep_points, marked by sweep.summarize): variance explained
+    vs L0 with the Pareto frontier (the points marked on_frontier) dashed, dead latents (%) and CE
+    loss recovered vs L0; a marker and colour per architecture, each point labelled with its k; L0
+    on a log axis."""
     import matplotlib.pyplot as plt
 
     if not points:
@@ -121,8 +121,8 @@ def plot_pareto(points: list[dict], frontier: list[int] | None = None,
         ax.set_xscale("log")
         ax.set_xlabel("L0 (active latents per token, held out)")
         ax.set_ylabel(label)
-    if frontier:
-        front = [points[i] for i in frontier]
+    front = sorted((p for p in points if p.get("on_frontier")), key=lambda p: p["l0"])
+    if front:
         axes[0].plot([p["l0"] for p in front], [p["var_expl"] for p in front], ls="--", color="grey", lw=1,
                      label="Pareto frontier", zorder=0)
     axes[0].set_title(title)

@@ -206,3 +206,30 @@ def compare(points: Sequence[Mapping], challenger: str = "batchtopk", baseline: 
                  "points.")
     out["text"] = " ".join(parts)
     return out
+
+
+def summarize(points: list[dict], architectures: Sequence[str], challenger: str = "batchtopk",
+              baseline: str = "topk") -> dict:
+    """What a sweep's report holds beside its points: each point marked `on_frontier`, the frontier's
+    names in L0 order, every other architecture compared with `baseline` (the first architecture
+    when baseline is not among them), and `verdict`, the words of `challenger`'s comparison (else
+    the first comparison's)."""
+    front = pareto_frontier(points)
+    for i, p in enumerate(points):
+        p["on_frontier"] = i in front
+    if baseline not in architectures:
+        baseline = architectures[0]
+    comparisons = {arch: compare(points, arch, baseline) for arch in architectures if arch != baseline}
+    chosen = comparisons.get(challenger) or next(iter(comparisons.values()), None)
+    verdict = chosen["text"] if chosen else f"Only {baseline} was trained: nothing to compare it with."
+    return {"frontier": [points[i]["name"] for i in front], "comparisons": comparisons, "verdict": verdict}
+
+
+def format_points(points: Sequence[Mapping]) -> str:
+    """The points as a fixed-width table (architecture, k, L0, variance explained, dead %, CE
+    loss recovered, on the frontier), for printing in a notebook."""
+    lines = [f"{'architecture':<22}{'k':>6}{'L0':>9}{'var_expl':>10}{'dead %':>8}{'CE rec.':>9}  frontier"]
+    for p in sorted(points, key=lambda p: (p["architecture"], p["k"])):
+        lines.append(f"{p['architecture']:<22}{p['k']:>6}{p['l0']:>9.1f}{p['var_expl']:>10.4f}{p['dead_pct']:>8.1f}"
+                     f"{p['ce_loss_recovered']:>9.4f}  {'*' if p.get('on_frontier') else ''}")
+    return "\n".join(lines)

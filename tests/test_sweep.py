@@ -165,3 +165,20 @@ def test_verdict_on_constructed_points():
     assert nothing["verdict"] == "not compared" and "no common k" in nothing["text"]
     missing = sweep.compare(topk)
     assert missing["verdict"] == "not compared" and "no batchtopk points" in missing["text"]
+
+
+def test_summary_marks_the_frontier_and_compares_with_topk():
+    pts = [_pt("topk", 16, 16, 0.6), _pt("topk", 32, 32, 0.7), _pt("batchtopk", 16, 16, 0.65),
+           _pt("matryoshka_batchtopk", 16, 16, 0.55)]
+    for p in pts:
+        p["name"] = sweep.variant_name(p["architecture"], p["k"])
+    s = sweep.summarize(pts, ["topk", "batchtopk", "matryoshka_batchtopk"])
+    assert s["frontier"] == ["batchtopk-k16", "topk-k32"]
+    assert [p["on_frontier"] for p in pts] == [False, True, True, False]
+    assert set(s["comparisons"]) == {"batchtopk", "matryoshka_batchtopk"}
+    assert s["verdict"] == s["comparisons"]["batchtopk"]["text"] and "dominates" in s["verdict"]
+    assert s["comparisons"]["matryoshka_batchtopk"]["verdict"] == "dominated"
+    only = sweep.summarize(pts[3:], ["matryoshka_batchtopk"])
+    assert only["comparisons"] == {} and "nothing to compare" in only["verdict"]
+    table = sweep.format_points(pts)
+    assert len(table.splitlines()) == 5 and "batchtopk" in table
