@@ -103,6 +103,8 @@ run.save_figure(plots.plot_training_curves(train.load_metrics(result.metrics_pat
 # that never fired on these tokens, and the CE loss recovered with its reconstruction spliced in at
 # the layer (1 = as good as the clean model, 0 = as bad as zeroing the layer). BatchTopK runs here
 # as it would be used: a JumpReLU at its learned global threshold, so its L0 is measured, not set.
+# That threshold is a running average of the smallest activation kept in training (1% a step from
+# zero): a run of a few dozen steps, such as the smoke run, leaves it low and BatchTopK's L0 high.
 
 # %%
 val_batches = train.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_DATASET or None)
