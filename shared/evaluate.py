@@ -293,9 +293,10 @@ def write_val_report(report: dict, path: str | Path, **extra) -> Path:
 def summarize(report: dict) -> str:
     """Two lines per layer, for printing in a notebook: ours, then the SAELens-style scores."""
     lines = []
-    for layer, r in sorted(report.items(), key=lambda kv: int(kv[0])):
+    layer_keyed = all(key.lstrip("-").isdigit() for key in report)  # else variant keys "L<layer>/<name>"
+    for layer, r in sorted(report.items(), key=lambda kv: int(kv[0]) if layer_keyed else kv[0]):
         lines.append(
-            f"L{layer}: var_expl {r['var_expl']:.3f}  L0 {r['l0']:.1f}  alive {r['alive']}/{r['d_sae']} "
+            f"{'L' * layer_keyed}{layer}: var_expl {r['var_expl']:.3f}  L0 {r['l0']:.1f}  alive {r['alive']}/{r['d_sae']} "
             f"(dead {r['dead_pct']:.1f}%)  CE clean {r['ce_loss_clean']:.3f} spliced {r['ce_loss_spliced']:.3f} "
             f"zero {r['ce_loss_zero_ablation']:.3f}  CE recovered {r['ce_loss_recovered']:.3f}  KL {r['kl_div_spliced']:.4f}"
         )

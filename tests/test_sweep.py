@@ -86,6 +86,8 @@ def test_evaluating_variants_matches_evaluating_each_alone(tmp_path):
     for name in ("var_expl", "l0", "dead_pct", "ce_loss_recovered", "kl_div_spliced", "ce_loss_zero_ablation"):
         assert both["L1/btk"][name] == pytest.approx(alone["1"][name], rel=1e-6), name
     assert both["L1/btk"]["saelens"] == pytest.approx(alone["1"]["saelens"], rel=1e-6)
+    assert evaluate.summarize(both).splitlines()[0].startswith("L1/a: var_expl")
+    assert evaluate.summarize(alone).startswith("L1: var_expl")
     with pytest.raises(ValueError, match="layer_of"):
         evaluate.evaluate_saes(model, tok, result.saes, batches)
     points = sweep.sweep_points(both, VARIANTS, result.layer_of)
