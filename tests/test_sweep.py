@@ -184,3 +184,22 @@ def test_summary_marks_the_frontier_and_compares_with_topk():
     assert only["comparisons"] == {} and "nothing to compare" in only["verdict"]
     table = sweep.format_points(pts)
     assert len(table.splitlines()) == 5 and "batchtopk" in table
+
+
+def test_pareto_plot_has_three_panels_and_the_frontier():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from shared import plots
+
+    pts = [_pt("topk", 16, 16, 0.6), _pt("topk", 32, 32, 0.7), _pt("batchtopk", 16, 18, 0.65)]
+    for p in pts:
+        p["name"] = sweep.variant_name(p["architecture"], p["k"])
+    sweep.summarize(pts, ["topk", "batchtopk"])
+    fig = plots.plot_pareto(pts)
+    assert len(fig.axes) == 3
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert labels == ["topk", "batchtopk", "Pareto frontier"]
+    assert list(fig.axes[0].lines[-1].get_xdata()) == [16, 18, 32]
+    with pytest.raises(ValueError, match="no sweep points"):
+        plots.plot_pareto([])
