@@ -25,6 +25,7 @@ def _same_weights(a, b) -> bool:
     return all(torch.equal(t, b.state_dict()[n]) for n, t in a.state_dict().items())
 
 
+@pytest.mark.slow
 def test_variants_at_one_layer_train_on_identical_batches(tmp_path):
     """Two identical TopK configs in one run end bitwise equal, and equal to the same TopK trained
     alone on the same stream; the BatchTopK beside them differs, and every SAE logs its own metrics."""
@@ -43,6 +44,7 @@ def test_variants_at_one_layer_train_on_identical_batches(tmp_path):
     assert last["L1/a/fvu"] == last["L1/b/fvu"]
 
 
+@pytest.mark.slow
 def test_variants_resume_bitwise_and_refuse_other_variants(tmp_path, monkeypatch):
     """A run interrupted after a checkpoint restores every variant (weights, Adam, BatchTopK's
     threshold) and ends as a run never interrupted; another set of variants is refused."""
@@ -73,6 +75,7 @@ def test_bad_variants_are_refused_in_one_line():
     assert isinstance(cfg.variants["a"], BatchTopKConfig)
 
 
+@pytest.mark.slow
 def test_evaluating_variants_matches_evaluating_each_alone(tmp_path):
     """evaluate_saes keyed by variant name with layer_of gives each SAE the numbers it gets alone
     (the layer's zero-ablation runs are shared, not changed)."""
@@ -203,3 +206,54 @@ def test_pareto_plot_has_three_panels_and_the_frontier():
     assert list(fig.axes[0].lines[-1].get_xdata()) == [16, 18, 32]
     with pytest.raises(ValueError, match="no sweep points"):
         plots.plot_pareto([])
+
+
+DDP_SCRIPT = """
+import json, sys, torch
+torch.set_num_threads(1)
+from shared import distributed
+from shared.train import TrainConfig, train
+distributed.init(timeout_s=60)
+cfg = TrainConfig(**json.loads(sys.argv[1]))
+result = train(cfg, progress=False)
+group = distributed.current()
+if group is None or group.main:
+    torch.save({k: v.state_dict() for k, v in result.saes.items()}, sys.argv[2])
+"""
+
+
+@pytest.mark.slow
+def test_variants_under_two_processes_match_one_process(tmp_path):
+    """Data-parallel (torchrun, two CPU processes): every variant ends as in one process (TopK's
+    one-process equivalence, to fp32 round-off), and identical variants stay bitwise equal."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script = tmp_path / "job.py"
+    script.write_text(DDP_SCRIPT)
+    variants = {"a": TOPK.to_dict(), "b": TOPK.to_dict(), "k8": {**TOPK.to_dict(), "k": 8}}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out = {}
+    for nproc in (1, 2):
+        cfg = {**RUN, "variants": variants, "total_tokens": 2048, "checkpoint_dir": str(tmp_path / f"ck{nproc}")}
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        launcher = ([] if nproc == 1 else ["-m", "torch.distributed.run", "--nproc-per-node", "2",
+                                           "--master-addr", "127.0.0.1", "--master-port", str(port)])
+        path = tmp_path / f"w{nproc}.pt"
+        proc = subprocess.run([sys.executable, *launcher, str(script), json.dumps(cfg), str(path)], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        out[nproc] = torch.load(path)
+    assert set(out[2]) == {"L1/a", "L1/b", "L1/k8"}
+    for key in out[1]:
+        for name, tensor in out[1][key].items():
+            torch.testing.assert_close(tensor, out[2][key][name], rtol=1e-4, atol=1e-5, msg=f"{key} {name}")
+    for name, tensor in out[2]["L1/a"].items():
+        assert torch.equal(tensor, out[2]["L1/b"][name]), name
