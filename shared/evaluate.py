@@ -134,12 +134,15 @@ def evaluate_saes(
     max_batches: int | None = None,
     sparsity: dict | None = None,
     forward_batch_size: int = 2,
+    layer_of: Mapping | None = None,
 ) -> dict[str, dict]:
     """Validate each SAE (keyed by layer) on the given held-out token batches; returns the report dict.
 
     Pass a dict as `sparsity` to receive {layer: log10 firing frequency per latent} (the tensor
     SAELens keeps in sparsity.safetensors and feature dashboards sort by). The model runs on
     `forward_batch_size` contexts at a time (full logits of a 256k vocabulary are large).
+    Several SAEs at one layer (train's variants): key them by name and pass `layer_of` {key: layer}
+    (TrainResult.layer_of); they share each clean forward and the layer's zero-ablation runs.
     """
     if not saes:
         raise ValueError("no SAEs to evaluate: pass a dict {layer: sae}")
@@ -147,7 +150,12 @@ def evaluate_saes(
     tallies = {layer: _LayerTally(d_sae=sae.cfg.d_sae) for layer, sae in saes.items()}
     clean_ce, clean_predictions, n_batches = 0.0, 0, 0
     sl_clean_ce, sl_predictions, sl_positions = 0.0, 0, 0  # SAELens' ce_loss_without_sae and its counts
-    block_of = {layer: resolve_layers(layer, model)[0] for layer in saes}  # keys as given, hooks resolve
+    layer_of = layer_of or {}
+    missing = [key for key in saes if not isinstance(key, int) and key not in layer_of]
+    if missing:
+        raise ValueError(f"SAE keys {missing} are not layers: pass layer_of={{key: layer}} (TrainResult.layer_of)")
+    # keys as given, hooks resolve
+    block_of = {key: resolve_layers(layer_of.get(key, key), model)[0] for key in saes}
 
     def run(edits, reference=None):
         with edit_residual(model, edits):
@@ -172,9 +180,11 @@ def evaluate_saes(
             ce, _, n_pred, n_pos = _source_sums(nll, None, sl_keep)
             sl_clean_ce, sl_predictions, sl_positions = sl_clean_ce + ce, sl_predictions + n_pred, sl_positions + n_pos
 
-            for layer, sae in saes.items():
-                tally = tallies[layer]
-                hidden = captured[block_of[layer]]
+            zero_ablated = {}  # block -> (our CE sum, SAELens' CE and KL sums) of zeroing it: once per layer
+            for key, sae in saes.items():
+                tally = tallies[key]
+                layer = block_of[key]
+                hidden = captured[layer]
                 x = hidden[keep].float()
                 if not torch.isfinite(x).all():
                     raise ValueError(f"NaN/inf activations at layer {layer}: check the model dtype (try float32)")
@@ -203,10 +213,14 @@ def evaluate_saes(
                 tally.saelens["kl_with_sae"] += kl
                 del losses, spliced
 
-                nll, _ = run({layer: keep_positions(torch.zeros_like, keep)})
-                tally.ce_zero += _target_sums(nll, None, keep)[0]
+                if layer not in zero_ablated:
+                    nll, _ = run({layer: keep_positions(torch.zeros_like, keep)})
+                    ce_zero = _target_sums(nll, None, keep)[0]
+                    zero_ablated[layer] = (ce_zero, *_source_sums(*run({layer: torch.zeros_like}, clean_logits),
+                                                                   sl_keep)[:2])
+                ce_zero, ce, kl = zero_ablated[layer]
+                tally.ce_zero += ce_zero
                 tally.predictions += predictions
-                ce, kl, _, _ = _source_sums(*run({layer: torch.zeros_like}, clean_logits), sl_keep)
                 tally.saelens["ce_with_ablation"] += ce
                 tally.saelens["kl_with_ablation"] += kl
             del captured
@@ -279,9 +293,10 @@ def write_val_report(report: dict, path: str | Path, **extra) -> Path:
 def summarize(report: dict) -> str:
     """Two lines per layer, for printing in a notebook: ours, then the SAELens-style scores."""
     lines = []
-    for layer, r in sorted(report.items(), key=lambda kv: int(kv[0])):
+    layer_keyed = all(key.lstrip("-").isdigit() for key in report)  # else variant keys "L<layer>/<name>"
+    for layer, r in sorted(report.items(), key=lambda kv: int(kv[0]) if layer_keyed else kv[0]):
         lines.append(
-            f"L{layer}: var_expl {r['var_expl']:.3f}  L0 {r['l0']:.1f}  alive {r['alive']}/{r['d_sae']} "
+            f"{'L' * layer_keyed}{layer}: var_expl {r['var_expl']:.3f}  L0 {r['l0']:.1f}  alive {r['alive']}/{r['d_sae']} "
             f"(dead {r['dead_pct']:.1f}%)  CE clean {r['ce_loss_clean']:.3f} spliced {r['ce_loss_spliced']:.3f} "
             f"zero {r['ce_loss_zero_ablation']:.3f}  CE recovered {r['ce_loss_recovered']:.3f}  KL {r['kl_div_spliced']:.4f}"
         )

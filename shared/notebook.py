@@ -413,6 +413,31 @@ RULES.update({
     "TOP_N": _POS,
 })
 
+# --- a k sweep of SAE architectures (12): which architectures, which k
+
+
+def _architectures(v, ctx):
+    """Names only here (the registry lives with the SAE classes, which only training notebooks
+    carry): sweep.check_sweep says which are registered and take a k, before any download."""
+    if (isinstance(v, str) or not isinstance(v, (list, tuple)) or not v
+            or not all(isinstance(s, str) and s.strip() for s in v)):
+        raise ValueError("must be a non-empty list of architecture names, e.g. ['topk', 'batchtopk']")
+    if len(set(v)) != len(v):
+        raise ValueError("lists an architecture twice: name each once")
+    return list(v)
+
+
+def _k_values(v, ctx):
+    if isinstance(v, (str, bool)) or not isinstance(v, (list, tuple)) or not v:
+        raise ValueError("must be a non-empty list of k values, e.g. [16, 32, 64, 128]")
+    ks = [_k(k, ctx) for k in v]
+    if len(set(ks)) != len(ks):
+        raise ValueError("lists a k twice: name each once")
+    return ks
+
+
+RULES.update({"ARCHITECTURES": _architectures, "K_VALUES": _k_values})
+
 _NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
 

@@ -13,7 +13,7 @@ def plot_training_curves(history: list[dict], save_to: str | Path | None = None)
 
     if not history:
         raise ValueError("no metrics to plot: the run logged nothing (train longer or lower log_every)")
-    layers = sorted({key.split("/")[0] for entry in history for key in entry if "/" in key})
+    layers = sorted({key.rsplit("/", 1)[0] for entry in history for key in entry if "/" in key})  # "L3", "L3/topk-k32"
     fig, axes = plt.subplots(1, len(_CURVES) + 1, figsize=(4 * (len(_CURVES) + 1), 3.2))
     tokens = [entry["tokens"] for entry in history]
     for ax, (metric, title) in zip(axes, _CURVES):
@@ -116,5 +116,44 @@ def plot_g1_scatter(rows: list[dict], rho: float | None, p_value: float | None, 
     ax.set_xlabel("R_mech = helpful-pack mean - harmful-pack mean (response tokens)")
     stat = "rho undefined" if rho is None else f"Spearman rho = {rho:.3f}, p = {p_value:.3g}"
     ax.set_title(f"{title}\n{stat}: {'PASS' if passed else 'FAIL'} (black bars: group means)")
+    fig.tight_layout()
+    return fig
+
+
+_MARKERS = "osD^vP*X"
+
+
+def plot_pareto(points: list[dict], title: str = "variance explained vs L0 (held out)"):
+    """Three panels of a k sweep (sweep.sweep_points, marked by sweep.summarize): variance explained
+    vs L0 with the Pareto frontier (the points marked on_frontier) dashed, dead latents (%) and CE
+    loss recovered vs L0; a marker and colour per architecture, each point labelled with its k; L0
+    on a log axis."""
+    import matplotlib.pyplot as plt
+
+    if not points:
+        raise ValueError("no sweep points to plot: train and evaluate at least one SAE")
+    archs = list(dict.fromkeys(p["architecture"] for p in points))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = (("var_expl", "variance explained"), ("dead_pct", "dead latents (%)"),
+              ("ce_loss_recovered", "CE loss recovered"))
+    for ax, (metric, label) in zip(axes, panels):
+        for i, arch in enumerate(archs):
+            pts = sorted((p for p in points if p["architecture"] == arch), key=lambda p: p["l0"])
+            ax.plot([p["l0"] for p in pts], [p[metric] for p in pts], marker=_MARKERS[i % len(_MARKERS)],
+                    color=f"C{i}", label=arch)
+            for p in pts:
+                ax.annotate(f"k={p['k']}", (p["l0"], p[metric]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7, color=f"C{i}")
+        ax.set_xscale("log")
+        ax.set_xlabel("L0 (active latents per token, held out)")
+        ax.set_ylabel(label)
+    front = sorted((p for p in points if p.get("on_frontier")), key=lambda p: p["l0"])
+    if front:
+        axes[0].plot([p["l0"] for p in front], [p["var_expl"] for p in front], ls="--", color="grey", lw=1,
+                     label="Pareto frontier", zorder=0)
+    axes[0].set_title(title)
+    axes[1].set_title("dead latents (never fired on held-out tokens)")
+    axes[2].set_title("CE loss recovered with the SAE spliced in")
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -1,4 +1,5 @@
-"""The SAE training loop every tier shares: one model forward feeds one SAE per layer.
+"""The SAE training loop every tier shares: one model forward feeds one SAE per layer (or several:
+TrainConfig.variants trains a set of named SAE configs at every layer on exactly the same batches).
 
 Activations arrive in *blocks* (capture.ActivationBlocks): a fixed number of token batches run
 through the model once (every requested layer captured in the same forward), shuffled with a
@@ -43,6 +44,10 @@ class TrainConfig:
     `sae` is the SAE's own config (any registered architecture's, e.g. TopKConfig) with d_in left
     None: train() fills it with the model's width and seeds layer L's SAE with seed + L. A dict
     (say, from JSON) is turned into the config class its "architecture" names.
+
+    `variants` ({name: SAE config}), when given, replaces `sae`: every layer trains one SAE per
+    name, keyed "L<layer>/<name>", all on the same batches in the same order and all seeded
+    seed + L (identical configs start and end identical; sweep.py builds a k sweep of them).
     """
 
     model_id: str
@@ -72,6 +77,7 @@ class TrainConfig:
     metrics_path: str | None = None  # JSONL; default: beside the checkpoints, so it survives with them
     wandb_project: str | None = None
     seed: int = 0
+    variants: Mapping[str, SAEConfig] | None = None  # several SAEs per layer: {name: config}, see above
 
     def __post_init__(self):
         self.layers = tuple(int(x) for x in (self.layers if isinstance(self.layers, (list, tuple)) else [self.layers]))
@@ -83,6 +89,8 @@ class TrainConfig:
         if self.sae.seed != 0:
             raise ValueError(f"sae.seed={self.sae.seed}: a training run seeds layer L's SAE with seed + L; "
                              "set TrainConfig(seed=...) instead")
+        if self.variants is not None:
+            self.variants = _check_variants(self.variants)
         if not self.layers:
             raise ValueError("layers is empty: name at least one decoder layer to train an SAE on")
         if self.total_tokens <= 0 or self.batch_tokens <= 0:
@@ -108,9 +116,47 @@ class TrainConfig:
         for name, value in asdict(self).items():
             if name == "sae":
                 key.update({k: v for k, v in self.sae.to_dict().items() if k not in ("d_in", "seed")})
+            elif name == "variants":
+                if self.variants:  # absent for one SAE per layer, so those keys stay as they were
+                    key[name] = {n: {k: v for k, v in c.to_dict().items() if k not in ("d_in", "seed")}
+                                 for n, c in self.variants.items()}
             elif name not in skip:
                 key[name] = value
         return key
+
+
+def _check_variants(variants) -> dict[str, SAEConfig]:
+    """TrainConfig.variants as {name: SAEConfig} (dicts become configs), or a one-line error."""
+    if not isinstance(variants, Mapping) or not variants:
+        raise ValueError("variants must be a non-empty {name: SAE config} dict (or None for one SAE per layer "
+                         f"from `sae`), got {variants!r}")
+    out = {}
+    for name, sae_cfg in variants.items():
+        if not isinstance(name, str) or not name.strip() or "/" in name:
+            raise ValueError(f"variants name {name!r}: use a non-empty name without '/', e.g. 'topk-k32'")
+        if isinstance(sae_cfg, Mapping):
+            sae_cfg = config_from_dict(sae_cfg)
+        if not isinstance(sae_cfg, SAEConfig):
+            raise ValueError(f"variants[{name!r}] must be an SAE config such as TopKConfig(d_sae=..., k=...), "
+                             f"got {type(sae_cfg).__name__}")
+        if sae_cfg.seed != 0:
+            raise ValueError(f"variants[{name!r}].seed={sae_cfg.seed}: a training run seeds layer L's SAEs with "
+                             "seed + L; set TrainConfig(seed=...) instead")
+        out[name] = sae_cfg
+    return out
+
+
+def sae_plan(cfg: TrainConfig, layers) -> dict[int | str, tuple[int, SAEConfig]]:
+    """The run's SAEs: key -> (layer, config). One per layer keyed by the layer (cfg.sae), or with
+    cfg.variants one per layer and name keyed "L<layer>/<name>"."""
+    if not cfg.variants:
+        return {layer: (layer, cfg.sae) for layer in layers}
+    return {f"L{layer}/{name}": (layer, sae_cfg) for layer in layers for name, sae_cfg in cfg.variants.items()}
+
+
+def sae_label(key: int | str) -> str:
+    """The prefix of an SAE's metric names: "L<layer>" for a layer key, the key itself for a variant's."""
+    return f"L{key}" if isinstance(key, int) else str(key)
 
 
 # The tier notebooks' parameters (notebooks_src/tier_recipe.py's parameters cell): what
@@ -172,6 +218,8 @@ class TrainResult:
     # Tokens packed into contexts per mix source (data.TextSource.describe()), from the run's start:
     # the mix proportions as measured, in tokens (also logged as "mix" shares in the metrics).
     tokens_by_source: dict[str, int] = field(default_factory=dict)
+    # The layer each SAE of `saes` reads (key -> layer; the identity without variants).
+    layer_of: dict = field(default_factory=dict)
 
 
 def _token_stream(cfg: TrainConfig, tokenizer, counts: dict | None = None) -> Iterator[torch.Tensor]:
@@ -322,9 +370,11 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
     model, tokenizer = _prepare_model(cfg, model, tokenizer)
     layers = sorted(resolve_layers(cfg.layers, layer_count(model), name="layers"))  # repeats refused
     sae_device = resolve_device(cfg.sae_device) if cfg.sae_device else model_device(model)
-    saes = _build_saes(cfg, d_model(model), layers, sae_device)
-    optimizers = {layer: adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, device=sae_device)
-                  for layer, sae in saes.items()}
+    plan = sae_plan(cfg, layers)
+    layer_of = {key: layer for key, (layer, _) in plan.items()}
+    saes = _build_saes(cfg, d_model(model), plan, sae_device)
+    optimizers = {key: adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, device=sae_device)
+                  for key, sae in saes.items()}
 
     store = _open_store(cfg)
     resumed = _resume(cfg, store, saes, optimizers, group)
@@ -335,18 +385,18 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
     if tokens >= cfg.total_tokens:
         print(f"Training already complete ({tokens:,} tokens); loaded the final SAEs.")
         return TrainResult(saes, tokens, step, tokens, metrics_path, [], blocks.carry_rows(),
-                           dict(blocks.tokens_by_source))
+                           dict(blocks.tokens_by_source), layer_of)
 
     for sae in saes.values():
         sae.reducer = group
     try:
-        tokens, step, history = _run_loop(cfg, saes, optimizers, store, log, blocks, tokens=tokens, step=step,
-                                          fresh=resumed is None, progress=progress, group=group)
+        tokens, step, history = _run_loop(cfg, saes, layer_of, optimizers, store, log, blocks, tokens=tokens,
+                                          step=step, fresh=resumed is None, progress=progress, group=group)
     finally:
         for sae in saes.values():
             sae.reducer = None
     return TrainResult(saes, tokens, step, resumed[0] if resumed else None, metrics_path, history,
-                       blocks.carry_rows(), dict(blocks.tokens_by_source))
+                       blocks.carry_rows(), dict(blocks.tokens_by_source), layer_of)
 
 
 def _prepare_model(cfg: TrainConfig, model, tokenizer):
@@ -356,17 +406,18 @@ def _prepare_model(cfg: TrainConfig, model, tokenizer):
     return model, tokenizer
 
 
-def _build_saes(cfg: TrainConfig, d_in: int, layers, device) -> dict[int, torch.nn.Module]:
-    """One SAE per layer from cfg.sae, its d_in the model's width and its seed cfg.seed + layer."""
-    if cfg.sae.d_in is not None and cfg.sae.d_in != d_in:
-        raise ValueError(f"sae.d_in={cfg.sae.d_in} but {cfg.model_id} has width {d_in}: leave d_in None "
-                         "(the trainer fills it from the model)")
-    arch = ARCHITECTURES.get(cfg.sae.architecture)
-    if arch is not None and not arch.model.trainable:
-        raise NotImplementedError(f"sae.architecture={cfg.sae.architecture!r} loads for inference only (its "
-                                  "training terms are not written yet): train architecture 'topk'")
-    return {layer: build_sae(dataclasses.replace(cfg.sae, d_in=d_in, seed=cfg.seed + layer), device=device)
-            for layer in layers}
+def _build_saes(cfg: TrainConfig, d_in: int, plan: Mapping, device) -> dict[int | str, torch.nn.Module]:
+    """The SAEs of sae_plan(cfg, ...), each with d_in the model's width and seed cfg.seed + its layer."""
+    for sae_cfg in {id(c): c for _, c in plan.values()}.values():
+        if sae_cfg.d_in is not None and sae_cfg.d_in != d_in:
+            raise ValueError(f"sae.d_in={sae_cfg.d_in} but {cfg.model_id} has width {d_in}: leave d_in None "
+                             "(the trainer fills it from the model)")
+        arch = ARCHITECTURES.get(sae_cfg.architecture)
+        if arch is not None and not arch.model.trainable:
+            raise NotImplementedError(f"sae.architecture={sae_cfg.architecture!r} loads for inference only (its "
+                                      "training terms are not written yet): train architecture 'topk'")
+    return {key: build_sae(dataclasses.replace(sae_cfg, d_in=d_in, seed=cfg.seed + layer), device=device)
+            for key, (layer, sae_cfg) in plan.items()}
 
 
 def _resume(cfg: TrainConfig, store, saes, optimizers, group=None) -> tuple[int, int, dict] | None:
@@ -389,9 +440,9 @@ def _resume(cfg: TrainConfig, store, saes, optimizers, group=None) -> tuple[int,
         raise ValueError(
             f"{store} holds a checkpoint of a run with other settings ({', '.join(changed)}); "
             "use the same parameters to resume, or point checkpoint_dir at a new folder to start afresh")
-    for layer, sae in saes.items():
-        sae.load_state_dict(state["saes"][str(layer)])
-        load_optimizer_state(optimizers[layer], state["optimizers"][str(layer)])
+    for key, sae in saes.items():
+        sae.load_state_dict(state["saes"][str(key)])
+        load_optimizer_state(optimizers[key], state["optimizers"][str(key)])
     step = state["step"]
     ckpt.set_rng_state(state["rng"])
     if group is None or group.main:
@@ -420,8 +471,8 @@ def _save_checkpoint(store, cfg: TrainConfig, saes, optimizers, blocks: Activati
         return
     state = {
         "config": cfg.resume_key(),
-        "saes": {str(layer): sae.state_dict() for layer, sae in saes.items()},
-        "optimizers": {str(layer): opt.state_dict() for layer, opt in optimizers.items()},
+        "saes": {str(key): sae.state_dict() for key, sae in saes.items()},
+        "optimizers": {str(key): opt.state_dict() for key, opt in optimizers.items()},
         "step": step, "data": blocks.state_dict(), "rng": ckpt.get_rng_state(),
     }
     store.save(tokens, state, step=step)
@@ -429,19 +480,21 @@ def _save_checkpoint(store, cfg: TrainConfig, saes, optimizers, blocks: Activati
         group.barrier()
 
 
-def _init_from_first_block(cfg: TrainConfig, saes, block) -> None:
-    """Set each SAE's input scale and b_dec from a sample of the first block (a fresh run only)."""
-    for layer, sae in saes.items():
-        sample = block.rows[layer][block.order[: cfg.geometric_median_tokens]]
+def _init_from_first_block(cfg: TrainConfig, saes, layer_of, block) -> None:
+    """Set each SAE's input scale and b_dec from a sample of the first block (a fresh run only;
+    the SAEs of one layer get the same sample)."""
+    for key, sae in saes.items():
+        sample = block.rows[layer_of[key]][block.order[: cfg.geometric_median_tokens]]
         sae.estimate_norm_scale(sample)
         sae.init_b_dec(sample)
 
 
-def _run_loop(cfg: TrainConfig, saes, optimizers, store, log, blocks: ActivationBlocks, *, tokens: int,
+def _run_loop(cfg: TrainConfig, saes, layer_of, optimizers, store, log, blocks: ActivationBlocks, *, tokens: int,
               step: int, fresh: bool, progress: bool, group=None) -> tuple[int, int, list[dict]]:
     """Train from (tokens, step) to cfg.total_tokens, logging and checkpointing on the way;
-    -> (tokens, step, logged entries). Under torchrun each rank trains on its slice of every batch."""
-    layers = tuple(saes)
+    -> (tokens, step, logged entries). Every SAE steps on its layer's rows of the same batch (SAEs
+    sharing a layer see identical rows). Under torchrun each rank trains on its slice of every batch."""
+    keys = tuple(saes)
     total_steps = math.ceil(cfg.total_tokens / cfg.batch_tokens)
     main = group is None or group.main
     rows = slice(None) if group is None else slice(group.rank * cfg.batch_tokens // group.world,
@@ -457,16 +510,16 @@ def _run_loop(cfg: TrainConfig, saes, optimizers, store, log, blocks: Activation
         if block is None:
             break
         if step == 0 and fresh:
-            _init_from_first_block(cfg, saes, block)
+            _init_from_first_block(cfg, saes, layer_of, block)
         for batch in block:
             lr = lr_at(step, cfg, total_steps)
             entry = {"step": step, "tokens": tokens + cfg.batch_tokens, "lr": lr}
             if die_at is not None and step == die_at[0]:
                 _die(die_at[1])
-            for layer, sae in saes.items():
-                x = batch[layer][rows]
-                metrics = sae_step(sae, optimizers[layer], x, lr, autocast=cfg.sae_autocast)
-                entry.update({f"L{layer}/{name}": value for name, value in metrics.items()})
+            for key, sae in saes.items():
+                x = batch[layer_of[key]][rows]
+                metrics = sae_step(sae, optimizers[key], x, lr, autocast=cfg.sae_autocast)
+                entry.update({f"{sae_label(key)}/{name}": value for name, value in metrics.items()})
             step += 1
             tokens += cfg.batch_tokens
             window_tokens += cfg.batch_tokens
@@ -483,7 +536,7 @@ def _run_loop(cfg: TrainConfig, saes, optimizers, store, log, blocks: Activation
                 started, window_tokens = time.perf_counter(), 0
                 log.write(entry)
                 history.append(entry)
-                bar.set_postfix_str(_postfix(entry, layers))
+                bar.set_postfix_str(_postfix(entry, keys))
                 if wandb_run is not None:
                     wandb_run.log(entry, step=step)
             if tokens >= cfg.total_tokens:
@@ -599,10 +652,10 @@ def sae_step(sae, optimizer, x: torch.Tensor, lr: float | None = None, *, autoca
             **named, "dead_pct": 100.0 * dead.float().mean()}
 
 
-def _postfix(entry: dict, layers) -> str:
-    layer = layers[0]
-    return (f"L{layer} loss {entry[f'L{layer}/loss']:.3f} fvu {entry[f'L{layer}/fvu']:.3f} l0 {entry[f'L{layer}/l0']:.0f} "
-            f"dead {entry[f'L{layer}/dead_pct']:.1f}% {entry.get('tokens_per_s', 0):,.0f} tok/s")
+def _postfix(entry: dict, keys) -> str:
+    p = sae_label(keys[0])
+    return (f"{p} loss {entry[f'{p}/loss']:.3f} fvu {entry[f'{p}/fvu']:.3f} l0 {entry[f'{p}/l0']:.0f} "
+            f"dead {entry[f'{p}/dead_pct']:.1f}% {entry.get('tokens_per_s', 0):,.0f} tok/s")
 
 
 def _progress(total: int, initial: int, enabled: bool):

@@ -84,6 +84,12 @@ BAD += [  # circuits (14)
     ("USE_QK_FIX", "yes", None), ("USE_GRADDROP", 1, None), ("TOP_N", 0, None),
 ]
 
+BAD += [  # a k sweep of SAE architectures (12)
+    ("ARCHITECTURES", [], None), ("ARCHITECTURES", "topk", None), ("ARCHITECTURES", ["topk", "topk"], None),
+    ("K_VALUES", [], None), ("K_VALUES", lambda p: [8, p["D_SAE"] + 1], None), ("K_VALUES", [16, 16], None),
+    ("K_VALUES", [0.5], None),
+]
+
 CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad) else 'f'}")
          for e in ENTRIES for name, bad, when in BAD
          if name in parameters_of(e) and (when is None or when(parameters_of(e)))]

@@ -1,0 +1,150 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# ## What you'll do
+#
+# - Train **TopK and BatchTopK SAEs side by side** (Matryoshka BatchTopK too if you add it) at one
+#   layer, for every k in `K_VALUES`, in **one run**: one model forward feeds all of them, and every
+#   SAE takes exactly the same batches in the same order from the same initialisation. Whatever
+#   differs at the end comes from the architecture and k, not from the data or the seed.
+# - Measure each SAE on **the same held-out tokens**: variance explained, L0 (active latents per
+#   token), dead latents, and the next-token loss with its reconstruction spliced into the model (CE
+#   loss recovered).
+# - Draw the **Pareto frontier** of variance explained against L0, and read a **verdict** in words:
+#   where BatchTopK beats TopK, by how much, or that it does not, on this run.
+#
+# Why it matters: BatchTopK (Bussmann et al. 2024) lets each token take as many latents as it needs,
+# with k only the average over a batch; at inference it becomes a JumpReLU with one global threshold,
+# so its L0 need not equal k. The fair comparison is at **matched L0**, which this notebook makes by
+# interpolating TopK's curve; matched k is shown as well.
+
+# %% tags=["parameters"]
+MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
+LAYER = 12  # @param {type:"integer"}
+ARCHITECTURES = ["topk", "batchtopk"]  # @param {type:"raw"}
+# any registered architecture with a k: "topk", "batchtopk", "matryoshka_batchtopk"
+K_VALUES = [16, 32, 64, 128]  # @param {type:"raw"}
+D_SAE = 8192  # @param {type:"integer"}
+DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
+VAL_DATASET = "hf:HuggingFaceFW/fineweb-edu:CC-MAIN-2024-10:train:text"  # @param {type:"string"}
+# held-out text for the evaluation; "" = the training source under another seed
+CONTEXT_LEN = 1024  # @param {type:"integer"}
+TOTAL_TOKENS = 10_000_000  # @param {type:"integer"}
+# tokens every SAE trains on (the same ones for all of them)
+BATCH_TOKENS = 4096  # @param {type:"integer"}
+MODEL_BATCH_SIZE = 8  # @param {type:"integer"}
+BLOCK_BATCHES = 32  # @param {type:"raw"}
+LR = 2e-4  # @param {type:"number"}
+WARMUP_STEPS = 500  # @param {type:"integer"}
+DEAD_TOKENS_THRESHOLD = 2_000_000  # @param {type:"integer"}
+# tokens without firing before a latent counts as dead in training (AuxK then revives it)
+VAL_TOKENS = 200_000  # @param {type:"integer"}
+CHECKPOINT_EVERY_TOKENS = 2_000_000  # @param {type:"integer"}
+CHECKPOINT_DIR = "auto"  # @param {type:"string"}
+# "auto": Google Drive on Colab, else ./checkpoints/<RUN_NAME>; re-running the notebook resumes there
+RUN_NAME = "gemma-2-2b-L12-batchtopk-vs-topk"  # @param {type:"string"}
+DEVICE = ""  # @param {type:"string"}
+MODEL_DTYPE = "auto"  # @param ["auto", "bfloat16", "float16", "float32"]
+OUTPUT_DIR = "outputs/12_batchtopk_vs_topk"  # @param {type:"string"}
+SEED = 0  # @param {type:"integer"}
+
+# %%
+from shared import evaluate, notebook, plots, sweep, train
+
+P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
+# one SAE config per architecture and k; an unknown name or a k above D_SAE stops here in one line
+variants = sweep.sweep_variants(ARCHITECTURES, P.K_VALUES, D_SAE, dead_tokens_threshold=DEAD_TOKENS_THRESHOLD)
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+print(f"{len(variants)} SAEs: {', '.join(variants)}")
+
+# %% [markdown]
+# ## 1. Load the model
+#
+# Gated models (Gemma, Llama) need an `HF_TOKEN` secret.
+
+# %%
+model, tokenizer = run.load_model()  # prints blocks, widths, dtype, device
+layer = P.one_layer()
+
+# %% [markdown]
+# ## 2. One run, every SAE on the same batches
+#
+# The run's `variants` are the SAEs above, all at layer `LAYER`. Each block of model forwards is
+# shuffled once and cut into batches of `BATCH_TOKENS`; every SAE takes an optimiser step on each
+# batch in turn, so all of them see identical activations in identical order. They start from the
+# same seed (where shapes agree, the same initial weights) and the same decoder bias. Checkpoints
+# hold all of them: re-run this cell after a disconnect and it resumes.
+
+# %%
+cfg = train.TrainConfig(
+    model_id=MODEL_ID, layers=(layer,), dataset=P.DATASET, context_len=CONTEXT_LEN, variants=variants,
+    total_tokens=TOTAL_TOKENS, batch_tokens=BATCH_TOKENS, model_batch_size=MODEL_BATCH_SIZE,
+    block_batches=P.BLOCK_BATCHES, lr=LR, lr_min=min(LR, 6e-5), warmup_steps=WARMUP_STEPS,
+    checkpoint_every_tokens=CHECKPOINT_EVERY_TOKENS,
+    checkpoint_dir=train.resolve_checkpoint_dir(P.CHECKPOINT_DIR, RUN_NAME), seed=SEED)
+result = train.train(cfg, model, tokenizer)
+print(f"trained {len(result.saes)} SAEs on the same {result.tokens:,} tokens ({result.steps:,} steps each)")
+run.save_figure(plots.plot_training_curves(train.load_metrics(result.metrics_path)), "training_curves.png")
+
+# %% [markdown]
+# ## 3. Every SAE on the same held-out tokens
+#
+# Fresh text none of them trained on. For each SAE: variance explained, L0, the share of latents
+# that never fired on these tokens, and the CE loss recovered with its reconstruction spliced in at
+# the layer (1 = as good as the clean model, 0 = as bad as zeroing the layer). BatchTopK runs here
+# as it would be used: a JumpReLU at its learned global threshold, so its L0 is measured, not set.
+# That threshold is a running average of the smallest activation kept in training (1% a step from
+# zero): a run of a few dozen steps, such as the smoke run, leaves it low and BatchTopK's L0 high.
+
+# %%
+val_batches = train.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_DATASET or None)
+report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, layer_of=result.layer_of)
+points = sweep.sweep_points(report, variants, result.layer_of)
+summary = sweep.summarize(points, P.ARCHITECTURES)
+print(sweep.format_points(points))
+
+# %% [markdown]
+# ## 4. The Pareto frontier
+#
+# A point is on the frontier when no other SAE explains more variance with fewer active latents.
+# The dead % and CE loss recovered panels share the L0 axis.
+
+# %%
+fig = plots.plot_pareto(points, title=f"{MODEL_ID} layer {layer}: variance explained vs L0")
+run.save_figure(fig, "pareto.png")
+
+# %% [markdown]
+# ## 5. The verdict
+#
+# BatchTopK against TopK at matched L0 (TopK's curve interpolated in log L0 at each BatchTopK L0
+# inside TopK's range) and at matched k; differences under 0.002 variance explained count as ties.
+# One run, one seed: small differences may not survive another seed.
+
+# %%
+for arch, comparison in summary["comparisons"].items():
+    print(f"{arch} vs {comparison['baseline']}: {comparison['verdict']}")
+print()
+print(summary["verdict"])
+
+# %% [markdown]
+# ## 6. Save every point
+#
+# `pareto.json`: every SAE's point, the frontier, each comparison (its matched-k and matched-L0
+# rows) and the verdict in words.
+
+# %%
+run.write_report("pareto.json", {
+    "model": MODEL_ID, "layer": layer, "d_sae": D_SAE, "architectures": P.ARCHITECTURES, "k_values": P.K_VALUES,
+    "tokens_trained": result.tokens, "eval_tokens": next(iter(report.values()))["eval_tokens"],
+    "points": points, **summary,
+})
