@@ -71,6 +71,11 @@ BAD += [  # using an SAE (04, 05)
     ("ANTHROPIC_MODEL", "", None), ("OPENAI_MODEL", "", None), ("CATALOG", "no/such/feature_catalog.json", None),
 ]
 
+BAD += [  # crosscoders (17)
+    ("SPARSITY", "relu", None), ("L1_COEFFICIENT", -1e-3, None), ("DOMINANT_SHARE", 0.5, None),
+    ("DOMINANT_SHARE", 1.2, None), ("PERSISTENT_SHARE", 0, None), ("PERSISTENT_SHARE", 0.6, None),
+]
+
 CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad) else 'f'}")
          for e in ENTRIES for name, bad, when in BAD
          if name in parameters_of(e) and (when is None or when(parameters_of(e)))]
