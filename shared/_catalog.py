@@ -12,6 +12,7 @@ NOTEBOOKS = (
     {"id": "09_explorer_mistral_7b_kaggle", "source": "tier_recipe.py", "title": "Explorer: a TopK SAE on Mistral-7B-v0.3 (Kaggle 2xT4)", "level": "tier 2", "platform": "kaggle", "accelerator": "2xT4", "expected_time": "about 5 h on Kaggle 2xT4 (fits in two sessions: it resumes)"},
     {"id": "10_hobbyist_phi3_mini_colab", "source": "tier_recipe.py", "title": "Tier 1 port: a TopK SAE on Phi-3-mini (free Colab T4)", "level": "tier 1", "platform": "colab", "accelerator": "T4", "expected_time": "about 1.5 h on a T4"},
     {"id": "13_watchtower_preview", "source": "13_watchtower_preview.py", "title": "Watchtower preview: flag prompts and tokens with SAE features", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "5 min on a T4"},
+    {"id": "17_train_crosscoder", "source": "17_train_crosscoder.py", "title": "Train a crosscoder across layers", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "30 min on a T4"},
     {"id": "19_logit_lens", "source": "19_logit_lens.py", "title": "Logit lens", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "3 min on a T4"},
     {"id": "20_tuned_lens", "source": "20_tuned_lens.py", "title": "Tuned lens", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "10 min on a T4"},
     {"id": "21_linear_probe", "source": "21_linear_probe.py", "title": "Linear probes per layer, with honest baselines", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "10 min on a T4"},

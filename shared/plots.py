@@ -109,14 +109,15 @@ def plot_crosscoder_features(norms, classes: list[str], layers: list[int], order
     image = ax.imshow(share[rows] if rows else np.zeros((1, len(layers))), aspect="auto", vmin=0, vmax=1,
                       cmap="viridis", interpolation="nearest")
     ax.set_xticks(range(len(layers)), [f"L{x}" for x in layers])
-    ax.set_ylabel("live features, grouped by class")
-    ax.set_title("decoder norm share per layer")
-    edge = 0
+    ax.set_title("decoder norm share per layer (live features)")
+    edge, ticks, names = 0, [], []
     for c, n in zip(order, counts):
         if c != "dead" and n:
-            ax.text(len(layers) - 0.4, edge + n / 2, c, va="center", fontsize=8)
+            ticks.append(edge + (n - 1) / 2)
+            names.append(f"{c} ({n})")
             edge += n
             ax.axhline(edge - 0.5, color="w", lw=0.8)
+    ax.set_yticks(ticks, names, fontsize=8)
     fig.colorbar(image, ax=ax, fraction=0.05)
     bars = bx.bar(order, counts, color=[f"C{i}" for i in range(len(order))])
     for bar, n in zip(bars, counts):
