@@ -218,6 +218,6 @@ def test_feature_figure_groups_live_features_by_class():
     norms = torch.tensor([[1.0, 1.0, 1.0], [0.9, 0.05, 0.05], [0.05, 0.05, 0.9], [0.0, 0.0, 0.0]])
     classes = ["persistent", "early-only", "late-only", "dead"]
     fig = plots.plot_crosscoder_features(norms, classes, list(LAYERS), X.CLASSES)
-    heat, bars = fig.axes[0], fig.axes[2]
+    heat, bars = fig.axes[0], fig.axes[1]
     assert [t.get_text() for t in heat.get_yticklabels()] == ["persistent (1)", "early-only (1)", "late-only (1)"]
     assert [p.get_height() for p in bars.patches] == [1, 1, 0, 1, 0, 1]
