@@ -162,7 +162,8 @@ class Crosscoder(nn.Module):
         fvu = sq / var
         losses = {"fvu": fvu}
         if self.cfg.architecture == "l1":
-            losses["l1"] = self.cfg.l1_coefficient * (z @ self.W_dec.norm(dim=2).sum(1)).mean()
+            # elementwise, not a matmul: under bf16 autocast the penalty stays in float32
+            losses["l1"] = self.cfg.l1_coefficient * (z * self.W_dec.norm(dim=2).sum(1)).sum(1).mean()
         loss = sum(losses.values())
         l0 = (z > 0).sum(1).float().mean()
         return SAEOutput(x_hat / self.scales[:, None], z, None, loss, (sq / x.shape[0]).detach(),
