@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -65,6 +66,11 @@ class CrosscoderConfig:
         self.hook_names = tuple(self.hook_names) or tuple(f"blocks.{x}.hook_resid_post" for x in self.layers)
         if len(self.hook_names) != len(self.layers):
             raise ValueError(f"hook_names has {len(self.hook_names)} names for {len(self.layers)} layers: one per layer.")
+        for layer, hook in zip(self.layers, self.hook_names):  # e.g. names left over from dataclasses.replace(layers=...)
+            named = re.fullmatch(r"blocks\.(\d+)\.hook_\w+", hook)
+            if named and int(named.group(1)) != layer:
+                raise ValueError(f"hook name {hook!r} names block {named.group(1)}, its layer is {layer}: "
+                                 "pass hook_names=() to name them after the layers.")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture={self.architecture!r}: use one of {ARCHITECTURES}.")
         if (self.d_in is not None and self.d_in <= 0) or self.d_sae <= 0:
@@ -226,17 +232,11 @@ def classify_features(norms: Tensor, fired: Tensor | None = None, *, dominant: f
     total = norms.sum(1)
     share = norms / total.clamp_min(1e-12)[:, None]
     top_share, top = share.max(1)
-    classes = []
-    for i in range(norms.shape[0]):
-        if total[i] <= 0 or (fired is not None and not bool(fired[i])):
-            classes.append("dead")
-        elif top_share[i] >= dominant:
-            classes.append("early-only" if top[i] == 0 else "late-only" if top[i] == n - 1 else "middle-only")
-        elif share[i].min() >= persistent:
-            classes.append("persistent")
-        else:
-            classes.append("mixed")
-    return classes
+    dead = (total <= 0) | (torch.zeros_like(total, dtype=torch.bool) if fired is None else ~fired.bool().cpu())
+    place = {0: "early-only", n - 1: "late-only"}
+    return ["dead" if d else place.get(t, "middle-only") if s >= dominant else "persistent" if m >= persistent
+            else "mixed" for d, s, t, m in zip(dead.tolist(), top_share.tolist(), top.tolist(),
+                                                share.min(1).values.tolist())]
 
 
 def check_rule(n_layers: int, dominant: float, persistent: float) -> None:
