@@ -8,9 +8,10 @@ outweighs the others in the loss. Two sparsities (cfg.architecture):
 - "l1": ReLU; loss = sum_l ||x^l - x_hat^l||^2 / sum_l Var(x^l) + l1_coefficient * mean over tokens of
   sum_i f_i sum_l ||W_dec[i, l]|| (Lindsey's L1 of per-layer decoder norms: a feature pays for every
   layer it writes to, so layer-local features stay local); decoder norms are left free.
-- "topk": each token keeps its k largest pre-activations (ReLU), same reconstruction term; each
-  feature's decoder over all layers together is held at unit norm, so its per-layer norms share
-  that unit freely (never one unit per layer: that would make every feature look persistent).
+- "topk": each token keeps its k largest pre-activations (ReLU), same reconstruction term plus AuxK
+  on the dead latents (as sae_topk); each feature's decoder over all layers together is held at unit
+  norm, so its per-layer norms share that unit freely (never one unit per layer: that would make
+  every feature look persistent).
 `decoder_norms()` [d_sae, n_layers] says where each feature writes; `classify_features` names it.
 """
 from __future__ import annotations
@@ -48,6 +49,8 @@ class CrosscoderConfig:
     d_sae: int = 8192
     architecture: str = "topk"  # "topk" | "l1"
     k: int = 64  # topk: latents kept per token
+    k_aux: int | None = None  # topk: AuxK's dead latents per token; None -> n_layers * d_in // 2
+    aux_coef: float = 1 / 32  # topk: AuxK's weight (0: off)
     l1_coefficient: float = 1e-3  # l1: weight of the decoder-norm-weighted L1 against the FVU
     dead_tokens_threshold: int = 10_000_000
     hook_names: tuple[str, ...] = ()  # default: blocks.<L>.hook_resid_post for each layer
@@ -77,6 +80,8 @@ class CrosscoderConfig:
             raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}.")
         if self.architecture == "topk" and not 0 < self.k <= self.d_sae:
             raise ValueError(f"k={self.k} must be in 1..d_sae={self.d_sae}: lower k or raise d_sae.")
+        if self.aux_coef < 0 or (self.k_aux is not None and self.k_aux <= 0):
+            raise ValueError(f"aux_coef={self.aux_coef} must be >= 0 and k_aux={self.k_aux} positive (or None).")
         if self.l1_coefficient < 0:
             raise ValueError(f"l1_coefficient={self.l1_coefficient} must be >= 0.")
         if self.dead_tokens_threshold <= 0:
@@ -160,7 +165,8 @@ class Crosscoder(nn.Module):
         """One training forward on x [N, n_layers, d_in] (dead_mask unused: no AuxK); see the module doc for the loss."""
         x = self._check_input(x)
         xn = self.normalize(x)
-        z = self.activation(self.encode_pre(xn))
+        pre = self.encode_pre(xn)
+        z = self.activation(pre)
         x_hat = self.decode_normalized(z)
         sq = (x_hat - xn).pow(2).sum()
         with torch.no_grad():
@@ -170,10 +176,21 @@ class Crosscoder(nn.Module):
         if self.cfg.architecture == "l1":
             # elementwise, not a matmul: under bf16 autocast the penalty stays in float32
             losses["l1"] = self.cfg.l1_coefficient * (z * self.W_dec.norm(dim=2).sum(1)).sum(1).mean()
+        elif self.cfg.aux_coef > 0 and dead_mask is not None and bool(dead_mask.any()):
+            losses["aux"] = self.cfg.aux_coef * self._aux_loss(pre, dead_mask, (xn - x_hat).detach())
         loss = sum(losses.values())
         l0 = (z > 0).sum(1).float().mean()
         return SAEOutput(x_hat / self.scales[:, None], z, None, loss, (sq / x.shape[0]).detach(),
-                         fvu.new_zeros(()), fvu, l0.detach(), losses)
+                         losses.get("aux", fvu.new_zeros(())), fvu, l0.detach(), losses)
+
+    def _aux_loss(self, pre: Tensor, dead_mask: Tensor, err: Tensor) -> Tensor:
+        """AuxK (Gao et al. 2024): the dead latents' top k_aux per token reconstruct the error err
+        [N, n_layers, d_in] (no b_dec); their squared error over err's variance."""
+        k_aux = min(self.cfg.k_aux or self.cfg.n_layers * self.cfg.d_in // 2, int(dead_mask.sum()))
+        idx = pre.detach().masked_fill(~dead_mask.to(pre.device), float("-inf")).topk(k_aux, dim=1).indices
+        z = torch.zeros_like(pre).scatter(1, idx, F.relu(pre.gather(1, idx)))
+        e_hat = (z @ self.W_dec.flatten(1)).view_as(err)
+        return (e_hat - err).pow(2).sum() / (err - err.mean(0)).pow(2).sum().clamp_min(1e-12)
 
     # ---- training constraints (train.sae_step calls these)
     def constrain_grads(self) -> None:

@@ -223,3 +223,16 @@ def test_feature_figure_groups_live_features_by_class():
     heat, bars = fig.axes[0], fig.axes[1]
     assert [t.get_text() for t in heat.get_yticklabels()] == ["persistent (1)", "early-only (1)", "late-only (1)"]
     assert [p.get_height() for p in bars.patches] == [1, 1, 0, 1, 0, 1]
+
+
+def test_topk_auxk_trains_only_dead_latents_on_the_residual():
+    xc = X.Crosscoder(X.CrosscoderConfig(layers=LAYERS, d_in=8, d_sae=16, k=2, k_aux=3, aux_coef=0.5))
+    x = torch.randn(32, 3, 8)
+    assert "aux" not in xc(x).losses and "aux" not in xc(x, dead_mask=torch.zeros(16, dtype=torch.bool)).losses
+    dead = torch.zeros(16, dtype=torch.bool)
+    dead[10:] = True
+    out = xc(x, dead_mask=dead)
+    assert float(out.losses["aux"].detach()) > 0 and torch.equal(out.aux_loss, out.losses["aux"])
+    (g,) = torch.autograd.grad(out.losses["aux"], xc.W_enc)
+    moved = g.abs().sum((0, 1)) > 0  # per latent
+    assert moved[10:].any() and not moved[:10].any()
