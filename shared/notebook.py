@@ -438,6 +438,13 @@ def _k_values(v, ctx):
 
 RULES.update({"ARCHITECTURES": _architectures, "K_VALUES": _k_values})
 
+
+RULES.update({  # crosscoders (17): the sparsity (crosscoder.ARCHITECTURES) and the classification thresholds
+    "SPARSITY": _choice("topk", "l1"), "L1_COEFFICIENT": _number(0.0, open_low=False),
+    "DOMINANT_SHARE": _number(0.5, high=1.0, open_high=False, hint=" (one layer at most can dominate)"),
+    "PERSISTENT_SHARE": _number(0.0, high=0.5, open_high=False, hint=" and <= 1/len(LAYERS)"),
+})
+
 _NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
 

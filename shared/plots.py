@@ -157,3 +157,39 @@ def plot_pareto(points: list[dict], title: str = "variance explained vs L0 (held
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_crosscoder_features(norms, classes: list[str], layers: list[int], order: tuple[str, ...],
+                             title: str = "crosscoder features: decoder norm share per layer"):
+    """Left: each live feature's decoder-norm share per layer (a heat map, one row per feature, grouped
+    by class in `order`); right: the count of features per class."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    norms = np.asarray(norms, dtype=float)
+    share = norms / np.maximum(norms.sum(1, keepdims=True), 1e-12)
+    rows = [i for c in order if c != "dead" for i, x in enumerate(classes) if x == c]
+    counts = [sum(1 for x in classes if x == c) for c in order]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 1.4]})
+    image = ax.imshow(share[rows] if rows else np.zeros((1, len(layers))), aspect="auto", vmin=0, vmax=1,
+                      cmap="viridis", interpolation="nearest")
+    ax.set_xticks(range(len(layers)), [f"L{x}" for x in layers])
+    ax.set_title("decoder norm share per layer (live features)")
+    edge, ticks, names = 0, [], []
+    for c, n in zip(order, counts):
+        if c != "dead" and n:
+            ticks.append(edge + (n - 1) / 2)
+            names.append(f"{c} ({n})")
+            edge += n
+            ax.axhline(edge - 0.5, color="w", lw=0.8)
+    ax.set_yticks(ticks, names, fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    bars = bx.bar(order, counts, color=[f"C{i}" for i in range(len(order))])
+    for bar, n in zip(bars, counts):
+        bx.text(bar.get_x() + bar.get_width() / 2, n, str(n), ha="center", va="bottom", fontsize=9)
+    bx.set_ylabel("features")
+    bx.set_title("features per class")
+    bx.tick_params(axis="x", rotation=30)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -90,6 +90,11 @@ BAD += [  # a k sweep of SAE architectures (12)
     ("K_VALUES", [0.5], None),
 ]
 
+BAD += [  # crosscoders (17)
+    ("SPARSITY", "relu", None), ("L1_COEFFICIENT", -1e-3, None), ("DOMINANT_SHARE", 0.5, None),
+    ("DOMINANT_SHARE", 1.2, None), ("PERSISTENT_SHARE", 0, None), ("PERSISTENT_SHARE", 0.6, None),
+]
+
 CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad) else 'f'}")
          for e in ENTRIES for name, bad, when in BAD
          if name in parameters_of(e) and (when is None or when(parameters_of(e)))]
