@@ -153,6 +153,7 @@ def reconstruction_parts(model, tokenizer, sae, layer: int, batches: list[torch.
 # latents per text
 
 
+@torch.no_grad()
 def pool_latents(sae, acts: torch.Tensor, keep: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """Mean over each row's kept positions of the SAE latents: acts [B, T, d_in], keep [B, T] -> [B, d_sae]
     (the latents of each token, then averaged: not the latents of the averaged residual)."""
