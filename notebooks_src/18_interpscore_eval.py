@@ -95,7 +95,8 @@ print({k: round(v, 4) for k, v in parts.items()})
 # **TPP** (targeted probe perturbation) on the first task: zero the probe's 20 latents with the largest
 # |weight| and score the same probe again. tpp = (AUROC − AUROC ablated) / (AUROC − 0.5), clipped to
 # [0, 1]: the share of the probe's above-chance skill those 20 latents carry. A concept written in a few
-# latents scores near 1; one smeared over hundreds scores near 0.
+# latents scores near 1; one smeared over hundreds scores near 0. When the probe itself is barely above
+# chance (AUROC near 0.5) the ratio is noisy: read tpp together with that AUROC.
 
 # %%
 latents, labels, results = {}, {}, []

@@ -111,8 +111,8 @@ def plot_interpscore(report: dict, title: str = "InterpScore and its parts"):
     ax.bar(len(names), report["interp_score"], color="C3", label="InterpScore")
     ax.text(len(names), report["interp_score"] + 0.02, f"{report['interp_score']:.3f}", ha="center", fontsize=9)
     ax.set_xticks(list(x) + [len(names)], names + ["InterpScore"], rotation=15)
-    ax.set_ylim(0, 1.15)
+    ax.set_ylim(0, 1.35)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper center", ncol=3)
     fig.tight_layout()
     return fig

@@ -46,7 +46,8 @@ DEFINITIONS = {
                       "text's non-special tokens, trained on the train split",
     "tpp": f"on tpp_concept: the top-{TPP_TOP_N} latents by |standardised probe weight| are zeroed in the test "
            "latents and the same probe re-scored; tpp = (AUROC - AUROC_ablated) / (AUROC - 0.5) clipped to "
-           "[0, 1] (the share of the probe's above-chance AUROC those latents carry; 0 if AUROC <= 0.5)",
+           "[0, 1] (the share of the probe's above-chance AUROC those latents carry; 0 if AUROC <= 0.5; a probe "
+           "barely above chance makes it noisy: read it with tpp_auroc.clean)",
 }
 
 
