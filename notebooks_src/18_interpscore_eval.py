@@ -24,7 +24,8 @@
 #   definitions of sparse probing and TPP on the very same latents.
 #
 # Default: Gemma-2-2B with the Gemma Scope residual SAE of layer 12 (16k latents), FineWeb-Edu text
-# for the loss, IMDB and SST-2 sentiment for the probes.
+# for the loss, and two of SAEBench's own probing sets for the probes: Amazon review sentiment (5 stars vs
+# 1 star) and the gender of Bias-in-Bios biographies.
 
 # %% tags=["parameters"]
 MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
@@ -40,8 +41,9 @@ DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:
 # the text the loss, alive and L0 parts are measured on
 EVAL_TOKENS = 100_000  # @param {type:"integer"}
 CONTEXT_LEN = 128  # @param {type:"integer"}
-PROBE_TASKS = ["imdb", "sst2"]  # @param {type:"raw"}
-# binary labelled tasks (imdb, sst2, truthful_qa, synthetic:<sentiment|truth|names>); the first is the TPP concept
+PROBE_TASKS = ["amazon_sentiment", "bias_in_bios_gender"]  # @param {type:"raw"}
+# binary labelled tasks (amazon_sentiment, bias_in_bios_gender, imdb, sst2, truthful_qa,
+# synthetic:<sentiment|truth|names>); the first is the TPP concept
 N_TRAIN = 1000  # @param {type:"integer"}
 N_TEST = 500  # @param {type:"integer"}
 MAX_LEN = 128  # @param {type:"integer"}
@@ -121,7 +123,7 @@ print(f"sparse_probing {scores.sparse_probing(results):.3f}; tpp on {results[0].
 # | | InterpScore v0.0.1 (this notebook) | SAEBench 0.6.0 |
 # |---|---|---|
 # | sparse probing metric | held-out **AUROC** of one probe on **all** d_sae latents (standardised, L2 C=1, class-balanced) | held-out **accuracy** of probes on the top **k ∈ {1, 2, 5}** latents by \|mean_pos − mean_neg\| (raw latents, L2 C=1, `sae_top_k_test_accuracy`); its all-latent probe is a PyTorch probe |
-# | datasets | `PROBE_TASKS`, binary (IMDB, SST-2 by default), `N_TRAIN` / `N_TEST` | 8 sets (bias_in_bios ×3, Amazon categories and sentiment, GitHub code language, AG News, Europarl), one-vs-rest per class, 4000 / 1000, 128 tokens |
+# | datasets | `PROBE_TASKS`, binary: by default SAEBench's Amazon sentiment (its own binary set) and Bias-in-Bios gender (the attribute its SCR uses), `N_TRAIN` / `N_TEST` | 8 sets (Bias-in-Bios professions ×3, Amazon categories and sentiment, GitHub code language, AG News, Europarl), one-vs-rest per class, 4000 / 1000, 128 tokens |
 # | pooling | mean over non-special tokens | mean over tokens except BOS / pad / EOS (the same on these tokenizers) |
 # | TPP probe | on the SAE **latents** | on the model's mean-pooled **residual** (PyTorch, L1 penalty) |
 # | TPP latents | top 20 by \|standardised probe weight\| | top N by clamp(mean_pos − mean_neg, 0) · (W_dec[f] · w_probe) |

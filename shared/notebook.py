@@ -372,13 +372,15 @@ RULES.update({
 
 # --- InterpScore (18): the binary labelled tasks its probes read, what it evaluates on
 
-_BINARY_TASKS = ("imdb", "sst2", "truthful_qa", "synthetic:sentiment", "synthetic:truth", "synthetic:names")
+_BINARY_TASKS = ("amazon_sentiment", "bias_in_bios_gender", "imdb", "sst2", "truthful_qa", "synthetic:sentiment",
+                 "synthetic:truth", "synthetic:names")
 
 
 def _probe_tasks(v, ctx):
     """A non-empty list of binary labelled tasks (aliases resolved); the first is InterpScore's TPP concept."""
     if isinstance(v, str) or not isinstance(v, (list, tuple)) or not v:
-        raise ValueError(f'must be a non-empty list of binary tasks, e.g. ["imdb", "sst2"]; valid: {", ".join(_BINARY_TASKS)}')
+        raise ValueError(f'must be a non-empty list of binary tasks, e.g. ["imdb", "sst2"]; '
+                         f'valid: {", ".join(_BINARY_TASKS)}')
     out = []
     for task in v:
         name = _dataset(task, ctx) if isinstance(task, str) else task

@@ -128,7 +128,8 @@ def check_items(name: str, items: Sequence[dict], n: int, split: str) -> np.ndar
                          "both classes; use a labelled task with two")
     if classes != [0, 1]:
         raise ValueError(f"probing task {name!r} has labels {classes[:5]}: InterpScore probes binary 0/1 tasks "
-                         "(sentiment, truth, names, imdb, sst2, truthful_qa)")
+                         "(amazon_sentiment, bias_in_bios_gender, imdb, sst2, truthful_qa, "
+                         "synthetic:sentiment/truth/names)")
     return y
 
 
@@ -288,7 +289,8 @@ def saebench_top_n(effects: np.ndarray, n: int = TPP_TOP_N) -> list[int]:
 
 
 def interpscore_report(*, parts: dict, task_results: Sequence[TaskProbe], sae_repo: str, model: str, layer: int,
-                       d_model: int, d_sae: int, k, tokens_trained, eval_tokens: int, extra: dict | None = None) -> dict:
+                       d_model: int, d_sae: int, k, tokens_trained, eval_tokens: int,
+                       extra: dict | None = None) -> dict:
     """interpscore.json (v0.0.1) as DESIGN.md lists its keys, plus the raw numbers and the definitions."""
     if not task_results:
         raise ValueError("no probing tasks: give at least one labelled task")
