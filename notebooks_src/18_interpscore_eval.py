@@ -134,6 +134,8 @@ print(f"sparse_probing {scores.sparse_probing(results):.3f}; tpp on {results[0].
 # the ablations differ only in what is probed. tests/test_scores.py runs SAEBench's own functions
 # (`get_top_k_mean_diff_mask`, `train_sklearn_probe`, `get_effects_per_class_precomputed_acts`,
 # `select_top_n_features`) on the same latents and checks they give these numbers.
+# Below, the residual probe that weighs SAEBench's TPP effects is our logistic regression (SAEBench
+# trains a PyTorch probe with an L1 penalty), so a full SAEBench run may pick a few other latents.
 
 # %%
 concept = results[0].name

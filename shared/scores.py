@@ -175,11 +175,12 @@ def pooled_latents(model, tokenizer, sae, layer: int, texts: Sequence[str], batc
     """(latents [n, d_sae], residuals [n, d_model]) per text, each mean-pooled over its non-special tokens
     (texts cut to max_length tokens); the residuals feed SAEBench's TPP latent selection."""
     check_sae_fits(sae, model, layer)
-    lat, res = [], []
+    if isinstance(texts, str) or not texts:
+        raise ValueError("texts must be a non-empty list of strings")
+    lat, res, device = [], [], model_device(model)
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(list(texts[start:start + batch_size]), return_tensors="pt", padding=True,
                         truncation=True, max_length=max_length)
-        device = model_device(model)
         ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
         h = capture_residuals(model, ids, [layer], attention_mask=mask)[layer].float()
         keep = token_mask(ids, tokenizer, mask)

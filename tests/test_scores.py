@@ -247,3 +247,28 @@ def test_saebench_functions_agree_with_ours_on_the_same_latents(tmp_path):
     assert np.allclose(theirs["effects"], effects, atol=1e-4)
     assert theirs["top"] == scores.saebench_top_n(effects, 20)
     assert (effects != 0).sum() >= 20  # the comparison picked real latents, not an empty set
+
+
+def test_scores_a_published_format_sae_read_by_load_sae(tiny_trained_model, tmp_path):
+    """A Gemma Scope style params.npz (JumpReLU, no b_dec subtracted) goes through sae_io.load_sae and
+    every InterpScore part comes out in [0, 1]; a folder for another width is refused in one line."""
+    from shared import sae_io
+
+    model, tok = tiny_trained_model("llama")
+    d, m = models.d_model(model), 96
+    rng = np.random.default_rng(0)
+    W_enc = rng.standard_normal((d, m)).astype(np.float32) / np.sqrt(d)
+    folder = tmp_path / "layer_2" / "width_96" / "average_l0_20"
+    folder.mkdir(parents=True)
+    np.savez(folder / "params.npz", W_enc=W_enc, W_dec=W_enc.T.copy(), b_enc=np.zeros(m, np.float32),
+             b_dec=np.zeros(d, np.float32), threshold=np.full(m, 0.1, np.float32))
+    sae = sae_io.load_sae(folder, d_in=d)
+    assert sae.cfg.architecture == "jumprelu"
+    batches = scores.take_tokens(data.token_batches(data.text_stream("synthetic"), tok, 32, 4), 256)
+    parts, _ = scores.reconstruction_parts(model, tok, sae, LAYER, batches)
+    X, R = scores.pooled_latents(model, tok, sae, LAYER, ["a short text", "and another one, longer than that"])
+    assert X.shape == (2, m) and R.shape == (2, d) and np.isfinite(X).all()
+    assert all(0.0 <= v <= 1.0 for v in parts.values())
+    with pytest.raises(ValueError, match="d_in") as e:
+        sae_io.load_sae(folder, d_in=d + 1)
+    one_line(e)
