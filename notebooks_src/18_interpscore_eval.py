@@ -36,7 +36,8 @@ SAE_ID = "layer_12/width_16k/canonical"  # @param {type:"string"}
 # notebook's push (SAE_ID: its subfolder, "" for the root), or "train-tiny" to train a small SAE here
 # first on DATASET (a quick try; the offline smoke run)
 TOKENS_TRAINED = 0  # @param {type:"integer"}
-# how many tokens the SAE was trained on, for the leaderboard (0 = unknown)
+# how many tokens the SAE was trained on, for the leaderboard (0 = read it from a local export's cfg.json,
+# else unknown)
 DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
 # the text the loss, alive and L0 parts are measured on
 EVAL_TOKENS = 100_000  # @param {type:"integer"}
@@ -167,7 +168,7 @@ print(f"TPP latents: {saebench['tpp_top_features_shared_with_ours']} of SAEBench
 report = scores.interpscore_report(
     parts=parts, task_results=results, sae_repo=sae_repo, model=MODEL_ID, layer=layer,
     d_model=models.d_model(model), d_sae=sae.cfg.d_sae, k=getattr(sae.cfg, "k", None),
-    tokens_trained=TOKENS_TRAINED or None, eval_tokens=sum(b.numel() for b in batches),
+    tokens_trained=TOKENS_TRAINED or scores.tokens_trained_in(sae_repo), eval_tokens=sum(b.numel() for b in batches),
     extra={"validation": {k: val[k] for k in ("ce_loss_clean", "ce_loss_spliced", "ce_loss_zero_ablation",
                                               "ce_loss_recovered", "l0", "alive", "var_expl", "eval_tokens")},
            "saebench": saebench})

@@ -16,9 +16,11 @@ Any SAE that sae_io.load_sae reads works (ours or published): only encode, decod
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -26,6 +28,7 @@ import torch
 
 from .capture import capture_residuals, token_mask
 from .evaluate import evaluate_saes
+from .export import CFG_FILE
 from .models import d_model, model_device
 from .probes import linear_probe
 
@@ -177,6 +180,9 @@ def pooled_latents(model, tokenizer, sae, layer: int, texts: Sequence[str], batc
     check_sae_fits(sae, model, layer)
     if isinstance(texts, str) or not texts:
         raise ValueError("texts must be a non-empty list of strings")
+    if batch_size > 1 and len(texts) > 1 and tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token "
+                         "or pass batch_size=1")
     lat, res, device = [], [], model_device(model)
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(list(texts[start:start + batch_size]), return_tensors="pt", padding=True,
@@ -287,6 +293,17 @@ def saebench_top_n(effects: np.ndarray, n: int = TPP_TOP_N) -> list[int]:
 
 # --------------------------------------------------------------------------------------------
 # the report
+
+
+def tokens_trained_in(folder) -> int | None:
+    """metadata.tokens_trained of a local SAE folder's cfg.json (our exports write it), else None."""
+    path = Path(str(folder)) / CFG_FILE
+    try:
+        value = json.loads(path.read_text()).get("metadata", {}).get("tokens_trained")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, (int, float)) and value > 0 else None
+
 
 
 def interpscore_report(*, parts: dict, task_results: Sequence[TaskProbe], sae_repo: str, model: str, layer: int,

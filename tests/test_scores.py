@@ -272,3 +272,12 @@ def test_scores_a_published_format_sae_read_by_load_sae(tiny_trained_model, tmp_
     with pytest.raises(ValueError, match="d_in") as e:
         sae_io.load_sae(folder, d_in=d + 1)
     one_line(e)
+
+
+def test_tokens_trained_is_read_from_a_local_export(tmp_path):
+    (tmp_path / "cfg.json").write_text(json.dumps({"metadata": {"tokens_trained": 20480}}))
+    assert scores.tokens_trained_in(tmp_path) == 20480
+    assert scores.tokens_trained_in(tmp_path / "missing") is None
+    assert scores.tokens_trained_in("google/gemma-scope-2b-pt-res/layer_12") is None
+    (tmp_path / "cfg.json").write_text("{not json")
+    assert scores.tokens_trained_in(tmp_path) is None
