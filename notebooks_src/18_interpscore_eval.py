@@ -48,7 +48,8 @@ PROBE_TASKS = ["amazon_sentiment", "bias_in_bios_gender"]  # @param {type:"raw"}
 N_TRAIN = 1000  # @param {type:"integer"}
 N_TEST = 500  # @param {type:"integer"}
 MAX_LEN = 128  # @param {type:"integer"}
-BATCH_SIZE = 8  # @param {type:"integer"}
+BATCH_SIZE = 4  # @param {type:"integer"}
+# contexts per forward pass (the loss pass keeps several full-vocabulary logits of this many contexts)
 DEVICE = ""  # @param {type:"string"}
 OUTPUT_DIR = "outputs/18_interpscore_eval"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
@@ -82,7 +83,7 @@ sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 # %%
 batches = scores.take_tokens(data.token_batches(data.text_stream(DATASET), tokenizer, CONTEXT_LEN, BATCH_SIZE),
                              EVAL_TOKENS)
-parts, val = scores.reconstruction_parts(model, tokenizer, sae, layer, batches)
+parts, val = scores.reconstruction_parts(model, tokenizer, sae, layer, batches, forward_batch_size=BATCH_SIZE)
 print(f"CE clean {val['ce_loss_clean']:.3f}, spliced {val['ce_loss_spliced']:.3f}, zeroed "
       f"{val['ce_loss_zero_ablation']:.3f} -> loss recovered {val['ce_loss_recovered']:.3f}")
 print(f"L0 {val['l0']:.1f}, alive {val['alive']}/{val['d_sae']}, var_expl {val['var_expl']:.3f}")
