@@ -132,10 +132,12 @@ print(f"sparse_probing {scores.sparse_probing(results):.3f}; tpp on {results[0].
 # | TPP ablation | zero those pooled latents | zero them per token, decode, add the SAE error back, re-pool the residual |
 # | TPP metric | relative AUROC drop on **one** concept, in [0, 1] | accuracy drop of the class's probe **minus** the mean drop of the other classes' probes (`tpp_threshold_N_total_metric`, N ∈ {2, 5, 10, 20, 50, 100, 500}) |
 #
-# Zeroing latents per token and re-pooling equals zeroing the pooled latents (pooling is linear), so
+# Zeroing latents per token and re-pooling equals zeroing the pooled latents (pooling is linear): SAEBench's
+# ablated residual is the pooled residual minus the pooled ablated latents times their decoder rows, so
 # the ablations differ only in what is probed. tests/test_scores.py runs SAEBench's own functions
 # (`get_top_k_mean_diff_mask`, `train_sklearn_probe`, `get_effects_per_class_precomputed_acts`,
-# `select_top_n_features`) on the same latents and checks they give these numbers.
+# `select_top_n_features`, `ablated_precomputed_activations`) on the same latents and checks they give
+# these numbers and that identity.
 # Below, the residual probe that weighs SAEBench's TPP effects is our logistic regression (SAEBench
 # trains a PyTorch probe with an L1 penalty), so a full SAEBench run may pick a few other latents.
 

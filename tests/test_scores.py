@@ -206,6 +206,9 @@ with torch.no_grad():
     effects = tpp.get_effects_per_class_precomputed_acts(sae, probe, "pos", acts, False, 16)
 out["effects"] = effects.tolist()
 out["top"] = sorted(int(i) for i in torch.nonzero(tpp.select_top_n_features(effects, 20, "pos")).flatten())
+with torch.no_grad():
+    out["ablated_pos"] = tpp.ablated_precomputed_activations(acts["pos"], sae, tpp.select_top_n_features(effects, 20, "pos"),
+                                                             16).tolist()
 print(json.dumps(out))
 """
 
@@ -247,6 +250,13 @@ def test_saebench_functions_agree_with_ours_on_the_same_latents(tmp_path):
     assert np.allclose(theirs["effects"], effects, atol=1e-4)
     assert theirs["top"] == scores.saebench_top_n(effects, 20)
     assert (effects != 0).sum() >= 20  # the comparison picked real latents, not an empty set
+    # SAEBench's ablation (zero per token, decode, add the SAE error, re-pool the residual) is the pooled
+    # residual minus the pooled ablated latents times their decoder rows: zeroing pooled latents is the same cut
+    top = theirs["top"]
+    keep = pos.sum(-1) != 0
+    resid = (pos * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
+    want = resid - torch.from_numpy(latents[:n][:, top]) @ sae.W_dec.detach()[top]
+    assert np.allclose(theirs["ablated_pos"], want.numpy(), atol=1e-4)
 
 
 def test_scores_a_published_format_sae_read_by_load_sae(tiny_trained_model, tmp_path):
