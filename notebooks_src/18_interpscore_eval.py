@@ -77,7 +77,8 @@ sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 # One pass over `EVAL_TOKENS` tokens of `DATASET` (`evaluate.evaluate_saes`, the same pass the tier
 # notebooks validate with): the next-token loss of the clean model, with the SAE's reconstruction
 # spliced in at the layer, and with the layer zeroed. **loss_recovered** = (CE zeroed − CE spliced) /
-# (CE zeroed − CE clean), clipped to [0, 1]. **alive** = share of latents that fire at least once.
+# (CE zeroed − CE clean), clipped to [0, 1] (an SAE that hurts more than zeroing the layer scores 0, one
+# that beats the clean model 1; the unclipped value stays in the report). **alive** = share of latents that fire at least once.
 # **l0_score** = exp(−|ln(L0/80)|): 1 at 80 active latents per token, 0.5 at 40 or 160.
 
 # %%
@@ -103,17 +104,11 @@ print({k: round(v, 4) for k, v in parts.items()})
 # chance (AUROC near 0.5) the ratio is noisy: read tpp together with that AUROC.
 
 # %%
-latents, labels, results = {}, {}, []
-for task in PROBE_TASKS:
-    items = {split: data.load_task_dataset(task, n, split=split, seed=SEED)
-             for split, n in (("train", N_TRAIN), ("test", N_TEST))}
-    labels[task] = {s: scores.check_items(task, items[s], n, s) for s, n in (("train", N_TRAIN), ("test", N_TEST))}
-    latents[task] = {s: scores.pooled_latents(model, tokenizer, sae, layer, [it["text"] for it in items[s]],
-                                              batch_size=BATCH_SIZE, max_length=MAX_LEN) for s in items}
-    y = labels[task]
-    r = scores.probe_task(task, latents[task]["train"][0], y["train"], latents[task]["test"][0], y["test"], seed=SEED)
-    results.append(r)
-    print(f"{task}: AUROC {r.auroc:.3f} (accuracy {r.accuracy:.3f}); top-20 latents zeroed -> {r.auroc_ablated:.3f}")
+tasks = {task: scores.task_latents(model, tokenizer, sae, layer, task, N_TRAIN, N_TEST, batch_size=BATCH_SIZE,
+                                  max_length=MAX_LEN, seed=SEED) for task in PROBE_TASKS}
+results = [scores.probe_task(task, t.X_train, t.y_train, t.X_test, t.y_test, seed=SEED) for task, t in tasks.items()]
+for r in results:
+    print(f"{r.name}: AUROC {r.auroc:.3f} (accuracy {r.accuracy:.3f}); top-20 latents zeroed -> {r.auroc_ablated:.3f}")
 print(f"sparse_probing {scores.sparse_probing(results):.3f}; tpp on {results[0].name}: {results[0].tpp:.3f}")
 
 # %% [markdown]
@@ -142,15 +137,12 @@ print(f"sparse_probing {scores.sparse_probing(results):.3f}; tpp on {results[0].
 # trains a PyTorch probe with an L1 penalty), so a full SAEBench run may pick a few other latents.
 
 # %%
-concept = results[0].name
-lat_c, y_c = latents[concept], labels[concept]
-resid_probe = probes.linear_probe(lat_c["train"][1], y_c["train"], lat_c["test"][1], y_c["test"], seed=SEED)
-effects = scores.saebench_tpp_effects(lat_c["train"][0], y_c["train"], resid_probe.direction, sae.W_dec)
-saebench_top = scores.saebench_top_n(effects, scores.TPP_TOP_N)
+c = tasks[results[0].name]  # the TPP concept
+resid_probe = probes.linear_probe(c.R_train, c.y_train, c.R_test, c.y_test, seed=SEED)
+saebench_top = scores.saebench_top_n(scores.saebench_tpp_effects(c.X_train, c.y_train, resid_probe.direction, sae.W_dec))
 saebench = {
-    "sparse_probing": {t: scores.saebench_top_k_accuracies(latents[t]["train"][0], labels[t]["train"],
-                                                           latents[t]["test"][0], labels[t]["test"])
-                       for t in PROBE_TASKS},
+    "sparse_probing": {name: scores.saebench_top_k_accuracies(t.X_train, t.y_train, t.X_test, t.y_test)
+                       for name, t in tasks.items()},
     "tpp_concept_top_features": saebench_top,
     "tpp_top_features_shared_with_ours": len(set(saebench_top) & set(results[0].top_features)),
     "residual_probe_auroc": round(resid_probe.auroc, 6),

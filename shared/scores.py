@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .capture import capture_residuals, token_mask
+from .data import load_task_dataset
 from .evaluate import evaluate_saes
 from .export import CFG_FILE
 from .models import d_model, model_device
@@ -195,6 +196,32 @@ def pooled_latents(model, tokenizer, sae, layer: int, texts: Sequence[str], batc
         m = keep[..., None].to(h.dtype)
         res.append(((h * m).sum(1) / m.sum(1).clamp(min=1)).cpu())
     return torch.cat(lat).numpy(), torch.cat(res).numpy()
+
+
+@dataclass
+class TaskLatents:
+    """A probing task's train and test texts as pooled latents X, pooled residuals R and labels y."""
+
+    X_train: np.ndarray
+    R_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    R_test: np.ndarray
+    y_test: np.ndarray
+
+
+def task_latents(model, tokenizer, sae, layer: int, task: str, n_train: int, n_test: int, *, batch_size: int = 8,
+                 max_length: int = 128, seed: int = 0) -> TaskLatents:
+    """Load a labelled task (data.load_task_dataset: its disjoint train and test splits), check each split
+    has the items asked for and both classes, and pool the SAE latents and residuals of every text."""
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        items = load_task_dataset(task, n, split=split, seed=seed)
+        out["y_" + split] = check_items(task, items, n, split)
+        out["X_" + split], out["R_" + split] = pooled_latents(model, tokenizer, sae, layer,
+                                                              [it["text"] for it in items],
+                                                              batch_size=batch_size, max_length=max_length)
+    return TaskLatents(**out)
 
 
 # --------------------------------------------------------------------------------------------

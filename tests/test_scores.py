@@ -127,12 +127,10 @@ def scored(tiny_trained_model):
     batches = scores.take_tokens(data.token_batches(data.text_stream("synthetic"), tok, 32, 4), 512)
     parts, val = scores.reconstruction_parts(model, tok, sae, LAYER, batches)
     results = []
-    for task in ("sentiment", "names"):
-        split = {s: synthetic.synthetic_task(task, n, split=s) for s, n in (("train", 60), ("test", 30))}
-        y = {s: scores.check_items(task, split[s], len(split[s]), s) for s in split}
-        X = {s: scores.pooled_latents(model, tok, sae, LAYER, [it["text"] for it in split[s]], max_length=48)[0]
-             for s in split}
-        results.append(scores.probe_task(task, X["train"], y["train"], X["test"], y["test"]))
+    for task in ("synthetic:sentiment", "synthetic:names"):
+        t = scores.task_latents(model, tok, sae, LAYER, task, 60, 30, max_length=48)
+        assert t.X_train.shape == (60, 128) and t.R_test.shape == (30, models.d_model(model))
+        results.append(scores.probe_task(task, t.X_train, t.y_train, t.X_test, t.y_test))
     report = scores.interpscore_report(parts=parts, task_results=results, sae_repo="random", model="tiny-trained:llama",
                                        layer=LAYER, d_model=models.d_model(model), d_sae=128, k=8, tokens_trained=None,
                                        eval_tokens=sum(b.numel() for b in batches))
@@ -155,7 +153,7 @@ def test_interp_score_equals_the_weighted_components_recomputed_by_hand(scored, 
                    "weights", "interp_score", "timestamp"}
     assert design_keys <= set(back) and back["version"] == "0.0.1"
     assert all(0.0 <= v <= 1.0 for v in back["components"].values())
-    assert back["tpp_concept"] == back["probing_tasks"][0] == "sentiment"
+    assert back["tpp_concept"] == back["probing_tasks"][0] == "synthetic:sentiment"
     assert back["components"]["sparse_probing"] == pytest.approx(np.mean(list(back["probing_per_task_auc"].values())),
                                                                  abs=1e-5)
     row = scores.leaderboard_entry(back)
