@@ -10,7 +10,7 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 DEMO_DIR ?= demo
 
-.PHONY: demo test test-fast venv notebooks check clean tuned-lens-venv
+.PHONY: demo test test-fast venv notebooks check clean tuned-lens-venv sae-bench-venv
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,7 @@ demo: venv
 
 test: venv
 	@$(MAKE) --no-print-directory tuned-lens-venv || echo "tuned-lens venv not built: tests/test_lens.py's package cross-check will skip"
+	@$(MAKE) --no-print-directory sae-bench-venv || echo "sae-bench venv not built: tests/test_scores.py's SAEBench cross-check will skip"
 	$(VPY) build_notebooks.py --check
 	$(VPY) -m pytest -n auto -q
 
@@ -47,3 +48,11 @@ tuned-lens-venv: venv
 	@test -x .venv-tunedlens/bin/python || $(PYTHON) -m venv .venv-tunedlens
 	$(VPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > "$$(.venv-tunedlens/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/project.pth"
 	.venv-tunedlens/bin/pip install --quiet --no-deps "tuned-lens==0.2.0"
+
+# SAEBench (for tests/test_scores.py's cross-check of sparse probing and TPP) in its own venv the same way:
+# it pins numpy<2 and datasets<4, so it goes in without dependencies over this venv's packages, plus
+# tabulate, the one module its TPP code imports that we do not have.
+sae-bench-venv: venv
+	@test -x .venv-saebench/bin/python || $(PYTHON) -m venv .venv-saebench
+	$(VPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > "$$(.venv-saebench/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/project.pth"
+	.venv-saebench/bin/pip install --quiet --no-deps "sae-bench==0.6.0" "tabulate==0.10.0"

@@ -16,6 +16,7 @@ NOTEBOOKS = (
     {"id": "13_watchtower_preview", "source": "13_watchtower_preview.py", "title": "Watchtower preview: flag prompts and tokens with SAE features", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "5 min on a T4"},
     {"id": "14_attribution_patching", "source": "14_attribution_patching.py", "title": "Attribution patching: AtP* over SAE features, heads and MLPs", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "10 min on a T4"},
     {"id": "17_train_crosscoder", "source": "17_train_crosscoder.py", "title": "Train a crosscoder across layers", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "30 min on a T4"},
+    {"id": "18_interpscore_eval", "source": "18_interpscore_eval.py", "title": "InterpScore: one number for an SAE, and its five parts", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "20 min on a T4"},
     {"id": "19_logit_lens", "source": "19_logit_lens.py", "title": "Logit lens", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "3 min on a T4"},
     {"id": "20_tuned_lens", "source": "20_tuned_lens.py", "title": "Tuned lens", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "10 min on a T4"},
     {"id": "21_linear_probe", "source": "21_linear_probe.py", "title": "Linear probes per layer, with honest baselines", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "10 min on a T4"},

@@ -359,6 +359,9 @@ _REAL = {  # name -> (hf path, config)
     "sst2": ("stanfordnlp/sst2", None),
     "truthful_qa": ("truthfulqa/truthful_qa", "generation"),
     "gsm8k": ("openai/gsm8k", "main"),
+    # SAEBench's sparse-probing / TPP sets, as binary tasks: review 5 stars (1) vs 1 star (0); biography gender
+    "amazon_sentiment": ("canrager/amazon_reviews_mcauley_1and5", None),
+    "bias_in_bios_gender": ("LabHC/bias_in_bios", None),
 }
 TASK_DATASETS = tuple(_REAL)
 _ALIASES = {"stanfordnlp/imdb": "imdb", "stanfordnlp/sst2": "sst2", "glue/sst2": "sst2",
@@ -374,6 +377,10 @@ def _rows_to_items(name: str, row: dict) -> list[dict]:
         return [dict(text=row["text"], label=int(row["label"]))]
     if name == "sst2":
         return [dict(text=row["sentence"], label=int(row["label"]))]
+    if name == "amazon_sentiment":
+        return [dict(text=row["text"], label=int(float(row["rating"]) >= 5.0))]
+    if name == "bias_in_bios_gender":  # the dataset's gender column: 0 male, 1 female
+        return [dict(text=row["hard_text"], label=int(row["gender"]))]
     if name == "gsm8k":
         return [dict(text=f"Question: {row['question']}\nAnswer: {row['answer']}",
                      question=row["question"], answer=row["answer"], label=_gsm8k_answer(row["answer"]))]
@@ -397,7 +404,8 @@ def check_task_dataset(name: str) -> str:
 
 
 def load_task_dataset(name: str, n: int, split: str = "train", seed: int = 0) -> list[dict]:
-    """`n` labelled items from a real dataset (imdb, sst2, truthful_qa, gsm8k) or "synthetic:<task>".
+    """`n` labelled items from a real dataset (imdb, sst2, truthful_qa, gsm8k, amazon_sentiment,
+    bias_in_bios_gender) or "synthetic:<task>".
 
     Returns the synthetic_task dict shape (text, label, ...). Classification sets are label-balanced.
     sst2 "test" maps to its labelled "validation" split; truthful_qa has one split, divided 80/20 by
@@ -419,7 +427,7 @@ def load_task_dataset(name: str, n: int, split: str = "train", seed: int = 0) ->
     else:
         rows = list(ds)
         random.Random(seed).shuffle(rows)
-    balanced = key in ("imdb", "sst2", "truthful_qa")
+    balanced = key in ("imdb", "sst2", "truthful_qa", "amazon_sentiment", "bias_in_bios_gender")
     per_label: dict[int, int] = {}
     out: list[dict] = []
     for row in rows:

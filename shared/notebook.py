@@ -445,6 +445,30 @@ RULES.update({  # crosscoders (17): the sparsity (crosscoder.ARCHITECTURES) and 
     "PERSISTENT_SHARE": _number(0.0, high=0.5, open_high=False, hint=" and <= 1/len(LAYERS)"),
 })
 
+# --- InterpScore (18): the binary labelled tasks its probes read, what it evaluates on
+
+_BINARY_TASKS = ("amazon_sentiment", "bias_in_bios_gender", "imdb", "sst2", "truthful_qa", "synthetic:sentiment",
+                 "synthetic:truth", "synthetic:names")
+
+
+def _probe_tasks(v, ctx):
+    """A non-empty list of binary labelled tasks (aliases resolved); the first is InterpScore's TPP concept."""
+    if isinstance(v, str) or not isinstance(v, (list, tuple)) or not v:
+        raise ValueError(f'must be a non-empty list of binary tasks, e.g. ["imdb", "sst2"]; '
+                         f'valid: {", ".join(_BINARY_TASKS)}')
+    out = []
+    for task in v:
+        name = _dataset(task, ctx) if isinstance(task, str) else task
+        if name not in _BINARY_TASKS:
+            raise ValueError(f"{task!r} is not a binary labelled task; valid: {', '.join(_BINARY_TASKS)}")
+        out.append(name)
+    if len(set(out)) != len(out):
+        raise ValueError(f"lists a task twice ({out}); give each task once")
+    return out
+
+
+RULES.update({"PROBE_TASKS": _probe_tasks, "EVAL_TOKENS": _POS, "TOKENS_TRAINED": _NONNEG})
+
 _NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
 

@@ -193,3 +193,27 @@ def plot_crosscoder_features(norms, classes: list[str], layers: list[int], order
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_interpscore(report: dict, title: str = "InterpScore and its parts"):
+    """Bars of interpscore.json's parts: each component's raw value (light) and weight x value (dark,
+    the share of the score it gives), with the total InterpScore as a last bar."""
+    import matplotlib.pyplot as plt
+
+    names = list(report["weights"])
+    raw = [report["components"][c] for c in names]
+    weighted = [report["weights"][c] * report["components"][c] for c in names]
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    x = range(len(names))
+    ax.bar(x, raw, color="C0", alpha=0.3, label="component (0-1)")
+    ax.bar(x, weighted, color="C0", label="weight x component")
+    for i, (w, c) in enumerate(zip(weighted, names)):
+        ax.text(i, raw[i] + 0.02, f"{w:.3f}\n(w {report['weights'][c]:.2f})", ha="center", fontsize=8)
+    ax.bar(len(names), report["interp_score"], color="C3", label="InterpScore")
+    ax.text(len(names), report["interp_score"] + 0.02, f"{report['interp_score']:.3f}", ha="center", fontsize=9)
+    ax.set_xticks(list(x) + [len(names)], names + ["InterpScore"], rotation=15)
+    ax.set_ylim(0, 1.35)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper center", ncol=3)
+    fig.tight_layout()
+    return fig

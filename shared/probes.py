@@ -152,15 +152,17 @@ def _check_split(X_train, y_train, X_test, y_test):
     return Xtr, ytr, Xte, yte
 
 
-def linear_probe(X_train, y_train, X_test, y_test, C: float = 1.0, seed: int = 0) -> ProbeResult:
-    """Logistic regression on standardised features; AUROC and accuracy on the held-out split."""
+def linear_probe(X_train, y_train, X_test, y_test, C: float = 1.0, seed: int = 0,
+                 class_weight: str | None = None) -> ProbeResult:
+    """Logistic regression on standardised features; AUROC and accuracy on the held-out split.
+    class_weight="balanced" weighs each class by the inverse of its share (sklearn's option)."""
     from sklearn.linear_model import LogisticRegression
 
     Xtr, ytr, Xte, yte = _check_split(X_train, y_train, X_test, y_test)
     mu = Xtr.mean(0)
     sd = Xtr.std(0)
     sd = np.where(sd > 1e-8, sd, 1.0)
-    clf = LogisticRegression(C=C, max_iter=2000, random_state=seed)
+    clf = LogisticRegression(C=C, max_iter=2000, random_state=seed, class_weight=class_weight)
     clf.fit((Xtr - mu) / sd, ytr)
     w_raw = clf.coef_[0] / sd  # the same classifier written on raw activations
     b_raw = float(clf.intercept_[0] - (w_raw * mu).sum())

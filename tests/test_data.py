@@ -275,6 +275,10 @@ def test_load_task_dataset(monkeypatch):
         ("truthfulqa/truthful_qa", "generation", "validation"): [
             {"question": f"Q{i}?", "best_answer": "good", "incorrect_answers": ["bad", "worse"]}
             for i in range(50)],
+        ("canrager/amazon_reviews_mcauley_1and5", None, "test"): [
+            {"text": f"a{i}", "rating": 5.0 if i % 3 else 1.0, "category": 2} for i in range(30)],
+        ("LabHC/bias_in_bios", None, "train"): [
+            {"hard_text": f"b{i}", "gender": int(i < 5), "profession": 21} for i in range(30)],
     }
     seen = []
 
@@ -298,3 +302,9 @@ def test_load_task_dataset(monkeypatch):
     assert data.load_task_dataset("synthetic:sentiment", 10, seed=2) == synthetic.synthetic_task("sentiment", 10, seed=2)
     with pytest.raises(ValueError, match="imdb"):
         data.load_task_dataset("mnist", 3)
+    amazon = data.load_task_dataset("amazon_sentiment", 12, split="test")  # SAEBench's 5-star vs 1-star reviews
+    assert Counter(it["label"] for it in amazon) == {0: 6, 1: 6}
+    assert {it["text"] for it in amazon if it["label"] == 0} <= {f"a{i}" for i in range(0, 30, 3)}
+    bios = data.load_task_dataset("bias_in_bios_gender", 8)
+    assert Counter(it["label"] for it in bios) == {0: 4, 1: 4}
+    assert {it["text"] for it in bios if it["label"] == 1} <= {f"b{i}" for i in range(5)}

@@ -95,6 +95,12 @@ BAD += [  # crosscoders (17)
     ("DOMINANT_SHARE", 1.2, None), ("PERSISTENT_SHARE", 0, None), ("PERSISTENT_SHARE", 0.6, None),
 ]
 
+BAD += [  # InterpScore (18)
+    ("PROBE_TASKS", [], None), ("PROBE_TASKS", "imdb", None), ("PROBE_TASKS", ["synthetic:topic"], None),
+    ("PROBE_TASKS", ["no-such-dataset"], None), ("PROBE_TASKS", ["imdb", "stanfordnlp/imdb"], None),
+    ("EVAL_TOKENS", 0, None), ("TOKENS_TRAINED", -1, None),
+]
+
 CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad) else 'f'}")
          for e in ENTRIES for name, bad, when in BAD
          if name in parameters_of(e) and (when is None or when(parameters_of(e)))]
