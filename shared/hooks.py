@@ -238,3 +238,47 @@ def edit_residual(model, edits: dict[int, ResidualEdit]) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+# ----------------------------------------------------------------------------- module edits (circuits)
+
+
+@contextmanager
+def edit_module_outputs(edits: dict, *, whole: bool = False) -> Iterator[None]:
+    """Within the block, replace each module's output by ``edits[module](output)``.
+
+    For circuit nodes inside a block (an MLP's output, an attention module's output, a q/k/v
+    projection). By default the edit sees the output tensor (the first element of a tuple output)
+    and the container is kept; with whole=True it sees and returns the raw output (e.g. to read an
+    attention module's weights).
+    """
+    handles = []
+    try:
+        for module, edit in edits.items():
+            def hook(_module, _inputs, output, _edit=edit):
+                return _edit(output) if whole else with_hidden(output, _edit(block_hidden(output)))
+
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def edit_module_inputs(edits: dict) -> Iterator[None]:
+    """Within the block, replace each module's first positional input x by ``edits[module](x)``.
+
+    For nodes read where a module receives them, e.g. the per-head attention outputs entering o_proj.
+    """
+    handles = []
+    try:
+        for module, edit in edits.items():
+            def pre_hook(_module, args, _edit=edit):
+                return (_edit(args[0]),) + tuple(args[1:])
+
+            handles.append(module.register_forward_pre_hook(pre_hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -32,7 +32,7 @@ def _ids(tok):
 
 def test_only_hooks_registers_forward_hooks():
     """No other module hooks a decoder block (or anything else): reads and edits go through hooks.py."""
-    offenders = [f"{p.name}:{i}" for p in sorted(SHARED.glob("*.py")) if p.name != "hooks.py"
+    offenders = [f"{p.name}:{i}" for p in sorted(SHARED.glob("**/*.py")) if p.name != "hooks.py"
                  for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"register_forward", line)]
     assert offenders == []
 

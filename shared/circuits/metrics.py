@@ -1,0 +1,66 @@
+"""Task metrics read at the last position: one value per prompt pair ([n]).
+
+Each takes logits [n, T, V] (or [n, V], already the last position). Every entry of METRICS is
+called the same way, m(logits, pairs, clean_logits=None), so patching and attribution code take a
+metric by name; "kl" needs clean_logits (the unpatched clean run's logits).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .tasks import PromptPairs
+
+
+def last_position(logits: torch.Tensor) -> torch.Tensor:
+    """[n, V] logits at the last position of [n, T, V] (or [n, V] unchanged)."""
+    if logits.dim() == 3:
+        return logits[:, -1]
+    if logits.dim() == 2:
+        return logits
+    raise ValueError(f"logits must be [n, T, V] or [n, V], got shape {tuple(logits.shape)}")
+
+
+def _rows(logits: torch.Tensor, pairs: PromptPairs) -> tuple[torch.Tensor, torch.Tensor]:
+    last = last_position(logits)
+    if last.shape[0] != len(pairs):
+        raise ValueError(f"logits hold {last.shape[0]} prompts but pairs has {len(pairs)}; pass the same batch")
+    return last, torch.arange(last.shape[0], device=last.device)
+
+
+def logit_diff(logits: torch.Tensor, pairs: PromptPairs, clean_logits=None) -> torch.Tensor:
+    """logit[answer] - logit[wrong] at the last position: [n]."""
+    last, r = _rows(logits, pairs)
+    return last[r, pairs.answer_ids.to(last.device)] - last[r, pairs.wrong_ids.to(last.device)]
+
+
+def answer_prob(logits: torch.Tensor, pairs: PromptPairs, clean_logits=None) -> torch.Tensor:
+    """The probability of the right answer at the last position: [n]."""
+    last, r = _rows(logits, pairs)
+    return last.float().softmax(-1)[r, pairs.answer_ids.to(last.device)]
+
+
+def kl_to_clean(logits: torch.Tensor, clean_logits: torch.Tensor) -> torch.Tensor:
+    """KL(clean || this run) of the next-token distributions at the last position: [n] (0 on the clean run)."""
+    if clean_logits is None:
+        raise ValueError("the 'kl' metric needs clean_logits (the clean run's logits) to compare against")
+    p = last_position(clean_logits).float().log_softmax(-1)
+    q = last_position(logits).float().log_softmax(-1)
+    if p.shape != q.shape:
+        raise ValueError(f"logits {tuple(q.shape)} and clean_logits {tuple(p.shape)} differ in shape at the last position")
+    return (p.exp() * (p - q)).sum(-1)
+
+
+def _kl(logits: torch.Tensor, pairs: PromptPairs, clean_logits=None) -> torch.Tensor:
+    return kl_to_clean(logits, clean_logits)
+
+
+METRICS: dict[str, Callable] = {"logit_diff": logit_diff, "prob": answer_prob, "kl": _kl}
+
+
+def get_metric(name: str) -> Callable:
+    """The metric called `name`, as m(logits, pairs, clean_logits=None) -> [n]."""
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
+    return METRICS[name]
