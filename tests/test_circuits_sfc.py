@@ -2,22 +2,16 @@
 they say, a planted circuit is faithful and complete, bad input fails in one line."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
-from shared import sae as S
+from shared import hooks, sae as S
 from shared.circuits import sfc
+from shared.circuits.attribution import atp
+from shared.circuits.metrics import logit_diff
+from shared.circuits.tasks import PromptPairs
 from shared.models import decoder_layers, load_model
 from shared.sae_relu import ReLUConfig
-
-
-def logit_diff(logits, pairs):
-    """logit[answer] - logit[wrong] at the last position, per prompt."""
-    last = logits[:, -1]
-    rows = torch.arange(last.shape[0])
-    return last[rows, pairs.answer_ids] - last[rows, pairs.wrong_ids]
 
 
 def random_sae(d_in: int, d_sae: int, seed: int):
@@ -32,90 +26,93 @@ def random_pairs(n: int, T: int, vocab: int, seed: int):
     clean = torch.randint(3, vocab, (n, T), generator=gen)
     corrupt = clean.clone()
     corrupt[:, -2:] = torch.randint(3, vocab, (n, 2), generator=gen)
-    return SimpleNamespace(clean_ids=clean, corrupt_ids=corrupt, answer_ids=torch.randint(3, vocab, (n,), generator=gen),
-                           wrong_ids=torch.randint(3, vocab, (n,), generator=gen))
+    return pairs_of(clean, corrupt, torch.randint(3, vocab, (n,), generator=gen),
+                    torch.randint(3, vocab, (n,), generator=gen))
+
+
+def pairs_of(clean, corrupt, answers, wrongs) -> PromptPairs:
+    return PromptPairs("test", clean, corrupt, answers, wrongs, [""] * len(clean), [""] * len(clean))
 
 
 @pytest.fixture(scope="module")
 def tiny():
     model, tok = load_model("tiny:gpt2")
     saes = {1: random_sae(64, 32, 1), 3: random_sae(64, 32, 3)}
-    return model, tok, saes, random_pairs(2, 5, len(tok), 0)
+    return model, sfc.check_saes(model, saes), saes, random_pairs(2, 5, len(tok), 1)
 
 
-def brute_force_edges(model, saes, up, down, ids):
+def brute_force_edges(task, up, down, ids):
     """Edge matrix from the full Jacobian of every downstream value w.r.t. every upstream value."""
+    nodes = task.nodes
+    (lat_u, err_u), (lat_d, err_d) = task.comps(up), task.comps(down)
+
     def downstream(f_u, e_u):
-        held = {}
+        edit = lambda c, v: {lat_u: f_u, err_u: e_u}.get(c, v)  # noqa: E731
+        with nodes.hooked(edit) as rec, hooks.read_residuals(nodes.model, [down], stop_after_deepest=True):
+            nodes.model(ids)
+        return rec[lat_d][..., 0], rec[err_d][:, :, 0]
 
-        def read(h):
-            held["v"] = sfc._encode(saes[down.layer], h.float())
-            return h
-
-        edits = {up.layer: lambda h: saes[up.layer].decode(f_u) + e_u, down.layer: read}
-        with sfc.splice(model, edits, stop_at=down.layer):
-            model(ids)
-        return held["v"]
-
-    (jff, jfe), (jef, jee) = torch.autograd.functional.jacobian(downstream, (up.f, up.e), vectorize=True)
-    n = up.f.shape[0]
-    # downstream latent j <- upstream latent i: sum over prompts p, positions t (down), s (up)
-    ff = torch.einsum("ptj,ptjqsi,qsi->ji", down.gf, jff, up.df) / n
-    fe = torch.einsum("ptj,ptjqsk,qsk->j", down.gf, jfe, up.de) / n
-    ef = torch.einsum("ptk,ptkqsi,qsi->i", down.ge, jef, up.df) / n
-    ee = torch.einsum("ptk,ptkqsl,qsl->", down.ge, jee, up.de) / n
+    (jff, jfe), (jef, jee) = torch.autograd.functional.jacobian(
+        downstream, (task.clean[lat_u], task.clean[err_u]), vectorize=True)
+    g_f, g_e = task.grad[lat_d][..., 0], task.grad[err_d][:, :, 0]
+    d_f, d_e = task.delta[lat_u][..., 0], task.delta[err_u][:, :, 0]
+    n = ids.shape[0]
+    # downstream latent j <- upstream latent i: sum over prompts p, q and positions t (down), s (up)
+    ff = torch.einsum("ptj,ptjqsi,qsi->ji", g_f, jff[..., 0], d_f) / n
+    fe = torch.einsum("ptj,ptjqsak,qsk->j", g_f, jfe, d_e) / n
+    ef = torch.einsum("ptk,ptkqsi,qsi->i", g_e, jef[..., 0], d_f) / n
+    ee = torch.einsum("ptk,ptkqsal,qsl->", g_e, jee, d_e) / n
     return torch.cat([ff, ef[None]]), torch.cat([fe, ee[None]])
 
 
 def test_edge_scores_equal_a_brute_force_jacobian(tiny):
-    model, _, saes, pairs = tiny
-    nodes = sfc.task_nodes(model, saes, pairs, logit_diff, method="atp")
-    up, down = nodes[1], nodes[3]
-    latents = list(range(32))
-    rows_f, rows_e = sfc.edge_scores(model, saes, up, down, pairs.clean_ids, latents, down_error=True)
-    want_f, want_e = brute_force_edges(model, saes, up, down, pairs.clean_ids)
+    _, nodes, _, pairs = tiny
+    task = sfc.task_nodes(nodes, pairs, method="atp")
+    rows_f, rows_e = sfc.edge_scores(task, 1, 3, pairs.clean_ids, list(range(32)), down_error=True)
+    want_f, want_e = brute_force_edges(task, 1, 3, pairs.clean_ids)
     assert rows_f.abs().max() > 1e-3 and rows_e.abs().max() > 1e-4  # a real signal, not all zeros
     torch.testing.assert_close(rows_f, want_f, rtol=1e-3, atol=1e-5)
     torch.testing.assert_close(rows_e, want_e, rtol=1e-3, atol=1e-5)
 
 
 def test_atp_is_one_step_ig_and_ig_nearly_completes(tiny):
-    model, _, saes, pairs = tiny
-    atp = sfc.task_nodes(model, saes, pairs, logit_diff, method="atp")
-    ig1 = sfc.task_nodes(model, saes, pairs, logit_diff, method="ig", ig_steps=1)
-    for L in saes:
-        torch.testing.assert_close(atp[L].gf, ig1[L].gf, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(atp[L].ge, ig1[L].ge, rtol=1e-4, atol=1e-6)
-    # IG's completeness at one layer: the effects of its latents + error ~ m(patch there) - m(clean)
-    ig = sfc.task_nodes(model, saes, pairs, logit_diff, method="ig", ig_steps=16)
-    L = 3
-    feat, err = ig[L].scores()
+    _, nodes, saes, pairs = tiny
+    at = sfc.task_nodes(nodes, pairs, method="atp")
+    ig1 = sfc.task_nodes(nodes, pairs, method="ig", ig_steps=1)
+    for comp in nodes.components:
+        torch.testing.assert_close(at.grad[comp], ig1.grad[comp], rtol=1e-4, atol=1e-6)
+    reference = atp(nodes, pairs)  # circ-core's AtP: the same node effects
+    assert at.scores() == pytest.approx({k: reference[k] for k in at.scores()}, rel=1e-4, abs=1e-6)
+    # IG's completeness at one layer: its latents' + error's effects ~ m(layer patched) - m(clean)
+    ig = sfc.task_nodes(nodes, pairs, method="ig", ig_steps=16)
+    lat, err = ig.comps(3)
+    total = float(ig.effects(lat).sum() + ig.effects(err).sum())
     with torch.no_grad():
-        m_clean = float(logit_diff(model(pairs.clean_ids).logits, pairs).mean())
-        patched = ig[L].f + ig[L].df, ig[L].e + ig[L].de
-        with sfc.splice(model, {L: lambda h: saes[L].decode(patched[0]) + patched[1]}):
-            m_patch = float(logit_diff(model(pairs.clean_ids).logits, pairs).mean())
-    assert abs(float(feat.sum()) + err - (m_patch - m_clean)) < 0.05 * abs(m_patch - m_clean) + 1e-3
+        m_clean = float(logit_diff(nodes.model(pairs.clean_ids).logits, pairs).mean())
+        patched = {c: ig.clean[c] + ig.delta[c] for c in (lat, err)}
+        logits, _ = nodes.values(pairs.clean_ids, lambda c, v: patched.get(c, v))
+        m_patch = float(logit_diff(logits, pairs).mean())
+    assert abs(total - (m_patch - m_clean)) < 0.05 * abs(m_patch - m_clean) + 1e-3
 
 
 def test_thresholds_select_nodes_and_edges(tiny):
-    model, _, saes, pairs = tiny
-    nodes = sfc.task_nodes(model, saes, pairs, logit_diff, method="atp")
-    loose = sfc.sparse_feature_circuit(model, saes, pairs, logit_diff, tau_node=0.0, tau_edge=0.0, nodes=nodes)
+    _, nodes, _, pairs = tiny
+    task = sfc.task_nodes(nodes, pairs, method="atp")
+    loose = sfc.sparse_feature_circuit(nodes, pairs, tau_node=0.0, tau_edge=0.0, task=task)
     tau = sorted(abs(v) for v in loose.scores.values())[len(loose.scores) // 2]
-    tight = sfc.sparse_feature_circuit(model, saes, pairs, logit_diff, tau_node=tau, tau_edge=0.0, nodes=nodes)
-    assert all(abs(n["score"]) > tau for n in tight.nodes)
-    assert {n["id"] for n in tight.nodes} == {k for k, v in loose.scores.items() if abs(v) > tau}
+    tight = sfc.sparse_feature_circuit(nodes, pairs, tau_node=tau, tau_edge=0.0, task=task)
+    assert all(abs(n["score"]) >= tau for n in tight.nodes)
+    assert {n["id"] for n in tight.nodes} == {k for k, v in loose.scores.items() if abs(v) >= tau}
     assert 0 < len(tight.nodes) < len(loose.nodes)
     kept = {n["id"] for n in tight.nodes}
     assert tight.edges and all(e["source"] in kept and e["target"] in kept for e in tight.edges)
-    assert all(sfc.parse_node(e["target"])[0] == 3 and sfc.parse_node(e["source"])[0] == 1 for e in tight.edges)
+    assert all(e["source"].startswith("L1.") and e["target"].startswith("L3.") for e in tight.edges)
     t_edge = sorted(abs(e["score"]) for e in tight.edges)[len(tight.edges) // 2]
-    sparse = sfc.sparse_feature_circuit(model, saes, pairs, logit_diff, tau_node=tau, tau_edge=t_edge, nodes=nodes)
+    sparse = sfc.sparse_feature_circuit(nodes, pairs, tau_node=tau, tau_edge=t_edge, task=task)
     assert {(e["source"], e["target"]) for e in sparse.edges} == \
-        {(e["source"], e["target"]) for e in tight.edges if abs(e["score"]) > t_edge}
+        {(e["source"], e["target"]) for e in tight.edges if abs(e["score"]) >= t_edge}
     assert {n["kind"] for n in loose.nodes} == {"feature", "error"}
-    none = sfc.sparse_feature_circuit(model, saes, pairs, logit_diff, tau_node=1e9, tau_edge=0.0, nodes=nodes)
+    none = sfc.sparse_feature_circuit(nodes, pairs, tau_node=1e9, tau_edge=0.0, task=task)
     assert none.nodes == [] and none.edges == []
 
 
@@ -150,21 +147,19 @@ def planted():
     corrupt = clean.clone()
     corrupt[:, -1] = 40 + (torch.arange(n) + 3) % 8
     corrupt[:, 2] = torch.randint(60, 90, (n,), generator=gen)
-    pairs = SimpleNamespace(clean_ids=clean, corrupt_ids=corrupt, answer_ids=torch.full((n,), 97),
-                            wrong_ids=torch.full((n,), 98))
+    pairs = pairs_of(clean, corrupt, torch.full((n,), 97), torch.full((n,), 98))
     return model, {0: identity_sae(64), 2: identity_sae(64)}, pairs
 
 
 def test_planted_circuit_is_faithful_and_complete():
     model, saes, pairs = planted()
-    circuit = sfc.sparse_feature_circuit(model, saes, pairs, logit_diff, tau_node=1e-4, tau_edge=1e-4,
-                                         method="atp")
-    planted_ids = {sfc.node_id(L, i) for L in saes for i in (0, 1, 64, 65)}
+    nodes = sfc.check_saes(model, saes)
+    circuit = sfc.sparse_feature_circuit(nodes, pairs, tau_node=1e-4, tau_edge=1e-4, method="atp")
+    planted_ids = {f"L{L}.f{i}" for L in saes for i in (0, 1, 64, 65)}
     found = {n["id"] for n in circuit.nodes}
     assert found and found <= planted_ids  # nothing but the planted latents carries an effect
-    assert {sfc.parse_node(e["source"])[1] % 64 for e in circuit.edges} <= {0, 1}
-    curve = sfc.faithfulness_curve(model, saes, pairs, logit_diff, circuit.ranking(), counts=[0, len(found)])
-    empty, full = curve["rows"]
+    assert circuit.edges and {int(e["source"].split(".f")[1]) % 64 for e in circuit.edges} <= {0, 1}
+    empty, full = sfc.faithfulness_curve(nodes, pairs, circuit.ranking(), counts=[0, len(found)])
     assert full["faithfulness"] == pytest.approx(1.0, abs=1e-4)
     assert full["completeness"] == pytest.approx(0.0, abs=1e-4)
     assert empty["faithfulness"] == pytest.approx(0.0, abs=1e-6)
@@ -172,21 +167,21 @@ def test_planted_circuit_is_faithful_and_complete():
 
 
 def test_bad_input_fails_in_one_line(tiny):
-    model, _, saes, pairs = tiny
+    model, nodes, saes, pairs = tiny
     cases = [
         (dict(tau_node=-0.1), "tau_node"), (dict(tau_edge=float("nan")), "tau_edge"),
-        (dict(method="eap"), "method"), (dict(ig_steps=0), "ig_steps"),
+        (dict(method="eap"), "method"), (dict(ig_steps=0), "ig_steps"), (dict(metric="nope"), "metric"),
     ]
     for kw, word in cases:
         with pytest.raises(ValueError, match=word) as err:
-            sfc.sparse_feature_circuit(model, saes, pairs, logit_diff, **kw)
+            sfc.sparse_feature_circuit(nodes, pairs, **kw)
         assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match=">= 2"):
-        sfc.sparse_feature_circuit(model, {1: saes[1]}, pairs, logit_diff)
-    with pytest.raises(ValueError, match="d_model=64"):
+        sfc.check_saes(model, {1: saes[1]})
+    with pytest.raises(ValueError, match="width is 64"):
         sfc.check_saes(model, {1: saes[1], 2: random_sae(32, 16, 0)})
-    with pytest.raises(ValueError, match="block 2"):
-        sfc.check_saes(model, saes, {1: "out/tiny_sae/blocks.2.hook_resid_post", 3: "x"})
-    assert sfc.check_saes(model, saes, {1: "r/blocks.2.hook_resid_pre", 3: "r/blocks.3.hook_resid_post"}) == [1, 3]
+    with pytest.raises(ValueError, match="after block 2"):
+        sfc.check_saes(model, saes, {1: "blocks.2.hook_resid_post", 3: ""})
+    assert sfc.check_saes(model, saes, {1: "blocks.2.hook_resid_pre", 3: "blocks.3.hook_resid_post"}).saes.keys() == {1, 3}
     with pytest.raises(ValueError, match="out of range"):
         sfc.check_saes(model, {1: saes[1], 9: saes[3]})

@@ -14,57 +14,40 @@ Scores are averaged over prompts and summed over positions; the patch is the cor
 from __future__ import annotations
 
 import math
-import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from .. import hooks
-from ..models import d_model, model_device
+from .circuit_json import node_entries
+from .metrics import get_metric
+from .nodes import Component, Nodes, check_sae_layer
+from .patching import faithfulness
+from .tasks import PromptPairs
 
 NODE_METHODS = ("atp", "ig")
-ERROR = "error"
-_HOOK = re.compile(r"blocks\.(\d+)\.hook_resid_(post|pre)")
 
 
 # ----------------------------------------------------------------------------- checks
 
 
-def hook_layer(where: str) -> int | None:
-    """The block whose output an SAE reads, from its source's SAELens hook name ("blocks.L.hook_resid_post"
-    -> L, "blocks.L.hook_resid_pre" -> L - 1, as resid_pre of L is what block L - 1 writes); None if the
-    source names no hook (a plain folder)."""
-    hits = _HOOK.findall(str(where))
-    if not hits:
-        return None
-    layer, kind = hits[-1]
-    return int(layer) - (kind == "pre")
-
-
-def check_saes(model, saes: Mapping[int, object], sources: Mapping[int, str] | None = None) -> list[int]:
-    """The SAE layers in order, after checking there are >= 2, each reads this model's d_model and (where a
-    source names its hook) the layer it is spliced at; a bad one raises a one-line ValueError."""
+def check_saes(model, saes: Mapping[int, object], sae_ids: Mapping[int, str] | None = None) -> Nodes:
+    """The SAE node set (nodes.Nodes: every latent and the error node of each SAE layer), after checking there
+    are >= 2 layers, each SAE reads this model's d_model and (where its id names a hook) the layer it is
+    spliced at; a bad one raises a one-line ValueError."""
     if not isinstance(saes, Mapping) or len(saes) < 2:
         n = len(saes) if isinstance(saes, Mapping) else 0
         raise ValueError(f"saes has {n} layer(s): a sparse feature circuit needs SAEs at >= 2 residual layers "
                          "(give LAYERS two or more layers, one SAE each)")
-    width = d_model(model)
-    layers = hooks.resolve_layers(sorted(int(k) for k in saes), model, name="saes layer")
-    if len(set(layers)) != len(layers) or layers != sorted(layers):
-        raise ValueError(f"saes names the same layer twice ({sorted(saes)}); give one SAE per layer")
-    for layer, key in zip(layers, sorted(saes, key=int)):
-        d_in = saes[key].cfg.d_in
-        if d_in != width:
-            raise ValueError(f"the SAE for layer {layer} reads d_in={d_in} but this model's residual is "
-                             f"d_model={width}: load the SAE trained for this model")
-        read = hook_layer((sources or {}).get(key, ""))
-        if read is not None and read != layer:
-            raise ValueError(f"the SAE for layer {layer} was trained on block {read}'s output "
-                             f"({(sources or {})[key]}): splice it at layer {read} or load the SAE for {layer}")
-    return layers
+    for layer, sae_id in (sae_ids or {}).items():
+        check_sae_layer(sae_id, int(layer))
+    nodes = Nodes(model, saes=dict(saes))
+    if len(nodes.saes) < 2:
+        raise ValueError(f"saes names one layer twice ({list(saes)}, negatives count from the end); give one SAE "
+                         "per layer")
+    return nodes
 
 
 def check_tau(name: str, value) -> float:
@@ -75,191 +58,133 @@ def check_tau(name: str, value) -> float:
     return float(value)
 
 
-# ----------------------------------------------------------------------------- node ids
-
-
-def node_id(layer: int, index: int | str) -> str:
-    """ "L3.f2503" for latent 2503 of layer 3's SAE, "L3.error" for its error node."""
-    return f"L{layer}.{ERROR}" if index == ERROR else f"L{layer}.f{int(index)}"
-
-
-def parse_node(nid: str) -> tuple[int, int | str]:
-    """(layer, latent index or "error") of a node id."""
-    m = re.fullmatch(r"L(\d+)\.(?:f(\d+)|(error))", nid)
-    if not m:
-        raise ValueError(f"node id {nid!r} is not 'L<layer>.f<latent>' or 'L<layer>.error'")
-    return int(m[1]), (ERROR if m[3] else int(m[2]))
-
-
-# ----------------------------------------------------------------------------- the splice
-# TODO(merge into circuits.nodes): a minimal SAE splice kept here until circ-core's lands.
-
-
-class _Stop(Exception):
-    """Ends a forward once the deepest layer a computation needs has been read."""
-
-
-def _encode(sae, h: Tensor) -> tuple[Tensor, Tensor]:
-    """(latents f [.., d_sae], error e [.., d_model]) with h = decode(f) + e exactly."""
-    f = sae.encode(h)
-    return f, h - sae.decode(f).to(h.dtype)
-
-
-@contextmanager
-def splice(model, edits: Mapping[int, Callable[[Tensor], Tensor]], stop_at: int | None = None) -> Iterator[None]:
-    """Within the block, layer L's residual h becomes edits[L](h); a forward ends (silently) after layer
-    stop_at's edit when given."""
-    def wrap(layer, fn):
-        def edit(h):
-            out = fn(h)
-            if layer == stop_at:
-                raise _Stop
-            return out
-        return edit
-
-    with hooks.edit_residual(model, {layer: wrap(layer, fn) for layer, fn in edits.items()}):
-        try:
-            yield
-        except _Stop:
-            pass
-
-
 # ----------------------------------------------------------------------------- node values and gradients
 
 
 @dataclass
-class LayerNodes:
-    """One SAE layer's nodes on the task: clean values, patch - clean deltas, and the metric's gradient
-    (AtP: at clean; IG: averaged along the path), each [n, T, d_sae] for latents, [n, T, d_model] for error."""
+class TaskNodes:
+    """The SAE nodes on a task: clean values, corrupt - clean deltas and the metric's gradient (AtP: at the
+    clean run; IG: averaged along the path) per component ([n, T, d_sae, 1] latents, [n, T, 1, d] error)."""
 
-    layer: int
-    f: Tensor
-    e: Tensor
-    df: Tensor
-    de: Tensor
-    gf: Tensor | None = None
-    ge: Tensor | None = None
+    nodes: Nodes
+    clean: dict[Component, Tensor]
+    delta: dict[Component, Tensor]
+    grad: dict[Component, Tensor]
+    method: str
 
-    def scores(self) -> tuple[Tensor, float]:
-        """(each latent's effect [d_sae], the error node's effect): sum over positions, mean over prompts."""
-        n = self.f.shape[0]
-        feat = (self.gf * self.df).sum((0, 1)) / n
-        err = float((self.ge * self.de).sum()) / n
-        return feat, err
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.nodes.saes)
 
+    def comps(self, layer: int) -> tuple[Component, Component]:
+        """(latents, error) components of an SAE layer."""
+        found = {c.kind: c for c in self.nodes.components if c.layer == layer}
+        return found["latents"], found["error"]
 
-@torch.no_grad()
-def layer_values(model, saes: Mapping[int, object], ids: Tensor) -> dict[int, tuple[Tensor, Tensor]]:
-    """{layer: (latents, error)} of one forward over ids (no gradient)."""
-    layers = sorted(saes)
-    with hooks.read_residuals(model, layers, stop_after_deepest=True) as acts:
-        model(ids.to(model_device(model)))
-    return {L: _encode(saes[L], acts[L].float()) for L in layers}
+    def effects(self, comp: Component) -> Tensor:
+        """Each node's effect [N]: grad . delta summed over positions and the node's numbers, mean over prompts."""
+        return (self.grad[comp].float() * self.delta[comp].float()).sum((1, 3)).mean(0)
 
-
-def _metric_sum(model, ids: Tensor, pairs, metric) -> Tensor:
-    logits = model(ids.to(model_device(model))).logits
-    return metric(logits, pairs).sum()
-
-
-def atp_grads(model, saes: Mapping[int, object], nodes: Mapping[int, LayerNodes], pairs, metric) -> None:
-    """Fill each layer's gf / ge with dm/df and dm/de at the clean run (one backward for every layer): the
-    forward is unchanged and the gradient passes each splice as through the residual, so an upstream
-    node's gradient holds every downstream path."""
-    leaves: dict[int, tuple[Tensor, Tensor]] = {}
-
-    def edit(layer):
-        def fn(h):
-            f = nodes[layer].f.detach().clone().requires_grad_(True)
-            e = nodes[layer].e.detach().clone().requires_grad_(True)
-            leaves[layer] = (f, e)
-            x_hat = saes[layer].decode(f).to(h.dtype)
-            return h + (x_hat - x_hat.detach()) + (e - e.detach()).to(h.dtype)
-        return fn
-
-    with torch.enable_grad(), splice(model, {L: edit(L) for L in nodes}):
-        m = _metric_sum(model, pairs.clean_ids, pairs, metric)
-        flat = [t for L in nodes for t in leaves[L]]
-        grads = torch.autograd.grad(m, flat, allow_unused=True)
-    for i, L in enumerate(nodes):
-        gf, ge = grads[2 * i], grads[2 * i + 1]
-        nodes[L].gf = torch.zeros_like(nodes[L].f) if gf is None else gf
-        nodes[L].ge = torch.zeros_like(nodes[L].e) if ge is None else ge
+    def scores(self) -> dict[str, float]:
+        """{node id: effect} of every latent with a non-zero effect and every error node."""
+        out: dict[str, float] = {}
+        for comp in self.nodes.components:
+            eff = self.effects(comp)
+            keep = range(comp.n) if comp.kind == "error" else torch.nonzero(eff).flatten().tolist()
+            out.update({comp.node_id(i): float(eff[i]) for i in keep})
+        return out
 
 
-def ig_grads(model, saes: Mapping[int, object], nodes: Mapping[int, LayerNodes], pairs, metric, steps: int = 10) -> None:
-    """Fill gf / ge with integrated-gradient averages: for each layer alone, the latents and error at
-    clean + alpha (patch - clean), alpha = 0, 1/N, ..., (N-1)/N (the paper's left Riemann sum), the
-    other layers running as the model does; N forwards and backwards per layer."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"ig_steps = {steps!r}: must be a whole number >= 1 (the paper uses 10)")
-    for L, node in nodes.items():
-        gf, ge = torch.zeros_like(node.f), torch.zeros_like(node.e)
+def _metric_sum(metric: str, logits: Tensor, pairs: PromptPairs) -> Tensor:
+    return get_metric(metric)(logits, pairs, clean_logits=logits.detach()).sum()
+
+
+def _atp_grads(nodes: Nodes, pairs: PromptPairs, metric: str) -> dict[Component, Tensor]:
+    """dm/d(value) of every component at the clean run, one backward (the splice passes the gradient on
+    as the residual would, so an upstream node's gradient holds every downstream path)."""
+    logits, clean = nodes.values(pairs.clean_ids, grad=True)
+    with torch.enable_grad():
+        grads = torch.autograd.grad(_metric_sum(metric, logits, pairs), list(clean.values()), allow_unused=True)
+    return {c: torch.zeros_like(v) if g is None else g.detach() for (c, v), g in zip(clean.items(), grads)}
+
+
+def _ig_grads(task: TaskNodes, pairs: PromptPairs, metric: str, steps: int) -> dict[Component, Tensor]:
+    """Integrated-gradient averages as the paper takes them: one SAE layer at a time, its latents AND error
+    together at clean + alpha (patch - clean), alpha = 0, 1/N, ..., (N-1)/N (left Riemann, alpha = 0 the clean
+    run), the other layers left to the forward; N forwards and backwards per layer. (attribution.
+    integrated_gradients moves one component at a time; SFC moves a layer's two together.)"""
+    out: dict[Component, Tensor] = {}
+    for layer in task.layers:
+        pair = task.comps(layer)
+        sums = {c: torch.zeros_like(task.clean[c], dtype=torch.float32) for c in pair}
         for step in range(steps):
             alpha = step / steps
-            f = (node.f + alpha * node.df).detach().requires_grad_(True)
-            e = (node.e + alpha * node.de).detach().requires_grad_(True)
-            with torch.enable_grad(), splice(model, {L: lambda h, f=f, e=e, L=L: saes[L].decode(f).to(h.dtype)
-                                                     + e.to(h.dtype)}):
-                m = _metric_sum(model, pairs.clean_ids, pairs, metric)
-                g = torch.autograd.grad(m, [f, e], allow_unused=True)
-            gf += g[0] if g[0] is not None else 0
-            ge += g[1] if g[1] is not None else 0
-        node.gf, node.ge = gf / steps, ge / steps
+
+            def edit(c, v, alpha=alpha):
+                if c not in pair:
+                    return v
+                return (task.clean[c] + alpha * task.delta[c]).to(v.dtype).detach().requires_grad_(True)
+
+            logits, vals = task.nodes.values(pairs.clean_ids, edit, grad=True)
+            with torch.enable_grad():
+                grads = torch.autograd.grad(_metric_sum(metric, logits, pairs), [vals[c] for c in pair],
+                                            allow_unused=True)
+            for c, g in zip(pair, grads):
+                if g is not None:
+                    sums[c] += g.float()
+        out.update({c: sums[c] / steps for c in pair})
+    return out
 
 
-def task_nodes(model, saes: Mapping[int, object], pairs, metric, *, method: str = "ig",
-               ig_steps: int = 10) -> dict[int, LayerNodes]:
-    """Every SAE layer's nodes on the task (clean values, corrupt - clean deltas) with method's gradients."""
+def task_nodes(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff", *, method: str = "ig",
+               ig_steps: int = 10) -> TaskNodes:
+    """Every SAE node on the task (clean values, corrupt - clean deltas) with `method`'s gradients."""
+    get_metric(metric)
     if method not in NODE_METHODS:
         raise ValueError(f"method = {method!r}: use one of {NODE_METHODS} ('ig' as the paper, 'atp' the fast "
                          "first-order one)")
-    clean = layer_values(model, saes, pairs.clean_ids)
-    corrupt = layer_values(model, saes, pairs.corrupt_ids)
-    nodes = {L: LayerNodes(L, clean[L][0], clean[L][1], corrupt[L][0] - clean[L][0], corrupt[L][1] - clean[L][1])
-             for L in sorted(saes)}
-    if method == "atp":
-        atp_grads(model, saes, nodes, pairs, metric)
-    else:
-        ig_grads(model, saes, nodes, pairs, metric, ig_steps)
-    return nodes
+    if isinstance(ig_steps, bool) or not isinstance(ig_steps, int) or ig_steps < 1:
+        raise ValueError(f"ig_steps = {ig_steps!r}: must be a whole number >= 1 (the paper uses 10)")
+    _, clean = nodes.values(pairs.clean_ids)
+    _, corrupt = nodes.values(pairs.corrupt_ids)
+    task = TaskNodes(nodes, clean, {c: corrupt[c] - clean[c] for c in clean}, {}, method)
+    task.grad = _atp_grads(nodes, pairs, metric) if method == "atp" else _ig_grads(task, pairs, metric, ig_steps)
+    return task
 
 
 # ----------------------------------------------------------------------------- edges
 
 
-def edge_scores(model, saes: Mapping[int, object], up: LayerNodes, down: LayerNodes, ids: Tensor,
-                down_latents: Sequence[int], down_error: bool = True) -> tuple[Tensor, Tensor]:
-    """Edge effects from every node of SAE layer up.layer to the chosen nodes of down.layer (a later one):
-    (latent rows [len(down_latents) + down_error, d_sae], error column [same]) where row r, column i is
-    sum_positions dm/dd_r . dd_r/du_i . Delta u_i averaged over prompts, d_r the r-th chosen downstream
-    node (its error node last). One backward pass per downstream node: the gradient-weighted downstream
-    value (dm/dd . d, the error's contracted over d_model) back-propagated to all upstream nodes."""
-    if down.layer <= up.layer:
-        raise ValueError(f"edges run from an earlier layer to a later one, got {up.layer} -> {down.layer}")
-    f_u = up.f.detach().clone().requires_grad_(True)
-    e_u = up.e.detach().clone().requires_grad_(True)
-    held: dict[str, Tensor] = {}
-
-    def read_down(h):
-        held["f"], held["e"] = _encode(saes[down.layer], h.float())
-        return h
-
-    edits = {up.layer: lambda h: saes[up.layer].decode(f_u).to(h.dtype) + e_u.to(h.dtype), down.layer: read_down}
-    n = up.f.shape[0]
+def edge_scores(task: TaskNodes, up: int, down: int, ids: Tensor, down_latents: Sequence[int],
+                down_error: bool = True) -> tuple[Tensor, Tensor]:
+    """Edge effects from every node of SAE layer `up` to the chosen nodes of a later SAE layer `down`:
+    (latent columns [R, d_sae], error column [R]) with R = len(down_latents) + down_error rows; row r,
+    column i is sum_positions dm/dd_r . dd_r/du_i . Delta u_i averaged over prompts (d_r the r-th chosen
+    downstream node, its error node last). One backward pass per downstream node: the gradient-weighted
+    downstream value (dm/dd . d, the error's contracted over d_model) back-propagated to every upstream node."""
+    if down <= up:
+        raise ValueError(f"edges run from an earlier SAE layer to a later one, got {up} -> {down}")
+    nodes, model = task.nodes, task.nodes.model
+    lat_u, err_u = task.comps(up)
+    lat_d, err_d = task.comps(down)
+    leaves = {c: task.clean[c].detach().clone().requires_grad_(True) for c in (lat_u, err_u)}
+    n = ids.shape[0]
     rows_f, rows_e = [], []
     with torch.enable_grad():
-        with splice(model, edits, stop_at=down.layer):
-            model(ids.to(model_device(model)))
-        targets = [(down.gf[..., j] * held["f"][..., j]).sum() for j in down_latents]
+        with nodes.hooked(lambda c, v: leaves[c].to(v.dtype) if c in leaves else v) as rec, \
+                hooks.read_residuals(model, [down], stop_after_deepest=True):
+            model(ids.to(task.clean[lat_u].device))
+        targets = [(task.grad[lat_d][:, :, j] * rec[lat_d][:, :, j]).sum() for j in down_latents]
         if down_error:
-            targets.append((down.ge * held["e"]).sum())
+            targets.append((task.grad[err_d] * rec[err_d]).sum())
         for r, target in enumerate(targets):
-            g_f, g_e = torch.autograd.grad(target, [f_u, e_u], retain_graph=r < len(targets) - 1, allow_unused=True)
-            rows_f.append((g_f * up.df).sum((0, 1)) / n if g_f is not None else torch.zeros_like(up.df[0, 0]))
-            rows_e.append((g_e * up.de).sum() / n if g_e is not None else up.de.new_zeros(()))
+            g_f, g_e = torch.autograd.grad(target, [leaves[lat_u], leaves[err_u]],
+                                           retain_graph=r < len(targets) - 1, allow_unused=True)
+            d_f, d_e = task.delta[lat_u].float(), task.delta[err_u].float()
+            rows_f.append((g_f.float() * d_f).sum((0, 1, 3)) / n if g_f is not None else d_f.new_zeros(lat_u.n))
+            rows_e.append((g_e.float() * d_e).sum() / n if g_e is not None else d_e.new_zeros(()))
     if not rows_f:
-        return up.df.new_zeros(0, up.df.shape[-1]), up.de.new_zeros(0)
+        return task.delta[lat_u].new_zeros(0, lat_u.n), task.delta[lat_u].new_zeros(0)
     return torch.stack(rows_f).detach(), torch.stack(rows_e).detach()
 
 
@@ -268,116 +193,62 @@ def edge_scores(model, saes: Mapping[int, object], up: LayerNodes, down: LayerNo
 
 @dataclass
 class FeatureCircuit:
-    """A thresholded sparse feature circuit: kept nodes and edges in CircuitData's shape, plus every
-    active node's score (the ranking the faithfulness curve sweeps)."""
+    """A thresholded sparse feature circuit: kept nodes and edges in CircuitData's shape, plus every scored
+    node (the ranking the faithfulness curve sweeps)."""
 
     layers: list[int]
     nodes: list[dict]
     edges: list[dict]
-    scores: dict[str, float]  # every node with a non-zero score, and every error node
+    scores: dict[str, float]  # every latent with a non-zero effect, and every error node
     tau_node: float
     tau_edge: float
-    method: str
+    metric: str
     prompts_n: int
     meta: dict = field(default_factory=dict)
 
     def ranking(self) -> list[str]:
-        """Every scored node id, largest |score| first (ties by id, so the order is reproducible)."""
+        """Every scored node id, largest |effect| first (ties by id, so the order is reproducible)."""
         return sorted(self.scores, key=lambda k: (-abs(self.scores[k]), k))
 
-    def circuit_data(self, **meta) -> dict:
-        """The CircuitData dict (circuit.json's shape)."""
-        return {"nodes": self.nodes, "edges": self.edges, "prompts_n": self.prompts_n, "tau_node": self.tau_node,
-                "tau_edge": self.tau_edge, "method": "atp-ig" if self.method == "ig" else "atp",
-                **self.meta, **meta}
+    def circuit_data(self) -> dict:
+        """write_circuit's keyword arguments: nodes, edges, metric, prompts_n, tau_node, tau_edge, method, ..."""
+        return dict(nodes=self.nodes, edges=self.edges, metric=self.metric, prompts_n=self.prompts_n,
+                    tau_node=self.tau_node, tau_edge=self.tau_edge, method="sfc", **self.meta)
 
 
-def _node(layer: int, index, score: float, names: Mapping[str, str] | None) -> dict:
-    nid = node_id(layer, index)
-    out = {"id": nid, "layer": f"L{layer}", "score": float(score), "kind": ERROR if index == ERROR else "feature"}
-    if names and nid in names:
-        out["name"] = names[nid]
-    return out
-
-
-def sparse_feature_circuit(model, saes: Mapping[int, object], pairs, metric: Callable, *, tau_node: float = 0.1,
+def sparse_feature_circuit(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff", *, tau_node: float = 0.1,
                            tau_edge: float = 0.01, method: str = "ig", ig_steps: int = 10,
-                           sources: Mapping[int, str] | None = None, names: Mapping[str, str] | None = None,
-                           nodes: Mapping[int, LayerNodes] | None = None) -> FeatureCircuit:
-    """The Marks et al. circuit for `pairs` (clean_ids / corrupt_ids [n, T]) under metric(logits, pairs) -> [n]:
-    node effects by `method`, nodes with |effect| > tau_node kept (error nodes too), edges between kept nodes
-    of consecutive SAE layers with |effect| > tau_edge. `nodes` reuses a task_nodes result."""
-    layers = check_saes(model, saes, sources)
+                           names: Mapping[str, str] | None = None, task: TaskNodes | None = None) -> FeatureCircuit:
+    """The Marks et al. circuit of `pairs` on the SAE nodes of `nodes` (check_saes): node effects by `method`,
+    nodes with |effect| >= tau_node kept (error nodes too), then the edges between kept nodes of consecutive
+    SAE layers with |effect| >= tau_edge (and non-zero). `task` reuses a task_nodes result."""
     tau_node, tau_edge = check_tau("tau_node", tau_node), check_tau("tau_edge", tau_edge)
-    saes = {L: saes[k] for L, k in zip(layers, sorted(saes, key=int))}
-    if nodes is None:
-        nodes = task_nodes(model, saes, pairs, metric, method=method, ig_steps=ig_steps)
-    scores: dict[str, float] = {}
-    kept: dict[int, list[int]] = {}
-    keep_err: dict[int, bool] = {}
-    out_nodes: list[dict] = []
-    for L in layers:
-        feat, err = nodes[L].scores()
-        active = torch.nonzero(feat).flatten().tolist()
-        scores.update({node_id(L, i): float(feat[i]) for i in active})
-        scores[node_id(L, ERROR)] = err
-        kept[L] = [i for i in sorted(active, key=lambda i: -abs(float(feat[i]))) if abs(float(feat[i])) > tau_node]
-        keep_err[L] = abs(err) > tau_node
-        out_nodes += [_node(L, i, feat[i], names) for i in kept[L]]
-        if keep_err[L]:
-            out_nodes.append(_node(L, ERROR, err, names))
-    out_edges: list[dict] = []
-    for lu, ld in zip(layers, layers[1:]):
-        rows_f, rows_e = edge_scores(model, saes, nodes[lu], nodes[ld], pairs.clean_ids, kept[ld], keep_err[ld])
-        targets = [node_id(ld, j) for j in kept[ld]] + ([node_id(ld, ERROR)] if keep_err[ld] else [])
-        for r, tgt in enumerate(targets):
-            cells = [(node_id(lu, i), float(rows_f[r, i])) for i in kept[lu]]
-            if keep_err[lu]:
-                cells.append((node_id(lu, ERROR), float(rows_e[r])))
-            out_edges += [{"source": s, "target": tgt, "score": v} for s, v in cells if abs(v) > tau_edge]
-    return FeatureCircuit(layers, out_nodes, out_edges, scores, tau_node, tau_edge, method, int(pairs.clean_ids.shape[0]),
-                          meta={"ig_steps": ig_steps} if method == "ig" else {})
+    if len(nodes.saes) < 2:
+        raise ValueError(f"the node set has SAEs at {len(nodes.saes)} layer(s): a sparse feature circuit needs >= 2")
+    if task is None:
+        task = task_nodes(nodes, pairs, metric, method=method, ig_steps=ig_steps)
+    scores = task.scores()
+    kept = node_entries(scores, nodes.kinds(), tau=tau_node, names=dict(names or {}))
+    kept_ids = {e["id"] for e in kept}
+    edges: list[dict] = []
+    for up, down in zip(task.layers, task.layers[1:]):
+        lat_u, err_u = task.comps(up)
+        lat_d, err_d = task.comps(down)
+        d_lat = [i for i in range(lat_d.n) if lat_d.node_id(i) in kept_ids]
+        d_err = err_d.node_id(0) in kept_ids
+        u_lat = [i for i in range(lat_u.n) if lat_u.node_id(i) in kept_ids]
+        u_err = err_u.node_id(0) in kept_ids
+        rows_f, rows_e = edge_scores(task, up, down, pairs.clean_ids, d_lat, d_err)
+        targets = [lat_d.node_id(j) for j in d_lat] + ([err_d.node_id(0)] if d_err else [])
+        for r, target in enumerate(targets):
+            cells = [(lat_u.node_id(i), float(rows_f[r, i])) for i in u_lat]
+            cells += [(err_u.node_id(0), float(rows_e[r]))] if u_err else []
+            edges += [{"source": s, "target": target, "score": v} for s, v in cells if v != 0 and abs(v) >= tau_edge]
+    meta = {"node_method": method, **({"ig_steps": ig_steps} if method == "ig" else {})}
+    return FeatureCircuit(task.layers, kept, edges, scores, tau_node, tau_edge, metric, len(pairs), meta)
 
 
 # ----------------------------------------------------------------------------- faithfulness and completeness
-
-
-@torch.no_grad()
-def mean_values(model, saes: Mapping[int, object], ids: Tensor) -> dict[int, tuple[Tensor, Tensor]]:
-    """{layer: (mean latents [T, d_sae], mean error [T, d_model])} over the prompts, per position: what a
-    mean-ablated node is set to."""
-    return {L: (f.mean(0), e.mean(0)) for L, (f, e) in layer_values(model, saes, ids).items()}
-
-
-@torch.no_grad()
-def ablated_metric(model, saes: Mapping[int, object], pairs, metric, circuit: set[str] | None,
-                   means: Mapping[int, tuple[Tensor, Tensor]], *, complement: bool = False) -> float:
-    """The mean metric on the clean prompts with every node outside `circuit` mean-ablated at every SAE
-    layer (complement=True: the circuit's nodes ablated, every other kept; circuit=None: the unablated
-    model). A kept latent takes the value its SAE reads from the residual as it arrives (upstream
-    ablations included), so later layers see the edited residual."""
-    ids = pairs.clean_ids.to(model_device(model))
-    if circuit is None:
-        return float(metric(model(ids).logits, pairs).float().mean())
-    members = [parse_node(nid) for nid in circuit]
-    edits = {}
-    for L, sae in saes.items():
-        mean_f, mean_e = means[L]
-        mask = torch.full((mean_f.shape[-1],), complement, dtype=torch.bool, device=mean_f.device)
-        idx = [i for lay, i in members if lay == L and i != ERROR]
-        if idx:
-            mask[idx] = not complement
-        keep_e = (node_id(L, ERROR) in circuit) != complement
-
-        def edit(h, sae=sae, mask=mask, keep_e=keep_e, mean_f=mean_f, mean_e=mean_e):
-            f, e = _encode(sae, h.float())
-            f = torch.where(mask, f, mean_f.to(f.dtype))
-            e = e if keep_e else mean_e.to(e.dtype).expand_as(e)
-            return sae.decode(f).to(h.dtype) + e.to(h.dtype)
-
-        edits[L] = edit
-    with hooks.edit_residual(model, edits):
-        return float(metric(model(ids).logits, pairs).float().mean())
 
 
 def default_counts(n: int) -> list[int]:
@@ -389,25 +260,17 @@ def default_counts(n: int) -> list[int]:
     return out + [n] if n else out
 
 
-def faithfulness_curve(model, saes: Mapping[int, object], pairs, metric, ranking: Sequence[str],
-                       counts: Sequence[int] | None = None) -> dict:
-    """Faithfulness F(C) = (m(C) - m(empty)) / (m(M) - m(empty)) of the top-k nodes of `ranking` alone and
-    completeness F(M minus C) of the model without them, for each k in counts, under mean ablation over
-    the clean prompts. m(M): the whole model; m(empty): every node at each SAE layer mean-ablated."""
-    saes = dict(sorted(saes.items()))
-    means = mean_values(model, saes, pairs.clean_ids)
-    m_full = ablated_metric(model, saes, pairs, metric, None, means)
-    m_empty = ablated_metric(model, saes, pairs, metric, set(), means)
-    span = m_full - m_empty
-    if abs(span) < 1e-8:
-        raise ValueError(f"the whole model's metric ({m_full:.4g}) equals the all-ablated one ({m_empty:.4g}): "
-                         "faithfulness is undefined on this task; use more or other prompts")
+def faithfulness_curve(nodes: Nodes, pairs: PromptPairs, ranking: Sequence[str], counts: Sequence[int] | None = None,
+                       metric: str = "logit_diff") -> list[dict]:
+    """For each k in counts (default_counts): the faithfulness of the top-k nodes of `ranking` alone,
+    F(C) = (m(C) - m(empty)) / (m(M) - m(empty)) with every other SAE node mean-ablated (patching.faithfulness),
+    and the completeness F(M minus C) of the model with those k nodes mean-ablated (near 0: nothing left does
+    the task). Means per position over the clean prompts."""
     counts = default_counts(len(ranking)) if counts is None else sorted({min(int(k), len(ranking)) for k in counts})
     rows = []
     for k in counts:
         circuit = set(ranking[:k])
-        rows.append({"n_nodes": k,
-                     "faithfulness": (ablated_metric(model, saes, pairs, metric, circuit, means) - m_empty) / span,
-                     "completeness": (ablated_metric(model, saes, pairs, metric, circuit, means, complement=True) - m_empty)
-                     / span})
-    return {"metric_full": m_full, "metric_empty": m_empty, "rows": rows}
+        rest = [i for i in nodes.ids if i not in circuit]
+        rows.append({"n_nodes": k, "faithfulness": faithfulness(nodes, pairs, circuit, metric=metric),
+                     "completeness": faithfulness(nodes, pairs, rest, metric=metric)})
+    return rows
