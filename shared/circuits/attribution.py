@@ -155,7 +155,13 @@ def atp_star(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ab
             drop = {c: total[c] / max(L - 1, 1) for c in comps}
     score = {c: (torch.sign(fixed[c].cpu()) * drop[c] if use_graddrop else fixed[c]) for c in comps}
     return AtPStar(_ids_scores(score), _ids_scores(base), _ids_scores(fixed), _ids_scores(drop),
-                   dict(metric=metric, ablation=ablation, use_qk_fix=use_qk_fix, use_graddrop=use_graddrop))
+                   dict(metric=metric, ablation=ablation, use_qk_fix=use_qk_fix, use_graddrop=use_graddrop,
+                        qk_fix_layers=qk_layers, qk_fix_not_applicable=_linear_layers(model) if use_qk_fix else []))
+
+
+def _linear_layers(model) -> list[int]:
+    """Layers with linear attention (no softmax: the QK fix is not applicable there)."""
+    return [layer for layer in range(len(decoder_layers(model))) if not attention(model, layer)[1]]
 
 
 def _qk_score(d_attn: torch.Tensor, grad_a: torch.Tensor) -> torch.Tensor:

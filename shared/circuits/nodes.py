@@ -137,6 +137,16 @@ def _qk_site(model, layer: int, which: str):
     return proj, n, extract, insert
 
 
+def softmax_layers(model) -> list[int]:
+    """The layers whose attention is a softmax (where query/key nodes and the QK fix apply)."""
+    return [layer for layer in range(len(decoder_layers(model))) if attention(model, layer)[1]]
+
+
+# SAELens releases trained on TransformerLens' centred residual stream (center_writing_weights): the
+# transformers residual minus its mean over d_model is what these SAEs read.
+CENTRED_RELEASES = ("gpt2-small-res-jb",)
+
+
 def sae_layer_from_id(sae_id: str) -> int | None:
     """The block whose output an SAE id reads ("blocks.8.hook_resid_pre" -> 7, "...resid_post" -> 8,
     "layer_12/..." -> 12), or None when the id does not say."""
@@ -164,11 +174,14 @@ class Nodes:
 
     heads, mlps, qk: layer specs (hooks.resolve_layers forms) or None; saes: {layer: SAE} for residual
     SAEs read at block `layer`'s output (an SAE whose d_in is not the model's width is refused). qk adds
-    a "q" and a "k" component per layer (softmax attention only).
+    a "q" and a "k" component per layer (softmax attention only). centre_sae_input: the SAEs read
+    x − mean(x) over d_model (CENTRED_RELEASES); the error term keeps the splice exact either way.
     """
 
-    def __init__(self, model, *, heads=None, mlps=None, qk=None, saes: dict | None = None):
+    def __init__(self, model, *, heads=None, mlps=None, qk=None, saes: dict | None = None,
+                 centre_sae_input: bool = False):
         self.model = model
+        self.centre_sae_input = centre_sae_input
         n_layers = len(decoder_layers(model))
         layers = lambda spec, name: [] if spec is None else hooks.resolve_layers(spec, n_layers, dedupe=True, name=name)  # noqa: E731
         self.saes = {}
@@ -280,7 +293,7 @@ class Nodes:
 
             def fn(x):
                 xs = x.to(sae.dtype)
-                f = sae.encode(xs)
+                f = sae.encode(xs - xs.mean(-1, keepdim=True) if self.centre_sae_input else xs)
                 err = xs - sae.decode(f)
                 f = apply(comps["latents"], f.unsqueeze(-1)).squeeze(-1)
                 err = apply(comps["error"], err.unsqueeze(-2)).squeeze(-2)

@@ -71,6 +71,14 @@ def clean_metric(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff") -
     return logits, _metric(metric, logits, pairs, logits)
 
 
+def corrupt_metric(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff") -> torch.Tensor:
+    """The metric [n] of the corrupt prompts run as they are (against the clean logits for "kl")."""
+    clean_logits, _ = clean_metric(nodes, pairs, metric)
+    with torch.no_grad():
+        logits = nodes.model(pairs.corrupt_ids.to(_dev(nodes))).logits
+    return _metric(metric, logits, pairs, clean_logits)
+
+
 def _dev(nodes: Nodes) -> torch.device:
     from ..models import model_device
 
