@@ -23,7 +23,7 @@ from torch import Tensor
 from .. import hooks
 from .circuit_json import node_entries
 from .metrics import get_metric
-from .nodes import Component, Nodes, check_sae_layer
+from .nodes import CENTRED_RELEASES, Component, Nodes, check_sae_layer
 from .patching import faithfulness
 from .tasks import PromptPairs
 
@@ -33,17 +33,18 @@ NODE_METHODS = ("atp", "ig")
 # ----------------------------------------------------------------------------- checks
 
 
-def check_saes(model, saes: Mapping[int, object], sae_ids: Mapping[int, str] | None = None) -> Nodes:
+def check_saes(model, saes: Mapping[int, object], sae_ids: Mapping[int, str] | None = None, *,
+               centre_sae_input: bool = False) -> Nodes:
     """The SAE node set (nodes.Nodes: every latent and the error node of each SAE layer), after checking there
     are >= 2 layers, each SAE reads this model's d_model and (where its id names a hook) the layer it is
-    spliced at; a bad one raises a one-line ValueError."""
+    spliced at; a bad one raises a one-line ValueError. centre_sae_input: as Nodes (gpt2-small-res-jb)."""
     if not isinstance(saes, Mapping) or len(saes) < 2:
         n = len(saes) if isinstance(saes, Mapping) else 0
         raise ValueError(f"saes has {n} layer(s): a sparse feature circuit needs SAEs at >= 2 residual layers "
                          "(give LAYERS two or more layers, one SAE each)")
     for layer, sae_id in (sae_ids or {}).items():
         check_sae_layer(sae_id, int(layer))
-    nodes = Nodes(model, saes=dict(saes))
+    nodes = Nodes(model, saes=dict(saes), centre_sae_input=centre_sae_input)
     if len(nodes.saes) < 2:
         raise ValueError(f"saes names one layer twice ({list(saes)}, negatives count from the end); give one SAE "
                          "per layer")
@@ -274,3 +275,51 @@ def faithfulness_curve(nodes: Nodes, pairs: PromptPairs, ranking: Sequence[str],
         rows.append({"n_nodes": k, "faithfulness": faithfulness(nodes, pairs, circuit, metric=metric),
                      "completeness": faithfulness(nodes, pairs, rest, metric=metric)})
     return rows
+
+
+def plot_curves(rows: Sequence[dict], circuit_size: int | None = None, title: str = "faithfulness and completeness"):
+    """A Figure: faithfulness (the top-k nodes alone) and completeness (the model without them) against k, on a
+    log-x axis, with the thresholded circuit's size marked."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ks = [max(r["n_nodes"], 0.5) for r in rows]  # k = 0 drawn at 0.5 on the log axis
+    ax.plot(ks, [r["faithfulness"] for r in rows], "o-", label="faithfulness: circuit alone")
+    ax.plot(ks, [r["completeness"] for r in rows], "s--", label="completeness: model without the circuit")
+    if circuit_size:
+        ax.axvline(circuit_size, color="gray", lw=0.8, ls=":", label=f"thresholded circuit ({circuit_size} nodes)")
+    ax.axhline(1, color="black", lw=0.5)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("nodes kept (top k by |effect|; 0 at 0.5)")
+    ax.set_ylabel("(m - m(empty)) / (m(model) - m(empty))")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- the notebook's SAEs
+
+
+def load_saes(P, model, tokenizer, layers: Sequence[int], out_dir) -> tuple[Nodes, dict[int, str]]:
+    """(the SAE node set, {layer: where its SAE came from}) for notebook parameters SAE and SAE_IDS (one id per
+    LAYERS entry): sae_io.sae_for_notebook at each layer ("train-tiny" trains one per layer in out_dir/L<n>)."""
+    from pathlib import Path
+
+    from .. import sae_io
+
+    ids = list(P["SAE_IDS"])
+    if len(ids) != len(layers):
+        raise ValueError(f"SAE_IDS has {len(ids)} entries but LAYERS {len(layers)}: give one SAE id per layer, "
+                         "in the same order ('' for each with SAE = 'train-tiny' or a folder without subfolders)")
+    if len(layers) < 2:
+        raise ValueError(f"LAYERS = {list(layers)}: a sparse feature circuit needs >= 2 SAE layers")
+    for layer, sae_id in zip(layers, ids):  # every id against its layer before any download
+        check_sae_layer(sae_id, layer)
+    saes, where = {}, {}
+    for layer, sae_id in zip(layers, ids):
+        params = type(P)({**P, "SAE_ID": sae_id}, given=getattr(P, "given", None))
+        saes[layer], where[layer] = sae_io.sae_for_notebook(params, model, tokenizer, layer, Path(out_dir) / f"L{layer}")
+    nodes = check_saes(model, saes, dict(zip(layers, ids)), centre_sae_input=P["SAE"] in CENTRED_RELEASES)
+    return nodes, where
