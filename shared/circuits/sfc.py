@@ -90,7 +90,7 @@ class TaskNodes:
         """{node id: effect} of every latent with a non-zero effect and every error node."""
         out: dict[str, float] = {}
         for comp in self.nodes.components:
-            eff = self.effects(comp)
+            eff = self.effects(comp).cpu()
             keep = range(comp.n) if comp.kind == "error" else torch.nonzero(eff).flatten().tolist()
             out.update({comp.node_id(i): float(eff[i]) for i in keep})
         return out
@@ -185,8 +185,8 @@ def edge_scores(task: TaskNodes, up: int, down: int, ids: Tensor, down_latents: 
             rows_f.append((g_f.float() * d_f).sum((0, 1, 3)) / n if g_f is not None else d_f.new_zeros(lat_u.n))
             rows_e.append((g_e.float() * d_e).sum() / n if g_e is not None else d_e.new_zeros(()))
     if not rows_f:
-        return task.delta[lat_u].new_zeros(0, lat_u.n), task.delta[lat_u].new_zeros(0)
-    return torch.stack(rows_f).detach(), torch.stack(rows_e).detach()
+        return torch.zeros(0, lat_u.n), torch.zeros(0)
+    return torch.stack(rows_f).detach().cpu(), torch.stack(rows_e).detach().cpu()
 
 
 # ----------------------------------------------------------------------------- the circuit
