@@ -235,3 +235,20 @@ def test_graph_view_renders_in_headless_chromium(tiny, tmp_path):
         min(sum(n["kind"] == "feature" for n in data["nodes"]), 48)
     tri = re.findall(r'<polygon class="sl-node sl-error" points="([^"]+)"', dom)
     assert len(tri) == 2 and all(len(p.split()) == 3 for p in tri)
+
+
+def test_notebook_sae_ids_are_checked_before_any_load(tiny, tmp_path):
+    from shared.notebook import Parameters
+
+    model = tiny[0]
+
+    def P(ids):
+        return Parameters(MODEL_ID="tiny:gpt2", SAE="someone/saes", SAE_IDS=ids, SEED=0)
+
+    with pytest.raises(ValueError, match="after block 2.*layer 3"):  # the second id fails before the first loads
+        sfc.load_saes(P(["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]), model, None, [1, 3], tmp_path)
+    with pytest.raises(ValueError, match="one SAE id per layer"):
+        sfc.load_saes(P(["", ""]), model, None, [1, 2, 3], tmp_path)
+    with pytest.raises(ValueError, match=">= 2 SAE layers"):
+        sfc.load_saes(P([""]), model, None, [1], tmp_path)
+    assert not any(tmp_path.iterdir())
