@@ -82,6 +82,9 @@ def test_patching_heads_by_hand_and_ablations(planted):
     for node in ("L1.h0", "L0.mlp", "L0.h2"):
         assert effects[node] == pytest.approx(patching.patch_effect(nodes, pairs, [node]), abs=1e-4)
     assert effects["L1.h0"] < -0.9 * 2 * float(base.mean())  # clean LD ≈ −corrupt LD: the sign flips
+    corrupt = patching.corrupt_metric(nodes, pairs)
+    assert float(corrupt.mean()) == pytest.approx(float(base.mean()) + patching.patch_effect(nodes, pairs, nodes.ids),
+                                                  abs=1e-3)  # every node from the corrupt run = the corrupt run
     mean = patching.node_effects(nodes, pairs, ["L1.h0"], ablation="mean")
     assert -1.2 * float(base.mean()) < mean["L1.h0"] < -0.5 * float(base.mean())
 
@@ -126,6 +129,11 @@ def test_ig_converges_to_the_exact_effect(tiny_trained_model):
     lat = [i for i in nodes.ids if i.startswith("L2.f")]
     whole = patching.patch_effect(nodes, pairs, lat)
     assert sum(ig[i] for i in lat) == pytest.approx(whole, rel=0.05, abs=1e-4)
+    # joint (SFC): the SAE's latents and error move together; their sum ≈ patching both
+    joint = attribution.integrated_gradients(nodes, pairs, steps=20, joint=True)
+    both = patching.patch_effect(nodes, pairs, lat + ["L2.error"])
+    assert sum(joint[i] for i in lat + ["L2.error"]) == pytest.approx(both, rel=0.05, abs=1e-4)
+    assert joint["L0.mlp"] == pytest.approx(ig["L0.mlp"], abs=1e-6)  # alone in its layer: the same path
 
 
 def test_qk_fix_is_exact_where_atp_fails_on_a_saturated_softmax(planted):
@@ -180,6 +188,8 @@ def test_bad_input_one_line_errors(tiny_model):
         attribution.atp(nodes, pairs, metric="acc")
     with pytest.raises(ValueError, match="node 'L9.mlp' is not in this node set"):
         patching.patch_effect(nodes, pairs, ["L9.mlp"])
+    with pytest.raises(ValueError, match="reference_ids have 3 positions but the prompts"):
+        patching.patch_values(nodes, pairs, "mean", reference_ids=pairs.clean_ids[:, :3])
     with pytest.raises(ValueError, match="steps must be a positive int"):
         attribution.integrated_gradients(nodes, pairs, steps=0)
     with pytest.raises(ValueError, match="no nodes"):
