@@ -11,7 +11,7 @@ import torch
 
 from shared import hooks, sae as S
 from shared.circuits import sfc
-from shared.circuits.attribution import atp
+from shared.circuits.attribution import atp, integrated_gradients
 from shared.circuits.metrics import logit_diff
 from shared.circuits.tasks import PromptPairs
 from shared.html import circuit_graph, page
@@ -89,6 +89,10 @@ def test_atp_is_one_step_ig_and_ig_nearly_completes(tiny):
         torch.testing.assert_close(at.grad[comp], ig1.grad[comp], rtol=1e-4, atol=1e-6)
     reference = atp(nodes, pairs)  # circ-core's AtP: the same node effects
     assert at.scores() == pytest.approx({k: reference[k] for k in at.scores()}, rel=1e-4, abs=1e-6)
+    # the layer-wise IG whose gradients the edges use gives circ-core's joint left-Riemann IG scores
+    ig3 = sfc.task_nodes(nodes, pairs, method="ig", ig_steps=3)
+    joint = integrated_gradients(nodes, pairs, steps=3, rule="left", joint=True)
+    assert ig3.scores() == pytest.approx({k: joint[k] for k in ig3.scores()}, rel=1e-4, abs=1e-6)
     # IG's completeness at one layer: its latents' + error's effects ~ m(layer patched) - m(clean)
     ig = sfc.task_nodes(nodes, pairs, method="ig", ig_steps=16)
     lat, err = ig.comps(3)

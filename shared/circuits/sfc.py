@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .. import hooks
+from .attribution import _metric_sum  # the summed task metric attribution differentiates
 from .circuit_json import node_entries
 from .metrics import get_metric
 from .nodes import CENTRED_RELEASES, Component, Nodes, check_sae_layer
@@ -96,10 +97,6 @@ class TaskNodes:
         return out
 
 
-def _metric_sum(metric: str, logits: Tensor, pairs: PromptPairs) -> Tensor:
-    return get_metric(metric)(logits, pairs, clean_logits=logits.detach()).sum()
-
-
 def _atp_grads(nodes: Nodes, pairs: PromptPairs, metric: str) -> dict[Component, Tensor]:
     """dm/d(value) of every component at the clean run, one backward (the splice passes the gradient on
     as the residual would, so an upstream node's gradient holds every downstream path)."""
@@ -113,7 +110,7 @@ def _ig_grads(task: TaskNodes, pairs: PromptPairs, metric: str, steps: int) -> d
     """Integrated-gradient averages as the paper takes them: one SAE layer at a time, its latents AND error
     together at clean + alpha (patch - clean), alpha = 0, 1/N, ..., (N-1)/N (left Riemann, alpha = 0 the clean
     run), the other layers left to the forward; N forwards and backwards per layer. (attribution.
-    integrated_gradients moves one component at a time; SFC moves a layer's two together.)"""
+    integrated_gradients(joint=True, rule="left") gives the same scores but not the gradients the edges need.)"""
     out: dict[Component, Tensor] = {}
     for layer in task.layers:
         pair = task.comps(layer)
