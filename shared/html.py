@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html as _html
 import math
+import re
 from typing import Mapping, Sequence
 
 _CSS = """
@@ -186,3 +187,88 @@ def show(html: str):
         return html
     display(HTML(html))
     return None
+
+
+# ----------------------------------------------------------------------------- circuit graph (sparse feature circuits)
+
+_POS_RGB, _NEG_RGB = "37,99,235", "220,38,38"  # blue: raises the metric, red: lowers it
+
+
+def _layer_key(layer: str, first_seen: int) -> tuple:
+    """Draw order of a CircuitData layer: "embed" first, "L<n>" by n, "logits" last, others as they came."""
+    m = re.fullmatch(r"L(\d+)", str(layer))
+    if layer == "embed":
+        return (0, 0, first_seen)
+    if m:
+        return (1, int(m.group(1)), first_seen)
+    return (3 if layer == "logits" else 2, 0, first_seen)
+
+
+def _fill(score: float, scale: float) -> str:
+    a = 0.15 + 0.75 * (min(abs(score) / scale, 1.0) if scale > 0 else 0.0)
+    return f"rgba({_POS_RGB if score >= 0 else _NEG_RGB},{a:.3f})"
+
+
+def circuit_graph(circuit: Mapping, *, max_nodes_per_layer: int = 24, title: str = "") -> str:
+    """A CircuitData dict (circuit.json) as a layered SVG: one row per layer, earliest at the bottom; SAE
+    features as circles, error nodes as triangles, other kinds as squares; node colour and edge colour by
+    sign (blue raises the metric, red lowers it), edge width by |score|. At most max_nodes_per_layer nodes
+    per layer (largest |score| first); edges to nodes left out are not drawn."""
+    if max_nodes_per_layer < 1:
+        raise ValueError(f"max_nodes_per_layer must be >= 1, got {max_nodes_per_layer}")
+    nodes = list(circuit.get("nodes") or [])
+    order: dict[str, int] = {}
+    for n in nodes:
+        order.setdefault(str(n["layer"]), len(order))
+    layers = sorted(order, key=lambda L: _layer_key(L, order[L]))
+    rows = {L: sorted((n for n in nodes if str(n["layer"]) == L), key=lambda n: -abs(float(n["score"])))
+            [:max_nodes_per_layer] for L in layers}
+    step_x, step_y, pad, label_w = 64, 120, 36, 60
+    widest = max((len(r) for r in rows.values()), default=1)
+    width, height = label_w + pad * 2 + step_x * max(widest - 1, 1), pad * 2 + step_y * max(len(layers) - 1, 0) + 30
+    pos: dict[str, tuple[float, float]] = {}
+    for k, L in enumerate(layers):
+        y = height - pad - 15 - k * step_y
+        row = rows[L]
+        x0 = label_w + pad + (step_x * (widest - len(row))) / 2
+        for i, n in enumerate(row):
+            pos[n["id"]] = (x0 + i * step_x, y)
+    node_scale = max((abs(float(n["score"])) for n in nodes), default=0.0)
+    edges = [e for e in circuit.get("edges") or [] if e["source"] in pos and e["target"] in pos]
+    edge_scale = max((abs(float(e["score"])) for e in edges), default=0.0)
+    parts = [f'<svg class="sl-circuit" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="circuit graph" '
+             'font-family="system-ui,sans-serif" font-size="10">']
+    for k, L in enumerate(layers):
+        y = height - pad - 15 - k * step_y
+        parts.append(f'<text x="6" y="{y + 4:.1f}" font-weight="600" fill="#5f6470">{esc(L)}</text>')
+    for e in sorted(edges, key=lambda e: abs(float(e["score"]))):
+        (x1, y1), (x2, y2) = pos[e["source"]], pos[e["target"]]
+        s = float(e["score"])
+        w = 0.6 + 5.4 * (abs(s) / edge_scale if edge_scale > 0 else 0.0)
+        parts.append(f'<line class="sl-edge" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
+                     f'stroke="rgb({_POS_RGB if s >= 0 else _NEG_RGB})" stroke-opacity="0.65" stroke-width="{w:.2f}">'
+                     f'<title>{esc(e["source"])} → {esc(e["target"])}: {esc(_num(s))}</title></line>')
+    for n in (n for row in rows.values() for n in row):
+        x, y = pos[n["id"]]
+        s, kind = float(n["score"]), n.get("kind", "")
+        tip = f'<title>{esc(n["id"])}{" " + esc(n["name"]) if n.get("name") else ""} ({esc(kind)}): {esc(_num(s))}</title>'
+        style = f'fill="{_fill(s, node_scale)}" stroke="#1b1b1f" stroke-width="1"'
+        if kind == "feature":
+            parts.append(f'<circle class="sl-node sl-feature" cx="{x:.1f}" cy="{y:.1f}" r="11" {style}>{tip}</circle>')
+        elif kind == "error":
+            pts = f"{x:.1f},{y - 13:.1f} {x - 12:.1f},{y + 9:.1f} {x + 12:.1f},{y + 9:.1f}"
+            parts.append(f'<polygon class="sl-node sl-error" points="{pts}" {style}>{tip}</polygon>')
+        else:
+            parts.append(f'<rect class="sl-node sl-other" x="{x - 10:.1f}" y="{y - 10:.1f}" width="20" height="20" '
+                         f'{style}>{tip}</rect>')
+        label = str(n.get("name") or n["id"].split(".", 1)[-1])
+        label = label if len(label) <= 12 else label[:11] + "…"
+        parts.append(f'<text x="{x:.1f}" y="{y + 25:.1f}" text-anchor="middle" fill="#1b1b1f">{esc(label)}</text>')
+    parts.append("</svg>")
+    shown = sum(len(r) for r in rows.values())
+    note = (f'{shown} of {len(nodes)} nodes, {len(edges)} edges · circle: SAE feature, triangle: SAE error node · '
+            'blue raises the metric, red lowers it · edge width ∝ |effect|')
+    head = f"<h3>{esc(title)}</h3>" if title else ""
+    return (f'<style>{_CSS}</style><div class="sl-card" style="overflow-x:auto">{head}<div class="sl-muted sl-desc">{esc(note)}</div>'
+            f'{"".join(parts)}</div>')

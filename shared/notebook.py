@@ -469,6 +469,34 @@ def _probe_tasks(v, ctx):
 
 RULES.update({"PROBE_TASKS": _probe_tasks, "EVAL_TOKENS": _POS, "TOKENS_TRAINED": _NONNEG})
 
+# --- sparse feature circuits (15): one SAE per layer, node method, thresholds
+
+
+def _sae_ids(v, ctx):
+    """One SAE id per LAYERS entry (>= 2), each checked against SAE's release ('' for a folder or train-tiny)."""
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+        raise ValueError("must be a list of strings: one SAE id (or subfolder, '' for none) per LAYERS entry")
+    if len(v) < 2:
+        raise ValueError("must name >= 2 SAEs: a sparse feature circuit needs SAEs at two or more LAYERS")
+    sae = ctx.params.get("SAE")
+    if isinstance(sae, str) and sae.strip():
+        for x in v:
+            sae_releases.check_source(sae, x)
+    try:
+        n = len(hooks.resolve_layers(ctx.params["LAYERS"], ctx.n_layers()))
+    except (KeyError, ValueError, OSError):
+        return list(v)  # LAYERS' own rule reports a bad LAYERS
+    if n != len(v):
+        raise ValueError(f"has {len(v)} entries but LAYERS has {n} layers: give one SAE id per layer, in order")
+    return list(v)
+
+
+RULES.update({
+    "SAE_IDS": _sae_ids, "NODE_METHOD": _choice("ig", "atp"), "IG_STEPS": _POS,
+    "TAU_NODE": _number(0.0, open_low=False, hint=" (|effect| in metric units)"),
+    "TAU_EDGE": _number(0.0, open_low=False, hint=" (|effect| in metric units)"),
+})
+
 _NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
 

@@ -27,6 +27,12 @@ BUILTIN_RELEASES: dict[str, dict[str, Any]] = {
         "saes": {**{f"blocks.{L}.hook_resid_pre": f"blocks.{L}.hook_resid_pre" for L in range(12)},
                  "blocks.11.hook_resid_post": "blocks.11.hook_resid_post"},
     },
+    # Marks et al.'s sparse-feature-circuit SAEs (dictionary_learning, 32k latents), converted for SAELens
+    "pythia-70m-deduped-res-sm": {
+        "repo_id": "ctigges/pythia-70m-deduped__res-sm_processed", "model": "pythia-70m-deduped", "conversion": None,
+        "saes": {"blocks.0.hook_resid_pre": "e-res-sm",
+                 **{f"blocks.{L}.hook_resid_post": f"{L}-res-sm" for L in range(6)}},
+    },
 }
 
 

@@ -101,6 +101,12 @@ BAD += [  # InterpScore (18)
     ("EVAL_TOKENS", 0, None), ("TOKENS_TRAINED", -1, None),
 ]
 
+BAD += [  # sparse feature circuits (15)
+    ("SAE_IDS", "blocks.2.hook_resid_post", None), ("SAE_IDS", [""], None),
+    ("SAE_IDS", lambda p: list(p["SAE_IDS"]) + [""], None), ("NODE_METHOD", "eap", None), ("IG_STEPS", 0, None),
+    ("TAU_NODE", -0.1, None), ("TAU_EDGE", float("nan"), None),
+]
+
 CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad) else 'f'}")
          for e in ENTRIES for name, bad, when in BAD
          if name in parameters_of(e) and (when is None or when(parameters_of(e)))]

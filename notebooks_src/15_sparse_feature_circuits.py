@@ -1,0 +1,161 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# ## What you'll do
+#
+# - Splice an SAE into the residual stream at **two or more layers**, exactly: x = x̂(f) + error, so every
+#   SAE latent and each SAE's **error node** (what the SAE misses) is a node of the graph.
+# - Score every node's effect on a task (subject-verb agreement by default: "The keys to the cabinet"
+#   → " are" over " is") with the metric's gradient × (corrupt − clean), by **integrated gradients**
+#   (10 steps, as Marks et al. 2024) or plain AtP.
+# - Score the **edges** between nodes of consecutive SAE layers: dm/dd · dd/du · Δu summed over positions,
+#   one backward pass per kept downstream node (never by patching pairs one by one).
+# - Keep nodes with |effect| ≥ `TAU_NODE` and edges with |effect| ≥ `TAU_EDGE`: the circuit, saved as
+#   `circuit.json` and drawn as a graph (features as circles, error nodes as triangles).
+# - Measure how **faithful** (the top nodes alone, everything else mean-ablated) and **complete** (the model
+#   with those nodes mean-ablated) circuits of growing size are.
+#
+# Default: Pythia-70M-deduped with Sam Marks' residual SAEs (SAELens `pythia-70m-deduped-res-sm`, 32k latents),
+# the paper's own model and dictionaries. With only residual SAEs, an edge carries everything the blocks
+# between its two layers do (the paper also splices attention and MLP outputs).
+
+# %% tags=["parameters"]
+MODEL_ID = "EleutherAI/pythia-70m-deduped"  # @param {type:"string"}
+LAYERS = [2, 3, 4]  # @param {type:"raw"}
+# the blocks whose outputs the SAEs read (>= 2); SAE_IDS: one SAE per layer, in the same order
+SAE = "pythia-70m-deduped-res-sm"  # @param {type:"string"}
+SAE_IDS = ["blocks.2.hook_resid_post", "blocks.3.hook_resid_post", "blocks.4.hook_resid_post"]  # @param {type:"raw"}
+# SAE: a SAELens release (SAE_IDS: the SAEs in it), a local export folder or a Hub repo id (SAE_IDS: its
+# subfolders), or "train-tiny" to train a small SAE per layer here first (a quick try; the offline smoke run)
+TASK = "sva"  # @param ["ioi", "sva", "synthetic"]
+N_PROMPTS = 20  # @param {type:"integer"}
+METRIC = "logit_diff"  # @param ["logit_diff", "prob", "kl"]
+NODE_METHOD = "ig"  # @param ["ig", "atp"]
+IG_STEPS = 10  # @param {type:"integer"}
+TAU_NODE = 0.1  # @param {type:"number"}
+TAU_EDGE = 0.01  # @param {type:"number"}
+# thresholds on |effect| in metric units (the paper: 0.1 / 0.01 in its code's README, 0.2 / 0.02 in its figures)
+DEVICE = ""  # @param {type:"string"}
+OUTPUT_DIR = "outputs/15_sparse_feature_circuits"  # @param {type:"string"}
+SEED = 0  # @param {type:"integer"}
+
+# %%
+from shared import html, notebook
+from shared.circuits import circuit_json, patching, sfc, tasks
+
+P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+
+# %% [markdown]
+# ## 1. The model, its SAEs and the task
+#
+# Each SAE must read the residual stream after its block of `LAYERS` (checked against its SAE id and the
+# model's width). Every clean/corrupt pair has one token length and single-token answers.
+
+# %%
+model, tokenizer = run.load_model()
+graph, sae_where = sfc.load_saes(P, model, tokenizer, P.LAYERS, run.out_dir)
+pairs = tasks.load_task(TASK, tokenizer, N_PROMPTS, seed=SEED)
+print(f"{len(pairs)} {TASK} pairs of {pairs.clean_ids.shape[1]} tokens, e.g.")
+print(f"  clean:   {pairs.clean_text[0]!r} -> {tokenizer.decode([int(pairs.answer_ids[0])])!r}")
+print(f"  corrupt: {pairs.corrupt_text[0]!r} -> {tokenizer.decode([int(pairs.wrong_ids[0])])!r}")
+clean_logits, clean_m = patching.clean_metric(graph, pairs, METRIC)
+spliced_logits, _ = graph.values(pairs.clean_ids)
+corrupt_m = float(patching.corrupt_metric(graph, pairs, METRIC).mean())
+print(f"{len(graph)} nodes at layers {sorted(graph.saes)}; {METRIC}: clean {float(clean_m.mean()):.3f}, corrupt "
+      f"{corrupt_m:.3f}; the SAE splices change the logits by at most "
+      f"{float((spliced_logits - clean_logits).abs().max()):.1e}")
+
+# %% [markdown]
+# ## 2. Node effects
+#
+# For each node, the metric's gradient times its change from the clean to the corrupt prompt, summed over
+# positions and averaged over prompts. IG averages the gradient along the straight path clean → corrupt at
+# one layer at a time (latents and error together, `IG_STEPS` left Riemann steps: the paper's choice,
+# because a single gradient is poor in early layers); AtP takes it at the clean run only.
+
+# %%
+task = sfc.task_nodes(graph, pairs, METRIC, method=NODE_METHOD, ig_steps=IG_STEPS)
+scores = task.scores()
+for layer in task.layers:
+    here = sorted((i for i in scores if i.startswith(f"L{layer}.")), key=lambda i: -abs(scores[i]))
+    print(f"layer {layer}: error node {scores[f'L{layer}.error']:+.4f}; top latents "
+          + ", ".join(f"{i.split('.')[1]} {scores[i]:+.4f}" for i in here if not i.endswith("error"))[:200])
+
+# %% [markdown]
+# ## 3. The circuit: thresholded nodes and their edges
+#
+# Nodes with |effect| ≥ `TAU_NODE` are kept (error nodes too). For each kept node of a later layer, one
+# backward pass of (its gradient × its value) to every node of the layer before, times their change,
+# gives all its incoming edges at once; edges with |effect| ≥ `TAU_EDGE` are kept.
+
+# %%
+circuit = sfc.sparse_feature_circuit(graph, pairs, METRIC, tau_node=TAU_NODE, tau_edge=TAU_EDGE,
+                                     method=NODE_METHOD, ig_steps=IG_STEPS, task=task)
+n_err = sum(n["kind"] == "error" for n in circuit.nodes)
+print(f"circuit: {len(circuit.nodes)} nodes ({n_err} error nodes) of {len(scores)} scored, {len(circuit.edges)} edges")
+for e in sorted(circuit.edges, key=lambda e: -abs(e["score"]))[:10]:
+    print(f"  {e['source']:>12} -> {e['target']:<12} {e['score']:+.4f}")
+
+# %% [markdown]
+# ## 4. The graph
+#
+# One row per layer (earliest at the bottom): latents as circles, error nodes as triangles, blue raises the
+# metric, red lowers it, edge width ∝ |effect|. Saved as a self-contained `circuit_graph.html`.
+
+# %%
+data = circuit.circuit_data()
+graph_html = html.circuit_graph(data, title=f"{MODEL_ID} · {TASK} · {METRIC}")
+(run.out_dir / "circuit_graph.html").write_text(html.page(graph_html, title="sparse feature circuit"),
+                                                 encoding="utf-8")
+html.show(graph_html)
+
+# %% [markdown]
+# ## 5. Faithfulness and completeness
+#
+# For the top k nodes by |effect|: faithfulness = (m(those nodes alone) − m(∅)) / (m(model) − m(∅)), every
+# other node at every SAE layer mean-ablated (per position, over the clean prompts); completeness = the same
+# for the model with those k nodes mean-ablated. A good circuit: faithfulness near 1 and completeness near 0
+# with few nodes.
+
+# %%
+ranking = circuit.ranking()
+counts = sorted(set(sfc.default_counts(len(ranking)) + [len(circuit.nodes)]))
+curve = sfc.faithfulness_curve(graph, pairs, ranking, counts, metric=METRIC)
+print(f"{'nodes':>6} | faithfulness | completeness")
+for r in curve:
+    print(f"{r['n_nodes']:6d} | {r['faithfulness']:12.3f} | {r['completeness']:12.3f}")
+at_circuit = next(r for r in curve if r["n_nodes"] == len(circuit.nodes))
+run.save_figure(sfc.plot_curves(curve, len(circuit.nodes)), "faithfulness_completeness.png")
+
+# %% [markdown]
+# ## 6. The reports
+#
+# `circuit.json`: the circuit (CircuitData: nodes, edges, thresholds, method); `sfc_report.json`: the
+# configuration, the metric, each layer's error-node effect and the curves.
+
+# %%
+sae_repo = ", ".join(f"L{layer}: {w}" for layer, w in sae_where.items())
+circuit_json.write_circuit(run.out_dir / "circuit.json", **data, model=MODEL_ID, sae_repo=sae_repo, task=TASK,
+                           faithfulness=at_circuit["faithfulness"], completeness=at_circuit["completeness"])
+run.write_report("sfc_report.json", {
+    "model": MODEL_ID, "layers": task.layers, "sae": sae_where, "task": TASK, "prompts_n": len(pairs),
+    "metric": METRIC, "metric_clean": float(clean_m.mean()), "metric_corrupt": corrupt_m,
+    "config": {"node_method": NODE_METHOD, "ig_steps": IG_STEPS, "tau_node": TAU_NODE, "tau_edge": TAU_EDGE,
+               "patch": "corrupt prompt (node and edge effects)", "ablation": "mean over clean prompts (curves)"},
+    "n_scored": len(scores), "n_nodes": len(circuit.nodes), "n_edges": len(circuit.edges),
+    "error_nodes": {f"L{layer}": scores[f"L{layer}.error"] for layer in task.layers},
+    "faithfulness": at_circuit["faithfulness"], "completeness": at_circuit["completeness"],
+    "curve": curve,
+})
+print(f"wrote {run.out_dir / 'circuit.json'}, circuit_graph.html, faithfulness_completeness.png, sfc_report.json")
