@@ -209,22 +209,34 @@ def integrated_gradients(nodes: Nodes, pairs: PromptPairs, *, steps: int = 10, m
     """{node id: IG estimate}: for each component, its nodes interpolated together from clean to patched
     (other components left to the forward), ∂m/∂a averaged over `steps` points, dotted with Δa.
     joint: all components of a layer move together (SFC: an SAE's latents and its error as one submodule)."""
+    _, clean = nodes.values(pairs.clean_ids)
+    patch = patch if patch is not None else patch_values(nodes, pairs, ablation, reference_ids)
+    target = {c: _rows(patch[c], len(pairs)).to(clean[c].dtype) for c in nodes.components}
+    grads = ig_gradients(nodes, pairs, clean, target, steps=steps, metric=metric, rule=rule, joint=joint,
+                         batch_rows=batch_rows)
+    return _ids_scores({c: _dot(target[c].float() - clean[c].float(), grads[c]) for c in nodes.components})
+
+
+def ig_gradients(nodes: Nodes, pairs: PromptPairs, clean: dict, target: dict, *, steps: int = 10,
+                 metric: str = "logit_diff", rule: str = "midpoint", joint: bool = False,
+                 batch_rows: int = 256) -> dict[Component, torch.Tensor]:
+    """{component: ∂m/∂a averaged over `steps` points of the path clean + α (target - clean)}, float32, shaped
+    like its clean values: what integrated gradients dots with Δa (and SFC's edges reuse).
+    rule: "midpoint" (α = (k + ½)/N) or "left" (α = k/N, SFC's, α = 0 the clean run); joint: a layer's
+    components move together, else one component at a time (the others left to the forward)."""
     get_metric(metric)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int (the Riemann steps of the path integral), got {steps!r}")
     if rule not in ("midpoint", "left"):
         raise ValueError(f"rule must be 'midpoint' or 'left' (SFC's α = k/N from the clean point), got {rule!r}")
-    _, clean = nodes.values(pairs.clean_ids)
-    patch = patch if patch is not None else patch_values(nodes, pairs, ablation, reference_ids)
     alphas = (torch.arange(steps, dtype=torch.float32) + (0.5 if rule == "midpoint" else 0.0)) / steps
     n = len(pairs)
     per = max(1, batch_rows // n)
     groups: dict = {}
     for comp in nodes.components:
         groups.setdefault(comp.layer if joint else comp, []).append(comp)
-    scores: dict[Component, torch.Tensor] = {}
+    out: dict[Component, torch.Tensor] = {}
     for group in groups.values():
-        target = {c: _rows(patch[c], n).to(clean[c].dtype) for c in group}
         grad_sum = {c: torch.zeros_like(clean[c], dtype=torch.float32) for c in group}
         for s in range(0, steps, per):
             a = alphas[s:s + per]
@@ -232,11 +244,11 @@ def integrated_gradients(nodes: Nodes, pairs: PromptPairs, *, steps: int = 10, m
             rep = pairs.subset(torch.arange(n).repeat(g))
             a_rows = a.repeat_interleave(n)[:, None, None, None]
 
-            def edit(c, v, _a=a_rows, _g=g):
-                if c not in target:
+            def edit(c, v, _a=a_rows):
+                if c not in grad_sum:
                     return v
                 start = _rows(clean[c], v.shape[0])
-                point = start + _a.to(v.device, v.dtype) * (_rows(target[c], v.shape[0]) - start)
+                point = start + _a.to(v.device, v.dtype) * (_rows(target[c], v.shape[0]).to(v.dtype) - start)
                 return v + (point - v).detach()  # the interpolated value; the gradient still flows upstream
 
             logits, vals = nodes.values(rep.clean_ids, edit, grad=True)
@@ -246,9 +258,8 @@ def integrated_gradients(nodes: Nodes, pairs: PromptPairs, *, steps: int = 10, m
             for c, grad in zip(group, grads):
                 grad = _or_zero(grad, vals[c])
                 grad_sum[c] += grad.float().view(g, n, *grad.shape[1:]).sum(0)
-        for c in group:
-            scores[c] = _dot(target[c].float() - clean[c].float(), grad_sum[c] / steps)
-    return _ids_scores(scores)
+        out.update({c: grad_sum[c] / steps for c in group})
+    return out
 
 
 # ----------------------------------------------------------------------------- how good an estimate is

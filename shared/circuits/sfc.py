@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .. import hooks
-from .attribution import _metric_sum  # the summed task metric attribution differentiates
+from .attribution import _metric_sum, ig_gradients  # the summed task metric; IG's path-averaged gradients
 from .circuit_json import node_entries
 from .metrics import get_metric
 from .nodes import CENTRED_RELEASES, Component, Nodes, check_sae_layer
@@ -109,29 +109,9 @@ def _atp_grads(nodes: Nodes, pairs: PromptPairs, metric: str) -> dict[Component,
 def _ig_grads(task: TaskNodes, pairs: PromptPairs, metric: str, steps: int) -> dict[Component, Tensor]:
     """Integrated-gradient averages as the paper takes them: one SAE layer at a time, its latents AND error
     together at clean + alpha (patch - clean), alpha = 0, 1/N, ..., (N-1)/N (left Riemann, alpha = 0 the clean
-    run), the other layers left to the forward; N forwards and backwards per layer. (attribution.
-    integrated_gradients(joint=True, rule="left") gives the same scores but not the gradients the edges need.)"""
-    out: dict[Component, Tensor] = {}
-    for layer in task.layers:
-        pair = task.comps(layer)
-        sums = {c: torch.zeros_like(task.clean[c], dtype=torch.float32) for c in pair}
-        for step in range(steps):
-            alpha = step / steps
-
-            def edit(c, v, alpha=alpha):
-                if c not in pair:
-                    return v
-                return (task.clean[c] + alpha * task.delta[c]).to(v.dtype).detach().requires_grad_(True)
-
-            logits, vals = task.nodes.values(pairs.clean_ids, edit, grad=True)
-            with torch.enable_grad():
-                grads = torch.autograd.grad(_metric_sum(metric, logits, pairs), [vals[c] for c in pair],
-                                            allow_unused=True)
-            for c, g in zip(pair, grads):
-                if g is not None:
-                    sums[c] += g.float()
-        out.update({c: sums[c] / steps for c in pair})
-    return out
+    run), the other layers left to the forward; N forwards and backwards per layer."""
+    target = {c: task.clean[c] + task.delta[c] for c in task.clean}
+    return ig_gradients(task.nodes, pairs, task.clean, target, steps=steps, metric=metric, rule="left", joint=True)
 
 
 def task_nodes(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff", *, method: str = "ig",
