@@ -10,7 +10,7 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 DEMO_DIR ?= demo
 
-.PHONY: demo test test-fast venv notebooks check clean tuned-lens-venv
+.PHONY: demo test test-fast venv notebooks check clean tuned-lens-venv autocircuit-venv
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,7 @@ demo: venv
 
 test: venv
 	@$(MAKE) --no-print-directory tuned-lens-venv || echo "tuned-lens venv not built: tests/test_lens.py's package cross-check will skip"
+	@$(MAKE) --no-print-directory autocircuit-venv || echo "AutoCircuit venv not built: tests/test_circuits_acdc.py's AutoCircuit cross-check will skip"
 	$(VPY) build_notebooks.py --check
 	$(VPY) -m pytest -n auto -q
 
@@ -47,3 +48,11 @@ tuned-lens-venv: venv
 	@test -x .venv-tunedlens/bin/python || $(PYTHON) -m venv .venv-tunedlens
 	$(VPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > "$$(.venv-tunedlens/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/project.pth"
 	.venv-tunedlens/bin/pip install --quiet --no-deps "tuned-lens==0.2.0"
+
+# AutoCircuit (tests/test_circuits_acdc.py's cross-check of EAP and ACDC) needs TransformerLens < 3, which
+# clashes with our pins: its own venv, CPU torch 2.13.0 first and held by a constraint (scripts/autocircuit_venv.sh).
+autocircuit-venv: .venv-autocircuit/.installed
+
+.venv-autocircuit/.installed: scripts/autocircuit_venv.sh
+	PYTHON=$(PYTHON) scripts/autocircuit_venv.sh .venv-autocircuit
+	@touch $@

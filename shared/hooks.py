@@ -238,3 +238,27 @@ def edit_residual(model, edits: dict[int, ResidualEdit]) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+# ----------------------------------------------------------------------------- any module
+
+
+@contextmanager
+def module_hooks(pre: dict | None = None, post: dict | None = None) -> Iterator[None]:
+    """Within the block, run ``pre[m](module, args)`` before and ``post[m](module, args, output)`` after module m.
+
+    The general hook point for code that reads or rewrites one sub-module's input or output (an
+    attention projection, a layer norm, an MLP): as in torch, a pre-hook returning a tuple replaces
+    the positional args and a post-hook returning a value replaces the output; None keeps them.
+    Every hook is removed on exit, also when the forward raises.
+    """
+    handles = []
+    try:
+        for module, fn in (pre or {}).items():
+            handles.append(module.register_forward_pre_hook(fn))
+        for module, fn in (post or {}).items():
+            handles.append(module.register_forward_hook(fn))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,218 @@
+"""Edge-level patching of a GPT-2-style transformer on AutoCircuit's factorized graph, through hooks.
+
+The graph (Elhage et al. 2021's factorization, as AutoCircuit 1.0.1 builds it with separate Q/K/V):
+sources are the embeddings ("embed"), each attention head's output ("L3.h2": z_h @ W_O[h], no bias)
+and each MLP's output ("L3.mlp"); destinations are each head's query, key and value input
+separately ("L3.h2.q"), each MLP's input ("L3.mlp") and the final residual ("logits", before the
+final norm). Every source feeds every later destination (a head's own MLP included). Patching edge
+s -> d replaces d's input by its current residual + (corrupt_s - current_s): the edge alone carries
+the corrupt activation, every other edge what this forward computes. Constants (b_O, biases) sit
+on no edge. Positions are all patched together.
+
+Supported: GPT-2 architecture (transformers' GPT2LMHeadModel: `tiny:gpt2`, gpt2, gpt2-medium, ...).
+A head's Q/K/V input differs per head, so the hook recomputes that head's q/k/v from the block's
+ln_1 and c_attn weights on its own residual; another architecture needs the same recomputation for
+its norm + q/k/v projections (separate q_proj/k_proj/v_proj, RoPE applied after them, GQA kv heads
+shared between query heads) and its module names, hence `edge_graph` refuses others by name.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .. import hooks
+from ..models import decoder_layers, final_norm
+
+QKV = ("q", "k", "v")
+
+
+@dataclass(frozen=True)
+class EdgeGraph:
+    """Sources, destinations and edges (dest, src) of one model; edge i is `edges[i]`."""
+
+    n_layers: int
+    n_heads: int
+    srcs: list[str]
+    dests: list[str]
+    src_layer: list[int]   # AutoCircuit's layer count: embed 0, block b heads 2b+1, MLP 2b+2
+    dest_layer: list[int]  # heads of block b 2b+1, its MLP 2b+2, logits 2n+1
+    edges: list[tuple[int, int]]  # (dest index, src index), dest in forward order then src
+    allowed: torch.Tensor = field(repr=False)  # [n_dest, n_src] bool: s feeds d
+
+    @property
+    def n_edges(self) -> int:
+        return len(self.edges)
+
+    def names(self) -> list[tuple[str, str]]:
+        """(source, target) id pairs, one per edge, in edge order."""
+        return [(self.srcs[s], self.dests[d]) for d, s in self.edges]
+
+    def index(self) -> dict[tuple[str, str], int]:
+        return {name: i for i, name in enumerate(self.names())}
+
+    def to_mask(self, patched: torch.Tensor) -> torch.Tensor:
+        """[n_dest, n_src] float mask (1 = edge carries the corrupt value) from a bool/float [n_edges] vector."""
+        patched = torch.as_tensor(patched)
+        if patched.shape != (self.n_edges,):
+            raise ValueError(f"patched must have one entry per edge ({self.n_edges}), got shape {tuple(patched.shape)}")
+        mask = torch.zeros(len(self.dests), len(self.srcs))
+        d, s = torch.tensor(self.edges).T
+        mask[d, s] = patched.float().cpu()
+        return mask
+
+    def from_matrix(self, matrix: torch.Tensor) -> torch.Tensor:
+        """The [n_edges] vector of a [n_dest, n_src] matrix (edge scores)."""
+        d, s = torch.tensor(self.edges).T
+        return matrix[d.to(matrix.device), s.to(matrix.device)]
+
+    def src_block(self, src: int) -> int | None:
+        """Decoder block of a source (None for the embeddings)."""
+        return None if src == 0 else (src - 1) // (self.n_heads + 1)
+
+
+def _check_gpt2(model) -> None:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type != "gpt2":
+        raise ValueError(f"edge patching supports GPT-2-architecture models (e.g. 'tiny:gpt2', 'gpt2'); got model_type "
+                         f"{model_type!r}: other architectures need their own per-head q/k/v recomputation "
+                         f"(see shared/circuits/edges.py)")
+
+
+def edge_graph(model) -> EdgeGraph:
+    """AutoCircuit's factorized edge graph (separate Q/K/V) of a GPT-2-architecture model."""
+    _check_gpt2(model)
+    n, h = model.config.n_layer, model.config.n_head
+    srcs, src_layer = ["embed"], [0]
+    for b in range(n):
+        srcs += [f"L{b}.h{i}" for i in range(h)] + [f"L{b}.mlp"]
+        src_layer += [2 * b + 1] * h + [2 * b + 2]
+    dests, dest_layer = [], []
+    for b in range(n):
+        dests += [f"L{b}.h{i}.{x}" for x in QKV for i in range(h)] + [f"L{b}.mlp"]
+        dest_layer += [2 * b + 1] * (3 * h) + [2 * b + 2]
+    dests.append("logits")
+    dest_layer.append(2 * n + 1)
+    allowed = torch.tensor(src_layer)[None, :] < torch.tensor(dest_layer)[:, None]
+    edges = [(d, s) for d in range(len(dests)) for s in range(len(srcs)) if allowed[d, s]]
+    return EdgeGraph(n, h, srcs, dests, src_layer, dest_layer, edges, allowed)
+
+
+@dataclass
+class _Run:
+    """State of one hooked forward: sources as computed, the corrupt ones, the patch mask, probes."""
+
+    graph: EdgeGraph
+    corrupt: torch.Tensor | None  # [n_src, B, T, D]
+    mask: torch.Tensor | None     # [n_dest, n_src]
+    probe: bool
+    current: list = field(default_factory=list)  # source outputs in src order, detached
+    resid_pre: dict = field(default_factory=dict)
+    probes: dict = field(default_factory=dict)   # first dest index -> zero tensor whose grad is d metric / d input
+
+    def add(self, x: torch.Tensor, first: int, count: int) -> torch.Tensor:
+        """x [B, T, D] -> [count, B, T, D]: each destination's input with its patched edges' deltas (and probe)."""
+        rows = slice(first, first + count)
+        out = x.unsqueeze(0).expand(count, *x.shape)
+        if self.mask is not None and bool(self.mask[rows].any()):
+            n_avail = len(self.current)
+            delta = self.corrupt[:n_avail] - torch.stack(self.current)
+            m = self.mask[rows, :n_avail].to(device=x.device, dtype=x.dtype)
+            out = out + torch.einsum("ds,sbtx->dbtx", m, delta)
+        if self.probe:
+            p = torch.zeros_like(out, requires_grad=True)
+            self.probes[first] = p
+            out = out + p
+        return out
+
+    def touched(self, first: int, count: int) -> bool:
+        return self.probe or (self.mask is not None and bool(self.mask[first:first + count].any()))
+
+
+def _hooks(model, run: _Run):
+    g = run.graph
+    blocks = decoder_layers(model)
+    pre, post = {}, {}
+    h = g.n_heads
+    for b, block in enumerate(blocks):
+        qkv_first = b * (3 * h + 1)
+        mlp_dest = qkv_first + 3 * h
+        attn = block.attn
+
+        def ln1_pre(_m, args, b=b):
+            run.resid_pre[b] = args[0]
+            if b == 0:
+                run.current.append(args[0].detach())
+
+        def c_attn_post(module, _args, out, b=b, first=qkv_first, ln=block.ln_1):
+            if not run.touched(first, 3 * h):
+                return None
+            x = run.add(run.resid_pre[b], first, 3 * h)  # [3H, B, T, D]: one residual per (q|k|v, head)
+            x = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)  # not ln(x): its hook records
+            d = x.shape[-1]
+            w = module.weight.view(d, 3, h, -1)
+            new = torch.einsum("ihbtx,xihe->btihe", x.view(3, h, *x.shape[1:]), w)
+            return new.reshape(out.shape) + module.bias
+
+        def c_proj_pre(module, args, b=b):
+            z = args[0]
+            res = torch.einsum("bthe,hex->hbtx", z.view(*z.shape[:2], h, -1), module.weight.view(h, -1, z.shape[-1]))
+            run.current.extend(res.detach().unbind(0))
+
+        def ln2_pre(_m, args, first=mlp_dest):
+            if run.touched(first, 1):
+                return (run.add(args[0], first, 1)[0],) + tuple(args[1:])
+
+        def mlp_post(_m, _args, out):
+            run.current.append(out.detach())
+
+        pre[block.ln_1] = ln1_pre
+        post[attn.c_attn] = c_attn_post
+        pre[attn.c_proj] = c_proj_pre
+        pre[block.ln_2] = ln2_pre
+        post[block.mlp] = mlp_post
+
+    end = len(g.dests) - 1
+
+    def lnf_pre(_m, args):
+        if run.touched(end, 1):
+            return (run.add(args[0], end, 1)[0],) + tuple(args[1:])
+
+    pre[final_norm(model)] = lnf_pre
+    return pre, post
+
+
+@contextmanager
+def edge_run(model, graph: EdgeGraph, *, corrupt: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+             probe: bool = False) -> Iterator[_Run]:
+    """Within the block, forwards of `model` patch the edges where `mask` [n_dest, n_src] is 1 (corrupt values from
+    `corrupt` [n_src, B, T, D], see `source_outputs`), record the sources (`run.current`) and, with probe=True,
+    add a zero tensor to every destination input (`run.probes`) whose gradient is d output / d that input."""
+    if mask is not None:
+        if corrupt is None:
+            raise ValueError("patching edges needs the corrupt run's source outputs (corrupt=source_outputs(...))")
+        if mask.shape != graph.allowed.shape:
+            raise ValueError(f"mask must be [n_dest, n_src] = {tuple(graph.allowed.shape)}, got {tuple(mask.shape)}")
+        if bool((mask.cpu().bool() & ~graph.allowed).any()):
+            raise ValueError("mask patches a (dest, src) pair that is no edge: a source feeds only later destinations")
+    run = _Run(graph, corrupt, mask, probe)
+    pre, post = _hooks(model, run)
+    with hooks.module_hooks(pre=pre, post=post):
+        yield run
+
+
+def source_outputs(model, graph: EdgeGraph, ids: torch.Tensor) -> torch.Tensor:
+    """[n_src, B, T, D]: every source's output on an unpatched forward of `ids` (e.g. the corrupt prompts)."""
+    with torch.no_grad(), edge_run(model, graph) as run:
+        model(ids)
+    return torch.stack(run.current)
+
+
+def patched_logits(model, graph: EdgeGraph, ids: torch.Tensor, corrupt: torch.Tensor, patched) -> torch.Tensor:
+    """Logits [B, T, V] of `ids` with the edges where `patched` [n_edges] is True carrying `corrupt`'s values."""
+    mask = graph.to_mask(patched)
+    with torch.no_grad(), edge_run(model, graph, corrupt=corrupt, mask=mask):
+        return model(ids).logits
