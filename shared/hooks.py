@@ -240,24 +240,44 @@ def edit_residual(model, edits: dict[int, ResidualEdit]) -> Iterator[None]:
             handle.remove()
 
 
-# ----------------------------------------------------------------------------- any module
+# ----------------------------------------------------------------------------- module edits (circuits)
 
 
 @contextmanager
-def module_hooks(pre: dict | None = None, post: dict | None = None) -> Iterator[None]:
-    """Within the block, run ``pre[m](module, args)`` before and ``post[m](module, args, output)`` after module m.
+def edit_module_outputs(edits: dict, *, whole: bool = False) -> Iterator[None]:
+    """Within the block, replace each module's output by ``edits[module](output)``.
 
-    The general hook point for code that reads or rewrites one sub-module's input or output (an
-    attention projection, a layer norm, an MLP): as in torch, a pre-hook returning a tuple replaces
-    the positional args and a post-hook returning a value replaces the output; None keeps them.
-    Every hook is removed on exit, also when the forward raises.
+    For circuit nodes inside a block (an MLP's output, an attention module's output, a q/k/v
+    projection). By default the edit sees the output tensor (the first element of a tuple output)
+    and the container is kept; with whole=True it sees and returns the raw output (e.g. to read an
+    attention module's weights).
     """
     handles = []
     try:
-        for module, fn in (pre or {}).items():
-            handles.append(module.register_forward_pre_hook(fn))
-        for module, fn in (post or {}).items():
-            handles.append(module.register_forward_hook(fn))
+        for module, edit in edits.items():
+            def hook(_module, _inputs, output, _edit=edit):
+                return _edit(output) if whole else with_hidden(output, _edit(block_hidden(output)))
+
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def edit_module_inputs(edits: dict) -> Iterator[None]:
+    """Within the block, replace each module's first positional input x by ``edits[module](x)``.
+
+    For nodes read where a module receives them, e.g. the per-head attention outputs entering o_proj.
+    """
+    handles = []
+    try:
+        for module, edit in edits.items():
+            def pre_hook(_module, args, _edit=edit):
+                return (_edit(args[0]),) + tuple(args[1:])
+
+            handles.append(module.register_forward_pre_hook(pre_hook))
         yield
     finally:
         for handle in handles:

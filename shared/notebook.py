@@ -370,6 +370,15 @@ RULES.update({
     "CATALOG": _catalog_file,
 })
 
+# --- circuits (14): the task, its metric, what a node is patched to, AtP*'s two fixes
+# (the names are shared.circuits' TASKS / METRICS / ABLATIONS, written out so every notebook's parameter
+# check does not vendor the circuits package; tests/test_circuits_tasks.py keeps them equal)
+RULES.update({
+    "TASK": _choice("ioi", "sva", "synthetic"), "METRIC": _choice("logit_diff", "prob", "kl"),
+    "COUNTERFACTUAL": _choice("mean", "resample", "zero"), "USE_QK_FIX": _bool, "USE_GRADDROP": _bool,
+    "TOP_N": _POS,
+})
+
 _NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
 

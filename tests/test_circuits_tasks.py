@@ -125,3 +125,15 @@ def test_metrics_by_hand(byte_tok):
     assert (kl(other, pairs, clean_logits=logits) > 0).all()
     with pytest.raises(ValueError, match="logits hold 3 prompts but pairs has 2"):
         metrics.logit_diff(torch.zeros(3, v), pairs)
+
+
+def test_notebook_rules_name_the_same_tasks_metrics_and_ablations():
+    from shared import notebook
+    from shared.circuits import patching
+
+    for name, options in (("TASK", tasks.TASKS), ("METRIC", tuple(metrics.METRICS)),
+                          ("COUNTERFACTUAL", patching.ABLATIONS)):
+        for value in options:
+            assert notebook.RULES[name](value, None) == value
+        with pytest.raises(ValueError):
+            notebook.RULES[name]("nope", None)

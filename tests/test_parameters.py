@@ -71,6 +71,11 @@ BAD += [  # using an SAE (04, 05)
     ("ANTHROPIC_MODEL", "", None), ("OPENAI_MODEL", "", None), ("CATALOG", "no/such/feature_catalog.json", None),
 ]
 
+BAD += [  # circuits (14)
+    ("TASK", "nope", None), ("METRIC", "accuracy", None), ("COUNTERFACTUAL", "noise", None),
+    ("USE_QK_FIX", "yes", None), ("USE_GRADDROP", 1, None), ("TOP_N", 0, None),
+]
+
 CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad) else 'f'}")
          for e in ENTRIES for name, bad, when in BAD
          if name in parameters_of(e) and (when is None or when(parameters_of(e)))]

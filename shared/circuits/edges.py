@@ -135,21 +135,22 @@ class _Run:
 def _hooks(model, run: _Run):
     g = run.graph
     blocks = decoder_layers(model)
-    pre, post = {}, {}
+    inputs, outputs = {}, {}  # module -> edit of its first input / of its output (hooks.edit_module_*)
     h = g.n_heads
     for b, block in enumerate(blocks):
         qkv_first = b * (3 * h + 1)
         mlp_dest = qkv_first + 3 * h
         attn = block.attn
 
-        def ln1_pre(_m, args, b=b):
-            run.resid_pre[b] = args[0]
+        def ln1_in(x, b=b):
+            run.resid_pre[b] = x
             if b == 0:
-                run.current.append(args[0].detach())
+                run.current.append(x.detach())
+            return x
 
-        def c_attn_post(module, _args, out, b=b, first=qkv_first, ln=block.ln_1):
+        def c_attn_out(out, b=b, first=qkv_first, ln=block.ln_1, module=attn.c_attn):
             if not run.touched(first, 3 * h):
-                return None
+                return out
             x = run.add(run.resid_pre[b], first, 3 * h)  # [3H, B, T, D]: one residual per (q|k|v, head)
             x = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)  # not ln(x): its hook records
             d = x.shape[-1]
@@ -157,32 +158,31 @@ def _hooks(model, run: _Run):
             new = torch.einsum("ihbtx,xihe->btihe", x.view(3, h, *x.shape[1:]), w)
             return new.reshape(out.shape) + module.bias
 
-        def c_proj_pre(module, args, b=b):
-            z = args[0]
+        def c_proj_in(z, module=attn.c_proj):
             res = torch.einsum("bthe,hex->hbtx", z.view(*z.shape[:2], h, -1), module.weight.view(h, -1, z.shape[-1]))
             run.current.extend(res.detach().unbind(0))
+            return z
 
-        def ln2_pre(_m, args, first=mlp_dest):
-            if run.touched(first, 1):
-                return (run.add(args[0], first, 1)[0],) + tuple(args[1:])
+        def ln2_in(x, first=mlp_dest):
+            return run.add(x, first, 1)[0] if run.touched(first, 1) else x
 
-        def mlp_post(_m, _args, out):
+        def mlp_out(out):
             run.current.append(out.detach())
+            return out
 
-        pre[block.ln_1] = ln1_pre
-        post[attn.c_attn] = c_attn_post
-        pre[attn.c_proj] = c_proj_pre
-        pre[block.ln_2] = ln2_pre
-        post[block.mlp] = mlp_post
+        inputs[block.ln_1] = ln1_in
+        outputs[attn.c_attn] = c_attn_out
+        inputs[attn.c_proj] = c_proj_in
+        inputs[block.ln_2] = ln2_in
+        outputs[block.mlp] = mlp_out
 
     end = len(g.dests) - 1
 
-    def lnf_pre(_m, args):
-        if run.touched(end, 1):
-            return (run.add(args[0], end, 1)[0],) + tuple(args[1:])
+    def lnf_in(x):
+        return run.add(x, end, 1)[0] if run.touched(end, 1) else x
 
-    pre[final_norm(model)] = lnf_pre
-    return pre, post
+    inputs[final_norm(model)] = lnf_in
+    return inputs, outputs
 
 
 @contextmanager
@@ -199,8 +199,8 @@ def edge_run(model, graph: EdgeGraph, *, corrupt: torch.Tensor | None = None, ma
         if bool((mask.cpu().bool() & ~graph.allowed).any()):
             raise ValueError("mask patches a (dest, src) pair that is no edge: a source feeds only later destinations")
     run = _Run(graph, corrupt, mask, probe)
-    pre, post = _hooks(model, run)
-    with hooks.module_hooks(pre=pre, post=post):
+    inputs, outputs = _hooks(model, run)
+    with hooks.edit_module_inputs(inputs), hooks.edit_module_outputs(outputs):
         yield run
 
 

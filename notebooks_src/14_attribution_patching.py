@@ -1,0 +1,167 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# ## What you'll do
+#
+# - Take a task as **clean / corrupt prompt pairs** (indirect object identification by default: "When
+#   Mary and John went to the store, John gave a drink to" → " Mary") and a metric (the answer's logit
+#   minus the competing one's, at the last position).
+# - Splice an SAE into the residual stream at `LAYER` **exactly** (x = x̂(f) + error), so each SAE
+#   latent and the SAE's error term become nodes, next to every attention head (and its query and key)
+#   and every MLP.
+# - Score **every node at once** with attribution patching: AtP (two forwards, one backward:
+#   Δactivation · gradient) and **AtP*** (Kramár et al. 2024): the QK fix recomputes each query/key
+#   node's attention softmax exactly instead of linearising through it, and GradDrop re-runs the
+#   backward once per layer with that layer's gradient dropped, so effects that cancel still show.
+# - Check the estimates against **exact activation patching** of the top nodes: Spearman correlation and
+#   the false-negative rate (top nodes by exact effect that the estimate missed), as a table and a plot.
+# - Save `feature_attribution.json` (the SAE features), `attribution_report.json` and `circuit.json`.
+#
+# Default: GPT-2 small with Joseph Bloom's residual SAE read before block 8 (SAELens `gpt2-small-res-jb`).
+
+# %% tags=["parameters"]
+MODEL_ID = "gpt2"  # @param {type:"string"}
+LAYER = 7  # @param {type:"integer"}
+# the block whose output the SAE reads: SAE_ID "blocks.8.hook_resid_pre" is the output of block 7
+SAE = "gpt2-small-res-jb"  # @param {type:"string"}
+SAE_ID = "blocks.8.hook_resid_pre"  # @param {type:"string"}
+# SAE: a SAELens release (SAE_ID: the SAE in it), a local export folder or a Hub repo id (SAE_ID: its
+# subfolder), or "train-tiny" to train a small SAE here first (a quick try; the offline smoke run)
+TASK = "ioi"  # @param ["ioi", "sva", "synthetic"]
+N_PROMPTS = 20  # @param {type:"integer"}
+METRIC = "logit_diff"  # @param ["logit_diff", "prob", "kl"]
+COUNTERFACTUAL = "mean"  # @param ["mean", "resample", "zero"]
+# what a node is patched to: its mean over the clean prompts (mean ablation), its value on the corrupt
+# prompt (resample), or zero
+USE_QK_FIX = True  # @param {type:"boolean"}
+USE_GRADDROP = True  # @param {type:"boolean"}
+TOP_N = 30  # @param {type:"integer"}
+# nodes checked by exact patching: the top TOP_N by AtP* and by AtP; the circuit keeps the top TOP_N by AtP*
+DEVICE = ""  # @param {type:"string"}
+OUTPUT_DIR = "outputs/14_attribution_patching"  # @param {type:"string"}
+SEED = 0  # @param {type:"integer"}
+
+# %%
+from shared import notebook, sae_io
+from shared.circuits import attribution, circuit_json, figures, nodes, patching, tasks
+
+P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+
+# %% [markdown]
+# ## 1. The model, its SAE and the task
+#
+# The SAE must read the residual stream after block `LAYER` (checked against SAE_ID and the model's
+# width). Every clean/corrupt pair has one token length and single-token answers.
+
+# %%
+model, tokenizer = run.load_model()
+layer = nodes.check_sae_layer(SAE_ID, P.one_layer())
+sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
+pairs = tasks.load_task(TASK, tokenizer, N_PROMPTS, seed=SEED)
+print(f"{len(pairs)} {TASK} pairs of {pairs.clean_ids.shape[1]} tokens, e.g.")
+print(f"  clean:   {pairs.clean_text[0]!r} -> {tokenizer.decode([int(pairs.answer_ids[0])])!r}")
+print(f"  corrupt: {pairs.corrupt_text[0]!r} -> {tokenizer.decode([int(pairs.wrong_ids[0])])!r}")
+
+# %% [markdown]
+# ## 2. The nodes
+#
+# Heads (o_proj's input split by head), query and key inputs of softmax-attention heads, MLP outputs,
+# and the SAE's latents plus its error term. Splicing the SAE leaves the model's output unchanged.
+
+# %%
+graph = nodes.Nodes(model, heads="all", mlps="all", qk=nodes.softmax_layers(model), saes={layer: sae},
+                    centre_sae_input=SAE in nodes.CENTRED_RELEASES)
+clean_logits, clean_m = patching.clean_metric(graph, pairs, METRIC)
+spliced_logits, _ = graph.values(pairs.clean_ids)
+corrupt_m = float(patching.corrupt_metric(graph, pairs, METRIC).mean())
+print(f"{len(graph)} nodes; {METRIC}: clean {float(clean_m.mean()):.3f}, corrupt {corrupt_m:.3f}; "
+      f"SAE splice changes the logits by at most {float((spliced_logits - clean_logits).abs().max()):.1e}")
+
+# %% [markdown]
+# ## 3. AtP and AtP* for every node
+#
+# One clean forward with gradients, one forward for the counterfactual, one backward: AtP. Then the
+# QK fix (a forward per attention layer with each head's query or key patched, stopped after that
+# layer) and GradDrop (one more backward per layer). Scores estimate "metric change when this node is
+# patched"; AtP* ranks by GradDrop's magnitude with AtP's sign.
+
+# %%
+star = attribution.atp_star(graph, pairs, metric=METRIC, ablation=COUNTERFACTUAL,
+                            use_qk_fix=USE_QK_FIX, use_graddrop=USE_GRADDROP)
+top = lambda scores, n: sorted(scores, key=lambda i: -abs(scores[i]))[:n]  # noqa: E731
+for node in top(star.score, 10):
+    print(f"  {node:>12}  AtP* {star.score[node]:+9.4f}   AtP {star.atp[node]:+9.4f}")
+
+# %% [markdown]
+# ## 4. Exact patching of the top nodes: how good were the estimates?
+#
+# Each candidate node is patched alone (many per forward) and the metric change measured. Spearman
+# compares |score| with |exact effect|; the false-negative rate is the share of the top nodes by exact
+# effect that an estimate's top list missed.
+
+# %%
+checked = list(dict.fromkeys(top(star.score, TOP_N) + top(star.atp, TOP_N)))
+exact = patching.node_effects(graph, pairs, checked, ablation=COUNTERFACTUAL, metric=METRIC)
+k = max(1, min(10, len(checked) // 3))
+comparison = {"atp": attribution.compare(star.atp, exact, top_k=k),
+              "atp_qk": attribution.compare(star.qk_fixed, exact, top_k=k),
+              "atp*": attribution.compare(star.score, exact, top_k=k)}
+print(f"{'method':>8} | spearman | false negatives (top {k})")
+for method, c in comparison.items():
+    print(f"{method:>8} | {c['spearman']:8.3f} | {c['false_negative_rate']:.2f} {c['false_negatives']}")
+print(f"\n{'node':>12} | {'exact':>9} | {'AtP':>9} | {'AtP*':>9}")
+for node in top(exact, 15):
+    print(f"{node:>12} | {exact[node]:+9.4f} | {star.atp[node]:+9.4f} | {star.score[node]:+9.4f}")
+run.save_figure(figures.attribution_scatter(exact, {"AtP": star.atp, "AtP*": star.score}), "atp_vs_exact.png")
+
+# %% [markdown]
+# ## 5. The circuit and its faithfulness
+#
+# The top `TOP_N` nodes by AtP* form the circuit. Faithfulness keeps them and mean-ablates every other
+# node: (m(circuit) − m(nothing)) / (m(model) − m(nothing)); 1 means the circuit alone does the task.
+
+# %%
+circuit = top(star.score, TOP_N)
+faith = patching.faithfulness(graph, pairs, circuit, metric=METRIC)
+print(f"circuit of {len(circuit)} nodes, faithfulness {faith:.3f}")
+
+# %% [markdown]
+# ## 6. The reports
+#
+# `feature_attribution.json`: the SAE's features (and its error term) ranked by AtP*;
+# `attribution_report.json`: the configuration, the metric, the comparison with exact patching;
+# `circuit.json`: the circuit's nodes (CircuitData).
+
+# %%
+kinds = graph.kinds()
+feats = [i for i in top(star.score, len(graph)) if kinds[i] in ("feature", "error")][:TOP_N]
+run.write_report("feature_attribution.json", {
+    "model": MODEL_ID, "layer": layer, "sae": sae_repo, "d_sae": sae.cfg.d_sae, "task": TASK, "metric": METRIC,
+    "features": [{"id": i, "kind": kinds[i], "latent": int(i.split(".f")[1]) if kinds[i] == "feature" else None,
+                  "atp_star": star.score[i], "atp": star.atp[i], "exact": exact.get(i)} for i in feats],
+})
+run.write_report("attribution_report.json", {
+    "model": MODEL_ID, "layer": layer, "sae": sae_repo, "task": TASK, "prompts_n": len(pairs),
+    "config": {"use_qk_fix": USE_QK_FIX, "use_graddrop": USE_GRADDROP, "counterfactual": COUNTERFACTUAL,
+               "metric": METRIC, "top_n": TOP_N},
+    "metric_clean": float(clean_m.mean()), "metric_corrupt": corrupt_m, "n_nodes": len(graph),
+    "comparison": comparison, "faithfulness": faith,
+    "top_nodes": [{"id": i, "kind": kinds[i], "exact": exact[i], "atp": star.atp[i], "atp_qk": star.qk_fixed[i],
+                   "atp_star": star.score[i]} for i in top(exact, len(exact))],
+})
+entries = circuit_json.node_entries({i: star.score[i] for i in circuit}, kinds)
+circuit_json.write_circuit(run.out_dir / "circuit.json", entries, [], metric=METRIC, prompts_n=len(pairs),
+                           tau_node=min(abs(e["score"]) for e in entries), method="atp*", model=MODEL_ID,
+                           sae_repo=sae_repo, task=TASK, ablation=COUNTERFACTUAL, faithfulness=faith)
+print(f"wrote {run.out_dir / 'circuit.json'}")

@@ -1,0 +1,262 @@
+"""Attribution patching: fast linear estimates of every node's patching effect, and how good they are.
+
+- `atp`: AtP (Nanda 2023; Kramár et al. 2024): (a_patch − a_clean) · ∂m/∂a at the clean run; two
+  forwards (clean with grad, corrupt) and one backward for all nodes at once.
+- `atp_star`: AtP* (Kramár et al. 2024, arXiv:2403.00745). QK fix: a query/key node's effect goes
+  through its head's softmax, so the patched attention pattern is recomputed exactly (a forward with
+  the node patched, stopped after its layer) and only what follows is linearised:
+  Σ (A_patched − A_clean) · ∂m/∂A. Softmax attention only; linear attention (Gated-DeltaNet) is
+  refused. GradDrop: one extra backward per layer l with the gradient through layer l's residual
+  writes (its attention and MLP outputs) set to zero, AtP_l(n) from that gradient, and
+  score(n) = 1/(L−1) Σ_l |AtP_l(n)| (sign from AtP), which catches direct and indirect effects that cancel.
+- `integrated_gradients`: per component, its nodes moved together from clean to patched in N steps
+  (midpoint rule by default; "left" is SFC's α = 0..N−1 / N), gradients averaged, dotted with the change.
+- `compare`: Spearman correlation of |estimate| with |exact effect| and the false-negative rate among the
+  top nodes by exact effect.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import hooks
+from ..models import decoder_layers
+from .metrics import get_metric
+from .nodes import Component, Nodes, attention, eager_attention, mlp_module
+from .patching import _rows, patch_values
+from .tasks import PromptPairs
+
+
+def _ids_scores(comp_scores: dict[Component, torch.Tensor]) -> dict[str, float]:
+    return {c.node_id(i): float(s[i]) for c, s in comp_scores.items() for i in range(c.n)}
+
+
+def _dot(delta: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Per-node (delta · grad) summed over positions and the node's numbers, mean over prompts: [N]."""
+    return (delta.float() * grad.float()).sum((1, 3)).mean(0)
+
+
+def _deltas(nodes, pairs, clean: dict, ablation, reference_ids, patch) -> dict[Component, torch.Tensor]:
+    patch = patch if patch is not None else patch_values(nodes, pairs, ablation, reference_ids)
+    return {c: _rows(patch[c], v.shape[0]).to(v.dtype) - v.detach() for c, v in clean.items()}
+
+
+def _metric_sum(metric: str, logits, pairs: PromptPairs) -> torch.Tensor:
+    return get_metric(metric)(logits, pairs, clean_logits=logits.detach()).sum()
+
+
+def atp(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ablation: str = "resample",
+        reference_ids: torch.Tensor | None = None, patch: dict | None = None) -> dict[str, float]:
+    """{node id: AtP estimate of its patching effect} (mean over prompts of Δa · ∂m/∂a)."""
+    get_metric(metric)
+    logits, clean = nodes.values(pairs.clean_ids, grad=True)
+    with torch.enable_grad():
+        grads = torch.autograd.grad(_metric_sum(metric, logits, pairs), list(clean.values()), allow_unused=True)
+    deltas = _deltas(nodes, pairs, clean, ablation, reference_ids, patch)
+    return _ids_scores({c: _dot(deltas[c], _or_zero(g, clean[c])) for c, g in zip(clean, grads)})
+
+
+def _or_zero(grad, like):
+    return torch.zeros_like(like) if grad is None else grad
+
+
+# ----------------------------------------------------------------------------- AtP*
+
+
+class _GradGate(torch.autograd.Function):
+    """Identity forward; backward passes the gradient unless state["drop"] names this layer."""
+
+    @staticmethod
+    def forward(ctx, x, state, layer):
+        ctx.state, ctx.layer = state, layer
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (torch.zeros_like(grad) if ctx.state.get("drop") == ctx.layer else grad), None, None
+
+
+def _residual_writers(model) -> list[tuple[int, torch.nn.Module]]:
+    """(layer, module) of each layer's writes into the residual stream: its attention and its MLP."""
+    out = []
+    for layer in range(len(decoder_layers(model))):
+        out.append((layer, attention(model, layer)[0]))
+        out.append((layer, mlp_module(model, layer)))
+    return out
+
+
+@dataclass
+class AtPStar:
+    """AtP* scores by node id: `score` (the final ranking score, sign from AtP), and its parts."""
+    score: dict[str, float]
+    atp: dict[str, float]
+    qk_fixed: dict[str, float] = field(default_factory=dict)  # AtP with the QK fix (q/k nodes), plain AtP elsewhere
+    graddrop: dict[str, float] = field(default_factory=dict)  # 1/(L−1) Σ_l |AtP_l| (empty without GradDrop)
+    config: dict = field(default_factory=dict)
+
+
+def atp_star(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ablation: str = "resample",
+             reference_ids: torch.Tensor | None = None, use_qk_fix: bool = True, use_graddrop: bool = True,
+             patch: dict | None = None, batch_rows: int = 256) -> AtPStar:
+    """AtP* of every node: AtP, the QK fix for q/k nodes (exact softmax) and GradDrop (see the module doc)."""
+    get_metric(metric)
+    model = nodes.model
+    qk = [c for c in nodes.components if c.kind in ("q", "k")] if use_qk_fix else []
+    qk_layers = sorted({c.layer for c in qk})
+    state: dict = {}
+    attn_w: dict[int, torch.Tensor] = {}
+
+    def capture(layer):
+        def fn(out):
+            if not isinstance(out, (tuple, list)) or len(out) < 2 or out[1] is None:
+                raise ValueError(f"layer {layer}'s attention returned no weights; the QK fix needs eager attention")
+            attn_w[layer] = out[1]
+            return out
+        return fn
+
+    def gate(layer):
+        return lambda h: _GradGate.apply(h, state, layer)
+
+    writers = _residual_writers(model) if use_graddrop else []
+    with torch.enable_grad(), eager_attention(model) if qk else nullcontext():
+        with hooks.edit_module_outputs({attention(model, l)[0]: capture(l) for l in qk_layers}, whole=True), \
+                hooks.edit_module_outputs({m: gate(l) for l, m in writers}):
+            logits, clean = nodes.values(pairs.clean_ids, grad=True)
+        comps = list(clean)
+        m = _metric_sum(metric, logits, pairs)
+        targets = [clean[c] for c in comps] + [attn_w[l] for l in qk_layers]
+
+        def backward() -> tuple[dict, dict]:
+            g = torch.autograd.grad(m, targets, retain_graph=True, allow_unused=True)
+            return ({c: _or_zero(x, clean[c]) for c, x in zip(comps, g)},
+                    {l: _or_zero(x, attn_w[l]) for l, x in zip(qk_layers, g[len(comps):])})
+
+        deltas = _deltas(nodes, pairs, clean, ablation, reference_ids, patch)
+        grads, grad_a = backward()
+        base = {c: _dot(deltas[c], grads[c]) for c in comps}
+        d_attn = {c: _patched_attention_change(nodes, pairs, c, deltas[c] + clean[c].detach(), attn_w[c.layer].detach(),
+                                               batch_rows) for c in qk}
+        fixed = dict(base)
+        for c in qk:
+            fixed[c] = _qk_score(d_attn[c], grad_a[c.layer])
+        drop: dict[Component, torch.Tensor] = {}
+        if use_graddrop:
+            L = len(decoder_layers(model))
+            total = {c: torch.zeros(c.n) for c in comps}
+            for layer in range(L):
+                state["drop"] = layer
+                g_l, ga_l = backward()
+                for c in comps:
+                    est = _qk_score(d_attn[c], ga_l[c.layer]) if c in d_attn else _dot(deltas[c], g_l[c])
+                    total[c] += est.abs().cpu()
+            state.pop("drop", None)
+            drop = {c: total[c] / max(L - 1, 1) for c in comps}
+    score = {c: (torch.sign(fixed[c].cpu()) * drop[c] if use_graddrop else fixed[c]) for c in comps}
+    return AtPStar(_ids_scores(score), _ids_scores(base), _ids_scores(fixed), _ids_scores(drop),
+                   dict(metric=metric, ablation=ablation, use_qk_fix=use_qk_fix, use_graddrop=use_graddrop))
+
+
+def _qk_score(d_attn: torch.Tensor, grad_a: torch.Tensor) -> torch.Tensor:
+    """[N]: Σ over heads and the T×T pattern of ΔA · ∂m/∂A, mean over prompts; d_attn [N, B, H, T, T]."""
+    return (d_attn.float() * grad_a.float()[None]).sum((2, 3, 4)).mean(1)
+
+
+def _patched_attention_change(nodes: Nodes, pairs: PromptPairs, comp: Component, patched: torch.Tensor,
+                              clean_attn: torch.Tensor, batch_rows: int) -> torch.Tensor:
+    """A_patched − A_clean of comp's layer [N, B, H, T, T], one q/k head patched per batch replica,
+    each a forward stopped after that layer (exact softmax)."""
+    model, n = nodes.model, len(pairs)
+    attn = attention(model, comp.layer)[0]
+    per = max(1, batch_rows // n)
+    out = []
+    for s in range(0, comp.n, per):
+        heads = list(range(s, min(comp.n, s + per)))
+        g = len(heads)
+        mask = torch.zeros(g * n, comp.n, dtype=torch.bool)
+        for r, h in enumerate(heads):
+            mask[r * n:(r + 1) * n, h] = True
+        seen: dict = {}
+
+        def edit(c, v, _mask=mask):
+            if c != comp:
+                return v
+            mm = _mask.to(v.device)[:, None, :, None]
+            return torch.where(mm, _rows(patched, v.shape[0]).to(v.dtype), v)
+
+        def grab(o):
+            seen["a"] = o[1].detach()
+            return o
+
+        ids = pairs.clean_ids.repeat(g, 1)
+        with torch.no_grad(), hooks.edit_module_outputs({attn: grab}, whole=True), nodes.hooked(edit), \
+                hooks.read_residuals(model, [comp.layer], stop_after_deepest=True):
+            model(ids.to(clean_attn.device))
+        out.append(seen["a"].view(g, n, *clean_attn.shape[1:]) - clean_attn[None])
+    return torch.cat(out, 0)
+
+
+# ----------------------------------------------------------------------------- integrated gradients
+
+
+def integrated_gradients(nodes: Nodes, pairs: PromptPairs, *, steps: int = 10, metric: str = "logit_diff",
+                         ablation: str = "resample", reference_ids: torch.Tensor | None = None,
+                         patch: dict | None = None, rule: str = "midpoint", batch_rows: int = 256) -> dict[str, float]:
+    """{node id: IG estimate}: for each component, its nodes interpolated together from clean to patched
+    (other components left to the forward), ∂m/∂a averaged over `steps` points, dotted with Δa."""
+    get_metric(metric)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int (the Riemann steps of the path integral), got {steps!r}")
+    if rule not in ("midpoint", "left"):
+        raise ValueError(f"rule must be 'midpoint' or 'left' (SFC's α = k/N from the clean point), got {rule!r}")
+    _, clean = nodes.values(pairs.clean_ids)
+    patch = patch if patch is not None else patch_values(nodes, pairs, ablation, reference_ids)
+    alphas = (torch.arange(steps, dtype=torch.float32) + (0.5 if rule == "midpoint" else 0.0)) / steps
+    n = len(pairs)
+    per = max(1, batch_rows // n)
+    scores: dict[Component, torch.Tensor] = {}
+    for comp in nodes.components:
+        target = _rows(patch[comp], n)
+        grad_sum = torch.zeros_like(clean[comp], dtype=torch.float32)
+        for s in range(0, steps, per):
+            a = alphas[s:s + per]
+            g = len(a)
+            rep = pairs.subset(torch.arange(n).repeat(g))
+            a_rows = a.repeat_interleave(n).to(clean[comp].device)[:, None, None, None]
+
+            def edit(c, v, _a=a_rows):
+                if c != comp:
+                    return v
+                return v + _a.to(v.dtype) * (_rows(target, v.shape[0]).to(v.dtype) - v)
+
+            logits, vals = nodes.values(rep.clean_ids, edit, grad=True)
+            with torch.enable_grad():
+                (grad,) = torch.autograd.grad(_metric_sum(metric, logits, rep), [vals[comp]])
+            grad_sum += grad.float().view(g, n, *grad.shape[1:]).sum(0)
+        scores[comp] = _dot(target.float() - clean[comp].float(), grad_sum / steps)
+    return _ids_scores(scores)
+
+
+# ----------------------------------------------------------------------------- how good an estimate is
+
+
+def compare(estimate: dict[str, float], exact: dict[str, float], *, top_k: int = 10) -> dict:
+    """How an estimate ranks nodes against exact patching, on the nodes both hold:
+    spearman (|estimate| vs |exact|), spearman_signed, and false_negative_rate: the share of the top_k
+    nodes by |exact effect| that are not in the estimate's top_k by |score|."""
+    from scipy.stats import spearmanr
+
+    ids = [i for i in exact if i in estimate]
+    if len(ids) < 2:
+        raise ValueError(f"compare needs at least 2 nodes scored by both methods, got {len(ids)}")
+    est = torch.tensor([estimate[i] for i in ids], dtype=torch.float64)
+    ex = torch.tensor([exact[i] for i in ids], dtype=torch.float64)
+    k = max(1, min(int(top_k), len(ids)))
+    top_exact = set(ex.abs().argsort(descending=True)[:k].tolist())
+    top_est = set(est.abs().argsort(descending=True)[:k].tolist())
+    rho = spearmanr(est.abs().numpy(), ex.abs().numpy()).statistic
+    rho_signed = spearmanr(est.numpy(), ex.numpy()).statistic
+    return dict(n=len(ids), top_k=k, spearman=float(rho), spearman_signed=float(rho_signed),
+                false_negative_rate=len(top_exact - top_est) / k,
+                false_negatives=[ids[i] for i in sorted(top_exact - top_est)])

@@ -1,0 +1,225 @@
+"""circuits nodes / patching / attribution / circuit_json: exact splicing, AtP vs exact patching, IG
+convergence, the QK fix where AtP fails on a saturated softmax, GradDrop's formula, the planted circuit."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shared import hooks
+from shared.circuits import attribution, circuit_json, patching, tasks
+from shared.circuits.nodes import Nodes, check_sae_layer, sae_layer_from_id
+from shared.models import decoder_layers, load_model
+from shared.sae import build_sae, config_from_dict
+
+from planted_circuit import COPY_HEAD, PLANTED_CIRCUIT, build_planted_model, planted_pairs
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def planted():
+    model, tok = build_planted_model()
+    return model, tok, planted_pairs(tok, 12)
+
+
+def _sae(d_in=64, d_sae=96, seed=0):
+    torch.manual_seed(seed)
+    sae = build_sae(config_from_dict(dict(architecture="topk", d_in=d_in, d_sae=d_sae, k=8)))
+    with torch.no_grad():
+        sae.b_dec.normal_(0, 0.1)
+    return sae.eval()
+
+
+def _hook_count(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_hooked_forward_is_the_model_and_the_sae_splice_is_exact(tiny_trained_model, arch):
+    model, tok = tiny_trained_model(arch)
+    pairs = tasks.load_task("synthetic", tok, 4)
+    before = _hook_count(model)
+    nodes = Nodes(model, heads="all", mlps="all", qk="all", saes={1: _sae()})
+    assert {"L0.h3", "L0.h0.q", "L0.h1.k", "L2.mlp", "L1.f95", "L1.error"} <= set(nodes.ids)
+    assert "L0.h2.k" not in nodes.ids or arch == "gpt2"  # llama: 2 key/value heads
+    with torch.no_grad():
+        ref = model(pairs.clean_ids).logits
+        with hooks.read_residuals(model, [1]) as acts:
+            model(pairs.clean_ids)
+        sae_layer = acts[1]
+    logits, vals = nodes.values(pairs.clean_ids)
+    assert torch.allclose(logits, ref, atol=1e-4)  # SAE spliced as x̂(f) + error: the model unchanged
+    lat = next(v for c, v in vals.items() if c.kind == "latents")
+    err = next(v for c, v in vals.items() if c.kind == "error")
+    sae = nodes.saes[1]
+    assert torch.allclose(sae.decode(lat.squeeze(-1)) + err.squeeze(-2), sae_layer, atol=1e-5)
+    assert (lat != 0).any() and err.abs().max() > 0
+    assert _hook_count(model) == before
+
+
+def test_patching_heads_by_hand_and_ablations(planted):
+    model, tok, pairs = planted
+    nodes = Nodes(model, heads="all", mlps="all")
+    # zero-ablating the copy head by hand through hooks == patching.patch_effect(zero)
+    layer, head = COPY_HEAD
+    o_proj = decoder_layers(model)[layer].attn.c_proj
+
+    def zero_head(x):
+        x = x.clone()
+        x[..., head * 16:(head + 1) * 16] = 0
+        return x
+
+    with torch.no_grad():
+        base = patching.clean_metric(nodes, pairs)[1]
+        with hooks.edit_module_inputs({o_proj: zero_head}):
+            by_hand = model(pairs.clean_ids).logits
+    from shared.circuits.metrics import logit_diff
+
+    want = float((logit_diff(by_hand, pairs) - base).mean())
+    assert patching.patch_effect(nodes, pairs, ["L1.h0"], ablation="zero") == pytest.approx(want, abs=1e-4)
+    # batched single-node effects equal one-at-a-time ones; resample flips the answer
+    effects = patching.node_effects(nodes, pairs, batch_rows=30)
+    for node in ("L1.h0", "L0.mlp", "L0.h2"):
+        assert effects[node] == pytest.approx(patching.patch_effect(nodes, pairs, [node]), abs=1e-4)
+    assert effects["L1.h0"] < -0.9 * 2 * float(base.mean())  # clean LD ≈ −corrupt LD: the sign flips
+    mean = patching.node_effects(nodes, pairs, ["L1.h0"], ablation="mean")
+    assert -1.2 * float(base.mean()) < mean["L1.h0"] < -0.5 * float(base.mean())
+
+
+def test_planted_circuit_is_found_by_every_method_and_is_faithful(planted):
+    model, tok, pairs = planted
+    nodes = Nodes(model, heads="all", mlps="all")
+    exact = patching.node_effects(nodes, pairs)
+    star = attribution.atp_star(nodes, pairs)
+    found = {"exact": exact, "atp": attribution.atp(nodes, pairs), "atp*": star.score,
+             "ig": attribution.integrated_gradients(nodes, pairs, steps=5)}
+    for method, scores in found.items():
+        top = sorted(scores, key=lambda i: -abs(scores[i]))[:2]
+        assert set(top) == set(PLANTED_CIRCUIT), (method, top)
+    report = attribution.compare(found["atp"], exact, top_k=2)
+    assert report["false_negative_rate"] == 0 and report["spearman"] > 0.8
+    assert patching.faithfulness(nodes, pairs, PLANTED_CIRCUIT) >= 0.9
+    assert patching.faithfulness(nodes, pairs, ["L1.h0"]) < 0.5  # the copy head alone is not the circuit
+
+
+def test_atp_tracks_exact_patching_on_a_trained_model(tiny_trained_model):
+    model, tok = tiny_trained_model("gpt2")
+    pairs = tasks.load_task("synthetic", tok, 8)
+    nodes = Nodes(model, heads="all", mlps="all", qk="all")
+    exact = patching.node_effects(nodes, pairs)
+    report = attribution.compare(attribution.atp(nodes, pairs), exact, top_k=5)
+    assert report["n"] == len(nodes) and report["spearman"] > 0.8 and report["false_negative_rate"] <= 0.2
+    assert set(report) >= {"spearman", "spearman_signed", "false_negative_rate", "false_negatives", "top_k"}
+
+
+def test_ig_converges_to_the_exact_effect(tiny_trained_model):
+    model, tok = tiny_trained_model("llama")
+    pairs = tasks.load_task("synthetic", tok, 6)
+    nodes = Nodes(model, mlps="all", saes={2: _sae()})
+    exact = patching.node_effects(nodes, pairs, ["L0.mlp", "L1.mlp", "L2.error"])
+    node = max(exact, key=lambda i: abs(exact[i]))
+    errs = {n: abs(attribution.integrated_gradients(nodes, pairs, steps=n, rule="left")[node] - exact[node])
+            for n in (2, 50)}
+    assert errs[50] < errs[2] and errs[50] < 0.05 * abs(exact[node]) + 1e-5
+    # the latents of one SAE move together: their IG sum ≈ patching all of them
+    ig = attribution.integrated_gradients(nodes, pairs, steps=20)
+    lat = [i for i in nodes.ids if i.startswith("L2.f")]
+    whole = patching.patch_effect(nodes, pairs, lat)
+    assert sum(ig[i] for i in lat) == pytest.approx(whole, rel=0.05, abs=1e-4)
+
+
+def test_qk_fix_is_exact_where_atp_fails_on_a_saturated_softmax(planted):
+    model, tok, pairs = planted
+    nodes = Nodes(model, heads="all", mlps="all", qk=[1])
+    exact = patching.node_effects(nodes, pairs, ["L1.h0.q", "L1.h0.k"], ablation="zero")
+    star = attribution.atp_star(nodes, pairs, ablation="zero", use_graddrop=False)
+    for node in ("L1.h0.q", "L1.h0.k"):
+        assert abs(exact[node]) > 5  # uniform attention instead of the digit: the answer fades
+        assert abs(star.atp[node]) < 0.01 * abs(exact[node])  # the saturated softmax has ~zero gradient
+        assert star.qk_fixed[node] == pytest.approx(exact[node], rel=0.01)
+    assert star.score == star.qk_fixed and star.graddrop == {}
+    assert star.config == dict(metric="logit_diff", ablation="zero", use_qk_fix=True, use_graddrop=False)
+    assert model.config._attn_implementation == "sdpa"  # eager only for the QK fix's forwards
+
+
+def test_graddrop_matches_its_formula(tiny_trained_model):
+    model, tok = tiny_trained_model("gpt2")
+    pairs = tasks.load_task("synthetic", tok, 4)
+    nodes = Nodes(model, heads=[0, 2], mlps="all")
+    star = attribution.atp_star(nodes, pairs, use_qk_fix=False)
+    patch = patching.patch_values(nodes, pairs)
+    L = len(decoder_layers(model))
+    total = {i: 0.0 for i in nodes.ids}
+    for layer in range(L):  # the gradient through layer `layer`'s attention and MLP outputs cut by detach()
+        block = decoder_layers(model)[layer]
+        with hooks.edit_module_outputs({block.attn: lambda h: h.detach(), block.mlp: lambda h: h.detach()}):
+            est = attribution.atp(nodes, pairs, patch=patch)
+        for i in nodes.ids:
+            total[i] += abs(est[i])
+    for i in nodes.ids:
+        assert star.graddrop[i] == pytest.approx(total[i] / (L - 1), rel=1e-4, abs=1e-7)
+        assert star.score[i] == pytest.approx(star.graddrop[i] * (1 if star.atp[i] >= 0 else -1), abs=1e-7)
+    assert star.atp == pytest.approx(attribution.atp(nodes, pairs), abs=1e-6)
+
+
+def test_bad_input_one_line_errors(tiny_model):
+    model, tok = tiny_model("qwen3_5")
+    pairs = tasks.load_task("synthetic", tok, 2)
+    with pytest.raises(ValueError, match="not applicable at layer 0.*linear attention"):
+        Nodes(model, qk=[0])
+    nodes = Nodes(model, heads="all", mlps=[0], qk=[1])  # heads of linear-attention layers are fine
+    assert "L0.h3" in nodes.ids and "L1.h0.q" in nodes.ids
+    with pytest.raises(ValueError, match="d_in=32 but the model's residual width is 64"):
+        Nodes(model, saes={1: _sae(d_in=32)})
+    with pytest.raises(ValueError, match="unknown ablation 'noise'"):
+        patching.node_effects(nodes, pairs, ablation="noise")
+    with pytest.raises(ValueError, match="unknown metric 'acc'"):
+        attribution.atp(nodes, pairs, metric="acc")
+    with pytest.raises(ValueError, match="node 'L9.mlp' is not in this node set"):
+        patching.patch_effect(nodes, pairs, ["L9.mlp"])
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        attribution.integrated_gradients(nodes, pairs, steps=0)
+    with pytest.raises(ValueError, match="no nodes"):
+        Nodes(model)
+    assert sae_layer_from_id("blocks.8.hook_resid_pre") == 7 and sae_layer_from_id("layer_12/width_16k/x") == 12
+    assert check_sae_layer("blocks.8.hook_resid_pre", 7) == 7
+    with pytest.raises(ValueError, match="after block 7, not layer 8: set LAYER = 7"):
+        check_sae_layer("blocks.8.hook_resid_pre", 8)
+
+
+def test_circuit_json_round_trip_and_validation(tmp_path, planted):
+    model, tok, pairs = planted
+    nodes = Nodes(model, heads="all", mlps="all")
+    scores = attribution.atp(nodes, pairs)
+    entries = circuit_json.node_entries(scores, nodes.kinds(), tau=1.0, names={"L1.h0": "copy head"})
+    assert [e["id"] for e in entries] in (["L1.h0", "L0.mlp"], ["L0.mlp", "L1.h0"])
+    edges = [{"source": "L0.mlp", "target": "L1.h0", "score": 1.5}]
+    data = circuit_json.write_circuit(tmp_path / "c" / "circuit.json", entries, edges, metric="logit_diff",
+                                      prompts_n=len(pairs), tau_node=1.0, method="atp", model="planted")
+    assert circuit_json.read_circuit(tmp_path / "c" / "circuit.json") == data
+    assert data["nodes"][0]["layer"] in ("L0", "L1") and {e["kind"] for e in entries} == {"head", "mlp"}
+    bad = [{"source": "L0.mlp", "target": "L5.h1", "score": 1.0}]
+    with pytest.raises(ValueError, match="edge 0 target 'L5.h1' is not a node id"):
+        circuit_json.write_circuit(tmp_path / "bad.json", entries, bad, metric="logit_diff", prompts_n=1, tau_node=0.0)
+    assert not (tmp_path / "bad.json").exists()
+    with pytest.raises(ValueError, match="method 'magic'"):
+        circuit_json.validate_circuit({**data, "method": "magic"})
+    with pytest.raises(ValueError, match="score must be a finite number"):
+        circuit_json.validate_circuit({**data, "nodes": [{**entries[0], "score": float("nan")}], "edges": []})
+
+
+def test_module_edit_hooks_are_removed(tiny_model):
+    model, tok = tiny_model("llama")
+    ids = tok(["a b c"], return_tensors="pt").input_ids
+    before = _hook_count(model)
+    mlp = decoder_layers(model)[0].mlp
+    with torch.no_grad():
+        ref = model(ids).logits
+        with hooks.edit_module_outputs({mlp: lambda h: h * 0}), hooks.edit_module_inputs({mlp: lambda x: x}):
+            changed = model(ids).logits
+    assert not torch.allclose(ref, changed) and _hook_count(model) == before
+
+
+def test_load_model_sanity():
+    model, tok = load_model("tiny:gpt2", device="cpu")
+    assert Nodes(model, heads=[0]).ids == ["L0.h0", "L0.h1", "L0.h2", "L0.h3"]
