@@ -13,6 +13,7 @@ NOTEBOOKS = (
     {"id": "10_hobbyist_phi3_mini_colab", "source": "tier_recipe.py", "title": "Tier 1 port: a TopK SAE on Phi-3-mini (free Colab T4)", "level": "tier 1", "platform": "colab", "accelerator": "T4", "expected_time": "about 1.5 h on a T4"},
     {"id": "13_watchtower_preview", "source": "13_watchtower_preview.py", "title": "Watchtower preview: flag prompts and tokens with SAE features", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "5 min on a T4"},
     {"id": "14_attribution_patching", "source": "14_attribution_patching.py", "title": "Attribution patching: AtP* over SAE features, heads and MLPs", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "10 min on a T4"},
+    {"id": "16_autocircuit_acdc", "source": "16_autocircuit_acdc.py", "title": "Edge-level circuits: ACDC and edge attribution patching", "level": "use your SAE", "platform": "any", "accelerator": "T4", "expected_time": "20 min on a T4"},
     {"id": "19_logit_lens", "source": "19_logit_lens.py", "title": "Logit lens", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "3 min on a T4"},
     {"id": "20_tuned_lens", "source": "20_tuned_lens.py", "title": "Tuned lens", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "10 min on a T4"},
     {"id": "21_linear_probe", "source": "21_linear_probe.py", "title": "Linear probes per layer, with honest baselines", "level": "beyond", "platform": "any", "accelerator": "T4", "expected_time": "10 min on a T4"},

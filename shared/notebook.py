@@ -379,6 +379,20 @@ RULES.update({
     "TOP_N": _POS,
 })
 
+
+def _edge_budgets(v, ctx):
+    if (not isinstance(v, (list, tuple)) or not v
+            or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 1 for x in v)):
+        raise ValueError("must be a non-empty list of edge counts >= 1, e.g. [2, 5, 10, 20, 50, 100, 200]")
+    return sorted({int(x) for x in v})
+
+
+# --- edge-level circuits (16): ACDC's threshold and target, the edge budgets of the faithfulness curves
+RULES.update({
+    "TAU": _number(0.0, open_low=False, hint=", e.g. 0.05 (ACDC removes an edge whose patching moves the target less)"),
+    "ACDC_METRIC": _choice("kl", "logit_diff", "prob"), "EDGE_BUDGETS": _edge_budgets,
+})
+
 _NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
 

@@ -76,6 +76,11 @@ BAD += [  # circuits (14)
     ("USE_QK_FIX", "yes", None), ("USE_GRADDROP", 1, None), ("TOP_N", 0, None),
 ]
 
+BAD += [  # edge-level circuits (16)
+    ("TAU", -0.01, None), ("TAU", "small", None), ("ACDC_METRIC", "loss", None),
+    ("EDGE_BUDGETS", [0, 5], None), ("EDGE_BUDGETS", "10", None), ("EDGE_BUDGETS", [], None),
+]
+
 CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad) else 'f'}")
          for e in ENTRIES for name, bad, when in BAD
          if name in parameters_of(e) and (when is None or when(parameters_of(e)))]

@@ -13,6 +13,7 @@ KL(clean || circuit) at the last position for metric "kl" (AutoCircuit's target)
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,20 @@ def _graph(model, graph):
 
 def _device(model):
     return next(model.parameters()).device
+
+
+@contextmanager
+def _small_on_cpu(model):
+    """One torch thread for a small model on the CPU: ACDC's thousands of tiny forwards only lose to
+    thread overhead (and thrash a shared CPU); the caller's setting comes back afterwards."""
+    threads = torch.get_num_threads()
+    small = _device(model).type == "cpu" and model.config.n_embd <= 256
+    if small:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def eap_scores(model, pairs: PromptPairs, metric: str = "logit_diff", *, graph: EdgeGraph | None = None,
@@ -74,8 +89,11 @@ class AcdcResult:
 
     @property
     def scores(self) -> torch.Tensor:
-        """Edge scores for ranking (the delta each edge caused; kept edges rank above removed ones)."""
-        return self.delta
+        """A ranking for faithfulness curves (by |score|): kept edges first, by their step, then removed ones by
+        theirs. Not effect sizes: `delta` holds the measured steps."""
+        removed = self.delta[~self.kept].abs()
+        lift = (float(removed.max()) if removed.numel() else 0.0) + 1.0
+        return torch.where(self.kept, self.delta.abs() + lift, self.delta.abs())
 
     def edge_names(self) -> list[tuple[str, str]]:
         names = self.graph.names()
@@ -117,15 +135,16 @@ def acdc(model, pairs: PromptPairs, tau: float, metric: str = "kl", *, graph: Ed
     patched = torch.zeros(g.n_edges, dtype=torch.bool)
     delta = torch.zeros(g.n_edges)
     prev = 0.0
-    for i in order:
-        patched[i] = True
-        now = _target(metric, fn, patched_logits(model, g, pairs.clean_ids, corrupt, patched), pairs, clean_logits,
-                      clean_value)
-        delta[i] = now - prev
-        if now - prev < tau:
-            prev = now
-        else:
-            patched[i] = False
+    with _small_on_cpu(model):
+        for i in order:
+            patched[i] = True
+            now = _target(metric, fn, patched_logits(model, g, pairs.clean_ids, corrupt, patched), pairs,
+                          clean_logits, clean_value)
+            delta[i] = now - prev
+            if now - prev < tau:
+                prev = now
+            else:
+                patched[i] = False
     return AcdcResult(g, ~patched, delta, order, tau, metric, prev)
 
 
@@ -154,14 +173,62 @@ def faithfulness_curve(model, pairs: PromptPairs, scores: torch.Tensor, budgets=
         return float(fn(logits, pairs, clean_logits).float().mean())
 
     rank = torch.argsort(scores.abs(), descending=True, stable=True)
-    full, empty = value(torch.ones(g.n_edges, dtype=torch.bool)), value(torch.zeros(g.n_edges, dtype=torch.bool))
-    values = []
-    for k in budgets:
-        keep = torch.zeros(g.n_edges, dtype=torch.bool)
-        keep[rank[:min(k, g.n_edges)]] = True
-        values.append(value(keep))
+    with _small_on_cpu(model):
+        full, empty = value(torch.ones(g.n_edges, dtype=torch.bool)), value(torch.zeros(g.n_edges, dtype=torch.bool))
+        values = []
+        for k in budgets:
+            keep = torch.zeros(g.n_edges, dtype=torch.bool)
+            keep[rank[:min(k, g.n_edges)]] = True
+            values.append(value(keep))
     span = full - empty
     faith = [(1 - v / empty if empty else float("nan")) if metric == "kl" else
              ((v - empty) / span if span else float("nan")) for v in values]
     return {"budgets": budgets, "metric": metric, "values": values, "faithfulness": faith, "full": full,
             "empty": empty, "n_edges": g.n_edges}
+
+
+def edge_scores_from_nodes(graph: EdgeGraph, node_scores: dict[str, float]) -> torch.Tensor:
+    """[n_edges] edge ranking from node scores (e.g. AtP on heads and MLPs): min(|score(src)|, |score(dest)|).
+
+    A node-level baseline on the same edge budgets: an edge ranks as high as its weaker end. The
+    embeddings and the logits count as always in; a q/k/v input takes its head's score unless the
+    node scores hold it ("L3.h2.q").
+    """
+    def node(name: str) -> float:
+        if name in ("embed", "logits"):
+            return math.inf
+        if name in node_scores:
+            return abs(float(node_scores[name]))
+        head = name.rsplit(".", 1)[0]
+        if name.endswith((".q", ".k", ".v")) and head in node_scores:
+            return abs(float(node_scores[head]))
+        raise ValueError(f"node_scores has no score for {name!r}; score every head and MLP (e.g. atp over "
+                         f"Nodes(model, heads='all', mlps='all'))")
+
+    out = torch.tensor([min(node(s), node(d)) for s, d in graph.names()])
+    return out.nan_to_num(posinf=0.0)  # embed -> logits alone: no node to rank it by
+
+
+def _kind(node: str) -> tuple[str, str]:
+    """(kind, layer) of an edge-graph node id for circuit.json."""
+    if node in ("embed", "logits"):
+        return node, node
+    layer, rest = node.split(".", 1)
+    return ("mlp" if rest == "mlp" else rest[-1] if rest.count(".") else "head"), layer
+
+
+def circuit_entries(graph: EdgeGraph, scores: torch.Tensor, keep: torch.Tensor) -> tuple[list[dict], list[dict]]:
+    """(nodes, edges) of circuit.json for the kept edges: a q/k/v input is its own node ("L3.h2.q", kind "q")
+    joined to its head by an edge of score 0 when the head's output is in the circuit too."""
+    names = graph.names()
+    edges = [{"source": s, "target": d, "score": float(scores[i])} for i, (s, d) in enumerate(names) if keep[i]]
+    weight: dict[str, float] = {}
+    for e in edges:
+        for end in (e["source"], e["target"]):
+            weight[end] = max(weight.get(end, 0.0), abs(e["score"]))
+    for node in list(weight):
+        head = node.rsplit(".", 1)[0]
+        if node.endswith((".q", ".k", ".v")) and head in weight:
+            edges.append({"source": node, "target": head, "score": 0.0})
+    nodes = [{"id": n, "layer": _kind(n)[1], "score": w, "kind": _kind(n)[0]} for n, w in weight.items()]
+    return nodes, edges
