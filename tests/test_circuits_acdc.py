@@ -181,3 +181,28 @@ def test_autocircuit_agrees_on_eap_scores_and_acdc_edges(tmp_path):
     removed = {name for name, kept in zip(g.names(), res.kept.tolist()) if not kept}
     assert removed == {tuple(e) for e in theirs["acdc_removed"]}, (res.delta - tau).abs().min()
     assert 0 < len(removed) < g.n_edges - 20
+
+
+def test_circuit_json_and_node_baseline_on_the_planted_circuit(tmp_path):
+    from shared.circuits import attribution, circuit_json, nodes
+
+    model = _planted()
+    g = edges.edge_graph(model)
+    pairs = _pairs(positions=(1, 2, 3, 4, 5, 6))
+    res = acdc.acdc(model, pairs, tau=1e-4)
+    node_list, edge_list = acdc.circuit_entries(g, res.delta, res.kept)
+    data = circuit_json.write_circuit(tmp_path / "circuit.json", node_list, edge_list, metric="kl",
+                                      prompts_n=len(pairs), tau_node=0.0, tau_edge=1e-4, method="acdc")
+    kinds = {n["id"]: n["kind"] for n in data["nodes"]}
+    assert kinds["L1.h0"] == "head" and kinds["L1.h0.v"] == "v" and kinds["logits"] == "logits"
+    assert {"source": "L1.h0.v", "target": "L1.h0", "score": 0.0} in data["edges"]  # the input joined to its head
+    # node-level AtP turned into edges: an edge ranks as its weaker end, so only the live head's edges score
+    atp = attribution.atp(nodes.Nodes(model, heads="all", mlps="all"), pairs)
+    ranked = acdc.edge_scores_from_nodes(g, atp)
+    index = g.index()
+    assert ranked[index[("L1.h0", "logits")]] == pytest.approx(abs(atp["L1.h0"]))
+    assert ranked[index[("embed", "L1.h0.v")]] == pytest.approx(abs(atp["L1.h0"]))
+    assert ranked[index[("embed", "logits")]] == 0.0
+    assert int(torch.argmax(ranked)) in {index[("L1.h0", "logits")], *(index[("embed", f"L1.h0.{x}")] for x in "qkv")}
+    with pytest.raises(ValueError, match="no score for 'L0.h0.q'"):
+        acdc.edge_scores_from_nodes(g, {"L1.h0": 1.0})

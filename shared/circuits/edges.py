@@ -42,6 +42,8 @@ class EdgeGraph:
     dest_layer: list[int]  # heads of block b 2b+1, its MLP 2b+2, logits 2n+1
     edges: list[tuple[int, int]]  # (dest index, src index), dest in forward order then src
     allowed: torch.Tensor = field(repr=False)  # [n_dest, n_src] bool: s feeds d
+    edge_dest: torch.Tensor = field(repr=False, default=None)  # [n_edges] long: edges[i][0]
+    edge_src: torch.Tensor = field(repr=False, default=None)   # [n_edges] long: edges[i][1]
 
     @property
     def n_edges(self) -> int:
@@ -60,14 +62,12 @@ class EdgeGraph:
         if patched.shape != (self.n_edges,):
             raise ValueError(f"patched must have one entry per edge ({self.n_edges}), got shape {tuple(patched.shape)}")
         mask = torch.zeros(len(self.dests), len(self.srcs))
-        d, s = torch.tensor(self.edges).T
-        mask[d, s] = patched.float().cpu()
+        mask[self.edge_dest, self.edge_src] = patched.float().cpu()
         return mask
 
     def from_matrix(self, matrix: torch.Tensor) -> torch.Tensor:
         """The [n_edges] vector of a [n_dest, n_src] matrix (edge scores)."""
-        d, s = torch.tensor(self.edges).T
-        return matrix[d.to(matrix.device), s.to(matrix.device)]
+        return matrix[self.edge_dest.to(matrix.device), self.edge_src.to(matrix.device)]
 
     def src_block(self, src: int) -> int | None:
         """Decoder block of a source (None for the embeddings)."""
@@ -98,7 +98,8 @@ def edge_graph(model) -> EdgeGraph:
     dest_layer.append(2 * n + 1)
     allowed = torch.tensor(src_layer)[None, :] < torch.tensor(dest_layer)[:, None]
     edges = [(d, s) for d in range(len(dests)) for s in range(len(srcs)) if allowed[d, s]]
-    return EdgeGraph(n, h, srcs, dests, src_layer, dest_layer, edges, allowed)
+    d, s = torch.tensor(edges).T
+    return EdgeGraph(n, h, srcs, dests, src_layer, dest_layer, edges, allowed, d, s)
 
 
 @dataclass
@@ -107,8 +108,9 @@ class _Run:
 
     graph: EdgeGraph
     corrupt: torch.Tensor | None  # [n_src, B, T, D]
-    mask: torch.Tensor | None     # [n_dest, n_src]
+    mask: torch.Tensor | None     # [n_dest, n_src] on the CPU (for the checks)
     probe: bool
+    mask_dev: torch.Tensor | None = None  # the same on the model's device (for the sums)
     current: list = field(default_factory=list)  # source outputs in src order, detached
     resid_pre: dict = field(default_factory=dict)
     probes: dict = field(default_factory=dict)   # first dest index -> zero tensor whose grad is d metric / d input
@@ -120,7 +122,9 @@ class _Run:
         if self.mask is not None and bool(self.mask[rows].any()):
             n_avail = len(self.current)
             delta = self.corrupt[:n_avail] - torch.stack(self.current)
-            m = self.mask[rows, :n_avail].to(device=x.device, dtype=x.dtype)
+            if self.mask_dev is None or self.mask_dev.device != x.device:
+                self.mask_dev = self.mask.to(x.device)
+            m = self.mask_dev[rows, :n_avail].to(x.dtype)
             out = out + torch.einsum("ds,sbtx->dbtx", m, delta)
         if self.probe:
             p = torch.zeros_like(out, requires_grad=True)
@@ -198,7 +202,7 @@ def edge_run(model, graph: EdgeGraph, *, corrupt: torch.Tensor | None = None, ma
             raise ValueError(f"mask must be [n_dest, n_src] = {tuple(graph.allowed.shape)}, got {tuple(mask.shape)}")
         if bool((mask.cpu().bool() & ~graph.allowed).any()):
             raise ValueError("mask patches a (dest, src) pair that is no edge: a source feeds only later destinations")
-    run = _Run(graph, corrupt, mask, probe)
+    run = _Run(graph, corrupt, None if mask is None else mask.cpu(), probe)
     inputs, outputs = _hooks(model, run)
     with hooks.edit_module_inputs(inputs), hooks.edit_module_outputs(outputs):
         yield run
