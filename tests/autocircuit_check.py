@@ -7,6 +7,7 @@ written in shared/circuits/edges.py's naming ("embed", "L1.h2", "L1.h2.q", "L1.m
 """
 import json
 import sys
+import time
 
 import torch as t
 from auto_circuit.data import PromptDataLoader, PromptDataset
@@ -57,16 +58,21 @@ def main(model_dir: str, pairs_path: str, tau: float, out_path: str) -> None:
     pm = patchable_model(model, factorized=True, slice_output="last_seq", separate_qkv=True, device=t.device("cpu"))
     names = {e: (our_name(e.src.name), our_name(e.dest.name)) for e in pm.edges}
 
+    t0 = time.time()
     eap = mask_gradient_prune_scores(pm, loader, None, grad_function="logit", answer_function="avg_diff",
                                      mask_val=0.0)
+    eap_seconds = time.time() - t0
     order = sorted(pm.edges, key=lambda x: x.dest.layer, reverse=True)  # what acdc_prune_scores iterates
     pm.zero_grad()
+    t0 = time.time()
     acdc = acdc_prune_scores(pm, loader, None, tao_exps=[0], tao_bases=[tau], faithfulness_target="kl_div")
+    acdc_seconds = time.time() - t0
     out = {
         "eap": [[*names[e], float(e.prune_score(eap))] for e in pm.edges],
         "acdc_order": [list(names[e]) for e in order],
         "acdc_removed": [list(names[e]) for e in pm.edges if float(e.prune_score(acdc)) != float("inf")],
         "n_edges": len(pm.edges),
+        "seconds": {"eap": eap_seconds, "acdc": acdc_seconds},
     }
     with open(out_path, "w") as f:
         json.dump(out, f)
