@@ -69,7 +69,7 @@ def eap_scores(model, pairs: PromptPairs, metric: str = "logit_diff", *, graph: 
             value = fn(logits, part).float().sum() / n
             firsts = sorted(run.probes)
             grads = torch.autograd.grad(value, [run.probes[f] for f in firsts])
-        delta = corrupt - torch.stack(run.current)  # [n_src, B, T, D]
+        delta = corrupt - run.current  # [n_src, B, T, D]
         for first, grad in zip(firsts, grads):
             total[first:first + grad.shape[0]] += torch.einsum("dbtx,sbtx->ds", grad.float(), delta.float())
     return g.from_matrix(total.masked_fill(~g.allowed.to(total.device), 0.0)).cpu()

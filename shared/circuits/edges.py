@@ -111,7 +111,8 @@ class _Run:
     mask: torch.Tensor | None     # [n_dest, n_src] on the CPU (for the checks)
     probe: bool
     mask_dev: torch.Tensor | None = None  # the same on the model's device (for the sums)
-    current: list = field(default_factory=list)  # source outputs in src order, detached
+    buffer: torch.Tensor | None = None  # [n_src, B, T, D]: source outputs as computed, detached, filled in src order
+    filled: int = 0
     resid_pre: dict = field(default_factory=dict)
     probes: dict = field(default_factory=dict)   # first dest index -> zero tensor whose grad is d metric / d input
 
@@ -120,17 +121,30 @@ class _Run:
         rows = slice(first, first + count)
         out = x.unsqueeze(0).expand(count, *x.shape)
         if self.mask is not None and bool(self.mask[rows].any()):
-            n_avail = len(self.current)
-            delta = self.corrupt[:n_avail] - torch.stack(self.current)
+            n = self.filled
             if self.mask_dev is None or self.mask_dev.device != x.device:
                 self.mask_dev = self.mask.to(x.device)
-            m = self.mask_dev[rows, :n_avail].to(x.dtype)
-            out = out + torch.einsum("ds,sbtx->dbtx", m, delta)
+            m = self.mask_dev[rows, :n].to(x.dtype)
+            # sum_s m[d, s] (corrupt_s - current_s) as two matrix products (no [n, B, T, D] difference made)
+            flat = lambda t: t[:n].reshape(n, -1).to(x.dtype)  # noqa: E731
+            out = out + (m @ flat(self.corrupt) - m @ flat(self.buffer)).view(count, *x.shape)
         if self.probe:
             p = torch.zeros_like(out, requires_grad=True)
             self.probes[first] = p
             out = out + p
         return out
+
+    def record(self, outputs: torch.Tensor) -> None:
+        """Append sources' outputs [k, B, T, D] (in src order) to the buffer."""
+        if self.buffer is None:
+            self.buffer = outputs.new_empty(len(self.graph.srcs), *outputs.shape[1:])
+        self.buffer[self.filled:self.filled + outputs.shape[0]] = outputs.detach()
+        self.filled += outputs.shape[0]
+
+    @property
+    def current(self) -> torch.Tensor:
+        """[n_src so far, B, T, D]: the sources this forward has computed."""
+        return self.buffer[:self.filled]
 
     def touched(self, first: int, count: int) -> bool:
         return self.probe or (self.mask is not None and bool(self.mask[first:first + count].any()))
@@ -149,7 +163,7 @@ def _hooks(model, run: _Run):
         def ln1_in(x, b=b):
             run.resid_pre[b] = x
             if b == 0:
-                run.current.append(x.detach())
+                run.record(x.unsqueeze(0))
             return x
 
         def c_attn_out(out, b=b, first=qkv_first, ln=block.ln_1, module=attn.c_attn):
@@ -164,14 +178,14 @@ def _hooks(model, run: _Run):
 
         def c_proj_in(z, module=attn.c_proj):
             res = torch.einsum("bthe,hex->hbtx", z.view(*z.shape[:2], h, -1), module.weight.view(h, -1, z.shape[-1]))
-            run.current.extend(res.detach().unbind(0))
+            run.record(res)
             return z
 
         def ln2_in(x, first=mlp_dest):
             return run.add(x, first, 1)[0] if run.touched(first, 1) else x
 
         def mlp_out(out):
-            run.current.append(out.detach())
+            run.record(out.unsqueeze(0))
             return out
 
         inputs[block.ln_1] = ln1_in
@@ -212,7 +226,7 @@ def source_outputs(model, graph: EdgeGraph, ids: torch.Tensor) -> torch.Tensor:
     """[n_src, B, T, D]: every source's output on an unpatched forward of `ids` (e.g. the corrupt prompts)."""
     with torch.no_grad(), edge_run(model, graph) as run:
         model(ids)
-    return torch.stack(run.current)
+    return run.current.clone()
 
 
 def patched_logits(model, graph: EdgeGraph, ids: torch.Tensor, corrupt: torch.Tensor, patched) -> torch.Tensor:
