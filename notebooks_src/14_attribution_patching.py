@@ -154,7 +154,8 @@ run.write_report("feature_attribution.json", {
 run.write_report("attribution_report.json", {
     "model": MODEL_ID, "layer": layer, "sae": sae_repo, "task": TASK, "prompts_n": len(pairs),
     "config": {"use_qk_fix": USE_QK_FIX, "use_graddrop": USE_GRADDROP, "counterfactual": COUNTERFACTUAL,
-               "metric": METRIC, "top_n": TOP_N},
+               "metric": METRIC, "top_n": TOP_N, "qk_fix_layers": star.config["qk_fix_layers"],
+               "qk_fix_not_applicable": star.config["qk_fix_not_applicable"]},  # linear-attention layers
     "metric_clean": float(clean_m.mean()), "metric_corrupt": corrupt_m, "n_nodes": len(graph),
     "comparison": comparison, "faithfulness": faith,
     "top_nodes": [{"id": i, "kind": kinds[i], "exact": exact[i], "atp": star.atp[i], "atp_qk": star.qk_fixed[i],

@@ -82,6 +82,9 @@ def test_patching_heads_by_hand_and_ablations(planted):
     for node in ("L1.h0", "L0.mlp", "L0.h2"):
         assert effects[node] == pytest.approx(patching.patch_effect(nodes, pairs, [node]), abs=1e-4)
     assert effects["L1.h0"] < -0.9 * 2 * float(base.mean())  # clean LD ≈ −corrupt LD: the sign flips
+    corrupt = patching.corrupt_metric(nodes, pairs)
+    assert float(corrupt.mean()) == pytest.approx(float(base.mean()) + patching.patch_effect(nodes, pairs, nodes.ids),
+                                                  abs=1e-3)  # every node from the corrupt run = the corrupt run
     mean = patching.node_effects(nodes, pairs, ["L1.h0"], ablation="mean")
     assert -1.2 * float(base.mean()) < mean["L1.h0"] < -0.5 * float(base.mean())
 
@@ -126,6 +129,11 @@ def test_ig_converges_to_the_exact_effect(tiny_trained_model):
     lat = [i for i in nodes.ids if i.startswith("L2.f")]
     whole = patching.patch_effect(nodes, pairs, lat)
     assert sum(ig[i] for i in lat) == pytest.approx(whole, rel=0.05, abs=1e-4)
+    # joint (SFC): the SAE's latents and error move together; their sum ≈ patching both
+    joint = attribution.integrated_gradients(nodes, pairs, steps=20, joint=True)
+    both = patching.patch_effect(nodes, pairs, lat + ["L2.error"])
+    assert sum(joint[i] for i in lat + ["L2.error"]) == pytest.approx(both, rel=0.05, abs=1e-4)
+    assert joint["L0.mlp"] == pytest.approx(ig["L0.mlp"], abs=1e-6)  # alone in its layer: the same path
 
 
 def test_qk_fix_is_exact_where_atp_fails_on_a_saturated_softmax(planted):
@@ -138,7 +146,8 @@ def test_qk_fix_is_exact_where_atp_fails_on_a_saturated_softmax(planted):
         assert abs(star.atp[node]) < 0.01 * abs(exact[node])  # the saturated softmax has ~zero gradient
         assert star.qk_fixed[node] == pytest.approx(exact[node], rel=0.01)
     assert star.score == star.qk_fixed and star.graddrop == {}
-    assert star.config == dict(metric="logit_diff", ablation="zero", use_qk_fix=True, use_graddrop=False)
+    assert star.config == dict(metric="logit_diff", ablation="zero", use_qk_fix=True, use_graddrop=False,
+                               qk_fix_layers=[1], qk_fix_not_applicable=[])
     assert model.config._attn_implementation == "sdpa"  # eager only for the QK fix's forwards
 
 
@@ -169,6 +178,8 @@ def test_bad_input_one_line_errors(tiny_model):
         Nodes(model, qk=[0])
     nodes = Nodes(model, heads="all", mlps=[0], qk=[1])  # heads of linear-attention layers are fine
     assert "L0.h3" in nodes.ids and "L1.h0.q" in nodes.ids
+    star = attribution.atp_star(nodes, pairs, use_graddrop=False)
+    assert star.config["qk_fix_layers"] == [1] and star.config["qk_fix_not_applicable"] == [0, 2]
     with pytest.raises(ValueError, match="d_in=32 but the model's residual width is 64"):
         Nodes(model, saes={1: _sae(d_in=32)})
     with pytest.raises(ValueError, match="unknown ablation 'noise'"):
@@ -177,6 +188,8 @@ def test_bad_input_one_line_errors(tiny_model):
         attribution.atp(nodes, pairs, metric="acc")
     with pytest.raises(ValueError, match="node 'L9.mlp' is not in this node set"):
         patching.patch_effect(nodes, pairs, ["L9.mlp"])
+    with pytest.raises(ValueError, match="reference_ids have 3 positions but the prompts"):
+        patching.patch_values(nodes, pairs, "mean", reference_ids=pairs.clean_ids[:, :3])
     with pytest.raises(ValueError, match="steps must be a positive int"):
         attribution.integrated_gradients(nodes, pairs, steps=0)
     with pytest.raises(ValueError, match="no nodes"):
@@ -223,3 +236,41 @@ def test_module_edit_hooks_are_removed(tiny_model):
 def test_load_model_sanity():
     model, tok = load_model("tiny:gpt2", device="cpu")
     assert Nodes(model, heads=[0]).ids == ["L0.h0", "L0.h1", "L0.h2", "L0.h3"]
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "qwen3_5", "qwen3", "llama", "mistral", "phi3", "gpt2"])
+def test_every_architecture_splices_exactly_and_qk_nodes_touch_their_own_heads(tiny_model, arch):
+    """Identity forward == the model (SAE spliced included); zeroing one query head changes that head's
+    attention pattern only, one key/value head only the query heads of its group (GQA, gated or fused
+    q/k projections)."""
+    from shared.circuits.nodes import attention, eager_attention, softmax_layers
+
+    model, tok = tiny_model(arch)
+    pairs = tasks.load_task("synthetic", tok, 2)
+    layer = softmax_layers(model)[0]
+    nodes = Nodes(model, heads="all", mlps="all", qk=[layer], saes={2: _sae()})
+    with torch.no_grad():
+        ref = model(pairs.clean_ids).logits
+    assert torch.allclose(nodes.values(pairs.clean_ids)[0], ref, atol=1e-4)
+    attn = attention(model, layer)[0]
+    n_q = sum(1 for i in nodes.ids if i.startswith(f"L{layer}.h") and i.endswith(".q"))
+    n_kv = sum(1 for i in nodes.ids if i.startswith(f"L{layer}.h") and i.endswith(".k"))
+    seen = {}
+
+    def grab(out):
+        seen["a"] = out[1]
+        return out
+
+    def pattern(node=None):
+        masks = nodes.masks([node]) if node else {}
+        zero = {c: torch.zeros(1, 1, c.n, 1) for c in nodes.components}
+        with torch.no_grad(), eager_attention(model), hooks.edit_module_outputs({attn: grab}, whole=True):
+            nodes.values(pairs.clean_ids, patching.patched_edit(masks, zero))
+        return seen["a"]
+
+    base = pattern()
+    for which, n, group in (("q", n_q, 1), ("k", n_kv, n_q // n_kv)):
+        changed = (pattern(f"L{layer}.h{n - 1}.{which}") - base).abs().amax((0, 2, 3)) > 1e-6
+        want = torch.zeros(n_q, dtype=torch.bool)
+        want[(n - 1) * group:n * group] = True
+        assert torch.equal(changed, want), (which, changed)

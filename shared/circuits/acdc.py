@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models import model_device
 from .edges import EdgeGraph, edge_graph, edge_run, patched_logits, source_outputs
 from .metrics import get_metric, kl_to_clean
 from .tasks import PromptPairs
@@ -29,16 +30,12 @@ def _graph(model, graph):
     return graph if graph is not None else edge_graph(model)
 
 
-def _device(model):
-    return next(model.parameters()).device
-
-
 @contextmanager
 def _small_on_cpu(model):
     """One torch thread for a small model on the CPU: ACDC's thousands of tiny forwards only lose to
     thread overhead (and thrash a shared CPU); the caller's setting comes back afterwards."""
     threads = torch.get_num_threads()
-    small = _device(model).type == "cpu" and model.config.n_embd <= 256
+    small = model_device(model).type == "cpu" and model.config.n_embd <= 256
     if small:
         torch.set_num_threads(1)
     try:
@@ -57,10 +54,10 @@ def eap_scores(model, pairs: PromptPairs, metric: str = "logit_diff", *, graph: 
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     g = _graph(model, graph)
-    pairs = pairs.to(_device(model))
+    pairs = pairs.to(model_device(model))
     n = len(pairs)
     step = batch_size or n
-    total = torch.zeros(len(g.dests), len(g.srcs), device=_device(model))
+    total = torch.zeros(len(g.dests), len(g.srcs), device=model_device(model))
     for lo in range(0, n, step):
         part = pairs.subset(slice(lo, lo + step))
         corrupt = source_outputs(model, g, part.corrupt_ids)
@@ -127,7 +124,7 @@ def acdc(model, pairs: PromptPairs, tau: float, metric: str = "kl", *, graph: Ed
     order = reverse_topological(g) if order is None else list(order)
     if sorted(order) != list(range(g.n_edges)):
         raise ValueError(f"order must list every edge index 0..{g.n_edges - 1} once")
-    pairs = pairs.to(_device(model))
+    pairs = pairs.to(model_device(model))
     corrupt = source_outputs(model, g, pairs.corrupt_ids)
     with torch.no_grad():
         clean_logits = model(pairs.clean_ids).logits
@@ -163,7 +160,7 @@ def faithfulness_curve(model, pairs: PromptPairs, scores: torch.Tensor, budgets=
     budgets = [int(k) for k in budgets]
     if any(k < 0 for k in budgets):
         raise ValueError(f"budgets must be edge counts >= 0, got {budgets}")
-    pairs = pairs.to(_device(model))
+    pairs = pairs.to(model_device(model))
     corrupt = source_outputs(model, g, pairs.corrupt_ids)
     with torch.no_grad():
         clean_logits = model(pairs.clean_ids).logits

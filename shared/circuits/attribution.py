@@ -25,7 +25,7 @@ from .. import hooks
 from ..models import decoder_layers
 from .metrics import get_metric
 from .nodes import Component, Nodes, attention, eager_attention, mlp_module
-from .patching import _rows, patch_values
+from .patching import _rows, patch_values, patched_edit
 from .tasks import PromptPairs
 
 
@@ -155,7 +155,13 @@ def atp_star(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ab
             drop = {c: total[c] / max(L - 1, 1) for c in comps}
     score = {c: (torch.sign(fixed[c].cpu()) * drop[c] if use_graddrop else fixed[c]) for c in comps}
     return AtPStar(_ids_scores(score), _ids_scores(base), _ids_scores(fixed), _ids_scores(drop),
-                   dict(metric=metric, ablation=ablation, use_qk_fix=use_qk_fix, use_graddrop=use_graddrop))
+                   dict(metric=metric, ablation=ablation, use_qk_fix=use_qk_fix, use_graddrop=use_graddrop,
+                        qk_fix_layers=qk_layers, qk_fix_not_applicable=_linear_layers(model) if use_qk_fix else []))
+
+
+def _linear_layers(model) -> list[int]:
+    """Layers with linear attention (no softmax: the QK fix is not applicable there)."""
+    return [layer for layer in range(len(decoder_layers(model))) if not attention(model, layer)[1]]
 
 
 def _qk_score(d_attn: torch.Tensor, grad_a: torch.Tensor) -> torch.Tensor:
@@ -166,7 +172,8 @@ def _qk_score(d_attn: torch.Tensor, grad_a: torch.Tensor) -> torch.Tensor:
 def _patched_attention_change(nodes: Nodes, pairs: PromptPairs, comp: Component, patched: torch.Tensor,
                               clean_attn: torch.Tensor, batch_rows: int) -> torch.Tensor:
     """A_patched − A_clean of comp's layer [N, B, H, T, T], one q/k head patched per batch replica,
-    each a forward stopped after that layer (exact softmax)."""
+    each a forward stopped after that layer (exact softmax). Kept for GradDrop's backwards: memory grows
+    as heads × prompts × heads × T², fine for templated tasks (T ~ 20), heavy for long prompts."""
     model, n = nodes.model, len(pairs)
     attn = attention(model, comp.layer)[0]
     per = max(1, batch_rows // n)
@@ -178,12 +185,7 @@ def _patched_attention_change(nodes: Nodes, pairs: PromptPairs, comp: Component,
         for r, h in enumerate(heads):
             mask[r * n:(r + 1) * n, h] = True
         seen: dict = {}
-
-        def edit(c, v, _mask=mask):
-            if c != comp:
-                return v
-            mm = _mask.to(v.device)[:, None, :, None]
-            return torch.where(mm, _rows(patched, v.shape[0]).to(v.dtype), v)
+        edit = patched_edit({comp: mask}, {comp: patched})
 
         def grab(o):
             seen["a"] = o[1].detach()
@@ -202,9 +204,11 @@ def _patched_attention_change(nodes: Nodes, pairs: PromptPairs, comp: Component,
 
 def integrated_gradients(nodes: Nodes, pairs: PromptPairs, *, steps: int = 10, metric: str = "logit_diff",
                          ablation: str = "resample", reference_ids: torch.Tensor | None = None,
-                         patch: dict | None = None, rule: str = "midpoint", batch_rows: int = 256) -> dict[str, float]:
+                         patch: dict | None = None, rule: str = "midpoint", joint: bool = False,
+                         batch_rows: int = 256) -> dict[str, float]:
     """{node id: IG estimate}: for each component, its nodes interpolated together from clean to patched
-    (other components left to the forward), ∂m/∂a averaged over `steps` points, dotted with Δa."""
+    (other components left to the forward), ∂m/∂a averaged over `steps` points, dotted with Δa.
+    joint: all components of a layer move together (SFC: an SAE's latents and its error as one submodule)."""
     get_metric(metric)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int (the Riemann steps of the path integral), got {steps!r}")
@@ -215,26 +219,35 @@ def integrated_gradients(nodes: Nodes, pairs: PromptPairs, *, steps: int = 10, m
     alphas = (torch.arange(steps, dtype=torch.float32) + (0.5 if rule == "midpoint" else 0.0)) / steps
     n = len(pairs)
     per = max(1, batch_rows // n)
-    scores: dict[Component, torch.Tensor] = {}
+    groups: dict = {}
     for comp in nodes.components:
-        target = _rows(patch[comp], n)
-        grad_sum = torch.zeros_like(clean[comp], dtype=torch.float32)
+        groups.setdefault(comp.layer if joint else comp, []).append(comp)
+    scores: dict[Component, torch.Tensor] = {}
+    for group in groups.values():
+        target = {c: _rows(patch[c], n).to(clean[c].dtype) for c in group}
+        grad_sum = {c: torch.zeros_like(clean[c], dtype=torch.float32) for c in group}
         for s in range(0, steps, per):
             a = alphas[s:s + per]
             g = len(a)
             rep = pairs.subset(torch.arange(n).repeat(g))
-            a_rows = a.repeat_interleave(n).to(clean[comp].device)[:, None, None, None]
+            a_rows = a.repeat_interleave(n)[:, None, None, None]
 
-            def edit(c, v, _a=a_rows):
-                if c != comp:
+            def edit(c, v, _a=a_rows, _g=g):
+                if c not in target:
                     return v
-                return v + _a.to(v.dtype) * (_rows(target, v.shape[0]).to(v.dtype) - v)
+                start = _rows(clean[c], v.shape[0])
+                point = start + _a.to(v.device, v.dtype) * (_rows(target[c], v.shape[0]) - start)
+                return v + (point - v).detach()  # the interpolated value; the gradient still flows upstream
 
             logits, vals = nodes.values(rep.clean_ids, edit, grad=True)
             with torch.enable_grad():
-                (grad,) = torch.autograd.grad(_metric_sum(metric, logits, rep), [vals[comp]])
-            grad_sum += grad.float().view(g, n, *grad.shape[1:]).sum(0)
-        scores[comp] = _dot(target.float() - clean[comp].float(), grad_sum / steps)
+                grads = torch.autograd.grad(_metric_sum(metric, logits, rep), [vals[c] for c in group],
+                                            allow_unused=True)
+            for c, grad in zip(group, grads):
+                grad = _or_zero(grad, vals[c])
+                grad_sum[c] += grad.float().view(g, n, *grad.shape[1:]).sum(0)
+        for c in group:
+            scores[c] = _dot(target[c].float() - clean[c].float(), grad_sum[c] / steps)
     return _ids_scores(scores)
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .. import hooks
-from ..models import d_model, decoder_layers, text_config
+from ..models import d_model, decoder_layers, model_device, text_config
 
 KINDS = ("heads", "q", "k", "mlp", "latents", "error")
 _ATTN_NAMES = ("self_attn", "attn", "attention", "linear_attn", "mixer")
@@ -115,14 +115,14 @@ def _qk_site(model, layer: int, which: str):
     n = n_q if which == "q" else n_kv
     if hasattr(attn, f"{which}_proj"):
         proj = getattr(attn, f"{which}_proj")
-        start, width, step = 0, n * dh, dh
+        start, step = 0, dh
         if which == "q" and _out_features(proj) == 2 * n * dh:  # a gated query: [q_h, gate_h] per head
             step = 2 * dh
     else:
         _, proj = _child(attn, ("c_attn", "qkv_proj", "query_key_value"))
         if proj is None:
             raise ValueError(f"layer {layer}'s attention ({type(attn).__name__}) has no q/k projection this code knows")
-        start, width, step = (0 if which == "q" else n_q * dh), n * dh, dh
+        start, step = (0 if which == "q" else n_q * dh), dh
 
     def extract(out: torch.Tensor) -> torch.Tensor:
         part = out[..., start:start + n * step].unflatten(-1, (n, step))
@@ -133,7 +133,6 @@ def _qk_site(model, layer: int, which: str):
         part = torch.cat([value, part[..., dh:]], -1).flatten(-2) if step != dh else value.flatten(-2)
         return torch.cat([out[..., :start], part, out[..., start + n * step:]], -1)
 
-    del width
     return proj, n, extract, insert
 
 
@@ -310,14 +309,8 @@ class Nodes:
         """(logits, {component: value}) of one forward on ids; values detached unless grad."""
         ctx = torch.enable_grad() if grad else torch.no_grad()
         with ctx, self.hooked(edit) as rec:
-            logits = self.model(ids.to(_device(self.model))).logits
+            logits = self.model(ids.to(model_device(self.model))).logits
         return logits, (dict(rec) if grad else {c: v.detach() for c, v in rec.items()})
-
-
-def _device(model) -> torch.device:
-    from ..models import model_device
-
-    return model_device(model)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models import model_device
 from .metrics import get_metric
 from .nodes import Component, Nodes
 from .tasks import PromptPairs
@@ -67,7 +68,7 @@ def _metric(metric: str, logits, pairs: PromptPairs, clean_logits) -> torch.Tens
 def clean_metric(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff") -> tuple[torch.Tensor, torch.Tensor]:
     """(clean logits [n, T, V], clean metric [n])."""
     with torch.no_grad():
-        logits = nodes.model(pairs.clean_ids.to(_dev(nodes))).logits
+        logits = nodes.model(pairs.clean_ids.to(model_device(nodes.model))).logits
     return logits, _metric(metric, logits, pairs, logits)
 
 
@@ -75,14 +76,8 @@ def corrupt_metric(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff")
     """The metric [n] of the corrupt prompts run as they are (against the clean logits for "kl")."""
     clean_logits, _ = clean_metric(nodes, pairs, metric)
     with torch.no_grad():
-        logits = nodes.model(pairs.corrupt_ids.to(_dev(nodes))).logits
+        logits = nodes.model(pairs.corrupt_ids.to(model_device(nodes.model))).logits
     return _metric(metric, logits, pairs, clean_logits)
-
-
-def _dev(nodes: Nodes) -> torch.device:
-    from ..models import model_device
-
-    return model_device(nodes.model)
 
 
 def patch_effect(nodes: Nodes, pairs: PromptPairs, node_ids, *, ablation: str = "resample",
