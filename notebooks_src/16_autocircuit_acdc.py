@@ -25,6 +25,8 @@
 # - Compare both, and a node-level AtP baseline, by **faithfulness on the same edge budgets**: keep the
 #   top k edges, patch every other edge, and see how much of the clean-vs-corrupt gap remains.
 # - Save `acdc_report.json` and the ACDC circuit as `circuit.json`.
+# - Optionally, run the AutoCircuit library itself (in its own environment) on the same model and
+#   prompts and compare its EAP scores and ACDC edges with ours.
 #
 # Both methods are checked edge for edge against the AutoCircuit library in this project's tests
 # (EAP scores equal to float precision, ACDC the same removed edges); see BENCHMARKS.md.
@@ -41,6 +43,9 @@ ACDC_METRIC = "kl"  # @param ["kl", "logit_diff", "prob"]
 TAU = 0.05  # @param {type:"number"}
 # ACDC drops an edge when patching it moves the target by less than TAU (larger: smaller circuit)
 EDGE_BUDGETS = [2, 5, 10, 20, 50, 100, 200]  # @param {type:"raw"}
+AUTOCIRCUIT_PYTHON = ""  # @param {type:"string"}
+# optional: the python of a venv built by the repo's scripts/autocircuit_venv.sh (AutoCircuit needs
+# TransformerLens < 3, so it cannot share this environment); "" skips step 7
 DEVICE = ""  # @param {type:"string"}
 OUTPUT_DIR = "outputs/16_autocircuit_acdc"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
@@ -49,7 +54,7 @@ SEED = 0  # @param {type:"integer"}
 import time
 
 from shared import notebook, plots
-from shared.circuits import acdc, attribution, circuit_json, edges, nodes, tasks
+from shared.circuits import acdc, attribution, autocircuit, circuit_json, edges, nodes, tasks
 from shared.circuits.metrics import get_metric
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
@@ -153,3 +158,21 @@ run.write_report("acdc_report.json", {
     "faithfulness": curves,
     "baseline_note": "AtP (nodes): node-level AtP on heads and MLPs, an edge scored by min(|AtP| of its ends)",
 })
+
+# %% [markdown]
+# ## 7. Optional: the same with AutoCircuit
+#
+# With `AUTOCIRCUIT_PYTHON` set, AutoCircuit 1.0.1 runs EAP and ACDC (same TAU, its KL target) on the
+# same weights in float32, in its own interpreter; ours reruns ACDC in AutoCircuit's edge order.
+# Expect EAP to agree to float precision and the same removed edges (in bfloat16 ours can differ near TAU).
+
+# %%
+if AUTOCIRCUIT_PYTHON:
+    theirs = autocircuit.run_autocircuit(AUTOCIRCUIT_PYTHON, model, pairs, tau=TAU if ACDC_METRIC == "kl" else None,
+                                         device=model.device.type)
+    check = autocircuit.compare(model, pairs, theirs, tau=TAU if ACDC_METRIC == "kl" else None, graph=graph)
+    check = {k: v for k, v in check.items() if not k.startswith("eap_o") and not k.startswith("eap_t")}
+    print(check)
+    run.write_report("autocircuit_check.json", {"model": MODEL_ID, "tau": TAU, **check, "seconds": theirs["seconds"]})
+else:
+    print("AUTOCIRCUIT_PYTHON is empty: AutoCircuit check skipped (tests/test_circuits_acdc.py runs it on a tiny model)")

@@ -1,16 +1,14 @@
 """circuits.edges / circuits.acdc: exact edge patching, EAP against it, ACDC on a planted circuit, AutoCircuit agreement."""
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
 from shared import models
-from shared.circuits import acdc, edges
+from shared.circuits import acdc, autocircuit, edges
 from shared.circuits.tasks import PromptPairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -19,7 +17,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # set AUTOCIRCUIT_PYTHON to use another interpreter.
 AUTOCIRCUIT_PYTHON = os.environ.get("AUTOCIRCUIT_PYTHON") or str(
     Path(__file__).resolve().parents[1] / ".venv-autocircuit" / "bin" / "python")
-CHECK_SCRIPT = Path(__file__).resolve().parent / "autocircuit_check.py"
 
 
 def _pairs(n=6, t=8, seed=0, positions=(3,)) -> PromptPairs:
@@ -148,40 +145,29 @@ def test_other_architectures_are_refused_by_name():
 
 
 @pytest.mark.slow
-def test_autocircuit_agrees_on_eap_scores_and_acdc_edges(tmp_path):
+def test_autocircuit_agrees_on_eap_scores_and_acdc_edges():
     """AutoCircuit 1.0.1 on the same weights (as a HookedTransformer): EAP to float tolerance (its sign is the
     opposite: it differentiates -logit_diff), ACDC the same removed edges at the same tau and edge order."""
     if not Path(AUTOCIRCUIT_PYTHON).exists():
         pytest.skip(f"no AutoCircuit interpreter at {AUTOCIRCUIT_PYTHON}: run `make autocircuit-venv`")
-    model = _lively()
-    model.save_pretrained(tmp_path / "model")
-    pairs = _pairs(positions=(3,))
-    torch.save({k: getattr(pairs, k) for k in ("clean_ids", "corrupt_ids", "answer_ids", "wrong_ids")},
-               tmp_path / "pairs.pt")
-    # Fixed hash seed: AutoCircuit's ACDC order within a layer is a set's iteration order. At this tau no
-    # edge's KL step lies within 7e-7 of tau in that order, far above the two libraries' float differences.
+    model, pairs = _lively(), _pairs(positions=(3,))
+    # At this tau no edge's KL step lies within 1e-6 of tau in AutoCircuit's order (PYTHONHASHSEED=0),
+    # far above the two libraries' float differences.
     tau = 3e-5
-    r = subprocess.run([AUTOCIRCUIT_PYTHON, str(CHECK_SCRIPT), str(tmp_path / "model"), str(tmp_path / "pairs.pt"),
-                        str(tau), str(tmp_path / "out.json")], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "PYTHONHASHSEED": "0"})
-    assert r.returncode == 0, r.stderr[-3000:]
-    theirs = json.loads((tmp_path / "out.json").read_text())
-    g = edges.edge_graph(model)
-    index = g.index()
-    assert theirs["n_edges"] == g.n_edges and {(s, d) for s, d, _ in theirs["eap"]} == set(index)
+    theirs = autocircuit.run_autocircuit(AUTOCIRCUIT_PYTHON, model, pairs, tau=tau)
+    got = autocircuit.compare(model, pairs, theirs, tau=tau)
+    assert got["n_edges"] == 479 and got["eap_max_abs_score"] > 1e-3
+    assert torch.allclose(got["eap_ours"], got["eap_theirs"], atol=1e-6, rtol=1e-4), got["eap_max_abs_diff"]
+    assert got["acdc_same_removed"], (got["acdc_only_ours"], got["acdc_only_theirs"], got["acdc_closest_step_to_tau"])
+    assert 20 < got["acdc_kept"] < 479
 
-    ours = acdc.eap_scores(model, pairs)
-    ac = torch.zeros(g.n_edges)
-    for s, d, v in theirs["eap"]:
-        ac[index[(s, d)]] = v
-    assert ours.abs().max() > 1e-3
-    assert torch.allclose(ours, -ac, atol=1e-6, rtol=1e-4), (ours + ac).abs().max()
 
-    res = acdc.acdc(model, pairs, tau=tau, order=[index[tuple(e)] for e in theirs["acdc_order"]])
-    removed = {name for name, kept in zip(g.names(), res.kept.tolist()) if not kept}
-    assert removed == {tuple(e) for e in theirs["acdc_removed"]}, (res.delta - tau).abs().min()
-    assert 0 < len(removed) < g.n_edges - 20
-
+def test_autocircuit_bad_input_is_one_line():
+    model, pairs = _lively(), _pairs(n=2)
+    with pytest.raises(ValueError, match="no AutoCircuit interpreter at '/no/such/python'"):
+        autocircuit.run_autocircuit("/no/such/python", model, pairs)
+    with pytest.raises(ValueError, match="AutoCircuit's graph"):
+        autocircuit.compare(model, pairs, {"n_edges": 3, "eap": []})
 
 def test_circuit_json_and_node_baseline_on_the_planted_circuit(tmp_path):
     from shared.circuits import attribution, circuit_json, nodes

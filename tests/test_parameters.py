@@ -79,6 +79,7 @@ BAD += [  # circuits (14)
 BAD += [  # edge-level circuits (16)
     ("TAU", -0.01, None), ("TAU", "small", None), ("ACDC_METRIC", "loss", None),
     ("EDGE_BUDGETS", [0, 5], None), ("EDGE_BUDGETS", "10", None), ("EDGE_BUDGETS", [], None),
+    ("AUTOCIRCUIT_PYTHON", "/no/such/venv/bin/python", None),
 ]
 
 CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad) else 'f'}")
