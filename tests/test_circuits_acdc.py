@@ -95,11 +95,12 @@ def test_eap_tracks_exact_single_edge_patching():
     assert exact.abs().max() > 1e-3
 
 
-def test_acdc_keeps_the_planted_circuit_and_nothing_else():
+@pytest.mark.parametrize("metric", ["kl", "logit_diff"])
+def test_acdc_keeps_the_planted_circuit_and_nothing_else(metric):
     model = _planted()
     g = edges.edge_graph(model)
     pairs = _pairs(positions=(1, 2, 3, 4, 5, 6))  # the last token is shared, so only attention carries the change
-    res = acdc.acdc(model, pairs, tau=1e-4)
+    res = acdc.acdc(model, pairs, tau=1e-4, metric=metric)
     kept = set(res.edge_names())
     allowed = {("embed", f"L1.h0.{x}") for x in "qkv"} | {("L1.h0", "logits")}
     assert {("L1.h0", "logits"), ("embed", "L1.h0.v")} <= kept <= allowed
