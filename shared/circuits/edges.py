@@ -136,7 +136,7 @@ class _Run:
 
     def record(self, outputs: torch.Tensor) -> None:
         """Append sources' outputs [k, B, T, D] (in src order) to the buffer."""
-        if self.buffer is None:
+        if self.buffer is None or self.buffer.shape[1:] != outputs.shape[1:]:
             self.buffer = outputs.new_empty(len(self.graph.srcs), *outputs.shape[1:])
         self.buffer[self.filled:self.filled + outputs.shape[0]] = outputs.detach()
         self.filled += outputs.shape[0]
@@ -161,9 +161,10 @@ def _hooks(model, run: _Run):
         attn = block.attn
 
         def ln1_in(x, b=b):
-            run.resid_pre[b] = x
-            if b == 0:
+            if b == 0:  # a new forward: the sources start again (the probes of the last one are kept)
+                run.filled = 0
                 run.record(x.unsqueeze(0))
+            run.resid_pre[b] = x
             return x
 
         def c_attn_out(out, b=b, first=qkv_first, ln=block.ln_1, module=attn.c_attn):
