@@ -10,7 +10,7 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 DEMO_DIR ?= demo
 
-.PHONY: demo test test-fast venv notebooks check clean tuned-lens-venv sae-bench-venv
+.PHONY: demo test test-fast venv notebooks check clean tuned-lens-venv sae-bench-venv autocircuit-venv
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,7 @@ demo: venv
 test: venv
 	@$(MAKE) --no-print-directory tuned-lens-venv || echo "tuned-lens venv not built: tests/test_lens.py's package cross-check will skip"
 	@$(MAKE) --no-print-directory sae-bench-venv || echo "sae-bench venv not built: tests/test_scores.py's SAEBench cross-check will skip"
+	@$(MAKE) --no-print-directory autocircuit-venv || echo "AutoCircuit venv not built: tests/test_circuits_acdc.py's AutoCircuit cross-check will skip"
 	$(VPY) build_notebooks.py --check
 	$(VPY) -m pytest -n auto -q
 
@@ -56,3 +57,11 @@ sae-bench-venv: venv
 	@test -x .venv-saebench/bin/python || $(PYTHON) -m venv .venv-saebench
 	$(VPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > "$$(.venv-saebench/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/project.pth"
 	.venv-saebench/bin/pip install --quiet --no-deps "sae-bench==0.6.0" "tabulate==0.10.0"
+
+# AutoCircuit (tests/test_circuits_acdc.py's cross-check of EAP and ACDC) needs TransformerLens < 3, which
+# clashes with our pins: its own venv, CPU torch 2.13.0 first and held by a constraint (scripts/autocircuit_venv.sh).
+autocircuit-venv: .venv-autocircuit/.installed
+
+.venv-autocircuit/.installed: scripts/autocircuit_venv.sh
+	PYTHON=$(PYTHON) scripts/autocircuit_venv.sh .venv-autocircuit
+	@touch $@

@@ -497,6 +497,30 @@ RULES.update({
     "TAU_EDGE": _number(0.0, open_low=False, hint=" (|effect| in metric units)"),
 })
 
+def _edge_budgets(v, ctx):
+    if (not isinstance(v, (list, tuple)) or not v
+            or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 1 for x in v)):
+        raise ValueError("must be a non-empty list of edge counts >= 1, e.g. [2, 5, 10, 20, 50, 100, 200]")
+    return sorted({int(x) for x in v})
+
+
+def _autocircuit_python(v, ctx):
+    _text(empty_ok=True)(v, ctx)
+    if v.strip() and not os.path.isfile(v.strip()):
+        raise ValueError("must be '' (skip the AutoCircuit check) or the path of the python of a venv built by "
+                         "scripts/autocircuit_venv.sh, e.g. '.venv-autocircuit/bin/python'")
+    return v.strip()
+
+
+# --- edge-level circuits (16): ACDC's threshold and target, the edge budgets of the faithfulness curves
+RULES.update({
+    "TAU": _number(0.0, open_low=False, hint=", e.g. 0.05 (ACDC removes an edge whose patching moves the target less)"),
+    "ACDC_METRIC": _choice("kl", "logit_diff", "prob"), "EDGE_BUDGETS": _edge_budgets,
+    "AUTOCIRCUIT_PYTHON": _autocircuit_python,
+})
+
+
+
 _NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
 

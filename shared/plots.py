@@ -217,3 +217,22 @@ def plot_interpscore(report: dict, title: str = "InterpScore and its parts"):
     ax.legend(fontsize=8, loc="upper center", ncol=3)
     fig.tight_layout()
     return fig
+
+
+def plot_faithfulness_curves(curves: dict[str, dict], title: str = "faithfulness of the top-k edges"):
+    """Faithfulness against the edge budget (log x), one line per method; curves: {method: faithfulness_curve(...)}."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, c in curves.items():
+        xs = [max(k, 1) for k in c["budgets"]]
+        ax.plot(xs, c["faithfulness"], marker="o", label=method)
+    ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+    ax.axhline(0.0, color="gray", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("edges kept (all others patched to the corrupt run)")
+    ax.set_ylabel("faithfulness (1 = full model, 0 = corrupt)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -107,6 +107,14 @@ BAD += [  # sparse feature circuits (15)
     ("TAU_NODE", -0.1, None), ("TAU_EDGE", float("nan"), None),
 ]
 
+BAD += [  # edge-level circuits (16)
+    ("TAU", -0.01, None), ("TAU", "small", None), ("ACDC_METRIC", "loss", None),
+    ("EDGE_BUDGETS", [0, 5], None), ("EDGE_BUDGETS", "10", None), ("EDGE_BUDGETS", [], None),
+    ("AUTOCIRCUIT_PYTHON", "/no/such/venv/bin/python", None),
+]
+
+
+
 CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad) else 'f'}")
          for e in ENTRIES for name, bad, when in BAD
          if name in parameters_of(e) and (when is None or when(parameters_of(e)))]

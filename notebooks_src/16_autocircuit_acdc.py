@@ -1,0 +1,178 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# ## What you'll do
+#
+# - Take a task as **clean / corrupt prompt pairs** (indirect object identification on GPT-2 small by
+#   default) and look at the model as a graph of **edges**: every earlier component (the embeddings,
+#   each attention head, each MLP) writing into every later one's input (each head's query, key and
+#   value input separately, each MLP's input, the final residual). This is AutoCircuit's graph.
+# - Score every edge at once with **edge attribution patching** (EAP, Syed et al. 2023): one clean
+#   forward, one corrupt forward, one backward.
+# - Find a circuit with **ACDC** (Conmy et al. 2023): from the output backwards, patch each edge to its
+#   corrupt value with an exact forward and drop it for good when the KL to the clean model moves by
+#   less than `TAU`.
+# - Compare both, and a node-level AtP baseline, by **faithfulness on the same edge budgets**: keep the
+#   top k edges, patch every other edge, and see how much of the clean-vs-corrupt gap remains.
+# - Save `acdc_report.json` and the ACDC circuit as `circuit.json`.
+# - Optionally, run the AutoCircuit library itself (in its own environment) on the same model and
+#   prompts and compare its EAP scores and ACDC edges with ours.
+#
+# Both methods are checked edge for edge against the AutoCircuit library in this project's tests
+# (EAP scores equal to float precision, ACDC the same removed edges); see BENCHMARKS.md.
+# Supported models: GPT-2 architecture (gpt2, gpt2-medium, ...).
+
+# %% tags=["parameters"]
+MODEL_ID = "gpt2"  # @param {type:"string"}
+TASK = "ioi"  # @param ["ioi", "sva", "synthetic"]
+N_PROMPTS = 16  # @param {type:"integer"}
+METRIC = "logit_diff"  # @param ["logit_diff", "prob"]
+# what EAP differentiates and what the faithfulness curves measure
+ACDC_METRIC = "kl"  # @param ["kl", "logit_diff", "prob"]
+# ACDC's target: KL(clean || circuit) at the last position (Conmy et al.), or |metric change|
+TAU = 0.05  # @param {type:"number"}
+# ACDC drops an edge when patching it moves the target by less than TAU (larger: smaller circuit)
+EDGE_BUDGETS = [2, 5, 10, 20, 50, 100, 200]  # @param {type:"raw"}
+AUTOCIRCUIT_PYTHON = ""  # @param {type:"string"}
+# optional: the python of a venv built by the repo's scripts/autocircuit_venv.sh (AutoCircuit needs
+# TransformerLens < 3, so it cannot share this environment); "" skips step 7
+DEVICE = ""  # @param {type:"string"}
+OUTPUT_DIR = "outputs/16_autocircuit_acdc"  # @param {type:"string"}
+SEED = 0  # @param {type:"integer"}
+
+# %%
+import time
+
+from shared import notebook, plots
+from shared.circuits import acdc, attribution, autocircuit, circuit_json, edges, nodes, tasks
+from shared.circuits.metrics import get_metric
+
+P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
+run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+
+# %% [markdown]
+# ## 1. The model, the task and the edge graph
+#
+# Every clean/corrupt pair has one token length and single-token answers. Patching an edge means:
+# the destination's input gets the source's corrupt-run output in place of its current one, every
+# other edge stays as it is.
+
+# %%
+model, tokenizer = run.load_model()
+pairs = tasks.load_task(TASK, tokenizer, N_PROMPTS, seed=SEED)
+graph = edges.edge_graph(model)  # refuses non-GPT-2 architectures with one line
+metric = get_metric(METRIC)
+clean_logits = model(pairs.clean_ids.to(model.device)).logits
+corrupt_logits = model(pairs.corrupt_ids.to(model.device)).logits
+print(f"{len(pairs)} {TASK} pairs of {pairs.clean_ids.shape[1]} tokens, e.g. {pairs.clean_text[0]!r} -> "
+      f"{tokenizer.decode([int(pairs.answer_ids[0])])!r}")
+print(f"{len(graph.srcs)} sources, {len(graph.dests)} destinations, {graph.n_edges} edges; {METRIC}: clean "
+      f"{float(metric(clean_logits, pairs.to(model.device)).mean()):.3f}, corrupt "
+      f"{float(metric(corrupt_logits, pairs.to(model.device)).mean()):.3f}")
+
+# %% [markdown]
+# ## 2. EAP: every edge from one backward
+#
+# score(s → d) = ∂metric/∂(d's input) · (corrupt_s − clean_s), summed over positions: the first-order
+# estimate of the metric change when that edge alone is patched.
+
+# %%
+t0 = time.time()
+eap = acdc.eap_scores(model, pairs, METRIC, graph=graph)
+eap_seconds = time.time() - t0
+names = graph.names()
+top_eap = sorted(range(graph.n_edges), key=lambda i: -abs(float(eap[i])))[:10]
+print(f"EAP in {eap_seconds:.1f} s; top edges:")
+for i in top_eap:
+    print(f"  {names[i][0]:>8} -> {names[i][1]:<10} {float(eap[i]):+.4f}")
+
+# %% [markdown]
+# ## 3. ACDC at TAU
+#
+# One exact patched forward per edge, from the logits backwards. On GPT-2 small that is ~32,000
+# forwards (minutes on a GPU); a larger TAU removes more edges.
+
+# %%
+t0 = time.time()
+found = acdc.acdc(model, pairs, TAU, ACDC_METRIC, graph=graph)
+acdc_seconds = time.time() - t0
+kept = found.edge_names()
+print(f"ACDC (tau={TAU}, target {ACDC_METRIC}) in {acdc_seconds:.1f} s: kept {len(kept)} of {graph.n_edges} edges; "
+      f"target of the circuit {found.target:.4f}")
+for s, d in kept[:15]:
+    print(f"  {s:>8} -> {d}")
+
+# %% [markdown]
+# ## 4. A node-level baseline: AtP on heads and MLPs
+#
+# AtP scores nodes, not edges; to rank edges on the same budgets, an edge gets the smaller of its two
+# ends' |AtP| (embeddings and logits always count as in). This is the question "do edge methods beat
+# a node method turned into edges?".
+
+# %%
+node_set = nodes.Nodes(model, heads="all", mlps="all")
+atp_nodes = attribution.atp(node_set, pairs, metric=METRIC, ablation="resample")
+atp_edges = acdc.edge_scores_from_nodes(graph, atp_nodes)
+
+# %% [markdown]
+# ## 5. Faithfulness on the same edge budgets
+#
+# For each budget k, keep the top k edges of a ranking and patch every other edge to the corrupt run.
+# faithfulness = (metric(circuit) − metric(no edges)) / (metric(full model) − metric(no edges)).
+# ACDC's ranking: its kept edges first (by the KL step each caused), then the removed ones.
+
+# %%
+curves = {name: acdc.faithfulness_curve(model, pairs, scores, EDGE_BUDGETS, METRIC, graph=graph)
+          for name, scores in {"EAP": eap, "ACDC": found.scores, "AtP (nodes)": atp_edges}.items()}
+print(f"{'edges':>6} | " + " | ".join(f"{m:>11}" for m in curves))
+for j, k in enumerate(EDGE_BUDGETS):
+    print(f"{k:6d} | " + " | ".join(f"{c['faithfulness'][j]:11.3f}" for c in curves.values()))
+run.save_figure(plots.plot_faithfulness_curves(curves, title=f"{TASK} on {MODEL_ID}: faithfulness of top-k edges"),
+                "faithfulness_curves.png")
+
+# %% [markdown]
+# ## 6. Save the report and the circuit
+#
+# `circuit.json` holds ACDC's kept edges (a query/key/value input is its own node, joined to its head).
+
+# %%
+node_entries, edge_entries = acdc.circuit_entries(graph, found.delta, found.kept)  # score: the KL step
+circuit_json.write_circuit(run.out_dir / "circuit.json", node_entries, edge_entries, metric=ACDC_METRIC,
+                           prompts_n=len(pairs), tau_node=0.0, tau_edge=TAU, model=MODEL_ID, method="acdc")
+run.write_report("acdc_report.json", {
+    "model": MODEL_ID, "task": TASK, "n_prompts": len(pairs), "metric": METRIC, "acdc_metric": ACDC_METRIC,
+    "tau": TAU, "n_edges": graph.n_edges,
+    "eap": {"seconds": round(eap_seconds, 2), "top_edges": [[*names[i], float(eap[i])] for i in top_eap]},
+    "acdc": {"seconds": round(acdc_seconds, 2), "kept": len(kept), "target": found.target,
+             "edges": [list(e) for e in kept]},
+    "faithfulness": curves,
+    "baseline_note": "AtP (nodes): node-level AtP on heads and MLPs, an edge scored by min(|AtP| of its ends)",
+})
+
+# %% [markdown]
+# ## 7. Optional: the same with AutoCircuit
+#
+# With `AUTOCIRCUIT_PYTHON` set, AutoCircuit 1.0.1 runs EAP and ACDC (same TAU, its KL target) on the
+# same weights in float32, in its own interpreter; ours reruns ACDC in AutoCircuit's edge order.
+# Expect EAP to agree to float precision and the same removed edges (in bfloat16 ours can differ near TAU).
+
+# %%
+if AUTOCIRCUIT_PYTHON:
+    theirs = autocircuit.run_autocircuit(AUTOCIRCUIT_PYTHON, model, pairs, tau=TAU if ACDC_METRIC == "kl" else None,
+                                         device=model.device.type)
+    check = autocircuit.compare(model, pairs, theirs, tau=TAU if ACDC_METRIC == "kl" else None, graph=graph)
+    check = {k: v for k, v in check.items() if not k.startswith("eap_o") and not k.startswith("eap_t")}
+    print(check)
+    run.write_report("autocircuit_check.json", {"model": MODEL_ID, "tau": TAU, **check, "seconds": theirs["seconds"]})
+else:
+    print("AUTOCIRCUIT_PYTHON is empty: AutoCircuit check skipped (tests/test_circuits_acdc.py runs it on a tiny model)")
