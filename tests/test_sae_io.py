@@ -236,8 +236,8 @@ def test_trainer_refuses_inference_only_architectures():
     S.register("test-inference-only", ReLUConfig)(type("InferenceOnly", (ReLUSAE,), {"trainable": False}))
     try:
         sae_cfg = ReLUConfig(d_sae=D_SAE, architecture="test-inference-only")
-        cfg = types.SimpleNamespace(sae=sae_cfg, model_id="tiny:llama", seed=0)
-        _one_line(NotImplementedError, "inference only", train._build_saes, cfg, D_IN, [0], "cpu")
+        cfg = types.SimpleNamespace(sae=sae_cfg, variants=None, model_id="tiny:llama", seed=0)
+        _one_line(NotImplementedError, "inference only", train._build_saes, cfg, D_IN, train.sae_plan(cfg, [0]), "cpu")
     finally:
         S.ARCHITECTURES.pop("test-inference-only")
     assert S.ARCHITECTURES["jumprelu"].model.trainable and S.ARCHITECTURES["relu"].model.trainable
