@@ -131,6 +131,25 @@ branch = "dev"
 FIXTURE_README = "# Fixture\n\nIntro.\n\n<!-- catalog:start -->\nold table\n<!-- catalog:end -->\n\nEnd.\n"
 
 
+def peer_python(env_var: str, venv: str, module: str, make_target: str) -> str:
+    """The interpreter of a peer package's own venv (tuned-lens, sae-bench, auto-circuit), or pytest.skip
+    with the reason: env_var names another interpreter (used as given), else REPO/venv, which is skipped
+    when it is missing or a half-built venv (`make` went on after a failed install) cannot import module."""
+    import subprocess
+
+    given = os.environ.get(env_var)
+    if given:
+        return given
+    python = REPO / venv / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"no {module} interpreter at {python}: run `make {make_target}` (or set {env_var})")
+    probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        pytest.skip(f"{venv} is incomplete ({last}): rerun `make {make_target}` (or set {env_var})")
+    return str(python)
+
+
 def write_fixture_repo(root: Path) -> Path:
     """Create the fixture repository under `root` (build script copied from the real repo)."""
     root.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import peer_python
 from shared import models
 from shared.circuits import acdc, autocircuit, edges
 from shared.circuits.tasks import PromptPairs
@@ -15,8 +16,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # AutoCircuit needs TransformerLens < 3, so it lives in its own venv (`make autocircuit-venv`);
 # set AUTOCIRCUIT_PYTHON to use another interpreter.
-AUTOCIRCUIT_PYTHON = os.environ.get("AUTOCIRCUIT_PYTHON") or str(
-    Path(__file__).resolve().parents[1] / ".venv-autocircuit" / "bin" / "python")
 
 
 def _pairs(n=6, t=8, seed=0, positions=(3,)) -> PromptPairs:
@@ -149,13 +148,13 @@ def test_other_architectures_are_refused_by_name():
 def test_autocircuit_agrees_on_eap_scores_and_acdc_edges():
     """AutoCircuit 1.0.1 on the same weights (as a HookedTransformer): EAP to float tolerance (its sign is the
     opposite: it differentiates -logit_diff), ACDC the same removed edges at the same tau and edge order."""
-    if not Path(AUTOCIRCUIT_PYTHON).exists():
-        pytest.skip(f"no AutoCircuit interpreter at {AUTOCIRCUIT_PYTHON}: run `make autocircuit-venv`")
+    autocircuit_python = peer_python("AUTOCIRCUIT_PYTHON", ".venv-autocircuit", "auto_circuit.prune_algos.ACDC",
+                                     "autocircuit-venv")
     model, pairs = _lively(), _pairs(positions=(3,))
     # At this tau no edge's KL step lies within 1e-6 of tau in AutoCircuit's order (PYTHONHASHSEED=0),
     # far above the two libraries' float differences.
     tau = 3e-5
-    theirs = autocircuit.run_autocircuit(AUTOCIRCUIT_PYTHON, model, pairs, tau=tau)
+    theirs = autocircuit.run_autocircuit(autocircuit_python, model, pairs, tau=tau)
     got = autocircuit.compare(model, pairs, theirs, tau=tau)
     assert got["n_edges"] == 479 and got["eap_max_abs_score"] > 1e-3
     assert torch.allclose(got["eap_ours"], got["eap_theirs"], atol=1e-6, rtol=1e-4), got["eap_max_abs_diff"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import peer_python
 from shared import lens, models, synthetic
 
 PROMPT = "The capital of France is Paris. The capital of"
@@ -235,8 +236,6 @@ def test_unembed_hash_fills_config_and_flags_another_model(fitted, tmp_path):
 
 # The tuned-lens package pins old transformers/torch, so it lives in its own venv that reuses this
 # project's packages (`make tuned-lens-venv`); set TUNED_LENS_PYTHON to use another interpreter.
-TUNED_LENS_PYTHON = os.environ.get("TUNED_LENS_PYTHON") or str(
-    Path(__file__).resolve().parents[1] / ".venv-tunedlens" / "bin" / "python")
 
 PACKAGE_SCRIPT = r"""
 import json, logging, sys
@@ -274,8 +273,7 @@ def test_tuned_lens_package_checks_and_reads_our_export(tmp_path):
     wrong hash), its logits equal ours; and it loads only the architectures notebook 20 says it does."""
     import subprocess
 
-    if not Path(TUNED_LENS_PYTHON).exists():
-        pytest.skip(f"no tuned-lens interpreter at {TUNED_LENS_PYTHON}: run `make tuned-lens-venv`")
+    tuned_lens_python = peer_python("TUNED_LENS_PYTHON", ".venv-tunedlens", "tuned_lens", "tuned-lens-venv")
     jobs, ours = [], {}
     for arch in models.TINY_ARCHS:
         model, _ = models.load_model(f"tiny:{arch}")
@@ -292,7 +290,7 @@ def test_tuned_lens_package_checks_and_reads_our_export(tmp_path):
         ours[arch] = (lens.unembed_hash(model), tuned.logits(model, h, 0))
         jobs.append([arch, str(tmp_path / arch), {"ours": str(tmp_path / f"{arch}-lens"),
                                                   "wrong": str(tmp_path / f"{arch}-wrong-hash")}, h.tolist()])
-    r = subprocess.run([TUNED_LENS_PYTHON, "-c", PACKAGE_SCRIPT], input=json.dumps(jobs), capture_output=True,
+    r = subprocess.run([tuned_lens_python, "-c", PACKAGE_SCRIPT], input=json.dumps(jobs), capture_output=True,
                        text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])

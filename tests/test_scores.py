@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import peer_python
 from shared import data, evaluate, models, scores, synthetic
 from shared import sae as S
 from shared.sae_topk import TopKConfig
@@ -173,8 +174,6 @@ def test_loss_alive_l0_parts_are_evaluate_saes_numbers(scored):
 # --------------------------------------------------------------------------------------------
 # SAEBench's own functions on the same latents (its pins clash with ours: `make sae-bench-venv`)
 
-SAE_BENCH_PYTHON = os.environ.get("SAE_BENCH_PYTHON") or str(
-    Path(__file__).resolve().parents[1] / ".venv-saebench" / "bin" / "python")
 
 SAE_BENCH_SCRIPT = r"""
 import json, sys
@@ -214,8 +213,7 @@ print(json.dumps(out))
 def test_saebench_functions_agree_with_ours_on_the_same_latents(tmp_path):
     """SAEBench 0.6.0's sparse-probing (top-k mean-diff selection + sklearn probe accuracy) and TPP latent
     selection (effects, top-N), run by the package itself, give what scores.saebench_* give."""
-    if not Path(SAE_BENCH_PYTHON).exists():
-        pytest.skip(f"no sae-bench interpreter at {SAE_BENCH_PYTHON}: run `make sae-bench-venv`")
+    sae_bench_python = peer_python("SAE_BENCH_PYTHON", ".venv-saebench", "sae_bench", "sae-bench-venv")
     torch.manual_seed(0)
     d, n, T = 16, 40, 6
     sae = S.build_sae(TopKConfig(d_in=d, d_sae=64, k=6)).eval()
@@ -237,7 +235,7 @@ def test_saebench_functions_agree_with_ours_on_the_same_latents(tmp_path):
              acts_pos=pos.numpy(), acts_neg=neg.numpy())
     torch.save({"cfg": sae.cfg.to_dict(), "state": sae.state_dict()}, tmp_path / "sae.pt")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    r = subprocess.run([SAE_BENCH_PYTHON, "-c", SAE_BENCH_SCRIPT, str(tmp_path / "in.npz"), str(tmp_path / "sae.pt")],
+    r = subprocess.run([sae_bench_python, "-c", SAE_BENCH_SCRIPT, str(tmp_path / "in.npz"), str(tmp_path / "sae.pt")],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     theirs = json.loads(r.stdout.strip().splitlines()[-1])
