@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .data import pack
-from .runtime import SPREAD, Secret, cache_dir, hf_token, resolve_device, resolve_dtype
+from .runtime import SPREAD, Secret, cache_dir, hf_token, resolve_device, resolve_dtype, single_thread
 
 TINY_ARCHS = ("gemma2", "qwen3_5", "qwen3", "llama", "mistral", "phi3", "gpt2")
 
@@ -187,12 +187,8 @@ def train_tiny(arch: str, texts: list[str] | None = None, *, steps: int | None =
         return _freeze(model), tok
 
     data_ids = _packed_contexts(texts, tok, context_len)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a 64-wide model gains nothing from threads and loses a lot on a busy CPU
-    try:
+    with single_thread():  # a 64-wide model gains nothing from threads
         _train_loop(model, data_ids, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-    finally:
-        torch.set_num_threads(threads)
     model.eval()
     if cache:
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=cache_dir()))

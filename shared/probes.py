@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .hooks import resolve_layers
+from .runtime import single_thread
 from .templates import ccs_template
 
 # ----------------------------------------------------------------------------------------------
@@ -290,13 +291,8 @@ def fit_ccs(xn_pos: np.ndarray, xn_neg: np.ndarray, n_restarts: int = 10, n_epoc
     bound = 1.0 / d ** 0.5  # nn.Linear's default init range, as in the paper's code
     W = (torch.rand(n_restarts, d, generator=gen) * 2 - 1) * bound
     b = (torch.rand(n_restarts, generator=gen) * 2 - 1) * bound
-    threads = torch.get_num_threads()
-    if n_restarts * xp.shape[0] * d < 10_000_000:
-        torch.set_num_threads(1)  # tiny ops: extra threads only add overhead (and thrash a shared CPU)
-    try:
+    with single_thread(n_restarts * xp.shape[0] * d < 10_000_000):  # tiny ops: threads only add overhead
         losses = _run_ccs(W, b, xp, xn, n_epochs, lr, weight_decay)
-    finally:
-        torch.set_num_threads(threads)
     best = int(torch.argmin(losses))
     return W[best].double().numpy().copy(), float(b[best]), float(losses[best])
 

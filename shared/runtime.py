@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,6 +156,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+@contextmanager
+def single_thread(when: bool = True):
+    """Within the block, torch on one CPU thread (when `when`): tiny models and ops gain nothing from
+    threads and lose a lot to their overhead on a busy CPU. The caller's setting comes back afterwards."""
+    threads = torch.get_num_threads()
+    if when:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def cache_dir() -> Path:

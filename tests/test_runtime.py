@@ -214,3 +214,20 @@ def test_hf_token_is_the_one_source(local, capsys):
     given = runtime.hf_token("hf_given")
     assert given == "hf_given" and "hf_given" not in repr(given)
     assert "hf_" not in capsys.readouterr().out
+
+
+def test_single_thread_sets_one_thread_and_restores():
+    import torch
+
+    before = torch.get_num_threads()
+    with runtime.single_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with runtime.single_thread(False):
+        assert torch.get_num_threads() == before
+    try:
+        with runtime.single_thread():
+            raise KeyError("x")
+    except KeyError:
+        pass
+    assert torch.get_num_threads() == before

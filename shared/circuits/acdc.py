@@ -13,12 +13,12 @@ KL(clean || circuit) at the last position for metric "kl" (AutoCircuit's target)
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from ..models import model_device
+from ..runtime import single_thread
 from .edges import EdgeGraph, edge_graph, edge_run, patched_logits, source_outputs
 from .metrics import get_metric, kl_to_clean
 from .tasks import PromptPairs
@@ -30,18 +30,10 @@ def _graph(model, graph):
     return graph if graph is not None else edge_graph(model)
 
 
-@contextmanager
 def _small_on_cpu(model):
     """One torch thread for a small model on the CPU: ACDC's thousands of tiny forwards only lose to
-    thread overhead (and thrash a shared CPU); the caller's setting comes back afterwards."""
-    threads = torch.get_num_threads()
-    small = model_device(model).type == "cpu" and model.config.n_embd <= 256
-    if small:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    thread overhead (and thrash a shared CPU)."""
+    return single_thread(model_device(model).type == "cpu" and model.config.n_embd <= 256)
 
 
 def eap_scores(model, pairs: PromptPairs, metric: str = "logit_diff", *, graph: EdgeGraph | None = None,
