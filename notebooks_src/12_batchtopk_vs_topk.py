@@ -59,7 +59,7 @@ OUTPUT_DIR = "outputs/12_batchtopk_vs_topk"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import evaluate, notebook, plots, sweep, train
+from shared import evaluate, export, models, notebook, plots, sweep, train
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 # one SAE config per architecture and k; an unknown name or a k above D_SAE stops here in one line
@@ -108,7 +108,9 @@ run.save_figure(plots.plot_training_curves(train.load_metrics(result.metrics_pat
 
 # %%
 val_batches = train.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_DATASET or None)
-report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, layer_of=result.layer_of)
+sparsity = {}  # each SAE's log10 firing frequency per latent, for its export
+report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, layer_of=result.layer_of,
+                                sparsity=sparsity)
 points = sweep.sweep_points(report, variants, result.layer_of)
 summary = sweep.summarize(points, P.ARCHITECTURES)
 print(sweep.format_points(points))
@@ -137,14 +139,30 @@ print()
 print(summary["verdict"])
 
 # %% [markdown]
-# ## 6. Save every point
+# ## 6. Export every SAE
 #
-# `pareto.json`: every SAE's point, the frontier, each comparison (its matched-k and matched-L0
-# rows) and the verdict in words.
+# Each SAE as its own SAELens folder, `export/<name>/blocks.<LAYER>.hook_resid_post/` (`cfg.json`,
+# weights, sparsity, a model card with its held-out numbers): load any of them with
+# `sae_lens.SAE.load_from_disk(folder)` or `shared.sae_io.load_sae(folder)`, e.g. to use the winner
+# in notebooks 04-06. BatchTopK is saved as SAELens saves it: a JumpReLU at its global threshold.
+
+# %%
+info = export.ExportInfo(model_name=MODEL_ID, layers_path=models.layers_path(model), context_size=CONTEXT_LEN,
+                         dataset_path=", ".join(cfg.dataset), tokens_trained=result.tokens)
+folders = export.export_run(result.saes, run.out_dir / "export", info, report=report, sparsity=sparsity,
+                            layer_of=result.layer_of)
+for key, folder in folders.items():
+    print(f"{key}: {folder}")
+
+# %% [markdown]
+# ## 7. Save every point
+#
+# `pareto.json`: every SAE's point (and its export folder), the frontier, each comparison (its
+# matched-k and matched-L0 rows) and the verdict in words.
 
 # %%
 run.write_report("pareto.json", {
     "model": MODEL_ID, "layer": layer, "d_sae": D_SAE, "architectures": P.ARCHITECTURES, "k_values": P.K_VALUES,
     "tokens_trained": result.tokens, "eval_tokens": next(iter(report.values()))["eval_tokens"],
-    "points": points, **summary,
+    "points": [{**p, "export": str(folders[f"L{p['layer']}/{p['name']}"])} for p in points], **summary,
 })

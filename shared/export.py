@@ -350,18 +350,21 @@ def upload_export(folders: dict[int, Path], repo_id: str | None, *, private: boo
     return out
 
 
-def export_run(saes: dict[int, SparseAutoencoder], out_dir: str | Path, info: ExportInfo, *,
-               report: dict | None = None, sparsity: dict | None = None) -> dict[int, Path]:
+def export_run(saes: dict, out_dir: str | Path, info: ExportInfo, *, report: dict | None = None,
+               sparsity: dict | None = None, layer_of: dict | None = None) -> dict:
     """Export every SAE of a training run to `out_dir/blocks.<L>.hook_resid_post/` (one SAELens folder each).
 
-    report/sparsity: evaluate_saes' outputs, keyed by layer.
+    report/sparsity: evaluate_saes' outputs, keyed like saes. Several SAEs per layer (train's variants,
+    keys "L<layer>/<name>", layer_of = TrainResult.layer_of) go to `out_dir/<name>/blocks.<L>.hook_resid_post/`.
     """
     folders = {}
-    for layer, sae in saes.items():
+    for key, sae in saes.items():
+        layer = int((layer_of or {}).get(key, key))
         hook_name = f"blocks.{layer}.hook_resid_post"
-        folders[layer] = export_saelens(
-            sae, Path(out_dir) / hook_name, info, layer=layer, hook_name=hook_name,
-            sparsity=(sparsity or {}).get(layer), val_metrics=(report or {}).get(str(layer)))
+        where = Path(out_dir) if isinstance(key, int) else Path(out_dir) / str(key).split("/", 1)[-1]
+        folders[key] = export_saelens(
+            sae, where / hook_name, info, layer=layer, hook_name=hook_name,
+            sparsity=(sparsity or {}).get(key), val_metrics=(report or {}).get(str(key)))
     return folders
 
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from shared import evaluate, sweep
-from shared.models import load_model
+from shared import evaluate, export, sae_io, sweep
+from shared.models import layers_path, load_model
 from shared.sae_batchtopk import BatchTopKConfig
 from shared.sae_topk import TopKConfig
 from shared.train import TrainConfig, train, validation_batches
@@ -83,7 +83,8 @@ def test_evaluating_variants_matches_evaluating_each_alone(tmp_path):
     cfg = TrainConfig(**RUN, variants=VARIANTS, total_tokens=1024, checkpoint_dir=str(tmp_path / "v"))
     result = train(cfg, model, tok, progress=False)
     batches = validation_batches(cfg, tok, 600)
-    both = evaluate.evaluate_saes(model, tok, result.saes, batches, layer_of=result.layer_of)
+    sparsity = {}
+    both = evaluate.evaluate_saes(model, tok, result.saes, batches, layer_of=result.layer_of, sparsity=sparsity)
     alone = evaluate.evaluate_saes(model, tok, {1: result.saes["L1/btk"]}, batches)
     assert set(both) == {"L1/a", "L1/b", "L1/btk"}
     for name in ("var_expl", "l0", "dead_pct", "ce_loss_recovered", "kl_div_spliced", "ce_loss_zero_ablation"):
@@ -97,6 +98,17 @@ def test_evaluating_variants_matches_evaluating_each_alone(tmp_path):
     assert {(p["name"], p["architecture"], p["k"]) for p in points} == {
         ("a", "topk", 4), ("b", "topk", 4), ("btk", "batchtopk", 4)}
     assert all(0 <= p["dead_pct"] <= 100 and p["l0"] > 0 for p in points)
+    # every variant exports to its own SAELens folder, which loads back and encodes as the trained SAE
+    info = export.ExportInfo(model_name="tiny:gpt2", layers_path=layers_path(model), context_size=32,
+                             dataset_path="synthetic", tokens_trained=result.tokens)
+    folders = export.export_run(result.saes, tmp_path / "export", info, report=both, sparsity=sparsity,
+                                layer_of=result.layer_of)
+    assert folders == {key: tmp_path / "export" / key.split("/")[1] / "blocks.1.hook_resid_post" for key in result.saes}
+    x = torch.randn(16, result.saes["L1/a"].cfg.d_in)
+    for key, folder in folders.items():
+        loaded = sae_io.load_sae(folder)
+        assert torch.allclose(loaded.encode(x), result.saes[key].eval().encode(x), atol=1e-5), key
+        assert (folder / "sparsity.safetensors").exists()
 
 
 def test_sweep_input_is_checked_in_one_line():
