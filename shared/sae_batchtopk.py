@@ -9,6 +9,7 @@ Trained on TopK's sparse pass and AuxK (sae_topk.py) with a different selection 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -73,8 +74,17 @@ class BatchTopKSAE(TopKSAE):
     @torch.no_grad()
     def update_threshold(self, vals: Tensor) -> None:
         """threshold <- (1 - lr) threshold + lr * (smallest positive kept activation), in float64
-        (SAELens' update_topk_threshold); unchanged when nothing fired."""
+        (SAELens' update_topk_threshold); unchanged when nothing fired. Under torchrun the smallest is
+        taken over every rank's batch (a MIN all-reduce), so all ranks keep one and the same threshold."""
+        from .distributed import current
+
         positive = vals[vals > 0]
-        if positive.numel():
+        smallest = positive.min().double().reshape(1) if positive.numel() else vals.new_full((1,), math.inf).double()
+        group = current()
+        if group is not None:
+            import torch.distributed as dist
+
+            group.all_reduce(smallest, op=dist.ReduceOp.MIN)
+        if math.isfinite(float(smallest)):
             lr = self.cfg.topk_threshold_lr
-            self.threshold.mul_(1 - lr).add_(lr * positive.min().to(self.threshold.dtype))
+            self.threshold.mul_(1 - lr).add_(lr * smallest.to(self.threshold.dtype))

@@ -231,13 +231,18 @@ result = train(cfg, progress=False)
 group = distributed.current()
 if group is None or group.main:
     torch.save({k: v.state_dict() for k, v in result.saes.items()}, sys.argv[2])
+rank = 0 if group is None else group.rank
+torch.save({k: v.threshold.clone() for k, v in result.saes.items() if hasattr(v, "threshold")},
+           sys.argv[2] + f".threshold{rank}")
 """
 
 
 @pytest.mark.slow
 def test_variants_under_two_processes_match_one_process(tmp_path):
-    """Data-parallel (torchrun, two CPU processes): every variant ends as in one process (TopK's
-    one-process equivalence, to fp32 round-off), and identical variants stay bitwise equal."""
+    """Data-parallel (torchrun, two CPU processes): every TopK variant ends as in one process (TopK's
+    one-process equivalence, to fp32 round-off), identical variants stay bitwise equal, and BatchTopK's
+    threshold (a moving average of the smallest kept activation over all ranks' batches) is the same on
+    both ranks."""
     import json
     import os
     import socket
@@ -248,7 +253,8 @@ def test_variants_under_two_processes_match_one_process(tmp_path):
 
     script = tmp_path / "job.py"
     script.write_text(DDP_SCRIPT)
-    variants = {"a": TOPK.to_dict(), "b": TOPK.to_dict(), "k8": {**TOPK.to_dict(), "k": 8}}
+    variants = {"a": TOPK.to_dict(), "b": TOPK.to_dict(), "k8": {**TOPK.to_dict(), "k": 8},
+                "btk": VARIANTS["btk"].to_dict()}
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     out = {}
     for nproc in (1, 2):
@@ -263,8 +269,11 @@ def test_variants_under_two_processes_match_one_process(tmp_path):
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
         out[nproc] = torch.load(path)
-    assert set(out[2]) == {"L1/a", "L1/b", "L1/k8"}
-    for key in out[1]:
+    assert set(out[2]) == {"L1/a", "L1/b", "L1/k8", "L1/btk"}
+    thresholds = [torch.load(f"{tmp_path / 'w2.pt'}.threshold{rank}") for rank in (0, 1)]
+    assert set(thresholds[0]) == {"L1/btk"} and float(thresholds[0]["L1/btk"][0]) > 0
+    assert torch.equal(thresholds[0]["L1/btk"], thresholds[1]["L1/btk"])
+    for key in ("L1/a", "L1/b", "L1/k8"):  # BatchTopK selects over each rank's batch: not one-process equal
         for name, tensor in out[1][key].items():
             torch.testing.assert_close(tensor, out[2][key][name], rtol=1e-4, atol=1e-5, msg=f"{key} {name}")
     for name, tensor in out[2]["L1/a"].items():
