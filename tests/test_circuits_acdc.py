@@ -151,15 +151,23 @@ def test_autocircuit_agrees_on_eap_scores_and_acdc_edges():
     autocircuit_python = peer_python("AUTOCIRCUIT_PYTHON", ".venv-autocircuit", "auto_circuit.prune_algos.ACDC",
                                      "autocircuit-venv")
     model, pairs = _lively(), _pairs(positions=(3,))
-    # At this tau no edge's KL step lies within 1e-6 of tau in AutoCircuit's order (PYTHONHASHSEED=0),
-    # far above the two libraries' float differences.
-    tau = 3e-5
-    theirs = autocircuit.run_autocircuit(autocircuit_python, model, pairs, tau=tau)
-    got = autocircuit.compare(model, pairs, theirs, tau=tau)
-    assert got["n_edges"] == 479 and got["eap_max_abs_score"] > 1e-3
-    assert torch.allclose(got["eap_ours"], got["eap_theirs"], atol=1e-6, rtol=1e-4), got["eap_max_abs_diff"]
-    assert got["acdc_same_removed"], (got["acdc_only_ours"], got["acdc_only_theirs"], got["acdc_closest_step_to_tau"])
-    assert 20 < got["acdc_kept"] < 479
+    # ACDC's decisions agree only where no edge's KL step lies within float noise (~1e-8 between the
+    # libraries) of tau. AutoCircuit iterates a set of edges, an order that changes from run to run (we
+    # replay its order), and with 479 small steps one often lands near tau: a tau whose closest step is
+    # under 1e-7 in that run is ambiguous, and the next one is tried.
+    checked = []
+    for tau in (3e-5, 2e-5, 5e-5, 1.5e-5, 4e-5, 2.5e-5):
+        theirs = autocircuit.run_autocircuit(autocircuit_python, model, pairs, tau=tau)
+        got = autocircuit.compare(model, pairs, theirs, tau=tau)
+        assert got["n_edges"] == 479 and got["eap_max_abs_score"] > 1e-3
+        assert torch.allclose(got["eap_ours"], got["eap_theirs"], atol=1e-6, rtol=1e-4), got["eap_max_abs_diff"]
+        if got["acdc_closest_step_to_tau"] < 1e-7:
+            continue
+        assert got["acdc_same_removed"], (tau, got["acdc_only_ours"], got["acdc_only_theirs"])
+        assert 20 < got["acdc_kept"] < 479
+        checked.append(tau)
+        break
+    assert checked, "every tau tried had a KL step within 1e-7 of it: no unambiguous ACDC comparison"
 
 
 def test_autocircuit_bad_input_is_one_line():

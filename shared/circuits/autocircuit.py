@@ -6,7 +6,9 @@ saves the model (float32) and the pairs to a folder, runs SCRIPT there (the HF w
 HookedTransformer with no LN folding, centring or bias folding, so both compute the same function)
 and reads back AutoCircuit's EAP scores and, given tau, its ACDC edges and edge order; `compare`
 runs ours on the same input and order. AutoCircuit's EAP is minus ours (it differentiates
--logit_diff); its ACDC order within a layer is a set's iteration order, fixed by PYTHONHASHSEED=0.
+-logit_diff); its ACDC order within a layer is a set's iteration order, which changes from run to run
+(the edges hash by identity, so PYTHONHASHSEED=0 does not fix it): SCRIPT records it and `compare`
+replays it in ours.
 """
 from __future__ import annotations
 
