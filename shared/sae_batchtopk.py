@@ -78,13 +78,12 @@ class BatchTopKSAE(TopKSAE):
         taken over every rank's batch (a MIN all-reduce), so all ranks keep one and the same threshold."""
         from .distributed import current
 
-        positive = vals[vals > 0]
-        smallest = positive.min().double().reshape(1) if positive.numel() else vals.new_full((1,), math.inf).double()
+        smallest = torch.where(vals > 0, vals, math.inf).min().double().reshape(1)  # inf: nothing fired
         group = current()
         if group is not None:
             import torch.distributed as dist
 
             group.all_reduce(smallest, op=dist.ReduceOp.MIN)
-        if math.isfinite(float(smallest)):
-            lr = self.cfg.topk_threshold_lr
-            self.threshold.mul_(1 - lr).add_(lr * smallest.to(self.threshold.dtype))
+        lr = self.cfg.topk_threshold_lr
+        moved = self.threshold * (1 - lr) + lr * smallest
+        self.threshold.copy_(torch.where(torch.isfinite(smallest), moved, self.threshold))  # no host sync
