@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models import model_device
+from ..models import d_model, model_device
 from ..runtime import single_thread
 from .edges import EdgeGraph, edge_graph, edge_run, patched_logits, source_outputs
-from .metrics import get_metric, kl_to_clean
+from .metrics import check_tau, get_metric, kl_to_clean
 from .tasks import PromptPairs
 
 BUDGETS = (2, 5, 10, 20, 50, 100, 200)
@@ -33,7 +33,7 @@ def _graph(model, graph):
 def _small_on_cpu(model):
     """One torch thread for a small model on the CPU: ACDC's thousands of tiny forwards only lose to
     thread overhead (and thrash a shared CPU)."""
-    return single_thread(model_device(model).type == "cpu" and model.config.n_embd <= 256)
+    return single_thread(model_device(model).type == "cpu" and d_model(model) <= 256)
 
 
 def eap_scores(model, pairs: PromptPairs, metric: str = "logit_diff", *, graph: EdgeGraph | None = None,
@@ -61,7 +61,7 @@ def eap_scores(model, pairs: PromptPairs, metric: str = "logit_diff", *, graph: 
         delta = corrupt - run.current  # [n_src, B, T, D]
         for first, grad in zip(firsts, grads):
             total[first:first + grad.shape[0]] += torch.einsum("dbtx,sbtx->ds", grad.float(), delta.float())
-    return g.from_matrix(total.masked_fill(~g.allowed.to(total.device), 0.0)).cpu()
+    return g.from_matrix(total).cpu()  # from_matrix reads the allowed cells only
 
 
 @dataclass
@@ -95,12 +95,6 @@ def reverse_topological(graph: EdgeGraph) -> list[int]:
                                                        -graph.edges[i][1]))
 
 
-def _check_tau(tau) -> float:
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
-        raise ValueError(f"tau must be a finite number >= 0 (e.g. 0.01), got {tau!r}")
-    return float(tau)
-
-
 def _target(metric: str, fn, logits, pairs, clean_logits, clean_value) -> float:
     if metric == "kl":
         return float(kl_to_clean(logits, clean_logits).mean())
@@ -110,7 +104,7 @@ def _target(metric: str, fn, logits, pairs, clean_logits, clean_value) -> float:
 def acdc(model, pairs: PromptPairs, tau: float, metric: str = "kl", *, graph: EdgeGraph | None = None,
          order: list[int] | None = None) -> AcdcResult:
     """ACDC: try each edge in `order` (default reverse_topological), remove it when the target moves by < tau."""
-    tau = _check_tau(tau)
+    tau = check_tau("tau", tau)
     fn = get_metric(metric)
     g = _graph(model, graph)
     order = reverse_topological(g) if order is None else list(order)

@@ -22,6 +22,7 @@ import torch
 
 from .acdc import acdc, eap_scores
 from .edges import EdgeGraph, edge_graph
+from .metrics import check_tau
 from .tasks import PromptPairs
 
 SCRIPT = r"""
@@ -112,8 +113,8 @@ def run_autocircuit(python: str, model, pairs: PromptPairs, *, tau: float | None
     if not python or not Path(python).is_file():
         raise ValueError(f"no AutoCircuit interpreter at {python!r}: build one with scripts/autocircuit_venv.sh "
                          f"(or `make autocircuit-venv`) and pass its bin/python")
-    if tau is not None and not (isinstance(tau, (int, float)) and tau >= 0):
-        raise ValueError(f"tau must be a number >= 0 or None (EAP only), got {tau!r}")
+    if tau is not None:
+        tau = check_tau("tau", tau)  # None: EAP only
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = tmp / "model"

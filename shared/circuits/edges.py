@@ -69,10 +69,6 @@ class EdgeGraph:
         """The [n_edges] vector of a [n_dest, n_src] matrix (edge scores)."""
         return matrix[self.edge_dest.to(matrix.device), self.edge_src.to(matrix.device)]
 
-    def src_block(self, src: int) -> int | None:
-        """Decoder block of a source (None for the embeddings)."""
-        return None if src == 0 else (src - 1) // (self.n_heads + 1)
-
 
 def _check_gpt2(model) -> None:
     model_type = getattr(getattr(model, "config", None), "model_type", None)

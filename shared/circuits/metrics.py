@@ -6,6 +6,8 @@ metric by name; "kl" needs clean_logits (the unpatched clean run's logits).
 """
 from __future__ import annotations
 
+import math
+
 from typing import Callable
 
 import torch
@@ -64,3 +66,11 @@ def get_metric(name: str) -> Callable:
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
     return METRICS[name]
+
+
+def check_tau(name: str, value) -> float:
+    """A threshold on |effect| in metric units (ACDC's tau, SFC's tau_node / tau_edge): a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 (a threshold on |effect| in metric units, "
+                         f"e.g. 0.01), got {value!r}")
+    return float(value)

@@ -59,12 +59,6 @@ def _child(module: nn.Module, names) -> tuple[str, nn.Module] | tuple[None, None
     return None, None
 
 
-def _in_features(module: nn.Module) -> int:
-    if isinstance(module, nn.Linear):
-        return module.in_features
-    return int(module.weight.shape[0])  # GPT-2's Conv1D stores [in, out]
-
-
 def _out_features(module: nn.Module) -> int:
     return module.out_features if isinstance(module, nn.Linear) else int(module.weight.shape[1])
 

@@ -13,7 +13,6 @@ Scores are averaged over prompts and summed over positions; the patch is the cor
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -23,7 +22,7 @@ from torch import Tensor
 from .. import hooks
 from .attribution import _metric_sum, ig_gradients  # the summed task metric; IG's path-averaged gradients
 from .circuit_json import node_entries
-from .metrics import get_metric
+from .metrics import check_tau, get_metric
 from .nodes import CENTRED_RELEASES, Component, Nodes, check_sae_layer
 from .patching import faithfulness
 from .tasks import PromptPairs
@@ -50,14 +49,6 @@ def check_saes(model, saes: Mapping[int, object], sae_ids: Mapping[int, str] | N
         raise ValueError(f"saes names one layer twice ({list(saes)}, negatives count from the end); give one SAE "
                          "per layer")
     return nodes
-
-
-def check_tau(name: str, value) -> float:
-    """A threshold on |score|: a finite number >= 0 (0 keeps every node or edge with a non-zero score)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} = {value!r}: must be a finite number >= 0 (a threshold on |effect| in metric "
-                         "units, e.g. 0.1 for nodes, 0.01 for edges)")
-    return float(value)
 
 
 # ----------------------------------------------------------------------------- node values and gradients
