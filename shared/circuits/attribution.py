@@ -50,12 +50,19 @@ def _metric_sum(metric: str, logits, pairs: PromptPairs) -> torch.Tensor:
 def atp(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ablation: str = "resample",
         reference_ids: torch.Tensor | None = None, patch: dict | None = None) -> dict[str, float]:
     """{node id: AtP estimate of its patching effect} (mean over prompts of Δa · ∂m/∂a)."""
+    clean, grads = atp_gradients(nodes, pairs, metric)
+    deltas = _deltas(nodes, pairs, clean, ablation, reference_ids, patch)
+    return _ids_scores({c: _dot(deltas[c], grads[c]) for c in clean})
+
+
+def atp_gradients(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff") -> tuple[dict, dict]:
+    """({component: clean values}, {component: ∂m/∂value at the clean run}): one forward, one backward
+    (the splice passes the gradient on as the residual would, so an upstream node's holds every path)."""
     get_metric(metric)
     logits, clean = nodes.values(pairs.clean_ids, grad=True)
     with torch.enable_grad():
         grads = torch.autograd.grad(_metric_sum(metric, logits, pairs), list(clean.values()), allow_unused=True)
-    deltas = _deltas(nodes, pairs, clean, ablation, reference_ids, patch)
-    return _ids_scores({c: _dot(deltas[c], _or_zero(g, clean[c])) for c, g in zip(clean, grads)})
+    return clean, {c: _or_zero(g, clean[c]).detach() for c, g in zip(clean, grads)}
 
 
 def _or_zero(grad, like):

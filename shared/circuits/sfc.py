@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .. import hooks
-from .attribution import _metric_sum, ig_gradients  # the summed task metric; IG's path-averaged gradients
+from .attribution import atp_gradients, ig_gradients
 from .circuit_json import node_entries
 from .metrics import check_tau, get_metric
 from .nodes import CENTRED_RELEASES, Component, Nodes, check_sae_layer
@@ -88,15 +88,6 @@ class TaskNodes:
         return out
 
 
-def _atp_grads(nodes: Nodes, pairs: PromptPairs, metric: str) -> dict[Component, Tensor]:
-    """dm/d(value) of every component at the clean run, one backward (the splice passes the gradient on
-    as the residual would, so an upstream node's gradient holds every downstream path)."""
-    logits, clean = nodes.values(pairs.clean_ids, grad=True)
-    with torch.enable_grad():
-        grads = torch.autograd.grad(_metric_sum(metric, logits, pairs), list(clean.values()), allow_unused=True)
-    return {c: torch.zeros_like(v) if g is None else g.detach() for (c, v), g in zip(clean.items(), grads)}
-
-
 def _ig_grads(task: TaskNodes, pairs: PromptPairs, metric: str, steps: int) -> dict[Component, Tensor]:
     """Integrated-gradient averages as the paper takes them: one SAE layer at a time, its latents AND error
     together at clean + alpha (patch - clean), alpha = 0, 1/N, ..., (N-1)/N (left Riemann, alpha = 0 the clean
@@ -117,7 +108,7 @@ def task_nodes(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff", *, 
     _, clean = nodes.values(pairs.clean_ids)
     _, corrupt = nodes.values(pairs.corrupt_ids)
     task = TaskNodes(nodes, clean, {c: corrupt[c] - clean[c] for c in clean}, {}, method)
-    task.grad = _atp_grads(nodes, pairs, metric) if method == "atp" else _ig_grads(task, pairs, metric, ig_steps)
+    task.grad = atp_gradients(nodes, pairs, metric)[1] if method == "atp" else _ig_grads(task, pairs, metric, ig_steps)
     return task
 
 
