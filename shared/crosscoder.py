@@ -162,7 +162,8 @@ class Crosscoder(nn.Module):
         return x_hat.reshape(*lead, self.cfg.n_layers, self.cfg.d_in)
 
     def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
-        """One training forward on x [N, n_layers, d_in] (dead_mask unused: no AuxK); see the module doc for the loss."""
+        """One training forward on x [N, n_layers, d_in] (TopK: AuxK on the latents dead_mask marks); see the
+        module doc for the loss."""
         x = self._check_input(x)
         xn = self.normalize(x)
         pre = self.encode_pre(xn)
@@ -385,8 +386,8 @@ def evaluate(xc: Crosscoder, batches: Iterable[Tensor]) -> dict:
     fired = torch.zeros(xc.cfg.d_sae, dtype=torch.bool)
     tokens, l0 = 0, 0.0
     for x in batches:
-        x = xc._check_input(x.to(xc.W_enc.device)).float()
-        z = xc.encode(x)
+        z = xc.encode(x.to(xc.W_enc.device))  # checks the shape and finiteness
+        x = x.to(z.device).float().reshape(-1, n_l, d)
         x_hat = xc.decode(z)
         sq += (x_hat - x).double().pow(2).sum((0, 2)).cpu()
         sum_x += x.double().sum(0).cpu()
