@@ -179,12 +179,10 @@ def response_means(model, tokenizer, sae, layer: int, scored: Sequence[dict]) ->
     """(mean SAE latents over each response's tokens [N, d_sae], the number of response tokens read per
     problem): one forward of prompt + response each, only the response tokens kept (trace.token_latents).
     A response with no ordinary token has a row of NaN."""
-    from .models import d_model
+    from .sae_io import check_sae_fits
     from .trace import token_latents
 
-    if int(sae.cfg.d_in) != d_model(model):
-        raise ValueError(f"the SAE reads d_in={sae.cfg.d_in} activations but layer {layer} of this model is "
-                         f"{d_model(model)} wide: load the SAE trained for this model and layer")
+    check_sae_fits(sae, model, layer)
     means, counts = [], []
     for r in scored:
         ids = torch.tensor([list(r["prompt_ids"]) + list(r["response_ids"])])

@@ -235,6 +235,16 @@ def _build(cfg: SAEConfig, weights: dict, folder: Path, device) -> SparseAutoenc
 
 # --------------------------------------------------------------------------- the notebooks' SAE / SAE_ID pair
 
+def check_sae_fits(sae, model, layer: int) -> None:
+    """One-line ValueError when the SAE's d_in is not the width of the model's residual stream."""
+    from .models import d_model
+
+    width = d_model(model)
+    if int(sae.cfg.d_in) != int(width):
+        raise ValueError(f"the SAE reads d_in={sae.cfg.d_in} activations but layer {layer} of this model has "
+                         f"d_model={width}: use the SAE trained for this model and layer")
+
+
 def sae_for_notebook(P, model, tokenizer, layer: int, out_dir) -> tuple[SparseAutoencoder, str]:
     """(the SAE, where it came from) for a notebook's SAE / SAE_ID parameters at `layer` of `model`:
     with SAE = "train-tiny" a small TopK SAE is first trained here on DATASET (a quick try and the

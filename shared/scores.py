@@ -30,8 +30,9 @@ from .capture import capture_residuals, token_mask
 from .data import load_task_dataset
 from .evaluate import evaluate_saes
 from .export import CFG_FILE
-from .models import d_model, model_device
-from .probes import linear_probe
+from .models import model_device
+from .probes import _auroc, linear_probe
+from .sae_io import check_sae_fits
 
 VERSION = "0.0.1"
 WEIGHTS = {"loss_recovered": 0.30, "alive": 0.15, "l0_score": 0.15, "sparse_probing": 0.25, "tpp": 0.15}
@@ -93,14 +94,6 @@ def combine(components: dict, weights: dict = WEIGHTS) -> float:
 
 # --------------------------------------------------------------------------------------------
 # input checks
-
-
-def check_sae_fits(sae, model, layer: int) -> None:
-    """One-line ValueError when the SAE's d_in is not the width of the model's residual stream."""
-    width = d_model(model)
-    if int(sae.cfg.d_in) != int(width):
-        raise ValueError(f"the SAE reads d_in={sae.cfg.d_in} activations but layer {layer} of this model has "
-                         f"d_model={width}: use the SAE trained for this model and layer")
 
 
 def take_tokens(token_batches: Iterable[torch.Tensor], eval_tokens: int) -> list[torch.Tensor]:
@@ -263,9 +256,7 @@ def probe_task(name: str, X_train, y_train, X_test, y_test, top_n: int = TPP_TOP
     top = [int(i) for i in np.argsort(-importance, kind="stable")[:n]]
     ablated = X_test.copy()
     ablated[:, top] = 0.0
-    from sklearn.metrics import roc_auc_score
-
-    auroc_ablated = float(roc_auc_score(np.asarray(y_test), ablated @ probe.direction + probe.bias))
+    auroc_ablated = _auroc(np.asarray(y_test), ablated @ probe.direction + probe.bias)
     return TaskProbe(name, float(probe.auroc), float(probe.accuracy), top, auroc_ablated,
                      int(len(X_train)), int(len(X_test)))
 
