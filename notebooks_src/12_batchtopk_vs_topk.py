@@ -164,5 +164,5 @@ for key, folder in folders.items():
 run.write_report("pareto.json", {
     "model": MODEL_ID, "layer": layer, "d_sae": D_SAE, "architectures": P.ARCHITECTURES, "k_values": P.K_VALUES,
     "tokens_trained": result.tokens, "eval_tokens": next(iter(report.values()))["eval_tokens"],
-    "points": [{**p, "export": str(folders[f"L{p['layer']}/{p['name']}"])} for p in points], **summary,
+    "points": [{**p, "export": str(folders[p["key"]])} for p in points], **summary,
 })

@@ -361,7 +361,7 @@ def export_run(saes: dict, out_dir: str | Path, info: ExportInfo, *, report: dic
     for key, sae in saes.items():
         layer = int((layer_of or {}).get(key, key))
         hook_name = f"blocks.{layer}.hook_resid_post"
-        where = Path(out_dir) if isinstance(key, int) else Path(out_dir) / str(key).split("/", 1)[-1]
+        where = Path(out_dir) if isinstance(key, int) else Path(out_dir) / str(key).split("/", 1)[-1]  # its variant
         folders[key] = export_saelens(
             sae, where / hook_name, info, layer=layer, hook_name=hook_name,
             sparsity=(sparsity or {}).get(key), val_metrics=(report or {}).get(str(key)))

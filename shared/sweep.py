@@ -14,6 +14,7 @@ import math
 from typing import Mapping, Sequence
 
 from .sae import ARCHITECTURES, SAEConfig
+from .train import variant_of
 
 POINT_FIELDS = ("var_expl", "l0", "dead_pct", "ce_loss_recovered", "kl_div_spliced", "fvu", "alive", "d_sae")
 
@@ -68,9 +69,9 @@ def sweep_points(report: Mapping[str, dict], variants: Mapping[str, SAEConfig],
     architecture and k, then var_expl, l0, dead_pct, ce_loss_recovered, ... (POINT_FIELDS)."""
     rows = []
     for key, layer in layer_of.items():
-        name = str(key).split("/", 1)[1]
+        name = variant_of(key)
         sae_cfg, metrics = variants[name], report[str(key)]
-        rows.append({"name": name, "layer": int(layer), "architecture": sae_cfg.architecture, "k": sae_cfg.k,
+        rows.append({"key": key, "name": name, "layer": int(layer), "architecture": sae_cfg.architecture, "k": sae_cfg.k,
                      **{f: metrics[f] for f in POINT_FIELDS if f in metrics}})
     return rows
 

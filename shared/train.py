@@ -154,6 +154,11 @@ def sae_plan(cfg: TrainConfig, layers) -> dict[int | str, tuple[int, SAEConfig]]
     return {f"L{layer}/{name}": (layer, sae_cfg) for layer in layers for name, sae_cfg in cfg.variants.items()}
 
 
+def variant_of(key: int | str) -> str | None:
+    """The variant name in an SAE key ("L3/topk-k32" -> "topk-k32"); None for a layer key."""
+    return None if isinstance(key, int) else str(key).split("/", 1)[1]
+
+
 def sae_label(key: int | str) -> str:
     """The prefix of an SAE's metric names: "L<layer>" for a layer key, the key itself for a variant's."""
     return f"L{key}" if isinstance(key, int) else str(key)
