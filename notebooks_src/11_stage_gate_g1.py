@@ -101,10 +101,8 @@ sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 # %%
 selection = {}
 if choose_packs:
-    sel_scored = gates.responses(model, tokenizer, select_problems, source=RESPONSES,
-                                 max_new_tokens=MAX_NEW_TOKENS, batch_size=BATCH_SIZE)
-    sel_right = [gates.is_correct(r["response"], p["gold"])[1] for p, r in zip(select_problems, sel_scored)]
-    sel_means, _ = gates.response_means(model, tokenizer, sae, layer, sel_scored)
+    _, sel_right, sel_means, _ = gates.answer_and_read(model, tokenizer, sae, layer, select_problems, source=RESPONSES,
+                                                       max_new_tokens=MAX_NEW_TOKENS, batch_size=BATCH_SIZE)
     helpful, harmful, selection = gates.select_packs(sel_means, sel_right, PACK_SIZE)
     pack_source = f"selected on {N_SELECT} {PROBLEMS} train problems (disjoint from the evaluation set)"
     print(f"selection split: {sum(sel_right)}/{len(sel_right)} right")
@@ -120,9 +118,8 @@ print(f"helpful pack {helpful}\nharmful pack {harmful}\n({pack_source})")
 # read as context but not scored).
 
 # %%
-scored = gates.responses(model, tokenizer, eval_problems, source=RESPONSES, max_new_tokens=MAX_NEW_TOKENS,
-                         batch_size=BATCH_SIZE)
-means, counts = gates.response_means(model, tokenizer, sae, layer, scored)
+scored, _, means, counts = gates.answer_and_read(model, tokenizer, sae, layer, eval_problems, source=RESPONSES,
+                                                 max_new_tokens=MAX_NEW_TOKENS, batch_size=BATCH_SIZE)
 rows = gates.g1_rows(eval_problems, scored, gates.r_mech(means, helpful, harmful), counts)
 for r in rows[:5]:
     print(f"{'right' if r['correct'] else 'wrong'} | gold {r['gold']} | predicted {r['predicted']} | "

@@ -194,6 +194,17 @@ def response_means(model, tokenizer, sae, layer: int, scored: Sequence[dict]) ->
 
 # ----------------------------------------------------------------------------- packs and R_mech
 
+def answer_and_read(model, tokenizer, sae, layer: int, problems: Sequence[dict], *, source: str = "generate",
+                    max_new_tokens: int = 256, batch_size: int = 8) -> tuple[list[dict], list[bool], torch.Tensor, list[int]]:
+    """The problems answered (`responses`), marked right or wrong by the final-answer rule, and read by
+    the SAE over the response tokens (`response_means`): (scored, right, means, counts)."""
+    scored = responses(model, tokenizer, problems, source=source, max_new_tokens=max_new_tokens,
+                       batch_size=batch_size)
+    right = [is_correct(r["response"], p["gold"])[1] for p, r in zip(problems, scored)]
+    means, counts = response_means(model, tokenizer, sae, layer, scored)
+    return scored, right, means, counts
+
+
 def check_pack(pack, d_sae: int, name: str = "pack") -> list[int]:
     """The pack as a list of distinct latent ids in 0..d_sae-1; a one-line ValueError otherwise."""
     if not isinstance(pack, (list, tuple)) or not pack:
