@@ -53,7 +53,7 @@ SEED = 0  # @param {type:"integer"}
 
 # %%
 from shared import notebook, sae_io
-from shared.circuits import attribution, circuit_json, figures, nodes, patching, tasks
+from shared.circuits import attribution, circuit_json, figures, metrics, nodes, patching, tasks
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -69,9 +69,7 @@ model, tokenizer = run.load_model()
 layer = nodes.check_sae_layer(SAE_ID, P.one_layer())
 sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 pairs = tasks.load_task(TASK, tokenizer, N_PROMPTS, seed=SEED)
-print(f"{len(pairs)} {TASK} pairs of {pairs.clean_ids.shape[1]} tokens, e.g.")
-print(f"  clean:   {pairs.clean_text[0]!r} -> {tokenizer.decode([int(pairs.answer_ids[0])])!r}")
-print(f"  corrupt: {pairs.corrupt_text[0]!r} -> {tokenizer.decode([int(pairs.wrong_ids[0])])!r}")
+print(pairs.describe(tokenizer))
 
 # %% [markdown]
 # ## 2. The nodes
@@ -82,10 +80,9 @@ print(f"  corrupt: {pairs.corrupt_text[0]!r} -> {tokenizer.decode([int(pairs.wro
 # %%
 graph = nodes.Nodes(model, heads="all", mlps="all", qk=nodes.softmax_layers(model), saes={layer: sae},
                     centre_sae_input=SAE in nodes.CENTRED_RELEASES)
-clean_logits, clean_m = patching.clean_metric(graph, pairs, METRIC)
+clean_m, corrupt_m, clean_logits = metrics.task_metrics(model, pairs, METRIC)
 spliced_logits, _ = graph.values(pairs.clean_ids)
-corrupt_m = float(patching.corrupt_metric(graph, pairs, METRIC).mean())
-print(f"{len(graph)} nodes; {METRIC}: clean {float(clean_m.mean()):.3f}, corrupt {corrupt_m:.3f}; "
+print(f"{len(graph)} nodes; {METRIC}: clean {clean_m:.3f}, corrupt {corrupt_m:.3f}; "
       f"SAE splice changes the logits by at most {float((spliced_logits - clean_logits).abs().max()):.1e}")
 
 # %% [markdown]
@@ -156,7 +153,7 @@ run.write_report("attribution_report.json", {
     "config": {"use_qk_fix": USE_QK_FIX, "use_graddrop": USE_GRADDROP, "counterfactual": COUNTERFACTUAL,
                "metric": METRIC, "top_n": TOP_N, "qk_fix_layers": star.config["qk_fix_layers"],
                "qk_fix_not_applicable": star.config["qk_fix_not_applicable"]},  # linear-attention layers
-    "metric_clean": float(clean_m.mean()), "metric_corrupt": corrupt_m, "n_nodes": len(graph),
+    "metric_clean": clean_m, "metric_corrupt": corrupt_m, "n_nodes": len(graph),
     "comparison": comparison, "faithfulness": faith,
     "top_nodes": [{"id": i, "kind": kinds[i], "exact": exact[i], "atp": star.atp[i], "atp_qk": star.qk_fixed[i],
                    "atp_star": star.score[i]} for i in top(exact, len(exact))],

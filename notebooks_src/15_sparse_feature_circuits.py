@@ -51,7 +51,7 @@ SEED = 0  # @param {type:"integer"}
 
 # %%
 from shared import html, notebook
-from shared.circuits import circuit_json, patching, sfc, tasks
+from shared.circuits import circuit_json, metrics, sfc, tasks
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -66,13 +66,10 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 model, tokenizer = run.load_model()
 graph, sae_where = sfc.load_saes(P, model, tokenizer, P.LAYERS, run.out_dir)
 pairs = tasks.load_task(TASK, tokenizer, N_PROMPTS, seed=SEED)
-print(f"{len(pairs)} {TASK} pairs of {pairs.clean_ids.shape[1]} tokens, e.g.")
-print(f"  clean:   {pairs.clean_text[0]!r} -> {tokenizer.decode([int(pairs.answer_ids[0])])!r}")
-print(f"  corrupt: {pairs.corrupt_text[0]!r} -> {tokenizer.decode([int(pairs.wrong_ids[0])])!r}")
-clean_logits, clean_m = patching.clean_metric(graph, pairs, METRIC)
+print(pairs.describe(tokenizer))
+clean_m, corrupt_m, clean_logits = metrics.task_metrics(model, pairs, METRIC)
 spliced_logits, _ = graph.values(pairs.clean_ids)
-corrupt_m = float(patching.corrupt_metric(graph, pairs, METRIC).mean())
-print(f"{len(graph)} nodes at layers {sorted(graph.saes)}; {METRIC}: clean {float(clean_m.mean()):.3f}, corrupt "
+print(f"{len(graph)} nodes at layers {sorted(graph.saes)}; {METRIC}: clean {clean_m:.3f}, corrupt "
       f"{corrupt_m:.3f}; the SAE splices change the logits by at most "
       f"{float((spliced_logits - clean_logits).abs().max()):.1e}")
 
@@ -150,7 +147,7 @@ circuit_json.write_circuit(run.out_dir / "circuit.json", **data, model=MODEL_ID,
                            faithfulness=at_circuit["faithfulness"], completeness=at_circuit["completeness"])
 run.write_report("sfc_report.json", {
     "model": MODEL_ID, "layers": task.layers, "sae": sae_where, "task": TASK, "prompts_n": len(pairs),
-    "metric": METRIC, "metric_clean": float(clean_m.mean()), "metric_corrupt": corrupt_m,
+    "metric": METRIC, "metric_clean": clean_m, "metric_corrupt": corrupt_m,
     "config": {"node_method": NODE_METHOD, "ig_steps": IG_STEPS, "tau_node": TAU_NODE, "tau_edge": TAU_EDGE,
                "patch": "corrupt prompt (node and edge effects)", "ablation": "mean over clean prompts (curves)"},
     "n_scored": len(scores), "n_nodes": len(circuit.nodes), "n_edges": len(circuit.edges),

@@ -54,8 +54,7 @@ SEED = 0  # @param {type:"integer"}
 import time
 
 from shared import notebook, plots
-from shared.circuits import acdc, attribution, autocircuit, circuit_json, edges, nodes, tasks
-from shared.circuits.metrics import get_metric
+from shared.circuits import acdc, attribution, autocircuit, circuit_json, edges, metrics, nodes, tasks
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -71,14 +70,10 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 model, tokenizer = run.load_model()
 pairs = tasks.load_task(TASK, tokenizer, N_PROMPTS, seed=SEED)
 graph = edges.edge_graph(model)  # refuses non-GPT-2 architectures with one line
-metric = get_metric(METRIC)
-clean_logits = model(pairs.clean_ids.to(model.device)).logits
-corrupt_logits = model(pairs.corrupt_ids.to(model.device)).logits
-print(f"{len(pairs)} {TASK} pairs of {pairs.clean_ids.shape[1]} tokens, e.g. {pairs.clean_text[0]!r} -> "
-      f"{tokenizer.decode([int(pairs.answer_ids[0])])!r}")
+clean_m, corrupt_m, _ = metrics.task_metrics(model, pairs, METRIC)
+print(pairs.describe(tokenizer))
 print(f"{len(graph.srcs)} sources, {len(graph.dests)} destinations, {graph.n_edges} edges; {METRIC}: clean "
-      f"{float(metric(clean_logits, pairs.to(model.device)).mean()):.3f}, corrupt "
-      f"{float(metric(corrupt_logits, pairs.to(model.device)).mean()):.3f}")
+      f"{clean_m:.3f}, corrupt {corrupt_m:.3f}")
 
 # %% [markdown]
 # ## 2. EAP: every edge from one backward

@@ -137,3 +137,21 @@ def test_notebook_rules_name_the_same_tasks_metrics_and_ablations():
             assert notebook.RULES[name](value, None) == value
         with pytest.raises(ValueError):
             notebook.RULES[name]("nope", None)
+
+
+def test_task_metrics_and_describe():
+    """task_metrics is the metric of the clean and the corrupt run as they are (kl: 0 on the clean run);
+    describe names the pairs and shows one with its answers."""
+    from shared.circuits import metrics
+    from shared.models import load_model
+
+    model, tok = load_model("tiny:gpt2")
+    pairs = tasks.load_task("synthetic", tok, 4)
+    clean, corrupt, logits = metrics.task_metrics(model, pairs, "logit_diff")
+    with torch.no_grad():
+        want = metrics.logit_diff(model(pairs.corrupt_ids).logits, pairs)
+    assert corrupt == pytest.approx(float(want.mean()), rel=1e-5)
+    assert clean == pytest.approx(float(metrics.logit_diff(logits, pairs).mean()), rel=1e-5)
+    assert metrics.task_metrics(model, pairs, "kl")[0] == pytest.approx(0.0, abs=1e-6)
+    text = pairs.describe(tok)
+    assert text.startswith(f"4 synthetic pairs of {pairs.clean_ids.shape[1]} tokens") and "corrupt:" in text

@@ -74,3 +74,17 @@ def check_tau(name: str, value) -> float:
         raise ValueError(f"{name} must be a finite number >= 0 (a threshold on |effect| in metric units, "
                          f"e.g. 0.01), got {value!r}")
     return float(value)
+
+
+def task_metrics(model, pairs: PromptPairs, metric: str = "logit_diff") -> tuple[float, float, torch.Tensor]:
+    """The task's baseline on `model` run as it is: (mean metric on the clean prompts, on the corrupt ones
+    (for "kl": against the clean run), the clean logits [n, T, V])."""
+    from ..models import model_device
+
+    fn, device = get_metric(metric), model_device(model)
+    pairs = pairs.to(device)
+    with torch.no_grad():
+        clean = model(pairs.clean_ids).logits
+        corrupt = model(pairs.corrupt_ids).logits
+    return (float(fn(clean, pairs, clean_logits=clean).mean()), float(fn(corrupt, pairs, clean_logits=clean).mean()),
+            clean)

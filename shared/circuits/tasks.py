@@ -44,6 +44,12 @@ class PromptPairs:
                            self.wrong_ids[rows], [self.clean_text[i] for i in pick],
                            [self.corrupt_text[i] for i in pick])
 
+    def describe(self, tokenizer, i: int = 0) -> str:
+        """How many pairs of how many tokens, and pair i's prompts with their answers, for printing."""
+        answer, wrong = tokenizer.decode([int(self.answer_ids[i])]), tokenizer.decode([int(self.wrong_ids[i])])
+        return (f"{len(self)} {self.name} pairs of {self.clean_ids.shape[1]} tokens, e.g.\n"
+                f"  clean:   {self.clean_text[i]!r} -> {answer!r}\n  corrupt: {self.corrupt_text[i]!r} -> {wrong!r}")
+
     def to(self, device) -> "PromptPairs":
         """The same pairs with their tensors on `device`."""
         return PromptPairs(self.name, self.clean_ids.to(device), self.corrupt_ids.to(device),
