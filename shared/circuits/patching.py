@@ -118,19 +118,28 @@ def node_effects(nodes: Nodes, pairs: PromptPairs, node_ids=None, *, ablation: s
 
 
 def faithfulness(nodes: Nodes, pairs: PromptPairs, circuit_ids, *, metric: str = "logit_diff",
-                 ablation: str = "mean", reference_ids: torch.Tensor | None = None) -> float:
+                 ablation: str = "mean", reference_ids: torch.Tensor | None = None, patch: dict | None = None,
+                 ends: tuple[float, float] | None = None) -> float:
     """(m(circuit) − m(∅)) / (m(model) − m(∅)): the circuit's nodes kept, every other node of `nodes`
-    ablated (mean ablation by default), against all nodes ablated; 1 = the circuit alone does the task."""
-    patch = patch_values(nodes, pairs, ablation, reference_ids)
+    ablated (mean ablation by default), against all nodes ablated; 1 = the circuit alone does the task.
+    patch / ends (patch_values, faithfulness_ends): pass them to score many circuits without recomputing."""
+    patch = patch if patch is not None else patch_values(nodes, pairs, ablation, reference_ids)
     keep = set(circuit_ids)
     for node_id in keep:
         nodes.locate(node_id)
-    _, full = clean_metric(nodes, pairs, metric)
+    full, empty = ends if ends is not None else faithfulness_ends(nodes, pairs, metric=metric, patch=patch)
     rest = [i for i in nodes.ids if i not in keep]
-    m_circuit = patch_effect(nodes, pairs, rest, metric=metric, patch=patch) + float(full.mean())
-    m_empty = patch_effect(nodes, pairs, nodes.ids, metric=metric, patch=patch) + float(full.mean())
-    denom = float(full.mean()) - m_empty
-    if abs(denom) < 1e-12:
+    m_circuit = patch_effect(nodes, pairs, rest, metric=metric, patch=patch) + full
+    return (m_circuit - empty) / (full - empty)
+
+
+def faithfulness_ends(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff",
+                      patch: dict) -> tuple[float, float]:
+    """(m(model), m(∅)): the mean metric of the model as it is and with every node of `nodes` patched."""
+    _, full = clean_metric(nodes, pairs, metric)
+    full = float(full.mean())
+    empty = patch_effect(nodes, pairs, nodes.ids, metric=metric, patch=patch) + full
+    if abs(full - empty) < 1e-12:
         raise ValueError("ablating every node leaves the metric unchanged, so faithfulness is undefined; "
                          "choose nodes the task depends on")
-    return (m_circuit - m_empty) / denom
+    return full, empty

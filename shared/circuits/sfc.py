@@ -24,7 +24,7 @@ from .attribution import atp_gradients, ig_gradients
 from .circuit_json import node_entries
 from .metrics import check_tau, get_metric
 from .nodes import CENTRED_RELEASES, Component, Nodes, check_sae_layer
-from .patching import faithfulness
+from .patching import faithfulness, faithfulness_ends, patch_values
 from .tasks import PromptPairs
 
 NODE_METHODS = ("atp", "ig")
@@ -227,12 +227,15 @@ def faithfulness_curve(nodes: Nodes, pairs: PromptPairs, ranking: Sequence[str],
     and the completeness F(M minus C) of the model with those k nodes mean-ablated (near 0: nothing left does
     the task). Means per position over the clean prompts."""
     counts = default_counts(len(ranking)) if counts is None else sorted({min(int(k), len(ranking)) for k in counts})
+    patch = patch_values(nodes, pairs, "mean")
+    ends = faithfulness_ends(nodes, pairs, metric=metric, patch=patch)  # once for every point
     rows = []
     for k in counts:
         circuit = set(ranking[:k])
         rest = [i for i in nodes.ids if i not in circuit]
-        rows.append({"n_nodes": k, "faithfulness": faithfulness(nodes, pairs, circuit, metric=metric),
-                     "completeness": faithfulness(nodes, pairs, rest, metric=metric)})
+        score = dict(metric=metric, patch=patch, ends=ends)
+        rows.append({"n_nodes": k, "faithfulness": faithfulness(nodes, pairs, circuit, **score),
+                     "completeness": faithfulness(nodes, pairs, rest, **score)})
     return rows
 
 
