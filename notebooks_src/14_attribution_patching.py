@@ -52,8 +52,8 @@ OUTPUT_DIR = "outputs/14_attribution_patching"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import notebook, sae_io
-from shared.circuits import attribution, circuit_json, figures, metrics, nodes, patching, tasks
+from shared import notebook, plots, sae_io
+from shared.circuits import attribution, circuit_json, metrics, nodes, patching, tasks
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -120,7 +120,7 @@ for method, c in comparison.items():
 print(f"\n{'node':>12} | {'exact':>9} | {'AtP':>9} | {'AtP*':>9}")
 for node in top(exact, 15):
     print(f"{node:>12} | {exact[node]:+9.4f} | {star.atp[node]:+9.4f} | {star.score[node]:+9.4f}")
-run.save_figure(figures.attribution_scatter(exact, {"AtP": star.atp, "AtP*": star.score}), "atp_vs_exact.png")
+run.save_figure(plots.plot_attribution_scatter(exact, {"AtP": star.atp, "AtP*": star.score}), "atp_vs_exact.png")
 
 # %% [markdown]
 # ## 5. The circuit and its faithfulness

@@ -50,7 +50,7 @@ OUTPUT_DIR = "outputs/15_sparse_feature_circuits"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import html, notebook
+from shared import html, notebook, plots
 from shared.circuits import circuit_json, metrics, sfc, tasks
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
@@ -133,7 +133,7 @@ print(f"{'nodes':>6} | faithfulness | completeness")
 for r in curve:
     print(f"{r['n_nodes']:6d} | {r['faithfulness']:12.3f} | {r['completeness']:12.3f}")
 at_circuit = next(r for r in curve if r["n_nodes"] == len(circuit.nodes))
-run.save_figure(sfc.plot_curves(curve, len(circuit.nodes)), "faithfulness_completeness.png")
+run.save_figure(plots.plot_faithfulness_completeness(curve, len(circuit.nodes)), "faithfulness_completeness.png")
 
 # %% [markdown]
 # ## 6. The reports

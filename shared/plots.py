@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 _CURVES = (("fvu", "FVU (lower is better)"), ("l0", "L0 (active latents per token)"),
            ("dead_pct", "dead latents (%)"), ("aux_loss", "AuxK loss"))
@@ -234,5 +235,52 @@ def plot_faithfulness_curves(curves: dict[str, dict], title: str = "faithfulness
     ax.set_ylabel("faithfulness (1 = full model, 0 = corrupt)")
     ax.set_title(title)
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_attribution_scatter(exact: dict[str, float], estimates: dict[str, dict[str, float]], *, label_top: int = 5):
+    """A Figure: for each method, its score against the exact patching effect on the nodes both hold,
+    with the diagonal (a perfect linear estimate) and the top nodes by |exact effect| labelled."""
+    import matplotlib.pyplot as plt
+
+    if not exact or not estimates:
+        raise ValueError("nothing to plot: pass exact effects and at least one method's estimates")
+    fig, axes = plt.subplots(1, len(estimates), figsize=(4.2 * len(estimates), 4), squeeze=False)
+    top = sorted(exact, key=lambda i: -abs(exact[i]))[:label_top]
+    for ax, (method, est) in zip(axes[0], estimates.items()):
+        ids = [i for i in exact if i in est]
+        xs, ys = [exact[i] for i in ids], [est[i] for i in ids]
+        ax.scatter(xs, ys, s=14, alpha=0.7)
+        lo, hi = min(xs + ys + [0.0]), max(xs + ys + [0.0])
+        ax.plot([lo, hi], [lo, hi], color="gray", lw=0.8, ls="--")
+        for i in top:
+            if i in est:
+                ax.annotate(i, (exact[i], est[i]), fontsize=7)
+        ax.set_xlabel("exact patching effect")
+        ax.set_ylabel(f"{method} score")
+        ax.set_title(method)
+    return fig
+
+
+def plot_faithfulness_completeness(rows: Sequence[dict], circuit_size: int | None = None,
+                                   title: str = "faithfulness and completeness"):
+    """A Figure: faithfulness (the top-k nodes alone) and completeness (the model without them) against k, on a
+    log-x axis, with the thresholded circuit's size marked."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ks = [max(r["n_nodes"], 0.5) for r in rows]  # k = 0 drawn at 0.5 on the log axis
+    ax.plot(ks, [r["faithfulness"] for r in rows], "o-", label="faithfulness: circuit alone")
+    ax.plot(ks, [r["completeness"] for r in rows], "s--", label="completeness: model without the circuit")
+    if circuit_size:
+        ax.axvline(circuit_size, color="gray", lw=0.8, ls=":", label=f"thresholded circuit ({circuit_size} nodes)")
+    ax.axhline(1, color="black", lw=0.5)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("nodes kept (top k by |effect|; 0 at 0.5)")
+    ax.set_ylabel("(m - m(empty)) / (m(model) - m(empty))")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

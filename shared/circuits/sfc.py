@@ -239,28 +239,6 @@ def faithfulness_curve(nodes: Nodes, pairs: PromptPairs, ranking: Sequence[str],
     return rows
 
 
-def plot_curves(rows: Sequence[dict], circuit_size: int | None = None, title: str = "faithfulness and completeness"):
-    """A Figure: faithfulness (the top-k nodes alone) and completeness (the model without them) against k, on a
-    log-x axis, with the thresholded circuit's size marked."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ks = [max(r["n_nodes"], 0.5) for r in rows]  # k = 0 drawn at 0.5 on the log axis
-    ax.plot(ks, [r["faithfulness"] for r in rows], "o-", label="faithfulness: circuit alone")
-    ax.plot(ks, [r["completeness"] for r in rows], "s--", label="completeness: model without the circuit")
-    if circuit_size:
-        ax.axvline(circuit_size, color="gray", lw=0.8, ls=":", label=f"thresholded circuit ({circuit_size} nodes)")
-    ax.axhline(1, color="black", lw=0.5)
-    ax.axhline(0, color="black", lw=0.5)
-    ax.set_xscale("log")
-    ax.set_xlabel("nodes kept (top k by |effect|; 0 at 0.5)")
-    ax.set_ylabel("(m - m(empty)) / (m(model) - m(empty))")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 # ----------------------------------------------------------------------------- the notebook's SAEs
 
 
