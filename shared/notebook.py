@@ -288,11 +288,23 @@ def _feature(v, ctx):
     return _int(-1, " (a latent id, -1 = the top-ranked one, or words to search the catalog labels)")(v, ctx)
 
 
-def _features_list(v, ctx):
+def _latent_ids(v, or_else: str) -> list[int]:
+    """A list of latent ids (ints >= 0); or_else ends the error: what else the parameter may be."""
     if not isinstance(v, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
                                                    for x in v):
-        raise ValueError("must be a list of latent ids, e.g. [101, 2048], or [] to watch the top-ranked ones")
+        raise ValueError(f"must be a list of latent ids, e.g. [101, 2048], {or_else}")
     return [int(x) for x in v]
+
+
+def _distinct(items: list, what: str) -> list:
+    """items, or a one-line error when one appears twice."""
+    if len(set(items)) != len(items):
+        raise ValueError(f"lists a {what} twice ({items}): give each {what} once")
+    return items
+
+
+def _features_list(v, ctx):
+    return _latent_ids(v, "or [] to watch the top-ranked ones")
 
 
 def _prompts(v, ctx):
@@ -387,12 +399,8 @@ def _pack(v, ctx):
         _text()(v, ctx)
         if not str(ctx.params.get("FEATURE_CATALOG", "")).strip():
             raise ValueError("words search FEATURE_CATALOG's labels: set FEATURE_CATALOG, or give latent ids")
-    elif not isinstance(v, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
-                                                     for x in v):
-        raise ValueError("must be a list of latent ids, e.g. [101, 2048], words to search FEATURE_CATALOG's "
-                         "labels, or [] to choose the pack on the selection split")
     else:
-        v = [int(x) for x in v]
+        v = _latent_ids(v, "words to search FEATURE_CATALOG's labels, or [] to choose the pack on the selection split")
     if ctx.name == "HARMFUL_PACK" and (v == []) != (ctx.params.get("HELPFUL_PACK") in ([], None)):
         raise ValueError("give both HELPFUL_PACK and HARMFUL_PACK, or leave both [] to choose them on the selection split")
     return v
@@ -422,18 +430,13 @@ def _architectures(v, ctx):
     if (isinstance(v, str) or not isinstance(v, (list, tuple)) or not v
             or not all(isinstance(s, str) and s.strip() for s in v)):
         raise ValueError("must be a non-empty list of architecture names, e.g. ['topk', 'batchtopk']")
-    if len(set(v)) != len(v):
-        raise ValueError("lists an architecture twice: name each once")
-    return list(v)
+    return _distinct(list(v), "architecture")
 
 
 def _k_values(v, ctx):
     if isinstance(v, (str, bool)) or not isinstance(v, (list, tuple)) or not v:
         raise ValueError("must be a non-empty list of k values, e.g. [16, 32, 64, 128]")
-    ks = [_k(k, ctx) for k in v]
-    if len(set(ks)) != len(ks):
-        raise ValueError("lists a k twice: name each once")
-    return ks
+    return _distinct([_k(k, ctx) for k in v], "k")
 
 
 RULES.update({"ARCHITECTURES": _architectures, "K_VALUES": _k_values})
@@ -462,9 +465,7 @@ def _probe_tasks(v, ctx):
         if name not in _BINARY_TASKS:
             raise ValueError(f"{task!r} is not a binary labelled task; valid: {', '.join(_BINARY_TASKS)}")
         out.append(name)
-    if len(set(out)) != len(out):
-        raise ValueError(f"lists a task twice ({out}); give each task once")
-    return out
+    return _distinct(out, "task")
 
 
 RULES.update({"PROBE_TASKS": _probe_tasks, "EVAL_TOKENS": _POS, "TOKENS_TRAINED": _NONNEG})
@@ -498,10 +499,9 @@ RULES.update({
 })
 
 def _edge_budgets(v, ctx):
-    if (not isinstance(v, (list, tuple)) or not v
-            or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 1 for x in v)):
+    if not isinstance(v, (list, tuple)) or not v:
         raise ValueError("must be a non-empty list of edge counts >= 1, e.g. [2, 5, 10, 20, 50, 100, 200]")
-    return sorted({int(x) for x in v})
+    return sorted({_POS(x, ctx) for x in v})
 
 
 def _autocircuit_python(v, ctx):
