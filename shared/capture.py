@@ -119,6 +119,19 @@ def token_mask(input_ids: torch.Tensor, tokenizer, attention_mask: torch.Tensor 
 
 
 @torch.no_grad()
+def content_mask(ids: torch.Tensor, tokenizer, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool: each row's non-special, non-pad tokens (token_mask), or all its real tokens when it
+    has no other (an all-special prompt still pools something)."""
+    keep = token_mask(ids, tokenizer, attention_mask)
+    return torch.where(keep.any(1, keepdim=True), keep, attention_mask.bool())
+
+
+def masked_mean(h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """[B, T, d] -> [B, d]: the mean over each row's kept positions."""
+    m = keep.to(h.device, h.dtype)[..., None]
+    return (h * m).sum(1) / m.sum(1).clamp(min=1)
+
+
 def sequence_states(model, tokenizer, prompts: Sequence[str], layers: Sequence[int], batch_size: int = 16,
                     pool: str = "last", max_length: int | None = None,
                     progress: bool = False) -> dict[int, np.ndarray]:
@@ -154,10 +167,7 @@ def sequence_states(model, tokenizer, prompts: Sequence[str], layers: Sequence[i
             if pool == "last":
                 pooled = h[torch.arange(h.shape[0], device=h.device), last.to(h.device)]
             else:
-                keep = token_mask(ids, tokenizer, mask)
-                keep = torch.where(keep.any(1, keepdim=True), keep, mask.bool())  # all-special prompt
-                m = keep.to(h.device, h.dtype)[..., None]
-                pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
+                pooled = masked_mean(h, content_mask(ids, tokenizer, mask))
             out[layer].append(pooled.cpu().numpy())
     return {layer: np.concatenate(chunks) for layer, chunks in out.items()}
 

@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .capture import capture_residuals, token_mask
+from .capture import capture_residuals, content_mask, masked_mean
 from .data import load_task_dataset
 from .evaluate import evaluate_saes
 from .export import CFG_FILE
@@ -183,11 +183,9 @@ def pooled_latents(model, tokenizer, sae, layer: int, texts: Sequence[str], batc
                         truncation=True, max_length=max_length)
         ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
         h = capture_residuals(model, ids, [layer], attention_mask=mask)[layer].float()
-        keep = token_mask(ids, tokenizer, mask)
-        keep = torch.where(keep.any(1, keepdim=True), keep, mask.bool())  # an all-special text keeps its tokens
+        keep = content_mask(ids, tokenizer, mask)
         lat.append(pool_latents(sae, h, keep).cpu())
-        m = keep[..., None].to(h.dtype)
-        res.append(((h * m).sum(1) / m.sum(1).clamp(min=1)).cpu())
+        res.append(masked_mean(h, keep).cpu())
     return torch.cat(lat).numpy(), torch.cat(res).numpy()
 
 
