@@ -266,7 +266,9 @@ class SparseAutoencoder(nn.Module):
 
     architecture = "base"
     trainable = True  # False: inference only (loaded SAEs); train.py refuses to train it
-    sparse_kernels = True  # False: dense autograd reference path (tests, debugging)
+    # The training pass's kernels: True the sparse ones (sae_kernels.py), False the plain dense autograd
+    # path (the tests' gradient reference), None automatic: see `use_sparse_kernels`.
+    sparse_kernels: bool | None = None
     normalize_decoder = True  # False: the trainer leaves decoder row norms free (see constrain_weights)
     # Data-parallel training (distributed.Group) sets this: each rank sees a slice of the batch, and
     # the batch statistics (centred variances, latents fired) are then taken over every rank's rows.
@@ -374,6 +376,22 @@ class SparseAutoencoder(nn.Module):
             return torch.addmm(self.b_enc, xc, self.W_enc_T.t(), out=out)
         return torch.addmm(self.b_enc, xc, self.W_enc_T.t())
 
+    def use_sparse_kernels(self, x: Tensor) -> bool:
+        """Whether the training pass on x takes the sparse kernels: `sparse_kernels` when set; else yes,
+        except on a GPU whose encoder matmul runs in bf16 / fp16 (autocast or half weights), where
+        tensor-core matmuls over all d_sae latents beat the gathers (H200: 4.2 vs 5.5 ms a step,
+        BENCHMARKS.md). On CPU, and in fp32 on a GPU, the sparse kernels are the faster ones."""
+        if self.sparse_kernels is not None:
+            return self.sparse_kernels
+        if x.device.type == "cpu":
+            return True
+        half, kind = (torch.float16, torch.bfloat16), x.device.type
+        try:
+            autocast_half = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) in half
+        except RuntimeError:  # a device type autocast does not know
+            autocast_half = False
+        return not (autocast_half or self.dtype in half)
+
     def _pre_buffer(self, x: Tensor) -> Tensor | None:
         """A reused [N, d_sae] output for the training matmul on CPU (saves re-faulting ~N*d_sae*4 bytes
         of fresh pages every step); None elsewhere (CUDA's caching allocator already reuses)."""
@@ -464,15 +482,18 @@ class SparseAutoencoder(nn.Module):
         """
         if latent_idx is None:
             fired = (latent_vals > 0).any(0)
-        else:
-            fired = latent_idx[latent_vals > 0] if latent_vals is not None else latent_idx.reshape(-1)
+        else:  # a mask built without reading it on the host (no GPU sync): unfired slots hit a spare entry
+            flat = latent_idx.reshape(-1)
+            if latent_vals is not None:
+                flat = torch.where(latent_vals.reshape(-1) > 0, flat, self.cfg.d_sae)
+            fired = torch.zeros(self.cfg.d_sae + 1, dtype=torch.bool, device=flat.device)
+            fired = fired.index_fill_(0, flat, True)[:-1]
+        fired = fired.to(self.tokens_since_fired.device)
         if self.reducer is not None:
-            mask = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=self.tokens_since_fired.device)
-            mask[fired.to(mask.device)] = True
-            fired = self.reducer.any(mask)
+            fired = self.reducer.any(fired)
             n_tokens = int(n_tokens) * self.reducer.world
         self.tokens_since_fired += int(n_tokens)
-        self.tokens_since_fired[fired.to(self.tokens_since_fired.device)] = 0
+        self.tokens_since_fired.masked_fill_(fired, 0)
         return self.dead_mask()
 
     def dead_mask(self) -> Tensor:

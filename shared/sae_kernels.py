@@ -3,7 +3,8 @@
 Training is sparse end to end: one dense encoder matmul picks the active latents, then decode
 and every gradient touch only the selected latents per token (k, plus k_aux for AuxK). The
 functions here do that; an SAE's `sparse_kernels = False` switches to a plain dense autograd
-reference (used by the tests to check these gradients).
+reference (used by the tests to check these gradients), which is also what a GPU runs under bf16
+autocast, where tensor-core matmuls beat gathers (`SparseAutoencoder.use_sparse_kernels`).
 
 - LatentPlan: the by-latent regrouping of a step's indices, shared by every sparse gradient.
 - SparseEncodeSelect / SparseDecode: the encoder gather and the decoder, sparse both ways.

@@ -62,21 +62,28 @@ class TopKSAE(SparseAutoencoder):
 
     def reconstruct(self, xn: Tensor, dead_mask: Tensor | None = None) -> Reconstruction:
         """The training pass; AuxK's decode of the dead latents (extras["e_hat"]) when dead_mask has any True."""
+        sparse = self.use_sparse_kernels(xn)
+        pre_grad = None
+        if sparse:
+            with torch.no_grad():
+                pre = self.encode_pre(xn, out=self._pre_buffer(xn))  # the one dense matmul
+        else:  # the dense path differentiates through the same matmul
+            pre_grad = self.encode_pre(xn)
+            pre = pre_grad.detach()
         with torch.no_grad():
-            pre = self.encode_pre(xn, out=self._pre_buffer(xn))  # the one dense matmul
             idx, keep = self.select(pre)
             aux = self._dead_topk(pre, dead_mask)         # (dead, local, pre_dead) or None
         m = idx.shape[1]
-        dense_aux = aux is not None and self.sparse_kernels and \
+        dense_aux = aux is not None and sparse and \
             aux[0].numel() <= self.aux_dense_ratio * aux[2].shape[1]
         aux_idx = None
         if aux is not None and not dense_aux:
             dead, local, _ = aux
             aux_idx = dead.expand(idx.shape[0], -1) if local is None else dead[local]
         e_hat = None
-        if not self.sparse_kernels:
-            pre_sel = self.encode_pre(xn).gather(1, idx if aux_idx is None else torch.cat([idx, aux_idx], 1))
-            del pre
+        if not sparse:
+            pre_sel = pre_grad.gather(1, idx if aux_idx is None else torch.cat([idx, aux_idx], 1))
+            del pre, pre_grad
             vals = _kept(F.relu(pre_sel[:, :m]), keep)
             decoded = [self._decode_latents(Latents(vals, idx))]
             if aux_idx is not None:
@@ -143,7 +150,7 @@ class TopKSAE(SparseAutoencoder):
         stays dense): then relu of the whole dead block equals relu of each token's top k_aux, and
         the [N, n_dead] top-k can be skipped. Dead latents are dead because their pre-activations
         stay low, so real runs often take this path (a random dead mask, as in the bench, does not)."""
-        if pre_dead.device.type != "cpu" or not self.sparse_kernels or \
+        if pre_dead.device.type != "cpu" or self.sparse_kernels is False or \
                 pre_dead.shape[1] > self.aux_dense_ratio * self.cfg.k_aux_eff or pre_dead.shape[0] == 0:
             return False
         return int((pre_dead > 0).sum(1).max()) <= self.cfg.k_aux_eff

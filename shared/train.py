@@ -625,8 +625,9 @@ def _plain(obj):
 
 def _autocast(device: torch.device, enabled: bool):
     """bf16 autocast on GPUs that have bf16 (the matmuls run in bf16, weights and Adam stay fp32);
-    off on CPU and on fp16-only GPUs such as the T4, where fp16 would need loss scaling."""
-    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
+    off on CPU and on fp16-only GPUs such as the T4, where fp16 would need loss scaling. (torch's plain
+    is_bf16_supported() says True on a T4 too, counting its slow emulated bf16: not counted here.)"""
+    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -139,6 +139,23 @@ def test_parallel_grad_removed():
     assert dots.abs().max() < 1e-6
 
 
+def test_kernel_choice_sparse_on_cpu_dense_for_half_matmuls_elsewhere():
+    """The automatic choice: sparse kernels on CPU (any dtype) and for fp32 matmuls off the CPU;
+    the dense tensor-core path where the encoder matmul runs in bf16 off the CPU (measured faster
+    on an H200: BENCHMARKS.md); an explicit sparse_kernels wins. ("meta" stands in for a GPU here.)"""
+    fp32 = S.build_sae(TopKConfig(d_in=8, d_sae=32, k=4))
+    bf16 = S.build_sae(TopKConfig(d_in=8, d_sae=32, k=4, dtype="bfloat16"))
+    on_cpu, elsewhere = torch.zeros(2, 8), torch.empty(2, 8, device="meta")
+    assert fp32.use_sparse_kernels(on_cpu) and bf16.use_sparse_kernels(on_cpu)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fp32.use_sparse_kernels(on_cpu)
+    assert fp32.use_sparse_kernels(elsewhere) and not bf16.use_sparse_kernels(elsewhere)
+    bf16.sparse_kernels = True
+    assert bf16.use_sparse_kernels(elsewhere)
+    fp32.sparse_kernels = False
+    assert not fp32.use_sparse_kernels(on_cpu)
+
+
 @pytest.mark.parametrize("normalize", ["none", "expected_average_only_in"])
 @pytest.mark.parametrize("x_grad", [False, True])
 @pytest.mark.parametrize("aux_dense_ratio", [6.0, 0.0])  # AuxK as dense dead-column matmuls / as sparse slots
