@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -79,11 +81,14 @@ def predicted(name: str, layers: tuple[int, ...], d_sae: int, model_batch: int, 
     model_id = SHAPES[name][1]
     if model_id is None or not torch.cuda.is_available():
         return None
-    m, g = tiers.MODELS[model_id], tiers.gpu_class(torch.cuda.get_device_name(0))
+    m, g = tiers.MODELS[model_id], tiers.gpu_class(tiers.classify_gpu_name(torch.cuda.get_device_name(0)))
     mem = tiers.memory_breakdown(m, g, layers, d_sae, fwd_batch_seqs=model_batch, batch_tokens=batch_tokens,
                                  buffer_tokens=buffer_tokens)
     return {"gpu_class": g.name, "peak_gib": round(mem["gpu0"]["total"], 2),
             "tokens_per_s": round(tiers.tokens_per_second(m, g, layers, d_sae))}
+
+
+T0 = time.perf_counter()
 
 
 def main() -> None:
@@ -102,6 +107,13 @@ def main() -> None:
     p.add_argument("--block-batches", type=int, default=8)
     p.add_argument("--no-autocast", action="store_true")
     p.add_argument("--json", default=None)
+    p.add_argument("--log-every", type=int, default=16,
+                   help="SAE steps per logged window (a multiple of a block's steps keeps windows alike)")
+    p.add_argument("--dense-kernels", action="store_true",
+                   help="train with the SAEs' dense tensor-core path instead of the sparse kernels")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="wall-clock budget: when it runs out, summarise the windows logged so far and exit "
+                        "(for a lent GPU's few minutes; the summary says stopped_early)")
     args = p.parse_args()
     model_type, model_id, fields = SHAPES[args.model]
     if args.layers:
@@ -115,34 +127,85 @@ def main() -> None:
     else:
         layers = (fields["num_hidden_layers"] // 2,)
 
+    if args.dense_kernels:
+        from shared.sae import SparseAutoencoder
+
+        SparseAutoencoder.sparse_kernels = False
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    cuda = args.device.startswith("cuda")
+    t_build = time.perf_counter()
     model, tok = shaped_model(args.model, args.device, dtype)
+    build_s = time.perf_counter() - t_build
+
+    def summary(history: list[dict], wall: float, stopped_early: bool) -> dict:
+        rates = [e["tokens_per_s"] for e in history[1:]]  # the first window includes warm-up
+        window = args.log_every * args.batch_tokens
+        return {
+            "model_shape": args.model, "layers": list(layers), "device": args.device,
+            "gpu": torch.cuda.get_device_name(0) if cuda else None, "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__,
+            "linear_attention_kernel": linear_attention_kernel(model),
+            "d_sae": args.d_sae, "k": args.k, "context": args.context, "model_batch": args.model_batch,
+            "batch_tokens": args.batch_tokens, "block_batches": args.block_batches,
+            "tokens": history[-1]["tokens"] if history else 0, "windows": len(history),
+            "model_build_s": round(build_s, 1), "wall_s": round(wall, 1), "stopped_early": stopped_early,
+            "tokens_per_s": round(len(rates) * window / sum(window / r for r in rates)) if rates else None,
+            "tokens_per_s_median": round(statistics.median(rates)) if rates else None,
+            "tokens_per_s_windows": [round(r) for r in rates],
+            "final_fvu": {layer: history[-1][f"L{layer}/fvu"] for layer in layers} if history else None,
+            "sae_autocast": not args.no_autocast, 
+            "sae_kernels": "dense" if args.dense_kernels else "auto (SparseAutoencoder.use_sparse_kernels)",
+            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if cuda else None,
+            "predicted": predicted(args.model, layers, args.d_sae, args.model_batch, args.batch_tokens,
+                                   args.block_batches * args.model_batch * args.context + args.batch_tokens),
+        }
+
+    def write(result: dict) -> None:
+        text = json.dumps(result, indent=1)
+        print(text, flush=True)
+        if args.json:
+            Path(args.json).write_text(text)
+
     with tempfile.TemporaryDirectory() as tmp:
+        metrics = Path(tmp) / "metrics.jsonl"
         cfg = TrainConfig(model_id=f"shaped:{args.model}", layers=layers,
                           sae=TopKConfig(d_sae=args.d_sae, k=args.k),
                           total_tokens=args.tokens, batch_tokens=args.batch_tokens, context_len=args.context,
                           model_batch_size=args.model_batch, block_batches=args.block_batches, warmup_steps=100,
-                          checkpoint_every_tokens=10**12, checkpoint_dir=tmp, log_every=20,
-                          sae_autocast=not args.no_autocast)
+                          checkpoint_every_tokens=10**12, checkpoint_dir=tmp, log_every=args.log_every,
+                          sae_autocast=not args.no_autocast, metrics_path=str(metrics))
         start = time.perf_counter()
+        if args.seconds:  # out of time (counted from the script's start): summarise the log, leave at once
+            def out_of_time():
+                from shared.train import load_metrics
+
+                try:
+                    write(summary(load_metrics(metrics), time.perf_counter() - start, True))
+                finally:
+                    os._exit(0)
+
+            timer = threading.Timer(max(1.0, args.seconds - (time.perf_counter() - T0)), out_of_time)
+            timer.daemon = True
+            timer.start()
         result = train(cfg, model, tok, progress=False)
         wall = time.perf_counter() - start
-    rates = [e["tokens_per_s"] for e in result.history[1:]]  # the first window includes warm-up
-    cuda = args.device.startswith("cuda")
-    summary = {
-        "model_shape": args.model, "layers": list(layers), "device": args.device,
-        "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
-        "torch": torch.__version__, "d_sae": args.d_sae, "k": args.k, "tokens": result.tokens,
-        "wall_s": round(wall, 1), "tokens_per_s_median": round(statistics.median(rates)) if rates else None,
-        "final_fvu": {layer: result.history[-1][f"L{layer}/fvu"] for layer in layers},
-        "sae_autocast": not args.no_autocast,
-        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
-        "predicted": predicted(args.model, layers, args.d_sae, args.model_batch, args.batch_tokens,
-                               args.block_batches * args.model_batch * args.context + args.batch_tokens),
-    }
-    print(json.dumps(summary, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1))
+    write(summary(result.history, wall, False))
+
+
+def linear_attention_kernel(model) -> dict | None:
+    """Which gated-delta-rule code the model's linear-attention blocks call (None: no such blocks)."""
+    import importlib.util
+
+    for module in model.modules():
+        if "DeltaNet" in type(module).__name__:
+            fns = {name: f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__name__', type(fn).__name__)}"
+                   for name in dir(module) if "delta_rule" in name or "conv1d_fn" in name
+                   for fn in [getattr(module, name, None)] if callable(fn)}
+            return {"block": type(module).__name__, "functions": fns,
+                    "fla_installed": importlib.util.find_spec("fla") is not None,
+                    "kernels_installed": importlib.util.find_spec("kernels") is not None}
+    return None
 
 
 if __name__ == "__main__":

@@ -40,10 +40,11 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def ours(args, device, dead, dense=False, autocast=False):
+def ours(args, device, dead, kernels=None, autocast=False):
+    """Our trainer's step; kernels "sparse" / "dense" force a path, None lets the SAE choose (as training does)."""
     cfg = TopKConfig(d_in=args.d_in, d_sae=args.d_sae, k=args.k, aux_coef=1 / 32)
     sae = S.build_sae(cfg, device=device)
-    sae.sparse_kernels = not dense
+    sae.sparse_kernels = {None: None, "sparse": True, "dense": False}[kernels]
     opt = adam(sae.parameters(), lr=2e-4, device=device)
 
     def step(x):  # exactly the trainer's step (bf16 autocast only on GPUs with bf16)
@@ -106,9 +107,13 @@ IMPLS = {
     "matmul-floor": floor,
     "matmul-floor-bf16": lambda a, d, m: floor(a, d, m, dtype=torch.bfloat16),
     "matmul-floor-reused": lambda a, d, m: floor(a, d, m, reuse_output=True),
-    "ours": ours,
-    "ours-dense-ref": lambda a, d, m: ours(a, d, m, dense=True),
-    "ours-bf16": lambda a, d, m: ours(a, d, m, autocast=True),  # bf16 autocast, as sparsify does on CUDA
+    "ours": ours,  # fp32: the sparse kernels
+    "ours-dense-ref": lambda a, d, m: ours(a, d, m, kernels="dense"),
+    # bf16 autocast, as sparsify does on CUDA (and our trainer's default there): the SAE's own choice,
+    # which is the dense tensor-core path on a GPU, and each path forced
+    "ours-bf16": lambda a, d, m: ours(a, d, m, autocast=True),
+    "ours-sparse-bf16": lambda a, d, m: ours(a, d, m, kernels="sparse", autocast=True),
+    "ours-dense-bf16": lambda a, d, m: ours(a, d, m, kernels="dense", autocast=True),
     "sparsify": sparsify,
     "sae-lens": saelens,
     "sae-lens-sparse": lambda a, d, m: saelens(a, d, m, sparse_acts=True),
@@ -169,6 +174,9 @@ def main(argv=None):
     p.add_argument("--impls", default="matmul-floor,matmul-floor-reused,ours,sparsify,sae-lens,sae-lens-sparse",
                    help=f"comma list from {list(IMPLS)}")
     p.add_argument("--json", default=None, help="write all timings here")
+    p.add_argument("--profile", default=None, metavar="FILE",
+                   help="also profile 5 steps of each impl (first dead fraction) with torch.profiler: "
+                        "the top kernels and the device-busy vs wall time per step, written to FILE")
     p.add_argument("--check-grads", action="store_true",
                    help="first check our sparse gradients against dense autograd on this device")
     args = p.parse_args(argv)
@@ -183,6 +191,8 @@ def main(argv=None):
     if args.check_grads:
         check_grads(device)
     runs = [run_one(args, device, frac) for frac in args.dead_fracs]
+    if args.profile:
+        profile(args, device, args.dead_fracs[0], Path(args.profile))
     if args.json:
         Path(args.json).write_text(json.dumps(dict(config={k: v for k, v in vars(args).items() if k != "json"},
                                                    machine=machine(device), versions=versions(), runs=runs),
@@ -190,14 +200,52 @@ def main(argv=None):
         print(f"wrote {args.json}")
 
 
-def run_one(args, device, dead_frac: float) -> dict:
-    """Time every implementation on one batch with `dead_frac` of the latents marked dead; print a table."""
+def profile(args, device, dead_frac: float, path: Path) -> None:
+    """torch.profiler over 5 steps of each impl: where the step's time goes (kernels vs launch/host)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    x, dead = inputs(args, device, dead_frac)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    lines = []
+    for name in args.impls.split(","):
+        try:
+            f = IMPLS[name](args, device, dead)
+            for _ in range(3):
+                f(x)
+            sync(device)
+            t0 = time.perf_counter()
+            with torch_profile(activities=activities) as prof:
+                for _ in range(5):
+                    f(x)
+                sync(device)
+            wall = (time.perf_counter() - t0) / 5
+        except Exception as e:
+            lines.append(f"== {name}: skipped ({type(e).__name__}: {str(e).splitlines()[0][:160]})\n")
+            continue
+        events = prof.key_averages()
+        busy = sum(getattr(e, key, 0) for e in events) / 5 / 1e3
+        n_kernels = sum(e.count for e in events if getattr(e, key, 0) > 0) / 5
+        lines.append(f"== {name}: wall {wall * 1e3:.2f} ms/step (profiled), {key} {busy:.2f} ms/step, "
+                     f"{n_kernels:.0f} timed ops/kernels per step\n")
+        lines.append(events.table(sort_by=key, row_limit=25, max_name_column_width=70) + "\n")
+    path.write_text("".join(lines))
+    print(f"wrote {path}")
+
+
+def inputs(args, device, dead_frac: float):
+    """The bench's batch [batch, d_in] and a dead mask with dead_frac of the latents set (seeded)."""
     gen = torch.Generator().manual_seed(0)
     x = (torch.randn(args.batch, args.d_in, generator=gen) * 2 + 0.5).to(device)
     dead = torch.zeros(args.d_sae, dtype=torch.bool)
     dead[torch.randperm(args.d_sae, generator=gen)[: int(dead_frac * args.d_sae)]] = True
-    dead = dead.to(device)
+    return x, dead.to(device)
 
+
+def run_one(args, device, dead_frac: float) -> dict:
+    """Time every implementation on one batch with `dead_frac` of the latents marked dead; print a table."""
+    x, dead = inputs(args, device, dead_frac)
     steps, skipped = {}, {}
     for name in args.impls.split(","):
         try:

@@ -9,7 +9,8 @@ Throughput model (per token):
       The embedding is a table lookup (no matmul FLOPs) and the blocks after the deepest hooked layer
       never run, because the capture stops the forward early.
   SAE FLOPs     = SAE_FLOPS_PER_PARAM_PAIR * d_in * d_sae per SAE     (one TopK SAE training step)
-  time/token    = forward FLOPs / (peak_half * mfu) + SAE FLOPs / (peak_sae * mfu)   (same GPU: serial)
+  time/token    = forward FLOPs / (peak_half * mfu * fwd_mfu_scale) + SAE FLOPs / (peak_half * mfu)
+                  (same GPU: serial; fwd_mfu_scale a model's measured slowdown, 1 by default)
   on 2xT4 the model runs on GPU 0 and the SAE on GPU 1, so tokens/s = min(forward rate, SAE rate).
 
 Memory model (per GPU, GiB): weights + forward activations + SAE params/grads/Adam + SAE activations
@@ -36,9 +37,10 @@ CUDA_CONTEXT_GB = 0.8  # CUDA context + kernels of torch on a fresh process (typ
 ACT_WORKSET_PER_D = 16  # peak forward working set per token, in units of d_model elements: residual,
 #                         q/k/v/o and the gated MLP intermediate (2 * d_ff ~ 8 * d_model) of one block
 #                         under torch.no_grad (earlier blocks' activations are freed as the forward goes)
-SAE_FLOPS_PER_PARAM_PAIR = 6  # TopK SAE step ~ 6 * d_in * d_sae FLOPs/token: dense encoder forward (2)
-#                         and its weight gradient (2), decoder forward done densely (2); the decoder
-#                         backward touches only the k active latents (sparse, ~k/d_sae of dense: ignored)
+SAE_FLOPS_PER_PARAM_PAIR = 10  # TopK SAE step ~ 10 * d_in * d_sae FLOPs/token on a bf16 GPU, where the
+#                         step runs densely on tensor cores (SparseAutoencoder.use_sparse_kernels):
+#                         encoder forward and weight gradient (2 + 2), decoder forward, input and
+#                         weight gradients (2 + 2 + 2). (The sparse fp32 path of CPUs / T4s does ~6.)
 SAE_ACT_COPIES = 3  # dense [batch, d_sae] fp32 tensors alive in an SAE step: pre-acts, their grad, top-k scratch
 SAE_STATE_COPIES = 4  # fp32 params + grads + Adam exp_avg + exp_avg_sq
 BUFFER_BYTES = 4  # the shuffling activation buffer holds fp32 activations
@@ -83,9 +85,12 @@ GPU_CLASSES: dict[str, GPUClass] = {
         GPUClass("RTX-4090", 24.0, 1, 165.0, True, 0.50, ("4090",), "consumer; fp32-accumulate peak"),
         GPUClass("A100-40", 39.4, 1, 312.0, True, 0.50, ("a100-sxm4-40", "a100-pcie-40", "a100 40"), ""),
         GPUClass("A100-80", 79.2, 1, 312.0, True, 0.50, ("a100",), "Colab Pro A100 is the 40 GB one"),
-        GPUClass("H100-80", 79.6, 1, 989.0, True, 0.40, ("h100",), "harder to saturate: lower MFU"),
+        # Hopper: measured on an H200 (BENCHMARKS.md, "Whole trainer"): the whole trainer ran at 0.26
+        # (Gemma-2-2B to L12) and 0.30 (Qwen3.6-27B to L55, three SAEs) of the bf16 peak; the H100
+        # shares the chip, so the same 0.28. The other classes' MFUs are still assumptions.
+        GPUClass("H100-80", 79.6, 1, 989.0, True, 0.28, ("h100",), "measured on an H200"),
         GPUClass("RTX-PRO-6000", 95.0, 1, 500.0, True, 0.40, ("rtx pro 6000", "rtx 6000 blackwell"), "96 GB"),
-        GPUClass("H200", 139.8, 1, 989.0, True, 0.40, ("h200",), ""),
+        GPUClass("H200", 139.8, 1, 989.0, True, 0.28, ("h200",), "measured"),
         GPUClass("cpu", 12.0, 1, 0.2, True, 0.30, (), "RAM instead of VRAM; fp32 weights; not for training"),
     )
 }
@@ -110,6 +115,9 @@ class ModelSpec:
     eager_attention: bool = False  # Gemma-2 soft-capping: the [heads, T, T] scores are materialised
     capture: str = "hooks"  # "hidden_states" keeps every layer's output up to the deepest one
     ctx: int = 1024
+    # forward speed relative to the GPU class's MFU, where measured otherwise: Qwen3.5-4B's Gated-DeltaNet
+    # blocks run transformers' plain-PyTorch delta rule (no flash-linear-attention) at 0.68 of it (H200)
+    fwd_mfu_scale: float = 1.0
     sae_batch_tokens: int = 4096
     buffer_tokens: int = 2**18
 
@@ -134,7 +142,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("microsoft/Phi-3-mini-4k-instruct", 3.821e9, 32, 3072, 32064, False, 32, 1,
                   "10_hobbyist_phi3_mini_colab", 16384, 64),
         ModelSpec("Qwen/Qwen3.5-4B", 4.5e9, 32, 2560, 248320, True, 16, 2,
-                  "02_explorer_qwen35_4b_kaggle", 40960, 128, layers=(18,)),  # hybrid: 24 Gated-DeltaNet + 8 attention blocks
+                  "02_explorer_qwen35_4b_kaggle", 40960, 128, layers=(18,), fwd_mfu_scale=0.68),  # hybrid: 24 Gated-DeltaNet + 8 attention blocks
         ModelSpec("meta-llama/Llama-3.1-8B", 8.03e9, 32, 4096, 128256, False, 32, 2,
                   "08_explorer_llama3_8b_kaggle", 40960, 128),
         ModelSpec("mistralai/Mistral-7B-v0.3", 7.248e9, 32, 4096, 32768, False, 32, 2,
@@ -278,7 +286,7 @@ def sae_flops_per_token(d_in: int, d_sae: int, n_saes: int = 1) -> float:
 def tokens_per_second(m: ModelSpec, g: GPUClass, layers: tuple[int, ...], d_sae: int) -> float:
     """Estimated training tokens/s of `len(layers)` SAEs fed by one forward on GPU class g."""
     rate = g.peak_tflops * 1e12 * g.mfu
-    t_fwd = forward_flops_per_token(m, max(layers)) / rate
+    t_fwd = forward_flops_per_token(m, max(layers)) / (rate * m.fwd_mfu_scale)
     t_sae = sae_flops_per_token(m.d_model, d_sae, len(layers)) / rate
     if g.n_gpus >= 2:  # model on GPU 0 and SAE on GPU 1 work in parallel: the slower one sets the pace
         return 1.0 / max(t_fwd, t_sae)

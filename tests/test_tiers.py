@@ -184,9 +184,10 @@ def test_27b_three_sae_run_needs_a_96gb_card(gpu, fits):
 
 
 def test_qwen35_4b_split_fits_two_t4s():
-    """Tier 2: Qwen3.5-4B in fp16 on cuda:0, the 40k SAE and its buffer on cuda:1, 150M tokens in ~5 h."""
+    """Tier 2: Qwen3.5-4B in fp16 on cuda:0, the 40k SAE and its buffer on cuda:1, 150M tokens in ~8 h
+    (its hybrid forward at the slowdown measured on an H200; Kaggle sessions end at 12 h, it resumes)."""
     m, g = tiers.MODELS["Qwen/Qwen3.5-4B"], tiers.GPU_CLASSES["2xT4"]
-    option = tiers._weigh(m, g, (18,), 5 * 60, "explore", tiers.MIN_TOKENS["explore"])
+    option = tiers._weigh(m, g, (18,), 9 * 60, "explore", tiers.MIN_TOKENS["explore"])
     assert option.fits and not option.truncate_after_layer
     assert all(part["total"] <= tiers.USABLE_FRACTION * g.vram_gb for part in option.memory_gb.values())
-    assert option.tokens >= 150e6 * 0.9
+    assert option.tokens >= 150e6
