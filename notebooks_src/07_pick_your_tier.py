@@ -65,12 +65,16 @@ print(f"\nplanning for: {g.name} -- {g.n_gpus} x {g.vram_gb:g} GiB, {g.peak_tflo
 # pre-activations count once: the 27B in bf16 plus three 65k-latent SAEs needs a 96 GB card.
 # The hybrid Qwen models (Gated-DeltaNet + attention blocks) are weighed like any other: their
 # blocks are reached by the same hook, and a linear-attention block costs about what its
-# parameters say.
+# parameters say, except that Qwen3.5-4B's forward was measured at 0.68 of the usual speed (its
+# small Gated-DeltaNet blocks on transformers' plain-PyTorch delta rule).
 #
 # **Throughput**: forward FLOPs per token = 2 x params of the blocks up to the deepest hooked layer
-# (+ attention scores); SAE step = 6 x d_in x d_sae per SAE. Time per token = FLOPs / (peak x MFU),
-# forward and SAE in series on one GPU, in parallel on 2xT4. Setup (install, download, load, final
-# validation) is subtracted from the budget first.
+# (+ attention scores); SAE step = 10 x d_in x d_sae per SAE (on a bf16 GPU the step runs as five
+# dense tensor-core matmuls). Time per token = FLOPs / (peak x MFU), forward and SAE in series on one
+# GPU, in parallel on 2xT4. Setup (install, download, load, final validation) is subtracted from
+# the budget first. The Hopper MFU (H100, H200) is measured: the whole trainer on an H200 ran at
+# 0.26-0.30 of the bf16 peak for the tier-1 and tier-3 shapes (BENCHMARKS.md); the other classes'
+# MFUs are still assumptions.
 
 # %%
 constants = {k: getattr(tiers, k) for k in ("USABLE_FRACTION", "CUDA_CONTEXT_GB", "ACT_WORKSET_PER_D",
