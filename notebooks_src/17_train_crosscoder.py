@@ -22,6 +22,8 @@
 # - Read the per-layer reconstruction on held-out tokens, classify every feature by a stated rule,
 #   plot the decoder-norm shares and the class counts, and export the crosscoder (safetensors + a
 #   cfg.json naming its layers) with a JSON report.
+# - Survive a disconnect: training checkpoints every `CHECKPOINT_EVERY_TOKENS` (to Google Drive on
+#   Colab); re-run the notebook from the top and it resumes where the last checkpoint left off.
 #
 # Default: Gemma-2-2B at layers 6, 12 and 18, 8192 features, TopK with k = 64, 20M tokens (~30 min on a T4).
 # The layers are scaled to a common norm first, so per-layer norms compare across layers.
@@ -51,6 +53,10 @@ PERSISTENT_SHARE = 0.2  # @param {type:"number"}
 # the classification rule's thresholds (step 4)
 DEVICE = ""  # @param {type:"string"}
 OUTPUT_DIR = "outputs/17_train_crosscoder"  # @param {type:"string"}
+CHECKPOINT_DIR = "auto"  # @param {type:"string"}
+# "auto": Google Drive on Colab, ./checkpoints/<RUN_NAME> elsewhere; or a folder, or "hf:<user>/<repo>"
+CHECKPOINT_EVERY_TOKENS = 2_000_000  # @param {type:"integer"}
+RUN_NAME = "gemma-2-2b-crosscoder-L6-12-18"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
@@ -81,11 +87,21 @@ print(f"crosscoder over layers {list(cfg.layers)} ({', '.join(cfg.hook_names)}),
 # variance: the FVU); with `SPARSITY = "l1"` plus the decoder-norm-weighted L1. With TopK each feature's
 # decoder is held at unit norm over all layers together, so its per-layer norms move freely.
 
+#
+# A disconnect costs at most `CHECKPOINT_EVERY_TOKENS`: the crosscoder, its Adam moments, the
+# position in the data stream (with the rows already forwarded but not yet trained) and the random
+# states are saved crash-safe, and a re-run with the same parameters resumes to exactly the weights
+# an uninterrupted run would reach. A checkpoint of other parameters is refused, never overwritten:
+# change `RUN_NAME` (or `CHECKPOINT_DIR`) to start a new run.
+
 # %%
+checkpoint_dir = train.resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME)
+print(f"checkpoints in {checkpoint_dir}")
 trained = crosscoder.train_crosscoder(
     model, tokenizer, cfg, total_tokens=TOTAL_TOKENS, dataset=P.DATASET, context_len=CONTEXT_LEN,
     batch_tokens=BATCH_TOKENS, model_batch_size=MODEL_BATCH_SIZE, block_batches=P.BLOCK_BATCHES, lr=LR,
-    lr_min=LR_MIN, warmup_steps=WARMUP_STEPS, seed=SEED)
+    lr_min=LR_MIN, warmup_steps=WARMUP_STEPS, seed=SEED, checkpoint_dir=checkpoint_dir,
+    checkpoint_every_tokens=CHECKPOINT_EVERY_TOKENS)
 xc = trained.crosscoder
 print(f"trained on {trained.tokens:,} tokens; last logged: fvu {trained.history[-1]['xc/fvu']:.3f}, "
       f"L0 {trained.history[-1]['xc/l0']:.1f}")

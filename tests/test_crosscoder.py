@@ -236,3 +236,59 @@ def test_topk_auxk_trains_only_dead_latents_on_the_residual():
     (g,) = torch.autograd.grad(out.losses["aux"], xc.W_enc)
     moved = g.abs().sum((0, 1)) > 0  # per latent
     assert moved[10:].any() and not moved[:10].any()
+
+
+def _tiny_crosscoder_run(folder, k=4, **over):
+    from shared.models import load_model
+
+    model, tok = load_model("tiny:llama")
+    cfg = X.CrosscoderConfig(layers=(0, 1, 3), d_sae=64, k=k)
+    kw = dict(total_tokens=3072, context_len=32, batch_tokens=256, model_batch_size=4, block_batches=3,
+              warmup_steps=2, log_every=2, progress=False, checkpoint_dir=str(folder), checkpoint_every_tokens=700)
+    kw.update(over)
+    return X.train_crosscoder(model, tok, cfg, **kw)
+
+
+def test_interrupted_crosscoder_run_resumes_bitwise(tmp_path, monkeypatch):
+    """Interrupted right after its first checkpoint (rows carried into the next block), then run
+    again: the same weights, Adam state and logged history as a run never interrupted."""
+    from shared import checkpoint as ckpt
+
+    clean = _tiny_crosscoder_run(tmp_path / "clean")
+    saved, open_store = [], ckpt.open_store
+
+    def interrupting(*args, **kwargs):
+        store = open_store(*args, **kwargs)
+        save = store.save
+
+        def save_then_stop(tokens, state, step=None):
+            save(tokens, state, step=step)
+            saved.append(state)
+            raise KeyboardInterrupt("injected after a checkpoint")
+
+        store.save = save_then_stop
+        return store
+
+    with monkeypatch.context() as m:
+        m.setattr(ckpt, "open_store", interrupting)
+        with pytest.raises(KeyboardInterrupt):
+            _tiny_crosscoder_run(tmp_path / "killed")
+    assert 0 < saved[0]["step"] * 256 < 3072 and saved[0]["data"]["carry"]  # mid-run, with a carry
+    resumed = _tiny_crosscoder_run(tmp_path / "killed")
+    assert resumed.tokens == clean.tokens == 3072 and resumed.history == clean.history
+    for name, tensor in clean.crosscoder.state_dict().items():
+        assert torch.equal(tensor, resumed.crosscoder.state_dict()[name]), name
+    again = _tiny_crosscoder_run(tmp_path / "killed")  # finished: loads, trains nothing more
+    assert again.history == clean.history
+    assert all(torch.equal(t, again.crosscoder.state_dict()[n]) for n, t in clean.crosscoder.state_dict().items())
+
+
+def test_crosscoder_checkpoint_of_other_settings_is_refused_not_overwritten(tmp_path):
+    _tiny_crosscoder_run(tmp_path, total_tokens=1024)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ValueError, match="other settings.*total_tokens") as e:
+        _tiny_crosscoder_run(tmp_path, total_tokens=2048)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="crosscoder.k"):
+        _tiny_crosscoder_run(tmp_path, k=5, total_tokens=1024)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
