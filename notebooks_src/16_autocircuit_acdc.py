@@ -127,8 +127,8 @@ atp_edges = acdc.edge_scores_from_nodes(graph, atp_nodes)
 # ACDC's ranking: its kept edges first (by the KL step each caused), then the removed ones.
 
 # %%
-curves = {name: acdc.faithfulness_curve(model, pairs, scores, EDGE_BUDGETS, METRIC, graph=graph)
-          for name, scores in {"EAP": eap, "ACDC": found.scores, "AtP (nodes)": atp_edges}.items()}
+curves = acdc.faithfulness_curves(model, pairs, {"EAP": eap, "ACDC": found.scores, "AtP (nodes)": atp_edges},
+                                  EDGE_BUDGETS, METRIC, graph=graph)
 print(f"{'edges':>6} | " + " | ".join(f"{m:>11}" for m in curves))
 for j, k in enumerate(EDGE_BUDGETS):
     print(f"{k:6d} | " + " | ".join(f"{c['faithfulness'][j]:11.3f}" for c in curves.values()))

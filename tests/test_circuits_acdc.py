@@ -119,6 +119,11 @@ def test_faithfulness_curve_ends_at_the_full_model_and_starts_at_the_corrupt_run
     assert curve["budgets"] == [0, 5, 479] and curve["n_edges"] == 479
     assert curve["faithfulness"][0] == pytest.approx(0.0, abs=1e-5)
     assert curve["faithfulness"][-1] == pytest.approx(1.0, abs=1e-5)
+    weakest_first = 1 / (scores.abs() + 1e-12)
+    both = acdc.faithfulness_curves(model, pairs, {"eap": scores, "weakest first": weakest_first},
+                                    budgets=[0, 5, 479])
+    assert both["eap"] == curve  # one shared corrupt run and ends: the same numbers as one at a time
+    assert both["weakest first"] == acdc.faithfulness_curve(model, pairs, weakest_first, budgets=[0, 5, 479])
 
 
 @pytest.mark.parametrize("call, match", [

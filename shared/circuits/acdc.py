@@ -136,13 +136,22 @@ def faithfulness_curve(model, pairs: PromptPairs, scores: torch.Tensor, budgets=
     """The metric of the circuit made of the top-k edges by |score| (all other edges patched), for each budget k.
 
     faithfulness = (m_k - m_empty) / (m_clean - m_empty): 1 recovers the full model, 0 the corrupt run
-    (for "kl": 1 - KL_k / KL_empty).
+    (for "kl": 1 - KL_k / KL_empty). Several rankings: `faithfulness_curves`.
     """
+    return faithfulness_curves(model, pairs, {"scores": scores}, budgets, metric, graph=graph)["scores"]
+
+
+def faithfulness_curves(model, pairs: PromptPairs, rankings: dict[str, torch.Tensor], budgets=BUDGETS,
+                        metric: str = "logit_diff", *, graph: EdgeGraph | None = None) -> dict[str, dict]:
+    """`faithfulness_curve` for each named edge ranking {name: [n_edges] scores}, sharing one corrupt
+    run, one clean run and the two ends (the full model, no edges) between them -> {name: curve}."""
     fn = get_metric(metric)
     g = _graph(model, graph)
-    scores = torch.as_tensor(scores).float().cpu()
-    if scores.shape != (g.n_edges,):
-        raise ValueError(f"scores must have one entry per edge ({g.n_edges}), got shape {tuple(scores.shape)}")
+    rankings = {name: torch.as_tensor(scores).float().cpu() for name, scores in rankings.items()}
+    for name, scores in rankings.items():
+        if scores.shape != (g.n_edges,):
+            raise ValueError(f"scores must have one entry per edge ({g.n_edges}), got shape {tuple(scores.shape)}"
+                             f" for {name!r}")
     budgets = [int(k) for k in budgets]
     if any(k < 0 for k in budgets):
         raise ValueError(f"budgets must be edge counts >= 0, got {budgets}")
@@ -155,19 +164,22 @@ def faithfulness_curve(model, pairs: PromptPairs, scores: torch.Tensor, budgets=
         logits = patched_logits(model, g, pairs.clean_ids, corrupt, ~keep)
         return float(fn(logits, pairs, clean_logits).float().mean())
 
-    rank = torch.argsort(scores.abs(), descending=True, stable=True)
+    curves = {}
     with _small_on_cpu(model):
         full, empty = value(torch.ones(g.n_edges, dtype=torch.bool)), value(torch.zeros(g.n_edges, dtype=torch.bool))
-        values = []
-        for k in budgets:
-            keep = torch.zeros(g.n_edges, dtype=torch.bool)
-            keep[rank[:min(k, g.n_edges)]] = True
-            values.append(value(keep))
-    span = full - empty
-    faith = [(1 - v / empty if empty else float("nan")) if metric == "kl" else
-             ((v - empty) / span if span else float("nan")) for v in values]
-    return {"budgets": budgets, "metric": metric, "values": values, "faithfulness": faith, "full": full,
-            "empty": empty, "n_edges": g.n_edges}
+        span = full - empty
+        for name, scores in rankings.items():
+            rank = torch.argsort(scores.abs(), descending=True, stable=True)
+            values = []
+            for k in budgets:
+                keep = torch.zeros(g.n_edges, dtype=torch.bool)
+                keep[rank[:min(k, g.n_edges)]] = True
+                values.append(value(keep))
+            faith = [(1 - v / empty if empty else float("nan")) if metric == "kl" else
+                     ((v - empty) / span if span else float("nan")) for v in values]
+            curves[name] = {"budgets": budgets, "metric": metric, "values": values, "faithfulness": faith,
+                            "full": full, "empty": empty, "n_edges": g.n_edges}
+    return curves
 
 
 def edge_scores_from_nodes(graph: EdgeGraph, node_scores: dict[str, float]) -> torch.Tensor:
