@@ -218,29 +218,22 @@ def edit_residual(model, edits: dict[int, ResidualEdit]) -> Iterator[None]:
     restored to the model's. Layers resolve as everywhere (negatives count from the end).
     """
     blocks = _blocks(model)
-    handles = []
-    try:
-        for layer, edit in edits.items():
-            layer = resolve_layers(int(layer), len(blocks))[0]
 
-            def hook(_module, _inputs, output, _edit=edit):
-                hidden = block_hidden(output)
-                new_hidden = _edit(hidden)
-                if new_hidden.shape != hidden.shape:
-                    raise ValueError(
-                        f"a residual edit returned shape {tuple(new_hidden.shape)} for a hidden state of "
-                        f"shape {tuple(hidden.shape)}; it must keep the shape"
-                    )
-                return with_hidden(output, new_hidden.to(dtype=hidden.dtype, device=hidden.device))
+    def checked(edit):
+        def apply(hidden):
+            new_hidden = edit(hidden)
+            if new_hidden.shape != hidden.shape:
+                raise ValueError(f"a residual edit returned shape {tuple(new_hidden.shape)} for a hidden state of "
+                                 f"shape {tuple(hidden.shape)}; it must keep the shape")
+            return new_hidden.to(dtype=hidden.dtype, device=hidden.device)
+        return apply
 
-            handles.append(blocks[layer].register_forward_hook(hook))
+    by_block = {blocks[resolve_layers(int(layer), len(blocks))[0]]: checked(edit) for layer, edit in edits.items()}
+    if len(by_block) < len(edits):
+        raise ValueError(f"the residual edits name one block twice ({sorted(edits)}, negatives count from the end): "
+                         "combine those edits into one function")
+    with edit_module_outputs(by_block):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-# ----------------------------------------------------------------------------- module edits (circuits)
 
 
 @contextmanager

@@ -90,6 +90,9 @@ def test_edit_replaces_output_and_restores(tiny):
     with pytest.raises(ValueError, match="keep the shape"), torch.no_grad():
         with hooks.edit_residual(model, {0: lambda h: h[:, :1]}):
             model(**enc)
+    with pytest.raises(ValueError, match="name one block twice"):
+        with hooks.edit_residual(model, {1: lambda h: h, 1 - len(model.transformer.h): lambda h: h}):
+            pass
     with pytest.raises(ValueError, match="at must be"):
         with hooks.read_residuals(model, 0, at="middle"):
             pass
