@@ -176,7 +176,9 @@ class Nodes:
         self.model = model
         self.centre_sae_input = centre_sae_input
         n_layers = len(decoder_layers(model))
-        layers = lambda spec, name: [] if spec is None else hooks.resolve_layers(spec, n_layers, dedupe=True, name=name)  # noqa: E731
+        head_layers, qk_layers, mlp_layers = (
+            set() if spec is None else set(hooks.resolve_layers(spec, n_layers, dedupe=True, name=name))
+            for spec, name in ((heads, "heads"), (qk, "qk"), (mlps, "mlps")))
         self.saes = {}
         for layer, sae in (saes or {}).items():
             layer = hooks.resolve_layers(int(layer), n_layers, name="SAE layer")[0]
@@ -187,14 +189,14 @@ class Nodes:
         comps: list[Component] = []
         self._sites: dict[Component, tuple] = {}
         for layer in range(n_layers):
-            if layer in layers(heads, "heads"):
+            if layer in head_layers:
                 module, n = _heads_site(model, layer)
                 comps.append(self._add(Component(layer, "heads", n), ("input", module)))
-            if layer in layers(qk, "qk"):
+            if layer in qk_layers:
                 for which in ("q", "k"):
                     proj, n, extract, insert = _qk_site(model, layer, which)
                     comps.append(self._add(Component(layer, which, n), ("output", proj, extract, insert)))
-            if layer in layers(mlps, "mlps"):
+            if layer in mlp_layers:
                 comps.append(self._add(Component(layer, "mlp", 1), ("output", mlp_module(model, layer), None, None)))
             if layer in self.saes:
                 comps.append(self._add(Component(layer, "latents", self.saes[layer].cfg.d_sae), ("sae",)))
