@@ -51,14 +51,14 @@ def our_name(node_name: str) -> str:
     return f"L{parts[0]}.h{parts[1]}" + (f".{parts[2].lower()}" if len(parts) == 3 else "")
 
 
-def hooked(model_dir: str, device: str) -> HookedTransformer:
-    hf = GPT2LMHeadModel.from_pretrained(model_dir, torch_dtype=t.float32).eval()
+def hooked(model_dir: str, device: str, dtype: t.dtype) -> HookedTransformer:
+    hf = GPT2LMHeadModel.from_pretrained(model_dir, torch_dtype=dtype).eval()
     c = hf.config
     cfg = HookedTransformerConfig(
         n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head,
         d_mlp=c.n_inner or 4 * c.n_embd, d_vocab=c.vocab_size, n_ctx=c.n_positions, act_fn=c.activation_function,
         normalization_type="LN", eps=c.layer_norm_epsilon, positional_embedding_type="standard",
-        original_architecture="GPT2LMHeadModel", default_prepend_bos=False, device=device)
+        original_architecture="GPT2LMHeadModel", default_prepend_bos=False, device=device, dtype=dtype)
     model = HookedTransformer(cfg)
     model.load_and_process_state_dict(convert_gpt2_weights(hf, cfg), fold_ln=False, center_writing_weights=False,
                                       center_unembed=False, fold_value_biases=False, refactor_factored_attn_matrices=False)
@@ -68,11 +68,11 @@ def hooked(model_dir: str, device: str) -> HookedTransformer:
     return model.to(device).eval()
 
 
-def main(model_dir: str, pairs_path: str, tau: float, out_path: str, device: str) -> None:
+def main(model_dir: str, pairs_path: str, tau: float, out_path: str, device: str, dtype: str = "float32") -> None:
     if device == "cpu":
         t.set_num_threads(1)
     data = {k: v.to(device) for k, v in t.load(pairs_path).items()}
-    model = hooked(model_dir, device)
+    model = hooked(model_dir, device, getattr(t, dtype))
     n = data["clean_ids"].shape[0]
     dataset = PromptDataset(list(data["clean_ids"]), list(data["corrupt_ids"]),
                             [a.view(1) for a in data["answer_ids"]], [w.view(1) for w in data["wrong_ids"]])
@@ -99,15 +99,16 @@ def main(model_dir: str, pairs_path: str, tau: float, out_path: str, device: str
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5])
+    main(sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5], *sys.argv[6:7])
 """
 
 
 def run_autocircuit(python: str, model, pairs: PromptPairs, *, tau: float | None = None, device: str = "cpu",
-                    timeout: float = 3600) -> dict:
+                    timeout: float = 3600, dtype: torch.dtype = torch.float32) -> dict:
     """AutoCircuit's EAP scores (and, given tau, its ACDC removed edges and edge order) on `model` and `pairs`.
 
-    python: the interpreter of a venv made by scripts/autocircuit_venv.sh. Returns
+    python: the interpreter of a venv made by scripts/autocircuit_venv.sh; dtype: the weights' and
+    activations' dtype there (float64 for an exact cross-check: run ours in float64 too). Returns
     {"eap": [[src, dest, score], ...], "n_edges", "seconds", "acdc_order"?, "acdc_removed"?} in edges.py's names.
     """
     if not python or not Path(python).is_file():
@@ -119,13 +120,14 @@ def run_autocircuit(python: str, model, pairs: PromptPairs, *, tau: float | None
         tmp = Path(tmp)
         model_dir = tmp / "model"
         dtype = next(model.parameters()).dtype
-        model.to(torch.float32).save_pretrained(model_dir)
+        model.to(dtype).save_pretrained(model_dir)
         model.to(dtype)
         torch.save({k: getattr(pairs, k).cpu() for k in ("clean_ids", "corrupt_ids", "answer_ids", "wrong_ids")},
                    tmp / "pairs.pt")
         (tmp / "check.py").write_text(SCRIPT)
         r = subprocess.run([python, str(tmp / "check.py"), str(model_dir), str(tmp / "pairs.pt"),
-                            str(-1.0 if tau is None else float(tau)), str(tmp / "out.json"), device],
+                            str(-1.0 if tau is None else float(tau)), str(tmp / "out.json"), device,
+                            str(dtype).removeprefix("torch.")],
                            capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONHASHSEED": "0"})
         if r.returncode != 0:
             last = (r.stderr.strip().splitlines() or ["no output"])[-1]
@@ -136,7 +138,8 @@ def run_autocircuit(python: str, model, pairs: PromptPairs, *, tau: float | None
 def compare(model, pairs: PromptPairs, theirs: dict, *, tau: float | None = None,
             graph: EdgeGraph | None = None) -> dict:
     """Ours beside AutoCircuit's result: EAP max |difference| (after its sign flip) and, given tau, whether ACDC
-    (run in AutoCircuit's edge order) removes the same edges, with the closest KL step to tau."""
+    (run in AutoCircuit's edge order) removes the same edges, with the closest KL step to tau and, where
+    they differ, the first edge decided differently and our step there (a near tie with tau explains it)."""
     g = graph if graph is not None else edge_graph(model)
     index = g.index()
     if theirs["n_edges"] != g.n_edges or {(s, d) for s, d, _ in theirs["eap"]} != set(index):
@@ -154,7 +157,13 @@ def compare(model, pairs: PromptPairs, theirs: dict, *, tau: float | None = None
         res = acdc(model, pairs, tau, graph=g, order=[index[tuple(e)] for e in theirs["acdc_order"]])
         ours_removed = {n for n, k in zip(g.names(), res.kept.tolist()) if not k}
         theirs_removed = {tuple(e) for e in theirs["acdc_removed"]}
+        names = g.names()
+        first = next(((names[i], float(res.delta[i])) for i in res.order
+                      if (names[i] in ours_removed) != (names[i] in theirs_removed)), None)
         out.update(acdc_same_removed=ours_removed == theirs_removed, acdc_kept=int(res.kept.sum()),
                    acdc_only_ours=sorted(ours_removed - theirs_removed), acdc_only_theirs=sorted(theirs_removed - ours_removed),
-                   acdc_closest_step_to_tau=float((res.delta - tau).abs().min()))
+                   acdc_closest_step_to_tau=float((res.delta - tau).abs().min()),
+                   # the first edge, in the order tried, that the two decided differently, with our KL step
+                   # there (the decisions after it start from different circuits): None when they agree
+                   acdc_first_difference=None if first is None else {"edge": first[0], "step": first[1]})
     return out
