@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -143,7 +144,7 @@ def main() -> None:
         return {
             "model_shape": args.model, "layers": list(layers), "device": args.device,
             "gpu": torch.cuda.get_device_name(0) if cuda else None, "torch": torch.__version__,
-            "transformers": __import__("transformers").__version__,
+            "transformers": transformers.__version__,
             "linear_attention_kernel": linear_attention_kernel(model),
             "d_sae": args.d_sae, "k": args.k, "context": args.context, "model_batch": args.model_batch,
             "batch_tokens": args.batch_tokens, "block_batches": args.block_batches,
@@ -153,7 +154,7 @@ def main() -> None:
             "tokens_per_s_median": round(statistics.median(rates)) if rates else None,
             "tokens_per_s_windows": [round(r) for r in rates],
             "final_fvu": {layer: history[-1][f"L{layer}/fvu"] for layer in layers} if history else None,
-            "sae_autocast": not args.no_autocast, 
+            "sae_autocast": not args.no_autocast,
             "sae_kernels": "dense" if args.dense_kernels else "auto (SparseAutoencoder.use_sparse_kernels)",
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
             "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if cuda else None,

@@ -227,8 +227,9 @@ def profile(args, device, dead_frac: float, path: Path) -> None:
         events = prof.key_averages()
         busy = sum(getattr(e, key, 0) for e in events) / 5 / 1e3
         n_kernels = sum(e.count for e in events if getattr(e, key, 0) > 0) / 5
-        lines.append(f"== {name}: wall {wall * 1e3:.2f} ms/step (profiled), {key} {busy:.2f} ms/step, "
-                     f"{n_kernels:.0f} timed ops/kernels per step\n")
+        # on CUDA an op's row carries its kernels' time and each kernel has a row too: about half is busy time
+        lines.append(f"== {name}: wall {wall * 1e3:.2f} ms/step (profiled), {key} summed over rows {busy:.2f} "
+                     f"ms/step (ops and their kernels both counted on CUDA), {n_kernels:.0f} timed rows per step\n")
         lines.append(events.table(sort_by=key, row_limit=25, max_name_column_width=70) + "\n")
     path.write_text("".join(lines))
     print(f"wrote {path}")

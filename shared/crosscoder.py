@@ -365,9 +365,7 @@ def train_crosscoder(model, tokenizer, cfg: CrosscoderConfig, *, total_tokens: i
     cfg = dataclasses.replace(cfg, d_in=width)
     run = TrainConfig(model_id="crosscoder", layers=tuple(resolved), dataset=dataset, context_len=context_len,
                       total_tokens=total_tokens, batch_tokens=batch_tokens, model_batch_size=model_batch_size,
-                      block_batches=block_batches, lr=lr, lr_min=lr_min, warmup_steps=warmup_steps, seed=seed,
-                      checkpoint_dir=checkpoint_dir or "checkpoints", checkpoint_every_tokens=checkpoint_every_tokens,
-                      keep_checkpoints=keep_checkpoints)
+                      block_batches=block_batches, lr=lr, lr_min=lr_min, warmup_steps=warmup_steps, seed=seed)
     device = torch.device(device) if device is not None else model_device(model)
     torch.manual_seed(seed)
     xc = Crosscoder(cfg, device=device)
