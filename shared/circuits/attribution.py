@@ -9,6 +9,10 @@
   refused. GradDrop: one extra backward per layer l with the gradient through layer l's residual
   writes (its attention and MLP outputs) set to zero, AtP_l(n) from that gradient, and
   score(n) = 1/(L−1) Σ_l |AtP_l(n)| (sign from AtP), which catches direct and indirect effects that cancel.
+  A node's own layer's term is 0 for every kind: a head, query, key or MLP acts only through its layer's
+  writes, and a residual SAE latent or error at block l's output counts as block l's (it holds those writes),
+  so L−1 terms remain and a node with direct effects only scores |AtP|. (The gates sit on the attention and
+  MLP modules, upstream of an MLP or residual node of the same layer, so that term is set to 0 explicitly.)
 - `integrated_gradients`: per component, its nodes moved together from clean to patched in N steps
   (midpoint rule by default; "left" is SFC's α = 0..N−1 / N), gradients averaged, dotted with the change.
 - `compare`: Spearman correlation of |estimate| with |exact effect| and the false-negative rate among the
@@ -156,6 +160,8 @@ def atp_star(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ab
                 state["drop"] = layer
                 g_l, ga_l = backward()
                 for c in comps:
+                    if c.layer == layer:  # its own layer: every path of the node runs through that layer's writes
+                        continue
                     est = _qk_score(d_attn[c], ga_l[c.layer]) if c in d_attn else _dot(deltas[c], g_l[c])
                     total[c] += est.abs().cpu()
             state.pop("drop", None)
