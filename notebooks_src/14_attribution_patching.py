@@ -39,7 +39,7 @@ SAE_ID = "blocks.8.hook_resid_pre"  # @param {type:"string"}
 # subfolder), or "train-tiny" to train a small SAE here first (a quick try; the offline smoke run)
 TASK = "ioi"  # @param ["ioi", "sva", "synthetic"]
 N_PROMPTS = 20  # @param {type:"integer"}
-METRIC = "logit_diff"  # @param ["logit_diff", "prob", "kl"]
+METRIC = "logit_diff"  # @param ["logit_diff", "prob"]
 COUNTERFACTUAL = "mean"  # @param ["mean", "resample", "zero"]
 # what a node is patched to: its mean over the clean prompts (mean ablation), its value on the corrupt
 # prompt (resample), or zero

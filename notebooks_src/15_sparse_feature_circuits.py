@@ -39,7 +39,7 @@ SAE_IDS = ["blocks.2.hook_resid_post", "blocks.3.hook_resid_post", "blocks.4.hoo
 # subfolders), or "train-tiny" to train a small SAE per layer here first (a quick try; the offline smoke run)
 TASK = "sva"  # @param ["ioi", "sva", "synthetic"]
 N_PROMPTS = 20  # @param {type:"integer"}
-METRIC = "logit_diff"  # @param ["logit_diff", "prob", "kl"]
+METRIC = "logit_diff"  # @param ["logit_diff", "prob"]
 NODE_METHOD = "ig"  # @param ["ig", "atp"]
 IG_STEPS = 10  # @param {type:"integer"}
 TAU_NODE = 0.1  # @param {type:"number"}

@@ -109,6 +109,28 @@ def test_planted_circuit_is_found_by_every_method_and_is_faithful(planted):
     assert patching.faithfulness(nodes, pairs, ["L1.h0"]) < 0.5  # the copy head alone is not the circuit
 
 
+def test_kl_is_refused_by_every_gradient_method(planted):
+    """KL(clean || run) is 0 and smallest at the clean run, so its gradient there is 0: AtP under "kl" scored the
+    planted copy head ~0 (3e-10 on GPT-2) though patching it moves the KL by far more. Every gradient method
+    refuses "kl" in one line naming it; exact patching (and ACDC's target) still take it."""
+    from shared.circuits import sfc
+
+    model, tok, pairs = planted
+    nodes = Nodes(model, heads="all", mlps="all", saes={0: _sae(), 1: _sae(seed=1)})
+    assert patching.node_effects(nodes, pairs, ["L1.h0"], metric="kl")["L1.h0"] > 1.0  # a large exact effect
+    calls = [lambda: attribution.atp(nodes, pairs, metric="kl"),
+             lambda: attribution.atp_star(nodes, pairs, metric="kl"),
+             lambda: attribution.integrated_gradients(nodes, pairs, metric="kl", steps=2),
+             lambda: sfc.task_nodes(nodes, pairs, "kl", method="atp"),
+             lambda: sfc.sparse_feature_circuit(nodes, pairs, "kl", method="atp")]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"^metric 'kl' has zero gradient on the clean run.*'logit_diff' or 'prob'") as e:
+            call()
+        assert "\n" not in str(e.value)
+    exact = patching.node_effects(nodes, pairs, ["L1.h0"])["L1.h0"]  # logit_diff: a metric with a gradient sees it
+    assert attribution.atp(nodes, pairs)["L1.h0"] == pytest.approx(exact, rel=0.05) and abs(exact) > 10
+
+
 def test_atp_tracks_exact_patching_on_a_trained_model(tiny_trained_model):
     model, tok = tiny_trained_model("gpt2")
     pairs = tasks.load_task("synthetic", tok, 8)

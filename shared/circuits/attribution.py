@@ -27,7 +27,7 @@ import torch
 
 from .. import hooks
 from ..models import decoder_layers
-from .metrics import get_metric
+from .metrics import gradient_metric
 from .nodes import Component, Nodes, attention, eager_attention, mlp_module
 from .patching import _rows, patch_values, patched_edit
 from .tasks import PromptPairs
@@ -48,7 +48,7 @@ def _deltas(nodes, pairs, clean: dict, ablation, reference_ids, patch) -> dict[C
 
 
 def _metric_sum(metric: str, logits, pairs: PromptPairs) -> torch.Tensor:
-    return get_metric(metric)(logits, pairs, clean_logits=logits.detach()).sum()
+    return gradient_metric(metric)(logits, pairs).sum()
 
 
 def atp(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ablation: str = "resample",
@@ -62,7 +62,7 @@ def atp(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ablatio
 def atp_gradients(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff") -> tuple[dict, dict]:
     """({component: clean values}, {component: ∂m/∂value at the clean run}): one forward, one backward
     (the splice passes the gradient on as the residual would, so an upstream node's holds every path)."""
-    get_metric(metric)
+    gradient_metric(metric)
     logits, clean = nodes.values(pairs.clean_ids, grad=True)
     with torch.enable_grad():
         grads = torch.autograd.grad(_metric_sum(metric, logits, pairs), list(clean.values()), allow_unused=True)
@@ -112,7 +112,7 @@ def atp_star(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ab
              reference_ids: torch.Tensor | None = None, use_qk_fix: bool = True, use_graddrop: bool = True,
              patch: dict | None = None, batch_rows: int = 256) -> AtPStar:
     """AtP* of every node: AtP, the QK fix for q/k nodes (exact softmax) and GradDrop (see the module doc)."""
-    get_metric(metric)
+    gradient_metric(metric)
     model = nodes.model
     qk = [c for c in nodes.components if c.kind in ("q", "k")] if use_qk_fix else []
     qk_layers = sorted({c.layer for c in qk})
@@ -237,7 +237,7 @@ def ig_gradients(nodes: Nodes, pairs: PromptPairs, clean: dict, target: dict, *,
     like its clean values: what integrated gradients dots with Δa (and SFC's edges reuse).
     rule: "midpoint" (α = (k + ½)/N) or "left" (α = k/N, SFC's, α = 0 the clean run); joint: a layer's
     components move together, else one component at a time (the others left to the forward)."""
-    get_metric(metric)
+    gradient_metric(metric)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int (the Riemann steps of the path integral), got {steps!r}")
     if rule not in ("midpoint", "left"):

@@ -22,7 +22,7 @@ from torch import Tensor
 from .. import hooks
 from .attribution import atp_gradients, ig_gradients
 from .circuit_json import node_entries
-from .metrics import check_tau, get_metric
+from .metrics import check_tau, gradient_metric
 from .nodes import CENTRED_RELEASES, Component, Nodes, check_sae_layer
 from .patching import faithfulness, faithfulness_ends, patch_values
 from .tasks import PromptPairs
@@ -99,7 +99,7 @@ def _ig_grads(task: TaskNodes, pairs: PromptPairs, metric: str, steps: int) -> d
 def task_nodes(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff", *, method: str = "ig",
                ig_steps: int = 10) -> TaskNodes:
     """Every SAE node on the task (clean values, corrupt - clean deltas) with `method`'s gradients."""
-    get_metric(metric)
+    gradient_metric(metric)
     if method not in NODE_METHODS:
         raise ValueError(f"method = {method!r}: use one of {NODE_METHODS} ('ig' as the paper, 'atp' the fast "
                          "first-order one)")
@@ -183,6 +183,7 @@ def sparse_feature_circuit(nodes: Nodes, pairs: PromptPairs, metric: str = "logi
     nodes with |effect| >= tau_node kept (error nodes too), then the edges between kept nodes of consecutive
     SAE layers with |effect| >= tau_edge (and non-zero). `task` reuses a task_nodes result."""
     tau_node, tau_edge = check_tau("tau_node", tau_node), check_tau("tau_edge", tau_edge)
+    gradient_metric(metric)
     if len(nodes.saes) < 2:
         raise ValueError(f"the node set has SAEs at {len(nodes.saes)} layer(s): a sparse feature circuit needs >= 2")
     if task is None:
