@@ -378,3 +378,59 @@ def test_every_architecture_splices_exactly_and_qk_nodes_touch_their_own_heads(t
         want = torch.zeros(n_q, dtype=torch.bool)
         want[(n - 1) * group:n * group] = True
         assert torch.equal(changed, want), (which, changed)
+
+
+def _top(scores, n):
+    return sorted(scores, key=lambda i: -abs(scores[i]))[:n]
+
+
+def test_exact_check_counts_a_planted_miss_that_a_top_set_check_cannot_see():
+    """Issue 21.3: L0.h1 feeds the copy head's saturated query, so AtP and AtP* (whose QK fix patches queries
+    and keys, not what feeds them) both rank it low though zero-ablating it moves the logit difference by ~8.
+    Patching only the estimates' top nodes never patches it (a false-negative rate of what was checked);
+    exact_check patches every node here and counts it as a false negative of both."""
+    from planted_circuit import PLANTED_MISS
+
+    model, tok = build_planted_model(planted_miss=True)
+    pairs = planted_pairs(tok, 12)
+    nodes = Nodes(model, heads="all", mlps="all", qk="all")
+    star = attribution.atp_star(nodes, pairs, ablation="zero")
+    estimates = {"atp": star.atp, "atp*": star.score}
+    assert all(PLANTED_MISS not in _top(s, 8) for s in estimates.values())
+    check = attribution.exact_check(nodes, pairs, estimates, top_n=5, ablation="zero")
+    exact = check["exact"]
+    assert set(exact) == set(nodes.ids) and check["nodes"]["full"] == len(nodes)  # no latents: every node
+    assert exact[PLANTED_MISS] < -5 and PLANTED_MISS in _top(exact, 5)
+    for name in estimates:
+        full, top_set = check["full"][name], check["top_set"][name]
+        assert PLANTED_MISS in full["false_negatives"] and full["n"] == len(nodes)
+        assert PLANTED_MISS not in top_set["false_negatives"] and top_set["n"] == check["nodes"]["top_set"] < len(nodes)
+    assert check["full"]["atp"]["false_negative_rate"] > check["top_set"]["atp"]["false_negative_rate"]
+    assert {"L1.h0.q", "L1.h0.k"} <= set(check["full"]["atp"]["false_negatives"])  # saturated: the QK fix's case
+    assert not {"L1.h0.q", "L1.h0.k"} & set(check["full"]["atp*"]["false_negatives"])
+
+
+def test_exact_check_patches_every_live_latent_or_a_seeded_sample(tiny_trained_model):
+    model, tok = tiny_trained_model("gpt2")
+    pairs = tasks.load_task("synthetic", tok, 4)
+    nodes = Nodes(model, heads="all", mlps=[1], saes={2: _sae()})
+    est = {"atp": attribution.atp(nodes, pairs)}
+    _, clean = nodes.values(pairs.clean_ids)
+    _, corrupt = nodes.values(pairs.corrupt_ids)
+    lat = next(c for c in nodes.components if c.kind == "latents")
+    moved = (corrupt[lat] - clean[lat]).abs().amax((0, 1, 3))
+    live = {lat.node_id(i) for i in range(lat.n) if moved[i] > 0}
+    dead = lat.node_id(int(torch.nonzero(moved == 0)[0]))
+    assert 6 < len(live) < lat.n
+    check = attribution.exact_check(nodes, pairs, est, top_n=3)
+    assert {i for i in check["exact"] if ".f" in i} == live and not check["nodes"]["latents_sampled"]
+    assert {i for i in nodes.ids if ".f" not in i} <= set(check["exact"])  # heads, the MLP, the error
+    assert patching.patch_effect(nodes, pairs, [dead]) == 0.0 and est["atp"][dead] == 0.0  # why dead ones are left out
+    small = attribution.exact_check(nodes, pairs, est, top_n=3, latent_cap=2)
+    tops = {i for i in _top(est["atp"], 3) if ".f" in i}
+    patched = {i for i in small["exact"] if ".f" in i}
+    assert tops < patched <= live and len(patched - tops) == 2 and small["nodes"]["latents_sampled"]
+    assert small == attribution.exact_check(nodes, pairs, est, top_n=3, latent_cap=2)  # seeded: the same sample
+    assert "a seeded random 2 of the other" in small["nodes"]["policy"]
+    with pytest.raises(ValueError, match="latent_cap must be an int >= 0"):
+        attribution.exact_check(nodes, pairs, est, top_n=3, latent_cap=-1)
