@@ -413,10 +413,19 @@ RULES.update({
 })
 
 # --- circuits (14): the task, its metric, what a node is patched to, AtP*'s two fixes
-# (the names are shared.circuits' TASKS / METRICS / ABLATIONS, written out so every notebook's parameter
-# check does not vendor the circuits package; tests/test_circuits_tasks.py keeps them equal)
+# (the names are shared.circuits' TASKS / GRADIENT_METRICS / ABLATIONS, written out so every notebook's
+# parameter check does not vendor the circuits package; tests/test_circuits_tasks.py keeps them equal)
+
+
+def _gradient_metric(v, ctx):
+    if v == "kl":
+        raise ValueError("has zero gradient on the clean run (KL to the clean run is smallest there), so AtP "
+                         "would score every node 0: use 'logit_diff' or 'prob'")
+    return _choice("logit_diff", "prob")(v, ctx)
+
+
 RULES.update({
-    "TASK": _choice("ioi", "sva", "synthetic"), "METRIC": _choice("logit_diff", "prob", "kl"),
+    "TASK": _choice("ioi", "sva", "synthetic"), "METRIC": _gradient_metric,
     "COUNTERFACTUAL": _choice("mean", "resample", "zero"), "USE_QK_FIX": _bool, "USE_GRADDROP": _bool,
     "TOP_N": _POS,
 })
