@@ -377,7 +377,7 @@ def _catalog_file(v, ctx):
 
 
 RULES.update({
-    "SAE": _sae, "SAE_ID": _sae_id, "N_TOKENS": _POS, "N_FEATURES": _POS,
+    "SAE": _sae, "SAE_ID": _sae_id, "N_TOKENS": _POS, "N_FEATURES": _POS, "DETECTION_TOKENS": _POS,
     "JUDGE": _choice("auto", "anthropic", "openai", "offline"), "ANTHROPIC_MODEL": _text(), "OPENAI_MODEL": _text(),
     "CATALOG": _catalog_file,
 })

@@ -67,7 +67,7 @@ BAD = [
 BAD += [  # using an SAE (04, 05)
     ("SAE", "", None), ("SAE", "no such sae", None), ("SAE_ID", 5, None),
     ("SAE_ID", "layer_99/width_16k/canonical", lambda p: p["SAE"] == "gemma-scope-2b-pt-res-canonical"),
-    ("N_TOKENS", 0, None), ("N_FEATURES", 0, None), ("JUDGE", "gpt", None),
+    ("N_TOKENS", 0, None), ("N_FEATURES", 0, None), ("DETECTION_TOKENS", 0, None), ("JUDGE", "gpt", None),
     ("ANTHROPIC_MODEL", "", None), ("OPENAI_MODEL", "", None), ("CATALOG", "no/such/feature_catalog.json", None),
 ]
 
