@@ -8,8 +8,9 @@ Steering by an SAE feature: `feature_direction` is what one unit of the latent a
 residual stream, `typical_activation` its usual size (mean when fired over a baseline pass, by
 default), so `steer_feature` adds alpha * typical * direction: alpha = 1 writes the feature in at
 its typical strength. Per alpha it reports the continuation, the feature's activation on it and
-its loss under the unsteered model (did it steer, and at what cost in fluency). `find_features`
-searches a feature catalog's labels.
+its loss under the unsteered model (did it steer, and at what cost in fluency); `counterfactuals`
+writes those texts in TraceData's shape (trace.json's `counterfactuals{"f<id>": {alpha: text}}`).
+`find_features` searches a feature catalog's labels.
 """
 from __future__ import annotations
 
@@ -185,6 +186,16 @@ def steer_feature(model, tokenizer, sae, layer: int, feature_id: int, prompt: st
                      "token_ids": ids[0, n:].tolist(), "n_tokens": int(ids.shape[1] - n), "feature_activation": act,
                      "feature_activation_reread": reread, "loss": loss})
     return rows
+
+
+def alpha_key(alpha: float) -> str:
+    """How an alpha is written as a JSON key (TraceData): -3.0 -> "-3", 0.5 -> "0.5"."""
+    return f"{float(alpha):g}"
+
+
+def counterfactuals(feature_id: int, rows: Sequence[Mapping]) -> dict[str, dict[str, str]]:
+    """steer_feature's rows as TraceData counterfactuals: {"f<feature_id>": {alpha_key(alpha): text}}."""
+    return {f"f{int(feature_id)}": {alpha_key(r["alpha"]): r["text"] for r in rows}}
 
 
 def find_features(catalog, query: str) -> list[dict]:

@@ -23,17 +23,12 @@ import torch
 
 from .capture import capture_residuals, check_layers, token_mask
 from .models import model_device
-from .steer import generate_steered
+from .steer import alpha_key, generate_steered  # alpha_key: how TraceData writes an alpha
 
 ALPHA_UNIT = "alpha x the feature's max activation on the prompt x its decoder row, added at the layer"
 AUROC_SOURCE = ("the catalog's detection_auroc: AUROC of the feature's peak activation in each held-out context of "
                 "the judge's detection test, separating the contexts the judge called activating from the others "
                 "(1 = its calls follow the activation, 0.5 = unrelated); null without a catalog")
-
-
-def alpha_key(alpha: float) -> str:
-    """How an alpha is written as a JSON key: -3.0 -> "-3", 0.5 -> "0.5"."""
-    return f"{float(alpha):g}"
 
 
 def _catalog_index(catalog: Mapping | None) -> dict[int, Mapping]:

@@ -205,8 +205,15 @@ def _steering_raises_the_feature(out: Path):
     assert act[3.0] > act[0.0] and report["steered_up"] is True, act
 
 
+def _interventions_in_trace_shape(out: Path):
+    """06: interventions.json's counterfactuals have trace.json's shape, {"f<id>": {alpha: text}}."""
+    report = json.loads((out / "interventions.json").read_text())
+    texts = {f"{r['alpha']:g}": r["text"] for r in report["interventions"]}
+    assert report["counterfactuals"] == {f"f{report['feature']}": texts}, report.get("counterfactuals")
+
+
 # What a smoke run must show beyond its report's keys: the checks its issue names.
-SMOKE_CLAIMS = {"06_steer_your_model": (_steering_raises_the_feature,)}
+SMOKE_CLAIMS = {"06_steer_your_model": (_steering_raises_the_feature, _interventions_in_trace_shape)}
 
 
 @functools.lru_cache(maxsize=None)

@@ -46,6 +46,19 @@ def test_alpha_zero_is_plain_greedy_and_plus_three_raises_the_feature(setup):
     assert by[0.0]["feature_activation"] == pytest.approx(by[0.0]["feature_activation_reread"])
 
 
+def test_counterfactuals_have_the_trace_shape(setup):
+    """interventions.json's counterfactuals are TraceData's: {"f<id>": {alpha key: text}}, as trace.json writes."""
+    from shared.trace import trace_prompt
+
+    model, tok, sae, stats = setup
+    rows = steer.steer_feature(model, tok, sae, LAYER, 0, PROMPT, [-3, 0, 1.5], typical=1.0, max_new_tokens=4)
+    cf = steer.counterfactuals(0, rows)
+    assert cf == {"f0": {"-3": rows[0]["text"], "0": rows[1]["text"], "1.5": rows[2]["text"]}}
+    traced = trace_prompt(model, tok, sae, LAYER, PROMPT, top_n=1, alphas=(-3, 0, 1.5), max_new_tokens=4)
+    ((fid, texts),) = traced["counterfactuals"].items()
+    assert fid == "f0" and list(texts) == list(cf["f0"]) and all(isinstance(t, str) for t in texts.values())
+
+
 def test_loss_is_the_unsteered_next_token_loss(setup):
     model, tok, sae, stats = setup
     (row,) = steer.steer_feature(model, tok, sae, LAYER, 0, PROMPT, [3], typical=1.0, max_new_tokens=6)
