@@ -1,7 +1,9 @@
 """Steering: add a scaled unit direction to the residual stream at one layer, and sweep its strength.
 
 `steering_hook` is an edit through hooks.edit_residual; `generate_steered` runs greedy continuations
-for each alpha (RepE reading vectors, SAE feature directions). Directions are checked like every
+for each alpha (RepE reading vectors, SAE feature directions); `steer_and_read` also measures whether
+the steering took: the unsteered model re-reads each continuation and its residual over the
+generated tokens is projected on the direction (RepE's reading). Directions are checked like every
 probe direction (probes.unit_direction).
 
 Steering by an SAE feature: `feature_direction` is what one unit of the latent adds to the
@@ -103,6 +105,31 @@ def generate_steered(model, tokenizer, prompt: str, layer: int, direction, alpha
     return {float(a): tokenizer.decode(_steered_ids(model, tokenizer, enc, layer, direction, a, scale,
                                                     max_new_tokens, seed)[0, n:], skip_special_tokens=True)
             for a in alphas}
+
+
+@torch.no_grad()
+def steer_and_read(model, tokenizer, prompt: str, layer: int, direction, alphas: Sequence[float], *,
+                   scale: float = 1.0, center: float = 0.0, max_new_tokens: int = 30, seed: int = 0) -> list[dict]:
+    """Per alpha: {alpha, text, n_tokens, reading}: the greedy continuation steered by alpha * scale *
+    unit(direction) at `layer`, and its reading: the mean over the generated tokens (special tokens
+    left out) of the unsteered model's residual at `layer` projected on unit(direction), minus center
+    (NaN when nothing was generated). Steering that took makes the reading rise with alpha."""
+    u = torch.as_tensor(unit_direction(direction), dtype=torch.float32)
+    enc = _prompt_ids(model, tokenizer, prompt)
+    n = enc["input_ids"].shape[1]
+    rows = []
+    for alpha in alphas:
+        ids = _steered_ids(model, tokenizer, enc, layer, direction, alpha, scale, max_new_tokens, seed)
+        keep = token_mask(ids, tokenizer)[0, n:]
+        reading = float("nan")
+        if bool(keep.any()):
+            with read_residuals(model, [layer]) as acts:
+                model(input_ids=ids, use_cache=False)
+            x = acts[layer][0, n:][keep.to(acts[layer].device)].float()
+            reading = float((x @ u.to(x.device)).mean()) - float(center)
+        rows.append({"alpha": float(alpha), "text": tokenizer.decode(ids[0, n:], skip_special_tokens=True),
+                     "n_tokens": int(ids.shape[1] - n), "reading": reading})
+    return rows
 
 
 # ----------------------------------------------------------------------------- SAE features

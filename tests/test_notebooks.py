@@ -212,8 +212,18 @@ def _interventions_in_trace_shape(out: Path):
     assert report["counterfactuals"] == {f"f{report['feature']}": texts}, report.get("counterfactuals")
 
 
+def _layer_chosen_on_validation(out: Path):
+    """23: the best layer has the highest validation accuracy, and its test accuracy is the one reported."""
+    report = json.loads((out / "repe_report.json").read_text())
+    rows = {r["layer"]: r for r in report["per_layer"]}
+    assert rows[report["best_layer"]]["val_accuracy"] == max(r["val_accuracy"] for r in rows.values())
+    assert report["best_layer_test_accuracy"] == rows[report["best_layer"]]["test_accuracy"]
+    assert not set(report["split"]["test"]) & set(report["split"]["val"])
+
+
 # What a smoke run must show beyond its report's keys: the checks its issue names.
-SMOKE_CLAIMS = {"06_steer_your_model": (_steering_raises_the_feature, _interventions_in_trace_shape)}
+SMOKE_CLAIMS = {"06_steer_your_model": (_steering_raises_the_feature, _interventions_in_trace_shape),
+                "23_repe_reading_vector": (_layer_chosen_on_validation,)}
 
 
 @functools.lru_cache(maxsize=None)
