@@ -19,10 +19,12 @@
 # - How to **rank** latents worth reading: mean activation when fired times log(1 + fire count),
 #   leaving out dead latents and those on for more than 10% of tokens.
 # - How an LLM **judge labels** a latent and how the label is **measured**: it names the latent from
-#   half of its top contexts (explain), then picks the activating ones out of the other half mixed
-#   with random contexts (detect). `detection_score` is the balanced accuracy of that pick: 0.5 is
-#   chance, 1.0 perfect. With no API key an offline labeller names latents from their top tokens and
-#   is scored the same way; it says so in every label.
+#   its top contexts (explain), then picks the activating ones out of held-out text it never saw
+#   (detect): contexts where the latent fires, drawn across its activation range, mixed with contexts
+#   where its activation was measured to be 0. `detection_score` is the balanced accuracy of that pick
+#   (0.5 chance, 1.0 perfect); `detection_auroc` says how well the judge's picks follow the latent's
+#   activation. With no API key an offline labeller names latents from their top tokens and is scored
+#   the same way; it says so in every label.
 #
 # The default SAE is a published one, Gemma Scope's 16k-latent residual SAE at layer 12 of
 # Gemma-2-2B; `SAE` also takes your own export (a local folder, or the Hub repo a tier notebook
@@ -40,6 +42,8 @@ N_TOKENS = 2_000_000  # @param {type:"integer"}
 CONTEXT_LEN = 128  # @param {type:"integer"}
 MODEL_BATCH_SIZE = 16  # @param {type:"integer"}
 N_FEATURES = 50  # @param {type:"integer"}
+DETECTION_TOKENS = 200_000  # @param {type:"integer"}
+# held-out tokens (the text after N_TOKENS) the judge's detection test draws its contexts from
 JUDGE = "auto"  # @param ["auto", "anthropic", "openai", "offline"]
 ANTHROPIC_MODEL = "claude-haiku-4-5"  # @param {type:"string"}
 OPENAI_MODEL = "gpt-4.1-mini"  # @param {type:"string"}
@@ -82,13 +86,12 @@ sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 # stream after block `LAYER` goes through the SAE; BOS, padding and special tokens are left out
 # (BOS's residual is huge and would top every list). For each latent we keep its fire count, the
 # sum and max of its activation, a log-binned histogram, and its 20 strongest contexts (the 17
-# tokens around each peak, one per sequence). The token batches are kept too: random contexts for
-# the judge's detection test are drawn from them.
+# tokens around each peak, one per sequence).
 
 # %%
 n_batches = math.ceil(N_TOKENS / (MODEL_BATCH_SIZE * (CONTEXT_LEN - 1))) + 1
-batches = list(itertools.islice(
-    data.token_batches(data.text_stream(DATASET), tokenizer, CONTEXT_LEN, MODEL_BATCH_SIZE), n_batches))
+stream = data.token_batches(data.text_stream(DATASET), tokenizer, CONTEXT_LEN, MODEL_BATCH_SIZE)
+batches = list(itertools.islice(stream, n_batches))
 stats = features.collect(model, tokenizer, sae, layer, batches, N_TOKENS, progress=True)
 alive = int((stats.fire_count > 0).sum())
 l0 = float(stats.fire_count.sum()) / max(stats.n_tokens, 1)
@@ -109,11 +112,17 @@ print(f"top {len(ranked)} latents:", ", ".join(f"{j} ({s:.2f})" for j, s in rank
 # %% [markdown]
 # ## 4. Label them with a judge, and measure each label
 #
-# For every latent the judge sees its 10 even-ranked top contexts (activating tokens marked), and
-# names it; then it sees the 10 odd-ranked ones mixed with 10 random contexts and says which
-# activate. A cost estimate is printed before any request; completions are cached in
-# `OUTPUT_DIR/judge_cache`, so a re-run costs nothing. Keys come from secrets (Colab: the key icon;
-# Kaggle: Add-ons > Secrets) and are never printed.
+# For every latent the judge sees its 10 strongest top contexts (activating tokens marked) and names
+# it. The detection test then reads `DETECTION_TOKENS` tokens of held-out text (the stream after the
+# analysed tokens), cut into 17-token windows, with the top latents' activations measured on every
+# token in its full context. For each latent the judge gets 10 windows where it fires, one from each
+# tenth of their activation ranking (strong to weak, as Delphi samples them), and 10 windows where its
+# activation is 0 on every token, shuffled, and says which activate. No context shows a special token
+# (BOS, EOS), and no text appears twice or both in the explanation and the test. A latent with too
+# few held-out windows of either kind gets no score (`held_out` in the catalog counts them). A cost
+# estimate is printed before any request; completions are cached in `OUTPUT_DIR/judge_cache`, so a
+# re-run costs nothing. Keys come from secrets (Colab: the key icon; Kaggle: Add-ons > Secrets) and
+# are never printed.
 
 # %%
 backend = judge.pick_backend(None if JUDGE == "auto" else JUDGE, anthropic_model=ANTHROPIC_MODEL,
@@ -121,8 +130,10 @@ backend = judge.pick_backend(None if JUDGE == "auto" else JUDGE, anthropic_model
 if isinstance(backend, judge.OfflineLabeller):
     print("No ANTHROPIC_API_KEY or OPENAI_API_KEY secret (or JUDGE = 'offline'): labelling with the offline "
           "heuristic (top tokens), not an LLM. Set a key for real labels.")
-pool = features.random_windows(batches, tokenizer, n=max(200, 10 * len(ranked)), seed=SEED)
-evidence = features.judge_evidence(stats, ranked, tokenizer, pool, seed=SEED)
+held_out = itertools.islice(stream, math.ceil(DETECTION_TOKENS / (MODEL_BATCH_SIZE * (CONTEXT_LEN - 1))))
+contexts = features.detection_contexts(model, tokenizer, sae, layer, held_out, [j for j, _ in ranked], DETECTION_TOKENS)
+print(f"detection test: {len(contexts.ids):,} held-out windows of {contexts.ids.shape[1]} tokens")
+evidence = features.judge_evidence(stats, ranked, tokenizer, contexts, seed=SEED)
 labels = judge.Judge(backend, cache_dir=run.out_dir / "judge_cache", seed=SEED).label_features(evidence)
 by_id = {e["id"]: e for e in labels["features"]}
 
@@ -130,20 +141,28 @@ by_id = {e["id"]: e for e in labels["features"]}
 # ## 5. The catalog and the cards
 #
 # `feature_catalog.json` keeps the originals' fields (`score` is the ranking score of step 3) and
-# adds `detection_score` (step 4), the fire count, the max activation, the histogram and the
-# logit effects (the tokens each latent's decoder direction pushes up and down through the
-# unembedding). `feature_cards.html` is one card per latent, self-contained: open it in a browser.
+# adds `detection_score` (step 4's balanced accuracy: 0.5 chance, 1.0 perfect), `detection_auroc`
+# (the AUROC of the latent's peak activation in each scored context separating the ones the judge
+# called activating from the others: 1.0 when its picks follow the activation, 0.5 unrelated),
+# `held_out` (how many contexts of each kind scored it), the `detection_protocol` (how those contexts
+# were drawn), the fire count, the max activation, the histogram and the logit effects (the tokens
+# each latent's decoder direction pushes up and down through the unembedding). `feature_cards.html`
+# is one card per latent, self-contained: open it in a browser.
 
 # %%
 effects = features.logit_effects(model, sae, [j for j, _ in ranked], k=10, tokenizer=tokenizer)
 entries = features.catalog_entries(stats, ranked, tokenizer, labels=by_id, effects=effects)
 for e in entries:
-    e["detection_score"] = by_id[e["id"]]["score"]
+    e["detection_score"], e["detection_auroc"] = by_id[e["id"]]["score"], by_id[e["id"]]["auroc"]
+    e["held_out"] = by_id[e["id"]]["held_out"]
 catalog = {
     "sae_repo": sae_repo, "base_model": MODEL_ID, "layer": layer, "d_model": models.d_model(model),
     "d_sae": sae.cfg.d_sae, "k": getattr(sae.cfg, "k", None), "context_tokens_analyzed": stats.n_tokens,
     "judge_backend": labels["judge_backend"], "judge_model": labels["judge_model"],
-    "detection_metric": labels["score_metric"], "ranking": "mean_when_fired * log1p(fire_count)",
+    "detection_metric": labels["score_metric"], "detection_auroc_metric": labels["auroc_metric"],
+    "detection_protocol": {**features.DETECTION_PROTOCOL, "held_out_tokens": DETECTION_TOKENS,
+                           "windows": len(contexts.ids)},
+    "ranking": "mean_when_fired * log1p(fire_count)",
     "mean_l0": round(l0, 3), "dataset": DATASET, "features": entries,
 }
 catalog_path = run.write_report("feature_catalog.json", catalog)
@@ -152,7 +171,9 @@ cards_path.write_text(html.page(*[html.feature_card(e) for e in entries], title=
 print(f"wrote {cards_path}")
 for e in entries[:5]:
     score = "n/a" if e["detection_score"] is None else f"{e['detection_score']:.2f}"
-    print(f"#{e['rank']:>3} latent {e['id']:>6}: {e['name'][:60]:<60} detection {score}")
+    auc = "n/a" if e["detection_auroc"] is None else f"{e['detection_auroc']:.2f}"
+    print(f"#{e['rank']:>3} latent {e['id']:>6}: {e['name'][:60]:<60} detection {score} (balanced accuracy), "
+          f"AUROC {auc}")
 html.show(html.page(*[html.feature_card(e) for e in entries[:3]]))
 
 # %% [markdown]

@@ -24,7 +24,10 @@
 #   heat map, and push both to the Hub when you name a repo.
 #
 # Feature names come from a `feature_catalog.json` (notebook 04) when you give one in `CATALOG`;
-# otherwise features are shown by index.
+# otherwise features are shown by index. With a catalog each feature also carries how well its label
+# was measured: `auroc` (the catalog's `detection_auroc`: how well the feature's activation separates
+# the held-out contexts the judge called activating from the others; 1.0 = its calls follow the
+# activation, 0.5 = unrelated) and `detection_balanced_accuracy` (0.5 chance, 1.0 perfect).
 
 # %% tags=["parameters"]
 MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
@@ -92,7 +95,8 @@ data = trace.trace_prompt(model, tokenizer, sae, layer, PROMPT, top_n=N_FEATURES
                           seed=SEED)
 print(f"{len(data['tokens'])} tokens, {len(data['features'])} features")
 for f in data["features"]:
-    print(f"{f['id']:>7}  {f['name'][:50]:<50} peak {f['max_activation']:.2f}, summed {f['summed_activation']:.2f}")
+    auc = "" if f["auroc"] is None else f", label AUROC {f['auroc']:.2f}"  # the judge's calls vs the activation
+    print(f"{f['id']:>7}  {f['name'][:50]:<50} peak {f['max_activation']:.2f}, summed {f['summed_activation']:.2f}{auc}")
 
 # %% [markdown]
 # ## 3. The heat map and the counterfactuals

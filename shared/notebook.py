@@ -354,6 +354,17 @@ RULES: dict[str, Rule] = {
     "PERCENTILE": _number(0.0, high=100.0, hint=", e.g. 99.5"), "PROMPTS": _prompts, "N_PROMPTS": _POS,
 }
 
+def _val_frac(v, ctx):
+    """The validation share of RepE's pairs (23): in (0, 1), and with TEST_FRAC below 1 (the rest fits)."""
+    v = _number(0.0, high=1.0)(v, ctx)
+    test = ctx.params.get("TEST_FRAC")
+    if isinstance(test, numbers.Real) and not isinstance(test, bool) and v + test >= 1:
+        raise ValueError(f"VAL_FRAC + TEST_FRAC = {v + test:g} must be < 1: the rest of the pairs fits the vectors")
+    return v
+
+
+RULES["VAL_FRAC"] = _val_frac
+
 # --- using an SAE (04, 05): which SAE, how many tokens and features, the judge, a catalog to name features
 
 
@@ -377,7 +388,7 @@ def _catalog_file(v, ctx):
 
 
 RULES.update({
-    "SAE": _sae, "SAE_ID": _sae_id, "N_TOKENS": _POS, "N_FEATURES": _POS,
+    "SAE": _sae, "SAE_ID": _sae_id, "N_TOKENS": _POS, "N_FEATURES": _POS, "DETECTION_TOKENS": _POS,
     "JUDGE": _choice("auto", "anthropic", "openai", "offline"), "ANTHROPIC_MODEL": _text(), "OPENAI_MODEL": _text(),
     "CATALOG": _catalog_file,
 })

@@ -205,8 +205,25 @@ def _steering_raises_the_feature(out: Path):
     assert act[3.0] > act[0.0] and report["steered_up"] is True, act
 
 
+def _interventions_in_trace_shape(out: Path):
+    """06: interventions.json's counterfactuals have trace.json's shape, {"f<id>": {alpha: text}}."""
+    report = json.loads((out / "interventions.json").read_text())
+    texts = {f"{r['alpha']:g}": r["text"] for r in report["interventions"]}
+    assert report["counterfactuals"] == {f"f{report['feature']}": texts}, report.get("counterfactuals")
+
+
+def _layer_chosen_on_validation(out: Path):
+    """23: the best layer has the highest validation accuracy, and its test accuracy is the one reported."""
+    report = json.loads((out / "repe_report.json").read_text())
+    rows = {r["layer"]: r for r in report["per_layer"]}
+    assert rows[report["best_layer"]]["val_accuracy"] == max(r["val_accuracy"] for r in rows.values())
+    assert report["best_layer_test_accuracy"] == rows[report["best_layer"]]["test_accuracy"]
+    assert not set(report["split"]["test"]) & set(report["split"]["val"])
+
+
 # What a smoke run must show beyond its report's keys: the checks its issue names.
-SMOKE_CLAIMS = {"06_steer_your_model": (_steering_raises_the_feature,)}
+SMOKE_CLAIMS = {"06_steer_your_model": (_steering_raises_the_feature, _interventions_in_trace_shape),
+                "23_repe_reading_vector": (_layer_chosen_on_validation,)}
 
 
 @functools.lru_cache(maxsize=None)

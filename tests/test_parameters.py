@@ -52,7 +52,7 @@ BAD = [
     ("BATCH_SIZE", 0, None), ("FIT_STEPS", 0, None), ("N_RESTARTS", 0, None), ("N_EPOCHS", 0, None),
     ("MAX_NEW_TOKENS", -1, None), ("TOP_K", 0, None), ("MAX_TOKENS_SHOWN", 0, None),
     ("TRY_PRETRAINED", "yes", None), ("OPTIMIZER", "lion", None), ("POOL", "max", None),
-    ("PROBE_C", -1.0, None), ("TEST_FRAC", 1.5, None), ("NORM_FRACTION", 0, None), ("ALPHAS", [], None),
+    ("PROBE_C", -1.0, None), ("TEST_FRAC", 1.5, None), ("VAL_FRAC", 0.8, None), ("NORM_FRACTION", 0, None), ("ALPHAS", [], None),
     ("GPU", "GTX-9000", None), ("BUDGET_MINUTES", 0, None), ("GOAL", "fun", None),
     ("MODEL_DEVICE", lambda p: _missing_cuda(), None), ("SAE_DEVICE", lambda p: _missing_cuda(), None),
     ("DEVICE", lambda p: _missing_cuda(), None), ("MODEL_DEVICE", "tpu-ish", None), ("MODEL_DTYPE", "fp8", None),
@@ -67,7 +67,7 @@ BAD = [
 BAD += [  # using an SAE (04, 05)
     ("SAE", "", None), ("SAE", "no such sae", None), ("SAE_ID", 5, None),
     ("SAE_ID", "layer_99/width_16k/canonical", lambda p: p["SAE"] == "gemma-scope-2b-pt-res-canonical"),
-    ("N_TOKENS", 0, None), ("N_FEATURES", 0, None), ("JUDGE", "gpt", None),
+    ("N_TOKENS", 0, None), ("N_FEATURES", 0, None), ("DETECTION_TOKENS", 0, None), ("JUDGE", "gpt", None),
     ("ANTHROPIC_MODEL", "", None), ("OPENAI_MODEL", "", None), ("CATALOG", "no/such/feature_catalog.json", None),
 ]
 
