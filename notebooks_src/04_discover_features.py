@@ -37,6 +37,8 @@ SAE = "gemma-scope-2b-pt-res-canonical"  # @param {type:"string"}
 SAE_ID = "layer_12/width_16k/canonical"  # @param {type:"string"}
 # SAE: a SAELens release (SAE_ID: the SAE in it), a local export folder or a Hub repo id (SAE_ID: its
 # subfolder, "" for the root), or "train-tiny" to train a small SAE here first (a quick try; the smoke run)
+# it must read the residual stream after block LAYER (a blocks.L.hook_resid_pre SAE reads block L-1's output:
+# LAYER = L - 1); its hook, layer and width are checked in the next cell wherever its files or release say them
 DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
 N_TOKENS = 2_000_000  # @param {type:"integer"}
 CONTEXT_LEN = 128  # @param {type:"integer"}

@@ -33,6 +33,8 @@ SAE_ID = "layer_12/width_16k/canonical"  # @param {type:"string"}
 # SAE: a SAELens release (SAE_ID: the SAE in it), a local export folder or a Hub repo id such as a tier
 # notebook's push (SAE_ID: its subfolder, "" for the root), or "train-tiny" to train a small SAE here
 # first on DATASET (a quick try; the offline smoke run)
+# it must read the residual stream after block LAYER (a blocks.L.hook_resid_pre SAE reads block L-1's output:
+# LAYER = L - 1); its hook, layer and width are checked in the next cell wherever its files or release say them
 FEATURE = -1  # @param {type:"raw"}
 # a latent id; -1 = the top-ranked latent of the baseline pass; or words to search FEATURE_CATALOG's labels
 FEATURE_CATALOG = ""  # @param {type:"string"}

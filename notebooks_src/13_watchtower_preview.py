@@ -32,6 +32,8 @@ SAE_ID = "layer_12/width_16k/canonical"  # @param {type:"string"}
 # SAE: a SAELens release (SAE_ID: the SAE in it), a local export folder or a Hub repo id such as a tier
 # notebook's push (SAE_ID: its subfolder, "" for the root), or "train-tiny" to train a small SAE here
 # first on DATASET (a quick try; the offline smoke run)
+# it must read the residual stream after block LAYER (a blocks.L.hook_resid_pre SAE reads block L-1's output:
+# LAYER = L - 1); its hook, layer and width are checked in the next cell wherever its files or release say them
 WATCH_FEATURES = []  # @param {type:"raw"}
 # latent ids to watch; [] = the TOP_K top-ranked latents of the baseline pass
 TOP_K = 8  # @param {type:"integer"}

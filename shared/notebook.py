@@ -285,7 +285,9 @@ def _dtype(v, ctx):
 def _feature(v, ctx):
     if isinstance(v, str):
         return _text()(v, ctx)
-    return _int(-1, " (a latent id, -1 = the top-ranked one, or words to search the catalog labels)")(v, ctx)
+    v = _int(-1, " (a latent id, -1 = the top-ranked one, or words to search the catalog labels)")(v, ctx)
+    _within_sae([v] if v >= 0 else [], ctx)
+    return v
 
 
 def _latent_ids(v, or_else: str) -> list[int]:
@@ -304,7 +306,7 @@ def _distinct(items: list, what: str) -> list:
 
 
 def _features_list(v, ctx):
-    return _latent_ids(v, "or [] to watch the top-ranked ones")
+    return _within_sae(_latent_ids(v, "or [] to watch the top-ranked ones"), ctx)
 
 
 def _prompts(v, ctx):
@@ -369,15 +371,109 @@ RULES["VAL_FRAC"] = _val_frac
 
 
 def _sae(v, ctx):
-    return sae_releases.check_source(v)
+    sae_releases.check_source(v)
+    if "LAYER" in ctx.params and ctx.params.get("SAE_ID", "") == "":  # a folder itself: SAE names it
+        _check_sae_site(ctx, "", ctx.params["LAYER"], "LAYER")
+    return v
 
 
 def _sae_id(v, ctx):
-    """The SAE in SAE's release (checked against the release's list), or SAE's subfolder ('' for none)."""
+    """The SAE in SAE's release (checked against the release's list), or SAE's subfolder ('' for none);
+    where its files or release say its hook, the residual stream after block LAYER (and its d_in the model's)."""
     sae = ctx.params.get("SAE")
     if isinstance(sae, str) and sae.strip():
         sae_releases.check_source(sae, v)
-    return _text(empty_ok=True)(v, ctx)
+    v = _text(empty_ok=True)(v, ctx)
+    if "LAYER" in ctx.params and v:  # SAE_ID = "": checked under SAE
+        _check_sae_site(ctx, v, ctx.params["LAYER"], "LAYER")
+    return v
+
+
+def _sae_facts(ctx, sae_id: str | None = None):
+    """What SAE / SAE_ID (or sae_id) say about the SAE before its weights load (sae_releases.sae_facts;
+    "train-tiny": its width from MODEL_ID's config), once per pair; None when unknown, the error when
+    they are bad (the SAE / SAE_ID rules report it, the latent-id rules skip it)."""
+    sae = ctx.params.get("SAE")
+    sae_id = ctx.params.get("SAE_ID", "") if sae_id is None else sae_id
+    cache = ctx.__dict__.setdefault("sae_facts", {})
+    key = (str(sae), str(sae_id))
+    if key not in cache:
+        try:
+            if sae == sae_releases.TRAIN_TINY:
+                cache[key] = sae_releases.SaeFacts(d_sae=sae_releases.TRAIN_TINY_EXPANSION * _d_model(ctx))
+            else:
+                sae_releases.check_source(sae, sae_id)
+                cache[key] = sae_releases.sae_facts(sae, sae_id)
+        except (ValueError, TypeError, KeyError, OSError) as e:
+            cache[key] = e
+    return cache[key]
+
+
+def _d_model(ctx) -> int:
+    return int(models.load_config(ctx.params["MODEL_ID"]).hidden_size)
+
+
+def _check_sae_site(ctx, sae_id: str, layer_spec, layer_name: str) -> None:
+    """A one-line error when the SAE's files say it reads another site than the residual stream after
+    block layer_spec, or another width than the model's; nothing when they do not say."""
+    facts = _sae_facts(ctx, sae_id)
+    if isinstance(facts, Exception):
+        raise facts
+    if facts is None:
+        return
+    try:
+        layers = hooks.resolve_layers(layer_spec, ctx.n_layers())
+        width = _d_model(ctx)
+    except (ValueError, TypeError, KeyError, AttributeError, OSError):
+        return  # LAYER's and MODEL_ID's own rules report those
+    why = sae_releases.layer_mismatch(facts.hook, layers[0], layer_name) if len(layers) == 1 else None
+    if why is None and facts.d_in is not None and facts.d_in != width:
+        why = (f"this SAE reads d_in={facts.d_in} activations but MODEL_ID's residual stream is {width} wide: "
+               "pick the SAE trained for this model")
+    if why:
+        raise ValueError(why)
+
+
+def _beyond_width(ids: list, d_sae: int | None) -> str | None:
+    """Why latent ids do not fit an SAE of d_sae latents (None when they do, or d_sae is unknown)."""
+    bad = [i for i in ids if d_sae is not None and i >= d_sae]
+    if not bad:
+        return None
+    return f"latent id{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad[:3]))} beyond the SAE's {d_sae} " \
+           f"latents (ids 0..{d_sae - 1})"
+
+
+def _within_sae(ids: list, ctx) -> list:
+    """ids, after checking them against the SAE's width where SAE / SAE_ID tell it before loading."""
+    facts = _sae_facts(ctx)
+    why = _beyond_width(ids, getattr(facts, "d_sae", None))
+    if why:
+        raise ValueError(why)
+    return ids
+
+
+# the parameters that hold latent ids, checked again against the SAE's width once it has loaded
+LATENT_ID_PARAMETERS = ("FEATURE", "WATCH_FEATURES", "HELPFUL_PACK", "HARMFUL_PACK")
+
+
+def check_loaded_sae(P, hook: str | None, d_sae: int, layer: int) -> None:
+    """The first cell's SAE checks, made again on the loaded SAE (where its files or release could not
+    be read before): its hook against the layer it is read at, the latent-id parameters against its
+    width; a one-line ParameterError in the parameters' words."""
+    given = getattr(P, "given", {})
+    name = "SAE_ID" if P.get("SAE_ID") else "SAE"
+    why = sae_releases.layer_mismatch(hook, layer, "LAYER" if "LAYER" in P else "its LAYERS entry")
+    if why:
+        raise ParameterError(f"{name} = {_short(given.get(name, P.get(name)))}: {why}")
+    if hook is None:
+        print(f"note: the SAE's files do not say which hook it was trained on; it is read as the residual stream "
+              f"after block {layer}")
+    for pname in LATENT_ID_PARAMETERS:
+        value = P.get(pname)
+        ids = [value] if isinstance(value, int) and value >= 0 else value if isinstance(value, list) else []
+        why = _beyond_width(ids, d_sae)
+        if why:
+            raise ParameterError(f"{pname} = {_short(given.get(pname, value))}: {why}")
 
 
 def _catalog_file(v, ctx):
@@ -411,7 +507,8 @@ def _pack(v, ctx):
         if not str(ctx.params.get("FEATURE_CATALOG", "")).strip():
             raise ValueError("words search FEATURE_CATALOG's labels: set FEATURE_CATALOG, or give latent ids")
     else:
-        v = _latent_ids(v, "words to search FEATURE_CATALOG's labels, or [] to choose the pack on the selection split")
+        v = _within_sae(_latent_ids(v, "words to search FEATURE_CATALOG's labels, or [] to choose the pack on the "
+                                       "selection split"), ctx)
     if ctx.name == "HARMFUL_PACK" and (v == []) != (ctx.params.get("HELPFUL_PACK") in ([], None)):
         raise ValueError("give both HELPFUL_PACK and HARMFUL_PACK, or leave both [] to choose them on the selection split")
     return v
@@ -504,11 +601,17 @@ def _sae_ids(v, ctx):
         for x in v:
             sae_releases.check_source(sae, x)
     try:
-        n = len(hooks.resolve_layers(ctx.params["LAYERS"], ctx.n_layers()))
+        layers = hooks.resolve_layers(ctx.params["LAYERS"], ctx.n_layers())
     except (KeyError, ValueError, OSError):
         return list(v)  # LAYERS' own rule reports a bad LAYERS
-    if n != len(v):
-        raise ValueError(f"has {len(v)} entries but LAYERS has {n} layers: give one SAE id per layer, in order")
+    if len(layers) != len(v):
+        raise ValueError(f"has {len(v)} entries but LAYERS has {len(layers)} layers: give one SAE id per layer, "
+                         "in order")
+    for i, (x, layer) in enumerate(zip(v, layers)):
+        try:
+            _check_sae_site(ctx, x, layer, f"LAYERS[{i}]")
+        except ValueError as e:
+            raise ValueError(f"entry {x!r}: {e}") from None
     return list(v)
 
 

@@ -61,6 +61,9 @@ BAD = [
 
     ("FEATURE", -2, None), ("FEATURE", 1.5, None), ("FEATURE_CATALOG", 3, None), ("BASELINE_TOKENS", 0, None),
     ("WATCH_FEATURES", [-1], None), ("WATCH_FEATURES", "5", None), ("PERCENTILE", 100, None),
+    # a latent id beyond the SAE's width ("train-tiny": 4 x d_model), known before any weights load
+    ("FEATURE", 999999, lambda p: p.get("SAE") == "train-tiny"),
+    ("WATCH_FEATURES", [3, 99999], lambda p: p.get("SAE") == "train-tiny"),
     ("PROMPTS", [], None), ("PROMPTS", "no-such-dataset", None), ("N_PROMPTS", 0, None),
 ]
 
@@ -76,6 +79,7 @@ BAD += [  # Stage Gate G1 (11)
     ("RESPONSES", "dataset", lambda p: p.get("PROBLEMS") == "gsm8k"),
     ("N_EVAL", 0, None), ("N_SELECT", -1, None), ("PACK_SIZE", 0, None),
     ("HELPFUL_PACK", [-1], None), ("HARMFUL_PACK", "2", lambda p: not p.get("FEATURE_CATALOG")),
+    ("HELPFUL_PACK", [999999], lambda p: p.get("SAE") == "train-tiny"),
     ("HARMFUL_PACK", [3], lambda p: p.get("HELPFUL_PACK") == []),
 ]
 
@@ -241,3 +245,65 @@ def test_dataset_mix_and_auto_buffer_reach_the_train_config():
     assert cfg.dataset == tuple(mix) and cfg.block_batches == "auto"
     single = train.config_from_params(notebook.check_parameters(parameters_of(entry)), "unused-checkpoints")
     assert single.dataset == ("synthetic",)
+
+
+# --------------------------------------------------------------------------------------------- the SAE's site
+
+SAE_NOTEBOOKS = [e for e in ENTRIES if {"SAE", "SAE_ID", "LAYER"} <= set(parameters_of(e))]
+
+
+@pytest.mark.parametrize("entry", SAE_NOTEBOOKS, ids=lambda e: e.id)
+def test_sae_of_another_layer_stops_in_the_first_cell(entry):
+    """SAE_ID = "layer_20/..." with LAYER = 2 reads block 2's output through block 20's SAE: stopped in the
+    parameter check, naming SAE_ID and LAYER, before any download (the release's path says the layer)."""
+    params = {**parameters_of(entry), "SAE": "gemma-scope-2b-pt-res-canonical",
+              "SAE_ID": "layer_20/width_16k/canonical", "LAYER": 2}
+    with pytest.raises(notebook.ParameterError) as e:
+        notebook.check_parameters(params)
+    assert str(e.value) == ("SAE_ID = 'layer_20/width_16k/canonical': this SAE reads the residual stream after "
+                            "block 20 (blocks.20.hook_resid_post), but LAYER is 2: make LAYER 20, or pick the SAE "
+                            "for layer 2")
+
+
+@pytest.mark.parametrize("name, bad, words", [
+    ("FEATURE", 64, "latent id 64 beyond the SAE's 64 latents (ids 0..63)"),
+    ("WATCH_FEATURES", [1, 70, 80], "latent ids 70, 80 beyond the SAE's 64 latents"),
+    ("HELPFUL_PACK", [100], "latent id 100 beyond"),
+])
+def test_latent_ids_beyond_a_folder_sae_stop_in_the_first_cell(name, bad, words, tmp_path):
+    """A local folder's cfg.json says its width: an id past it stops in the first cell, in the parameter's
+    words, not after the model loads and the SAE runs."""
+    folder = tmp_path / "blocks.2.hook_resid_post"
+    folder.mkdir()
+    (folder / "cfg.json").write_text(json.dumps({"d_in": 64, "d_sae": 64, "architecture": "standard",
+                                                  "metadata": {"hook_name": "blocks.2.hook_resid_post"}}))
+    params = {"MODEL_ID": "tiny:llama", "LAYER": 2, "SAE": str(folder), "SAE_ID": "", "HELPFUL_PACK": [2],
+              "HARMFUL_PACK": [1]}
+    with pytest.raises(notebook.ParameterError) as e:
+        notebook.check_parameters({**params, name: bad})
+    assert str(e.value).startswith(f"{name} = {bad!r}: {words}") and "\n" not in str(e.value)
+    assert notebook.check_parameters({**params, name: 63 if name == "FEATURE" else [63]})
+
+
+def test_latent_ids_checked_once_the_sae_loads():
+    """Where nothing could be read before (a Hub repo offline), sae_for_notebook checks the loaded SAE:
+    its hook against LAYER, the latent ids against its width, in the parameters' words."""
+    P = notebook.Parameters({"SAE": "someone/saes", "SAE_ID": "blocks.3", "LAYER": [3], "FEATURE": 500,
+                             "HELPFUL_PACK": [1, 2]}, given={"FEATURE": 500})
+    with pytest.raises(notebook.ParameterError, match=r"^FEATURE = 500: latent id 500 beyond the SAE's 256 latents"):
+        notebook.check_loaded_sae(P, "blocks.3.hook_resid_post", 256, 3)
+    with pytest.raises(notebook.ParameterError, match=r"^SAE_ID = 'blocks\.3': this SAE reads the MLP output"):
+        notebook.check_loaded_sae(P, "blocks.3.hook_mlp_out", 1024, 3)
+    notebook.check_loaded_sae(P, "blocks.3.hook_resid_post", 1024, 3)
+
+
+def test_sfc_sae_ids_each_checked_against_its_layer():
+    """15: one SAE per LAYERS entry, each id's hook against its own layer, in the first cell (offline the
+    release's ids are its hooks, as SAELens names them)."""
+    entry = next(e for e in ENTRIES if "SAE_IDS" in parameters_of(e))
+    params = {**parameters_of(entry), "SAE": "pythia-70m-deduped-res-sm", "LAYERS": [1, 2],
+              "SAE_IDS": ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"]}
+    with pytest.raises(notebook.ParameterError, match=r"^SAE_IDS = .*: entry 'blocks\.3\.hook_resid_post': this SAE "
+                                                      r"reads the residual stream after block 3 .*LAYERS\[1\] is 2"):
+        notebook.check_parameters(params)
+    assert notebook.check_parameters({**params, "SAE_IDS": ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]})
