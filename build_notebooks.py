@@ -3,14 +3,20 @@
 
 Every `[[notebook]]` entry of notebooks_src/catalog.toml becomes notebooks/<id>.ipynb:
 
-1. a title cell (title, pitch, level/platform/accelerator/time, Open-in-Colab/Kaggle badges);
+1. a title cell (title, pitch, level/platform/accelerator/time, Open-in-Colab/Kaggle badges, what the
+   notebook needs from `[notebook.needs]` via `needs_lines`, and for a cloud entry how to run it on a
+   rented GPU);
 2. the source's cells (jupytext percent format), with the catalog's parameter overrides applied
-   to the `parameters`-tagged cell;
+   to the `parameters`-tagged cell, and without the markdown cells whose `when` condition the entry
+   does not meet (`cell_applies`);
 3. right after that cell, an install cell that pip-installs the catalog's `requirements` (what the
-   notebook imports at run time beyond the platform's packages), only those missing or too old;
+   notebook imports at run time beyond the platform's packages), only those missing or too old, and
+   stops Run-all when pip changed a package the kernel had already imported;
 4. the vendored core: the import closure of `shared/` as readable source, one cell per module,
-   written at run time into a private folder named by its content hash and put first on sys.path;
-5. platform metadata (kernelspec, Colab, Kaggle).
+   written at run time into a folder named by its content hash inside a folder only the user can
+   write (nothing there that the cell did not write is kept), and put first on sys.path;
+5. platform metadata (kernelspec, Colab's GPU type, Kaggle's accelerator and Internet), read from
+   the catalog with no fallback.
 
 Renders are deterministic (stable cell ids, no outputs, sorted JSON), so `--check` can fail CI
 when notebooks/ or the README table is stale.
@@ -529,7 +535,7 @@ def title_cell(entry: Entry, settings: Settings) -> str:
     to run it on a rented GPU."""
     facts = (f"**Level:** {entry.level} · **Platform:** {entry.platform} · "
              f"**Accelerator:** {entry.accelerator} · **Expected time:** {entry.expected_time}")
-    needs = "### What it needs\n\n" + "\n".join(f"- {line}" for line in needs_lines(entry))
+    needs = "### What it needs\n\n" + "\n".join(f"- {line}".replace("<", "&lt;") for line in needs_lines(entry))
     parts = [f"# {entry.title}", entry.pitch, facts, _badge_md(entry, settings), needs,
              cloud_run_cell(entry, settings) if entry.platform == "cloud" else ""]
     return "\n\n".join(p for p in parts if p)

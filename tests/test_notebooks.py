@@ -205,8 +205,14 @@ def _steering_raises_the_feature(out: Path):
     assert act[3.0] > act[0.0] and report["steered_up"] is True, act
 
 
+def _nothing_uploaded_unasked(out: Path):
+    """11 (HF_REPO empty, as in the smoke run): nothing is uploaded."""
+    assert json.loads((out / "upload.json").read_text())["hub"] == {}
+
+
 # What a smoke run must show beyond its report's keys: the checks its issue names.
-SMOKE_CLAIMS = {"06_steer_your_model": (_steering_raises_the_feature,)}
+SMOKE_CLAIMS = {"06_steer_your_model": (_steering_raises_the_feature,),
+                "11_stage_gate_g1": (_nothing_uploaded_unasked,)}
 
 
 @functools.lru_cache(maxsize=None)
