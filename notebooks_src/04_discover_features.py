@@ -101,6 +101,11 @@ print(f"{stats.n_tokens:,} tokens analysed: {alive:,} of {sae.cfg.d_sae:,} laten
       f"mean L0 {l0:.1f}")
 
 # %% [markdown]
+# Healthy: the mean L0 is near the SAE's own (the default Gemma Scope SAE is the release's
+# `average_l0_82`, so about 80 on web text), and most latents fire at least once in 2M tokens. An L0
+# of 0 or of thousands means the SAE does not read this model's layer.
+
+# %% [markdown]
 # ## 3. Rank the latents
 #
 # Score = mean activation when fired x log(1 + fire count): strong and not too rare. Latents that
@@ -148,8 +153,11 @@ by_id = {e["id"]: e for e in labels["features"]}
 # called activating from the others: 1.0 when its picks follow the activation, 0.5 unrelated),
 # `held_out` (how many contexts of each kind scored it), the `detection_protocol` (how those contexts
 # were drawn), the fire count, the max activation, the histogram and the logit effects (the tokens
-# each latent's decoder direction pushes up and down through the unembedding). `feature_cards.html`
-# is one card per latent, self-contained: open it in a browser.
+# each latent's decoder direction pushes up and down through the unembedding); `judge_failed` counts
+# the features whose labelling failed (their names are blank) and `judge_error` says why.
+# `feature_cards.html` is one card per latent, self-contained: open it in a browser. Healthy: every
+# feature named (`judge_failed` 0) and detection scores above 0.5, the chance level; 0.8 or more is a
+# label that picks out the feature's contexts reliably.
 
 # %%
 effects = features.logit_effects(model, sae, [j for j, _ in ranked], k=10, tokenizer=tokenizer)
@@ -161,6 +169,7 @@ catalog = {
     "sae_repo": sae_repo, "base_model": MODEL_ID, "layer": layer, "d_model": models.d_model(model),
     "d_sae": sae.cfg.d_sae, "k": getattr(sae.cfg, "k", None), "context_tokens_analyzed": stats.n_tokens,
     "judge_backend": labels["judge_backend"], "judge_model": labels["judge_model"],
+    "judge_failed": labels["judge_failed"], "judge_error": labels["judge_error"],
     "detection_metric": labels["score_metric"], "detection_auroc_metric": labels["auroc_metric"],
     "detection_protocol": {**features.DETECTION_PROTOCOL, "held_out_tokens": DETECTION_TOKENS,
                            "windows": len(contexts.ids)},
@@ -189,3 +198,11 @@ html.show(html.page(*[html.feature_card(e) for e in entries[:3]]))
 upload = hub.upload_files([catalog_path, cards_path], export.hub_repo_id(HF_REPO), private=HF_PRIVATE,
                           path_in_repo=f"feature_catalog/{layer}")
 run.write_report("upload.json", {"hub": upload})
+
+# %% [markdown]
+# ## 7. In one line
+#
+# How the labelling went: every feature labelled, or how many the judge failed on and why.
+
+# %%
+print(judge.summary(labels))

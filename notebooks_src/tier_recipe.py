@@ -19,19 +19,26 @@
 #   not fired for millions of tokens are pulled back to life by an auxiliary loss on the residual
 #   error.
 # - **Geometric-median init** of the decoder bias, and decoder rows held at unit norm.
-# - **Crash-safe checkpointing**: checkpoints on Google Drive (or a Hugging Face repo) written
-#   atomically with checksums. If Colab disconnects or Kaggle kills the kernel, *run all cells
-#   again*: training resumes from the last checkpoint and ends with exactly the SAE an
-#   uninterrupted run would have produced.
-# - **Hybrid models** (Qwen3.5 / Qwen3.6): what a Gated-DeltaNet (linear-attention) layer is, and
-#   why reading its residual stream is the same hook as for any other block.
-# - **Where things run**: the model on one GPU and the SAE on another (Kaggle's 2xT4), or one
-#   big GPU holding several SAEs fed by one forward, with a weighted mix of corpora.
+# - **Crash-safe checkpointing**: checkpoints written atomically with checksums. If the session
+#   dies, *run all cells again*: training resumes from the last checkpoint and ends with exactly
+#   the SAE an uninterrupted run would have produced.
 # - **Honest validation** on held-out text: variance explained, L0, dead latents, and how much of
 #   the model's next-token loss survives with the SAE spliced in.
 # - **SAELens export**: `cfg.json` + `sae_weights.safetensors` + `sparsity.safetensors`, loadable
 #   with `sae_lens.SAE.load_from_disk`, with a model card and Neuronpedia metadata; pushed to the
 #   Hugging Face repo you name in `HF_REPO` (private unless `HF_PRIVATE = False`), and only then.
+
+# %% [markdown] when="MODEL_ID~Qwen3\\.[56]"
+# - **Hybrid models** (Qwen3.5 / Qwen3.6): what a Gated-DeltaNet (linear-attention) layer is, and
+#   why reading its residual stream is the same hook as for any other block.
+
+# %% [markdown] when="platform=kaggle"
+# - **Two GPUs**: the model on one T4 and the SAE on the other (Kaggle's 2xT4), and a run that
+#   outlives Kaggle's sessions.
+
+# %% [markdown] when="platform=cloud"
+# - **One big GPU**: several SAEs fed by one forward that stops after the deepest layer, with a
+#   weighted mix of corpora measured in tokens.
 
 # %% tags=["parameters"]
 MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
@@ -85,18 +92,26 @@ layers = tuple(P.LAYER)  # block indices >= 0: LAYER = -1 is the last block
 # %% [markdown]
 # ## 1. Where are we running?
 #
-# On Colab the checkpoints go to Google Drive, which outlives the VM; elsewhere to a local folder
-# (or set `CHECKPOINT_DIR = "hf:<user>/<repo>"` to checkpoint into a private Hugging Face repo).
+# The checkpoints need a place that outlives the session: set `CHECKPOINT_DIR = "hf:<user>/<repo>"`
+# to checkpoint into a private Hugging Face repo (an `HF_TOKEN` secret with write access).
+
+# %% [markdown] when="platform=colab,any"
+# On Colab, `CHECKPOINT_DIR = "auto"` puts them on Google Drive, which outlives the VM: Colab asks
+# once to authorise Drive.
+
+# %% [markdown] when="platform=cloud"
+# On a rented machine `CHECKPOINT_DIR = "auto"` is `./checkpoints/<RUN_NAME>` on its disk: keep that
+# disk (or use a Hub repo) if the machine may be stopped and restarted.
 
 # %%
 # The set-up cell listed the GPUs. Resolved by the parameter check: MODEL_DEVICE "auto" is cuda:0
-# (or cpu); "spread" splits a model too big for one GPU over all of them (Kaggle's 2xT4 for 7-8B
-# models); SAE_DEVICE "auto" is the last GPU, so on 2xT4 the SAE trains beside the model.
+# (or cpu); "spread" splits the model over every GPU; SAE_DEVICE "auto" is the last GPU (with two,
+# the SAE trains on the one beside the model's).
 model_device, sae_device = P.MODEL_DEVICE, P.SAE_DEVICE
 checkpoint_dir = train.resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME)
 print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint_dir}")
 
-# %% [markdown]
+# %% [markdown] when="platform=kaggle"
 # ### Two GPUs, a kill, and the next session
 #
 # On Kaggle's 2xT4 a model of up to ~6B parameters fits one T4 in fp16 (T4s have no bf16): it runs
@@ -117,7 +132,7 @@ print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint
 # it `blocks.L.hook_resid_post`). A forward hook on block L reads it; the capture raises a stop
 # signal from that hook, so blocks after L never run.
 
-# %% [markdown]
+# %% [markdown] when="MODEL_ID~Qwen3\\.[56]"
 # ### Hybrid models: Gated-DeltaNet layers
 #
 # Qwen3.5 and Qwen3.6 interleave two kinds of blocks: three **Gated-DeltaNet** blocks, then one
@@ -149,6 +164,13 @@ plt.title(f"residual-stream norm per token at layer {layers[0]} (BOS is huge: we
 run.save_figure(plt, "residual_norms.png")
 
 # %% [markdown]
+# `residual_norms.png`: the norm of the residual stream at the first layer of `LAYER`, token by token
+# of one sentence. Healthy: the first token (BOS) stands far above the others, often by ten times or
+# more (the "massive activations" of Sun et al. 2024), and the other tokens are of similar size. That
+# outlier is why BOS is left out of training; a run where every token is tiny or every token is huge
+# read the wrong layer or a broken model.
+
+# %% [markdown]
 # ## 3. The recipe
 #
 # Text streams from the data set, is packed into contexts of `CONTEXT_LEN` tokens starting with
@@ -159,13 +181,19 @@ run.save_figure(plt, "residual_norms.png")
 # the geometric median of the first block. Dead latents are counted in tokens since they last
 # fired; once past `DEAD_TOKENS_THRESHOLD`, AuxK (k_aux = d_model/2, weight 1/32) trains them to
 # explain the main reconstruction's error.
-#
+
+# %% [markdown] when="LAYER~^\\["
 # With several layers in `LAYER`, one forward feeds them all: the forward stops after the deepest
-# one, and each SAE trains on its own layer's rows of the same tokens. With `BLOCK_BATCHES = "auto"`
-# the buffer takes as many forwards as half the free memory holds, and shrinks its blocks if memory
-# gets tight later, so it does not run out. With a `DATASET` mix, the tokens each source actually
-# contributed are counted and logged beside the loss (a source of long documents gets more tokens
-# per draw than its weight says, so the measured shares are the ones to report).
+# one, and each SAE trains on its own layer's rows of the same tokens.
+
+# %% [markdown] when="BLOCK_BATCHES=auto"
+# With `BLOCK_BATCHES = "auto"` the buffer takes as many forwards as half the free memory holds, and
+# shrinks its blocks if memory gets tight later, so it does not run out.
+
+# %% [markdown] when="DATASET~^\\["
+# With a `DATASET` mix, the tokens each source actually contributed are counted and logged beside
+# the loss (a source of long documents gets more tokens per draw than its weight says, so the
+# measured shares are the ones to report).
 
 # %%
 # The parameters become a TrainConfig (a TopK SAE of D_SAE latents, k = K, d_in from the model) by
@@ -193,12 +221,56 @@ history = train.load_metrics(result.metrics_path)  # kept beside the checkpoints
 run.save_figure(plots.plot_training_curves(history), "training_curves.png")
 
 # %% [markdown]
+# `training_curves.png`, one line per layer against tokens trained (the metrics are kept beside the
+# checkpoints, so a resumed run's curves are whole): **FVU**, the fraction of the variance the SAE
+# leaves unexplained on its training batches, falls steeply over the first few million tokens and then
+# slowly (it should end near 1 - var_expl of the validation below); **L0** is K on every step (TopK
+# keeps exactly K latents a token); **dead latents** (none fired for `DEAD_TOKENS_THRESHOLD` tokens)
+# should fall back towards 0 % once AuxK starts; the **AuxK loss** is 0 while no latent is dead; the
+# **learning rate** warms up, then decays along a cosine to `LR_MIN`. A loss that stalls high, or
+# dead latents that keep climbing, mean a learning rate too high or an SAE too wide for the tokens.
+
+# %% [markdown]
 # ## 5. Validate on held-out text
 #
 # Fresh tokens the SAE never saw (`VAL_DATASET`, another crawl of FineWeb-Edu by default). We
 # report the fraction of variance explained, L0, latents alive, and the next-token loss with the
 # SAE's reconstruction spliced into the model at its layer, between the clean model (100%
 # recovered) and the layer zero-ablated (0%).
+#
+# `val_report.json`, one entry per layer: `var_expl` (1 - the fraction of variance unexplained, over
+# the held-out tokens), `l0` (active latents a token), `alive` and `dead_pct` (latents that never
+# fired on them), `ce_loss_clean` / `ce_loss_spliced` / `ce_loss_zero_ablation` and
+# `ce_loss_recovered` = (zero - spliced) / (zero - clean), `kl_div_spliced` (the KL divergence of the
+# spliced model's next-token distribution from the clean one's), and the same scores in SAELens'
+# `run_evals` terms; its `definitions` say how each is computed.
+
+# %% [markdown] when="MODEL_ID=google/gemma-2-2b"
+# **What a healthy run shows here** (TopK, k = 64, 16k latents, Gemma-2-2B layer 12, 50M tokens):
+#
+# - `l0` is 64: TopK keeps exactly k latents a token, fewer only where fewer than k pre-activations
+#   are positive.
+# - `var_expl` about 0.75-0.85. Public SAEs on this very layer set the range: a TopK SAE of 16k latents
+#   at k = 100 trained on 200M Pile tokens reports 0.85 (huggingface.co/senator1/sae-gemma2-2b-layer12-v9c),
+#   Matryoshka BatchTopK SAEs of 32k latents at k = 40 on 750M tokens 0.73
+#   (huggingface.co/chanind/gemma-2-2b-batch-topk-matryoshka-saes-w-32k-l0-40); with k = 64 and 50M
+#   tokens, expect the lower half.
+# - `ce_loss_recovered` about 0.90-0.99. It is the zero-ablation score SAELens calls `ce_loss_score`;
+#   published SAEs of this size and sparsity on Gemma-2 residual streams (Gemma Scope, Lieberum et al.
+#   2024; SAEBench's suite on this layer, Karvonen et al. 2025) score in that band, higher on longer
+#   contexts. Below 0.9 something is wrong (too few tokens, the wrong layer, a dtype problem).
+# - `dead_pct` near 0 (below a few per cent): AuxK keeps latents alive (Gao et al. 2024 keep dead
+#   latents to 7 % even at 16M latents).
+#
+# These ranges come from other people's runs on more tokens; a run of 50M tokens that lands a little
+# below them is normal, one far below is not.
+
+# %% [markdown] when="MODEL_ID!=google/gemma-2-2b"
+# **What a healthy run shows here**: `l0` equal to K (TopK keeps exactly K latents a token), `dead_pct`
+# near 0 (AuxK keeps latents alive), `ce_loss_recovered` above about 0.9 and `var_expl` above about
+# 0.7 at this sparsity. No published SAE of this shape on this model and layer gives a narrower
+# reference; for Gemma-2-2B at layer 12 with k = 64 the published range is var_expl 0.75-0.85 and CE
+# loss recovered 0.90-0.99 (notebook 01 cites the sources).
 
 # %%
 val_batches = train.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_DATASET or None)
@@ -237,7 +309,18 @@ for layer, folder in folders.items():
 uploads = export.upload_export(folders, repo_id, private=HF_PRIVATE)  # never raises: failures land in `uploads`
 
 # %% [markdown]
+# `export/blocks.<layer>.hook_resid_post/`: one folder per layer, as described above. Healthy: each
+# line above says the reloaded SAE encodes identically (True); the upload line names the repo and says
+# private, or says why it did not upload (and nothing was asked when `HF_REPO` is empty).
+
+# %% [markdown]
 # ## 7. The run report
+#
+# `run_report.json`: the model, layers and SAE shape, the data (the mix's sources and the share of
+# tokens each gave), tokens and steps trained (`resumed_from` when this run picked up a checkpoint),
+# where the checkpoints are, the validation above, the export folders and whether each reloads
+# identically, and the upload (`hub`: empty when nothing was asked). Healthy: `tokens_trained` is
+# `TOTAL_TOKENS` (rounded up to a whole batch) and every `export_reloads_identically` is true.
 
 # %%
 run_report = {

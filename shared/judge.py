@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .checkpoint import atomic_write_text
-from .runtime import get_secret
+from .runtime import get_secret, require_package
 
 SCORE_METRIC = ("detection balanced accuracy on held-out activating contexts (across activation quantiles) vs "
                 "held-out contexts measured non-activating (0.5 = chance)")
@@ -52,6 +52,8 @@ AUROC_METRIC = ("AUROC of the feature's peak activation in each scored context, 
 DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 KEY_NAMES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+# each backend's SDK: installed when that backend is chosen (its key is set), not before
+SDKS = {"anthropic": "anthropic>=0.40", "openai": "openai>=1.50"}
 
 # USD per million (input, output) tokens, matched by the longest model-name prefix. List prices as
 # of 2025; check the provider's pricing page before a large run.
@@ -239,6 +241,7 @@ class _Backend:
         if not api_key:
             raise ValueError(f"{type(self).__name__}: api_key is empty; set {KEY_NAMES[self.name]}")
         self.model, self.timeout = model, timeout
+        require_package(SDKS[self.name], why=f"the {self.name} judge")
         self._client = self._make_client(str.__str__(api_key), base_url, timeout)
 
     def __repr__(self) -> str:  # never the key
@@ -491,12 +494,14 @@ class Judge:
     # --- many features
     def label_features(self, features) -> dict:
         """The catalog dict for `features` (in rank order): top-level judge_backend, judge_model,
-        score_metric, auroc_metric and `features`, one entry each with id, rank, name, desc, confidence,
-        fire_rate, mean_when_fired, score (balanced accuracy), auroc, held_out {activating,
-        non_activating: contexts scored} and top_activating_examples[{activation, text}].
+        score_metric, auroc_metric, judge_failed, judge_error and `features`, one entry each with id, rank,
+        name, desc, confidence, fire_rate, mean_when_fired, score (balanced accuracy), auroc, held_out
+        {activating, non_activating: contexts scored} and top_activating_examples[{activation, text}].
 
         A feature whose requests fail after all retries gets an empty name, a desc saying why and
         score None; the others are unaffected, and a re-run asks only for what is missing.
+        `judge_failed` counts those features and `judge_error` is the first one's reason ("" if none);
+        `summary` says it in one line.
         """
         feats = [FeatureEvidence.coerce(f) for f in features]
         self.log(self.estimate_cost(feats))
@@ -509,7 +514,7 @@ class Judge:
                     raise RuntimeError(f"{self.backend.name} refused the API key (HTTP {e.status_code}): "
                                        f"check {KEY_NAMES[self.backend.name]}") from None
                 return {"name": "", "desc": f"judge failed: {type(e).__name__}: {str(e)[:120]}",
-                        "confidence": 0.0, "score": None, "auroc": None}
+                        "confidence": 0.0, "score": None, "auroc": None, "failed": True}
 
         with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
             labels = list(pool.map(one, feats))
@@ -524,8 +529,24 @@ class Judge:
                 "top_activating_examples": [{"activation": round(_max_act(e), 4), "text": _text(e)}
                                             for e in top[:20]],
             })
+        failed = [lab for lab in labels if lab.get("failed")]
         return {"judge_backend": self.backend.name, "judge_model": self.backend.model,
-                "score_metric": SCORE_METRIC, "auroc_metric": AUROC_METRIC, "features": entries}
+                "score_metric": SCORE_METRIC, "auroc_metric": AUROC_METRIC, "judge_failed": len(failed),
+                "judge_error": failed[0]["desc"].removeprefix("judge failed: ") if failed else "", "features": entries}
+
+
+def summary(catalog: dict) -> str:
+    """One line on how the labelling went, from label_features' dict: all labelled, or how many features
+    the judge failed on and why (their names are blank in the catalog)."""
+    n, failed = len(catalog["features"]), catalog.get("judge_failed", 0)
+    who = f"{catalog['judge_backend']} ({catalog['judge_model']})"
+    if not failed:
+        return f"judge {who}: labelled all {n} features"
+    if failed == n:
+        return (f"judge {who} FAILED on every feature ({n} of {n}; first error: {catalog['judge_error']}): the "
+                "catalog's names are blank. Check the key and the service, then run again.")
+    return (f"judge {who} failed on {failed} of {n} features (first error: {catalog['judge_error']}): their "
+            "names are blank; run again to retry them (the others are cached).")
 
 
 def _as_indices(obj) -> set[int]:

@@ -328,9 +328,27 @@ def _load_hub(model_id, dev, dtype, token, attn_implementation):
         tok = AutoTokenizer.from_pretrained(model_id, token=token)
     if "device_map" not in kw and dev.type != "cpu":
         model.to(dev)
+    cast_to_dtype(model, dtype)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return _freeze(model), tok
+
+
+def cast_to_dtype(model: nn.Module, dtype: torch.dtype) -> int:
+    """Cast the floating parameters that loading left in another dtype to `dtype`, in place; returns how many.
+
+    Some transformers releases drop the requested dtype when they swap a composite config for its text
+    config (Qwen3.5 loads text-only through `get_text_config()`) and load in the checkpoint's or the default
+    dtype: without this, "float16 on a T4" would silently be float32 or bfloat16. Parameters of the modules
+    a model keeps in float32 on purpose (`_keep_in_fp32_modules`) and buffers (rotary frequencies) are left.
+    """
+    keep = [*(getattr(model, "_keep_in_fp32_modules", None) or ()), *(getattr(model, "_keep_in_fp32_modules_strict", None) or ())]
+    n = 0
+    for name, param in model.named_parameters():
+        if param.is_floating_point() and param.dtype != dtype and not any(k in name.split(".") for k in keep):
+            param.data = param.data.to(dtype)
+            n += 1
+    return n
 
 
 # ----------------------------------------------------------------------------- layout helpers

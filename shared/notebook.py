@@ -148,6 +148,16 @@ def _layers(allow_empty: bool = False) -> Rule:
     return rule
 
 
+def _several_layers(v, ctx):
+    """LAYERS: one or more layers; at least 2 where the notebook spans layers (a crosscoder, 17, has a
+    SPARSITY; a sparse feature circuit, 15, has SAE_IDS)."""
+    layers = _layers()(v, ctx)
+    if len(layers) < 2 and ("SPARSITY" in ctx.params or "SAE_IDS" in ctx.params):
+        what = "a crosscoder reads and writes" if "SPARSITY" in ctx.params else "a sparse feature circuit spans"
+        raise ValueError(f"{what} at least 2 layers: give 2 or more block indices, e.g. [6, 12, 18]")
+    return layers
+
+
 def _device(auto: str, empty_ok: bool = False) -> Rule:
     def rule(v, ctx):
         if not isinstance(v, str) or (not v.strip() and not empty_ok):
@@ -284,7 +294,11 @@ def _dtype(v, ctx):
 
 def _feature(v, ctx):
     if isinstance(v, str):
-        return _text()(v, ctx)
+        _text()(v, ctx)
+        if not str(ctx.params.get("FEATURE_CATALOG", "")).strip():
+            raise ValueError("words search FEATURE_CATALOG's labels: set FEATURE_CATALOG to a feature_catalog.json "
+                             "(notebook 04's output), or give a latent id")
+        return v
     v = _int(-1, " (a latent id, -1 = the top-ranked one, or words to search the catalog labels)")(v, ctx)
     _within_sae([v] if v >= 0 else [], ctx)
     return v
@@ -322,7 +336,7 @@ RULES: dict[str, Rule] = {
     # model and layers (MODEL_ID first: the layer rules read its config)
     "MODEL_ID": _model_id,
     "LAYER": _layers(),
-    "LAYERS": _layers(),
+    "LAYERS": _several_layers,
     "SWEEP_LAYERS": _layers(allow_empty=True),
     # data
     "DATASET": _training_data,
@@ -486,7 +500,7 @@ def _catalog_file(v, ctx):
 RULES.update({
     "SAE": _sae, "SAE_ID": _sae_id, "N_TOKENS": _POS, "N_FEATURES": _POS, "DETECTION_TOKENS": _POS,
     "JUDGE": _choice("auto", "anthropic", "openai", "offline"), "ANTHROPIC_MODEL": _text(), "OPENAI_MODEL": _text(),
-    "CATALOG": _catalog_file,
+    "CATALOG": _catalog_file, "FEATURE_CATALOG": _catalog_file,  # a catalog to name features by (06, 11)
 })
 
 # --- Stage Gate G1 (11): which problems, whose answers, the feature packs
@@ -541,12 +555,19 @@ RULES.update({
 # --- a k sweep of SAE architectures (12): which architectures, which k
 
 
+# the architectures a k sweep trains: sweep.k_architectures(), written out so the parameter check does not
+# vendor the SAE classes (tests/test_parameters.py keeps them equal)
+SWEEP_ARCHITECTURES = ("batchtopk", "matryoshka_batchtopk", "topk")
+
+
 def _architectures(v, ctx):
-    """Names only here (the registry lives with the SAE classes, which only training notebooks
-    carry): sweep.check_sweep says which are registered and take a k, before any download."""
     if (isinstance(v, str) or not isinstance(v, (list, tuple)) or not v
             or not all(isinstance(s, str) and s.strip() for s in v)):
         raise ValueError("must be a non-empty list of architecture names, e.g. ['topk', 'batchtopk']")
+    unknown = [a for a in v if a not in SWEEP_ARCHITECTURES]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not an architecture with a k to sweep: use "
+                         f"{', '.join(map(repr, SWEEP_ARCHITECTURES))}")
     return _distinct(list(v), "architecture")
 
 

@@ -275,3 +275,33 @@ def hf_token(token: str | None = None, *, required: bool = False, why: str = "")
         return get_secret("HF_TOKEN", required=required)
     except RuntimeError as e:
         raise RuntimeError(f"{why} {e}".strip()) from None
+
+
+def require_package(spec: str, why: str) -> None:
+    """Make the distribution `spec` names importable at a version `spec` allows, pip-installing it only when
+    it is missing or too old: for the optional SDKs that only a chosen backend needs (the judge's anthropic
+    and openai, installed when their key is set, never by the install cell). One-line RuntimeError when pip
+    fails, or when an older copy was already imported (only a restart loads the new one)."""
+    import importlib
+    import importlib.metadata
+    import subprocess
+
+    from packaging.requirements import Requirement
+
+    req = Requirement(spec)
+    try:
+        have = importlib.metadata.version(req.name)
+    except importlib.metadata.PackageNotFoundError:
+        have = None
+    if have is not None and req.specifier.contains(have, prereleases=True):
+        return
+    print(f"installing {spec} for {why}")
+    try:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", spec])
+    except (subprocess.CalledProcessError, OSError) as e:
+        raise RuntimeError(f"could not install {spec} for {why} ({type(e).__name__}): install it yourself "
+                           f"(pip install '{spec}') and run this cell again") from None
+    importlib.invalidate_caches()
+    if have is not None and req.name.lower().replace("-", "_") in sys.modules:
+        raise RuntimeError(f"RESTART NEEDED: {req.name} {have} was already imported and pip installed {spec}: "
+                           "restart the kernel, then run all cells again")

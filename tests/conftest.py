@@ -96,6 +96,14 @@ platform = "any"
 accelerator = "T4"
 expected_time = "1 min"
 requirements = ["packaging>=20", "torch>=999"]
+[notebook.needs]
+memory_gb = 15
+secrets = [{name = "HF_TOKEN", required = true, why = "the gated demo model"}]
+gated = [{model = "org/gated-demo", licence = "https://huggingface.co/org/gated-demo"}]
+downloads = [{what = "demo weights", gb = 0.5}]
+kaggle_internet = true
+colab_drive = false
+time_basis = "measured on a T4, 2025-01-01"
 [notebook.parameters]
 N = 5
 [notebook.smoke]
@@ -113,6 +121,14 @@ level = "beyond"
 platform = "kaggle"
 accelerator = "none"
 expected_time = "2 min"
+[notebook.needs]
+memory_gb = 0
+secrets = []
+gated = []
+downloads = []
+kaggle_internet = false
+colab_drive = false
+time_basis = "estimated from the first entry's measurement"
 [notebook.parameters]
 N = 7
 NAME = "tiny:llama"

@@ -124,6 +124,36 @@ def test_retries_are_bounded_and_failures_not_cached(tmp_path):
         assert f["score"] == 1.0 and len(api.requests) == 5
 
 
+@pytest.mark.parametrize("fail, expect", [(2, "FAILED on every feature (2 of 2"), (1, "failed on 1 of 2 features"),
+                                          (0, "labelled all 2 features")])
+def test_failures_are_counted_and_said_in_one_line(fail, expect, tmp_path):
+    """A judge that answers 500 loses the labels but not the run; the catalog counts what failed and the
+    summary says so, with the first reason."""
+    with FakeLLM(responder, script=["500"] * fail) as api:
+        j = judge.Judge(make_backend("anthropic", api), cache_dir=tmp_path, max_workers=1, max_attempts=1,
+                        log=lambda s: None)
+        cat = j.label_features(features(2))
+    assert cat["judge_failed"] == fail and sum(f["name"] == "" for f in cat["features"]) == fail
+    assert cat["judge_error"].startswith("InternalServerError") if fail else cat["judge_error"] == ""
+    line = judge.summary(cat)
+    assert expect in line and "\n" not in line and KEY not in line
+    assert "failed" not in {k for f in cat["features"] for k in f}  # the marker stays out of the catalog
+
+
+def test_sdk_is_installed_only_for_the_backend_a_key_picks(monkeypatch):
+    """The judge's SDK is not a notebook requirement: it is made importable when its backend is chosen."""
+    asked = []
+    monkeypatch.setattr(judge, "require_package", lambda spec, why: asked.append(spec))
+    for name in judge.KEY_NAMES.values():
+        monkeypatch.delenv(name, raising=False)
+    judge.pick_backend()
+    judge.pick_backend(prefer="anthropic")  # asked for, but no key: the offline labeller, no install
+    assert asked == []
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    judge.pick_backend()
+    assert asked == ["openai>=1.50"]
+
+
 def test_non_retryable_error_is_not_retried(tmp_path):
     with FakeLLM(responder) as api:
         b = judge.AnthropicBackend("claude-haiku-4-5", KEY, base_url=api.url + "/nowhere")

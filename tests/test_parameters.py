@@ -60,6 +60,9 @@ BAD = [
     ("HF_PRIVATE", "yes", None), ("OUTPUT_DIR", "", None), ("SEED", "zero", None),
 
     ("FEATURE", -2, None), ("FEATURE", 1.5, None), ("FEATURE_CATALOG", 3, None), ("BASELINE_TOKENS", 0, None),
+    ("FEATURE", "weather words", lambda p: not p.get("FEATURE_CATALOG")),
+    ("FEATURE_CATALOG", "no/such/feature_catalog.json", None),
+    ("LAYERS", [1], lambda p: "SPARSITY" in p or "SAE_IDS" in p),
     ("WATCH_FEATURES", [-1], None), ("WATCH_FEATURES", "5", None), ("PERCENTILE", 100, None),
     # a latent id beyond the SAE's width ("train-tiny": 4 x d_model), known before any weights load
     ("FEATURE", 999999, lambda p: p.get("SAE") == "train-tiny"),
@@ -90,6 +93,7 @@ BAD += [  # circuits (14)
 
 BAD += [  # a k sweep of SAE architectures (12)
     ("ARCHITECTURES", [], None), ("ARCHITECTURES", "topk", None), ("ARCHITECTURES", ["topk", "topk"], None),
+    ("ARCHITECTURES", ["topk", "batch_topk"], None),
     ("K_VALUES", [], None), ("K_VALUES", lambda p: [8, p["D_SAE"] + 1], None), ("K_VALUES", [16, 16], None),
     ("K_VALUES", [0.5], None),
 ]
@@ -147,6 +151,24 @@ def test_bad_value_is_a_one_line_error_naming_the_parameter(entry, name, bad):
     message = str(e.value)
     assert message.startswith(f"{name} = {value!r}"[:40]) and "\n" not in message, message
     assert len(message) < 400 and isinstance(e.value, ValueError)
+
+
+def test_sweep_architectures_are_the_registered_ones_with_a_k():
+    from shared import sweep
+
+    assert list(notebook.SWEEP_ARCHITECTURES) == sweep.k_architectures()
+
+
+@pytest.mark.parametrize("entry_id, name, value, says", [
+    ("06_steer_your_model", "FEATURE", "weather words", "set FEATURE_CATALOG to a feature_catalog.json"),
+    ("12_batchtopk_vs_topk", "ARCHITECTURES", ["topk", "batch_topk"], "'batch_topk' is not an architecture with a k"),
+    ("17_train_crosscoder", "LAYERS", [1], "a crosscoder reads and writes at least 2 layers"),
+])
+def test_bad_value_says_what_to_set(entry_id, name, value, says):
+    entry = next(e for e in ENTRIES if e.id == entry_id)
+    with pytest.raises(notebook.ParameterError, match=f"^{name} = ") as e:
+        notebook.check_parameters({**parameters_of(entry), name: value})
+    assert says in str(e.value)
 
 
 def test_layer_normalisation_and_devices():
@@ -217,6 +239,32 @@ def test_notebook_stops_in_the_check_cell_with_one_line(tmp_path, monkeypatch):
     # rule, header, the cell's frame, check_parameters' frame, the message: no library internals
     assert len(error["traceback"]) <= 5 and sum(t.count("\n") + 1 for t in error["traceback"]) < 40, error["traceback"]
     assert not list(Path(tmp_path / "run").rglob("*.json"))  # stopped before anything ran
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("entry_id, name, value", [
+    ("06_steer_your_model", "FEATURE", "weather words"),
+    ("12_batchtopk_vs_topk", "ARCHITECTURES", ["topk", "batch_topk"]),
+    ("17_train_crosscoder", "LAYERS", [1]),
+])
+def test_mistyped_parameter_stops_in_the_first_cell_before_anything_is_written(entry_id, name, value, tmp_path,
+                                                                              monkeypatch):
+    """Mistakes that used to surface later as a library ValueError (12, 17: after OUTPUT_DIR was made) or
+    as "feature catalog '.' is not a file" (06) stop the check cell with one line in the parameter's name."""
+    import papermill as pm
+
+    from test_notebooks import run_notebook
+
+    path, entry = _rendered(entry_id)
+    params = {**entry.smoke, name: value}
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        run_notebook(path, params, tmp_path, monkeypatch)
+    assert e.value.ename == "ParameterError" and e.value.evalue.startswith(f"{name} = {value!r}"), e.value.evalue
+    nb = json.loads((tmp_path / "executed.ipynb").read_text())
+    (failed,) = [c for c in nb["cells"] if c["cell_type"] == "code"
+                 and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert "notebook.check_parameters(globals())" in "".join(failed["source"])
+    assert not (tmp_path / "run" / params["OUTPUT_DIR"]).exists()  # nothing made, nothing written
 
 
 def test_edit_residual_accepts_a_negative_layer():
