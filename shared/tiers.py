@@ -833,6 +833,7 @@ class Estimate:
     what: str
     basis: str
     placement: str = "one GPU"
+    phases: dict = field(default_factory=dict)  # {"train": per-GPU parts, "inference": per-GPU parts}
 
     @property
     def peak_gib(self) -> float:
@@ -1024,7 +1025,7 @@ def notebook_estimate(notebook: str, params: Mapping, gpu: str) -> Estimate:
     s = SHAPES[w.model_id]
     wbytes = _weight_bytes(g)
     context = CUDA_CONTEXT_GB if g.name != "cpu" else 0.0
-    phases, placement = [], "one GPU"
+    phases, placement, named = [], "one GPU", {}
     if w.train is not None:  # the training phase: memory_breakdown, as notebook 07 weighs it
         m = w.train.recipe
         placement = train_placement(m, g)
@@ -1032,6 +1033,7 @@ def notebook_estimate(notebook: str, params: Mapping, gpu: str) -> Estimate:
         mem = memory_breakdown(m, g, layers, m.d_sae, m.fwd_batch_seqs, m.sae_batch_tokens, m.buffer_rows(),
                                placement, crosscoder=w.train.crosscoder)
         phases.append(mem)
+        named["train"] = mem
     # the inference phase (validation of a trained SAE, or the whole run of a notebook that uses one):
     # the weights as the run places them, the logits on the GPU of the unembedding, the SAEs on theirs
     n_gpus = len(phases[0]) if phases else 1
@@ -1055,6 +1057,7 @@ def notebook_estimate(notebook: str, params: Mapping, gpu: str) -> Estimate:
     for part in infer:
         part["total"] = sum(part.values())
     phases.append({f"gpu{i}": part for i, part in enumerate(infer)})
+    named["inference"] = phases[-1]
     memory: dict = {}
     for phase in phases:
         for dev, part in phase.items():
@@ -1085,7 +1088,8 @@ def notebook_estimate(notebook: str, params: Mapping, gpu: str) -> Estimate:
         parts["sae_encode"] = sum(w.encode_tokens * sae_encode_seconds_per_token(d, n, g) for d, n in w.saes) / 60
     if w.external_s:
         parts["llm_judge"] = w.external_s / 60
-    return Estimate(notebook, g.name, memory, usable_gib(g), sum(parts.values()), parts, w.what, g.basis, placement)
+    return Estimate(notebook, g.name, memory, usable_gib(g), sum(parts.values()), parts, w.what, g.basis, placement,
+                    named)
 
 
 # ---------------------------------------------------------------------------------------------

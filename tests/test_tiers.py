@@ -193,6 +193,28 @@ def test_spread_notebooks_fit_as_transformers_places_them(notebook):
     assert max(m.layers) < min(real[sae_gpu]["blocks"])  # the forward never runs on the SAE's GPU
 
 
+def test_spread_loads_gpu_by_gpu_under_the_max_memory_we_pass(monkeypatch):
+    """models.load_model(device="spread", max_memory=...) asks transformers for device_map="sequential"
+    with exactly those limits (the split the tests above check); without limits, its balanced "auto"."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from shared import models, train
+
+    asked = []
+    tiny, tok = models.load_model("tiny:llama", device="cpu")
+    monkeypatch.setattr(AutoConfig, "from_pretrained", lambda *a, **k: config_of("meta-llama/Llama-3.1-8B"))
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda model_id, **kw: asked.append(kw) or tiny)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda *a, **k: tok)
+    P = catalog_params("08_explorer_llama3_8b_kaggle")
+    limits = train.spread_max_memory(P, config=config_of(P["MODEL_ID"]), totals_gib=[14.56, 14.56])
+    assert limits[1] < limits[0]  # the SAE's GPU keeps room for it
+    models.load_model(P["MODEL_ID"], device="spread", max_memory=limits)
+    models.load_model(P["MODEL_ID"], device="spread")
+    assert asked[0]["device_map"] == "sequential" and asked[0]["max_memory"] == limits
+    assert asked[1]["device_map"] == "auto" and "max_memory" not in asked[1]
+    assert train.spread_max_memory({**P, "MODEL_DEVICE": "cuda:0"}, totals_gib=[14.56, 14.56]) is None
+
+
 def test_recipes_are_the_catalog_notebooks_parameters():
     """One source of truth: each tier recipe notebook 07 recommends is the shape its catalog notebook
     trains (layers, d_sae, k, context, batches, buffer, tokens, placement)."""
@@ -414,3 +436,25 @@ def test_qwen35_4b_split_fits_two_t4s():
     assert option.fits and option.placement == "split"
     assert all(part["total"] <= tiers.usable_gib(g) for part in option.memory_gb.values())
     assert option.tokens >= 150e6  # the notebook's 150M tokens in ~25 h (three Kaggle sessions; it resumes)
+
+
+@pytest.mark.slow
+def test_fit_check_dry_runs_on_cpu(tmp_path):
+    """bench/train_loop.py --fit-check (the GPU step of bench/gpu_checks.sh) runs its whole logic on the CPU
+    with the toy model in place of the notebook's: parameters from the catalog, the trainer under the
+    emulated platform memory, the prediction of the training phase beside the (here absent) peak."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "fit.json"
+    cmd = [sys.executable, str(REPO / "bench" / "train_loop.py"), "--device", "cpu", "--model", "toy", "--fit-check",
+           "08_explorer_llama3_8b_kaggle", "--steps", "6", "--set", "LAYER=2", "--set", "D_SAE=256", "--set", "K=8",
+           "--set", "CONTEXT_LEN=32", "--set", "MODEL_BATCH_SIZE=4", "--set", "BATCH_TOKENS=128", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["platform"] == "2xT4" and result["single_gpu_emulation_of"] == 2 and result["steps"] == 6
+    assert result["parameters"]["BLOCK_BATCHES"] == 8 and result["parameters"]["MODEL_DEVICE"] == "spread"
+    assert set(result["predicted_parts"]) == {"gpu0", "gpu1"} and 0 < result["predicted_gib"] < result["usable_gib"]
+    assert result["measured_gib"] is None  # no GPU here: the peak comes from a lent one
