@@ -101,11 +101,12 @@ print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint
 # ### Two GPUs, a kill, and the next session
 #
 # On Kaggle's 2xT4 a model of up to ~6B parameters fits one T4 in fp16 (T4s have no bf16): it runs
-# on `cuda:0` and the SAE trains on `cuda:1`, so the forward pass and the SAE step overlap instead
-# of fighting for one card's memory. Bigger models (7-8B) are spread over both cards
-# (`MODEL_DEVICE = "spread"`): cuda:0 is filled first, and cuda:1 takes the rest of the weights only up
-# to what leaves room for the SAE, its Adam state and the activation buffer beside them (a `max_memory`
-# computed from these parameters); the forward stops before the blocks that land there. Kaggle stops a session after 12 hours and a kernel can die earlier;
+# on `cuda:0` and the SAE trains on `cuda:1`, so the forward pass and the SAE step each have a card's
+# memory instead of fighting for one (they still run one after the other). Bigger models (7-8B) are
+# spread over both cards (`MODEL_DEVICE = "spread"`): cuda:0 is filled first, and cuda:1 takes the rest
+# of the weights only up to what leaves room for the SAE, its Adam state and the activation buffer
+# beside them (a `max_memory` computed from these parameters); the forward stops before the blocks
+# that land there. Kaggle stops a session after 12 hours and a kernel can die earlier;
 # whatever killed it, re-running the notebook from the top finds the newest checkpoint and goes on.
 # Local folders die with the session, so across Kaggle sessions set
 # `CHECKPOINT_DIR = "hf:<user>/<repo>"` and add your HF token (write access) as the Kaggle secret
