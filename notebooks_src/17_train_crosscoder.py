@@ -25,7 +25,7 @@
 # - Survive a disconnect: training checkpoints every `CHECKPOINT_EVERY_TOKENS` (to Google Drive on
 #   Colab); re-run the notebook from the top and it resumes where the last checkpoint left off.
 #
-# Default: Gemma-2-2B at layers 6, 12 and 18, 8192 features, TopK with k = 64, 20M tokens (~30 min on a T4).
+# Default: Gemma-2-2B at layers 6, 12 and 18, 8192 features, TopK with k = 64, 20M tokens (about 1.7 h on a T4).
 # The layers are scaled to a common norm first, so per-layer norms compare across layers.
 
 # %% tags=["parameters"]

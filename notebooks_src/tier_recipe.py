@@ -56,6 +56,7 @@ BATCH_TOKENS = 4096  # @param {type:"integer"}
 MODEL_BATCH_SIZE = 8  # @param {type:"integer"}
 BLOCK_BATCHES = 32  # @param {type:"raw"}
 # forwards per shuffled block (the activation buffer); "auto": as many as half the free memory holds
+# beside what the training steps need
 LR = 2e-4  # @param {type:"number"}
 LR_MIN = 6e-5  # @param {type:"number"}
 WARMUP_STEPS = 1000  # @param {type:"integer"}
@@ -115,9 +116,12 @@ print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint
 # ### Two GPUs, a kill, and the next session
 #
 # On Kaggle's 2xT4 a model of up to ~6B parameters fits one T4 in fp16 (T4s have no bf16): it runs
-# on `cuda:0` and the SAE trains on `cuda:1`, so the forward pass and the SAE step overlap instead
-# of fighting for one card's memory. Bigger models (7-8B) are spread over both cards
-# (`MODEL_DEVICE = "spread"`). Kaggle stops a session after 12 hours and a kernel can die earlier;
+# on `cuda:0` and the SAE trains on `cuda:1`, so the forward pass and the SAE step each have a card's
+# memory instead of fighting for one (they still run one after the other). Bigger models (7-8B) are
+# spread over both cards (`MODEL_DEVICE = "spread"`): cuda:0 is filled first, and cuda:1 takes the rest
+# of the weights only up to what leaves room for the SAE, its Adam state and the activation buffer
+# beside them (a `max_memory` computed from these parameters); the forward stops before the blocks
+# that land there. Kaggle stops a session after 12 hours and a kernel can die earlier;
 # whatever killed it, re-running the notebook from the top finds the newest checkpoint and goes on.
 # Local folders die with the session, so across Kaggle sessions set
 # `CHECKPOINT_DIR = "hf:<user>/<repo>"` and add your HF token (write access) as the Kaggle secret
@@ -151,7 +155,8 @@ print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint
 # `flash-linear-attention` when it is installed and fall back to plain PyTorch otherwise.
 
 # %%
-model, tokenizer = run.load_model()  # on MODEL_DEVICE in MODEL_DTYPE; prints blocks, widths, dtype, device
+# on MODEL_DEVICE in MODEL_DTYPE (spread: GPU by GPU, room kept for the SAE); prints blocks, widths, dtype, device
+model, tokenizer = run.load_model(max_memory=train.spread_max_memory(P))
 
 probe = tokenizer("The residual stream carries everything the model knows about a token.",
                   return_tensors="pt").input_ids.to(models.model_device(model))
@@ -187,8 +192,10 @@ run.save_figure(plt, "residual_norms.png")
 # one, and each SAE trains on its own layer's rows of the same tokens.
 
 # %% [markdown] when="BLOCK_BATCHES=auto"
-# With `BLOCK_BATCHES = "auto"` the buffer takes as many forwards as half the free memory holds, and
-# shrinks its blocks if memory gets tight later, so it does not run out.
+# With `BLOCK_BATCHES = "auto"` the buffer takes as many forwards as half the free memory holds once
+# the training steps' own needs are set aside (Adam's moments, which torch allocates at the first
+# step, one SAE's gradients and step tensors), and shrinks its blocks if memory gets tight later, so
+# it does not run out.
 
 # %% [markdown] when="DATASET~^\\["
 # With a `DATASET` mix, the tokens each source actually contributed are counted and logged beside

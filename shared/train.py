@@ -26,13 +26,13 @@ from typing import Iterator, Mapping
 import torch
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, tiers
 from .capture import (ActivationBlocks, block_batches_for_memory, check_layers, free_memory_bytes, layer_count,
-                      residual_rows)
+                      residual_rows, total_memory_bytes)
 from .hooks import resolve_layers
 from .data import mix_streams, parse_source, token_batches
 from .models import d_model, load_model, model_device
-from .runtime import resolve_device
+from .runtime import SPREAD, resolve_device, spread_max_memory as _spread_max_memory
 from .sae import ARCHITECTURES, SAEConfig, build_sae, config_from_dict
 from .sae_topk import TopKConfig
 
@@ -252,17 +252,22 @@ def validation_batches(cfg: TrainConfig, tokenizer, n_tokens: int, dataset: str 
 
 
 def activation_blocks(model, tokenizer, cfg: TrainConfig, device, state: dict | None = None,
-                      group: distributed.Group | None = None) -> ActivationBlocks:
+                      group: distributed.Group | None = None, reserve=None) -> ActivationBlocks:
     """The run's shuffling buffer over its token stream, from `state` (a checkpoint's "data") on.
 
     A block is `block_batches` forwards; this is the one place its size is chosen, and with it the
-    buffer's memory (`ActivationBlocks.capacity` rows per layer): cfg.block_batches, or for "auto"
-    as many as buffer_memory_fraction of the free memory holds (at most AUTO_BLOCK_BATCHES); either
-    way the buffer shrinks its blocks when that share of the free memory no longer holds them.
+    buffer's memory (`ActivationBlocks.capacity` rows per layer): cfg.block_batches, or for "auto" as
+    many as buffer_memory_fraction of the free memory holds (at most AUTO_BLOCK_BATCHES); either way the
+    buffer shrinks its blocks when that share no longer holds them. The free memory counted is what the
+    training steps leave (tiers.buffer_budget_bytes): less `reserve()` (step_reserve_bytes: Adam's
+    moments torch has not allocated yet, one SAE's gradients and step tensors) and, on a GPU, the share
+    tiers keeps for fragmentation. Under torchrun every rank takes the smallest size any rank can hold.
     The buffer's `tokens_by_source` counts the tokens packed per mix source."""
     dtype = getattr(torch, cfg.activation_dtype)
     rows_per_forward = cfg.model_batch_size * cfg.context_len
     counts: dict[str, int] = {}
+    device = torch.device(device)
+    agree = group.min_int if group is not None else None
 
     def source(skip: int):
         counts.clear()  # the stream replays from its start (skipping `skip` forwards): recount
@@ -271,21 +276,74 @@ def activation_blocks(model, tokenizer, cfg: TrainConfig, device, state: dict | 
                              dtype=dtype, skip=skip)
 
     def budget() -> int:
-        return int(cfg.buffer_memory_fraction * free_memory_bytes(device))
+        total = total_memory_bytes(device) if device.type == "cuda" else 0
+        return tiers.buffer_budget_bytes(free_memory_bytes(device), reserve() if reserve is not None else 0, total,
+                                         cfg.buffer_memory_fraction)
 
     block_batches = cfg.block_batches
     if block_batches == "auto":
         row_bytes = d_model(model) * len(set(check_layers(model, cfg.layers))) * dtype.itemsize
         block_batches = block_batches_for_memory(budget(), row_bytes=row_bytes, rows_per_forward=rows_per_forward,
                                                  fixed_rows=cfg.batch_tokens, max_batches=AUTO_BLOCK_BATCHES)
+        if agree is not None:
+            block_batches = agree(block_batches)
     blocks = ActivationBlocks(source, batch_tokens=cfg.batch_tokens, block_batches=block_batches,
                               rows_per_forward=rows_per_forward, seed=cfg.seed, device=device, dtype=dtype,
-                              state=state, memory_budget=budget)
+                              state=state, memory_budget=budget, agree=agree)
     blocks.tokens_by_source = counts
     return blocks
 
 
-AUTO_BLOCK_BATCHES = 128  # block_batches="auto" never goes above this many forwards per block
+def step_reserve_bytes(saes: Mapping, optimizers: Mapping, batch_tokens: int) -> int:
+    """Bytes the training steps add to the memory after the buffer is sized (tiers.step_reserve_gib's
+    terms, from the real SAEs): the two Adam moments of every parameter whose optimiser state torch has
+    not allocated yet (it does at the first step; a resumed run has them), plus the largest single
+    SAE's gradients and dense [batch_tokens, d_sae] step tensors (the SAEs step one at a time and free
+    their gradients)."""
+    pending, step = 0, 0
+    for key, sae in saes.items():
+        optimizer = optimizers[key]
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+        pending += sum(2 * p.numel() * p.element_size() for p in params if not optimizer.state.get(p))
+        grads = sum(p.numel() * p.element_size() for p in params)
+        step = max(step, grads + tiers.SAE_ACT_COPIES * batch_tokens * sae.cfg.d_sae * 4)
+    return pending + step
+
+
+def spread_max_memory(P: Mapping, *, config=None, totals_gib=None) -> dict[int, int] | None:
+    """`max_memory` for the tier recipe's model when MODEL_DEVICE is "spread" (None otherwise), so the
+    model fills the GPUs in order and leaves room for what runs beside it: on the SAE's GPU (SAE_DEVICE,
+    the last by default) its SAEs with Adam, step tensors and an integer BLOCK_BATCHES' buffer; on the
+    others the forward's working set (shared.tiers' memory model). The model's last blocks, which the
+    forward stops before, end up beside the SAE. config: the model's config (default: from the Hub);
+    totals_gib: the GPUs' memory (default: torch's)."""
+    if P["MODEL_DEVICE"] != SPREAD:
+        return None
+    if totals_gib is None:
+        if not torch.cuda.is_available():
+            return None
+        totals_gib = [torch.cuda.get_device_properties(i).total_memory / tiers.GIB
+                      for i in range(torch.cuda.device_count())]
+    cfg = config_from_params(P, checkpoint_dir="-")
+    if config is None:
+        from .models import model_config
+
+        config = model_config(cfg.model_id)
+    d = config.hidden_size
+    eager = "gemma2" in str(getattr(config, "model_type", ""))
+    read = len(set(cfg.layers))
+    n_gpus = len(totals_gib)
+    sae_device = str(P.get("SAE_DEVICE") or "")
+    sae_gpu = int(sae_device.split(":")[1]) if sae_device.startswith("cuda:") else n_gpus - 1
+    forward = tiers.forward_gib_of(d, config.num_attention_heads, eager, cfg.model_batch_size, cfg.context_len, read, 2)
+    sae = sum(tiers.sae_training_gib(d, cfg.sae.d_sae, len(sae_plan(cfg, cfg.layers)), cfg.batch_tokens).values())
+    if isinstance(cfg.block_batches, int):
+        rows = cfg.block_batches * cfg.model_batch_size * cfg.context_len + cfg.batch_tokens
+        sae += rows * d * read * tiers.BUFFER_BYTES / tiers.GIB
+    return _spread_max_memory(tiers.spread_reserve(n_gpus, sae_gpu, forward, sae), totals_gib)
+
+
+AUTO_BLOCK_BATCHES = tiers.AUTO_BLOCK_BATCHES  # block_batches="auto" never goes above this many forwards per block
 
 
 def _data_state(state: dict, cfg: TrainConfig) -> dict:
@@ -386,7 +444,8 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
     tokens, step, data = resumed or (0, 0, None)
     metrics_path = default_metrics_path(cfg)
     log = _MetricsLog(metrics_path if group is None or group.main else None, tokens)
-    blocks = activation_blocks(model, tokenizer, cfg, sae_device, data, group=group)
+    blocks = activation_blocks(model, tokenizer, cfg, sae_device, data, group=group,
+                               reserve=lambda: step_reserve_bytes(saes, optimizers, cfg.batch_tokens))
     if tokens >= cfg.total_tokens:
         print(f"Training already complete ({tokens:,} tokens); loaded the final SAEs.")
         return TrainResult(saes, tokens, step, tokens, metrics_path, [], blocks.carry_rows(),

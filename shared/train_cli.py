@@ -103,6 +103,9 @@ def run(P: notebook.Parameters, group: distributed.Group | None) -> train.TrainR
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
         kw["device"] = device
         cfg.sae_device = device
+    max_memory = train.spread_max_memory(P)  # MODEL_DEVICE "spread": room kept for the SAE, as the notebook does
+    if max_memory is not None:
+        kw["max_memory"] = max_memory
     model, tokenizer = nb.load_model(**kw)
     result = train.train(cfg, model, tokenizer)
     if main_rank:

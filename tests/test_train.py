@@ -426,10 +426,12 @@ def test_buffer_shrinks_to_a_small_memory_budget_and_resumes_exactly(tmp_path, m
 
     row_bytes = 2 * 64 * 4  # layers 1 and 3 of tiny:gpt2, float32
     fits_two = (256 + 2 * 8 * 32) * row_bytes  # a batch plus two forwards of 8 x 32
-    monkeypatch.setattr(T, "free_memory_bytes", lambda device: 2 * fits_two)  # buffer_memory_fraction=0.5
+    params = 2 * 64 * 128 + 128 + 64  # one SAE's
+    steps = 2 * 2 * params * 4 + params * 4 + 3 * 256 * 128 * 4  # both SAEs' Adam moments, one's gradient and step
+    monkeypatch.setattr(T, "free_memory_bytes", lambda device: 2 * fits_two + steps)  # buffer_memory_fraction=0.5
     model, tok = load_model("tiny:gpt2", device="cpu")
     auto = {**TINY_RUN, "block_batches": "auto", "total_tokens": 4000}
-    blocks = T.activation_blocks(model, tok, TrainConfig(**auto), "cpu")
+    blocks = T.activation_blocks(model, tok, TrainConfig(**auto), "cpu", reserve=lambda: steps)
     assert blocks.block_batches == 2 and blocks.capacity == 256 + 2 * 256
     with monkeypatch.context() as m:
         m.setattr(T, "free_memory_bytes", lambda device: 10**12)
@@ -451,6 +453,54 @@ def test_buffer_shrinks_to_a_small_memory_budget_and_resumes_exactly(tmp_path, m
         for name, tensor in clean.saes[layer].state_dict().items():
             assert torch.equal(tensor, resumed.saes[layer].state_dict()[name]), f"layer {layer} {name}"
             assert torch.equal(tensor, fixed.saes[layer].state_dict()[name]), f"layer {layer} {name}"
+
+
+def test_step_reserve_counts_what_the_first_step_allocates():
+    """step_reserve_bytes (what the auto buffer sets aside) counts Adam's moments before torch allocates
+    them: the reserve drops by exactly the bytes of exp_avg and exp_avg_sq the first step creates, and what
+    stays is the largest SAE's gradients plus its [batch, d_sae] step tensors."""
+    from shared import train as T
+
+    saes = {k: S.build_sae(TopKConfig(d_in=32, d_sae=d, k=4, seed=k)) for k, d in ((0, 64), (1, 256))}
+    opts = {k: adam(s.parameters(), lr=1e-3, device="cpu") for k, s in saes.items()}
+    before = T.step_reserve_bytes(saes, opts, 128)
+    x = torch.randn(128, 32, generator=torch.Generator().manual_seed(0))
+    for k, sae in saes.items():
+        sae_step(sae, opts[k], x, 1e-3)
+    allocated = sum(v.numel() * v.element_size() for o in opts.values() for st in o.state.values()
+                    for name, v in st.items() if name in ("exp_avg", "exp_avg_sq"))
+    after = T.step_reserve_bytes(saes, opts, 128)
+    assert before - after == allocated > 0
+    biggest = sum(p.numel() * 4 for p in saes[1].parameters())
+    assert after == biggest + 3 * 128 * 256 * 4
+
+
+def test_auto_buffer_is_sized_after_counting_adam(tmp_path, monkeypatch):
+    """BLOCK_BATCHES = "auto" in a real run: the buffer gets half of the free memory less what the steps
+    will take (Adam's moments not yet allocated, a gradient, the step tensors), not half of all of it;
+    the same free memory with the steps' needs ignored would give it more than twice as many forwards."""
+    from shared import train as T
+
+    row_bytes = 2 * 64 * 4
+    free = 20 * 2**20  # the 2 x 2048-latent SAEs' steps need 11 MiB of it
+    monkeypatch.setattr(T, "free_memory_bytes", lambda device: free)
+    sizes = []
+    real = T.activation_blocks
+
+    def spy(*args, **kw):
+        blocks = real(*args, **kw)
+        sizes.append((blocks.block_batches, kw["reserve"]()))
+        return blocks
+
+    monkeypatch.setattr(T, "activation_blocks", spy)
+    cfg = TrainConfig(**{**TINY_RUN, "block_batches": "auto", "sae": dict(d_sae=2048, k=8)}, total_tokens=512,
+                      checkpoint_dir=str(tmp_path / "ck"))
+    train(cfg, progress=False)
+    (blocks, reserve), = sizes
+    params = 2 * 64 * 2048 + 2048 + 64
+    assert reserve == 2 * 2 * params * 4 + params * 4 + 3 * 256 * 2048 * 4
+    assert blocks == ((free - reserve) // 2 // row_bytes - 256) // 256
+    assert (free // 2 // row_bytes - 256) // 256 > 2 * blocks
 
 
 def test_mix_proportions_are_measured_in_tokens_and_logged(tmp_path):
