@@ -458,3 +458,18 @@ def test_fit_check_dry_runs_on_cpu(tmp_path):
     assert result["parameters"]["BLOCK_BATCHES"] == 8 and result["parameters"]["MODEL_DEVICE"] == "spread"
     assert set(result["predicted_parts"]) == {"gpu0", "gpu1"} and 0 < result["predicted_gib"] < result["usable_gib"]
     assert result["measured_gib"] is None  # no GPU here: the peak comes from a lent one
+
+
+def test_needs_time_basis_names_the_models_assumption():
+    """The title cell's `time_basis` (catalog needs) and the throughput model say the same thing: every
+    GPU notebook whose time is estimated for a T4 names the T4 MFU tiers.py assumes, and none still
+    names an MFU the model no longer uses."""
+    import tomllib
+
+    entries = tomllib.loads((REPO / "notebooks_src" / "catalog.toml").read_text())["notebook"]
+    t4 = f"{tiers.GPU_CLASSES['T4'].mfu:.2f} of its fp16 peak"
+    for e in entries:
+        basis = e["needs"]["time_basis"]
+        if "T4" in e["accelerator"] and basis.startswith("estimated") and "arithmetic" not in basis:
+            assert t4 in basis, (e["id"], basis)
+        assert "0.55 of its" not in basis and "0.40 of its" not in basis, (e["id"], basis)
