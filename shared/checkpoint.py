@@ -126,7 +126,7 @@ def _decode(obj: Any, tensors: dict) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------
-# RNG helpers: everything a bitwise resume needs.
+# RNG helpers: everything an exact resume needs.
 
 def get_rng_state() -> dict:
     """Python, numpy, torch CPU and every CUDA device's RNG state, as checkpointable values."""

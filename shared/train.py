@@ -475,6 +475,10 @@ def _ledger(cfg: TrainConfig, tokenizer, expected: dict | None, group) -> replay
     if main:
         pinned = ((expected or {}).get("identity") or {}).get("revisions")
         identity = replay.stream_identity(_sources(cfg), tokenizer, pinned=pinned)
+        unpinned = [name for name, revision in identity["revisions"].items() if revision is None]
+        if unpinned:
+            print(f"Could not pin the Hub revision of {', '.join(unpinned)} (offline or unreachable): a resume "
+                  "still checks the stream by its hash.")
     if group is not None:
         identity = group.broadcast_object(identity)
     return replay.StreamLedger(identity, expected, allow_change=cfg.allow_stream_change, speak=main)
