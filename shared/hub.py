@@ -72,12 +72,18 @@ def ensure_repo(api: Any, repo_id: str, *, private: bool = True, token: str | No
     return getattr(info, "private", None), False
 
 
+_WHOAMI: dict = {}  # (endpoint, token) -> whoami's answer, for check_write_access
+
+
 def check_write_access(api: Any, repo_id: str, token: str | None = None) -> str:
     """The token's user name, once it is shown that the token may write to `repo_id`: its namespace is
     the token's user or one of its organisations (not read-only there), and the token is not a read
     token (nor a fine-grained one without repo.write there). HubError in one line otherwise; a
     rejected token raises the client's error (failure_reason: 401)."""
-    me = api.whoami(token=token, cache=True)  # the Hub rate-limits whoami: once per token
+    key = (getattr(api, "endpoint", None), str.__str__(token) if token else None)
+    if key not in _WHOAMI:  # the Hub rate-limits whoami: once per token and process
+        _WHOAMI[key] = api.whoami(token=token)
+    me = _WHOAMI[key]
     user = me.get("name")
     namespace = repo_id.split("/")[0]
     orgs = {o.get("name"): o for o in me.get("orgs") or [] if isinstance(o, dict)}

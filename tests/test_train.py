@@ -284,8 +284,9 @@ def test_optimizer_state_from_an_older_layout_resumes_exactly():
 
 
 def test_checkpoint_dir_auto_never_creates_a_hub_repo(monkeypatch, tmp_path, capsys):
-    """"auto" is Drive on Colab, else a local folder; on Kaggle it says how to ask for a Hub repo
-    (and asks for HF_TOKEN only when it is missing), but never picks one unasked."""
+    """"auto" without the HF_USERNAME parameter is Drive on Colab, else a local folder; on Kaggle it says
+    how to ask for a Hub repo (and asks for HF_TOKEN only when it is missing), but never picks one
+    unasked (neither an HF_TOKEN nor an HF_USERNAME secret is a request)."""
     from shared import runtime
     from shared.train import resolve_checkpoint_dir
 
