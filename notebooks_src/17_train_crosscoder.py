@@ -90,8 +90,8 @@ print(f"crosscoder over layers {list(cfg.layers)} ({', '.join(cfg.hook_names)}),
 #
 # A disconnect costs at most `CHECKPOINT_EVERY_TOKENS`: the crosscoder, its Adam moments, the
 # position in the data stream (with the rows already forwarded but not yet trained) and the random
-# states are saved crash-safe, and a re-run with the same parameters resumes to exactly the weights
-# an uninterrupted run would reach. A checkpoint of other parameters is refused, never overwritten:
+# states are saved crash-safe, and a re-run with the same parameters resumes to the weights an
+# uninterrupted run would reach (exactly on a CPU; on a GPU equal up to float round-off). A checkpoint of other parameters is refused, never overwritten:
 # change `RUN_NAME` (or `CHECKPOINT_DIR`) to start a new run.
 
 # %%

@@ -19,14 +19,16 @@
 #   not fired for millions of tokens are pulled back to life by an auxiliary loss on the residual
 #   error.
 # - **Geometric-median init** of the decoder bias, and decoder rows held at unit norm.
-# - **Crash-safe checkpointing**: checkpoints written atomically with checksums. If the session
-#   dies, *run all cells again*: training resumes from the last checkpoint and ends with exactly
-#   the SAE an uninterrupted run would have produced.
+# - **Crash-safe checkpointing**: checkpoints written atomically with checksums, at least every
+#   `CHECKPOINT_EVERY_MINUTES`. If the session dies, *run all cells again*: training resumes from the
+#   last checkpoint, proves by a hash that it re-reads the same data, and ends with the SAE an
+#   uninterrupted run would have produced (exactly on a CPU; on a GPU equal up to float round-off).
 # - **Honest validation** on held-out text: variance explained, L0, dead latents, and how much of
 #   the model's next-token loss survives with the SAE spliced in.
 # - **SAELens export**: `cfg.json` + `sae_weights.safetensors` + `sparsity.safetensors`, loadable
 #   with `sae_lens.SAE.load_from_disk`, with a model card and Neuronpedia metadata; pushed to the
-#   Hugging Face repo you name in `HF_REPO` (private unless `HF_PRIVATE = False`), and only then.
+#   Hugging Face repo you name in `HF_REPO` (or `<HF_USERNAME>/<RUN_NAME>` when only `HF_USERNAME` is
+#   set; private unless `HF_PRIVATE = False`), and only then.
 
 # %% [markdown] when="MODEL_ID~Qwen3\\.[56]"
 # - **Hybrid models** (Qwen3.5 / Qwen3.6): what a Gated-DeltaNet (linear-attention) layer is, and
@@ -62,18 +64,28 @@ LR_MIN = 6e-5  # @param {type:"number"}
 WARMUP_STEPS = 1000  # @param {type:"integer"}
 DEAD_TOKENS_THRESHOLD = 10_000_000  # @param {type:"integer"}
 CHECKPOINT_EVERY_TOKENS = 5_000_000  # @param {type:"integer"}
+CHECKPOINT_EVERY_MINUTES = 10  # @param {type:"number"}
+# a checkpoint every CHECKPOINT_EVERY_TOKENS tokens and before this many minutes of training go unsaved
 CHECKPOINT_DIR = "auto"  # @param {type:"string"}
-# "auto": Google Drive on Colab, else ./checkpoints; "hf:<user>/<repo>": a private HF repo (HF_TOKEN
-# secret), which a later session (another Kaggle session, another machine) resumes from
+# "auto": Google Drive on Colab; elsewhere the private Hub repo <HF_USERNAME>/<RUN_NAME>-checkpoints when
+# HF_USERNAME is set, else ./checkpoints; "hf:<user>/<repo>": that private HF repo (HF_TOKEN secret)
 RUN_NAME = "gemma-2-2b-L12-topk-16k"  # @param {type:"string"}
+HF_USERNAME = ""  # @param {type:"string"}
+# your Hugging Face user name (HF_TOKEN write secret): checkpoints that a later session resumes from
+# (Kaggle, a rented GPU) and the SAE's upload to <HF_USERNAME>/<RUN_NAME> when HF_REPO is empty
+ALLOW_UNRESUMABLE = False  # @param {type:"boolean"}
+# True: on Kaggle, train even when the run outlasts one session and nothing would carry it over
+ALLOW_STREAM_CHANGE = False  # @param {type:"boolean"}
+# True: resume even when the re-read data differs from what the checkpoint trained on (recorded)
 MODEL_DEVICE = "auto"  # @param ["auto", "cuda:0", "spread", "cpu"]
 MODEL_DTYPE = "auto"  # @param ["auto", "bfloat16", "float16", "float32"]
 SAE_DEVICE = "auto"  # @param ["auto", "cpu", "cuda:0", "cuda:1"]
 VAL_TOKENS = 500_000  # @param {type:"integer"}
 HF_REPO = ""  # @param {type:"string"}
 HF_PRIVATE = True  # @param {type:"boolean"}
-# HF_REPO "<user>/<name>" (or "<name>" under your account) uploads the SAE there with your HF_TOKEN
-# write secret; empty: no upload. A new repo is private unless HF_PRIVATE = False.
+# HF_REPO "<user>/<name>" (or "<name>" under HF_USERNAME or your account) uploads the SAE there with your
+# HF_TOKEN write secret; empty: <HF_USERNAME>/<RUN_NAME> when HF_USERNAME is set, else no upload. A new
+# repo is private unless HF_PRIVATE = False.
 OUTPUT_DIR = "outputs/01_hobbyist_gemma2_2b_colab"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
@@ -83,7 +95,7 @@ import json
 import matplotlib.pyplot as plt
 import torch
 
-from shared import capture, evaluate, export, models, notebook, plots, train
+from shared import capture, evaluate, export, models, notebook, plots, sessions, train
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -93,23 +105,30 @@ layers = tuple(P.LAYER)  # block indices >= 0: LAYER = -1 is the last block
 # %% [markdown]
 # ## 1. Where are we running?
 #
-# The checkpoints need a place that outlives the session: set `CHECKPOINT_DIR = "hf:<user>/<repo>"`
-# to checkpoint into a private Hugging Face repo (an `HF_TOKEN` secret with write access).
+# The checkpoints need a place that outlives the session. `CHECKPOINT_DIR = "auto"` decides it here,
+# before anything is downloaded.
 
 # %% [markdown] when="platform=colab,any"
-# On Colab, `CHECKPOINT_DIR = "auto"` puts them on Google Drive, which outlives the VM: Colab asks
-# once to authorise Drive.
+# On Colab, `"auto"` puts them on Google Drive, which outlives the VM: Colab asks once to authorise
+# Drive (if you decline, the run falls back to the Hub repo `HF_USERNAME` names, or stops here and says
+# what to set).
+
+# %% [markdown] when="platform=kaggle,any"
+# On Kaggle, `"auto"` with `HF_USERNAME` set is a private Hub repo (next section); without it, a local
+# folder that dies with the session, so a run the throughput model says cannot finish within one 12 h
+# session stops here unless `ALLOW_UNRESUMABLE = True`.
 
 # %% [markdown] when="platform=cloud"
-# On a rented machine `CHECKPOINT_DIR = "auto"` is `./checkpoints/<RUN_NAME>` on its disk: keep that
-# disk (or use a Hub repo) if the machine may be stopped and restarted.
+# On a rented machine `"auto"` is the private Hub repo `<HF_USERNAME>/<RUN_NAME>-checkpoints` when
+# `HF_USERNAME` is set (an `HF_TOKEN` write secret; this cell checks the token may write there), else
+# `./checkpoints/<RUN_NAME>` on its disk: keep that disk if the machine may be stopped and restarted.
 
 # %%
 # The set-up cell listed the GPUs. Resolved by the parameter check: MODEL_DEVICE "auto" is cuda:0
 # (or cpu); "spread" splits the model over every GPU; SAE_DEVICE "auto" is the last GPU (with two,
 # the SAE trains on the one beside the model's).
 model_device, sae_device = P.MODEL_DEVICE, P.SAE_DEVICE
-checkpoint_dir = train.resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME)
+checkpoint_dir = sessions.checkpoint_dir(P)  # "auto" resolved; one line if the run could not resume
 print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint_dir}")
 
 # %% [markdown] when="platform=kaggle"
@@ -123,10 +142,10 @@ print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint
 # beside them (a `max_memory` computed from these parameters); the forward stops before the blocks
 # that land there. Kaggle stops a session after 12 hours and a kernel can die earlier;
 # whatever killed it, re-running the notebook from the top finds the newest checkpoint and goes on.
-# Local folders die with the session, so across Kaggle sessions set
-# `CHECKPOINT_DIR = "hf:<user>/<repo>"` and add your HF token (write access) as the Kaggle secret
-# `HF_TOKEN`: the checkpoints then go to that private repo and the next session resumes from it.
-# Nothing is uploaded unless you name a repo.
+# Local folders die with the session, so across Kaggle sessions set `HF_USERNAME` to your Hugging
+# Face user name and add your HF token (write access) as the Kaggle secret `HF_TOKEN`: the
+# checkpoints then go to the private repo `<HF_USERNAME>/<RUN_NAME>-checkpoints` and the next session
+# resumes from it. Nothing is uploaded unless you set `HF_USERNAME` or name a repo.
 
 # %% [markdown]
 # ## 2. The model and its residual stream
@@ -212,9 +231,16 @@ print(json.dumps(cfg.resume_key(), indent=1, default=str))
 # ## 4. Train (re-run this cell after a disconnect: it resumes)
 #
 # A checkpoint (SAE, Adam state, step, data position, random states) lands every
-# `CHECKPOINT_EVERY_TOKENS` tokens. It is written to a temporary folder, checksummed, and renamed
-# into place, so a kill mid-write only ever loses the newest checkpoint; a damaged one is skipped
-# with a warning.
+# `CHECKPOINT_EVERY_TOKENS` tokens and, whatever the speed, before `CHECKPOINT_EVERY_MINUTES` of
+# training would go unsaved (at the end of a block of forwards, the one place a checkpoint is exact).
+# It is written to a temporary folder, checksummed, and renamed into place, so a kill mid-write only
+# ever loses the newest checkpoint; a damaged one is skipped with a warning.
+#
+# A resume re-reads the data from the start and skips what was trained (re-tokenizing, no model
+# forward; the time it takes is printed). Each checkpoint records a hash of every token batch
+# consumed, the data set's Hub revision (pinned by the first session), the `datasets` version and
+# the tokenizer: if the re-read batches hash differently (a new library on a new Kaggle image), the
+# run stops and says what changed rather than train some documents twice and others never.
 
 # %%
 result = train.train(cfg, model, tokenizer)
@@ -284,7 +310,7 @@ val_batches = train.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_D
 sparsity = {}
 report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, sparsity=sparsity)
 print(evaluate.summarize(report))
-data_name = ", ".join(cfg.dataset)  # the source, or the mix's sources with their weights
+data_name = train.dataset_name(cfg)  # the source, or the mix's sources with their weights
 evaluate.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, tokens_trained=result.tokens,
                           val_dataset=VAL_DATASET or data_name)
 
@@ -295,12 +321,13 @@ evaluate.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, t
 # `sparsity.safetensors` (log10 firing frequency per latent), a model card with the validation
 # numbers, and `neuronpedia.json`. Load it back with
 # `sae_lens.SAE.load_from_disk(folder)` or `shared.export.load_sae(folder)`. It goes to the Hub
-# only when `HF_REPO` names a repo; a new repo is private unless `HF_PRIVATE = False`. If the
+# only when asked: to `HF_REPO` (a bare name goes under `HF_USERNAME`), or with `HF_REPO` empty to
+# `<HF_USERNAME>/<RUN_NAME>` when `HF_USERNAME` is set; a new repo is private unless `HF_PRIVATE = False`. If the
 # upload fails (no network, token rejected, no write access) the run still ends: the export stays
 # here and the run report records why.
 
 # %%
-repo_id = export.hub_repo_id(HF_REPO)  # None when HF_REPO is empty: nothing is uploaded
+repo_id = sessions.export_repo(HF_REPO, HF_USERNAME, RUN_NAME)  # HF_REPO, or <HF_USERNAME>/<RUN_NAME>; None: no upload
 info = export.ExportInfo(model_name=MODEL_ID, layers_path=models.layers_path(model), context_size=CONTEXT_LEN,
                          dataset_path=data_name, tokens_trained=result.tokens, repo_id=repo_id)
 folders = export.export_run(result.saes, out_dir / "export", info, report=report, sparsity=sparsity)
@@ -335,6 +362,7 @@ run_report = {
     "dataset": list(cfg.dataset), "tokens_by_source": result.tokens_by_source, "mix_shares": mix,
     "tokens_trained": result.tokens, "steps": result.steps,
     "resumed_from": result.resumed_from, "checkpoint_dir": checkpoint_dir, "validation": report,
+    "resume": result.resume,  # the stream's hash check and replay time, allowed changes, model dtypes
     "export": {str(layer): str(folder) for layer, folder in folders.items()},
     "export_reloads_identically": {str(layer): ok for layer, ok in same.items()},
     "hub": uploads,

@@ -178,13 +178,25 @@ def last_token_states(model, tokenizer, prompts: Sequence[str], layers: Sequence
     return sequence_states(model, tokenizer, prompts, layers, batch_size=batch_size, pool="last")
 
 
-def _check_finite(acts: Mapping[int, torch.Tensor], batch_index: int) -> None:
+def dtype_advice(model) -> str:
+    """What to set when `model`'s forward gave NaN/inf: the MODEL_DTYPE to load it in instead (bfloat16
+    where the GPU runs it natively, else float32; Gemma-2 overflows float16 on a T4)."""
+    from .runtime import bf16_supported
+
+    param = next(model.parameters())
+    name = str(param.dtype).removeprefix("torch.")
+    if param.dtype == torch.float32:
+        return f"the model overflowed even in {name}: check its weights"
+    better = "bfloat16" if param.dtype == torch.float16 and bf16_supported(param.device) else "float32"
+    return f'the model overflowed in {name}: set MODEL_DTYPE = "{better}" to load it in {better}'
+
+
+def _check_finite(acts: Mapping[int, torch.Tensor], batch_index: int, model) -> None:
     for layer, x in acts.items():
         if not torch.isfinite(x).all():
             bad = "NaN" if torch.isnan(x).any() else "inf"
-            raise FloatingPointError(
-                f"{bad} activations at layer {layer} (source batch {batch_index}). The model overflowed in "
-                f"{x.dtype}: load it in bfloat16 or float32 instead of float16, or check its weights.")
+            raise FloatingPointError(f"{bad} activations at layer {layer} (source batch {batch_index}): "
+                                     f"{dtype_advice(model)}.")
 
 
 def residual_rows(model, tokenizer, token_batches: Iterable, layers, *, device, dtype: torch.dtype = torch.float32,
@@ -211,7 +223,7 @@ def residual_rows(model, tokenizer, token_batches: Iterable, layers, *, device, 
         for layer, x in acts.items():
             flat = x.reshape(-1, x.shape[-1])
             out[layer] = flat[keep.to(flat.device)].to(device, dtype)
-        _check_finite(out, index)
+        _check_finite(out, index, model)
         index += 1
         yield out
 

@@ -349,7 +349,8 @@ def train_crosscoder(model, tokenizer, cfg: CrosscoderConfig, *, total_tokens: i
     With `checkpoint_dir` (a folder, a mounted Drive, or "hf:<user>/<repo>") the crosscoder, its Adam
     state, the data position and the RNGs are saved at the first block end past every
     `checkpoint_every_tokens` and at the end (checkpoint.py's crash-safe store), and a call with the
-    same settings resumes from the newest checkpoint to the weights an uninterrupted run ends with.
+    same settings resumes from the newest checkpoint to the weights an uninterrupted run ends with
+    (exactly on CPU; equal to float round-off on GPU, where CUDA's atomic scatter-adds are not deterministic).
     A checkpoint of other settings is refused, never overwritten."""
     import dataclasses
 

@@ -61,6 +61,7 @@ class TextSource:
     seed: int = 0
     streaming: bool = True
     shuffle_buffer: int = 10_000  # HF only; 0 turns shuffling off
+    revision: str | None = None  # HF only: the dataset commit to stream (None: the default branch now)
 
     def __post_init__(self):
         if self.kind not in _KINDS:
@@ -146,7 +147,8 @@ def _hf_stream(src: TextSource) -> Iterator[str]:
     import datasets
 
     try:
-        ds = datasets.load_dataset(src.path, src.name, split=src.split, streaming=src.streaming)
+        ds = datasets.load_dataset(src.path, src.name, split=src.split, streaming=src.streaming,
+                                   revision=src.revision)
     except Exception as e:  # noqa: BLE001 -- re-raised with what to check
         raise RuntimeError(f"could not load HF dataset {src.describe()}: {e}; check the path, "
                            f"config, split, network and HF_TOKEN for gated sets") from e

@@ -287,6 +287,23 @@ def _run_name(v, ctx):
     return _repo_id(v)
 
 
+def _hf_username(v, ctx):
+    """A Hugging Face user (or organisation) name, or '' for none: it names the run's Hub repos."""
+    _text(empty_ok=True)(v, ctx)
+    v = v.strip()
+    if not v:
+        return ""
+    if "/" in v:
+        raise ValueError("is your Hugging Face user name alone: leave out '/' (the checkpoints go to "
+                         "<HF_USERNAME>/<RUN_NAME>-checkpoints)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+        raise ValueError("must be a Hugging Face user name: letters, digits, '-', '_' or '.', no spaces")
+    run_name = ctx.params.get("RUN_NAME")
+    if isinstance(run_name, str) and run_name.strip() and "/" not in run_name:
+        _repo_id(f"{v}/{run_name.strip()}-checkpoints")
+    return v
+
+
 def _dtype(v, ctx):
     _choice(*runtime.DTYPES)(v, ctx)
     return None if v == "auto" else runtime.resolve_dtype(v)  # "auto": load_model decides per device
@@ -363,6 +380,8 @@ RULES: dict[str, Rule] = {
     "MODEL_DEVICE": _device("first"), "SAE_DEVICE": _device("last"), "DEVICE": _device("first", empty_ok=True),
     "MODEL_DTYPE": _dtype,
     "CHECKPOINT_DIR": _checkpoint_dir, "RUN_NAME": _run_name, "HF_REPO": _hf_repo, "HF_PRIVATE": _bool,
+    "HF_USERNAME": _hf_username, "CHECKPOINT_EVERY_MINUTES": _number(0.0, hint=" (minutes a crash may lose)"),
+    "ALLOW_UNRESUMABLE": _bool, "ALLOW_STREAM_CHANGE": _bool,
     "OUTPUT_DIR": _path, "SEED": _int(0),
     # using an SAE (06, 13)
     "FEATURE": _feature, "FEATURE_CATALOG": _text(empty_ok=True),

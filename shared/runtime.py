@@ -265,13 +265,22 @@ def get_secret(name: str, required: bool = False) -> Secret | None:
     return None
 
 
+class DriveUnavailable(RuntimeError):
+    """Google Drive could not be mounted on Colab (declined, or the mount failed); str() is one line."""
+
+
 def mount_drive(path: str = "/content/drive") -> Path | None:
-    """Mount Google Drive on Colab and return its 'MyDrive' folder; None anywhere else."""
+    """Mount Google Drive on Colab and return its 'MyDrive' folder; None anywhere else. A refused or
+    failed mount raises DriveUnavailable with the reason in one line."""
     if platform() != "colab":
         return None
-    from google.colab import drive  # type: ignore
+    try:
+        from google.colab import drive  # type: ignore
 
-    drive.mount(path)
+        drive.mount(path)
+    except Exception as e:  # noqa: BLE001 - MessageError (declined), ValueError (mount failed), ...
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise DriveUnavailable(f"Google Drive could not be mounted ({reason})") from None
     return Path(path) / "MyDrive"
 
 

@@ -217,3 +217,20 @@ def test_two_rank_jumprelu_and_relu_penalties_equal_one_rank():
             r = result[term]
             assert r["ranks_summed"] == pytest.approx(r["one_process"], rel=1e-5), (term, r)
             assert r["grad_max_diff"] <= 1e-5 * max(1.0, r["grad_scale"]), (term, r)
+def test_the_command_line_writes_a_mix_as_the_notebook_does(tmp_path, monkeypatch):
+    """dataset_path (export cfg.json) and val_dataset (val_report.json) are one string for a mix, the
+    one train.dataset_name gives the notebooks, never the parameter's list."""
+    from shared.train_cli import main
+
+    mix = ["synthetic@0.5", "synthetic@0.5"]
+    (tmp_path / "params.json").write_text(json.dumps({**PARAMS, "DATASET": mix, "LAYER": 1, "TOTAL_TOKENS": 512,
+                                                      "VAL_TOKENS": 256}))
+    monkeypatch.chdir(tmp_path)
+    main(["--params", "params.json"])
+    name = train.dataset_name(train.config_from_params(parameters({**PARAMS, "DATASET": mix}, []), checkpoint_dir="c"))
+    assert name == "synthetic@0.5, synthetic@0.5"
+    cfg = json.loads((tmp_path / "out" / "export" / "blocks.1.hook_resid_post" / "cfg.json").read_text())
+    assert cfg["metadata"]["dataset_path"] == name
+    assert json.loads((tmp_path / "out" / "val_report.json").read_text())["1"]["val_dataset"] == name
+    report = json.loads((tmp_path / "out" / "run_report.json").read_text())
+    assert report["resume"]["model_dtypes"] == [{"from_tokens": 0, "dtype": "float32"}]

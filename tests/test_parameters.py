@@ -58,6 +58,8 @@ BAD = [
     ("DEVICE", lambda p: _missing_cuda(), None), ("MODEL_DEVICE", "tpu-ish", None), ("MODEL_DTYPE", "fp8", None),
     ("CHECKPOINT_DIR", "hf:bad repo", None), ("RUN_NAME", "a/b", None), ("HF_REPO", "a/b/c", None),
     ("HF_PRIVATE", "yes", None), ("OUTPUT_DIR", "", None), ("SEED", "zero", None),
+    ("HF_USERNAME", "alice/sae", None), ("HF_USERNAME", "alice smith", None), ("CHECKPOINT_EVERY_MINUTES", 0, None),
+    ("ALLOW_UNRESUMABLE", "yes", None), ("ALLOW_STREAM_CHANGE", 1, None),
 
     ("FEATURE", -2, None), ("FEATURE", 1.5, None), ("FEATURE_CATALOG", 3, None), ("BASELINE_TOKENS", 0, None),
     ("FEATURE", "weather words", lambda p: not p.get("FEATURE_CATALOG")),

@@ -284,8 +284,9 @@ def test_optimizer_state_from_an_older_layout_resumes_exactly():
 
 
 def test_checkpoint_dir_auto_never_creates_a_hub_repo(monkeypatch, tmp_path, capsys):
-    """"auto" is Drive on Colab, else a local folder; on Kaggle it says how to ask for a Hub repo
-    (and asks for HF_TOKEN only when it is missing), but never picks one unasked."""
+    """"auto" without the HF_USERNAME parameter is Drive on Colab, else a local folder; on Kaggle it says
+    how to ask for a Hub repo (and asks for HF_TOKEN only when it is missing), but never picks one
+    unasked (neither an HF_TOKEN nor an HF_USERNAME secret is a request)."""
     from shared import runtime
     from shared.train import resolve_checkpoint_dir
 
@@ -522,3 +523,147 @@ def test_mix_proportions_are_measured_in_tokens_and_logged(tmp_path):
         assert abs(result.tokens_by_source[name] / total - weight) < 0.04, result.tokens_by_source
     log = [json.loads(line) for line in (tmp_path / "ck" / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["mix"] == pytest.approx({n: c / total for n, c in result.tokens_by_source.items()})
+
+
+def _same_weights(a, b) -> None:
+    for layer in a.saes:
+        for name, tensor in a.saes[layer].state_dict().items():
+            assert torch.equal(tensor, b.saes[layer].state_dict()[name]), f"layer {layer} {name}"
+
+
+def test_minutes_cadence_checkpoints_at_block_boundaries_and_resumes_exactly(tmp_path, monkeypatch):
+    """A clock that moves 10 s per reading and a 1-minute cadence (tokens never due): a checkpoint
+    lands at the block boundary before a minute would go unsaved (every third block here), at token
+    counts no token cadence picks; a run stopped after one resumes to the uninterrupted weights."""
+    from shared import checkpoint as ck
+    from shared import train as T
+
+    ticks = iter(range(0, 10**9, 10))
+    monkeypatch.setattr(T, "_clock", lambda: float(next(ticks)))
+    base = {**TINY_RUN, "checkpoint_every_tokens": 10**9, "checkpoint_every_minutes": 1.0, "total_tokens": 6000}
+    clean = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "clean")), progress=False)
+    saved = [c.tokens for c in ck.LocalStore(tmp_path / "clean", keep=100).list()]
+    assert saved and saved[-1] == clean.tokens  # the last one is the finished run's
+    per_block = 4 * 8 * 31  # kept rows of a block: 4 forwards of 8 contexts of 31 tokens past BOS
+    with monkeypatch.context() as m:
+        states = _interrupt_after_checkpoints(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "killed")), progress=False)
+    assert states[0]["data"]["forwards"] == 3 * 4  # three blocks of four forwards: the time rule, not tokens
+    assert states[0]["step"] * 256 <= 3 * per_block
+    resumed = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "killed")), progress=False)
+    assert resumed.resumed_from == states[0]["step"] * 256 and resumed.tokens == clean.tokens
+    _same_weights(clean, resumed)
+
+
+def test_checkpoint_clock_follows_rank_zero_under_torchrun(monkeypatch):
+    """Every rank must checkpoint at the same step: the time decision is rank 0's, broadcast."""
+    from types import SimpleNamespace
+
+    from shared import train as T
+
+    now = [0.0]
+    monkeypatch.setattr(T, "_clock", lambda: now[0])
+    cfg = TrainConfig(**{**TINY_RUN, "checkpoint_every_tokens": 10**9}, checkpoint_every_minutes=1.0)
+    rank0_says = SimpleNamespace(broadcast_object=lambda due: False)  # rank 0's clock: not yet
+    clocks = [T.CheckpointClock(cfg, 0, group=rank0_says, speak=False), T.CheckpointClock(cfg, 0, speak=False)]
+    for clock in clocks:
+        clock.block_started()
+    now[0] = 120.0  # this rank's clock: two minutes later, due on its own
+    assert [clock.due(1024) for clock in clocks] == [False, True]
+    with pytest.raises(ValueError, match="checkpoint_every_minutes must be > 0"):
+        TrainConfig(**TINY_RUN, checkpoint_every_minutes=0)
+
+
+def _docs_file(path: Path, order) -> str:
+    path.write_text("".join(json.dumps({"text": f"document {i:04d} says {i * 7 % 13} things"}) + "\n" for i in order))
+    return str(path)
+
+
+def test_resume_refuses_a_stream_that_changed_and_goes_on_only_when_allowed(tmp_path, monkeypatch, capsys):
+    """A local source whose documents after the 10th are reversed between the sessions: the replay
+    hashes differently from the checkpoint's record, so the resume stops in one line naming the
+    change; allowed, it goes on and the change is recorded; an unchanged stream resumes verified."""
+    docs = tmp_path / "docs.jsonl"
+    base = {**TINY_RUN, "layers": (1,), "dataset": (_docs_file(docs, range(400)),), "total_tokens": 4000}
+    clean = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "clean")), progress=False)
+    for name in ("same", "changed"):
+        with monkeypatch.context() as m:
+            states = _interrupt_after_checkpoints(m, 1)
+            with pytest.raises(KeyboardInterrupt):
+                train(TrainConfig(**base, checkpoint_dir=str(tmp_path / name)), progress=False)
+    record = states[0]["stream"]
+    assert record["forwards"] == states[0]["data"]["forwards"] and len(record["sha256"]) == 64
+    assert record["identity"]["tokenizer"] and record["identity"]["revisions"] == {}
+
+    capsys.readouterr()
+    same = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "same")), progress=False)
+    assert same.resume["replay"]["verified"] is True and same.resume["stream_changes"] == []
+    assert "they hash as the checkpoint recorded" in capsys.readouterr().out
+    _same_weights(clean, same)
+
+    _docs_file(docs, [*range(10), *reversed(range(10, 400))])
+    with pytest.raises(ValueError, match="The data stream changed since the checkpoint") as e:
+        train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "changed")), progress=False)
+    assert "\n" not in str(e.value) and "ALLOW_STREAM_CHANGE = True" in str(e.value)
+    allowed = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "changed"), allow_stream_change=True),
+                    progress=False)
+    (change,) = allowed.resume["stream_changes"]
+    assert change["at_forwards"] == record["forwards"] and allowed.resume["replay"]["verified"] is False
+    assert allowed.tokens == clean.tokens
+    # the record is carried on: the next checkpoints chain over the new stream and still hold the change
+    from shared import checkpoint as ck
+
+    latest = ck.open_store(str(tmp_path / "changed")).load_latest()[1]["stream"]
+    assert latest["changes"] == allowed.resume["stream_changes"]
+
+
+def test_a_model_dtype_switch_is_recorded_not_refused(tmp_path, monkeypatch, capsys):
+    """The fix for a float16 overflow is another MODEL_DTYPE and a re-run: the resume goes on from
+    the checkpoint and the switch is recorded (checkpoint, TrainResult.resume, hence run_report)."""
+    from shared.models import load_model
+
+    base = {**TINY_RUN, "total_tokens": 4000}
+    model, tok = load_model("tiny:gpt2", device="cpu")
+    with monkeypatch.context() as m:
+        states = _interrupt_after_checkpoints(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "ck")), model, tok, progress=False)
+    assert states[0]["config"]["model_dtype"] == "float32"
+    assert states[0]["model_dtypes"] == [{"from_tokens": 0, "dtype": "float32"}]
+    resumed = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "ck")), model.double(), tok, progress=False)
+    at = states[0]["step"] * base["batch_tokens"]
+    assert resumed.resumed_from == at
+    assert resumed.resume["model_dtypes"] == [{"from_tokens": 0, "dtype": "float32"},
+                                              {"from_tokens": at, "dtype": "float64"}]
+    assert f"The model now runs in float64; the first {at:,} tokens were trained on float32" in capsys.readouterr().out
+
+
+def test_a_float16_overflow_says_which_dtype_to_set(tmp_path):
+    """Activations that overflow float16 stop training with one line naming MODEL_DTYPE's fix (bfloat16
+    where the device has it, else float32) and saying that a re-run resumes."""
+    from shared import capture
+    from shared.models import decoder_layers, load_model
+
+    model, tok = load_model("tiny:gpt2", device="cpu", dtype=torch.float16)
+    handle = decoder_layers(model)[0].register_forward_hook(
+        lambda mod, args, out: (out[0] * 1e30,) + tuple(out[1:]) if isinstance(out, tuple) else out * 1e30)
+    try:
+        with pytest.raises(FloatingPointError) as e:
+            train(TrainConfig(**TINY_RUN, total_tokens=2000, checkpoint_dir=str(tmp_path / "ck")), model, tok,
+                  progress=False)
+    finally:
+        handle.remove()
+    msg = str(e.value)
+    assert "\n" not in msg and "overflowed in float16" in msg
+    assert 'set MODEL_DTYPE = "bfloat16"' in msg  # a CPU runs bfloat16; a T4 is told float32
+    assert "training resumes from its last checkpoint" in msg
+    t4 = type("T4", (), {"parameters": lambda self: iter([torch.zeros(1, dtype=torch.float16)])})()
+    import shared.runtime as runtime
+
+    real = runtime.bf16_supported
+    try:
+        runtime.bf16_supported = lambda device=None: False
+        assert 'set MODEL_DTYPE = "float32"' in capture.dtype_advice(t4)
+    finally:
+        runtime.bf16_supported = real
