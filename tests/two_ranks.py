@@ -11,6 +11,7 @@ prints one line "RESULT <json>" for the test to compare.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import torch
@@ -96,6 +97,8 @@ if __name__ == "__main__":
     group = distributed.init(timeout_s=60)
     try:
         result = {"blocks": blocks, "auto": auto, "penalty": penalty}[sys.argv[1]](group)
-        print("RESULT " + json.dumps({"rank": group.rank, **result}), flush=True)
+        # one write of the whole line: two ranks share the pipe, and print's separate writes of the text and
+        # its newline could interleave ("...}RESULT {...")
+        os.write(sys.stdout.fileno(), ("RESULT " + json.dumps({"rank": group.rank, **result}) + "\n").encode())
     finally:
         distributed.shutdown()
