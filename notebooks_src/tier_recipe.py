@@ -239,7 +239,7 @@ print(json.dumps(cfg.resume_key(), indent=1, default=str))
 # A resume re-reads the data from the start and skips what was trained (re-tokenizing, no model
 # forward; the time it takes is printed). Each checkpoint records a hash of every token batch
 # consumed, the data set's Hub revision (pinned by the first session), the `datasets` version and
-# the tokenizer: if the re-read batches hash differently (a new library on a new Kaggle image), the
+# the tokenizer: if the re-read batches hash differently (a library upgraded in the next session), the
 # run stops and says what changed rather than train some documents twice and others never.
 
 # %%
