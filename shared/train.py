@@ -721,6 +721,7 @@ def train_tiny_sae(model, tokenizer, model_id: str, layer: int, dataset: str, fo
     """Train a small TopK SAE (d_sae = 4 x d_model unless given) at `layer` on `dataset` in about a
     minute on a CPU, export it in SAELens format and return its folder, folder/blocks.<L>.hook_resid_post.
     What a smoke run, or a model with no published SAE, uses in place of a real one."""
+    from .data import context_tokens
     from .export import ExportInfo, export_run
     from .models import layers_path
 
@@ -732,7 +733,7 @@ def train_tiny_sae(model, tokenizer, model_id: str, layer: int, dataset: str, fo
                       checkpoint_dir=str(folder / "checkpoints"), seed=seed)
     result = train(cfg, model, tokenizer, progress=progress)
     info = ExportInfo(model_name=model_id, layers_path=layers_path(model), context_size=context_len,
-                      dataset_path=dataset, tokens_trained=result.tokens)
+                      dataset_path=dataset, tokens_trained=result.tokens, **context_tokens(tokenizer).export_fields())
     return export_run(result.saes, folder, info)[int(layer)]
 
 
