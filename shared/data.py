@@ -172,18 +172,19 @@ def _hf_stream(src: TextSource) -> Iterator[str]:
 def _shuffled_stream(ds, src: TextSource):
     """A streaming HF dataset in a seeded shuffled order that reaches all of it early.
 
-    `datasets` >= 5 (`IterableDataset.reshard`): each Parquet row group becomes a shard, and
-    `shuffle` shuffles the shard order and fills its buffer from 10 shards at a time
-    (`max_buffer_input_shards`), so the first documents come from row groups all over the data set,
-    not from its first files. Older `datasets` shuffle the file order and fill the buffer from one
-    file at a time, in its stored order (a data set ordered by crawl or domain stays so for
-    `shuffle_buffer` documents at a stretch); the trainer's context window (`token_batches`'
-    shuffle_window) mixes further either way."""
+    `IterableDataset.reshard` (datasets#7992, in the 5.x here) makes each Parquet row group a shard;
+    `shuffle` shuffles the shard order and, since datasets 5.0 (#8194), fills its buffer of
+    `shuffle_buffer` documents from 10 shards at a time (`max_buffer_input_shards`), so the first
+    documents come from row groups all over the data set, not from its first files. `datasets` 4.x
+    shuffle the file order but fill the buffer from one file at a time, in its stored order (a set
+    stored by crawl or by domain stays so for stretches of `shuffle_buffer` documents). Either way the
+    trainer's context window (`shuffled_contexts`) mixes further. The order depends on the
+    `datasets` version: a resume must run the same one."""
     if hasattr(ds, "reshard"):
         try:
             ds = ds.reshard()
-        except (NotImplementedError, ValueError, TypeError):  # a builder that cannot split its files
-            pass
+        except Exception as e:  # noqa: BLE001 -- a builder that cannot split its files: its files are the shards
+            print(f"{src.describe()}: read file by file ({type(e).__name__} when splitting by row group).")
     return ds.shuffle(seed=src.seed, buffer_size=src.shuffle_buffer)
 
 
