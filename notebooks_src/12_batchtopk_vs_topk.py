@@ -37,7 +37,7 @@ K_VALUES = [16, 32, 64, 128]  # @param {type:"raw"}
 D_SAE = 8192  # @param {type:"integer"}
 DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
 VAL_DATASET = "hf:HuggingFaceFW/fineweb-edu:CC-MAIN-2024-10:train:text"  # @param {type:"string"}
-# held-out text for the evaluation; "" = the training source under another seed
+# held-out text for the evaluation ("": the training source); only documents training never reads
 CONTEXT_LEN = 1024  # @param {type:"integer"}
 TOTAL_TOKENS = 10_000_000  # @param {type:"integer"}
 # tokens every SAE trains on (the same ones for all of them)

@@ -1,5 +1,7 @@
 """Text data for every notebook: text sources (HF `datasets` streaming, local files, the built-in
-`synthetic` corpus), weighted mixing, packing into token contexts, and real labelled datasets.
+`synthetic` corpus) and their training / held-out parts, weighted mixing (in tokens when given a
+tokenizer), packing into token contexts that start and separate documents as each model was
+trained (`context_tokens`), a seeded context shuffle window, and real labelled datasets.
 
 The synthetic corpus itself lives in `synthetic`; this module imports it only where a source or
 dataset name asks for it.

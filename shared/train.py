@@ -59,7 +59,8 @@ class TrainConfig:
     batch_tokens: int = 4096  # SAE training batch (tokens per optimiser step)
     model_batch_size: int = 8  # contexts per model forward
     block_batches: int | str = 32  # model forwards per shuffled block (the resume unit); "auto": from free memory
-    shuffle_tokens: int = 10_000_000  # contexts shuffled across this many tokens before the forward (see _token_stream)
+    shuffle_tokens: int = 10_000_000  # contexts shuffled across this many tokens (capped at total_tokens) before the
+    #                                  forward: host memory 4 bytes a token (40 MB at 10M); 0: stream order (_token_stream)
     buffer_memory_fraction: float = 0.5  # share of the free memory the block store may take (it shrinks to fit)
     lr: float = 2e-4
     lr_min: float = 6e-5
