@@ -84,7 +84,8 @@ sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 # %% [markdown]
 # ## 2. Stream activations and keep statistics
 #
-# Text is packed into contexts of `CONTEXT_LEN` tokens, each starting with BOS. The residual
+# Text is packed into contexts of `CONTEXT_LEN` tokens, each starting as the model's own inputs do
+# (its BOS, or its end-of-text token where the tokenizer adds none, as Qwen's). The residual
 # stream after block `LAYER` goes through the SAE; BOS, padding and special tokens are left out
 # (BOS's residual is huge and would top every list). For each latent we keep its fire count, the
 # sum and max of its activation, a log-binned histogram, and its 20 strongest contexts (the 17

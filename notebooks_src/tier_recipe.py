@@ -48,8 +48,9 @@ LAYER = 12  # @param {type:"raw"}
 # one layer, or a list such as [11, 31, 55]: one SAE per layer, all fed by the same forward pass
 DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"raw"}
 # one source, or a mix: a list of "<source>@<weight>", e.g. ["hf:...fineweb-edu...@0.7", "hf:...@0.3"];
-# each document comes from a source with its weight's probability; the tokens per source are logged
+# the weights are shares of the tokens (a source of long documents is drawn less often); measured and logged
 VAL_DATASET = "hf:HuggingFaceFW/fineweb-edu:CC-MAIN-2024-10:train:text"  # @param {type:"string"}
+# empty: the training sources; either way only documents training never reads (section 5)
 CONTEXT_LEN = 1024  # @param {type:"integer"}
 D_SAE = 16384  # @param {type:"integer"}
 K = 64  # @param {type:"integer"}
@@ -95,7 +96,7 @@ import json
 import matplotlib.pyplot as plt
 import torch
 
-from shared import capture, evaluate, export, models, notebook, plots, sessions, train
+from shared import capture, data, evaluate, export, models, notebook, plots, sessions, train
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -197,10 +198,18 @@ run.save_figure(plt, "residual_norms.png")
 # %% [markdown]
 # ## 3. The recipe
 #
-# Text streams from the data set, is packed into contexts of `CONTEXT_LEN` tokens starting with
-# BOS, and runs through the model in blocks of `BLOCK_BATCHES` forwards; the block's activations
-# (BOS, EOS and padding dropped) are shuffled and cut into batches of `BATCH_TOKENS` for Adam; the
-# rows short of a last full batch join the next block, so every token the model reads is trained on.
+# Text streams from the data set (a Hub set is read row group by row group in a seeded shuffled
+# order, so the first documents come from all over it), is packed into contexts of `CONTEXT_LEN`
+# tokens, documents separated by the model's end-of-text token, and each context begins as the
+# model's own inputs do: with its BOS where its tokenizer adds one (Gemma, Llama, Mistral), else with
+# that end-of-text token (Qwen has no BOS and its EOS `<|im_end|>` is a chat token; Phi-3's tokenizer
+# adds no BOS). Text that spells a special token, like `<|endoftext|>` on a web page, stays text.
+# The contexts pass through a seeded shuffle window of 10M tokens (40 MB of token ids) before the
+# model reads them, so each forward holds contexts of many documents rather than the consecutive
+# contexts of one long document. They run through the model in blocks of `BLOCK_BATCHES` forwards;
+# the block's activations (BOS, EOS and padding dropped) are shuffled and cut into batches of
+# `BATCH_TOKENS` for Adam; the rows short of a last full batch join the next block, so every token
+# the model reads is trained on.
 # Warm-up then cosine decay of the learning rate to a non-zero floor. The decoder bias starts at
 # the geometric median of the first block. Dead latents are counted in tokens since they last
 # fired; once past `DEAD_TOKENS_THRESHOLD`, AuxK (k_aux = d_model/2, weight 1/32) trains them to
@@ -217,9 +226,11 @@ run.save_figure(plt, "residual_norms.png")
 # it does not run out.
 
 # %% [markdown] when="DATASET~^\\["
-# With a `DATASET` mix, the tokens each source actually contributed are counted and logged beside
-# the loss (a source of long documents gets more tokens per draw than its weight says, so the
-# measured shares are the ones to report).
+# With a `DATASET` mix the weights are shares of the tokens: the next document comes from a source
+# with probability proportional to its weight over its mean document length in tokens so far, so a
+# source of long documents is drawn less often and gives its weight's share of the tokens all the
+# same; the tokens each source gave are counted and logged beside the loss. Everything is seeded, so
+# a resumed run replays exactly the same stream.
 
 # %%
 # The parameters become a TrainConfig (a TopK SAE of D_SAE latents, k = K, d_in from the model) by
@@ -266,10 +277,17 @@ run.save_figure(plots.plot_training_curves(history), "training_curves.png")
 # %% [markdown]
 # ## 5. Validate on held-out text
 #
-# Fresh tokens the SAE never saw (`VAL_DATASET`, another crawl of FineWeb-Edu by default). We
-# report the fraction of variance explained, L0, latents alive, and the next-token loss with the
-# SAE's reconstruction spliced into the model at its layer, between the clean model (100%
-# recovered) and the layer zero-ablated (0%).
+# Documents the SAE never saw. Every document is routed by a hash of its text: one in five is held
+# out, training skips those and validation reads only them, so the two never share a document. That
+# matters even with `VAL_DATASET` set: its default, FineWeb-Edu's CC-MAIN-2024-10 crawl, is not
+# disjoint from the training set, sample-10BT, a random ~10B-token sample of all of FineWeb-Edu's
+# ~1.3T tokens, that crawl included. Without the routing a validation document would be in the
+# sample with probability ~10B/1.3T ≈ 0.8 %, and among the documents a run trains on with that times
+# the share of the sample it reads: ~4e-5 for tier 1's 50M tokens, ~1e-4 for tier 3's 140M tokens of
+# FineWeb-Edu. (Copies with different text, such as a page crawled twice with an edit, are not
+# caught by the hash.) We report the fraction of variance explained, L0, latents alive, and the
+# next-token loss with the SAE's reconstruction spliced into the model at its layer, between the
+# clean model (100% recovered) and the layer zero-ablated (0%).
 #
 # `val_report.json`, one entry per layer: `var_expl` (1 - the fraction of variance unexplained, over
 # the held-out tokens), `l0` (active latents a token), `alive` and `dead_pct` (latents that never
@@ -329,7 +347,8 @@ evaluate.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, t
 # %%
 repo_id = sessions.export_repo(HF_REPO, HF_USERNAME, RUN_NAME)  # HF_REPO, or <HF_USERNAME>/<RUN_NAME>; None: no upload
 info = export.ExportInfo(model_name=MODEL_ID, layers_path=models.layers_path(model), context_size=CONTEXT_LEN,
-                         dataset_path=data_name, tokens_trained=result.tokens, repo_id=repo_id)
+                         dataset_path=data_name, tokens_trained=result.tokens, repo_id=repo_id,
+                         **data.context_tokens(tokenizer).export_fields())  # prepend_bos and the context start token
 folders = export.export_run(result.saes, out_dir / "export", info, report=report, sparsity=sparsity)
 check = val_batches[0][:1].to(models.model_device(model))
 acts = capture.capture_residuals(model, check, layers)

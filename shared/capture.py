@@ -105,9 +105,14 @@ def token_mask(input_ids: torch.Tensor, tokenizer, attention_mask: torch.Tensor 
                drop_first: bool = False) -> torch.Tensor:
     """BoolTensor like input_ids: False at BOS/EOS/pad/other special tokens and masked-out positions.
 
-    drop_first also drops position 0 (the attention-sink token of models run without a BOS).
+    Special tokens: the tokenizer's named ones and every added token flagged special (Qwen's
+    "<|endoftext|>" starts and separates packed contexts, data.context_tokens, even where it is not
+    the tokenizer's pad or EOS). drop_first also drops position 0 (the attention-sink token of
+    models run without a BOS).
     """
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
     special = sorted(set(getattr(tokenizer, "all_special_ids", []) or []) |
+                     {i for i, token in added.items() if getattr(token, "special", False)} |
                      {i for i in (getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "pad_token_id", None),
                                   getattr(tokenizer, "eos_token_id", None)) if i is not None})
     keep = ~torch.isin(input_ids, torch.tensor(special, dtype=input_ids.dtype, device=input_ids.device))

@@ -67,6 +67,8 @@ class TrainConfig:
     batch_tokens: int = 4096  # SAE training batch (tokens per optimiser step)
     model_batch_size: int = 8  # contexts per model forward
     block_batches: int | str = 32  # model forwards per shuffled block (the resume unit); "auto": from free memory
+    shuffle_tokens: int = 10_000_000  # contexts shuffled across this many tokens (capped at total_tokens) before the
+    #                                  forward: host memory 4 bytes a token (40 MB at 10M); 0: stream order (_token_stream)
     buffer_memory_fraction: float = 0.5  # share of the free memory the block store may take (it shrinks to fit)
     lr: float = 2e-4
     lr_min: float = 6e-5
@@ -110,6 +112,8 @@ class TrainConfig:
         if self.block_batches != "auto" and (isinstance(self.block_batches, bool)
                                              or not isinstance(self.block_batches, int) or self.block_batches < 1):
             raise ValueError(f"block_batches must be a positive number of forwards or 'auto', got {self.block_batches!r}")
+        if isinstance(self.shuffle_tokens, bool) or not isinstance(self.shuffle_tokens, int) or self.shuffle_tokens < 0:
+            raise ValueError(f"shuffle_tokens must be a number of tokens >= 0 (0: stream order), got {self.shuffle_tokens!r}")
         if not 0 < self.buffer_memory_fraction <= 1:
             raise ValueError(f"buffer_memory_fraction must be in (0, 1], got {self.buffer_memory_fraction}")
         if not 0 < self.lr_min <= self.lr:
@@ -259,8 +263,9 @@ class TrainResult:
 
 
 def _sources(cfg: TrainConfig, revisions: Mapping[str, str | None] | None = None) -> list:
-    """The run's text sources; an hf source streams the revision `revisions` pins for it."""
-    sources = [parse_source(spec, seed=cfg.seed) for spec in cfg.dataset]
+    """The run's training text sources (data.TextSource.part "train": never a validation document); an hf
+    source streams the revision `revisions` pins for it."""
+    sources = [dataclasses.replace(parse_source(spec, seed=cfg.seed), part="train") for spec in cfg.dataset]
     for source in sources:
         if source.kind == "hf":
             source.revision = (revisions or {}).get(source.describe())
@@ -269,26 +274,47 @@ def _sources(cfg: TrainConfig, revisions: Mapping[str, str | None] | None = None
 
 def _token_stream(cfg: TrainConfig, tokenizer, counts: dict | None = None,
                   revisions: Mapping[str, str | None] | None = None) -> Iterator[torch.Tensor]:
-    """The run's token batches; `counts` (if given) receives the tokens packed per mix source."""
-    texts = mix_streams(_sources(cfg, revisions), seed=cfg.seed)
+    """The run's token batches; `counts` (if given) receives the tokens per mix source of the contexts
+    that reach the forward.
+
+    The sources give their training part, mixed in tokens by their weights, packed into contexts
+    (data.context_tokens: the model's own context start and document separator), and shuffled through a
+    window of shuffle_window_contexts contexts before they are cut into forwards. Every step is seeded by
+    cfg.seed and replays identically, which is what a resume relies on (and every rank under torchrun
+    reads this stream); `revisions` pins each Hub source's commit (the first session's)."""
+    texts = mix_streams(_sources(cfg, revisions), seed=cfg.seed, tokenizer=tokenizer)
     return token_batches(texts, tokenizer, cfg.context_len, cfg.model_batch_size, prepend_bos=True,
-                         counts=counts)
+                         counts=counts, shuffle_window=shuffle_window_contexts(cfg), seed=cfg.seed)
+
+
+def shuffle_window_contexts(cfg: TrainConfig) -> int:
+    """Contexts in the run's shuffle window: cfg.shuffle_tokens (a run never needs a window larger than
+    its total_tokens) over context_len. Its memory: that many contexts x context_len x 4 bytes."""
+    return min(cfg.shuffle_tokens, cfg.total_tokens) // cfg.context_len
 
 
 def validation_batches(cfg: TrainConfig, tokenizer, n_tokens: int, dataset: str | tuple[str, ...] | None = None,
                        seed_offset: int = 1_000) -> list[torch.Tensor]:
-    """Held-out token batches (~n_tokens) for validation: other sources if given, else the training
-    sources under another seed (for the synthetic corpus, its held-out split)."""
+    """Held-out token batches (~n_tokens, fewer if the held-out documents run out) for validation.
+
+    Only documents that data.split_of holds out (TextSource.part "test"), which training skips: of
+    the `dataset` sources if given, else of the training sources (under another seed; the synthetic
+    corpus from its test stream), so validation and training never share a document, even where
+    the validation set overlaps the training set (a crawl and a sample of all crawls)."""
     specs = cfg.dataset if not dataset else ((dataset,) if isinstance(dataset, str) else tuple(dataset))
     seed = cfg.seed + seed_offset
-    sources = [parse_source(spec, seed=seed) for spec in specs]
+    sources = [dataclasses.replace(parse_source(spec, seed=seed), part="test") for spec in specs]
     for source in sources:
         if source.kind == "synthetic":
             source.split = "test"
     n_batches = max(1, math.ceil(n_tokens / (cfg.model_batch_size * cfg.context_len)))
-    texts = mix_streams(sources, seed=seed)
-    return list(token_batches(texts, tokenizer, cfg.context_len, cfg.model_batch_size, prepend_bos=True,
-                              max_batches=n_batches))
+    texts = mix_streams(sources, seed=seed, cycle=False, tokenizer=tokenizer)
+    batches = list(token_batches(texts, tokenizer, cfg.context_len, cfg.model_batch_size, prepend_bos=True,
+                                 max_batches=n_batches))
+    if len(batches) < n_batches:
+        print(f"Validation: the held-out documents filled {len(batches)} of {n_batches} batches "
+              f"({len(batches) * cfg.model_batch_size * cfg.context_len:,} of ~{n_tokens:,} tokens).")
+    return batches
 
 
 def activation_blocks(model, tokenizer, cfg: TrainConfig, device, state: dict | None = None,
@@ -894,6 +920,7 @@ def train_tiny_sae(model, tokenizer, model_id: str, layer: int, dataset: str, fo
     """Train a small TopK SAE (d_sae = 4 x d_model unless given) at `layer` on `dataset` in about a
     minute on a CPU, export it in SAELens format and return its folder, folder/blocks.<L>.hook_resid_post.
     What a smoke run, or a model with no published SAE, uses in place of a real one."""
+    from .data import context_tokens
     from .export import ExportInfo, export_run
     from .models import layers_path
 
@@ -905,7 +932,7 @@ def train_tiny_sae(model, tokenizer, model_id: str, layer: int, dataset: str, fo
                       checkpoint_dir=str(folder / "checkpoints"), seed=seed)
     result = train(cfg, model, tokenizer, progress=progress)
     info = ExportInfo(model_name=model_id, layers_path=layers_path(model), context_size=context_len,
-                      dataset_path=dataset, tokens_trained=result.tokens)
+                      dataset_path=dataset, tokens_trained=result.tokens, **context_tokens(tokenizer).export_fields())
     return export_run(result.saes, folder, info)[int(layer)]
 
 

@@ -197,7 +197,7 @@ def test_checkpoint_written_before_the_nested_sae_config_still_resumes(tmp_path,
     cfg = TrainConfig(**TINY_RUN, total_tokens=2500, checkpoint_dir=str(tmp_path / "ck"))
     key = cfg.resume_key()
     assert json.loads(json.dumps({k: v for k, v in key.items() if k in LEGACY_KEY})) == LEGACY_KEY
-    assert set(key) - set(LEGACY_KEY) == {"dtype", "apply_b_dec_to_input", "b_dec_init"}
+    assert set(key) - set(LEGACY_KEY) == {"dtype", "apply_b_dec_to_input", "b_dec_init", "shuffle_tokens"}
     monkeypatch.setattr(TrainConfig, "resume_key", lambda self: dict(LEGACY_KEY))  # the old code's checkpoint
     first = train(cfg, progress=False)
     monkeypatch.undo()
