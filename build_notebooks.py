@@ -36,6 +36,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+import build_site  # the ladder page and viewers (site/), generated with the notebooks
+
 PLATFORMS = ("colab", "kaggle", "cloud", "any")
 COLAB_PLATFORMS = ("colab", "any", "cloud")
 KAGGLE_PLATFORMS = ("kaggle", "any")
@@ -50,7 +52,7 @@ JUPYTEXT_CELL_KEYS = {"lines_to_next_cell", "lines_to_end_of_cell_marker", "cell
                       "region_name", "title", "cell_depth"}
 REQUIRED_KEYS = ("id", "source", "title", "pitch", "level", "platform", "accelerator",
                  "expected_time")
-OPTIONAL_KEYS = ("requirements", "full_run_only", "parameters", "smoke", "smoke_outputs", "smoke_run")
+OPTIONAL_KEYS = ("requirements", "full_run_only", "parameters", "smoke", "smoke_outputs", "smoke_run") + build_site.CARD_KEYS
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -75,6 +77,10 @@ class Entry:
     smoke: dict = field(default_factory=dict)
     smoke_outputs: dict = field(default_factory=dict)
     smoke_run: bool = False  # smoke-run this entry even when an earlier entry shares its source
+    purpose: str = ""  # the site's card fields (build_site.py): its group, cost, what you'll learn, what first
+    cost: str = ""
+    learn: list = field(default_factory=list)
+    prerequisites: list = field(default_factory=list)
 
     @property
     def gpu(self) -> bool:
@@ -611,6 +617,12 @@ def _source_cells(root: Path, entry: Entry):
     return nb.cells, params[0]
 
 
+def parameters_of(root: Path, entry: Entry) -> dict:
+    """The notebook's parameter values as rendered: the source's parameters cell with the catalog's overrides."""
+    cells, p = _source_cells(root, entry)
+    return parameter_defaults(apply_overrides(cells[p].source, entry.parameters, f"notebooks_src/{entry.source}"))
+
+
 def render_entry(root: Path, entry: Entry, settings: Settings) -> str:
     """The notebook JSON text for one catalog entry."""
     import nbformat
@@ -681,6 +693,8 @@ def render_all(root: Path, only: str | None = None) -> tuple[dict[str, str], lis
         return {f"notebooks/{only}.ipynb": render_entry(root, picked[0], settings)}, []
     files = {f"shared/{CATALOG_MODULE}": catalog_module(entries)}
     files.update({f"notebooks/{e.id}.ipynb": render_entry(root, e, settings) for e in entries})
+    files.update(build_site.site_files(root, entries, settings, {e.id: parameters_of(root, e) for e in entries},
+                                       {e.id: badges(e, settings) for e in entries}))
     notes = []
     readme = root / "README.md"
     if readme.exists():
@@ -691,8 +705,8 @@ def render_all(root: Path, only: str | None = None) -> tuple[dict[str, str], lis
 
 
 def _extras(root: Path, files: dict[str, str]) -> list[str]:
-    return sorted(f"notebooks/{p.name}" for p in (root / "notebooks").glob("*.ipynb")
-                  if f"notebooks/{p.name}" not in files)
+    return sorted([f"notebooks/{p.name}" for p in (root / "notebooks").glob("*.ipynb")
+                   if f"notebooks/{p.name}" not in files] + build_site.extras(root, files))
 
 
 def check(root: Path, only: str | None = None) -> list[str]:
@@ -724,6 +738,7 @@ def build(root: Path, only: str | None = None) -> list[str]:
         path = root / rel
         if path.exists() and path.read_text(encoding="utf-8") == text:
             continue
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
         notes.append(f"wrote {rel}")
@@ -782,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
         for note in build(args.root, args.only):
             print(note)
         return 0
-    except BuildError as e:
+    except (BuildError, build_site.SiteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
