@@ -52,7 +52,8 @@ JUPYTEXT_CELL_KEYS = {"lines_to_next_cell", "lines_to_end_of_cell_marker", "cell
                       "region_name", "title", "cell_depth"}
 REQUIRED_KEYS = ("id", "source", "title", "pitch", "level", "platform", "accelerator",
                  "expected_time")
-OPTIONAL_KEYS = ("requirements", "full_run_only", "parameters", "smoke", "smoke_outputs", "smoke_run") + build_site.CARD_KEYS
+OPTIONAL_KEYS = ("requirements", "full_run_only", "parameters", "smoke", "smoke_outputs", "smoke_run",
+                 *build_site.CARD_KEYS)
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 

@@ -37,13 +37,14 @@ PURPOSES = {
     "baselines": ("Baselines", "What an SAE feature has to beat: lenses, probes, CCS and reading vectors."),
 }
 CARD_KEYS = ("purpose", "cost", "learn", "prerequisites")  # the catalog keys only the site reads
-VIEWERS = {  # page -> (kind for viewer.js, heading, the file it opens, which notebooks write it, example URL path)
-    "trace.html": ("trace", "Trace viewer", "trace.json", "notebook 05", "trace/trace.json"),
-    "circuit.html": ("circuit", "Circuit viewer", "circuit.json", "notebooks 14, 15 and 16", "circuit/circuit.json"),
-    "catalog.html": ("catalog", "Feature catalog", "feature_catalog.json", "notebook 04",
+VIEWERS = {  # page -> (kind for viewer.js, heading, the file it opens, who writes it, its path in an uploading repo)
+    "trace.html": ("trace", "Trace viewer", "trace.json", "written by notebook 05", "traces/trace.json"),
+    "circuit.html": ("circuit", "Circuit viewer", "circuit.json", "written by notebooks 14, 15 and 16",
+                     "circuits/sfc/circuit.json"),
+    "catalog.html": ("catalog", "Feature catalog", "feature_catalog.json", "written by notebook 04",
                      "feature_catalog/12/feature_catalog.json"),
-    "leaderboard.html": ("leaderboard", "InterpScore leaderboard", "interpscore.json", "notebook 18",
-                         "interpscore/interpscore.json"),
+    "leaderboard.html": ("leaderboard", "InterpScore leaderboard", "interpscore.json", "written by notebook 18",
+                         "interpscore.json"),
 }
 GPU_CLASSES = ("no GPU", "one T4", "two T4s", "a bigger GPU")  # what a notebook needs, smallest first
 GPU_FILTER = (("any", "any"), ("0", "none"), ("1", "at most one T4"), ("2", "at most two T4s"))
@@ -194,11 +195,13 @@ def _prerequisite(text: str, titles: dict) -> str:
     """The text, escaped, with each catalog id in it as a link to that card (named by its title)."""
     if not titles:
         return esc(text)
-    ids = re.compile(r"(?<![\w.-])(" + "|".join(re.escape(i) for i in sorted(titles, key=len, reverse=True)) + r")(?![\w.-])")
+    names = "|".join(re.escape(i) for i in sorted(titles, key=len, reverse=True))
+    ids = re.compile(rf"(?<![\w.-])({names})(?![\w.-])")
     return ids.sub(lambda m: f'<a href="#{m.group(1)}">{esc(titles[m.group(1)])}</a>', esc(text))
 
 
 def _sections(entry, titles: dict) -> str:
+    """What you'll learn, what to know or run first, and what the notebook needs (when the catalog says)."""
     out = []
     if entry.learn:
         out.append(f"<h4>What you'll learn</h4><ul class=\"learn\">{_li(esc(x) for x in entry.learn)}</ul>")
@@ -212,8 +215,10 @@ def _sections(entry, titles: dict) -> str:
 
 
 def _card(entry, settings, params, badges, titles, tier: bool) -> str:
-    attrs = (f'id="{esc(entry.id)}" data-platform="{" ".join(platforms(entry, badges))}" data-gpu="{gpu_class(entry)}" '
-             f'data-minutes="{minutes(entry):g}"')
+    """One notebook as an <article>: a tier card with every catalog field, or a compact card whose details fold.
+    Its data-* attributes are what the CSS filter matches."""
+    attrs = (f'id="{esc(entry.id)}" data-platform="{" ".join(platforms(entry, badges))}" '
+             f'data-gpu="{gpu_class(entry)}" data-minutes="{minutes(entry):g}"')
     gpu = esc(entry.accelerator) if entry.gpu else "no GPU"
     title = f'<h3><a href="{esc(_notebook_url(settings, entry))}">{esc(entry.title)}</a></h3>'
     if tier:
@@ -248,10 +253,12 @@ def filter_css(entries) -> str:
     for value, _ in PLATFORM_FILTER[1:]:
         rules.append(f'body:has(#platform-{value}:checked) .nb:not([data-platform~="{value}"])')
     for value, _ in GPU_FILTER[1:]:
-        rules += [f'body:has(#gpu-{value}:checked) .nb[data-gpu="{c}"]' for c in range(int(value) + 1, len(GPU_CLASSES))]
+        rules += [f'body:has(#gpu-{value}:checked) .nb[data-gpu="{c}"]'
+                  for c in range(int(value) + 1, len(GPU_CLASSES))]
     times = sorted({f"{minutes(e):g}" for e in entries}, key=float)
     for value, _ in TIME_FILTER[1:]:
-        rules += [f'body:has(#time-{value}:checked) .nb[data-minutes="{t}"]' for t in times if float(t) > float(value)]
+        rules += [f'body:has(#time-{value}:checked) .nb[data-minutes="{t}"]'
+                  for t in times if float(t) > float(value)]
     return ",\n".join(rules) + "{display:none}\n"
 
 
@@ -281,25 +288,26 @@ def index_html(entries, settings, parameters: dict, badges: dict) -> str:
             cards = "".join(_card(e, settings, parameters[e.id], badges[e.id], titles, False) for e in members)
             groups.append(f'<section class="group" id="purpose-{key or "other"}"><h2>{esc(heading)}</h2>'
                           f'<p class="blurb">{esc(blurb)}</p><div class="grid">{cards}</div></section>')
-    viewers = "".join(f'<li><a href="{p}">{esc(v[1])}</a>: open a <code>{esc(v[2])}</code> ({esc(v[3])}) by URL, drop or '
-                      "paste</li>" for p, v in VIEWERS.items())
+    viewers = "".join(f'<li><a href="{page}">{esc(heading)}</a>: a <code>{esc(file)}</code>, {esc(writers)}</li>'
+                      for page, (_, heading, file, writers, _) in VIEWERS.items())
     filters = (_radio_group("platform", "Opens in", PLATFORM_FILTER) + _radio_group("gpu", "GPU it needs", GPU_FILTER)
                + _radio_group("time", "Time it takes, at most", TIME_FILTER))
     repo = f"https://github.com/{settings.repository}"
+    lede = ("Colab- and Kaggle-ready notebooks that train <b>sparse autoencoders</b> on language models, from a first "
+            f"SAE on a free T4 to paper-grade SAEs on a 27B model, and then use them. {len(entries)} notebooks, "
+            "each one file that runs with no checkout beside it. "
+            f'Source: <a href="{esc(repo)}">{esc(settings.repository)}</a>.')
+    ladder, blurb = PURPOSES["ladder"]
     return (_head("SAE notebook ladder", "Colab and Kaggle notebooks that train sparse autoencoders and use them.")
-            + "<body>\n" + _nav("index.html") + '<main>\n<h1>SAE notebook ladder</h1>\n'
-            '<p class="lede">Colab- and Kaggle-ready notebooks that train <b>sparse autoencoders</b> on language models, '
-            f'from a first SAE on a free T4 to paper-grade SAEs on a 27B model, and then use them. {len(entries)} notebooks, '
-            f'each one file that runs with no checkout beside it. Source: <a href="{esc(repo)}">{esc(settings.repository)}</a>.'
-            '</p>\n<form class="filters" aria-label="filter the notebooks">' + filters + "</form>\n"
-            f'<section class="group" id="purpose-ladder"><h2>{esc(PURPOSES["ladder"][0])}</h2>'
-            f'<p class="blurb">{esc(PURPOSES["ladder"][1])}</p><div class="tiers">{start}</div></section>\n'
-            + "\n".join(groups)
-            + f'\n<section class="group" id="viewers"><h2>Viewers</h2><p class="blurb">Open what the notebooks write, '
-              f'from a Hugging Face <code>resolve/main/...</code> URL, a file or pasted text; a <code>?src=</code> URL '
+            + f'<body>\n{_nav("index.html")}<main>\n<h1>SAE notebook ladder</h1>\n<p class="lede">{lede}</p>\n'
+            f'<form class="filters" aria-label="filter the notebooks">{filters}</form>\n'
+            f'<section class="group" id="purpose-ladder"><h2>{esc(ladder)}</h2><p class="blurb">{esc(blurb)}</p>'
+            f'<div class="tiers">{start}</div></section>\n' + "\n".join(groups)
+            + '\n<section class="group" id="viewers"><h2>Viewers</h2><p class="blurb">Open what the notebooks write, '
+              'from a Hugging Face <code>resolve/main/...</code> URL, a file or pasted text; a <code>?src=</code> URL '
               f'is a link you can share.</p><ul>{viewers}</ul></section>\n'
               f'<p class="shown" role="status"> of {len(entries)} notebooks shown</p>\n</main>\n'
-              f'<footer>Generated from <code>notebooks_src/catalog.toml</code> by <code>build_notebooks.py</code>.'
+              '<footer>Generated from <code>notebooks_src/catalog.toml</code> by <code>build_notebooks.py</code>.'
               "</footer>\n</body></html>\n")
 
 
@@ -309,21 +317,24 @@ def viewer_html(page: str, settings) -> str:
     many = kind == "leaderboard"
     hub = f"https://huggingface.co/&lt;user&gt;/&lt;repo&gt;/resolve/main/{esc(example)}"
     share = f"{esc(pages_url(settings.repository))}{page}?src={hub}"
+    if many:
+        how = (f"Open any number of <code>{esc(file)}</code> files ({esc(writers)}) to rank them: give their URLs, "
+               f"drop the files on this page, choose them, or paste their text. Files on the Hub are shared as "
+               f"<code>{share}</code>, with one <code>src=</code> a file.")
+    else:
+        how = (f"Open a <code>{esc(file)}</code> ({esc(writers)}): give its URL, drop the file on this page, choose "
+               f"it, or paste its text. A file on the Hub is shared as <code>{share}</code>.")
+    multiple = " multiple" if many else ""
+    clear = ' <button id="slv-clear" type="button">Clear</button>' if many else ""
     return (_head(f"{heading} · SAE notebook ladder", f"Open a {file} by URL, file drop or paste.")
-            + f'<body class="viewer">\n{_nav(page)}<main>\n<h1>{esc(heading)}</h1>\n'
-            f'<p class="lede">Open {"one or more" if many else "a"} <code>{esc(file)}</code> ({esc(writers)} of the ladder '
-            f'{"write" if " and " in writers else "writes"} {"them" if many else "it"}): give {"their URLs" if many else "its URL"}, '
-            f'drop {"files" if many else "the file"} on this page, choose {"them" if many else "it"}, or paste the text. '
-            f"A file on the Hub is shared as <code>{share}</code>"
-            f'{" (repeat src= for more files)" if many else ""}.</p>\n'
-            '<form class="open" method="get" action="">'
-            f'<label>URL <input id="slv-src" name="src" type="url" placeholder="{hub}" size="60"></label> '
-            '<button type="submit">Open</button></form>\n'
-            f'<p class="open"><label>File <input id="slv-file" type="file" accept=".json,application/json"'
-            f'{" multiple" if many else ""}></label>'
-            + (' <button id="slv-clear" type="button">Clear</button>' if many else "") + "</p>\n"
+            + f'<body class="viewer">\n{_nav(page)}<main>\n<h1>{esc(heading)}</h1>\n<p class="lede">{how}</p>\n'
+            f'<form class="open" method="get" action=""><label>URL <input id="slv-src" name="src" type="url" '
+            f'placeholder="{hub}" size="60"></label> <button type="submit">Open</button></form>\n'
+            f'<p class="open"><label>File <input id="slv-file" type="file" accept=".json,application/json"{multiple}>'
+            f"</label>{clear}</p>\n"
             '<details class="open"><summary>Paste JSON</summary><textarea id="slv-paste" rows="6" cols="80" '
-            f'aria-label="{esc(file)} text"></textarea><br><button id="slv-paste-go" type="button">Show</button></details>\n'
+            f'aria-label="{esc(file)} text"></textarea><br>'
+            '<button id="slv-paste-go" type="button">Show</button></details>\n'
             '<p id="slv-msg" class="slv-muted" role="status" aria-live="polite"></p>\n'
             '<noscript><p class="slv-error">This viewer draws the file with JavaScript: turn it on for this page.</p>'
             "</noscript>\n"
@@ -337,7 +348,8 @@ SITE_CSS = """
 body{margin:0;background:var(--bg);color:var(--ink);font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
  counter-reset:shown}
 a{color:var(--link)}
-code{font:13px ui-monospace,Menlo,Consolas,monospace;background:#eceef2;padding:0 3px;border-radius:3px;overflow-wrap:anywhere}
+code{font:13px ui-monospace,Menlo,Consolas,monospace;background:#eceef2;padding:0 3px;border-radius:3px;
+ overflow-wrap:anywhere}
 .top{background:#111827;padding:10px 20px}
 .top nav{display:flex;flex-wrap:wrap;gap:4px 20px;max-width:1240px;margin:0 auto}
 .top a{color:#e5e7eb;text-decoration:none;font-weight:600}
@@ -378,7 +390,8 @@ footer{max-width:1240px;margin:0 auto;padding:16px 20px 40px;color:var(--muted);
 .pill.level{background:#ffedd5;color:#9a3412}
 .pill.gpu{background:#e0e7ff;color:#3730a3}
 .badges{margin:auto 0 0;padding-top:8px;display:flex;flex-wrap:wrap;gap:6px}
-.badge{display:inline-block;font-size:12px;font-weight:700;padding:3px 9px;border-radius:5px;text-decoration:none;color:#fff}
+.badge{display:inline-block;font-size:12px;font-weight:700;padding:3px 9px;border-radius:5px;text-decoration:none;
+ color:#fff}
 .badge.colab{background:#e37400}.badge.kaggle{background:#1c8ad6}.badge.source{background:#374151}
 .shown{position:fixed;right:14px;bottom:12px;margin:0;background:#111827;color:#fff;padding:4px 10px;border-radius:6px;
  font-size:13px;opacity:.9}
@@ -398,7 +411,8 @@ def viewer_assets(root: Path) -> tuple[str, str]:
     """(VIEWER_JS, VIEWER_CSS) of root/shared/viewer.py, read as constants (the module is not imported)."""
     path = Path(root) / "shared" / "viewer.py"
     if not path.is_file():
-        raise SiteError(f"{path} not found: it holds the viewers' script (VIEWER_JS) that site/viewer.js is written from")
+        raise SiteError(f"{path} not found: it holds the viewers' script (VIEWER_JS), which site/viewer.js is "
+                        "written from")
     found = {}
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and len(node.targets) == 1:

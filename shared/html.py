@@ -53,7 +53,7 @@ def view(kind: str, data, *, title: str = "") -> str:
 def page(*fragments: str, title: str = "SAE features") -> str:
     """A whole HTML document around fragments (`view` output), for saving."""
     return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
             f'<title>{esc(title)}</title></head><body style="margin:16px">{"".join(fragments)}</body></html>')
 
 

@@ -100,7 +100,8 @@ def visibility(is_private: bool | None, wanted: bool, created: bool) -> str:
 def upload_files(files, repo_id: str | None, *, private: bool = True, token: str | None = None,
                  path_in_repo: str = "", api: Any = None) -> dict:
     """Upload a run's result files (a feature catalog, a trace, its HTML) to `repo_id`/`path_in_repo`
-    in one commit, never raising on a Hub fault: {"ok": True, "repo", "url", "files", "file_urls", "private"} or
+    in one commit, never raising on a Hub fault: {"ok": True, "repo", "url", "files", "file_urls" (what a
+    browser reads), "private"} or
     {"ok": False, "repo", "error"}. An empty repo_id uploads nothing and returns {} (uploads happen
     only when asked); a missing repo is created private unless private=False."""
     import sys

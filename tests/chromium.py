@@ -175,6 +175,13 @@ class Page:
             raise BrowserError(d.get("exception", {}).get("description") or d.get("text"))
         return res["result"].get("value")
 
+    def texts(self, selector: str) -> list[str]:
+        """textContent of every element matching the CSS selector, in document order."""
+        return self.eval(f"Array.from(document.querySelectorAll({json.dumps(selector)})).map(e => e.textContent)")
+
+    def count(self, selector: str) -> int:
+        return self.eval(f"document.querySelectorAll({json.dumps(selector)}).length")
+
     def wait_for(self, expression: str, timeout: float = 20.0):
         """Poll until the expression is truthy; its value."""
         deadline = time.monotonic() + timeout
@@ -194,8 +201,8 @@ class Page:
         if "objectId" not in found:
             raise BrowserError(f"no element matches {selector}")
         self.browser.call("Accessibility.enable", session=self.session)
-        nodes = self.browser.call("Accessibility.getPartialAXTree", {"objectId": found["objectId"], "fetchRelatives": True},
-                                  self.session)["nodes"]
+        nodes = self.browser.call("Accessibility.getPartialAXTree",
+                                  {"objectId": found["objectId"], "fetchRelatives": True}, self.session)["nodes"]
         by_id = {n["nodeId"]: n for n in nodes}
 
         def text(node) -> str:  # StaticText below node, through ignored wrappers such as ::before

@@ -12,7 +12,8 @@ from local_server import LocalServer
 
 
 class StoreHub(LocalServer):
-    """`with StoreHub() as hub:` -> hub.url (HfApi endpoint), hub.files {(repo, path): bytes}, hub.private {repo: bool}."""
+    """`with StoreHub() as hub:` -> hub.url (the HfApi endpoint), hub.files {(repo, path): bytes},
+    hub.private {repo: bool}."""
 
     def __init__(self):
         self.files, self.private = {}, {}
@@ -50,15 +51,17 @@ class StoreHub(LocalServer):
                     store.private[repo] = ask.get("visibility", "private") == "private" or bool(ask.get("private"))
                     return self._send(200, {"url": f"{store.url}/{repo}", "name": repo})
                 if "/preupload/" in self.path:
-                    return self._send(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                                      for f in json.loads(body)["files"]]})
+                    asked = json.loads(body)["files"]
+                    return self._send(200, {"files": [{"path": f["path"], "uploadMode": "regular",
+                                                       "shouldIgnore": False} for f in asked]})
                 if "/commit/" in self.path:
                     repo = self.path.removeprefix("/api/models/").split("/commit/")[0]
                     for line in body.splitlines():
                         item = json.loads(line)
                         if item["key"] == "file":
                             store.files[repo, item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-                    return self._send(200, {"commitUrl": f"{store.url}/{repo}/commit/{'0' * 40}", "commitOid": "0" * 40})
+                    oid = "0" * 40
+                    return self._send(200, {"commitUrl": f"{store.url}/{repo}/commit/{oid}", "commitOid": oid})
                 return self._send(404, {"error": "not here"})
 
             def do_OPTIONS(self):

@@ -109,8 +109,9 @@ def write_samples(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def _poison(value, n=itertools.count()):
-    """Every string of value replaced by a payload followed by the string (numbers and keys kept)."""
+def _poison(value, n=None):
+    """Every string of value with a payload put in front of it (numbers and keys kept)."""
+    n = itertools.count() if n is None else n
     if isinstance(value, str):
         return PAYLOADS[next(n) % len(PAYLOADS)] + value
     if isinstance(value, list):
@@ -121,25 +122,17 @@ def _poison(value, n=itertools.count()):
 
 
 def hostile(data: dict) -> dict:
-    """The sample with payloads in its names, tokens, labels and texts; ids and kinds that must match
-    (node ids and edge ends, counterfactual keys, node kinds) poisoned consistently or kept."""
-    if "nodes" in data:  # circuit: ids renamed everywhere alike, kinds kept so shapes are still drawn
+    """The sample with payloads in its names, tokens, labels and texts. Strings that must match each other
+    (a circuit's node ids and edge ends, a trace's feature ids and counterfactual keys) get the same
+    payload; a circuit's node kinds and layers are kept, so its shapes are still drawn."""
+    if "nodes" in data:
         rename = {n["id"]: PAYLOADS[i % len(PAYLOADS)] + n["id"] for i, n in enumerate(data["nodes"])}
-        nodes = [{**n, "id": rename[n["id"]], "name": PAYLOADS[1] + "name", "layer": n["layer"]} for n in data["nodes"]]
-        edges = [{**e, "source": rename[e["source"]], "target": rename[e["target"]]} for e in data["edges"]]
-        return {**data, "nodes": nodes, "edges": edges, "metric": PAYLOADS[0], "model": PAYLOADS[2],
-                "sae_repo": PAYLOADS[3]}
+        return {**_poison(data), "nodes": [{**n, "id": rename[n["id"]], "name": PAYLOADS[1] + "name"}
+                                           for n in data["nodes"]],
+                "edges": [{**e, "source": rename[e["source"]], "target": rename[e["target"]]} for e in data["edges"]]}
     out = _poison(data)
-    if "counterfactuals" in data:  # trace: feature ids are the counterfactuals' keys
-        out["features"] = [{**f, "id": PAYLOADS[i % 4] + f["id"]} for i, f in enumerate(_poison(data["features"]))]
-        out["counterfactuals"] = {PAYLOADS[i % 4] + f["id"]: _poison(data["counterfactuals"][f["id"]])
-                                  for i, f in enumerate(data["features"])}
-        out["activations"] = data["activations"]
-    if "features" in data and "counterfactuals" not in data:  # catalog: numbers and ids stay numbers
-        out["features"] = [{**_poison(f), "id": f["id"], "rank": f["rank"], "nearest": f.get("nearest", []),
-                            "histogram": f.get("histogram"),
-                            "top_activating_examples": [{**_poison(e), "token_activations": e.get("token_activations"),
-                                                         "peak": e.get("peak")}
-                                                        for e in f["top_activating_examples"]]}
-                           for f in data["features"]]
+    if "counterfactuals" in data:
+        ids = [PAYLOADS[i % len(PAYLOADS)] + f["id"] for i, f in enumerate(data["features"])]
+        out["features"] = [{**f, "id": i} for f, i in zip(out["features"], ids)]
+        out["counterfactuals"] = {i: _poison(data["counterfactuals"][f["id"]]) for f, i in zip(data["features"], ids)}
     return out

@@ -42,7 +42,8 @@ def catalog() -> dict:
     entries = catalog_entries(stats, ranked, WordTokenizer(), labels=labels, effects=effects)
     for e in entries:
         e["nearest"] = [{"id": 7 if e["id"] != 7 else 1, "cosine": 0.5}, {"id": 999, "cosine": 0.25}]
-    return {"sae_repo": 'x"><img src=x onerror="window.__pwned=2">', "base_model": "tiny", "layer": 1, "features": entries}
+    return {"sae_repo": 'x"><img src=x onerror="window.__pwned=2">', "base_model": "tiny", "layer": 1,
+            "features": entries}
 
 
 TRACE = {"prompt": EVIL, "model": "tiny", "layer": "L1 residual", "sae_repo": "local",
@@ -112,21 +113,17 @@ def test_a_saved_output_draws_itself_and_runs_nothing_from_its_data(tmp_path):
                 view("trace", CIRCUIT), title="outputs")
     browser, tab = render(tmp_path, html, "outputs")
     with browser:
-        assert tab.eval("document.querySelectorAll('.slv-nojs').length") == 0  # every fragment drew itself
+        assert tab.count(".slv-nojs") == 0  # every fragment drew itself
         card7 = "#slv-f-7"
-        assert tab.eval(f"document.querySelector('{card7} h3').textContent").endswith("markup <b>tags</b>")
-        assert tab.eval(f"document.querySelectorAll('{card7} .slv-peak').length") == 5  # one peak per top context
-        assert tab.eval(f"Array.from(document.querySelectorAll('{card7} .slv-pos')).map(c => c.textContent)") \
-            == [EVIL, " cat"]
-        assert tab.eval(f"Array.from(document.querySelectorAll('{card7} .slv-nearest .slv-chip')).map(c => c.tagName)") \
-            == ["A", "SPAN"]  # latent 1 is in the catalog, 999 is not
-        assert tab.eval("Array.from(document.querySelectorAll('.slv-strip .slv-tok')).map(t => t.textContent)") \
-            == ["The", " cat", EVIL, " sat"]
-        assert tab.eval("document.querySelectorAll('svg circle.slv-feature').length") == 2
-        assert tab.eval("document.querySelectorAll('svg polygon.slv-error-node').length") == 1
-        assert tab.eval("Array.from(document.querySelectorAll('.slv-board tbody tr')).map(r => r.cells[1].textContent)") \
-            == ["b", EVIL]
-        assert tab.eval("Array.from(document.querySelectorAll('.slv-error')).map(e => e.textContent)") == [
+        assert tab.texts(f"{card7} h3")[0].endswith("markup <b>tags</b>")
+        assert tab.count(f"{card7} .slv-peak") == 5  # one peak per top context
+        assert tab.texts(f"{card7} .slv-pos") == [EVIL, " cat"]
+        chips = tab.eval(f"Array.from(document.querySelectorAll('{card7} .slv-nearest .slv-chip')).map(c => c.tagName)")
+        assert chips == ["A", "SPAN"]  # latent 1 is in the catalog, 999 is not
+        assert tab.texts(".slv-strip .slv-tok") == ["The", " cat", EVIL, " sat"]
+        assert tab.count("svg circle.slv-feature") == 2 and tab.count("svg polygon.slv-error-node") == 1
+        assert tab.texts(".slv-board tbody tr td:nth-child(2)") == ["b", EVIL]
+        assert tab.texts(".slv-error") == [
             "not a trace.json: missing field 'tokens' (it looks like a circuit.json: open it in circuit.html)"]
         assert tab.eval("window.__pwned === undefined && !document.querySelector('body img, body iframe') && "
                         "document.querySelectorAll('script').length === 10")  # 5 fragments x (data + script)

@@ -91,14 +91,14 @@ def test_filters_and_needs_are_read_from_the_catalog():
     assert build_site.minutes(by_id["01_hobbyist_gemma2_2b_colab"]) == 60
     assert build_site.minutes(by_id["02_explorer_qwen35_4b_kaggle"]) == 480
     assert build_site.minutes(by_id["07_pick_your_tier"]) == 1
-    assert [build_site.gpu_class(by_id[i]) for i in ("07_pick_your_tier", "01_hobbyist_gemma2_2b_colab",
-                                                     "02_explorer_qwen35_4b_kaggle", "03_papergrade_qwen36_27b_cloud")] \
-        == [0, 1, 2, 3]
+    ladder = ("07_pick_your_tier", "01_hobbyist_gemma2_2b_colab", "02_explorer_qwen35_4b_kaggle",
+              "03_papergrade_qwen36_27b_cloud")
+    assert [build_site.gpu_class(by_id[i]) for i in ladder] == [0, 1, 2, 3]
     assert build_site.needs_items({"accelerator": "T4", "secrets": ["HF_TOKEN"], "kaggle_internet": True,
                                    "drive": False, "gated_models": []}) \
         == ["accelerator: T4", "secrets: HF_TOKEN", "kaggle internet"]
     entry = replace(by_id["05_build_shareable_trace"])
-    entry.needs = {"secrets": ["HF_TOKEN <for upload>"], "downloads": "2 GB"}  # the [notebook.needs] table, when it lands
+    entry.needs = {"secrets": ["HF_TOKEN <for upload>"], "downloads": "2 GB"}  # [notebook.needs], once it lands
     settings = bn.load_settings(REPO)
     card = build_site._card(entry, settings, {}, bn.badges(entry, settings), {}, tier=False)
     assert '<ul class="needs"><li>secrets: HF_TOKEN &lt;for upload&gt;</li><li>downloads: 2 GB</li></ul>' in card
@@ -254,16 +254,14 @@ def test_trace_viewer_shows_tokens_features_and_counterfactuals(browser, server,
     data = load(samples, "trace.json")
     page = viewer(browser, server, "trace.html", "samples/trace.json")
     show = lambda t: t.replace("\n", "↵").replace("\t", "⇥")  # noqa: E731
-    assert page.eval("Array.from(document.querySelectorAll('.slv-strip .slv-tok')).map(t => t.textContent)") \
-        == [show(t) for t in data["tokens"]]
-    assert page.eval("Array.from(document.querySelectorAll('.slv-frow th')).map(t => t.textContent)") \
-        == [f"{f['id']} {f['name']}" for f in data["features"]]
-    assert page.eval("document.querySelectorAll('.slv-frow td').length") == len(data["features"]) * len(data["tokens"])
+    assert page.texts(".slv-strip .slv-tok") == [show(t) for t in data["tokens"]]
+    assert page.texts(".slv-frow th") == [f"{f['id']} {f['name']}" for f in data["features"]]
+    assert page.count(".slv-frow td") == len(data["features"]) * len(data["tokens"])
     second = data["features"][1]
     page.eval("document.querySelectorAll('.slv-frow')[1].click(), 0")
-    assert page.eval("document.querySelector('.slv-detail h3').textContent") == f"{second['id']} {second['name']}"
-    assert page.eval("Array.from(document.querySelectorAll('.slv-cf tr')).map(r => r.textContent)") \
-        == [f"α = {a}{show(t)}" for a, t in sorted(data["counterfactuals"][second["id"]].items(), key=lambda x: float(x[0]))]
+    assert page.texts(".slv-detail h3") == [f"{second['id']} {second['name']}"]
+    alphas = sorted(data["counterfactuals"][second["id"]].items(), key=lambda x: float(x[0]))
+    assert page.texts(".slv-cf tr") == [f"α = {a}{show(t)}" for a, t in alphas]
     peak = max(range(len(data["tokens"])), key=lambda t: data["activations"][1][t])  # the strip shades by the row
     assert page.eval(f"document.querySelectorAll('.slv-strip .slv-tok')[{peak}].getAttribute('style')") \
         == "background:rgba(234,88,12,0.850)"
@@ -276,16 +274,14 @@ def test_trace_viewer_shows_tokens_features_and_counterfactuals(browser, server,
 def test_circuit_viewer_draws_nodes_and_edges(browser, server, samples, shots):
     data = load(samples, "circuit.json")
     page = viewer(browser, server, "circuit.html", "samples/circuit.json")
-    rows = page.eval("Array.from(document.querySelectorAll('.slv-nodes tbody tr')).map(r => r.cells[0].textContent)")
-    assert sorted(rows) == sorted(n["id"] for n in data["nodes"])
-    edges = page.eval("Array.from(document.querySelectorAll('.slv-edges tbody tr')).map(r => "
-                      "r.cells[0].textContent + '>' + r.cells[1].textContent)")
-    assert sorted(edges) == sorted(f"{e['source']}>{e['target']}" for e in data["edges"])
+    assert sorted(page.texts(".slv-nodes tbody td:first-child")) == sorted(n["id"] for n in data["nodes"])
+    ends = zip(page.texts(".slv-edges tbody td:nth-child(1)"), page.texts(".slv-edges tbody td:nth-child(2)"))
+    assert sorted(ends) == sorted((e["source"], e["target"]) for e in data["edges"])
     kinds = [n["kind"] for n in data["nodes"]]
-    assert page.eval("document.querySelectorAll('svg circle.slv-feature').length") == kinds.count("feature")
-    assert page.eval("document.querySelectorAll('svg polygon.slv-error-node').length") == kinds.count("error") == 2
-    assert page.eval("document.querySelectorAll('svg line.slv-edge').length") == len(data["edges"])
-    widths = page.eval("Array.from(document.querySelectorAll('line.slv-edge')).map(l => +l.getAttribute('stroke-width'))")
+    assert page.count("svg circle.slv-feature") == kinds.count("feature")
+    assert page.count("svg polygon.slv-error-node") == kinds.count("error") == 2
+    assert page.count("svg line.slv-edge") == len(data["edges"])
+    widths = page.eval("Array.from(document.querySelectorAll('line.slv-edge'), l => +l.getAttribute('stroke-width'))")
     assert max(widths) == pytest.approx(6.0) and min(widths) < max(widths)  # width by |score|
     shot(page, shots, "circuit.png")
     assert page.problems == []
@@ -296,13 +292,11 @@ def test_catalog_viewer_labels_search_and_nearest(browser, server, samples, shot
     data = load(samples, "feature_catalog.json")
     feats = data["features"]
     page = viewer(browser, server, "catalog.html", "samples/feature_catalog.json")
-    assert page.eval("Array.from(document.querySelectorAll('.slv-feature-card h3')).map(h => h.textContent)") \
-        == [f"#{f['rank']} · {f['name']}" for f in feats]
-    assert page.eval("document.querySelectorAll('.slv-feature-card .slv-ex').length") \
-        == sum(len(f["top_activating_examples"]) for f in feats)
+    assert page.texts(".slv-feature-card h3") == [f"#{f['rank']} · {f['name']}" for f in feats]
+    assert page.count(".slv-feature-card .slv-ex") == sum(len(f["top_activating_examples"]) for f in feats)
     # nearest by decoder cosine: the ids the catalog holds, linked when the neighbour is in the catalog
-    first = page.eval("Array.from(document.querySelectorAll('.slv-feature-card')[0].querySelectorAll('.slv-nearest .slv-chip'))"
-                      ".map(c => [c.tagName, c.textContent])")
+    first = page.eval("Array.from(document.querySelectorAll('.slv-feature-card:first-child .slv-nearest .slv-chip'),"
+                      " c => [c.tagName, c.textContent])")
     ids = {f["id"] for f in feats}
     assert [t for t, _ in first] == ["A" if n["id"] in ids else "SPAN" for n in feats[0]["nearest"]]
     assert all(str(n["id"]) in text for n, (_, text) in zip(feats[0]["nearest"], first))
@@ -311,13 +305,13 @@ def test_catalog_viewer_labels_search_and_nearest(browser, server, samples, shot
     word = target["name"]
     page.eval(f"var s = document.querySelector('.slv-search'); s.value = {json.dumps(word)};"
               "s.dispatchEvent(new Event('input')); 0")
-    visible = page.eval("Array.from(document.querySelectorAll('.slv-feature-card')).filter(c => !c.hidden).map(c => c.id)")
+    visible = page.eval("Array.from(document.querySelectorAll('.slv-feature-card:not([hidden])'), c => c.id)")
     assert f"slv-f-{target['id']}" in visible
     assert len(visible) == sum(word.lower() in f"{f['id']} {f['name']} {f['desc']}".lower() for f in feats)
-    assert page.eval("document.querySelector('.slv-count').textContent").startswith(f"{len(visible)} of {len(feats)}")
+    assert page.texts(".slv-count")[0].startswith(f"{len(visible)} of {len(feats)}")
     page.eval("var s = document.querySelector('.slv-search'); s.value = 'no label has this';"
               "s.dispatchEvent(new Event('input')); 0")
-    assert page.eval("document.querySelectorAll('.slv-feature-card:not([hidden])').length") == 0
+    assert page.count(".slv-feature-card:not([hidden])") == 0
     link = next((n["id"] for f in feats for n in f["nearest"] if n["id"] in ids), None)
     if link is not None:  # following a neighbour shows it even while the search hides it
         page.eval(f"document.querySelector('.slv-search').value = {json.dumps(f'latent {link}x')};"  # hides it
@@ -335,9 +329,12 @@ def test_catalog_viewer_labels_search_and_nearest(browser, server, samples, shot
 def test_leaderboard_ranks_reports_by_any_part(browser, server, samples, shots):
     reports = [load(samples, f"interpscore_{n}.json") for n in range(3)]
     page = viewer(browser, server, "leaderboard.html", *[f"samples/interpscore_{n}.json" for n in range(3)])
-    order = lambda: page.eval("Array.from(document.querySelectorAll('.slv-board tbody tr')).map(r => r.cells[1].textContent)")  # noqa: E731
-    by = lambda key: [r["sae_repo"] for r in sorted(reports, key=lambda r: -(r["interp_score"] if key == "interp_score"  # noqa: E731
-                                                                               else r["components"][key]))]
+    def order():
+        return page.texts(".slv-board tbody td:nth-child(2)")
+
+    def by(key):
+        return [r["sae_repo"] for r in sorted(reports, key=lambda r: -(r["interp_score"] if key == "interp_score"
+                                                                       else r["components"][key]))]
     assert order() == by("interp_score")
     assert len(set(tuple(by(k)) for k in ["interp_score", "loss_recovered", "alive", "l0_score"])) > 1  # parts disagree
     for key in ("loss_recovered", "alive", "l0_score", "sparse_probing", "tpp", "interp_score"):
@@ -375,8 +372,9 @@ def test_viewers_open_a_dropped_or_pasted_file(browser, server, samples):
               "document.getElementById('slv-paste-go').click(), 0")
     page.wait_for("document.querySelectorAll('.slv-nodes tbody tr').length")
     page = viewer(browser, server, "catalog.html")  # pasted anywhere on the page
-    page.eval(f"(() => {{ const dt = new DataTransfer(); dt.setData('text/plain', {json.dumps(samples['feature_catalog.json'].read_text())});"
-              "document.body.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true})); return 0; })()")
+    text = json.dumps(samples["feature_catalog.json"].read_text())
+    page.eval(f"(() => {{ const dt = new DataTransfer(); dt.setData('text/plain', {text}); document.body.dispatchEvent("
+              "new ClipboardEvent('paste', {clipboardData: dt, bubbles: true})); return 0; })()")
     page.wait_for("document.querySelectorAll('.slv-feature-card').length")
     assert page.problems == []
 
@@ -394,8 +392,8 @@ def test_wrong_malformed_or_missing_files_say_so_in_one_line(browser, server, sa
     trace = load(samples, "trace.json")
     (folder / "no_activations.json").write_text(json.dumps({k: v for k, v in trace.items() if k != "activations"}))
     (folder / "broken.json").write_text('{"tokens": ["a", ')
-    (folder / "bad_edge.json").write_text(json.dumps({**load(samples, "circuit.json"),
-                                                      "edges": [{"source": "nowhere", "target": "L1.error", "score": 1}]}))
+    bad_edge = {"source": "nowhere", "target": "L1.error", "score": 1}
+    (folder / "bad_edge.json").write_text(json.dumps({**load(samples, "circuit.json"), "edges": [bad_edge]}))
     page = viewer(browser, server, "trace.html", "samples/circuit.json")
     assert message(page) == ("samples/circuit.json: not a trace.json: missing field 'tokens' "
                              "(it looks like a circuit.json: open it in circuit.html)")
@@ -416,8 +414,9 @@ def test_wrong_malformed_or_missing_files_say_so_in_one_line(browser, server, sa
     assert page.eval("document.getElementById('slv-msg').textContent") == (
         "samples/trace.json: not an interpscore.json: missing field 'interp_score' (it looks like a trace.json: "
         "open it in trace.html)")
-    assert message(viewer(browser, server, "trace.html", "samples/none.json")) \
-        == "could not fetch samples/none.json: HTTP 404 (a private Hub repo answers so: make it public, or drop the file here)"
+    assert message(viewer(browser, server, "trace.html", "samples/none.json")) == (
+        "could not fetch samples/none.json: HTTP 404 (a private Hub repo answers so: make it public, "
+        "or drop the file here)")
     assert message(viewer(browser, server, "trace.html", "javascript:window.__pwned=5")) \
         == "only http(s) URLs can be opened, not javascript:window.__pwned=5"
     assert page.eval("window.__pwned") is None
@@ -435,7 +434,8 @@ HOSTILE_CHECK = """(() => {
 
 
 @needs_browser
-@pytest.mark.parametrize("page_name, name", [("trace.html", "hostile_trace.json"), ("circuit.html", "hostile_circuit.json"),
+@pytest.mark.parametrize("page_name, name", [("trace.html", "hostile_trace.json"),
+                                             ("circuit.html", "hostile_circuit.json"),
                                              ("catalog.html", "hostile_feature_catalog.json")])
 def test_markup_in_a_file_is_shown_as_text_and_never_runs(browser, server, samples, page_name, name, shots):
     from site_samples import PAYLOADS
@@ -482,6 +482,6 @@ def test_a_notebook_upload_is_shared_by_its_viewer_url(browser, server, samples,
             if private:
                 assert "HTTP 401 (a private Hub repo answers so" in message(page)
             else:
-                assert page.eval("document.querySelectorAll('.slv-frow').length") == len(load(samples, "trace.json")["features"])
+                assert page.count(".slv-frow") == len(load(samples, "trace.json")["features"])
     assert share.share_lines({}, "trace", trace)[1] == [
         f"view trace.json: open {share.SITE_URL}trace.html and drop {trace} on the page"]

@@ -41,7 +41,8 @@ def test_an_upload_gives_the_viewer_url_of_its_hub_copy(tmp_path, hub_online, ca
         api = HfApi(endpoint=store.url, token="hf_test")
         upload = hub.upload_files([out], "someone/circuits", private=False, token="hf_test", api=api,
                                   path_in_repo="circuits/sfc")
-        assert upload["private"] is False and store.files["someone/circuits", "circuits/sfc/circuit.json"] == out.read_bytes()
+        assert upload["private"] is False
+        assert store.files["someone/circuits", "circuits/sfc/circuit.json"] == out.read_bytes()
     src = f"{store.url}/someone/circuits/resolve/main/circuits/sfc/circuit.json"
     assert upload["file_urls"] == [src]
     url = viewer.share(upload, "circuit", out)
@@ -51,7 +52,8 @@ def test_an_upload_gives_the_viewer_url_of_its_hub_copy(tmp_path, hub_online, ca
     assert "the repo is private" in capsys.readouterr().out
     failed = {"ok": False, "repo": "someone/circuits", "error": "HF_TOKEN not found"}
     assert viewer.share(failed, "circuit", out) is None and viewer.share({}, "circuit", out) is None
-    assert capsys.readouterr().out.splitlines() == [
-        f"view circuit.json: open https://openinterp.github.io/sae-notebook-ladder/circuit.html and drop {out} on the page"] * 2
+    site = "https://openinterp.github.io/sae-notebook-ladder/"
+    drop = f"view circuit.json: open {site}circuit.html and drop {out} on the page"
+    assert capsys.readouterr().out.splitlines() == [drop, drop]
     with pytest.raises(ValueError, match="kind must be one of"):
         viewer.viewer_url("graph")
