@@ -129,6 +129,11 @@ def needs_items(needs) -> list[str]:
     return out
 
 
+def _duration(mins: float) -> str:
+    """15 -> "15 min", 90 -> "1.5 h", 480 -> "8 h"."""
+    return f"{mins:g} min" if mins < 60 else f"{mins / 60:g} h"
+
+
 def _short(n: int) -> str:
     for unit, size in (("B", 10**9), ("M", 10**6), ("k", 10**3)):
         if n >= size:
@@ -231,9 +236,10 @@ def _card(entry, settings, params, badges, titles, tier: bool) -> str:
                 f'<p class="pitch">{esc(entry.pitch)}</p><dl class="facts">{dl}</dl>{_sections(entry, titles)}'
                 f'<p class="installs"><b>installs</b> {installs}</p>{_badges(entry, settings, badges)}</article>')
     pills = [f'<span class="pill level">{esc(entry.level)}</span>',
-             f'<span class="pill time" title="expected time">{esc(entry.expected_time)}</span>',
+             f'<span class="pill time" title="{esc(entry.expected_time)}">{_duration(minutes(entry))}</span>',
              f'<span class="pill gpu">{gpu}</span>']
-    more = [f"<p><b>cost</b> {esc(entry.cost)}</p>" if entry.cost else ""]
+    more = [f"<p><b>time</b> {esc(entry.expected_time)}</p>"]
+    more += [f"<p><b>cost</b> {esc(entry.cost)}</p>" if entry.cost else ""]
     more += [f"<p><b>{k}</b> {esc(v)}</p>" for k, v in run_facts(params) if k in ("model", "SAE")]
     return (f'<article class="nb" {attrs}>{title}<p class="meta">{" ".join(pills)}</p>'
             f'<p class="pitch">{esc(entry.pitch)}</p>'
@@ -393,8 +399,8 @@ footer{max-width:1240px;margin:0 auto;padding:16px 20px 40px;color:var(--muted);
 .badge{display:inline-block;font-size:12px;font-weight:700;padding:3px 9px;border-radius:5px;text-decoration:none;
  color:#fff}
 .badge.colab{background:#e37400}.badge.kaggle{background:#1c8ad6}.badge.source{background:#374151}
-.shown{position:fixed;right:14px;bottom:12px;margin:0;background:#111827;color:#fff;padding:4px 10px;border-radius:6px;
- font-size:13px;opacity:.9}
+.shown{position:fixed;right:14px;top:8px;margin:0;background:#374151;color:#fff;padding:3px 10px;border-radius:6px;
+ font-size:13px}
 .shown::before{content:counter(shown)}
 .viewer .open{margin:8px 0}
 .viewer input[type=url]{font:inherit;padding:5px 8px;border:1px solid #c3c8d2;border-radius:6px;max-width:100%}

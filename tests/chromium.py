@@ -212,11 +212,12 @@ class Page:
 
         return text(nodes[0])
 
-    def screenshot(self, path: Path, full_page: bool = True) -> Path:
+    def screenshot(self, path: Path, full_page: bool = True, max_height: int = 12000) -> Path:
+        """A PNG of the viewport, or of the whole page down to max_height pixels."""
         params = {"format": "png", "captureBeyondViewport": full_page}
         if full_page:
             w, h = self.eval("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
-            params["clip"] = {"x": 0, "y": 0, "width": max(w, 1), "height": min(max(h, 1), 12000), "scale": 1}
+            params["clip"] = {"x": 0, "y": 0, "width": max(w, 1), "height": min(max(h, 1), max_height), "scale": 1}
         data = self.browser.call("Page.captureScreenshot", params, self.session)["data"]
         Path(path).write_bytes(base64.b64decode(data))
         return Path(path)

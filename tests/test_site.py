@@ -164,12 +164,15 @@ def opened(browser, url: str, ready: str = "document.readyState === 'complete'")
 
 
 def shot(page, shots: Path, name: str) -> Path:
-    path = page.screenshot(shots / name)
-    from PIL import Image
+    """A screenshot of the page (its top 3000 px, in 256 colours) that must not be blank."""
     import numpy as np
+    from PIL import Image
 
-    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+    path = page.screenshot(shots / name, max_height=3000)
+    image = Image.open(path).convert("RGB")
+    pixels = np.asarray(image, dtype=float)
     assert pixels.shape[0] > 200 and pixels.std() > 5, f"{name} looks blank"
+    image.quantize(256).save(path, optimize=True)
     return path
 
 
@@ -425,7 +428,7 @@ def test_wrong_malformed_or_missing_files_say_so_in_one_line(browser, server, sa
 HOSTILE_CHECK = """(() => {
   const view = document.getElementById('slv-view') || document.body;
   const bad = [];
-  view.querySelectorAll('script, iframe, object, embed').forEach(e => bad.push(e.tagName));
+  view.querySelectorAll('script, img, iframe, object, embed').forEach(e => bad.push(e.tagName));
   view.querySelectorAll('*').forEach(e => { for (const a of e.attributes) {
     if (/^on/i.test(a.name)) bad.push(e.tagName + '@' + a.name);
     if (/href$/i.test(a.name) && /^\\s*javascript:/i.test(a.value)) bad.push(e.tagName + ' ' + a.value); } });
@@ -447,12 +450,18 @@ def test_markup_in_a_file_is_shown_as_text_and_never_runs(browser, server, sampl
         page.eval("document.querySelectorAll('.slv-view a, #slv-view a').forEach(a => a.click()); 0")
     if page_name == "trace.html":
         page.eval("document.querySelectorAll('.slv-frow').forEach(r => r.click()); 0")
+    page.eval("new Promise(r => setTimeout(r, 300))")  # an <img onerror> would have fired by now
     seen = page.eval(HOSTILE_CHECK)
     assert seen["pwned"] is None and seen["bad"] == []
     shown = [p for p in PAYLOADS if p in seen["text"]]
     assert len(shown) >= 3, f"payloads should be visible as text, saw {shown}"
     shot(page, shots, f"hostile_{page_name.replace('.html', '.png')}")
     assert page.problems == []
+    # the check sees a payload that was inserted as markup
+    page.eval("document.getElementById('slv-view').insertAdjacentHTML('beforeend', "
+              f"{json.dumps(PAYLOADS[1])}), new Promise(r => setTimeout(r, 300))")
+    seen = page.eval(HOSTILE_CHECK)
+    assert seen["pwned"] == 2 and "IMG" in seen["bad"] and "IMG@onerror" in seen["bad"]
 
 
 @needs_browser
