@@ -52,9 +52,9 @@ JUPYTEXT_CELL_KEYS = {"lines_to_next_cell", "lines_to_end_of_cell_marker", "cell
                       "region_name", "title", "cell_depth"}
 REQUIRED_KEYS = ("id", "source", "title", "pitch", "level", "platform", "accelerator",
                  "expected_time")
-OPTIONAL_KEYS = ("requirements", "full_run_only", "parameters", "smoke", "smoke_outputs", "smoke_run",
-                 *build_site.CARD_KEYS)
+OPTIONAL_KEYS = ("requirements", "full_run_only", "parameters", "smoke", "smoke_outputs", "smoke_run")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+OPTIONAL_KEYS += build_site.CARD_KEYS  # purpose, cost, learn, prerequisites: read by the site's cards
 
 
 class BuildError(ValueError):
@@ -72,16 +72,16 @@ class Entry:
     platform: str
     accelerator: str
     expected_time: str
+    purpose: str = ""  # the site's card fields (build_site.py): its group, cost, what you'll learn, what first
+    cost: str = ""
+    learn: list = field(default_factory=list)
+    prerequisites: list = field(default_factory=list)
     requirements: list = field(default_factory=list)
     full_run_only: list = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
     smoke: dict = field(default_factory=dict)
     smoke_outputs: dict = field(default_factory=dict)
     smoke_run: bool = False  # smoke-run this entry even when an earlier entry shares its source
-    purpose: str = ""  # the site's card fields (build_site.py): its group, cost, what you'll learn, what first
-    cost: str = ""
-    learn: list = field(default_factory=list)
-    prerequisites: list = field(default_factory=list)
 
     @property
     def gpu(self) -> bool:
