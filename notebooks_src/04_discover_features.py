@@ -129,12 +129,14 @@ by_id = {e["id"]: e for e in labels["features"]}
 # %% [markdown]
 # ## 5. The catalog and the cards
 #
+# Each latent also gets `nearest`: the 5 latents whose decoder directions are closest to its own by
+# cosine, among all of the SAE's latents. The cards are the site's catalog viewer with the catalog
+# inside it: search the labels, and follow a neighbour to its card.
+#
 # `feature_catalog.json` keeps the originals' fields (`score` is the ranking score of step 3) and
 # adds `detection_score` (step 4), the fire count, the max activation, the histogram and the
 # logit effects (the tokens each latent's decoder direction pushes up and down through the
-# unembedding) and `nearest`: the 5 latents whose decoder directions are closest by cosine (among all
-# of the SAE's latents). `feature_cards.html` is the catalog viewer with the catalog inside it, one card
-# per latent, searchable by label: open it in a browser.
+# unembedding). `feature_cards.html` is one card per latent, self-contained: open it in a browser.
 
 # %%
 effects = features.logit_effects(model, sae, [j for j, _ in ranked], k=10, tokenizer=tokenizer)
