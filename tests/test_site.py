@@ -112,7 +112,10 @@ def test_index_reads_without_a_script():
 
 # ---------------------------------------------------------------------------- in the browser
 
-needs_browser = pytest.mark.skipif(executable() is None, reason=SKIP_REASON)
+def needs_browser(test):
+    """A test in headless Chromium: skipped with the reason when none is installed; slow (the samples and the
+    browser take ~20 s to set up), so `make test-fast` leaves it out."""
+    return pytest.mark.slow(pytest.mark.skipif(executable() is None, reason=SKIP_REASON)(test))
 
 
 @pytest.fixture(scope="module")
