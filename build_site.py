@@ -205,27 +205,29 @@ def _prerequisite(text: str, titles: dict) -> str:
     return ids.sub(lambda m: f'<a href="#{m.group(1)}">{esc(titles[m.group(1)])}</a>', esc(text))
 
 
-def _sections(entry, titles: dict) -> str:
-    """What you'll learn, what to know or run first, and what the notebook needs (when the catalog says)."""
+def _sections(entry, titles: dict, needs_lines=None) -> str:
+    """What you'll learn, what to know or run first, and what the notebook needs (when the catalog says:
+    needs_lines(entry) when given, else needs_items of its needs table)."""
     out = []
     if entry.learn:
         out.append(f"<h4>What you'll learn</h4><ul class=\"learn\">{_li(esc(x) for x in entry.learn)}</ul>")
     if entry.prerequisites:
         out.append(f"<h4>Before you start</h4><ul class=\"prereq\">"
                    f"{_li(_prerequisite(x, titles) for x in entry.prerequisites)}</ul>")
-    needs = needs_items(getattr(entry, "needs", None))
+    needs = needs_lines(entry) if needs_lines else needs_items(getattr(entry, "needs", None))
     if needs:
         out.append(f"<h4>Needs</h4><ul class=\"needs\">{_li(esc(x) for x in needs)}</ul>")
     return "".join(out)
 
 
-def _card(entry, settings, params, badges, titles, tier: bool) -> str:
+def _card(entry, settings, params, badges, titles, tier: bool, needs_lines=None) -> str:
     """One notebook as an <article>: a tier card with every catalog field, or a compact card whose details fold.
     Its data-* attributes are what the CSS filter matches."""
     attrs = (f'id="{esc(entry.id)}" data-platform="{" ".join(platforms(entry, badges))}" '
              f'data-gpu="{gpu_class(entry)}" data-minutes="{minutes(entry):g}"')
     gpu = esc(entry.accelerator) if entry.gpu else "no GPU"
     title = f'<h3><a href="{esc(_notebook_url(settings, entry))}">{esc(entry.title)}</a></h3>'
+    sections = _sections(entry, titles, needs_lines)
     if tier:
         facts = [("platform", f"{esc(entry.platform)} · {gpu}"), ("cost", esc(entry.cost))]
         facts += [(k, esc(v)) for k, v in run_facts(params)]
@@ -233,7 +235,7 @@ def _card(entry, settings, params, badges, titles, tier: bool) -> str:
         dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
         installs = ", ".join(esc(r) for r in entry.requirements) or "nothing beyond the platform"
         return (f'<article class="nb tier" {attrs}><p class="kicker">{esc(entry.level)}</p>{title}'
-                f'<p class="pitch">{esc(entry.pitch)}</p><dl class="facts">{dl}</dl>{_sections(entry, titles)}'
+                f'<p class="pitch">{esc(entry.pitch)}</p><dl class="facts">{dl}</dl>{sections}'
                 f'<p class="installs"><b>installs</b> {installs}</p>{_badges(entry, settings, badges)}</article>')
     pills = [f'<span class="pill level">{esc(entry.level)}</span>',
              f'<span class="pill time" title="{esc(entry.expected_time)}">{_duration(minutes(entry))}</span>',
@@ -243,7 +245,7 @@ def _card(entry, settings, params, badges, titles, tier: bool) -> str:
     more += [f"<p><b>{k}</b> {esc(v)}</p>" for k, v in run_facts(params) if k in ("model", "SAE")]
     return (f'<article class="nb" {attrs}>{title}<p class="meta">{" ".join(pills)}</p>'
             f'<p class="pitch">{esc(entry.pitch)}</p>'
-            f'<details><summary>what you\'ll learn, what it needs</summary>{"".join(more)}{_sections(entry, titles)}'
+            f'<details><summary>what you\'ll learn, what it needs</summary>{"".join(more)}{sections}'
             f'</details>{_badges(entry, settings, badges)}</article>')
 
 
@@ -281,17 +283,18 @@ def _nav(current: str) -> str:
     return f'<header class="top"><nav>{items}</nav></header>\n'
 
 
-def index_html(entries, settings, parameters: dict, badges: dict) -> str:
+def index_html(entries, settings, parameters: dict, badges: dict, needs_lines=None) -> str:
     """site/index.html."""
     titles = {e.id: e.title for e in entries}
     tiers = [e for e in entries if e.purpose == "ladder"]
     rest = [e for e in entries if e.purpose != "ladder"]
-    start = "".join(_card(e, settings, parameters[e.id], badges[e.id], titles, True) for e in tiers)
+    start = "".join(_card(e, settings, parameters[e.id], badges[e.id], titles, True, needs_lines) for e in tiers)
     groups = []
     for key, (heading, blurb) in list(PURPOSES.items())[1:] + [("", ("Other notebooks", ""))]:
         members = [e for e in rest if (e.purpose or "") == key]
         if members:
-            cards = "".join(_card(e, settings, parameters[e.id], badges[e.id], titles, False) for e in members)
+            cards = "".join(_card(e, settings, parameters[e.id], badges[e.id], titles, False, needs_lines)
+                            for e in members)
             groups.append(f'<section class="group" id="purpose-{key or "other"}"><h2>{esc(heading)}</h2>'
                           f'<p class="blurb">{esc(blurb)}</p><div class="grid">{cards}</div></section>')
     viewers = "".join(f'<li><a href="{page}">{esc(heading)}</a>: a <code>{esc(file)}</code>, {esc(writers)}</li>'
@@ -431,14 +434,15 @@ def viewer_assets(root: Path) -> tuple[str, str]:
     return found["VIEWER_JS"].lstrip("\n"), found["VIEWER_CSS"].lstrip("\n")
 
 
-def site_files(root: Path, entries, settings, parameters: dict, badges: dict) -> dict[str, str]:
+def site_files(root: Path, entries, settings, parameters: dict, badges: dict, needs_lines=None) -> dict[str, str]:
     """{"site/<file>": text} of the whole site. parameters: {id: the notebook's parameter values after the
-    catalog's overrides}; badges: {id: build_notebooks.badges(entry)}."""
+    catalog's overrides}; badges: {id: build_notebooks.badges(entry)}; needs_lines: entry -> the lines saying
+    what it needs (default: needs_items of the entry's `needs` table, when it has one)."""
     for e in entries:
         check_card_fields(e)
         minutes(e)
     js, viewer_css = viewer_assets(root)
-    files = {f"{SITE}/index.html": index_html(entries, settings, parameters, badges),
+    files = {f"{SITE}/index.html": index_html(entries, settings, parameters, badges, needs_lines),
              f"{SITE}/style.css": viewer_css + SITE_CSS.lstrip("\n") + filter_css(entries),
              f"{SITE}/viewer.js": js,
              f"{SITE}/.nojekyll": ""}

@@ -102,6 +102,9 @@ def test_filters_and_needs_are_read_from_the_catalog():
     settings = bn.load_settings(REPO)
     card = build_site._card(entry, settings, {}, bn.badges(entry, settings), {}, tier=False)
     assert '<ul class="needs"><li>secrets: HF_TOKEN &lt;for upload&gt;</li><li>downloads: 2 GB</li></ul>' in card
+    card = build_site._card(entry, settings, {}, bn.badges(entry, settings), {}, tier=True,
+                            needs_lines=lambda e: [f"GPU: {e.accelerator} <15 GB>"])  # build_notebooks' wording
+    assert '<ul class="needs"><li>GPU: T4 &lt;15 GB&gt;</li></ul>' in card
 
 
 def test_index_reads_without_a_script():
