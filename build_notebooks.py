@@ -42,6 +42,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+import build_site  # the ladder page and viewers (site/), generated with the notebooks
+
 PLATFORMS = ("colab", "kaggle", "cloud", "any")
 COLAB_PLATFORMS = ("colab", "any", "cloud")
 KAGGLE_PLATFORMS = ("kaggle", "any")
@@ -58,6 +60,7 @@ REQUIRED_KEYS = ("id", "source", "title", "pitch", "level", "platform", "acceler
                  "expected_time")
 OPTIONAL_KEYS = ("requirements", "full_run_only", "parameters", "smoke", "smoke_outputs", "smoke_run", "needs")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+OPTIONAL_KEYS += build_site.CARD_KEYS  # purpose, cost, learn, prerequisites: read by the site's cards
 
 
 class BuildError(ValueError):
@@ -75,6 +78,10 @@ class Entry:
     platform: str
     accelerator: str
     expected_time: str
+    purpose: str = ""  # the site's card fields (build_site.py): its group, cost, what you'll learn, what first
+    cost: str = ""
+    learn: list = field(default_factory=list)
+    prerequisites: list = field(default_factory=list)
     requirements: list = field(default_factory=list)
     full_run_only: list = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
@@ -861,6 +868,12 @@ def _source_cells(root: Path, entry: Entry):
     return nb.cells, params[0]
 
 
+def parameters_of(root: Path, entry: Entry) -> dict:
+    """The notebook's parameter values as rendered: the source's parameters cell with the catalog's overrides."""
+    cells, p = _source_cells(root, entry)
+    return parameter_defaults(apply_overrides(cells[p].source, entry.parameters, f"notebooks_src/{entry.source}"))
+
+
 def render_entry(root: Path, entry: Entry, settings: Settings) -> str:
     """The notebook JSON text for one catalog entry."""
     import nbformat
@@ -939,6 +952,8 @@ def render_all(root: Path, only: str | None = None) -> tuple[dict[str, str], lis
         return {f"notebooks/{only}.ipynb": render_entry(root, picked[0], settings)}, []
     files = {f"shared/{CATALOG_MODULE}": catalog_module(entries)}
     files.update({f"notebooks/{e.id}.ipynb": render_entry(root, e, settings) for e in entries})
+    files.update(build_site.site_files(root, entries, settings, {e.id: parameters_of(root, e) for e in entries},
+                                       {e.id: badges(e, settings) for e in entries}, needs_lines=needs_lines))
     notes = []
     readme = root / "README.md"
     if readme.exists():
@@ -949,8 +964,8 @@ def render_all(root: Path, only: str | None = None) -> tuple[dict[str, str], lis
 
 
 def _extras(root: Path, files: dict[str, str]) -> list[str]:
-    return sorted(f"notebooks/{p.name}" for p in (root / "notebooks").glob("*.ipynb")
-                  if f"notebooks/{p.name}" not in files)
+    return sorted([f"notebooks/{p.name}" for p in (root / "notebooks").glob("*.ipynb")
+                   if f"notebooks/{p.name}" not in files] + build_site.extras(root, files))
 
 
 def check(root: Path, only: str | None = None) -> list[str]:
@@ -982,6 +997,7 @@ def build(root: Path, only: str | None = None) -> list[str]:
         path = root / rel
         if path.exists() and path.read_text(encoding="utf-8") == text:
             continue
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
         notes.append(f"wrote {rel}")
@@ -1040,7 +1056,7 @@ def main(argv: list[str] | None = None) -> int:
         for note in build(args.root, args.only):
             print(note)
         return 0
-    except BuildError as e:
+    except (BuildError, build_site.SiteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

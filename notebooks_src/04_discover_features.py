@@ -63,7 +63,7 @@ SEED = 0  # @param {type:"integer"}
 import itertools
 import math
 
-from shared import data, export, features, html, hub, judge, models, notebook, sae_io
+from shared import data, export, features, html, hub, judge, models, notebook, sae_io, viewer
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -148,6 +148,10 @@ by_id = {e["id"]: e for e in labels["features"]}
 # %% [markdown]
 # ## 5. The catalog and the cards
 #
+# Each latent also gets `nearest`: the 5 latents whose decoder directions are closest to its own by
+# cosine, among all of the SAE's latents. The cards are the site's catalog viewer with the catalog
+# inside it: search the labels, and follow a neighbour to its card.
+#
 # `feature_catalog.json` keeps the originals' fields (`score` is the ranking score of step 3) and
 # adds `detection_score` (step 4's balanced accuracy: 0.5 chance, 1.0 perfect), `detection_auroc`
 # (the AUROC of the latent's peak activation in each scored context separating the ones the judge
@@ -163,9 +167,11 @@ by_id = {e["id"]: e for e in labels["features"]}
 # %%
 effects = features.logit_effects(model, sae, [j for j, _ in ranked], k=10, tokenizer=tokenizer)
 entries = features.catalog_entries(stats, ranked, tokenizer, labels=by_id, effects=effects)
+nearest = features.decoder_neighbours(sae.W_dec, [j for j, _ in ranked], n=5)
 for e in entries:
     e["detection_score"], e["detection_auroc"] = by_id[e["id"]]["score"], by_id[e["id"]]["auroc"]
     e["held_out"] = by_id[e["id"]]["held_out"]
+    e["nearest"] = nearest[e["id"]]
 catalog = {
     "sae_repo": sae_repo, "base_model": MODEL_ID, "layer": layer, "d_model": models.d_model(model),
     "d_sae": sae.cfg.d_sae, "k": getattr(sae.cfg, "k", None), "context_tokens_analyzed": stats.n_tokens,
@@ -179,26 +185,28 @@ catalog = {
 }
 catalog_path = run.write_report("feature_catalog.json", catalog)
 cards_path = run.out_dir / "feature_cards.html"
-cards_path.write_text(html.page(*[html.feature_card(e) for e in entries], title=f"{sae_repo}: top features"))
+cards_path.write_text(html.page(html.view("catalog", catalog), title=f"{sae_repo}: top features"))
 print(f"wrote {cards_path}")
 for e in entries[:5]:
     score = "n/a" if e["detection_score"] is None else f"{e['detection_score']:.2f}"
     auc = "n/a" if e["detection_auroc"] is None else f"{e['detection_auroc']:.2f}"
     print(f"#{e['rank']:>3} latent {e['id']:>6}: {e['name'][:60]:<60} detection {score} (balanced accuracy), "
           f"AUROC {auc}")
-html.show(html.page(*[html.feature_card(e) for e in entries[:3]]))
+html.show(html.view("catalog", {**catalog, "features": entries[:3]}))
 
 # %% [markdown]
 # ## 6. Upload (only when you name a repo)
 #
 # With `HF_REPO` set and an `HF_TOKEN` write secret, the catalog and the cards go to that repo
 # (created private unless `HF_PRIVATE = False`). A failed upload (no network, token rejected, no
-# write access) is printed and recorded in `upload.json`; the files stay in `OUTPUT_DIR`.
+# write access) is printed and recorded in `upload.json`; the files stay in `OUTPUT_DIR`. The last
+# line is the catalog's shareable address: the site's catalog viewer opening the uploaded file (it
+# works once the repo is public); without an upload it says where to drop the file instead.
 
 # %%
 upload = hub.upload_files([catalog_path, cards_path], export.hub_repo_id(HF_REPO), private=HF_PRIVATE,
                           path_in_repo=f"feature_catalog/{layer}")
-run.write_report("upload.json", {"hub": upload})
+run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "catalog", catalog_path)})
 
 # %% [markdown]
 # ## 7. In one line

@@ -57,7 +57,7 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import json
 
-from shared import export, html, hub, notebook, sae_io, trace
+from shared import export, html, hub, notebook, sae_io, trace, viewer
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -103,14 +103,13 @@ for f in data["features"]:
 # %% [markdown]
 # ## 3. The heat map and the counterfactuals
 #
-# Rows are features, columns tokens; the shade is the row-scaled activation. Below it, each
-# feature's continuations: a feature whose α = ±3 texts differ from α = 0 in a way its name
-# predicts is doing what its label says; one whose texts do not change is read by the model
-# weakly or not at all at this strength.
+# Rows are features, columns tokens; the shade is the row-scaled activation. Click a feature to shade
+# the prompt by it and read its continuations (the same view as the site's trace viewer): a feature
+# whose α = ±3 texts differ from α = 0 in a way its name predicts is doing what its label says; one
+# whose texts do not change is read by the model weakly or not at all at this strength.
 
 # %%
-heat = html.trace_heatmap(data["tokens"], data["features"], data["activations"])
-html.show(heat)
+html.show(html.view("trace", data))
 for f in data["features"][:3]:
     print(f"\n{f['id']} {f['name']}")
     for alpha, text in data["counterfactuals"][f["id"]].items():
@@ -120,18 +119,16 @@ for f in data["features"][:3]:
 # ## 4. Save and share
 #
 # `trace.json` is the TraceData file (the run's parameters stamped under `run`); `trace.html` the
-# heat map and every counterfactual, self-contained. With `HF_REPO` set and an `HF_TOKEN` write
+# view above with the trace inside it, self-contained. With `HF_REPO` set and an `HF_TOKEN` write
 # secret both go to that repo (created private unless `HF_PRIVATE = False`); a failed upload is
-# printed and recorded in `upload.json`, and the files stay in `OUTPUT_DIR`.
+# printed and recorded in `upload.json`, and the files stay in `OUTPUT_DIR`. The last line is the
+# trace's shareable address: the site's trace viewer opening the uploaded trace.json (it works once
+# the repo is public); without an upload it says where to drop the file instead.
 
 # %%
 trace_path = run.write_report("trace.json", data)
-rows = "".join(f"<tr><td>{html.esc(f['id'])} {html.esc(f['name'])}</td>"
-               + "".join(f"<td>α={html.esc(a)}: {html.esc(t)}</td>" for a, t in data["counterfactuals"][f["id"]].items())
-               + "</tr>" for f in data["features"])
 page_path = run.out_dir / "trace.html"
-page_path.write_text(html.page(f"<h2>{html.esc(PROMPT)}</h2>", heat, f"<table>{rows}</table>",
-                               title=f"trace: {PROMPT[:60]}"))
+page_path.write_text(html.page(html.view("trace", data), title=f"trace: {PROMPT[:60]}"))
 upload = hub.upload_files([trace_path, page_path], export.hub_repo_id(HF_REPO), private=HF_PRIVATE,
                           path_in_repo="traces")
-run.write_report("upload.json", {"hub": upload})
+run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "trace", trace_path)})

@@ -53,11 +53,16 @@ USE_GRADDROP = True  # @param {type:"boolean"}
 TOP_N = 30  # @param {type:"integer"}
 # the circuit keeps the top TOP_N nodes by AtP*; the "top-set" check patches only each estimate's top TOP_N
 DEVICE = ""  # @param {type:"string"}
+HF_REPO = ""  # @param {type:"string"}
+HF_PRIVATE = True  # @param {type:"boolean"}
+# HF_REPO "<user>/<name>" uploads circuit.json and the two reports there with your HF_TOKEN write
+# secret, and prints the circuit viewer's shareable address; empty: no upload. A new repo is private
+# unless HF_PRIVATE = False.
 OUTPUT_DIR = "outputs/14_attribution_patching"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import notebook, plots, sae_io
+from shared import export, hub, notebook, plots, sae_io, viewer
 from shared.circuits import attribution, circuit_json, metrics, nodes, patching, tasks
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
@@ -187,3 +192,18 @@ circuit_json.write_circuit(run.out_dir / "circuit.json", entries, [], metric=MET
                            sae_repo=sae_repo, task=TASK, ablation=COUNTERFACTUAL, faithfulness=faith,
                            faithfulness_prompts_n=len(score))  # found on the find split, scored on the score split
 print(f"wrote {run.out_dir / 'circuit.json'}")
+
+# %% [markdown]
+# ## 7. Upload and share (only when you name a repo)
+#
+# With `HF_REPO` set and an `HF_TOKEN` write secret, `circuit.json`, `feature_attribution.json` and
+# `attribution_report.json` go to that repo (created private unless `HF_PRIVATE = False`); a failed
+# upload is printed and recorded in `upload.json`, and the files stay in `OUTPUT_DIR`.
+# The last line is the circuit's shareable address: the site's circuit viewer opening the uploaded
+# circuit.json (it works once the repo is public); without an upload it says where to drop the file.
+
+# %%
+circuit_path = run.out_dir / "circuit.json"
+upload = hub.upload_files([circuit_path, run.out_dir / "feature_attribution.json", run.out_dir / "attribution_report.json"],
+                          export.hub_repo_id(HF_REPO), private=HF_PRIVATE, path_in_repo="circuits/atp")
+run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "circuit", circuit_path)})

@@ -50,11 +50,16 @@ TAU_NODE = 0.1  # @param {type:"number"}
 TAU_EDGE = 0.01  # @param {type:"number"}
 # thresholds on |effect| in metric units (the paper: 0.1 / 0.01 in its code's README, 0.2 / 0.02 in its figures)
 DEVICE = ""  # @param {type:"string"}
+HF_REPO = ""  # @param {type:"string"}
+HF_PRIVATE = True  # @param {type:"boolean"}
+# HF_REPO "<user>/<name>" uploads circuit.json, its graph and sfc_report.json there with your HF_TOKEN
+# write secret, and prints the circuit viewer's shareable address; empty: no upload. A new repo is
+# private unless HF_PRIVATE = False.
 OUTPUT_DIR = "outputs/15_sparse_feature_circuits"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import html, notebook, plots
+from shared import export, html, hub, notebook, plots, viewer
 from shared.circuits import circuit_json, metrics, sfc, tasks
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
@@ -118,11 +123,12 @@ for e in sorted(circuit.edges, key=lambda e: -abs(e["score"]))[:10]:
 # ## 4. The graph
 #
 # One row per layer (earliest at the bottom): latents as circles, error nodes as triangles, blue raises the
-# metric, red lowers it, edge width ∝ |effect|. Saved as a self-contained `circuit_graph.html`.
+# metric, red lowers it, edge width ∝ |effect|; the nodes and edges listed below it. The same view as the
+# site's circuit viewer, saved as a self-contained `circuit_graph.html`.
 
 # %%
 data = circuit.circuit_data()
-graph_html = html.circuit_graph(data, title=f"{MODEL_ID} · {TASK} · {METRIC}")
+graph_html = html.view("circuit", data, title=f"{MODEL_ID} · {TASK} · {METRIC}")
 (run.out_dir / "circuit_graph.html").write_text(html.page(graph_html, title="sparse feature circuit"),
                                                  encoding="utf-8")
 html.show(graph_html)
@@ -171,3 +177,18 @@ run.write_report("sfc_report.json", {
     "curve": curve, "curve_split": "score",
 })
 print(f"wrote {run.out_dir / 'circuit.json'}, circuit_graph.html, faithfulness_completeness.png, sfc_report.json")
+
+# %% [markdown]
+# ## 7. Upload and share (only when you name a repo)
+#
+# With `HF_REPO` set and an `HF_TOKEN` write secret, `circuit.json`, `circuit_graph.html` and
+# `sfc_report.json` go to that repo (created private unless `HF_PRIVATE = False`); a failed upload is
+# printed and recorded in `upload.json`, and the files stay in `OUTPUT_DIR`.
+# The last line is the circuit's shareable address: the site's circuit viewer opening the uploaded
+# circuit.json (it works once the repo is public); without an upload it says where to drop the file.
+
+# %%
+circuit_path = run.out_dir / "circuit.json"
+upload = hub.upload_files([circuit_path, run.out_dir / "circuit_graph.html", run.out_dir / "sfc_report.json"],
+                          export.hub_repo_id(HF_REPO), private=HF_PRIVATE, path_in_repo="circuits/sfc")
+run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "circuit", circuit_path)})

@@ -425,3 +425,28 @@ def judge_evidence(stats: FeatureStats, ranked: Sequence[tuple[int, float]], tok
         out.append({"id": j, "top_examples": top, "activating_examples": pos, "non_activating_examples": neg,
                     "fire_rate": float(rate[j]), "mean_when_fired": float(mean[j])})
     return out
+
+
+@torch.no_grad()
+def decoder_neighbours(W_dec: Tensor, latent_ids: Sequence[int], n: int = 5, chunk: int = 256) -> dict[int, list[dict]]:
+    """Each latent's n nearest other latents by cosine similarity of decoder rows (W_dec [d_sae, d_in]),
+    highest first: {id: [{"id", "cosine"}]}. Compares against every latent, `chunk` query rows at a time,
+    so memory is chunk x d_sae whatever the dictionary size. A zero row has cosine 0 with everything."""
+    ids = [int(j) for j in latent_ids]
+    d_sae = W_dec.shape[0]
+    if any(not 0 <= j < d_sae for j in ids):
+        raise ValueError(f"latent_ids must lie in 0..{d_sae - 1}.")
+    if n < 1 or d_sae < 2:
+        return {j: [] for j in ids}
+    unit = W_dec.detach().float()
+    unit = unit / unit.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    n = min(n, d_sae - 1)
+    out = {}
+    for start in range(0, len(ids), chunk):
+        rows = torch.as_tensor(ids[start:start + chunk], device=unit.device)
+        sims = unit[rows] @ unit.T
+        sims[torch.arange(len(rows), device=unit.device), rows] = -math.inf  # not its own neighbour
+        top = sims.topk(n, dim=1)
+        for j, vals, nbrs in zip(rows.tolist(), top.values.cpu().tolist(), top.indices.cpu().tolist()):
+            out[j] = [{"id": int(k), "cosine": round(float(v), 6)} for k, v in zip(nbrs, vals)]
+    return out

@@ -116,6 +116,13 @@ def repo_url(api: Any, repo_id: str) -> str:
     return f"{(endpoint if isinstance(endpoint, str) else HUB_URL).rstrip('/')}/{repo_id}"
 
 
+def file_url(api: Any, repo_id: str, path: str) -> str:
+    """Where a browser reads a file of the repo's main branch (the viewers' ?src=)."""
+    from urllib.parse import quote
+
+    return f"{repo_url(api, repo_id)}/resolve/main/{quote(path)}"
+
+
 def visibility(is_private: bool | None, wanted: bool, created: bool) -> str:
     """How the repo will be seen, truthfully: '(private)', '(public)', or a note when an existing repo
     differs from what was asked (its visibility is never changed here)."""
@@ -131,7 +138,8 @@ def visibility(is_private: bool | None, wanted: bool, created: bool) -> str:
 def upload_files(files, repo_id: str | None, *, private: bool = True, token: str | None = None,
                  path_in_repo: str = "", api: Any = None) -> dict:
     """Upload a run's result files (a feature catalog, a trace, its HTML) to `repo_id`/`path_in_repo`
-    in one commit, never raising on a Hub fault: {"ok": True, "repo", "url", "files"} or
+    in one commit, never raising on a Hub fault: {"ok": True, "repo", "url", "files", "file_urls" (what a
+    browser reads), "private"} or
     {"ok": False, "repo", "error"}. An empty repo_id uploads nothing and returns {} (uploads happen
     only when asked); a missing repo is created private unless private=False."""
     import sys
@@ -163,7 +171,8 @@ def upload_files(files, repo_id: str | None, *, private: bool = True, token: str
             api.create_commit(repo_id=repo_id, operations=ops, repo_type="model", token=token,
                               commit_message=f"Upload {', '.join(f.name for f in files)}")
             url = repo_url(api, repo_id) + (f"/tree/main/{dest}" if dest else "")
-            entry.update(ok=True, url=url, files=[op.path_in_repo for op in ops])
+            entry.update(ok=True, url=url, files=[op.path_in_repo for op in ops], private=is_private,
+                         file_urls=[file_url(api, repo_id, op.path_in_repo) for op in ops])
             print(f"uploaded to {url}")
             return entry
         except Exception as e:  # noqa: BLE001 - a Hub fault must not cost the finished run

@@ -2,10 +2,6 @@
 they say, a planted circuit is faithful and complete, bad input fails in one line."""
 from __future__ import annotations
 
-import re
-import subprocess
-
-import numpy as np
 import pytest
 import torch
 
@@ -14,10 +10,8 @@ from shared.circuits import sfc
 from shared.circuits.attribution import atp, integrated_gradients
 from shared.circuits.metrics import logit_diff
 from shared.circuits.tasks import PromptPairs
-from shared.html import circuit_graph, page
 from shared.models import decoder_layers, load_model
 from shared.sae_relu import ReLUConfig
-from test_html import _browser, render
 
 
 def random_sae(d_in: int, d_sae: int, seed: int):
@@ -243,50 +237,6 @@ def test_bad_input_fails_in_one_line(tiny):
     assert sfc.check_saes(model, saes, {1: "blocks.2.hook_resid_pre", 3: "blocks.3.hook_resid_post"}).saes.keys() == {1, 3}
     with pytest.raises(ValueError, match="out of range"):
         sfc.check_saes(model, {1: saes[1], 9: saes[3]})
-
-
-def graph_page(tiny) -> tuple[str, dict]:
-    _, nodes, _, pairs = tiny
-    circuit = sfc.sparse_feature_circuit(nodes, pairs, tau_node=0.0, tau_edge=0.0, method="atp")
-    data = circuit.circuit_data()
-    data["nodes"][0]["name"] = "<b>markup</b> & co"  # a name is text, escaped
-    return page(circuit_graph(data, title="tiny circuit"), title="circuit"), data
-
-
-def test_graph_view_is_self_contained_and_drawn_by_kind(tiny):
-    html, data = graph_page(tiny)
-    assert "http" not in html and "<script" not in html.lower() and "&lt;b&gt;markup" in html
-    n_feat = sum(n["kind"] == "feature" for n in data["nodes"])
-    n_err = sum(n["kind"] == "error" for n in data["nodes"])
-    assert n_err == 2 and html.count('class="sl-node sl-error"') == n_err
-    assert html.count('class="sl-node sl-feature"') == min(n_feat, 2 * 24)
-    widths = [float(w) for w in re.findall(r'class="sl-edge"[^>]*stroke-width="([\d.]+)"', html)]
-    assert widths and max(widths) == pytest.approx(6.0) and min(widths) < max(widths)
-    assert 'stroke="rgb(37,99,235)"' in html and 'stroke="rgb(220,38,38)"' in html  # both signs coloured
-    with pytest.raises(ValueError, match="max_nodes_per_layer"):
-        circuit_graph(data, max_nodes_per_layer=0)
-
-
-@pytest.mark.skipif(_browser() is None, reason="no chromium on PATH: install it with `apt-get install chromium`")
-def test_graph_view_renders_in_headless_chromium(tiny, tmp_path):
-    html, data = graph_page(tiny)
-    path = tmp_path / "circuit.html"
-    path.write_text(html, encoding="utf-8")
-    assert render(path, tmp_path / "circuit.png", tmp_path) == []  # no console errors
-    from PIL import Image
-
-    pixels = np.asarray(Image.open(tmp_path / "circuit.png").convert("RGB"), dtype=float)
-    assert pixels.std() > 1.0
-    blue = ((pixels[..., 2] > 150) & (pixels[..., 0] < 150)).sum()
-    assert blue > 50  # edges and nodes drawn in colour, not just text
-    dom = subprocess.run([_browser(), "--headless", "--disable-gpu", "--no-sandbox",
-                          f"--user-data-dir={tmp_path / 'profile2'}", "--dump-dom", path.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
-    # the browser parsed them as SVG shapes: circles for features, triangles (3-point polygons) for errors
-    assert len(re.findall(r"<circle class=\"sl-node sl-feature\"", dom)) == \
-        min(sum(n["kind"] == "feature" for n in data["nodes"]), 48)
-    tri = re.findall(r'<polygon class="sl-node sl-error" points="([^"]+)"', dom)
-    assert len(tri) == 2 and all(len(p.split()) == 3 for p in tri)
 
 
 def test_notebook_sae_ids_are_checked_before_any_load(tiny, tmp_path):
