@@ -34,17 +34,18 @@ def feature_catalog(model, tok, sae, layer: int = 1) -> dict:
     decoder neighbours."""
     from shared import data, features, judge, models
 
-    batches = list(itertools.islice(data.token_batches(data.text_stream("synthetic"), tok, 32, 8), 4))
-    stats = features.collect(model, tok, sae, layer, batches, 800)
+    batches = list(itertools.islice(data.token_batches(data.text_stream("synthetic"), tok, 32, 8), 8))
+    stats = features.collect(model, tok, sae, layer, batches[:4], 800)
     ranked = features.rank_features(stats, top_n=8, min_fires=1, max_fire_rate=1.0)
-    pool = features.random_windows(batches, tok, n=60, width=8)
-    labels = judge.label_features(features.judge_evidence(stats, ranked, tok, pool), judge.OfflineLabeller())
+    contexts = features.detection_contexts(model, tok, sae, layer, batches[4:], [j for j, _ in ranked], 800,
+                                           width=8)
+    labels = judge.label_features(features.judge_evidence(stats, ranked, tok, contexts), judge.OfflineLabeller())
     by_id = {e["id"]: e for e in labels["features"]}
     effects = features.logit_effects(model, sae, [j for j, _ in ranked], k=5, tokenizer=tok)
     entries = features.catalog_entries(stats, ranked, tok, labels=by_id, effects=effects)
     nearest = features.decoder_neighbours(sae.W_dec, [j for j, _ in ranked], n=5)
     for e in entries:
-        e["detection_score"] = by_id[e["id"]]["score"]
+        e["detection_score"], e["detection_auroc"] = by_id[e["id"]]["score"], by_id[e["id"]]["auroc"]
         e["nearest"] = nearest[e["id"]]
     return {"sae_repo": "local/tiny-topk", "base_model": "tiny-trained:gpt2", "layer": layer,
             "d_model": models.d_model(model), "d_sae": sae.cfg.d_sae, "k": sae.cfg.k,

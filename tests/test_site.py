@@ -88,8 +88,8 @@ def test_a_catalog_entry_the_site_cannot_show_fails_in_one_line(fixture_repo):
 
 def test_filters_and_needs_are_read_from_the_catalog():
     by_id = {e.id: e for e in entries()}
-    assert build_site.minutes(by_id["01_hobbyist_gemma2_2b_colab"]) == 60
-    assert build_site.minutes(by_id["02_explorer_qwen35_4b_kaggle"]) == 480
+    assert build_site.minutes(by_id["01_hobbyist_gemma2_2b_colab"]) == 180
+    assert build_site.minutes(by_id["02_explorer_qwen35_4b_kaggle"]) == 25 * 60
     assert build_site.minutes(by_id["07_pick_your_tier"]) == 1
     ladder = ("07_pick_your_tier", "01_hobbyist_gemma2_2b_colab", "02_explorer_qwen35_4b_kaggle",
               "03_papergrade_qwen36_27b_cloud")
