@@ -166,10 +166,22 @@ class StreamLedger:
         if expected.get("forwards") == skip and expected.get("sha256"):
             verified = self._count == skip and self._digest == expected["sha256"]
         self.replay = {"forwards": skip, "seconds": round(seconds, 3), "verified": verified}
-        if verified is None:
+        if verified is None and skip == 0:
+            return
+        if verified is None:  # written before checkpoints recorded the stream, by a core whose stream differs
+            what = "the checkpoint predates the stream hash, so its place in the stream cannot be checked"
+            if not self.allow_change:
+                raise StreamChanged(
+                    f"This checkpoint was written by an earlier version of the core ({what}), and the token "
+                    "stream has changed since then (mix weights in tokens, the context shuffle window, held-out "
+                    "documents routed away from training): resuming would train some documents twice and others "
+                    "never. Start afresh in a new CHECKPOINT_DIR (or RUN_NAME), or set ALLOW_STREAM_CHANGE = True "
+                    "(allow_stream_change) to go on from it with the new stream (recorded in run_report.json).")
+            self.changes.append({"at_forwards": skip, "found": what, "why": "an earlier core's stream",
+                                 "identity_then": None, "identity_now": self.identity})
             if self.speak:
-                print(f"Replayed {min(self._count, skip):,} token batches in {seconds:.1f} s to reach the checkpoint's "
-                      "place in the stream (not verified: the checkpoint predates the stream hash).")
+                print(f"WARNING: {what}; going on with this core's stream as allowed (recorded in run_report.json): "
+                      "the run is no longer the one an uninterrupted run would give.")
             return
         if verified:
             if self.speak:

@@ -191,6 +191,29 @@ def test_checkpoint_without_a_carry_still_resumes(tmp_path, monkeypatch):
     assert resumed.resumed_from == saved[0]["step"] * base["batch_tokens"] and resumed.tokens == 4096
 
 
+def test_checkpoint_from_before_the_stream_hash_is_refused_unless_allowed(tmp_path, monkeypatch):
+    """A checkpoint with no stream record was written by a core whose token stream differs from this one's
+    (no shuffle window, mix weights per document, no held-out routing): skipping its forwards of today's
+    stream would train other documents than it did, so the resume stops with one line, and goes on only
+    when ALLOW_STREAM_CHANGE says so, recorded in the run's resume report."""
+    from shared import checkpoint as ckpt
+    from shared.replay import StreamChanged
+
+    base = {**TINY_RUN, "total_tokens": 4000}
+    with monkeypatch.context() as m:
+        saved = _interrupt_after_checkpoints(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "new")), progress=False)
+    old = {k: v for k, v in saved[0].items() if k != "stream"}
+    ckpt.open_store(str(tmp_path / "old")).save(saved[0]["step"] * base["batch_tokens"], old, step=saved[0]["step"])
+    with pytest.raises(StreamChanged, match="earlier version of the core"):
+        train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "old")), progress=False)
+    resumed = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "old"), allow_stream_change=True),
+                    progress=False)
+    assert resumed.resumed_from == saved[0]["step"] * base["batch_tokens"] and resumed.tokens == 4096
+    assert resumed.resume["replay"]["verified"] is None and len(resumed.resume["stream_changes"]) == 1
+
+
 def test_checkpoint_written_before_the_nested_sae_config_still_resumes(tmp_path, monkeypatch):
     """A checkpoint whose resume key is the old flat one (no dtype, b_dec_init, apply_b_dec_to_input:
     they ran at their defaults) resumes; the same key with another k does not."""
