@@ -253,6 +253,13 @@ print(json.dumps(cfg.resume_key(), indent=1, default=str))
 # the tokenizer: if the re-read batches hash differently (a library upgraded in the next session), the
 # run stops and says what changed rather than train some documents twice and others never.
 
+# %% [markdown] when="platform=cloud"
+# A checkpoint here is large: three SAEs of 65,536 latents over d_model 5,120 with Adam's two moments
+# are 3 SAEs x 3 copies (weights, two moments) x 2 matrices x 65,536 x 5,120 x 4 bytes, about 24 GB
+# (computed, not measured), and training waits while it is written and, to a Hub repo, uploaded. So
+# this notebook saves every 30 minutes rather than 10 (`CHECKPOINT_EVERY_MINUTES`); lower it on a fast
+# disk you trust, raise it on a slow uplink.
+
 # %%
 result = train.train(cfg, model, tokenizer)
 print(f"trained on {result.tokens:,} tokens in {result.steps:,} steps"
