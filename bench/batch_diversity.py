@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.capture import ActivationBlocks  # noqa: E402
 from shared.models import byte_tokenizer  # noqa: E402
-from shared.synthetic import synthetic_stream  # noqa: E402
+from shared.data.synthetic import synthetic_stream  # noqa: E402
 from shared.train import TrainConfig, _token_stream, shuffle_window_contexts  # noqa: E402
 
 FIRST_DOC = 1_000  # labels start above the byte tokenizer's 260 ids, so context starts and separators stay apart

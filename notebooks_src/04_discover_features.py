@@ -63,7 +63,8 @@ SEED = 0  # @param {type:"integer"}
 import itertools
 import math
 
-from shared import data, export, features, html, hub, judge, models, notebook, sae_io, viewer
+from shared import export, features, html, hub, judge, models, notebook, sae_io, viewer
+from shared.data import packing, sources
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -93,7 +94,7 @@ sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 
 # %%
 n_batches = math.ceil(N_TOKENS / (MODEL_BATCH_SIZE * (CONTEXT_LEN - 1))) + 1
-stream = data.token_batches(data.text_stream(DATASET), tokenizer, CONTEXT_LEN, MODEL_BATCH_SIZE)
+stream = packing.token_batches(sources.text_stream(DATASET), tokenizer, CONTEXT_LEN, MODEL_BATCH_SIZE)
 batches = list(itertools.islice(stream, n_batches))
 stats = features.collect(model, tokenizer, sae, layer, batches, N_TOKENS, progress=True)
 alive = int((stats.fire_count > 0).sum())

@@ -52,7 +52,8 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import textwrap
 
-from shared import data, features, notebook, sae_io, steer
+from shared import features, notebook, sae_io, steer
+from shared.data import packing, sources
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -75,7 +76,7 @@ sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 # mean activation when fired (`features.collect`). That mean is the unit of alpha.
 
 # %%
-batches = data.token_batches(data.text_stream(DATASET), tokenizer, CONTEXT_LEN, 8)
+batches = packing.token_batches(sources.text_stream(DATASET), tokenizer, CONTEXT_LEN, 8)
 stats = features.collect(model, tokenizer, sae, layer, batches, BASELINE_TOKENS)
 ranked = features.rank_features(stats, top_n=20)
 

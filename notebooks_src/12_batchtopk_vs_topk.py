@@ -59,7 +59,8 @@ OUTPUT_DIR = "outputs/12_batchtopk_vs_topk"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import data, evaluate, export, models, notebook, plots, sweep, train
+from shared import evaluate, export, models, notebook, plots, sweep, train
+from shared.data import packing
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 # one SAE config per architecture and k; an unknown name or a k above D_SAE stops here in one line
@@ -149,7 +150,7 @@ print(summary["verdict"])
 # %%
 info = export.ExportInfo(model_name=MODEL_ID, layers_path=models.layers_path(model), context_size=CONTEXT_LEN,
                          dataset_path=", ".join(cfg.dataset), tokens_trained=result.tokens,
-                         **data.context_tokens(tokenizer).export_fields())  # prepend_bos: what began each context
+                         **packing.context_tokens(tokenizer).export_fields())  # prepend_bos: what began each context
 folders = export.export_run(result.saes, run.out_dir / "export", info, report=report, sparsity=sparsity,
                             layer_of=result.layer_of)
 for key, folder in folders.items():

@@ -62,7 +62,8 @@ from itertools import islice
 
 import matplotlib.pyplot as plt
 
-from shared import data, features, notebook, sae_io, watch
+from shared import features, notebook, sae_io, watch
+from shared.data import packing, sources
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -85,7 +86,7 @@ sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 if WATCH_FEATURES:
     watched = list(WATCH_FEATURES)
 else:
-    batches = data.token_batches(data.text_stream(DATASET), tokenizer, CONTEXT_LEN, 8)
+    batches = packing.token_batches(sources.text_stream(DATASET), tokenizer, CONTEXT_LEN, 8)
     stats = features.collect(model, tokenizer, sae, layer, batches, BASELINE_TOKENS)
     watched = [j for j, _ in features.rank_features(stats, top_n=TOP_K)]
 if not watched:
@@ -108,7 +109,7 @@ print(f"watching {len(watched)} features: {watched}")
 
 # %%
 n_docs = max(5, BASELINE_TOKENS // CONTEXT_LEN)
-baseline = list(islice(data.text_stream(DATASET), n_docs))
+baseline = list(islice(sources.text_stream(DATASET), n_docs))
 calibration, held_out = baseline[:len(baseline) * 4 // 5], baseline[len(baseline) * 4 // 5:]
 thresholds = watch.calibrate(model, tokenizer, sae, layer, calibration, watched, percentile=PERCENTILE,
                              max_length=CONTEXT_LEN)

@@ -60,7 +60,8 @@ OUTPUT_DIR = "outputs/18_interpscore_eval"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import data, models, notebook, plots, probes, sae_io, scores
+from shared import models, notebook, plots, probes, sae_io, scores
+from shared.data import packing
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -90,7 +91,7 @@ sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 # %%
 eval_texts, eval_text = scores.evaluation_text(VAL_DATASET, P.DATASET, seed=SEED)
 print(eval_text["note"])
-batches = scores.take_tokens(data.token_batches(eval_texts, tokenizer, CONTEXT_LEN, BATCH_SIZE), EVAL_TOKENS)
+batches = scores.take_tokens(packing.token_batches(eval_texts, tokenizer, CONTEXT_LEN, BATCH_SIZE), EVAL_TOKENS)
 parts, val = scores.reconstruction_parts(model, tokenizer, sae, layer, batches, forward_batch_size=BATCH_SIZE)
 # measured on eval_text (held out from DATASET unless the note above says otherwise)
 print(f"CE clean {val['ce_loss_clean']:.3f}, spliced {val['ce_loss_spliced']:.3f}, zeroed "

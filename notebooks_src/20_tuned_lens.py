@@ -51,7 +51,8 @@ import itertools
 
 import matplotlib.pyplot as plt
 
-from shared import data, lens, notebook
+from shared import lens, notebook
+from shared.data import sources
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -74,7 +75,7 @@ model, tokenizer = run.load_model()  # prints blocks, widths, vocabulary, dtype,
 # the documents after them, only as many as `FIT_STEPS x BATCH_SIZE` contexts need.
 
 # %%
-stream = data.text_stream(data.parse_source(DATASET, seed=SEED))
+stream = sources.text_stream(sources.parse_source(DATASET, seed=SEED))
 eval_texts = list(itertools.islice(stream, EVAL_DOCS))
 print(f"{len(eval_texts)} held-out docs from {DATASET}; fitting reads on from doc {len(eval_texts)}")
 

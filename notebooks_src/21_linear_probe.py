@@ -41,7 +41,8 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import numpy as np
 
-from shared import capture, data, notebook, plots, probes
+from shared import capture, notebook, plots, probes
+from shared.data import tasks
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -53,8 +54,8 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 # the Hugging Face hub; `synthetic:<task>` uses the built-in offline corpus.
 
 # %%
-train = data.load_task_dataset(DATASET, N_TRAIN, split="train", seed=SEED)
-test = data.load_task_dataset(DATASET, N_TEST, split="test", seed=SEED)
+train = tasks.load_task_dataset(DATASET, N_TRAIN, split="train", seed=SEED)
+test = tasks.load_task_dataset(DATASET, N_TEST, split="test", seed=SEED)
 y_train = np.array([it["label"] for it in train])
 y_test = np.array([it["label"] for it in test])
 print(f"{DATASET}: {len(train)} train ({y_train.mean():.0%} label 1), {len(test)} test ({y_test.mean():.0%} label 1)")

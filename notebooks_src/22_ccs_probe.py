@@ -43,7 +43,8 @@ OUTPUT_DIR = "outputs/22_ccs_probe"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import capture, data, models, notebook, plots, probes, templates
+from shared import capture, models, notebook, plots, probes
+from shared.data import tasks, templates
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -60,8 +61,8 @@ model, tokenizer = run.load_model()  # prints blocks, widths, dtype, device
 n_layers = models.n_layers(model)
 layer, sweep = P.LAYER[0], P.SWEEP_LAYERS  # checked against the model's config, negatives resolved
 task = probes.ccs_task_of(DATASET)
-train = data.load_task_dataset(DATASET, N_TRAIN, split="train", seed=SEED)
-test = data.load_task_dataset(DATASET, N_TEST, split="test", seed=SEED)
+train = tasks.load_task_dataset(DATASET, N_TRAIN, split="train", seed=SEED)
+test = tasks.load_task_dataset(DATASET, N_TEST, split="test", seed=SEED)
 print(f"CCS at layer {layer} of {n_layers}; sweep {sweep or 'off'}")
 print(f"{DATASET} ({task} question): {len(train)} train / {len(test)} test items")
 

@@ -130,7 +130,8 @@ import textwrap
 
 import numpy as np
 
-from shared import capture, notebook, plots, probes, steer, synthetic
+from shared import capture, notebook, plots, probes, steer
+from shared.data import synthetic
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs

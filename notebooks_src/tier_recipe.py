@@ -96,7 +96,8 @@ import json
 import matplotlib.pyplot as plt
 import torch
 
-from shared import capture, data, evaluate, export, models, notebook, plots, sessions, train
+from shared import capture, evaluate, export, models, notebook, plots, sessions, train
+from shared.data import packing
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -355,7 +356,7 @@ evaluate.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, t
 repo_id = sessions.export_repo(HF_REPO, HF_USERNAME, RUN_NAME)  # HF_REPO, or <HF_USERNAME>/<RUN_NAME>; None: no upload
 info = export.ExportInfo(model_name=MODEL_ID, layers_path=models.layers_path(model), context_size=CONTEXT_LEN,
                          dataset_path=data_name, tokens_trained=result.tokens, repo_id=repo_id,
-                         **data.context_tokens(tokenizer).export_fields())  # prepend_bos and the context start token
+                         **packing.context_tokens(tokenizer).export_fields())  # prepend_bos and the context start token
 folders = export.export_run(result.saes, out_dir / "export", info, report=report, sparsity=sparsity)
 check = val_batches[0][:1].to(models.model_device(model))
 acts = capture.capture_residuals(model, check, layers)

@@ -56,7 +56,7 @@ def load_problems(dataset: str, n: int, split: str = "test", seed: int = 0) -> l
     dataset_response (synthetic only): a model-style answer, right or wrong (balanced), to score
     in place of a generation. Fewer than n problems in the split -> one-line ValueError.
     """
-    from .data import load_task_dataset
+    from .data.tasks import load_task_dataset
 
     if dataset not in DATASETS:
         raise ValueError(f"dataset={dataset!r}: Stage Gate G1 reads one of {', '.join(DATASETS)}")

@@ -356,7 +356,7 @@ def fit_tuned_lens(model, tokenizer, texts, cfg: TunedLensFitConfig = TunedLensF
     texts may be a list or a (possibly endless) stream: only cfg.steps x cfg.batch_size contexts are read.
     Returns (lens, history) with history[step] = mean KL over layers on that step's batch.
     """
-    from .data import token_batches
+    from .data.packing import token_batches
 
     steps, skip_bos = cfg.steps, cfg.skip_bos
     torch.manual_seed(cfg.seed)
@@ -449,7 +449,7 @@ def load_pretrained_or_fit(model_id, model, tokenizer=None, texts=None, fit: Tun
 
 def compare_lenses(model, tokenizer, texts, tuned, context_len=256, batch_size=4, max_batches=8, skip_bos=True):
     """Per-layer KL(final || lens) and top-1 agreement with the final prediction, tuned vs logit lens, on held-out texts."""
-    from .data import token_batches
+    from .data.packing import token_batches
 
     n = len(decoder_layers(model))
     sums = {name: {"kl": torch.zeros(n), "top1": torch.zeros(n)} for name in ("logit_lens", "tuned_lens")}

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import pack
+from .data.packing import pack
 from .runtime import SPREAD, Secret, cache_dir, hf_token, resolve_device, resolve_dtype, single_thread
 
 TINY_ARCHS = ("gemma2", "qwen3_5", "qwen3", "llama", "mistral", "phi3", "gpt2")
@@ -173,7 +173,7 @@ def train_tiny(arch: str, texts: list[str] | None = None, *, steps: int | None =
     steps = TINY_TRAIN_STEPS if steps is None else steps
     tok = byte_tokenizer()
     if texts is None:
-        from .synthetic import synthetic_texts  # lazy: only tiny-trained needs the corpus
+        from .data.synthetic import synthetic_texts  # lazy: only tiny-trained needs the corpus
 
         texts = synthetic_texts(2000, seed=seed)
     recipe = dict(v=1, arch=arch, cfg=tiny_config(arch, tok).to_dict(), steps=steps, batch_size=batch_size,

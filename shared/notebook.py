@@ -24,7 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import data, hooks, models, runtime, sae_releases, synthetic, tiers
+from . import hooks, models, runtime, sae_releases, tiers
+from .data import sources, synthetic, tasks
 
 
 class ParameterError(ValueError):
@@ -194,14 +195,14 @@ def _dataset(v, ctx):
     """A labelled task (imdb, synthetic:truth, ...) or a text source (synthetic, hf:..., a local path)."""
     _text()(v, ctx)
     try:
-        return data.check_task_dataset(v)
+        return tasks.check_task_dataset(v)
     except ValueError:
         pass
     try:
-        data.parse_source(v)
+        sources.parse_source(v)
     except ValueError:
         raise ValueError(f"is neither a text source ('synthetic', 'hf:<path>[:<config>[:<split>[:<field>]]]' or "
-                         f"local .txt/.md/.jsonl files) nor a labelled task ({', '.join(data.TASK_DATASETS)}, "
+                         f"local .txt/.md/.jsonl files) nor a labelled task ({', '.join(tasks.TASK_DATASETS)}, "
                          f"synthetic:<{'|'.join(synthetic.TASKS)}>)") from None
     return v
 
@@ -212,7 +213,7 @@ def _text_mix(v, ctx):
         raise ValueError('must be a text source or a non-empty list of them, e.g. ["synthetic@0.7", "synthetic@0.3"]')
     for spec in v:
         try:
-            data.parse_source(spec)
+            sources.parse_source(spec)
         except ValueError as e:
             raise ValueError(f"mix entry {spec!r}: {e}") from None
     return list(v)

@@ -20,7 +20,7 @@ import torch
 
 from .hooks import resolve_layers
 from .runtime import single_thread
-from .templates import ccs_template
+from .data.templates import ccs_template
 
 # ----------------------------------------------------------------------------------------------
 # input checks

@@ -29,7 +29,9 @@ import numpy as np
 import torch
 
 from .capture import capture_residuals, content_mask, masked_mean
-from .data import load_task_dataset, mix_streams, parse_source
+from .data.mixing import mix_streams
+from .data.sources import parse_source
+from .data.tasks import load_task_dataset
 from .evaluate import evaluate_saes
 from .export import CFG_FILE
 from .models import model_device

@@ -37,7 +37,9 @@ from . import distributed, replay, sessions, tiers
 from .capture import (ActivationBlocks, block_batches_for_memory, check_layers, free_memory_bytes, layer_count,
                       residual_rows, total_memory_bytes)
 from .hooks import resolve_layers
-from .data import mix_streams, parse_source, token_batches
+from .data.mixing import mix_streams
+from .data.packing import token_batches
+from .data.sources import parse_source
 from .models import d_model, load_model, model_device
 from .runtime import SPREAD, resolve_device, spread_max_memory as _spread_max_memory
 from .sae import ARCHITECTURES, SAEConfig, build_sae, config_from_dict
@@ -920,7 +922,7 @@ def train_tiny_sae(model, tokenizer, model_id: str, layer: int, dataset: str, fo
     """Train a small TopK SAE (d_sae = 4 x d_model unless given) at `layer` on `dataset` in about a
     minute on a CPU, export it in SAELens format and return its folder, folder/blocks.<L>.hook_resid_post.
     What a smoke run, or a model with no published SAE, uses in place of a real one."""
-    from .data import context_tokens
+    from .data.packing import context_tokens
     from .export import ExportInfo, export_run
     from .models import layers_path
 

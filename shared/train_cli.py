@@ -117,7 +117,8 @@ def run(P: notebook.Parameters, group: distributed.Group | None) -> train.TrainR
 
 
 def _validate_and_export(P, nb, cfg, model, tokenizer, result) -> None:
-    from . import data, evaluate, export, models, sessions
+    from . import evaluate, export, models, sessions
+    from .data import packing
 
     val_batches = train.validation_batches(cfg, tokenizer, P.VAL_TOKENS, dataset=P.VAL_DATASET or None)
     sparsity: dict = {}
@@ -129,7 +130,7 @@ def _validate_and_export(P, nb, cfg, model, tokenizer, result) -> None:
     repo_id = sessions.export_repo(P.HF_REPO, P.HF_USERNAME, P.RUN_NAME)
     info = export.ExportInfo(model_name=P.MODEL_ID, layers_path=models.layers_path(model),
                              context_size=P.CONTEXT_LEN, dataset_path=data_name, tokens_trained=result.tokens,
-                             repo_id=repo_id, **data.context_tokens(tokenizer).export_fields())
+                             repo_id=repo_id, **packing.context_tokens(tokenizer).export_fields())
     folders = export.export_run(result.saes, nb.out_dir / "export", info, report=report, sparsity=sparsity)
     uploads = export.upload_export(folders, repo_id, private=P.HF_PRIVATE)
     nb.write_report("run_report.json", {

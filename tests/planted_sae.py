@@ -8,7 +8,8 @@ import random
 
 import torch
 
-from shared import capture, sae as S, synthetic
+from shared import capture, sae as S
+from shared.data import synthetic
 from shared.models import d_model
 from shared.sae_relu import ReLUConfig
 

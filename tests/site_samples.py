@@ -32,9 +32,10 @@ def _sae(model, seed: int, d_sae: int = 48, k: int = 6):
 def feature_catalog(model, tok, sae, layer: int = 1) -> dict:
     """Notebook 04's catalog: statistics, ranking, offline labels with detection scores, logit effects,
     decoder neighbours."""
-    from shared import data, features, judge, models
+    from shared import features, judge, models
+    from shared.data import packing, sources
 
-    batches = list(itertools.islice(data.token_batches(data.text_stream("synthetic"), tok, 32, 8), 8))
+    batches = list(itertools.islice(packing.token_batches(sources.text_stream("synthetic"), tok, 32, 8), 8))
     stats = features.collect(model, tok, sae, layer, batches[:4], 800)
     ranked = features.rank_features(stats, top_n=8, min_fires=1, max_fire_rate=1.0)
     contexts = features.detection_contexts(model, tok, sae, layer, batches[4:], [j for j, _ in ranked], 800,

@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from shared.data import token_batches
-from shared.synthetic import synthetic_texts
+from shared.data.packing import token_batches
+from shared.data.synthetic import synthetic_texts
 from shared.evaluate import evaluate_saes, summarize, write_val_report
 from shared.models import d_model
 from shared.sae import build_sae

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from planted_sae import LAYER, planted_sae
-from shared import data, gates, sae as S, trace
+from shared import gates, sae as S, trace
+from shared.data import tasks
 from shared.sae_relu import ReLUConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -127,7 +128,7 @@ def test_disjoint_splits_pass_and_an_overlap_raises():
     test = gates.load_problems("synthetic:arithmetic", 30, split="test")
     train = gates.load_problems("synthetic:arithmetic", 30, split="train")
     assert gates.check_disjoint(train, test) is True
-    assert all(p["gold"] == float(data._gsm8k_answer(p["answer"])) for p in test)
+    assert all(p["gold"] == float(tasks._gsm8k_answer(p["answer"])) for p in test)
     assert all(gates.is_correct(p["dataset_response"], p["gold"])[1] in (True, False) for p in test)
     leaked = train[:5] + [dict(test[3], question="  " + test[3]["question"].upper())]
     with pytest.raises(ValueError, match="share 1 question"):
@@ -169,8 +170,8 @@ def test_bad_packs(helpful, harmful, match):
 
 
 def test_fewer_problems_than_asked_is_a_one_line_error(monkeypatch):
-    few = data.load_task_dataset("synthetic:arithmetic", 3, split="test")
-    monkeypatch.setattr(data, "load_task_dataset", lambda *a, **k: few)  # a split with only 3 problems
+    few = tasks.load_task_dataset("synthetic:arithmetic", 3, split="test")
+    monkeypatch.setattr(tasks, "load_task_dataset", lambda *a, **k: few)  # a split with only 3 problems
     with pytest.raises(ValueError, match="has only 3 problems but 100 were asked for") as e:
         gates.load_problems("synthetic:arithmetic", 100)
     assert "\n" not in str(e.value)

@@ -279,8 +279,9 @@ def test_a_right_judge_of_a_frequent_latent_is_scored_right(kind, tiny_model, tm
     (BOS) is shown in any context of either prompt."""
     from planted_sae import LAYER, planted_sae
 
-    from shared import features, synthetic
-    from shared.data import token_batches
+    from shared import features
+    from shared.data import synthetic
+    from shared.data.packing import token_batches
 
     model, tok = tiny_model("llama", device="cpu")
     sae = planted_sae(model, tok)

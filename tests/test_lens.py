@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import peer_python
-from shared import lens, models, synthetic
+from shared import lens, models
+from shared.data import synthetic
 
 PROMPT = "The capital of France is Paris. The capital of"
 

@@ -21,7 +21,7 @@ FALLBACK_TEXTS = [
 def corpus(n: int, seed: int) -> list[str]:
     """Synthetic texts from shared.synthetic when it exists, else a local fallback list."""
     try:
-        from shared import synthetic
+        from shared.data import synthetic
 
         return synthetic.synthetic_texts(n, seed=seed)
     except ImportError:

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from conftest import peer_python
-from shared import data, evaluate, models, scores, synthetic
+from shared import evaluate, models, scores
+from shared.data import packing, sources, synthetic
 from shared import sae as S
 from shared.sae_topk import TopKConfig
 
@@ -125,7 +126,7 @@ def scored(tiny_trained_model):
     model, tok = tiny_trained_model("llama")
     torch.manual_seed(0)
     sae = S.build_sae(TopKConfig(d_in=models.d_model(model), d_sae=128, k=8)).eval()
-    batches = scores.take_tokens(data.token_batches(data.text_stream("synthetic"), tok, 32, 4), 512)
+    batches = scores.take_tokens(packinging.token_batches(sourcesces.text_stream("synthetic"), tok, 32, 4), 512)
     parts, val = scores.reconstruction_parts(model, tok, sae, LAYER, batches)
     results = []
     for task in ("synthetic:sentiment", "synthetic:names"):
@@ -270,7 +271,7 @@ def test_scores_a_published_format_sae_read_by_load_sae(tiny_trained_model, tmp_
              b_dec=np.zeros(d, np.float32), threshold=np.full(m, 0.1, np.float32))
     sae = sae_io.load_sae(folder, d_in=d)
     assert sae.cfg.architecture == "jumprelu"
-    batches = scores.take_tokens(data.token_batches(data.text_stream("synthetic"), tok, 32, 4), 256)
+    batches = scores.take_tokens(packinging.token_batches(sourcesces.text_stream("synthetic"), tok, 32, 4), 256)
     parts, _ = scores.reconstruction_parts(model, tok, sae, LAYER, batches)
     X, R = scores.pooled_latents(model, tok, sae, LAYER, ["a short text", "and another one, longer than that"])
     assert X.shape == (2, m) and R.shape == (2, d) and np.isfinite(X).all()
@@ -298,13 +299,13 @@ def test_evaluation_text_is_held_out_from_the_training_stream(tiny_model, tmp_pa
     used to read that very stream. It now reads VAL_DATASET, or the synthetic corpus's test split."""
     from itertools import islice
 
-    from shared import data
+    from shared.data import packing, sources
 
     _, tok = tiny_model("llama", device="cpu")
-    trained = {tuple(r) for b in islice(data.token_batches(data.text_stream("synthetic"), tok, 32, 8), 8)
+    trained = {tuple(r) for b in islice(packinging.token_batches(sourcesces.text_stream("synthetic"), tok, 32, 8), 8)
                for r in b.tolist()}
     texts, record = scores.evaluation_text("synthetic", "synthetic", seed=0)
-    rows = [tuple(r) for b in scores.take_tokens(data.token_batches(texts, tok, 32, 8), 2000) for r in b.tolist()]
+    rows = [tuple(r) for b in scores.take_tokens(packinging.token_batches(texts, tok, 32, 8), 2000) for r in b.tolist()]
     assert not trained & set(rows)  # no evaluation context is one the SAE trained on
     assert record["held_out"] is True and record["sources"] == ["synthetic:test"]
     assert scores.evaluation_text("", "synthetic")[1]["held_out"] is True  # "" = DATASET's held-out split

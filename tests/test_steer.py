@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from planted_sae import LAYER, planted_sae, sprinkle
-from shared import data, features, steer, synthetic
+from shared import features, steer
+from shared.data import packing, synthetic
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPT = "the ~ cat sat on"
@@ -17,7 +18,7 @@ def setup(tiny_model):
     model, tok = tiny_model("llama", device="cpu")
     sae = planted_sae(model, tok)
     texts = sprinkle(synthetic.synthetic_texts(20, seed=7), seed=1)
-    stats = features.collect(model, tok, sae, LAYER, data.token_batches(iter(texts), tok, 64, 4), 2000)
+    stats = features.collect(model, tok, sae, LAYER, packing.token_batches(iter(texts), tok, 64, 4), 2000)
     return model, tok, sae, stats
 
 

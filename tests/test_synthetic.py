@@ -3,7 +3,8 @@ from collections import Counter
 
 import pytest
 
-from shared import probes, synthetic, templates
+from shared import probes
+from shared.data import synthetic, templates
 
 
 def test_synthetic_texts_deterministic_and_diverse():

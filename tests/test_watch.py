@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 from planted_sae import LAYER, TOKEN, planted_sae, sprinkle
-from shared import synthetic, watch
+from shared import watch
+from shared.data import synthetic
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -316,7 +316,7 @@ def exact_check(nodes: Nodes, pairs: PromptPairs, estimates: dict[str, dict[str,
 
     Returns {"exact": {node id: exact effect}, "full": {name: compare(...)}, "top_set": {name: compare(...)},
     "nodes": what was patched and why}; top_k (default min(10, top_n)) is compare's."""
-    from ..data import seeded_rng
+    from ..data.splits import seeded_rng
 
     if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
         raise ValueError(f"top_n must be a positive int (each estimate's top nodes to check), got {top_n!r}")

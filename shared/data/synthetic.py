@@ -3,7 +3,7 @@ structure (topics, sentiment, true/false facts, arithmetic with answers, names, 
 
 It is what CI and offline runs use, so probes, CCS, RepE, Stage Gate G1 and InterpScore have
 something real to find without a network: `synthetic_texts` / `synthetic_stream` (the mixed
-corpus behind the "synthetic" text source of `data`), `synthetic_task` (labelled items,
+corpus behind the "synthetic" text source of `data.sources`), `synthetic_task` (labelled items,
 train/test disjoint), `contrast_pairs` (RepE concept pairs) and `ccs_pairs` (CCS prompts).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import itertools
 import random
 from typing import Callable, Iterator
 
-from .data import seeded_rng, split_of
+from .splits import seeded_rng, split_of
 from .templates import ccs_template
 
 # --------------------------------------------------------------------------------------------
