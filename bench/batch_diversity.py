@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.capture import ActivationBlocks  # noqa: E402
-from shared.models import byte_tokenizer  # noqa: E402
+from shared.training.buffer import ActivationBlocks  # noqa: E402
+from shared.model.tiny import byte_tokenizer  # noqa: E402
 from shared.data.synthetic import synthetic_stream  # noqa: E402
 from shared.train import TrainConfig, _token_stream, shuffle_window_contexts  # noqa: E402
 

@@ -26,7 +26,7 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.models import byte_tokenizer  # noqa: E402
+from shared.model.tiny import byte_tokenizer  # noqa: E402
 from shared.sae_topk import TopKConfig  # noqa: E402
 from shared.train import TrainConfig, train  # noqa: E402
 

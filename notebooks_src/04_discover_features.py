@@ -63,8 +63,9 @@ SEED = 0  # @param {type:"integer"}
 import itertools
 import math
 
-from shared import export, features, html, hub, judge, models, notebook, sae_io, viewer
+from shared import export, features, html, hub, judge, notebook, sae_io, viewer
 from shared.data import packing, sources
+from shared.model import layout
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -174,7 +175,7 @@ for e in entries:
     e["held_out"] = by_id[e["id"]]["held_out"]
     e["nearest"] = nearest[e["id"]]
 catalog = {
-    "sae_repo": sae_repo, "base_model": MODEL_ID, "layer": layer, "d_model": models.d_model(model),
+    "sae_repo": sae_repo, "base_model": MODEL_ID, "layer": layer, "d_model": layout.d_model(model),
     "d_sae": sae.cfg.d_sae, "k": getattr(sae.cfg, "k", None), "context_tokens_analyzed": stats.n_tokens,
     "judge_backend": labels["judge_backend"], "judge_model": labels["judge_model"],
     "judge_failed": labels["judge_failed"], "judge_error": labels["judge_error"],

@@ -52,8 +52,9 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import textwrap
 
-from shared import features, notebook, sae_io, steer
+from shared import features, notebook, sae_io
 from shared.data import packing, sources
+from shared.model import steer
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs

@@ -59,8 +59,9 @@ OUTPUT_DIR = "outputs/12_batchtopk_vs_topk"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import evaluate, export, models, notebook, plots, sweep, train
+from shared import evaluate, export, notebook, plots, sweep, train
 from shared.data import packing
+from shared.model import layout
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 # one SAE config per architecture and k; an unknown name or a k above D_SAE stops here in one line
@@ -148,7 +149,7 @@ print(summary["verdict"])
 # in notebooks 04-06. BatchTopK is saved as SAELens saves it: a JumpReLU at its global threshold.
 
 # %%
-info = export.ExportInfo(model_name=MODEL_ID, layers_path=models.layers_path(model), context_size=CONTEXT_LEN,
+info = export.ExportInfo(model_name=MODEL_ID, layers_path=layout.layers_path(model), context_size=CONTEXT_LEN,
                          dataset_path=", ".join(cfg.dataset), tokens_trained=result.tokens,
                          **packing.context_tokens(tokenizer).export_fields())  # prepend_bos: what began each context
 folders = export.export_run(result.saes, run.out_dir / "export", info, report=report, sparsity=sparsity,

@@ -60,8 +60,9 @@ OUTPUT_DIR = "outputs/18_interpscore_eval"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import models, notebook, plots, probes, sae_io, scores
+from shared import notebook, plots, probes, sae_io, scores
 from shared.data import packing
+from shared.model import layout
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -177,7 +178,7 @@ print(f"TPP latents: {saebench['tpp_top_features_shared_with_ours']} of SAEBench
 # %%
 report = scores.interpscore_report(
     parts=parts, task_results=results, sae_repo=sae_repo, model=MODEL_ID, layer=layer,
-    d_model=models.d_model(model), d_sae=sae.cfg.d_sae, k=getattr(sae.cfg, "k", None),
+    d_model=layout.d_model(model), d_sae=sae.cfg.d_sae, k=getattr(sae.cfg, "k", None),
     tokens_trained=TOKENS_TRAINED or scores.tokens_trained_in(sae_repo), eval_tokens=sum(b.numel() for b in batches),
     extra={"validation": {k: val[k] for k in ("ce_loss_clean", "ce_loss_spliced", "ce_loss_zero_ablation",
                                               "ce_loss_recovered", "l0", "alive", "var_expl", "eval_tokens")},

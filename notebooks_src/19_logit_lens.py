@@ -34,7 +34,8 @@ OUTPUT_DIR = "outputs/19_logit_lens"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import lens, models, notebook
+from shared import lens, notebook
+from shared.model import layout
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -99,9 +100,9 @@ run.save_figure(lens.plot_lens_heatmap(table, value="kl", max_tokens=MAX_TOKENS_
 # %%
 report = {
     "model": MODEL_ID,
-    "n_layers": models.n_layers(model),
-    "d_model": models.d_model(model),
-    "final_logit_softcap": models.final_logit_softcap(model),
+    "n_layers": layout.n_layers(model),
+    "d_model": layout.d_model(model),
+    "final_logit_softcap": layout.final_logit_softcap(model),
     "layer_convention": "layer L = residual output of decoder block L (hidden_states[L+1])",
     "top_k": TOP_K,
     **table,

@@ -41,8 +41,9 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import numpy as np
 
-from shared import capture, notebook, plots, probes
+from shared import notebook, plots, probes
 from shared.data import tasks
+from shared.model import capture
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs

@@ -43,8 +43,9 @@ OUTPUT_DIR = "outputs/22_ccs_probe"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import capture, models, notebook, plots, probes
+from shared import notebook, plots, probes
 from shared.data import tasks, templates
+from shared.model import capture, layout
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -58,7 +59,7 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 
 # %%
 model, tokenizer = run.load_model()  # prints blocks, widths, dtype, device
-n_layers = models.n_layers(model)
+n_layers = layout.n_layers(model)
 layer, sweep = P.LAYER[0], P.SWEEP_LAYERS  # checked against the model's config, negatives resolved
 task = probes.ccs_task_of(DATASET)
 train = tasks.load_task_dataset(DATASET, N_TRAIN, split="train", seed=SEED)

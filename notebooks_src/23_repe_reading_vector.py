@@ -130,8 +130,9 @@ import textwrap
 
 import numpy as np
 
-from shared import capture, notebook, plots, probes, steer
+from shared import notebook, plots, probes
 from shared.data import synthetic
+from shared.model import capture, steer
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs

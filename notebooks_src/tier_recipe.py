@@ -96,8 +96,9 @@ import json
 import matplotlib.pyplot as plt
 import torch
 
-from shared import capture, evaluate, export, models, notebook, plots, sessions, train
+from shared import evaluate, export, notebook, plots, sessions, train
 from shared.data import packing
+from shared.model import capture, layout
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -180,7 +181,7 @@ print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint
 model, tokenizer = run.load_model(max_memory=train.spread_max_memory(P))
 
 probe = tokenizer("The residual stream carries everything the model knows about a token.",
-                  return_tensors="pt").input_ids.to(models.model_device(model))
+                  return_tensors="pt").input_ids.to(layout.model_device(model))
 stream = capture.capture_residuals(model, probe, [layers[0]])[layers[0]][0].float()
 tokens = tokenizer.convert_ids_to_tokens(probe[0])
 plt.figure(figsize=(8, 2.5))
@@ -354,15 +355,15 @@ evaluate.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, t
 
 # %%
 repo_id = sessions.export_repo(HF_REPO, HF_USERNAME, RUN_NAME)  # HF_REPO, or <HF_USERNAME>/<RUN_NAME>; None: no upload
-info = export.ExportInfo(model_name=MODEL_ID, layers_path=models.layers_path(model), context_size=CONTEXT_LEN,
+info = export.ExportInfo(model_name=MODEL_ID, layers_path=layout.layers_path(model), context_size=CONTEXT_LEN,
                          dataset_path=data_name, tokens_trained=result.tokens, repo_id=repo_id,
                          **packing.context_tokens(tokenizer).export_fields())  # prepend_bos and the context start token
 folders = export.export_run(result.saes, out_dir / "export", info, report=report, sparsity=sparsity)
-check = val_batches[0][:1].to(models.model_device(model))
+check = val_batches[0][:1].to(layout.model_device(model))
 acts = capture.capture_residuals(model, check, layers)
 same = {}
 for layer, folder in folders.items():
-    reloaded = export.load_sae(folder, d_in=models.d_model(model))
+    reloaded = export.load_sae(folder, d_in=layout.d_model(model))
     x = acts[layer][0].float().to(reloaded.device)
     same[layer] = torch.allclose(reloaded.encode(x), result.saes[layer].to(reloaded.device).encode(x), atol=1e-5)
     print(f"export at {folder}; reloaded SAE encodes identically: {same[layer]}")
@@ -385,7 +386,7 @@ uploads = export.upload_export(folders, repo_id, private=HF_PRIVATE)  # never ra
 
 # %%
 run_report = {
-    "model": MODEL_ID, "layers": list(layers), "d_model": models.d_model(model), "d_sae": D_SAE, "k": K,
+    "model": MODEL_ID, "layers": list(layers), "d_model": layout.d_model(model), "d_sae": D_SAE, "k": K,
     "dataset": list(cfg.dataset), "tokens_by_source": result.tokens_by_source, "mix_shares": mix,
     "tokens_trained": result.tokens, "steps": result.steps,
     "resumed_from": result.resumed_from, "checkpoint_dir": checkpoint_dir, "validation": report,

@@ -355,8 +355,7 @@ def train_crosscoder(model, tokenizer, cfg: CrosscoderConfig, *, total_tokens: i
     import dataclasses
 
     from . import checkpoint as ckpt
-    from .capture import check_layers
-    from .models import d_model, model_device
+    from .model.layout import check_layers, d_model, model_device
     from .train import TrainConfig, activation_blocks, adam, load_optimizer_state, step_reserve_bytes
 
     resolved = check_layers(model, cfg.layers)
@@ -455,8 +454,8 @@ def evaluate(xc: Crosscoder, batches: Iterable[Tensor]) -> dict:
 
 def model_batches(model, tokenizer, token_batches: Iterable, layers: Sequence[int], device=None) -> Iterator[Tensor]:
     """Stacked activations [n, n_layers, d] of each token batch (one forward per batch, special tokens dropped)."""
-    from .capture import residual_rows
-    from .models import model_device
+    from .model.capture import residual_rows
+    from .model.layout import model_device
 
     device = device if device is not None else model_device(model)
     return stacked(residual_rows(model, tokenizer, token_batches, layers, device=device), layers)

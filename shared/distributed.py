@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 import torch
 import torch.distributed as dist
 
-from .capture import residual_rows
+from .model.capture import residual_rows
 from .sae_kernels import loss_precision
 
 TIMEOUT_ENV = "SAE_COLLECTIVE_TIMEOUT_S"  # seconds a collective may wait for the other ranks
@@ -187,6 +187,6 @@ def sharded_rows(group: Group, model, tokenizer, token_batches: Iterable, layers
 
 
 def _width(model) -> int:
-    from .models import d_model
+    from .model.layout import d_model
 
     return d_model(model)

@@ -157,7 +157,7 @@ def responses(model, tokenizer, problems: Sequence[dict], *, source: str = "gene
     """Per problem {prompt_ids, response_ids, response, prompt_format}: greedy generations
     (source="generate", steer.greedy_continuations), or the dataset's own model-style answers
     (source="dataset", synthetic:arithmetic only) tokenised after the prompt."""
-    from .steer import greedy_continuations
+    from .model.steer import greedy_continuations
 
     if source not in ("generate", "dataset"):
         raise ValueError(f"source={source!r}: use 'generate' (the model answers) or 'dataset' (score the "
@@ -229,7 +229,7 @@ def check_packs(helpful, harmful, d_sae: int) -> tuple[list[int], list[int]]:
 def catalog_pack(catalog, query: str, pack_size: int) -> list[int]:
     """The ids of the first pack_size entries of a feature catalog (feature_catalog.json: path or dict)
     whose label holds every word of query (steer.find_features); a one-line ValueError when none does."""
-    from .steer import find_features
+    from .model.steer import find_features
 
     hits = find_features(catalog, query)
     if not hits:

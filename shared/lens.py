@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hooks import read_residuals, resolve_layers
-from .models import d_model, decoder_layers, final_logit_softcap, final_norm, model_device, unembed
+from .model.hooks import read_residuals
+from .model.layout import (d_model, final_logit_softcap, final_norm, model_device, n_layers, resolve_layers,
+                           unembed)
 
 PUBLIC_LENS_REPO = "AlignmentResearch/tuned-lens"  # a Hugging Face *space*; lenses under lens/<model_id>/
 
@@ -40,7 +41,7 @@ def run_with_residuals(model, input_ids, attention_mask=None, include_input=Fals
     package. Residuals are the blocks' raw outputs (no final norm), so decode() of the last one
     reproduces the logits.
     """
-    n = len(decoder_layers(model))
+    n = n_layers(model)
     with read_residuals(model, "all") as acts, \
             read_residuals(model, 0, at="input") if include_input else nullcontext({}) as inp:
         out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
@@ -70,11 +71,6 @@ def kl_to_final(final_logits, lens_logits):
     return (p_log.exp() * (p_log - q_log)).sum(-1)
 
 
-def _check_layers(layers, n):
-    """All blocks for None, else hooks.resolve_layers (order kept, negatives count from the end)."""
-    return list(range(n)) if layers is None else resolve_layers(layers, n, dedupe=True)
-
-
 def layer_logits(model, input_ids, attention_mask=None, layers=None, lens=None):
     """Lens logits at the given blocks [len(layers), B, T, V] and the model's logits [B, T, V].
 
@@ -88,7 +84,7 @@ def layer_logits(model, input_ids, attention_mask=None, layers=None, lens=None):
     if attention_mask is not None:
         attention_mask = attention_mask.to(dev)
     resid, logits = run_with_residuals(model, input_ids, attention_mask)
-    layers = _check_layers(layers, resid.shape[0])
+    layers = resolve_layers("all" if layers is None else layers, resid.shape[0], dedupe=True)
     with torch.no_grad():
         out = torch.stack([
             decode(model, resid[L] if lens is None else lens.transform_hidden(resid[L], L)) for L in layers
@@ -121,7 +117,7 @@ def lens_table(model, tokenizer, prompt, topk=1, lens=None, layers=None):
     if not isinstance(prompt, str) or not prompt:
         raise ValueError("prompt must be a non-empty string.")
     ids = tokenizer(prompt, return_tensors="pt").input_ids
-    all_layers = _check_layers(layers, len(decoder_layers(model)))
+    all_layers = resolve_layers("all" if layers is None else layers, model, dedupe=True)
     logits, final = layer_logits(model, ids, layers=all_layers, lens=lens)
     logits, final = logits[:, 0], final[0]  # [L, T, V], [T, V]
     k = max(1, min(int(topk), logits.shape[-1]))
@@ -249,7 +245,7 @@ class TunedLens(nn.Module):
     def for_model(cls, model, name=None, bias=True):
         """A zero (== logit lens) lens shaped for `model`, on the device of its unembedding."""
         name = name or getattr(getattr(model, "config", None), "name_or_path", "") or ""
-        lens = cls(d_model(model), len(decoder_layers(model)), bias=bias, base_model_name_or_path=name)
+        lens = cls(d_model(model), n_layers(model), bias=bias, base_model_name_or_path=name)
         lens.config["unembed_hash"] = unembed_hash(model)
         return lens.to(unembed(model).weight.device)
 
@@ -271,7 +267,7 @@ class TunedLens(nn.Module):
     def check_model(self, model):
         """ValueError unless this lens has one translator per block of `model` and its width; a warning
         when its unembed_hash (as the tuned-lens package fills it) names another unembedding."""
-        n, d = len(decoder_layers(model)), d_model(model)
+        n, d = n_layers(model), d_model(model)
         if (n, d) != (self.config["num_hidden_layers"], self.config["d_model"]):
             raise ValueError(
                 f"This lens was made for {self.config['num_hidden_layers']} blocks of width {self.config['d_model']} "
@@ -451,7 +447,7 @@ def compare_lenses(model, tokenizer, texts, tuned, context_len=256, batch_size=4
     """Per-layer KL(final || lens) and top-1 agreement with the final prediction, tuned vs logit lens, on held-out texts."""
     from .data.packing import token_batches
 
-    n = len(decoder_layers(model))
+    n = n_layers(model)
     sums = {name: {"kl": torch.zeros(n), "top1": torch.zeros(n)} for name in ("logit_lens", "tuned_lens")}
     tokens = 0
     dev = model_device(model)

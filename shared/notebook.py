@@ -10,7 +10,7 @@ with the notebook, model, seed, parameters (never a secret) and the vendored cor
 notebook, so LAYER or BATCH_SIZE mean the same everywhere); a bad value stops the notebook with a
 one-line `ParameterError` naming the parameter, the value and what to change. It returns the
 values normalised (layers as non-negative indices, devices resolved, dtypes as torch dtypes).
-Checks that need the model read its config only (`models.load_config`), never the weights.
+Checks that need the model read its config only (`model.loading.load_config`), never the weights.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import hooks, models, runtime, sae_releases, tiers
+from . import runtime, sae_releases, tiers
 from .data import sources, synthetic, tasks
+from .model import layout, loading
 
 
 class ParameterError(ValueError):
@@ -66,8 +67,7 @@ class _Context:
 
     def n_layers(self) -> int:
         if self._n_layers is None:
-            cfg = models.load_config(self.params["MODEL_ID"])
-            self._n_layers = int(cfg.num_hidden_layers)
+            self._n_layers = layout.n_layers(loading.load_config(self.params["MODEL_ID"]))
         return self._n_layers
 
 
@@ -145,7 +145,7 @@ def _pairs(v, ctx):
 
 def _layers(allow_empty: bool = False) -> Rule:
     def rule(v, ctx):
-        return sorted(hooks.resolve_layers(v, ctx.n_layers(), allow_empty=allow_empty, name=ctx.name))
+        return sorted(layout.resolve_layers(v, ctx.n_layers(), allow_empty=allow_empty, name=ctx.name))
     return rule
 
 
@@ -187,7 +187,7 @@ def _path(v, ctx):
 
 def _model_id(v, ctx):
     _text()(v, ctx)
-    models.load_config(v)  # one-line ModelUnavailable: not on the Hub, gated, offline and not cached
+    loading.load_config(v)  # one-line ModelUnavailable: not on the Hub, gated, offline and not cached
     return v.strip()
 
 
@@ -444,7 +444,7 @@ def _sae_facts(ctx, sae_id: str | None = None):
 
 
 def _d_model(ctx) -> int:
-    return int(models.load_config(ctx.params["MODEL_ID"]).hidden_size)
+    return int(loading.load_config(ctx.params["MODEL_ID"]).hidden_size)
 
 
 def _check_sae_site(ctx, sae_id: str, layer_spec, layer_name: str) -> None:
@@ -456,7 +456,7 @@ def _check_sae_site(ctx, sae_id: str, layer_spec, layer_name: str) -> None:
     if facts is None:
         return
     try:
-        layers = hooks.resolve_layers(layer_spec, ctx.n_layers())
+        layers = layout.resolve_layers(layer_spec, ctx.n_layers())
         width = _d_model(ctx)
     except (ValueError, TypeError, KeyError, AttributeError, OSError):
         return  # LAYER's and MODEL_ID's own rules report those
@@ -642,7 +642,7 @@ def _sae_ids(v, ctx):
         for x in v:
             sae_releases.check_source(sae, x)
     try:
-        layers = hooks.resolve_layers(ctx.params["LAYERS"], ctx.n_layers())
+        layers = layout.resolve_layers(ctx.params["LAYERS"], ctx.n_layers())
     except (KeyError, ValueError, OSError):
         return list(v)  # LAYERS' own rule reports a bad LAYERS
     if len(layers) != len(v):
@@ -760,14 +760,14 @@ class Run:
 
     def load_model(self, **kw):
         """(model, tokenizer) for MODEL_ID on MODEL_DEVICE or DEVICE with MODEL_DTYPE, and its summary line."""
-        from . import models
+        from .model import loading
 
         P = self.params
         kw.setdefault("device", P.get("MODEL_DEVICE", P.get("DEVICE")))
         kw.setdefault("dtype", P.get("MODEL_DTYPE"))
-        model, tokenizer = models.load_model(P.MODEL_ID, **kw)
+        model, tokenizer = loading.load_model(P.MODEL_ID, **kw)
         self.model_id = P.MODEL_ID
-        print(models.describe(model, P.MODEL_ID))
+        print(loading.describe(model, P.MODEL_ID))
         return model, tokenizer
 
     def save_figure(self, fig, name: str) -> Path:

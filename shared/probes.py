@@ -18,9 +18,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .hooks import resolve_layers
-from .runtime import single_thread
 from .data.templates import ccs_template
+from .model.steer import unit_direction
+from .runtime import single_thread
 
 # ----------------------------------------------------------------------------------------------
 # input checks
@@ -70,19 +70,6 @@ def _check_labels(y, n: int, name: str, need_both: bool = True) -> np.ndarray:
 def _check_same_width(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"{name_a} has {a.shape[1]} features but {name_b} has {b.shape[1]}; use the same layer for both")
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float64).reshape(-1)
-    norm = np.linalg.norm(v)
-    if norm == 0 or not np.isfinite(norm):
-        raise ValueError("direction has zero (or non-finite) norm; it cannot define a probe")
-    return v / norm
-
-
-def unit_direction(direction) -> np.ndarray:
-    """A direction (numpy or torch) as a unit float64 vector; ValueError if it has zero or non-finite norm."""
-    return _unit(_to_numpy(direction, "direction"))
 
 
 def _auroc(y: np.ndarray, scores: np.ndarray) -> float:
@@ -182,7 +169,7 @@ def diff_of_means(X_train, y_train, X_test, y_test) -> ProbeResult:
     """Baseline: direction = mean(positives) - mean(negatives); score = projection, threshold = midpoint."""
     Xtr, ytr, Xte, yte = _check_split(X_train, y_train, X_test, y_test)
     mu_pos, mu_neg = Xtr[ytr == 1].mean(0), Xtr[ytr == 0].mean(0)
-    direction = _unit(mu_pos - mu_neg)
+    direction = unit_direction(mu_pos - mu_neg)
     bias = -float(0.5 * (mu_pos + mu_neg) @ direction)
     scores = Xte @ direction + bias
     acc = float(((scores > 0).astype(int) == yte).mean())
@@ -243,7 +230,7 @@ class PairNorm:
 
     def to_input(self, w: np.ndarray) -> np.ndarray:
         """Map a direction in normalised coordinates back to the activations' coordinates (unit norm)."""
-        return _unit(w / (0.5 * (self.std_pos + self.std_neg)))
+        return unit_direction(w / (0.5 * (self.std_pos + self.std_neg)))
 
 
 def _check_pairs(x_pos, x_neg, y, prefix: str):
@@ -326,7 +313,7 @@ def _sign_free(acc: float, auc: float) -> tuple[float, float]:
 def _projection_probe(method: str, direction_norm: np.ndarray, d_train: np.ndarray, d_test: np.ndarray,
                       y_test: np.ndarray, norm: PairNorm) -> ProbeResult:
     """Unsupervised probe on contrast differences: threshold at the training mean, sign-free scores."""
-    u = _unit(direction_norm)
+    u = unit_direction(direction_norm)
     center = float(d_train.mean(0) @ u)
     scores = d_test @ u - center
     acc, auc = _sign_free(float(((scores > 0).astype(int) == y_test).mean()), _auroc(y_test, scores))
@@ -478,7 +465,7 @@ def reading_vector(diffs, flip: bool = True, seed: int = 0) -> np.ndarray:
     proj = D @ v
     if (proj > 0).sum() < (proj < 0).sum() or ((proj > 0).sum() == (proj < 0).sum() and proj.sum() < 0):
         v = -v
-    return _unit(v)
+    return unit_direction(v)
 
 
 def reading_accuracy(pos_acts, neg_acts, direction) -> float:
@@ -487,7 +474,7 @@ def reading_accuracy(pos_acts, neg_acts, direction) -> float:
     N = _check_acts(neg_acts, "neg_acts")
     if P.shape != N.shape:
         raise ValueError(f"pos_acts {P.shape} and neg_acts {N.shape} must have the same shape: one row per pair")
-    u = _unit(_to_numpy(direction, "direction"))
+    u = unit_direction(direction)
     if u.shape[0] != P.shape[1]:
         raise ValueError(f"direction has {u.shape[0]} dims but activations have {P.shape[1]}; use the same layer")
     return float(((P - N) @ u > 0).mean())
@@ -496,7 +483,7 @@ def reading_accuracy(pos_acts, neg_acts, direction) -> float:
 def monitor_scores(acts, direction, center: float | None = None) -> np.ndarray:
     """Projection of each row of acts [n, d] on the unit direction (minus center if given)."""
     A = _check_acts(acts, "acts")
-    u = _unit(_to_numpy(direction, "direction"))
+    u = unit_direction(direction)
     if u.shape[0] != A.shape[1]:
         raise ValueError(f"direction has {u.shape[0]} dims but acts have {A.shape[1]}; use the same layer")
     scores = A @ u
@@ -571,12 +558,7 @@ def lat_layers(pos_by_layer: dict, neg_by_layer: dict, test_frac: float = 0.25, 
 
 
 # ----------------------------------------------------------------------------------------------
-# notebook helpers: layer choice, CCS prompts
-
-
-def parse_layers(spec, n_layers: int) -> list[int]:
-    """Sorted unique layers from "all" | "middle" | "0,6,-1" | "" (none) | an int | a list (hooks.resolve_layers)."""
-    return sorted(resolve_layers(spec, n_layers, dedupe=True, allow_empty=True))
+# notebook helpers: CCS prompts
 
 
 def ccs_prompt_pairs(items: Sequence[dict], task: str, tokenizer=None, max_text_tokens: int | None = None,

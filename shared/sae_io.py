@@ -31,9 +31,9 @@ import torch
 from .export import CFG_FILE, SAELENS_ARCH, WEIGHTS_FILE
 # the release registry lives in sae_releases (no torch: the notebooks' parameter checks read it); names kept here
 from .sae_releases import BUILTIN_RELEASES, TRAIN_TINY, check_source, releases, resolve_release  # noqa: F401
+from .sae import ARCHITECTURES, DTYPES, SAEConfig, SparseAutoencoder, build_sae, config_from_dict
 from .sae_releases import (QWEN_SCOPE_FILE, QWEN_SCOPE_NOTE, TRAIN_TINY_EXPANSION, facts_from_cfg,
                            gemma_scope_facts, residual_layer)
-from .sae import ARCHITECTURES, DTYPES, SAEConfig, SparseAutoencoder, build_sae, config_from_dict
 
 GEMMA_SCOPE_FILE = "params.npz"
 SPARSIFY_FILE = "sae.safetensors"
@@ -280,7 +280,7 @@ def _build(cfg: SAEConfig, weights: dict, folder: Path, device) -> SparseAutoenc
 
 def check_sae_fits(sae, model, layer: int) -> None:
     """One-line ValueError when the SAE's d_in is not the width of the model's residual stream."""
-    from .models import d_model
+    from .model.layout import d_model
 
     width = d_model(model)
     if int(sae.cfg.d_in) != int(width):
@@ -292,7 +292,7 @@ def sae_for_notebook(P, model, tokenizer, layer: int, out_dir) -> tuple[SparseAu
     """(the SAE, where it came from) for a notebook's SAE / SAE_ID parameters at `layer` of `model`:
     with SAE = "train-tiny" a small TopK SAE is first trained here on DATASET (a quick try and the
     offline smoke runs) and exported like a tier notebook's, then read back like any other folder."""
-    from .models import d_model, model_device
+    from .model.layout import d_model, model_device
     from .notebook import check_loaded_sae
     from .train import train_tiny_sae
 

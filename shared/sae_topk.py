@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .sae import Latents, Reconstruction, ReconstructionError, SAEConfig, SparseAutoencoder, register
-from .sae_kernels import (LatentPlan, SparseEncodeSelect, loss_precision, sparse_decode,
-                          squared_error, topk_indices)
+from .sae_kernels import (LatentPlan, SparseEncodeSelect, loss_precision, sparse_decode, squared_error,
+                          topk_indices)
 
 
 @dataclass

@@ -28,13 +28,13 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .capture import capture_residuals, content_mask, masked_mean
 from .data.mixing import mix_streams
 from .data.sources import parse_source
 from .data.tasks import load_task_dataset
 from .evaluate import evaluate_saes
 from .export import CFG_FILE
-from .models import model_device
+from .model.capture import capture_residuals, content_mask, masked_mean
+from .model.layout import model_device
 from .probes import _auroc, linear_probe
 from .sae_io import check_sae_fits
 

@@ -32,18 +32,17 @@ from typing import Iterator, Mapping
 
 import torch
 
-from . import checkpoint as ckpt
-from . import distributed, replay, sessions, tiers
-from .capture import (ActivationBlocks, block_batches_for_memory, check_layers, free_memory_bytes, layer_count,
-                      residual_rows, total_memory_bytes)
-from .hooks import resolve_layers
+from . import checkpoint as ckpt, distributed, replay, sessions, tiers
 from .data.mixing import mix_streams
 from .data.packing import token_batches
 from .data.sources import parse_source
-from .models import d_model, load_model, model_device
+from .model.capture import residual_rows
+from .model.layout import check_layers, d_model, model_device, resolve_layers
+from .model.loading import load_model
 from .runtime import SPREAD, resolve_device, spread_max_memory as _spread_max_memory
 from .sae import ARCHITECTURES, SAEConfig, build_sae, config_from_dict
 from .sae_topk import TopKConfig
+from .training.buffer import ActivationBlocks, block_batches_for_memory, free_memory_bytes, total_memory_bytes
 from .sessions import resolve_checkpoint_dir  # noqa: F401 - where notebooks 12 and 17 find it
 
 
@@ -398,7 +397,7 @@ def spread_max_memory(P: Mapping, *, config=None, totals_gib=None) -> dict[int, 
                       for i in range(torch.cuda.device_count())]
     cfg = config_from_params(P, checkpoint_dir="-")
     if config is None:
-        from .models import model_config
+        from .model.layout import model_config
 
         config = model_config(cfg.model_id)
     d = config.hidden_size
@@ -484,7 +483,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
         progress = progress and group.main
     torch.manual_seed(cfg.seed)
     model, tokenizer = _prepare_model(cfg, model, tokenizer)
-    layers = sorted(resolve_layers(cfg.layers, layer_count(model), name="layers"))  # repeats refused
+    layers = sorted(resolve_layers(cfg.layers, model, name="layers"))  # repeats refused
     sae_device = resolve_device(cfg.sae_device) if cfg.sae_device else model_device(model)
     plan = sae_plan(cfg, layers)
     layer_of = {key: layer for key, (layer, _) in plan.items()}
@@ -924,7 +923,7 @@ def train_tiny_sae(model, tokenizer, model_id: str, layer: int, dataset: str, fo
     What a smoke run, or a model with no published SAE, uses in place of a real one."""
     from .data.packing import context_tokens
     from .export import ExportInfo, export_run
-    from .models import layers_path
+    from .model.layout import layers_path
 
     folder = Path(folder)
     sae_cfg = TopKConfig(d_sae=d_sae or 4 * d_model(model), k=k, dead_tokens_threshold=4000)

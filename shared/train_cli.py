@@ -117,8 +117,9 @@ def run(P: notebook.Parameters, group: distributed.Group | None) -> train.TrainR
 
 
 def _validate_and_export(P, nb, cfg, model, tokenizer, result) -> None:
-    from . import evaluate, export, models, sessions
+    from . import evaluate, export, sessions
     from .data import packing
+    from .model import layout
 
     val_batches = train.validation_batches(cfg, tokenizer, P.VAL_TOKENS, dataset=P.VAL_DATASET or None)
     sparsity: dict = {}
@@ -128,7 +129,7 @@ def _validate_and_export(P, nb, cfg, model, tokenizer, result) -> None:
     evaluate.write_val_report(report, nb.out_dir / "val_report.json", model=P.MODEL_ID,
                               tokens_trained=result.tokens, val_dataset=P.VAL_DATASET or data_name)
     repo_id = sessions.export_repo(P.HF_REPO, P.HF_USERNAME, P.RUN_NAME)
-    info = export.ExportInfo(model_name=P.MODEL_ID, layers_path=models.layers_path(model),
+    info = export.ExportInfo(model_name=P.MODEL_ID, layers_path=layout.layers_path(model),
                              context_size=P.CONTEXT_LEN, dataset_path=data_name, tokens_trained=result.tokens,
                              repo_id=repo_id, **packing.context_tokens(tokenizer).export_fields())
     folders = export.export_run(result.saes, nb.out_dir / "export", info, report=report, sparsity=sparsity)

@@ -26,9 +26,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .capture import capture_residuals, token_mask
-from .hooks import read_residuals
-from .models import model_device
+from .model.capture import capture_residuals, token_mask
+from .model.hooks import read_residuals
+from .model.layout import model_device
 
 
 def _features(sae, features: Sequence[int]) -> list[int]:

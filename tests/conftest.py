@@ -219,14 +219,15 @@ def _model_getter(kind: str):
     """arch -> the one (model, tokenizer) of `<kind>:<arch>` on `device` (default: the default device)."""
     import torch
 
-    from shared import models, runtime
+    from shared import runtime
+    from shared.model import loading
 
     loaded = {}
 
     def get(arch: str, device=None):
         dev = runtime.default_device() if device is None else torch.device(device)
         if (arch, str(dev)) not in loaded:
-            loaded[arch, str(dev)] = models.load_model(f"{kind}:{arch}", device=dev)
+            loaded[arch, str(dev)] = loading.load_model(f"{kind}:{arch}", device=dev)
         return loaded[arch, str(dev)]
 
     return get

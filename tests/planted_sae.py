@@ -8,9 +8,10 @@ import random
 
 import torch
 
-from shared import capture, sae as S
+from shared import sae as S
 from shared.data import synthetic
-from shared.models import d_model
+from shared.model import capture
+from shared.model.layout import d_model
 from shared.sae_relu import ReLUConfig
 
 TOKEN = "~"

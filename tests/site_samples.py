@@ -20,7 +20,7 @@ def _sae(model, seed: int, d_sae: int = 48, k: int = 6):
     import torch
 
     from shared import sae as S
-    from shared.models import d_model
+    from shared.model.layout import d_model
     from shared.sae_topk import TopKConfig
 
     sae = S.build_sae(TopKConfig(d_in=d_model(model), d_sae=d_sae, k=k, seed=seed))
@@ -32,8 +32,9 @@ def _sae(model, seed: int, d_sae: int = 48, k: int = 6):
 def feature_catalog(model, tok, sae, layer: int = 1) -> dict:
     """Notebook 04's catalog: statistics, ranking, offline labels with detection scores, logit effects,
     decoder neighbours."""
-    from shared import features, judge, models
+    from shared import features, judge
     from shared.data import packing, sources
+    from shared.model import layout
 
     batches = list(itertools.islice(packing.token_batches(sources.text_stream("synthetic"), tok, 32, 8), 8))
     stats = features.collect(model, tok, sae, layer, batches[:4], 800)
@@ -49,7 +50,7 @@ def feature_catalog(model, tok, sae, layer: int = 1) -> dict:
         e["detection_score"], e["detection_auroc"] = by_id[e["id"]]["score"], by_id[e["id"]]["auroc"]
         e["nearest"] = nearest[e["id"]]
     return {"sae_repo": "local/tiny-topk", "base_model": "tiny-trained:gpt2", "layer": layer,
-            "d_model": models.d_model(model), "d_sae": sae.cfg.d_sae, "k": sae.cfg.k,
+            "d_model": layout.d_model(model), "d_sae": sae.cfg.d_sae, "k": sae.cfg.k,
             "context_tokens_analyzed": stats.n_tokens, "judge_backend": labels["judge_backend"],
             "judge_model": labels["judge_model"], "features": entries}
 
@@ -57,7 +58,7 @@ def feature_catalog(model, tok, sae, layer: int = 1) -> dict:
 def circuit(seed: int = 0) -> dict:
     """Notebook 15's circuit.json: sparse feature circuit over SAEs at two layers of tiny:gpt2."""
     from shared.circuits import circuit_json, sfc, tasks
-    from shared.models import load_model
+    from shared.model.loading import load_model
 
     model, tok = load_model("tiny:gpt2")
     graph = sfc.check_saes(model, {1: _sae(model, 1, 32, 4), 2: _sae(model, 2, 32, 4)})
@@ -90,7 +91,7 @@ def interpscores() -> list[dict]:
 
 def write_samples(folder: Path) -> dict[str, Path]:
     """Every sample as a JSON file in folder: {name: path}."""
-    from shared.models import load_model
+    from shared.model.loading import load_model
     from shared.trace import trace_prompt
 
     folder = Path(folder)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shared import hooks
 from shared.circuits import attribution, circuit_json, patching, tasks
 from shared.circuits.nodes import Nodes, check_sae_layer, sae_layer_from_id
-from shared.models import decoder_layers, load_model
+from shared.model import hooks
+from shared.model.layout import decoder_layers
+from shared.model.loading import load_model
 from shared.sae import build_sae, config_from_dict
 
 from planted_circuit import COPY_HEAD, PLANTED_CIRCUIT, build_planted_model, planted_pairs

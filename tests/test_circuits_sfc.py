@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shared import hooks, sae as S
+from shared import sae as S
 from shared.circuits import sfc
 from shared.circuits.attribution import atp, integrated_gradients
 from shared.circuits.metrics import logit_diff
 from shared.circuits.tasks import PromptPairs
-from shared.models import decoder_layers, load_model
+from shared.model import hooks
+from shared.model.layout import decoder_layers
+from shared.model.loading import load_model
 from shared.sae_relu import ReLUConfig
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from shared.circuits import metrics, tasks
-from shared.models import byte_tokenizer
+from shared.model.tiny import byte_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def test_task_metrics_and_describe():
     """task_metrics is the metric of the clean and the corrupt run as they are (kl: 0 on the clean run);
     describe names the pairs and shows one with its answers."""
     from shared.circuits import metrics
-    from shared.models import load_model
+    from shared.model.loading import load_model
 
     model, tok = load_model("tiny:gpt2")
     pairs = tasks.load_task("synthetic", tok, 4)

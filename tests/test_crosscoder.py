@@ -193,7 +193,7 @@ def test_bad_input_and_wrong_layer_set_are_one_line(tmp_path):
 
 
 def test_train_crosscoder_on_a_tiny_model_streams_all_layers_from_one_forward():
-    from shared.models import load_model
+    from shared.model.loading import load_model
 
     model, tok = load_model("tiny:llama")
     cfg = X.CrosscoderConfig(layers=(0, 1, 3), d_sae=64, k=4)
@@ -239,7 +239,7 @@ def test_topk_auxk_trains_only_dead_latents_on_the_residual():
 
 
 def _tiny_crosscoder_run(folder, k=4, **over):
-    from shared.models import load_model
+    from shared.model.loading import load_model
 
     model, tok = load_model("tiny:llama")
     cfg = X.CrosscoderConfig(layers=(0, 1, 3), d_sae=64, k=k)

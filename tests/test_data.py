@@ -537,7 +537,7 @@ def test_each_default_model_starts_and_separates_contexts_as_it_was_trained(fold
     separates their pretraining documents; a literal special token in text stays text; the export
     records prepend_bos and both tokens; training rows never include them."""
     from shared import export
-    from shared.capture import token_mask
+    from shared.model.capture import token_mask
 
     tok = _model_tokenizer(folder)
     start, separator, prepend_bos = EXPECTED_CONTEXT[folder]

@@ -11,7 +11,7 @@ import torch
 from shared.data.packing import token_batches
 from shared.data.synthetic import synthetic_texts
 from shared.evaluate import evaluate_saes, summarize, write_val_report
-from shared.models import d_model
+from shared.model.layout import d_model
 from shared.sae import build_sae
 from shared.sae_topk import TopKConfig
 

@@ -7,13 +7,12 @@ import pytest
 import torch
 
 from shared import sae as S
-from shared.capture import capture_residuals, token_mask
 from shared.data.packing import token_batches
-from shared.features import (FeatureStats, catalog_entries, collect, logit_effects, rank_features,
-                             top_examples)
-from shared.models import d_model, unembed
-from shared.sae_topk import TopKConfig
 from shared.data.synthetic import synthetic_texts
+from shared.features import FeatureStats, catalog_entries, collect, logit_effects, rank_features, top_examples
+from shared.model.capture import capture_residuals, token_mask
+from shared.model.layout import d_model, unembed
+from shared.sae_topk import TopKConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

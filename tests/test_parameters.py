@@ -14,7 +14,8 @@ import torch
 
 import build_notebooks as bn
 from conftest import REPO
-from shared import hooks, notebook
+from shared import notebook
+from shared.model import layout
 
 ENTRIES = bn.load_catalog(REPO)
 
@@ -183,7 +184,7 @@ def test_layer_normalisation_and_devices():
 
 
 def test_resolve_layers_forms_and_errors():
-    r = hooks.resolve_layers
+    r = layout.resolve_layers
     assert r(-1, 4) == [3] and r([0, -1], 4) == [0, 3] and r((2, 1), 4) == [2, 1]
     assert r("all", 4) == [0, 1, 2, 3] and r("middle", 26) == [13] and r("2", 4) == [2] and r("-1", 4) == [3]
     assert r("0,3, 1", 4) == [0, 3, 1] and r("0-2", 4) == [0, 1, 2] and r("-2--1", 4) == [2, 3]
@@ -197,10 +198,12 @@ def test_resolve_layers_forms_and_errors():
 
 
 def test_resolve_layers_reads_a_model():
-    from shared import models
+    from shared.model import loading
 
-    model, _ = models.load_model("tiny:gpt2", device="cpu")
-    assert hooks.resolve_layers(-1, model) == [3]
+    model, _ = loading.load_model("tiny:gpt2", device="cpu")
+    config = loading.load_config("tiny:gpt2")  # what the first cell has before the weights load
+    assert layout.n_layers(model) == layout.n_layers(config) == 4
+    assert layout.resolve_layers(-1, model) == layout.resolve_layers(-1, config) == [3]
 
 
 # --------------------------------------------------------------------------------------------- papermill
@@ -271,9 +274,9 @@ def test_mistyped_parameter_stops_in_the_first_cell_before_anything_is_written(e
 
 def test_edit_residual_accepts_a_negative_layer():
     """hooks.edit_residual resolves layers like capture does: -1 edits the last block."""
-    from shared import capture, hooks, models
+    from shared.model import capture, hooks, loading
 
-    model, tok = models.load_model("tiny:llama", device="cpu")
+    model, tok = loading.load_model("tiny:llama", device="cpu")
     ids = tok("The cat sat on the mat", return_tensors="pt").input_ids
     with hooks.edit_residual(model, {-1: lambda h: torch.zeros_like(h)}):
         edited = capture.capture_residuals(model, ids, [3, -1], stop_early=False)

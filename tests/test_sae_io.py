@@ -245,13 +245,14 @@ def test_trainer_refuses_inference_only_architectures():
 
 
 def test_open_sae_reads_a_tiny_trained_export(tmp_path, tiny_trained_model):
-    from shared import models, train
+    from shared import train
+    from shared.model import layout
 
     model, tok = tiny_trained_model("gpt2")
     folder = train.train_tiny_sae(model, tok, "tiny-trained:gpt2", 1, "synthetic", tmp_path, total_tokens=2000)
     assert folder == tmp_path / "blocks.1.hook_resid_post"
-    sae, where = sae_io.open_sae(str(folder), "", d_in=models.d_model(model))
-    assert where == str(folder) and sae.cfg.d_sae == 4 * models.d_model(model) and sae.cfg.k == 8
+    sae, where = sae_io.open_sae(str(folder), "", d_in=layout.d_model(model))
+    assert where == str(folder) and sae.cfg.d_sae == 4 * layout.d_model(model) and sae.cfg.k == 8
     same, _ = sae_io.open_sae(str(tmp_path), "blocks.1.hook_resid_post")  # the folder + SAE_ID as its subfolder
     assert torch.equal(same.W_dec, sae.W_dec)
 
@@ -368,10 +369,11 @@ def test_resid_pre_sae_reads_the_previous_block_output_as_sae_lens_would(sl, tmp
     """blocks.L.hook_resid_pre is the input of block L, which is block L-1's output: with LAYER = L-1
     the notebooks read exactly the activations SAELens encodes (the HF hidden state L), and LAYER = L
     (one block late) is refused, in the first cell and again after loading."""
-    from shared import hooks, models, notebook
+    from shared import notebook
+    from shared.model import hooks, layout, loading
 
-    model, tok = models.load_model("tiny:gpt2", device="cpu")
-    d = models.d_model(model)
+    model, tok = loading.load_model("tiny:gpt2", device="cpu")
+    d = layout.d_model(model)
     theirs = sl.StandardSAE(sl.StandardSAEConfig(d_in=d, d_sae=4 * d))
     _randomize(theirs)
     theirs.cfg.metadata.hook_name = "blocks.2.hook_resid_pre"

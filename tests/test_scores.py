@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from conftest import peer_python
-from shared import evaluate, models, scores
+from shared import evaluate, sae as S, scores
 from shared.data import packing, sources, synthetic
-from shared import sae as S
+from shared.model import layout
 from shared.sae_topk import TopKConfig
 
 LAYER = 2
@@ -80,7 +80,7 @@ def test_tpp_high_when_a_concept_sits_in_few_latents_and_low_when_smeared():
 
 def test_bad_inputs_get_one_line_errors(tiny_trained_model):
     model, tok = tiny_trained_model("llama")
-    wrong = S.build_sae(TopKConfig(d_in=models.d_model(model) + 1, d_sae=32, k=4))
+    wrong = S.build_sae(TopKConfig(d_in=layout.d_model(model) + 1, d_sae=32, k=4))
     with pytest.raises(ValueError, match="d_in") as e:
         scores.reconstruction_parts(model, tok, wrong, LAYER, [])
     one_line(e)
@@ -125,16 +125,16 @@ def scored(tiny_trained_model):
     """A whole InterpScore run on tiny-trained:llama with a random TopK SAE: (report, evaluate report, sae)."""
     model, tok = tiny_trained_model("llama")
     torch.manual_seed(0)
-    sae = S.build_sae(TopKConfig(d_in=models.d_model(model), d_sae=128, k=8)).eval()
-    batches = scores.take_tokens(packinging.token_batches(sourcesces.text_stream("synthetic"), tok, 32, 4), 512)
+    sae = S.build_sae(TopKConfig(d_in=layout.d_model(model), d_sae=128, k=8)).eval()
+    batches = scores.take_tokens(packing.token_batches(sources.text_stream("synthetic"), tok, 32, 4), 512)
     parts, val = scores.reconstruction_parts(model, tok, sae, LAYER, batches)
     results = []
     for task in ("synthetic:sentiment", "synthetic:names"):
         t = scores.task_latents(model, tok, sae, LAYER, task, 60, 30, max_length=48)
-        assert t.X_train.shape == (60, 128) and t.R_test.shape == (30, models.d_model(model))
+        assert t.X_train.shape == (60, 128) and t.R_test.shape == (30, layout.d_model(model))
         results.append(scores.probe_task(task, t.X_train, t.y_train, t.X_test, t.y_test))
     report = scores.interpscore_report(parts=parts, task_results=results, sae_repo="random", model="tiny-trained:llama",
-                                       layer=LAYER, d_model=models.d_model(model), d_sae=128, k=8, tokens_trained=None,
+                                       layer=LAYER, d_model=layout.d_model(model), d_sae=128, k=8, tokens_trained=None,
                                        eval_tokens=sum(b.numel() for b in batches))
     return report, val, sae, batches, model, tok
 
@@ -262,7 +262,7 @@ def test_scores_a_published_format_sae_read_by_load_sae(tiny_trained_model, tmp_
     from shared import sae_io
 
     model, tok = tiny_trained_model("llama")
-    d, m = models.d_model(model), 96
+    d, m = layout.d_model(model), 96
     rng = np.random.default_rng(0)
     W_enc = rng.standard_normal((d, m)).astype(np.float32) / np.sqrt(d)
     folder = tmp_path / "layer_2" / "width_96" / "average_l0_20"
@@ -271,7 +271,7 @@ def test_scores_a_published_format_sae_read_by_load_sae(tiny_trained_model, tmp_
              b_dec=np.zeros(d, np.float32), threshold=np.full(m, 0.1, np.float32))
     sae = sae_io.load_sae(folder, d_in=d)
     assert sae.cfg.architecture == "jumprelu"
-    batches = scores.take_tokens(packinging.token_batches(sourcesces.text_stream("synthetic"), tok, 32, 4), 256)
+    batches = scores.take_tokens(packing.token_batches(sources.text_stream("synthetic"), tok, 32, 4), 256)
     parts, _ = scores.reconstruction_parts(model, tok, sae, LAYER, batches)
     X, R = scores.pooled_latents(model, tok, sae, LAYER, ["a short text", "and another one, longer than that"])
     assert X.shape == (2, m) and R.shape == (2, d) and np.isfinite(X).all()
@@ -302,10 +302,10 @@ def test_evaluation_text_is_held_out_from_the_training_stream(tiny_model, tmp_pa
     from shared.data import packing, sources
 
     _, tok = tiny_model("llama", device="cpu")
-    trained = {tuple(r) for b in islice(packinging.token_batches(sourcesces.text_stream("synthetic"), tok, 32, 8), 8)
+    trained = {tuple(r) for b in islice(packing.token_batches(sources.text_stream("synthetic"), tok, 32, 8), 8)
                for r in b.tolist()}
     texts, record = scores.evaluation_text("synthetic", "synthetic", seed=0)
-    rows = [tuple(r) for b in scores.take_tokens(packinging.token_batches(texts, tok, 32, 8), 2000) for r in b.tolist()]
+    rows = [tuple(r) for b in scores.take_tokens(packing.token_batches(texts, tok, 32, 8), 2000) for r in b.tolist()]
     assert not trained & set(rows)  # no evaluation context is one the SAE trained on
     assert record["held_out"] is True and record["sources"] == ["synthetic:test"]
     assert scores.evaluation_text("", "synthetic")[1]["held_out"] is True  # "" = DATASET's held-out split

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from planted_sae import LAYER, planted_sae, sprinkle
-from shared import features, steer
+from shared import features
 from shared.data import packing, synthetic
+from shared.model import steer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPT = "the ~ cat sat on"
@@ -93,7 +94,7 @@ def test_reread_sees_a_feature_the_steered_text_carries(setup):
     import copy
 
     from planted_sae import TOKEN
-    from shared.models import unembed
+    from shared.model.layout import unembed
 
     model, tok, sae, stats = setup
     wired = copy.deepcopy(model)
@@ -123,8 +124,9 @@ def test_steering_along_a_reading_vector_raises_its_reading_on_the_generated_tex
     import copy
 
     from planted_sae import TOKEN
-    from shared import capture, probes
-    from shared.models import unembed
+    from shared import probes
+    from shared.model import capture
+    from shared.model.layout import unembed
 
     model, tok, _, _ = setup
     stems = synthetic.synthetic_texts(24, seed=3)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from shared import evaluate, export, sae_io, sweep
-from shared.models import layers_path, load_model
+from shared.model.layout import layers_path
+from shared.model.loading import load_model
 from shared.sae_batchtopk import BatchTopKConfig
 from shared.sae_topk import TopKConfig
 from shared.train import TrainConfig, train, validation_batches

@@ -198,18 +198,19 @@ def test_spread_loads_gpu_by_gpu_under_the_max_memory_we_pass(monkeypatch):
     with exactly those limits (the split the tests above check); without limits, its balanced "auto"."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from shared import models, train
+    from shared import train
+    from shared.model import loading
 
     asked = []
-    tiny, tok = models.load_model("tiny:llama", device="cpu")
+    tiny, tok = loading.load_model("tiny:llama", device="cpu")
     monkeypatch.setattr(AutoConfig, "from_pretrained", lambda *a, **k: config_of("meta-llama/Llama-3.1-8B"))
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda model_id, **kw: asked.append(kw) or tiny)
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda *a, **k: tok)
     P = catalog_params("08_explorer_llama3_8b_kaggle")
     limits = train.spread_max_memory(P, config=config_of(P["MODEL_ID"]), totals_gib=[14.56, 14.56])
     assert limits[1] < limits[0]  # the SAE's GPU keeps room for it
-    models.load_model(P["MODEL_ID"], device="spread", max_memory=limits)
-    models.load_model(P["MODEL_ID"], device="spread")
+    loading.load_model(P["MODEL_ID"], device="spread", max_memory=limits)
+    loading.load_model(P["MODEL_ID"], device="spread")
     assert asked[0]["device_map"] == "sequential" and asked[0]["max_memory"] == limits
     assert asked[1]["device_map"] == "auto" and "max_memory" not in asked[1]
     assert train.spread_max_memory({**P, "MODEL_DEVICE": "cuda:0"}, totals_gib=[14.56, 14.56]) is None

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from shared import sae as S
-from shared.models import d_model, model_device
+from shared.model.layout import d_model, model_device
 from shared.sae_topk import TopKConfig
 from shared.trace import alpha_key, prompt_activations, trace_prompt
 

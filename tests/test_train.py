@@ -137,8 +137,8 @@ def test_every_forwarded_token_is_trained_once(tmp_path):
     """Blocks of 4 forwards of 8 x 31 kept rows do not divide into batches of 256: the leftovers are
     carried, so the tokens trained plus the unused rest are exactly the kept tokens forwarded."""
     from shared import checkpoint as ckpt
-    from shared.capture import token_mask
-    from shared.models import load_model
+    from shared.model.capture import token_mask
+    from shared.model.loading import load_model
     from shared.train import _token_stream
 
     cfg = TrainConfig(**TINY_RUN, total_tokens=5000, checkpoint_dir=str(tmp_path / "ck"))
@@ -446,7 +446,7 @@ def test_buffer_shrinks_to_a_small_memory_budget_and_resumes_exactly(tmp_path, m
     """Free memory forced small: block_batches="auto" (and a fixed 4) come down to the 2 forwards per
     block that fit, the store is smaller, training completes, and an interrupted run resumes bitwise."""
     from shared import train as T
-    from shared.models import load_model
+    from shared.model.loading import load_model
 
     row_bytes = 2 * 64 * 4  # layers 1 and 3 of tiny:gpt2, float32
     fits_two = (256 + 2 * 8 * 32) * row_bytes  # a batch plus two forwards of 8 x 32
@@ -558,8 +558,7 @@ def test_minutes_cadence_checkpoints_at_block_boundaries_and_resumes_exactly(tmp
     """A clock that moves 10 s per reading and a 1-minute cadence (tokens never due): a checkpoint
     lands at the block boundary before a minute would go unsaved (every third block here), at token
     counts no token cadence picks; a run stopped after one resumes to the uninterrupted weights."""
-    from shared import checkpoint as ck
-    from shared import train as T
+    from shared import checkpoint as ck, train as T
 
     ticks = iter(range(0, 10**9, 10))
     monkeypatch.setattr(T, "_clock", lambda: float(next(ticks)))
@@ -644,7 +643,7 @@ def test_resume_refuses_a_stream_that_changed_and_goes_on_only_when_allowed(tmp_
 def test_a_model_dtype_switch_is_recorded_not_refused(tmp_path, monkeypatch, capsys):
     """The fix for a float16 overflow is another MODEL_DTYPE and a re-run: the resume goes on from
     the checkpoint and the switch is recorded (checkpoint, TrainResult.resume, hence run_report)."""
-    from shared.models import load_model
+    from shared.model.loading import load_model
 
     base = {**TINY_RUN, "total_tokens": 4000}
     model, tok = load_model("tiny:gpt2", device="cpu")
@@ -665,8 +664,9 @@ def test_a_model_dtype_switch_is_recorded_not_refused(tmp_path, monkeypatch, cap
 def test_a_float16_overflow_says_which_dtype_to_set(tmp_path):
     """Activations that overflow float16 stop training with one line naming MODEL_DTYPE's fix (bfloat16
     where the device has it, else float32) and saying that a re-run resumes."""
-    from shared import capture
-    from shared.models import decoder_layers, load_model
+    from shared.model import capture
+    from shared.model.layout import decoder_layers
+    from shared.model.loading import load_model
 
     model, tok = load_model("tiny:gpt2", device="cpu", dtype=torch.float16)
     handle = decoder_layers(model)[0].register_forward_hook(

@@ -96,7 +96,7 @@ def test_flagged_share_of_held_out_baseline_documents_is_one_minus_percentile(ti
     half the tokens, thresholds from the per-token percentile flag nearly every document. Calibrated on the
     per-document maximum, held-out documents of the baseline's distribution are flagged at ~1 - p/100."""
     from shared import sae as S
-    from shared.models import d_model
+    from shared.model.layout import d_model
     from shared.sae_relu import ReLUConfig
 
     model, tok = tiny_model("llama", device="cpu")

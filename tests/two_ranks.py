@@ -16,7 +16,8 @@ import sys
 
 import torch
 
-from shared import capture, distributed
+from shared import distributed
+from shared.training.buffer import ActivationBlocks
 
 
 def _rows(skip: int):
@@ -40,7 +41,7 @@ def blocks(group: distributed.Group) -> dict:
 
     torch.empty = empty
     try:
-        buffer = capture.ActivationBlocks(_rows, batch_tokens=32, block_batches=16, rows_per_forward=64, seed=0,
+        buffer = ActivationBlocks(_rows, batch_tokens=32, block_batches=16, rows_per_forward=64, seed=0,
                                           memory_budget=lambda: budgets[group.rank], agree=group.min_int)
         sums = []
         while (block := buffer.next_block()) is not None:
@@ -52,7 +53,7 @@ def blocks(group: distributed.Group) -> dict:
 
 def auto(group: distributed.Group) -> dict:
     from shared import train
-    from shared.models import load_model
+    from shared.model.loading import load_model
 
     model, tok = load_model("tiny:gpt2", device="cpu")
     row_bytes = 64 * 4

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import hooks
-from ..models import decoder_layers
+from ..model import hooks
+from ..model.layout import n_layers
 from .metrics import gradient_metric
 from .nodes import Component, Nodes, attention, eager_attention, mlp_module
 from .patching import _rows, node_effects, patch_values, patched_edit
@@ -93,7 +93,7 @@ class _GradGate(torch.autograd.Function):
 def _residual_writers(model) -> list[tuple[int, torch.nn.Module]]:
     """(layer, module) of each layer's writes into the residual stream: its attention and its MLP."""
     out = []
-    for layer in range(len(decoder_layers(model))):
+    for layer in range(n_layers(model)):
         out.append((layer, attention(model, layer)[0]))
         out.append((layer, mlp_module(model, layer)))
     return out
@@ -155,7 +155,7 @@ def atp_star(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ab
             fixed[c] = _qk_score(d_attn[c], grad_a[c.layer])
         drop: dict[Component, torch.Tensor] = {}
         if use_graddrop:
-            L = len(decoder_layers(model))
+            L = n_layers(model)
             total = {c: torch.zeros(c.n) for c in comps}
             for layer in range(L):
                 state["drop"] = layer
@@ -175,7 +175,7 @@ def atp_star(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ab
 
 def _linear_layers(model) -> list[int]:
     """Layers with linear attention (no softmax: the QK fix is not applicable there)."""
-    return [layer for layer in range(len(decoder_layers(model))) if not attention(model, layer)[1]]
+    return [layer for layer in range(n_layers(model)) if not attention(model, layer)[1]]
 
 
 def _qk_score(d_attn: torch.Tensor, grad_a: torch.Tensor) -> torch.Tensor:

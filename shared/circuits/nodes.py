@@ -18,8 +18,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .. import hooks
-from ..models import d_model, decoder_layers, model_device, text_config
+from ..model import hooks, layout
+from ..model.layout import d_model, decoder_layers, model_device, text_config
 
 KINDS = ("heads", "q", "k", "mlp", "latents", "error")
 _ATTN_NAMES = ("self_attn", "attn", "attention", "linear_attn", "mixer")
@@ -132,7 +132,7 @@ def _qk_site(model, layer: int, which: str):
 
 def softmax_layers(model) -> list[int]:
     """The layers whose attention is a softmax (where query/key nodes and the QK fix apply)."""
-    return [layer for layer in range(len(decoder_layers(model))) if attention(model, layer)[1]]
+    return [layer for layer in range(layout.n_layers(model)) if attention(model, layer)[1]]
 
 
 # SAELens releases trained on TransformerLens' centred residual stream (center_writing_weights): the
@@ -175,13 +175,13 @@ class Nodes:
                  centre_sae_input: bool = False):
         self.model = model
         self.centre_sae_input = centre_sae_input
-        n_layers = len(decoder_layers(model))
+        n_layers = layout.n_layers(model)
         head_layers, qk_layers, mlp_layers = (
-            set() if spec is None else set(hooks.resolve_layers(spec, n_layers, dedupe=True, name=name))
+            set() if spec is None else set(layout.resolve_layers(spec, n_layers, dedupe=True, name=name))
             for spec, name in ((heads, "heads"), (qk, "qk"), (mlps, "mlps")))
         self.saes = {}
         for layer, sae in (saes or {}).items():
-            layer = hooks.resolve_layers(int(layer), n_layers, name="SAE layer")[0]
+            layer = layout.resolve_layers(int(layer), n_layers, name="SAE layer")[0]
             if sae.cfg.d_in != d_model(model):
                 raise ValueError(f"the SAE for layer {layer} reads d_in={sae.cfg.d_in} but the model's residual "
                                  f"width is {d_model(model)}: load the SAE trained for this model")

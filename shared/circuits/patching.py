@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models import model_device
+from ..model.layout import model_device
 from .metrics import get_metric
 from .nodes import Component, Nodes
 from .tasks import PromptPairs

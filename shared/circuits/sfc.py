@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .. import hooks
+from ..model import hooks
 from .attribution import atp_gradients, ig_gradients
 from .circuit_json import node_entries
 from .metrics import check_tau, gradient_metric

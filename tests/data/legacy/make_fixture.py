@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from shared.models import load_model
+from shared.model.loading import load_model
 from shared.train import TrainConfig, train, train_tiny_sae
 
 HERE = Path(__file__).resolve().parent

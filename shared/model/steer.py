@@ -3,8 +3,8 @@
 `steering_hook` is an edit through hooks.edit_residual; `generate_steered` runs greedy continuations
 for each alpha (RepE reading vectors, SAE feature directions); `steer_and_read` also measures whether
 the steering took: the unsteered model re-reads each continuation and its residual over the
-generated tokens is projected on the direction (RepE's reading). Directions are checked like every
-probe direction (probes.unit_direction).
+generated tokens is projected on the direction (RepE's reading). Every direction, a probe's too, is
+checked and normalised by `unit_direction`.
 
 Steering by an SAE feature: `feature_direction` is what one unit of the latent adds to the
 residual stream, `typical_activation` its usual size (mean when fired over a baseline pass, by
@@ -16,17 +16,33 @@ writes those texts in TraceData's shape (trace.json's `counterfactuals{"f<id>": 
 """
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
 import json
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from .capture import token_mask
 from .hooks import edit_residual, read_residuals
-from .models import model_device
-from .probes import unit_direction
+from .layout import model_device
+
+
+def unit_direction(direction) -> np.ndarray:
+    """A direction (numpy or torch) as a unit float64 vector; ValueError if it is not numeric or has zero
+    or non-finite norm."""
+    if isinstance(direction, torch.Tensor):
+        direction = direction.detach().to(torch.float32).cpu().numpy()
+    try:
+        v = np.asarray(direction, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"direction must be a numeric array (numpy or torch), got {type(direction).__name__}") from e
+    v = v.reshape(-1)
+    norm = np.linalg.norm(v)
+    if norm == 0 or not np.isfinite(norm):
+        raise ValueError("direction has zero (or non-finite) norm; it cannot define a probe")
+    return v / norm
 
 
 @contextmanager
