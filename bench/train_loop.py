@@ -27,7 +27,7 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.model.tiny import byte_tokenizer  # noqa: E402
-from shared.sae_topk import TopKConfig  # noqa: E402
+from shared.saes.topk import TopKConfig  # noqa: E402
 from shared.train import TrainConfig, train  # noqa: E402
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "models"
@@ -138,7 +138,7 @@ def main() -> None:
         layers = tiers.MODELS[model_id].default_layers()
 
     if args.dense_kernels:
-        from shared.sae import SparseAutoencoder
+        from shared.saes.base import SparseAutoencoder
 
         SparseAutoencoder.sparse_kernels = False
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
@@ -260,7 +260,8 @@ def fit_check(args) -> None:
     peak is compared with the predicted sum of the two GPUs (less one CUDA context)."""
     import tempfile
 
-    from shared import crosscoder, sweep, tiers
+    from shared import sweep, tiers
+    from shared.saes import crosscoder
     from shared.train import TIER_PARAMETERS
 
     notebook = args.fit_check

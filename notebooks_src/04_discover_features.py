@@ -63,9 +63,10 @@ SEED = 0  # @param {type:"integer"}
 import itertools
 import math
 
-from shared import export, features, html, hub, judge, notebook, sae_io, viewer
+from shared import features, html, hub, judge, notebook, viewer
 from shared.data import packing, sources
 from shared.model import layout
+from shared.recipes import sae_source
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -81,7 +82,7 @@ layer = P.one_layer()  # checked against the model's config, negatives resolved
 
 # %%
 model, tokenizer = run.load_model()
-sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
+sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 
 # %% [markdown]
 # ## 2. Stream activations and keep statistics
@@ -206,7 +207,7 @@ html.show(html.view("catalog", {**catalog, "features": entries[:3]}))
 # works once the repo is public); without an upload it says where to drop the file instead.
 
 # %%
-upload = hub.upload_files([catalog_path, cards_path], export.hub_repo_id(HF_REPO), private=HF_PRIVATE,
+upload = hub.upload_files([catalog_path, cards_path], hub.hub_repo_id(HF_REPO), private=HF_PRIVATE,
                           path_in_repo=f"feature_catalog/{layer}")
 run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "catalog", catalog_path)})
 

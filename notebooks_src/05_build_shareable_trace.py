@@ -57,7 +57,8 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import json
 
-from shared import export, html, hub, notebook, sae_io, trace, viewer
+from shared import html, hub, notebook, trace, viewer
+from shared.recipes import sae_source
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -72,7 +73,7 @@ layer = P.one_layer()  # checked against the model's config, negatives resolved
 
 # %%
 model, tokenizer = run.load_model()
-sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
+sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 catalog = None
 if P.CATALOG:
     catalog = json.loads(open(P.CATALOG, encoding="utf-8").read())
@@ -129,6 +130,6 @@ for f in data["features"][:3]:
 trace_path = run.write_report("trace.json", data)
 page_path = run.out_dir / "trace.html"
 page_path.write_text(html.page(html.view("trace", data), title=f"trace: {PROMPT[:60]}"))
-upload = hub.upload_files([trace_path, page_path], export.hub_repo_id(HF_REPO), private=HF_PRIVATE,
+upload = hub.upload_files([trace_path, page_path], hub.hub_repo_id(HF_REPO), private=HF_PRIVATE,
                           path_in_repo="traces")
 run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "trace", trace_path)})

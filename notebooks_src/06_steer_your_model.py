@@ -52,9 +52,10 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import textwrap
 
-from shared import features, notebook, sae_io
+from shared import features, notebook
 from shared.data import packing, sources
 from shared.model import steer
+from shared.recipes import sae_source
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -68,7 +69,7 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 # %%
 model, tokenizer = run.load_model()
 layer = P.one_layer()
-sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
+sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 
 # %% [markdown]
 # ## 2. A baseline pass: how strongly does each feature usually fire?

@@ -59,9 +59,10 @@ OUTPUT_DIR = "outputs/12_batchtopk_vs_topk"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import evaluate, export, notebook, plots, sweep, train
+from shared import evaluate, notebook, plots, sweep, train
 from shared.data import packing
 from shared.model import layout
+from shared.saes import export
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 # one SAE config per architecture and k; an unknown name or a k above D_SAE stops here in one line
@@ -153,7 +154,7 @@ info = export.ExportInfo(model_name=MODEL_ID, layers_path=layout.layers_path(mod
                          dataset_path=", ".join(cfg.dataset), tokens_trained=result.tokens,
                          **packing.context_tokens(tokenizer).export_fields())  # prepend_bos: what began each context
 folders = export.export_run(result.saes, run.out_dir / "export", info, report=report, sparsity=sparsity,
-                            layer_of=result.layer_of)
+                            layer_of=result.layer_of, definitions=evaluate.METRIC_DEFINITIONS)
 for key, folder in folders.items():
     print(f"{key}: {folder}")
 

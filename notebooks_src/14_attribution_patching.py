@@ -62,8 +62,9 @@ OUTPUT_DIR = "outputs/14_attribution_patching"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import export, hub, notebook, plots, sae_io, viewer
+from shared import hub, notebook, plots, viewer
 from shared.circuits import attribution, circuit_json, metrics, nodes, patching, tasks
+from shared.recipes import sae_source
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -79,7 +80,7 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 # %%
 model, tokenizer = run.load_model()
 layer = nodes.check_sae_layer(SAE_ID, P.one_layer())
-sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
+sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 pairs = tasks.load_task(TASK, tokenizer, N_PROMPTS, seed=SEED)
 find, score = tasks.split_pairs(pairs, seed=SEED)
 print(pairs.describe(tokenizer))
@@ -205,5 +206,5 @@ print(f"wrote {run.out_dir / 'circuit.json'}")
 # %%
 circuit_path = run.out_dir / "circuit.json"
 upload = hub.upload_files([circuit_path, run.out_dir / "feature_attribution.json", run.out_dir / "attribution_report.json"],
-                          export.hub_repo_id(HF_REPO), private=HF_PRIVATE, path_in_repo="circuits/atp")
+                          hub.hub_repo_id(HF_REPO), private=HF_PRIVATE, path_in_repo="circuits/atp")
 run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "circuit", circuit_path)})

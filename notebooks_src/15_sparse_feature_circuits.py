@@ -59,8 +59,9 @@ OUTPUT_DIR = "outputs/15_sparse_feature_circuits"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import export, html, hub, notebook, plots, viewer
+from shared import html, hub, notebook, plots, viewer
 from shared.circuits import circuit_json, metrics, sfc, tasks
+from shared.recipes import circuit_saes
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -75,7 +76,7 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 
 # %%
 model, tokenizer = run.load_model()
-graph, sae_where = sfc.load_saes(P, model, tokenizer, P.LAYERS, run.out_dir)
+graph, sae_where = circuit_saes.load_saes(P, model, tokenizer, P.LAYERS, run.out_dir)
 pairs = tasks.load_task(TASK, tokenizer, N_PROMPTS, seed=SEED)
 find, score = tasks.split_pairs(pairs, seed=SEED)
 print(pairs.describe(tokenizer))
@@ -190,5 +191,5 @@ print(f"wrote {run.out_dir / 'circuit.json'}, circuit_graph.html, faithfulness_c
 # %%
 circuit_path = run.out_dir / "circuit.json"
 upload = hub.upload_files([circuit_path, run.out_dir / "circuit_graph.html", run.out_dir / "sfc_report.json"],
-                          export.hub_repo_id(HF_REPO), private=HF_PRIVATE, path_in_repo="circuits/sfc")
+                          hub.hub_repo_id(HF_REPO), private=HF_PRIVATE, path_in_repo="circuits/sfc")
 run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "circuit", circuit_path)})

@@ -60,7 +60,8 @@ RUN_NAME = "gemma-2-2b-crosscoder-L6-12-18"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import crosscoder, notebook, plots, train
+from shared import notebook, plots, train
+from shared.saes import crosscoder
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs

@@ -60,9 +60,10 @@ OUTPUT_DIR = "outputs/18_interpscore_eval"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import notebook, plots, probes, sae_io, scores
+from shared import notebook, plots, probes, scores
 from shared.data import packing
 from shared.model import layout
+from shared.recipes import sae_source
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -76,7 +77,7 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 # %%
 model, tokenizer = run.load_model()
 layer = P.one_layer()
-sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
+sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 
 # %% [markdown]
 # ## 2. Loss recovered, alive, L0

@@ -96,9 +96,10 @@ import json
 import matplotlib.pyplot as plt
 import torch
 
-from shared import evaluate, export, notebook, plots, sessions, train
+from shared import evaluate, notebook, plots, sessions, train
 from shared.data import packing
 from shared.model import capture, layout
+from shared.saes import export, load
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -358,12 +359,13 @@ repo_id = sessions.export_repo(HF_REPO, HF_USERNAME, RUN_NAME)  # HF_REPO, or <H
 info = export.ExportInfo(model_name=MODEL_ID, layers_path=layout.layers_path(model), context_size=CONTEXT_LEN,
                          dataset_path=data_name, tokens_trained=result.tokens, repo_id=repo_id,
                          **packing.context_tokens(tokenizer).export_fields())  # prepend_bos and the context start token
-folders = export.export_run(result.saes, out_dir / "export", info, report=report, sparsity=sparsity)
+folders = export.export_run(result.saes, out_dir / "export", info, report=report, sparsity=sparsity,
+                            definitions=evaluate.METRIC_DEFINITIONS)  # what each number of the model card means
 check = val_batches[0][:1].to(layout.model_device(model))
 acts = capture.capture_residuals(model, check, layers)
 same = {}
 for layer, folder in folders.items():
-    reloaded = export.load_sae(folder, d_in=layout.d_model(model))
+    reloaded = load.load_sae(folder, d_in=layout.d_model(model))
     x = acts[layer][0].float().to(reloaded.device)
     same[layer] = torch.allclose(reloaded.encode(x), result.saes[layer].to(reloaded.device).encode(x), atol=1e-5)
     print(f"export at {folder}; reloaded SAE encodes identically: {same[layer]}")

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from .model.capture import residual_rows
-from .sae_kernels import loss_precision
+from .saes.kernels import loss_precision
 
 TIMEOUT_ENV = "SAE_COLLECTIVE_TIMEOUT_S"  # seconds a collective may wait for the other ranks
 DEFAULT_TIMEOUT_S = 1800.0  # long enough for rank 0's checkpoint upload while the others wait
@@ -105,6 +105,10 @@ class Group:
     def any(self, mask: torch.Tensor) -> torch.Tensor:
         """Elementwise OR of a bool tensor over the ranks."""
         return self.all_reduce(mask.to(torch.uint8), op=dist.ReduceOp.MAX).bool()
+
+    def min(self, t: torch.Tensor) -> torch.Tensor:
+        """Elementwise minimum of a tensor over the ranks (in place): BatchTopK's smallest kept activation."""
+        return self.all_reduce(t, op=dist.ReduceOp.MIN)
 
     def sum_grads(self, module: torch.nn.Module) -> None:
         """Sum every parameter's gradient over the ranks (one flat all-reduce)."""

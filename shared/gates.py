@@ -179,7 +179,7 @@ def response_means(model, tokenizer, sae, layer: int, scored: Sequence[dict]) ->
     """(mean SAE latents over each response's tokens [N, d_sae], the number of response tokens read per
     problem): one forward of prompt + response each, only the response tokens kept (trace.token_latents).
     A response with no ordinary token has a row of NaN."""
-    from .sae_io import check_sae_fits
+    from .saes.load import check_sae_fits
     from .trace import token_latents
 
     check_sae_fits(sae, model, layer)

@@ -1,5 +1,6 @@
-"""Writing to the Hugging Face Hub: make sure a repo exists (private unless asked otherwise) and say
-in one line why a Hub call failed (no network, token rejected, no write access, Hub error).
+"""Writing to the Hugging Face Hub: which repo a run uploads to (`hub_repo_id`: a bare name completed
+with the user's), make sure a repo exists (private unless asked otherwise) and say in one line why a
+Hub call failed (no network, token rejected, no write access, Hub error).
 
 Used by the checkpoint store (fails at start) and the final upload (warns, keeps the local export).
 Duck-typed on `exc.response.status_code` and exception class names, so it works with the httpx-
@@ -181,3 +182,29 @@ def upload_files(files, repo_id: str | None, *, private: bool = True, token: str
     print(f"upload to {repo_id} failed: {entry['error']}.{how} The files are kept in {files[0].parent if files else '.'}",
           file=sys.stderr)
     return entry
+
+
+def hub_repo_id(repo: str | None, token: str | None = None) -> str | None:
+    """The repo the user asked to upload to: None when `repo` is empty (nothing is uploaded unasked);
+    "user/name" as given; a bare "name" completed with the HF_USERNAME secret or the token's account.
+
+    When the user cannot be looked up (no token, offline) the bare name is returned and
+    upload_export reports it instead of uploading.
+    """
+    repo = (repo or "").strip().strip("/")
+    if not repo or "/" in repo:
+        return repo or None
+    from . import runtime
+
+    user = runtime.get_secret("HF_USERNAME")
+    if not user:
+        token = runtime.hf_token(token)
+        if not token:
+            return repo
+        try:
+            from huggingface_hub import HfApi
+
+            user = HfApi(token=str(token)).whoami()["name"]
+        except Exception:  # noqa: BLE001 - offline, revoked token, ...: upload_export reports it
+            return repo
+    return f"{user}/{repo}"

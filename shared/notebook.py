@@ -24,9 +24,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import runtime, sae_releases, tiers
+from . import runtime, tiers
 from .data import sources, synthetic, tasks
 from .model import layout, loading
+from .saes import formats, releases
 
 
 class ParameterError(ValueError):
@@ -405,7 +406,7 @@ RULES["VAL_FRAC"] = _val_frac
 
 
 def _sae(v, ctx):
-    sae_releases.check_source(v)
+    releases.check_source(v)
     if "LAYER" in ctx.params and ctx.params.get("SAE_ID", "") == "":  # a folder itself: SAE names it
         _check_sae_site(ctx, "", ctx.params["LAYER"], "LAYER")
     return v
@@ -416,7 +417,7 @@ def _sae_id(v, ctx):
     where its files or release say its hook, the residual stream after block LAYER (and its d_in the model's)."""
     sae = ctx.params.get("SAE")
     if isinstance(sae, str) and sae.strip():
-        sae_releases.check_source(sae, v)
+        releases.check_source(sae, v)
     v = _text(empty_ok=True)(v, ctx)
     if "LAYER" in ctx.params and v:  # SAE_ID = "": checked under SAE
         _check_sae_site(ctx, v, ctx.params["LAYER"], "LAYER")
@@ -433,11 +434,11 @@ def _sae_facts(ctx, sae_id: str | None = None):
     key = (str(sae), str(sae_id))
     if key not in cache:
         try:
-            if sae == sae_releases.TRAIN_TINY:
-                cache[key] = sae_releases.SaeFacts(d_sae=sae_releases.TRAIN_TINY_EXPANSION * _d_model(ctx))
+            if sae == releases.TRAIN_TINY:
+                cache[key] = formats.SaeFacts(d_sae=releases.TRAIN_TINY_EXPANSION * _d_model(ctx))
             else:
-                sae_releases.check_source(sae, sae_id)
-                cache[key] = sae_releases.sae_facts(sae, sae_id)
+                releases.check_source(sae, sae_id)
+                cache[key] = releases.sae_facts(sae, sae_id)
         except (ValueError, TypeError, KeyError, OSError) as e:
             cache[key] = e
     return cache[key]
@@ -460,7 +461,7 @@ def _check_sae_site(ctx, sae_id: str, layer_spec, layer_name: str) -> None:
         width = _d_model(ctx)
     except (ValueError, TypeError, KeyError, AttributeError, OSError):
         return  # LAYER's and MODEL_ID's own rules report those
-    why = sae_releases.layer_mismatch(facts.hook, layers[0], layer_name) if len(layers) == 1 else None
+    why = formats.layer_mismatch(facts.hook, layers[0], layer_name) if len(layers) == 1 else None
     if why is None and facts.d_in is not None and facts.d_in != width:
         why = (f"this SAE reads d_in={facts.d_in} activations but MODEL_ID's residual stream is {width} wide: "
                "pick the SAE trained for this model")
@@ -496,7 +497,7 @@ def check_loaded_sae(P, hook: str | None, d_sae: int, layer: int) -> None:
     width; a one-line ParameterError in the parameters' words."""
     given = getattr(P, "given", {})
     name = "SAE_ID" if P.get("SAE_ID") else "SAE"
-    why = sae_releases.layer_mismatch(hook, layer, "LAYER" if "LAYER" in P else "its LAYERS entry")
+    why = formats.layer_mismatch(hook, layer, "LAYER" if "LAYER" in P else "its LAYERS entry")
     if why:
         raise ParameterError(f"{name} = {_short(given.get(name, P.get(name)))}: {why}")
     if hook is None:
@@ -640,7 +641,7 @@ def _sae_ids(v, ctx):
     sae = ctx.params.get("SAE")
     if isinstance(sae, str) and sae.strip():
         for x in v:
-            sae_releases.check_source(sae, x)
+            releases.check_source(sae, x)
     try:
         layers = layout.resolve_layers(ctx.params["LAYERS"], ctx.n_layers())
     except (KeyError, ValueError, OSError):

@@ -32,11 +32,11 @@ from .data.mixing import mix_streams
 from .data.sources import parse_source
 from .data.tasks import load_task_dataset
 from .evaluate import evaluate_saes
-from .export import CFG_FILE
 from .model.capture import capture_residuals, content_mask, masked_mean
 from .model.layout import model_device
 from .probes import _auroc, linear_probe
-from .sae_io import check_sae_fits
+from .saes.formats import CFG_FILE
+from .saes.load import check_sae_fits
 
 VERSION = "0.0.1"
 WEIGHTS = {"loss_recovered": 0.30, "alive": 0.15, "l0_score": 0.15, "sparse_probing": 0.25, "tpp": 0.15}

@@ -40,7 +40,7 @@ def checkpoint_repo(hf_username: str, run_name: str) -> str:
 
 def export_repo(hf_repo: str, hf_username: str, run_name: str) -> str | None:
     """The repo the SAE is uploaded to (see the module docstring); None: no upload."""
-    from .export import hub_repo_id
+    from .hub import hub_repo_id
 
     repo = (hf_repo or "").strip().strip("/")
     user = (hf_username or "").strip()

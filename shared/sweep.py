@@ -13,7 +13,8 @@ import dataclasses
 import math
 from typing import Mapping, Sequence
 
-from .sae import ARCHITECTURES, SAEConfig
+from .saes.architectures import registered
+from .saes.base import SAEConfig
 from .train import variant_of
 
 POINT_FIELDS = ("var_expl", "l0", "dead_pct", "ce_loss_recovered", "kl_div_spliced", "fvu", "alive", "d_sae")
@@ -21,7 +22,7 @@ POINT_FIELDS = ("var_expl", "l0", "dead_pct", "ce_loss_recovered", "kl_div_splic
 
 def k_architectures() -> list[str]:
     """The registered trainable architectures that take a k (the ones a k sweep can train)."""
-    return sorted(name for name, arch in ARCHITECTURES.items()
+    return sorted(name for name, arch in registered().items()
                   if arch.model.trainable and "k" in {f.name for f in dataclasses.fields(arch.config)})
 
 
@@ -34,8 +35,8 @@ def check_sweep(architectures: Sequence[str], k_values: Sequence[int], d_sae: in
     if isinstance(k_values, (str, int)) or not k_values:
         raise ValueError("k_values is empty: give at least one k, e.g. [16, 32, 64, 128]")
     for name in architectures:
-        if name not in ARCHITECTURES:
-            raise ValueError(f"architecture {name!r} is not registered; registered: {sorted(ARCHITECTURES)} "
+        if name not in registered():
+            raise ValueError(f"architecture {name!r} is not registered; registered: {sorted(registered())} "
                              f"(a k sweep takes {sweepable})")
         if name not in sweepable:
             raise ValueError(f"architecture {name!r} has no k to sweep; use one of {sweepable}")
@@ -59,7 +60,7 @@ def sweep_variants(architectures: Sequence[str], k_values: Sequence[int], d_sae:
     """TrainConfig.variants for every architecture at every k: {variant_name: config}, each with
     d_sae and `fields` (e.g. dead_tokens_threshold) set; checked by check_sweep first."""
     check_sweep(architectures, k_values, d_sae)
-    return {variant_name(arch, k): ARCHITECTURES[arch].config(d_sae=d_sae, k=k, **fields)
+    return {variant_name(arch, k): registered()[arch].config(d_sae=d_sae, k=k, **fields)
             for arch in architectures for k in k_values}
 
 

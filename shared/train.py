@@ -40,8 +40,9 @@ from .model.capture import residual_rows
 from .model.layout import check_layers, d_model, model_device, resolve_layers
 from .model.loading import load_model
 from .runtime import SPREAD, resolve_device, spread_max_memory as _spread_max_memory
-from .sae import ARCHITECTURES, SAEConfig, build_sae, config_from_dict
-from .sae_topk import TopKConfig
+from .saes.architectures import build_sae, config_from_dict, registered
+from .saes.base import SAEConfig
+from .saes.topk import TopKConfig
 from .training.buffer import ActivationBlocks, block_batches_for_memory, free_memory_bytes, total_memory_bytes
 from .sessions import resolve_checkpoint_dir  # noqa: F401 - where notebooks 12 and 17 find it
 
@@ -583,7 +584,7 @@ def _build_saes(cfg: TrainConfig, d_in: int, plan: Mapping, device) -> dict[int 
         if sae_cfg.d_in is not None and sae_cfg.d_in != d_in:
             raise ValueError(f"sae.d_in={sae_cfg.d_in} but {cfg.model_id} has width {d_in}: leave d_in None "
                              "(the trainer fills it from the model)")
-        arch = ARCHITECTURES.get(sae_cfg.architecture)
+        arch = registered().get(sae_cfg.architecture)
         if arch is not None and not arch.model.trainable:
             raise NotImplementedError(f"sae.architecture={sae_cfg.architecture!r} loads for inference only (its "
                                       "training terms are not written yet): train architecture 'topk'")
@@ -912,29 +913,6 @@ def load_metrics(path: str | Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-
-def train_tiny_sae(model, tokenizer, model_id: str, layer: int, dataset: str, folder: str | Path, *,
-                   total_tokens: int = 20_000, d_sae: int | None = None, k: int = 8, context_len: int = 64,
-                   seed: int = 0, progress: bool = False) -> Path:
-    """Train a small TopK SAE (d_sae = 4 x d_model unless given) at `layer` on `dataset` in about a
-    minute on a CPU, export it in SAELens format and return its folder, folder/blocks.<L>.hook_resid_post.
-    What a smoke run, or a model with no published SAE, uses in place of a real one."""
-    from .data.packing import context_tokens
-    from .export import ExportInfo, export_run
-    from .model.layout import layers_path
-
-    folder = Path(folder)
-    sae_cfg = TopKConfig(d_sae=d_sae or 4 * d_model(model), k=k, dead_tokens_threshold=4000)
-    cfg = TrainConfig(model_id=model_id, layers=(int(layer),), dataset=(dataset,), context_len=context_len,
-                      sae=sae_cfg, total_tokens=total_tokens, batch_tokens=512, model_batch_size=8,
-                      block_batches=8, warmup_steps=10, checkpoint_every_tokens=10 * total_tokens,
-                      checkpoint_dir=str(folder / "checkpoints"), seed=seed)
-    result = train(cfg, model, tokenizer, progress=progress)
-    info = ExportInfo(model_name=model_id, layers_path=layers_path(model), context_size=context_len,
-                      dataset_path=dataset, tokens_trained=result.tokens, **context_tokens(tokenizer).export_fields())
-    return export_run(result.saes, folder, info)[int(layer)]
 
 
 if __name__ == "__main__":

@@ -117,9 +117,10 @@ def run(P: notebook.Parameters, group: distributed.Group | None) -> train.TrainR
 
 
 def _validate_and_export(P, nb, cfg, model, tokenizer, result) -> None:
-    from . import evaluate, export, sessions
+    from . import evaluate, sessions
     from .data import packing
     from .model import layout
+    from .saes import export
 
     val_batches = train.validation_batches(cfg, tokenizer, P.VAL_TOKENS, dataset=P.VAL_DATASET or None)
     sparsity: dict = {}
@@ -132,7 +133,8 @@ def _validate_and_export(P, nb, cfg, model, tokenizer, result) -> None:
     info = export.ExportInfo(model_name=P.MODEL_ID, layers_path=layout.layers_path(model),
                              context_size=P.CONTEXT_LEN, dataset_path=data_name, tokens_trained=result.tokens,
                              repo_id=repo_id, **packing.context_tokens(tokenizer).export_fields())
-    folders = export.export_run(result.saes, nb.out_dir / "export", info, report=report, sparsity=sparsity)
+    folders = export.export_run(result.saes, nb.out_dir / "export", info, report=report, sparsity=sparsity,
+                                definitions=evaluate.METRIC_DEFINITIONS)
     uploads = export.upload_export(folders, repo_id, private=P.HF_PRIVATE)
     nb.write_report("run_report.json", {
         "model": P.MODEL_ID, "layers": list(cfg.layers), "tokens_trained": result.tokens, "steps": result.steps,

@@ -19,11 +19,11 @@ PAYLOADS = ['<script>window.__pwned=1</script>', '<img src=x onerror="window.__p
 def _sae(model, seed: int, d_sae: int = 48, k: int = 6):
     import torch
 
-    from shared import sae as S
     from shared.model.layout import d_model
-    from shared.sae_topk import TopKConfig
+    from shared.saes import architectures
+    from shared.saes.topk import TopKConfig
 
-    sae = S.build_sae(TopKConfig(d_in=d_model(model), d_sae=d_sae, k=k, seed=seed))
+    sae = architectures.build_sae(TopKConfig(d_in=d_model(model), d_sae=d_sae, k=k, seed=seed))
     with torch.no_grad():
         sae.b_enc.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(seed))
     return sae.requires_grad_(False)

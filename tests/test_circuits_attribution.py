@@ -10,7 +10,7 @@ from shared.circuits.nodes import Nodes, check_sae_layer, sae_layer_from_id
 from shared.model import hooks
 from shared.model.layout import decoder_layers
 from shared.model.loading import load_model
-from shared.sae import build_sae, config_from_dict
+from shared.saes.architectures import build_sae, config_from_dict
 
 from planted_circuit import COPY_HEAD, PLANTED_CIRCUIT, build_planted_model, planted_pairs
 

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from shared import crosscoder as X
+from shared.saes import crosscoder as X
 
 LAYERS = (2, 5, 9)
 D_IN = 32

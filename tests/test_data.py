@@ -536,8 +536,8 @@ def test_each_default_model_starts_and_separates_contexts_as_it_was_trained(fold
     after post-training), Phi-3 (add_bos_token=false) and GPT-2 start with the end-of-text token that
     separates their pretraining documents; a literal special token in text stays text; the export
     records prepend_bos and both tokens; training rows never include them."""
-    from shared import export
     from shared.model.capture import token_mask
+    from shared.saes import export
 
     tok = _model_tokenizer(folder)
     start, separator, prepend_bos = EXPECTED_CONTEXT[folder]

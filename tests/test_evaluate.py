@@ -12,8 +12,8 @@ from shared.data.packing import token_batches
 from shared.data.synthetic import synthetic_texts
 from shared.evaluate import evaluate_saes, summarize, write_val_report
 from shared.model.layout import d_model
-from shared.sae import build_sae
-from shared.sae_topk import TopKConfig
+from shared.saes.architectures import build_sae
+from shared.saes.topk import TopKConfig
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_saelens_style_metrics_equal_saelens_run_evals(tmp_path, with_unk, tiny_
 
     with_unk puts an <unk> (special to us, not to SAELens) in the text: SAELens then splices and scores
     it, ours skip it, and the SAELens-style numbers must still follow SAELens."""
-    from shared.export import ExportInfo, export_saelens
+    from shared.saes.export import ExportInfo, export_saelens
 
     model, tokenizer = tiny_trained_model("gpt2")
     tl = _hooked_transformer(model, tokenizer, tmp_path)

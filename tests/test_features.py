@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 
-from shared import sae as S
 from shared.data.packing import token_batches
 from shared.data.synthetic import synthetic_texts
 from shared.features import FeatureStats, catalog_entries, collect, logit_effects, rank_features, top_examples
 from shared.model.capture import capture_residuals, token_mask
 from shared.model.layout import d_model, unembed
-from shared.sae_topk import TopKConfig
+from shared.saes import architectures
+from shared.saes.topk import TopKConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -121,7 +121,7 @@ class _Ids:
 @pytest.fixture(scope="module")
 def model_sae(tiny_trained_model):
     model, tok = tiny_trained_model("gpt2")
-    sae = S.build_sae(TopKConfig(d_in=d_model(model), d_sae=48, k=4, seed=3))
+    sae = architectures.build_sae(TopKConfig(d_in=d_model(model), d_sae=48, k=4, seed=3))
     with torch.no_grad():
         sae.b_enc.fill_(-0.05)  # some latents stay silent on some tokens
     return model, tok, sae
@@ -160,7 +160,7 @@ def test_collect_matches_dense_computation(model_sae):
 
 def test_logit_effect_of_an_unembedding_row(model_sae):
     model, tok, sae = model_sae
-    sae = S.build_sae(sae.cfg)
+    sae = architectures.build_sae(sae.cfg)
     W_U = unembed(model).weight.detach()
     t = int(W_U.norm(dim=1).argmax())  # largest row: its own logit is strictly the largest
     with torch.no_grad():

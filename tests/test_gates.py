@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from planted_sae import LAYER, planted_sae
-from shared import gates, sae as S, trace
+from shared import gates, trace
 from shared.data import tasks
-from shared.sae_relu import ReLUConfig
+from shared.saes import architectures
+from shared.saes.relu import ReLUConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -181,7 +182,7 @@ def test_fewer_problems_than_asked_is_a_one_line_error(monkeypatch):
 
 def test_sae_of_another_width_is_a_one_line_error(setup):
     model, tok, _ = setup
-    wrong = S.build_sae(ReLUConfig(d_in=7, d_sae=4)).eval()
+    wrong = architectures.build_sae(ReLUConfig(d_in=7, d_sae=4)).eval()
     scored = gates.responses(model, tok, [_problem(0, "how many?", " 5")], source="dataset")
     with pytest.raises(ValueError, match="d_in=7") as e:
         gates.response_means(model, tok, wrong, LAYER, scored)

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from conftest import peer_python
-from shared import evaluate, sae as S, scores
+from shared import evaluate, scores
 from shared.data import packing, sources, synthetic
 from shared.model import layout
-from shared.sae_topk import TopKConfig
+from shared.saes import architectures
+from shared.saes.topk import TopKConfig
 
 LAYER = 2
 
@@ -80,7 +81,7 @@ def test_tpp_high_when_a_concept_sits_in_few_latents_and_low_when_smeared():
 
 def test_bad_inputs_get_one_line_errors(tiny_trained_model):
     model, tok = tiny_trained_model("llama")
-    wrong = S.build_sae(TopKConfig(d_in=layout.d_model(model) + 1, d_sae=32, k=4))
+    wrong = architectures.build_sae(TopKConfig(d_in=layout.d_model(model) + 1, d_sae=32, k=4))
     with pytest.raises(ValueError, match="d_in") as e:
         scores.reconstruction_parts(model, tok, wrong, LAYER, [])
     one_line(e)
@@ -111,7 +112,7 @@ def test_bad_inputs_get_one_line_errors(tiny_trained_model):
 
 def test_pool_latents_averages_each_tokens_latents():
     torch.manual_seed(0)
-    sae = S.build_sae(TopKConfig(d_in=8, d_sae=32, k=3)).eval()
+    sae = architectures.build_sae(TopKConfig(d_in=8, d_sae=32, k=3)).eval()
     acts = torch.randn(3, 5, 8)
     keep = torch.tensor([[1, 1, 0, 1, 0], [0, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
     got = scores.pool_latents(sae, acts, keep)
@@ -125,7 +126,7 @@ def scored(tiny_trained_model):
     """A whole InterpScore run on tiny-trained:llama with a random TopK SAE: (report, evaluate report, sae)."""
     model, tok = tiny_trained_model("llama")
     torch.manual_seed(0)
-    sae = S.build_sae(TopKConfig(d_in=layout.d_model(model), d_sae=128, k=8)).eval()
+    sae = architectures.build_sae(TopKConfig(d_in=layout.d_model(model), d_sae=128, k=8)).eval()
     batches = scores.take_tokens(packing.token_batches(sources.text_stream("synthetic"), tok, 32, 4), 512)
     parts, val = scores.reconstruction_parts(model, tok, sae, LAYER, batches)
     results = []
@@ -181,7 +182,7 @@ import json, sys
 import numpy as np, torch
 from sae_bench.evals.sparse_probing import probe_training as pt
 from sae_bench.evals.scr_and_tpp import main as tpp
-from shared import sae as S
+from shared.saes.architectures import build_sae, config_from_dict
 
 d = np.load(sys.argv[1])
 out = {}
@@ -193,7 +194,7 @@ for k in (1, 2, 5):
                                     pt.apply_topk_mask_reduce_dim(Xte, mask), yte)
     out[f"sae_top_{k}_test_accuracy"] = float(acc)
 blob = torch.load(sys.argv[2])
-sae = S.build_sae(S.config_from_dict(blob["cfg"]))
+sae = build_sae(config_from_dict(blob["cfg"]))
 sae.load_state_dict(blob["state"])
 sae.eval()
 probe = pt.Probe(int(d["w"].shape[0]), torch.float32)
@@ -217,7 +218,7 @@ def test_saebench_functions_agree_with_ours_on_the_same_latents(tmp_path):
     sae_bench_python = peer_python("SAE_BENCH_PYTHON", ".venv-saebench", "sae_bench", "sae-bench-venv")
     torch.manual_seed(0)
     d, n, T = 16, 40, 6
-    sae = S.build_sae(TopKConfig(d_in=d, d_sae=64, k=6)).eval()
+    sae = architectures.build_sae(TopKConfig(d_in=d, d_sae=64, k=6)).eval()
     concept = torch.randn(d)
 
     def acts(sign: float):  # [n, T, d] with zeroed (masked) trailing positions, as SAEBench stores them
@@ -259,7 +260,7 @@ def test_saebench_functions_agree_with_ours_on_the_same_latents(tmp_path):
 def test_scores_a_published_format_sae_read_by_load_sae(tiny_trained_model, tmp_path):
     """A Gemma Scope style params.npz (JumpReLU, no b_dec subtracted) goes through sae_io.load_sae and
     every InterpScore part comes out in [0, 1]; a folder for another width is refused in one line."""
-    from shared import sae_io
+    from shared.saes import load
 
     model, tok = tiny_trained_model("llama")
     d, m = layout.d_model(model), 96
@@ -269,7 +270,7 @@ def test_scores_a_published_format_sae_read_by_load_sae(tiny_trained_model, tmp_
     folder.mkdir(parents=True)
     np.savez(folder / "params.npz", W_enc=W_enc, W_dec=W_enc.T.copy(), b_enc=np.zeros(m, np.float32),
              b_dec=np.zeros(d, np.float32), threshold=np.full(m, 0.1, np.float32))
-    sae = sae_io.load_sae(folder, d_in=d)
+    sae = load.load_sae(folder, d_in=d)
     assert sae.cfg.architecture == "jumprelu"
     batches = scores.take_tokens(packing.token_batches(sources.text_stream("synthetic"), tok, 32, 4), 256)
     parts, _ = scores.reconstruction_parts(model, tok, sae, LAYER, batches)
@@ -277,7 +278,7 @@ def test_scores_a_published_format_sae_read_by_load_sae(tiny_trained_model, tmp_
     assert X.shape == (2, m) and R.shape == (2, d) and np.isfinite(X).all()
     assert all(0.0 <= v <= 1.0 for v in parts.values())
     with pytest.raises(ValueError, match="d_in") as e:
-        sae_io.load_sae(folder, d_in=d + 1)
+        load.load_sae(folder, d_in=d + 1)
     one_line(e)
 
 

@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
-from shared import evaluate, export, sae_io, sweep
+from shared import evaluate, sweep
 from shared.model.layout import layers_path
 from shared.model.loading import load_model
-from shared.sae_batchtopk import BatchTopKConfig
-from shared.sae_topk import TopKConfig
+from shared.saes import export, load
+from shared.saes.batchtopk import BatchTopKConfig
+from shared.saes.topk import TopKConfig
 from shared.train import TrainConfig, train, validation_batches
 from test_train import _interrupt_after_checkpoints
 
@@ -107,7 +108,7 @@ def test_evaluating_variants_matches_evaluating_each_alone(tmp_path):
     assert folders == {key: tmp_path / "export" / key.split("/")[1] / "blocks.1.hook_resid_post" for key in result.saes}
     x = torch.randn(16, result.saes["L1/a"].cfg.d_in)
     for key, folder in folders.items():
-        loaded = sae_io.load_sae(folder)
+        loaded = load.load_sae(folder)
         assert torch.allclose(loaded.encode(x), result.saes[key].eval().encode(x), atol=1e-5), key
         assert (folder / "sparsity.safetensors").exists()
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared import sae as S
-from shared.sae_topk import TopKConfig
+from shared.saes import architectures
+from shared.saes.topk import TopKConfig
 from shared.train import TrainConfig, adam, load_optimizer_state, lr_at, sae_step, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,7 +249,7 @@ def test_sae_settings_of_the_nested_config_reach_the_trained_saes(tmp_path):
         train(TrainConfig(model_id="tiny:gpt2", layers=(1,), sae=TopKConfig(d_in=32, d_sae=64, k=4),
                           total_tokens=256, checkpoint_dir=str(tmp_path / "other")), progress=False)
     with pytest.raises(ValueError, match="d_in is None"):
-        S.build_sae(TopKConfig(d_sae=64, k=4))
+        architectures.build_sae(TopKConfig(d_sae=64, k=4))
 
 
 @pytest.mark.slow
@@ -280,7 +280,7 @@ def test_optimizer_state_from_an_older_layout_resumes_exactly():
     torch.manual_seed(0)
     cfg = TopKConfig(d_in=8, d_sae=32, k=4)
     x = [torch.randn(64, 8) for _ in range(4)]
-    sae = S.build_sae(cfg)
+    sae = architectures.build_sae(cfg)
     opt = adam(sae.parameters(), lr=1e-2, device="cpu")
     for xb in x[:2]:
         sae_step(sae, opt, xb)
@@ -292,7 +292,7 @@ def test_optimizer_state_from_an_older_layout_resumes_exactly():
     for xb in x[2:]:
         sae_step(sae, opt, xb)
 
-    again = S.build_sae(cfg)
+    again = architectures.build_sae(cfg)
     again.load_state_dict(weights)
     opt2 = adam(again.parameters(), lr=1e-2, device="cpu")
     load_optimizer_state(opt2, old)
@@ -303,7 +303,7 @@ def test_optimizer_state_from_an_older_layout_resumes_exactly():
     wrong = {"state": {i: dict(s) for i, s in state["state"].items()}, "param_groups": state["param_groups"]}
     wrong["state"][0]["exp_avg"] = torch.zeros(5, 7)
     with pytest.raises(ValueError, match="belongs to another SAE"):
-        load_optimizer_state(adam(S.build_sae(cfg).parameters(), lr=1e-2, device="cpu"), wrong)
+        load_optimizer_state(adam(architectures.build_sae(cfg).parameters(), lr=1e-2, device="cpu"), wrong)
 
 
 def test_checkpoint_dir_auto_never_creates_a_hub_repo(monkeypatch, tmp_path, capsys):
@@ -485,7 +485,7 @@ def test_step_reserve_counts_what_the_first_step_allocates():
     stays is the largest SAE's gradients plus its [batch, d_sae] step tensors."""
     from shared import train as T
 
-    saes = {k: S.build_sae(TopKConfig(d_in=32, d_sae=d, k=4, seed=k)) for k, d in ((0, 64), (1, 256))}
+    saes = {k: architectures.build_sae(TopKConfig(d_in=32, d_sae=d, k=4, seed=k)) for k, d in ((0, 64), (1, 256))}
     opts = {k: adam(s.parameters(), lr=1e-3, device="cpu") for k, s in saes.items()}
     before = T.step_reserve_bytes(saes, opts, 128)
     x = torch.randn(128, 32, generator=torch.Generator().manual_seed(0))

@@ -66,9 +66,9 @@ def auto(group: distributed.Group) -> dict:
 
 
 def penalty(group: distributed.Group) -> dict:
-    from shared.sae import build_sae
-    from shared.sae_jumprelu import JumpReLUConfig
-    from shared.sae_relu import ReLUConfig
+    from shared.saes.architectures import build_sae
+    from shared.saes.jumprelu import JumpReLUConfig
+    from shared.saes.relu import ReLUConfig
 
     out = {}
     x = torch.randn(64, 16, generator=torch.Generator().manual_seed(0)) * 0.5

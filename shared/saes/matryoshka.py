@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from .sae import Reconstruction, ReconstructionError, register
-from .sae_batchtopk import BatchTopKConfig, BatchTopKSAE
-from .sae_kernels import sparse_decode
+from .base import Reconstruction, ReconstructionError
+from .batchtopk import BatchTopKConfig, BatchTopKSAE
+from .kernels import sparse_decode
+from .registry import register
 
 
 @dataclass

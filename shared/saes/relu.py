@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from .sae import Latents, Reconstruction, ReconstructionError, SAEConfig, SparseAutoencoder, register
+from .base import Latents, Reconstruction, ReconstructionError, SAEConfig, SparseAutoencoder
+from .registry import register
 
 
 @dataclass

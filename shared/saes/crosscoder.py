@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .sae import SAEOutput, SparseAutoencoder, geometric_median
-from .sae_kernels import all_finite, topk_indices
+from .base import SAEOutput, SparseAutoencoder, geometric_median
+from .kernels import all_finite, topk_indices
 
 ARCHITECTURES = ("topk", "l1")
 CLASSES = ("persistent", "early-only", "middle-only", "late-only", "mixed", "dead")
@@ -289,7 +289,7 @@ def fit(xc: Crosscoder, batches: Iterable[Tensor], steps: int, *, lr: float = 2e
     step 0 the first batch sets the scales and b_dec when `initialise`. Pass `optimizer` (and a
     progress `bar`) to go on from an earlier call. -> logged entries {"step", "tokens", "lr",
     "xc/loss", "xc/fvu", ...}, steps and tokens counted from the run's start."""
-    from .train import adam, lr_at, sae_step
+    from ..train import adam, lr_at, sae_step
 
     if steps < 1:
         raise ValueError(f"steps={steps}: train for at least one step (raise the token budget).")
@@ -354,9 +354,9 @@ def train_crosscoder(model, tokenizer, cfg: CrosscoderConfig, *, total_tokens: i
     A checkpoint of other settings is refused, never overwritten."""
     import dataclasses
 
-    from . import checkpoint as ckpt
-    from .model.layout import check_layers, d_model, model_device
-    from .train import TrainConfig, activation_blocks, adam, load_optimizer_state, step_reserve_bytes
+    from .. import checkpoint as ckpt
+    from ..model.layout import check_layers, d_model, model_device
+    from ..train import TrainConfig, activation_blocks, adam, load_optimizer_state, step_reserve_bytes
 
     resolved = check_layers(model, cfg.layers)
     width = d_model(model)
@@ -454,8 +454,8 @@ def evaluate(xc: Crosscoder, batches: Iterable[Tensor]) -> dict:
 
 def model_batches(model, tokenizer, token_batches: Iterable, layers: Sequence[int], device=None) -> Iterator[Tensor]:
     """Stacked activations [n, n_layers, d] of each token batch (one forward per batch, special tokens dropped)."""
-    from .model.capture import residual_rows
-    from .model.layout import model_device
+    from ..model.capture import residual_rows
+    from ..model.layout import model_device
 
     device = device if device is not None else model_device(model)
     return stacked(residual_rows(model, tokenizer, token_batches, layers, device=device), layers)

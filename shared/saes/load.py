@@ -12,7 +12,7 @@ The folder's files say its format:
 - `params.npz`: Gemma Scope (JumpReLU, no b_dec subtracted from the input);
 - `cfg.json` + `sae.safetensors`: EleutherAI sparsify (TopK; relu then top-k of (x - b_dec) W + b).
 
-Every format also says the hook the SAE was trained on (sae_releases.SaeFacts: the cfg.json's hook_name,
+Every format also says the hook the SAE was trained on (formats.SaeFacts: the cfg.json's hook_name,
 the Gemma Scope repo, sparsify's folder name, a release's config_overrides); an SAE of anything but the
 residual stream after a block (an MLP or attention output, resid_mid, a transcoder, the embeddings) is
 refused, and the hook stays on the loaded SAE as `sae.hook_name` (None when the files do not say).
@@ -28,20 +28,12 @@ from pathlib import Path
 
 import torch
 
-from .export import CFG_FILE, SAELENS_ARCH, WEIGHTS_FILE
-# the release registry lives in sae_releases (no torch: the notebooks' parameter checks read it); names kept here
-from .sae_releases import BUILTIN_RELEASES, TRAIN_TINY, check_source, releases, resolve_release  # noqa: F401
-from .sae import ARCHITECTURES, DTYPES, SAEConfig, SparseAutoencoder, build_sae, config_from_dict
-from .sae_releases import (QWEN_SCOPE_FILE, QWEN_SCOPE_NOTE, TRAIN_TINY_EXPANSION, facts_from_cfg,
-                           gemma_scope_facts, residual_layer)
-
-GEMMA_SCOPE_FILE = "params.npz"
-SPARSIFY_FILE = "sae.safetensors"
-HUB_FILES = (CFG_FILE, WEIGHTS_FILE, GEMMA_SCOPE_FILE, SPARSIFY_FILE)  # all a load downloads
-FORMATS = f"{CFG_FILE} + {WEIGHTS_FILE} (SAELens / our export), {GEMMA_SCOPE_FILE} (Gemma Scope) or " \
-          f"{CFG_FILE} + {SPARSIFY_FILE} (sparsify)"
-# SAELens training architectures that SAELens saves for inference as JumpReLU
-BATCHTOPK_ARCHS = ("batchtopk", "matryoshka_batchtopk")
+from .architectures import build_sae, config_from_dict, registered
+from .base import DTYPES, SAEConfig, SparseAutoencoder
+from .formats import (BATCHTOPK_ARCHS, CFG_FILE, FORMATS, GEMMA_SCOPE_FILE, HUB_FILES, QWEN_SCOPE_FILE,
+                      QWEN_SCOPE_NOTE, SAELENS_ARCH, SPARSIFY_FILE, WEIGHTS_FILE, facts_from_cfg,
+                      gemma_scope_facts, residual_layer)
+from .releases import releases, resolve_release
 
 # --------------------------------------------------------------------------- finding the folder
 
@@ -49,7 +41,7 @@ def _download(repo_id: str, subfolder: str | None, token) -> Path:
     """The SAE files of repo_id/subfolder (only those) from the Hub, into the HF cache."""
     from huggingface_hub import snapshot_download
 
-    from . import runtime
+    from .. import runtime
 
     prefix = f"{subfolder.strip('/')}/" if subfolder else ""
     try:
@@ -138,9 +130,9 @@ def config_from_saelens(cfg: dict) -> SAEConfig:
     if arch in BATCHTOPK_ARCHS:
         arch = "jumprelu"
     ours_arch = next((k for k, v in SAELENS_ARCH.items() if v == arch), arch)  # the first: jumprelu, not batchtopk
-    if ours_arch not in ARCHITECTURES:
+    if ours_arch not in registered():
         raise ValueError(f"cfg.json architecture {arch!r} is not supported by shared.sae "
-                         f"(available: {sorted(ARCHITECTURES)})")
+                         f"(available: {sorted(registered())})")
     norm = cfg.get("normalize_activations") or "none"
     if norm != "none":
         raise ValueError(f"cfg.json normalize_activations={norm!r}: only 'none' (normalisation folded into "
@@ -276,11 +268,10 @@ def _build(cfg: SAEConfig, weights: dict, folder: Path, device) -> SparseAutoenc
     return sae.to(device) if device is not None else sae
 
 
-# --------------------------------------------------------------------------- the notebooks' SAE / SAE_ID pair
 
 def check_sae_fits(sae, model, layer: int) -> None:
     """One-line ValueError when the SAE's d_in is not the width of the model's residual stream."""
-    from .model.layout import d_model
+    from ..model.layout import d_model
 
     width = d_model(model)
     if int(sae.cfg.d_in) != int(width):
@@ -288,38 +279,3 @@ def check_sae_fits(sae, model, layer: int) -> None:
                          f"d_model={width}: use the SAE trained for this model and layer")
 
 
-def sae_for_notebook(P, model, tokenizer, layer: int, out_dir) -> tuple[SparseAutoencoder, str]:
-    """(the SAE, where it came from) for a notebook's SAE / SAE_ID parameters at `layer` of `model`:
-    with SAE = "train-tiny" a small TopK SAE is first trained here on DATASET (a quick try and the
-    offline smoke runs) and exported like a tier notebook's, then read back like any other folder."""
-    from .model.layout import d_model, model_device
-    from .notebook import check_loaded_sae
-    from .train import train_tiny_sae
-
-    source, sae_id = P.SAE, P.SAE_ID
-    if source == TRAIN_TINY:
-        source = str(train_tiny_sae(model, tokenizer, P.MODEL_ID, layer, P.get("DATASET", "synthetic"),
-                                    Path(out_dir) / "tiny_sae", d_sae=TRAIN_TINY_EXPANSION * d_model(model),
-                                    seed=P.SEED))
-        sae_id = ""
-        print(f"trained a tiny SAE for this run: {source}")
-    sae, where = open_sae(source, sae_id, d_in=d_model(model), device=model_device(model))
-    k, hook = getattr(sae.cfg, "k", None), getattr(sae, "hook_name", None)
-    print(f"SAE {where}: {sae.cfg.architecture}, d_in {sae.cfg.d_in}, d_sae {sae.cfg.d_sae}" + (f", k {k}" if k else "")
-          + f", trained at {hook or 'a hook its files do not name'}, read after block {layer}")
-    check_loaded_sae(P, hook, sae.cfg.d_sae, layer)  # its hook against LAYER, the latent ids against d_sae
-    return sae, where
-
-
-def open_sae(sae: str, sae_id: str = "", **kw) -> tuple[SparseAutoencoder, str]:
-    """(the SAE, where it came from as "<repo>/<path>" or the folder) for a notebook's SAE / SAE_ID:
-    a SAELens release + sae_id, else a local folder or Hub repo id with SAE_ID as its subfolder.
-    **kw go to load_sae (d_in, device, dtype, token)."""
-    check_source(sae, sae_id)
-    if sae == TRAIN_TINY:
-        raise ValueError(f"SAE = {TRAIN_TINY!r}: train it first (train.train_tiny_sae) and open its export folder")
-    if not Path(sae).is_dir() and sae in releases():
-        repo, path, _ = resolve_release(sae, sae_id)
-        return load_sae(release=sae, sae_id=sae_id, **kw), f"{repo}/{path}"
-    where = str(Path(sae) / sae_id) if Path(sae).is_dir() else "/".join(p for p in (sae, sae_id.strip("/")) if p)
-    return load_sae(sae, subfolder=sae_id, **kw), where

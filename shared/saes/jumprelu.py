@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .sae import Latents, Reconstruction, ReconstructionError, SAEConfig, SparseAutoencoder, register
+from .base import Latents, Reconstruction, ReconstructionError, SAEConfig, SparseAutoencoder
+from .registry import register
 
 
 def rectangle(u: Tensor) -> Tensor:

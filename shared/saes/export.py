@@ -24,20 +24,9 @@ from typing import Any, Mapping
 
 import torch
 
-from .sae import SAEConfig, SparseAutoencoder
-
-CFG_FILE = "cfg.json"
-WEIGHTS_FILE = "sae_weights.safetensors"
-SPARSITY_FILE = "sparsity.safetensors"
-NEURONPEDIA_FILE = "neuronpedia.json"
-# The sae_lens release whose cfg.json layout this writes (fields checked against its source).
-SAE_LENS_VERSION = "6.54.12"
-# our architecture name -> sae_lens 6 architecture name
-SAELENS_ARCH = {"topk": "topk", "jumprelu": "jumprelu", "relu": "standard", "gated": "gated",
-                # SAELens saves a trained BatchTopK / Matryoshka for inference as JumpReLU (one global threshold)
-                "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu"}
-WEIGHT_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
-
+from .base import SAEConfig, SparseAutoencoder
+from .formats import (CFG_FILE, NEURONPEDIA_FILE, SAELENS_ARCH, SAE_LENS_VERSION, SPARSITY_FILE,
+                      WEIGHTS_FILE, WEIGHT_KEYS, hook_name as resid_hook_name)
 
 @dataclass(frozen=True)
 class ExportInfo:
@@ -57,7 +46,7 @@ class ExportInfo:
     extra: Mapping[str, Any] = field(default_factory=dict)  # more cfg.json metadata entries
 
     def __post_init__(self):
-        from .sae import DTYPES
+        from .base import DTYPES
 
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}: use one of {tuple(DTYPES)}")
@@ -115,7 +104,7 @@ def saelens_cfg(sae: SparseAutoencoder, info: ExportInfo, layer: int, *, hook_na
         "sae_lens_version": SAE_LENS_VERSION,
         "sae_lens_training_version": None,
         "model_name": info.model_name,
-        "hook_name": hook_name or f"blocks.{layer}.hook_resid_post",
+        "hook_name": hook_name or resid_hook_name(layer),
         "hook_head_index": None,
         "hf_hook_name": info.hf_hook_name(layer),
         "layer": int(layer),
@@ -149,7 +138,7 @@ def neuronpedia_metadata(info: ExportInfo, layer: int, d_sae: int, *, hook_name:
         "saeSetName": sae_set,
         "saeId": sae_id,
         "neuronpediaId": neuronpedia_id or f"{model_id}/{sae_id}",
-        "hookName": hook_name or f"blocks.{layer}.hook_resid_post",
+        "hookName": hook_name or resid_hook_name(layer),
         "hfHookName": info.hf_hook_name(layer),
         "dSae": int(d_sae),
         "hfRepoId": info.repo_id,
@@ -168,10 +157,12 @@ def _fmt(v: Any) -> str:
 
 
 def model_card(cfg: dict, val_metrics: dict | None = None, info: ExportInfo | None = None,
-               folder_name: str | None = None) -> str:
+               folder_name: str | None = None, definitions: Mapping[str, str] | None = None) -> str:
     """README.md text: YAML front matter (library_name: saelens, tags), config and validation tables.
 
-    cfg: the cfg.json dict (saelens_cfg); info: the run's ExportInfo, for the Hub repo to load from."""
+    cfg: the cfg.json dict (saelens_cfg); info: the run's ExportInfo, for the Hub repo to load from;
+    definitions: what each validation metric means (evals.metrics.METRIC_DEFINITIONS), listed under the
+    table for the metrics it shows."""
     md = cfg["metadata"]
     repo_id = info.repo_id if info is not None else None
     base = md.get("model_name") or ""
@@ -206,7 +197,7 @@ def model_card(cfg: dict, val_metrics: dict | None = None, info: ExportInfo | No
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in val_metrics.items()
                   if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
-        lines += _metric_definitions(val_metrics)
+        lines += _metric_definitions(val_metrics, definitions or {})
     else:
         lines.append("No validation numbers were recorded for this export.")
     src = f'SAE.from_pretrained("{repo_id}", "{folder}")' if repo_id else 'SAE.load_from_disk("<this folder>")'
@@ -216,31 +207,31 @@ def model_card(cfg: dict, val_metrics: dict | None = None, info: ExportInfo | No
     return "\n".join(lines)
 
 
-def _metric_definitions(val_metrics: dict) -> list[str]:
+def _metric_definitions(val_metrics: dict, definitions: Mapping[str, str]) -> list[str]:
     """Model-card lines: the SAELens-style numbers under SAELens' names, then what each metric means."""
-    from .evaluate import METRIC_DEFINITIONS
-
     lines = []
     saelens = val_metrics.get("saelens")
     if isinstance(saelens, dict) and saelens:
         lines += ["", "The same SAE scored as `sae_lens.evals.run_evals` scores it (compare these with SAELens, "
                   "SAEBench or Neuronpedia numbers):", "", "| SAELens metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in saelens.items() if isinstance(v, (int, float))]
-    defined = [k for k in METRIC_DEFINITIONS if k in val_metrics]
+    defined = [k for k in definitions if k in val_metrics]
     if defined:
         lines += ["", "How these are computed:", ""]
-        lines += [f"- `{k}`{' (the SAELens table)' if k == 'saelens' else ''}: {METRIC_DEFINITIONS[k]}."
+        lines += [f"- `{k}`{' (the SAELens table)' if k == 'saelens' else ''}: {definitions[k]}."
                   for k in defined]
     return lines
 
 
 def export_saelens(sae: SparseAutoencoder, folder: str | Path, info: ExportInfo, *, layer: int,
                    hook_name: str | None = None, neuronpedia_id: str | None = None,
-                   sparsity: torch.Tensor | None = None, val_metrics: dict | None = None) -> Path:
-    """Write `sae` as a SAELens-6 folder (cfg.json, weights, sparsity, README.md, neuronpedia.json)."""
+                   sparsity: torch.Tensor | None = None, val_metrics: dict | None = None,
+                   definitions: Mapping[str, str] | None = None) -> Path:
+    """Write `sae` as a SAELens-6 folder (cfg.json, weights, sparsity, README.md, neuronpedia.json);
+    val_metrics and their definitions go into the model card (model_card)."""
     from safetensors.torch import save_file
 
-    from .sae import DTYPES
+    from .base import DTYPES
 
     folder = Path(folder)
     sae = _exportable(sae)
@@ -260,19 +251,8 @@ def export_saelens(sae: SparseAutoencoder, folder: str | Path, info: ExportInfo,
     np_meta = neuronpedia_metadata(info, layer, sae.cfg.d_sae, hook_name=hook, hf_folder=folder.name,
                                    neuronpedia_id=neuronpedia_id)
     (folder / NEURONPEDIA_FILE).write_text(json.dumps(np_meta, indent=2))
-    (folder / "README.md").write_text(model_card(cfg, val_metrics, info, folder.name))
+    (folder / "README.md").write_text(model_card(cfg, val_metrics, info, folder.name, definitions))
     return folder
-
-
-def load_sae(path: str | Path, *, d_in: int | None = None, device: str | torch.device | None = None,
-             dtype: str | None = None) -> SparseAutoencoder:
-    """Load an exported folder (or any SAE folder sae_io.load_sae reads: SAELens, Gemma Scope, sparsify).
-
-    d_in: the activation width you will feed it; a mismatch raises a clear ValueError.
-    """
-    from .sae_io import load_sae as load_any
-
-    return load_any(path, d_in=d_in, device=device, dtype=dtype)
 
 
 def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, private: bool = True,
@@ -285,12 +265,12 @@ def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, priv
     required=True, which raises instead. Hub failures raise (upload_export turns them into a
     report entry). The token is never printed or written.
     """
-    from . import hub
+    from .. import hub
 
     folder = Path(folder)
     if not (folder / CFG_FILE).is_file():
         raise FileNotFoundError(f"{folder} is not an export folder (no {CFG_FILE}); run export_saelens first")
-    from . import runtime
+    from .. import runtime
 
     token = runtime.hf_token(token, required=required, why=f"Uploading {folder.name} to {repo_id} needs HF_TOKEN.")
     if not token:
@@ -321,7 +301,7 @@ def upload_export(folders: dict[int, Path], repo_id: str | None, *, private: boo
     """
     import sys
 
-    from . import hub, runtime
+    from .. import hub, runtime
 
     if not repo_id:
         print('upload skipped: HF_REPO is empty (set HF_REPO = "<user>/<name>" to push the SAE to a '
@@ -351,44 +331,20 @@ def upload_export(folders: dict[int, Path], repo_id: str | None, *, private: boo
 
 
 def export_run(saes: dict, out_dir: str | Path, info: ExportInfo, *, report: dict | None = None,
-               sparsity: dict | None = None, layer_of: dict | None = None) -> dict:
+               sparsity: dict | None = None, layer_of: dict | None = None,
+               definitions: Mapping[str, str] | None = None) -> dict:
     """Export every SAE of a training run to `out_dir/blocks.<L>.hook_resid_post/` (one SAELens folder each).
 
-    report/sparsity: evaluate_saes' outputs, keyed like saes. Several SAEs per layer (train's variants,
+    report/sparsity: evaluate_saes' outputs, keyed like saes; definitions: what the report's metrics mean
+    (evals.metrics.METRIC_DEFINITIONS), for the model cards. Several SAEs per layer (train's variants,
     keys "L<layer>/<name>", layer_of = TrainResult.layer_of) go to `out_dir/<name>/blocks.<L>.hook_resid_post/`.
     """
     folders = {}
     for key, sae in saes.items():
         layer = int((layer_of or {}).get(key, key))
-        hook_name = f"blocks.{layer}.hook_resid_post"
+        hook_name = resid_hook_name(layer)
         where = Path(out_dir) if isinstance(key, int) else Path(out_dir) / str(key).split("/", 1)[-1]  # its variant
         folders[key] = export_saelens(
             sae, where / hook_name, info, layer=layer, hook_name=hook_name,
-            sparsity=(sparsity or {}).get(key), val_metrics=(report or {}).get(str(key)))
+            sparsity=(sparsity or {}).get(key), val_metrics=(report or {}).get(str(key)), definitions=definitions)
     return folders
-
-
-def hub_repo_id(repo: str | None, token: str | None = None) -> str | None:
-    """The repo the user asked to upload to: None when `repo` is empty (nothing is uploaded unasked);
-    "user/name" as given; a bare "name" completed with the HF_USERNAME secret or the token's account.
-
-    When the user cannot be looked up (no token, offline) the bare name is returned and
-    upload_export reports it instead of uploading.
-    """
-    repo = (repo or "").strip().strip("/")
-    if not repo or "/" in repo:
-        return repo or None
-    from . import runtime
-
-    user = runtime.get_secret("HF_USERNAME")
-    if not user:
-        token = runtime.hf_token(token)
-        if not token:
-            return repo
-        try:
-            from huggingface_hub import HfApi
-
-            user = HfApi(token=str(token)).whoami()["name"]
-        except Exception:  # noqa: BLE001 - offline, revoked token, ...: upload_export reports it
-            return repo
-    return f"{user}/{repo}"

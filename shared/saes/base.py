@@ -1,26 +1,24 @@
-"""The sparse autoencoder base class, its config and the architecture registry.
+"""The sparse autoencoder base class, its config and the pieces every architecture shares.
 
-One file per architecture subclasses `SparseAutoencoder` (sae_topk.py: TopK + AuxK;
-sae_batchtopk.py / sae_matryoshka.py: BatchTopK and Matryoshka BatchTopK on TopK's pass;
-sae_jumprelu.py: JumpReLU + L0; sae_relu.py: ReLU + decoder-norm-weighted L1; sae_io.py loads
-published SAEs into the same classes);
-the sparse autograd kernels they train with live in sae_kernels.py. state_dict() uses the
-SAELens 6 names and shapes (W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec
-[d_in]) so an export is a plain state_dict copy; inside, the encoder is held latent-major as
-W_enc_T [d_sae, d_in], the layout its sparse gradient comes in.
+One file per architecture subclasses `SparseAutoencoder` and registers itself (`registry`): topk.py
+(TopK + AuxK), batchtopk.py / matryoshka.py (BatchTopK and Matryoshka BatchTopK on TopK's pass),
+jumprelu.py (JumpReLU + L0), relu.py (ReLU + decoder-norm-weighted L1); `architectures` imports them
+all; load.py loads published SAEs into the same classes. The sparse autograd kernels they train with
+live in kernels.py. state_dict() uses the SAELens 6 names and shapes (W_enc [d_in, d_sae], b_enc
+[d_sae], W_dec [d_sae, d_in], b_dec [d_in]) so an export is a plain state_dict copy; inside, the
+encoder is held latent-major as W_enc_T [d_sae, d_in], the layout its sparse gradient comes in.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from .sae_kernels import all_finite, centered_sq_sum, loss_precision, squared_error
+from .kernels import all_finite, centered_sq_sum, loss_precision, squared_error
 
 NORMALIZATIONS = ("none", "expected_average_only_in")
 B_DEC_INITS = ("geometric_median", "mean", "zeros")
@@ -130,104 +128,6 @@ def geometric_median(points: Tensor, eps: float = 1e-6, max_iter: int = 200) -> 
         if done:
             break
     return y.to(points.dtype)
-
-
-# --------------------------------------------------------------------------- registry
-
-class Architecture(NamedTuple):
-    config: type   # the SAEConfig subclass
-    model: type    # the SparseAutoencoder subclass
-
-
-class _Registry(dict):
-    """name -> Architecture. The built-in architectures' modules (which import this base module) are
-    imported on the first read, not at the end of this file, so any of them can be imported first."""
-
-    _loaded = False
-
-    def _load(self) -> None:
-        if not _Registry._loaded:
-            _Registry._loaded = True
-            from . import sae_batchtopk, sae_jumprelu, sae_matryoshka, sae_relu, sae_topk  # noqa: F401
-
-    def __getitem__(self, name):
-        self._load()
-        return super().__getitem__(name)
-
-    def __contains__(self, name) -> bool:
-        self._load()
-        return super().__contains__(name)
-
-    def __iter__(self):
-        self._load()
-        return super().__iter__()
-
-    def __len__(self) -> int:
-        self._load()
-        return super().__len__()
-
-    def get(self, name, default=None):
-        self._load()
-        return super().get(name, default)
-
-    def keys(self):
-        self._load()
-        return super().keys()
-
-    def items(self):
-        self._load()
-        return super().items()
-
-    def values(self):
-        self._load()
-        return super().values()
-
-
-ARCHITECTURES: dict[str, Architecture] = _Registry()
-
-
-def register(name: str, config: type):
-    """Class decorator: make `build_sae` and `config_from_dict` know the architecture `name`,
-    built by the decorated class from a `config` (an SAEConfig subclass)."""
-
-    def deco(cls):
-        ARCHITECTURES[name] = Architecture(config, cls)
-        cls.architecture = name
-        return cls
-
-    return deco
-
-
-def _architecture(name: str) -> Architecture:
-    if name not in ARCHITECTURES:
-        raise ValueError(f"Unknown SAE architecture {name!r}; available: {sorted(ARCHITECTURES)}.")
-    return ARCHITECTURES[name]
-
-
-def config_from_dict(fields: Mapping[str, Any]) -> SAEConfig:
-    """The config class registered for fields["architecture"] built from `fields`.
-
-    Keys that class does not declare are ignored (a TrainConfig carries every architecture's
-    knobs; a newer file may carry more), and the `extra` dict of configs saved before the
-    typed configs is unpacked into them.
-    """
-    fields = dict(fields)
-    legacy = fields.pop("extra", None) or {}
-    config = _architecture(str(fields.get("architecture", "topk"))).config
-    names = {f.name for f in dataclasses.fields(config)}
-    return config(**{k: v for k, v in {**legacy, **fields}.items() if k in names})
-
-
-def build_sae(cfg: SAEConfig, device=None) -> "SparseAutoencoder":
-    """Instantiate the SAE class registered for cfg.architecture."""
-    arch = _architecture(cfg.architecture)
-    if cfg.d_in is None:
-        raise ValueError("the SAE config's d_in is None: fill it with the model's width first, "
-                         "dataclasses.replace(cfg, d_in=models.d_model(model)).")
-    if not isinstance(cfg, arch.config):
-        raise ValueError(f"architecture {cfg.architecture!r} takes a {arch.config.__name__}, got a "
-                         f"{type(cfg).__name__}: build it with config_from_dict or {arch.config.__name__}(...).")
-    return arch.model(cfg, device=device)
 
 
 # --------------------------------------------------------------------------- the base class

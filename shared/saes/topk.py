@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .sae import Latents, Reconstruction, ReconstructionError, SAEConfig, SparseAutoencoder, register
-from .sae_kernels import (LatentPlan, SparseEncodeSelect, loss_precision, sparse_decode, squared_error,
-                          topk_indices)
+from .base import Latents, Reconstruction, ReconstructionError, SAEConfig, SparseAutoencoder
+from .kernels import (LatentPlan, SparseEncodeSelect, loss_precision, sparse_decode, squared_error,
+                      topk_indices)
+from .registry import register
 
 
 @dataclass

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .sae import Latents, Reconstruction, register
-from .sae_topk import TopKConfig, TopKSAE
+from .base import Latents, Reconstruction
+from .registry import register
+from .topk import TopKConfig, TopKSAE
 
 
 @dataclass
@@ -74,16 +75,12 @@ class BatchTopKSAE(TopKSAE):
     @torch.no_grad()
     def update_threshold(self, vals: Tensor) -> None:
         """threshold <- (1 - lr) threshold + lr * (smallest positive kept activation), in float64
-        (SAELens' update_topk_threshold); unchanged when nothing fired. Under torchrun the smallest is
-        taken over every rank's batch (a MIN all-reduce), so all ranks keep one and the same threshold."""
-        from .distributed import current
-
+        (SAELens' update_topk_threshold); unchanged when nothing fired. Under a reducer (the trainer's,
+        under torchrun) the smallest is taken over every rank's batch (`reducer.min`, a MIN all-reduce), so
+        all ranks keep one and the same threshold."""
         smallest = torch.where(vals > 0, vals, math.inf).min().double().reshape(1)  # inf: nothing fired
-        group = current()
-        if group is not None:
-            import torch.distributed as dist
-
-            group.all_reduce(smallest, op=dist.ReduceOp.MIN)
+        if self.reducer is not None:
+            smallest = self.reducer.min(smallest)
         lr = self.cfg.topk_threshold_lr
         moved = self.threshold * (1 - lr) + lr * smallest
         self.threshold.copy_(torch.where(torch.isfinite(smallest), moved, self.threshold))  # no host sync
