@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shared.training.buffer import ActivationBlocks  # noqa: E402
 from shared.model.tiny import byte_tokenizer  # noqa: E402
 from shared.data.synthetic import synthetic_stream  # noqa: E402
-from shared.train import TrainConfig, _token_stream, shuffle_window_contexts  # noqa: E402
+from shared.training.config import TrainConfig
+from shared.training.stream import _token_stream, shuffle_window_contexts  # noqa: E402
 
 FIRST_DOC = 1_000  # labels start above the byte tokenizer's 260 ids, so context starts and separators stay apart
 

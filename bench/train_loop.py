@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.model.tiny import byte_tokenizer  # noqa: E402
 from shared.saes.topk import TopKConfig  # noqa: E402
-from shared.train import TrainConfig, train  # noqa: E402
+from shared.training.config import TrainConfig  # noqa: E402
+from shared.training.trainer import train  # noqa: E402
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "models"
 
@@ -188,7 +189,7 @@ def main() -> None:
         start = time.perf_counter()
         if args.seconds:  # out of time (counted from the script's start): summarise the log, leave at once
             def out_of_time():
-                from shared.train import load_metrics
+                from shared.training.trainer import load_metrics
 
                 try:
                     write(summary(load_metrics(metrics), time.perf_counter() - start, True))
@@ -231,10 +232,10 @@ def emulate_memory(gib: float, device: str) -> dict:
     capped there (torch.cuda.set_per_process_memory_fraction, less what this process already holds outside
     it: the CUDA context), and the trainer's free / total memory read that GPU's. On the CPU (a dry run of
     this script) only the trainer's view changes."""
-    from shared import train
+    from shared.training import buffer
 
     total = gib * 2**30
-    train.total_memory_bytes = lambda d: int(total)
+    buffer.total_memory_bytes = lambda d: int(total)
     if device.startswith("cuda"):
         free, physical = torch.cuda.mem_get_info()
         outside = physical - free - torch.cuda.memory_reserved()
@@ -242,9 +243,9 @@ def emulate_memory(gib: float, device: str) -> dict:
         if cap > physical:
             raise SystemExit(f"this GPU has {physical / 2**30:.1f} GiB, fewer than the {gib:g} GiB to emulate")
         torch.cuda.set_per_process_memory_fraction(cap / physical)
-        train.free_memory_bytes = lambda d: int(cap - torch.cuda.memory_reserved())
+        buffer.free_memory_bytes = lambda d: int(cap - torch.cuda.memory_reserved())
         return {"cap_gib": round(cap / 2**30, 2), "outside_torch_gib": round(outside / 2**30, 2)}
-    train.free_memory_bytes = lambda d: int(total)
+    buffer.free_memory_bytes = lambda d: int(total)
     return {"cap_gib": None, "outside_torch_gib": None}
 
 
@@ -260,9 +261,11 @@ def fit_check(args) -> None:
     peak is compared with the predicted sum of the two GPUs (less one CUDA context)."""
     import tempfile
 
-    from shared import sweep, tiers
+    from shared import tiers
+    from shared.recipes.tier import TIER_PARAMETERS
     from shared.saes import crosscoder
-    from shared.train import TIER_PARAMETERS
+    from shared.training import sweep
+    from shared.training.crosscoder import train_crosscoder
 
     notebook = args.fit_check
     if not notebook.startswith(TRAINING_NOTEBOOKS):
@@ -291,8 +294,8 @@ def fit_check(args) -> None:
             cfg = crosscoder.CrosscoderConfig(layers=tuple(layers), d_sae=P["D_SAE"], architecture=P["SPARSITY"],
                                               k=P["K"], l1_coefficient=P["L1_COEFFICIENT"])
             kw = {k: v for k, v in common.items() if k != "dataset"}
-            crosscoder.train_crosscoder(model, tok, cfg, dataset="synthetic", warmup_steps=10, progress=False,
-                                        device=args.device, **kw)
+            train_crosscoder(model, tok, cfg, dataset="synthetic", warmup_steps=10, progress=False,
+                             device=args.device, **kw)
         else:
             sae_cfg = dict(sae=TopKConfig(d_sae=P["D_SAE"], k=P["K"]))
             if notebook.startswith("12_"):

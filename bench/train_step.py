@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shared.saes import architectures  # noqa: E402
 from shared.saes.topk import TopKConfig  # noqa: E402
-from shared.train import adam, sae_step  # noqa: E402  (the trainer's optimiser and step)
+from shared.training.step import adam, sae_step  # noqa: E402  (the trainer's optimiser and step)
 
 
 PAGE = 4096

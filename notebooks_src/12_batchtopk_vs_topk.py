@@ -59,10 +59,12 @@ OUTPUT_DIR = "outputs/12_batchtopk_vs_topk"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import evaluate, notebook, plots, sweep, train
+from shared import evaluate, notebook, plots
 from shared.data import packing
 from shared.model import layout
+from shared.recipes import sessions
 from shared.saes import export
+from shared.training import config, stream, sweep, trainer
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 # one SAE config per architecture and k; an unknown name or a k above D_SAE stops here in one line
@@ -89,15 +91,15 @@ layer = P.one_layer()
 # hold all of them: re-run this cell after a disconnect and it resumes.
 
 # %%
-cfg = train.TrainConfig(
+cfg = config.TrainConfig(
     model_id=MODEL_ID, layers=(layer,), dataset=P.DATASET, context_len=CONTEXT_LEN, variants=variants,
     total_tokens=TOTAL_TOKENS, batch_tokens=BATCH_TOKENS, model_batch_size=MODEL_BATCH_SIZE,
     block_batches=P.BLOCK_BATCHES, lr=LR, lr_min=min(LR, 6e-5), warmup_steps=WARMUP_STEPS,
     checkpoint_every_tokens=CHECKPOINT_EVERY_TOKENS,
-    checkpoint_dir=train.resolve_checkpoint_dir(P.CHECKPOINT_DIR, RUN_NAME), seed=SEED)
-result = train.train(cfg, model, tokenizer)
+    checkpoint_dir=sessions.resolve_checkpoint_dir(P.CHECKPOINT_DIR, RUN_NAME), seed=SEED)
+result = trainer.train(cfg, model, tokenizer)
 print(f"trained {len(result.saes)} SAEs on the same {result.tokens:,} tokens ({result.steps:,} steps each)")
-run.save_figure(plots.plot_training_curves(train.load_metrics(result.metrics_path)), "training_curves.png")
+run.save_figure(plots.plot_training_curves(trainer.load_metrics(result.metrics_path)), "training_curves.png")
 
 # %% [markdown]
 # ## 3. Every SAE on the same held-out tokens
@@ -110,7 +112,7 @@ run.save_figure(plots.plot_training_curves(train.load_metrics(result.metrics_pat
 # zero): a run of a few dozen steps, such as the smoke run, leaves it low and BatchTopK's L0 high.
 
 # %%
-val_batches = train.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_DATASET or None)
+val_batches = stream.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_DATASET or None)
 sparsity = {}  # each SAE's log10 firing frequency per latent, for its export
 report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, layer_of=result.layer_of,
                                 sparsity=sparsity)

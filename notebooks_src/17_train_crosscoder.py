@@ -60,8 +60,11 @@ RUN_NAME = "gemma-2-2b-crosscoder-L6-12-18"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import notebook, plots, train
+from shared import notebook, plots
+from shared.recipes import sessions
 from shared.saes import crosscoder
+from shared.training import stream
+from shared.training.crosscoder import train_crosscoder
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -96,9 +99,9 @@ print(f"crosscoder over layers {list(cfg.layers)} ({', '.join(cfg.hook_names)}),
 # change `RUN_NAME` (or `CHECKPOINT_DIR`) to start a new run.
 
 # %%
-checkpoint_dir = train.resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME)
+checkpoint_dir = sessions.resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME)
 print(f"checkpoints in {checkpoint_dir}")
-trained = crosscoder.train_crosscoder(
+trained = train_crosscoder(
     model, tokenizer, cfg, total_tokens=TOTAL_TOKENS, dataset=P.DATASET, context_len=CONTEXT_LEN,
     batch_tokens=BATCH_TOKENS, model_batch_size=MODEL_BATCH_SIZE, block_batches=P.BLOCK_BATCHES, lr=LR,
     lr_min=LR_MIN, warmup_steps=WARMUP_STEPS, seed=SEED, checkpoint_dir=checkpoint_dir,
@@ -116,7 +119,7 @@ run.save_figure(plots.plot_training_curves(trained.history), "training_curves.pn
 # spends one dictionary on all of them.
 
 # %%
-held_out = train.validation_batches(trained.run, tokenizer, VAL_TOKENS)
+held_out = stream.validation_batches(trained.run, tokenizer, VAL_TOKENS)
 evaluation = crosscoder.evaluate(xc, crosscoder.model_batches(model, tokenizer, held_out, cfg.layers))
 for row in evaluation["per_layer"]:
     print(f"layer {row['layer']:3d}: var_expl {row['var_expl']:.3f}")

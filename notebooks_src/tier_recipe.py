@@ -96,10 +96,12 @@ import json
 import matplotlib.pyplot as plt
 import torch
 
-from shared import evaluate, notebook, plots, sessions, train
+from shared import evaluate, notebook, plots
 from shared.data import packing
 from shared.model import capture, layout
+from shared.recipes import sessions, tier
 from shared.saes import export, load
+from shared.training import stream, trainer
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -179,14 +181,14 @@ print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint
 
 # %%
 # on MODEL_DEVICE in MODEL_DTYPE (spread: GPU by GPU, room kept for the SAE); prints blocks, widths, dtype, device
-model, tokenizer = run.load_model(max_memory=train.spread_max_memory(P))
+model, tokenizer = run.load_model(max_memory=tier.spread_max_memory(P))
 
 probe = tokenizer("The residual stream carries everything the model knows about a token.",
                   return_tensors="pt").input_ids.to(layout.model_device(model))
-stream = capture.capture_residuals(model, probe, [layers[0]])[layers[0]][0].float()
+residual = capture.capture_residuals(model, probe, [layers[0]])[layers[0]][0].float()
 tokens = tokenizer.convert_ids_to_tokens(probe[0])
 plt.figure(figsize=(8, 2.5))
-plt.bar(range(len(tokens)), stream.norm(dim=-1).cpu())
+plt.bar(range(len(tokens)), residual.norm(dim=-1).cpu())
 plt.xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
 plt.title(f"residual-stream norm per token at layer {layers[0]} (BOS is huge: we drop it from training)")
 run.save_figure(plt, "residual_norms.png")
@@ -238,7 +240,7 @@ run.save_figure(plt, "residual_norms.png")
 # %%
 # The parameters become a TrainConfig (a TopK SAE of D_SAE latents, k = K, d_in from the model) by
 # the same function `python -m shared.train` uses, so a multi-GPU job resumes these checkpoints.
-cfg = train.config_from_params(P, checkpoint_dir)
+cfg = tier.config_from_params(P, checkpoint_dir)
 print(json.dumps(cfg.resume_key(), indent=1, default=str))
 
 # %% [markdown]
@@ -264,14 +266,14 @@ print(json.dumps(cfg.resume_key(), indent=1, default=str))
 # disk you trust, raise it on a slow uplink.
 
 # %%
-result = train.train(cfg, model, tokenizer)
+result = trainer.train(cfg, model, tokenizer)
 print(f"trained on {result.tokens:,} tokens in {result.steps:,} steps"
       + (f" (resumed at {result.resumed_from:,})" if result.resumed_from else ""))
 
 # %%
-mix = train.mix_shares(result.tokens_by_source)  # the tokens each source gave, as shares (one source: 1.0)
+mix = stream.mix_shares(result.tokens_by_source)  # the tokens each source gave, as shares (one source: 1.0)
 print("data mix, measured in tokens: " + ", ".join(f"{name} {share:.1%}" for name, share in mix.items()))
-history = train.load_metrics(result.metrics_path)  # kept beside the checkpoints: whole across resumes
+history = trainer.load_metrics(result.metrics_path)  # kept beside the checkpoints: whole across resumes
 run.save_figure(plots.plot_training_curves(history), "training_curves.png")
 
 # %% [markdown]
@@ -334,11 +336,11 @@ run.save_figure(plots.plot_training_curves(history), "training_curves.png")
 # loss recovered 0.90-0.99 (notebook 01 cites the sources).
 
 # %%
-val_batches = train.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_DATASET or None)
+val_batches = stream.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_DATASET or None)
 sparsity = {}
 report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, sparsity=sparsity)
 print(evaluate.summarize(report))
-data_name = train.dataset_name(cfg)  # the source, or the mix's sources with their weights
+data_name = tier.dataset_name(cfg)  # the source, or the mix's sources with their weights
 evaluate.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, tokens_trained=result.tokens,
                           val_dataset=VAL_DATASET or data_name)
 

@@ -120,18 +120,6 @@ def resolve_device(spec=None, *, auto: str = "first") -> torch.device | str:
     return dev
 
 
-def spread_max_memory(reserve_gib, totals_gib=None) -> dict[int, int]:
-    """`max_memory` (bytes per GPU index) for a model spread over every GPU: each GPU's usable share
-    (shared.tiers.spread_limits: 90 % of what torch reports, less the CUDA context) less `reserve_gib`[i],
-    what the run keeps beside the weights on GPU i. totals_gib: the GPUs' memory (default: torch's)."""
-    from .tiers import GIB, spread_limits
-
-    if totals_gib is None:
-        totals_gib = [torch.cuda.get_device_properties(i).total_memory / GIB for i in range(torch.cuda.device_count())]
-    limits = spread_limits(list(totals_gib), list(reserve_gib))
-    return {i: int(limit * GIB) for i, limit in enumerate(limits)}
-
-
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 

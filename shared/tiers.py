@@ -35,14 +35,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping
 
 from ._catalog import NOTEBOOKS
+from .training.memory import AUTO_BLOCK_BATCHES, SAE_ACT_COPIES, USABLE_FRACTION, buffer_budget_bytes
 
 GIB = 1024**3
 
 # ---------------------------------------------------------------------------------------------
-# Constants of the model. Each is an assumption; the comment says where it comes from.
+# Constants of the model. Each is an assumption; the comment says where it comes from. The terms the
+# trainer itself is sized by (USABLE_FRACTION, SAE_ACT_COPIES, the auto buffer's share and cap) are
+# training/memory.py's, imported above.
 # ---------------------------------------------------------------------------------------------
-USABLE_FRACTION = 0.90  # of the memory torch reports per GPU; the rest is left to allocator fragmentation and
-#                         cuBLAS workspaces (the CUDA context is counted apart, inside the 90 %)
 CUDA_CONTEXT_GB = 0.8  # CUDA context + torch's kernels in a fresh process (typ. 0.3-1 GiB by nvidia-smi)
 ACT_WORKSET_PER_D = 16  # peak forward working set per token, in units of d_model elements: residual,
 #                         q/k/v/o and the gated MLP intermediate (2 * d_ff ~ 8 * d_model) of one block
@@ -52,11 +53,8 @@ SAE_FLOPS_PER_PARAM_PAIR = 10  # TopK SAE step on a bf16 GPU: dense on tensor co
 SAE_FP32_FLOPS_PER_PARAM_PAIR = 2.8  # the fp32 sparse step (a T4): ~1.4 encoder matmuls of 2 d_in d_sae
 #                         (BENCHMARKS.md, CPU: the step costs 1.2-1.4x one encoder matmul at 1-3 % dead),
 #                         run at the fp32 peak times the GPU's sustained-GEMM share
-SAE_ACT_COPIES = 3  # dense [batch, d_sae] fp32 tensors alive in an SAE step: pre-acts, their grad, top-k scratch
 SAE_STATE_COPIES = 4  # fp32 params + grads + Adam exp_avg + exp_avg_sq
 BUFFER_BYTES = 4  # the shuffling activation buffer holds fp32 activations
-BUFFER_MEMORY_FRACTION = 0.5  # BLOCK_BATCHES="auto": the share of the free memory (less the step's needs) it takes
-AUTO_BLOCK_BATCHES = 128  # BLOCK_BATCHES="auto" never goes above this many forwards per block
 LOGIT_COPIES = 2  # [batch, seq, vocab] tensors in the model dtype alive in a forward that returns logits
 #                   (the head's output and a reference kept for a KL; Gemma-2's soft-cap adds a third)
 SETUP_MINUTES = 3.0  # fixed minutes per run: pip install, model load to the GPU, reports and figures
@@ -474,13 +472,6 @@ def step_reserve_gib(d_in: int, d_sae: int, n_saes: int, batch_tokens: int, adam
     train.step_reserve_bytes counts the same terms from the real SAEs and optimisers."""
     parts = sae_training_gib(d_in, d_sae, n_saes, batch_tokens)
     return (0.0 if adam_allocated else parts["adam_state"]) + parts["sae_grads"] + parts["sae_activations"]
-
-
-def buffer_budget_bytes(free: float, reserve: float, total: float, fraction: float = BUFFER_MEMORY_FRACTION) -> int:
-    """Bytes BLOCK_BATCHES = "auto" lets the activation buffer take: `fraction` of the free memory less
-    the training steps' `reserve` (step_reserve_gib) and the (1 - USABLE_FRACTION) of the device's `total`
-    kept for fragmentation. The one formula train.activation_blocks and this model share."""
-    return max(0, int(fraction * (free - reserve - (1 - USABLE_FRACTION) * total)))
 
 
 def auto_block_batches(budget_bytes: float, row_bytes: int, rows_per_forward: int, fixed_rows: int,

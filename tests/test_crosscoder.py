@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from shared.saes import crosscoder as X
+from shared.training import crosscoder
 
 LAYERS = (2, 5, 9)
 D_IN = 32
@@ -65,7 +66,7 @@ def test_planted_layer_features_are_recovered_and_classified(architecture):
     cfg = X.CrosscoderConfig(layers=LAYERS, d_in=D_IN, d_sae=64, architecture=architecture, k=4,
                              l1_coefficient=0.03, dead_tokens_threshold=50_000)
     xc = X.Crosscoder(cfg)
-    history = X.fit(xc, planted_batches(atoms, 600), 600, lr=3e-3, lr_min=3e-4, warmup_steps=30, log_every=100)
+    history = crosscoder.fit(xc, planted_batches(atoms, 600), 600, lr=3e-3, lr_min=3e-4, warmup_steps=30, log_every=100)
     assert history[-1]["step"] == 600 and history[-1]["xc/fvu"] < history[0]["xc/fvu"]
     report = X.evaluate(xc, planted_batches(atoms, 8, seed=99))
     assert report["var_expl"] > 0.8, report
@@ -114,7 +115,7 @@ def test_encoder_and_decoder_shapes_are_per_layer():
 
 
 def test_topk_keeps_k_and_holds_the_all_layer_decoder_at_unit_norm_with_free_layer_shares():
-    from shared.train import adam, sae_step
+    from shared.training.step import adam, sae_step
 
     xc = X.Crosscoder(X.CrosscoderConfig(layers=LAYERS, d_in=8, d_sae=16, k=3))
     opt = adam(xc.parameters(), lr=1e-2)
@@ -197,17 +198,17 @@ def test_train_crosscoder_on_a_tiny_model_streams_all_layers_from_one_forward():
 
     model, tok = load_model("tiny:llama")
     cfg = X.CrosscoderConfig(layers=(0, 1, 3), d_sae=64, k=4)
-    out = X.train_crosscoder(model, tok, cfg, total_tokens=2048, context_len=32, batch_tokens=256,
+    out = crosscoder.train_crosscoder(model, tok, cfg, total_tokens=2048, context_len=32, batch_tokens=256,
                              model_batch_size=4, block_batches=4, warmup_steps=2, log_every=2, progress=False)
     assert out.tokens == 2048 and out.crosscoder.cfg.d_in == 64
     assert out.history[-1]["xc/fvu"] < out.history[0]["xc/fvu"]
-    from shared.train import validation_batches
+    from shared.training.stream import validation_batches
 
     held = validation_batches(out.run, tok, 256)
     report = X.evaluate(out.crosscoder, X.model_batches(model, tok, held, cfg.layers))
     assert [r["layer"] for r in report["per_layer"]] == [0, 1, 3] and report["tokens"] > 0
     with pytest.raises(ValueError, match="out of range") as e:
-        X.train_crosscoder(model, tok, dataclasses.replace(cfg, layers=(0, 1, 7), hook_names=()), total_tokens=256)
+        crosscoder.train_crosscoder(model, tok, dataclasses.replace(cfg, layers=(0, 1, 7), hook_names=()), total_tokens=256)
     assert "\n" not in str(e.value)
 
 
@@ -246,13 +247,13 @@ def _tiny_crosscoder_run(folder, k=4, **over):
     kw = dict(total_tokens=3072, context_len=32, batch_tokens=256, model_batch_size=4, block_batches=3,
               warmup_steps=2, log_every=2, progress=False, checkpoint_dir=str(folder), checkpoint_every_tokens=700)
     kw.update(over)
-    return X.train_crosscoder(model, tok, cfg, **kw)
+    return crosscoder.train_crosscoder(model, tok, cfg, **kw)
 
 
 def test_interrupted_crosscoder_run_resumes_bitwise(tmp_path, monkeypatch):
     """Interrupted right after its first checkpoint (rows carried into the next block), then run
     again: the same weights, Adam state and logged history as a run never interrupted."""
-    from shared import checkpoint as ckpt
+    from shared.training import checkpoint as ckpt
 
     clean = _tiny_crosscoder_run(tmp_path / "clean")
     saved, open_store = [], ckpt.open_store

@@ -372,7 +372,8 @@ def test_mix_in_tokens_gives_each_source_its_weight_in_tokens(tmp_path, tok):
 def test_trainer_stream_mixes_in_tokens(tmp_path, tok):
     """The trainer's own stream (train._token_stream) over a 100/1,000-token mix at 0.5/0.5: the tokens
     per source it reports, and those it packs, are ~50/50."""
-    from shared.train import TrainConfig, _token_stream
+    from shared.training.config import TrainConfig
+    from shared.training.stream import _token_stream
 
     specs = (f"{_docs(tmp_path / 'short.jsonl', 's', 400, 99)}@0.5", f"{_docs(tmp_path / 'long.jsonl', 'l', 400, 999)}@0.5")
     cfg = TrainConfig(model_id="tiny:gpt2", layers=(1,), dataset=specs, context_len=128, model_batch_size=8,
@@ -400,7 +401,8 @@ def test_validation_and_training_never_share_a_document(tmp_path, tok):
     side holds about a fifth, and validation with the training set named as VAL_DATASET is the same."""
     import re
 
-    from shared.train import TrainConfig, _token_stream, validation_batches
+    from shared.training.config import TrainConfig
+    from shared.training.stream import _token_stream, validation_batches
 
     spec = _marked(tmp_path / "small.jsonl", 200)
     cfg = TrainConfig(model_id="tiny:gpt2", layers=(1,), dataset=(spec,), context_len=64, model_batch_size=4,
@@ -457,7 +459,8 @@ def test_trainer_forwards_read_many_documents_at_once(tmp_path, tok):
     one or two documents; through the trainer's window it holds ~8 different ones."""
     import re
 
-    from shared.train import TrainConfig, _token_stream
+    from shared.training.config import TrainConfig
+    from shared.training.stream import _token_stream
 
     path = tmp_path / "long.jsonl"
     path.write_text("".join(json.dumps({"text": f"d{i:04d} " * 100}) + "\n" for i in range(300)))

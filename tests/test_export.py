@@ -272,7 +272,7 @@ def test_upload_export_records_a_hub_fault_and_keeps_the_export(mode, tmp_path, 
     from huggingface_hub import HfApi
 
     from fake_hub import FakeHub, closed_port
-    from shared import evaluate, hub
+    from shared import hub
 
     monkeypatch.setattr(hub, "PROBE_TIMEOUT_S", 1.0)
     token = "hf_fakeTokenThatMustNeverBePrinted"

@@ -157,7 +157,7 @@ def test_bad_value_is_a_one_line_error_naming_the_parameter(entry, name, bad):
 
 
 def test_sweep_architectures_are_the_registered_ones_with_a_k():
-    from shared import sweep
+    from shared.training import sweep
 
     assert list(notebook.SWEEP_ARCHITECTURES) == sweep.k_architectures()
 
@@ -289,14 +289,14 @@ def test_edit_residual_accepts_a_negative_layer():
 def test_dataset_mix_and_auto_buffer_reach_the_train_config():
     """A DATASET list is a weighted mix and BLOCK_BATCHES = "auto" sizes the buffer from free memory:
     both pass the check and land in the TrainConfig the tier notebooks and the command line build."""
-    from shared import train
+    from shared.recipes import tier
 
     mix = ["synthetic@0.7", "synthetic@0.2", "synthetic@0.1"]
     entry = next(e for e in ENTRIES if e.id == "01_hobbyist_gemma2_2b_colab")
     P = notebook.check_parameters({**parameters_of(entry), "DATASET": mix, "BLOCK_BATCHES": "auto"})
-    cfg = train.config_from_params(P, "unused-checkpoints")
+    cfg = tier.config_from_params(P, "unused-checkpoints")
     assert cfg.dataset == tuple(mix) and cfg.block_batches == "auto"
-    single = train.config_from_params(notebook.check_parameters(parameters_of(entry)), "unused-checkpoints")
+    single = tier.config_from_params(notebook.check_parameters(parameters_of(entry)), "unused-checkpoints")
     assert single.dataset == ("synthetic",)
 
 

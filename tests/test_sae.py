@@ -11,7 +11,7 @@ import torch
 from shared.saes import architectures, base, registry
 from shared.saes.kernels import topk_indices
 from shared.saes.topk import TopKConfig
-from shared.train import sae_step
+from shared.training.step import sae_step
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from shared.saes import architectures, base, export, load
 from shared.saes.batchtopk import BatchTopKConfig
 from shared.saes.matryoshka import MatryoshkaConfig
-from shared.train import TrainConfig, train as train_run
+from shared.training.config import TrainConfig
+from shared.training.trainer import train as train_run
 
 from tests.test_sae import one_thread, planted, train  # noqa: F401 (one_thread: the autouse fixture)
 

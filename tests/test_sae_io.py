@@ -231,15 +231,15 @@ def test_sparsify_transcoder_and_groupmax_refused(tmp_path):
 
 def test_trainer_refuses_inference_only_architectures():
     """An architecture marked trainable = False (loads, encodes, has no training terms) is refused."""
-    from shared import train
     from shared.saes import architectures, registry
     from shared.saes.relu import ReLUConfig, ReLUSAE
+    from shared.training import config, trainer
 
     registry.register("test-inference-only", ReLUConfig)(type("InferenceOnly", (ReLUSAE,), {"trainable": False}))
     try:
         sae_cfg = ReLUConfig(d_sae=D_SAE, architecture="test-inference-only")
         cfg = types.SimpleNamespace(sae=sae_cfg, variants=None, model_id="tiny:llama", seed=0)
-        _one_line(NotImplementedError, "inference only", train._build_saes, cfg, D_IN, train.sae_plan(cfg, [0]), "cpu")
+        _one_line(NotImplementedError, "inference only", trainer._build_saes, cfg, D_IN, config.sae_plan(cfg, [0]), "cpu")
     finally:
         registry.ARCHITECTURES.pop("test-inference-only")
     assert architectures.registered()["jumprelu"].model.trainable and architectures.registered()["relu"].model.trainable

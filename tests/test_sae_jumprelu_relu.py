@@ -11,7 +11,9 @@ import torch
 from shared.saes import architectures, export, load
 from shared.saes.jumprelu import JumpReLU, JumpReLUConfig, Step
 from shared.saes.relu import ReLUConfig
-from shared.train import TrainConfig, sae_step, train as train_run
+from shared.training.config import TrainConfig
+from shared.training.step import sae_step
+from shared.training.trainer import train as train_run
 from tests.test_sae import one_thread, planted, train  # noqa: F401 (one_thread: an autouse fixture)
 
 

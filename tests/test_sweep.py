@@ -7,13 +7,16 @@ import math
 import pytest
 import torch
 
-from shared import evaluate, sweep
+from shared import evaluate
 from shared.model.layout import layers_path
 from shared.model.loading import load_model
 from shared.saes import export, load
 from shared.saes.batchtopk import BatchTopKConfig
 from shared.saes.topk import TopKConfig
-from shared.train import TrainConfig, train, validation_batches
+from shared.training import sweep
+from shared.training.config import TrainConfig
+from shared.training.stream import validation_batches
+from shared.training.trainer import train
 from test_train import _interrupt_after_checkpoints
 
 RUN = dict(model_id="tiny:gpt2", layers=(1,), batch_tokens=256, context_len=32, model_batch_size=8, block_batches=4,
@@ -225,8 +228,9 @@ def test_pareto_plot_has_three_panels_and_the_frontier():
 DDP_SCRIPT = """
 import json, sys, torch
 torch.set_num_threads(1)
-from shared import distributed
-from shared.train import TrainConfig, train
+from shared.training import distributed
+from shared.training.config import TrainConfig
+from shared.training.trainer import train
 distributed.init(timeout_s=60)
 cfg = TrainConfig(**json.loads(sys.argv[1]))
 result = train(cfg, progress=False)

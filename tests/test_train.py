@@ -15,7 +15,10 @@ import torch
 
 from shared.saes import architectures
 from shared.saes.topk import TopKConfig
-from shared.train import TrainConfig, adam, load_optimizer_state, lr_at, sae_step, train
+from shared.training.config import TrainConfig
+from shared.training.schedule import lr_at
+from shared.training.step import adam, load_optimizer_state, sae_step
+from shared.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +38,8 @@ LEGACY_KEY = {"model_id": "tiny:gpt2", "layers": [1, 3], "dataset": ["synthetic"
 RUN_SCRIPT = """
 import json, sys, torch
 torch.set_num_threads(1)
-from shared.train import TrainConfig, train
+from shared.training.config import TrainConfig
+from shared.training.trainer import train
 cfg = TrainConfig(**json.loads(sys.argv[1]))
 result = train(cfg, progress=False)
 torch.save({str(k): v.state_dict() for k, v in result.saes.items()}, sys.argv[2])
@@ -112,9 +116,9 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 def _interrupt_after_checkpoints(monkeypatch, n: int) -> list[dict]:
     """Make train() raise right after its n-th checkpoint is written; the states saved are returned."""
-    from shared import train as T
+    from shared.training import trainer
 
-    saved, open_store = [], T._open_store
+    saved, open_store = [], trainer._open_store
 
     def interrupting(cfg):
         store = open_store(cfg)
@@ -129,17 +133,17 @@ def _interrupt_after_checkpoints(monkeypatch, n: int) -> list[dict]:
         store.save = save_then_stop
         return store
 
-    monkeypatch.setattr(T, "_open_store", interrupting)
+    monkeypatch.setattr(trainer, "_open_store", interrupting)
     return saved
 
 
 def test_every_forwarded_token_is_trained_once(tmp_path):
     """Blocks of 4 forwards of 8 x 31 kept rows do not divide into batches of 256: the leftovers are
     carried, so the tokens trained plus the unused rest are exactly the kept tokens forwarded."""
-    from shared import checkpoint as ckpt
     from shared.model.capture import token_mask
     from shared.model.loading import load_model
-    from shared.train import _token_stream
+    from shared.training import checkpoint as ckpt
+    from shared.training.stream import _token_stream
 
     cfg = TrainConfig(**TINY_RUN, total_tokens=5000, checkpoint_dir=str(tmp_path / "ck"))
     result = train(cfg, progress=False)
@@ -176,7 +180,7 @@ def test_interrupted_run_resumes_bitwise_with_a_carry(tmp_path, monkeypatch):
 def test_checkpoint_without_a_carry_still_resumes(tmp_path, monkeypatch):
     """Checkpoints written before the carry existed record only the blocks done: they resume with an
     empty carry from the next block's first forward."""
-    from shared import checkpoint as ckpt
+    from shared.training import checkpoint as ckpt
 
     base = {**TINY_RUN, "total_tokens": 4000}
     with monkeypatch.context() as m:
@@ -196,8 +200,8 @@ def test_checkpoint_from_before_the_stream_hash_is_refused_unless_allowed(tmp_pa
     (no shuffle window, mix weights per document, no held-out routing): skipping its forwards of today's
     stream would train other documents than it did, so the resume stops with one line, and goes on only
     when ALLOW_STREAM_CHANGE says so, recorded in the run's resume report."""
-    from shared import checkpoint as ckpt
-    from shared.replay import StreamChanged
+    from shared.training import checkpoint as ckpt
+    from shared.training.replay import StreamChanged
 
     base = {**TINY_RUN, "total_tokens": 4000}
     with monkeypatch.context() as m:
@@ -311,7 +315,7 @@ def test_checkpoint_dir_auto_never_creates_a_hub_repo(monkeypatch, tmp_path, cap
     how to ask for a Hub repo (and asks for HF_TOKEN only when it is missing), but never picks one
     unasked (neither an HF_TOKEN nor an HF_USERNAME secret is a request)."""
     from shared import runtime
-    from shared.train import resolve_checkpoint_dir
+    from shared.recipes.sessions import resolve_checkpoint_dir
 
     assert resolve_checkpoint_dir("/my/dir", "run") == "/my/dir"
     assert resolve_checkpoint_dir("hf:me/ckpts", "run") == "hf:me/ckpts"
@@ -360,8 +364,8 @@ def test_training_checkpoints_into_a_hub_repo_and_resumes_from_it(tmp_path, monk
 def test_metrics_rewrite_on_resume_is_atomic(tmp_path, monkeypatch):
     """Dropping the entries past the checkpoint replaces metrics.jsonl at once: a crash while the
     new content is written leaves the old file whole; a finished rewrite keeps what it should."""
-    from shared import checkpoint as ck
-    from shared.train import _MetricsLog
+    from shared.training import checkpoint as ck
+    from shared.training.trainer import _MetricsLog
 
     path = tmp_path / "metrics.jsonl"
     old = "".join(json.dumps({"step": s, "tokens": 100 * (s + 1)}) + "\n" for s in range(6)) + '{"step": 6, "tok'
@@ -391,7 +395,7 @@ def test_metrics_rewrite_on_resume_is_atomic(tmp_path, monkeypatch):
 def test_damaged_checkpoints_never_cost_the_last_good_one(tmp_path, monkeypatch, capsys):
     """Three checkpoints, the two newest damaged: a resumed run writes one more (below them) and
     crashes; the next run resumes from it (not from 0) and ends bitwise where an unbroken run ends."""
-    from shared import checkpoint as ck
+    from shared.training import checkpoint as ck
 
     folder = tmp_path / "ck"
     cfg = dict(TINY_RUN, total_tokens=6000, checkpoint_dir=str(folder), keep_checkpoints=3)
@@ -445,22 +449,22 @@ def test_bad_layers_and_block_sizes_are_refused_in_one_line(tmp_path):
 def test_buffer_shrinks_to_a_small_memory_budget_and_resumes_exactly(tmp_path, monkeypatch, capsys):
     """Free memory forced small: block_batches="auto" (and a fixed 4) come down to the 2 forwards per
     block that fit, the store is smaller, training completes, and an interrupted run resumes bitwise."""
-    from shared import train as T
     from shared.model.loading import load_model
+    from shared.training import buffer
 
     row_bytes = 2 * 64 * 4  # layers 1 and 3 of tiny:gpt2, float32
     fits_two = (256 + 2 * 8 * 32) * row_bytes  # a batch plus two forwards of 8 x 32
     params = 2 * 64 * 128 + 128 + 64  # one SAE's
     steps = 2 * 2 * params * 4 + params * 4 + 3 * 256 * 128 * 4  # both SAEs' Adam moments, one's gradient and step
-    monkeypatch.setattr(T, "free_memory_bytes", lambda device: 2 * fits_two + steps)  # buffer_memory_fraction=0.5
+    monkeypatch.setattr(buffer, "free_memory_bytes", lambda device: 2 * fits_two + steps)  # buffer_memory_fraction=0.5
     model, tok = load_model("tiny:gpt2", device="cpu")
     auto = {**TINY_RUN, "block_batches": "auto", "total_tokens": 4000}
-    blocks = T.activation_blocks(model, tok, TrainConfig(**auto), "cpu", reserve=lambda: steps)
+    blocks = buffer.activation_blocks(model, tok, TrainConfig(**auto), "cpu", reserve=lambda: steps)
     assert blocks.block_batches == 2 and blocks.capacity == 256 + 2 * 256
     with monkeypatch.context() as m:
-        m.setattr(T, "free_memory_bytes", lambda device: 10**12)
-        roomy = T.activation_blocks(model, tok, TrainConfig(**auto), "cpu")
-        assert roomy.block_batches == T.AUTO_BLOCK_BATCHES and roomy.capacity > blocks.capacity
+        m.setattr(buffer, "free_memory_bytes", lambda device: 10**12)
+        roomy = buffer.activation_blocks(model, tok, TrainConfig(**auto), "cpu")
+        assert roomy.block_batches == buffer.AUTO_BLOCK_BATCHES and roomy.capacity > blocks.capacity
 
     fixed = train(TrainConfig(**{**auto, "block_batches": 4}, checkpoint_dir=str(tmp_path / "fixed")), progress=False)
     assert "2 forwards per block fit in memory (was 4)" in capsys.readouterr().out
@@ -483,17 +487,17 @@ def test_step_reserve_counts_what_the_first_step_allocates():
     """step_reserve_bytes (what the auto buffer sets aside) counts Adam's moments before torch allocates
     them: the reserve drops by exactly the bytes of exp_avg and exp_avg_sq the first step creates, and what
     stays is the largest SAE's gradients plus its [batch, d_sae] step tensors."""
-    from shared import train as T
+    from shared.training import buffer
 
     saes = {k: architectures.build_sae(TopKConfig(d_in=32, d_sae=d, k=4, seed=k)) for k, d in ((0, 64), (1, 256))}
     opts = {k: adam(s.parameters(), lr=1e-3, device="cpu") for k, s in saes.items()}
-    before = T.step_reserve_bytes(saes, opts, 128)
+    before = buffer.step_reserve_bytes(saes, opts, 128)
     x = torch.randn(128, 32, generator=torch.Generator().manual_seed(0))
     for k, sae in saes.items():
         sae_step(sae, opts[k], x, 1e-3)
     allocated = sum(v.numel() * v.element_size() for o in opts.values() for st in o.state.values()
                     for name, v in st.items() if name in ("exp_avg", "exp_avg_sq"))
-    after = T.step_reserve_bytes(saes, opts, 128)
+    after = buffer.step_reserve_bytes(saes, opts, 128)
     assert before - after == allocated > 0
     biggest = sum(p.numel() * 4 for p in saes[1].parameters())
     assert after == biggest + 3 * 128 * 256 * 4
@@ -503,20 +507,20 @@ def test_auto_buffer_is_sized_after_counting_adam(tmp_path, monkeypatch):
     """BLOCK_BATCHES = "auto" in a real run: the buffer gets half of the free memory less what the steps
     will take (Adam's moments not yet allocated, a gradient, the step tensors), not half of all of it;
     the same free memory with the steps' needs ignored would give it more than twice as many forwards."""
-    from shared import train as T
+    from shared.training import buffer, trainer
 
     row_bytes = 2 * 64 * 4
     free = 20 * 2**20  # the 2 x 2048-latent SAEs' steps need 11 MiB of it
-    monkeypatch.setattr(T, "free_memory_bytes", lambda device: free)
+    monkeypatch.setattr(buffer, "free_memory_bytes", lambda device: free)
     sizes = []
-    real = T.activation_blocks
+    real = buffer.activation_blocks
 
     def spy(*args, **kw):
         blocks = real(*args, **kw)
         sizes.append((blocks.block_batches, kw["reserve"]()))
         return blocks
 
-    monkeypatch.setattr(T, "activation_blocks", spy)
+    monkeypatch.setattr(trainer, "activation_blocks", spy)
     cfg = TrainConfig(**{**TINY_RUN, "block_batches": "auto", "sae": dict(d_sae=2048, k=8)}, total_tokens=512,
                       checkpoint_dir=str(tmp_path / "ck"))
     train(cfg, progress=False)
@@ -558,10 +562,10 @@ def test_minutes_cadence_checkpoints_at_block_boundaries_and_resumes_exactly(tmp
     """A clock that moves 10 s per reading and a 1-minute cadence (tokens never due): a checkpoint
     lands at the block boundary before a minute would go unsaved (every third block here), at token
     counts no token cadence picks; a run stopped after one resumes to the uninterrupted weights."""
-    from shared import checkpoint as ck, train as T
+    from shared.training import checkpoint as ck, schedule
 
     ticks = iter(range(0, 10**9, 10))
-    monkeypatch.setattr(T, "_clock", lambda: float(next(ticks)))
+    monkeypatch.setattr(schedule, "_clock", lambda: float(next(ticks)))
     base = {**TINY_RUN, "checkpoint_every_tokens": 10**9, "checkpoint_every_minutes": 1.0, "total_tokens": 6000}
     clean = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "clean")), progress=False)
     saved = [c.tokens for c in ck.LocalStore(tmp_path / "clean", keep=100).list()]
@@ -582,13 +586,13 @@ def test_checkpoint_clock_follows_rank_zero_under_torchrun(monkeypatch):
     """Every rank must checkpoint at the same step: the time decision is rank 0's, broadcast."""
     from types import SimpleNamespace
 
-    from shared import train as T
+    from shared.training import schedule
 
     now = [0.0]
-    monkeypatch.setattr(T, "_clock", lambda: now[0])
+    monkeypatch.setattr(schedule, "_clock", lambda: now[0])
     cfg = TrainConfig(**{**TINY_RUN, "checkpoint_every_tokens": 10**9}, checkpoint_every_minutes=1.0)
     rank0_says = SimpleNamespace(broadcast_object=lambda due: False)  # rank 0's clock: not yet
-    clocks = [T.CheckpointClock(cfg, 0, group=rank0_says, speak=False), T.CheckpointClock(cfg, 0, speak=False)]
+    clocks = [schedule.CheckpointClock(cfg, 0, group=rank0_says, speak=False), schedule.CheckpointClock(cfg, 0, speak=False)]
     for clock in clocks:
         clock.block_started()
     now[0] = 120.0  # this rank's clock: two minutes later, due on its own
@@ -634,7 +638,7 @@ def test_resume_refuses_a_stream_that_changed_and_goes_on_only_when_allowed(tmp_
     assert change["at_forwards"] == record["forwards"] and allowed.resume["replay"]["verified"] is False
     assert allowed.tokens == clean.tokens
     # the record is carried on: the next checkpoints chain over the new stream and still hold the change
-    from shared import checkpoint as ck
+    from shared.training import checkpoint as ck
 
     latest = ck.open_store(str(tmp_path / "changed")).load_latest()[1]["stream"]
     assert latest["changes"] == allowed.resume["stream_changes"]

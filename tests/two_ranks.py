@@ -4,7 +4,7 @@ prints one line "RESULT <json>" for the test to compare.
 
   blocks   ranks with different memory budgets (and rank 0's first large allocation out of memory)
            build the same activation blocks: one size, agreed by all, halved together
-  auto     train.activation_blocks with BLOCK_BATCHES = "auto" and a different free memory per rank
+  auto     buffer.activation_blocks with BLOCK_BATCHES = "auto" and a different free memory per rank
   penalty  JumpReLU's L0 and ReLU's L1 penalties, each rank on its half of a batch under a reducer:
            their sum over ranks and their summed gradients equal one process's on the whole batch
 """
@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from shared import distributed
+from shared.training import distributed
 from shared.training.buffer import ActivationBlocks
 
 
@@ -52,17 +52,17 @@ def blocks(group: distributed.Group) -> dict:
 
 
 def auto(group: distributed.Group) -> dict:
-    from shared import train
     from shared.model.loading import load_model
+    from shared.training import buffer, config
 
     model, tok = load_model("tiny:gpt2", device="cpu")
     row_bytes = 64 * 4
     frees = {0: 2 * (256 + 40 * 8 * 32) * row_bytes, 1: 2 * (256 + 3 * 8 * 32) * row_bytes}
-    train.free_memory_bytes = lambda device: frees[group.rank]
-    cfg = train.TrainConfig(model_id="tiny:gpt2", layers=(1,), context_len=32, model_batch_size=8, batch_tokens=256,
-                            block_batches="auto", total_tokens=2048)
-    buffer = train.activation_blocks(model, tok, cfg, "cpu", group=group)
-    return {"block_batches": buffer.block_batches}
+    buffer.free_memory_bytes = lambda device: frees[group.rank]
+    cfg = config.TrainConfig(model_id="tiny:gpt2", layers=(1,), context_len=32, model_batch_size=8, batch_tokens=256,
+                             block_batches="auto", total_tokens=2048)
+    made = buffer.activation_blocks(model, tok, cfg, "cpu", group=group)
+    return {"block_batches": made.block_batches}
 
 
 def penalty(group: distributed.Group) -> dict:

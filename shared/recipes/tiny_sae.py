@@ -8,7 +8,8 @@ from ..data.packing import context_tokens
 from ..model.layout import d_model, layers_path
 from ..saes.export import ExportInfo, export_run
 from ..saes.topk import TopKConfig
-from ..train import TrainConfig, train
+from ..training.config import TrainConfig
+from ..training.trainer import train
 
 
 def train_tiny_sae(model, tokenizer, model_id: str, layer: int, dataset: str, folder: str | Path, *,

@@ -9,10 +9,18 @@ halves it on an out-of-memory allocation instead of failing.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Callable, Iterator, Mapping
 
 import torch
+
+from ..model.capture import residual_rows
+from ..model.layout import check_layers, d_model
+from . import distributed, replay
+from .config import TrainConfig
+from .memory import AUTO_BLOCK_BATCHES, SAE_ACT_COPIES, buffer_budget_bytes
+from .stream import _token_stream
 
 
 class Block:
@@ -256,3 +264,69 @@ def block_batches_for_memory(budget_bytes: int, *, row_bytes: int, rows_per_forw
     fit = (int(budget_bytes) // max(1, row_bytes) - fixed_rows) // rows_per_forward
     fit = max(1, fit)
     return min(fit, max_batches) if max_batches is not None else fit
+
+
+# ----------------------------------------------------------------------------- a training run's buffer
+
+def activation_blocks(model, tokenizer, cfg: TrainConfig, device, state: dict | None = None,
+                      group: distributed.Group | None = None, reserve=None,
+                      ledger: replay.StreamLedger | None = None) -> ActivationBlocks:
+    """The run's shuffling buffer over its token stream, from `state` (a checkpoint's "data") on.
+
+    A block is `block_batches` forwards; this is the one place its size is chosen, and with it the
+    buffer's memory (`ActivationBlocks.capacity` rows per layer): cfg.block_batches, or for "auto" as
+    many as buffer_memory_fraction of the free memory holds (at most AUTO_BLOCK_BATCHES); either way the
+    buffer shrinks its blocks when that share no longer holds them. The free memory counted is what the
+    training steps leave (memory.buffer_budget_bytes): less `reserve()` (step_reserve_bytes: Adam's
+    moments torch has not allocated yet, one SAE's gradients and step tensors) and, on a GPU, the share
+    memory.USABLE_FRACTION leaves to fragmentation. Under torchrun every rank takes the smallest size any
+    rank can hold.
+    The buffer's `tokens_by_source` counts the tokens packed per mix source. `ledger` (the trainer's)
+    hashes every token batch as the forwards take it, the skipped ones of a resume included."""
+    dtype = getattr(torch, cfg.activation_dtype)
+    rows_per_forward = cfg.model_batch_size * cfg.context_len
+    counts: dict[str, int] = {}
+    device = torch.device(device)
+    agree = group.min_int if group is not None else None
+
+    def source(skip: int):
+        counts.clear()  # the stream replays from its start (skipping `skip` forwards): recount
+        rows = residual_rows if group is None else functools.partial(distributed.sharded_rows, group)
+        batches = _token_stream(cfg, tokenizer, counts, ledger.identity["revisions"] if ledger else None)
+        if ledger is not None:
+            batches = ledger.track(batches, skip)
+        return rows(model, tokenizer, batches, cfg.layers, device=device, dtype=dtype, skip=skip)
+
+    def budget() -> int:
+        total = total_memory_bytes(device) if device.type == "cuda" else 0
+        return buffer_budget_bytes(free_memory_bytes(device), reserve() if reserve is not None else 0, total,
+                                         cfg.buffer_memory_fraction)
+
+    block_batches = cfg.block_batches
+    if block_batches == "auto":
+        row_bytes = d_model(model) * len(set(check_layers(model, cfg.layers))) * dtype.itemsize
+        block_batches = block_batches_for_memory(budget(), row_bytes=row_bytes, rows_per_forward=rows_per_forward,
+                                                 fixed_rows=cfg.batch_tokens, max_batches=AUTO_BLOCK_BATCHES)
+        if agree is not None:
+            block_batches = agree(block_batches)
+    blocks = ActivationBlocks(source, batch_tokens=cfg.batch_tokens, block_batches=block_batches,
+                              rows_per_forward=rows_per_forward, seed=cfg.seed, device=device, dtype=dtype,
+                              state=state, memory_budget=budget, agree=agree)
+    blocks.tokens_by_source = counts
+    return blocks
+
+
+def step_reserve_bytes(saes: Mapping, optimizers: Mapping, batch_tokens: int) -> int:
+    """Bytes the training steps add to the memory after the buffer is sized (notebook.tiers.step_reserve_gib's
+    terms, from the real SAEs): the two Adam moments of every parameter whose optimiser state torch has
+    not allocated yet (it does at the first step; a resumed run has them), plus the largest single
+    SAE's gradients and dense [batch_tokens, d_sae] step tensors (the SAEs step one at a time and free
+    their gradients)."""
+    pending, step = 0, 0
+    for key, sae in saes.items():
+        optimizer = optimizers[key]
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+        pending += sum(2 * p.numel() * p.element_size() for p in params if not optimizer.state.get(p))
+        grads = sum(p.numel() * p.element_size() for p in params)
+        step = max(step, grads + SAE_ACT_COPIES * batch_tokens * sae.cfg.d_sae * 4)
+    return pending + step

@@ -509,7 +509,7 @@ class LocalStore(Store):
 
 def _hf_token(token: str | None) -> str:
     """The token to use: given, or HF_TOKEN from the platform's secrets (runtime.hf_token); clear error when missing."""
-    from .runtime import hf_token
+    from ..runtime import hf_token
 
     return hf_token(token, required=True, why=(
         "A Hugging Face checkpoint store needs a write token (role: write, from "
@@ -551,7 +551,7 @@ class HFStore(Store):
         and the token may write there (hub.check_write_access: its account or organisation, a write
         token). Any failure is ONE line saying why and what to set instead, not the client's chained
         traceback: a run never starts training towards a store that would refuse its checkpoints."""
-        from . import hub
+        from .. import hub
 
         for attempt in range(self.retries):
             try:

@@ -22,8 +22,8 @@ from typing import Iterable, Iterator
 import torch
 import torch.distributed as dist
 
-from .model.capture import residual_rows
-from .saes.kernels import loss_precision
+from ..model.capture import residual_rows
+from ..saes.kernels import loss_precision
 
 TIMEOUT_ENV = "SAE_COLLECTIVE_TIMEOUT_S"  # seconds a collective may wait for the other ranks
 DEFAULT_TIMEOUT_S = 1800.0  # long enough for rank 0's checkpoint upload while the others wait
@@ -191,6 +191,6 @@ def sharded_rows(group: Group, model, tokenizer, token_batches: Iterable, layers
 
 
 def _width(model) -> int:
-    from .model.layout import d_model
+    from ..model.layout import d_model
 
     return d_model(model)

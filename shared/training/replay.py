@@ -74,7 +74,7 @@ def resolve_revision(path: str) -> str | None:
 
         if constants.HF_HUB_OFFLINE:
             return None
-        from . import runtime
+        from .. import runtime
 
         token = runtime.hf_token()
         return HfApi().dataset_info(path, token=str(token) if token else None, timeout=15).sha

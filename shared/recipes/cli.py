@@ -16,7 +16,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import distributed, notebook, train
+from .. import notebook
+from ..training import config, distributed, stream, trainer
+from . import tier
 
 
 def read_parameters(path: str | Path) -> dict:
@@ -60,12 +62,12 @@ def parameters(params: dict, sets: list[str]) -> notebook.Parameters:
         if not eq:
             raise ValueError(f"--set {item}: write NAME=VALUE, e.g. --set TOTAL_TOKENS=1000000")
         params[name.strip()] = _value(value)
-    params = {**train.TIER_DEFAULTS, **params}  # parameters newer than the file
-    unknown = sorted(set(params) - set(train.TIER_PARAMETERS))
+    params = {**tier.TIER_DEFAULTS, **params}  # parameters newer than the file
+    unknown = sorted(set(params) - set(tier.TIER_PARAMETERS))
     if unknown:
         raise ValueError(f"{', '.join(unknown)}: not a parameter of the tier notebooks; they take "
-                         f"{', '.join(train.TIER_PARAMETERS)}")
-    missing = [name for name in train.TIER_PARAMETERS if name not in params]
+                         f"{', '.join(tier.TIER_PARAMETERS)}")
+    missing = [name for name in tier.TIER_PARAMETERS if name not in params]
     if missing:
         raise ValueError(f"missing parameter(s) {', '.join(missing)}: copy the notebook's parameters cell "
                          "(or pass the .ipynb as --params)")
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         P = parameters(read_parameters(args.params), args.set)
         group = distributed.init(args.collective_timeout)
         if group is not None:
-            train.check_world(train.config_from_params(P, checkpoint_dir="-"), group.world)
+            config.check_world(tier.config_from_params(P, checkpoint_dir="-"), group.world)
         run(P, group)
     except (ValueError, distributed.RankFailure) as e:  # one line, no traceback
         sys.exit(f"error: {e}")
@@ -92,23 +94,23 @@ def main(argv: list[str] | None = None) -> None:
         distributed.shutdown()
 
 
-def run(P: notebook.Parameters, group: distributed.Group | None) -> train.TrainResult:
+def run(P: notebook.Parameters, group: distributed.Group | None) -> trainer.TrainResult:
     """Train as the notebook does; rank 0 then validates, exports and uploads."""
     main_rank = group is None or group.main
     if not main_rank:
         sys.stdout = open(os.devnull, "w")  # one rank speaks
     nb = notebook.start(P)
     kw = {}
-    cfg = train.config_from_params(P)
+    cfg = tier.config_from_params(P)
     if group is not None and str(P.MODEL_DEVICE).startswith("cuda"):
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
         kw["device"] = device
         cfg.sae_device = device
-    max_memory = train.spread_max_memory(P)  # MODEL_DEVICE "spread": room kept for the SAE, as the notebook does
+    max_memory = tier.spread_max_memory(P)  # MODEL_DEVICE "spread": room kept for the SAE, as the notebook does
     if max_memory is not None:
         kw["max_memory"] = max_memory
     model, tokenizer = nb.load_model(**kw)
-    result = train.train(cfg, model, tokenizer)
+    result = trainer.train(cfg, model, tokenizer)
     if main_rank:
         _validate_and_export(P, nb, cfg, model, tokenizer, result)
     if group is not None:
@@ -117,16 +119,17 @@ def run(P: notebook.Parameters, group: distributed.Group | None) -> train.TrainR
 
 
 def _validate_and_export(P, nb, cfg, model, tokenizer, result) -> None:
-    from . import evaluate, sessions
-    from .data import packing
-    from .model import layout
-    from .saes import export
+    from .. import evaluate
+    from ..data import packing
+    from ..model import layout
+    from ..saes import export
+    from . import sessions
 
-    val_batches = train.validation_batches(cfg, tokenizer, P.VAL_TOKENS, dataset=P.VAL_DATASET or None)
+    val_batches = stream.validation_batches(cfg, tokenizer, P.VAL_TOKENS, dataset=P.VAL_DATASET or None)
     sparsity: dict = {}
     report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, sparsity=sparsity)
     print(evaluate.summarize(report))
-    data_name = train.dataset_name(cfg)  # one string for a mix too, as the notebooks write it
+    data_name = tier.dataset_name(cfg)  # one string for a mix too, as the notebooks write it
     evaluate.write_val_report(report, nb.out_dir / "val_report.json", model=P.MODEL_ID,
                               tokens_trained=result.tokens, val_dataset=P.VAL_DATASET or data_name)
     repo_id = sessions.export_repo(P.HF_REPO, P.HF_USERNAME, P.RUN_NAME)

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from . import runtime, tiers
+from .. import runtime, tiers
 
 KAGGLE_SESSION_HOURS = 12.0  # Kaggle ends a notebook session (GPU or CPU) after 12 hours of running
 
@@ -40,7 +40,7 @@ def checkpoint_repo(hf_username: str, run_name: str) -> str:
 
 def export_repo(hf_repo: str, hf_username: str, run_name: str) -> str | None:
     """The repo the SAE is uploaded to (see the module docstring); None: no upload."""
-    from .hub import hub_repo_id
+    from ..hub import hub_repo_id
 
     repo = (hf_repo or "").strip().strip("/")
     user = (hf_username or "").strip()
@@ -128,7 +128,7 @@ def checkpoint_dir(P: Mapping) -> str:
     where = resolve_checkpoint_dir(P["CHECKPOINT_DIR"], P["RUN_NAME"], hf_username=P.get("HF_USERNAME") or "")
     check_session(P, where)
     if where.startswith("hf:") and os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 probes for all
-        from . import checkpoint as ckpt
+        from ..training import checkpoint as ckpt
 
         ckpt.open_store(where)  # creates the repo private when missing; raises one line when it cannot write
     return where

@@ -13,9 +13,9 @@ import dataclasses
 import math
 from typing import Mapping, Sequence
 
-from .saes.architectures import registered
-from .saes.base import SAEConfig
-from .train import variant_of
+from ..saes.architectures import registered
+from ..saes.base import SAEConfig
+from .config import variant_of
 
 POINT_FIELDS = ("var_expl", "l0", "dead_pct", "ce_loss_recovered", "kl_div_spliced", "fvu", "alive", "d_sae")
 
