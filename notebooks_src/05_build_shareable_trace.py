@@ -57,8 +57,10 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import json
 
-from shared import html, hub, notebook, trace, viewer
+from shared import hub, notebook
+from shared.features import trace
 from shared.recipes import sae_source
+from shared.views import html, viewer
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs

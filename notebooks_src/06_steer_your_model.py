@@ -52,8 +52,9 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import textwrap
 
-from shared import features, notebook
+from shared import notebook
 from shared.data import packing, sources
+from shared.features import stats
 from shared.model import steer
 from shared.recipes import sae_source
 
@@ -79,8 +80,8 @@ sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_
 
 # %%
 batches = packing.token_batches(sources.text_stream(DATASET), tokenizer, CONTEXT_LEN, 8)
-stats = features.collect(model, tokenizer, sae, layer, batches, BASELINE_TOKENS)
-ranked = features.rank_features(stats, top_n=20)
+feature_stats = stats.collect(model, tokenizer, sae, layer, batches, BASELINE_TOKENS)
+ranked = stats.rank_features(feature_stats, top_n=20)
 
 # %% [markdown]
 # ## 3. Pick the feature
@@ -100,10 +101,10 @@ elif FEATURE == -1:
     feature, how = ranked[0][0], "top-ranked on the baseline pass"
 else:
     feature, how = FEATURE, "given id"
-typical = steer.typical_activation(stats, feature)  # mean activation when fired
-print(f"feature {feature} ({how}): fires on {float(stats.fire_rate[feature]):.2%} of baseline tokens, "
+typical = steer.typical_activation(feature_stats, feature)  # mean activation when fired
+print(f"feature {feature} ({how}): fires on {float(feature_stats.fire_rate[feature]):.2%} of baseline tokens, "
       f"typical activation {typical:.3f}")
-for ex in features.top_examples(stats, feature, tokenizer, n=3):
+for ex in stats.top_examples(feature_stats, feature, tokenizer, n=3):
     print(f"  {ex['activation']:7.3f}  {' '.join(ex['text'].split())[:100]!r}")
 
 # %% [markdown]
@@ -143,7 +144,7 @@ report = {
     "model": MODEL_ID, "layer": layer, "sae": sae_repo, "d_sae": sae.cfg.d_sae,
     "feature": feature, "chosen_by": how, "typical_activation": typical,
     "typical_activation_definition": "mean activation when fired over the baseline pass",
-    "baseline": {"dataset": DATASET, "tokens": stats.n_tokens, "fire_rate": float(stats.fire_rate[feature])},
+    "baseline": {"dataset": DATASET, "tokens": feature_stats.n_tokens, "fire_rate": float(feature_stats.fire_rate[feature])},
     "prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS,
     "interventions": [{k: v for k, v in r.items() if k != "token_ids"} for r in rows],
     "counterfactuals": steer.counterfactuals(feature, rows),

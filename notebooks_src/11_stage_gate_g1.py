@@ -64,8 +64,10 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import textwrap
 
-from shared import gates, hub, notebook, plots
+from shared import hub, notebook
+from shared.evals import gates
 from shared.recipes import sae_source
+from shared.views import plots
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs

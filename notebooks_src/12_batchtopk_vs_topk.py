@@ -59,12 +59,14 @@ OUTPUT_DIR = "outputs/12_batchtopk_vs_topk"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import evaluate, notebook, plots
+from shared import notebook
 from shared.data import packing
+from shared.evals import metrics
 from shared.model import layout
 from shared.recipes import sessions
 from shared.saes import export
 from shared.training import config, stream, sweep, trainer
+from shared.views import plots
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 # one SAE config per architecture and k; an unknown name or a k above D_SAE stops here in one line
@@ -114,7 +116,7 @@ run.save_figure(plots.plot_training_curves(trainer.load_metrics(result.metrics_p
 # %%
 val_batches = stream.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_DATASET or None)
 sparsity = {}  # each SAE's log10 firing frequency per latent, for its export
-report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, layer_of=result.layer_of,
+report = metrics.evaluate_saes(model, tokenizer, result.saes, val_batches, layer_of=result.layer_of,
                                 sparsity=sparsity)
 points = sweep.sweep_points(report, variants, result.layer_of)
 summary = sweep.summarize(points, P.ARCHITECTURES)
@@ -156,7 +158,7 @@ info = export.ExportInfo(model_name=MODEL_ID, layers_path=layout.layers_path(mod
                          dataset_path=", ".join(cfg.dataset), tokens_trained=result.tokens,
                          **packing.context_tokens(tokenizer).export_fields())  # prepend_bos: what began each context
 folders = export.export_run(result.saes, run.out_dir / "export", info, report=report, sparsity=sparsity,
-                            layer_of=result.layer_of, definitions=evaluate.METRIC_DEFINITIONS)
+                            layer_of=result.layer_of, definitions=metrics.METRIC_DEFINITIONS)
 for key, folder in folders.items():
     print(f"{key}: {folder}")
 

@@ -62,8 +62,9 @@ from itertools import islice
 
 import matplotlib.pyplot as plt
 
-from shared import features, notebook, watch
+from shared import notebook
 from shared.data import packing, sources
+from shared.features import stats, watch
 from shared.recipes import sae_source
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
@@ -88,8 +89,8 @@ if WATCH_FEATURES:
     watched = list(WATCH_FEATURES)
 else:
     batches = packing.token_batches(sources.text_stream(DATASET), tokenizer, CONTEXT_LEN, 8)
-    stats = features.collect(model, tokenizer, sae, layer, batches, BASELINE_TOKENS)
-    watched = [j for j, _ in features.rank_features(stats, top_n=TOP_K)]
+    feature_stats = stats.collect(model, tokenizer, sae, layer, batches, BASELINE_TOKENS)
+    watched = [j for j, _ in stats.rank_features(feature_stats, top_n=TOP_K)]
 if not watched:
     raise ValueError("no latent to watch: list WATCH_FEATURES or raise BASELINE_TOKENS")
 print(f"watching {len(watched)} features: {watched}")

@@ -62,9 +62,10 @@ OUTPUT_DIR = "outputs/14_attribution_patching"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import hub, notebook, plots, viewer
+from shared import hub, notebook
 from shared.circuits import attribution, circuit_json, metrics, nodes, patching, tasks
 from shared.recipes import sae_source
+from shared.views import plots, viewer
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs

@@ -56,8 +56,9 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import time
 
-from shared import notebook, plots
+from shared import notebook
 from shared.circuits import acdc, attribution, autocircuit, circuit_json, edges, metrics, nodes, tasks
+from shared.views import plots
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs

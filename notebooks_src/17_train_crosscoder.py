@@ -60,11 +60,12 @@ RUN_NAME = "gemma-2-2b-crosscoder-L6-12-18"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import notebook, plots
+from shared import notebook
 from shared.recipes import sessions
 from shared.saes import crosscoder
 from shared.training import stream
 from shared.training.crosscoder import train_crosscoder
+from shared.views import plots
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs

@@ -60,10 +60,13 @@ OUTPUT_DIR = "outputs/18_interpscore_eval"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import notebook, plots, probes, scores
+from shared import notebook
 from shared.data import packing
+from shared.evals import scores
 from shared.model import layout
+from shared.readouts import probes
 from shared.recipes import sae_source
+from shared.views import plots
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs

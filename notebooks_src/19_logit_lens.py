@@ -34,8 +34,10 @@ OUTPUT_DIR = "outputs/19_logit_lens"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import lens, notebook
+from shared import notebook
 from shared.model import layout
+from shared.readouts import lens
+from shared.views import plots
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -77,7 +79,7 @@ for L, words, probs, kl in zip(table["layers"], table["top_tokens"], table["top_
 # the last third of the network.
 
 # %%
-run.save_figure(lens.plot_lens_heatmap(table, value="prob", max_tokens=MAX_TOKENS_SHOWN), "logit_lens_heatmap.png")
+run.save_figure(plots.plot_lens_heatmap(table, value="prob", max_tokens=MAX_TOKENS_SHOWN), "logit_lens_heatmap.png")
 
 # %% [markdown]
 # ## 4. KL to the final distribution per layer
@@ -87,8 +89,8 @@ run.save_figure(lens.plot_lens_heatmap(table, value="prob", max_tokens=MAX_TOKEN
 # steep drop marks the layers where the prediction is formed.
 
 # %%
-run.save_figure(lens.plot_kl_per_layer(table), "logit_lens_kl.png")
-run.save_figure(lens.plot_lens_heatmap(table, value="kl", max_tokens=MAX_TOKENS_SHOWN), "logit_lens_kl_heatmap.png")
+run.save_figure(plots.plot_kl_per_layer(table), "logit_lens_kl.png")
+run.save_figure(plots.plot_lens_heatmap(table, value="kl", max_tokens=MAX_TOKENS_SHOWN), "logit_lens_kl_heatmap.png")
 
 # %% [markdown]
 # ## 5. Save the report

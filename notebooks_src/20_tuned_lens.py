@@ -51,8 +51,10 @@ import itertools
 
 import matplotlib.pyplot as plt
 
-from shared import lens, notebook
+from shared import notebook
 from shared.data import sources
+from shared.readouts import lens
+from shared.views import plots
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -114,7 +116,7 @@ print(f"{'layer':>5} {'KL logit':>9} {'KL tuned':>9} {'top1 logit':>11} {'top1 t
 for L in report["layers"]:
     print(f"{L:5d} {report['logit_lens']['kl'][L]:9.3f} {report['tuned_lens']['kl'][L]:9.3f} "
           f"{report['logit_lens']['top1_agreement'][L]:11.3f} {report['tuned_lens']['top1_agreement'][L]:11.3f}")
-run.save_figure(lens.plot_lens_comparison(report), "tuned_vs_logit_lens.png")
+run.save_figure(plots.plot_lens_comparison(report), "tuned_vs_logit_lens.png")
 
 # %% [markdown]
 # ## 5. One prompt through both lenses
@@ -125,7 +127,7 @@ run.save_figure(lens.plot_lens_comparison(report), "tuned_vs_logit_lens.png")
 tables = {"logit": lens.lens_table(model, tokenizer, PROMPT, topk=3),
           "tuned": lens.lens_table(model, tokenizer, PROMPT, topk=3, lens=tuned)}
 for name, table in tables.items():
-    run.save_figure(lens.plot_lens_heatmap(table, value="prob", max_tokens=24), f"{name}_lens_heatmap.png")
+    run.save_figure(plots.plot_lens_heatmap(table, value="prob", max_tokens=24), f"{name}_lens_heatmap.png")
     print(f"{name} lens, last position, top-1 by layer:", [row[-1][0] for row in table["top_tokens"]])
 
 # %% [markdown]

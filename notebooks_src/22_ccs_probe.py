@@ -43,9 +43,11 @@ OUTPUT_DIR = "outputs/22_ccs_probe"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import notebook, plots, probes
+from shared import notebook
 from shared.data import tasks, templates
 from shared.model import capture, layout
+from shared.readouts import probes
+from shared.views import plots
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs

@@ -96,12 +96,14 @@ import json
 import matplotlib.pyplot as plt
 import torch
 
-from shared import evaluate, notebook, plots
+from shared import notebook
 from shared.data import packing
+from shared.evals import metrics
 from shared.model import capture, layout
 from shared.recipes import sessions, tier
 from shared.saes import export, load
 from shared.training import stream, trainer
+from shared.views import plots
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -338,10 +340,10 @@ run.save_figure(plots.plot_training_curves(history), "training_curves.png")
 # %%
 val_batches = stream.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_DATASET or None)
 sparsity = {}
-report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, sparsity=sparsity)
-print(evaluate.summarize(report))
+report = metrics.evaluate_saes(model, tokenizer, result.saes, val_batches, sparsity=sparsity)
+print(metrics.summarize(report))
 data_name = tier.dataset_name(cfg)  # the source, or the mix's sources with their weights
-evaluate.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, tokens_trained=result.tokens,
+metrics.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, tokens_trained=result.tokens,
                           val_dataset=VAL_DATASET or data_name)
 
 # %% [markdown]
@@ -362,7 +364,7 @@ info = export.ExportInfo(model_name=MODEL_ID, layers_path=layout.layers_path(mod
                          dataset_path=data_name, tokens_trained=result.tokens, repo_id=repo_id,
                          **packing.context_tokens(tokenizer).export_fields())  # prepend_bos and the context start token
 folders = export.export_run(result.saes, out_dir / "export", info, report=report, sparsity=sparsity,
-                            definitions=evaluate.METRIC_DEFINITIONS)  # what each number of the model card means
+                            definitions=metrics.METRIC_DEFINITIONS)  # what each number of the model card means
 check = val_batches[0][:1].to(layout.model_device(model))
 acts = capture.capture_residuals(model, check, layers)
 same = {}

@@ -171,8 +171,8 @@ def write_fixture_repo(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "build_notebooks.py", root / "build_notebooks.py")
     shutil.copy(REPO / "build_site.py", root / "build_site.py")  # the site build, and the viewers' script it reads
-    (root / "shared").mkdir(exist_ok=True)
-    shutil.copy(REPO / "shared" / "viewer.py", root / "shared" / "viewer.py")
+    (root / "shared" / "views").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "shared" / "views" / "viewer.py", root / "shared" / "views" / "viewer.py")
     (root / "pyproject.toml").write_text(FIXTURE_PYPROJECT)
     (root / "README.md").write_text(FIXTURE_README)
     (root / "notebooks").mkdir(exist_ok=True)

@@ -216,7 +216,7 @@ def test_feature_figure_groups_live_features_by_class():
     import matplotlib
 
     matplotlib.use("Agg")
-    from shared import plots
+    from shared.views import plots
 
     norms = torch.tensor([[1.0, 1.0, 1.0], [0.9, 0.05, 0.05], [0.05, 0.05, 0.9], [0.0, 0.0, 0.0]])
     classes = ["persistent", "early-only", "late-only", "dead"]

@@ -10,7 +10,7 @@ import torch
 
 from shared.data.packing import token_batches
 from shared.data.synthetic import synthetic_texts
-from shared.evaluate import evaluate_saes, summarize, write_val_report
+from shared.evals.metrics import evaluate_saes, summarize, write_val_report
 from shared.model.layout import d_model
 from shared.saes.architectures import build_sae
 from shared.saes.topk import TopKConfig
@@ -102,7 +102,7 @@ def test_report_does_not_depend_on_forward_batch_or_chunk_size(tiny):
     logits = torch.randn(2, 9, 50)
     ids = torch.randint(0, 50, (2, 9))
     keep = torch.ones(2, 9, dtype=torch.bool)
-    from shared.evaluate import next_token_sums
+    from shared.evals.metrics import next_token_sums
     whole = next_token_sums(logits, ids, keep, reference=logits.flip(0), chunk=100)
     parts = next_token_sums(logits, ids, keep, reference=logits.flip(0), chunk=3)
     assert whole[0] == pytest.approx(parts[0]) and whole[1] == pytest.approx(parts[1]) and whole[2] == 16

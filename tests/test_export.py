@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from shared import evaluate, hub
+from shared import hub
+from shared.evals import metrics
 from shared.saes import export, load
 from shared.saes.architectures import build_sae
 from shared.saes.topk import TopKConfig
@@ -87,13 +88,13 @@ def test_model_card_names_each_metric_definition():
     cfg = export.saelens_cfg(_sae(), export.ExportInfo("google/gemma-2-2b"), layer=3)
     card = export.model_card(cfg, {"var_expl": 0.8, "ce_loss_recovered": 0.923, "kl_div_spliced": 0.1,
                                    "saelens": {"ce_loss_score": 0.944, "kl_div_score": 0.95}},
-                             definitions=evaluate.METRIC_DEFINITIONS)
+                             definitions=metrics.METRIC_DEFINITIONS)
     assert "| ce_loss_recovered | 0.923 |" in card and "| ce_loss_score | 0.944 |" in card
     assert "`sae_lens.evals.run_evals`" in card
     for key in ("var_expl", "ce_loss_recovered", "kl_div_spliced", "saelens"):
         assert f"- `{key}`" in card, key
     assert "- `l0`" not in card  # only the metrics the card shows are defined
-    assert "How these are computed" not in export.model_card(cfg, {"dead_pct": 1.0}, definitions=evaluate.METRIC_DEFINITIONS)
+    assert "How these are computed" not in export.model_card(cfg, {"dead_pct": 1.0}, definitions=metrics.METRIC_DEFINITIONS)
 
 
 def test_normalisation_is_folded_and_original_untouched(tmp_path):

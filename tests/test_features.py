@@ -8,7 +8,8 @@ import torch
 
 from shared.data.packing import token_batches
 from shared.data.synthetic import synthetic_texts
-from shared.features import FeatureStats, catalog_entries, collect, logit_effects, rank_features, top_examples
+from shared.features.stats import (FeatureStats, catalog_entries, collect, logit_effects, rank_features,
+                                   top_examples)
 from shared.model.capture import capture_residuals, token_mask
 from shared.model.layout import d_model, unembed
 from shared.saes import architectures
@@ -186,7 +187,7 @@ def test_bad_input_is_one_line_error():
 def test_detection_contexts_and_judge_evidence(model_sae):
     """Held-out windows carry each latent's activation as the full sequence gives it, hold no special token;
     the judge's evidence scores on windows measured silent and on activating ones across quantiles."""
-    from shared.features import DETECTION_PROTOCOL, detection_contexts, judge_evidence
+    from shared.features.stats import DETECTION_PROTOCOL, detection_contexts, judge_evidence
 
     model, tok, sae = model_sae
     seen = list(token_batches(synthetic_texts(40, seed=0), tok, 32, 4, max_batches=3))
@@ -223,7 +224,7 @@ def test_detection_contexts_and_judge_evidence(model_sae):
 def test_quantile_sample_draws_across_the_ranking():
     import random
 
-    from shared.features import quantile_sample
+    from shared.features.stats import quantile_sample
 
     got = quantile_sample(100, 10, 10, random.Random(0))
     assert [q for _, q in got] == list(range(10)) and all(10 * q <= i < 10 * (q + 1) for i, q in got)

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from planted_sae import LAYER, planted_sae
-from shared import gates, trace
 from shared.data import tasks
+from shared.evals import gates
+from shared.features import trace
 from shared.saes import architectures
 from shared.saes.relu import ReLUConfig
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from conftest import peer_python
-from shared import lens
 from shared.data import synthetic
 from shared.model import layout, loading, tiny
+from shared.readouts import lens
+from shared.views import plots
 
 PROMPT = "The capital of France is Paris. The capital of"
 
@@ -107,7 +108,7 @@ def test_lens_table_and_plots(tiny_model):
     assert max(table["kl"][-1]) < 1e-5  # the last layer IS the model's distribution
     assert [p[0] for p in table["top_tokens"][-1]] == [p[0] for p in table["final_top"]]
     json.dumps(table)
-    for fig in (lens.plot_lens_heatmap(table), lens.plot_lens_heatmap(table, value="kl"), lens.plot_kl_per_layer(table)):
+    for fig in (plots.plot_lens_heatmap(table), plots.plot_lens_heatmap(table, value="kl"), plots.plot_kl_per_layer(table)):
         assert fig.axes
         matplotlib.pyplot.close(fig)
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from shared import plots, probes
 from shared.model import capture, steer
+from shared.readouts import probes
+from shared.views import plots
 
 
 

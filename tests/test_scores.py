@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from conftest import peer_python
-from shared import evaluate, scores
 from shared.data import packing, sources, synthetic
+from shared.evals import metrics, scores
 from shared.model import layout
 from shared.saes import architectures
 from shared.saes.topk import TopKConfig
@@ -166,7 +166,7 @@ def test_interp_score_equals_the_weighted_components_recomputed_by_hand(scored, 
 
 def test_loss_alive_l0_parts_are_evaluate_saes_numbers(scored):
     report, val, sae, batches, model, tok = scored
-    again = evaluate.evaluate_saes(model, tok, {LAYER: sae}, batches)[str(LAYER)]
+    again = metrics.evaluate_saes(model, tok, {LAYER: sae}, batches)[str(LAYER)]
     assert report["components"]["loss_recovered"] == pytest.approx(min(1, max(0, again["ce_loss_recovered"])), abs=1e-6)
     assert report["components"]["alive"] == pytest.approx(again["alive"] / 128, abs=1e-6)
     assert report["components"]["l0_score"] == pytest.approx(scores.l0_score(again["l0"]), abs=1e-6)

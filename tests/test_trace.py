@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from shared.features.trace import alpha_key, prompt_activations, trace_prompt
 from shared.model.layout import d_model, model_device
 from shared.saes import architectures
 from shared.saes.topk import TopKConfig
-from shared.trace import alpha_key, prompt_activations, trace_prompt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

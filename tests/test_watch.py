@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from planted_sae import LAYER, TOKEN, planted_sae, sprinkle
-from shared import watch
 from shared.data import synthetic
+from shared.features import watch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

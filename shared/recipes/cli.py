@@ -119,25 +119,25 @@ def run(P: notebook.Parameters, group: distributed.Group | None) -> trainer.Trai
 
 
 def _validate_and_export(P, nb, cfg, model, tokenizer, result) -> None:
-    from .. import evaluate
     from ..data import packing
+    from ..evals import metrics
     from ..model import layout
     from ..saes import export
     from . import sessions
 
     val_batches = stream.validation_batches(cfg, tokenizer, P.VAL_TOKENS, dataset=P.VAL_DATASET or None)
     sparsity: dict = {}
-    report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, sparsity=sparsity)
-    print(evaluate.summarize(report))
+    report = metrics.evaluate_saes(model, tokenizer, result.saes, val_batches, sparsity=sparsity)
+    print(metrics.summarize(report))
     data_name = tier.dataset_name(cfg)  # one string for a mix too, as the notebooks write it
-    evaluate.write_val_report(report, nb.out_dir / "val_report.json", model=P.MODEL_ID,
+    metrics.write_val_report(report, nb.out_dir / "val_report.json", model=P.MODEL_ID,
                               tokens_trained=result.tokens, val_dataset=P.VAL_DATASET or data_name)
     repo_id = sessions.export_repo(P.HF_REPO, P.HF_USERNAME, P.RUN_NAME)
     info = export.ExportInfo(model_name=P.MODEL_ID, layers_path=layout.layers_path(model),
                              context_size=P.CONTEXT_LEN, dataset_path=data_name, tokens_trained=result.tokens,
                              repo_id=repo_id, **packing.context_tokens(tokenizer).export_fields())
     folders = export.export_run(result.saes, nb.out_dir / "export", info, report=report, sparsity=sparsity,
-                                definitions=evaluate.METRIC_DEFINITIONS)
+                                definitions=metrics.METRIC_DEFINITIONS)
     uploads = export.upload_export(folders, repo_id, private=P.HF_PRIVATE)
     nb.write_report("run_report.json", {
         "model": P.MODEL_ID, "layers": list(cfg.layers), "tokens_trained": result.tokens, "steps": result.steps,

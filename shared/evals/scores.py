@@ -28,15 +28,15 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .data.mixing import mix_streams
-from .data.sources import parse_source
-from .data.tasks import load_task_dataset
-from .evaluate import evaluate_saes
-from .model.capture import capture_residuals, content_mask, masked_mean
-from .model.layout import model_device
-from .probes import _auroc, linear_probe
-from .saes.formats import CFG_FILE
-from .saes.load import check_sae_fits
+from ..data.mixing import mix_streams
+from ..data.sources import parse_source
+from ..data.tasks import load_task_dataset
+from ..model.capture import capture_residuals, content_mask, masked_mean
+from ..model.layout import model_device
+from ..readouts.probes import _auroc, linear_probe
+from ..saes.formats import CFG_FILE
+from ..saes.load import check_sae_fits
+from .metrics import evaluate_saes
 
 VERSION = "0.0.1"
 WEIGHTS = {"loss_recovered": 0.30, "alive": 0.15, "l0_score": 0.15, "sparse_probing": 0.25, "tpp": 0.15}

@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .runtime import get_secret, require_package
-from .training.checkpoint import atomic_write_text
+from ..runtime import get_secret, require_package
+from ..training.checkpoint import atomic_write_text
 
 SCORE_METRIC = ("detection balanced accuracy on held-out activating contexts (across activation quantiles) vs "
                 "held-out contexts measured non-activating (0.5 = chance)")

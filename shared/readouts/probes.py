@@ -18,9 +18,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data.templates import ccs_template
-from .model.steer import unit_direction
-from .runtime import single_thread
+from ..data.templates import ccs_template
+from ..model.steer import unit_direction
+from ..runtime import single_thread
 
 # ----------------------------------------------------------------------------------------------
 # input checks

@@ -22,8 +22,8 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .model.capture import capture_residuals, token_mask
-from .model.layout import check_layers, model_device, unembed
+from ..model.capture import capture_residuals, token_mask
+from ..model.layout import check_layers, model_device, unembed
 
 PAD = -1  # token id of a window position outside its sequence
 

@@ -26,9 +26,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .model.capture import capture_residuals, token_mask
-from .model.hooks import read_residuals
-from .model.layout import model_device
+from ..model.capture import capture_residuals, token_mask
+from ..model.hooks import read_residuals
+from ..model.layout import model_device
 
 
 def _features(sae, features: Sequence[int]) -> list[int]:
@@ -136,7 +136,7 @@ class Watchtower:
         """Stream prompts (a list of strings, or a file / data source spec for data.text_stream), forward
         only; append to and return `results`: per prompt {index, prompt, flagged, n_tokens, max_activation, flags}."""
         if isinstance(prompts, str):
-            from .data.sources import text_stream
+            from ..data.sources import text_stream
 
             prompts = text_stream(prompts)
         start = len(self.results)

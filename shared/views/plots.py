@@ -284,3 +284,76 @@ def plot_faithfulness_completeness(rows: Sequence[dict], circuit_size: int | Non
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- lenses (19, 20)
+
+def _short_token(s, n=8):
+    s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)  # "\n", "\x10": visible, and in the font
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def plot_lens_heatmap(table, value="prob", max_tokens=40, annotate=True):
+    """Token x layer heat map of top-1 probability (value="prob") or KL to final ("kl"), top-1 token written in."""
+    import matplotlib.pyplot as plt
+
+    if value not in ("prob", "kl"):
+        raise ValueError('value must be "prob" or "kl".')
+    tokens = table["tokens"][-max_tokens:]
+    T = len(tokens)
+    grid = [[p[0] for p in row[-T:]] for row in table["top_probs"]] if value == "prob" else [row[-T:] for row in table["kl"]]
+    words = [[w[0] for w in row[-T:]] for row in table["top_tokens"]]
+    L = len(grid)
+    fig, ax = plt.subplots(figsize=(min(2 + 0.8 * T, 40), min(max(3.5, 1.5 + 0.38 * L), 40)))
+    im = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis" if value == "prob" else "magma_r",
+                   vmin=0, vmax=1 if value == "prob" else None)
+    if annotate:
+        for li in range(L):
+            for ti in range(T):
+                ax.text(ti, li, _short_token(words[li][ti]), ha="center", va="center", fontsize=7, color="w" if value == "prob" and grid[li][ti] < 0.5 else "k")
+    ax.set_xticks(range(T), [_short_token(t, 10) for t in tokens], rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(L), [str(x) for x in table["layers"]], fontsize=8)
+    ax.set_xlabel("input token (prediction is for the next token)")
+    ax.set_ylabel("layer (block output)")
+    ax.set_title(f"{table.get('lens', 'logit')} lens: " + ("top-1 probability" if value == "prob" else "KL(final || layer), nats"))
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    return fig
+
+
+def plot_kl_per_layer(table):
+    """Mean KL(final || layer) over the prompt's positions, one point per layer."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(table["layers"], table["kl_mean"], marker="o")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("KL(final || lens), nats")
+    ax.set_title(f"{table.get('lens', 'logit')} lens: distance to the final prediction")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lens_comparison(report):
+    """Two panels: KL to the final distribution and top-1 agreement per layer, logit vs tuned lens."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name, style in (("logit_lens", "o--"), ("tuned_lens", "s-")):
+        axes[0].plot(report["layers"], report[name]["kl"], style, label=name.replace("_", " "))
+        axes[1].plot(report["layers"], report[name]["top1_agreement"], style, label=name.replace("_", " "))
+    axes[0].set_ylabel("KL(final || lens), nats")
+    axes[1].set_ylabel("top-1 agreement with final")
+    axes[1].set_ylim(0, 1.02)
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("layer")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"Tuned vs logit lens on {report['n_tokens']} held-out tokens")
+    fig.tight_layout()
+    return fig

@@ -56,7 +56,7 @@ def load_problems(dataset: str, n: int, split: str = "test", seed: int = 0) -> l
     dataset_response (synthetic only): a model-style answer, right or wrong (balanced), to score
     in place of a generation. Fewer than n problems in the split -> one-line ValueError.
     """
-    from .data.tasks import load_task_dataset
+    from ..data.tasks import load_task_dataset
 
     if dataset not in DATASETS:
         raise ValueError(f"dataset={dataset!r}: Stage Gate G1 reads one of {', '.join(DATASETS)}")
@@ -157,7 +157,7 @@ def responses(model, tokenizer, problems: Sequence[dict], *, source: str = "gene
     """Per problem {prompt_ids, response_ids, response, prompt_format}: greedy generations
     (source="generate", steer.greedy_continuations), or the dataset's own model-style answers
     (source="dataset", synthetic:arithmetic only) tokenised after the prompt."""
-    from .model.steer import greedy_continuations
+    from ..model.steer import greedy_continuations
 
     if source not in ("generate", "dataset"):
         raise ValueError(f"source={source!r}: use 'generate' (the model answers) or 'dataset' (score the "
@@ -179,8 +179,8 @@ def response_means(model, tokenizer, sae, layer: int, scored: Sequence[dict]) ->
     """(mean SAE latents over each response's tokens [N, d_sae], the number of response tokens read per
     problem): one forward of prompt + response each, only the response tokens kept (trace.token_latents).
     A response with no ordinary token has a row of NaN."""
-    from .saes.load import check_sae_fits
-    from .trace import token_latents
+    from ..features.trace import token_latents
+    from ..saes.load import check_sae_fits
 
     check_sae_fits(sae, model, layer)
     means, counts = [], []
@@ -229,7 +229,7 @@ def check_packs(helpful, harmful, d_sae: int) -> tuple[list[int], list[int]]:
 def catalog_pack(catalog, query: str, pack_size: int) -> list[int]:
     """The ids of the first pack_size entries of a feature catalog (feature_catalog.json: path or dict)
     whose label holds every word of query (steer.find_features); a one-line ValueError when none does."""
-    from .model.steer import find_features
+    from ..model.steer import find_features
 
     hits = find_features(catalog, query)
     if not hits:

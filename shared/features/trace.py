@@ -21,9 +21,9 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .model.capture import capture_residuals, token_mask
-from .model.layout import check_layers, model_device
-from .model.steer import alpha_key, generate_steered  # alpha_key: how TraceData writes an alpha
+from ..model.capture import capture_residuals, token_mask
+from ..model.layout import check_layers, model_device
+from ..model.steer import alpha_key, generate_steered  # alpha_key: how TraceData writes an alpha
 
 ALPHA_UNIT = "alpha x the feature's max activation on the prompt x its decoder row, added at the layer"
 AUROC_SOURCE = ("the catalog's detection_auroc: AUROC of the feature's peak activation in each held-out context of "

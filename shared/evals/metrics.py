@@ -20,10 +20,10 @@ from typing import Iterable, Mapping
 import torch
 import torch.nn.functional as F
 
-from .model.capture import dtype_advice, token_mask
-from .model.hooks import edit_residual, read_residuals
-from .model.intervene import keep_positions
-from .model.layout import model_device, resolve_layers
+from ..model.capture import dtype_advice, token_mask
+from ..model.hooks import edit_residual, read_residuals
+from ..model.intervene import keep_positions
+from ..model.layout import model_device, resolve_layers
 
 _CHUNK_TOKENS = 4096
 
