@@ -79,7 +79,7 @@ def shaped_model(name: str, device: str, dtype: torch.dtype):
 def predicted(name: str, layers: tuple[int, ...], d_sae: int, model_batch: int, batch_tokens: int,
               buffer_tokens: int) -> dict | None:
     """What shared/tiers.py predicts for this run on this GPU: peak GiB and tokens/s (None on CPU)."""
-    from shared import tiers
+    from shared.notebook import tiers
 
     model_id = SHAPES[name]
     if model_id is None or not torch.cuda.is_available():
@@ -134,7 +134,7 @@ def main() -> None:
     elif model_id in ("google/gemma-2-2b", None):
         layers = (12,) if model_id else (TOY["num_hidden_layers"] // 2,)
     else:
-        from shared import tiers
+        from shared.notebook import tiers
 
         layers = tiers.MODELS[model_id].default_layers()
 
@@ -261,7 +261,7 @@ def fit_check(args) -> None:
     peak is compared with the predicted sum of the two GPUs (less one CUDA context)."""
     import tempfile
 
-    from shared import tiers
+    from shared.notebook import tiers
     from shared.recipes.tier import TIER_PARAMETERS
     from shared.saes import crosscoder
     from shared.training import sweep

@@ -57,13 +57,15 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import json
 
-from shared import hub, notebook
+from shared import hub
 from shared.features import trace
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 from shared.recipes import sae_source
 from shared.views import html, viewer
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line, before any download
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 layer = P.one_layer()  # checked against the model's config, negatives resolved
 
 # %% [markdown]

@@ -52,14 +52,15 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import textwrap
 
-from shared import notebook
 from shared.data import packing, sources
 from shared.features import stats
 from shared.model import steer
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 from shared.recipes import sae_source
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line, before any download
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The model and its SAE

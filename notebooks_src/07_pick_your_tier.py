@@ -30,10 +30,13 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import matplotlib.pyplot as plt
 
-from shared import notebook, runtime, tiers
+from shared import runtime
+from shared.notebook import tiers
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. Detect the GPU

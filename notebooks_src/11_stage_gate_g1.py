@@ -64,13 +64,15 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import textwrap
 
-from shared import hub, notebook
+from shared import hub
 from shared.evals import gates
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 from shared.recipes import sae_source
 from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line, before any download
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The problems

@@ -62,13 +62,14 @@ from itertools import islice
 
 import matplotlib.pyplot as plt
 
-from shared import notebook
 from shared.data import packing, sources
 from shared.features import stats, watch
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 from shared.recipes import sae_source
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line, before any download
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The model and its SAE

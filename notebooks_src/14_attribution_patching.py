@@ -62,13 +62,15 @@ OUTPUT_DIR = "outputs/14_attribution_patching"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import hub, notebook
+from shared import hub
 from shared.circuits import attribution, circuit_json, metrics, nodes, patching, tasks
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 from shared.recipes import sae_source
 from shared.views import plots, viewer
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line, before any download
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The model, its SAE and the task

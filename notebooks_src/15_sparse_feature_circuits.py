@@ -59,13 +59,15 @@ OUTPUT_DIR = "outputs/15_sparse_feature_circuits"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import hub, notebook
+from shared import hub
 from shared.circuits import circuit_json, metrics, sfc, tasks
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 from shared.recipes import circuit_saes
 from shared.views import html, plots, viewer
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line, before any download
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The model, its SAEs and the task

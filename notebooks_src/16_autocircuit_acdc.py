@@ -56,12 +56,13 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import time
 
-from shared import notebook
 from shared.circuits import acdc, attribution, autocircuit, circuit_json, edges, metrics, nodes, tasks
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line, before any download
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The model, the task and the edge graph

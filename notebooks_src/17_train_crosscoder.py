@@ -60,15 +60,16 @@ RUN_NAME = "gemma-2-2b-crosscoder-L6-12-18"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import notebook
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 from shared.recipes import sessions
 from shared.saes import crosscoder
 from shared.training import stream
 from shared.training.crosscoder import train_crosscoder
 from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line, before any download
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 cfg = crosscoder.CrosscoderConfig(layers=P.LAYERS, d_sae=D_SAE, architecture=SPARSITY, k=K,
                                   l1_coefficient=L1_COEFFICIENT, seed=SEED)  # too few layers, K > D_SAE: one line
 crosscoder.check_rule(cfg.n_layers, DOMINANT_SHARE, PERSISTENT_SHARE)

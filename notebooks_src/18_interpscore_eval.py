@@ -60,16 +60,17 @@ OUTPUT_DIR = "outputs/18_interpscore_eval"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import notebook
 from shared.data import packing
 from shared.evals import scores
 from shared.model import layout
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 from shared.readouts import probes
 from shared.recipes import sae_source
 from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line, before any download
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The model and its SAE

@@ -51,13 +51,14 @@ import itertools
 
 import matplotlib.pyplot as plt
 
-from shared import notebook
 from shared.data import sources
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 from shared.readouts import lens
 from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line, before any download
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 out_dir = run.out_dir
 
 # %% [markdown]

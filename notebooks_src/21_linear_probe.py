@@ -41,14 +41,15 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import numpy as np
 
-from shared import notebook
 from shared.data import tasks
 from shared.model import capture
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 from shared.readouts import probes
 from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line, before any download
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. Load the labelled data

@@ -43,14 +43,15 @@ OUTPUT_DIR = "outputs/22_ccs_probe"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import notebook
 from shared.data import tasks, templates
 from shared.model import capture, layout
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 from shared.readouts import probes
 from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line, before any download
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. Load the model and the labelled data

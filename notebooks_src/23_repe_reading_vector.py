@@ -130,14 +130,15 @@ import textwrap
 
 import numpy as np
 
-from shared import notebook
 from shared.data import synthetic
 from shared.model import capture, steer
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 from shared.readouts import probes
 from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line, before any download
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The contrast pairs

@@ -96,17 +96,18 @@ import json
 import matplotlib.pyplot as plt
 import torch
 
-from shared import notebook
 from shared.data import packing
 from shared.evals import metrics
 from shared.model import capture, layout
+from shared.notebook.parameters import check_parameters
+from shared.notebook.run import start
 from shared.recipes import sessions, tier
 from shared.saes import export, load
 from shared.training import stream, trainer
 from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+P = check_parameters(globals())  # a bad value stops here with one line, before any download
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 out_dir = run.out_dir
 layers = tuple(P.LAYER)  # block indices >= 0: LAYER = -1 is the last block
 

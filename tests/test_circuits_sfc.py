@@ -242,7 +242,7 @@ def test_bad_input_fails_in_one_line(tiny):
 
 
 def test_notebook_sae_ids_are_checked_before_any_load(tiny, tmp_path):
-    from shared.notebook import Parameters
+    from shared.notebook.parameters import Parameters
     from shared.recipes import circuit_saes
 
     model = tiny[0]

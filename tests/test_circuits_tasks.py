@@ -161,18 +161,18 @@ def test_metrics_by_hand(byte_tok):
 
 
 def test_notebook_rules_name_the_same_tasks_metrics_and_ablations():
-    from shared import notebook
     from shared.circuits import patching
+    from shared.notebook import parameters
 
     for name, options in (("TASK", tasks.TASKS), ("METRIC", metrics.GRADIENT_METRICS),
                           ("COUNTERFACTUAL", patching.ABLATIONS)):
         for value in options:
-            assert notebook.RULES[name](value, None) == value
+            assert parameters.RULES[name](value, None) == value
         with pytest.raises(ValueError):
-            notebook.RULES[name]("nope", None)
+            parameters.RULES[name]("nope", None)
     assert set(metrics.METRICS) - set(metrics.GRADIENT_METRICS) == {"kl"}
-    with pytest.raises(notebook.ParameterError, match=r"^METRIC = 'kl': has zero gradient.*use 'logit_diff' or 'prob'$"):
-        notebook.check_parameters({"METRIC": "kl"})  # notebooks 14 and 15 attribute with METRIC
+    with pytest.raises(parameters.ParameterError, match=r"^METRIC = 'kl': has zero gradient.*use 'logit_diff' or 'prob'$"):
+        parameters.check_parameters({"METRIC": "kl"})  # notebooks 14 and 15 attribute with METRIC
 
 
 def test_task_metrics_and_describe():

@@ -230,8 +230,8 @@ def test_chat_tokenizers_get_the_chat_template(setup):
 
 
 def test_dataset_responses_need_synthetic_arithmetic_in_the_notebook_parameters():
-    from shared import notebook
+    from shared.notebook import parameters
 
-    with pytest.raises(notebook.ParameterError, match=r"^RESPONSES = 'dataset': .*synthetic:arithmetic"):
-        notebook.check_parameters({"PROBLEMS": "gsm8k", "RESPONSES": "dataset"})
-    assert notebook.check_parameters({"PROBLEMS": "synthetic:arithmetic", "RESPONSES": "dataset"})["RESPONSES"] == "dataset"
+    with pytest.raises(parameters.ParameterError, match=r"^RESPONSES = 'dataset': .*synthetic:arithmetic"):
+        parameters.check_parameters({"PROBLEMS": "gsm8k", "RESPONSES": "dataset"})
+    assert parameters.check_parameters({"PROBLEMS": "synthetic:arithmetic", "RESPONSES": "dataset"})["RESPONSES"] == "dataset"

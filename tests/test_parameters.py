@@ -14,8 +14,8 @@ import torch
 
 import build_notebooks as bn
 from conftest import REPO
-from shared import notebook
 from shared.model import layout
+from shared.notebook import parameters
 
 ENTRIES = bn.load_catalog(REPO)
 
@@ -134,14 +134,14 @@ CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad)
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
 def test_every_parameter_has_a_rule_and_a_bad_case(entry):
     names = set(parameters_of(entry))
-    assert not names - set(notebook.RULES), f"{entry.id}: add rules to shared/notebook.py RULES"
+    assert not names - set(parameters.RULES), f"{entry.id}: add rules to shared/notebook/parameters.py RULES"
     assert not names - {name for name, _, _ in BAD}, f"{entry.id}: add bad values to BAD in this test"
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
 def test_smoke_parameters_pass(entry):
     params = parameters_of(entry)
-    checked = notebook.check_parameters(params)
+    checked = parameters.check_parameters(params)
     assert set(checked) == set(params)
 
 
@@ -149,8 +149,8 @@ def test_smoke_parameters_pass(entry):
 def test_bad_value_is_a_one_line_error_naming_the_parameter(entry, name, bad):
     params = parameters_of(entry)
     value = bad(params) if callable(bad) else bad
-    with pytest.raises(notebook.ParameterError) as e:
-        notebook.check_parameters({**params, name: value})
+    with pytest.raises(parameters.ParameterError) as e:
+        parameters.check_parameters({**params, name: value})
     message = str(e.value)
     assert message.startswith(f"{name} = {value!r}"[:40]) and "\n" not in message, message
     assert len(message) < 400 and isinstance(e.value, ValueError)
@@ -159,7 +159,19 @@ def test_bad_value_is_a_one_line_error_naming_the_parameter(entry, name, bad):
 def test_sweep_architectures_are_the_registered_ones_with_a_k():
     from shared.training import sweep
 
-    assert list(notebook.SWEEP_ARCHITECTURES) == sweep.k_architectures()
+    assert list(parameters.SWEEP_ARCHITECTURES) == sweep.k_architectures()
+
+
+def test_gpu_and_goal_rules_name_the_planners_classes_and_goals():
+    """GPU and GOAL (notebook 07) are checked against names written out in parameters.py, so no notebook's
+    first cell vendors the planner: they are tiers' own, and GPU reads a name as tiers.gpu_class does."""
+    from shared.notebook import tiers
+
+    assert parameters.GPU_CLASSES == tuple(tiers.GPU_CLASSES) and parameters.GOALS == tiers.GOALS
+    for given in ("t4", " h100-80 ", "2XT4", None):
+        assert parameters.RULES["GPU"](given, None) == tiers.gpu_class(given).name
+    with pytest.raises(ValueError, match="unknown GPU class 'GTX-9000'; use one of T4, 2xT4"):
+        parameters.RULES["GPU"]("GTX-9000", None)
 
 
 @pytest.mark.parametrize("entry_id, name, value, says", [
@@ -169,15 +181,15 @@ def test_sweep_architectures_are_the_registered_ones_with_a_k():
 ])
 def test_bad_value_says_what_to_set(entry_id, name, value, says):
     entry = next(e for e in ENTRIES if e.id == entry_id)
-    with pytest.raises(notebook.ParameterError, match=f"^{name} = ") as e:
-        notebook.check_parameters({**parameters_of(entry), name: value})
+    with pytest.raises(parameters.ParameterError, match=f"^{name} = ") as e:
+        parameters.check_parameters({**parameters_of(entry), name: value})
     assert says in str(e.value)
 
 
 def test_layer_normalisation_and_devices():
     params = {"MODEL_ID": "tiny:llama", "LAYER": -1, "LAYERS": "0-2", "SWEEP_LAYERS": "", "SAE_DEVICE": "auto",
               "MODEL_DEVICE": "spread", "DEVICE": "", "MODEL_DTYPE": "bfloat16", "IGNORED": 1, "lowercase": 2}
-    P = notebook.check_parameters(params)
+    P = parameters.check_parameters(params)
     assert P.LAYER == [3] and P.LAYERS == [0, 1, 2] and P.SWEEP_LAYERS == []
     assert P.MODEL_DEVICE == "spread" and P.SAE_DEVICE == ("cpu" if not torch.cuda.is_available() else P.SAE_DEVICE)
     assert P.DEVICE is None and P.MODEL_DTYPE == torch.bfloat16 and "IGNORED" not in P
@@ -293,10 +305,10 @@ def test_dataset_mix_and_auto_buffer_reach_the_train_config():
 
     mix = ["synthetic@0.7", "synthetic@0.2", "synthetic@0.1"]
     entry = next(e for e in ENTRIES if e.id == "01_hobbyist_gemma2_2b_colab")
-    P = notebook.check_parameters({**parameters_of(entry), "DATASET": mix, "BLOCK_BATCHES": "auto"})
+    P = parameters.check_parameters({**parameters_of(entry), "DATASET": mix, "BLOCK_BATCHES": "auto"})
     cfg = tier.config_from_params(P, "unused-checkpoints")
     assert cfg.dataset == tuple(mix) and cfg.block_batches == "auto"
-    single = tier.config_from_params(notebook.check_parameters(parameters_of(entry)), "unused-checkpoints")
+    single = tier.config_from_params(parameters.check_parameters(parameters_of(entry)), "unused-checkpoints")
     assert single.dataset == ("synthetic",)
 
 
@@ -311,8 +323,8 @@ def test_sae_of_another_layer_stops_in_the_first_cell(entry):
     parameter check, naming SAE_ID and LAYER, before any download (the release's path says the layer)."""
     params = {**parameters_of(entry), "SAE": "gemma-scope-2b-pt-res-canonical",
               "SAE_ID": "layer_20/width_16k/canonical", "LAYER": 2}
-    with pytest.raises(notebook.ParameterError) as e:
-        notebook.check_parameters(params)
+    with pytest.raises(parameters.ParameterError) as e:
+        parameters.check_parameters(params)
     assert str(e.value) == ("SAE_ID = 'layer_20/width_16k/canonical': this SAE reads the residual stream after "
                             "block 20 (blocks.20.hook_resid_post), but LAYER is 2: make LAYER 20, or pick the SAE "
                             "for layer 2")
@@ -332,22 +344,22 @@ def test_latent_ids_beyond_a_folder_sae_stop_in_the_first_cell(name, bad, words,
                                                   "metadata": {"hook_name": "blocks.2.hook_resid_post"}}))
     params = {"MODEL_ID": "tiny:llama", "LAYER": 2, "SAE": str(folder), "SAE_ID": "", "HELPFUL_PACK": [2],
               "HARMFUL_PACK": [1]}
-    with pytest.raises(notebook.ParameterError) as e:
-        notebook.check_parameters({**params, name: bad})
+    with pytest.raises(parameters.ParameterError) as e:
+        parameters.check_parameters({**params, name: bad})
     assert str(e.value).startswith(f"{name} = {bad!r}: {words}") and "\n" not in str(e.value)
-    assert notebook.check_parameters({**params, name: 63 if name == "FEATURE" else [63]})
+    assert parameters.check_parameters({**params, name: 63 if name == "FEATURE" else [63]})
 
 
 def test_latent_ids_checked_once_the_sae_loads():
     """Where nothing could be read before (a Hub repo offline), sae_for_notebook checks the loaded SAE:
     its hook against LAYER, the latent ids against its width, in the parameters' words."""
-    P = notebook.Parameters({"SAE": "someone/saes", "SAE_ID": "blocks.3", "LAYER": [3], "FEATURE": 500,
+    P = parameters.Parameters({"SAE": "someone/saes", "SAE_ID": "blocks.3", "LAYER": [3], "FEATURE": 500,
                              "HELPFUL_PACK": [1, 2]}, given={"FEATURE": 500})
-    with pytest.raises(notebook.ParameterError, match=r"^FEATURE = 500: latent id 500 beyond the SAE's 256 latents"):
-        notebook.check_loaded_sae(P, "blocks.3.hook_resid_post", 256, 3)
-    with pytest.raises(notebook.ParameterError, match=r"^SAE_ID = 'blocks\.3': this SAE reads the MLP output"):
-        notebook.check_loaded_sae(P, "blocks.3.hook_mlp_out", 1024, 3)
-    notebook.check_loaded_sae(P, "blocks.3.hook_resid_post", 1024, 3)
+    with pytest.raises(parameters.ParameterError, match=r"^FEATURE = 500: latent id 500 beyond the SAE's 256 latents"):
+        parameters.check_loaded_sae(P, "blocks.3.hook_resid_post", 256, 3)
+    with pytest.raises(parameters.ParameterError, match=r"^SAE_ID = 'blocks\.3': this SAE reads the MLP output"):
+        parameters.check_loaded_sae(P, "blocks.3.hook_mlp_out", 1024, 3)
+    parameters.check_loaded_sae(P, "blocks.3.hook_resid_post", 1024, 3)
 
 
 def test_sfc_sae_ids_each_checked_against_its_layer():
@@ -356,7 +368,7 @@ def test_sfc_sae_ids_each_checked_against_its_layer():
     entry = next(e for e in ENTRIES if "SAE_IDS" in parameters_of(e))
     params = {**parameters_of(entry), "SAE": "pythia-70m-deduped-res-sm", "LAYERS": [1, 2],
               "SAE_IDS": ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"]}
-    with pytest.raises(notebook.ParameterError, match=r"^SAE_IDS = .*: entry 'blocks\.3\.hook_resid_post': this SAE "
+    with pytest.raises(parameters.ParameterError, match=r"^SAE_IDS = .*: entry 'blocks\.3\.hook_resid_post': this SAE "
                                                       r"reads the residual stream after block 3 .*LAYERS\[1\] is 2"):
-        notebook.check_parameters(params)
-    assert notebook.check_parameters({**params, "SAE_IDS": ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]})
+        parameters.check_parameters(params)
+    assert parameters.check_parameters({**params, "SAE_IDS": ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]})

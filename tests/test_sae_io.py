@@ -370,8 +370,8 @@ def test_resid_pre_sae_reads_the_previous_block_output_as_sae_lens_would(sl, tmp
     """blocks.L.hook_resid_pre is the input of block L, which is block L-1's output: with LAYER = L-1
     the notebooks read exactly the activations SAELens encodes (the HF hidden state L), and LAYER = L
     (one block late) is refused, in the first cell and again after loading."""
-    from shared import notebook
     from shared.model import hooks, layout, loading
+    from shared.notebook import parameters
 
     model, tok = loading.load_model("tiny:gpt2", device="cpu")
     d = layout.d_model(model)
@@ -380,13 +380,13 @@ def test_resid_pre_sae_reads_the_previous_block_output_as_sae_lens_would(sl, tmp
     theirs.cfg.metadata.hook_name = "blocks.2.hook_resid_pre"
     theirs.save_model(tmp_path)
     params = {"MODEL_ID": "tiny:gpt2", "SAE": str(tmp_path), "SAE_ID": ""}
-    with pytest.raises(notebook.ParameterError, match=r"^SAE = .*after block 1 \(blocks\.2\.hook_resid_pre\), "
+    with pytest.raises(parameters.ParameterError, match=r"^SAE = .*after block 1 \(blocks\.2\.hook_resid_pre\), "
                                                       r"but LAYER is 2: make LAYER 1"):
-        notebook.check_parameters({**params, "LAYER": 2})
-    assert notebook.check_parameters({**params, "LAYER": 1}).LAYER == [1]
+        parameters.check_parameters({**params, "LAYER": 2})
+    assert parameters.check_parameters({**params, "LAYER": 1}).LAYER == [1]
     ours = load.load_sae(tmp_path, d_in=d)
-    with pytest.raises(notebook.ParameterError, match="LAYER is 2: make LAYER 1"):
-        notebook.check_loaded_sae({**params, "LAYER": [2]}, ours.hook_name, ours.cfg.d_sae, 2)
+    with pytest.raises(parameters.ParameterError, match="LAYER is 2: make LAYER 1"):
+        parameters.check_loaded_sae({**params, "LAYER": [2]}, ours.hook_name, ours.cfg.d_sae, 2)
     ids = tok("The cat sat on the mat and the dog sat on the rug", return_tensors="pt").input_ids
     with torch.no_grad(), hooks.read_residuals(model, [1]) as acts:
         hidden = model(ids, output_hidden_states=True).hidden_states
@@ -522,7 +522,7 @@ def test_first_cell_reads_a_hub_sae_cfg_without_its_weights(tmp_path, monkeypatc
     repo's): its hook and width stop a wrong SAE in the first cell."""
     import huggingface_hub.constants
 
-    from shared import notebook
+    from shared.notebook import parameters
 
     def cfg(hook):
         return json.dumps({"d_in": 64, "d_sae": 256, "architecture": "standard", "metadata": {"hook_name": hook}})
@@ -539,11 +539,11 @@ def test_first_cell_reads_a_hub_sae_cfg_without_its_weights(tmp_path, monkeypatc
         assert releases.sae_facts("gpt2-small-res-jb", "blocks.8.hook_resid_pre") == \
             formats.SaeFacts("blocks.8.hook_resid_pre", 768, 24576)
         params = {"MODEL_ID": "tiny:gpt2", "LAYER": 2, "SAE": "someone/saes", "SAE_ID": "blocks.3"}
-        with pytest.raises(notebook.ParameterError, match=r"^SAE_ID = 'blocks\.3': this SAE reads the MLP output"):
-            notebook.check_parameters(params)
-        with pytest.raises(notebook.ParameterError, match=r"^WATCH_FEATURES = \[300\]: latent id 300 beyond the "
+        with pytest.raises(parameters.ParameterError, match=r"^SAE_ID = 'blocks\.3': this SAE reads the MLP output"):
+            parameters.check_parameters(params)
+        with pytest.raises(parameters.ParameterError, match=r"^WATCH_FEATURES = \[300\]: latent id 300 beyond the "
                                                           r"SAE's 256 latents"):
-            notebook.check_parameters({**params, "SAE_ID": "blocks.2", "WATCH_FEATURES": [300]})
-        assert notebook.check_parameters({**params, "SAE_ID": "blocks.2", "WATCH_FEATURES": [255]})
+            parameters.check_parameters({**params, "SAE_ID": "blocks.2", "WATCH_FEATURES": [300]})
+        assert parameters.check_parameters({**params, "SAE_ID": "blocks.2", "WATCH_FEATURES": [255]})
     files = {r.split(" ", 1)[1] for r in hub.requests if "/resolve/" in r}
     assert len(files) == 3 and all(path.endswith("/cfg.json") for path in files)  # no weights asked for

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from fake_hub import LocalHub
-from shared import hub, runtime, tiers
+from shared import hub, runtime
+from shared.notebook import tiers
 from shared.recipes import sessions
 from shared.recipes.sessions import CannotResume, checkpoint_dir, resolve_checkpoint_dir
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import tiers
+from shared.notebook import tiers
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO / "tests" / "data" / "models"
@@ -386,7 +386,7 @@ def test_errors():
 
 
 def test_released_notebooks_are_the_catalogs_tier_notebooks():
-    """tiers reads the catalog (via the generated shared/_catalog.py), never a hand copy."""
+    """tiers reads the catalog (via the generated shared/notebook/catalog.py), never a hand copy."""
     import build_notebooks as bn
     from conftest import REPO
 

@@ -2,9 +2,9 @@
 job, on one process or under `torchrun --nproc-per-node N` (data parallel, see distributed.py).
 
 FILE holds the tier notebooks' parameters by the same names (MODEL_ID, LAYER, ..., see
-train.TIER_PARAMETERS): JSON, YAML, or the notebook itself (.ipynb: its "parameters" cell). They are
-checked by the notebooks' own rules (notebook.check_parameters) and mapped by the notebooks' own
-train.config_from_params, so a job resumes the checkpoints of a notebook with the same values and
+tier.TIER_PARAMETERS): JSON, YAML, or the notebook itself (.ipynb: its "parameters" cell). They are
+checked by the notebooks' own rules (notebook.parameters.check_parameters) and mapped by the notebooks' own
+tier.config_from_params, so a job resumes the checkpoints of a notebook with the same values and
 vice versa. Rank 0 validates and exports the SAEs into OUTPUT_DIR (and uploads them when HF_REPO is set).
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from .. import notebook
+from ..notebook.parameters import Parameters, check_parameters
+from ..notebook.run import start
 from ..training import config, distributed, stream, trainer
 from . import tier
 
@@ -53,7 +54,7 @@ def _value(text: str):
         return text
 
 
-def parameters(params: dict, sets: list[str]) -> notebook.Parameters:
+def parameters(params: dict, sets: list[str]) -> Parameters:
     """The parameters with the --set overrides, checked like the notebooks check them; one line if
     a name is unknown or missing."""
     params = dict(params)
@@ -71,7 +72,7 @@ def parameters(params: dict, sets: list[str]) -> notebook.Parameters:
     if missing:
         raise ValueError(f"missing parameter(s) {', '.join(missing)}: copy the notebook's parameters cell "
                          "(or pass the .ipynb as --params)")
-    return notebook.check_parameters(params)
+    return check_parameters(params)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,12 +95,12 @@ def main(argv: list[str] | None = None) -> None:
         distributed.shutdown()
 
 
-def run(P: notebook.Parameters, group: distributed.Group | None) -> trainer.TrainResult:
+def run(P: Parameters, group: distributed.Group | None) -> trainer.TrainResult:
     """Train as the notebook does; rank 0 then validates, exports and uploads."""
     main_rank = group is None or group.main
     if not main_rank:
         sys.stdout = open(os.devnull, "w")  # one rank speaks
-    nb = notebook.start(P)
+    nb = start(P)
     kw = {}
     cfg = tier.config_from_params(P)
     if group is not None and str(P.MODEL_DEVICE).startswith("cuda"):

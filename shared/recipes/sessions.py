@@ -24,7 +24,8 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from .. import runtime, tiers
+from .. import runtime
+from ..notebook import tiers
 
 KAGGLE_SESSION_HOURS = 12.0  # Kaggle ends a notebook session (GPU or CPU) after 12 hours of running
 

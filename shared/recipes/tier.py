@@ -9,8 +9,8 @@ from typing import Mapping
 
 import torch
 
-from .. import tiers
 from ..model.loading import load_config
+from ..notebook import tiers
 from ..runtime import SPREAD
 from ..saes.topk import TopKConfig
 from ..training.config import TrainConfig, sae_plan

@@ -34,8 +34,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping
 
-from ._catalog import NOTEBOOKS
-from .training.memory import AUTO_BLOCK_BATCHES, SAE_ACT_COPIES, USABLE_FRACTION, buffer_budget_bytes
+from ..training.memory import AUTO_BLOCK_BATCHES, SAE_ACT_COPIES, USABLE_FRACTION, buffer_budget_bytes
+from .catalog import NOTEBOOKS
 
 GIB = 1024**3
 
@@ -336,7 +336,7 @@ def classify_gpu_name(name: str | None, count: int = 1, total_gb: float | None =
 
 def _detected_gpus() -> list:
     """The visible GPUs (shared.runtime.gpu_info: .name, .total_gb); imported here so tiers needs no torch."""
-    from .runtime import gpu_info
+    from ..runtime import gpu_info
 
     return list(gpu_info())
 
