@@ -72,14 +72,6 @@ def clean_metric(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff") -
     return logits, _metric(metric, logits, pairs, logits)
 
 
-def corrupt_metric(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff") -> torch.Tensor:
-    """The metric [n] of the corrupt prompts run as they are (against the clean logits for "kl")."""
-    clean_logits, _ = clean_metric(nodes, pairs, metric)
-    with torch.no_grad():
-        logits = nodes.model(pairs.corrupt_ids.to(model_device(nodes.model))).logits
-    return _metric(metric, logits, pairs, clean_logits)
-
-
 def patch_effect(nodes: Nodes, pairs: PromptPairs, node_ids, *, ablation: str = "resample",
                  metric: str = "logit_diff", patch: dict | None = None,
                  reference_ids: torch.Tensor | None = None) -> float:

@@ -110,13 +110,6 @@ def _source_sums(nll, kl, keep) -> tuple[float, float, int, int]:
             int(source_keep.sum()))
 
 
-def next_token_sums(logits: torch.Tensor, input_ids: torch.Tensor, keep: torch.Tensor,
-                    reference: torch.Tensor | None = None, chunk: int = 128) -> tuple[float, float, int]:
-    """(summed CE of predicting token t+1 at t, summed KL(reference || logits), predictions counted)
-    over targets `keep` marks (see next_token_losses for the chunking)."""
-    return _target_sums(*next_token_losses(logits, input_ids, reference, chunk), keep)
-
-
 def saelens_keep(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
     """The positions sae_lens' run_evals keeps: tokens other than BOS/EOS/pad/SEP/decoder-start
     (unlike token_mask, other registered special tokens such as chat markers stay in)."""

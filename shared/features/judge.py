@@ -572,11 +572,3 @@ def label_features(features, backend=None, *, cache_dir=None, **judge_kwargs) ->
     """Label `features` with `backend` (default: pick_backend()); see Judge for the knobs."""
     return Judge(backend if backend is not None else pick_backend(), cache_dir=cache_dir,
                  **judge_kwargs).label_features(features)
-
-
-def write_catalog(catalog: dict, path) -> Path:
-    """Write the catalog as feature_catalog.json-style JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(catalog, indent=1))
-    return path
