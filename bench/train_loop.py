@@ -34,7 +34,7 @@ from shared.training.trainer import train  # noqa: E402
 MODELS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "models"
 
 # The tiers' models by their short names: each is built from its real config, shipped in
-# tests/data/models/<org>__<name>/config.json (the same file tests/test_tiers.py checks shared/tiers.py
+# tests/data/models/<org>__<name>/config.json (the same file tests/test_tiers.py checks shared/notebook/tiers.py
 # against), and "toy", a small Llama for a quick CPU check of the script itself.
 SHAPES = {
     "gemma-2-2b": "google/gemma-2-2b",
@@ -78,7 +78,7 @@ def shaped_model(name: str, device: str, dtype: torch.dtype):
 
 def predicted(name: str, layers: tuple[int, ...], d_sae: int, model_batch: int, batch_tokens: int,
               buffer_tokens: int) -> dict | None:
-    """What shared/tiers.py predicts for this run on this GPU: peak GiB and tokens/s (None on CPU)."""
+    """What shared/notebook/tiers.py predicts for this run on this GPU: peak GiB and tokens/s (None on CPU)."""
     from shared.notebook import tiers
 
     model_id = SHAPES[name]
@@ -99,7 +99,7 @@ def main() -> None:
     p.add_argument("--model", default="gemma-2-2b", choices=sorted(SHAPES))
     p.add_argument("--layers", default=None,
                    help="hooked layers, e.g. 11,31,55 (one SAE each, one forward); default the tier's layers "
-                        "in shared/tiers.py (12 of Gemma-2-2B's 26), else the middle one")
+                        "in shared/notebook/tiers.py (12 of Gemma-2-2B's 26), else the middle one")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--d-sae", type=int, default=16384)
     p.add_argument("--k", type=int, default=64)
@@ -120,7 +120,7 @@ def main() -> None:
     p.add_argument("--fit-check", default=None, metavar="NOTEBOOK",
                    help="a catalog notebook's training run (its default model from its real config, random weights, "
                         "its default parameters) for --steps SAE steps under the memory of the GPU it names, "
-                        "the peak next to shared/tiers.py's prediction (see fit_check)")
+                        "the peak next to shared/notebook/tiers.py's prediction (see fit_check)")
     p.add_argument("--platform", default=None, help="--fit-check: the GPU class to emulate (default: the notebook's)")
     p.add_argument("--steps", type=int, default=200, help="--fit-check: SAE steps")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -256,7 +256,7 @@ def fit_check(args) -> None:
     platform has no bf16, as on a T4, whose SAE step then runs in fp32), its default parameters drive
     the trainer (or the crosscoder's) for --steps SAE steps on the synthetic corpus, torch's allocator is
     capped at the platform's memory (emulate_memory), and the JSON holds the peak (allocated, reserved,
-    plus what this process holds outside torch) next to shared/tiers.py's prediction of the training
+    plus what this process holds outside torch) next to shared/notebook/tiers.py's prediction of the training
     phase. A two-GPU platform (Kaggle's 2xT4) runs on one GPU capped at both GPUs' memory: its measured
     peak is compared with the predicted sum of the two GPUs (less one CUDA context)."""
     import tempfile

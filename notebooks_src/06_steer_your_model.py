@@ -77,7 +77,7 @@ sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_
 # ## 2. A baseline pass: how strongly does each feature usually fire?
 #
 # One streaming pass over `BASELINE_TOKENS` tokens of `DATASET` gives each latent's fire count and
-# mean activation when fired (`features.collect`). That mean is the unit of alpha.
+# mean activation when fired (`stats.collect`). That mean is the unit of alpha.
 
 # %%
 batches = packing.token_batches(sources.text_stream(DATASET), tokenizer, CONTEXT_LEN, 8)

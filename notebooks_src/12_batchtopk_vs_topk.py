@@ -151,7 +151,7 @@ print(summary["verdict"])
 #
 # Each SAE as its own SAELens folder, `export/<name>/blocks.<LAYER>.hook_resid_post/` (`cfg.json`,
 # weights, sparsity, a model card with its held-out numbers): load any of them with
-# `sae_lens.SAE.load_from_disk(folder)` or `shared.sae_io.load_sae(folder)`, e.g. to use the winner
+# `sae_lens.SAE.load_from_disk(folder)` or `shared.saes.load.load_sae(folder)`, e.g. to use the winner
 # in notebooks 04-06. BatchTopK is saved as SAELens saves it: a JumpReLU at its global threshold.
 
 # %%

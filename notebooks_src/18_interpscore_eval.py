@@ -86,7 +86,7 @@ sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_
 # %% [markdown]
 # ## 2. Loss recovered, alive, L0
 #
-# One pass over `EVAL_TOKENS` tokens of held-out text, `VAL_DATASET` (`evaluate.evaluate_saes`, the same
+# One pass over `EVAL_TOKENS` tokens of held-out text, `VAL_DATASET` (`shared.evals.metrics.evaluate_saes`, the same
 # pass and the same default source the tier notebooks validate with, so an SAE is not scored on the
 # tokens it trained on; `eval_text` in the report names the text and says whether it is held out): the next-token loss of the clean model, with the SAE's reconstruction
 # spliced in at the layer, and with the layer zeroed. **loss_recovered** = (CE zeroed − CE spliced) /

@@ -353,7 +353,7 @@ metrics.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, to
 # The folder holds `cfg.json`, `sae_weights.safetensors` (W_enc, b_enc, W_dec, b_dec),
 # `sparsity.safetensors` (log10 firing frequency per latent), a model card with the validation
 # numbers, and `neuronpedia.json`. Load it back with
-# `sae_lens.SAE.load_from_disk(folder)` or `shared.export.load_sae(folder)`. It goes to the Hub
+# `sae_lens.SAE.load_from_disk(folder)` or `shared.saes.load.load_sae(folder)`. It goes to the Hub
 # only when asked: to `HF_REPO` (a bare name goes under `HF_USERNAME`), or with `HF_REPO` empty to
 # `<HF_USERNAME>/<RUN_NAME>` when `HF_USERNAME` is set; a new repo is private unless `HF_PRIVATE = False`. If the
 # upload fails (no network, token rejected, no write access) the run still ends: the export stays

@@ -85,7 +85,7 @@ def resolve_device(spec=None, *, auto: str = "first") -> torch.device | str:
     None or "" -> default_device(). "auto" always picks ONE device, per `auto`: "first" =
     default_device() (cuda:0 or cpu), "last" = the last GPU or cpu (Kaggle 2xT4: the SAE beside a
     model on cuda:0). "spread" returns the string SPREAD: the model split over every GPU, which
-    models.load_model alone turns into transformers' device_map="auto". "cuda" is cuda:0. A device
+    model.loading.load_model alone turns into transformers' device_map="auto". "cuda" is cuda:0. A device
     that does not exist here (cuda:1 on one GPU, cuda on a CPU-only machine) raises a one-line
     ValueError listing the devices that do.
     """

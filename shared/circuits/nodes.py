@@ -165,7 +165,7 @@ def check_sae_layer(sae_id: str, layer: int) -> int:
 class Nodes:
     """The components of a model that hold nodes: heads / mlps / qk at the given layers, SAEs by layer.
 
-    heads, mlps, qk: layer specs (hooks.resolve_layers forms) or None; saes: {layer: SAE} for residual
+    heads, mlps, qk: layer specs (layout.resolve_layers forms) or None; saes: {layer: SAE} for residual
     SAEs read at block `layer`'s output (an SAE whose d_in is not the model's width is refused). qk adds
     a "q" and a "k" component per layer (softmax attention only). centre_sae_input: the SAEs read
     x − mean(x) over d_model (CENTRED_RELEASES); the error term keeps the splice exact either way.

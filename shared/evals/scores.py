@@ -2,7 +2,7 @@
 
     InterpScore = 0.30 loss_recovered + 0.15 alive + 0.15 l0_score + 0.25 sparse_probing + 0.15 tpp
 
-- loss_recovered: evaluate.evaluate_saes' CE loss recovered (SAE spliced in, between the clean model
+- loss_recovered: metrics.evaluate_saes' CE loss recovered (SAE spliced in, between the clean model
   and the layer zero-ablated) over the evaluation tokens, clipped to [0, 1];
 - alive: the share of latents that fire at least once on those tokens;
 - l0_score: exp(-|ln(L0 / 80)|), 1 at L0 = 80 and falling either side (0 for L0 = 0);
@@ -14,7 +14,7 @@ The first three are measured on held-out text (`evaluation_text`: VAL_DATASET, o
 split where it has one), which interpscore.json records under "eval_text".
 DEFINITIONS holds these lines for interpscore.json. The saebench_* functions compute SAEBench's own
 sparse-probing and TPP quantities on the same latents, for the comparison notebook 18 shows.
-Any SAE that sae_io.load_sae reads works (ours or published): only encode, decode, W_dec and cfg are used.
+Any SAE that saes.load.load_sae reads works (ours or published): only encode, decode, W_dec and cfg are used.
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def combine(components: dict, weights: dict = WEIGHTS) -> float:
 # input checks
 
 
-EVAL_SEED_OFFSET = 1_000  # as train.validation_batches: the evaluation stream's seed is the run's + this
+EVAL_SEED_OFFSET = 1_000  # as training.stream.validation_batches: the evaluation stream's seed is the run's + this
 
 
 def evaluation_text(val_dataset: str, dataset, seed: int = 0) -> tuple[Iterable[str], dict]:

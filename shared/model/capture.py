@@ -32,7 +32,7 @@ METHODS = ("auto", "hooks", "hidden_states")
 
 
 def capture_method(model: nn.Module, method: str = "auto") -> str:
-    """The capture path for `model`: "auto" is "hooks" where models.decoder_layers finds the block
+    """The capture path for `model`: "auto" is "hooks" where layout.decoder_layers finds the block
     list (a hybrid model's too), else "hidden_states"; "hooks"/"hidden_states" are kept as asked."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")

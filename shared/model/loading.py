@@ -85,7 +85,7 @@ def load_model(model_id: str, *, device=None, dtype: torch.dtype | None = None, 
     skips), float32 on CPU (runtime.resolve_dtype; dtype may be a name such as "bfloat16");
     device="spread" splits the model over every GPU (transformers device_map="auto": this is the
     one place that name is translated; with `max_memory` {gpu index: bytes}, e.g. from
-    train.spread_max_memory, device_map="sequential": GPU 0 filled first, each GPU up to its
+    recipes.tier.spread_max_memory, device_map="sequential": GPU 0 filled first, each GPU up to its
     limit), "auto" picks one device; the token defaults to the
     HF_TOKEN secret. Tiny models: float32 unless dtype is given, never touch the network. device
     defaults to runtime.default_device().

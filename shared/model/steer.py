@@ -169,7 +169,7 @@ def feature_direction(sae, feature_id: int) -> torch.Tensor:
 
 
 def typical_activation(stats, feature_id: int, kind: str = "mean") -> float:
-    """A feature's typical activation over a baseline pass (`features.collect` -> FeatureStats):
+    """A feature's typical activation over a baseline pass (`features.stats.collect` -> FeatureStats):
     kind="mean" (default) its mean activation on the tokens where it fired, "max" its largest."""
     if kind not in ("mean", "max"):
         raise ValueError(f"kind must be 'mean' or 'max', got {kind!r}")

@@ -426,7 +426,7 @@ def _sae_id(v, ctx):
 
 
 def _sae_facts(ctx, sae_id: str | None = None):
-    """What SAE / SAE_ID (or sae_id) say about the SAE before its weights load (sae_releases.sae_facts;
+    """What SAE / SAE_ID (or sae_id) say about the SAE before its weights load (saes.releases.sae_facts;
     "train-tiny": its width from MODEL_ID's config), once per pair; None when unknown, the error when
     they are bad (the SAE / SAE_ID rules report it, the latent-id rules skip it)."""
     sae = ctx.params.get("SAE")

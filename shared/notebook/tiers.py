@@ -365,7 +365,7 @@ def accelerator_classes(accelerator: str) -> tuple[str, ...]:
     if re.search(r"(2\s*x\s*t4|t4\s*x\s*2)", text):
         return ("2xT4",)
     if not found:
-        raise ValueError(f"accelerator {accelerator!r} names no GPU class of shared/tiers.py "
+        raise ValueError(f"accelerator {accelerator!r} names no GPU class of shared/notebook/tiers.py "
                          f"({', '.join(GPU_CLASSES)})")
     return tuple(dict.fromkeys(found))
 
@@ -445,7 +445,7 @@ def forward_gib(s: ModelShape, seqs: int, ctx: int, kept_layers: int, wbytes: in
 
 def forward_gib_of(d_model: int, n_heads: int, eager_attention: bool, seqs: int, ctx: int, kept_layers: int,
                    wbytes: int) -> float:
-    """forward_gib from the config's numbers (what train.spread_max_memory has before the model loads)."""
+    """forward_gib from the config's numbers (what recipes.tier.spread_max_memory has before the model loads)."""
     per_token = (ACT_WORKSET_PER_D + kept_layers) * d_model * wbytes
     if eager_attention:
         per_token += 2 * n_heads * ctx * wbytes
@@ -455,7 +455,7 @@ def forward_gib_of(d_model: int, n_heads: int, eager_attention: bool, seqs: int,
 def sae_training_gib(d_in: int, d_sae: int, n_saes: int, batch_tokens: int,
                      crosscoder: bool = False) -> dict[str, float]:
     """The SAEs' fp32 parameters and Adam moments (every SAE), one SAE's gradients and step tensors (the
-    SAEs step one after another and free their gradients: train.sae_step), in GiB. crosscoder: one SAE
+    SAEs step one after another and free their gradients: training.step.sae_step), in GiB. crosscoder: one SAE
     reading all n_saes layers (as many parameters, its gradients span them all)."""
     params = (2 * d_in * d_sae + d_sae + d_in) * n_saes
     return {
@@ -469,7 +469,7 @@ def sae_training_gib(d_in: int, d_sae: int, n_saes: int, batch_tokens: int,
 def step_reserve_gib(d_in: int, d_sae: int, n_saes: int, batch_tokens: int, adam_allocated: bool = False) -> float:
     """What the training steps add to the memory after the buffer is sized: Adam's moments (torch
     allocates them at the first step) unless already there, one SAE's gradients and its step tensors.
-    train.step_reserve_bytes counts the same terms from the real SAEs and optimisers."""
+    training.buffer.step_reserve_bytes counts the same terms from the real SAEs and optimisers."""
     parts = sae_training_gib(d_in, d_sae, n_saes, batch_tokens)
     return (0.0 if adam_allocated else parts["adam_state"]) + parts["sae_grads"] + parts["sae_activations"]
 
@@ -865,7 +865,7 @@ def recipe_of(params: Mapping) -> ModelSpec:
 
 def _tier_run(params: Mapping, n_saes: int | None = None, what: str = "") -> Workload:
     """The tier recipe (01, 02, 03, 08, 09, 10; 12 with n_saes at one layer): train, then validate
-    with the SAEs spliced in: evaluate.evaluate_saes runs a clean forward, then per SAE a spliced one and
+    with the SAEs spliced in: evals.metrics.evaluate_saes runs a clean forward, then per SAE a spliced one and
     per layer two zero-ablated ones (ours and SAELens' mask), whole forwards with logits, two contexts at
     a time, their log-softmax in chunks of 128 positions."""
     m = recipe_of(params)

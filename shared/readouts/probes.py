@@ -8,7 +8,7 @@ Three families, all on plain arrays so a test can plant the truth and check it i
   accuracy and monitoring of new prompts.
 Arrays may be numpy or torch; results are numpy / floats so notebooks can plot and write JSON.
 The states come from capture.sequence_states, steering along a vector is steer.steering_hook,
-the figures are in plots.
+the figures are in views/plots.
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ TIER_DEFAULTS = {"CHECKPOINT_EVERY_MINUTES": 10, "HF_USERNAME": "", "ALLOW_UNRES
 
 
 def config_from_params(P: Mapping, checkpoint_dir: str | None = None) -> TrainConfig:
-    """The TrainConfig of a tier notebook's checked parameters (notebook.check_parameters): the one
+    """The TrainConfig of a tier notebook's checked parameters (notebook.parameters.check_parameters): the one
     mapping the notebooks and the command line share. checkpoint_dir: CHECKPOINT_DIR resolved
     (default: sessions.checkpoint_dir(P), which also stops a run that could not resume)."""
     P = {**TIER_DEFAULTS, **P}

@@ -41,7 +41,7 @@ def build_sae(cfg: SAEConfig, device=None) -> SparseAutoencoder:
     arch = architecture(cfg.architecture)
     if cfg.d_in is None:
         raise ValueError("the SAE config's d_in is None: fill it with the model's width first, "
-                         "dataclasses.replace(cfg, d_in=models.d_model(model)).")
+                         "dataclasses.replace(cfg, d_in=layout.d_model(model)).")
     if not isinstance(cfg, arch.config):
         raise ValueError(f"architecture {cfg.architecture!r} takes a {arch.config.__name__}, got a "
                          f"{type(cfg).__name__}: build it with config_from_dict or {arch.config.__name__}(...).")

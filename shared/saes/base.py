@@ -165,8 +165,8 @@ class SparseAutoencoder(nn.Module):
     """
 
     architecture = "base"
-    trainable = True  # False: inference only (loaded SAEs); train.py refuses to train it
-    # The training pass's kernels: True the sparse ones (sae_kernels.py), False the plain dense autograd
+    trainable = True  # False: inference only (loaded SAEs); the trainer refuses to train it
+    # The training pass's kernels: True the sparse ones (kernels.py), False the plain dense autograd
     # path (the tests' gradient reference), None automatic: see `use_sparse_kernels`.
     sparse_kernels: bool | None = None
     normalize_decoder = True  # False: the trainer leaves decoder row norms free (see constrain_weights)
@@ -361,7 +361,7 @@ class SparseAutoencoder(nn.Module):
 
     def batch_mean(self, per_token: Tensor) -> Tensor:
         """The mean over the batch's tokens of a per-token term [N]. Under a reducer this rank holds 1/world
-        of the batch (equal slices: train.check_world), so it returns its share, sum / (N * world): the
+        of the batch (equal slices: training.config.check_world), so it returns its share, sum / (N * world): the
         ranks' terms, their gradients summed by sum_grads and their logged values add up to the mean over
         the whole batch, as one process computes it."""
         if self.reducer is None:

@@ -4,7 +4,7 @@ needs. Inference has no batch: a latent fires when its pre-activation clears one
 a running average of the smallest kept activation (JumpReLU with that threshold for every latent,
 which is how SAELens saves a trained BatchTopK, and how export.py writes this one).
 
-Trained on TopK's sparse pass and AuxK (sae_topk.py) with a different selection (`select`).
+Trained on TopK's sparse pass and AuxK (topk.py) with a different selection (`select`).
 """
 
 from __future__ import annotations

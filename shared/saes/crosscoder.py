@@ -109,7 +109,7 @@ class Crosscoder(nn.Module):
         super().__init__()
         if cfg.d_in is None:
             raise ValueError("the crosscoder config's d_in is None: fill it with the model's width "
-                             "(dataclasses.replace(cfg, d_in=models.d_model(model))).")
+                             "(dataclasses.replace(cfg, d_in=layout.d_model(model))).")
         self.cfg = cfg
         n, d, m = cfg.n_layers, cfg.d_in, cfg.d_sae
         gen = torch.Generator().manual_seed(cfg.seed)

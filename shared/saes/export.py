@@ -34,7 +34,7 @@ class ExportInfo:
     neuronpedia.json): one per run, shared by every layer's folder."""
 
     model_name: str
-    layers_path: str | None = None  # where the model keeps its decoder blocks (models.layers_path): layer L's
+    layers_path: str | None = None  # where the model keeps its decoder blocks (layout.layers_path): layer L's
     #                                 HF module is f"{layers_path}.{L}"
     context_size: int = 1024
     prepend_bos: bool = True

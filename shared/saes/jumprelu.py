@@ -6,7 +6,7 @@ from a straight-through estimator with a rectangle kernel of bandwidth eps, and 
 l0_coefficient * L0, L0 the same step function summed over latents. As SAELens 6.54 (its issue
 #494) the threshold is the parameter itself, kept >= 0 after each step, not exp(log_threshold):
 Adam moves a parameter by ~lr a step, which barely moves a log-threshold from a small start.
-Also loads Gemma Scope and SAELens jumprelu / BatchTopK / Matryoshka SAEs (see sae_io.py).
+Also loads Gemma Scope and SAELens jumprelu / BatchTopK / Matryoshka SAEs (see load.py).
 """
 
 from __future__ import annotations

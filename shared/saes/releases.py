@@ -44,7 +44,7 @@ BUILTIN_RELEASES: dict[str, dict[str, Any]] = {
     },
 }
 
-# SAELens conversions (a release's conversion_func) sae_io reads: None / "sae_lens" = SAELens folders,
+# SAELens conversions (a release's conversion_func) load.py reads: None / "sae_lens" = SAELens folders,
 # "gemma_2" = Gemma Scope params.npz, "sparsify" = EleutherAI sparsify folders. The others are refused.
 CONVERSIONS = (None, "sae_lens", "gemma_2", "sparsify")
 _NOT_READ_YET = {
@@ -58,8 +58,8 @@ _NOT_RESIDUAL_SAES = {
     "to MLP output)", "mntss_clt_layer_transcoder": "cross-layer transcoders", "connor_rob_hook_z": "SAEs of the "
     "attention heads' outputs (hook_z)",
 }
-# model_from_pretrained_kwargs a release may set, that sae_io applies: TransformerLens' centring of the
-# residual stream (every write minus its mean over d_model), folded into the encoder by sae_io.
+# model_from_pretrained_kwargs a release may set, that load.py applies: TransformerLens' centring of the
+# residual stream (every write minus its mean over d_model), folded into the encoder by load.py.
 MODEL_KWARGS = ("center_writing_weights",)
 
 
@@ -94,7 +94,7 @@ def _close(word: str, options) -> str:
 
 
 def check_release(release: str) -> dict[str, Any]:
-    """The entry of a listed release, after refusing one sae_io cannot read as SAELens does: a conversion
+    """The entry of a listed release, after refusing one load.py cannot read as SAELens does: a conversion
     it does not implement, or a config override that changes the SAE's input in a way ours cannot."""
     entry = releases()[release]
     conversion = entry.get("conversion")
@@ -111,7 +111,7 @@ def check_release(release: str) -> dict[str, Any]:
                          "inputs")
     unknown = sorted(set(overrides.get("model_from_pretrained_kwargs") or {}) - set(MODEL_KWARGS))
     if unknown:
-        raise ValueError(f"release {release!r} was trained on a model loaded with {unknown}, which sae_io does not "
+        raise ValueError(f"release {release!r} was trained on a model loaded with {unknown}, which load.py does not "
                          "reproduce")
     return entry
 
@@ -135,7 +135,7 @@ def resolve_release(release: str, sae_id: str) -> tuple[str, str, str | None]:
     return entry["repo_id"], entry["saes"][sae_id], entry["conversion"]
 
 
-TRAIN_TINY = "train-tiny"  # SAE = this: the notebook trains a small SAE itself (train.train_tiny_sae)
+TRAIN_TINY = "train-tiny"  # SAE = this: the notebook trains a small SAE itself (recipes.tiny_sae)
 TRAIN_TINY_EXPANSION = 4  # its width: d_sae = this x the model's d_model
 
 

@@ -4,7 +4,7 @@ sparsity from an L1 penalty weighted by each latent's decoder norm.
 As SAELens 6's standard training SAE: loss adds l1_coefficient * mean over tokens of
 sum_j |z_j| * ||W_dec[j]||, and the decoder rows are not renormalised (the weighting already stops
 the penalty being dodged by shrinking z and growing W_dec). Also loads SAELens "standard" SAEs
-(e.g. gpt2-small-res-jb, see sae_io.py).
+(e.g. gpt2-small-res-jb, see load.py).
 """
 
 from __future__ import annotations

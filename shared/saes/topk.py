@@ -1,7 +1,7 @@
 """TopK + AuxK (Gao et al. 2024): each token keeps its k largest pre-activations (then ReLU), and
 the dead latents learn to predict the residual error (AuxK) so they come back to life.
 
-Trained with the sparse kernels of sae_kernels.py: one dense encoder matmul picks the latents,
+Trained with the sparse kernels of kernels.py: one dense encoder matmul picks the latents,
 then encode gradients, decode and AuxK touch only the k (and k_aux) chosen latents per token.
 """
 

@@ -3,7 +3,7 @@
 frontier of variance explained against L0, and a verdict in words on one architecture against
 another (BatchTopK against TopK by default) at matched k and at matched L0.
 
-The SAEs train in one run as TrainConfig.variants (train.py): one forward feeds them all, every
+The SAEs train in one run as TrainConfig.variants (trainer.py): one forward feeds them all, every
 one steps on the same batches in the same order from the same seed, so their differences come
 from the architecture and k alone.
 """

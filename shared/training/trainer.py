@@ -1,7 +1,7 @@
 """The SAE trainer every tier shares: one model forward feeds one SAE per layer (or several:
 TrainConfig.variants trains a set of named SAE configs at every layer on exactly the same batches).
 
-Activations arrive in *blocks* (capture.ActivationBlocks): a fixed number of token batches run
+Activations arrive in *blocks* (buffer.ActivationBlocks): a fixed number of token batches run
 through the model once (every requested layer captured in the same forward), shuffled with a
 generator seeded by the block's index, and cut into training batches; the rows past the last
 full batch are carried into the next block, so no forwarded token goes untrained. Blocks are the
