@@ -126,3 +126,21 @@ def test_registry_and_runtime_are_leaves():
     (where am I, devices, dtypes, secrets) imports nothing of the core."""
     assert GRAPH["shared.saes.registry"] == set() and GRAPH["shared.runtime"] == set()
     assert not {m for m in GRAPH["shared.saes.batchtopk"] if _package(m) == "training"}  # the reducer is handed in
+
+
+def test_checkpoints_and_exports_name_no_module_of_the_core(tmp_path):
+    """What a run writes (the checkpoint's state and manifest, the export's cfg.json and neuronpedia.json)
+    names no Python module of shared/: a module can move without stranding a checkpoint or an export."""
+    import re
+
+    from shared.model.loading import load_model
+    from shared.recipes.tiny_sae import train_tiny_sae
+
+    model, tok = load_model("tiny:gpt2", device="cpu")
+    train_tiny_sae(model, tok, "tiny:gpt2", 1, "synthetic", tmp_path, total_tokens=1024, d_sae=64, k=4,
+                   context_len=32)
+    written = {p.relative_to(tmp_path).as_posix(): p.read_text() for p in tmp_path.rglob("*.json")}
+    assert {"blocks.1.hook_resid_post/cfg.json", "blocks.1.hook_resid_post/neuronpedia.json"} <= set(written)
+    assert any(name.endswith("state.json") for name in written) and any("manifest" in n for n in written)
+    named = {name: sorted(set(re.findall(r"\bshared[./][\w./]*", text))) for name, text in written.items()}
+    assert not any(named.values()), named

@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from shared.model.loading import load_model
-from shared.recipes.tiny_sae import train_tiny_sae
-from shared.train import TrainConfig, train
+from shared.models import load_model
+from shared.train import TrainConfig, train, train_tiny_sae
 
 HERE = Path(__file__).resolve().parent
 RUN = dict(model_id="tiny:gpt2", layers=[1, 3], sae=dict(d_sae=128, k=8, dead_tokens_threshold=1500),
@@ -43,7 +42,7 @@ def main() -> None:
                             k=4, context_len=32)
     shutil.copytree(folder, HERE / "export")
     x = torch.randn(16, model.config.n_embd, generator=torch.Generator().manual_seed(0))
-    from shared.saes.load import load_sae
+    from shared.export import load_sae
 
     sae = load_sae(HERE / "export")
     save_file({"x": x, "z": sae.encode(x).contiguous(), "x_hat": sae.decode(sae.encode(x)).contiguous()},
