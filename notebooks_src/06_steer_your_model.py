@@ -151,7 +151,9 @@ for r in rows:
 # text itself came to carry the feature (large models usually pass it; tiny ones rarely do).
 # Healthy on the default model: `steered_up` true (see above: nearly by construction); `reread_up`
 # true when the steered text is about the feature. `steered_up` false means the edit did not move the
-# feature the SAE reads, i.e. the SAE and the edit are not at the same layer.
+# feature the SAE reads, i.e. the SAE and the edit are not at the same layer. The report also holds
+# `run`, the stamp every JSON report here carries (the notebook, model, seed, parameters, the vendored
+# core's hash, when it was written).
 
 # %%
 by_alpha = {r["alpha"]: r for r in rows}

@@ -87,7 +87,8 @@ layer = P.one_layer()
 #
 # `training_curves.png`: one panel per training metric against tokens (FVU, the fraction of variance
 # unexplained of each batch; L0; dead %, the latents that have not fired for `DEAD_TOKENS_THRESHOLD`
-# tokens; the AuxK loss that revives them), one line per SAE, and the learning rate. Healthy: every FVU falls fast and then
+# tokens; the AuxK loss that revives them), one line per SAE, and the learning rate. Healthy: every FVU
+# falls fast and then
 # slowly, lower for larger k; TopK's L0 is flat at its k by construction; dead % stays near 0. An FVU
 # that rises or turns NaN is a failed run (try a lower `LR`).
 
@@ -197,7 +198,8 @@ for key, folder in folders.items():
 # `d_ce_loss_recovered`, `d_dead_pct`, `d_l0` at the same k), `matched_l0` rows (the deltas against TopK's
 # curve interpolated at this L0), `verdict` (dominates / dominated / tie / mixed / not compared),
 # `text` (it in words) and `on_frontier` (how many points of each are on the joint frontier); and
-# `verdict`, the BatchTopK comparison's words.
+# `verdict`, the BatchTopK comparison's words; and `run`, the stamp every JSON report here carries (the
+# notebook, model, seed, parameters, the vendored core's hash, when it was written).
 
 # %%
 run.write_report("pareto.json", {

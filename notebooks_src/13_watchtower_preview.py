@@ -186,7 +186,9 @@ print(f"{len(live_flags)} flags while generating: "
 # `prompt_flag_rate`, `n_tokens`, `n_flagged_tokens`, `token_flag_rate`, `flags_per_feature`); `prompts`,
 # one entry per prompt (`index`, `prompt`, `flagged`, `n_tokens` kept, `max_activation` per feature, and
 # its `flags`: `position`, `token`, `feature`, `activation`, `threshold`); and `generate` (the prompt,
-# the generated text and its live flags). `watchtower_flags.csv` has one row per prompt flag:
+# the generated text and its live flags), and `run`, the stamp every JSON report here carries (the notebook,
+# model, seed, parameters, the vendored core's hash, when it was written). `watchtower_flags.csv` has one
+# row per prompt flag:
 # `prompt_index`, `position`, `token`, `feature`, `activation`, `threshold`, `prompt`.
 
 # %%

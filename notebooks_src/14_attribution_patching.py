@@ -93,7 +93,8 @@ print(f"find split: {len(find)} pairs (AtP, AtP*, exact patching); score split: 
 #
 # The cell prints the node count, the metric on the find split's clean and corrupt prompts, and how far
 # the splice moves the logits. **What a healthy run shows**: the splice moves the logits by float
-# round-off only, orders of magnitude below the metric (x = x̂ + error exactly, by construction); the clean metric
+# round-off only, orders of magnitude below the metric (x = x̂ + error exactly, by construction); the clean
+# metric
 # is positive and of the size Wang et al. (2022) report for GPT-2 small on IOI, a mean logit difference
 # of 3.56 with the right name preferred 99.3 % of the time (their 15 templates; ours are 3 of the same
 # form); the corrupt metric is about its negative, by construction: the corrupt prompt swaps which name
@@ -201,7 +202,9 @@ print(f"circuit of {len(circuit)} nodes, faithfulness {faith:.3f} on the {len(sc
 # `n_nodes`; `comparison` (step 4's numbers: `full` and `top_set` per method with `n`, `top_k`,
 # `spearman`, `spearman_signed`, `false_negative_rate`, `false_negatives`, and `patched`, what was patched
 # and why); `faithfulness` (step 5, on the score split); `top_nodes`, every exactly patched node with
-# its exact effect and its three estimates, largest exact effect first.
+# its exact effect and its three estimates, largest exact effect first. Both reports (and `upload.json`)
+# also hold `run`, the stamp every JSON report here carries (the notebook, model, seed, parameters, the
+# vendored core's hash, when it was written).
 # `circuit.json` is CircuitData: `nodes` (the `TOP_N` nodes by AtP*, each with `id`, `layer`, `score` =
 # its AtP* and `kind`), `edges` (none: this method scores nodes), `metric`, `prompts_n` (the find split),
 # `tau_node` (the smallest |score| kept), `method`, `model`, `sae_repo`, `task`, `ablation`,

@@ -188,7 +188,8 @@ run.save_figure(plots.plot_faithfulness_completeness(curve, len(circuit.nodes)),
 # steps, thresholds, what a patch and an ablation are, how edges are counted), `n_scored` (nodes with a
 # non-zero effect), `n_nodes`, `n_edges`, `error_nodes` (each layer's error-node effect), `faithfulness`
 # and `completeness` at the circuit's size, and `curve` (step 5's rows: `n_nodes`, `faithfulness`,
-# `completeness`) with `curve_split` ("score").
+# `completeness`) with `curve_split` ("score"), and `run`, the stamp every JSON report here carries (the
+# notebook, model, seed, parameters, the vendored core's hash, when it was written).
 
 # %%
 sae_repo = ", ".join(f"L{layer}: {w}" for layer, w in sae_where.items())

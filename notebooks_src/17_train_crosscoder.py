@@ -95,7 +95,8 @@ print(f"crosscoder over layers {list(cfg.layers)} ({', '.join(cfg.hook_names)}),
 # change `RUN_NAME` (or `CHECKPOINT_DIR`) to start a new run.
 #
 # The cell prints the last logged training FVU (the fraction of variance unexplained, all layers
-# together) and L0. `training_curves.png`: FVU, L0, dead %, the AuxK loss and the learning rate against tokens.
+# together) and L0. `training_curves.png`: FVU, L0, dead %, the AuxK loss and the learning rate against
+# tokens.
 # Healthy: FVU falls fast, then slowly; L0 flat at `K` (by construction with TopK: each token keeps
 # exactly `K` features, fewer only where fewer pre-activations are positive); dead % near 0. An FVU that
 # rises or turns NaN is a failed run (try a lower `LR`).
@@ -177,7 +178,9 @@ run.save_figure(plots.plot_crosscoder_features(norms, classes, list(cfg.layers),
 # norm is √d_model: √2304 = 48 for Gemma-2-2B, by construction), `per_layer` (`layer`, `hook_name`, `fvu`,
 # `var_expl` on the held-out tokens), `var_expl`, `l0` and `alive` over all layers, `eval_tokens`, `rule`
 # and `thresholds` (step 4), `class_counts`, `features` (each feature's `class` and its `decoder_norms`,
-# one per layer), `export_dir`, and `final_train` (the last logged training FVU, L0 and dead %).
+# one per layer), `export_dir`, `final_train` (the last logged training FVU, L0 and dead %), and
+# `run`, the stamp every JSON report here carries (the notebook, model, seed, parameters, the vendored
+# core's hash, when it was written).
 
 # %%
 folder = crosscoder.save(xc, run.out_dir / "crosscoder", model_name=MODEL_ID, dataset=DATASET,

@@ -199,7 +199,8 @@ print(f"TPP latents: {saebench['tpp_top_features_shared_with_ours']} of SAEBench
 # with its 20 latents zeroed), `validation` (step 2's raw numbers: the three losses, the unclipped loss
 # recovered, L0, alive, var_expl, eval_tokens), `eval_text` (`dataset`, `sources`, `held_out`, `note`),
 # `saebench` (step 4's numbers) and `leaderboard_entry` (version, SAE, model, layer, width, k, the score,
-# the time and the five parts: one row of a leaderboard).
+# the time and the five parts: one row of a leaderboard), and `run`, the stamp every JSON report here
+# carries (the notebook, model, seed, parameters, the vendored core's hash, when it was written).
 #
 # No published InterpScore exists for this 16k SAE. The original InterpScore leaderboard
 # (openinterp.org/interpscore) lists Gemma Scope's 65k SAE at this layer at 0.871 (loss recovered 0.930,

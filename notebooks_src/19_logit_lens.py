@@ -107,7 +107,9 @@ run.save_figure(lens.plot_lens_heatmap(table, value="kl", max_tokens=MAX_TOKENS_
 # `final_logit_softcap` (30.0 for Gemma-2, null for models without one), `layer_convention` (layer L is
 # block L's output), `top_k`, `tokens` (the prompt's), `layers`, `top_tokens`, `top_ids` and `top_probs`
 # (per layer, position and rank), `kl` (per layer and position, nats), `kl_mean` (per layer), `final_top`
-# (the model's own top-k per position), `lens` ("logit") and `seed`. Notebook 20 fits a **tuned lens**,
+# (the model's own top-k per position), `lens` ("logit"), `seed`, and `run`, the stamp every JSON report
+# here carries (the notebook, model, seed, parameters, the vendored core's hash, when it was written).
+# Notebook 20 fits a **tuned lens**,
 # which reads the early layers far better than this raw logit lens.
 
 # %%

@@ -157,7 +157,9 @@ for name, table in tables.items():
 # batch size, optimizer, learning rate, first and last training loss; steps 0 for a pretrained lens),
 # `eval_docs`, `layers`, `n_tokens`, `logit_lens` and `tuned_lens` (each its per-layer `kl` in nats and
 # `top1_agreement`), `mean_kl` over layers for each, `tuned_not_worse_at_every_layer` (true in a healthy
-# run, see step 4), the `prompt` and each lens's top-1 at its last position by layer, and `seed`. The lens
+# run, see step 4), the `prompt` and each lens's top-1 at its last position by layer, `seed`, and
+# `run`, the stamp every JSON report here carries (the notebook, model, seed, parameters, the vendored
+# core's hash, when it was written). The lens
 # folder holds `config.json` (the base model, `d_model`, `num_hidden_layers`, the unembedding hash) and
 # `params.pt` (each layer's translator weight and bias).
 

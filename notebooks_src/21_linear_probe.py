@@ -153,7 +153,8 @@ print(f"layer {best_layer}: probe AUROC {best['lr_auroc']:.3f} | diff-of-means {
 # chose the layer), `best_layer` (the layer, how it was chosen, and its four test numbers), `baselines`
 # at that layer (diff-of-means, shuffled-label control, chance 0.5, majority class),
 # `probe_minus_diff_of_means_auroc` (what the trained probe adds over the class means: near 0 when the
-# concept is a mean shift) and `seed`.
+# concept is a mean shift), `seed`, and `run`, the stamp every JSON report here carries (the notebook,
+# model, seed, parameters, the vendored core's hash, when it was written).
 
 # %%
 report = {

@@ -165,8 +165,9 @@ if sweep_rows:
 # method its `accuracy`, `auroc`, `sign_free` and note; CCS also its loss), `verdict` (step 5's words),
 # `ccs_loss` (the chosen restart's training loss: 0 when the probe is confident and consistent on every
 # pair, 0.25 when it outputs 0.5 for both sides of every pair, i.e. it collapsed: by construction of the
-# loss), `accuracy_note` (why unsupervised accuracies are max(acc, 1 − acc)), `sweep` (step 6's rows) and
-# `seed`.
+# loss), `accuracy_note` (why unsupervised accuracies are max(acc, 1 − acc)), `sweep` (step 6's rows),
+# `seed`, and `run`, the stamp every JSON report here carries (the notebook, model, seed, parameters, the
+# vendored core's hash, when it was written).
 
 # %%
 report = {

@@ -172,7 +172,8 @@ print(f"states for layers {layers}")
 # **validation** accuracy; its **test** accuracy is the number to report (choosing the layer on the
 # test pairs would report the luckiest of many layers, not what the vector does on new pairs).
 #
-# The table gives per layer the training, validation and test reading accuracy; `reading_accuracy_by_layer.png`
+# The table gives per layer the training, validation and test reading accuracy;
+# `reading_accuracy_by_layer.png`
 # draws the test and training curves, chance at 0.5, the chosen layer marked. By construction, with the
 # 32 default pairs: 16 fit the vectors, 8 choose the layer and 8 test it, so validation and test
 # accuracies move in steps of 1/8 (one pair is 0.125), and training accuracy is at least 0.5 at every
@@ -261,7 +262,8 @@ print(f"\nthe reading of the text rose from alpha={lo:g} to alpha={hi:g} for {su
 # `best_layer_selected_on`, `best_layer_test_accuracy`, `split` (which pairs went where), `typical_norm`
 # (the layer's typical last-token residual norm), `monitor_center` and `monitor` (step 4), `steering`
 # (`layer`, `alphas`, `norm_fraction`, `scale` = one alpha in residual units, `max_new_tokens`, `texts`,
-# `readings`, `reading_definition`, `reading_rose`) and `seed`.
+# `readings`, `reading_definition`, `reading_rose`), `seed`, and `run`, the stamp every JSON report here
+# carries (the notebook, model, seed, parameters, the vendored core's hash, when it was written).
 
 # %%
 report = {
