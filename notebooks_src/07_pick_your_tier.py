@@ -154,8 +154,8 @@ run.save_figure(fig, "tier_options.png")
 # `tier_recommendation.json`: `gpu_detected` (the CUDA devices seen), `gpu_class`, `budget_minutes`,
 # `goal`, `recommendation` (the notebook to open, `run_in` the one to open now, its model, layers,
 # `d_sae`, `k`, tokens, minutes, tokens/s, `placement`, `memory` per GPU as printed, `note`, and the
-# `parameters` to paste), `options` (every row of the table in step 3, with its `reason`), `constants`
-# and `catalog_anchor` (the check of step 2), and `run`, the stamp every JSON report here carries (the
+# `parameters` to paste), `options` (every row of the table in step 3, with its `reason`), `constants`,
+# `catalog_anchor` (the check of step 2) and `run`, the stamp every JSON report here carries (the
 # notebook, model, seed, parameters, the vendored core's hash, when it was written).
 
 # %%

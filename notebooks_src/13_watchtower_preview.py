@@ -113,7 +113,7 @@ print(f"watching {len(watched)} features: {watched}")
 # about 1 − `PERCENTILE`/100 = 0.5 %: 1.6 of 313 expected, and 0 to 4 documents (0-1.3 %) in 98 % of
 # runs by the binomial law (a little more spread, since the thresholds themselves are estimated from
 # about 6 calibration documents above them). Several times that rate means the held-out text is not
-# like the calibration text; `token_flag_rate` far below `prompt_flag_rate`. A feature with threshold 0
+# like the calibration text. Healthy too: `token_flag_rate` far below `prompt_flag_rate`. A feature with threshold 0
 # never fired on the calibration documents, so any firing flags.
 
 # %%
@@ -185,11 +185,10 @@ print(f"{len(live_flags)} flags while generating: "
 # rates of step 3); `thresholds` per feature; `summary` over the prompts (`n_prompts`, `n_flagged`,
 # `prompt_flag_rate`, `n_tokens`, `n_flagged_tokens`, `token_flag_rate`, `flags_per_feature`); `prompts`,
 # one entry per prompt (`index`, `prompt`, `flagged`, `n_tokens` kept, `max_activation` per feature, and
-# its `flags`: `position`, `token`, `feature`, `activation`, `threshold`); and `generate` (the prompt,
-# the generated text and its live flags), and `run`, the stamp every JSON report here carries (the notebook,
+# its `flags`: `position`, `token`, `feature`, `activation`, `threshold`); `generate` (the prompt,
+# the generated text and its live flags); and `run`, the stamp every JSON report here carries (the notebook,
 # model, seed, parameters, the vendored core's hash, when it was written). `watchtower_flags.csv` has one
-# row per prompt flag:
-# `prompt_index`, `position`, `token`, `feature`, `activation`, `threshold`, `prompt`.
+# row per prompt flag: `prompt_index`, `position`, `token`, `feature`, `activation`, `threshold`, `prompt`.
 
 # %%
 summary = tower.summary()

@@ -183,7 +183,7 @@ run.save_figure(plots.plot_faithfulness_curves(curves, title=f"{TASK} on {MODEL_
 # edges it `kept`, the KL `target` of the final circuit on the find split, and the kept `edges`);
 # `faithfulness`, per method its curve: `budgets`, `values` (the metric with only those edges clean),
 # `faithfulness`, `full` and `empty` (the metric of the whole model and of no clean edges), `n_edges`;
-# `baseline_note` (how the AtP baseline ranks edges), and `run`, the stamp every JSON report here carries
+# `baseline_note` (how the AtP baseline ranks edges); and `run`, the stamp every JSON report here carries
 # (the notebook, model, seed, parameters, the vendored core's hash, when it was written).
 
 # %%

@@ -198,7 +198,7 @@ print(f"TPP latents: {saebench['tpp_top_features_shared_with_ours']} of SAEBench
 # with the total as the last bar. The other keys: `tpp_auroc` (the TPP concept's probe AUROC, clean and
 # with its 20 latents zeroed), `validation` (step 2's raw numbers: the three losses, the unclipped loss
 # recovered, L0, alive, var_expl, eval_tokens), `eval_text` (`dataset`, `sources`, `held_out`, `note`),
-# `saebench` (step 4's numbers) and `leaderboard_entry` (version, SAE, model, layer, width, k, the score,
+# `saebench` (step 4's numbers), `leaderboard_entry` (version, SAE, model, layer, width, k, the score,
 # the time and the five parts: one row of a leaderboard), and `run`, the stamp every JSON report here
 # carries (the notebook, model, seed, parameters, the vendored core's hash, when it was written).
 #
