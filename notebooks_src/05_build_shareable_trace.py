@@ -106,9 +106,8 @@ for f in data["features"]:
 # summed over the prompt, the ranking score), and, with a catalog, how well its label was measured.
 #
 # **What a healthy run shows** on the default Gemma Scope SAE: `N_FEATURES` (10) features, because far
-# more than 10 latents fire on a prompt of a dozen tokens (the release is `average_l0_82`: about 80 active
-# latents
-# a token on its training text, Lieberum et al. 2024); fewer than `N_FEATURES` means few latents fired at
+# more than 10 latents fire on a prompt of a dozen tokens (the release is `average_l0_82`: about 80
+# active latents a token on its training text, Lieberum et al. 2024); fewer than `N_FEATURES` means few latents fired at
 # all, i.e. the SAE does not read this model's layer. Without `CATALOG` every name is "latent <id>" and
 # both label scores are null, by construction.
 
@@ -144,8 +143,7 @@ for f in data["features"][:3]:
 # own peak so it runs from 0 to 1), `counterfactuals` (`{"f<latent>": {"<α>": continuation}}`),
 # `alpha_unit` and `auroc_source` (what α and `auroc` mean, in words) and `run`, the stamp every JSON report
 # here carries (the notebook, model, seed, parameters, the vendored core's hash, when it was written).
-# `trace.html` is the view above with the trace inside it, self-contained: open it in a
-# browser.
+# `trace.html` is the view above with the trace inside it, self-contained: open it in a browser.
 #
 # With `HF_REPO` set and an `HF_TOKEN` write secret both go to that repo (created private unless
 # `HF_PRIVATE = False`); a failed upload is printed and recorded in `upload.json`, and the files stay in

@@ -88,8 +88,7 @@ layer = P.one_layer()
 # `training_curves.png`: one panel per training metric against tokens (FVU, the fraction of variance
 # unexplained of each batch; L0; dead %, the latents that have not fired for `DEAD_TOKENS_THRESHOLD`
 # tokens; the AuxK loss that revives them), one line per SAE, and the learning rate. Healthy: every FVU
-# falls fast and then
-# slowly, lower for larger k; TopK's L0 is flat at its k by construction; dead % stays near 0. An FVU
+# falls fast and then slowly, lower for larger k; TopK's L0 is flat at its k by construction; dead % stays near 0. An FVU
 # that rises or turns NaN is a failed run (try a lower `LR`).
 
 # %%

@@ -94,8 +94,7 @@ print(f"find split: {len(find)} pairs (AtP, AtP*, exact patching); score split: 
 # The cell prints the node count, the metric on the find split's clean and corrupt prompts, and how far
 # the splice moves the logits. **What a healthy run shows**: the splice moves the logits by float
 # round-off only, orders of magnitude below the metric (x = x̂ + error exactly, by construction); the clean
-# metric
-# is positive and of the size Wang et al. (2022) report for GPT-2 small on IOI, a mean logit difference
+# metric is positive and of the size Wang et al. (2022) report for GPT-2 small on IOI, a mean logit difference
 # of 3.56 with the right name preferred 99.3 % of the time (their 15 templates; ours are 3 of the same
 # form); the corrupt metric is about its negative, by construction: the corrupt prompt swaps which name
 # is repeated, so its own answer is the other name, and names are drawn symmetrically. A clean metric
