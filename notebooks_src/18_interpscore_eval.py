@@ -106,7 +106,7 @@ parts, val = scores.reconstruction_parts(model, tokenizer, sae, layer, batches, 
 print(f"CE clean {val['ce_loss_clean']:.3f}, spliced {val['ce_loss_spliced']:.3f}, zeroed "
       f"{val['ce_loss_zero_ablation']:.3f} -> loss recovered {val['ce_loss_recovered']:.3f}")
 print(f"L0 {val['l0']:.1f}, alive {val['alive']}/{val['d_sae']}, var_expl {val['var_expl']:.3f}")
-print({k: round(v, 4) for k, v in parts.items()})
+print("InterpScore parts so far, each in [0, 1]:", {k: round(v, 4) for k, v in parts.items()})
 
 # %% [markdown]
 # ## 3. Sparse probing and TPP
