@@ -197,7 +197,7 @@ def test_checkpoint_written_before_the_nested_sae_config_still_resumes(tmp_path,
     cfg = TrainConfig(**TINY_RUN, total_tokens=2500, checkpoint_dir=str(tmp_path / "ck"))
     key = cfg.resume_key()
     assert json.loads(json.dumps({k: v for k, v in key.items() if k in LEGACY_KEY})) == LEGACY_KEY
-    assert set(key) - set(LEGACY_KEY) == {"dtype", "apply_b_dec_to_input", "b_dec_init"}
+    assert set(key) - set(LEGACY_KEY) == {"dtype", "apply_b_dec_to_input", "b_dec_init", "adam_eps"}
     monkeypatch.setattr(TrainConfig, "resume_key", lambda self: dict(LEGACY_KEY))  # the old code's checkpoint
     first = train(cfg, progress=False)
     monkeypatch.undo()
@@ -472,3 +472,30 @@ def test_mix_proportions_are_measured_in_tokens_and_logged(tmp_path):
         assert abs(result.tokens_by_source[name] / total - weight) < 0.04, result.tokens_by_source
     log = [json.loads(line) for line in (tmp_path / "ck" / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["mix"] == pytest.approx({n: c / total for n, c in result.tokens_by_source.items()})
+
+
+def test_adam_eps_sets_the_step_of_a_tiny_gradient():
+    """eps is the optimiser's: a gradient of 1e-9 moves a weight lr/11 under eps 1e-8 and lr/1.625 under 6.25e-10
+    (Adam's first step is lr * g / (|g| + eps))."""
+    for eps, expected in ((1e-8, 1e-9 / (1e-9 + 1e-8)), (6.25e-10, 1e-9 / (1e-9 + 6.25e-10))):
+        w = torch.nn.Parameter(torch.zeros(4))
+        opt = adam([w], lr=1e-2, eps=eps, device="cpu")
+        w.grad = torch.full((4,), 1e-9)
+        opt.step()
+        torch.testing.assert_close(w.detach(), torch.full((4,), -1e-2 * expected), rtol=1e-4, atol=0)
+
+
+def test_adam_eps_reaches_the_trainer_optimizer_and_the_resume_key(tmp_path):
+    cfg = TrainConfig(**{**TINY_RUN, "layers": (1,)}, total_tokens=1024, adam_eps=6.25e-10,
+                      checkpoint_dir=str(tmp_path / "ck"))
+    assert cfg.resume_key()["adam_eps"] == 6.25e-10
+    train(cfg, progress=False)
+    from shared import checkpoint as ckpt
+
+    _, state = ckpt.open_store(str(tmp_path / "ck")).load_latest()
+    assert [g["eps"] for g in state["optimizers"]["1"]["param_groups"]] == [6.25e-10]
+    with pytest.raises(ValueError, match="other settings.*adam_eps"):
+        train(TrainConfig(**{**TINY_RUN, "layers": (1,)}, total_tokens=1024, checkpoint_dir=str(tmp_path / "ck")),
+              progress=False)
+    with pytest.raises(ValueError, match="adam_eps"):
+        TrainConfig(**TINY_RUN, adam_eps=0.0)
