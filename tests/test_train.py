@@ -499,3 +499,53 @@ def test_adam_eps_reaches_the_trainer_optimizer_and_the_resume_key(tmp_path):
               progress=False)
     with pytest.raises(ValueError, match="adam_eps"):
         TrainConfig(**TINY_RUN, adam_eps=0.0)
+
+
+def _llama_scaled(model, s: float):
+    """The same Llama function with its residual stream s times larger: embedding, o_proj and down_proj
+    times s, RMSNorm's eps times s^2 (a power of two keeps every product exact)."""
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out.model.embed_tokens.weight.mul_(s)
+        for block in out.model.layers:
+            block.self_attn.o_proj.weight.mul_(s)
+            block.mlp.down_proj.weight.mul_(s)
+    for module in out.modules():
+        if hasattr(module, "variance_epsilon"):
+            module.variance_epsilon *= s * s
+    return out
+
+
+def test_input_normalisation_makes_training_blind_to_the_residual_scale(tmp_path):
+    """normalize_activations="expected_average_only_in": a model whose residual stream is 4x larger trains
+    the same SAE (its latents of 4x the input equal the other's of x), and its export folds the scale into
+    raw-input weights.
+    Without normalisation the two runs differ (the biases move at another pace relative to the data)."""
+    from shared import export
+    from shared.models import load_model
+
+    model, tok = load_model("tiny:llama")
+    big = _llama_scaled(model, 4.0)
+    ids = tok("The chef stirred the soup.", return_tensors="pt")["input_ids"]
+    torch.testing.assert_close(big(ids).logits, model(ids).logits)
+    x = torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
+    codes = {}
+    for norm in ("expected_average_only_in", "none"):
+        for name, m in (("small", model), ("big", big)):
+            cfg = TrainConfig(model_id="tiny:llama", layers=(1,), context_len=32, total_tokens=1024, batch_tokens=256,
+                              block_batches=2, warmup_steps=1, checkpoint_dir=str(tmp_path / norm / name),
+                              sae=TopKConfig(d_sae=64, k=4, normalize_activations=norm))
+            sae = train(cfg, m, tok, progress=False).saes[1]
+            scale = 4.0 if name == "big" else 1.0
+            codes[norm, name] = sae.encode(scale * x)
+            if norm != "none":
+                assert float(sae.norm_scale) != 1.0
+                folder = export.export_saelens(sae, tmp_path / "export" / name, export.ExportInfo("tiny:llama"),
+                                               layer=1)
+                torch.testing.assert_close(export.load_sae(folder).encode(scale * x), codes[norm, name],
+                                           atol=1e-5, rtol=1e-5)
+    # normalised, the latents live in the normalised space: the same numbers for x and for 4x through the 4x model
+    torch.testing.assert_close(codes["expected_average_only_in", "big"], codes["expected_average_only_in", "small"],
+                               atol=1e-4, rtol=1e-4)  # bitwise here (s = 4 keeps every product exact)
+    # unnormalised, a scale-blind trainer would give 4x the latents: it does not
+    assert not torch.allclose(codes["none", "big"], 4.0 * codes["none", "small"], atol=1e-3)
