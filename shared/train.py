@@ -74,6 +74,9 @@ class TrainConfig:
     lr_min: float = 6e-5
     warmup_steps: int = 1000
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    # Adam's eps: 1e-8 (torch's); OpenAI used 6.25e-10. A latent whose gradient is near eps (rare, or
+    # trained by AuxK alone) takes damped steps; BENCHMARKS.md "Recipe choices" measures it.
+    adam_eps: float = 1e-8
     checkpoint_every_tokens: int = 5_000_000
     checkpoint_every_minutes: float | None = 10.0  # also checkpoint before this much training goes unsaved
     keep_checkpoints: int = 2
@@ -116,6 +119,8 @@ class TrainConfig:
             raise ValueError(f"shuffle_tokens must be a number of tokens >= 0 (0: stream order), got {self.shuffle_tokens!r}")
         if not 0 < self.buffer_memory_fraction <= 1:
             raise ValueError(f"buffer_memory_fraction must be in (0, 1], got {self.buffer_memory_fraction}")
+        if not 0 < self.adam_eps < 1e-3:
+            raise ValueError(f"adam_eps must be a small positive number such as 1e-8, got {self.adam_eps}")
         if not 0 < self.lr_min <= self.lr:
             raise ValueError(f"need 0 < lr_min <= lr, got lr={self.lr}, lr_min={self.lr_min}")
         if self.checkpoint_every_minutes is not None and not self.checkpoint_every_minutes > 0:
@@ -487,7 +492,8 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
     plan = sae_plan(cfg, layers)
     layer_of = {key: layer for key, (layer, _) in plan.items()}
     saes = _build_saes(cfg, d_model(model), plan, sae_device)
-    optimizers = {key: adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, device=sae_device)
+    optimizers = {key: adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
+                             device=sae_device)
                   for key, sae in saes.items()}
 
     store = _open_store(cfg)
@@ -816,12 +822,12 @@ def _die(how: str) -> None:
     os._exit(1)
 
 
-def adam(params, lr: float, betas=(0.9, 0.999), device=None) -> torch.optim.Adam:
+def adam(params, lr: float, betas=(0.9, 0.999), device=None, eps: float = 1e-8) -> torch.optim.Adam:
     """The trainer's optimiser: Adam, fused on CPU / CUDA (one kernel per parameter; same update up to
     float rounding as torch's default for-loop Adam, about 2x faster on CPU, deterministic)."""
     device = torch.device(device) if device is not None else None
     fused = device is not None and device.type in ("cpu", "cuda")
-    return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused or None)
+    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=fused or None)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
