@@ -89,6 +89,10 @@ ranked = stats.rank_features(feature_stats, top_n=20)
 #
 # An id, the top-ranked latent of the baseline pass (mean when fired × log(1 + fire count), rare and
 # near-always-on latents left out), or the first catalog entry whose label holds every word of FEATURE.
+# The cell prints the feature's fire rate on the baseline, its typical activation (the unit of alpha)
+# and its three strongest baseline contexts, which say what the feature reads before we push it.
+# With `FEATURE = -1` the fire rate lies between 5 firings in `BASELINE_TOKENS` and 10 % by
+# construction (the ranking leaves out rarer and denser latents).
 
 # %%
 if isinstance(FEATURE, str):
@@ -115,6 +119,18 @@ for ex in stats.top_examples(feature_stats, feature, tokenizer, n=3):
 # (a) the feature's mean activation on the generated tokens as the steered model writes them,
 # (b) the same when the unsteered model re-reads the text, (c) the text's mean next-token loss under
 # the unsteered model. Strong steering raises (a) and usually the loss too.
+#
+# The table has one row per alpha: `act` (a), `reread` (b), `loss` (c, mean next-token loss in nats)
+# and the continuation. By construction the alpha = 0 row is the plain model: `act` equals `reread`
+# there (no edit), and each of its tokens is the plain model's own most likely choice, so its loss is
+# low and the other rows are read against it. **Healthy**: `act` rises with alpha (almost by
+# construction: the SAE reads the very residual the edit was added to); the alpha = 3 text turns toward
+# what the feature's top contexts above are about, with a higher loss than alpha = 0; at alpha = -3
+# `act` drops toward 0 (a latent cannot go below 0, so pushing further shows in the text only).
+# **Broken**: every row the same text (the edit does not reach the model: the wrong layer), or the
+# alpha = 3 text a single repeated token with a loss of many nats (far too strong for this feature:
+# lower the largest alpha). No published range gives the size of these numbers for one Gemma Scope
+# feature; they depend on the feature.
 
 # %%
 rows = steer.steer_feature(model, tokenizer, sae, layer, feature, PROMPT, ALPHAS, typical=typical,
@@ -129,12 +145,20 @@ for r in rows:
 # %% [markdown]
 # ## 5. The report
 #
-# `interventions.json`: the feature, how it was chosen, its typical activation, and per alpha the
-# text with its activation and loss; `counterfactuals` holds the same texts in trace.json's shape
+# `interventions.json`: `model`, `layer`, `sae`, `d_sae`, `feature` and `chosen_by` (how it was picked),
+# `typical_activation` with its definition, `baseline` (the dataset, tokens read and the feature's fire
+# rate there), `prompt`, `max_new_tokens`, and `interventions`, one row per alpha: `alpha`, `text`,
+# `n_tokens` generated, `feature_activation` (a), `feature_activation_reread` (b) and `loss` (c);
+# `counterfactuals` holds the same texts in trace.json's shape
 # (`{"f<id>": {alpha: text}}`, notebook 05), so viewers of traces read it too. `steered_up` says whether the largest alpha raised the
 # feature's activation on the generated tokens above alpha = 0 (as the steered model writes them);
 # `reread_up` says the same of the unsteered model re-reading the text, the stricter test that the
 # text itself came to carry the feature (large models usually pass it; tiny ones rarely do).
+# Healthy on the default model: `steered_up` true (see above: nearly by construction); `reread_up`
+# true when the steered text is about the feature. `steered_up` false means the edit did not move the
+# feature the SAE reads, i.e. the SAE and the edit are not at the same layer. The report also holds
+# `run`, the stamp every JSON report here carries (the notebook, model, seed, parameters, the vendored
+# core's hash, when it was written).
 
 # %%
 by_alpha = {r["alpha"]: r for r in rows}

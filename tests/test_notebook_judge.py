@@ -19,7 +19,8 @@ KEY = "sk-ant-fakeKeyThatMustNeverBePrinted"
 def test_judge_failing_on_every_feature_is_said_in_one_line_and_recorded(tmp_path, monkeypatch):
     entry = next(e for e in bn.load_catalog(REPO) if e.id == NOTEBOOK_ID)
     params = {**entry.smoke, "JUDGE": "anthropic", "N_FEATURES": 4}
-    with FakeLLM(lambda prompt: "", script=["500"] * 1000) as api:
+    # every request fails; the server asks for an immediate retry, so the judge's back-off costs no time
+    with FakeLLM(lambda prompt: "", script=["500-retry-now"] * 1000) as api:
         run_dir, nb = run_notebook(REPO / "notebooks" / f"{NOTEBOOK_ID}.ipynb", params, tmp_path, monkeypatch, env={
             "ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": api.url, "OPENAI_API_KEY": None})
         assert api.requests, "the judge never called the API"

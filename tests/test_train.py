@@ -224,7 +224,7 @@ def test_checkpoint_written_before_the_nested_sae_config_still_resumes(tmp_path,
     cfg = TrainConfig(**TINY_RUN, total_tokens=2500, checkpoint_dir=str(tmp_path / "ck"))
     key = cfg.resume_key()
     assert json.loads(json.dumps({k: v for k, v in key.items() if k in LEGACY_KEY})) == LEGACY_KEY
-    assert set(key) - set(LEGACY_KEY) == {"dtype", "apply_b_dec_to_input", "b_dec_init", "shuffle_tokens"}
+    assert set(key) - set(LEGACY_KEY) == {"dtype", "apply_b_dec_to_input", "b_dec_init", "shuffle_tokens", "adam_eps"}
     monkeypatch.setattr(TrainConfig, "resume_key", lambda self: dict(LEGACY_KEY))  # the old code's checkpoint
     first = train(cfg, progress=False)
     monkeypatch.undo()
@@ -694,3 +694,81 @@ def test_a_float16_overflow_says_which_dtype_to_set(tmp_path):
         assert 'set MODEL_DTYPE = "float32"' in capture.dtype_advice(t4)
     finally:
         runtime.bf16_supported = real
+
+
+def test_adam_eps_sets_the_step_of_a_tiny_gradient():
+    """eps is the optimiser's: a gradient of 1e-9 moves a weight lr/11 under eps 1e-8 and lr/1.625 under 6.25e-10
+    (Adam's first step is lr * g / (|g| + eps))."""
+    for eps, expected in ((1e-8, 1e-9 / (1e-9 + 1e-8)), (6.25e-10, 1e-9 / (1e-9 + 6.25e-10))):
+        w = torch.nn.Parameter(torch.zeros(4))
+        opt = adam([w], lr=1e-2, eps=eps, device="cpu")
+        w.grad = torch.full((4,), 1e-9)
+        opt.step()
+        torch.testing.assert_close(w.detach(), torch.full((4,), -1e-2 * expected), rtol=1e-4, atol=0)
+
+
+def test_adam_eps_reaches_the_trainer_optimizer_and_the_resume_key(tmp_path):
+    cfg = TrainConfig(**{**TINY_RUN, "layers": (1,)}, total_tokens=1024, adam_eps=6.25e-10,
+                      checkpoint_dir=str(tmp_path / "ck"))
+    assert cfg.resume_key()["adam_eps"] == 6.25e-10
+    train(cfg, progress=False)
+    from shared.training import checkpoint as ckpt
+
+    _, state = ckpt.open_store(str(tmp_path / "ck")).load_latest()
+    assert [g["eps"] for g in state["optimizers"]["1"]["param_groups"]] == [6.25e-10]
+    with pytest.raises(ValueError, match="other settings.*adam_eps"):
+        train(TrainConfig(**{**TINY_RUN, "layers": (1,)}, total_tokens=1024, checkpoint_dir=str(tmp_path / "ck")),
+              progress=False)
+    with pytest.raises(ValueError, match="adam_eps"):
+        TrainConfig(**TINY_RUN, adam_eps=0.0)
+
+
+def _llama_scaled(model, s: float):
+    """The same Llama function with its residual stream s times larger: embedding, o_proj and down_proj
+    times s, RMSNorm's eps times s^2 (a power of two keeps every product exact)."""
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out.model.embed_tokens.weight.mul_(s)
+        for block in out.model.layers:
+            block.self_attn.o_proj.weight.mul_(s)
+            block.mlp.down_proj.weight.mul_(s)
+    for module in out.modules():
+        if hasattr(module, "variance_epsilon"):
+            module.variance_epsilon *= s * s
+    return out
+
+
+def test_input_normalisation_makes_training_blind_to_the_residual_scale(tmp_path):
+    """normalize_activations="expected_average_only_in": a model whose residual stream is 4x larger trains
+    the same SAE (its latents of 4x the input equal the other's of x), and its export folds the scale into
+    raw-input weights.
+    Without normalisation the two runs differ (the biases move at another pace relative to the data)."""
+    from shared.model.loading import load_model
+    from shared.saes import export
+    from shared.saes.load import load_sae
+
+    model, tok = load_model("tiny:llama")
+    big = _llama_scaled(model, 4.0)
+    ids = tok("The chef stirred the soup.", return_tensors="pt")["input_ids"]
+    torch.testing.assert_close(big(ids).logits, model(ids).logits)
+    x = torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
+    codes = {}
+    for norm in ("expected_average_only_in", "none"):
+        for name, m in (("small", model), ("big", big)):
+            cfg = TrainConfig(model_id="tiny:llama", layers=(1,), context_len=32, total_tokens=1024, batch_tokens=256,
+                              block_batches=2, warmup_steps=1, checkpoint_dir=str(tmp_path / norm / name),
+                              sae=TopKConfig(d_sae=64, k=4, normalize_activations=norm))
+            sae = train(cfg, m, tok, progress=False).saes[1]
+            scale = 4.0 if name == "big" else 1.0
+            codes[norm, name] = sae.encode(scale * x)
+            if norm != "none":
+                assert float(sae.norm_scale) != 1.0
+                folder = export.export_saelens(sae, tmp_path / "export" / name, export.ExportInfo("tiny:llama"),
+                                               layer=1)
+                torch.testing.assert_close(load_sae(folder).encode(scale * x), codes[norm, name],
+                                           atol=1e-5, rtol=1e-5)
+    # normalised, the latents live in the normalised space: the same numbers for x and for 4x through the 4x model
+    torch.testing.assert_close(codes["expected_average_only_in", "big"], codes["expected_average_only_in", "small"],
+                               atol=1e-4, rtol=1e-4)  # bitwise here (s = 4 keeps every product exact)
+    # unnormalised, a scale-blind trainer would give 4x the latents: it does not
+    assert not torch.allclose(codes["none", "big"], 4.0 * codes["none", "small"], atol=1e-3)

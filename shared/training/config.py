@@ -40,6 +40,9 @@ class TrainConfig:
     lr_min: float = 6e-5
     warmup_steps: int = 1000
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    # Adam's eps: 1e-8 (torch's); OpenAI used 6.25e-10. A latent whose gradient is near eps (rare, or
+    # trained by AuxK alone) takes damped steps; BENCHMARKS.md "Recipe choices" measures it.
+    adam_eps: float = 1e-8
     checkpoint_every_tokens: int = 5_000_000
     checkpoint_every_minutes: float | None = 10.0  # also checkpoint before this much training goes unsaved
     keep_checkpoints: int = 2
@@ -82,6 +85,8 @@ class TrainConfig:
             raise ValueError(f"shuffle_tokens must be a number of tokens >= 0 (0: stream order), got {self.shuffle_tokens!r}")
         if not 0 < self.buffer_memory_fraction <= 1:
             raise ValueError(f"buffer_memory_fraction must be in (0, 1], got {self.buffer_memory_fraction}")
+        if not 0 < self.adam_eps < 1e-3:
+            raise ValueError(f"adam_eps must be a small positive number such as 1e-8, got {self.adam_eps}")
         if not 0 < self.lr_min <= self.lr:
             raise ValueError(f"need 0 < lr_min <= lr, got lr={self.lr}, lr_min={self.lr_min}")
         if self.checkpoint_every_minutes is not None and not self.checkpoint_every_minutes > 0:

@@ -7,12 +7,12 @@ import contextlib
 import torch
 
 
-def adam(params, lr: float, betas=(0.9, 0.999), device=None) -> torch.optim.Adam:
+def adam(params, lr: float, betas=(0.9, 0.999), device=None, eps: float = 1e-8) -> torch.optim.Adam:
     """The trainer's optimiser: Adam, fused on CPU / CUDA (one kernel per parameter; same update up to
     float rounding as torch's default for-loop Adam, about 2x faster on CPU, deterministic)."""
     device = torch.device(device) if device is not None else None
     fused = device is not None and device.type in ("cpu", "cuda")
-    return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused or None)
+    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=fused or None)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:

@@ -135,7 +135,8 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
     plan = sae_plan(cfg, layers)
     layer_of = {key: layer for key, (layer, _) in plan.items()}
     saes = _build_saes(cfg, d_model(model), plan, sae_device)
-    optimizers = {key: adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, device=sae_device)
+    optimizers = {key: adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
+                             device=sae_device)
                   for key, sae in saes.items()}
 
     store = _open_store(cfg)
