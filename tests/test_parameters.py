@@ -251,7 +251,7 @@ def test_notebook_stops_in_the_check_cell_with_one_line(tmp_path, monkeypatch):
     nb = json.loads((tmp_path / "executed.ipynb").read_text())
     (failed,) = [c for c in nb["cells"] if c["cell_type"] == "code"
                  and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
-    assert "notebook.check_parameters(globals())" in "".join(failed["source"])
+    assert "check_parameters(globals()" in "".join(failed["source"])
     (error,) = [o for o in failed["outputs"] if o.get("output_type") == "error"]
     # rule, header, the cell's frame, check_parameters' frame, the message: no library internals
     assert len(error["traceback"]) <= 5 and sum(t.count("\n") + 1 for t in error["traceback"]) < 40, error["traceback"]
@@ -280,7 +280,7 @@ def test_mistyped_parameter_stops_in_the_first_cell_before_anything_is_written(e
     nb = json.loads((tmp_path / "executed.ipynb").read_text())
     (failed,) = [c for c in nb["cells"] if c["cell_type"] == "code"
                  and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
-    assert "notebook.check_parameters(globals())" in "".join(failed["source"])
+    assert "check_parameters(globals()" in "".join(failed["source"])
     assert not (tmp_path / "run" / params["OUTPUT_DIR"]).exists()  # nothing made, nothing written
 
 
