@@ -254,7 +254,7 @@ def fit_check(args) -> None:
 
     The notebook's default model is built from its shipped config with random weights (fp16 where the
     platform has no bf16, as on a T4, whose SAE step then runs in fp32), its default parameters drive
-    the trainer (or the crosscoder's) for --steps SAE steps on the synthetic corpus, torch's allocator is
+    the trainer (17: with its crosscoder) for --steps SAE steps on the synthetic corpus, torch's allocator is
     capped at the platform's memory (emulate_memory), and the JSON holds the peak (allocated, reserved,
     plus what this process holds outside torch) next to shared/notebook/tiers.py's prediction of the training
     phase. A two-GPU platform (Kaggle's 2xT4) runs on one GPU capped at both GPUs' memory: its measured
@@ -265,7 +265,6 @@ def fit_check(args) -> None:
     from shared.recipes.tier import TIER_PARAMETERS
     from shared.saes import crosscoder
     from shared.training import sweep
-    from shared.training.crosscoder import train_crosscoder
 
     notebook = args.fit_check
     if not notebook.startswith(TRAINING_NOTEBOOKS):
@@ -290,20 +289,17 @@ def fit_check(args) -> None:
                   context_len=P["CONTEXT_LEN"], model_batch_size=P["MODEL_BATCH_SIZE"], block_batches=P["BLOCK_BATCHES"])
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        if notebook.startswith("17_"):
-            cfg = crosscoder.CrosscoderConfig(layers=tuple(layers), d_sae=P["D_SAE"], architecture=P["SPARSITY"],
-                                              k=P["K"], l1_coefficient=P["L1_COEFFICIENT"])
-            kw = {k: v for k, v in common.items() if k != "dataset"}
-            train_crosscoder(model, tok, cfg, dataset="synthetic", warmup_steps=10, progress=False,
-                             device=args.device, **kw)
-        else:
-            sae_cfg = dict(sae=TopKConfig(d_sae=P["D_SAE"], k=P["K"]))
-            if notebook.startswith("12_"):
-                sae_cfg = dict(variants=sweep.sweep_variants(P["ARCHITECTURES"], P["K_VALUES"], P["D_SAE"]))
-            cfg = TrainConfig(model_id=f"fit-check:{shape}", layers=tuple(layers), warmup_steps=10,
-                              checkpoint_every_tokens=10**12, checkpoint_dir=tmp, log_every=max(1, steps // 10),
-                              sae_autocast=g.bf16, metrics_path=str(Path(tmp) / "metrics.jsonl"), **sae_cfg, **common)
-            train(cfg, model, tok, progress=False)
+        sae_cfg = dict(sae=TopKConfig(d_sae=P["D_SAE"], k=P["K"]))
+        if notebook.startswith("12_"):
+            sae_cfg = dict(variants=sweep.sweep_variants(P["ARCHITECTURES"], P["K_VALUES"], P["D_SAE"]))
+        if notebook.startswith("17_"):  # one crosscoder over LAYERS, through the same trainer
+            sae_cfg = dict(sae=crosscoder.CrosscoderConfig(layers=tuple(layers), d_sae=P["D_SAE"], k=P["K"],
+                                                           architecture=P["SPARSITY"],
+                                                           l1_coefficient=P["L1_COEFFICIENT"]))
+        cfg = TrainConfig(model_id=f"fit-check:{shape}", layers=tuple(layers), warmup_steps=10,
+                          checkpoint_every_tokens=10**12, checkpoint_dir=tmp, log_every=max(1, steps // 10),
+                          sae_autocast=g.bf16, metrics_path=str(Path(tmp) / "metrics.jsonl"), **sae_cfg, **common)
+        train(cfg, model, tok, progress=False)
     wall = time.perf_counter() - start
     if args.model == "toy":  # the dry run: the prediction for the toy's own shape
         n_params = sum(p.numel() for p in model.parameters())

@@ -22,8 +22,10 @@
 # - Read the per-layer reconstruction on held-out tokens, classify every feature by a stated rule,
 #   plot the decoder-norm shares and the class counts, and export the crosscoder (safetensors + a
 #   cfg.json naming its layers) with a JSON report.
-# - Survive a disconnect: training checkpoints every `CHECKPOINT_EVERY_TOKENS` (to Google Drive on
-#   Colab); re-run the notebook from the top and it resumes where the last checkpoint left off.
+# - Survive a disconnect: it trains through the same trainer as the tier notebooks' SAEs, which
+#   checkpoints every `CHECKPOINT_EVERY_TOKENS` tokens and before `CHECKPOINT_EVERY_MINUTES` of training
+#   go unsaved (to Google Drive on Colab); re-run the notebook from the top and it resumes where the last
+#   checkpoint left off.
 #
 # Default: Gemma-2-2B at layers 6, 12 and 18, 8192 features, TopK with k = 64, 20M tokens (about 1.7 h on a T4).
 # The layers are scaled to a common norm first, so per-layer norms compare across layers.
@@ -56,23 +58,24 @@ OUTPUT_DIR = "outputs/17_train_crosscoder"  # @param {type:"string"}
 CHECKPOINT_DIR = "auto"  # @param {type:"string"}
 # "auto": Google Drive on Colab, ./checkpoints/<RUN_NAME> elsewhere; or a folder, or "hf:<user>/<repo>"
 CHECKPOINT_EVERY_TOKENS = 2_000_000  # @param {type:"integer"}
+CHECKPOINT_EVERY_MINUTES = 10  # @param {type:"number"}
+# a checkpoint every CHECKPOINT_EVERY_TOKENS tokens and before this many minutes of training go unsaved
 RUN_NAME = "gemma-2-2b-crosscoder-L6-12-18"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
 from shared.notebook.parameters import check_parameters
 from shared.notebook.run import start
-from shared.recipes import sessions
+from shared.recipes import sessions, tier
 from shared.saes import crosscoder
-from shared.training import stream
-from shared.training.crosscoder import train_crosscoder
+from shared.training import stream, trainer
 from shared.views import plots
 
 P = check_parameters(globals())  # a bad value stops here with one line, before any download
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
-cfg = crosscoder.CrosscoderConfig(layers=P.LAYERS, d_sae=D_SAE, architecture=SPARSITY, k=K,
-                                  l1_coefficient=L1_COEFFICIENT, seed=SEED)  # too few layers, K > D_SAE: one line
-crosscoder.check_rule(cfg.n_layers, DOMINANT_SHARE, PERSISTENT_SHARE)
+xc_cfg = crosscoder.CrosscoderConfig(layers=P.LAYERS, d_sae=D_SAE, architecture=SPARSITY, k=K,
+                                     l1_coefficient=L1_COEFFICIENT)  # too few layers, K > D_SAE: one line
+crosscoder.check_rule(xc_cfg.n_layers, DOMINANT_SHARE, PERSISTENT_SHARE)
 
 # %% [markdown]
 # ## 1. Load the model
@@ -81,28 +84,31 @@ crosscoder.check_rule(cfg.n_layers, DOMINANT_SHARE, PERSISTENT_SHARE)
 
 # %%
 model, tokenizer = run.load_model()  # prints blocks, widths, dtype, device
-print(f"crosscoder over layers {list(cfg.layers)} ({', '.join(cfg.hook_names)}), {D_SAE} features, {SPARSITY}")
+print(f"crosscoder over layers {list(xc_cfg.layers)} ({', '.join(xc_cfg.hook_names)}), {D_SAE} features, {SPARSITY}")
 
 # %% [markdown]
 # ## 2. Train
 #
-# Each model forward yields the residual stream at every layer of `LAYERS`; the rows are shuffled in
-# blocks and stacked into batches `[tokens, layers, d_model]`. The first batch sets each layer's scale
-# (so its mean norm is `sqrt(d_model)`) and decoder bias. The learning rate warms up, then decays by a
-# cosine to `LR_MIN`. The loss is the squared error summed over layers (over the batch's total
-# variance: the FVU); with `SPARSITY = "l1"` plus the decoder-norm-weighted L1. With TopK each feature's
-# decoder is held at unit norm over all layers together, so its per-layer norms move freely.
-
+# The crosscoder trains through the SAE trainer of the tier notebooks (`tier.config_from_params` maps
+# these parameters to its run, the crosscoder in place of the SAE). Each model forward yields the
+# residual stream at every layer of `LAYERS`; the rows are shuffled in blocks and stacked into batches
+# `[tokens, layers, d_model]`. A sample of the first block sets each layer's scale (so its mean norm is
+# `sqrt(d_model)`) and decoder bias. The learning rate warms up, then decays by a cosine to `LR_MIN`.
+# The loss is the squared error summed over layers (over the batch's total variance: the FVU); with
+# `SPARSITY = "l1"` plus the decoder-norm-weighted L1. With TopK each feature's decoder is held at unit
+# norm over all layers together, so its per-layer norms move freely.
 #
-# A disconnect costs at most `CHECKPOINT_EVERY_TOKENS`: the crosscoder, its Adam moments, the
-# position in the data stream (with the rows already forwarded but not yet trained) and the random
-# states are saved crash-safe, and a re-run with the same parameters resumes to the weights an
-# uninterrupted run would reach (exactly on a CPU; on a GPU equal up to float round-off). A checkpoint of other parameters is refused, never overwritten:
-# change `RUN_NAME` (or `CHECKPOINT_DIR`) to start a new run.
+# Checkpoints land every `CHECKPOINT_EVERY_TOKENS` tokens and, whatever the speed, before
+# `CHECKPOINT_EVERY_MINUTES` of training would go unsaved (at the end of a block of forwards, where a
+# checkpoint is exact): the crosscoder, its Adam moments, the position in the data stream (with the rows
+# already forwarded but not yet trained), the stream's hash and the random states, saved crash-safe. A
+# re-run with the same parameters resumes to the weights an uninterrupted run would reach (exactly on a
+# CPU; on a GPU equal up to float round-off). A checkpoint of other parameters is refused, never
+# overwritten: change `RUN_NAME` (or `CHECKPOINT_DIR`) to start a new run.
 #
 # The cell prints the last logged training FVU (the fraction of variance unexplained, all layers
 # together) and L0. `training_curves.png`: FVU, L0, dead %, the AuxK loss and the learning rate against
-# tokens.
+# tokens, read from the metrics log kept beside the checkpoints (whole across resumes).
 # Healthy: FVU falls fast, then slowly; L0 flat at `K` (by construction with TopK: each token keeps
 # exactly `K` features, fewer only where fewer pre-activations are positive); dead % near 0. An FVU that
 # rises or turns NaN is a failed run (try a lower `LR`).
@@ -110,15 +116,13 @@ print(f"crosscoder over layers {list(cfg.layers)} ({', '.join(cfg.hook_names)}),
 # %%
 checkpoint_dir = sessions.resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME)
 print(f"checkpoints in {checkpoint_dir}")
-trained = train_crosscoder(
-    model, tokenizer, cfg, total_tokens=TOTAL_TOKENS, dataset=P.DATASET, context_len=CONTEXT_LEN,
-    batch_tokens=BATCH_TOKENS, model_batch_size=MODEL_BATCH_SIZE, block_batches=P.BLOCK_BATCHES, lr=LR,
-    lr_min=LR_MIN, warmup_steps=WARMUP_STEPS, seed=SEED, checkpoint_dir=checkpoint_dir,
-    checkpoint_every_tokens=CHECKPOINT_EVERY_TOKENS)
-xc = trained.crosscoder
-print(f"trained on {trained.tokens:,} tokens; last logged: fvu {trained.history[-1]['xc/fvu']:.3f}, "
-      f"L0 {trained.history[-1]['xc/l0']:.1f}")
-run.save_figure(plots.plot_training_curves(trained.history), "training_curves.png")
+cfg = tier.config_from_params(P, checkpoint_dir, sae=xc_cfg)
+trained = trainer.train(cfg, model, tokenizer)
+xc = trained.saes["xc"]  # the run's one model; its metrics are named "xc/fvu", "xc/l0", ...
+history = trainer.load_metrics(trained.metrics_path)
+print(f"trained on {trained.tokens:,} tokens; last logged: fvu {history[-1]['xc/fvu']:.3f}, "
+      f"L0 {history[-1]['xc/l0']:.1f}")
+run.save_figure(plots.plot_training_curves(history), "training_curves.png")
 
 # %% [markdown]
 # ## 3. Reconstruction per layer, on held-out tokens
@@ -135,8 +139,8 @@ run.save_figure(plots.plot_training_curves(trained.history), "training_curves.pn
 # the others are fine means that layer's scale or hook is wrong.
 
 # %%
-held_out = stream.validation_batches(trained.run, tokenizer, VAL_TOKENS)
-evaluation = crosscoder.evaluate(xc, crosscoder.model_batches(model, tokenizer, held_out, cfg.layers))
+held_out = stream.validation_batches(cfg, tokenizer, VAL_TOKENS)
+evaluation = crosscoder.evaluate(xc, crosscoder.model_batches(model, tokenizer, held_out, xc.cfg.layers))
 for row in evaluation["per_layer"]:
     print(f"layer {row['layer']:3d}: var_expl {row['var_expl']:.3f}")
 print(f"all layers: var_expl {evaluation['var_expl']:.3f}, L0 {evaluation['l0']:.1f}, "
@@ -170,7 +174,7 @@ classes = crosscoder.classify_features(norms, evaluation["fired"], dominant=DOMI
 counts = crosscoder.count_classes(classes)
 print(crosscoder.classification_rule(DOMINANT_SHARE, PERSISTENT_SHARE))
 print(counts)
-run.save_figure(plots.plot_crosscoder_features(norms, classes, list(cfg.layers), crosscoder.CLASSES),
+run.save_figure(plots.plot_crosscoder_features(norms, classes, list(xc.cfg.layers), crosscoder.CLASSES),
                 "crosscoder_features.png")
 
 # %% [markdown]
@@ -191,11 +195,11 @@ run.save_figure(plots.plot_crosscoder_features(norms, classes, list(cfg.layers),
 # %%
 folder = crosscoder.save(xc, run.out_dir / "crosscoder", model_name=MODEL_ID, dataset=DATASET,
                          context_size=CONTEXT_LEN, tokens_trained=trained.tokens)
-assert crosscoder.load(folder, layers=cfg.layers).cfg == xc.cfg
+assert crosscoder.load(folder, layers=xc.cfg.layers).cfg == xc.cfg
 report = {
     "model": MODEL_ID,
-    "layers": list(cfg.layers),
-    "hook_names": list(cfg.hook_names),
+    "layers": list(xc.cfg.layers),
+    "hook_names": list(xc.cfg.hook_names),
     "d_in": xc.cfg.d_in,
     "d_sae": D_SAE,
     "sparsity": {"architecture": SPARSITY, **({"k": K} if SPARSITY == "topk" else {"l1_coefficient": L1_COEFFICIENT})},
@@ -211,6 +215,6 @@ report = {
     "class_counts": counts,
     "features": {"class": classes, "decoder_norms": [[round(float(v), 5) for v in row] for row in norms]},
     "export_dir": str(folder),
-    "final_train": {k: trained.history[-1][k] for k in ("xc/fvu", "xc/l0", "xc/dead_pct")},
+    "final_train": {k: history[-1][k] for k in ("xc/fvu", "xc/l0", "xc/dead_pct")},
 }
 run.write_report("crosscoder_report.json", report)

@@ -220,6 +220,21 @@ def test_two_rank_jumprelu_and_relu_penalties_equal_one_rank():
             r = result[term]
             assert r["ranks_summed"] == pytest.approx(r["one_process"], rel=1e-5), (term, r)
             assert r["grad_max_diff"] <= 1e-5 * max(1.0, r["grad_scale"]), (term, r)
+
+
+@pytest.mark.slow
+def test_two_rank_crosscoder_loss_equals_one_rank():
+    """The crosscoder under the trainer's reducer: each rank's FVU (over the whole batch's variance), L1
+    (its share of the batch mean) and AuxK add up to one process's loss on the whole batch, and so do the
+    summed gradients."""
+    for result in _two_ranks("crosscoder"):
+        assert result["l1"]["terms"] == ["fvu", "l1"] and result["topk"]["terms"] == ["aux", "fvu"]
+        for architecture in ("l1", "topk"):
+            r = result[architecture]
+            assert r["ranks_summed"] == pytest.approx(r["one_process"], rel=1e-5), (architecture, r)
+            assert r["grad_max_diff"] <= 1e-5 * max(1.0, r["grad_scale"]), (architecture, r)
+
+
 def test_the_command_line_writes_a_mix_as_the_notebook_does(tmp_path, monkeypatch):
     """dataset_path (export cfg.json) and val_dataset (val_report.json) are one string for a mix, the
     one train.dataset_name gives the notebooks, never the parameter's list."""

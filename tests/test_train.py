@@ -88,6 +88,30 @@ def test_bad_config_is_refused_with_a_clear_message():
               progress=False)
 
 
+
+def test_every_train_config_field_says_what_it_is_and_fixed_choices_are_checked():
+    """Each TrainConfig field has a docstring right under it (sparsify's config style); the dtype fields
+    take their Literal choices only, in one line naming them."""
+    import ast
+    import dataclasses
+    import typing
+
+    from shared.training import config
+
+    tree = ast.parse(Path(config.__file__).read_text())
+    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig").body
+    documented = {a.target.id for a, doc in zip(body, body[1:]) if isinstance(a, ast.AnnAssign)
+                  and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and str(doc.value.value).strip()}
+    assert documented == {f.name for f in dataclasses.fields(TrainConfig)}
+    from shared import runtime
+
+    assert typing.get_args(config.ModelDtype) == runtime.DTYPES  # what load_model takes
+    for field, value in (("model_dtype", "fp16"), ("activation_dtype", "float64")):
+        with pytest.raises(ValueError, match=f"{field} must be one of .*float16.*got '{value}'") as e:
+            TrainConfig(model_id="tiny:gpt2", layers=(0,), **{field: value})
+        assert "\n" not in str(e.value)
+
+
 def test_training_learns_and_logs(tmp_path):
     cfg = TrainConfig(**TINY_RUN, total_tokens=6000, checkpoint_dir=str(tmp_path / "ck"))
     result = train(cfg, progress=False)

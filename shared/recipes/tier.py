@@ -12,6 +12,7 @@ import torch
 from ..model.loading import load_config
 from ..notebook import tiers
 from ..runtime import SPREAD
+from ..saes.crosscoder import CrosscoderConfig
 from ..saes.topk import TopKConfig
 from ..training.config import TrainConfig, sae_plan
 from . import sessions
@@ -31,21 +32,29 @@ TIER_DEFAULTS = {"CHECKPOINT_EVERY_MINUTES": 10, "HF_USERNAME": "", "ALLOW_UNRES
                  "ALLOW_STREAM_CHANGE": False}
 
 
-def config_from_params(P: Mapping, checkpoint_dir: str | None = None) -> TrainConfig:
+def config_from_params(P: Mapping, checkpoint_dir: str | None = None, *,
+                       sae: CrosscoderConfig | None = None) -> TrainConfig:
     """The TrainConfig of a tier notebook's checked parameters (notebook.parameters.check_parameters): the one
     mapping the notebooks and the command line share. checkpoint_dir: CHECKPOINT_DIR resolved
-    (default: sessions.checkpoint_dir(P), which also stops a run that could not resume)."""
+    (default: sessions.checkpoint_dir(P), which also stops a run that could not resume).
+
+    sae: a crosscoder to train instead of the tier's TopK SAE (D_SAE, K, DEAD_TOKENS_THRESHOLD at LAYER):
+    notebook 17's parameters, whose run reads the crosscoder's layers (LAYERS) on the model's device
+    (no SAE_DEVICE); the data, schedule and checkpoint parameters map as a tier's do."""
     P = {**TIER_DEFAULTS, **P}
     if checkpoint_dir is None:
         checkpoint_dir = sessions.checkpoint_dir(P)
-    sae_cfg = TopKConfig(d_sae=P["D_SAE"], k=P["K"], dead_tokens_threshold=P["DEAD_TOKENS_THRESHOLD"])
+    if sae is None:
+        sae, layers = TopKConfig(d_sae=P["D_SAE"], k=P["K"], dead_tokens_threshold=P["DEAD_TOKENS_THRESHOLD"]), P["LAYER"]
+    else:
+        layers = sae.layers
     return TrainConfig(
-        model_id=P["MODEL_ID"], layers=tuple(P["LAYER"]), dataset=P["DATASET"], context_len=P["CONTEXT_LEN"],
-        sae=sae_cfg, total_tokens=P["TOTAL_TOKENS"], batch_tokens=P["BATCH_TOKENS"],
+        model_id=P["MODEL_ID"], layers=tuple(layers), dataset=P["DATASET"], context_len=P["CONTEXT_LEN"],
+        sae=sae, total_tokens=P["TOTAL_TOKENS"], batch_tokens=P["BATCH_TOKENS"],
         model_batch_size=P["MODEL_BATCH_SIZE"], block_batches=P["BLOCK_BATCHES"], lr=P["LR"], lr_min=P["LR_MIN"],
         warmup_steps=P["WARMUP_STEPS"], checkpoint_every_tokens=P["CHECKPOINT_EVERY_TOKENS"],
         checkpoint_every_minutes=P["CHECKPOINT_EVERY_MINUTES"], checkpoint_dir=checkpoint_dir,
-        sae_device=P["SAE_DEVICE"], seed=P["SEED"], allow_stream_change=P["ALLOW_STREAM_CHANGE"],
+        sae_device=P.get("SAE_DEVICE"), seed=P["SEED"], allow_stream_change=P["ALLOW_STREAM_CHANGE"],
     )
 
 

@@ -12,8 +12,8 @@ outweighs the others in the loss. Two sparsities (cfg.architecture):
   on the dead latents (as topk.py); each feature's decoder over all layers together is held at unit
   norm, so its per-layer norms share that unit freely (never one unit per layer: that would make
   every feature look persistent).
-`decoder_norms()` [d_sae, n_layers] says where each feature writes; `classify_features` names it. Its training
-loop is training/crosscoder.py.
+`decoder_norms()` [d_sae, n_layers] says where each feature writes; `classify_features` names it. It trains
+through the SAE trainer: training.trainer.train(TrainConfig(sae=CrosscoderConfig(...))).
 """
 from __future__ import annotations
 
@@ -99,11 +99,19 @@ class Crosscoder(nn.Module):
     """The crosscoder's weights and passes; dense autograd (one [N, d_sae] latent matrix).
 
     Takes activations stacked as [..., n_layers, d_in] (layer order = cfg.layers). Its training
-    forward returns an SAEOutput, so training.step.sae_step steps it like any SAE."""
+    forward returns an SAEOutput, so training.step.sae_step steps it like any SAE; under torchrun the
+    trainer's `reducer` makes its loss terms each rank's share of the whole batch's, as an SAE's are."""
 
-    reducer = None  # single process (training.step.sae_step reads it)
+    reducer = None  # single process; the trainer sets it under torchrun (training.step.sae_step reads it)
     update_dead_tracking = SparseAutoencoder.update_dead_tracking  # needs cfg.d_sae, tokens_since_fired
     dead_mask = SparseAutoencoder.dead_mask
+    batch_mean = SparseAutoencoder.batch_mean
+
+    def _centered_sq_sum(self, x: Tensor) -> Tensor:
+        """sum of (x - mean over rows)^2 of x [N, ...]: this process's rows, or every rank's under a reducer."""
+        if self.reducer is None:
+            return (x - x.mean(0)).pow(2).sum()
+        return self.reducer.centered_sq_sum(x.flatten(1))
 
     def __init__(self, cfg: CrosscoderConfig, device=None):
         super().__init__()
@@ -171,12 +179,12 @@ class Crosscoder(nn.Module):
         x_hat = self.decode_normalized(z)
         sq = (x_hat - xn).pow(2).sum()
         with torch.no_grad():
-            var = (xn - xn.mean(0)).pow(2).sum().clamp_min(1e-12)
+            var = self._centered_sq_sum(xn).clamp_min(1e-12)
         fvu = sq / var
         losses = {"fvu": fvu}
         if self.cfg.architecture == "l1":
             # elementwise, not a matmul: under bf16 autocast the penalty stays in float32
-            losses["l1"] = self.cfg.l1_coefficient * (z * self.W_dec.norm(dim=2).sum(1)).sum(1).mean()
+            losses["l1"] = self.cfg.l1_coefficient * self.batch_mean((z * self.W_dec.norm(dim=2).sum(1)).sum(1))
         elif self.cfg.aux_coef > 0 and dead_mask is not None and bool(dead_mask.any()):
             losses["aux"] = self.cfg.aux_coef * self._aux_loss(pre, dead_mask, (xn - x_hat).detach())
         loss = sum(losses.values())
@@ -191,7 +199,7 @@ class Crosscoder(nn.Module):
         idx = pre.detach().masked_fill(~dead_mask.to(pre.device), float("-inf")).topk(k_aux, dim=1).indices
         z = torch.zeros_like(pre).scatter(1, idx, F.relu(pre.gather(1, idx)))
         e_hat = (z @ self.W_dec.flatten(1)).view_as(err)
-        return (e_hat - err).pow(2).sum() / (err - err.mean(0)).pow(2).sum().clamp_min(1e-12)
+        return (e_hat - err).pow(2).sum() / self._centered_sq_sum(err).clamp_min(1e-12)
 
     # ---- training constraints (training.step.sae_step calls these)
     def constrain_grads(self) -> None:

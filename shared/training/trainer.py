@@ -1,5 +1,6 @@
 """The SAE trainer every tier shares: one model forward feeds one SAE per layer (or several:
-TrainConfig.variants trains a set of named SAE configs at every layer on exactly the same batches).
+TrainConfig.variants trains a set of named SAE configs at every layer on exactly the same batches; or
+one crosscoder, TrainConfig(sae=CrosscoderConfig(...)), reading every layer's rows of each batch stacked).
 
 Activations arrive in *blocks* (buffer.ActivationBlocks): a fixed number of token batches run
 through the model once (every requested layer captured in the same forward), shuffled with a
@@ -34,9 +35,10 @@ from ..model.layout import d_model, model_device, resolve_layers
 from ..model.loading import load_model
 from ..runtime import resolve_device
 from ..saes.architectures import build_sae, registered
+from ..saes.crosscoder import Crosscoder, CrosscoderConfig
 from . import checkpoint as ckpt, distributed, replay
 from .buffer import ActivationBlocks, activation_blocks, step_reserve_bytes
-from .config import TrainConfig, check_world, sae_label, sae_plan
+from .config import TrainConfig, check_world, sae_label, sae_plan, sae_settings
 from .schedule import CheckpointClock, lr_at
 from .step import adam, load_optimizer_state, sae_step
 from .stream import _sources, mix_shares
@@ -57,7 +59,8 @@ class TrainResult:
     # Tokens packed into contexts per mix source (data.TextSource.describe()), from the run's start:
     # the mix proportions as measured, in tokens (also logged as "mix" shares in the metrics).
     tokens_by_source: dict[str, int] = field(default_factory=dict)
-    # The layer each SAE of `saes` reads (key -> layer; the identity without variants).
+    # The layer each SAE of `saes` reads (key -> layer; the identity without variants; the crosscoder's:
+    # the tuple of its layers).
     layer_of: dict = field(default_factory=dict)
     # How the run resumed, for run_report.json: the stream's identity, the last replay (forwards,
     # seconds, verified), stream changes the user allowed, and the model dtype(s) it trained on.
@@ -120,7 +123,8 @@ class _MetricsLog:
 
 
 def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True) -> TrainResult:
-    """Train one SAE per layer in cfg.layers, resuming from cfg.checkpoint_dir when it holds a checkpoint.
+    """Train one SAE per layer in cfg.layers (or cfg.variants at each, or one crosscoder over them all:
+    config.sae_plan), resuming from cfg.checkpoint_dir when it holds a checkpoint.
 
     Under torchrun (distributed.init called first) every process runs this with the same cfg: the
     forwards and each batch are shared out, and rank 0 alone writes checkpoints and metrics."""
@@ -226,17 +230,31 @@ def _prepare_model(cfg: TrainConfig, model, tokenizer):
 
 
 def _build_saes(cfg: TrainConfig, d_in: int, plan: Mapping, device) -> dict[int | str, torch.nn.Module]:
-    """The SAEs of sae_plan(cfg, ...), each with d_in the model's width and seed cfg.seed + its layer."""
+    """The SAEs of sae_plan(cfg, ...), each with d_in the model's width and seed cfg.seed + its layer
+    (a crosscoder: cfg.seed)."""
     for sae_cfg in {id(c): c for _, c in plan.values()}.values():
         if sae_cfg.d_in is not None and sae_cfg.d_in != d_in:
             raise ValueError(f"sae.d_in={sae_cfg.d_in} but {cfg.model_id} has width {d_in}: leave d_in None "
                              "(the trainer fills it from the model)")
-        arch = registered().get(sae_cfg.architecture)
+        arch = None if isinstance(sae_cfg, CrosscoderConfig) else registered().get(sae_cfg.architecture)
         if arch is not None and not arch.model.trainable:
             raise NotImplementedError(f"sae.architecture={sae_cfg.architecture!r} loads for inference only (its "
                                       "training terms are not written yet): train architecture 'topk'")
-    return {key: build_sae(dataclasses.replace(sae_cfg, d_in=d_in, seed=cfg.seed + layer), device=device)
-            for key, (layer, sae_cfg) in plan.items()}
+    saes = {}
+    for key, (where, sae_cfg) in plan.items():
+        if isinstance(sae_cfg, CrosscoderConfig):
+            saes[key] = Crosscoder(dataclasses.replace(sae_cfg, d_in=d_in, seed=cfg.seed), device=device)
+        else:
+            saes[key] = build_sae(dataclasses.replace(sae_cfg, d_in=d_in, seed=cfg.seed + where), device=device)
+    return saes
+
+
+def _input(rows: Mapping[int, torch.Tensor], where, index=slice(None)) -> torch.Tensor:
+    """What an SAE reads of rows {layer: [n, d]}: its layer's rows[index], or for a crosscoder (`where`: its
+    layers) every layer's, stacked [n, n_layers, d] in its layer order."""
+    if isinstance(where, int):
+        return rows[where][index]
+    return torch.stack([rows[layer][index] for layer in where], dim=1)
 
 
 def _resume(cfg: TrainConfig, store, saes, optimizers, group=None) -> tuple[int, int, dict] | None:
@@ -275,8 +293,8 @@ def _resume_mismatch(saved: dict, cfg: TrainConfig) -> list[str]:
     A setting the saved key lacks was not yet settable when it was written, so it ran at its
     default: checkpoints from before dtype, b_dec_init, ... could be set still resume."""
     wanted = _plain(cfg.resume_key())
-    defaults = {f.name: f.default for cls in (type(cfg.sae), TrainConfig) for f in dataclasses.fields(cls)
-                if f.default is not dataclasses.MISSING}
+    defaults = {**sae_settings(cfg.sae, defaults=True),
+                **{f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}}
     saved = {**_plain({k: defaults[k] for k in wanted.keys() - saved.keys() if k in defaults}), **_plain(saved)}
     recorded = {"model_dtype"}  # a dtype switch is recorded (_model_dtypes), not refused
     return sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k) and k not in recorded)
@@ -308,11 +326,14 @@ def _save_checkpoint(store, cfg: TrainConfig, saes, optimizers, blocks: Activati
 
 def _init_from_first_block(cfg: TrainConfig, saes, layer_of, block) -> None:
     """Set each SAE's input scale and b_dec from a sample of the first block (a fresh run only;
-    the SAEs of one layer get the same sample)."""
+    the SAEs of one layer get the same sample; a crosscoder its layers' rows of it, stacked)."""
     for key, sae in saes.items():
-        sample = block.rows[layer_of[key]][block.order[: cfg.geometric_median_tokens]]
-        sae.estimate_norm_scale(sample)
-        sae.init_b_dec(sample)
+        sample = _input(block.rows, layer_of[key], block.order[: cfg.geometric_median_tokens])
+        if isinstance(sae, Crosscoder):
+            sae.initialise(sample)  # per-layer scales and b_dec
+        else:
+            sae.estimate_norm_scale(sample)
+            sae.init_b_dec(sample)
 
 
 def _run_loop(cfg: TrainConfig, saes, layer_of, optimizers, store, log, blocks: ActivationBlocks, *, tokens: int,
@@ -343,7 +364,7 @@ def _run_loop(cfg: TrainConfig, saes, layer_of, optimizers, store, log, blocks: 
             lr = lr_at(step, cfg, total_steps)
             entry = {"step": step, "tokens": tokens + cfg.batch_tokens, "lr": lr}
             for key, sae in saes.items():
-                x = batch[layer_of[key]][rows]
+                x = _input(batch, layer_of[key], rows)
                 metrics = sae_step(sae, optimizers[key], x, lr, autocast=cfg.sae_autocast)
                 entry.update({f"{sae_label(key)}/{name}": value for name, value in metrics.items()})
             step += 1
