@@ -154,13 +154,12 @@ class _FakeApi:
         self.calls.append(("upload_folder", kw["repo_id"], kw["path_in_repo"], kw["folder_path"]))
 
 
-def test_push_to_hub_skips_without_token_and_uploads_with_one(tmp_path, monkeypatch, capsys):
+def test_push_to_hub_needs_a_token_and_uploads_with_one(tmp_path, monkeypatch, capsys):
+    """push_to_hub is the unguarded push (upload_export guards it): no token is a one-line error."""
     folder = _export(_sae(), tmp_path / "blocks.3.hook_resid_post")
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    assert export.push_to_hub(folder, "me/saes") is None
-    assert "skipped: set HF_TOKEN" in capsys.readouterr().out
-    with pytest.raises(RuntimeError, match="HF_TOKEN"):
-        export.push_to_hub(folder, "me/saes", required=True)
+    with pytest.raises(RuntimeError, match="^Uploading blocks.3.hook_resid_post to me/saes needs HF_TOKEN"):
+        export.push_to_hub(folder, "me/saes")
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
     api = _FakeApi()
     url = export.push_to_hub(folder, "me/saes", api=api)
@@ -292,7 +291,7 @@ def test_upload_export_records_a_hub_fault_and_keeps_the_export(mode, tmp_path, 
             "403": "no write access", "500": "the Hub answered 500"}[mode] in entry["error"]
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("upload to someone/sae failed: ")
-    assert err.endswith(f"the export is kept at {folder}")
+    assert err.endswith(f"the files are kept at {folder}")
     assert token not in err and token not in json.dumps(entries)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 

@@ -20,7 +20,6 @@ HF_USERNAME is set, else no upload. New repos are private unless HF_PRIVATE = Fa
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Mapping
 
@@ -128,7 +127,9 @@ def checkpoint_dir(P: Mapping) -> str:
     checkpoints). Runs before the model loads, so nothing is downloaded or written for nothing."""
     where = resolve_checkpoint_dir(P["CHECKPOINT_DIR"], P["RUN_NAME"], hf_username=P.get("HF_USERNAME") or "")
     check_session(P, where)
-    if where.startswith("hf:") and os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 probes for all
+    from ..training import distributed
+
+    if where.startswith("hf:") and distributed.launched_rank() == 0:  # under torchrun rank 0 probes for all
         from ..training import checkpoint as ckpt
 
         ckpt.open_store(where)  # creates the repo private when missing; raises one line when it cannot write

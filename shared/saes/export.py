@@ -2,9 +2,9 @@
 
     info = ExportInfo(model_name="google/gemma-2-2b", layers_path="model.layers", context_size=1024,
                       dataset_path="HuggingFaceFW/fineweb-edu", tokens_trained=50_000_000)
-    export_saelens(sae, "out/blocks.12.hook_resid_post", info, layer=12, sparsity=log_sparsity,
-                   val_metrics=report["12"])
-    push_to_hub("out/blocks.12.hook_resid_post", "me/gemma-2-2b-saes")   # skipped without HF_TOKEN
+    folder = export_saelens(sae, "out/blocks.12.hook_resid_post", info, layer=12, sparsity=log_sparsity,
+                            val_metrics=report["12"])
+    upload_export({12: folder}, "me/gemma-2-2b-saes")   # skipped (one line) without HF_TOKEN
 
 The folder holds `cfg.json`, `sae_weights.safetensors` (W_enc [d_in, d_sae], b_enc, W_dec
 [d_sae, d_in], b_dec), `sparsity.safetensors` (per-latent log10 firing frequency), a model-card
@@ -256,27 +256,20 @@ def export_saelens(sae: SparseAutoencoder, folder: str | Path, info: ExportInfo,
 
 
 def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, private: bool = True,
-                path_in_repo: str | None = None, required: bool = False, api: Any = None) -> str | None:
-    """Upload an export folder to `repo_id/<path_in_repo or folder name>`; URL, or None when skipped.
+                path_in_repo: str | None = None, api: Any = None) -> str:
+    """Upload an export folder to `repo_id/<path_in_repo or folder name>`; its URL.
 
     A missing repo is created private unless private=False; an existing one keeps its visibility.
-    The target and its visibility are printed before anything is uploaded. Without a token
-    (argument or HF_TOKEN secret) it prints a 'skipped' line and returns None, unless
-    required=True, which raises instead. Hub failures raise (upload_export turns them into a
-    report entry). The token is never printed or written.
+    The target and its visibility are printed before anything is uploaded. No token (argument or
+    HF_TOKEN secret) and Hub failures raise: upload_export is the guarded call (hub.guarded_upload) that
+    turns them into one line and a report entry. The token is never printed or written.
     """
-    from .. import hub
+    from .. import hub, runtime
 
     folder = Path(folder)
     if not (folder / CFG_FILE).is_file():
         raise FileNotFoundError(f"{folder} is not an export folder (no {CFG_FILE}); run export_saelens first")
-    from .. import runtime
-
-    token = runtime.hf_token(token, required=required, why=f"Uploading {folder.name} to {repo_id} needs HF_TOKEN.")
-    if not token:
-        print(f"push_to_hub skipped: set HF_TOKEN (a Hugging Face write token; Colab: Secrets panel, "
-              f"Kaggle: Add-ons > Secrets, elsewhere `export HF_TOKEN=...`) to upload {folder.name} to {repo_id}.")
-        return None
+    token = runtime.hf_token(token, required=True, why=f"Uploading {folder.name} to {repo_id} needs HF_TOKEN.")
     if api is None:
         from huggingface_hub import HfApi
 
@@ -293,41 +286,16 @@ def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, priv
 
 def upload_export(folders: dict[int, Path], repo_id: str | None, *, private: bool = True,
                   token: str | None = None, api: Any = None) -> dict[str, dict]:
-    """Upload each layer's export folder to `repo_id`, never raising on a Hub fault: the report entry
-    per layer, {"ok": True, "repo", "url"} or {"ok": False, "repo", "error"}.
+    """Upload each layer's export folder to `repo_id` behind the upload guard (hub.guarded_upload: never
+    raises, the local export is kept): the report entry per layer, {"ok": True, "repo", "url"} or
+    {"ok": False, "repo", "error"}; {} when repo_id is empty (uploads happen only when asked)."""
+    from .. import hub
 
-    An empty repo_id uploads nothing (uploads happen only when asked). A failure prints one line
-    and keeps the local export; the run's report records it.
-    """
-    import sys
+    def pusher(folder: Path):
+        return lambda token: {"url": push_to_hub(folder, repo_id, token=token, private=private, api=api)}
 
-    from .. import hub, runtime
-
-    if not repo_id:
-        print('upload skipped: HF_REPO is empty (set HF_REPO = "<user>/<name>" to push the SAE to a '
-              "private Hugging Face repo)")
-        return {}
-    token = runtime.hf_token(token)
-    out = {}
-    for layer, folder in folders.items():
-        entry = {"ok": False, "repo": repo_id}
-        if not token:
-            entry["error"] = "HF_TOKEN not found"
-            print(f"upload to {repo_id} skipped: HF_REPO is set but HF_TOKEN (a write token) was not found. "
-                  f"{runtime.how_to_set('HF_TOKEN')} The export is kept at {folder}", file=sys.stderr)
-        elif "/" not in repo_id:
-            entry["error"] = "HF_REPO has no user part and the token's user could not be looked up"
-            print(f"upload to {repo_id} failed: {entry['error']}; set HF_REPO = \"<user>/{repo_id}\". "
-                  f"The export is kept at {folder}", file=sys.stderr)
-        else:
-            try:
-                entry.update(ok=True, url=push_to_hub(folder, repo_id, token=token, private=private, api=api))
-            except Exception as e:  # noqa: BLE001 - a Hub fault must not cost the finished run
-                entry["error"] = hub.failure_reason(e, repo_id, token)
-                print(f"upload to {repo_id} failed: {entry['error']}; the export is kept at {folder}",
-                      file=sys.stderr)
-        out[str(layer)] = entry
-    return out
+    return hub.guarded_upload(repo_id, {str(layer): (folder, pusher(folder)) for layer, folder in folders.items()},
+                              token=token)
 
 
 def export_run(saes: dict, out_dir: str | Path, info: ExportInfo, *, report: dict | None = None,

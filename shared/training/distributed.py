@@ -129,6 +129,12 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def launched_rank() -> int:
+    """The rank torchrun gave this process (0 outside torchrun), known before `init`: rank 0 speaks for
+    the job (one line for an error every rank would raise alike, one probe of a Hub store)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init(timeout_s: float | None = None) -> Group | None:
     """Join the torchrun job (once): gloo on CPU, NCCL on GPUs (each rank on cuda:LOCAL_RANK);
     None outside torchrun or with one process."""
