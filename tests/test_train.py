@@ -796,3 +796,33 @@ def test_input_normalisation_makes_training_blind_to_the_residual_scale(tmp_path
                                atol=1e-4, rtol=1e-4)  # bitwise here (s = 4 keeps every product exact)
     # unnormalised, a scale-blind trainer would give 4x the latents: it does not
     assert not torch.allclose(codes["none", "big"], 4.0 * codes["none", "small"], atol=1e-3)
+
+
+def test_a_resume_on_a_fresh_machine_writes_the_whole_metrics_log_again(tmp_path, monkeypatch):
+    """A Hub store outlives the session, the local metrics log does not: the checkpoint carries the entries
+    logged so far, so the next session's log (on a fresh disk) equals an uninterrupted run's."""
+    from shared.training import trainer
+
+    def entries(path):
+        return [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}
+                for line in Path(path).read_text().splitlines()]
+
+    run = dict(TINY_RUN, total_tokens=4000, checkpoint_every_minutes=None)
+    train(TrainConfig(**run, checkpoint_dir=str(tmp_path / "whole")), progress=False)
+    real = trainer._save_checkpoint
+
+    def save_then_end_the_session(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt("the session ends")
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", save_then_end_the_session)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**run, checkpoint_dir=str(tmp_path / "ck"), metrics_path=str(tmp_path / "s1.jsonl")),
+              progress=False)
+    monkeypatch.undo()
+    first = entries(tmp_path / "s1.jsonl")
+    assert 0 < first[-1]["tokens"] < 4000
+    again = train(TrainConfig(**run, checkpoint_dir=str(tmp_path / "ck"), metrics_path=str(tmp_path / "s2.jsonl")),
+                  progress=False)
+    assert again.resumed_from is not None
+    assert entries(tmp_path / "s2.jsonl") == entries(tmp_path / "whole" / "metrics.jsonl")

@@ -96,10 +96,13 @@ class _MetricsLog:
     """Append-only JSONL of training metrics; on resume, entries past the checkpoint are dropped.
 
     That rewrite replaces the file atomically (temp file, fsync, rename): a crash during it leaves
-    the old log whole, never a cut one."""
+    the old log whole, never a cut one. The entries also travel in every checkpoint (`entries`), so
+    a session that resumes a Hub store on a fresh machine, where no log file survived, writes the
+    whole log again from the checkpoint's copy."""
 
-    def __init__(self, path: Path | None, resume_tokens: int):
+    def __init__(self, path: Path | None, resume_tokens: int, saved: list[dict] | None = None):
         self.path = path
+        self.entries: list[dict] = []
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,13 +114,16 @@ class _MetricsLog:
             except json.JSONDecodeError:
                 continue  # a line cut by a kill
             if entry.get("tokens", 0) <= resume_tokens:
-                kept.append(line)
-        text = "".join(line + "\n" for line in kept)
+                kept.append(entry)
+        saved = [entry for entry in saved or [] if entry.get("tokens", 0) <= resume_tokens]
+        self.entries = saved if len(saved) > len(kept) else kept  # the file lost entries: the checkpoint's copy
+        text = "".join(json.dumps(entry) + "\n" for entry in self.entries)
         if text != old:
             ckpt.atomic_write_text(path, text)
 
     def write(self, entry: dict) -> None:
         if self.path is not None:
+            self.entries.append(entry)
             with self.path.open("a") as f:
                 f.write(json.dumps(entry) + "\n")
 
@@ -150,14 +156,15 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
     dtypes = _model_dtypes(state, _dtype_name(model), tokens, speak=main)
     ledger = _ledger(cfg, tokenizer, state.get("stream"), group)
     metrics_path = default_metrics_path(cfg)
-    log = _MetricsLog(metrics_path if main else None, tokens)
+    log = _MetricsLog(metrics_path if main else None, tokens, state.get("metrics"))
     data = _data_state(state, cfg) if resumed else None
     blocks = activation_blocks(model, tokenizer, cfg, sae_device, data, group=group, ledger=ledger,
                                reserve=lambda: step_reserve_bytes(saes, optimizers, cfg.batch_tokens))
 
     def record() -> dict:
-        """What a checkpoint keeps beyond the weights: the stream's hash and identity, the dtypes."""
-        return {"stream": ledger.state_at(blocks.forwards), "model_dtypes": dtypes}
+        """What a checkpoint keeps beyond the weights: the stream's hash and identity, the dtypes, the
+        metrics logged so far (rank 0's, which writes the checkpoint)."""
+        return {"stream": ledger.state_at(blocks.forwards), "model_dtypes": dtypes, "metrics": list(log.entries)}
 
     def result(tokens, step, history) -> TrainResult:
         resume = {"stream_identity": ledger.identity, "replay": ledger.replay, "stream_changes": ledger.changes,
