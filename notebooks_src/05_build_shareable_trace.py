@@ -60,11 +60,13 @@ import json
 from shared import hub
 from shared.features import trace
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, features, saes
 from shared.notebook.run import start
 from shared.recipes import sae_source
 from shared.views import html, viewer
 
-P = check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, saes, features)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 layer = P.one_layer()  # checked against the model's config, negatives resolved
 
@@ -97,11 +99,11 @@ if P.CATALOG:
 # added to the residual stream at the layer, at every position.
 
 # %%
-data = trace.trace_prompt(model, tokenizer, sae, layer, PROMPT, top_n=N_FEATURES, catalog=catalog,
+traced = trace.trace_prompt(model, tokenizer, sae, layer, PROMPT, top_n=N_FEATURES, catalog=catalog,
                           alphas=P.ALPHAS, max_new_tokens=MAX_NEW_TOKENS, model_id=MODEL_ID, sae_repo=sae_repo,
                           seed=SEED)
-print(f"{len(data['tokens'])} tokens, {len(data['features'])} features")
-for f in data["features"]:
+print(f"{len(traced['tokens'])} tokens, {len(traced['features'])} features")
+for f in traced["features"]:
     auc = "" if f["auroc"] is None else f", label AUROC {f['auroc']:.2f}"  # the judge's calls vs the activation
     print(f"{f['id']:>7}  {f['name'][:50]:<50} peak {f['max_activation']:.2f}, summed {f['summed_activation']:.2f}{auc}")
 
@@ -132,10 +134,10 @@ for f in data["features"]:
 # repeated token (the push is far too strong for this model).
 
 # %%
-html.show(html.view("trace", data))
-for f in data["features"][:3]:
+html.show(html.view("trace", traced))
+for f in traced["features"][:3]:
     print(f"\n{f['id']} {f['name']}")
-    for alpha, text in data["counterfactuals"][f["id"]].items():
+    for alpha, text in traced["counterfactuals"][f["id"]].items():
         print(f"  α = {alpha:>3}: {text!r}")
 
 # %% [markdown]
@@ -159,9 +161,9 @@ for f in data["features"][:3]:
 # to drop the file instead.
 
 # %%
-trace_path = run.write_report("trace.json", data)
+trace_path = run.write_report("trace.json", traced)
 page_path = run.out_dir / "trace.html"
-page_path.write_text(html.page(html.view("trace", data), title=f"trace: {PROMPT[:60]}"))
+page_path.write_text(html.page(html.view("trace", traced), title=f"trace: {PROMPT[:60]}"))
 upload = hub.upload_files([trace_path, page_path], hub.hub_repo_id(HF_REPO), private=HF_PRIVATE,
                           path_in_repo="traces")
 run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "trace", trace_path)})

@@ -56,10 +56,12 @@ from shared.data import packing, sources
 from shared.features import stats
 from shared.model import steer
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, features, saes
 from shared.notebook.run import start
 from shared.recipes import sae_source
 
-P = check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, saes, features)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]

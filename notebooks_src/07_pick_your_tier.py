@@ -33,9 +33,11 @@ import matplotlib.pyplot as plt
 from shared import runtime
 from shared.notebook import tiers
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, planning
 from shared.notebook.run import start
 
-P = check_parameters(globals())  # a bad value stops here with one line
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line
+P = check_parameters(globals(), common, planning)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]

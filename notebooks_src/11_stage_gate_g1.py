@@ -67,11 +67,13 @@ import textwrap
 from shared import hub
 from shared.evals import gates
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, evals, features, saes
 from shared.notebook.run import start
 from shared.recipes import sae_source
 from shared.views import plots
 
-P = check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, saes, features, evals)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]

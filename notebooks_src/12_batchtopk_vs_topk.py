@@ -63,13 +63,15 @@ from shared.data import packing
 from shared.evals import metrics
 from shared.model import layout
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, training
 from shared.notebook.run import start
 from shared.recipes import sessions
 from shared.saes import export
 from shared.training import config, stream, sweep, trainer
 from shared.views import plots
 
-P = check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, training)
 # one SAE config per architecture and k; an unknown name or a k above D_SAE stops here in one line
 variants = sweep.sweep_variants(ARCHITECTURES, P.K_VALUES, D_SAE, dead_tokens_threshold=DEAD_TOKENS_THRESHOLD)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs

@@ -65,10 +65,12 @@ import matplotlib.pyplot as plt
 from shared.data import packing, sources
 from shared.features import stats, watch
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, features, saes
 from shared.notebook.run import start
 from shared.recipes import sae_source
 
-P = check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, saes, features)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]

@@ -65,11 +65,13 @@ SEED = 0  # @param {type:"integer"}
 from shared import hub
 from shared.circuits import attribution, circuit_json, metrics, nodes, patching, tasks
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import circuits, common, saes
 from shared.notebook.run import start
 from shared.recipes import sae_source
 from shared.views import plots, viewer
 
-P = check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, saes, circuits)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]

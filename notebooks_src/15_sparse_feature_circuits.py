@@ -62,11 +62,13 @@ SEED = 0  # @param {type:"integer"}
 from shared import hub
 from shared.circuits import circuit_json, metrics, sfc, tasks
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import circuits, common, saes
 from shared.notebook.run import start
 from shared.recipes import circuit_saes
 from shared.views import html, plots, viewer
 
-P = check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, saes, circuits)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
@@ -146,8 +148,8 @@ for e in sorted(circuit.edges, key=lambda e: -abs(e["score"]))[:10]:
 # site's circuit viewer, saved as a self-contained `circuit_graph.html` (open it in a browser).
 
 # %%
-data = circuit.circuit_data()
-graph_html = html.view("circuit", data, title=f"{MODEL_ID} · {TASK} · {METRIC}")
+drawn = circuit.circuit_data()
+graph_html = html.view("circuit", drawn, title=f"{MODEL_ID} · {TASK} · {METRIC}")
 (run.out_dir / "circuit_graph.html").write_text(html.page(graph_html, title="sparse feature circuit"),
                                                  encoding="utf-8")
 html.show(graph_html)
@@ -197,7 +199,7 @@ run.save_figure(plots.plot_faithfulness_completeness(curve, len(circuit.nodes)),
 
 # %%
 sae_repo = ", ".join(f"L{layer}: {w}" for layer, w in sae_where.items())
-circuit_json.write_circuit(run.out_dir / "circuit.json", **data, model=MODEL_ID, sae_repo=sae_repo, task=TASK,
+circuit_json.write_circuit(run.out_dir / "circuit.json", **drawn, model=MODEL_ID, sae_repo=sae_repo, task=TASK,
                            faithfulness=at_circuit["faithfulness"], completeness=at_circuit["completeness"],
                            faithfulness_prompts_n=len(score))  # found on the find split, scored on the score split
 run.write_report("sfc_report.json", {

@@ -58,10 +58,12 @@ import time
 
 from shared.circuits import acdc, attribution, autocircuit, circuit_json, edges, metrics, nodes, tasks
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import circuits, common
 from shared.notebook.run import start
 from shared.views import plots
 
-P = check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, circuits)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]

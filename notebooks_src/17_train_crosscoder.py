@@ -65,13 +65,15 @@ SEED = 0  # @param {type:"integer"}
 
 # %%
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, crosscoders, data, training
 from shared.notebook.run import start
 from shared.recipes import sessions, tier
 from shared.saes import crosscoder
 from shared.training import stream, trainer
 from shared.views import plots
 
-P = check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, training, crosscoders)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 xc_cfg = crosscoder.CrosscoderConfig(layers=P.LAYERS, d_sae=D_SAE, architecture=SPARSITY, k=K,
                                      l1_coefficient=L1_COEFFICIENT)  # too few layers, K > D_SAE: one line

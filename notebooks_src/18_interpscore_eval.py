@@ -64,12 +64,14 @@ from shared.data import packing
 from shared.evals import scores
 from shared.model import layout
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, evals, saes
 from shared.notebook.run import start
 from shared.readouts import probes
 from shared.recipes import sae_source
 from shared.views import plots
 
-P = check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, saes, evals)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]

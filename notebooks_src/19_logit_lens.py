@@ -36,11 +36,13 @@ SEED = 0  # @param {type:"integer"}
 # %%
 from shared.model import layout
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, readouts
 from shared.notebook.run import start
 from shared.readouts import lens
 from shared.views import plots
 
-P = check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, readouts)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]

@@ -53,11 +53,13 @@ import matplotlib.pyplot as plt
 
 from shared.data import sources
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, readouts, training
 from shared.notebook.run import start
 from shared.readouts import lens
 from shared.views import plots
 
-P = check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, training, readouts)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 out_dir = run.out_dir
 

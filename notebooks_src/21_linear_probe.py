@@ -44,11 +44,13 @@ import numpy as np
 from shared.data import tasks
 from shared.model import capture
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, readouts
 from shared.notebook.run import start
 from shared.readouts import probes
 from shared.views import plots
 
-P = check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, readouts)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]

@@ -118,12 +118,14 @@ import matplotlib.pyplot as plt
 
 from shared.model import capture, layout
 from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, training
 from shared.notebook.run import start
 from shared.recipes import finish, sessions, tier
 from shared.training import stream, trainer
 from shared.views import plots
 
-P = check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, training)
 run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 layers = tuple(P.LAYER)  # block indices >= 0: LAYER = -1 is the last block
 

@@ -163,13 +163,14 @@ def test_metrics_by_hand(byte_tok):
 def test_notebook_rules_name_the_same_tasks_metrics_and_ablations():
     from shared.circuits import patching
     from shared.notebook import parameters
+    from shared.notebook.rules import circuits
 
     for name, options in (("TASK", tasks.TASKS), ("METRIC", metrics.GRADIENT_METRICS),
                           ("COUNTERFACTUAL", patching.ABLATIONS)):
         for value in options:
-            assert parameters.RULES[name](value, None) == value
+            assert circuits.RULES[name](value, None) == value
         with pytest.raises(ValueError):
-            parameters.RULES[name]("nope", None)
+            circuits.RULES[name]("nope", None)
     assert set(metrics.METRICS) - set(metrics.GRADIENT_METRICS) == {"kl"}
     with pytest.raises(parameters.ParameterError, match=r"^METRIC = 'kl': has zero gradient.*use 'logit_diff' or 'prob'$"):
         parameters.check_parameters({"METRIC": "kl"})  # notebooks 14 and 15 attribute with METRIC

@@ -108,6 +108,28 @@ def test_report_does_not_depend_on_forward_batch_or_chunk_size(tiny):
     torch.testing.assert_close(whole[0], parts[0]) and torch.testing.assert_close(whole[1], parts[1])
 
 
+def test_our_and_saelens_metrics_measured_apart_compose_to_the_report(tiny):
+    """Each metric set measured alone, on its own forwards, gives exactly the numbers evaluate_saes reports
+    when both share one pass (the spliced forward, the clean one, the per-layer ablations): splitting ours
+    from SAELens' changes no number. Two SAEs share layer 1 (train's variants) and one reads layer 2."""
+    from shared.evals.metrics import OurMetrics, SAELensMetrics, compose_report, measure
+
+    model, tokenizer = tiny
+    d = d_model(model)
+    saes = {"a": build_sae(TopKConfig(d_in=d, d_sae=64, k=4, seed=1)),
+            "b": build_sae(TopKConfig(d_in=d, d_sae=32, k=8, seed=2)), 2: _identity_sae(d)}
+    layer_of = {"a": 1, "b": 1}
+    batches = _batches(tokenizer, 2)
+    together_sparsity, apart_sparsity = {}, {}
+    report = evaluate_saes(model, tokenizer, saes, batches, layer_of=layer_of, sparsity=together_sparsity)
+    ours, theirs = OurMetrics(saes), SAELensMetrics(saes)
+    measure(model, tokenizer, saes, batches, [ours], layer_of=layer_of)
+    measure(model, tokenizer, saes, batches, [theirs], layer_of=layer_of)
+    assert compose_report(ours.report(apart_sparsity), theirs.report()) == report
+    assert list(report) == ["a", "b", "2"] and list(report["a"])[-1] == "saelens"
+    assert all(torch.equal(together_sparsity[key], apart_sparsity[key]) for key in saes)
+
+
 # ---------------------------------------------------------------- the same numbers as sae_lens' run_evals
 
 def _hooked_transformer(model, tokenizer, tmp_path):

@@ -1,6 +1,9 @@
-"""Every catalog notebook's parameters are checked up front by shared.notebook.check_parameters:
-each has a rule, the smoke values pass, and each bad value in the table below stops with a
-one-line ParameterError naming the parameter (not a deep trace from inside a library)."""
+"""Every catalog notebook's parameters are checked up front by shared.notebook.parameters.check_parameters,
+by the rule families (shared/notebook/rules/) the notebook names: each parameter has a rule there, the smoke
+values pass, and each bad value in the table below stops with a one-line ParameterError naming the
+parameter (not a deep trace from inside a library)."""
+import ast
+import importlib
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: an unknown id must fail offline
@@ -16,6 +19,7 @@ import build_notebooks as bn
 from conftest import REPO
 from shared.model import layout
 from shared.notebook import parameters
+from shared.notebook.rules import planning, training
 
 ENTRIES = bn.load_catalog(REPO)
 
@@ -25,6 +29,16 @@ def parameters_of(entry) -> dict:
     nb = json.loads((REPO / "notebooks" / f"{entry.id}.ipynb").read_text(encoding="utf-8"))
     (cell,) = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
     return {**bn.parameter_defaults("".join(cell["source"])), **entry.smoke}
+
+
+def families_of(entry) -> list:
+    """The rule families the notebook's source names in its `check_parameters(globals(), ...)` call, in order."""
+    tree = ast.parse((REPO / "notebooks_src" / entry.source).read_text(encoding="utf-8"))
+    imported = {alias.asname or alias.name: alias.name for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module == "shared.notebook.rules" for alias in node.names}
+    (call,) = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+               and getattr(node.func, "id", None) == "check_parameters"]
+    return [importlib.import_module(f"shared.notebook.rules.{imported[arg.id]}") for arg in call.args[1:]]
 
 
 def _missing_cuda() -> str:
@@ -132,17 +146,24 @@ CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
-def test_every_parameter_has_a_rule_and_a_bad_case(entry):
+def test_every_parameter_has_a_rule_in_the_notebooks_families_and_a_bad_case(entry):
+    """The parameters cell names only parameters that the families its check_parameters call names know."""
     names = set(parameters_of(entry))
-    assert not names - set(parameters.RULES), f"{entry.id}: add rules to shared/notebook/parameters.py RULES"
+    families = families_of(entry)
+    known = {name for family in families for name in family.RULES}
+    assert not names - known, (f"{entry.id}: {sorted(names - known)} have no rule in its families "
+                               f"{[parameters.family_name(f) for f in families]}: name the family, or add rules "
+                               "to the family of their concept in shared/notebook/rules/")
+    assert parameters.family_name(families[0]) == "common", f"{entry.id}: name common first (MODEL_ID before LAYER)"
     assert not names - {name for name, _, _ in BAD}, f"{entry.id}: add bad values to BAD in this test"
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
 def test_smoke_parameters_pass(entry):
     params = parameters_of(entry)
-    checked = parameters.check_parameters(params)
+    checked = parameters.check_parameters(params, *families_of(entry))
     assert set(checked) == set(params)
+    assert checked == parameters.check_parameters(params)  # every family: the same values
 
 
 @pytest.mark.parametrize("entry, name, bad", CASES)
@@ -150,7 +171,7 @@ def test_bad_value_is_a_one_line_error_naming_the_parameter(entry, name, bad):
     params = parameters_of(entry)
     value = bad(params) if callable(bad) else bad
     with pytest.raises(parameters.ParameterError) as e:
-        parameters.check_parameters({**params, name: value})
+        parameters.check_parameters({**params, name: value}, *families_of(entry))
     message = str(e.value)
     assert message.startswith(f"{name} = {value!r}"[:40]) and "\n" not in message, message
     assert len(message) < 400 and isinstance(e.value, ValueError)
@@ -159,19 +180,30 @@ def test_bad_value_is_a_one_line_error_naming_the_parameter(entry, name, bad):
 def test_sweep_architectures_are_the_registered_ones_with_a_k():
     from shared.training import sweep
 
-    assert list(parameters.SWEEP_ARCHITECTURES) == sweep.k_architectures()
+    assert list(training.SWEEP_ARCHITECTURES) == sweep.k_architectures()
 
 
 def test_gpu_and_goal_rules_name_the_planners_classes_and_goals():
-    """GPU and GOAL (notebook 07) are checked against names written out in parameters.py, so no notebook's
-    first cell vendors the planner: they are tiers' own, and GPU reads a name as tiers.gpu_class does."""
+    """GPU and GOAL (notebook 07) are checked against names written out in rules/planning.py, so 07's first
+    cell does not vendor the planner: they are tiers' own, and GPU reads a name as tiers.gpu_class does."""
     from shared.notebook import tiers
 
-    assert parameters.GPU_CLASSES == tuple(tiers.GPU_CLASSES) and parameters.GOALS == tiers.GOALS
+    assert planning.GPU_CLASSES == tuple(tiers.GPU_CLASSES) and planning.GOALS == tiers.GOALS
     for given in ("t4", " h100-80 ", "2XT4", None):
-        assert parameters.RULES["GPU"](given, None) == tiers.gpu_class(given).name
+        assert planning.RULES["GPU"](given, None) == tiers.gpu_class(given).name
     with pytest.raises(ValueError, match="unknown GPU class 'GTX-9000'; use one of T4, 2xT4"):
-        parameters.RULES["GPU"]("GTX-9000", None)
+        planning.RULES["GPU"]("GTX-9000", None)
+
+
+def test_crosscoder_sparsity_is_a_crosscoder_architecture():
+    """SPARSITY (17) is checked against names written out in rules/crosscoders.py: saes.crosscoder's own."""
+    from shared.notebook.rules import crosscoders
+    from shared.saes import crosscoder
+
+    for name in crosscoder.ARCHITECTURES:
+        assert crosscoders.RULES["SPARSITY"](name, None) == name
+    with pytest.raises(ValueError, match="must be one of 'topk', 'l1'"):
+        crosscoders.RULES["SPARSITY"]("relu", None)
 
 
 @pytest.mark.parametrize("entry_id, name, value, says", [
@@ -182,8 +214,56 @@ def test_gpu_and_goal_rules_name_the_planners_classes_and_goals():
 def test_bad_value_says_what_to_set(entry_id, name, value, says):
     entry = next(e for e in ENTRIES if e.id == entry_id)
     with pytest.raises(parameters.ParameterError, match=f"^{name} = ") as e:
-        parameters.check_parameters({**parameters_of(entry), name: value})
+        parameters.check_parameters({**parameters_of(entry), name: value}, *families_of(entry))
     assert says in str(e.value)
+
+
+def test_each_parameter_name_has_one_family():
+    """A name means one thing everywhere: no two families hold a rule of the same name."""
+    seen = {}
+    for family in parameters.every_family():
+        assert family.__doc__ and family.RULES, f"{family.__name__}: a docstring and a RULES table"
+        for name in family.RULES:
+            assert name not in seen, f"{name} is in both {seen[name]} and {parameters.family_name(family)}"
+            seen[name] = parameters.family_name(family)
+    assert parameters.family_name(parameters.every_family()[0]) == "common"
+
+
+def test_a_parameter_of_a_family_the_notebook_does_not_name_is_a_one_line_error(tmp_path):
+    """A parameters cell with TAU but a check_parameters call that names only common: one line naming TAU and
+    the family whose rules know it; upper-case globals no family knows (REQUIREMENTS) are no parameters."""
+    from shared.notebook.rules import circuits, common
+
+    params = {"MODEL_ID": "tiny:gpt2", "OUTPUT_DIR": str(tmp_path), "SEED": 0, "REQUIREMENTS": ["torch"]}
+    assert set(parameters.check_parameters(params, common)) == {"MODEL_ID", "OUTPUT_DIR", "SEED"}
+    with pytest.raises(parameters.ParameterError) as e:
+        parameters.check_parameters({**params, "TAU": 0.1}, common)
+    assert str(e.value) == ("TAU = 0.1: no rule family this notebook names (common) checks TAU; the circuits family "
+                            "does: add it to check_parameters")
+    assert parameters.check_parameters({**params, "TAU": 0.1}, common, circuits).TAU == 0.1
+
+
+def _rule_family_imports(name: str) -> set[str]:
+    """The other rule families a family's module imports (`from .saes import within_sae`)."""
+    tree = ast.parse((REPO / "shared" / "notebook" / "rules" / f"{name}.py").read_text(encoding="utf-8"))
+    return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1
+            and node.module}
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
+def test_a_notebook_vendors_only_the_rule_families_it_names(entry):
+    """Vendoring follows imports: a notebook carries the families its check names and those they build on
+    (features and evals check latent ids with saes', evals reads PROBE_TASKS with data's dataset rule), never
+    another; the engine imports none. So only the circuit notebooks carry the circuits family."""
+    named = {parameters.family_name(f) for f in families_of(entry)}
+    expected = named | {dep for name in named for dep in _rule_family_imports(name)}
+    source = (REPO / "notebooks_src" / entry.source).read_text(encoding="utf-8")
+    vendored = {Path(rel).stem for rel in bn.core_closure(REPO, source)
+                if rel.startswith("notebook/rules/") and not rel.endswith("__init__.py")}
+    assert vendored == expected
+    assert ("circuits" in vendored) == entry.id.startswith(("14_", "15_", "16_"))
+    if entry.id.startswith("19_"):
+        assert vendored == {"common", "readouts"}
 
 
 def test_layer_normalisation_and_devices():
@@ -251,7 +331,7 @@ def test_notebook_stops_in_the_check_cell_with_one_line(tmp_path, monkeypatch):
     nb = json.loads((tmp_path / "executed.ipynb").read_text())
     (failed,) = [c for c in nb["cells"] if c["cell_type"] == "code"
                  and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
-    assert "check_parameters(globals()" in "".join(failed["source"])
+    assert "check_parameters(globals(), common" in "".join(failed["source"])
     (error,) = [o for o in failed["outputs"] if o.get("output_type") == "error"]
     # rule, header, the cell's frame, check_parameters' frame, the message: no library internals
     assert len(error["traceback"]) <= 5 and sum(t.count("\n") + 1 for t in error["traceback"]) < 40, error["traceback"]
@@ -280,7 +360,7 @@ def test_mistyped_parameter_stops_in_the_first_cell_before_anything_is_written(e
     nb = json.loads((tmp_path / "executed.ipynb").read_text())
     (failed,) = [c for c in nb["cells"] if c["cell_type"] == "code"
                  and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
-    assert "check_parameters(globals()" in "".join(failed["source"])
+    assert "check_parameters(globals(), common" in "".join(failed["source"])
     assert not (tmp_path / "run" / params["OUTPUT_DIR"]).exists()  # nothing made, nothing written
 
 
@@ -353,13 +433,15 @@ def test_latent_ids_beyond_a_folder_sae_stop_in_the_first_cell(name, bad, words,
 def test_latent_ids_checked_once_the_sae_loads():
     """Where nothing could be read before (a Hub repo offline), sae_for_notebook checks the loaded SAE:
     its hook against LAYER, the latent ids against its width, in the parameters' words."""
+    from shared.notebook.rules import saes
+
     P = parameters.Parameters({"SAE": "someone/saes", "SAE_ID": "blocks.3", "LAYER": [3], "FEATURE": 500,
                              "HELPFUL_PACK": [1, 2]}, given={"FEATURE": 500})
     with pytest.raises(parameters.ParameterError, match=r"^FEATURE = 500: latent id 500 beyond the SAE's 256 latents"):
-        parameters.check_loaded_sae(P, "blocks.3.hook_resid_post", 256, 3)
+        saes.check_loaded_sae(P, "blocks.3.hook_resid_post", 256, 3)
     with pytest.raises(parameters.ParameterError, match=r"^SAE_ID = 'blocks\.3': this SAE reads the MLP output"):
-        parameters.check_loaded_sae(P, "blocks.3.hook_mlp_out", 1024, 3)
-    parameters.check_loaded_sae(P, "blocks.3.hook_resid_post", 1024, 3)
+        saes.check_loaded_sae(P, "blocks.3.hook_mlp_out", 1024, 3)
+    saes.check_loaded_sae(P, "blocks.3.hook_resid_post", 1024, 3)
 
 
 def test_sfc_sae_ids_each_checked_against_its_layer():

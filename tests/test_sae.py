@@ -393,3 +393,36 @@ def test_each_architecture_module_imports_first(module):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr[-800:]
     assert "'topk'" in out.stdout and "'matryoshka_batchtopk'" in out.stdout and "'jumprelu'" in out.stdout
+
+
+def test_every_config_field_says_what_it_is_and_fixed_choices_are_literals():
+    """Each field of SAEConfig, of every architecture's config and of CrosscoderConfig has a docstring under it
+    (sparsify's config.py form), and the fixed choices are Literal types: each architecture's `architecture`
+    is its registered name alone, normalize_activations / b_dec_init / dtype the values __post_init__ accepts."""
+    import ast
+    import inspect
+    import typing
+
+    from shared.saes import crosscoder
+
+    configs = {arch.config for arch in registry.ARCHITECTURES.values()} | {base.SAEConfig, crosscoder.CrosscoderConfig}
+    for cls in configs:
+        source = Path(inspect.getfile(cls)).read_text(encoding="utf-8")
+        (node,) = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == cls.__name__]
+        for i, stmt in enumerate(node.body):
+            if isinstance(stmt, ast.AnnAssign):
+                after = node.body[i + 1] if i + 1 < len(node.body) else None
+                assert (isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                        and isinstance(after.value.value, str)), f"{cls.__name__}.{stmt.target.id}: add a docstring"
+    for name, arch in registry.ARCHITECTURES.items():
+        assert typing.get_args(typing.get_type_hints(arch.config)["architecture"]) == (name,)
+        assert arch.config(d_in=8, d_sae=64, **({"k": 4} if "k" in arch.config.__dataclass_fields__ else {})
+                           ).architecture == name
+    hints = typing.get_type_hints(base.SAEConfig)
+    assert typing.get_args(hints["normalize_activations"]) == base.NORMALIZATIONS == ("none", "expected_average_only_in")
+    assert typing.get_args(hints["b_dec_init"]) == base.B_DEC_INITS == ("geometric_median", "mean", "zeros")
+    assert typing.get_args(hints["dtype"]) == tuple(base.DTYPES) and base.DTYPES["bfloat16"] is torch.bfloat16
+    assert typing.get_args(typing.get_type_hints(crosscoder.CrosscoderConfig)["architecture"]) == crosscoder.ARCHITECTURES
+    for field, bad in (("normalize_activations", "layer_norm"), ("b_dec_init", "median"), ("dtype", "int8")):
+        with pytest.raises(ValueError, match=f"{field}='{bad}': use one of"):
+            TopKConfig(d_in=8, d_sae=64, k=4, **{field: bad})

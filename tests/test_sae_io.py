@@ -372,6 +372,7 @@ def test_resid_pre_sae_reads_the_previous_block_output_as_sae_lens_would(sl, tmp
     (one block late) is refused, in the first cell and again after loading."""
     from shared.model import hooks, layout, loading
     from shared.notebook import parameters
+    from shared.notebook.rules import saes
 
     model, tok = loading.load_model("tiny:gpt2", device="cpu")
     d = layout.d_model(model)
@@ -386,7 +387,7 @@ def test_resid_pre_sae_reads_the_previous_block_output_as_sae_lens_would(sl, tmp
     assert parameters.check_parameters({**params, "LAYER": 1}).LAYER == [1]
     ours = load.load_sae(tmp_path, d_in=d)
     with pytest.raises(parameters.ParameterError, match="LAYER is 2: make LAYER 1"):
-        parameters.check_loaded_sae({**params, "LAYER": [2]}, ours.hook_name, ours.cfg.d_sae, 2)
+        saes.check_loaded_sae({**params, "LAYER": [2]}, ours.hook_name, ours.cfg.d_sae, 2)
     ids = tok("The cat sat on the mat and the dog sat on the rug", return_tensors="pt").input_ids
     with torch.no_grad(), hooks.read_residuals(model, [1]) as acts:
         hidden = model(ids, output_hidden_states=True).hidden_states

@@ -255,16 +255,7 @@ class Nodes:
             record[comp] = new
             return new
 
-        inputs: dict[nn.Module, list] = {}
-        outputs: dict[nn.Module, list] = {}
-        sae_layers: dict[int, dict] = {}
-        for comp, site in self._sites.items():
-            if site[0] == "input":
-                inputs.setdefault(site[1], []).append(comp)
-            elif site[0] == "output":
-                outputs.setdefault(site[1], []).append((comp, site[2], site[3]))
-            else:
-                sae_layers.setdefault(comp.layer, {})[comp.kind] = comp
+        inputs, outputs, sae_layers = self._sites_by_hook()
 
         def head_edit(comps):
             def fn(x):
@@ -300,6 +291,22 @@ class Nodes:
             stack.enter_context(hooks.edit_module_outputs({m: out_edit(c) for m, c in outputs.items()}))
             stack.enter_context(hooks.edit_residual(self.model, {layer: sae_edit(layer, c) for layer, c in sae_layers.items()}))
             yield record
+
+    def _sites_by_hook(self) -> tuple[dict, dict, dict]:
+        """The components grouped by where `hooked` edits them: {module: [components]} on a module's input (heads),
+        {module: [(component, extract, insert)]} on its output, {layer: {"latents" | "error": component}} at an
+        SAE's layer."""
+        inputs: dict[nn.Module, list] = {}
+        outputs: dict[nn.Module, list] = {}
+        sae_layers: dict[int, dict] = {}
+        for comp, site in self._sites.items():
+            if site[0] == "input":
+                inputs.setdefault(site[1], []).append(comp)
+            elif site[0] == "output":
+                outputs.setdefault(site[1], []).append((comp, site[2], site[3]))
+            else:
+                sae_layers.setdefault(comp.layer, {})[comp.kind] = comp
+        return inputs, outputs, sae_layers
 
     def values(self, ids: torch.Tensor, edit: Edit | None = None, *, grad: bool = False):
         """(logits, {component: value}) of one forward on ids; values detached unless grad."""

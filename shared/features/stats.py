@@ -87,16 +87,7 @@ class FeatureStats:
             raise ValueError(f"token_ids must be [batch, seq], got shape {tuple(token_ids.shape)}.")
         B, T = token_ids.shape
         dev = self.device
-        vals = vals.to(dev, torch.float32)
-        if idx is None:
-            if vals.shape != (B, T, self.d_sae):
-                raise ValueError(f"dense latents must be [B, T, d_sae]={B, T, self.d_sae}, got {tuple(vals.shape)}.")
-            k = max(int((vals > 0).sum(-1).max()), 1) if vals.numel() else 1
-            vals, idx = vals.topk(k, dim=-1)
-        if vals.shape[:2] != (B, T) or idx.shape != vals.shape:
-            raise ValueError(f"vals and idx must both be [B, T, k] with B, T = {B, T}, got {tuple(vals.shape)} "
-                             f"and {tuple(idx.shape)}.")
-        idx = idx.to(dev, torch.long)
+        vals, idx = self._sparse(vals.to(dev, torch.float32), idx, B, T)
         tokens = token_ids.to(dev, torch.long)
         keep = torch.ones(B, T, dtype=torch.bool, device=dev) if mask is None else mask.to(dev, torch.bool)
         vals = vals * keep[..., None]  # latents of masked tokens count as silent
@@ -106,6 +97,29 @@ class FeatureStats:
         lat, v = idx[fired], vals[fired]
         if lat.numel() == 0:
             return
+        self._count(lat, v)
+        bi, ti, _ = fired.nonzero(as_tuple=True)
+        lat, v, bi, ti, rank = self._candidates(lat, v, bi, ti, B)
+        if lat.numel() == 0:
+            return
+        ids, acts = self._windows(tokens, vals, idx, lat, bi, ti)
+        self._merge_top(lat, v, ids, acts, rank)
+
+    def _sparse(self, vals: Tensor, idx: Tensor | None, B: int, T: int) -> tuple[Tensor, Tensor]:
+        """The batch's latents as vals/idx [B, T, k] (dense vals [B, T, d_sae] cut to their largest k, the most
+        any token fires), checked."""
+        if idx is None:
+            if vals.shape != (B, T, self.d_sae):
+                raise ValueError(f"dense latents must be [B, T, d_sae]={B, T, self.d_sae}, got {tuple(vals.shape)}.")
+            k = max(int((vals > 0).sum(-1).max()), 1) if vals.numel() else 1
+            vals, idx = vals.topk(k, dim=-1)
+        if vals.shape[:2] != (B, T) or idx.shape != vals.shape:
+            raise ValueError(f"vals and idx must both be [B, T, k] with B, T = {B, T}, got {tuple(vals.shape)} "
+                             f"and {tuple(idx.shape)}.")
+        return vals, idx.to(self.device, torch.long)
+
+    def _count(self, lat: Tensor, v: Tensor) -> None:
+        """Add each firing (latent `lat`, activation `v`) to the counts, sums, maxima and histogram."""
         self.fire_count.index_add_(0, lat, torch.ones_like(lat))
         self.act_sum.index_add_(0, lat, v.to(self.act_sum.dtype))
         self.act_max.scatter_reduce_(0, lat, v, reduce="amax")
@@ -113,8 +127,9 @@ class FeatureStats:
         b = ((v.log10() - lo) / (hi - lo) * self.n_bins).floor().clamp(0, self.n_bins - 1).long()
         self.hist.view(-1).index_add_(0, lat * self.n_bins + b, torch.ones_like(lat))
 
-        # Top contexts: each (latent, sequence)'s peak, then each latent's best top_m of those.
-        bi, ti, _ = fired.nonzero(as_tuple=True)
+    def _candidates(self, lat: Tensor, v: Tensor, bi: Tensor, ti: Tensor, B: int):
+        """The firings that may enter a latent's top contexts: each (latent, sequence)'s peak, then each
+        latent's best top_m of those above its current m-th; with their rank among the latent's new ones."""
         order = v.argsort(descending=True, stable=True)
         lat, v, bi, ti = lat[order], v[order], bi[order], ti[order]
         order = (lat * B + bi).argsort(stable=True)  # groups by (latent, sequence), peaks first
@@ -128,14 +143,14 @@ class FeatureStats:
         lat, v, bi, ti = lat[order], v[order], bi[order], ti[order]
         start = torch.ones_like(lat, dtype=torch.bool)
         start[1:] = lat[1:] != lat[:-1]
-        pos = torch.arange(lat.numel(), device=dev)
+        pos = torch.arange(lat.numel(), device=lat.device)
         rank = pos - torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), 0).values
         cand = (rank < self.top_m) & (v > self.top_vals[lat, -1])
-        lat, v, bi, ti, rank = lat[cand], v[cand], bi[cand], ti[cand], rank[cand]
-        if lat.numel() == 0:
-            return
-        ids, acts = self._windows(tokens, vals, idx, lat, bi, ti)
+        return lat[cand], v[cand], bi[cand], ti[cand], rank[cand]
 
+    def _merge_top(self, lat: Tensor, v: Tensor, ids: Tensor, acts: Tensor, rank: Tensor) -> None:
+        """Merge the candidates (their context windows `ids` / `acts`) into each latent's top_m, descending."""
+        dev = self.device
         rows, slot = lat.unique(return_inverse=True)
         R, m, w = rows.numel(), self.top_m, 2 * self.window + 1
         new_vals = torch.full((R, m), -math.inf, device=dev)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .parameters import Parameters, RULES, check_parameters
+from .parameters import Parameters, check_parameters
 
 # ------------------------------------------------------------------------------------ set-up and output
 
@@ -38,11 +38,11 @@ def core_hash() -> tuple[str, str]:
 
 
 def reportable_parameters(params: dict) -> dict:
-    """The parameters as set (names with a rule in RULES), for a report: never a secret's value."""
+    """The parameters as set (`Parameters.given`: the names its rule families checked), for a report: never
+    a secret's value."""
     from ..runtime import Secret
 
-    return {k: v for k, v in params.items()
-            if k in RULES and not _SECRET_PART.search(k) and not isinstance(v, Secret)}
+    return {k: v for k, v in params.items() if not _SECRET_PART.search(k) and not isinstance(v, Secret)}
 
 
 @dataclass
@@ -100,14 +100,14 @@ class Run:
         return path
 
 
-def start(params: dict) -> Run:
-    """Set a notebook up: check the parameters (`check_parameters`' result, or globals() to check
-    here), make OUTPUT_DIR, seed Python/NumPy/torch with SEED, and print where it runs."""
+def start(params: dict, *families) -> Run:
+    """Set a notebook up: check the parameters (`check_parameters`' result, or globals() to check here by
+    `families`' rules), make OUTPUT_DIR, seed Python/NumPy/torch with SEED, and print where it runs."""
     import shared
 
     from .. import runtime
 
-    checked = params if isinstance(params, Parameters) else check_parameters(params)
+    checked = params if isinstance(params, Parameters) else check_parameters(params, *families)
     raw = checked.given
     out_dir = Path(checked["OUTPUT_DIR"])
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -557,31 +557,46 @@ def memory_breakdown(
     gpus = [{"cuda_context": context} for _ in range(n_gpus)]
     if placement == "spread":
         reserve = spread_reserve(n_gpus, sae_gpu, fwd, sum(sae.values()) + (buffer_tokens or 0) * row_bytes / GIB)
-        split = spread_weights(m.shape, wbytes, spread_limits([g.vram_gb] * n_gpus, reserve))
-        if split is None:  # does not fit: report the weights halved to show by how much
-            split = [{"gib": m.n_params * wbytes / GIB / n_gpus, "blocks": (0, m.n_layers - 1)}] * n_gpus
-        for part, piece in zip(gpus, split):
-            part["weights"] = piece["gib"]
-            if piece["blocks"] is not None and piece["blocks"][0] <= max(layers):
-                part["forward_activations"] = fwd
+        _spread_model(gpus, m, g, wbytes, reserve, fwd, max(layers))
     else:
         gpus[0]["weights"] = m.n_params * wbytes / GIB
         gpus[0]["forward_activations"] = fwd
     gpus[sae_gpu].update(sae)
     if buffer_tokens is None:  # "auto": what the trainer sizes once the model and the SAEs are in memory
-        held = sum(v for k, v in gpus[sae_gpu].items() if k not in ("adam_state", "sae_grads", "sae_activations",
-                                                                      "forward_activations"))
-        free = (g.vram_gb - held) * GIB
-        reserve = sae["adam_state"] + sae["sae_grads"] + sae["sae_activations"]  # step_reserve_gib's terms
-        budget = buffer_budget_bytes(free, reserve * GIB, g.vram_gb * GIB)
-        rows_per_forward = fwd_batch_seqs * m.ctx
-        blocks = auto_block_batches(budget, row_bytes, rows_per_forward, batch_tokens)
-        buffer_tokens = blocks * rows_per_forward + batch_tokens
+        buffer_tokens = _auto_buffer_tokens(gpus[sae_gpu], g, row_bytes, fwd_batch_seqs * m.ctx, batch_tokens)
     gpus[sae_gpu]["activation_buffer"] = buffer_tokens * row_bytes / GIB
     out = {f"gpu{i}": part for i, part in enumerate(gpus)}
     for part in out.values():
         part["total"] = sum(part.values())
     return out
+
+
+def _spread_model(gpus: list[dict], m: ModelSpec, g: GPUClass, wbytes: float, reserve, fwd: float,
+                  deepest: int) -> None:
+    """The model's weights over every GPU as spread_limits places them (evenly when they do not fit, to show by
+    how much), and the forward's activations on each GPU whose first block is at or before `deepest` (the
+    deepest layer read: the forward runs through it)."""
+    n_gpus = g.n_gpus
+    split = spread_weights(m.shape, wbytes, spread_limits([g.vram_gb] * n_gpus, reserve))
+    if split is None:  # does not fit: report the weights halved to show by how much
+        split = [{"gib": m.n_params * wbytes / GIB / n_gpus, "blocks": (0, m.n_layers - 1)}] * n_gpus
+    for part, piece in zip(gpus, split):
+        part["weights"] = piece["gib"]
+        if piece["blocks"] is not None and piece["blocks"][0] <= deepest:
+            part["forward_activations"] = fwd
+
+
+def _auto_buffer_tokens(sae_gpu: dict, g: GPUClass, row_bytes: float, rows_per_forward: int,
+                        batch_tokens: int) -> int:
+    """BLOCK_BATCHES = "auto": the buffer's tokens as the trainer sizes them from what is free on the SAEs' GPU
+    once the model and the SAEs are there (the step's own tensors kept in reserve)."""
+    held = sum(v for k, v in sae_gpu.items() if k not in ("adam_state", "sae_grads", "sae_activations",
+                                                          "forward_activations"))
+    free = (g.vram_gb - held) * GIB
+    reserve = sae_gpu["adam_state"] + sae_gpu["sae_grads"] + sae_gpu["sae_activations"]  # step_reserve_gib's terms
+    budget = buffer_budget_bytes(free, reserve * GIB, g.vram_gb * GIB)
+    blocks = auto_block_batches(budget, row_bytes, rows_per_forward, batch_tokens)
+    return blocks * rows_per_forward + batch_tokens
 
 
 def usable_gib(g: GPUClass) -> float:
@@ -714,7 +729,6 @@ def recommend(gpu: str | None, budget_minutes: float, goal: str = "learn") -> Re
     (e.g. "cpu"), the recommendation for a free Colab T4 with a note saying so."""
     options = weigh_options(gpu, budget_minutes, goal)
     best = next((o for o in options if o.status == "recommended"), None)
-    note = ""
     if best is None and gpu_class(gpu).name != FALLBACK_GPU:
         rec = recommend(FALLBACK_GPU, budget_minutes, goal)
         rec.note = (f"nothing trains usefully on {gpu_class(gpu).name} in {budget_minutes:g} min; "
@@ -726,19 +740,41 @@ def recommend(gpu: str | None, budget_minutes: float, goal: str = "learn") -> Re
         raise ValueError(f"BUDGET_MINUTES={budget_minutes:g} is too short for goal {goal!r} on {gpu_class(gpu).name}"
                          f"{more}: raise BUDGET_MINUTES")
     m = MODELS[best.model_id]
+    run_in = notebook_to_open(best.notebook)
+    note = "; ".join(_caveats(best, m, goal, run_in))
+    return Recommendation(
+        run_in=run_in,
+        tier_notebook=best.notebook, model_id=best.model_id, layer=best.layers[len(best.layers) // 2],
+        layers=best.layers, d_sae=best.d_sae, k=best.k, batch_tokens=best.batch_tokens, tokens=best.tokens,
+        est_minutes=round(best.est_minutes, 1), gpu=best.gpu, goal=goal, budget_minutes=float(budget_minutes),
+        tokens_per_s=round(best.tokens_per_s), memory=best.memory_gb, placement=best.placement,
+        note=note, parameters=_recipe_parameters(best, m),
+    )
+
+
+def _caveats(best: Option, m: ModelSpec, goal: str, run_in: str) -> list[str]:
+    """What the recommendation gives up against the goal's own recipe, one clause each."""
+    notes = []
     if best.tier != GOAL_TIERS[goal][0]:
-        note = f"the tier-{GOAL_TIERS[goal][0]} recipe for goal {goal!r} is not viable here; this is the best that is"
+        notes.append(f"the tier-{GOAL_TIERS[goal][0]} recipe for goal {goal!r} is not viable here; this is the best "
+                     "that is")
     if best.tokens < MIN_TOKENS[goal]:
-        note = (note + "; " if note else "") + (
-            f"only {best.tokens / 1e6:.0f}M tokens fit the budget, below the {MIN_TOKENS[goal] / 1e6:.0f}M a "
-            f"{goal!r} run wants: raise BUDGET_MINUTES for a better SAE")
+        notes.append(f"only {best.tokens / 1e6:.0f}M tokens fit the budget, below the {MIN_TOKENS[goal] / 1e6:.0f}M a "
+                     f"{goal!r} run wants: raise BUDGET_MINUTES for a better SAE")
     if best.layers != m.layers:
-        note = (note + "; " if note else "") + (
-            f"the full recipe trains layers {list(m.layers)} at once and needs more VRAM; "
-            f"this trains the middle layer only")
+        notes.append(f"the full recipe trains layers {list(m.layers)} at once and needs more VRAM; "
+                     f"this trains the middle layer only")
     if best.placement == "spread" and m.placement != "spread":
-        note = (note + "; " if note else "") + (
-            "the weights do not fit one GPU beside the SAE: the model is spread over both (MODEL_DEVICE = 'spread')")
+        notes.append("the weights do not fit one GPU beside the SAE: the model is spread over both "
+                     "(MODEL_DEVICE = 'spread')")
+    if run_in != best.notebook:
+        notes.append(f"{best.notebook} is not released yet: open {run_in}, which runs the same recipe, and paste "
+                     f"these parameters")
+    return notes
+
+
+def _recipe_parameters(best: Option, m: ModelSpec) -> dict:
+    """The tier notebook's parameters that run the recommended option."""
     rows_per_forward = best.fwd_batch_seqs * best.ctx
     params = {
         "MODEL_ID": best.model_id,
@@ -752,19 +788,7 @@ def recommend(gpu: str | None, budget_minutes: float, goal: str = "learn") -> Re
     }
     if gpu_class(best.gpu).n_gpus > 1:
         params["MODEL_DEVICE"] = "spread" if best.placement == "spread" else "cuda:0"
-    run_in = notebook_to_open(best.notebook)
-    if run_in != best.notebook:
-        note = (note + "; " if note else "") + (
-            f"{best.notebook} is not released yet: open {run_in}, which runs the same recipe, and paste "
-            f"these parameters")
-    return Recommendation(
-        run_in=run_in,
-        tier_notebook=best.notebook, model_id=best.model_id, layer=best.layers[len(best.layers) // 2],
-        layers=best.layers, d_sae=best.d_sae, k=best.k, batch_tokens=best.batch_tokens, tokens=best.tokens,
-        est_minutes=round(best.est_minutes, 1), gpu=best.gpu, goal=goal, budget_minutes=float(budget_minutes),
-        tokens_per_s=round(best.tokens_per_s), memory=best.memory_gb, placement=best.placement,
-        note=note, parameters=params,
-    )
+    return params
 
 
 # ---------------------------------------------------------------------------------------------
@@ -899,107 +923,173 @@ def acdc_edges(n_layers: int, n_heads: int) -> int:
     return heads + mlps + 1 + per_layer * n_layers
 
 
+# Each GPU notebook's default run as a Workload, one function per notebook: (its parameters, its model's
+# shape, the block LAYER names or None) -> what its source does with them.
+
+def _tier_notebook(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """01-03, 08-10: the tier recipe."""
+    return _tier_run(P)
+
+
+def _discover_features(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """04: stream N_TOKENS, rank latents, label N_FEATURES with the judge."""
+    judged = P["N_FEATURES"] * JUDGE_SECONDS_PER_FEATURE if P.get("JUDGE", "auto") != "offline" else 0
+    return Workload(P["MODEL_ID"], layer, P["MODEL_BATCH_SIZE"], P["CONTEXT_LEN"], saes=_sae_widths(P),
+                    forward_tokens=P["N_TOKENS"], encode_tokens=P["N_TOKENS"], external_s=judged,
+                    what=f"{P['N_TOKENS'] / 1e6:g}M tokens, {P['N_FEATURES']} labels by a hosted LLM judge")
+
+
+def _shareable_trace(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """05: one prompt, steered continuations at each alpha."""
+    steps = len(P["ALPHAS"]) * P["MAX_NEW_TOKENS"]
+    return Workload(P["MODEL_ID"], None, 1, PROMPT_TOKENS + P["MAX_NEW_TOKENS"], saes=_sae_widths(P),
+                    kv_tokens=PROMPT_TOKENS + P["MAX_NEW_TOKENS"], decode_steps=steps,
+                    full_forward_tokens=len(P["ALPHAS"]) * PROMPT_TOKENS,
+                    what=f"one prompt, {len(P['ALPHAS'])} continuations of {P['MAX_NEW_TOKENS']} tokens")
+
+
+def _steer(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """06: a baseline to find and size the feature, then steered generations."""
+    steps = len(P["ALPHAS"]) * P["MAX_NEW_TOKENS"]
+    return Workload(P["MODEL_ID"], layer, 8, P["CONTEXT_LEN"], saes=_sae_widths(P),
+                    kv_tokens=PROMPT_TOKENS + P["MAX_NEW_TOKENS"],
+                    forward_tokens=P["BASELINE_TOKENS"], encode_tokens=P["BASELINE_TOKENS"], decode_steps=steps,
+                    full_forward_tokens=len(P["ALPHAS"]) * (PROMPT_TOKENS + P["MAX_NEW_TOKENS"]),
+                    what=f"{P['BASELINE_TOKENS'] / 1e3:g}k baseline tokens, {len(P['ALPHAS'])} steered continuations")
+
+
+def _stage_gate(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """11: greedy answers to N_EVAL + N_SELECT problems, then their features."""
+    n = P["N_EVAL"] + P["N_SELECT"]
+    length = GSM8K_PROMPT_TOKENS + P["MAX_NEW_TOKENS"]
+    return Workload(P["MODEL_ID"], layer, P["BATCH_SIZE"], length, saes=_sae_widths(P), kv_tokens=length,
+                    decode_steps=math.ceil(n / P["BATCH_SIZE"]) * P["MAX_NEW_TOKENS"], decode_batch=P["BATCH_SIZE"],
+                    forward_tokens=n * length, encode_tokens=n * length,
+                    full_forward_tokens=n * GSM8K_PROMPT_TOKENS,
+                    what=f"{n} generations of up to {P['MAX_NEW_TOKENS']} tokens, batch {P['BATCH_SIZE']}")
+
+
+def _k_sweep(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """12: one SAE per architecture and k at one layer, on the same batches."""
+    n = len(P["ARCHITECTURES"]) * len(P["K_VALUES"])
+    return _tier_run(P, n, f"{P['TOTAL_TOKENS'] / 1e6:g}M tokens, {n} SAEs of {P['D_SAE']} latents at layer {layer}")
+
+
+def _watchtower(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """13: baseline, thresholds, the prompts, one watched generation."""
+    tokens = 2 * P["BASELINE_TOKENS"] + P["N_PROMPTS"] * P["CONTEXT_LEN"]
+    return Workload(P["MODEL_ID"], layer, 8, P["CONTEXT_LEN"], saes=_sae_widths(P),
+                    kv_tokens=PROMPT_TOKENS + P["MAX_NEW_TOKENS"],
+                    forward_tokens=tokens, encode_tokens=tokens, decode_steps=P["MAX_NEW_TOKENS"],
+                    what=f"{tokens / 1e3:g}k tokens watched, one generation of {P['MAX_NEW_TOKENS']} tokens")
+
+
+def _attribution_patching(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """14: AtP* (forward + backward a few times), exact patching of TOP_N nodes."""
+    n = P["N_PROMPTS"]
+    return Workload(P["MODEL_ID"], None, 2 * n, PROMPT_TOKENS, grad=True, saes=_sae_widths(P),
+                    grad_tokens=8 * n * PROMPT_TOKENS, forward_calls=4 * P["TOP_N"] + 50,
+                    what=f"{n} prompt pairs, {P['TOP_N']} nodes patched exactly")
+
+
+def _sparse_feature_circuit(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """15: IG over every SAE layer, then one backward per kept node for the edges."""
+    n, layers = P["N_PROMPTS"], len(P["LAYERS"])
+    return Workload(P["MODEL_ID"], None, 2 * n, PROMPT_TOKENS, grad=True, saes=_sae_widths(P, layers),
+                    grad_tokens=layers * P["IG_STEPS"] * 2 * n * PROMPT_TOKENS,
+                    forward_calls=layers * P["IG_STEPS"] + 2000,
+                    what=f"{n} prompt pairs, IG with {P['IG_STEPS']} steps at {layers} layers, edges by backward passes")
+
+
+def _acdc(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """16: EAP, then ACDC: one patched forward (~4 plain ones) per edge of the graph."""
+    edges = acdc_edges(s.n_layers, s.n_heads)
+    return Workload(P["MODEL_ID"], None, 2 * P["N_PROMPTS"], PROMPT_TOKENS, grad=True,
+                    grad_tokens=4 * P["N_PROMPTS"] * PROMPT_TOKENS,
+                    forward_calls=4 * edges + 2 * 50 * len(P["EDGE_BUDGETS"]),
+                    what=f"ACDC over {edges:,} edges, {P['N_PROMPTS']} prompt pairs")
+
+
+def _crosscoder(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """17: one crosscoder reading every layer of LAYERS, from one forward."""
+    m = recipe_of(P)
+    return Workload(P["MODEL_ID"], max(m.layers), m.fwd_batch_seqs, m.ctx, kept_layers=len(m.layers),
+                    train=TrainPhase(m, len(m.layers), crosscoder=True),
+                    forward_tokens=m.total_tokens + int(P.get("VAL_TOKENS", 0)),
+                    what=f"{m.total_tokens / 1e6:g}M tokens, a crosscoder of {m.d_sae} latents over layers {list(m.layers)}")
+
+
+def _interpscore(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """18: CE with the SAE spliced in, then probing sets through the SAE."""
+    probe_tokens = len(P["PROBE_TASKS"]) * (P["N_TRAIN"] + P["N_TEST"]) * P["MAX_LEN"]
+    return Workload(P["MODEL_ID"], None, P["BATCH_SIZE"], max(P["CONTEXT_LEN"], P["MAX_LEN"]), saes=_sae_widths(P),
+                    logit_rows=2 * 128 * P["BATCH_SIZE"], full_forward_tokens=3 * P["EVAL_TOKENS"],
+                    forward_tokens=probe_tokens, encode_tokens=P["EVAL_TOKENS"] + probe_tokens,
+                    what=f"{P['EVAL_TOKENS'] / 1e3:g}k evaluation tokens, {len(P['PROBE_TASKS'])} probing tasks")
+
+
+def _logit_lens(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """19: one prompt decoded at every layer."""
+    return Workload(P["MODEL_ID"], None, 1, PROMPT_TOKENS, kept_layers=s.n_layers + 1,
+                    logit_rows=2 * (s.n_layers + 1) * PROMPT_TOKENS, full_forward_tokens=PROMPT_TOKENS,
+                    what="one prompt through every layer's lens")
+
+
+def _tuned_lens(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """20: fit a tuned lens (or load it), compare it with the logit lens."""
+    rows = P["BATCH_SIZE"] * P["CONTEXT_LEN"]
+    return Workload(P["MODEL_ID"], None, P["BATCH_SIZE"], P["CONTEXT_LEN"], kept_layers=s.n_layers + 1,
+                    logit_rows=2 * rows, grad_tokens=P["FIT_STEPS"] * rows,
+                    full_forward_tokens=(P["FIT_STEPS"] + P["EVAL_BATCHES"]) * rows,
+                    forward_calls=(P["FIT_STEPS"] + P["EVAL_BATCHES"]) * (s.n_layers + 1),
+                    what=f"{P['FIT_STEPS']} fitting steps of {P['BATCH_SIZE']} x {P['CONTEXT_LEN']} tokens")
+
+
+def _linear_probe(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """21: every layer's pooled state for N_TRAIN + N_TEST texts."""
+    n = P["N_TRAIN"] + P["N_TEST"]
+    layers = _layers_of(P.get("LAYERS"), s.n_layers)
+    return Workload(P["MODEL_ID"], max(layers), P["BATCH_SIZE"], P["MAX_LEN"], kept_layers=len(layers),
+                    forward_tokens=n * P["MAX_LEN"],
+                    what=f"{n} texts of up to {P['MAX_LEN']} tokens at {len(layers)} layers")
+
+
+def _ccs_probe(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """22: both completions of N_TRAIN + N_TEST statements, CCS restarts on the states."""
+    n = 2 * (P["N_TRAIN"] + P["N_TEST"])
+    seq = P.get("MAX_TEXT_TOKENS", 300) + 16
+    layers = s.n_layers if P.get("SWEEP_LAYERS") == "all" else 1
+    return Workload(P["MODEL_ID"], s.n_layers - 1 if layers > 1 else s.n_layers // 2, P["BATCH_SIZE"], seq,
+                    kept_layers=layers, forward_tokens=n * seq, forward_calls=P["N_RESTARTS"] * 10,
+                    what=f"{n} prompts of up to {seq} tokens, CCS with {P['N_RESTARTS']} restarts")
+
+
+def _reading_vector(P: Mapping, s: ModelShape, layer: int | None) -> Workload:
+    """23: contrast pairs at every layer, monitoring, steered generations."""
+    pairs = P.get("N_PAIRS") or len(P.get("CONTRAST_PAIRS") or []) or 32
+    steps = len(P["ALPHAS"]) * P["MAX_NEW_TOKENS"]
+    return Workload(P["MODEL_ID"], s.n_layers - 1, P["BATCH_SIZE"], 48, kept_layers=s.n_layers,
+                    kv_tokens=PROMPT_TOKENS + P["MAX_NEW_TOKENS"], forward_tokens=(2 * pairs + 16) * 48,
+                    decode_steps=steps, what=f"{pairs} contrast pairs, {len(P['ALPHAS'])} steered generations")
+
+
+WORKLOADS = {  # a notebook id's prefix -> its default run
+    "01_": _tier_notebook, "02_": _tier_notebook, "03_": _tier_notebook, "08_": _tier_notebook,
+    "09_": _tier_notebook, "10_": _tier_notebook, "04_": _discover_features, "05_": _shareable_trace, "06_": _steer,
+    "11_": _stage_gate, "12_": _k_sweep, "13_": _watchtower, "14_": _attribution_patching,
+    "15_": _sparse_feature_circuit, "16_": _acdc, "17_": _crosscoder, "18_": _interpscore, "19_": _logit_lens,
+    "20_": _tuned_lens, "21_": _linear_probe, "22_": _ccs_probe, "23_": _reading_vector,
+}
+
+
 def workload(notebook: str, params: Mapping) -> Workload:
     """Each GPU notebook's default run as a Workload: what its source does with these parameters."""
-    P = params
-    model = P.get("MODEL_ID")
-    s = SHAPES[model]
-    layer = max(_layers_of(P["LAYER"], s.n_layers)) if P.get("LAYER") is not None else None
-    if notebook.startswith(("01_", "02_", "03_", "08_", "09_", "10_")):
-        return _tier_run(P)
-    if notebook.startswith("04_"):  # stream N_TOKENS, rank latents, label N_FEATURES with the judge
-        judged = P["N_FEATURES"] * JUDGE_SECONDS_PER_FEATURE if P.get("JUDGE", "auto") != "offline" else 0
-        return Workload(model, layer, P["MODEL_BATCH_SIZE"], P["CONTEXT_LEN"], saes=_sae_widths(P),
-                        forward_tokens=P["N_TOKENS"], encode_tokens=P["N_TOKENS"], external_s=judged,
-                        what=f"{P['N_TOKENS'] / 1e6:g}M tokens, {P['N_FEATURES']} labels by a hosted LLM judge")
-    if notebook.startswith("05_"):  # one prompt, steered continuations at each alpha
-        steps = len(P["ALPHAS"]) * P["MAX_NEW_TOKENS"]
-        return Workload(model, None, 1, PROMPT_TOKENS + P["MAX_NEW_TOKENS"], saes=_sae_widths(P),
-                        kv_tokens=PROMPT_TOKENS + P["MAX_NEW_TOKENS"], decode_steps=steps,
-                        full_forward_tokens=len(P["ALPHAS"]) * PROMPT_TOKENS,
-                        what=f"one prompt, {len(P['ALPHAS'])} continuations of {P['MAX_NEW_TOKENS']} tokens")
-    if notebook.startswith("06_"):  # a baseline to find and size the feature, then steered generations
-        steps = len(P["ALPHAS"]) * P["MAX_NEW_TOKENS"]
-        return Workload(model, layer, 8, P["CONTEXT_LEN"], saes=_sae_widths(P), kv_tokens=PROMPT_TOKENS + P["MAX_NEW_TOKENS"],
-                        forward_tokens=P["BASELINE_TOKENS"], encode_tokens=P["BASELINE_TOKENS"], decode_steps=steps,
-                        full_forward_tokens=len(P["ALPHAS"]) * (PROMPT_TOKENS + P["MAX_NEW_TOKENS"]),
-                        what=f"{P['BASELINE_TOKENS'] / 1e3:g}k baseline tokens, {len(P['ALPHAS'])} steered continuations")
-    if notebook.startswith("11_"):  # greedy answers to N_EVAL + N_SELECT problems, then their features
-        n = P["N_EVAL"] + P["N_SELECT"]
-        length = GSM8K_PROMPT_TOKENS + P["MAX_NEW_TOKENS"]
-        return Workload(model, layer, P["BATCH_SIZE"], length, saes=_sae_widths(P), kv_tokens=length,
-                        decode_steps=math.ceil(n / P["BATCH_SIZE"]) * P["MAX_NEW_TOKENS"], decode_batch=P["BATCH_SIZE"],
-                        forward_tokens=n * length, encode_tokens=n * length,
-                        full_forward_tokens=n * GSM8K_PROMPT_TOKENS,
-                        what=f"{n} generations of up to {P['MAX_NEW_TOKENS']} tokens, batch {P['BATCH_SIZE']}")
-    if notebook.startswith("12_"):  # one SAE per architecture and k at one layer, on the same batches
-        n = len(P["ARCHITECTURES"]) * len(P["K_VALUES"])
-        return _tier_run(P, n, f"{P['TOTAL_TOKENS'] / 1e6:g}M tokens, {n} SAEs of {P['D_SAE']} latents at layer {layer}")
-    if notebook.startswith("13_"):  # baseline, thresholds, the prompts, one watched generation
-        tokens = 2 * P["BASELINE_TOKENS"] + P["N_PROMPTS"] * P["CONTEXT_LEN"]
-        return Workload(model, layer, 8, P["CONTEXT_LEN"], saes=_sae_widths(P), kv_tokens=PROMPT_TOKENS + P["MAX_NEW_TOKENS"],
-                        forward_tokens=tokens, encode_tokens=tokens, decode_steps=P["MAX_NEW_TOKENS"],
-                        what=f"{tokens / 1e3:g}k tokens watched, one generation of {P['MAX_NEW_TOKENS']} tokens")
-    if notebook.startswith("14_"):  # AtP* (forward + backward a few times), exact patching of TOP_N nodes
-        n = P["N_PROMPTS"]
-        return Workload(model, None, 2 * n, PROMPT_TOKENS, grad=True, saes=_sae_widths(P),
-                        grad_tokens=8 * n * PROMPT_TOKENS, forward_calls=4 * P["TOP_N"] + 50,
-                        what=f"{n} prompt pairs, {P['TOP_N']} nodes patched exactly")
-    if notebook.startswith("15_"):  # IG over every SAE layer, then one backward per kept node for the edges
-        n, layers = P["N_PROMPTS"], len(P["LAYERS"])
-        return Workload(model, None, 2 * n, PROMPT_TOKENS, grad=True, saes=_sae_widths(P, layers),
-                        grad_tokens=layers * P["IG_STEPS"] * 2 * n * PROMPT_TOKENS,
-                        forward_calls=layers * P["IG_STEPS"] + 2000,
-                        what=f"{n} prompt pairs, IG with {P['IG_STEPS']} steps at {layers} layers, edges by backward passes")
-    if notebook.startswith("16_"):  # EAP, then ACDC: one patched forward (~4 plain ones) per edge of the graph
-        edges = acdc_edges(s.n_layers, s.n_heads)
-        return Workload(model, None, 2 * P["N_PROMPTS"], PROMPT_TOKENS, grad=True,
-                        grad_tokens=4 * P["N_PROMPTS"] * PROMPT_TOKENS,
-                        forward_calls=4 * edges + 2 * 50 * len(P["EDGE_BUDGETS"]),
-                        what=f"ACDC over {edges:,} edges, {P['N_PROMPTS']} prompt pairs")
-    if notebook.startswith("17_"):  # one crosscoder reading every layer of LAYERS, from one forward
-        m = recipe_of(P)
-        return Workload(model, max(m.layers), m.fwd_batch_seqs, m.ctx, kept_layers=len(m.layers),
-                        train=TrainPhase(m, len(m.layers), crosscoder=True),
-                        forward_tokens=m.total_tokens + int(P.get("VAL_TOKENS", 0)),
-                        what=f"{m.total_tokens / 1e6:g}M tokens, a crosscoder of {m.d_sae} latents over layers {list(m.layers)}")
-    if notebook.startswith("18_"):  # CE with the SAE spliced in, then probing sets through the SAE
-        probe_tokens = len(P["PROBE_TASKS"]) * (P["N_TRAIN"] + P["N_TEST"]) * P["MAX_LEN"]
-        return Workload(model, None, P["BATCH_SIZE"], max(P["CONTEXT_LEN"], P["MAX_LEN"]), saes=_sae_widths(P),
-                        logit_rows=2 * 128 * P["BATCH_SIZE"], full_forward_tokens=3 * P["EVAL_TOKENS"],
-                        forward_tokens=probe_tokens, encode_tokens=P["EVAL_TOKENS"] + probe_tokens,
-                        what=f"{P['EVAL_TOKENS'] / 1e3:g}k evaluation tokens, {len(P['PROBE_TASKS'])} probing tasks")
-    if notebook.startswith("19_"):  # one prompt decoded at every layer
-        return Workload(model, None, 1, PROMPT_TOKENS, kept_layers=s.n_layers + 1,
-                        logit_rows=2 * (s.n_layers + 1) * PROMPT_TOKENS, full_forward_tokens=PROMPT_TOKENS,
-                        what="one prompt through every layer's lens")
-    if notebook.startswith("20_"):  # fit a tuned lens (or load it), compare it with the logit lens
-        rows = P["BATCH_SIZE"] * P["CONTEXT_LEN"]
-        return Workload(model, None, P["BATCH_SIZE"], P["CONTEXT_LEN"], kept_layers=s.n_layers + 1,
-                        logit_rows=2 * rows, grad_tokens=P["FIT_STEPS"] * rows,
-                        full_forward_tokens=(P["FIT_STEPS"] + P["EVAL_BATCHES"]) * rows,
-                        forward_calls=(P["FIT_STEPS"] + P["EVAL_BATCHES"]) * (s.n_layers + 1),
-                        what=f"{P['FIT_STEPS']} fitting steps of {P['BATCH_SIZE']} x {P['CONTEXT_LEN']} tokens")
-    if notebook.startswith("21_"):  # every layer's pooled state for N_TRAIN + N_TEST texts
-        n = P["N_TRAIN"] + P["N_TEST"]
-        layers = _layers_of(P.get("LAYERS"), s.n_layers)
-        return Workload(model, max(layers), P["BATCH_SIZE"], P["MAX_LEN"], kept_layers=len(layers),
-                        forward_tokens=n * P["MAX_LEN"],
-                        what=f"{n} texts of up to {P['MAX_LEN']} tokens at {len(layers)} layers")
-    if notebook.startswith("22_"):  # both completions of N_TRAIN + N_TEST statements, CCS restarts on the states
-        n = 2 * (P["N_TRAIN"] + P["N_TEST"])
-        seq = P.get("MAX_TEXT_TOKENS", 300) + 16
-        layers = s.n_layers if P.get("SWEEP_LAYERS") == "all" else 1
-        return Workload(model, s.n_layers - 1 if layers > 1 else s.n_layers // 2, P["BATCH_SIZE"], seq,
-                        kept_layers=layers, forward_tokens=n * seq, forward_calls=P["N_RESTARTS"] * 10,
-                        what=f"{n} prompts of up to {seq} tokens, CCS with {P['N_RESTARTS']} restarts")
-    if notebook.startswith("23_"):  # contrast pairs at every layer, monitoring, steered generations
-        pairs = P.get("N_PAIRS") or len(P.get("CONTRAST_PAIRS") or []) or 32
-        steps = len(P["ALPHAS"]) * P["MAX_NEW_TOKENS"]
-        return Workload(model, s.n_layers - 1, P["BATCH_SIZE"], 48, kept_layers=s.n_layers,
-                        kv_tokens=PROMPT_TOKENS + P["MAX_NEW_TOKENS"], forward_tokens=(2 * pairs + 16) * 48,
-                        decode_steps=steps, what=f"{pairs} contrast pairs, {len(P['ALPHAS'])} steered generations")
-    raise ValueError(f"no workload model for notebook {notebook!r}: add one to tiers.workload")
+    s = SHAPES[params.get("MODEL_ID")]
+    layer = max(_layers_of(params["LAYER"], s.n_layers)) if params.get("LAYER") is not None else None
+    for prefix, run in WORKLOADS.items():
+        if notebook.startswith(prefix):
+            return run(params, s, layer)
+    raise ValueError(f"no workload model for notebook {notebook!r}: add one to tiers.WORKLOADS")
 
 
 def train_placement(m: ModelSpec, g: GPUClass) -> str:
@@ -1014,24 +1104,35 @@ def notebook_estimate(notebook: str, params: Mapping, gpu: str) -> Estimate:
     g = gpu_class(gpu)
     w = workload(notebook, params)
     s = SHAPES[w.model_id]
-    wbytes = _weight_bytes(g)
-    context = CUDA_CONTEXT_GB if g.name != "cpu" else 0.0
-    phases, placement, named = [], "one GPU", {}
+    named = {}
+    placement = "one GPU"
     if w.train is not None:  # the training phase: memory_breakdown, as notebook 07 weighs it
-        m = w.train.recipe
-        placement = train_placement(m, g)
-        layers = m.layers if w.train.n_saes == len(m.layers) else (m.layers[0],) * w.train.n_saes
-        mem = memory_breakdown(m, g, layers, m.d_sae, m.fwd_batch_seqs, m.sae_batch_tokens, m.buffer_rows(),
-                               placement, crosscoder=w.train.crosscoder)
-        phases.append(mem)
-        named["train"] = mem
-    # the inference phase (validation of a trained SAE, or the whole run of a notebook that uses one):
-    # the weights as the run places them, the logits on the GPU of the unembedding, the SAEs on theirs
-    n_gpus = len(phases[0]) if phases else 1
-    infer = [{"cuda_context": context} for _ in range(n_gpus)]
+        placement = train_placement(w.train.recipe, g)
+        named["train"] = _training_memory(w.train, g, placement)
+    named["inference"] = _inference_memory(w, s, g, placement, named.get("train"))
+    parts = _minutes_by_part(w, s, g)
+    return Estimate(notebook, g.name, _peak_per_gpu(named.values()), usable_gib(g), sum(parts.values()), parts,
+                    w.what, g.basis, placement, named)
+
+
+def _training_memory(train: TrainPhase, g: GPUClass, placement: str) -> dict:
+    """GiB per part and GPU of a notebook's SAE training phase (memory_breakdown of its recipe)."""
+    m = train.recipe
+    layers = m.layers if train.n_saes == len(m.layers) else (m.layers[0],) * train.n_saes
+    return memory_breakdown(m, g, layers, m.d_sae, m.fwd_batch_seqs, m.sae_batch_tokens, m.buffer_rows(),
+                            placement, crosscoder=train.crosscoder)
+
+
+def _inference_memory(w: Workload, s: ModelShape, g: GPUClass, placement: str, trained: dict | None) -> dict:
+    """GiB per part and GPU of the inference phase (validation of a trained SAE, or the whole run of a notebook
+    that uses one): the weights as the run places them, the logits on the GPU of the unembedding, the SAEs on
+    theirs."""
+    wbytes = _weight_bytes(g)
+    n_gpus = len(trained) if trained else 1
+    infer = [{"cuda_context": CUDA_CONTEXT_GB if g.name != "cpu" else 0.0} for _ in range(n_gpus)]
     if placement == "spread":
-        for part, trained in zip(infer, phases[0].values()):
-            part["weights"] = trained["weights"]
+        for part, trained_part in zip(infer, trained.values()):
+            part["weights"] = trained_part["weights"]
     else:
         infer[0]["weights"] = s.n_params * wbytes / GIB
     head = n_gpus - 1 if placement == "spread" else 0
@@ -1047,14 +1148,22 @@ def notebook_estimate(notebook: str, params: Mapping, gpu: str) -> Estimate:
             (2 * d * n + d + n) * 4 + 2 * w.batch * w.seq * n * 4 for d, n in w.saes) / GIB
     for part in infer:
         part["total"] = sum(part.values())
-    phases.append({f"gpu{i}": part for i, part in enumerate(infer)})
-    named["inference"] = phases[-1]
+    return {f"gpu{i}": part for i, part in enumerate(infer)}
+
+
+def _peak_per_gpu(phases) -> dict:
+    """Each GPU's parts in the phase where its total is largest."""
     memory: dict = {}
     for phase in phases:
         for dev, part in phase.items():
             if dev not in memory or part["total"] > memory[dev]["total"]:
                 memory[dev] = part
-    # time
+    return memory
+
+
+def _minutes_by_part(w: Workload, s: ModelShape, g: GPUClass) -> dict:
+    """The run's minutes by part at g's rates: set-up, training, forwards, backwards, generation, SAE encoding,
+    waiting on an LLM judge."""
     parts = {"setup": setup_minutes(s)}
     forward_tokens = w.forward_tokens
     if w.train is not None:
@@ -1079,8 +1188,7 @@ def notebook_estimate(notebook: str, params: Mapping, gpu: str) -> Estimate:
         parts["sae_encode"] = sum(w.encode_tokens * sae_encode_seconds_per_token(d, n, g) for d, n in w.saes) / 60
     if w.external_s:
         parts["llm_judge"] = w.external_s / 60
-    return Estimate(notebook, g.name, memory, usable_gib(g), sum(parts.values()), parts, w.what, g.basis, placement,
-                    named)
+    return parts
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..model.layout import d_model, model_device
-from ..notebook.parameters import check_loaded_sae
+from ..notebook.rules.saes import check_loaded_sae
 from ..saes.base import SparseAutoencoder
 from ..saes.load import load_sae
 from ..saes.releases import TRAIN_TINY, TRAIN_TINY_EXPANSION, check_source, releases, resolve_release

@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
 
 from .kernels import all_finite, centered_sq_sum, loss_precision, squared_error
 
-NORMALIZATIONS = ("none", "expected_average_only_in")
-B_DEC_INITS = ("geometric_median", "mean", "zeros")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
-          "float64": torch.float64}
+Normalization = Literal["none", "expected_average_only_in"]
+BDecInit = Literal["geometric_median", "mean", "zeros"]
+DtypeName = Literal["float32", "bfloat16", "float16", "float64"]
+NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
+B_DEC_INITS: tuple[str, ...] = get_args(BDecInit)
+DTYPES = {name: getattr(torch, name) for name in get_args(DtypeName)}  # the name -> its torch dtype
 
 
 @dataclass
@@ -33,14 +35,33 @@ class SAEConfig:
     config written before the model is known (a TrainConfig's); build_sae needs it filled."""
 
     d_in: int | None = None
+    """Width of the activations it reads (the model's d_model); None until the model is known."""
+
     d_sae: int = 16384
+    """Number of latents (the dictionary's size)."""
+
     architecture: str = ""
-    dead_tokens_threshold: int = 10_000_000  # tokens without firing before a latent counts as dead
-    normalize_activations: str = "none"  # "none" | "expected_average_only_in"
-    dtype: str = "float32"
+    """The registered architecture name (`registry.register`); each architecture's config fixes it to its
+    own, a Literal."""
+
+    dead_tokens_threshold: int = 10_000_000
+    """Tokens a latent may go without firing before it counts as dead (TopK's AuxK trains the dead ones)."""
+
+    normalize_activations: Normalization = "none"
+    """Either "none" or "expected_average_only_in" (SAELens' names): scale the inputs so that E||x|| =
+    sqrt(d_in) (`estimate_norm_scale`), a scale folded into the weights before export."""
+
+    dtype: DtypeName = "float32"
+    """The dtype of the SAE's parameters (a key of DTYPES)."""
+
     apply_b_dec_to_input: bool = True
-    b_dec_init: str = "geometric_median"  # what the trainer does with its first sample
+    """Subtract b_dec from the input before encoding, as SAELens' standard SAE does."""
+
+    b_dec_init: BDecInit = "geometric_median"
+    """What the trainer sets b_dec to from its first sample: its geometric median, its mean, or zeros."""
+
     seed: int = 0
+    """Seed of the initial weights (a training run gives layer L's SAE cfg.seed + L)."""
 
     def __post_init__(self):
         if (self.d_in is not None and self.d_in <= 0) or self.d_sae <= 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +27,14 @@ class BatchTopKConfig(TopKConfig):
     """A TopKConfig whose k is the average latents per token over a batch (a float, as SAELens),
     plus the rate of the threshold's moving average (SAELens' topk_threshold_lr)."""
 
-    architecture: str = "batchtopk"
+    architecture: Literal["batchtopk"] = "batchtopk"
+    """The registered name."""
+
     k: float = 64
+    """Average latents per token over a batch: the batch keeps its k * B largest activations."""
+
     topk_threshold_lr: float = 0.01
+    """Rate of the moving average that sets the inference threshold (the smallest kept activation), in (0, 1]."""
 
     def __post_init__(self):
         super().__post_init__()

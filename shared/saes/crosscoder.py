@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Literal, Mapping, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,8 @@ from torch import Tensor, nn
 from .base import SAEOutput, SparseAutoencoder, geometric_median
 from .kernels import all_finite, topk_indices
 
-ARCHITECTURES = ("topk", "l1")
+Sparsity = Literal["topk", "l1"]
+ARCHITECTURES: tuple[str, ...] = get_args(Sparsity)
 CLASSES = ("persistent", "early-only", "middle-only", "late-only", "mixed", "dead")
 MIN_LAYERS = 2
 WEIGHTS_FILE = "crosscoder.safetensors"
@@ -45,16 +46,37 @@ class CrosscoderConfig:
     sparsity. d_in (the model's width) may stay None until the model is known."""
 
     layers: tuple[int, ...]
+    """The block indices it reads and writes (>= 2, distinct, increasing)."""
+
     d_in: int | None = None
+    """The model's residual width at every layer; None until the model is known."""
+
     d_sae: int = 8192
-    architecture: str = "topk"  # "topk" | "l1"
-    k: int = 64  # topk: latents kept per token
-    k_aux: int | None = None  # topk: AuxK's dead latents per token; None -> n_layers * d_in // 2
-    aux_coef: float = 1 / 32  # topk: AuxK's weight (0: off)
-    l1_coefficient: float = 1e-3  # l1: weight of the decoder-norm-weighted L1 against the FVU
+    """Number of features (shared by all layers)."""
+
+    architecture: Sparsity = "topk"
+    """The sparsity: "topk" (each token keeps its k largest) or "l1" (ReLU and Lindsey's decoder-norm L1)."""
+
+    k: int = 64
+    """topk: features each token keeps."""
+
+    k_aux: int | None = None
+    """topk: AuxK's dead features per token; None -> n_layers * d_in // 2."""
+
+    aux_coef: float = 1 / 32
+    """topk: weight of the AuxK loss (0: off)."""
+
+    l1_coefficient: float = 1e-3
+    """l1: weight of the L1 weighted by the sum of per-layer decoder norms, against the FVU."""
+
     dead_tokens_threshold: int = 10_000_000
-    hook_names: tuple[str, ...] = ()  # default: blocks.<L>.hook_resid_post for each layer
+    """Tokens a feature may go without firing before it counts as dead."""
+
+    hook_names: tuple[str, ...] = ()
+    """The hook each layer's activations are named by in its files; () -> blocks.<L>.hook_resid_post."""
+
     seed: int = 0
+    """Seed of the initial weights."""
 
     def __post_init__(self):
         if isinstance(self.layers, (int, str)) or not all(isinstance(x, int) and not isinstance(x, bool)

@@ -12,6 +12,7 @@ Also loads Gemma Scope and SAELens jumprelu / BatchTopK / Matryoshka SAEs (see l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -69,10 +70,17 @@ class JumpReLUConfig(SAEConfig):
     ||x - x_hat||^2, so its 1.0 is ours times the batch's mean centred squared norm).
     """
 
-    architecture: str = "jumprelu"
+    architecture: Literal["jumprelu"] = "jumprelu"
+    """The registered name."""
+
     l0_coefficient: float = 1e-3
-    bandwidth: float = 0.05     # eps of the rectangle kernel
+    """Weight of the mean L0 against the FVU (see above for SAELens' scale)."""
+
+    bandwidth: float = 0.05
+    """eps, the width of the rectangle kernel that gives the thresholds their straight-through gradient."""
+
     init_threshold: float = 0.01
+    """Every latent's threshold at initialisation."""
 
     def __post_init__(self):
         super().__post_init__()

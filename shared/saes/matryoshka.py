@@ -10,6 +10,7 @@ Inference and export are BatchTopK's: JumpReLU with the global threshold.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import Tensor
 
@@ -24,8 +25,11 @@ class MatryoshkaConfig(BatchTopKConfig):
     """A BatchTopKConfig plus the prefix widths (SAELens' matryoshka_widths): strictly increasing,
     the last d_sae (appended when missing, as SAELens does); None -> d_sae/8, /4, /2, 1."""
 
-    architecture: str = "matryoshka_batchtopk"
+    architecture: Literal["matryoshka_batchtopk"] = "matryoshka_batchtopk"
+    """The registered name."""
+
     matryoshka_widths: list[int] | None = None
+    """The nested prefixes' widths, strictly increasing up to d_sae; None -> d_sae/8, /4, /2, 1."""
 
     def __post_init__(self):
         super().__post_init__()

@@ -10,6 +10,7 @@ the penalty being dodged by shrinking z and growing W_dec). Also loads SAELens "
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -26,8 +27,11 @@ class ReLUConfig(SAEConfig):
     ||x - x_hat||^2, so its coefficient is ours times the batch's mean centred squared norm).
     """
 
-    architecture: str = "relu"
+    architecture: Literal["relu"] = "relu"
+    """The registered name."""
+
     l1_coefficient: float = 1e-3
+    """Weight of the decoder-norm-weighted L1 penalty against the FVU (see above for SAELens' scale)."""
 
     def __post_init__(self):
         super().__post_init__()

@@ -8,6 +8,7 @@ then encode gradients, decode and AuxK touch only the k (and k_aux) chosen laten
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +24,17 @@ from .registry import register
 class TopKConfig(SAEConfig):
     """An SAEConfig plus the TopK and AuxK knobs."""
 
-    architecture: str = "topk"
+    architecture: Literal["topk"] = "topk"
+    """The registered name."""
+
     k: int = 64
-    k_aux: int | None = None  # None -> d_in // 2 (Gao et al. 2024, App. B.1)
-    aux_coef: float = 1 / 32  # 0 turns AuxK off
+    """Latents each token keeps (its k largest pre-activations)."""
+
+    k_aux: int | None = None
+    """Dead latents AuxK reconstructs the residual error with; None -> d_in // 2 (Gao et al. 2024, App. B.1)."""
+
+    aux_coef: float = 1 / 32
+    """Weight of the AuxK loss against the FVU; 0 turns AuxK off."""
 
     def __post_init__(self):
         super().__post_init__()
