@@ -34,6 +34,9 @@ RUN = dict(total_tokens=4000, dataset="synthetic", context_len=32, batch_tokens=
 
 def train_with_old_core(work: Path) -> None:
     """(Run under the old core.) Train with checkpoints in work/ck; the final weights to work/final.safetensors."""
+    import random
+
+    import numpy
     import torch
     from safetensors.torch import save_file
 
@@ -41,6 +44,8 @@ def train_with_old_core(work: Path) -> None:
     from shared.models import load_model
 
     torch.set_num_threads(1)
+    random.seed(0)  # as notebook 17 seeds every generator, so the checkpoint's saved RNG states are the same each time
+    numpy.random.seed(0)
     model, tokenizer = load_model(MODEL_ID)
     result = train_crosscoder(model, tokenizer, CrosscoderConfig(**CROSSCODER), **RUN,
                               checkpoint_dir=str(work / "ck"), progress=False)
