@@ -61,6 +61,9 @@ CHECKPOINT_EVERY_TOKENS = 2_000_000  # @param {type:"integer"}
 CHECKPOINT_EVERY_MINUTES = 10  # @param {type:"number"}
 # a checkpoint every CHECKPOINT_EVERY_TOKENS tokens and before this many minutes of training go unsaved
 RUN_NAME = "gemma-2-2b-crosscoder-L6-12-18"  # @param {type:"string"}
+ALLOW_STREAM_CHANGE = False  # @param {type:"boolean"}
+# True: resume even when the re-read data differs from what the checkpoint trained on, or cannot be checked
+# (a checkpoint of this notebook's earlier training loop holds no hash of it); recorded in the report's `resume`
 SEED = 0  # @param {type:"integer"}
 
 # %%
@@ -106,7 +109,9 @@ print(f"crosscoder over layers {list(xc_cfg.layers)} ({', '.join(xc_cfg.hook_nam
 # already forwarded but not yet trained), the stream's hash and the random states, saved crash-safe. A
 # re-run with the same parameters resumes to the weights an uninterrupted run would reach (exactly on a
 # CPU; on a GPU equal up to float round-off). A checkpoint of other parameters is refused, never
-# overwritten: change `RUN_NAME` (or `CHECKPOINT_DIR`) to start a new run.
+# overwritten: change `RUN_NAME` (or `CHECKPOINT_DIR`) to start a new run. A checkpoint written by this
+# notebook's earlier training loop resumes too, once `ALLOW_STREAM_CHANGE = True` (it kept no hash of the
+# data stream to check the re-read batches against; the training cell says so in one line).
 #
 # The cell prints the last logged training FVU (the fraction of variance unexplained, all layers
 # together) and L0. `training_curves.png`: FVU, L0, dead %, the AuxK loss and the learning rate against
@@ -190,8 +195,9 @@ run.save_figure(plots.plot_crosscoder_features(norms, classes, list(xc.cfg.layer
 # norm is √d_model: √2304 = 48 for Gemma-2-2B, by construction), `per_layer` (`layer`, `hook_name`, `fvu`,
 # `var_expl` on the held-out tokens), `var_expl`, `l0` and `alive` over all layers, `eval_tokens`, `rule`
 # and `thresholds` (step 4), `class_counts`, `features` (each feature's `class` and its `decoder_norms`,
-# one per layer), `export_dir`, `final_train` (the last logged training FVU, L0 and dead %), and
-# `run`, the stamp every JSON report here carries (the notebook, model, seed, parameters, the vendored
+# one per layer), `export_dir`, `final_train` (the last logged training FVU, L0 and dead %), `resume` (how
+# training resumed: the stream's identity, the last replay and whether it hashed as recorded, stream
+# changes allowed by `ALLOW_STREAM_CHANGE`, the model dtypes), and `run`, the stamp every JSON report here carries (the notebook, model, seed, parameters, the vendored
 # core's hash, when it was written).
 
 # %%
@@ -218,5 +224,6 @@ report = {
     "features": {"class": classes, "decoder_norms": [[round(float(v), 5) for v in row] for row in norms]},
     "export_dir": str(folder),
     "final_train": {k: history[-1][k] for k in ("xc/fvu", "xc/l0", "xc/dead_pct")},
+    "resume": trained.resume,
 }
 run.write_report("crosscoder_report.json", report)

@@ -168,6 +168,9 @@ class StreamLedger:
         self.replay = {"forwards": skip, "seconds": round(seconds, 3), "verified": verified}
         if verified is None and skip == 0:
             return
+        if verified is None and expected.get("unhashed"):  # a layout that kept no hash: legacy.py
+            self._unhashed(skip, expected["unhashed"])
+            return
         if verified is None:  # written before checkpoints recorded the stream, by a core whose stream differs
             what = "the checkpoint predates the stream hash, so its place in the stream cannot be checked"
             if not self.allow_change:
@@ -204,3 +207,19 @@ class StreamLedger:
             print(f"WARNING: the data stream changed since the checkpoint ({what}; {why}); going on with the new "
                   "stream as allowed (recorded in run_report.json): the run is no longer the one an "
                   "uninterrupted run would give.")
+
+    def _unhashed(self, skip: int, writer: str) -> None:
+        """A checkpoint whose writer kept no hash of its stream (though that stream may be today's): its
+        replay cannot be checked, so it is refused in one line unless allowed, then recorded."""
+        what = f"it was written by {writer}, which kept no hash of the token stream"
+        if not self.allow_change:
+            raise StreamChanged(
+                f"This checkpoint cannot be checked against the data: {what}. If the stream changed since (the "
+                "datasets version, a dataset's Hub revision, the tokenizer), resuming would train some documents "
+                "twice and others never. Set ALLOW_STREAM_CHANGE = True (allow_stream_change) to go on from it "
+                "(recorded in run_report.json), or start afresh in a new CHECKPOINT_DIR (or RUN_NAME).")
+        self.changes.append({"at_forwards": skip, "found": what, "why": "no stream hash to check",
+                             "identity_then": None, "identity_now": self.identity})
+        if self.speak:
+            print(f"WARNING: {what}; going on as allowed (recorded in run_report.json): the replayed batches are "
+                  "the checkpoint's only if the stream did not change since.")

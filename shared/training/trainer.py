@@ -36,7 +36,7 @@ from ..model.loading import load_model
 from ..runtime import resolve_device
 from ..saes.architectures import build_sae, registered
 from ..saes.crosscoder import Crosscoder, CrosscoderConfig
-from . import checkpoint as ckpt, distributed, replay
+from . import checkpoint as ckpt, distributed, legacy, replay
 from .buffer import ActivationBlocks, activation_blocks, step_reserve_bytes
 from .config import TrainConfig, check_world, sae_label, sae_plan, sae_settings
 from .schedule import CheckpointClock, lr_at
@@ -279,6 +279,8 @@ def _resume(cfg: TrainConfig, store, saes, optimizers, group=None) -> tuple[int,
     if resumed is None:
         return None
     tokens, state = resumed
+    if legacy.is_crosscoder_loop_state(state):  # notebook 17's checkpoints before it trained through here
+        state = legacy.from_crosscoder_loop(state, cfg, d_in=next(iter(saes.values())).cfg.d_in)
     changed = _resume_mismatch(state["config"], cfg)
     if changed:
         raise ValueError(
