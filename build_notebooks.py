@@ -3,14 +3,20 @@
 
 Every `[[notebook]]` entry of notebooks_src/catalog.toml becomes notebooks/<id>.ipynb:
 
-1. a title cell (title, pitch, level/platform/accelerator/time, Open-in-Colab/Kaggle badges);
+1. a title cell (title, pitch, level/platform/accelerator/time, Open-in-Colab/Kaggle badges, what the
+   notebook needs from `[notebook.needs]` via `needs_lines`, and for a cloud entry how to run it on a
+   rented GPU);
 2. the source's cells (jupytext percent format), with the catalog's parameter overrides applied
-   to the `parameters`-tagged cell;
+   to the `parameters`-tagged cell, and without the markdown cells whose `when` condition the entry
+   does not meet (`cell_applies`);
 3. right after that cell, an install cell that pip-installs the catalog's `requirements` (what the
-   notebook imports at run time beyond the platform's packages), only those missing or too old;
+   notebook imports at run time beyond the platform's packages), only those missing or too old, and
+   stops Run-all when pip changed a package the kernel had already imported;
 4. the vendored core: the import closure of `shared/` as readable source, one cell per module,
-   written at run time into a private folder named by its content hash and put first on sys.path;
-5. platform metadata (kernelspec, Colab, Kaggle).
+   written at run time into a folder named by its content hash inside a folder only the user can
+   write (nothing there that the cell did not write is kept), and put first on sys.path;
+5. platform metadata (kernelspec, Colab's GPU type, Kaggle's accelerator and Internet), read from
+   the catalog with no fallback.
 
 Renders are deterministic (stable cell ids, no outputs, sorted JSON), so `--check` can fail CI
 when notebooks/ or the README table is stale.
@@ -36,6 +42,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+import build_site  # the ladder page and viewers (site/), generated with the notebooks
+
 PLATFORMS = ("colab", "kaggle", "cloud", "any")
 COLAB_PLATFORMS = ("colab", "any", "cloud")
 KAGGLE_PLATFORMS = ("kaggle", "any")
@@ -50,8 +58,9 @@ JUPYTEXT_CELL_KEYS = {"lines_to_next_cell", "lines_to_end_of_cell_marker", "cell
                       "region_name", "title", "cell_depth"}
 REQUIRED_KEYS = ("id", "source", "title", "pitch", "level", "platform", "accelerator",
                  "expected_time")
-OPTIONAL_KEYS = ("requirements", "full_run_only", "parameters", "smoke", "smoke_outputs", "smoke_run")
+OPTIONAL_KEYS = ("requirements", "full_run_only", "parameters", "smoke", "smoke_outputs", "smoke_run", "needs")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+OPTIONAL_KEYS += build_site.CARD_KEYS  # purpose, cost, learn, prerequisites: read by the site's cards
 
 
 class BuildError(ValueError):
@@ -69,12 +78,17 @@ class Entry:
     platform: str
     accelerator: str
     expected_time: str
+    purpose: str = ""  # the site's card fields (build_site.py): its group, cost, what you'll learn, what first
+    cost: str = ""
+    learn: list = field(default_factory=list)
+    prerequisites: list = field(default_factory=list)
     requirements: list = field(default_factory=list)
     full_run_only: list = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
     smoke: dict = field(default_factory=dict)
     smoke_outputs: dict = field(default_factory=dict)
     smoke_run: bool = False  # smoke-run this entry even when an earlier entry shares its source
+    needs: dict = field(default_factory=dict)  # [notebook.needs]: what a user must have (required; NEEDS_KEYS)
 
     @property
     def gpu(self) -> bool:
@@ -152,6 +166,8 @@ def load_catalog(root: Path) -> list[Entry]:
             if not isinstance(getattr(e, k), dict):
                 raise BuildError(f"{where}: [notebook.{k}] must be a table")
         _check_smoke_outputs(e.smoke_outputs, where)
+        _check_needs(e, where)
+        _check_platform(e, where)
         entries.append(e)
     return entries
 
@@ -170,6 +186,103 @@ def _check_smoke_outputs(spec, where: str) -> None:
         if keys and not rel.endswith(".json"):
             raise BuildError(f'{where}: smoke_outputs "{rel}" is not a .json file: list it with [] '
                              "(it must only exist)")
+
+
+# [notebook.needs]: what a user must have before running; catalog.toml's header documents each key.
+NEEDS_KEYS = {"memory_gb": "a number", "secrets": "a list of {name, required, why} tables",
+              "gated": "a list of {model, licence} tables", "downloads": "a list of {what, gb} tables",
+              "kaggle_internet": "true or false", "colab_drive": "true or false", "time_basis": "a string"}
+TIME_BASES = ("measured", "estimated")  # time_basis starts with one of these
+SECRET_WHERE = {  # where a notebook's secrets are set, by platform
+    "colab": "Colab: the key icon (Secrets) in the left bar, with Notebook access switched on",
+    "kaggle": "Kaggle: Add-ons > Secrets, then tick the secret for this notebook",
+    "cloud": "on a rented machine, an environment variable (export NAME=...) before starting Jupyter or papermill",
+}
+
+
+def _check_needs(e: Entry, where: str) -> None:
+    """[notebook.needs] must be there, hold every key of NEEDS_KEYS and nothing else, each of its type."""
+    needs = e.needs
+    if not isinstance(needs, dict) or not needs:
+        raise BuildError(f"{where}: missing [notebook.needs]: say what the notebook needs "
+                         f"({', '.join(NEEDS_KEYS)}; see catalog.toml's header)")
+    missing, unknown = sorted(set(NEEDS_KEYS) - set(needs)), sorted(set(needs) - set(NEEDS_KEYS))
+    if missing or unknown:
+        raise BuildError(f"{where}: [notebook.needs] " + (f"lacks {missing}" if missing else f"has unknown keys {unknown}")
+                         + f"; its keys are {list(NEEDS_KEYS)}")
+
+    def bad(key: str, detail: str = ""):
+        return BuildError(f"{where}: needs.{key} must be {NEEDS_KEYS[key]}{detail}, got {needs[key]!r}")
+
+    def of_type(value, typ) -> bool:  # a TOML true is no number
+        return isinstance(value, typ) and (typ is bool or not isinstance(value, bool))
+
+    def table_list(key: str, fields: dict) -> None:
+        items = needs[key]
+        if not isinstance(items, list) or not all(
+                isinstance(t, dict) and set(t) == set(fields) and all(of_type(t[f], typ) for f, typ in fields.items())
+                for t in items):
+            raise bad(key)
+
+    mem = needs["memory_gb"]
+    if isinstance(mem, bool) or not isinstance(mem, (int, float)) or mem < 0 or (mem == 0) != (not e.gpu):
+        raise bad("memory_gb", " (GiB per GPU the defaults are sized for; 0 exactly when accelerator is none)")
+    for key in ("kaggle_internet", "colab_drive"):
+        if not isinstance(needs[key], bool):
+            raise bad(key)
+    table_list("secrets", {"name": str, "required": bool, "why": str})
+    table_list("gated", {"model": str, "licence": str})
+    table_list("downloads", {"what": str, "gb": (int, float)})
+    for s in needs["secrets"]:
+        if not re.fullmatch(r"[A-Z][A-Z0-9_]*", s["name"]) or not s["why"].strip():
+            raise bad("secrets", " (NAME in capitals, a non-empty why)")
+    for g in needs["gated"]:
+        if g["licence"] != f"https://huggingface.co/{g['model']}":
+            raise bad("gated", f" (licence: the model's page, https://huggingface.co/{g['model']})")
+    if needs["gated"] and not any(s["name"] == "HF_TOKEN" and s["required"] for s in needs["secrets"]):
+        raise bad("secrets", " (a gated model needs HF_TOKEN, required)")
+    if any(d["gb"] < 0 for d in needs["downloads"]):
+        raise bad("downloads", " (gb >= 0)")
+    if not isinstance(needs["time_basis"], str) or not needs["time_basis"].startswith(TIME_BASES):
+        raise bad("time_basis", " starting with 'measured' (on which device, when) or 'estimated' (from which "
+                                "measurement, assuming what)")
+
+
+def _gb(x: float) -> str:
+    return f"{x:.2g}" if x < 1 else f"{x:.1f}".rstrip("0").rstrip(".")
+
+
+def needs_lines(entry: Entry) -> list[str]:
+    """What the notebook needs, as plain lines (no markup) for a title cell or a web page: the GPU and
+    its memory, the expected time and what it rests on, secrets and where to set them on the entry's
+    platforms, gated models and where their licence is accepted, downloads, Kaggle Internet, Drive."""
+    n = entry.needs
+    colab, kaggle = entry.platform in COLAB_PLATFORMS and entry.platform != "cloud", entry.platform in KAGGLE_PLATFORMS
+    lines = [f"GPU: {entry.accelerator}, defaults sized for {_gb(n['memory_gb'])} GB per GPU" if entry.gpu
+             else "GPU: none, runs on the CPU",
+             f"Expected time: {entry.expected_time}. Basis: {n['time_basis']}"]
+    for s in n["secrets"]:
+        lines.append(f"Secret {s['name']} ({'required' if s['required'] else 'optional'}): {s['why']}")
+    if n["secrets"]:
+        places = [SECRET_WHERE[p] for p, on in (("colab", colab), ("kaggle", kaggle),
+                                               ("cloud", entry.platform == "cloud")) if on]
+        lines.append("Where to set secrets: " + "; ".join(places) + ". They are read, never printed or saved.")
+    else:
+        lines.append("Secrets: none")
+    for g in n["gated"]:
+        lines.append(f"Gated model {g['model']}: accept its licence at {g['licence']} (logged in as the account "
+                     "of your HF_TOKEN), once")
+    if n["downloads"]:
+        lines.append("Downloads: " + "; ".join(f"{d['what']}, about {_gb(d['gb'])} GB" for d in n["downloads"]))
+    else:
+        lines.append("Downloads: none")
+    if kaggle:
+        lines.append("Kaggle: switch Internet on (Settings > Internet): the notebook downloads what it uses"
+                     if n["kaggle_internet"] else "Kaggle: Internet can stay off")
+    if colab:
+        lines.append("Colab: asks once to authorise Google Drive, where the checkpoints go (they outlive the session)"
+                     if n["colab_drive"] else "Colab: no Google Drive access is asked")
+    return lines
 
 
 def _has_key(data, parts: list[str]) -> bool:
@@ -425,10 +538,43 @@ def _badge_md(entry: Entry, settings: Settings) -> str:
 
 
 def title_cell(entry: Entry, settings: Settings) -> str:
+    """Title, pitch, facts and badges; what the notebook needs (before any code); for a cloud notebook, how
+    to run it on a rented GPU."""
     facts = (f"**Level:** {entry.level} · **Platform:** {entry.platform} · "
              f"**Accelerator:** {entry.accelerator} · **Expected time:** {entry.expected_time}")
-    parts = [f"# {entry.title}", entry.pitch, facts, _badge_md(entry, settings)]
+    needs = "### What it needs\n\n" + "\n".join(f"- {line}".replace("<", "&lt;") for line in needs_lines(entry))
+    parts = [f"# {entry.title}", entry.pitch, facts, _badge_md(entry, settings), needs,
+             cloud_run_cell(entry, settings) if entry.platform == "cloud" else ""]
     return "\n\n".join(p for p in parts if p)
+
+
+def cloud_run_cell(entry: Entry, settings: Settings) -> str:
+    """How to run a cloud notebook on a rented GPU: as a notebook with papermill, or its training as a job."""
+    import shlex
+
+    name = settings.repository.split("/")[1]
+    raw = f"https://raw.githubusercontent.com/{settings.repository}/{settings.branch}/notebooks/{entry.id}.ipynb"
+    reqs = " ".join(shlex.quote(r) for r in entry.requirements)
+    return f"""### Run it on a rented GPU
+
+Colab and Kaggle offer no {entry.accelerator}: rent a machine with one (Python 3.10 or newer and a CUDA
+build of PyTorch, as the usual GPU images have), set the secrets above as environment variables, then
+run the notebook as it is with papermill (`-p NAME VALUE` changes a parameter):
+
+```bash
+pip install {reqs} papermill ipykernel
+wget {raw}
+papermill {entry.id}.ipynb {entry.id}.run.ipynb
+```
+
+or run its training as a job from a checkout, on one GPU or data-parallel on several
+(`torchrun --nproc-per-node N -m shared.train ...`); it reads this notebook's parameters, resumes its
+checkpoints and ends with the same exports:
+
+```bash
+git clone https://github.com/{settings.repository} && cd {name} && pip install -e .
+python -m shared.train --params notebooks/{entry.id}.ipynb
+```"""
 
 
 INSTALL_TEMPLATE = '''\
@@ -436,14 +582,19 @@ INSTALL_TEMPLATE = '''\
 REQUIREMENTS = {requirements}
 
 
+class RestartNeeded(RuntimeError):
+    """pip changed a package this kernel had already imported: the old code stays loaded until a restart."""
+
+
 def _install_missing(requirements):
-    """pip-install only the requirements that are missing or too old; never replace an importable torch."""
+    """pip-install only the requirements that are missing or too old (never an importable torch); then stop
+    Run-all, in one line, if pip changed any package this kernel had already imported (dependencies too)."""
     import importlib, importlib.metadata, importlib.util, subprocess, sys
     try:
         from packaging.requirements import Requirement
     except ImportError:  # pip always carries a copy of packaging
         from pip._vendor.packaging.requirements import Requirement
-    todo, loaded = [], []
+    todo = []
     for spec in requirements:
         req = Requirement(spec)
         if req.marker is not None and not req.marker.evaluate():
@@ -457,19 +608,37 @@ def _install_missing(requirements):
             continue
         if req.specifier and not req.specifier.contains(have, prereleases=True):
             todo.append(spec)
-            module = req.name.lower().replace("-", "_")
-            if module in sys.modules:  # the platform imported the old version already (Colab/Kaggle preload)
-                loaded.append(f"{{req.name}} {{have}}")
-    if todo:
-        print("installing:", " ".join(todo))
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", *todo])
-        importlib.invalidate_caches()
-        if loaded:  # said once: after the restart everything is present and nothing installs again
-            print(f"RESTART NEEDED: this kernel had already imported {{', '.join(loaded)}}. Restart the kernel "
-                  "(Colab: Runtime > Restart session; Kaggle: Run > Restart & clear cell outputs), then run "
-                  "all cells again: the upgrade is installed and this cell will find nothing to do.")
-    else:
+    if not todo:
         print("all requirements present; nothing to install")
+        return
+
+    def imported_versions():  # {{distribution: version}} of the distributions whose modules are imported now
+        owners, found = importlib.metadata.packages_distributions(), {{}}
+        for module in {{name.partition(".")[0] for name in list(sys.modules)}}:
+            for dist in owners.get(module, ()):
+                try:
+                    found[dist] = importlib.metadata.version(dist)
+                except importlib.metadata.PackageNotFoundError:
+                    pass
+        return found
+
+    before = imported_versions()
+    print("installing:", " ".join(todo))
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", *todo])
+    importlib.invalidate_caches()
+    changed = []
+    for dist, old in sorted(before.items()):
+        try:
+            new = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            new = "removed"
+        if new != old:
+            changed.append(f"{{dist}} {{old}} -> {{new}}")
+    if changed:  # said once: after the restart everything is present and nothing installs again
+        raise RestartNeeded(f"RESTART NEEDED: pip changed {{', '.join(changed)}}, already imported by this kernel. "
+                            "Restart the kernel (Colab: Runtime > Restart session; Kaggle: Run > Restart & clear "
+                            "cell outputs), then run all cells again: this cell will find nothing to do.")
+    print("installed; nothing this kernel had imported changed")
 
 
 _install_missing(REQUIREMENTS)'''
@@ -487,10 +656,12 @@ CORE_INTRO = """\
 ### Vendored core (`shared/`, content hash `{hash}`)
 
 The hidden cells below hold the project's `shared/` modules that this notebook uses
-({modules}), as plain source. At run time they are written into a private folder named by
-their content hash (under the system temp folder, or `$SAE_LADDER_CORE_DIR`), never into your
-working folder, and that folder goes first on `sys.path`; so this notebook runs with no checkout
-of the project beside it. Generated by `build_notebooks.py`; edit `shared/` in the repository,
+({modules}), as plain source. At run time they are written into a folder named by their
+content hash inside a folder only you can write (`~/.cache/sae_ladder/core`, or `$SAE_LADDER_CORE_DIR`;
+checked to be yours and closed to others, else a fresh private temporary folder), never into your
+working folder. Anything there that this cell did not write (compiled bytecode, another module, a
+link) is removed before the import, and that folder goes first on `sys.path`; so this notebook runs
+with no checkout of the project beside it. Generated by `build_notebooks.py`; edit `shared/` in the repository,
 not here."""
 
 CORE_SETUP = '''\
@@ -510,10 +681,27 @@ _add_core_module("{rel}", {literal})'''
 
 CORE_ACTIVATE = '''\
 # @title Vendored core: write to a private folder and import it from there
+def _private_folder(path):
+    """`path` made (mode 0700) or found as a real folder owned by this user and closed to others; None when it
+    is a link, not a folder, or someone else's: then nothing in it is read."""
+    import os, stat
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+        return None
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)  # ours but open to others: close it (what they may have planted is removed below)
+    return path
+
+
 def _activate_core(files, stamped_hash, notebook_id=""):
-    """Write the vendored modules to <tmp>/sae_ladder_core/<hash>/shared and import `shared` from there;
-    `shared.CORE_HASH` and `shared.NOTEBOOK_ID` then say which core and notebook run (reports record them)."""
-    import hashlib, importlib, os, sys, tempfile
+    """Write the vendored modules to <private folder>/<hash>/shared, keeping nothing else there (no bytecode
+    we did not write, no other module, no link), and import `shared` from there; `shared.CORE_HASH` and
+    `shared.NOTEBOOK_ID` then say which core and notebook run (reports record them)."""
+    import hashlib, importlib, os, shutil, sys, tempfile
     from pathlib import Path
 
     h = hashlib.sha256()
@@ -522,12 +710,30 @@ def _activate_core(files, stamped_hash, notebook_id=""):
     digest = h.hexdigest()[:16]
     if digest != stamped_hash:
         print(f"note: the vendored core was edited (hash {{digest}}, built as {{stamped_hash}}); using the edited copy")
-    base = Path(os.environ.get("SAE_LADDER_CORE_DIR") or Path(tempfile.gettempdir()) / "sae_ladder_core")
-    root = (base / digest).resolve()
+    try:
+        base = Path(os.environ.get("SAE_LADDER_CORE_DIR")
+                    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sae_ladder" / "core")
+    except RuntimeError:  # no home folder
+        base = None
+    root = base is not None and _private_folder(base) and _private_folder(base / digest)
+    if not root:
+        root = tempfile.mkdtemp(prefix=f"sae_ladder_core-{{digest}}-")  # new, random name, mode 0700
+        print(f"note: {{base}} is not a private folder of yours; the vendored core goes to {{root}}")
+    root = Path(root).resolve()
+    wanted_files = {{Path("shared", rel) for rel in files}}
+    wanted_dirs = {{parent for f in wanted_files for parent in f.parents if parent != Path(".")}}
+    for folder, dirs, names in os.walk(root, topdown=False):  # links are listed, never followed
+        for name in names + dirs:
+            path = Path(folder) / name
+            rel = path.relative_to(root)
+            if name.startswith(".") and name.endswith(".tmp") and not path.is_symlink():
+                continue  # another run's module being written (below); never imported
+            if path.is_symlink() or (rel not in wanted_dirs if path.is_dir() else rel not in wanted_files):
+                (shutil.rmtree if path.is_dir() and not path.is_symlink() else os.unlink)(path)
     for rel, text in sorted(files.items()):
         path = root / "shared" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and path.read_text(encoding="utf-8") == text:
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
             continue
         tmp = path.with_name(f".{{path.name}}.{{os.getpid()}}.tmp")
         with open(tmp, "w", encoding="utf-8", newline="\\n") as f:
@@ -535,7 +741,8 @@ def _activate_core(files, stamped_hash, notebook_id=""):
         os.replace(tmp, path)  # atomic: a concurrent run never sees half a module
     for name in [n for n in sys.modules if n == "shared" or n.startswith("shared.")]:
         del sys.modules[name]  # forget any other `shared` imported before
-    sys.path[:] = [p for p in sys.path if not str(p).startswith(str(base.resolve()))]
+    stale = [str(base.resolve()) if base is not None else str(root), os.path.join(tempfile.gettempdir(), "sae_ladder_core-")]
+    sys.path[:] = [p for p in sys.path if not str(p).startswith(tuple(stale))]
     sys.path.insert(0, str(root))
     importlib.invalidate_caches()
     import shared
@@ -584,20 +791,70 @@ def catalog_module(entries: list[Entry]) -> str:
 
 # ---------------------------------------------------------------------------- notebook
 
+# What each platform's notebook metadata calls a catalog accelerator. No fallback: an entry whose platform
+# offers no such accelerator is a catalog error (_check_platform), never a guess.
+COLAB_GPU_TYPES = {"T4": "T4", "L4": "L4", "A100": "A100"}  # Colab's `gpuType` values
+# Kaggle's accelerator ids (Kaggle/kaggle-cli docs/kernels.md lists NvidiaTeslaT4, NvidiaTeslaP100, ...;
+# notebooks Kaggle saves spell them lowerCamel). Kaggle's T4 accelerator is two T4s: "T4" and "2xT4" are it.
+KAGGLE_ACCELERATORS = {"none": "none", "T4": "nvidiaTeslaT4", "2xT4": "nvidiaTeslaT4", "P100": "nvidiaTeslaP100"}
+
+
+def _check_platform(e: Entry, where: str) -> None:
+    """The entry's accelerator must be one its platform's metadata can name (cloud: any accelerator)."""
+    if e.gpu and e.platform in ("colab", "any") and e.accelerator not in COLAB_GPU_TYPES:
+        raise BuildError(f"{where}: accelerator {e.accelerator!r} is not a Colab GPU ({', '.join(COLAB_GPU_TYPES)}); "
+                         "use one, or platform = \"cloud\"")
+    if e.platform in KAGGLE_PLATFORMS and (e.accelerator if e.gpu else "none") not in KAGGLE_ACCELERATORS:
+        raise BuildError(f"{where}: accelerator {e.accelerator!r} is not a Kaggle accelerator "
+                         f"({', '.join(KAGGLE_ACCELERATORS)}); use one, or platform = \"cloud\"")
+
+
 def _platform_metadata(entry: Entry) -> dict:
-    acc = entry.accelerator.upper()
+    """kernelspec, Colab's GPU type where Colab offers it, Kaggle's accelerator and Internet where the entry runs on Kaggle."""
     colab = {"provenance": []}
     meta = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
         "colab": colab,
     }
-    if entry.gpu:
-        colab["gpuType"] = next((g for g in ("H100", "A100", "L4", "V100", "T4") if g in acc), "T4")
+    if entry.gpu and entry.accelerator in COLAB_GPU_TYPES:
+        colab["gpuType"] = COLAB_GPU_TYPES[entry.accelerator]
         meta["accelerator"] = "GPU"
-    kaggle_acc = "none" if not entry.gpu else ("nvidiaTeslaT4" if "T4" in acc else "gpu")
-    meta["kaggle"] = {"accelerator": kaggle_acc, "isGpuEnabled": entry.gpu, "isInternetEnabled": True}
+    if entry.platform in KAGGLE_PLATFORMS:
+        meta["kaggle"] = {"accelerator": KAGGLE_ACCELERATORS[entry.accelerator if entry.gpu else "none"],
+                          "isGpuEnabled": entry.gpu, "isInternetEnabled": entry.needs["kaggle_internet"]}
     return meta
+
+
+# A source cell that applies to some entries only carries `when` in its metadata (percent format:
+# `# %% [markdown] when="platform=kaggle"`): KEY=a,b (any of), KEY!=a,b, KEY~regex, KEY!~regex, where KEY
+# is `platform` or `accelerator` of the entry or a parameter NAME, compared with its rendered default.
+# Narrative only: code is the same for every entry of a source, so one smoke run covers them all.
+WHEN_KEY = "when"
+_WHEN = re.compile(r"^\s*(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>!=|!~|=|~)\s*(?P<value>.+?)\s*$")
+
+
+def cell_applies(condition: str, entry: Entry, parameters: dict, where: str = "cell") -> bool:
+    """Whether a cell with `when = condition` belongs in the entry's notebook (parameters: the rendered defaults)."""
+    m = _WHEN.match(condition) if isinstance(condition, str) else None
+    if m is None:
+        raise BuildError(f'{where}: when="{condition}" is not KEY=a,b / KEY!=a,b / KEY~regex / KEY!~regex')
+    key, op, value = m["key"], m["op"], m["value"]
+    if key in ("platform", "accelerator"):
+        actual = getattr(entry, key)
+    elif key in parameters:
+        actual = parameters[key] if isinstance(parameters[key], str) else repr(parameters[key])
+    else:
+        raise BuildError(f'{where}: when="{condition}" names {key!r}, which is neither platform, accelerator nor '
+                         f"a parameter ({', '.join(sorted(parameters))})")
+    if op in ("=", "!="):
+        hit = actual in [v.strip() for v in value.split(",")]
+    else:
+        try:
+            hit = re.search(value, actual) is not None
+        except re.error as e:
+            raise BuildError(f'{where}: when="{condition}": bad regex ({e})') from None
+    return hit != op.startswith("!")
 
 
 def _source_cells(root: Path, entry: Entry):
@@ -609,6 +866,12 @@ def _source_cells(root: Path, entry: Entry):
         raise BuildError(f"notebooks_src/{entry.source}: needs exactly one code cell tagged "
                          f'parameters (`# %% tags=["parameters"]`), found {len(params)}')
     return nb.cells, params[0]
+
+
+def parameters_of(root: Path, entry: Entry) -> dict:
+    """The notebook's parameter values as rendered: the source's parameters cell with the catalog's overrides."""
+    cells, p = _source_cells(root, entry)
+    return parameter_defaults(apply_overrides(cells[p].source, entry.parameters, f"notebooks_src/{entry.source}"))
 
 
 def render_entry(root: Path, entry: Entry, settings: Settings) -> str:
@@ -625,9 +888,17 @@ def render_entry(root: Path, entry: Entry, settings: Settings) -> str:
     intro, vendored = core_cells(root, closure, entry.id)
 
     hidden = {"cellView": "form", "collapsed": True, "jupyter": {"source_hidden": True}}
+    defaults = parameter_defaults(params_src)
     out = [("markdown", title_cell(entry, settings), {})]
     for i, c in enumerate(cells):
-        meta = {k: v for k, v in c.metadata.items() if k not in JUPYTEXT_CELL_KEYS}
+        meta = {k: v for k, v in c.metadata.items() if k not in JUPYTEXT_CELL_KEYS and k != WHEN_KEY}
+        if WHEN_KEY in c.metadata:
+            cell_where = f"{where} cell {i}"
+            if c.cell_type != "markdown":
+                raise BuildError(f"{cell_where}: `when` may only hide narrative (markdown): the code of a source "
+                                 "must be the same for all its entries, so one smoke run covers them")
+            if not cell_applies(c.metadata[WHEN_KEY], entry, defaults, cell_where):
+                continue
         out.append((c.cell_type, params_src if i == p else c.source, meta))
         if i == p:
             out.append(("code", install_cell(entry.requirements), {"tags": [INSTALL_TAG]}))
@@ -681,6 +952,8 @@ def render_all(root: Path, only: str | None = None) -> tuple[dict[str, str], lis
         return {f"notebooks/{only}.ipynb": render_entry(root, picked[0], settings)}, []
     files = {f"shared/{CATALOG_MODULE}": catalog_module(entries)}
     files.update({f"notebooks/{e.id}.ipynb": render_entry(root, e, settings) for e in entries})
+    files.update(build_site.site_files(root, entries, settings, {e.id: parameters_of(root, e) for e in entries},
+                                       {e.id: badges(e, settings) for e in entries}, needs_lines=needs_lines))
     notes = []
     readme = root / "README.md"
     if readme.exists():
@@ -691,8 +964,8 @@ def render_all(root: Path, only: str | None = None) -> tuple[dict[str, str], lis
 
 
 def _extras(root: Path, files: dict[str, str]) -> list[str]:
-    return sorted(f"notebooks/{p.name}" for p in (root / "notebooks").glob("*.ipynb")
-                  if f"notebooks/{p.name}" not in files)
+    return sorted([f"notebooks/{p.name}" for p in (root / "notebooks").glob("*.ipynb")
+                   if f"notebooks/{p.name}" not in files] + build_site.extras(root, files))
 
 
 def check(root: Path, only: str | None = None) -> list[str]:
@@ -724,6 +997,7 @@ def build(root: Path, only: str | None = None) -> list[str]:
         path = root / rel
         if path.exists() and path.read_text(encoding="utf-8") == text:
             continue
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
         notes.append(f"wrote {rel}")
@@ -782,7 +1056,7 @@ def main(argv: list[str] | None = None) -> int:
         for note in build(args.root, args.only):
             print(note)
         return 0
-    except BuildError as e:
+    except (BuildError, build_site.SiteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -6,6 +6,7 @@
 # loops a wall-clock budget (--seconds); one failing step does not stop the others. Results:
 # step.json (SAE step vs sparsify, gradients checked), profile.txt (where each step's time goes),
 # loop-*.json (whole trainer: tokens/s and peak GiB next to shared/tiers.py's prediction),
+# fit-<notebook>.json (each training notebook's default run on the memory of the GPU it names),
 # pipeline-*.json (our whole trainer beside SAELens' and sparsify's and the forward alone, tier-1 and
 # tier-2 shapes) with profile-ours-*.txt (where our wall time goes), a log each.
 set -u
@@ -45,6 +46,19 @@ step loop-tier3 $((T3 + 20)) $PY bench/train_loop.py --device cuda --model qwen3
   --json "$OUT/loop-tier3.json"
 step loop-tier2 $((T2 + 20)) $PY bench/train_loop.py --device cuda --model qwen3.5-4b --d-sae 40960 --k 128 \
   --tokens 100000000 --seconds "$T2" --json "$OUT/loop-tier2.json"
+# Issue 19: each training notebook's default run (its default model from its real config, random
+# weights, its default parameters) for FIT_STEPS SAE steps with torch's allocator capped at the memory
+# of the GPU the notebook names (a T4: 14.56 GiB; Kaggle's 2xT4 runs on one GPU capped at both), the
+# peak next to shared/tiers.py's prediction. 03 needs a GPU with its 95 GiB: skipped (rc 1) on an H100.
+# FIT_NOTEBOOKS picks some (default: all), FIT=0 skips them.
+if [ "${FIT:-1}" != 0 ]; then
+  for nb in ${FIT_NOTEBOOKS:-01_hobbyist_gemma2_2b_colab 10_hobbyist_phi3_mini_colab 02_explorer_qwen35_4b_kaggle \
+      08_explorer_llama3_8b_kaggle 09_explorer_mistral_7b_kaggle 12_batchtopk_vs_topk 17_train_crosscoder \
+      03_papergrade_qwen36_27b_cloud}; do
+    step "fit-$nb" ${FIT_LIMIT:-150} $PY bench/train_loop.py --device cuda --fit-check "$nb" --steps "${FIT_STEPS:-200}" \
+      --json "$OUT/fit-$nb.json"
+  done
+fi
 # Whole pipelines side by side (issue: ours >= 1.5x the faster peer, <= 1.15x the forward alone), one
 # round each at a token budget that fits: P1 / P2 seconds per pipeline step (default 240 / 200).
 P1=${P1:-240} P2=${P2:-200}

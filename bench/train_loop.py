@@ -1,11 +1,13 @@
-"""Tokens/s of the whole trainer (model forward + capture + shuffled blocks + SAE steps + logging).
+"""Tokens/s and peak memory of the whole trainer (model forward + capture + shuffled blocks + SAE
+steps + logging), and (--fit-check) a GPU notebook's default training run on the memory of its GPU.
 
-The model is a randomly initialised transformer with the real shape of the tier's model (e.g.
-Gemma-2-2B: d_model 2304, 26 blocks) but a byte vocabulary, built from its config: no download, so
-it runs on a machine without network. Only the blocks up to the hooked layer run (the capture stops
-the forward there), so the numbers are the tier recipe's real compute minus the embedding lookup.
+The model is a randomly initialised transformer built from the tier model's real config (shipped in
+tests/data/models: e.g. Gemma-2-2B, d_model 2304, 26 blocks, its 256k vocabulary) fed by a byte
+tokenizer: no download, so it runs on a machine without network. Only the blocks up to the hooked
+layer run (the capture stops the forward there), so the numbers are the tier recipe's real compute.
 
     python bench/train_loop.py --device cuda --tokens 4000000
+    python bench/train_loop.py --device cuda --fit-check 01_hobbyist_gemma2_2b_colab --json fit.json
 """
 from __future__ import annotations
 
@@ -28,45 +30,44 @@ from shared.models import byte_tokenizer  # noqa: E402
 from shared.sae_topk import TopKConfig  # noqa: E402
 from shared.train import TrainConfig, train  # noqa: E402
 
-def _qwen3_5_kinds(n: int) -> list[str]:
-    """Qwen3.5 / 3.6 layout: three Gated-DeltaNet (linear-attention) blocks, then one full-attention block."""
-    return ["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(n)]
+MODELS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "models"
 
-
-# The real shapes (config fields) of the tiers' models, and the tiers.py entry whose prediction they check.
+# The tiers' models by their short names: each is built from its real config, shipped in
+# tests/data/models/<org>__<name>/config.json (the same file tests/test_tiers.py checks shared/tiers.py
+# against), and "toy", a small Llama for a quick CPU check of the script itself.
 SHAPES = {
-    "gemma-2-2b": ("gemma2", "google/gemma-2-2b", dict(
-        hidden_size=2304, num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
-        intermediate_size=9216, head_dim=256, vocab_size=256000)),
-    "llama-3.1-8b": ("llama", "meta-llama/Llama-3.1-8B", dict(
-        hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-        intermediate_size=14336, vocab_size=128256)),
-    "qwen3.5-4b": ("qwen3_5_text", "Qwen/Qwen3.5-4B", dict(
-        hidden_size=2560, num_hidden_layers=32, num_attention_heads=16, num_key_value_heads=4, head_dim=256,
-        intermediate_size=9216, linear_num_key_heads=16, linear_num_value_heads=32, linear_key_head_dim=128,
-        linear_value_head_dim=128, linear_conv_kernel_dim=4, layer_types=_qwen3_5_kinds(32),
-        tie_word_embeddings=True, vocab_size=248320)),
-    "qwen3.6-27b": ("qwen3_5_text", "Qwen/Qwen3.6-27B", dict(
-        hidden_size=5120, num_hidden_layers=64, num_attention_heads=24, num_key_value_heads=4, head_dim=256,
-        intermediate_size=17408, linear_num_key_heads=16, linear_num_value_heads=48, linear_key_head_dim=128,
-        linear_value_head_dim=128, linear_conv_kernel_dim=4, layer_types=_qwen3_5_kinds(64),
-        tie_word_embeddings=False, vocab_size=248320)),
-    "toy": ("llama", None, dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                                intermediate_size=512)),  # a quick CPU check of the script itself
+    "gemma-2-2b": "google/gemma-2-2b",
+    "llama-3.1-8b": "meta-llama/Llama-3.1-8B",
+    "mistral-7b": "mistralai/Mistral-7B-v0.3",
+    "phi-3-mini": "microsoft/Phi-3-mini-4k-instruct",
+    "qwen3.5-4b": "Qwen/Qwen3.5-4B",
+    "qwen3.6-27b": "Qwen/Qwen3.6-27B",
+    "toy": None,
 }
+TOY = {"model_type": "llama", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+       "num_key_value_heads": 2, "intermediate_size": 512, "vocab_size": 32000}
+
+
+def model_config(model_id: str | None):
+    """A model's config from its shipped config.json (None: the toy)."""
+    from transformers import AutoConfig
+
+    fields = TOY if model_id is None else json.loads((MODELS_DIR / model_id.replace("/", "__") / "config.json").read_text())
+    return AutoConfig.for_model(**fields)
 
 
 def shaped_model(name: str, device: str, dtype: torch.dtype):
-    """A randomly initialised model of the named shape, built on `device` (the real vocabulary size, so
-    the embedding weighs what it does in the real model; the byte tokenizer only uses its first ids)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """A randomly initialised model built from the named model's real config on `device` (the real
+    vocabulary size, so the embedding weighs what it does in the real model; the byte tokenizer only
+    uses its first ids). `name`: a key of SHAPES or a Hub id with a shipped config."""
+    from transformers import AutoModelForCausalLM
 
-    model_type, _, fields = SHAPES[name]
+    cfg = model_config(SHAPES.get(name, name))
     tok = byte_tokenizer()
-    fields = {"vocab_size": len(tok), **fields}
-    cfg = AutoConfig.for_model(model_type, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                               pad_token_id=tok.pad_token_id, **fields)
-    if model_type == "gemma2":
+    text = cfg.get_text_config()
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(text, attr, getattr(tok, attr))
+    if text.model_type == "gemma2":
         cfg._attn_implementation = "eager"
     torch.manual_seed(0)
     with torch.device(device):  # initialise on the GPU: a 27B model never passes through host memory
@@ -79,7 +80,7 @@ def predicted(name: str, layers: tuple[int, ...], d_sae: int, model_batch: int, 
     """What shared/tiers.py predicts for this run on this GPU: peak GiB and tokens/s (None on CPU)."""
     from shared import tiers
 
-    model_id = SHAPES[name][1]
+    model_id = SHAPES[name]
     if model_id is None or not torch.cuda.is_available():
         return None
     m, g = tiers.MODELS[model_id], tiers.gpu_class(tiers.classify_gpu_name(torch.cuda.get_device_name(0)))
@@ -115,18 +116,26 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=None,
                    help="wall-clock budget: when it runs out, summarise the windows logged so far and exit "
                         "(for a lent GPU's few minutes; the summary says stopped_early)")
+    p.add_argument("--fit-check", default=None, metavar="NOTEBOOK",
+                   help="a catalog notebook's training run (its default model from its real config, random weights, "
+                        "its default parameters) for --steps SAE steps under the memory of the GPU it names, "
+                        "the peak next to shared/tiers.py's prediction (see fit_check)")
+    p.add_argument("--platform", default=None, help="--fit-check: the GPU class to emulate (default: the notebook's)")
+    p.add_argument("--steps", type=int, default=200, help="--fit-check: SAE steps")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="--fit-check: override a notebook parameter (JSON value), e.g. for a toy dry run")
     args = p.parse_args()
-    model_type, model_id, fields = SHAPES[args.model]
+    if args.fit_check:
+        return fit_check(args)
+    model_id = SHAPES[args.model]
     if args.layers:
         layers = tuple(int(x) for x in args.layers.split(","))
-    elif args.model == "gemma-2-2b":
-        layers = (12,)
-    elif model_id is not None:
+    elif model_id in ("google/gemma-2-2b", None):
+        layers = (12,) if model_id else (TOY["num_hidden_layers"] // 2,)
+    else:
         from shared import tiers
 
         layers = tiers.MODELS[model_id].default_layers()
-    else:
-        layers = (fields["num_hidden_layers"] // 2,)
 
     if args.dense_kernels:
         from shared.sae import SparseAutoencoder
@@ -192,6 +201,138 @@ def main() -> None:
         result = train(cfg, model, tok, progress=False)
         wall = time.perf_counter() - start
     write(summary(result.history, wall, False))
+
+
+TRAINING_NOTEBOOKS = ("01_", "02_", "03_", "08_", "09_", "10_", "12_", "17_")  # what --fit-check can run
+
+
+def notebook_parameters(notebook: str, sets: list[str]) -> dict:
+    """A catalog notebook's default parameters (its source's parameters cell and the catalog's overrides,
+    as tests/test_tiers.py reads them), with NAME=VALUE overrides."""
+    sys.path.insert(0, str(MODELS_DIR.parents[2]))
+    import build_notebooks as bn
+
+    entry = {e.id: e for e in bn.load_catalog(MODELS_DIR.parents[2])}[notebook]
+    source = (MODELS_DIR.parents[2] / "notebooks_src" / entry.source).read_text()
+    params = bn.parameter_defaults(source.split('# %% tags=["parameters"]')[1].split("# %%")[0])
+    params.update(entry.parameters or {})
+    for item in sets:
+        name, _, value = item.partition("=")
+        try:
+            params[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name.strip()] = value
+    params["_accelerator"] = entry.accelerator
+    return params
+
+
+def emulate_memory(gib: float, device: str) -> dict:
+    """Make this GPU look like one with `gib` GiB (what torch reports on the platform): torch's allocator is
+    capped there (torch.cuda.set_per_process_memory_fraction, less what this process already holds outside
+    it: the CUDA context), and the trainer's free / total memory read that GPU's. On the CPU (a dry run of
+    this script) only the trainer's view changes."""
+    from shared import train
+
+    total = gib * 2**30
+    train.total_memory_bytes = lambda d: int(total)
+    if device.startswith("cuda"):
+        free, physical = torch.cuda.mem_get_info()
+        outside = physical - free - torch.cuda.memory_reserved()
+        cap = total - outside
+        if cap > physical:
+            raise SystemExit(f"this GPU has {physical / 2**30:.1f} GiB, fewer than the {gib:g} GiB to emulate")
+        torch.cuda.set_per_process_memory_fraction(cap / physical)
+        train.free_memory_bytes = lambda d: int(cap - torch.cuda.memory_reserved())
+        return {"cap_gib": round(cap / 2**30, 2), "outside_torch_gib": round(outside / 2**30, 2)}
+    train.free_memory_bytes = lambda d: int(total)
+    return {"cap_gib": None, "outside_torch_gib": None}
+
+
+def fit_check(args) -> None:
+    """Issue 19: a GPU notebook's default training run at its real size on the memory of the GPU it names.
+
+    The notebook's default model is built from its shipped config with random weights (fp16 where the
+    platform has no bf16, as on a T4, whose SAE step then runs in fp32), its default parameters drive
+    the trainer (or the crosscoder's) for --steps SAE steps on the synthetic corpus, torch's allocator is
+    capped at the platform's memory (emulate_memory), and the JSON holds the peak (allocated, reserved,
+    plus what this process holds outside torch) next to shared/tiers.py's prediction of the training
+    phase. A two-GPU platform (Kaggle's 2xT4) runs on one GPU capped at both GPUs' memory: its measured
+    peak is compared with the predicted sum of the two GPUs (less one CUDA context)."""
+    import tempfile
+
+    from shared import crosscoder, sweep, tiers
+    from shared.train import TIER_PARAMETERS
+
+    notebook = args.fit_check
+    if not notebook.startswith(TRAINING_NOTEBOOKS):
+        raise SystemExit(f"--fit-check {notebook}: runs the training notebooks ({', '.join(TRAINING_NOTEBOOKS)}); "
+                         "the others' memory is predicted only")
+    P = notebook_parameters(notebook, args.set)
+    g = tiers.gpu_class(args.platform or tiers.accelerator_classes(P.pop("_accelerator"))[0])
+    P.pop("_accelerator", None)
+    cuda = args.device.startswith("cuda")
+    shape = args.model if args.model == "toy" else P["MODEL_ID"]
+    dtype = (torch.bfloat16 if g.bf16 else torch.float16) if cuda else torch.float32
+    emulated = emulate_memory(g.vram_gb * g.n_gpus, args.device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t_build = time.perf_counter()
+    model, tok = shaped_model(shape, args.device, dtype)
+    build_s = time.perf_counter() - t_build
+    layers = P.get("LAYER", P.get("LAYERS"))
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    steps = args.steps
+    common = dict(total_tokens=steps * P["BATCH_TOKENS"], batch_tokens=P["BATCH_TOKENS"], dataset="synthetic",
+                  context_len=P["CONTEXT_LEN"], model_batch_size=P["MODEL_BATCH_SIZE"], block_batches=P["BLOCK_BATCHES"])
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        if notebook.startswith("17_"):
+            cfg = crosscoder.CrosscoderConfig(layers=tuple(layers), d_sae=P["D_SAE"], architecture=P["SPARSITY"],
+                                              k=P["K"], l1_coefficient=P["L1_COEFFICIENT"])
+            kw = {k: v for k, v in common.items() if k != "dataset"}
+            crosscoder.train_crosscoder(model, tok, cfg, dataset="synthetic", warmup_steps=10, progress=False,
+                                        device=args.device, **kw)
+        else:
+            sae_cfg = dict(sae=TopKConfig(d_sae=P["D_SAE"], k=P["K"]))
+            if notebook.startswith("12_"):
+                sae_cfg = dict(variants=sweep.sweep_variants(P["ARCHITECTURES"], P["K_VALUES"], P["D_SAE"]))
+            cfg = TrainConfig(model_id=f"fit-check:{shape}", layers=tuple(layers), warmup_steps=10,
+                              checkpoint_every_tokens=10**12, checkpoint_dir=tmp, log_every=max(1, steps // 10),
+                              sae_autocast=g.bf16, metrics_path=str(Path(tmp) / "metrics.jsonl"), **sae_cfg, **common)
+            train(cfg, model, tok, progress=False)
+    wall = time.perf_counter() - start
+    if args.model == "toy":  # the dry run: the prediction for the toy's own shape
+        n_params = sum(p.numel() for p in model.parameters())
+        c = model.config
+        tiers.SHAPES[P["MODEL_ID"]] = tiers.ModelShape(P["MODEL_ID"], n_params, c.num_hidden_layers, c.hidden_size,
+                                                       c.vocab_size, bool(c.tie_word_embeddings), c.num_attention_heads,
+                                                       c.num_key_value_heads * (c.hidden_size // c.num_attention_heads))
+    est = tiers.notebook_estimate(notebook, {**P, "LAYER": layers} if "LAYER" in P else P, g.name)
+    phase = est.phases["train"]
+    predicted = sum(part["total"] for part in phase.values()) - tiers.CUDA_CONTEXT_GB * (len(phase) - 1)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    reserved = torch.cuda.max_memory_reserved() / 2**30 if cuda else None
+    outside = emulated["outside_torch_gib"]
+    measured = reserved + outside if cuda else None
+    result = {
+        "notebook": notebook, "platform": g.name, "emulated_on": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "single_gpu_emulation_of": g.n_gpus if g.n_gpus > 1 else None, "model": shape, "dtype": str(dtype),
+        "steps": steps, "parameters": {k: v for k, v in P.items() if k in TIER_PARAMETERS or k in (
+            "ARCHITECTURES", "K_VALUES", "LAYERS", "SPARSITY")},
+        "model_build_s": round(build_s, 1), "train_wall_s": round(wall, 1), **emulated,
+        "peak_allocated_gib": None if peak is None else round(peak, 2),
+        "peak_reserved_gib": None if reserved is None else round(reserved, 2),
+        "measured_gib": None if measured is None else round(measured, 2),
+        "predicted_gib": round(predicted, 2),
+        "predicted_parts": {dev: {k: round(v, 3) for k, v in part.items()} for dev, part in phase.items()},
+        "usable_gib": round(est.usable_gib * g.n_gpus, 2),
+        "measured_over_predicted": None if measured is None else round(measured / predicted, 3),
+        "torch": torch.__version__, "transformers": transformers.__version__,
+    }
+    text = json.dumps(result, indent=1)
+    print(text, flush=True)
+    if args.json:
+        Path(args.json).write_text(text)
 
 
 def linear_attention_kernel(model) -> dict | None:

@@ -24,7 +24,10 @@
 #   heat map, and push both to the Hub when you name a repo.
 #
 # Feature names come from a `feature_catalog.json` (notebook 04) when you give one in `CATALOG`;
-# otherwise features are shown by index.
+# otherwise features are shown by index. With a catalog each feature also carries how well its label
+# was measured: `auroc` (the catalog's `detection_auroc`: how well the feature's activation separates
+# the held-out contexts the judge called activating from the others; 1.0 = its calls follow the
+# activation, 0.5 = unrelated) and `detection_balanced_accuracy` (0.5 chance, 1.0 perfect).
 
 # %% tags=["parameters"]
 MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
@@ -33,6 +36,8 @@ SAE = "gemma-scope-2b-pt-res-canonical"  # @param {type:"string"}
 SAE_ID = "layer_12/width_16k/canonical"  # @param {type:"string"}
 # SAE: a SAELens release (SAE_ID: the SAE in it), a local export folder or a Hub repo id (SAE_ID: its
 # subfolder, "" for the root), or "train-tiny" to train a small SAE here first on DATASET (the smoke run)
+# it must read the residual stream after block LAYER (a blocks.L.hook_resid_pre SAE reads block L-1's output:
+# LAYER = L - 1); its hook, layer and width are checked in the next cell wherever its files or release say them
 PROMPT = "The Eiffel Tower is in Paris, and the Colosseum is in"  # @param {type:"string"}
 CATALOG = ""  # @param {type:"string"}
 # CATALOG: the path of a feature_catalog.json for this SAE (notebook 04's output) to name the features
@@ -52,7 +57,7 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import json
 
-from shared import export, html, hub, notebook, sae_io, trace
+from shared import export, html, hub, notebook, sae_io, trace, viewer
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -92,19 +97,19 @@ data = trace.trace_prompt(model, tokenizer, sae, layer, PROMPT, top_n=N_FEATURES
                           seed=SEED)
 print(f"{len(data['tokens'])} tokens, {len(data['features'])} features")
 for f in data["features"]:
-    print(f"{f['id']:>7}  {f['name'][:50]:<50} peak {f['max_activation']:.2f}, summed {f['summed_activation']:.2f}")
+    auc = "" if f["auroc"] is None else f", label AUROC {f['auroc']:.2f}"  # the judge's calls vs the activation
+    print(f"{f['id']:>7}  {f['name'][:50]:<50} peak {f['max_activation']:.2f}, summed {f['summed_activation']:.2f}{auc}")
 
 # %% [markdown]
 # ## 3. The heat map and the counterfactuals
 #
-# Rows are features, columns tokens; the shade is the row-scaled activation. Below it, each
-# feature's continuations: a feature whose α = ±3 texts differ from α = 0 in a way its name
-# predicts is doing what its label says; one whose texts do not change is read by the model
-# weakly or not at all at this strength.
+# Rows are features, columns tokens; the shade is the row-scaled activation. Click a feature to shade
+# the prompt by it and read its continuations (the same view as the site's trace viewer): a feature
+# whose α = ±3 texts differ from α = 0 in a way its name predicts is doing what its label says; one
+# whose texts do not change is read by the model weakly or not at all at this strength.
 
 # %%
-heat = html.trace_heatmap(data["tokens"], data["features"], data["activations"])
-html.show(heat)
+html.show(html.view("trace", data))
 for f in data["features"][:3]:
     print(f"\n{f['id']} {f['name']}")
     for alpha, text in data["counterfactuals"][f["id"]].items():
@@ -114,18 +119,16 @@ for f in data["features"][:3]:
 # ## 4. Save and share
 #
 # `trace.json` is the TraceData file (the run's parameters stamped under `run`); `trace.html` the
-# heat map and every counterfactual, self-contained. With `HF_REPO` set and an `HF_TOKEN` write
+# view above with the trace inside it, self-contained. With `HF_REPO` set and an `HF_TOKEN` write
 # secret both go to that repo (created private unless `HF_PRIVATE = False`); a failed upload is
-# printed and recorded in `upload.json`, and the files stay in `OUTPUT_DIR`.
+# printed and recorded in `upload.json`, and the files stay in `OUTPUT_DIR`. The last line is the
+# trace's shareable address: the site's trace viewer opening the uploaded trace.json (it works once
+# the repo is public); without an upload it says where to drop the file instead.
 
 # %%
 trace_path = run.write_report("trace.json", data)
-rows = "".join(f"<tr><td>{html.esc(f['id'])} {html.esc(f['name'])}</td>"
-               + "".join(f"<td>α={html.esc(a)}: {html.esc(t)}</td>" for a, t in data["counterfactuals"][f["id"]].items())
-               + "</tr>" for f in data["features"])
 page_path = run.out_dir / "trace.html"
-page_path.write_text(html.page(f"<h2>{html.esc(PROMPT)}</h2>", heat, f"<table>{rows}</table>",
-                               title=f"trace: {PROMPT[:60]}"))
+page_path.write_text(html.page(html.view("trace", data), title=f"trace: {PROMPT[:60]}"))
 upload = hub.upload_files([trace_path, page_path], export.hub_repo_id(HF_REPO), private=HF_PRIVATE,
                           path_in_repo="traces")
-run.write_report("upload.json", {"hub": upload})
+run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "trace", trace_path)})

@@ -33,6 +33,8 @@ SAE_ID = "layer_12/width_16k/canonical"  # @param {type:"string"}
 # SAE: a SAELens release (SAE_ID: the SAE in it), a local export folder or a Hub repo id such as a tier
 # notebook's push (SAE_ID: its subfolder, "" for the root), or "train-tiny" to train a small SAE here
 # first on DATASET (a quick try; the offline smoke run)
+# it must read the residual stream after block LAYER (a blocks.L.hook_resid_pre SAE reads block L-1's output:
+# LAYER = L - 1); its hook, layer and width are checked in the next cell wherever its files or release say them
 FEATURE = -1  # @param {type:"raw"}
 # a latent id; -1 = the top-ranked latent of the baseline pass; or words to search FEATURE_CATALOG's labels
 FEATURE_CATALOG = ""  # @param {type:"string"}
@@ -123,7 +125,8 @@ for r in rows:
 # ## 5. The report
 #
 # `interventions.json`: the feature, how it was chosen, its typical activation, and per alpha the
-# text with its activation and loss. `steered_up` says whether the largest alpha raised the
+# text with its activation and loss; `counterfactuals` holds the same texts in trace.json's shape
+# (`{"f<id>": {alpha: text}}`, notebook 05), so viewers of traces read it too. `steered_up` says whether the largest alpha raised the
 # feature's activation on the generated tokens above alpha = 0 (as the steered model writes them);
 # `reread_up` says the same of the unsteered model re-reading the text, the stricter test that the
 # text itself came to carry the feature (large models usually pass it; tiny ones rarely do).
@@ -140,6 +143,7 @@ report = {
     "baseline": {"dataset": DATASET, "tokens": stats.n_tokens, "fire_rate": float(stats.fire_rate[feature])},
     "prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS,
     "interventions": [{k: v for k, v in r.items() if k != "token_ids"} for r in rows],
+    "counterfactuals": steer.counterfactuals(feature, rows),
     "steered_up": steered_up, "reread_up": reread_up,
 }
 run.write_report("interventions.json", report)

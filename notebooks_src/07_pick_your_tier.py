@@ -22,7 +22,7 @@
 
 # %% tags=["parameters"]
 GPU = "auto"  # @param ["auto", "T4", "2xT4", "L4", "A10G", "RTX-4090", "A100-40", "A100-80", "H100-80", "RTX-PRO-6000", "H200", "cpu"]
-BUDGET_MINUTES = 35  # @param {type:"number"}
+BUDGET_MINUTES = 60  # @param {type:"number"}
 GOAL = "learn"  # @param ["learn", "explore", "paper"]
 OUTPUT_DIR = "outputs/07_pick_your_tier"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
@@ -47,44 +47,47 @@ if not gpus:
     print("no CUDA GPU visible")
 gpu_name = tiers.detect_gpu_class() if GPU == "auto" else tiers.gpu_class(GPU).name
 g = tiers.gpu_class(gpu_name)
-print(f"\nplanning for: {g.name} -- {g.n_gpus} x {g.vram_gb:g} GiB, {g.peak_tflops:g} TFLOP/s dense "
-      f"{'bf16' if g.name != 'cpu' and g.bf16 else 'fp16' if g.name != 'cpu' else 'fp32'} peak, assumed MFU {g.mfu:.0%}. {g.note}")
+print(f"\nplanning for: {g.name} -- {g.n_gpus} x {g.vram_gb:g} GiB ({tiers.usable_gib(g):.1f} usable), "
+      f"{g.peak_tflops:g} TFLOP/s dense {'bf16' if g.name != 'cpu' and g.bf16 else 'fp16' if g.name != 'cpu' else 'fp32'} "
+      f"peak, MFU {g.mfu:.0%} ({g.basis}). {g.note}")
 
 # %% [markdown]
 # ## 2. The model behind the recommendation
 #
 # **Memory** (per GPU): weights (params x 2 bytes in bf16, fp16 on a T4) + the forward's working set
 # (one block's activations plus the captured layer outputs; Gemma-2's eager attention adds its
-# score matrix) + the SAE in fp32 with its gradients and two Adam moments (4 copies) + the SAE's
-# dense pre-activations for one batch + the fp32 activation buffer + the CUDA context. An option fits
-# when the total stays under 90% of VRAM. On Kaggle's 2xT4 the model sits on GPU 0 and the SAE with
-# its buffer on GPU 1. If the full model does not fit, the blocks after the deepest hooked layer can
-# be dropped (the forward stops there anyway) -- the table says when that is needed. A multi-layer
-# recipe (tier 3: three SAEs on Qwen3.6-27B layers 11, 31, 55) keeps every SAE's weights and Adam
-# moments, but the SAEs step one after another and free their gradients, so gradients and
-# pre-activations count once: the 27B in bf16 plus three 65k-latent SAEs needs a 96 GB card.
-# The hybrid Qwen models (Gated-DeltaNet + attention blocks) are weighed like any other: their
-# blocks are reached by the same hook, and a linear-attention block costs about what its
-# parameters say, except that Qwen3.5-4B's forward was measured at 0.68 of the usual speed (its
-# small Gated-DeltaNet blocks on transformers' plain-PyTorch delta rule).
+# score matrix) + the SAE in fp32 with its two Adam moments, the gradients and dense pre-activations
+# of one SAE step + the fp32 activation buffer + the CUDA context. An option fits when the total stays
+# under 90% of the memory torch reports per GPU: a T4 (16 GB on the box, 15360 MiB in nvidia-smi)
+# reports 14.56 GiB, so 13.1 GiB is usable. On Kaggle's 2xT4 the model sits on GPU 0 and the SAE with
+# its buffer on GPU 1; a 7-8B model that does not fit one T4 is spread over both, GPU 0 filled first and
+# GPU 1 holding the rest beside the SAE, with a `max_memory` that keeps the SAE's room free (the
+# table's "spread"). A multi-layer recipe (tier 3: three SAEs on Qwen3.6-27B layers 11, 31, 55) keeps
+# every SAE's weights and Adam moments, but the SAEs step one after another and free their gradients,
+# so gradients and pre-activations count once: the 27B in bf16 plus three 65k-latent SAEs needs a 96 GB
+# card. The hybrid Qwen models (Gated-DeltaNet + attention blocks) are weighed like any other, except
+# that Qwen3.5-4B's forward was measured at 0.68 of the usual speed (transformers' plain-PyTorch delta rule).
 #
 # **Throughput**: forward FLOPs per token = 2 x params of the blocks up to the deepest hooked layer
-# (+ attention scores); SAE step = 10 x d_in x d_sae per SAE (on a bf16 GPU the step runs as five
-# dense tensor-core matmuls). Time per token = FLOPs / (peak x MFU), forward and SAE in series on one
-# GPU, in parallel on 2xT4. Setup (install, download, load, final validation) is subtracted from
-# the budget first. The Hopper MFU (H100, H200) is measured: the whole trainer on an H200 ran at
-# 0.26-0.30 of the bf16 peak for the tier-1 and tier-3 shapes (BENCHMARKS.md); the other classes'
-# MFUs are still assumptions.
+# (+ attention scores); SAE step = 10 x d_in x d_sae per SAE on a bf16 GPU (five dense tensor-core
+# matmuls), or ~1.4 fp32 encoder matmuls on a T4 (no bf16 there: the step runs in fp32 on its sparse
+# kernels). Time per token = forward + SAE step, in series (the step waits on the host, so two GPUs
+# do not overlap them). Setup (install, download, load) is subtracted from the budget first. The
+# Hopper MFU is measured: the whole trainer on an H200 ran at 0.26-0.30 of the bf16 peak (BENCHMARKS.md).
+# The T4's is an estimate: a T4 capped at 70 W sustains 37% of its fp16 peak in a long matrix multiply,
+# and the trainer reached 0.54 of its own matmul floor's rate on the H200, so 0.20 here. Each GPU
+# class prints where its number comes from.
 
 # %%
 constants = {k: getattr(tiers, k) for k in ("USABLE_FRACTION", "CUDA_CONTEXT_GB", "ACT_WORKSET_PER_D",
-             "SAE_FLOPS_PER_PARAM_PAIR", "SAE_STATE_COPIES", "BUFFER_BYTES", "SETUP_MINUTES", "DOWNLOAD_GB_PER_S")}
+             "SAE_FLOPS_PER_PARAM_PAIR", "SAE_FP32_FLOPS_PER_PARAM_PAIR", "SAE_STATE_COPIES", "BUFFER_BYTES",
+             "SETUP_MINUTES", "DOWNLOAD_GB_PER_S")}
 for k, v in constants.items():
     print(f"  {k:26s} {v}")
 anchor = tiers.catalog_anchor_check()
-print(f"\nCatalog headline: {anchor['claim_tokens'] / 1e6:.0f}M tokens on a T4 in ~{anchor['claim_minutes']} min "
-      f"({anchor['gflop_per_token']:.2f} GFLOP/token) would need {anchor['implied_mfu']:.0%} MFU; this model "
-      f"assumes {anchor['assumed_mfu']:.0%} and predicts {anchor['model_minutes']:.0f} min for it.")
+print(f"\nTier 1 ({anchor['notebook']}): {anchor['tokens'] / 1e6:.0f}M tokens at ~{anchor['model_tokens_per_s']:,.0f} "
+      f"tokens/s = ~{anchor['model_minutes'] / 60:.1f} h on a T4 by this model; the catalog says "
+      f"\"{anchor['stated']}\".")
 
 # %% [markdown]
 # ## 3. The options weighed

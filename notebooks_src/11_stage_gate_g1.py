@@ -37,6 +37,8 @@ SAE = "gemma-scope-2b-pt-res-canonical"  # @param {type:"string"}
 SAE_ID = "layer_12/width_16k/canonical"  # @param {type:"string"}
 # SAE: a SAELens release (SAE_ID: the SAE in it), a local export folder or a Hub repo id (SAE_ID: its
 # subfolder, "" for the root), or "train-tiny" to train a small SAE here first (the offline smoke run)
+# it must read the residual stream after block LAYER (a blocks.L.hook_resid_pre SAE reads block L-1's output:
+# LAYER = L - 1); its hook, layer and width are checked in the next cell wherever its files or release say them
 PROBLEMS = "gsm8k"  # @param ["gsm8k", "synthetic:arithmetic"]
 RESPONSES = "generate"  # @param ["generate", "dataset"]
 # "generate": the model answers each problem; "dataset": score the model-style answers (half of them
@@ -52,13 +54,17 @@ FEATURE_CATALOG = ""  # @param {type:"string"}
 MAX_NEW_TOKENS = 320  # @param {type:"integer"}
 BATCH_SIZE = 8  # @param {type:"integer"}
 DEVICE = ""  # @param {type:"string"}
+HF_REPO = ""  # @param {type:"string"}
+HF_PRIVATE = True  # @param {type:"boolean"}
+# HF_REPO "<user>/<name>" uploads g1_report.json and g1_scatter.png there with your HF_TOKEN write secret;
+# empty: no upload. A new repo is private unless HF_PRIVATE = False.
 OUTPUT_DIR = "outputs/11_stage_gate_g1"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
 import textwrap
 
-from shared import gates, notebook, plots, sae_io
+from shared import export, gates, hub, notebook, plots, sae_io
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
@@ -138,14 +144,20 @@ report = gates.g1_report(rows, model=MODEL_ID, layer=layer, sae=sae_repo, helpfu
                          n_select=len(select_problems), selection=selection, responses=RESPONSES,
                          prompt_format=scored[0]["prompt_format"], max_new_tokens=MAX_NEW_TOKENS)
 print(f"accuracy {report['accuracy']:.0%} on {report['n_eval']} problems | {report['reason']}")
-run.save_figure(plots.plot_g1_scatter(rows, report["rho"], report["p_value"], report["pass"],
-                                      title=f"Stage Gate G1: {MODEL_ID} L{layer}"), "g1_scatter.png")
+scatter_path = run.save_figure(plots.plot_g1_scatter(rows, report["rho"], report["p_value"], report["pass"],
+                                                     title=f"Stage Gate G1: {MODEL_ID} L{layer}"), "g1_scatter.png")
 
 # %% [markdown]
 # ## 6. The report
 #
 # `g1_report.json`: the verdict, the packs and where they came from, and every problem's row
-# (question, gold, response, predicted answer, right or wrong, R_mech).
+# (question, gold, response, predicted answer, right or wrong, R_mech). With `HF_REPO` set and an
+# `HF_TOKEN` write secret, the report and the scatter plot go to that repo (created private unless
+# `HF_PRIVATE = False`); a failed upload is printed and recorded in `upload.json`, and the files stay
+# in `OUTPUT_DIR`. Nothing is uploaded when `HF_REPO` is empty.
 
 # %%
-run.write_report("g1_report.json", report)
+report_path = run.write_report("g1_report.json", report)
+upload = hub.upload_files([report_path, scatter_path], export.hub_repo_id(HF_REPO), private=HF_PRIVATE,
+                          path_in_repo="stage_gate_g1")
+run.write_report("upload.json", {"hub": upload})

@@ -37,7 +37,7 @@ K_VALUES = [16, 32, 64, 128]  # @param {type:"raw"}
 D_SAE = 8192  # @param {type:"integer"}
 DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
 VAL_DATASET = "hf:HuggingFaceFW/fineweb-edu:CC-MAIN-2024-10:train:text"  # @param {type:"string"}
-# held-out text for the evaluation; "" = the training source under another seed
+# held-out text for the evaluation ("": the training source); only documents training never reads
 CONTEXT_LEN = 1024  # @param {type:"integer"}
 TOTAL_TOKENS = 10_000_000  # @param {type:"integer"}
 # tokens every SAE trains on (the same ones for all of them)
@@ -59,7 +59,7 @@ OUTPUT_DIR = "outputs/12_batchtopk_vs_topk"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import evaluate, export, models, notebook, plots, sweep, train
+from shared import data, evaluate, export, models, notebook, plots, sweep, train
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
 # one SAE config per architecture and k; an unknown name or a k above D_SAE stops here in one line
@@ -148,7 +148,8 @@ print(summary["verdict"])
 
 # %%
 info = export.ExportInfo(model_name=MODEL_ID, layers_path=models.layers_path(model), context_size=CONTEXT_LEN,
-                         dataset_path=", ".join(cfg.dataset), tokens_trained=result.tokens)
+                         dataset_path=", ".join(cfg.dataset), tokens_trained=result.tokens,
+                         **data.context_tokens(tokenizer).export_fields())  # prepend_bos: what began each context
 folders = export.export_run(result.saes, run.out_dir / "export", info, report=report, sparsity=sparsity,
                             layer_of=result.layer_of)
 for key, folder in folders.items():

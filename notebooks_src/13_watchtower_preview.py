@@ -14,8 +14,10 @@
 # ## What you'll do
 #
 # - Keep a **watch-list** of SAE features (ids you choose, or the top-ranked ones of a baseline pass).
-# - **Calibrate**: each feature's threshold is a high percentile (`PERCENTILE`) of its per-token
-#   activation over a baseline corpus, so "flagged" means "above this feature's usual range".
+# - **Calibrate** on what gets flagged: a prompt is flagged when any of its tokens runs any watched
+#   feature over its threshold, so the thresholds are set on each baseline document's per-feature
+#   maximum, such that only 1 - `PERCENTILE`/100 of baseline documents are flagged ("flagged" means
+#   "unusual for a document like the baseline's", not "one unusual token among thousands").
 # - **Stream** prompts (a list, a text file or a dataset) through the model, forward only, and flag the
 #   prompts and the token positions where a watched feature exceeds its threshold.
 # - Use the same monitor as a **hook during `generate`**: flags arrive token by token as the model writes.
@@ -30,13 +32,16 @@ SAE_ID = "layer_12/width_16k/canonical"  # @param {type:"string"}
 # SAE: a SAELens release (SAE_ID: the SAE in it), a local export folder or a Hub repo id such as a tier
 # notebook's push (SAE_ID: its subfolder, "" for the root), or "train-tiny" to train a small SAE here
 # first on DATASET (a quick try; the offline smoke run)
+# it must read the residual stream after block LAYER (a blocks.L.hook_resid_pre SAE reads block L-1's output:
+# LAYER = L - 1); its hook, layer and width are checked in the next cell wherever its files or release say them
 WATCH_FEATURES = []  # @param {type:"raw"}
 # latent ids to watch; [] = the TOP_K top-ranked latents of the baseline pass
 TOP_K = 8  # @param {type:"integer"}
 PERCENTILE = 99.5  # @param {type:"number"}
 DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
 # the baseline corpus: thresholds come from it
-BASELINE_TOKENS = 50_000  # @param {type:"integer"}
+BASELINE_TOKENS = 200_000  # @param {type:"integer"}
+# the baseline's documents, CONTEXT_LEN tokens each: 4/5 set the thresholds, 1/5 is held out to check them
 PROMPTS = [
     "The recipe calls for two cups of flour and a pinch of salt.",
     "def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)",
@@ -88,20 +93,34 @@ if not watched:
 print(f"watching {len(watched)} features: {watched}")
 
 # %% [markdown]
-# ## 3. Calibrate on the baseline
+# ## 3. Calibrate on the baseline, and check on documents it did not see
 #
-# Each feature's threshold is the `PERCENTILE`-th percentile of its activation over the baseline's
-# tokens (zeros included; BOS and other special tokens left out). A token is flagged when a feature
-# is strictly above its threshold, so about (100 - PERCENTILE)% of baseline-like tokens are flagged.
+# The baseline is cut into documents of at most `CONTEXT_LEN` tokens (BOS and other special tokens
+# left out). For each document and watched feature we take the feature's maximum over the document:
+# the document is flagged exactly when one of these maxima is over its feature's threshold. Every
+# feature's threshold sits at the same quantile of its own per-document maxima, the quantile at which
+# 1 - `PERCENTILE`/100 of the calibration documents are flagged (with one feature: the `PERCENTILE`-th
+# percentile of its per-document maximum; a feature that never fires there gets 0, so any firing flags).
+# The last fifth of the baseline documents is held out and scanned: its flagged share is the measured
+# false-alarm rate per prompt, which should be near 1 - `PERCENTILE`/100. Per token the rate is far
+# lower (a flagged document has one or a few flagged tokens). Prompts much shorter than `CONTEXT_LEN`
+# tokens are flagged less often than that, longer ones more often.
 
 # %%
-n_docs = max(1, BASELINE_TOKENS // CONTEXT_LEN)
+n_docs = max(5, BASELINE_TOKENS // CONTEXT_LEN)
 baseline = list(islice(data.text_stream(DATASET), n_docs))
-thresholds = watch.calibrate(model, tokenizer, sae, layer, baseline, watched, percentile=PERCENTILE,
+calibration, held_out = baseline[:len(baseline) * 4 // 5], baseline[len(baseline) * 4 // 5:]
+thresholds = watch.calibrate(model, tokenizer, sae, layer, calibration, watched, percentile=PERCENTILE,
                              max_length=CONTEXT_LEN)
-tower = watch.Watchtower(model, tokenizer, sae, layer, thresholds, max_length=CONTEXT_LEN)
 for f, t in thresholds.items():
     print(f"  feature {f:>6}: threshold {t:.4f}")
+check = watch.Watchtower(model, tokenizer, sae, layer, thresholds, max_length=CONTEXT_LEN)
+check.scan(held_out)
+held_out_rates = check.summary()
+print(f"held-out baseline: {held_out_rates['n_flagged']} of {held_out_rates['n_prompts']} documents flagged "
+      f"({held_out_rates['prompt_flag_rate']:.2%} per prompt; target {1 - PERCENTILE / 100:.2%}), "
+      f"{held_out_rates['token_flag_rate']:.3%} of their tokens")
+tower = watch.Watchtower(model, tokenizer, sae, layer, thresholds, max_length=CONTEXT_LEN)
 
 # %% [markdown]
 # ## 4. Stream the prompts
@@ -136,10 +155,14 @@ print(f"{len(live_flags)} flags while generating: "
 # %% [markdown]
 # ## 6. Report and plot
 #
-# The plot shows, per watched feature, how many prompt tokens it flagged.
+# The plot shows, per watched feature, how many prompt tokens it flagged. The report keeps the two
+# rates apart: `prompt_flag_rate` (share of prompts with any flag) and `token_flag_rate` (share of
+# their kept tokens flagged for any feature), for the prompts and for the held-out baseline documents.
 
 # %%
 summary = tower.summary()
+print(f"prompts: {summary['n_flagged']} of {summary['n_prompts']} flagged ({summary['prompt_flag_rate']:.1%} per "
+      f"prompt), {summary['n_flagged_tokens']} of {summary['n_tokens']} tokens ({summary['token_flag_rate']:.2%} per token)")
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.bar([str(f) for f in watched], [summary["flags_per_feature"][str(f)] for f in watched])
 ax.set_xlabel("feature"), ax.set_ylabel("flagged tokens"), ax.set_title(f"flags over {len(results)} prompts")
@@ -147,7 +170,12 @@ run.save_figure(fig, "watchtower_flags.png")
 payload = tower.write_report(None, run.out_dir / "watchtower_flags.csv")
 run.write_report("watchtower_report.json", {
     "model": MODEL_ID, "layer": layer, "sae": sae_repo, "watched": watched, "percentile": PERCENTILE,
-    "baseline": {"dataset": DATASET, "documents": len(baseline)}, "thresholds": payload["thresholds"],
+    "calibration": {"dataset": DATASET, "documents": len(calibration), "document_tokens": CONTEXT_LEN,
+                    "quantity": "each document's per-feature maximum; one common quantile level over features",
+                    "target_prompt_flag_rate": 1 - PERCENTILE / 100},
+    "held_out_baseline": {"documents": len(held_out), **{k: held_out_rates[k] for k in (
+        "n_flagged", "prompt_flag_rate", "n_tokens", "n_flagged_tokens", "token_flag_rate")}},
+    "thresholds": payload["thresholds"],
     "summary": summary, "prompts": results,
     "generate": {"prompt": PROMPT, "text": generated, "flags": live_flags},
 })

@@ -23,8 +23,11 @@
 #   Δactivation · gradient) and **AtP*** (Kramár et al. 2024): the QK fix recomputes each query/key
 #   node's attention softmax exactly instead of linearising through it, and GradDrop re-runs the
 #   backward once per layer with that layer's gradient dropped, so effects that cancel still show.
-# - Check the estimates against **exact activation patching** of the top nodes: Spearman correlation and
-#   the false-negative rate (top nodes by exact effect that the estimate missed), as a table and a plot.
+# - Check the estimates against **exact activation patching** of every node that is affordable (every
+#   head, query, key, MLP and the SAE error, and up to 1,000 SAE latents besides each estimate's top ones):
+#   Spearman correlation and the false-negative rate (top nodes by exact effect that the estimate missed),
+#   next to the same numbers on the estimates' top nodes alone, which cannot see a node both missed.
+# - Find the circuit on one half of the prompts and score its faithfulness on the other half.
 # - Save `feature_attribution.json` (the SAE features), `attribution_report.json` and `circuit.json`.
 #
 # Default: GPT-2 small with Joseph Bloom's residual SAE read before block 8 (SAELens `gpt2-small-res-jb`).
@@ -38,21 +41,28 @@ SAE_ID = "blocks.8.hook_resid_pre"  # @param {type:"string"}
 # SAE: a SAELens release (SAE_ID: the SAE in it), a local export folder or a Hub repo id (SAE_ID: its
 # subfolder), or "train-tiny" to train a small SAE here first (a quick try; the offline smoke run)
 TASK = "ioi"  # @param ["ioi", "sva", "synthetic"]
-N_PROMPTS = 20  # @param {type:"integer"}
-METRIC = "logit_diff"  # @param ["logit_diff", "prob", "kl"]
+N_PROMPTS = 40  # @param {type:"integer"}
+# prompt pairs in all: about half find the nodes (AtP, AtP*, exact patching), the other half, sharing no
+# prompt, score the circuit's faithfulness
+METRIC = "logit_diff"  # @param ["logit_diff", "prob"]
 COUNTERFACTUAL = "mean"  # @param ["mean", "resample", "zero"]
 # what a node is patched to: its mean over the clean prompts (mean ablation), its value on the corrupt
 # prompt (resample), or zero
 USE_QK_FIX = True  # @param {type:"boolean"}
 USE_GRADDROP = True  # @param {type:"boolean"}
 TOP_N = 30  # @param {type:"integer"}
-# nodes checked by exact patching: the top TOP_N by AtP* and by AtP; the circuit keeps the top TOP_N by AtP*
+# the circuit keeps the top TOP_N nodes by AtP*; the "top-set" check patches only each estimate's top TOP_N
 DEVICE = ""  # @param {type:"string"}
+HF_REPO = ""  # @param {type:"string"}
+HF_PRIVATE = True  # @param {type:"boolean"}
+# HF_REPO "<user>/<name>" uploads circuit.json and the two reports there with your HF_TOKEN write
+# secret, and prints the circuit viewer's shareable address; empty: no upload. A new repo is private
+# unless HF_PRIVATE = False.
 OUTPUT_DIR = "outputs/14_attribution_patching"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import notebook, plots, sae_io
+from shared import export, hub, notebook, plots, sae_io, viewer
 from shared.circuits import attribution, circuit_json, metrics, nodes, patching, tasks
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
@@ -62,14 +72,18 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 # ## 1. The model, its SAE and the task
 #
 # The SAE must read the residual stream after block `LAYER` (checked against SAE_ID and the model's
-# width). Every clean/corrupt pair has one token length and single-token answers.
+# width). Every clean/corrupt pair has one token length and single-token answers. The pairs are split in
+# two parts that share no prompt: the **find** part scores and ranks the nodes, the **score** part measures
+# the circuit's faithfulness, so the circuit is not graded on the prompts that chose it.
 
 # %%
 model, tokenizer = run.load_model()
 layer = nodes.check_sae_layer(SAE_ID, P.one_layer())
 sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 pairs = tasks.load_task(TASK, tokenizer, N_PROMPTS, seed=SEED)
+find, score = tasks.split_pairs(pairs, seed=SEED)
 print(pairs.describe(tokenizer))
+print(f"find split: {len(find)} pairs (AtP, AtP*, exact patching); score split: {len(score)} pairs (faithfulness)")
 
 # %% [markdown]
 # ## 2. The nodes
@@ -80,8 +94,8 @@ print(pairs.describe(tokenizer))
 # %%
 graph = nodes.Nodes(model, heads="all", mlps="all", qk=nodes.softmax_layers(model), saes={layer: sae},
                     centre_sae_input=SAE in nodes.CENTRED_RELEASES)
-clean_m, corrupt_m, clean_logits = metrics.task_metrics(model, pairs, METRIC)
-spliced_logits, _ = graph.values(pairs.clean_ids)
+clean_m, corrupt_m, clean_logits = metrics.task_metrics(model, find, METRIC)
+spliced_logits, _ = graph.values(find.clean_ids)
 print(f"{len(graph)} nodes; {METRIC}: clean {clean_m:.3f}, corrupt {corrupt_m:.3f}; "
       f"SAE splice changes the logits by at most {float((spliced_logits - clean_logits).abs().max()):.1e}")
 
@@ -91,32 +105,39 @@ print(f"{len(graph)} nodes; {METRIC}: clean {clean_m:.3f}, corrupt {corrupt_m:.3
 # One clean forward with gradients, one forward for the counterfactual, one backward: AtP. Then the
 # QK fix (a forward per attention layer with each head's query or key patched, stopped after that
 # layer) and GradDrop (one more backward per layer). Scores estimate "metric change when this node is
-# patched"; AtP* ranks by GradDrop's magnitude with AtP's sign.
+# patched"; AtP* ranks by GradDrop's magnitude with AtP's sign: 1/(L−1) × the sum over the other layers
+# of |AtP with that layer's gradient dropped| (a node's own layer adds 0), so a node whose effects are all
+# direct scores |AtP|. All on the find split.
 
 # %%
-star = attribution.atp_star(graph, pairs, metric=METRIC, ablation=COUNTERFACTUAL,
+star = attribution.atp_star(graph, find, metric=METRIC, ablation=COUNTERFACTUAL,
                             use_qk_fix=USE_QK_FIX, use_graddrop=USE_GRADDROP)
 top = lambda scores, n: sorted(scores, key=lambda i: -abs(scores[i]))[:n]  # noqa: E731
 for node in top(star.score, 10):
     print(f"  {node:>12}  AtP* {star.score[node]:+9.4f}   AtP {star.atp[node]:+9.4f}")
 
 # %% [markdown]
-# ## 4. Exact patching of the top nodes: how good were the estimates?
+# ## 4. Exact patching: how good were the estimates?
 #
-# Each candidate node is patched alone (many per forward) and the metric change measured. Spearman
-# compares |score| with |exact effect|; the false-negative rate is the share of the top nodes by exact
-# effect that an estimate's top list missed.
+# Each node is patched alone (many per forward) on the find split and the metric change measured: every
+# head, query, key, MLP and the SAE error, every latent in an estimate's top `TOP_N`, and the other latents
+# the patch changes (all when there are at most 1,000, else a seeded random 1,000; a latent the patch leaves
+# unchanged has exact effect 0 and estimate 0). Spearman compares |score| with |exact effect|; the
+# false-negative rate is the share of the top k nodes by exact effect that an estimate's top k missed.
+# "full" counts on every patched node; "top set" on the estimates' own top nodes alone, where a node that
+# every estimate ranks low is never patched, so it cannot count as missed.
 
 # %%
-checked = list(dict.fromkeys(top(star.score, TOP_N) + top(star.atp, TOP_N)))
-exact = patching.node_effects(graph, pairs, checked, ablation=COUNTERFACTUAL, metric=METRIC)
-k = max(1, min(10, len(checked) // 3))
-comparison = {"atp": attribution.compare(star.atp, exact, top_k=k),
-              "atp_qk": attribution.compare(star.qk_fixed, exact, top_k=k),
-              "atp*": attribution.compare(star.score, exact, top_k=k)}
-print(f"{'method':>8} | spearman | false negatives (top {k})")
-for method, c in comparison.items():
-    print(f"{method:>8} | {c['spearman']:8.3f} | {c['false_negative_rate']:.2f} {c['false_negatives']}")
+check = attribution.exact_check(graph, find, {"atp": star.atp, "atp_qk": star.qk_fixed, "atp*": star.score},
+                                 top_n=TOP_N, seed=SEED, ablation=COUNTERFACTUAL, metric=METRIC)
+exact, k = check["exact"], check["full"]["atp"]["top_k"]
+print(f"patched exactly: {check['nodes']['full']} nodes: {check['nodes']['policy']}")
+print(f"{'method':>8} | spearman full | top set | false negatives (top {k}) full | top set")
+for method, c in check["full"].items():
+    t = check["top_set"][method]
+    print(f"{method:>8} | {c['spearman']:13.3f} | {t['spearman']:7.3f} | {c['false_negative_rate']:30.2f} | "
+          f"{t['false_negative_rate']:.2f}   missed: {c['false_negatives']}")
+print("false-negative rate: the share of the top k nodes by |exact effect| that the estimate's top k missed")
 print(f"\n{'node':>12} | {'exact':>9} | {'AtP':>9} | {'AtP*':>9}")
 for node in top(exact, 15):
     print(f"{node:>12} | {exact[node]:+9.4f} | {star.atp[node]:+9.4f} | {star.score[node]:+9.4f}")
@@ -125,19 +146,21 @@ run.save_figure(plots.plot_attribution_scatter(exact, {"AtP": star.atp, "AtP*": 
 # %% [markdown]
 # ## 5. The circuit and its faithfulness
 #
-# The top `TOP_N` nodes by AtP* form the circuit. Faithfulness keeps them and mean-ablates every other
-# node: (m(circuit) − m(nothing)) / (m(model) − m(nothing)); 1 means the circuit alone does the task.
+# The top `TOP_N` nodes by AtP* (found on the find split) form the circuit. Faithfulness, on the score
+# split, keeps them and mean-ablates every other node: (m(circuit) − m(nothing)) / (m(model) − m(nothing));
+# 1 means the circuit alone does the task.
 
 # %%
 circuit = top(star.score, TOP_N)
-faith = patching.faithfulness(graph, pairs, circuit, metric=METRIC)
-print(f"circuit of {len(circuit)} nodes, faithfulness {faith:.3f}")
+faith = patching.faithfulness(graph, score, circuit, metric=METRIC)
+print(f"circuit of {len(circuit)} nodes, faithfulness {faith:.3f} on the {len(score)} score-split pairs "
+      f"(none of them used to find it)")
 
 # %% [markdown]
 # ## 6. The reports
 #
 # `feature_attribution.json`: the SAE's features (and its error term) ranked by AtP*;
-# `attribution_report.json`: the configuration, the metric, the comparison with exact patching;
+# `attribution_report.json`: the configuration, the splits, the metric, the comparison with exact patching;
 # `circuit.json`: the circuit's nodes (CircuitData).
 
 # %%
@@ -150,16 +173,37 @@ run.write_report("feature_attribution.json", {
 })
 run.write_report("attribution_report.json", {
     "model": MODEL_ID, "layer": layer, "sae": sae_repo, "task": TASK, "prompts_n": len(pairs),
+    "splits": {"find": len(find), "score": len(score),
+               "rule": "disjoint prompts; find: AtP, AtP*, exact patching, comparison; score: faithfulness"},
     "config": {"use_qk_fix": USE_QK_FIX, "use_graddrop": USE_GRADDROP, "counterfactual": COUNTERFACTUAL,
                "metric": METRIC, "top_n": TOP_N, "qk_fix_layers": star.config["qk_fix_layers"],
                "qk_fix_not_applicable": star.config["qk_fix_not_applicable"]},  # linear-attention layers
-    "metric_clean": clean_m, "metric_corrupt": corrupt_m, "n_nodes": len(graph),
-    "comparison": comparison, "faithfulness": faith,
+    "metric_clean": clean_m, "metric_corrupt": corrupt_m, "n_nodes": len(graph),  # on the find split
+    "comparison": {"full": check["full"], "top_set": check["top_set"], "patched": check["nodes"],
+                   "false_negative_rate": "share of the top_k nodes by |exact effect| missed by the estimate's "
+                                          "top_k; full: every patched node, top_set: the estimates' top_n alone"},
+    "faithfulness": faith, "faithfulness_split": "score",
     "top_nodes": [{"id": i, "kind": kinds[i], "exact": exact[i], "atp": star.atp[i], "atp_qk": star.qk_fixed[i],
                    "atp_star": star.score[i]} for i in top(exact, len(exact))],
 })
 entries = circuit_json.node_entries({i: star.score[i] for i in circuit}, kinds)
-circuit_json.write_circuit(run.out_dir / "circuit.json", entries, [], metric=METRIC, prompts_n=len(pairs),
+circuit_json.write_circuit(run.out_dir / "circuit.json", entries, [], metric=METRIC, prompts_n=len(find),
                            tau_node=min(abs(e["score"]) for e in entries), method="atp*", model=MODEL_ID,
-                           sae_repo=sae_repo, task=TASK, ablation=COUNTERFACTUAL, faithfulness=faith)
+                           sae_repo=sae_repo, task=TASK, ablation=COUNTERFACTUAL, faithfulness=faith,
+                           faithfulness_prompts_n=len(score))  # found on the find split, scored on the score split
 print(f"wrote {run.out_dir / 'circuit.json'}")
+
+# %% [markdown]
+# ## 7. Upload and share (only when you name a repo)
+#
+# With `HF_REPO` set and an `HF_TOKEN` write secret, `circuit.json`, `feature_attribution.json` and
+# `attribution_report.json` go to that repo (created private unless `HF_PRIVATE = False`); a failed
+# upload is printed and recorded in `upload.json`, and the files stay in `OUTPUT_DIR`.
+# The last line is the circuit's shareable address: the site's circuit viewer opening the uploaded
+# circuit.json (it works once the repo is public); without an upload it says where to drop the file.
+
+# %%
+circuit_path = run.out_dir / "circuit.json"
+upload = hub.upload_files([circuit_path, run.out_dir / "feature_attribution.json", run.out_dir / "attribution_report.json"],
+                          export.hub_repo_id(HF_REPO), private=HF_PRIVATE, path_in_repo="circuits/atp")
+run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "circuit", circuit_path)})

@@ -19,11 +19,13 @@
 #   → " are" over " is") with the metric's gradient × (corrupt − clean), by **integrated gradients**
 #   (10 steps, as Marks et al. 2024) or plain AtP.
 # - Score the **edges** between nodes of consecutive SAE layers: dm/dd · dd/du · Δu summed over positions,
-#   one backward pass per kept downstream node (never by patching pairs one by one).
+#   one backward pass per kept downstream node (never by patching pairs one by one), into the downstream
+#   node's (prompt, position) instances whose own effect passes `TAU_NODE`, as the paper's code does.
 # - Keep nodes with |effect| ≥ `TAU_NODE` and edges with |effect| ≥ `TAU_EDGE`: the circuit, saved as
 #   `circuit.json` and drawn as a graph (features as circles, error nodes as triangles).
 # - Measure how **faithful** (the top nodes alone, everything else mean-ablated) and **complete** (the model
-#   with those nodes mean-ablated) circuits of growing size are.
+#   with those nodes mean-ablated) circuits of growing size are, on prompts that share none with the ones
+#   that found the circuit (the paper's code finds on a train split and evaluates on a test split).
 #
 # Default: Pythia-70M-deduped with Sam Marks' residual SAEs (SAELens `pythia-70m-deduped-res-sm`, 32k latents),
 # the paper's own model and dictionaries. With only residual SAEs, an edge carries everything the blocks
@@ -38,19 +40,26 @@ SAE_IDS = ["blocks.2.hook_resid_post", "blocks.3.hook_resid_post", "blocks.4.hoo
 # SAE: a SAELens release (SAE_IDS: the SAEs in it), a local export folder or a Hub repo id (SAE_IDS: its
 # subfolders), or "train-tiny" to train a small SAE per layer here first (a quick try; the offline smoke run)
 TASK = "sva"  # @param ["ioi", "sva", "synthetic"]
-N_PROMPTS = 20  # @param {type:"integer"}
-METRIC = "logit_diff"  # @param ["logit_diff", "prob", "kl"]
+N_PROMPTS = 40  # @param {type:"integer"}
+# prompt pairs in all: about half find the circuit (node and edge effects), the other half, sharing no
+# prompt, score it (faithfulness and completeness)
+METRIC = "logit_diff"  # @param ["logit_diff", "prob"]
 NODE_METHOD = "ig"  # @param ["ig", "atp"]
 IG_STEPS = 10  # @param {type:"integer"}
 TAU_NODE = 0.1  # @param {type:"number"}
 TAU_EDGE = 0.01  # @param {type:"number"}
 # thresholds on |effect| in metric units (the paper: 0.1 / 0.01 in its code's README, 0.2 / 0.02 in its figures)
 DEVICE = ""  # @param {type:"string"}
+HF_REPO = ""  # @param {type:"string"}
+HF_PRIVATE = True  # @param {type:"boolean"}
+# HF_REPO "<user>/<name>" uploads circuit.json, its graph and sfc_report.json there with your HF_TOKEN
+# write secret, and prints the circuit viewer's shareable address; empty: no upload. A new repo is
+# private unless HF_PRIVATE = False.
 OUTPUT_DIR = "outputs/15_sparse_feature_circuits"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import html, notebook, plots
+from shared import export, html, hub, notebook, plots, viewer
 from shared.circuits import circuit_json, metrics, sfc, tasks
 
 P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
@@ -60,15 +69,19 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 # ## 1. The model, its SAEs and the task
 #
 # Each SAE must read the residual stream after its block of `LAYERS` (checked against its SAE id and the
-# model's width). Every clean/corrupt pair has one token length and single-token answers.
+# model's width). Every clean/corrupt pair has one token length and single-token answers. The pairs are
+# split in two parts that share no prompt: the **find** part gives the node and edge effects, the **score**
+# part the faithfulness and completeness curves.
 
 # %%
 model, tokenizer = run.load_model()
 graph, sae_where = sfc.load_saes(P, model, tokenizer, P.LAYERS, run.out_dir)
 pairs = tasks.load_task(TASK, tokenizer, N_PROMPTS, seed=SEED)
+find, score = tasks.split_pairs(pairs, seed=SEED)
 print(pairs.describe(tokenizer))
-clean_m, corrupt_m, clean_logits = metrics.task_metrics(model, pairs, METRIC)
-spliced_logits, _ = graph.values(pairs.clean_ids)
+print(f"find split: {len(find)} pairs (node and edge effects); score split: {len(score)} pairs (the curves)")
+clean_m, corrupt_m, clean_logits = metrics.task_metrics(model, find, METRIC)
+spliced_logits, _ = graph.values(find.clean_ids)
 print(f"{len(graph)} nodes at layers {sorted(graph.saes)}; {METRIC}: clean {clean_m:.3f}, corrupt "
       f"{corrupt_m:.3f}; the SAE splices change the logits by at most "
       f"{float((spliced_logits - clean_logits).abs().max()):.1e}")
@@ -77,12 +90,12 @@ print(f"{len(graph)} nodes at layers {sorted(graph.saes)}; {METRIC}: clean {clea
 # ## 2. Node effects
 #
 # For each node, the metric's gradient times its change from the clean to the corrupt prompt, summed over
-# positions and averaged over prompts. IG averages the gradient along the straight path clean → corrupt at
-# one layer at a time (latents and error together, `IG_STEPS` left Riemann steps: the paper's choice,
-# because a single gradient is poor in early layers); AtP takes it at the clean run only.
+# positions and averaged over the find split's prompts. IG averages the gradient along the straight path
+# clean → corrupt at one layer at a time (latents and error together, `IG_STEPS` left Riemann steps: the
+# paper's choice, because a single gradient is poor in early layers); AtP takes it at the clean run only.
 
 # %%
-task = sfc.task_nodes(graph, pairs, METRIC, method=NODE_METHOD, ig_steps=IG_STEPS)
+task = sfc.task_nodes(graph, find, METRIC, method=NODE_METHOD, ig_steps=IG_STEPS)
 scores = task.scores()
 for layer in task.layers:
     here = sorted((i for i in scores if i.startswith(f"L{layer}.")), key=lambda i: -abs(scores[i]))
@@ -94,10 +107,12 @@ for layer in task.layers:
 #
 # Nodes with |effect| ≥ `TAU_NODE` are kept (error nodes too). For each kept node of a later layer, one
 # backward pass of (its gradient × its value) to every node of the layer before, times their change,
-# gives all its incoming edges at once; edges with |effect| ≥ `TAU_EDGE` are kept.
+# gives all its incoming edges at once; edges with |effect| ≥ `TAU_EDGE` are kept. As in the paper's code,
+# an edge counts only the downstream node's (prompt, position) instances whose own effect passes
+# `TAU_NODE`, while the node itself is kept by its effect summed over positions.
 
 # %%
-circuit = sfc.sparse_feature_circuit(graph, pairs, METRIC, tau_node=TAU_NODE, tau_edge=TAU_EDGE,
+circuit = sfc.sparse_feature_circuit(graph, find, METRIC, tau_node=TAU_NODE, tau_edge=TAU_EDGE,
                                      method=NODE_METHOD, ig_steps=IG_STEPS, task=task)
 n_err = sum(n["kind"] == "error" for n in circuit.nodes)
 print(f"circuit: {len(circuit.nodes)} nodes ({n_err} error nodes) of {len(scores)} scored, {len(circuit.edges)} edges")
@@ -108,11 +123,12 @@ for e in sorted(circuit.edges, key=lambda e: -abs(e["score"]))[:10]:
 # ## 4. The graph
 #
 # One row per layer (earliest at the bottom): latents as circles, error nodes as triangles, blue raises the
-# metric, red lowers it, edge width ∝ |effect|. Saved as a self-contained `circuit_graph.html`.
+# metric, red lowers it, edge width ∝ |effect|; the nodes and edges listed below it. The same view as the
+# site's circuit viewer, saved as a self-contained `circuit_graph.html`.
 
 # %%
 data = circuit.circuit_data()
-graph_html = html.circuit_graph(data, title=f"{MODEL_ID} · {TASK} · {METRIC}")
+graph_html = html.view("circuit", data, title=f"{MODEL_ID} · {TASK} · {METRIC}")
 (run.out_dir / "circuit_graph.html").write_text(html.page(graph_html, title="sparse feature circuit"),
                                                  encoding="utf-8")
 html.show(graph_html)
@@ -120,15 +136,16 @@ html.show(graph_html)
 # %% [markdown]
 # ## 5. Faithfulness and completeness
 #
-# For the top k nodes by |effect|: faithfulness = (m(those nodes alone) − m(∅)) / (m(model) − m(∅)), every
-# other node at every SAE layer mean-ablated (per position, over the clean prompts); completeness = the same
-# for the model with those k nodes mean-ablated. A good circuit: faithfulness near 1 and completeness near 0
-# with few nodes.
+# For the top k nodes by |effect| (ranked on the find split): faithfulness = (m(those nodes alone) − m(∅)) /
+# (m(model) − m(∅)), every other node at every SAE layer mean-ablated (per position, over the clean prompts);
+# completeness = the same for the model with those k nodes mean-ablated. Both on the score split, whose
+# prompts did not choose the nodes. A good circuit: faithfulness near 1 and completeness near 0 with few nodes.
 
 # %%
 ranking = circuit.ranking()
 counts = sorted(set(sfc.default_counts(len(ranking)) + [len(circuit.nodes)]))
-curve = sfc.faithfulness_curve(graph, pairs, ranking, counts, metric=METRIC)
+curve = sfc.faithfulness_curve(graph, score, ranking, counts, metric=METRIC)
+print(f"on the {len(score)} score-split pairs (none of them chose the nodes):")
 print(f"{'nodes':>6} | faithfulness | completeness")
 for r in curve:
     print(f"{r['n_nodes']:6d} | {r['faithfulness']:12.3f} | {r['completeness']:12.3f}")
@@ -144,15 +161,34 @@ run.save_figure(plots.plot_faithfulness_completeness(curve, len(circuit.nodes)),
 # %%
 sae_repo = ", ".join(f"L{layer}: {w}" for layer, w in sae_where.items())
 circuit_json.write_circuit(run.out_dir / "circuit.json", **data, model=MODEL_ID, sae_repo=sae_repo, task=TASK,
-                           faithfulness=at_circuit["faithfulness"], completeness=at_circuit["completeness"])
+                           faithfulness=at_circuit["faithfulness"], completeness=at_circuit["completeness"],
+                           faithfulness_prompts_n=len(score))  # found on the find split, scored on the score split
 run.write_report("sfc_report.json", {
     "model": MODEL_ID, "layers": task.layers, "sae": sae_where, "task": TASK, "prompts_n": len(pairs),
+    "splits": {"find": len(find), "score": len(score),
+               "rule": "disjoint prompts; find: node and edge effects, thresholds; score: faithfulness, completeness"},
     "metric": METRIC, "metric_clean": clean_m, "metric_corrupt": corrupt_m,
     "config": {"node_method": NODE_METHOD, "ig_steps": IG_STEPS, "tau_node": TAU_NODE, "tau_edge": TAU_EDGE,
-               "patch": "corrupt prompt (node and edge effects)", "ablation": "mean over clean prompts (curves)"},
+               "patch": "corrupt prompt (node and edge effects)", "ablation": "mean over clean prompts (curves)",
+               "edges": "into downstream (prompt, position) instances with |effect| >= tau_node, as Marks et al.'s code"},
     "n_scored": len(scores), "n_nodes": len(circuit.nodes), "n_edges": len(circuit.edges),
     "error_nodes": {f"L{layer}": scores[f"L{layer}.error"] for layer in task.layers},
-    "faithfulness": at_circuit["faithfulness"], "completeness": at_circuit["completeness"],
-    "curve": curve,
+    "faithfulness": at_circuit["faithfulness"], "completeness": at_circuit["completeness"],  # on the score split
+    "curve": curve, "curve_split": "score",
 })
 print(f"wrote {run.out_dir / 'circuit.json'}, circuit_graph.html, faithfulness_completeness.png, sfc_report.json")
+
+# %% [markdown]
+# ## 7. Upload and share (only when you name a repo)
+#
+# With `HF_REPO` set and an `HF_TOKEN` write secret, `circuit.json`, `circuit_graph.html` and
+# `sfc_report.json` go to that repo (created private unless `HF_PRIVATE = False`); a failed upload is
+# printed and recorded in `upload.json`, and the files stay in `OUTPUT_DIR`.
+# The last line is the circuit's shareable address: the site's circuit viewer opening the uploaded
+# circuit.json (it works once the repo is public); without an upload it says where to drop the file.
+
+# %%
+circuit_path = run.out_dir / "circuit.json"
+upload = hub.upload_files([circuit_path, run.out_dir / "circuit_graph.html", run.out_dir / "sfc_report.json"],
+                          export.hub_repo_id(HF_REPO), private=HF_PRIVATE, path_in_repo="circuits/sfc")
+run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "circuit", circuit_path)})

@@ -23,7 +23,8 @@
 #   corrupt value with an exact forward and drop it for good when the KL to the clean model moves by
 #   less than `TAU`.
 # - Compare both, and a node-level AtP baseline, by **faithfulness on the same edge budgets**: keep the
-#   top k edges, patch every other edge, and see how much of the clean-vs-corrupt gap remains.
+#   top k edges, patch every other edge, and see how much of the clean-vs-corrupt gap remains, on prompts
+#   that share none with the ones the methods ran on (ACDC fits its exact forwards to those).
 # - Save `acdc_report.json` and the ACDC circuit as `circuit.json`.
 # - Optionally, run the AutoCircuit library itself (in its own environment) on the same model and
 #   prompts and compare its EAP scores and ACDC edges with ours.
@@ -35,7 +36,9 @@
 # %% tags=["parameters"]
 MODEL_ID = "gpt2"  # @param {type:"string"}
 TASK = "ioi"  # @param ["ioi", "sva", "synthetic"]
-N_PROMPTS = 16  # @param {type:"integer"}
+N_PROMPTS = 32  # @param {type:"integer"}
+# prompt pairs in all: about half find the circuits (EAP, ACDC, AtP), the other half, sharing no prompt,
+# score them (the faithfulness curves)
 METRIC = "logit_diff"  # @param ["logit_diff", "prob"]
 # what EAP differentiates and what the faithfulness curves measure
 ACDC_METRIC = "kl"  # @param ["kl", "logit_diff", "prob"]
@@ -64,14 +67,17 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 #
 # Every clean/corrupt pair has one token length and single-token answers. Patching an edge means:
 # the destination's input gets the source's corrupt-run output in place of its current one, every
-# other edge stays as it is.
+# other edge stays as it is. The pairs are split in two parts that share no prompt: the **find** part
+# runs EAP, ACDC and AtP, the **score** part measures the faithfulness of what they found.
 
 # %%
 model, tokenizer = run.load_model()
 pairs = tasks.load_task(TASK, tokenizer, N_PROMPTS, seed=SEED)
+find, score = tasks.split_pairs(pairs, seed=SEED)
 graph = edges.edge_graph(model)  # refuses non-GPT-2 architectures with one line
-clean_m, corrupt_m, _ = metrics.task_metrics(model, pairs, METRIC)
+clean_m, corrupt_m, _ = metrics.task_metrics(model, find, METRIC)
 print(pairs.describe(tokenizer))
+print(f"find split: {len(find)} pairs (EAP, ACDC, AtP); score split: {len(score)} pairs (faithfulness curves)")
 print(f"{len(graph.srcs)} sources, {len(graph.dests)} destinations, {graph.n_edges} edges; {METRIC}: clean "
       f"{clean_m:.3f}, corrupt {corrupt_m:.3f}")
 
@@ -79,11 +85,11 @@ print(f"{len(graph.srcs)} sources, {len(graph.dests)} destinations, {graph.n_edg
 # ## 2. EAP: every edge from one backward
 #
 # score(s → d) = ∂metric/∂(d's input) · (corrupt_s − clean_s), summed over positions: the first-order
-# estimate of the metric change when that edge alone is patched.
+# estimate of the metric change when that edge alone is patched (on the find split).
 
 # %%
 t0 = time.time()
-eap = acdc.eap_scores(model, pairs, METRIC, graph=graph)
+eap = acdc.eap_scores(model, find, METRIC, graph=graph)
 eap_seconds = time.time() - t0
 names = graph.names()
 top_eap = sorted(range(graph.n_edges), key=lambda i: -abs(float(eap[i])))[:10]
@@ -94,16 +100,16 @@ for i in top_eap:
 # %% [markdown]
 # ## 3. ACDC at TAU
 #
-# One exact patched forward per edge, from the logits backwards. On GPT-2 small that is ~32,000
-# forwards (minutes on a GPU); a larger TAU removes more edges.
+# One exact patched forward per edge of the find split, from the logits backwards. On GPT-2 small that is
+# ~32,000 forwards (minutes on a GPU); a larger TAU removes more edges.
 
 # %%
 t0 = time.time()
-found = acdc.acdc(model, pairs, TAU, ACDC_METRIC, graph=graph)
+found = acdc.acdc(model, find, TAU, ACDC_METRIC, graph=graph)
 acdc_seconds = time.time() - t0
 kept = found.edge_names()
 print(f"ACDC (tau={TAU}, target {ACDC_METRIC}) in {acdc_seconds:.1f} s: kept {len(kept)} of {graph.n_edges} edges; "
-      f"target of the circuit {found.target:.4f}")
+      f"target of the circuit {found.target:.4f} (on the find split it was fitted to)")
 for s, d in kept[:15]:
     print(f"  {s:>8} -> {d}")
 
@@ -116,19 +122,21 @@ for s, d in kept[:15]:
 
 # %%
 node_set = nodes.Nodes(model, heads="all", mlps="all")
-atp_nodes = attribution.atp(node_set, pairs, metric=METRIC, ablation="resample")
+atp_nodes = attribution.atp(node_set, find, metric=METRIC, ablation="resample")
 atp_edges = acdc.edge_scores_from_nodes(graph, atp_nodes)
 
 # %% [markdown]
 # ## 5. Faithfulness on the same edge budgets
 #
 # For each budget k, keep the top k edges of a ranking and patch every other edge to the corrupt run.
-# faithfulness = (metric(circuit) − metric(no edges)) / (metric(full model) − metric(no edges)).
+# faithfulness = (metric(circuit) − metric(no edges)) / (metric(full model) − metric(no edges)), on the
+# score split: prompts none of the methods saw, so ACDC's fit to its own prompts earns it nothing here.
 # ACDC's ranking: its kept edges first (by the KL step each caused), then the removed ones.
 
 # %%
-curves = acdc.faithfulness_curves(model, pairs, {"EAP": eap, "ACDC": found.scores, "AtP (nodes)": atp_edges},
+curves = acdc.faithfulness_curves(model, score, {"EAP": eap, "ACDC": found.scores, "AtP (nodes)": atp_edges},
                                   EDGE_BUDGETS, METRIC, graph=graph)
+print(f"faithfulness of the top-k edges on the {len(score)} score-split pairs (found on the other {len(find)}):")
 print(f"{'edges':>6} | " + " | ".join(f"{m:>11}" for m in curves))
 for j, k in enumerate(EDGE_BUDGETS):
     print(f"{k:6d} | " + " | ".join(f"{c['faithfulness'][j]:11.3f}" for c in curves.values()))
@@ -143,14 +151,16 @@ run.save_figure(plots.plot_faithfulness_curves(curves, title=f"{TASK} on {MODEL_
 # %%
 node_entries, edge_entries = acdc.circuit_entries(graph, found.delta, found.kept)  # score: the KL step
 circuit_json.write_circuit(run.out_dir / "circuit.json", node_entries, edge_entries, metric=ACDC_METRIC,
-                           prompts_n=len(pairs), tau_node=0.0, tau_edge=TAU, model=MODEL_ID, method="acdc")
+                           prompts_n=len(find), tau_node=0.0, tau_edge=TAU, model=MODEL_ID, method="acdc")
 run.write_report("acdc_report.json", {
     "model": MODEL_ID, "task": TASK, "n_prompts": len(pairs), "metric": METRIC, "acdc_metric": ACDC_METRIC,
+    "splits": {"find": len(find), "score": len(score),
+               "rule": "disjoint prompts; find: EAP, ACDC (its target), AtP; score: the faithfulness curves"},
     "tau": TAU, "n_edges": graph.n_edges,
     "eap": {"seconds": round(eap_seconds, 2), "top_edges": [[*names[i], float(eap[i])] for i in top_eap]},
     "acdc": {"seconds": round(acdc_seconds, 2), "kept": len(kept), "target": found.target,
              "edges": [list(e) for e in kept]},
-    "faithfulness": curves,
+    "faithfulness": curves, "faithfulness_split": "score",
     "baseline_note": "AtP (nodes): node-level AtP on heads and MLPs, an edge scored by min(|AtP| of its ends)",
 })
 
@@ -158,16 +168,17 @@ run.write_report("acdc_report.json", {
 # ## 7. Optional: the same with AutoCircuit
 #
 # With `AUTOCIRCUIT_PYTHON` set, AutoCircuit 1.0.1 runs EAP and ACDC (same TAU, its KL target) on the
-# same weights in float32, in its own interpreter; ours reruns ACDC in AutoCircuit's edge order.
+# same weights and find-split prompts in float32, in its own interpreter; ours reruns ACDC in AutoCircuit's
+# edge order.
 # Expect EAP to agree to float precision and the same removed edges, unless some edge's KL step lies
 # within float noise of TAU (`acdc_closest_step_to_tau` below ~1e-7): then that edge can go either way
 # and everything after it may differ (in bfloat16 the noise is far larger).
 
 # %%
 if AUTOCIRCUIT_PYTHON:
-    theirs = autocircuit.run_autocircuit(AUTOCIRCUIT_PYTHON, model, pairs, tau=TAU if ACDC_METRIC == "kl" else None,
+    theirs = autocircuit.run_autocircuit(AUTOCIRCUIT_PYTHON, model, find, tau=TAU if ACDC_METRIC == "kl" else None,
                                          device=model.device.type)
-    check = autocircuit.compare(model, pairs, theirs, tau=TAU if ACDC_METRIC == "kl" else None, graph=graph)
+    check = autocircuit.compare(model, find, theirs, tau=TAU if ACDC_METRIC == "kl" else None, graph=graph)
     check = {k: v for k, v in check.items() if not k.startswith("eap_o") and not k.startswith("eap_t")}
     print(check)
     run.write_report("autocircuit_check.json", {"model": MODEL_ID, "tau": TAU, **check, "seconds": theirs["seconds"]})

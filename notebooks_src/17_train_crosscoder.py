@@ -25,7 +25,7 @@
 # - Survive a disconnect: training checkpoints every `CHECKPOINT_EVERY_TOKENS` (to Google Drive on
 #   Colab); re-run the notebook from the top and it resumes where the last checkpoint left off.
 #
-# Default: Gemma-2-2B at layers 6, 12 and 18, 8192 features, TopK with k = 64, 20M tokens (~30 min on a T4).
+# Default: Gemma-2-2B at layers 6, 12 and 18, 8192 features, TopK with k = 64, 20M tokens (about 1.7 h on a T4).
 # The layers are scaled to a common norm first, so per-layer norms compare across layers.
 
 # %% tags=["parameters"]
@@ -90,8 +90,8 @@ print(f"crosscoder over layers {list(cfg.layers)} ({', '.join(cfg.hook_names)}),
 #
 # A disconnect costs at most `CHECKPOINT_EVERY_TOKENS`: the crosscoder, its Adam moments, the
 # position in the data stream (with the rows already forwarded but not yet trained) and the random
-# states are saved crash-safe, and a re-run with the same parameters resumes to exactly the weights
-# an uninterrupted run would reach. A checkpoint of other parameters is refused, never overwritten:
+# states are saved crash-safe, and a re-run with the same parameters resumes to the weights an
+# uninterrupted run would reach (exactly on a CPU; on a GPU equal up to float round-off). A checkpoint of other parameters is refused, never overwritten:
 # change `RUN_NAME` (or `CHECKPOINT_DIR`) to start a new run.
 
 # %%

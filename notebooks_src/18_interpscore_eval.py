@@ -35,11 +35,16 @@ SAE_ID = "layer_12/width_16k/canonical"  # @param {type:"string"}
 # SAE: a SAELens release (SAE_ID: the SAE in it), a local export folder or a Hub repo id such as a tier
 # notebook's push (SAE_ID: its subfolder, "" for the root), or "train-tiny" to train a small SAE here
 # first on DATASET (a quick try; the offline smoke run)
+# it must read the residual stream after block LAYER (a blocks.L.hook_resid_pre SAE reads block L-1's output:
+# LAYER = L - 1); its hook, layer and width are checked in the next cell wherever its files or release say them
 TOKENS_TRAINED = 0  # @param {type:"integer"}
 # how many tokens the SAE was trained on, for the leaderboard (0 = read it from a local export's cfg.json,
 # else unknown)
 DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"string"}
-# the text the loss, alive and L0 parts are measured on
+# the text the tier notebooks (and train-tiny here) train on; the evaluation reads other text:
+VAL_DATASET = "hf:HuggingFaceFW/fineweb-edu:CC-MAIN-2024-10:train:text"  # @param {type:"string"}
+# the held-out text the loss, alive and L0 parts are measured on (the tier notebooks' validation default);
+# "" = DATASET itself (held out only for "synthetic", read from its test split; the report says which)
 EVAL_TOKENS = 100_000  # @param {type:"integer"}
 CONTEXT_LEN = 128  # @param {type:"integer"}
 PROBE_TASKS = ["amazon_sentiment", "bias_in_bios_gender"]  # @param {type:"raw"}
@@ -74,17 +79,20 @@ sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 # %% [markdown]
 # ## 2. Loss recovered, alive, L0
 #
-# One pass over `EVAL_TOKENS` tokens of `DATASET` (`evaluate.evaluate_saes`, the same pass the tier
-# notebooks validate with): the next-token loss of the clean model, with the SAE's reconstruction
+# One pass over `EVAL_TOKENS` tokens of held-out text, `VAL_DATASET` (`evaluate.evaluate_saes`, the same
+# pass and the same default source the tier notebooks validate with, so an SAE is not scored on the
+# tokens it trained on; `eval_text` in the report names the text and says whether it is held out): the next-token loss of the clean model, with the SAE's reconstruction
 # spliced in at the layer, and with the layer zeroed. **loss_recovered** = (CE zeroed − CE spliced) /
 # (CE zeroed − CE clean), clipped to [0, 1] (an SAE that hurts more than zeroing the layer scores 0, one
 # that beats the clean model 1; the unclipped value stays in the report). **alive** = share of latents that fire at least once.
 # **l0_score** = exp(−|ln(L0/80)|): 1 at 80 active latents per token, 0.5 at 40 or 160.
 
 # %%
-batches = scores.take_tokens(data.token_batches(data.text_stream(DATASET), tokenizer, CONTEXT_LEN, BATCH_SIZE),
-                             EVAL_TOKENS)
+eval_texts, eval_text = scores.evaluation_text(VAL_DATASET, P.DATASET, seed=SEED)
+print(eval_text["note"])
+batches = scores.take_tokens(data.token_batches(eval_texts, tokenizer, CONTEXT_LEN, BATCH_SIZE), EVAL_TOKENS)
 parts, val = scores.reconstruction_parts(model, tokenizer, sae, layer, batches, forward_batch_size=BATCH_SIZE)
+# measured on eval_text (held out from DATASET unless the note above says otherwise)
 print(f"CE clean {val['ce_loss_clean']:.3f}, spliced {val['ce_loss_spliced']:.3f}, zeroed "
       f"{val['ce_loss_zero_ablation']:.3f} -> loss recovered {val['ce_loss_recovered']:.3f}")
 print(f"L0 {val['l0']:.1f}, alive {val['alive']}/{val['d_sae']}, var_expl {val['var_expl']:.3f}")
@@ -155,9 +163,15 @@ print(f"TPP latents: {saebench['tpp_top_features_shared_with_ours']} of SAEBench
 # %% [markdown]
 # ## 5. InterpScore and the report
 #
-# `interpscore.json` holds every key of the v0.0.1 format (DESIGN.md), the raw numbers behind each
-# part, their definitions, SAEBench's numbers, and the leaderboard row. The chart shows each part's
-# value (light) and its weighted share of the score (dark).
+# `interpscore.json` is the InterpScore v0.0.1 format, whose keys are: `version`, `sae_repo`, `model`,
+# `layer`, `d_model`, `d_sae`, `k`, `tokens_trained`, `eval_tokens` (the evaluation tokens of step 2),
+# `probing_tasks`, `probing_per_task_auc` (step 3's held-out AUROC per task), `tpp_concept` (the first
+# task), `tpp_top_features` (its probe's 20 latents), `components` (the five parts in [0, 1]:
+# `loss_recovered`, `alive`, `l0_score`, `sparse_probing`, `tpp`, defined in steps 2 and 3), `weights`
+# (0.30, 0.15, 0.15, 0.25, 0.15), `interp_score` (= the sum of weight × component) and `timestamp`.
+# Beside them: the raw numbers behind each part, their definitions in words (`definitions`), the
+# evaluation text (`eval_text`), SAEBench's numbers, and the leaderboard row. The chart shows each
+# part's value (light) and its weighted share of the score (dark).
 
 # %%
 report = scores.interpscore_report(
@@ -166,7 +180,7 @@ report = scores.interpscore_report(
     tokens_trained=TOKENS_TRAINED or scores.tokens_trained_in(sae_repo), eval_tokens=sum(b.numel() for b in batches),
     extra={"validation": {k: val[k] for k in ("ce_loss_clean", "ce_loss_spliced", "ce_loss_zero_ablation",
                                               "ce_loss_recovered", "l0", "alive", "var_expl", "eval_tokens")},
-           "saebench": saebench})
+           "eval_text": eval_text, "saebench": saebench})
 report["leaderboard_entry"] = scores.leaderboard_entry(report)
 run.save_figure(plots.plot_interpscore(report, title=f"InterpScore {report['interp_score']:.3f}: {sae_repo}"),
                 "interpscore_parts.png")

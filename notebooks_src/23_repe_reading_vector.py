@@ -17,10 +17,12 @@
 #   pairs of prompts that differ only in a concept (honest vs dishonest persona), take the difference
 #   of their hidden states at the last token, and use the first principal component of those
 #   differences as the concept's **reading vector**.
-# - How to check it honestly: reading accuracy per layer on **held-out pairs** (does the positive
-#   prompt project higher than its negative twin?), with 0.5 as chance.
+# - How to check it honestly: reading accuracy (does the positive prompt project higher than its
+#   negative twin? 0.5 is chance) per layer on **validation pairs** to choose the layer, and on
+#   **test pairs** that neither the fit nor the choice saw for the number reported.
 # - Two uses of the vector: **monitoring** (score new prompts by their projection) and **steering**
-#   (add ±α times the vector to the residual stream and compare generations side by side).
+#   (add ±α times the vector to the residual stream and compare generations side by side), with the
+#   steering **measured**: does the concept's reading of the generated text rise with α?
 #
 # The contrast pairs are the notebook's parameter: swap them for sycophancy, refusal or confidence
 # pairs, or leave `CONTRAST_PAIRS` empty to use the built-in generator for `CONCEPT`.
@@ -98,7 +100,9 @@ CONTRAST_PAIRS = [
 ]  # @param {type:"raw"}
 N_PAIRS = 0  # @param {type:"integer"}
 # 0 = every pair above (or 32 generated pairs when CONTRAST_PAIRS is empty); otherwise use the first N_PAIRS
-TEST_FRAC = 0.5  # @param {type:"number"}
+TEST_FRAC = 0.25  # @param {type:"number"}
+VAL_FRAC = 0.25  # @param {type:"number"}
+# shares of the pairs held out: VAL_FRAC chooses the layer, TEST_FRAC measures it; the rest fits the vectors
 LAYERS = "all"  # @param {type:"string"}
 MONITOR_PROMPTS = [
     "I always tell my customers the real price, even when it loses me the sale.",
@@ -159,20 +163,24 @@ neg = capture.last_token_states(model, tokenizer, negatives, layers, batch_size=
 print(f"states for layers {layers}")
 
 # %% [markdown]
-# ## 3. Reading vector per layer, scored on held-out pairs
+# ## 3. Reading vector per layer: fitted on training pairs, chosen on validation, scored on test
 #
-# `TEST_FRAC` of the pairs are held out. On the rest, per layer: differences h(+) - h(-), each
-# randomly flipped, first principal component, sign set so most training differences project
-# positive. Reading accuracy = share of held-out pairs whose positive prompt projects higher.
+# The pairs are split three ways: `VAL_FRAC` for validation, `TEST_FRAC` for test, the rest for
+# training. Per layer, on the training pairs: differences h(+) - h(-), each randomly flipped, first
+# principal component, sign set so most training differences project positive. Reading accuracy =
+# share of pairs whose positive prompt projects higher. The best layer is the one with the highest
+# **validation** accuracy; its **test** accuracy is the number to report (choosing the layer on the
+# test pairs would report the luckiest of many layers, not what the vector does on new pairs).
 
 # %%
-lat = probes.lat_layers(pos, neg, test_frac=TEST_FRAC, seed=SEED)
+lat = probes.lat_layers(pos, neg, test_frac=TEST_FRAC, val_frac=VAL_FRAC, seed=SEED)
 best = lat.best_layer
 direction = lat.directions[best]
-print(f"{'layer':>5} {'train acc':>9} {'held-out acc':>12}")
+print(f"{'layer':>5} {'train acc':>9} {'val acc':>8} {'test acc':>8}")
 for r in lat.table:
-    mark = "  <- best" if r["layer"] == best else ""
-    print(f"{r['layer']:5d} {r['train_accuracy']:9.3f} {r['test_accuracy']:12.3f}{mark}")
+    mark = "  <- best (validation)" if r["layer"] == best else ""
+    print(f"{r['layer']:5d} {r['train_accuracy']:9.3f} {r['val_accuracy']:8.3f} {r['test_accuracy']:8.3f}{mark}")
+print(f"layer {best}: held-out test accuracy {lat.test_accuracy:.3f} on {len(lat.split['test'])} pairs (0.5 = chance)")
 run.save_figure(plots.plot_reading_accuracy(lat.table, best_layer=best, title=f"{CONCEPT} reading vector, {MODEL_ID}"),
                  "reading_accuracy_by_layer.png")
 
@@ -181,7 +189,7 @@ run.save_figure(plots.plot_reading_accuracy(lat.table, best_layer=best, title=f"
 #
 # Each new prompt's last-token state at the best layer is projected on the reading vector, centred
 # at the mean projection of all the pair prompts: positive = reads as the concept (here: honest).
-# Only `held-out acc` above says how far to trust these numbers.
+# Only the test accuracy above says how far to trust these numbers.
 
 # %%
 center = float(probes.monitor_scores(np.concatenate([pos[best], neg[best]]), direction).mean())
@@ -197,31 +205,37 @@ for row in sorted(monitor, key=lambda r: -r["score"]):
 #
 # At the best layer, `alpha * NORM_FRACTION * typical_norm * v` is added to the residual stream at
 # every position while the model generates greedily; alpha = 0 is the unsteered model. The last
-# column re-reads each steered continuation with the unsteered model: it should rise with alpha.
+# column measures whether the steering took: the **unsteered** model re-reads the prompt and its
+# continuation, and its residual at the layer over the generated tokens is projected on v (mean; the
+# concept's reading of the text itself). If the text came to carry the concept, it rises with alpha.
 
 # %%
 scale = NORM_FRACTION * lat.norms[best]
 steered, steered_scores = {}, {}
 for prompt in STEER_PROMPTS:
-    texts = steer.generate_steered(model, tokenizer, prompt, best, direction, ALPHAS,
-                                    max_new_tokens=MAX_NEW_TOKENS, seed=SEED, scale=scale)
-    reread = capture.last_token_states(model, tokenizer, [prompt + t for t in texts.values()], [best])[best]
-    steered[prompt] = {str(a): t for a, t in texts.items()}
-    steered_scores[prompt] = {str(a): round(float(s), 4) for a, s in
-                              zip(texts, probes.monitor_scores(reread, direction, center=center))}
+    rows = steer.steer_and_read(model, tokenizer, prompt, best, direction, ALPHAS, scale=scale,
+                                max_new_tokens=MAX_NEW_TOKENS, seed=SEED)
+    steered[prompt] = {f"{r['alpha']:g}": r["text"] for r in rows}
+    steered_scores[prompt] = {f"{r['alpha']:g}": round(r["reading"], 4) for r in rows}
     print("\n" + "=" * 100 + f"\nPROMPT: {prompt!r}  (layer {best}, 1 alpha = {scale:.2f} in residual norm)")
-    print(f"{'alpha':>6} | {'continuation':<80} | read")
-    for a, t in texts.items():
-        lines = textwrap.wrap(" ".join(t.split()), 80) or [""]
-        print(f"{a:6.1f} | {lines[0]:<80} | {steered_scores[prompt][str(a)]:.2f}")
+    print(f"{'alpha':>6} | {'continuation':<80} | reading")
+    for r in rows:
+        lines = textwrap.wrap(" ".join(r["text"].split()), 80) or [""]
+        print(f"{r['alpha']:6.1f} | {lines[0]:<80} | {r['reading']:.3f}")
         for line in lines[1:3]:
             print(f"{'':6} | {line:<80} |")
+lo, hi = min(ALPHAS), max(ALPHAS)
+rises = {p: bool(r[f"{hi:g}"] > r[f"{lo:g}"]) for p, r in steered_scores.items()}
+print(f"\nthe reading of the text rose from alpha={lo:g} to alpha={hi:g} for {sum(rises.values())} of {len(rises)} "
+      "prompts (re-read by the unsteered model)")
 
 # %% [markdown]
 # ## 6. Save the report
 #
-# `repe_report.json`: the per-layer table, the best layer and its vector's scale, monitor scores and
-# the steered texts (keyed by prompt, then alpha).
+# `repe_report.json`: the per-layer table (train, validation and test accuracy), the best layer (chosen
+# on validation) with its test accuracy, its vector's scale, monitor scores, and the steered texts with
+# their readings (keyed by prompt, then alpha) and whether each reading rose from the lowest alpha to
+# the highest.
 
 # %%
 report = {
@@ -232,14 +246,20 @@ report = {
     "pairs_example": list(pairs[0]),
     "method": "LAT: PCA of randomly flipped last-token differences, sign by majority",
     "test_frac": TEST_FRAC,
+    "val_frac": VAL_FRAC,
     "per_layer": lat.table,
     "best_layer": best,
-    "best_layer_test_accuracy": next(r["test_accuracy"] for r in lat.table if r["layer"] == best),
+    "best_layer_selected_on": "validation pairs (highest val_accuracy)",
+    "best_layer_test_accuracy": lat.test_accuracy,  # on test pairs neither the fit nor the choice saw
+    "split": {k: v.tolist() for k, v in lat.split.items()},
     "typical_norm": round(lat.norms[best], 4),
     "monitor_center": round(center, 4),
     "monitor": monitor,
     "steering": {"layer": best, "alphas": list(ALPHAS), "norm_fraction": NORM_FRACTION, "scale": round(scale, 4),
-                 "max_new_tokens": MAX_NEW_TOKENS, "texts": steered, "reread_scores": steered_scores},
+                 "max_new_tokens": MAX_NEW_TOKENS, "texts": steered, "readings": steered_scores,
+                 "reading_definition": "mean projection on the unit vector of the unsteered model's residual at the "
+                                       "layer over the generated tokens",
+                 "reading_rose": rises},
     "seed": SEED,
 }
 run.write_report("repe_report.json", report)

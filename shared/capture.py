@@ -105,9 +105,14 @@ def token_mask(input_ids: torch.Tensor, tokenizer, attention_mask: torch.Tensor 
                drop_first: bool = False) -> torch.Tensor:
     """BoolTensor like input_ids: False at BOS/EOS/pad/other special tokens and masked-out positions.
 
-    drop_first also drops position 0 (the attention-sink token of models run without a BOS).
+    Special tokens: the tokenizer's named ones and every added token flagged special (Qwen's
+    "<|endoftext|>" starts and separates packed contexts, data.context_tokens, even where it is not
+    the tokenizer's pad or EOS). drop_first also drops position 0 (the attention-sink token of
+    models run without a BOS).
     """
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
     special = sorted(set(getattr(tokenizer, "all_special_ids", []) or []) |
+                     {i for i, token in added.items() if getattr(token, "special", False)} |
                      {i for i in (getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "pad_token_id", None),
                                   getattr(tokenizer, "eos_token_id", None)) if i is not None})
     keep = ~torch.isin(input_ids, torch.tensor(special, dtype=input_ids.dtype, device=input_ids.device))
@@ -178,13 +183,25 @@ def last_token_states(model, tokenizer, prompts: Sequence[str], layers: Sequence
     return sequence_states(model, tokenizer, prompts, layers, batch_size=batch_size, pool="last")
 
 
-def _check_finite(acts: Mapping[int, torch.Tensor], batch_index: int) -> None:
+def dtype_advice(model) -> str:
+    """What to set when `model`'s forward gave NaN/inf: the MODEL_DTYPE to load it in instead (bfloat16
+    where the GPU runs it natively, else float32; Gemma-2 overflows float16 on a T4)."""
+    from .runtime import bf16_supported
+
+    param = next(model.parameters())
+    name = str(param.dtype).removeprefix("torch.")
+    if param.dtype == torch.float32:
+        return f"the model overflowed even in {name}: check its weights"
+    better = "bfloat16" if param.dtype == torch.float16 and bf16_supported(param.device) else "float32"
+    return f'the model overflowed in {name}: set MODEL_DTYPE = "{better}" to load it in {better}'
+
+
+def _check_finite(acts: Mapping[int, torch.Tensor], batch_index: int, model) -> None:
     for layer, x in acts.items():
         if not torch.isfinite(x).all():
             bad = "NaN" if torch.isnan(x).any() else "inf"
-            raise FloatingPointError(
-                f"{bad} activations at layer {layer} (source batch {batch_index}). The model overflowed in "
-                f"{x.dtype}: load it in bfloat16 or float32 instead of float16, or check its weights.")
+            raise FloatingPointError(f"{bad} activations at layer {layer} (source batch {batch_index}): "
+                                     f"{dtype_advice(model)}.")
 
 
 def residual_rows(model, tokenizer, token_batches: Iterable, layers, *, device, dtype: torch.dtype = torch.float32,
@@ -211,7 +228,7 @@ def residual_rows(model, tokenizer, token_batches: Iterable, layers, *, device, 
         for layer, x in acts.items():
             flat = x.reshape(-1, x.shape[-1])
             out[layer] = flat[keep.to(flat.device)].to(device, dtype)
-        _check_finite(out, index)
+        _check_finite(out, index, model)
         index += 1
         yield out
 
@@ -256,14 +273,16 @@ class ActivationBlocks:
 
     `memory_budget()` (optional) gives the bytes the buffer may take beyond its store (say, a
     fraction of `free_memory_bytes`): before each block the size is lowered to fit it, and an
-    out-of-memory allocation halves it; either way the run goes on with smaller blocks.
+    out-of-memory allocation halves it; either way the run goes on with smaller blocks. `agree(n)`
+    (optional; under torchrun the smallest n of every rank) makes every rank take the same size and
+    halve together, so their blocks, and the collectives over them, stay identical.
     `tokens_by_source` is filled by a source that counts its tokens per mix source (the trainer's).
     """
 
     def __init__(self, source: Callable[[int], Iterator[Mapping[int, torch.Tensor]]], *, batch_tokens: int,
                  block_batches: int, rows_per_forward: int, seed: int = 0, device="cpu",
                  dtype: torch.dtype = torch.float32, state: Mapping | None = None,
-                 memory_budget: Callable[[], int] | None = None):
+                 memory_budget: Callable[[], int] | None = None, agree: Callable[[int], int] | None = None):
         if batch_tokens <= 0 or block_batches <= 0 or rows_per_forward <= 0:
             raise ValueError(f"batch_tokens, block_batches and rows_per_forward must be positive, got "
                              f"{batch_tokens}, {block_batches}, {rows_per_forward}.")
@@ -271,7 +290,7 @@ class ActivationBlocks:
         self.seed, self.device, self.dtype = seed, torch.device(device), dtype
         state = dict(state or {})
         self.block_batches = int(state.get("block_batches", block_batches))  # the size in force when saved
-        self.memory_budget = memory_budget
+        self.memory_budget, self.agree = memory_budget, agree
         self.tokens_by_source: dict[str, int] = {}
         self.forwards = int(state.get("forwards", 0))  # token batches consumed from the source
         self.block_index = int(state.get("block", 0))  # index of the next block
@@ -309,28 +328,40 @@ class ActivationBlocks:
         fit = block_batches_for_memory(self.memory_budget() + self.store_bytes(), row_bytes=row_bytes,
                                        rows_per_forward=self.rows_per_forward,
                                        fixed_rows=max(self.batch_tokens, keep))
+        if self.agree is not None:
+            fit = self.agree(fit)
         if fit < self.block_batches:
             print(f"Activation buffer: {fit} forwards per block fit in memory (was {self.block_batches}).")
             self.block_batches = fit
 
     def _reserve(self, like: Mapping[int, torch.Tensor], keep: int) -> None:
         """(Re)allocate the store for `capacity` rows (more if the carry needs it), keeping rows [:keep];
-        the block size is first fitted to the memory budget and halved while the allocation runs out of memory."""
+        the block size is first fitted to the memory budget and halved while the allocation runs out of
+        memory (on any rank, with `agree`: all halve together)."""
         self._fit_memory(like, keep)
         while True:
             size = max(self.capacity, keep + self.block_batches * self.rows_per_forward)
             if self.store and set(self.store) == set(like) and next(iter(self.store.values())).shape[0] == size:
                 return
+            error = None
             try:
                 new = {layer: torch.empty(size, x.shape[-1], device=self.device, dtype=self.dtype)
                        for layer, x in like.items()}
-                break
             except (torch.OutOfMemoryError, RuntimeError) as e:
-                if not _is_oom(e) or self.block_batches == 1:
+                if not _is_oom(e):
                     raise
-                print(f"Activation buffer: out of memory for {self.block_batches} forwards per block; "
-                      f"trying {self.block_batches // 2}.")
-                self.block_batches //= 2
+                new, error = None, e
+            failed = error is not None if self.agree is None else self.agree(int(error is None)) == 0
+            if not failed:
+                break
+            new = None
+            if self.block_batches == 1:
+                if error is not None:
+                    raise error
+                raise RuntimeError("Activation buffer: another rank ran out of memory even for 1 forward per block")
+            print(f"Activation buffer: out of memory for {self.block_batches} forwards per block"
+                  f"{'' if error is not None else ' on another rank'}; trying {self.block_batches // 2}.")
+            self.block_batches //= 2
         for layer, x in new.items():
             if keep and layer in self.store:
                 x[:keep] = self.store[layer][:keep]
@@ -418,6 +449,21 @@ def free_memory_bytes(device) -> int:
     except OSError:
         pass
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def total_memory_bytes(device) -> int:
+    """Bytes of memory `device` has in all: the GPU's as torch reports it; MemTotal on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
 def block_batches_for_memory(budget_bytes: int, *, row_bytes: int, rows_per_forward: int, fixed_rows: int,

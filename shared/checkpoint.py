@@ -126,7 +126,7 @@ def _decode(obj: Any, tensors: dict) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------
-# RNG helpers: everything a bitwise resume needs.
+# RNG helpers: everything an exact resume needs.
 
 def get_rng_state() -> dict:
     """Python, numpy, torch CPU and every CUDA device's RNG state, as checkpointable values."""
@@ -547,14 +547,21 @@ class HFStore(Store):
         self._start(private)
 
     def _start(self, private: bool) -> None:
-        """Probe the repo (created private when missing); any failure is ONE line saying why and
-        what to set instead, not the client's chained traceback."""
+        """Probe the repo before any checkpoint is due: the repo exists (created private when missing)
+        and the token may write there (hub.check_write_access: its account or organisation, a write
+        token). Any failure is ONE line saying why and what to set instead, not the client's chained
+        traceback: a run never starts training towards a store that would refuse its checkpoints."""
         from . import hub
 
         for attempt in range(self.retries):
             try:
+                # the repo first: its probe has a timeout (whoami has none), and creating it is refused
+                # under another account anyway; then the token's right to write there
                 is_private, created = hub.ensure_repo(self.api, self.repo_id, private=private, token=self._token)
+                hub.check_write_access(self.api, self.repo_id, token=self._token)
                 break
+            except hub.HubError as e:
+                reason = str(e)
             except Exception as e:  # noqa: BLE001 - only network faults and 5xx are worth a retry
                 code = hub.status_code(e)
                 if attempt < self.retries - 1 and (code is None or code >= 500):
@@ -562,8 +569,9 @@ class HFStore(Store):
                     continue
                 reason = hub.failure_reason(e, self.repo_id, self._token)
             raise hub.HubError(
-                f"checkpoint store hf:{self.repo_id} cannot start: {reason}. Fix that, or set "
-                'CHECKPOINT_DIR = "auto" (a local or Drive folder) to checkpoint without the Hub.') from None
+                f"checkpoint store hf:{self.repo_id} cannot start: {reason}. Fix that, or checkpoint without "
+                'the Hub: HF_USERNAME = "" and CHECKPOINT_DIR = "auto" (Drive on Colab, else a local folder) '
+                "or a folder path.") from None
         print(f"checkpoints go to {hub.repo_url(self.api, self.repo_id)} {hub.visibility(is_private, private, created)}")
 
     def __repr__(self) -> str:  # never shows the token

@@ -349,14 +349,15 @@ def train_crosscoder(model, tokenizer, cfg: CrosscoderConfig, *, total_tokens: i
     With `checkpoint_dir` (a folder, a mounted Drive, or "hf:<user>/<repo>") the crosscoder, its Adam
     state, the data position and the RNGs are saved at the first block end past every
     `checkpoint_every_tokens` and at the end (checkpoint.py's crash-safe store), and a call with the
-    same settings resumes from the newest checkpoint to the weights an uninterrupted run ends with.
+    same settings resumes from the newest checkpoint to the weights an uninterrupted run ends with
+    (exactly on CPU; equal to float round-off on GPU, where CUDA's atomic scatter-adds are not deterministic).
     A checkpoint of other settings is refused, never overwritten."""
     import dataclasses
 
     from . import checkpoint as ckpt
     from .capture import check_layers
     from .models import d_model, model_device
-    from .train import TrainConfig, activation_blocks, adam, load_optimizer_state
+    from .train import TrainConfig, activation_blocks, adam, load_optimizer_state, step_reserve_bytes
 
     resolved = check_layers(model, cfg.layers)
     width = d_model(model)
@@ -385,7 +386,8 @@ def train_crosscoder(model, tokenizer, cfg: CrosscoderConfig, *, total_tokens: i
         step, history, data = state["step"], list(state["history"]), state["data"]
         ckpt.set_rng_state(state["rng"])
         print(f"Resumed from {store} at {tokens:,} tokens (step {step}).")
-    blocks = activation_blocks(model, tokenizer, run, device, data)
+    blocks = activation_blocks(model, tokenizer, run, device, data,  # "auto": sized after counting Adam and the step
+                               reserve=lambda: step_reserve_bytes({"xc": xc}, {"xc": optimizer}, batch_tokens))
     steps = math.ceil(total_tokens / batch_tokens)
     next_checkpoint = (step * batch_tokens // checkpoint_every_tokens + 1) * checkpoint_every_tokens
     bar = _progress(steps, progress, step)

@@ -59,6 +59,18 @@ class Group:
         self._call("an all-reduce", dist.all_reduce, t, op=op)
         return t
 
+    def min_int(self, value: int) -> int:
+        """The smallest of every rank's `value` (every rank calls it at the same point): how ranks agree
+        on one activation-block size, or on whether any rank ran out of memory (0 from that rank)."""
+        t = torch.tensor([int(value)], dtype=torch.int64, device=self.comm_device())
+        self.all_reduce(t, op=dist.ReduceOp.MIN)
+        return int(t.item())
+
+    @staticmethod
+    def comm_device() -> torch.device:
+        """Where collectives' tensors live: the rank's GPU under NCCL, the CPU under gloo."""
+        return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
     def broadcast_object(self, obj):
         box = [obj]
         self._call("a broadcast", dist.broadcast_object_list, box, src=0)
@@ -155,7 +167,7 @@ def sharded_rows(group: Group, model, tokenizer, token_batches: Iterable, layers
         if next(it, None) is None:
             return
     layers = list(layers)
-    comm = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    comm = group.comm_device()
     while True:
         batches = []
         for _ in range(group.world):

@@ -20,7 +20,7 @@ from typing import Iterable, Mapping
 import torch
 import torch.nn.functional as F
 
-from .capture import token_mask
+from .capture import dtype_advice, token_mask
 from .hooks import edit_residual, read_residuals, resolve_layers
 from .intervene import keep_positions
 from .models import model_device
@@ -157,9 +157,17 @@ def evaluate_saes(
     # keys as given, hooks resolve
     block_of = {key: resolve_layers(layer_of.get(key, key), model)[0] for key in saes}
 
-    def run(edits, reference=None):
+    def finite(logits: torch.Tensor, what: str) -> torch.Tensor:
+        """The logits, once shown finite: a NaN/inf here would become a NaN CE in val_report.json."""
+        # one float32 reduction first (a NaN/inf makes the sum non-finite): no [batch, seq, vocab] bool copy
+        if not bool(torch.isfinite(logits.sum(dtype=torch.float32))) and not bool(torch.isfinite(logits).all()):
+            bad = "NaN" if torch.isnan(logits).any() else "inf"
+            raise FloatingPointError(f"{bad} logits in validation ({what}, batch {n_batches}): {dtype_advice(model)}.")
+        return logits
+
+    def run(edits, reference=None, what="SAE spliced in"):
         with edit_residual(model, edits):
-            logits = model(input_ids).logits
+            logits = finite(model(input_ids).logits, what)
         return next_token_losses(logits, input_ids, reference)
 
     for batch in token_batches:
@@ -172,7 +180,7 @@ def evaluate_saes(
             sl_keep = saelens_keep(input_ids, tokenizer)
             same_keep = torch.equal(keep, sl_keep)
             with read_residuals(model, list(block_of.values())) as captured:
-                clean_logits = model(input_ids).logits
+                clean_logits = finite(model(input_ids).logits, "the clean model")
             nll, _ = next_token_losses(clean_logits, input_ids)
             ce, _, predictions = _target_sums(nll, None, keep)
             clean_ce += ce
@@ -187,7 +195,8 @@ def evaluate_saes(
                 hidden = captured[layer]
                 x = hidden[keep].float()
                 if not torch.isfinite(x).all():
-                    raise ValueError(f"NaN/inf activations at layer {layer}: check the model dtype (try float32)")
+                    bad = "NaN" if torch.isnan(x).any() else "inf"
+                    raise FloatingPointError(f"{bad} activations at layer {layer} in validation: {dtype_advice(model)}.")
                 x_hat, l0, counts = reconstruct(sae, x)
                 tally.tokens += x.shape[0]
                 tally.sq_err += (x - x_hat).pow(2).sum().item()
@@ -214,9 +223,10 @@ def evaluate_saes(
                 del losses, spliced
 
                 if layer not in zero_ablated:
-                    nll, _ = run({layer: keep_positions(torch.zeros_like, keep)})
+                    nll, _ = run({layer: keep_positions(torch.zeros_like, keep)}, what=f"layer {layer} zero-ablated")
                     ce_zero = _target_sums(nll, None, keep)[0]
-                    zero_ablated[layer] = (ce_zero, *_source_sums(*run({layer: torch.zeros_like}, clean_logits),
+                    zero_ablated[layer] = (ce_zero, *_source_sums(*run({layer: torch.zeros_like}, clean_logits,
+                                                                       what=f"layer {layer} zero-ablated"),
                                                                    sl_keep)[:2])
                 ce_zero, ce, kl = zero_ablated[layer]
                 tally.ce_zero += ce_zero

@@ -16,6 +16,7 @@ direct effect of adding the direction, up to the norm's per-token scale.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import torch
@@ -298,34 +299,154 @@ def catalog_entries(stats: FeatureStats, ranked: Sequence[tuple[int, float]], to
     return entries
 
 
-def random_windows(batches: Sequence[Tensor], tokenizer, n: int, width: int = 17, seed: int = 0) -> list[dict]:
-    """n token windows of `width` tokens drawn uniformly from `batches` (LongTensors [B, T]), never
-    position 0 (BOS): {text, tokens}, the judge's random contexts (mostly not activating a sparse latent)."""
-    rows = torch.cat([b for b in batches]) if batches else torch.empty(0, 0, dtype=torch.long)
-    if rows.shape[0] == 0 or rows.shape[1] < width + 1:
-        raise ValueError(f"need token batches with more than width={width} tokens a row to draw windows from")
-    gen = torch.Generator().manual_seed(seed)
-    r = torch.randint(0, rows.shape[0], (n,), generator=gen)
-    s = torch.randint(1, rows.shape[1] - width + 1, (n,), generator=gen)
+@dataclass
+class DetectionContexts:
+    """Held-out contexts for the judge's detection test: `ids` [N, width], windows cut end to end from
+    token batches (none holding a special token: BOS, EOS, pad), and `acts` [N, width, L], the
+    activation of each of `latents` (L ids) at each of their tokens, read in the full sequence."""
+
+    latents: list[int]
+    ids: Tensor
+    acts: Tensor
+
+
+@torch.no_grad()
+def detection_contexts(model, tokenizer, sae, layer, token_batches: Iterable, latents: Sequence[int],
+                       n_tokens: int, width: int = 17) -> DetectionContexts:
+    """Windows of `width` tokens from position 1 of each row of `token_batches` (text the statistics did
+    not see), windows with a special token dropped, until about n_tokens tokens; each of `latents`'
+    activation at every token, from one forward of the whole row (so a window's left context counts)."""
+    if n_tokens <= 0 or width <= 0:
+        raise ValueError(f"n_tokens and width must be positive, got {n_tokens}, {width}.")
+    (layer,) = check_layers(model, [layer])
+    cols = torch.as_tensor([int(j) for j in latents], dtype=torch.long)
+    if cols.numel() and (cols.min() < 0 or cols.max() >= sae.cfg.d_sae):
+        raise ValueError(f"latents must lie in 0..{sae.cfg.d_sae - 1}.")
+    ids_out, acts_out, have = [], [], 0
+    for batch in token_batches:
+        if have >= n_tokens:
+            break
+        ids = batch["input_ids"] if isinstance(batch, Mapping) else batch
+        attn = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+        n_win = (ids.shape[1] - 1) // width
+        if n_win < 1:
+            raise ValueError(f"rows of {ids.shape[1]} tokens hold no window of width={width} after position 0")
+        keep = token_mask(ids.to(model_device(model)), tokenizer, attn).cpu()
+        x = capture_residuals(model, ids, [layer], attention_mask=attn)[layer]
+        flat = x.reshape(-1, x.shape[-1])
+        z = torch.cat([sae.encode(c.to(sae.device, sae.dtype))[:, cols.to(sae.device)].float().cpu()
+                       for c in flat.split(1024)]).reshape(*ids.shape, cols.numel())
+        span = slice(1, 1 + n_win * width)
+        win_ids = ids[:, span].cpu().reshape(-1, width)
+        win_acts = (z[:, span] * keep[:, span, None]).reshape(-1, width, cols.numel())
+        ok = keep[:, span].reshape(-1, width).all(1)
+        ids_out.append(win_ids[ok])
+        acts_out.append(win_acts[ok])
+        have += int(ok.sum()) * width
+    if not ids_out or sum(len(i) for i in ids_out) == 0:
+        raise ValueError("the token batches gave no window without special tokens: pass more held-out text")
+    return DetectionContexts([int(j) for j in cols], torch.cat(ids_out), torch.cat(acts_out))
+
+
+def _shown(tokenizer, ids: Sequence[int], acts: Sequence[float], drop: set[int]) -> dict:
+    """A context as the judge reads it, {text, tokens, acts}, with PAD and special tokens left out."""
+    pairs = [(int(t), float(a)) for t, a in zip(ids, acts) if int(t) != PAD and int(t) not in drop]
+    toks = [t for t, _ in pairs]
+    return {"text": tokenizer.decode(toks), "tokens": [tokenizer.decode([t]) for t in toks],
+            "acts": [round(a, 6) for _, a in pairs]}
+
+
+def quantile_sample(n_items: int, n: int, n_quantiles: int, rng) -> list[tuple[int, int]]:
+    """(index, quantile) of n items drawn from n_items ranked strongest first: the ranking cut into
+    n_quantiles equal slices (quantile 0 the strongest), n // n_quantiles drawn at random from each and
+    one more from each of the first n % n_quantiles (Delphi's detection sampling); all when n_items <= n."""
+    if n_items <= n:
+        return [(i, min(n_quantiles - 1, i * n_quantiles // max(n_items, 1))) for i in range(n_items)]
     out = []
-    for ri, si in zip(r.tolist(), s.tolist()):
-        ids = rows[ri, si:si + width].tolist()
-        out.append({"text": tokenizer.decode(ids), "tokens": [tokenizer.decode([t]) for t in ids]})
+    for q in range(n_quantiles):
+        lo, hi = q * n_items // n_quantiles, (q + 1) * n_items // n_quantiles
+        take = min(hi - lo, n // n_quantiles + (q < n % n_quantiles))
+        out += [(i, q) for i in sorted(rng.sample(range(lo, hi), take))]
     return out
 
 
-def judge_evidence(stats: FeatureStats, ranked: Sequence[tuple[int, float]], tokenizer, pool: Sequence[dict],
-                   n_random: int = 10, seed: int = 0) -> list[dict]:
-    """What judge.label_features reads for each ranked latent: its stored top contexts as {text,
-    tokens, acts} and n_random contexts drawn from `pool` (random_windows) for the detection test."""
+DETECTION_PROTOCOL = {
+    "explain": "the latent's strongest contexts from the analysed stream (one per sequence, 17 tokens around "
+               "the peak), deduplicated by text",
+    "activating": "held-out windows (text after the analysed stream) where the latent fires, sampled across "
+                  "10 quantiles of their peak activation (Delphi's detection sampling)",
+    "non_activating": "held-out windows where the latent's activation is measured 0 on every token",
+    "special_tokens": "none shown in any context (BOS, EOS, pad left out)",
+    "dedupe": "by text: no text twice, none shared between the explained and the scored contexts",
+}
+
+
+def judge_evidence(stats: FeatureStats, ranked: Sequence[tuple[int, float]], tokenizer,
+                   contexts: DetectionContexts, n_score: int = 10, n_quantiles: int = 10,
+                   seed: int = 0) -> list[dict]:
+    """What judge.label_features reads for each ranked latent (DETECTION_PROTOCOL): its stored top
+    contexts to explain, and from `contexts` (detection_contexts on held-out text) n_score activating
+    windows across n_quantiles activation quantiles and n_score windows where it is measured silent."""
     import random
 
+    if n_score < 1 or n_quantiles < 1:
+        raise ValueError(f"n_score and n_quantiles must be >= 1, got {n_score}, {n_quantiles}.")
+    column = {j: c for c, j in enumerate(contexts.latents)}
+    missing = [int(j) for j, _ in ranked if int(j) not in column]
+    if missing:
+        raise ValueError(f"latents {missing} are not in the detection contexts: measure them (detection_contexts)")
+    drop = {int(t) for t in getattr(tokenizer, "all_special_ids", [])}
+    texts = tokenizer.batch_decode(contexts.ids.tolist())
     rate, mean = stats.fire_rate, stats.mean_when_fired
     out = []
     for j, _ in ranked:
-        top = [{"text": e["text"], "tokens": e["tokens"], "acts": e["token_activations"]}
-               for e in top_examples(stats, j, tokenizer)]
-        rand = random.Random(f"{seed}:{j}").sample(list(pool), min(n_random, len(pool)))
-        out.append({"id": int(j), "top_examples": top, "random_examples": rand,
+        j = int(j)
+        top, seen = [], set()
+        for e in range(stats.top_m):
+            if not math.isfinite(float(stats.top_vals[j, e])):
+                break
+            ex = _shown(tokenizer, stats.top_ids[j, e].tolist(), stats.top_acts[j, e].tolist(), drop)
+            if ex["text"] not in seen and any(a > 0 for a in ex["acts"]):
+                seen.add(ex["text"])
+                top.append(ex)
+        acts = contexts.acts[:, :, column[j]]
+        peak = acts.amax(1)
+        fired = [i for i in peak.argsort(descending=True, stable=True).tolist() if peak[i] > 0]
+        fired = [i for i in fired if texts[i] not in seen and not seen.add(texts[i])]
+        silent = [i for i in (acts == 0).all(1).nonzero().flatten().tolist()
+                  if texts[i] not in seen and not seen.add(texts[i])]
+        rng = random.Random(f"{seed}:{j}")
+        pos = []
+        for i, q in quantile_sample(len(fired), n_score, n_quantiles, rng):
+            pos.append({**_shown(tokenizer, contexts.ids[fired[i]].tolist(), acts[fired[i]].tolist(), drop),
+                        "quantile": q})
+        neg = [_shown(tokenizer, contexts.ids[i].tolist(), acts[i].tolist(), drop)
+               for i in sorted(rng.sample(silent, min(n_score, len(silent))))]
+        out.append({"id": j, "top_examples": top, "activating_examples": pos, "non_activating_examples": neg,
                     "fire_rate": float(rate[j]), "mean_when_fired": float(mean[j])})
+    return out
+
+
+@torch.no_grad()
+def decoder_neighbours(W_dec: Tensor, latent_ids: Sequence[int], n: int = 5, chunk: int = 256) -> dict[int, list[dict]]:
+    """Each latent's n nearest other latents by cosine similarity of decoder rows (W_dec [d_sae, d_in]),
+    highest first: {id: [{"id", "cosine"}]}. Compares against every latent, `chunk` query rows at a time,
+    so memory is chunk x d_sae whatever the dictionary size. A zero row has cosine 0 with everything."""
+    ids = [int(j) for j in latent_ids]
+    d_sae = W_dec.shape[0]
+    if any(not 0 <= j < d_sae for j in ids):
+        raise ValueError(f"latent_ids must lie in 0..{d_sae - 1}.")
+    if n < 1 or d_sae < 2:
+        return {j: [] for j in ids}
+    unit = W_dec.detach().float()
+    unit = unit / unit.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    n = min(n, d_sae - 1)
+    out = {}
+    for start in range(0, len(ids), chunk):
+        rows = torch.as_tensor(ids[start:start + chunk], device=unit.device)
+        sims = unit[rows] @ unit.T
+        sims[torch.arange(len(rows), device=unit.device), rows] = -math.inf  # not its own neighbour
+        top = sims.topk(n, dim=1)
+        for j, vals, nbrs in zip(rows.tolist(), top.values.cpu().tolist(), top.indices.cpu().tolist()):
+            out[j] = [{"id": int(k), "cosine": round(float(v), 6)} for k, v in zip(nbrs, vals)]
     return out

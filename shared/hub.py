@@ -72,10 +72,55 @@ def ensure_repo(api: Any, repo_id: str, *, private: bool = True, token: str | No
     return getattr(info, "private", None), False
 
 
+_WHOAMI: dict = {}  # (endpoint, token) -> whoami's answer, for check_write_access
+
+
+def check_write_access(api: Any, repo_id: str, token: str | None = None) -> str:
+    """The token's user name, once it is shown that the token may write to `repo_id`: its namespace is
+    the token's user or one of its organisations (not read-only there), and the token is not a read
+    token (nor a fine-grained one without repo.write there). HubError in one line otherwise; a
+    rejected token raises the client's error (failure_reason: 401)."""
+    key = (getattr(api, "endpoint", None), str.__str__(token) if token else None)
+    if key not in _WHOAMI:  # the Hub rate-limits whoami: once per token and process
+        _WHOAMI[key] = api.whoami(token=token)
+    me = _WHOAMI[key]
+    user = me.get("name")
+    namespace = repo_id.split("/")[0]
+    orgs = {o.get("name"): o for o in me.get("orgs") or [] if isinstance(o, dict)}
+    if namespace != user and namespace not in orgs:
+        raise HubError(f"{repo_id} is under {namespace}, not under HF_TOKEN's account {user} or one of its "
+                       f"organisations: the Hub would refuse the writes. Set HF_USERNAME = \"{user}\" (or a repo "
+                       f"under {user}), or use a token of {namespace}")
+    if namespace in orgs and orgs[namespace].get("roleInOrg") == "read":
+        raise HubError(f"HF_TOKEN's account {user} may only read in the organisation {namespace}: name a repo "
+                       f"under {user}, or ask for the write role in {namespace}")
+    access = ((me.get("auth") or {}).get("accessToken") or {})
+    role = access.get("role")
+    if role == "read":
+        raise HubError(f"HF_TOKEN is a read-only token, so nothing can be written to {repo_id}: create a token "
+                       "with the write role at https://huggingface.co/settings/tokens and set it as HF_TOKEN")
+    if role == "fineGrained":
+        scoped = (access.get("fineGrained") or {}).get("scoped") or []
+        allowed = any("repo.write" in (entry.get("permissions") or [])
+                      and (entry.get("entity") or {}).get("name") in (namespace, repo_id) for entry in scoped)
+        if not allowed:
+            raise HubError(f"HF_TOKEN is a fine-grained token without write access to repos of {namespace}: "
+                           "give it \"Write access to contents/settings of all repos\" under that account, or "
+                           "use a write token")
+    return user
+
+
 def repo_url(api: Any, repo_id: str) -> str:
     """The repo's web address on the endpoint `api` talks to."""
     endpoint = getattr(api, "endpoint", None)
     return f"{(endpoint if isinstance(endpoint, str) else HUB_URL).rstrip('/')}/{repo_id}"
+
+
+def file_url(api: Any, repo_id: str, path: str) -> str:
+    """Where a browser reads a file of the repo's main branch (the viewers' ?src=)."""
+    from urllib.parse import quote
+
+    return f"{repo_url(api, repo_id)}/resolve/main/{quote(path)}"
 
 
 def visibility(is_private: bool | None, wanted: bool, created: bool) -> str:
@@ -93,7 +138,8 @@ def visibility(is_private: bool | None, wanted: bool, created: bool) -> str:
 def upload_files(files, repo_id: str | None, *, private: bool = True, token: str | None = None,
                  path_in_repo: str = "", api: Any = None) -> dict:
     """Upload a run's result files (a feature catalog, a trace, its HTML) to `repo_id`/`path_in_repo`
-    in one commit, never raising on a Hub fault: {"ok": True, "repo", "url", "files"} or
+    in one commit, never raising on a Hub fault: {"ok": True, "repo", "url", "files", "file_urls" (what a
+    browser reads), "private"} or
     {"ok": False, "repo", "error"}. An empty repo_id uploads nothing and returns {} (uploads happen
     only when asked); a missing repo is created private unless private=False."""
     import sys
@@ -125,7 +171,8 @@ def upload_files(files, repo_id: str | None, *, private: bool = True, token: str
             api.create_commit(repo_id=repo_id, operations=ops, repo_type="model", token=token,
                               commit_message=f"Upload {', '.join(f.name for f in files)}")
             url = repo_url(api, repo_id) + (f"/tree/main/{dest}" if dest else "")
-            entry.update(ok=True, url=url, files=[op.path_in_repo for op in ops])
+            entry.update(ok=True, url=url, files=[op.path_in_repo for op in ops], private=is_private,
+                         file_urls=[file_url(api, repo_id, op.path_in_repo) for op in ops])
             print(f"uploaded to {url}")
             return entry
         except Exception as e:  # noqa: BLE001 - a Hub fault must not cost the finished run

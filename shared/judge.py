@@ -2,11 +2,16 @@
 
 Explain-then-score: prompt 1 shows a feature's top activating contexts (active tokens marked
 <<like this>>) and asks for JSON {name, desc, confidence}; prompt 2 shows the explanation and a
-shuffled mix of held-out activating and random contexts and asks which ones activate. `score` is
-the balanced accuracy of that detection (0.5 = chance, 1.0 = perfect), so every label carries a
-measured score, not only the model's own confidence. With no key, `OfflineLabeller` names a
-feature from its top tokens and n-grams, says plainly that it is an offline heuristic, and is
-scored the same way (detection by token overlap), so `score` means the same thing.
+shuffled mix of held-out contexts, activating ones sampled across the feature's activation quantiles
+and ones where its activation was measured 0, and asks which ones activate (features.DETECTION_PROTOCOL
+says how notebook 04 draws them). Texts are deduplicated: none twice, none both explained and scored.
+`score` is the balanced accuracy of that detection (0.5 = chance, 1.0 = perfect), so every label
+carries a measured score, not only the model's own confidence; `auroc` is the AUROC of the feature's
+peak activation in each scored context as a score separating the contexts the judge called
+activating from the others (1.0 = its calls follow the activation, 0.5 = unrelated; None when it
+called all or none). With no key, `OfflineLabeller` names a feature from its top tokens and
+n-grams, says plainly that it is an offline heuristic, and is scored the same way (detection by
+token overlap), so `score` and `auroc` mean the same thing.
 
 A run prints a cost estimate first, calls the API from a bounded thread pool, retries 429 / 5xx /
 timeouts / connection errors with exponential back-off and jitter (honouring retry-after), repairs
@@ -16,9 +21,11 @@ runtime.get_secret and never printed, logged, cached or written.
 
 A feature to label is a `FeatureEvidence` (or a dict with the same keys):
     id: int                       the latent's index
-    top_examples: list[{text, tokens, acts}]   activating contexts, strongest first; tokens are
-                                  the decoded token strings and acts their activations
-    random_examples: list[{text, tokens, acts}]  contexts drawn at random (mostly not activating)
+    top_examples: list[{text, tokens, acts}]   activating contexts to explain, strongest first;
+                                  tokens are the decoded token strings and acts their activations
+    activating_examples: list[{text, tokens, acts}]      held-out contexts where it fires (max act > 0)
+    non_activating_examples: list[{text, tokens, acts}]  held-out contexts where it was measured silent
+                                  (acts given, all 0); both score the explanation
     fire_rate, mean_when_fired: optional floats copied into the catalog
 """
 from __future__ import annotations
@@ -36,12 +43,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .checkpoint import atomic_write_text
-from .runtime import get_secret
+from .runtime import get_secret, require_package
 
-SCORE_METRIC = "detection balanced accuracy on held-out activating vs random contexts (0.5 = chance)"
+SCORE_METRIC = ("detection balanced accuracy on held-out activating contexts (across activation quantiles) vs "
+                "held-out contexts measured non-activating (0.5 = chance)")
+AUROC_METRIC = ("AUROC of the feature's peak activation in each scored context, separating the contexts the judge "
+                "called activating from the others (1 = its calls follow the activation, 0.5 = unrelated)")
 DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 KEY_NAMES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+# each backend's SDK: installed when that backend is chosen (its key is set), not before
+SDKS = {"anthropic": "anthropic>=0.40", "openai": "openai>=1.50"}
 
 # USD per million (input, output) tokens, matched by the longest model-name prefix. List prices as
 # of 2025; check the provider's pricing page before a large run.
@@ -63,7 +75,8 @@ class FeatureEvidence:
 
     id: int
     top_examples: list[dict]
-    random_examples: list[dict] = field(default_factory=list)
+    activating_examples: list[dict] = field(default_factory=list)
+    non_activating_examples: list[dict] = field(default_factory=list)
     fire_rate: float | None = None
     mean_when_fired: float | None = None
 
@@ -75,8 +88,11 @@ class FeatureEvidence:
         if not isinstance(f, dict) or "id" not in f or "top_examples" not in f:
             raise ValueError("each feature must be a judge.FeatureEvidence or a dict with 'id' and "
                              "'top_examples' (list of {text, tokens, acts})")
-        return cls(int(f["id"]), list(f["top_examples"]), list(f.get("random_examples") or []),
-                   f.get("fire_rate"), f.get("mean_when_fired"))
+        if "random_examples" in f:
+            raise ValueError("random_examples are not read (unchecked contexts may activate): give held-out "
+                             "activating_examples and measured non_activating_examples (features.judge_evidence)")
+        return cls(int(f["id"]), list(f["top_examples"]), list(f.get("activating_examples") or []),
+                   list(f.get("non_activating_examples") or []), f.get("fire_rate"), f.get("mean_when_fired"))
 
 
 def _text(ex: dict) -> str:
@@ -95,19 +111,42 @@ def _marked(ex: dict) -> str:
     return "".join(f"<<{t}>>" if a > 0 else t for t, a in zip(toks, acts))
 
 
-def split_examples(f: FeatureEvidence, n_explain: int, n_score: int, seed: int = 0):
-    """(explain, held-out activating, random, shuffled detection items) for one feature.
+def _measured(ex: dict) -> bool:
+    return bool(ex.get("acts"))
 
-    Top examples are interleaved (even ranks explain, odd ranks are held out) so the held-out set
-    is as strong as the one the explanation saw. Items are (text, is_activating), shuffled by a
-    seed derived from the feature id so prompts, and so cache keys, repeat exactly.
+
+def split_examples(f: FeatureEvidence, n_explain: int, n_score: int, seed: int = 0):
+    """(explain, held-out activating, non-activating, shuffled detection items) for one feature.
+
+    Deduplicated by text: the n_explain strongest distinct top contexts explain; the first n_score
+    activating and non-activating examples whose text is new score it. Items are (text,
+    is_activating, peak activation), shuffled by a seed derived from the feature id so prompts, and
+    so cache keys, repeat exactly. A non-activating example must carry its measured acts, all 0.
     """
-    top = sorted(f.top_examples, key=_max_act, reverse=True)
-    explain, held = top[0::2][:n_explain], top[1::2][:n_score]
-    rand = f.random_examples[:n_score]
-    items = [(_text(e), True) for e in held] + [(_text(e), False) for e in rand]
+    for ex in f.non_activating_examples:
+        if not _measured(ex) or _max_act(ex) != 0 or min(float(a) for a in ex["acts"]) != 0:
+            raise ValueError(f"feature {f.id}: a non_activating example must carry its measured acts, all 0 "
+                             f"(features.detection_contexts measures them); got {_text(ex)[:40]!r}")
+    for ex in f.activating_examples:
+        if _max_act(ex) <= 0:
+            raise ValueError(f"feature {f.id}: an activating example must carry acts with one > 0; "
+                             f"got {_text(ex)[:40]!r}")
+    seen: set[str] = set()
+
+    def distinct(examples, n):
+        out = []
+        for e in examples:
+            if len(out) < n and _text(e) not in seen:
+                seen.add(_text(e))
+                out.append(e)
+        return out
+
+    explain = distinct(sorted(f.top_examples, key=_max_act, reverse=True), n_explain)
+    held = distinct(f.activating_examples, n_score)
+    silent = distinct(f.non_activating_examples, n_score)
+    items = [(_text(e), True, _max_act(e)) for e in held] + [(_text(e), False, 0.0) for e in silent]
     random.Random(f"{seed}:{f.id}").shuffle(items)
-    return explain, held, rand, items
+    return explain, held, silent, items
 
 
 def balanced_accuracy(truth: list[bool], predicted: list[bool]) -> float | None:
@@ -117,6 +156,22 @@ def balanced_accuracy(truth: list[bool], predicted: list[bool]) -> float | None:
     if not pos or not neg:
         return None
     return 0.5 * (sum(pos) / len(pos) + sum(neg) / len(neg))
+
+
+def auroc(labels: list[bool], scores: list[float]) -> float | None:
+    """P(score of a random positive > score of a random negative), ties counting 1/2 (the area under the
+    ROC curve, Mann-Whitney); None without both labels."""
+    pos = [s for t, s in zip(labels, scores) if t]
+    neg = [s for t, s in zip(labels, scores) if not t]
+    if not pos or not neg:
+        return None
+    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+
+
+def detection_scores(items: list[tuple[str, bool, float]], predicted: list[bool]) -> dict:
+    """{score, auroc} of a detection answer (see the module docstring) for items (text, truth, peak)."""
+    return {"score": balanced_accuracy([t for _, t, _ in items], predicted),
+            "auroc": auroc(predicted, [a for _, _, a in items])}
 
 
 # ----------------------------------------------------------------------------------------- prompts
@@ -133,9 +188,9 @@ def explain_prompt(explain: list[dict]) -> str:
     )
 
 
-def detect_prompt(name: str, desc: str, items: list[tuple[str, bool]]) -> str:
+def detect_prompt(name: str, desc: str, items: list[tuple[str, bool, float]]) -> str:
     """Prompt 2: the explanation plus numbered unmarked contexts; asks which ones activate."""
-    lines = [f"{i}. {text}" for i, (text, _) in enumerate(items)]
+    lines = [f"{i}. {text}" for i, (text, *_) in enumerate(items)]
     return (
         "A latent feature of a language model has this explanation:\n"
         f"name: {name}\ndescription: {desc}\n\n"
@@ -186,6 +241,7 @@ class _Backend:
         if not api_key:
             raise ValueError(f"{type(self).__name__}: api_key is empty; set {KEY_NAMES[self.name]}")
         self.model, self.timeout = model, timeout
+        require_package(SDKS[self.name], why=f"the {self.name} judge")
         self._client = self._make_client(str.__str__(api_key), base_url, timeout)
 
     def __repr__(self) -> str:  # never the key
@@ -252,7 +308,7 @@ class OfflineLabeller:
     def __repr__(self) -> str:
         return "OfflineLabeller()"
 
-    def label(self, explain: list[dict], items: list[tuple[str, bool]]) -> dict:
+    def label(self, explain: list[dict], items: list[tuple[str, bool, float]]) -> dict:
         peak, bigrams = Counter(), Counter()
         for e in explain:
             toks, acts = e.get("tokens") or [], e.get("acts") or []
@@ -264,7 +320,7 @@ class OfflineLabeller:
                 bigrams[(toks[i - 1] + toks[i]).strip()] += 1
         tokens = [t for t, _ in peak.most_common(3) if t]
         if not tokens:
-            return {"name": "(no activating tokens)", "confidence": 0.0, "score": None,
+            return {"name": "(no activating tokens)", "confidence": 0.0, "score": None, "auroc": None,
                     "desc": "Offline heuristic, not an LLM label: the examples hold no activating tokens."}
         grams = [g for g, c in bigrams.most_common(2) if c > 1]
         desc = (f"Offline heuristic from top tokens, not an LLM label (set ANTHROPIC_API_KEY or "
@@ -272,10 +328,10 @@ class OfflineLabeller:
                 f"fires most on {', '.join(map(repr, tokens))}"
                 + (f"; common contexts {', '.join(map(repr, grams))}" if grams else "") + ".")
         words = [re.compile(rf"(?<!\w){re.escape(t)}(?!\w)") for t in tokens]
-        predicted = [any(w.search(text) for w in words) for text, _ in items]
+        predicted = [any(w.search(text) for w in words) for text, *_ in items]
         return {"name": "token " + " / ".join(map(repr, tokens)), "desc": desc,
                 "confidence": round(peak.most_common(1)[0][1] / max(1, len(explain)), 3),
-                "score": balanced_accuracy([t for _, t in items], predicted)}
+                **detection_scores(items, predicted)}
 
 
 def pick_backend(prefer: str | None = None, anthropic_model: str = DEFAULT_ANTHROPIC_MODEL,
@@ -385,17 +441,19 @@ class Judge:
 
     # --- one feature
     def label_one(self, f: FeatureEvidence) -> dict:
-        """{name, desc, confidence, score} for one feature: explain, then detect on held-out data."""
-        explain, _, _, items = split_examples(f, self.n_explain, self.n_score, self.seed)
+        """{name, desc, confidence, score, auroc, held_out} for one feature: explain, then detect on
+        held-out data (score and auroc None without both activating and non-activating contexts)."""
+        explain, held, silent, items = split_examples(f, self.n_explain, self.n_score, self.seed)
+        counts = {"held_out": {"activating": len(held), "non_activating": len(silent)}}
         if isinstance(self.backend, OfflineLabeller):
-            return self.backend.label(explain, items)
+            return {**self.backend.label(explain, items if held and silent else []), **counts}
         label = self.ask_json(explain_prompt(explain), EXPLAIN_MAX_TOKENS, _as_label)
-        if not items or all(t for _, t in items) or not any(t for _, t in items):
-            return {**label, "score": None}
+        if not held or not silent:
+            return {**label, "score": None, "auroc": None, **counts}
         chosen = self.ask_json(detect_prompt(label["name"], label["desc"], items), DETECT_MAX_TOKENS,
                                _as_indices)
         predicted = [i in chosen for i in range(len(items))]
-        return {**label, "score": balanced_accuracy([t for _, t in items], predicted)}
+        return {**label, **detection_scores(items, predicted), **counts}
 
     # --- cost
     def estimate_cost(self, features: list[FeatureEvidence]) -> str:
@@ -404,7 +462,7 @@ class Judge:
             return "judge: offline labeller (top tokens and n-grams, not an LLM): no requests, no cost"
         n_req = n_cached = chars_in = 0
         for f in features:
-            explain, _, _, items = split_examples(f, self.n_explain, self.n_score, self.seed)
+            explain, held, silent, items = split_examples(f, self.n_explain, self.n_score, self.seed)
             p1 = explain_prompt(explain)
             hit = self._cached(p1, EXPLAIN_MAX_TOKENS)
             label = None
@@ -415,7 +473,8 @@ class Judge:
             name, desc = (label["name"], label["desc"]) if label else ("x" * 40, "x" * 200)  # ~a label's size
             p2 = detect_prompt(name, desc, items)
             p2_cached = label is not None and self._cached(p2, DETECT_MAX_TOKENS) is not None
-            for p, cached in ((p1, hit is not None), (p2, p2_cached)):
+            asks = ((p1, hit is not None), (p2, p2_cached)) if held and silent else ((p1, hit is not None),)
+            for p, cached in asks:
                 if cached:
                     n_cached += 1
                 else:
@@ -435,11 +494,14 @@ class Judge:
     # --- many features
     def label_features(self, features) -> dict:
         """The catalog dict for `features` (in rank order): top-level judge_backend, judge_model,
-        score_metric and `features`, one entry each with id, rank, name, desc, confidence,
-        fire_rate, mean_when_fired, score and top_activating_examples[{activation, text}].
+        score_metric, auroc_metric, judge_failed, judge_error and `features`, one entry each with id, rank,
+        name, desc, confidence, fire_rate, mean_when_fired, score (balanced accuracy), auroc, held_out
+        {activating, non_activating: contexts scored} and top_activating_examples[{activation, text}].
 
         A feature whose requests fail after all retries gets an empty name, a desc saying why and
         score None; the others are unaffected, and a re-run asks only for what is missing.
+        `judge_failed` counts those features and `judge_error` is the first one's reason ("" if none);
+        `summary` says it in one line.
         """
         feats = [FeatureEvidence.coerce(f) for f in features]
         self.log(self.estimate_cost(feats))
@@ -452,7 +514,7 @@ class Judge:
                     raise RuntimeError(f"{self.backend.name} refused the API key (HTTP {e.status_code}): "
                                        f"check {KEY_NAMES[self.backend.name]}") from None
                 return {"name": "", "desc": f"judge failed: {type(e).__name__}: {str(e)[:120]}",
-                        "confidence": 0.0, "score": None}
+                        "confidence": 0.0, "score": None, "auroc": None, "failed": True}
 
         with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
             labels = list(pool.map(one, feats))
@@ -462,12 +524,29 @@ class Judge:
             entries.append({
                 "id": f.id, "rank": rank, "name": lab["name"], "desc": lab["desc"],
                 "confidence": lab["confidence"], "fire_rate": f.fire_rate,
-                "mean_when_fired": f.mean_when_fired, "score": lab["score"],
+                "mean_when_fired": f.mean_when_fired, "score": lab["score"], "auroc": lab["auroc"],
+                "held_out": lab.get("held_out"),
                 "top_activating_examples": [{"activation": round(_max_act(e), 4), "text": _text(e)}
                                             for e in top[:20]],
             })
+        failed = [lab for lab in labels if lab.get("failed")]
         return {"judge_backend": self.backend.name, "judge_model": self.backend.model,
-                "score_metric": SCORE_METRIC, "features": entries}
+                "score_metric": SCORE_METRIC, "auroc_metric": AUROC_METRIC, "judge_failed": len(failed),
+                "judge_error": failed[0]["desc"].removeprefix("judge failed: ") if failed else "", "features": entries}
+
+
+def summary(catalog: dict) -> str:
+    """One line on how the labelling went, from label_features' dict: all labelled, or how many features
+    the judge failed on and why (their names are blank in the catalog)."""
+    n, failed = len(catalog["features"]), catalog.get("judge_failed", 0)
+    who = f"{catalog['judge_backend']} ({catalog['judge_model']})"
+    if not failed:
+        return f"judge {who}: labelled all {n} features"
+    if failed == n:
+        return (f"judge {who} FAILED on every feature ({n} of {n}; first error: {catalog['judge_error']}): the "
+                "catalog's names are blank. Check the key and the service, then run again.")
+    return (f"judge {who} failed on {failed} of {n} features (first error: {catalog['judge_error']}): their "
+            "names are blank; run again to retry them (the others are cached).")
 
 
 def _as_indices(obj) -> set[int]:

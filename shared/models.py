@@ -276,13 +276,15 @@ def _hub_token(token):
 
 
 def load_model(model_id: str, *, device=None, dtype: torch.dtype | None = None, token: str | None = None,
-               attn_implementation: str | None = None, seed: int = 0):
+               attn_implementation: str | None = None, seed: int = 0, max_memory: dict | None = None):
     """(model, tokenizer) for a hub id, 'tiny:<arch>' or 'tiny-trained:<arch>'; eval mode, no grads.
 
     Hub ids: bfloat16 (float16 on GPUs without bf16, e.g. the T4) + SDPA attention on GPU (eager for Gemma-2, whose attention soft-capping SDPA
     skips), float32 on CPU (runtime.resolve_dtype; dtype may be a name such as "bfloat16");
     device="spread" splits the model over every GPU (transformers device_map="auto": this is the
-    one place that name is translated), "auto" picks one device; the token defaults to the
+    one place that name is translated; with `max_memory` {gpu index: bytes}, e.g. from
+    train.spread_max_memory, device_map="sequential": GPU 0 filled first, each GPU up to its
+    limit), "auto" picks one device; the token defaults to the
     HF_TOKEN secret. Tiny models: float32 unless dtype is given, never touch the network. device
     defaults to runtime.default_device().
     """
@@ -299,10 +301,10 @@ def load_model(model_id: str, *, device=None, dtype: torch.dtype | None = None, 
                               "cpu" if dev == SPREAD else dev)
         model.to(device=target, dtype=resolve_dtype(dtype, target) if dtype not in (None, "auto") else torch.float32)
         return model, tok
-    return _load_hub(model_id, dev, dtype, token, attn_implementation)
+    return _load_hub(model_id, dev, dtype, token, attn_implementation, max_memory)
 
 
-def _load_hub(model_id, dev, dtype, token, attn_implementation):
+def _load_hub(model_id, dev, dtype, token, attn_implementation, max_memory=None):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     token = _hub_token(token)
@@ -312,8 +314,10 @@ def _load_hub(model_id, dev, dtype, token, attn_implementation):
     model_type = getattr(cfg.get_text_config(), "model_type", cfg.model_type)
     attn = attn_implementation or ("eager" if "gemma2" in model_type else "sdpa")
     kw = dict(dtype=dtype, attn_implementation=attn, token=token)
-    if dev == SPREAD:
-        kw["device_map"] = "auto"  # transformers' name for SPREAD
+    if dev == SPREAD:  # transformers' names for SPREAD: balanced, or in order under our limits
+        kw["device_map"] = "sequential" if max_memory else "auto"
+        if max_memory:
+            kw["max_memory"] = dict(max_memory)
     elif dev.type == "cuda":
         kw["device_map"] = {"": dev}
     with hub_errors(model_id):
@@ -328,9 +332,27 @@ def _load_hub(model_id, dev, dtype, token, attn_implementation):
         tok = AutoTokenizer.from_pretrained(model_id, token=token)
     if "device_map" not in kw and dev.type != "cpu":
         model.to(dev)
+    cast_to_dtype(model, dtype)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return _freeze(model), tok
+
+
+def cast_to_dtype(model: nn.Module, dtype: torch.dtype) -> int:
+    """Cast the floating parameters that loading left in another dtype to `dtype`, in place; returns how many.
+
+    Some transformers releases drop the requested dtype when they swap a composite config for its text
+    config (Qwen3.5 loads text-only through `get_text_config()`) and load in the checkpoint's or the default
+    dtype: without this, "float16 on a T4" would silently be float32 or bfloat16. Parameters of the modules
+    a model keeps in float32 on purpose (`_keep_in_fp32_modules`) and buffers (rotary frequencies) are left.
+    """
+    keep = [*(getattr(model, "_keep_in_fp32_modules", None) or ()), *(getattr(model, "_keep_in_fp32_modules_strict", None) or ())]
+    n = 0
+    for name, param in model.named_parameters():
+        if param.is_floating_point() and param.dtype != dtype and not any(k in name.split(".") for k in keep):
+            param.data = param.data.to(dtype)
+            n += 1
+    return n
 
 
 # ----------------------------------------------------------------------------- layout helpers

@@ -148,6 +148,16 @@ def _layers(allow_empty: bool = False) -> Rule:
     return rule
 
 
+def _several_layers(v, ctx):
+    """LAYERS: one or more layers; at least 2 where the notebook spans layers (a crosscoder, 17, has a
+    SPARSITY; a sparse feature circuit, 15, has SAE_IDS)."""
+    layers = _layers()(v, ctx)
+    if len(layers) < 2 and ("SPARSITY" in ctx.params or "SAE_IDS" in ctx.params):
+        what = "a crosscoder reads and writes" if "SPARSITY" in ctx.params else "a sparse feature circuit spans"
+        raise ValueError(f"{what} at least 2 layers: give 2 or more block indices, e.g. [6, 12, 18]")
+    return layers
+
+
 def _device(auto: str, empty_ok: bool = False) -> Rule:
     def rule(v, ctx):
         if not isinstance(v, str) or (not v.strip() and not empty_ok):
@@ -277,6 +287,23 @@ def _run_name(v, ctx):
     return _repo_id(v)
 
 
+def _hf_username(v, ctx):
+    """A Hugging Face user (or organisation) name, or '' for none: it names the run's Hub repos."""
+    _text(empty_ok=True)(v, ctx)
+    v = v.strip()
+    if not v:
+        return ""
+    if "/" in v:
+        raise ValueError("is your Hugging Face user name alone: leave out '/' (the checkpoints go to "
+                         "<HF_USERNAME>/<RUN_NAME>-checkpoints)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+        raise ValueError("must be a Hugging Face user name: letters, digits, '-', '_' or '.', no spaces")
+    run_name = ctx.params.get("RUN_NAME")
+    if isinstance(run_name, str) and run_name.strip() and "/" not in run_name:
+        _repo_id(f"{v}/{run_name.strip()}-checkpoints")
+    return v
+
+
 def _dtype(v, ctx):
     _choice(*runtime.DTYPES)(v, ctx)
     return None if v == "auto" else runtime.resolve_dtype(v)  # "auto": load_model decides per device
@@ -284,8 +311,14 @@ def _dtype(v, ctx):
 
 def _feature(v, ctx):
     if isinstance(v, str):
-        return _text()(v, ctx)
-    return _int(-1, " (a latent id, -1 = the top-ranked one, or words to search the catalog labels)")(v, ctx)
+        _text()(v, ctx)
+        if not str(ctx.params.get("FEATURE_CATALOG", "")).strip():
+            raise ValueError("words search FEATURE_CATALOG's labels: set FEATURE_CATALOG to a feature_catalog.json "
+                             "(notebook 04's output), or give a latent id")
+        return v
+    v = _int(-1, " (a latent id, -1 = the top-ranked one, or words to search the catalog labels)")(v, ctx)
+    _within_sae([v] if v >= 0 else [], ctx)
+    return v
 
 
 def _latent_ids(v, or_else: str) -> list[int]:
@@ -304,7 +337,7 @@ def _distinct(items: list, what: str) -> list:
 
 
 def _features_list(v, ctx):
-    return _latent_ids(v, "or [] to watch the top-ranked ones")
+    return _within_sae(_latent_ids(v, "or [] to watch the top-ranked ones"), ctx)
 
 
 def _prompts(v, ctx):
@@ -320,7 +353,7 @@ RULES: dict[str, Rule] = {
     # model and layers (MODEL_ID first: the layer rules read its config)
     "MODEL_ID": _model_id,
     "LAYER": _layers(),
-    "LAYERS": _layers(),
+    "LAYERS": _several_layers,
     "SWEEP_LAYERS": _layers(allow_empty=True),
     # data
     "DATASET": _training_data,
@@ -347,6 +380,8 @@ RULES: dict[str, Rule] = {
     "MODEL_DEVICE": _device("first"), "SAE_DEVICE": _device("last"), "DEVICE": _device("first", empty_ok=True),
     "MODEL_DTYPE": _dtype,
     "CHECKPOINT_DIR": _checkpoint_dir, "RUN_NAME": _run_name, "HF_REPO": _hf_repo, "HF_PRIVATE": _bool,
+    "HF_USERNAME": _hf_username, "CHECKPOINT_EVERY_MINUTES": _number(0.0, hint=" (minutes a crash may lose)"),
+    "ALLOW_UNRESUMABLE": _bool, "ALLOW_STREAM_CHANGE": _bool,
     "OUTPUT_DIR": _path, "SEED": _int(0),
     # using an SAE (06, 13)
     "FEATURE": _feature, "FEATURE_CATALOG": _text(empty_ok=True),
@@ -354,19 +389,124 @@ RULES: dict[str, Rule] = {
     "PERCENTILE": _number(0.0, high=100.0, hint=", e.g. 99.5"), "PROMPTS": _prompts, "N_PROMPTS": _POS,
 }
 
+def _val_frac(v, ctx):
+    """The validation share of RepE's pairs (23): in (0, 1), and with TEST_FRAC below 1 (the rest fits)."""
+    v = _number(0.0, high=1.0)(v, ctx)
+    test = ctx.params.get("TEST_FRAC")
+    if isinstance(test, numbers.Real) and not isinstance(test, bool) and v + test >= 1:
+        raise ValueError(f"VAL_FRAC + TEST_FRAC = {v + test:g} must be < 1: the rest of the pairs fits the vectors")
+    return v
+
+
+RULES["VAL_FRAC"] = _val_frac
+
 # --- using an SAE (04, 05): which SAE, how many tokens and features, the judge, a catalog to name features
 
 
 def _sae(v, ctx):
-    return sae_releases.check_source(v)
+    sae_releases.check_source(v)
+    if "LAYER" in ctx.params and ctx.params.get("SAE_ID", "") == "":  # a folder itself: SAE names it
+        _check_sae_site(ctx, "", ctx.params["LAYER"], "LAYER")
+    return v
 
 
 def _sae_id(v, ctx):
-    """The SAE in SAE's release (checked against the release's list), or SAE's subfolder ('' for none)."""
+    """The SAE in SAE's release (checked against the release's list), or SAE's subfolder ('' for none);
+    where its files or release say its hook, the residual stream after block LAYER (and its d_in the model's)."""
     sae = ctx.params.get("SAE")
     if isinstance(sae, str) and sae.strip():
         sae_releases.check_source(sae, v)
-    return _text(empty_ok=True)(v, ctx)
+    v = _text(empty_ok=True)(v, ctx)
+    if "LAYER" in ctx.params and v:  # SAE_ID = "": checked under SAE
+        _check_sae_site(ctx, v, ctx.params["LAYER"], "LAYER")
+    return v
+
+
+def _sae_facts(ctx, sae_id: str | None = None):
+    """What SAE / SAE_ID (or sae_id) say about the SAE before its weights load (sae_releases.sae_facts;
+    "train-tiny": its width from MODEL_ID's config), once per pair; None when unknown, the error when
+    they are bad (the SAE / SAE_ID rules report it, the latent-id rules skip it)."""
+    sae = ctx.params.get("SAE")
+    sae_id = ctx.params.get("SAE_ID", "") if sae_id is None else sae_id
+    cache = ctx.__dict__.setdefault("sae_facts", {})
+    key = (str(sae), str(sae_id))
+    if key not in cache:
+        try:
+            if sae == sae_releases.TRAIN_TINY:
+                cache[key] = sae_releases.SaeFacts(d_sae=sae_releases.TRAIN_TINY_EXPANSION * _d_model(ctx))
+            else:
+                sae_releases.check_source(sae, sae_id)
+                cache[key] = sae_releases.sae_facts(sae, sae_id)
+        except (ValueError, TypeError, KeyError, OSError) as e:
+            cache[key] = e
+    return cache[key]
+
+
+def _d_model(ctx) -> int:
+    return int(models.load_config(ctx.params["MODEL_ID"]).hidden_size)
+
+
+def _check_sae_site(ctx, sae_id: str, layer_spec, layer_name: str) -> None:
+    """A one-line error when the SAE's files say it reads another site than the residual stream after
+    block layer_spec, or another width than the model's; nothing when they do not say."""
+    facts = _sae_facts(ctx, sae_id)
+    if isinstance(facts, Exception):
+        raise facts
+    if facts is None:
+        return
+    try:
+        layers = hooks.resolve_layers(layer_spec, ctx.n_layers())
+        width = _d_model(ctx)
+    except (ValueError, TypeError, KeyError, AttributeError, OSError):
+        return  # LAYER's and MODEL_ID's own rules report those
+    why = sae_releases.layer_mismatch(facts.hook, layers[0], layer_name) if len(layers) == 1 else None
+    if why is None and facts.d_in is not None and facts.d_in != width:
+        why = (f"this SAE reads d_in={facts.d_in} activations but MODEL_ID's residual stream is {width} wide: "
+               "pick the SAE trained for this model")
+    if why:
+        raise ValueError(why)
+
+
+def _beyond_width(ids: list, d_sae: int | None) -> str | None:
+    """Why latent ids do not fit an SAE of d_sae latents (None when they do, or d_sae is unknown)."""
+    bad = [i for i in ids if d_sae is not None and i >= d_sae]
+    if not bad:
+        return None
+    return f"latent id{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad[:3]))} beyond the SAE's {d_sae} " \
+           f"latents (ids 0..{d_sae - 1})"
+
+
+def _within_sae(ids: list, ctx) -> list:
+    """ids, after checking them against the SAE's width where SAE / SAE_ID tell it before loading."""
+    facts = _sae_facts(ctx)
+    why = _beyond_width(ids, getattr(facts, "d_sae", None))
+    if why:
+        raise ValueError(why)
+    return ids
+
+
+# the parameters that hold latent ids, checked again against the SAE's width once it has loaded
+LATENT_ID_PARAMETERS = ("FEATURE", "WATCH_FEATURES", "HELPFUL_PACK", "HARMFUL_PACK")
+
+
+def check_loaded_sae(P, hook: str | None, d_sae: int, layer: int) -> None:
+    """The first cell's SAE checks, made again on the loaded SAE (where its files or release could not
+    be read before): its hook against the layer it is read at, the latent-id parameters against its
+    width; a one-line ParameterError in the parameters' words."""
+    given = getattr(P, "given", {})
+    name = "SAE_ID" if P.get("SAE_ID") else "SAE"
+    why = sae_releases.layer_mismatch(hook, layer, "LAYER" if "LAYER" in P else "its LAYERS entry")
+    if why:
+        raise ParameterError(f"{name} = {_short(given.get(name, P.get(name)))}: {why}")
+    if hook is None:
+        print(f"note: the SAE's files do not say which hook it was trained on; it is read as the residual stream "
+              f"after block {layer}")
+    for pname in LATENT_ID_PARAMETERS:
+        value = P.get(pname)
+        ids = [value] if isinstance(value, int) and value >= 0 else value if isinstance(value, list) else []
+        why = _beyond_width(ids, d_sae)
+        if why:
+            raise ParameterError(f"{pname} = {_short(given.get(pname, value))}: {why}")
 
 
 def _catalog_file(v, ctx):
@@ -377,9 +517,9 @@ def _catalog_file(v, ctx):
 
 
 RULES.update({
-    "SAE": _sae, "SAE_ID": _sae_id, "N_TOKENS": _POS, "N_FEATURES": _POS,
+    "SAE": _sae, "SAE_ID": _sae_id, "N_TOKENS": _POS, "N_FEATURES": _POS, "DETECTION_TOKENS": _POS,
     "JUDGE": _choice("auto", "anthropic", "openai", "offline"), "ANTHROPIC_MODEL": _text(), "OPENAI_MODEL": _text(),
-    "CATALOG": _catalog_file,
+    "CATALOG": _catalog_file, "FEATURE_CATALOG": _catalog_file,  # a catalog to name features by (06, 11)
 })
 
 # --- Stage Gate G1 (11): which problems, whose answers, the feature packs
@@ -400,7 +540,8 @@ def _pack(v, ctx):
         if not str(ctx.params.get("FEATURE_CATALOG", "")).strip():
             raise ValueError("words search FEATURE_CATALOG's labels: set FEATURE_CATALOG, or give latent ids")
     else:
-        v = _latent_ids(v, "words to search FEATURE_CATALOG's labels, or [] to choose the pack on the selection split")
+        v = _within_sae(_latent_ids(v, "words to search FEATURE_CATALOG's labels, or [] to choose the pack on the "
+                                       "selection split"), ctx)
     if ctx.name == "HARMFUL_PACK" and (v == []) != (ctx.params.get("HELPFUL_PACK") in ([], None)):
         raise ValueError("give both HELPFUL_PACK and HARMFUL_PACK, or leave both [] to choose them on the selection split")
     return v
@@ -413,10 +554,19 @@ RULES.update({
 })
 
 # --- circuits (14): the task, its metric, what a node is patched to, AtP*'s two fixes
-# (the names are shared.circuits' TASKS / METRICS / ABLATIONS, written out so every notebook's parameter
-# check does not vendor the circuits package; tests/test_circuits_tasks.py keeps them equal)
+# (the names are shared.circuits' TASKS / GRADIENT_METRICS / ABLATIONS, written out so every notebook's
+# parameter check does not vendor the circuits package; tests/test_circuits_tasks.py keeps them equal)
+
+
+def _gradient_metric(v, ctx):
+    if v == "kl":
+        raise ValueError("has zero gradient on the clean run (KL to the clean run is smallest there), so AtP "
+                         "would score every node 0: use 'logit_diff' or 'prob'")
+    return _choice("logit_diff", "prob")(v, ctx)
+
+
 RULES.update({
-    "TASK": _choice("ioi", "sva", "synthetic"), "METRIC": _choice("logit_diff", "prob", "kl"),
+    "TASK": _choice("ioi", "sva", "synthetic"), "METRIC": _gradient_metric,
     "COUNTERFACTUAL": _choice("mean", "resample", "zero"), "USE_QK_FIX": _bool, "USE_GRADDROP": _bool,
     "TOP_N": _POS,
 })
@@ -424,12 +574,19 @@ RULES.update({
 # --- a k sweep of SAE architectures (12): which architectures, which k
 
 
+# the architectures a k sweep trains: sweep.k_architectures(), written out so the parameter check does not
+# vendor the SAE classes (tests/test_parameters.py keeps them equal)
+SWEEP_ARCHITECTURES = ("batchtopk", "matryoshka_batchtopk", "topk")
+
+
 def _architectures(v, ctx):
-    """Names only here (the registry lives with the SAE classes, which only training notebooks
-    carry): sweep.check_sweep says which are registered and take a k, before any download."""
     if (isinstance(v, str) or not isinstance(v, (list, tuple)) or not v
             or not all(isinstance(s, str) and s.strip() for s in v)):
         raise ValueError("must be a non-empty list of architecture names, e.g. ['topk', 'batchtopk']")
+    unknown = [a for a in v if a not in SWEEP_ARCHITECTURES]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not an architecture with a k to sweep: use "
+                         f"{', '.join(map(repr, SWEEP_ARCHITECTURES))}")
     return _distinct(list(v), "architecture")
 
 
@@ -484,11 +641,17 @@ def _sae_ids(v, ctx):
         for x in v:
             sae_releases.check_source(sae, x)
     try:
-        n = len(hooks.resolve_layers(ctx.params["LAYERS"], ctx.n_layers()))
+        layers = hooks.resolve_layers(ctx.params["LAYERS"], ctx.n_layers())
     except (KeyError, ValueError, OSError):
         return list(v)  # LAYERS' own rule reports a bad LAYERS
-    if n != len(v):
-        raise ValueError(f"has {len(v)} entries but LAYERS has {n} layers: give one SAE id per layer, in order")
+    if len(layers) != len(v):
+        raise ValueError(f"has {len(v)} entries but LAYERS has {len(layers)} layers: give one SAE id per layer, "
+                         "in order")
+    for i, (x, layer) in enumerate(zip(v, layers)):
+        try:
+            _check_sae_site(ctx, x, layer, f"LAYERS[{i}]")
+        except ValueError as e:
+            raise ValueError(f"entry {x!r}: {e}") from None
     return list(v)
 
 

@@ -510,24 +510,48 @@ def typical_norm(acts) -> float:
 
 @dataclass
 class LATResult:
-    """Per-layer LAT: reading vectors fitted on training pairs, accuracy on held-out pairs."""
+    """Per-layer LAT: reading vectors fitted on training pairs, the best layer chosen by accuracy on
+    validation pairs, and its accuracy on test pairs neither the fit nor the choice saw (`test_accuracy`).
+    `split` holds the pair indices of "train", "val" and "test"."""
 
     table: list[dict]
     directions: dict[int, np.ndarray]
     norms: dict[int, float]
     best_layer: int
+    split: dict[str, np.ndarray]
+
+    @property
+    def test_accuracy(self) -> float:
+        """The held-out test accuracy of the best layer's vector: the number to report."""
+        return next(r["test_accuracy"] for r in self.table if r["layer"] == self.best_layer)
 
 
-def lat_layers(pos_by_layer: dict, neg_by_layer: dict, test_frac: float = 0.5, seed: int = 0) -> LATResult:
-    """Reading vector per layer from a training share of the pairs; reading accuracy on the rest."""
+def pair_split(n: int, test_frac: float = 0.25, val_frac: float = 0.25, seed: int = 0) -> dict[str, np.ndarray]:
+    """Disjoint pair indices {"train", "val", "test"}: round(frac * n) pairs each for test and validation
+    (at least 1 each), the rest (at least 2) to fit on; a seeded permutation."""
+    if not (0 < test_frac < 1 and 0 < val_frac < 1 and test_frac + val_frac < 1):
+        raise ValueError(f"test_frac={test_frac} and val_frac={val_frac} must be in (0, 1) with a sum below 1: "
+                         "the rest of the pairs fits the vectors")
+    n_test, n_val = max(1, int(round(test_frac * n))), max(1, int(round(val_frac * n)))
+    if n - n_test - n_val < 2:
+        raise ValueError(f"{n} pairs leave {n - n_test - n_val} to fit on after {n_test} test and {n_val} validation "
+                         "pairs: add pairs or lower TEST_FRAC / VAL_FRAC")
+    perm = np.random.default_rng(seed).permutation(n)
+    return {"test": perm[:n_test], "val": perm[n_test:n_test + n_val], "train": perm[n_test + n_val:]}
+
+
+def lat_layers(pos_by_layer: dict, neg_by_layer: dict, test_frac: float = 0.25, val_frac: float = 0.25,
+               seed: int = 0) -> LATResult:
+    """Reading vector per layer from the training pairs (pair_split); the best layer is the one with the
+    highest validation accuracy (ties: training accuracy, then the lower layer), and its accuracy on the
+    test pairs is the held-out number (LATResult.test_accuracy)."""
     if not pos_by_layer or set(pos_by_layer) != set(neg_by_layer):
         raise ValueError("pos_by_layer and neg_by_layer must be non-empty dicts with the same layers")
     n = _check_acts(next(iter(pos_by_layer.values())), "pos acts").shape[0]
     if n < 4:
-        raise ValueError(f"need at least 4 pairs (2 to fit, 2 to test), got {n}")
-    perm = np.random.default_rng(seed).permutation(n)
-    n_test = min(max(1, int(round(test_frac * n))), n - 2)
-    test, train = perm[:n_test], perm[n_test:]
+        raise ValueError(f"need at least 4 pairs (2 to fit, 1 to choose the layer, 1 to test), got {n}")
+    split = pair_split(n, test_frac, val_frac, seed)
+    train, val, test = split["train"], split["val"], split["test"]
     table, directions, norms = [], {}, {}
     for layer in sorted(pos_by_layer):
         P = _check_acts(pos_by_layer[layer], f"pos acts of layer {layer}")
@@ -539,10 +563,11 @@ def lat_layers(pos_by_layer: dict, neg_by_layer: dict, test_frac: float = 0.5, s
         norms[layer] = typical_norm(np.concatenate([P, N]))
         table.append({"layer": int(layer),
                       "train_accuracy": round(reading_accuracy(P[train], N[train], v), 4),
+                      "val_accuracy": round(reading_accuracy(P[val], N[val], v), 4),
                       "test_accuracy": round(reading_accuracy(P[test], N[test], v), 4),
-                      "n_train": int(len(train)), "n_test": int(len(test))})
-    best = max(table, key=lambda r: (r["test_accuracy"], r["train_accuracy"]))["layer"]
-    return LATResult(table, directions, norms, best)
+                      "n_train": int(len(train)), "n_val": int(len(val)), "n_test": int(len(test))})
+    best = max(table, key=lambda r: (r["val_accuracy"], r["train_accuracy"], -r["layer"]))["layer"]
+    return LATResult(table, directions, norms, best, split)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -120,6 +120,18 @@ def resolve_device(spec=None, *, auto: str = "first") -> torch.device | str:
     return dev
 
 
+def spread_max_memory(reserve_gib, totals_gib=None) -> dict[int, int]:
+    """`max_memory` (bytes per GPU index) for a model spread over every GPU: each GPU's usable share
+    (shared.tiers.spread_limits: 90 % of what torch reports, less the CUDA context) less `reserve_gib`[i],
+    what the run keeps beside the weights on GPU i. totals_gib: the GPUs' memory (default: torch's)."""
+    from .tiers import GIB, spread_limits
+
+    if totals_gib is None:
+        totals_gib = [torch.cuda.get_device_properties(i).total_memory / GIB for i in range(torch.cuda.device_count())]
+    limits = spread_limits(list(totals_gib), list(reserve_gib))
+    return {i: int(limit * GIB) for i, limit in enumerate(limits)}
+
+
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
@@ -253,13 +265,22 @@ def get_secret(name: str, required: bool = False) -> Secret | None:
     return None
 
 
+class DriveUnavailable(RuntimeError):
+    """Google Drive could not be mounted on Colab (declined, or the mount failed); str() is one line."""
+
+
 def mount_drive(path: str = "/content/drive") -> Path | None:
-    """Mount Google Drive on Colab and return its 'MyDrive' folder; None anywhere else."""
+    """Mount Google Drive on Colab and return its 'MyDrive' folder; None anywhere else. A refused or
+    failed mount raises DriveUnavailable with the reason in one line."""
     if platform() != "colab":
         return None
-    from google.colab import drive  # type: ignore
+    try:
+        from google.colab import drive  # type: ignore
 
-    drive.mount(path)
+        drive.mount(path)
+    except Exception as e:  # noqa: BLE001 - MessageError (declined), ValueError (mount failed), ...
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise DriveUnavailable(f"Google Drive could not be mounted ({reason})") from None
     return Path(path) / "MyDrive"
 
 
@@ -275,3 +296,33 @@ def hf_token(token: str | None = None, *, required: bool = False, why: str = "")
         return get_secret("HF_TOKEN", required=required)
     except RuntimeError as e:
         raise RuntimeError(f"{why} {e}".strip()) from None
+
+
+def require_package(spec: str, why: str) -> None:
+    """Make the distribution `spec` names importable at a version `spec` allows, pip-installing it only when
+    it is missing or too old: for the optional SDKs that only a chosen backend needs (the judge's anthropic
+    and openai, installed when their key is set, never by the install cell). One-line RuntimeError when pip
+    fails, or when an older copy was already imported (only a restart loads the new one)."""
+    import importlib
+    import importlib.metadata
+    import subprocess
+
+    from packaging.requirements import Requirement
+
+    req = Requirement(spec)
+    try:
+        have = importlib.metadata.version(req.name)
+    except importlib.metadata.PackageNotFoundError:
+        have = None
+    if have is not None and req.specifier.contains(have, prereleases=True):
+        return
+    print(f"installing {spec} for {why}")
+    try:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", spec])
+    except (subprocess.CalledProcessError, OSError) as e:
+        raise RuntimeError(f"could not install {spec} for {why} ({type(e).__name__}): install it yourself "
+                           f"(pip install '{spec}') and run this cell again") from None
+    importlib.invalidate_caches()
+    if have is not None and req.name.lower().replace("-", "_") in sys.modules:
+        raise RuntimeError(f"RESTART NEEDED: {req.name} {have} was already imported and pip installed {spec}: "
+                           "restart the kernel, then run all cells again")

@@ -459,6 +459,15 @@ class SparseAutoencoder(nn.Module):
         return SAEOutput(self._denormalize(rec.x_hat), vals, idx, loss, err.mse.detach(), aux_loss, err.fvu,
                          l0.detach(), losses)
 
+    def batch_mean(self, per_token: Tensor) -> Tensor:
+        """The mean over the batch's tokens of a per-token term [N]. Under a reducer this rank holds 1/world
+        of the batch (equal slices: train.check_world), so it returns its share, sum / (N * world): the
+        ranks' terms, their gradients summed by sum_grads and their logged values add up to the mean over
+        the whole batch, as one process computes it."""
+        if self.reducer is None:
+            return per_token.mean()
+        return per_token.sum() / (per_token.shape[0] * self.reducer.world)
+
     def centered_sq_sum(self, x: Tensor) -> Tensor:
         """sum of (x - row mean)^2 over the batch: this process's rows, or every rank's under a reducer."""
         return centered_sq_sum(x) if self.reducer is None else self.reducer.centered_sq_sum(x)

@@ -11,6 +11,13 @@ The folder's files say its format:
   threshold, which is how SAELens runs them at inference; rescale_acts_by_decoder_norm folded in);
 - `params.npz`: Gemma Scope (JumpReLU, no b_dec subtracted from the input);
 - `cfg.json` + `sae.safetensors`: EleutherAI sparsify (TopK; relu then top-k of (x - b_dec) W + b).
+
+Every format also says the hook the SAE was trained on (sae_releases.SaeFacts: the cfg.json's hook_name,
+the Gemma Scope repo, sparsify's folder name, a release's config_overrides); an SAE of anything but the
+residual stream after a block (an MLP or attention output, resid_mid, a transcoder, the embeddings) is
+refused, and the hook stays on the loaded SAE as `sae.hook_name` (None when the files do not say).
+A release's config_overrides are applied as SAELens applies them; those ours cannot reproduce (an input
+normalisation, a conversion we do not implement) are refused by name.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import torch
 from .export import CFG_FILE, SAELENS_ARCH, WEIGHTS_FILE
 # the release registry lives in sae_releases (no torch: the notebooks' parameter checks read it); names kept here
 from .sae_releases import BUILTIN_RELEASES, TRAIN_TINY, check_source, releases, resolve_release  # noqa: F401
+from .sae_releases import (QWEN_SCOPE_FILE, QWEN_SCOPE_NOTE, TRAIN_TINY_EXPANSION, facts_from_cfg,
+                           gemma_scope_facts, residual_layer)
 from .sae import ARCHITECTURES, DTYPES, SAEConfig, SparseAutoencoder, build_sae, config_from_dict
 
 GEMMA_SCOPE_FILE = "params.npz"
@@ -55,6 +64,8 @@ def _download(repo_id: str, subfolder: str | None, token) -> Path:
 
 def _folder(source, subfolder, token) -> Path:
     path = Path(source) / (subfolder or "")
+    if QWEN_SCOPE_FILE.fullmatch(path.name):
+        raise ValueError(f"{path} is {QWEN_SCOPE_NOTE}")
     if path.exists():
         return path.parent if path.is_file() else path
     if subfolder is not None and re.fullmatch(r"[\w.\-]+/[\w.\-]+", str(source)) and not Path(source).exists():
@@ -70,11 +81,13 @@ def _dtype_name(value, default="float32") -> str:
     return name if name in DTYPES else default
 
 
-def _saelens(folder: Path) -> tuple[SAEConfig, dict]:
-    """Our config and SAELens-named weights of a cfg.json + sae_weights.safetensors folder."""
+def _saelens(folder: Path, overrides: dict) -> tuple[SAEConfig, dict, str | None]:
+    """Our config, SAELens-named weights and hook of a cfg.json + sae_weights.safetensors folder, with a
+    release's config_overrides applied on top of its cfg.json (as SAELens' loader applies them)."""
     from safetensors.torch import load_file
 
-    cfg = json.loads((folder / CFG_FILE).read_text())
+    cfg = {**json.loads((folder / CFG_FILE).read_text()), **overrides}
+    hook = facts_from_cfg(cfg, folder.name).hook
     weights = load_file(str(folder / WEIGHTS_FILE))
     ours = config_from_saelens(cfg)
     if cfg.get("architecture") in BATCHTOPK_ARCHS and "topk_threshold" in weights:
@@ -84,7 +97,11 @@ def _saelens(folder: Path) -> tuple[SAEConfig, dict]:
         raise ValueError(f"{folder / WEIGHTS_FILE} has a finetuning scaling factor; fold it into W_dec first")
     if cfg.get("rescale_acts_by_decoder_norm") and "W_dec" in weights:
         _fold_decoder_norm(weights)
-    return ours, weights
+    # a release's centring override (all GPT-2, LayerNorm: TransformerLens centres only those); a cfg.json's
+    # own model_from_pretrained_kwargs are not trusted to say it, as TransformerLens skips it for RMSNorm models
+    if (overrides.get("model_from_pretrained_kwargs") or {}).get("center_writing_weights"):
+        _fold_centring(weights, ours.apply_b_dec_to_input)
+    return ours, weights, hook
 
 
 def _fold_decoder_norm(w: dict) -> None:
@@ -94,6 +111,16 @@ def _fold_decoder_norm(w: dict) -> None:
     w["W_enc"] = (w["W_enc"].float() * norm).to(w["W_enc"].dtype)
     w["b_enc"] = (w["b_enc"].float() * norm).to(w["b_enc"].dtype)
     w["W_dec"] = (w["W_dec"].float() / norm[:, None]).to(w["W_dec"].dtype)
+
+
+def _fold_centring(w: dict, apply_b_dec: bool) -> None:
+    """TransformerLens' center_writing_weights folded into the encoder: an SAE trained on x - mean(x)
+    (mean over d_model) then reads x itself. With C = I - 11^T/d: W_enc <- C W_enc, and
+    b_enc <- b_enc - mean(b_dec) 1^T W_enc (when b_dec is subtracted first); exact for every input."""
+    W = w["W_enc"].float()
+    if apply_b_dec:
+        w["b_enc"] = (w["b_enc"].float() - w["b_dec"].float().mean() * W.sum(0)).to(w["b_enc"].dtype)
+    w["W_enc"] = (W - W.mean(0, keepdim=True)).to(w["W_enc"].dtype)
 
 
 def config_from_saelens(cfg: dict) -> SAEConfig:
@@ -125,12 +152,12 @@ def config_from_saelens(cfg: dict) -> SAEConfig:
                                  dtype=_dtype_name(cfg.get("dtype")), **kw))
 
 
-def _gemma_scope(folder: Path) -> tuple[SAEConfig, dict]:
-    """A Gemma Scope params.npz: JumpReLU; pre = x W_enc + b_enc (b_dec not subtracted)."""
+def _gemma_scope(folder: Path, origin: str) -> tuple[SAEConfig, dict, str | None]:
+    """A Gemma Scope params.npz: JumpReLU; pre = x W_enc + b_enc (b_dec not subtracted). Its hook comes
+    from the repo name (origin, or the folder's path: the HF cache keeps it) and the layer_L folder."""
     import numpy as np
 
-    if "embedding" in folder.parts[-3:]:
-        raise ValueError("Gemma Scope embedding SAEs take rescaled inputs; only layer SAEs load here")
+    hook = gemma_scope_facts(f"{origin} {folder.as_posix()}", folder.as_posix()).hook
     with np.load(folder / GEMMA_SCOPE_FILE) as data:
         weights = {("W_" + k[2:] if k.startswith("w_") else k): torch.from_numpy(data[k].astype("float32"))
                    for k in data.files}
@@ -140,11 +167,12 @@ def _gemma_scope(folder: Path) -> tuple[SAEConfig, dict]:
     weights.pop("scaling_factor", None)
     d_in, d_sae = weights["W_enc"].shape
     return config_from_dict(dict(architecture="jumprelu", d_in=d_in, d_sae=d_sae,
-                                 apply_b_dec_to_input=False)), weights
+                                 apply_b_dec_to_input=False)), weights, hook
 
 
-def _sparsify(folder: Path) -> tuple[SAEConfig, dict]:
-    """An EleutherAI sparsify folder: TopK on relu((x - b_dec) encoder.weight^T + encoder.bias)."""
+def _sparsify(folder: Path) -> tuple[SAEConfig, dict, str | None]:
+    """An EleutherAI sparsify folder: TopK on relu((x - b_dec) encoder.weight^T + encoder.bias); its
+    folder is its hook point (layers.N: block N's output; layers.N.mlp: that block's MLP output)."""
     from safetensors.torch import load_file
 
     cfg = json.loads((folder / CFG_FILE).read_text())
@@ -153,6 +181,7 @@ def _sparsify(folder: Path) -> tuple[SAEConfig, dict]:
         raise ValueError(f"sparsify activation={act!r} in {folder / CFG_FILE} is not supported (only 'topk')")
     if cfg.get("transcode") or cfg.get("skip_connection"):
         raise ValueError(f"{folder} holds a sparsify transcoder / skip connection, not an SAE; load an SAE folder")
+    hook = facts_from_cfg(cfg, folder.name).hook
     d_in = int(cfg["d_in"])
     d_sae = int(cfg.get("num_latents") or d_in * int(cfg.get("expansion_factor", 32)))
     raw = load_file(str(folder / SPARSIFY_FILE))
@@ -165,17 +194,21 @@ def _sparsify(folder: Path) -> tuple[SAEConfig, dict]:
                "b_dec": raw.get("b_dec", torch.zeros(d_in, dtype=W_dec.dtype))}
     dtype = _dtype_name(str(raw["encoder.weight"].dtype))
     return config_from_dict(dict(architecture="topk", d_in=d_in, d_sae=d_sae, k=int(cfg.get("k", 32)),
-                                 apply_b_dec_to_input=True, dtype=dtype)), weights
+                                 apply_b_dec_to_input=True, dtype=dtype)), weights, hook
 
 
-def _read(folder: Path) -> tuple[SAEConfig, dict]:
+def _read(folder: Path, overrides: dict | None = None, origin: str = "") -> tuple[SAEConfig, dict, str | None]:
+    """(config, weights, hook or None) of an SAE folder in any format it holds."""
     files = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     if GEMMA_SCOPE_FILE in files:
-        return _gemma_scope(folder)
+        return _gemma_scope(folder, origin)
     if CFG_FILE in files and WEIGHTS_FILE in files:
-        return _saelens(folder)
+        return _saelens(folder, dict(overrides or {}))
     if CFG_FILE in files and SPARSIFY_FILE in files:
         return _sparsify(folder)
+    qwen = sorted(f for f in files if QWEN_SCOPE_FILE.fullmatch(f))
+    if qwen:
+        raise ValueError(f"SAE folder {folder} holds {qwen[0]}: {QWEN_SCOPE_NOTE}")
     have = CFG_FILE if CFG_FILE in files else "neither cfg.json nor params.npz"
     missing = WEIGHTS_FILE if CFG_FILE in files else f"{CFG_FILE} + {WEIGHTS_FILE}"
     raise FileNotFoundError(f"SAE folder {folder} lacks {missing} (has {have}); it needs {FORMATS}")
@@ -193,14 +226,22 @@ def load_sae(source: str | Path | None = None, *, subfolder: str | None = None, 
     ValueError. dtype: override the stored dtype ("float32", "bfloat16", ...). token: for a private
     or gated repo (default: the HF_TOKEN secret).
     """
+    overrides = {}
     if release is not None or sae_id is not None:
         if release is None or sae_id is None:
             raise ValueError("give both release= and sae_id= (a SAELens release and an SAE in it)")
-        source, subfolder, _ = resolve_release(release, sae_id)
+        source, subfolder, _ = resolve_release(release, sae_id)  # refuses a conversion we do not implement
+        overrides = releases().get(release, {}).get("config_overrides") or {}
     if source is None:
         raise ValueError("load_sae needs a source (a folder or a Hub repo id) or release= and sae_id=")
     folder = _folder(source, subfolder, token)
-    cfg, weights = _read(folder)
+    cfg, weights, hook = _read(folder, overrides, origin=str(source))
+    if hook is not None:
+        try:
+            residual_layer(hook)
+        except ValueError as e:
+            where = f"{release}/{sae_id}" if release is not None else folder
+            raise ValueError(f"the SAE at {where} {e}: load a residual-stream SAE") from None
     if dtype is not None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r}: use one of {tuple(DTYPES)}")
@@ -209,7 +250,9 @@ def load_sae(source: str | Path | None = None, *, subfolder: str | None = None, 
         raise ValueError(f"SAE at {folder} expects d_in={cfg.d_in} activations but d_in={d_in} was given: "
                          "load the SAE trained for this model and layer (check model_name / hook_name in "
                          "its cfg.json)")
-    return _build(cfg, weights, folder, device)
+    sae = _build(cfg, weights, folder, device)
+    sae.hook_name = hook  # what it was trained on (SAELens names, or the HF module); None: its files do not say
+    return sae
 
 
 def _build(cfg: SAEConfig, weights: dict, folder: Path, device) -> SparseAutoencoder:
@@ -250,18 +293,21 @@ def sae_for_notebook(P, model, tokenizer, layer: int, out_dir) -> tuple[SparseAu
     with SAE = "train-tiny" a small TopK SAE is first trained here on DATASET (a quick try and the
     offline smoke runs) and exported like a tier notebook's, then read back like any other folder."""
     from .models import d_model, model_device
+    from .notebook import check_loaded_sae
     from .train import train_tiny_sae
 
     source, sae_id = P.SAE, P.SAE_ID
     if source == TRAIN_TINY:
         source = str(train_tiny_sae(model, tokenizer, P.MODEL_ID, layer, P.get("DATASET", "synthetic"),
-                                    Path(out_dir) / "tiny_sae", seed=P.SEED))
+                                    Path(out_dir) / "tiny_sae", d_sae=TRAIN_TINY_EXPANSION * d_model(model),
+                                    seed=P.SEED))
         sae_id = ""
         print(f"trained a tiny SAE for this run: {source}")
     sae, where = open_sae(source, sae_id, d_in=d_model(model), device=model_device(model))
-    k = getattr(sae.cfg, "k", None)
-    print(f"SAE {where}: {sae.cfg.architecture}, d_in {sae.cfg.d_in}, d_sae {sae.cfg.d_sae}"
-          + (f", k {k}" if k else "") + f", at layer {layer}")
+    k, hook = getattr(sae.cfg, "k", None), getattr(sae, "hook_name", None)
+    print(f"SAE {where}: {sae.cfg.architecture}, d_in {sae.cfg.d_in}, d_sae {sae.cfg.d_sae}" + (f", k {k}" if k else "")
+          + f", trained at {hook or 'a hook its files do not name'}, read after block {layer}")
+    check_loaded_sae(P, hook, sae.cfg.d_sae, layer)  # its hook against LAYER, the latent ids against d_sae
     return sae, where
 
 

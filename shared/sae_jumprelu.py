@@ -100,9 +100,10 @@ class JumpReLUSAE(SparseAutoencoder):
         return Reconstruction(self._decode_latents(lat) + self.b_dec, lat, {"pre": pre})
 
     def extra_losses(self, xn: Tensor, rec: Reconstruction, err: ReconstructionError) -> dict[str, Tensor]:
-        """{"l0": l0_coefficient * mean over tokens of sum_j H(pre_j - threshold_j)} (Step's STE)."""
+        """{"l0": l0_coefficient * mean over the batch's tokens of sum_j H(pre_j - threshold_j)} (Step's STE;
+        under torchrun each rank's share of it, batch_mean)."""
         pre = rec.extras["pre"]
-        l0 = Step.apply(pre, self.threshold.to(pre.dtype), self.cfg.bandwidth).sum(1).mean()
+        l0 = self.batch_mean(Step.apply(pre, self.threshold.to(pre.dtype), self.cfg.bandwidth).sum(1))
         return {"l0": self.cfg.l0_coefficient * l0}
 
     @torch.no_grad()

@@ -1,22 +1,28 @@
-"""Published SAEs by name, without loading any: the SAELens release registry (SAELens' own
-pretrained_saes.yaml when sae_lens is installed, else a built-in table of the releases the catalog's
-defaults use), and the check of a notebook's SAE / SAE_ID pair. Kept apart from sae_io (no torch), so
-the parameter checks of every notebook can use it without vendoring the SAE loaders.
+"""Published SAEs by name, and what an SAE's files say, without loading any weights: the SAELens
+release registry (SAELens' own pretrained_saes.yaml when sae_lens is installed, else a built-in table
+of the releases the catalog's defaults use), the check of a notebook's SAE / SAE_ID pair, and the
+hook, layer and widths an SAE was trained on, read from its cfg.json, its Gemma Scope path or its
+release entry. Kept apart from sae_io (no torch weights), so the parameter checks of every notebook
+can use it in their first cell without vendoring the SAE loaders.
 """
 from __future__ import annotations
 
 import difflib
 import functools
 import importlib.util
+import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 # The releases the catalog's defaults use, copied from sae_lens 6.54.12's pretrained_saes.yaml;
 # used when sae_lens is not installed. conversion: None = SAELens folders, "gemma_2" = Gemma Scope.
+# config_overrides: what SAELens changes in each SAE's cfg.json (or in the model it reads) for the release.
 BUILTIN_RELEASES: dict[str, dict[str, Any]] = {
     "gemma-scope-2b-pt-res-canonical": {
         "repo_id": "google/gemma-scope-2b-pt-res", "model": "gemma-2-2b", "conversion": "gemma_2",
+        "config_overrides": {},
         "saes": {f"layer_{L}/width_16k/canonical": f"layer_{L}/width_16k/average_l0_{l0}" for L, l0 in enumerate(
             (105, 102, 141, 59, 124, 68, 70, 69, 71, 73, 77, 80, 82, 84, 84, 78, 78, 77, 74, 73, 71, 70, 72, 75,
              73, 116))},
@@ -24,22 +30,44 @@ BUILTIN_RELEASES: dict[str, dict[str, Any]] = {
     # SAELens ran GPT-2 with TransformerLens' center_writing_weights=True for these (its config_overrides)
     "gpt2-small-res-jb": {
         "repo_id": "jbloom/GPT2-Small-SAEs-Reformatted", "model": "gpt2-small", "conversion": None,
+        "config_overrides": {"model_from_pretrained_kwargs": {"center_writing_weights": True}},
         "saes": {**{f"blocks.{L}.hook_resid_pre": f"blocks.{L}.hook_resid_pre" for L in range(12)},
                  "blocks.11.hook_resid_post": "blocks.11.hook_resid_post"},
     },
     # Marks et al.'s sparse-feature-circuit SAEs (dictionary_learning, 32k latents), converted for SAELens
     "pythia-70m-deduped-res-sm": {
         "repo_id": "ctigges/pythia-70m-deduped__res-sm_processed", "model": "pythia-70m-deduped", "conversion": None,
+        "config_overrides": {},
         "saes": {"blocks.0.hook_resid_pre": "e-res-sm",
                  **{f"blocks.{L}.hook_resid_post": f"{L}-res-sm" for L in range(6)}},
     },
 }
 
+# SAELens conversions (a release's conversion_func) sae_io reads: None / "sae_lens" = SAELens folders,
+# "gemma_2" = Gemma Scope params.npz, "sparsify" = EleutherAI sparsify folders. The others are refused.
+CONVERSIONS = (None, "sae_lens", "gemma_2", "sparsify")
+_NOT_READ_YET = {
+    "qwen_scope": "Qwen Scope (a layerN.sae.pt file per layer)", "gemma_3": "Gemma Scope 2 (params.safetensors)",
+    "llama_scope": "Llama Scope (checkpoints/final.safetensors)", "llama_scope_r1_distill": "Llama Scope R1",
+    "dictionary_learning_1": "dictionary_learning (ae.pt)", "deepseek_r1": "DeepSeek-R1 SAEs (.pt)",
+    "goodfire": "Goodfire (.pth)", "temporal": "temporal SAEs",
+}
+_NOT_RESIDUAL_SAES = {
+    "gemma_2_transcoder": "transcoders (MLP input to MLP output)", "mwhanna_transcoder": "transcoders (MLP input "
+    "to MLP output)", "mntss_clt_layer_transcoder": "cross-layer transcoders", "connor_rob_hook_z": "SAEs of the "
+    "attention heads' outputs (hook_z)",
+}
+# model_from_pretrained_kwargs a release may set, that sae_io applies: TransformerLens' centring of the
+# residual stream (every write minus its mean over d_model), folded into the encoder by sae_io.
+MODEL_KWARGS = ("center_writing_weights",)
+QWEN_SCOPE_FILE = re.compile(r"layer\d+\.sae\.pt")
+QWEN_SCOPE_NOTE = "a Qwen Scope file (layerN.sae.pt), a format we do not read yet"
+
 
 @functools.lru_cache(maxsize=1)
 def releases() -> dict[str, dict[str, Any]]:
-    """release -> {repo_id, model, conversion, saes: {sae_id: path}}: SAELens' own pretrained_saes.yaml
-    when sae_lens is installed (read without importing it), else BUILTIN_RELEASES."""
+    """release -> {repo_id, model, conversion, config_overrides, saes: {sae_id: path}}: SAELens' own
+    pretrained_saes.yaml when sae_lens is installed (read without importing it), else BUILTIN_RELEASES."""
     spec = importlib.util.find_spec("sae_lens")
     yaml_path = Path(spec.origin).parent / "pretrained_saes.yaml" if spec and spec.origin else None
     if yaml_path is None or not yaml_path.is_file():
@@ -49,12 +77,43 @@ def releases() -> dict[str, dict[str, Any]]:
     with yaml_path.open() as f:
         data = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return {name: {"repo_id": v["repo_id"], "model": v.get("model"), "conversion": v.get("conversion_func"),
+                   "config_overrides": dict(v.get("config_overrides") or {}),
                    "saes": {s["id"]: str(s["path"]) for s in v.get("saes", [])}} for name, v in data.items()}
+
+
+def _builtin() -> bool:
+    return releases() is BUILTIN_RELEASES
+
+
+_FULL_REGISTRY = "install sae_lens for the full registry (pip install sae-lens)"
 
 
 def _close(word: str, options) -> str:
     near = difflib.get_close_matches(word, list(options), n=5, cutoff=0.5)
     return f"close matches: {near}" if near else f"{len(options)} known, e.g. {sorted(options)[:5]}"
+
+
+def check_release(release: str) -> dict[str, Any]:
+    """The entry of a listed release, after refusing one sae_io cannot read as SAELens does: a conversion
+    it does not implement, or a config override that changes the SAE's input in a way ours cannot."""
+    entry = releases()[release]
+    conversion = entry.get("conversion")
+    if conversion in _NOT_RESIDUAL_SAES:
+        raise ValueError(f"release {release!r} holds {_NOT_RESIDUAL_SAES[conversion]}, not residual-stream SAEs")
+    if conversion not in CONVERSIONS:
+        what = _NOT_READ_YET.get(conversion, f"stored for SAELens' {conversion!r} conversion")
+        raise ValueError(f"release {release!r} is {what}, a format we do not read yet")
+    overrides = entry.get("config_overrides") or {}
+    norm = overrides.get("normalize_activations") or "none"
+    if norm != "none":  # constant_norm_rescale: each token scaled to norm sqrt(d_in), the output scaled back
+        raise ValueError(f"release {release!r}: SAELens rescales its inputs (config override normalize_activations="
+                         f"{norm!r}), which our SAE class does not implement; refused rather than read on unscaled "
+                         "inputs")
+    unknown = sorted(set(overrides.get("model_from_pretrained_kwargs") or {}) - set(MODEL_KWARGS))
+    if unknown:
+        raise ValueError(f"release {release!r} was trained on a model loaded with {unknown}, which sae_io does not "
+                         "reproduce")
+    return entry
 
 
 def resolve_release(release: str, sae_id: str) -> tuple[str, str, str | None]:
@@ -64,14 +123,20 @@ def resolve_release(release: str, sae_id: str) -> tuple[str, str, str | None]:
     if release not in table:
         if re.fullmatch(r"[\w.\-]+/[\w.\-]+", release):
             return release, sae_id, None
-        raise ValueError(f"release={release!r} is not a SAELens release ({_close(release, table)})")
-    entry = table[release]
+        where = f"in the built-in table ({_close(release, table)}); {_FULL_REGISTRY}" if _builtin() else \
+            f"a SAELens release ({_close(release, table)})"
+        raise ValueError(f"release={release!r} is not {where}")
+    entry = check_release(release)
     if sae_id not in entry["saes"]:
+        if _builtin():
+            raise ValueError(f"sae_id={sae_id!r} is not in the built-in table's list for {release!r} "
+                             f"({_close(sae_id, entry['saes'])}); {_FULL_REGISTRY}")
         raise ValueError(f"sae_id={sae_id!r} is not in release {release!r} ({_close(sae_id, entry['saes'])})")
     return entry["repo_id"], entry["saes"][sae_id], entry["conversion"]
 
 
 TRAIN_TINY = "train-tiny"  # SAE = this: the notebook trains a small SAE itself (train.train_tiny_sae)
+TRAIN_TINY_EXPANSION = 4  # its width: d_sae = this x the model's d_model
 
 
 def check_source(sae: str, sae_id: str | None = None) -> str:
@@ -87,8 +152,204 @@ def check_source(sae: str, sae_id: str | None = None) -> str:
     if sae in releases():
         if sae_id is not None:
             resolve_release(sae, sae_id)
+        else:
+            check_release(sae)
         return sae
     if re.fullmatch(r"[\w.\-]+/[\w.\-]+", sae):
+        if sae_id and QWEN_SCOPE_FILE.search(sae_id):
+            raise ValueError(f"{sae}/{sae_id} is {QWEN_SCOPE_NOTE}")
         return sae
-    raise ValueError(f"is neither a SAELens release ({_close(sae, releases())}), a local folder, a Hub repo id "
-                     f"'<user>/<name>' nor {TRAIN_TINY!r}")
+    where = "a release in the built-in table" if _builtin() else "a SAELens release"
+    raise ValueError(f"is neither {where} ({_close(sae, releases())}), a local folder, a Hub repo id '<user>/<name>' "
+                     f"nor {TRAIN_TINY!r}" + (f"; for another release, {_FULL_REGISTRY}" if _builtin() else ""))
+
+
+# --------------------------------------------------------------------------- the hook an SAE reads
+
+@dataclass(frozen=True)
+class SaeFacts:
+    """What an SAE's files (or its release entry) say without its weights: the hook it was trained on,
+    in SAELens' names or the Hugging Face module's (None: they do not say), and its widths (None: unknown)."""
+
+    hook: str | None = None
+    d_in: int | None = None
+    d_sae: int | None = None
+
+
+_RESID = re.compile(r"blocks\.(\d+)\.hook_resid_(pre|post)(?![a-z])")
+_TL_SITE = re.compile(r"blocks\.(\d+)\.(.+)")
+_HF_BLOCK = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)(?:\.(.+))?$")  # model.layers.12, sparsify's layers.3(.mlp)
+_SITE_WORDS = (("hook_resid_mid", "the residual stream between attention and MLP (resid_mid)"),
+               ("ln2", "the MLP input (a transcoder)"), ("mlp_in", "the MLP input (a transcoder)"),
+               ("mlp.hook_in", "the MLP input (a transcoder)"), ("mlp", "the MLP output"),
+               ("hook_z", "the attention heads' outputs (hook_z)"), ("attn", "the attention output"),
+               ("att", "the attention output"), ("embed", "the embeddings"))
+
+
+def _site_words(part: str) -> str:
+    return next((words for key, words in _SITE_WORDS if key in part), "a hook this loader does not know")
+
+
+def residual_layer(hook: str) -> int:
+    """The block whose output a residual-stream hook reads, i.e. the notebooks' LAYER for it:
+    blocks.L.hook_resid_post and block L's own module (model.layers.L, sparsify's layers.L) -> L;
+    blocks.L.hook_resid_pre, the input of block L, is block L-1's output -> L - 1. Anything else (an
+    MLP or attention output, resid_mid, a transcoder's input, the embeddings) is a one-line ValueError."""
+    m = _RESID.match(hook)
+    if m:
+        block = int(m.group(1))
+        if m.group(2) == "post":
+            return block
+        if block == 0:
+            raise ValueError(f"reads the embeddings ({hook}, the input of block 0), not the residual stream after "
+                             "a block")
+        return block - 1
+    m = _HF_BLOCK.search(hook)
+    if m and not m.group(2):
+        return int(m.group(1))
+    site = _TL_SITE.fullmatch(hook)
+    if m or site:
+        block, part = (m.group(1), m.group(2)) if m else (site.group(1), site.group(2))
+        raise ValueError(f"reads {_site_words(part)} of block {block} ({hook}), not the residual stream")
+    raise ValueError(f"reads {_site_words(hook)} ({hook}), not the residual stream after a block")
+
+
+def layer_mismatch(hook: str | None, layer: int, name: str = "LAYER") -> str | None:
+    """Why an SAE trained at `hook` does not fit a notebook reading the residual stream after block
+    `layer`, the value of parameter `name` (the words after "SAE_ID = ...: "); None when it fits or
+    the hook is unknown."""
+    if hook is None:
+        return None
+    try:
+        read = residual_layer(hook)
+    except ValueError as e:
+        return f"this SAE {e}: use a residual-stream SAE (hook_resid_post of block {name}, or hook_resid_pre of " \
+               f"block {name} + 1)"
+    if read != layer:
+        return (f"this SAE reads the residual stream after block {read} ({hook}), but {name} is {layer}: make "
+                f"{name} {read}, or pick the SAE for layer {layer}")
+    return None
+
+
+def facts_from_cfg(cfg: Mapping[str, Any], folder_name: str = "") -> SaeFacts:
+    """An SAE's facts from its cfg.json (release config_overrides already applied on top, as SAELens
+    applies them): SAELens 6 (hook in metadata), pre-6 (hook_name / hook_point), ours, or sparsify
+    (no d_sae; the folder is the hook: layers.N = block N's output)."""
+    if "d_sae" not in cfg and ("num_latents" in cfg or "expansion_factor" in cfg):  # sparsify
+        if cfg.get("transcode") or cfg.get("skip_connection"):
+            raise ValueError(f"{folder_name or 'the folder'} holds a sparsify transcoder / skip connection, "
+                             "not an SAE")
+        d_in = int(cfg["d_in"])
+        hook = folder_name if _HF_BLOCK.search(folder_name) or "embed" in folder_name else None
+        return SaeFacts(hook=hook, d_in=d_in,
+                        d_sae=int(cfg.get("num_latents") or d_in * int(cfg.get("expansion_factor", 32))))
+    meta = cfg.get("metadata") or {}
+    hook = next((c.get(k) for c in (cfg, meta) for k in ("hook_name", "hook_point") if c.get(k)), None)
+    if hook is None:  # ours before hook metadata; a folder named by its hook; the HF module
+        hook = next((c.get("hf_hook_name") for c in (cfg, meta) if c.get("hf_hook_name")), None)
+        if hook is None and _RESID.search(folder_name or ""):
+            hook = _RESID.search(folder_name).group(0)
+    if (cfg.get("reshape_activations") or "none") != "none":  # "hook_z": flattened attention-head outputs
+        hook = hook if hook and "hook_z" in hook else "hook_z"
+    head = next((c.get("hook_head_index") for c in (cfg, meta) if c.get("hook_head_index") is not None), None)
+    if head is not None:
+        raise ValueError(f"{folder_name or 'the SAE'} reads attention head {head} only (hook_head_index), not the "
+                         "residual stream")
+    ints = {k: int(cfg[k]) if cfg.get(k) is not None else None for k in ("d_in", "d_sae")}
+    return SaeFacts(hook=hook, **ints)
+
+
+_GEMMA_SCOPE = re.compile(r"gemma-scope-(\d+b)-(?:pt|it)-(res|mlp|att|transcoders)")
+_GEMMA_D_IN = {"2b": 2304, "9b": 3584, "27b": 4608}
+_WIDTH = re.compile(r"width_(\d+)([km])")
+
+
+def gemma_scope_facts(where: str, path: str) -> SaeFacts:
+    """A Gemma Scope SAE's facts as SAELens' gemma_2 conversion derives them: the repo name (in `where`,
+    a repo id or a local path such as the HF cache's models--google--gemma-scope-2b-pt-res) says the
+    site, layer_L in `path` the block, width_Nk the width; the hook is None when neither says."""
+    repo = _GEMMA_SCOPE.search(where)
+    layer = re.search(r"layer_(\d+)", path)
+    width = _WIDTH.search(path)
+    d_sae = int(width.group(1)) * (1024 if width.group(2) == "k" else 1024 * 1024) if width else None
+    hook = None
+    if "embedding" in path:
+        hook = "hook_embed"
+    elif repo and layer:
+        L = layer.group(1)
+        hook = {"res": f"blocks.{L}.hook_resid_post", "mlp": f"blocks.{L}.hook_mlp_out",
+                "att": f"blocks.{L}.attn.hook_z", "transcoders": f"blocks.{L}.ln2.hook_normalized"}[repo.group(2)]
+    d_in = _GEMMA_D_IN.get(repo.group(1)) if repo and repo.group(2) != "att" else None
+    return SaeFacts(hook=hook, d_in=d_in, d_sae=d_sae)
+
+
+def _npz_shape(path: Path, name: str) -> tuple[int, ...] | None:
+    """The shape of array `name` in an .npz, from its header only (no array is read)."""
+    import zipfile
+
+    import numpy as np
+
+    fmt = np.lib.format
+    with zipfile.ZipFile(path) as z:
+        member = next((n for n in z.namelist() if n.lower() == f"{name.lower()}.npy"), None)
+        if member is None:
+            return None
+        with z.open(member) as f:
+            read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(fmt.read_magic(f))
+            return tuple(read(f)[0]) if read else None
+
+
+def folder_facts(folder: Path, origin: str = "") -> SaeFacts | None:
+    """The facts of a local SAE folder from its cfg.json or its Gemma Scope params.npz header (origin:
+    the repo id it came from, when the path does not hold it); None for a folder of neither."""
+    folder = Path(folder)
+    if (folder / "params.npz").is_file():
+        facts = gemma_scope_facts(f"{origin} {folder.as_posix()}", folder.as_posix())
+        shape = _npz_shape(folder / "params.npz", "W_enc")
+        return SaeFacts(facts.hook, *shape) if shape and len(shape) == 2 else facts
+    if (folder / "cfg.json").is_file():
+        return facts_from_cfg(json.loads((folder / "cfg.json").read_text()), folder.name)
+    return None
+
+
+def _hub_cfg(repo_id: str, subfolder: str) -> dict | None:
+    """The cfg.json of repo_id/subfolder from the Hub (a few hundred bytes, cached), or None when it
+    cannot be had (offline, no such file, a gated repo without a token)."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        from .runtime import hf_token
+
+        prefix = f"{subfolder.strip('/')}/" if subfolder.strip("/") else ""
+        return json.loads(Path(hf_hub_download(repo_id, prefix + "cfg.json", token=hf_token())).read_text())
+    except Exception:  # the loader reports what is wrong when it downloads the SAE itself
+        return None
+
+
+def sae_facts(sae: str, sae_id: str = "") -> SaeFacts | None:
+    """What a notebook's SAE / SAE_ID pair says about the SAE before its weights load: from a release's
+    entry (Gemma Scope: its repo and path; a SAELens release: its cfg.json, fetched, else the hook its
+    sae_id names), a local folder's files, or a Hub repo's cfg.json. None when nothing can be read
+    (TRAIN_TINY, offline); config errors (a transcoder, an attention head) raise a one-line ValueError."""
+    sae_id = sae_id or ""
+    if sae == TRAIN_TINY:
+        return None
+    if Path(sae).is_dir():
+        path = Path(sae) / sae_id
+        return folder_facts(path.parent if path.is_file() else path) if path.exists() else None
+    if sae in releases():
+        repo, path, conversion = resolve_release(sae, sae_id)
+        overrides = releases()[sae].get("config_overrides") or {}
+        if conversion == "gemma_2":
+            facts = gemma_scope_facts(repo, path)
+        else:
+            cfg = _hub_cfg(repo, path)
+            # offline: SAELens-format releases name each SAE by its hook (blocks.8.hook_resid_pre, ...)
+            facts = facts_from_cfg({**cfg, **overrides}, path.rsplit("/", 1)[-1]) if cfg else \
+                SaeFacts(hook=sae_id if _TL_SITE.match(sae_id) else None)
+        hook = overrides.get("hook_name") or facts.hook
+        return SaeFacts(hook, facts.d_in, facts.d_sae)
+    if _GEMMA_SCOPE.search(sae):
+        return gemma_scope_facts(sae, sae_id)
+    cfg = _hub_cfg(sae, sae_id)
+    return facts_from_cfg(cfg, sae_id.rstrip("/").rsplit("/", 1)[-1]) if cfg else None

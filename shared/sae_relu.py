@@ -45,6 +45,7 @@ class ReLUSAE(SparseAutoencoder):
         return Latents(F.relu(pre))
 
     def extra_losses(self, xn: Tensor, rec: Reconstruction, err: ReconstructionError) -> dict[str, Tensor]:
-        """{"l1": l1_coefficient * mean over tokens of sum_j |z_j| ||W_dec[j]||}."""
+        """{"l1": l1_coefficient * mean over the batch's tokens of sum_j |z_j| ||W_dec[j]||} (under torchrun each
+        rank's share of it, batch_mean)."""
         weighted = rec.latents.vals * self.W_dec.norm(dim=1)
-        return {"l1": self.cfg.l1_coefficient * weighted.abs().sum(1).mean()}
+        return {"l1": self.cfg.l1_coefficient * self.batch_mean(weighted.abs().sum(1))}

@@ -10,6 +10,8 @@
   regression on the SAE latents mean-pooled over each text's tokens;
 - tpp: on the first task (the TPP concept), the share of the probe's AUROC above chance that goes
   when its top-20 latents by |weight| are zeroed: (AUROC - AUROC_ablated) / (AUROC - 0.5), in [0, 1].
+The first three are measured on held-out text (`evaluation_text`: VAL_DATASET, or DATASET's held-out
+split where it has one), which interpscore.json records under "eval_text".
 DEFINITIONS holds these lines for interpscore.json. The saebench_* functions compute SAEBench's own
 sparse-probing and TPP quantities on the same latents, for the comparison notebook 18 shows.
 Any SAE that sae_io.load_sae reads works (ours or published): only encode, decode, W_dec and cfg are used.
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 from .capture import capture_residuals, content_mask, masked_mean
-from .data import load_task_dataset
+from .data import load_task_dataset, mix_streams, parse_source
 from .evaluate import evaluate_saes
 from .export import CFG_FILE
 from .models import model_device
@@ -94,6 +96,30 @@ def combine(components: dict, weights: dict = WEIGHTS) -> float:
 
 # --------------------------------------------------------------------------------------------
 # input checks
+
+
+EVAL_SEED_OFFSET = 1_000  # as train.validation_batches: the evaluation stream's seed is the run's + this
+
+
+def evaluation_text(val_dataset: str, dataset, seed: int = 0) -> tuple[Iterable[str], dict]:
+    """(texts, record) for the loss, alive and L0 parts, held out from `dataset` (the text train-tiny and
+    the tier notebooks train on) as the tier notebooks' validation is: `val_dataset` when given (another
+    source), else `dataset` itself; the synthetic corpus is read from its test split either way. The
+    record {dataset, sources, held_out, note} says which text was read and whether it is held out."""
+    train_specs = [dataset] if isinstance(dataset, str) else list(dataset)
+    specs = [val_dataset] if val_dataset else train_specs
+    sources = [parse_source(spec, seed=seed + EVAL_SEED_OFFSET) for spec in specs]
+    for src in sources:
+        if src.kind == "synthetic":
+            src.split = "test"
+    trained = {parse_source(spec).describe() for spec in train_specs}
+    held_out = all(src.kind == "synthetic" or src.describe() not in trained for src in sources)
+    names = [src.describe() + (":test" if src.kind == "synthetic" else "") for src in sources]
+    note = ("held-out text: " + ", ".join(names) + " (not the stream DATASET trains on)" if held_out else
+            "NOT held out: " + ", ".join(names) + " is DATASET's own stream (another shuffle), so it may hold "
+            "tokens the SAE trained on; set VAL_DATASET to another source")
+    record = {"dataset": val_dataset or dataset, "sources": names, "held_out": held_out, "note": note}
+    return mix_streams(sources, seed=seed + EVAL_SEED_OFFSET, cycle=False), record
 
 
 def take_tokens(token_batches: Iterable[torch.Tensor], eval_tokens: int) -> list[torch.Tensor]:
@@ -325,7 +351,9 @@ def tokens_trained_in(folder) -> int | None:
 def interpscore_report(*, parts: dict, task_results: Sequence[TaskProbe], sae_repo: str, model: str, layer: int,
                        d_model: int, d_sae: int, k, tokens_trained, eval_tokens: int,
                        extra: dict | None = None) -> dict:
-    """interpscore.json (v0.0.1) as DESIGN.md lists its keys, plus the raw numbers and the definitions."""
+    """interpscore.json (v0.0.1): version, sae_repo, model, layer, d_model, d_sae, k, tokens_trained,
+    eval_tokens, probing_tasks, probing_per_task_auc, tpp_concept, tpp_top_features, components{the five
+    parts}, weights, interp_score, timestamp; plus tpp_auroc, the definitions and `extra`."""
     if not task_results:
         raise ValueError("no probing tasks: give at least one labelled task")
     concept = task_results[0]

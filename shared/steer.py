@@ -1,15 +1,18 @@
 """Steering: add a scaled unit direction to the residual stream at one layer, and sweep its strength.
 
 `steering_hook` is an edit through hooks.edit_residual; `generate_steered` runs greedy continuations
-for each alpha (RepE reading vectors, SAE feature directions). Directions are checked like every
+for each alpha (RepE reading vectors, SAE feature directions); `steer_and_read` also measures whether
+the steering took: the unsteered model re-reads each continuation and its residual over the
+generated tokens is projected on the direction (RepE's reading). Directions are checked like every
 probe direction (probes.unit_direction).
 
 Steering by an SAE feature: `feature_direction` is what one unit of the latent adds to the
 residual stream, `typical_activation` its usual size (mean when fired over a baseline pass, by
 default), so `steer_feature` adds alpha * typical * direction: alpha = 1 writes the feature in at
 its typical strength. Per alpha it reports the continuation, the feature's activation on it and
-its loss under the unsteered model (did it steer, and at what cost in fluency). `find_features`
-searches a feature catalog's labels.
+its loss under the unsteered model (did it steer, and at what cost in fluency); `counterfactuals`
+writes those texts in TraceData's shape (trace.json's `counterfactuals{"f<id>": {alpha: text}}`).
+`find_features` searches a feature catalog's labels.
 """
 from __future__ import annotations
 
@@ -104,6 +107,31 @@ def generate_steered(model, tokenizer, prompt: str, layer: int, direction, alpha
             for a in alphas}
 
 
+@torch.no_grad()
+def steer_and_read(model, tokenizer, prompt: str, layer: int, direction, alphas: Sequence[float], *,
+                   scale: float = 1.0, center: float = 0.0, max_new_tokens: int = 30, seed: int = 0) -> list[dict]:
+    """Per alpha: {alpha, text, n_tokens, reading}: the greedy continuation steered by alpha * scale *
+    unit(direction) at `layer`, and its reading: the mean over the generated tokens (special tokens
+    left out) of the unsteered model's residual at `layer` projected on unit(direction), minus center
+    (NaN when nothing was generated). Steering that took makes the reading rise with alpha."""
+    u = torch.as_tensor(unit_direction(direction), dtype=torch.float32)
+    enc = _prompt_ids(model, tokenizer, prompt)
+    n = enc["input_ids"].shape[1]
+    rows = []
+    for alpha in alphas:
+        ids = _steered_ids(model, tokenizer, enc, layer, direction, alpha, scale, max_new_tokens, seed)
+        keep = token_mask(ids, tokenizer)[0, n:]
+        reading = float("nan")
+        if bool(keep.any()):
+            with read_residuals(model, [layer]) as acts:
+                model(input_ids=ids, use_cache=False)
+            x = acts[layer][0, n:][keep.to(acts[layer].device)].float()
+            reading = float((x @ u.to(x.device)).mean()) - float(center)
+        rows.append({"alpha": float(alpha), "text": tokenizer.decode(ids[0, n:], skip_special_tokens=True),
+                     "n_tokens": int(ids.shape[1] - n), "reading": reading})
+    return rows
+
+
 # ----------------------------------------------------------------------------- SAE features
 
 
@@ -185,6 +213,16 @@ def steer_feature(model, tokenizer, sae, layer: int, feature_id: int, prompt: st
                      "token_ids": ids[0, n:].tolist(), "n_tokens": int(ids.shape[1] - n), "feature_activation": act,
                      "feature_activation_reread": reread, "loss": loss})
     return rows
+
+
+def alpha_key(alpha: float) -> str:
+    """How an alpha is written as a JSON key (TraceData): -3.0 -> "-3", 0.5 -> "0.5"."""
+    return f"{float(alpha):g}"
+
+
+def counterfactuals(feature_id: int, rows: Sequence[Mapping]) -> dict[str, dict[str, str]]:
+    """steer_feature's rows as TraceData counterfactuals: {"f<feature_id>": {alpha_key(alpha): text}}."""
+    return {f"f{int(feature_id)}": {alpha_key(r["alpha"]): r["text"] for r in rows}}
 
 
 def find_features(catalog, query: str) -> list[dict]:

@@ -9,9 +9,11 @@ Features are the top_n by activation summed over the prompt's tokens (BOS and ot
 left out, and left out of `tokens`). Counterfactuals are greedy generations with alpha times the
 feature's *max activation on the prompt* times its decoder row added to the residual at the layer
 (steer.generate_steered): alpha = 1 adds what the feature itself wrote at its peak, alpha = -1 takes
-about that away, alpha = 0 is the unsteered model. Names, descriptions and `auroc` (the judge's
-detection score, `detection_score`, of notebook 04's feature_catalog.json) come from a catalog when
-one is given; else the name is "latent <id>", desc "" and auroc null.
+about that away, alpha = 0 is the unsteered model. Names, descriptions, `auroc` and
+`detection_balanced_accuracy` come from notebook 04's feature_catalog.json when one is given:
+`auroc` is its `detection_auroc` (AUROC_SOURCE), `detection_balanced_accuracy` its `detection_score`;
+else the name is "latent <id>", desc "" and both null (a catalog without `detection_auroc` leaves
+auroc null).
 """
 from __future__ import annotations
 
@@ -21,14 +23,12 @@ import torch
 
 from .capture import capture_residuals, check_layers, token_mask
 from .models import model_device
-from .steer import generate_steered
+from .steer import alpha_key, generate_steered  # alpha_key: how TraceData writes an alpha
 
 ALPHA_UNIT = "alpha x the feature's max activation on the prompt x its decoder row, added at the layer"
-
-
-def alpha_key(alpha: float) -> str:
-    """How an alpha is written as a JSON key: -3.0 -> "-3", 0.5 -> "0.5"."""
-    return f"{float(alpha):g}"
+AUROC_SOURCE = ("the catalog's detection_auroc: AUROC of the feature's peak activation in each held-out context of "
+                "the judge's detection test, separating the contexts the judge called activating from the others "
+                "(1 = its calls follow the activation, 0.5 = unrelated); null without a catalog")
 
 
 def _catalog_index(catalog: Mapping | None) -> dict[int, Mapping]:
@@ -83,7 +83,8 @@ def trace_prompt(model, tokenizer, sae, layer: int, prompt: str, top_n: int = 10
         entry = index.get(j, {})
         fid = f"f{j}"
         features.append({"id": fid, "name": entry.get("name") or f"latent {j}", "desc": entry.get("desc", ""),
-                         "auroc": entry.get("detection_score"), "latent": j, "max_activation": peak,
+                         "auroc": entry.get("detection_auroc"),
+                         "detection_balanced_accuracy": entry.get("detection_score"), "latent": j, "max_activation": peak,
                          "summed_activation": float(total[j])})
         rows.append([round(float(v) / peak, 6) for v in row])
         direction = sae.W_dec[j].detach().float().cpu()
@@ -93,5 +94,4 @@ def trace_prompt(model, tokenizer, sae, layer: int, prompt: str, top_n: int = 10
         counterfactuals[fid] = {alpha_key(a): t for a, t in texts.items()}
     return {"prompt": prompt, "model": model_id, "layer": f"L{int(layer)} residual", "sae_repo": sae_repo,
             "tokens": tokens, "features": features, "activations": rows, "counterfactuals": counterfactuals,
-            "alpha_unit": ALPHA_UNIT, "auroc_source": "the catalog's detection_score (judge detection balanced "
-                                                      "accuracy); null without a catalog"}
+            "alpha_unit": ALPHA_UNIT, "auroc_source": AUROC_SOURCE}

@@ -8,7 +8,14 @@ full batch are carried into the next block, so no forwarded token goes untrained
 unit of resume: a checkpoint is taken only between blocks and records the forwards consumed, the
 block index and that carry, so a run killed at any moment restarts from its last complete
 checkpoint, regenerates exactly the same batches, and ends with the same weights as a run never
-interrupted (bitwise on CPU). Re-running the same call is all a user does to resume.
+interrupted (exact on CPU; on a GPU equal up to float round-off, since CUDA's atomic scatter-adds
+are not deterministic). Re-running the same call is all a user does to resume.
+
+Checkpoints land every `checkpoint_every_tokens` tokens and, whatever the throughput, before
+`checkpoint_every_minutes` of training would go unsaved: at the last block boundary before that
+time (a boundary is where a checkpoint can be exact; under torchrun rank 0's clock decides for
+every rank). A resume re-reads the stream up to the checkpoint and checks it by the hash the
+checkpoint recorded (replay.StreamLedger): a changed stream stops the run unless allowed.
 """
 from __future__ import annotations
 
@@ -26,15 +33,16 @@ from typing import Iterator, Mapping
 import torch
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, replay, sessions, tiers
 from .capture import (ActivationBlocks, block_batches_for_memory, check_layers, free_memory_bytes, layer_count,
-                      residual_rows)
+                      residual_rows, total_memory_bytes)
 from .hooks import resolve_layers
 from .data import mix_streams, parse_source, token_batches
 from .models import d_model, load_model, model_device
-from .runtime import resolve_device
+from .runtime import SPREAD, resolve_device, spread_max_memory as _spread_max_memory
 from .sae import ARCHITECTURES, SAEConfig, build_sae, config_from_dict
 from .sae_topk import TopKConfig
+from .sessions import resolve_checkpoint_dir  # noqa: F401 - where notebooks 12 and 17 find it
 
 
 @dataclass
@@ -59,12 +67,15 @@ class TrainConfig:
     batch_tokens: int = 4096  # SAE training batch (tokens per optimiser step)
     model_batch_size: int = 8  # contexts per model forward
     block_batches: int | str = 32  # model forwards per shuffled block (the resume unit); "auto": from free memory
+    shuffle_tokens: int = 10_000_000  # contexts shuffled across this many tokens (capped at total_tokens) before the
+    #                                  forward: host memory 4 bytes a token (40 MB at 10M); 0: stream order (_token_stream)
     buffer_memory_fraction: float = 0.5  # share of the free memory the block store may take (it shrinks to fit)
     lr: float = 2e-4
     lr_min: float = 6e-5
     warmup_steps: int = 1000
     adam_betas: tuple[float, float] = (0.9, 0.999)
     checkpoint_every_tokens: int = 5_000_000
+    checkpoint_every_minutes: float | None = 10.0  # also checkpoint before this much training goes unsaved
     keep_checkpoints: int = 2
     checkpoint_dir: str = "checkpoints"  # a folder (a mounted Drive too) or "hf:<user>/<repo>"
     model_device: str | None = None
@@ -78,6 +89,7 @@ class TrainConfig:
     wandb_project: str | None = None
     seed: int = 0
     variants: Mapping[str, SAEConfig] | None = None  # several SAEs per layer: {name: config}, see above
+    allow_stream_change: bool = False  # resume even when the replayed stream differs (recorded), see replay.py
 
     def __post_init__(self):
         self.layers = tuple(int(x) for x in (self.layers if isinstance(self.layers, (list, tuple)) else [self.layers]))
@@ -100,18 +112,26 @@ class TrainConfig:
         if self.block_batches != "auto" and (isinstance(self.block_batches, bool)
                                              or not isinstance(self.block_batches, int) or self.block_batches < 1):
             raise ValueError(f"block_batches must be a positive number of forwards or 'auto', got {self.block_batches!r}")
+        if isinstance(self.shuffle_tokens, bool) or not isinstance(self.shuffle_tokens, int) or self.shuffle_tokens < 0:
+            raise ValueError(f"shuffle_tokens must be a number of tokens >= 0 (0: stream order), got {self.shuffle_tokens!r}")
         if not 0 < self.buffer_memory_fraction <= 1:
             raise ValueError(f"buffer_memory_fraction must be in (0, 1], got {self.buffer_memory_fraction}")
         if not 0 < self.lr_min <= self.lr:
             raise ValueError(f"need 0 < lr_min <= lr, got lr={self.lr}, lr_min={self.lr_min}")
+        if self.checkpoint_every_minutes is not None and not self.checkpoint_every_minutes > 0:
+            raise ValueError(f"checkpoint_every_minutes must be > 0 (or None for tokens only), "
+                             f"got {self.checkpoint_every_minutes}")
 
     def resume_key(self) -> dict:
         """The settings that must match for a checkpoint to be resumed (others, e.g. logging, may change).
 
         Flat, as before the SAE config was nested: the run's settings with the SAE's in place of
-        `sae` (less d_in, which the model fixes, and seed, which the run's seed fixes)."""
+        `sae` (less d_in, which the model fixes, and seed, which the run's seed fixes). A checkpoint
+        stores model_dtype as the dtype the model really ran in; a change of it is not refused but
+        recorded (see train: a float16 overflow is fixed by switching dtype and resuming)."""
         skip = {"checkpoint_dir", "log_every", "metrics_path", "wandb_project", "keep_checkpoints",
-                "model_device", "sae_device", "checkpoint_every_tokens", "buffer_memory_fraction"}
+                "model_device", "sae_device", "checkpoint_every_tokens", "buffer_memory_fraction",
+                "checkpoint_every_minutes", "allow_stream_change"}
         key = {}
         for name, value in asdict(self).items():
             if name == "sae":
@@ -169,25 +189,37 @@ def sae_label(key: int | str) -> str:
 TIER_PARAMETERS = (
     "MODEL_ID", "LAYER", "DATASET", "VAL_DATASET", "CONTEXT_LEN", "D_SAE", "K", "TOTAL_TOKENS", "BATCH_TOKENS",
     "MODEL_BATCH_SIZE", "BLOCK_BATCHES", "LR", "LR_MIN", "WARMUP_STEPS", "DEAD_TOKENS_THRESHOLD",
-    "CHECKPOINT_EVERY_TOKENS", "CHECKPOINT_DIR", "RUN_NAME", "MODEL_DEVICE", "MODEL_DTYPE", "SAE_DEVICE",
+    "CHECKPOINT_EVERY_TOKENS", "CHECKPOINT_EVERY_MINUTES", "CHECKPOINT_DIR", "RUN_NAME", "HF_USERNAME",
+    "ALLOW_UNRESUMABLE", "ALLOW_STREAM_CHANGE", "MODEL_DEVICE", "MODEL_DTYPE", "SAE_DEVICE",
     "VAL_TOKENS", "HF_REPO", "HF_PRIVATE", "OUTPUT_DIR", "SEED",
 )
+# Tier parameters added after the first parameter files were written: a file without them takes these.
+TIER_DEFAULTS = {"CHECKPOINT_EVERY_MINUTES": 10, "HF_USERNAME": "", "ALLOW_UNRESUMABLE": False,
+                 "ALLOW_STREAM_CHANGE": False}
 
 
 def config_from_params(P: Mapping, checkpoint_dir: str | None = None) -> TrainConfig:
     """The TrainConfig of a tier notebook's checked parameters (notebook.check_parameters): the one
     mapping the notebooks and the command line share. checkpoint_dir: CHECKPOINT_DIR resolved
-    (default: resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME))."""
+    (default: sessions.checkpoint_dir(P), which also stops a run that could not resume)."""
+    P = {**TIER_DEFAULTS, **P}
     if checkpoint_dir is None:
-        checkpoint_dir = resolve_checkpoint_dir(P["CHECKPOINT_DIR"], P["RUN_NAME"])
+        checkpoint_dir = sessions.checkpoint_dir(P)
     sae_cfg = TopKConfig(d_sae=P["D_SAE"], k=P["K"], dead_tokens_threshold=P["DEAD_TOKENS_THRESHOLD"])
     return TrainConfig(
         model_id=P["MODEL_ID"], layers=tuple(P["LAYER"]), dataset=P["DATASET"], context_len=P["CONTEXT_LEN"],
         sae=sae_cfg, total_tokens=P["TOTAL_TOKENS"], batch_tokens=P["BATCH_TOKENS"],
         model_batch_size=P["MODEL_BATCH_SIZE"], block_batches=P["BLOCK_BATCHES"], lr=P["LR"], lr_min=P["LR_MIN"],
         warmup_steps=P["WARMUP_STEPS"], checkpoint_every_tokens=P["CHECKPOINT_EVERY_TOKENS"],
-        checkpoint_dir=checkpoint_dir, sae_device=P["SAE_DEVICE"], seed=P["SEED"],
+        checkpoint_every_minutes=P["CHECKPOINT_EVERY_MINUTES"], checkpoint_dir=checkpoint_dir,
+        sae_device=P["SAE_DEVICE"], seed=P["SEED"], allow_stream_change=P["ALLOW_STREAM_CHANGE"],
     )
+
+
+def dataset_name(cfg: TrainConfig) -> str:
+    """The training data in one string (the source, or the mix's sources with their weights): what
+    exports record as dataset_path and reports as the data, for the notebooks and the command line."""
+    return ", ".join(cfg.dataset)
 
 
 def check_world(cfg: TrainConfig, world: int) -> None:
@@ -225,67 +257,163 @@ class TrainResult:
     tokens_by_source: dict[str, int] = field(default_factory=dict)
     # The layer each SAE of `saes` reads (key -> layer; the identity without variants).
     layer_of: dict = field(default_factory=dict)
+    # How the run resumed, for run_report.json: the stream's identity, the last replay (forwards,
+    # seconds, verified), stream changes the user allowed, and the model dtype(s) it trained on.
+    resume: dict = field(default_factory=dict)
 
 
-def _token_stream(cfg: TrainConfig, tokenizer, counts: dict | None = None) -> Iterator[torch.Tensor]:
-    """The run's token batches; `counts` (if given) receives the tokens packed per mix source."""
-    sources = [parse_source(spec, seed=cfg.seed) for spec in cfg.dataset]
-    texts = mix_streams(sources, seed=cfg.seed)
+def _sources(cfg: TrainConfig, revisions: Mapping[str, str | None] | None = None) -> list:
+    """The run's training text sources (data.TextSource.part "train": never a validation document); an hf
+    source streams the revision `revisions` pins for it."""
+    sources = [dataclasses.replace(parse_source(spec, seed=cfg.seed), part="train") for spec in cfg.dataset]
+    for source in sources:
+        if source.kind == "hf":
+            source.revision = (revisions or {}).get(source.describe())
+    return sources
+
+
+def _token_stream(cfg: TrainConfig, tokenizer, counts: dict | None = None,
+                  revisions: Mapping[str, str | None] | None = None) -> Iterator[torch.Tensor]:
+    """The run's token batches; `counts` (if given) receives the tokens per mix source of the contexts
+    that reach the forward.
+
+    The sources give their training part, mixed in tokens by their weights, packed into contexts
+    (data.context_tokens: the model's own context start and document separator), and shuffled through a
+    window of shuffle_window_contexts contexts before they are cut into forwards. Every step is seeded by
+    cfg.seed and replays identically, which is what a resume relies on (and every rank under torchrun
+    reads this stream); `revisions` pins each Hub source's commit (the first session's)."""
+    texts = mix_streams(_sources(cfg, revisions), seed=cfg.seed, tokenizer=tokenizer)
     return token_batches(texts, tokenizer, cfg.context_len, cfg.model_batch_size, prepend_bos=True,
-                         counts=counts)
+                         counts=counts, shuffle_window=shuffle_window_contexts(cfg), seed=cfg.seed)
+
+
+def shuffle_window_contexts(cfg: TrainConfig) -> int:
+    """Contexts in the run's shuffle window: cfg.shuffle_tokens (a run never needs a window larger than
+    its total_tokens) over context_len. Its memory: that many contexts x context_len x 4 bytes."""
+    return min(cfg.shuffle_tokens, cfg.total_tokens) // cfg.context_len
 
 
 def validation_batches(cfg: TrainConfig, tokenizer, n_tokens: int, dataset: str | tuple[str, ...] | None = None,
                        seed_offset: int = 1_000) -> list[torch.Tensor]:
-    """Held-out token batches (~n_tokens) for validation: other sources if given, else the training
-    sources under another seed (for the synthetic corpus, its held-out split)."""
+    """Held-out token batches (~n_tokens, fewer if the held-out documents run out) for validation.
+
+    Only documents that data.split_of holds out (TextSource.part "test"), which training skips: of
+    the `dataset` sources if given, else of the training sources (under another seed; the synthetic
+    corpus from its test stream), so validation and training never share a document, even where
+    the validation set overlaps the training set (a crawl and a sample of all crawls)."""
     specs = cfg.dataset if not dataset else ((dataset,) if isinstance(dataset, str) else tuple(dataset))
     seed = cfg.seed + seed_offset
-    sources = [parse_source(spec, seed=seed) for spec in specs]
+    sources = [dataclasses.replace(parse_source(spec, seed=seed), part="test") for spec in specs]
     for source in sources:
         if source.kind == "synthetic":
             source.split = "test"
     n_batches = max(1, math.ceil(n_tokens / (cfg.model_batch_size * cfg.context_len)))
-    texts = mix_streams(sources, seed=seed)
-    return list(token_batches(texts, tokenizer, cfg.context_len, cfg.model_batch_size, prepend_bos=True,
-                              max_batches=n_batches))
+    texts = mix_streams(sources, seed=seed, cycle=False, tokenizer=tokenizer)
+    batches = list(token_batches(texts, tokenizer, cfg.context_len, cfg.model_batch_size, prepend_bos=True,
+                                 max_batches=n_batches))
+    if len(batches) < n_batches:
+        print(f"Validation: the held-out documents filled {len(batches)} of {n_batches} batches "
+              f"({len(batches) * cfg.model_batch_size * cfg.context_len:,} of ~{n_tokens:,} tokens).")
+    return batches
 
 
 def activation_blocks(model, tokenizer, cfg: TrainConfig, device, state: dict | None = None,
-                      group: distributed.Group | None = None) -> ActivationBlocks:
+                      group: distributed.Group | None = None, reserve=None,
+                      ledger: replay.StreamLedger | None = None) -> ActivationBlocks:
     """The run's shuffling buffer over its token stream, from `state` (a checkpoint's "data") on.
 
     A block is `block_batches` forwards; this is the one place its size is chosen, and with it the
-    buffer's memory (`ActivationBlocks.capacity` rows per layer): cfg.block_batches, or for "auto"
-    as many as buffer_memory_fraction of the free memory holds (at most AUTO_BLOCK_BATCHES); either
-    way the buffer shrinks its blocks when that share of the free memory no longer holds them.
-    The buffer's `tokens_by_source` counts the tokens packed per mix source."""
+    buffer's memory (`ActivationBlocks.capacity` rows per layer): cfg.block_batches, or for "auto" as
+    many as buffer_memory_fraction of the free memory holds (at most AUTO_BLOCK_BATCHES); either way the
+    buffer shrinks its blocks when that share no longer holds them. The free memory counted is what the
+    training steps leave (tiers.buffer_budget_bytes): less `reserve()` (step_reserve_bytes: Adam's
+    moments torch has not allocated yet, one SAE's gradients and step tensors) and, on a GPU, the share
+    tiers keeps for fragmentation. Under torchrun every rank takes the smallest size any rank can hold.
+    The buffer's `tokens_by_source` counts the tokens packed per mix source. `ledger` (the trainer's)
+    hashes every token batch as the forwards take it, the skipped ones of a resume included."""
     dtype = getattr(torch, cfg.activation_dtype)
     rows_per_forward = cfg.model_batch_size * cfg.context_len
     counts: dict[str, int] = {}
+    device = torch.device(device)
+    agree = group.min_int if group is not None else None
 
     def source(skip: int):
         counts.clear()  # the stream replays from its start (skipping `skip` forwards): recount
         rows = residual_rows if group is None else functools.partial(distributed.sharded_rows, group)
-        return rows(model, tokenizer, _token_stream(cfg, tokenizer, counts), cfg.layers, device=device,
-                             dtype=dtype, skip=skip)
+        batches = _token_stream(cfg, tokenizer, counts, ledger.identity["revisions"] if ledger else None)
+        if ledger is not None:
+            batches = ledger.track(batches, skip)
+        return rows(model, tokenizer, batches, cfg.layers, device=device, dtype=dtype, skip=skip)
 
     def budget() -> int:
-        return int(cfg.buffer_memory_fraction * free_memory_bytes(device))
+        total = total_memory_bytes(device) if device.type == "cuda" else 0
+        return tiers.buffer_budget_bytes(free_memory_bytes(device), reserve() if reserve is not None else 0, total,
+                                         cfg.buffer_memory_fraction)
 
     block_batches = cfg.block_batches
     if block_batches == "auto":
         row_bytes = d_model(model) * len(set(check_layers(model, cfg.layers))) * dtype.itemsize
         block_batches = block_batches_for_memory(budget(), row_bytes=row_bytes, rows_per_forward=rows_per_forward,
                                                  fixed_rows=cfg.batch_tokens, max_batches=AUTO_BLOCK_BATCHES)
+        if agree is not None:
+            block_batches = agree(block_batches)
     blocks = ActivationBlocks(source, batch_tokens=cfg.batch_tokens, block_batches=block_batches,
                               rows_per_forward=rows_per_forward, seed=cfg.seed, device=device, dtype=dtype,
-                              state=state, memory_budget=budget)
+                              state=state, memory_budget=budget, agree=agree)
     blocks.tokens_by_source = counts
     return blocks
 
 
-AUTO_BLOCK_BATCHES = 128  # block_batches="auto" never goes above this many forwards per block
+def step_reserve_bytes(saes: Mapping, optimizers: Mapping, batch_tokens: int) -> int:
+    """Bytes the training steps add to the memory after the buffer is sized (tiers.step_reserve_gib's
+    terms, from the real SAEs): the two Adam moments of every parameter whose optimiser state torch has
+    not allocated yet (it does at the first step; a resumed run has them), plus the largest single
+    SAE's gradients and dense [batch_tokens, d_sae] step tensors (the SAEs step one at a time and free
+    their gradients)."""
+    pending, step = 0, 0
+    for key, sae in saes.items():
+        optimizer = optimizers[key]
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+        pending += sum(2 * p.numel() * p.element_size() for p in params if not optimizer.state.get(p))
+        grads = sum(p.numel() * p.element_size() for p in params)
+        step = max(step, grads + tiers.SAE_ACT_COPIES * batch_tokens * sae.cfg.d_sae * 4)
+    return pending + step
+
+
+def spread_max_memory(P: Mapping, *, config=None, totals_gib=None) -> dict[int, int] | None:
+    """`max_memory` for the tier recipe's model when MODEL_DEVICE is "spread" (None otherwise), so the
+    model fills the GPUs in order and leaves room for what runs beside it: on the SAE's GPU (SAE_DEVICE,
+    the last by default) its SAEs with Adam, step tensors and an integer BLOCK_BATCHES' buffer; on the
+    others the forward's working set (shared.tiers' memory model). The model's last blocks, which the
+    forward stops before, end up beside the SAE. config: the model's config (default: from the Hub);
+    totals_gib: the GPUs' memory (default: torch's)."""
+    if P["MODEL_DEVICE"] != SPREAD:
+        return None
+    if totals_gib is None:
+        if not torch.cuda.is_available():
+            return None
+        totals_gib = [torch.cuda.get_device_properties(i).total_memory / tiers.GIB
+                      for i in range(torch.cuda.device_count())]
+    cfg = config_from_params(P, checkpoint_dir="-")
+    if config is None:
+        from .models import model_config
+
+        config = model_config(cfg.model_id)
+    d = config.hidden_size
+    eager = "gemma2" in str(getattr(config, "model_type", ""))
+    read = len(set(cfg.layers))
+    n_gpus = len(totals_gib)
+    sae_device = str(P.get("SAE_DEVICE") or "")
+    sae_gpu = int(sae_device.split(":")[1]) if sae_device.startswith("cuda:") else n_gpus - 1
+    forward = tiers.forward_gib_of(d, config.num_attention_heads, eager, cfg.model_batch_size, cfg.context_len, read, 2)
+    sae = sum(tiers.sae_training_gib(d, cfg.sae.d_sae, len(sae_plan(cfg, cfg.layers)), cfg.batch_tokens).values())
+    if isinstance(cfg.block_batches, int):
+        rows = cfg.block_batches * cfg.model_batch_size * cfg.context_len + cfg.batch_tokens
+        sae += rows * d * read * tiers.BUFFER_BYTES / tiers.GIB
+    return _spread_max_memory(tiers.spread_reserve(n_gpus, sae_gpu, forward, sae), totals_gib)
+
+
+AUTO_BLOCK_BATCHES = tiers.AUTO_BLOCK_BATCHES  # block_batches="auto" never goes above this many forwards per block
 
 
 def _data_state(state: dict, cfg: TrainConfig) -> dict:
@@ -297,25 +425,6 @@ def _data_state(state: dict, cfg: TrainConfig) -> dict:
         raise ValueError("this checkpoint predates the saved block size: resume it with the integer "
                          "block_batches it was written with")
     return {"forwards": state["blocks"] * cfg.block_batches, "block": state["blocks"], "carry": {}}
-
-
-def resolve_checkpoint_dir(requested: str, run_name: str) -> str:
-    """Where checkpoints go: `requested` unless it is "auto". Then: Google Drive on Colab (it outlives
-    the VM, so a disconnect loses nothing); else ./checkpoints/<run_name>. "auto" never creates a Hub
-    repo: on Kaggle, whose disk does not outlive the session, it says how to ask for one."""
-    if requested and requested != "auto":
-        return requested
-    from . import runtime
-
-    drive = runtime.mount_drive()
-    if drive is not None:
-        return str(drive / "sae_ladder" / run_name)
-    local = str(Path("checkpoints") / run_name)
-    if runtime.platform() == "kaggle":
-        token = "" if runtime.hf_token() else " and add an HF_TOKEN write secret"
-        print(f"Kaggle's disk does not outlive the session: checkpoints go to {local} for this session only; "
-              f'to resume in a new session set CHECKPOINT_DIR = "hf:<user>/<repo>"{token} (a private repo).')
-    return local
 
 
 def default_metrics_path(cfg: TrainConfig) -> Path:
@@ -383,25 +492,81 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
 
     store = _open_store(cfg)
     resumed = _resume(cfg, store, saes, optimizers, group)
-    tokens, step, data = resumed or (0, 0, None)
+    tokens, step, state = resumed or (0, 0, {})
+    main = group is None or group.main
+    dtypes = _model_dtypes(state, _dtype_name(model), tokens, speak=main)
+    ledger = _ledger(cfg, tokenizer, state.get("stream"), group)
     metrics_path = default_metrics_path(cfg)
-    log = _MetricsLog(metrics_path if group is None or group.main else None, tokens)
-    blocks = activation_blocks(model, tokenizer, cfg, sae_device, data, group=group)
+    log = _MetricsLog(metrics_path if main else None, tokens)
+    data = _data_state(state, cfg) if resumed else None
+    blocks = activation_blocks(model, tokenizer, cfg, sae_device, data, group=group, ledger=ledger,
+                               reserve=lambda: step_reserve_bytes(saes, optimizers, cfg.batch_tokens))
+
+    def record() -> dict:
+        """What a checkpoint keeps beyond the weights: the stream's hash and identity, the dtypes."""
+        return {"stream": ledger.state_at(blocks.forwards), "model_dtypes": dtypes}
+
+    def result(tokens, step, history) -> TrainResult:
+        resume = {"stream_identity": ledger.identity, "replay": ledger.replay, "stream_changes": ledger.changes,
+                  "model_dtypes": dtypes}
+        return TrainResult(saes, tokens, step, resumed[0] if resumed else None, metrics_path, history,
+                           blocks.carry_rows(), dict(blocks.tokens_by_source), layer_of, resume)
+
     if tokens >= cfg.total_tokens:
         print(f"Training already complete ({tokens:,} tokens); loaded the final SAEs.")
-        return TrainResult(saes, tokens, step, tokens, metrics_path, [], blocks.carry_rows(),
-                           dict(blocks.tokens_by_source), layer_of)
+        return result(tokens, step, [])
 
     for sae in saes.values():
         sae.reducer = group
     try:
         tokens, step, history = _run_loop(cfg, saes, layer_of, optimizers, store, log, blocks, tokens=tokens,
-                                          step=step, fresh=resumed is None, progress=progress, group=group)
+                                          step=step, fresh=resumed is None, progress=progress, group=group,
+                                          record=record)
+    except FloatingPointError as e:  # an overflowing forward: say how a re-run gets past it
+        raise FloatingPointError(f"{e} Run again after that: training resumes from its last checkpoint and "
+                                 "the dtype switch is recorded in run_report.json.") from None
     finally:
         for sae in saes.values():
             sae.reducer = None
-    return TrainResult(saes, tokens, step, resumed[0] if resumed else None, metrics_path, history,
-                       blocks.carry_rows(), dict(blocks.tokens_by_source), layer_of)
+    return result(tokens, step, history)
+
+
+def _dtype_name(model) -> str:
+    """The dtype the model's weights (and so its activations) are in, e.g. "float16"."""
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
+def _model_dtypes(state: dict, now: str, tokens: int, *, speak: bool) -> list[dict]:
+    """The dtypes the run's activations came from, [{"from_tokens", "dtype"}, ...]: a checkpoint's
+    record plus this session's dtype when it differs (a change is recorded, not refused: it is
+    how a float16 overflow is fixed). A checkpoint from before the record says "unrecorded"."""
+    if not state:
+        return [{"from_tokens": 0, "dtype": now}]
+    saved = state.get("model_dtypes") or [{"from_tokens": 0, "dtype": "unrecorded"}]
+    then = saved[-1]["dtype"]
+    if then == now:
+        return list(saved)
+    if speak and then != "unrecorded":
+        print(f"The model now runs in {now}; the first {tokens:,} tokens were trained on {then} activations "
+              "(recorded in the checkpoints and run_report.json).")
+    return [*saved, {"from_tokens": tokens, "dtype": now}]
+
+
+def _ledger(cfg: TrainConfig, tokenizer, expected: dict | None, group) -> replay.StreamLedger:
+    """The run's stream ledger: the identity (the Hub revisions the first session pinned, else
+    resolved now; rank 0's under torchrun) and the checkpoint's hash record to check on replay."""
+    main = group is None or group.main
+    identity = None
+    if main:
+        pinned = ((expected or {}).get("identity") or {}).get("revisions")
+        identity = replay.stream_identity(_sources(cfg), tokenizer, pinned=pinned)
+        unpinned = [name for name, revision in identity["revisions"].items() if revision is None]
+        if unpinned:
+            print(f"Could not pin the Hub revision of {', '.join(unpinned)} (offline or unreachable): a resume "
+                  "still checks the stream by its hash.")
+    if group is not None:
+        identity = group.broadcast_object(identity)
+    return replay.StreamLedger(identity, expected, allow_change=cfg.allow_stream_change, speak=main)
 
 
 def _prepare_model(cfg: TrainConfig, model, tokenizer):
@@ -426,7 +591,7 @@ def _build_saes(cfg: TrainConfig, d_in: int, plan: Mapping, device) -> dict[int 
 
 
 def _resume(cfg: TrainConfig, store, saes, optimizers, group=None) -> tuple[int, int, dict] | None:
-    """Load the latest checkpoint into saes and optimizers: (tokens, step, data position), or None if there is none.
+    """Load the latest checkpoint into saes and optimizers: (tokens, step, its state), or None if there is none.
 
     Under torchrun rank 0 picks the checkpoint and every rank loads that one (the ranks could
     judge a newest checkpoint being written or damaged differently)."""
@@ -452,7 +617,7 @@ def _resume(cfg: TrainConfig, store, saes, optimizers, group=None) -> tuple[int,
     ckpt.set_rng_state(state["rng"])
     if group is None or group.main:
         print(f"Resumed from {store} at {tokens:,} tokens (step {step}, checkpoint {ckpt.checkpoint_name(tokens)}).")
-    return tokens, step, _data_state(state, cfg)
+    return tokens, step, state
 
 
 def _resume_mismatch(saved: dict, cfg: TrainConfig) -> list[str]:
@@ -464,21 +629,28 @@ def _resume_mismatch(saved: dict, cfg: TrainConfig) -> list[str]:
     defaults = {f.name: f.default for cls in (type(cfg.sae), TrainConfig) for f in dataclasses.fields(cls)
                 if f.default is not dataclasses.MISSING}
     saved = {**_plain({k: defaults[k] for k in wanted.keys() - saved.keys() if k in defaults}), **_plain(saved)}
-    return sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+    recorded = {"model_dtype"}  # a dtype switch is recorded (_model_dtypes), not refused
+    return sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k) and k not in recorded)
 
 
 def _save_checkpoint(store, cfg: TrainConfig, saes, optimizers, blocks: ActivationBlocks, *, tokens: int,
-                     step: int, group=None) -> None:
-    """Write a checkpoint: the resume key, SAEs, Adam states, step, data position (with the carried rows)
-    and RNG states. Under torchrun rank 0 writes it while the others wait (the ranks hold the same state)."""
+                     step: int, group=None, record=None) -> None:
+    """Write a checkpoint: the resume key, SAEs, Adam states, step, data position (with the carried rows),
+    RNG states and `record()` (the stream's hash record and the model dtypes; the key's model_dtype is
+    the dtype really run). Under torchrun rank 0 writes it while the others wait (the ranks hold the
+    same state)."""
     if group is not None and not group.main:
         group.barrier()
         return
+    extra = record() if record is not None else {}
+    key = cfg.resume_key()
+    if extra.get("model_dtypes"):
+        key["model_dtype"] = extra["model_dtypes"][-1]["dtype"]
     state = {
-        "config": cfg.resume_key(),
+        "config": key,
         "saes": {str(key): sae.state_dict() for key, sae in saes.items()},
         "optimizers": {str(key): opt.state_dict() for key, opt in optimizers.items()},
-        "step": step, "data": blocks.state_dict(), "rng": ckpt.get_rng_state(),
+        "step": step, "data": blocks.state_dict(), "rng": ckpt.get_rng_state(), **extra,
     }
     store.save(tokens, state, step=step)
     if group is not None:
@@ -495,10 +667,11 @@ def _init_from_first_block(cfg: TrainConfig, saes, layer_of, block) -> None:
 
 
 def _run_loop(cfg: TrainConfig, saes, layer_of, optimizers, store, log, blocks: ActivationBlocks, *, tokens: int,
-              step: int, fresh: bool, progress: bool, group=None) -> tuple[int, int, list[dict]]:
+              step: int, fresh: bool, progress: bool, group=None, record=None) -> tuple[int, int, list[dict]]:
     """Train from (tokens, step) to cfg.total_tokens, logging and checkpointing on the way;
     -> (tokens, step, logged entries). Every SAE steps on its layer's rows of the same batch (SAEs
-    sharing a layer see identical rows). Under torchrun each rank trains on its slice of every batch."""
+    sharing a layer see identical rows). Under torchrun each rank trains on its slice of every batch.
+    Checkpoints: see CheckpointClock (tokens or minutes, at block boundaries)."""
     keys = tuple(saes)
     total_steps = math.ceil(cfg.total_tokens / cfg.batch_tokens)
     main = group is None or group.main
@@ -508,9 +681,11 @@ def _run_loop(cfg: TrainConfig, saes, layer_of, optimizers, store, log, blocks: 
     wandb_run = _start_wandb(cfg, not fresh) if main else None
     history: list[dict] = []
     bar = _progress(cfg.total_tokens, tokens, progress)
-    next_checkpoint = (tokens // cfg.checkpoint_every_tokens + 1) * cfg.checkpoint_every_tokens
+    clock = CheckpointClock(cfg, tokens, group=group, speak=main)
+    save = functools.partial(_save_checkpoint, store, cfg, saes, optimizers, blocks, group=group, record=record)
     started, window_tokens = time.perf_counter(), 0
     while tokens < cfg.total_tokens:
+        clock.block_started()
         block = blocks.next_block(max_rows=(total_steps - step) * cfg.batch_tokens)
         if block is None:
             break
@@ -546,17 +721,65 @@ def _run_loop(cfg: TrainConfig, saes, layer_of, optimizers, store, log, blocks: 
                     wandb_run.log(entry, step=step)
             if tokens >= cfg.total_tokens:
                 break
-        if tokens >= cfg.total_tokens or tokens >= next_checkpoint:
-            _save_checkpoint(store, cfg, saes, optimizers, blocks, tokens=tokens, step=step, group=group)
-            next_checkpoint = (tokens // cfg.checkpoint_every_tokens + 1) * cfg.checkpoint_every_tokens
+        if tokens >= cfg.total_tokens or clock.due(tokens):
+            save(tokens=tokens, step=step)
+            clock.saved(tokens)
     bar.close()
     if tokens < cfg.total_tokens:
-        _save_checkpoint(store, cfg, saes, optimizers, blocks, tokens=tokens, step=step, group=group)
+        save(tokens=tokens, step=step)
         print(f"The data ran out after {tokens:,} of {cfg.total_tokens:,} tokens ({blocks.carry_rows():,} more "
               "were forwarded, short of a batch); saved what was trained.")
     if wandb_run is not None:
         wandb_run.finish()
     return tokens, step, history
+
+
+def _clock() -> float:
+    """Seconds on a monotonic clock: what the minutes cadence reads (tests replace it)."""
+    return time.monotonic()
+
+
+class CheckpointClock:
+    """When to checkpoint: every `checkpoint_every_tokens` tokens, and before `checkpoint_every_minutes`
+    of training would go unsaved, whatever the throughput (5.5k tokens/s or 100k).
+
+    A checkpoint can only be exact at a block boundary (the buffer's state there is the forwards
+    consumed, the block index and a carry of under one batch: the mid-block alternative would save
+    the whole shuffled block). So the time rule saves at the last boundary before the limit: when
+    the time since the last checkpoint plus the last block's duration reaches it. A crash then loses
+    at most the limit, as long as a block takes less (a one-time notice says when one does not).
+    Under torchrun every rank must save at the same step: rank 0's decision is broadcast."""
+
+    def __init__(self, cfg: TrainConfig, tokens: int, *, group=None, speak: bool = True):
+        self.every_tokens = cfg.checkpoint_every_tokens
+        self.limit_s = None if cfg.checkpoint_every_minutes is None else 60.0 * cfg.checkpoint_every_minutes
+        self.group, self.speak, self.warned = group, speak, False
+        self.next_tokens = (tokens // self.every_tokens + 1) * self.every_tokens
+        self.last_save = self.block_start = _clock()
+        self.block_s = 0.0
+
+    def block_started(self) -> None:
+        self.block_start = _clock()
+
+    def due(self, tokens: int) -> bool:
+        """At a block's end: save now? (the same answer on every rank)"""
+        now = _clock()
+        self.block_s = now - self.block_start
+        due = tokens >= self.next_tokens
+        if self.limit_s is not None:
+            due = due or now - self.last_save + self.block_s >= self.limit_s
+            if self.block_s > self.limit_s and not self.warned and self.speak:
+                self.warned = True
+                print(f"A block of forwards takes {self.block_s / 60:.1f} min, longer than the "
+                      f"{self.limit_s / 60:g} min checkpoint interval: a crash can lose one block; lower "
+                      "BLOCK_BATCHES for a tighter bound.")
+            if self.group is not None:
+                due = bool(self.group.broadcast_object(due))
+        return due
+
+    def saved(self, tokens: int) -> None:
+        self.next_tokens = (tokens // self.every_tokens + 1) * self.every_tokens
+        self.last_save = _clock()
 
 
 def mix_shares(tokens_by_source: Mapping[str, int]) -> dict[str, float]:
@@ -697,6 +920,7 @@ def train_tiny_sae(model, tokenizer, model_id: str, layer: int, dataset: str, fo
     """Train a small TopK SAE (d_sae = 4 x d_model unless given) at `layer` on `dataset` in about a
     minute on a CPU, export it in SAELens format and return its folder, folder/blocks.<L>.hook_resid_post.
     What a smoke run, or a model with no published SAE, uses in place of a real one."""
+    from .data import context_tokens
     from .export import ExportInfo, export_run
     from .models import layers_path
 
@@ -708,7 +932,7 @@ def train_tiny_sae(model, tokenizer, model_id: str, layer: int, dataset: str, fo
                       checkpoint_dir=str(folder / "checkpoints"), seed=seed)
     result = train(cfg, model, tokenizer, progress=progress)
     info = ExportInfo(model_name=model_id, layers_path=layers_path(model), context_size=context_len,
-                      dataset_path=dataset, tokens_trained=result.tokens)
+                      dataset_path=dataset, tokens_trained=result.tokens, **context_tokens(tokenizer).export_fields())
     return export_run(result.saes, folder, info)[int(layer)]
 
 

@@ -60,6 +60,7 @@ def parameters(params: dict, sets: list[str]) -> notebook.Parameters:
         if not eq:
             raise ValueError(f"--set {item}: write NAME=VALUE, e.g. --set TOTAL_TOKENS=1000000")
         params[name.strip()] = _value(value)
+    params = {**train.TIER_DEFAULTS, **params}  # parameters newer than the file
     unknown = sorted(set(params) - set(train.TIER_PARAMETERS))
     if unknown:
         raise ValueError(f"{', '.join(unknown)}: not a parameter of the tier notebooks; they take "
@@ -103,6 +104,9 @@ def run(P: notebook.Parameters, group: distributed.Group | None) -> train.TrainR
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
         kw["device"] = device
         cfg.sae_device = device
+    max_memory = train.spread_max_memory(P)  # MODEL_DEVICE "spread": room kept for the SAE, as the notebook does
+    if max_memory is not None:
+        kw["max_memory"] = max_memory
     model, tokenizer = nb.load_model(**kw)
     result = train.train(cfg, model, tokenizer)
     if main_rank:
@@ -113,23 +117,25 @@ def run(P: notebook.Parameters, group: distributed.Group | None) -> train.TrainR
 
 
 def _validate_and_export(P, nb, cfg, model, tokenizer, result) -> None:
-    from . import evaluate, export, models
+    from . import data, evaluate, export, models, sessions
 
     val_batches = train.validation_batches(cfg, tokenizer, P.VAL_TOKENS, dataset=P.VAL_DATASET or None)
     sparsity: dict = {}
     report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, sparsity=sparsity)
     print(evaluate.summarize(report))
+    data_name = train.dataset_name(cfg)  # one string for a mix too, as the notebooks write it
     evaluate.write_val_report(report, nb.out_dir / "val_report.json", model=P.MODEL_ID,
-                              tokens_trained=result.tokens, val_dataset=P.VAL_DATASET or P.DATASET)
-    repo_id = export.hub_repo_id(P.HF_REPO)
+                              tokens_trained=result.tokens, val_dataset=P.VAL_DATASET or data_name)
+    repo_id = sessions.export_repo(P.HF_REPO, P.HF_USERNAME, P.RUN_NAME)
     info = export.ExportInfo(model_name=P.MODEL_ID, layers_path=models.layers_path(model),
-                             context_size=P.CONTEXT_LEN, dataset_path=P.DATASET, tokens_trained=result.tokens,
-                             repo_id=repo_id)
+                             context_size=P.CONTEXT_LEN, dataset_path=data_name, tokens_trained=result.tokens,
+                             repo_id=repo_id, **data.context_tokens(tokenizer).export_fields())
     folders = export.export_run(result.saes, nb.out_dir / "export", info, report=report, sparsity=sparsity)
     uploads = export.upload_export(folders, repo_id, private=P.HF_PRIVATE)
     nb.write_report("run_report.json", {
         "model": P.MODEL_ID, "layers": list(cfg.layers), "tokens_trained": result.tokens, "steps": result.steps,
-        "resumed_from": result.resumed_from, "checkpoint_dir": cfg.checkpoint_dir, "validation": report,
+        "resumed_from": result.resumed_from, "checkpoint_dir": cfg.checkpoint_dir, "resume": result.resume,
+        "validation": report,
         "export": {str(layer): str(folder) for layer, folder in folders.items()}, "hub": uploads,
     })
 

@@ -1,12 +1,18 @@
 """A watch-list monitor: SAE features with thresholds from a baseline corpus, flagging the prompts and
 tokens where a feature runs above its usual range, forward only.
 
-`calibrate` sets each watched feature's threshold to a high percentile of its per-token activation
-over baseline text (kept tokens only, capture.token_mask; zeros included, so a feature that never
-fires there gets threshold 0: any firing is flagged). A token is flagged for a feature when its
-activation is strictly above the threshold. `Watchtower.scan` streams prompts (a list, a file or a
-data source spec, data.text_stream) and `Watchtower.during_generate` records the same flags token
-by token while `model.generate` runs (hooks.read_residuals' on_read); `write_report` writes JSON + CSV.
+A prompt is flagged when any of its (token, feature) pairs is over its feature's threshold, so the
+thresholds are calibrated on what is flagged: each baseline document's per-feature maximum over its
+kept tokens (capture.token_mask). `calibrate` sets every watched feature's threshold to the same
+quantile level u of its per-document maxima, with u chosen so that a share 1 - percentile/100 of the
+baseline documents is flagged (with one feature: the percentile of its per-document maximum). On
+held-out documents of the same distribution and length about that share is flagged; shorter prompts
+less often, longer ones more. A feature that never fires on the baseline gets threshold 0: any firing
+is flagged. A token is flagged for a feature when its activation is strictly above the threshold.
+`Watchtower.scan` streams prompts (a list, a file or a data source spec, data.text_stream) and
+`Watchtower.during_generate` records the same flags token by token while `model.generate` runs
+(hooks.read_residuals' on_read); `summary` gives per-prompt and per-token flag rates apart;
+`write_report` writes JSON + CSV.
 """
 from __future__ import annotations
 
@@ -60,18 +66,45 @@ def feature_activations(model, tokenizer, sae, layer: int, texts: Iterable[str],
         yield (text, ids, *ids_activations(model, tokenizer, sae, layer, ids, features))
 
 
+def document_maxima(model, tokenizer, sae, layer: int, texts: Iterable[str], features: Sequence[int],
+                    max_length: int = 256) -> torch.Tensor:
+    """[documents, F]: each document's maximum activation of each watched feature over its kept tokens
+    (documents with no kept token are left out)."""
+    features = _features(sae, features)
+    rows = [a[keep].max(0).values for _, _, keep, a in feature_activations(model, tokenizer, sae, layer, texts,
+                                                                           features, max_length) if keep.any()]
+    return torch.stack(rows) if rows else torch.zeros(0, len(features))
+
+
+def thresholds_for_share(maxima, share: float) -> np.ndarray:
+    """Per-feature thresholds at one common quantile level u of each column of maxima [documents, F],
+    u the lowest level (to 1e-9) at which at most `share` of the rows hold a value strictly above
+    their column's threshold: the rows a watch-list with these thresholds flags."""
+    m = np.asarray(maxima, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] == 0:
+        raise ValueError("need at least one baseline document's maxima to calibrate on")
+
+    def flagged(u: float) -> float:
+        return float((m > np.quantile(m, u, axis=0)).any(axis=1).mean())
+
+    lo, hi = 0.0, 1.0  # flagged(1.0) == 0: nothing is above a column's maximum
+    while hi - lo > 1e-9:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if flagged(mid) > share else (lo, mid)
+    return np.quantile(m, hi, axis=0)
+
+
 def calibrate(model, tokenizer, sae, layer: int, baseline_texts: Iterable[str], features: Sequence[int],
               percentile: float = 99.5, max_length: int = 256) -> dict[int, float]:
-    """{feature: threshold}: the `percentile` of each feature's activation over the baseline's kept tokens."""
+    """{feature: threshold} such that a share 1 - percentile/100 of the baseline documents (truncated to
+    max_length tokens) is flagged: thresholds_for_share on their per-feature maxima (document_maxima)."""
     if not 0 < percentile < 100:
         raise ValueError(f"percentile={percentile!r}: must be in (0, 100), e.g. 99.5")
     features = _features(sae, features)
-    rows = [a[keep] for _, _, keep, a in feature_activations(model, tokenizer, sae, layer, baseline_texts, features,
-                                                             max_length)]
-    acts = torch.cat(rows) if rows else torch.zeros(0, len(features))
-    if acts.shape[0] == 0:
+    maxima = document_maxima(model, tokenizer, sae, layer, baseline_texts, features, max_length)
+    if maxima.shape[0] == 0:
         raise ValueError("baseline_texts gave no tokens to calibrate on: pass some baseline text")
-    values = np.percentile(acts.numpy(), percentile, axis=0)
+    values = thresholds_for_share(maxima.numpy(), 1 - percentile / 100)
     return {f: float(v) for f, v in zip(features, values)}
 
 
@@ -127,12 +160,21 @@ class Watchtower:
             yield live
 
     def summary(self) -> dict:
-        """Counts over `results`: prompts scanned and flagged, flags per feature."""
+        """Counts over `results`, per prompt and per token apart: prompts scanned and flagged (any token x
+        feature over threshold) and their share; kept tokens scanned, tokens flagged (for any feature) and
+        their share; flags per feature."""
         per_feature = {str(f): 0 for f in self.features}
+        n_tokens = n_flagged_tokens = 0
         for r in self.results:
             for fl in r["flags"]:
                 per_feature[str(fl["feature"])] += 1
-        return {"n_prompts": len(self.results), "n_flagged": sum(r["flagged"] for r in self.results),
+            n_tokens += r["n_tokens"]
+            n_flagged_tokens += len({fl["position"] for fl in r["flags"]})
+        n_prompts, n_flagged = len(self.results), sum(r["flagged"] for r in self.results)
+        return {"n_prompts": n_prompts, "n_flagged": n_flagged,
+                "prompt_flag_rate": n_flagged / n_prompts if n_prompts else None,
+                "n_tokens": n_tokens, "n_flagged_tokens": n_flagged_tokens,
+                "token_flag_rate": n_flagged_tokens / n_tokens if n_tokens else None,
                 "flags_per_feature": per_feature}
 
     def write_report(self, json_path, csv_path, extra: dict | None = None) -> dict:

@@ -96,6 +96,14 @@ platform = "any"
 accelerator = "T4"
 expected_time = "1 min"
 requirements = ["packaging>=20", "torch>=999"]
+[notebook.needs]
+memory_gb = 15
+secrets = [{name = "HF_TOKEN", required = true, why = "the gated demo model"}]
+gated = [{model = "org/gated-demo", licence = "https://huggingface.co/org/gated-demo"}]
+downloads = [{what = "demo weights", gb = 0.5}]
+kaggle_internet = true
+colab_drive = false
+time_basis = "measured on a T4, 2025-01-01"
 [notebook.parameters]
 N = 5
 [notebook.smoke]
@@ -113,6 +121,14 @@ level = "beyond"
 platform = "kaggle"
 accelerator = "none"
 expected_time = "2 min"
+[notebook.needs]
+memory_gb = 0
+secrets = []
+gated = []
+downloads = []
+kaggle_internet = false
+colab_drive = false
+time_basis = "estimated from the first entry's measurement"
 [notebook.parameters]
 N = 7
 NAME = "tiny:llama"
@@ -154,6 +170,9 @@ def write_fixture_repo(root: Path) -> Path:
     """Create the fixture repository under `root` (build script copied from the real repo)."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "build_notebooks.py", root / "build_notebooks.py")
+    shutil.copy(REPO / "build_site.py", root / "build_site.py")  # the site build, and the viewers' script it reads
+    (root / "shared").mkdir(exist_ok=True)
+    shutil.copy(REPO / "shared" / "viewer.py", root / "shared" / "viewer.py")
     (root / "pyproject.toml").write_text(FIXTURE_PYPROJECT)
     (root / "README.md").write_text(FIXTURE_README)
     (root / "notebooks").mkdir(exist_ok=True)

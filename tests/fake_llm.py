@@ -1,7 +1,7 @@
 """A scripted LLM API on 127.0.0.1 for the real `anthropic` and `openai` clients to talk to.
 
 POST /v1/messages answers in the Anthropic Messages shape, POST /v1/chat/completions in the OpenAI
-Chat Completions shape. Each request takes the next step of `script` ("401", "429", "500", "hang",
+Chat Completions shape. Each request takes the next step of `script` ("401", "429", "500", "500-retry-now", "hang",
 ("text", answer)); when the script is used up, `responder(prompt)` writes the answer. It records
 every request (path, headers, JSON body).
 """
@@ -52,9 +52,9 @@ class FakeLLM(LocalServer):
                 if step == "401":
                     return self._send(401, {"type": "error", "error": {"type": "authentication_error",
                                       "message": "invalid x-api-key"}})
-                if step == "500":
-                    return self._send(500, {"type": "error", "error": {"type": "api_error",
-                                      "message": "boom"}})
+                if step in ("500", "500-retry-now"):  # the second says retry-after: 0 (no back-off wait)
+                    return self._send(500, {"type": "error", "error": {"type": "api_error", "message": "boom"}},
+                                      [("retry-after", "0")] if step == "500-retry-now" else ())
                 prompt = body["messages"][-1]["content"]
                 text = step[1] if isinstance(step, tuple) else api.responder(prompt)
                 if self.path == "/v1/messages":

@@ -21,9 +21,10 @@ import torch
 
 PLANTED_CIRCUIT = ("L0.mlp", "L1.h0")  # the components the answer flows through
 COPY_HEAD = (1, 0)  # (layer, head) of the copying head
+PLANTED_MISS = "L0.h1"  # with planted_miss=True: a node AtP and AtP* both rank low, large exact effect
 DIGITS = "0123456789"
 LETTERS = "abcdefghjkmnpqrstuvwxyz"
-_BIAS, _E, _IS_DIGIT, _SEEK, _V = 0, 1, 11, 12, 13  # feature indices (E and V take 10 each)
+_BIAS, _E, _IS_DIGIT, _SEEK, _V, _EQ = 0, 1, 11, 12, 13, 23  # feature indices (E and V take 10 each)
 _B = 100.0  # size of the constant bias feature: LayerNorm's scale ~ 8/_B, nearly fixed
 
 
@@ -33,9 +34,14 @@ def _dir(k: int, d: int = 64) -> torch.Tensor:
     return v
 
 
-def build_planted_model(seed: int = 0, other_scale: float = 1.0):
+def build_planted_model(seed: int = 0, other_scale: float = 1.0, planted_miss: bool = False):
     """(model, tokenizer): the planted 2-layer GPT-2 on the byte-level tiny tokenizer, eval mode, no grads.
-    other_scale multiplies the random weights of the components outside the circuit."""
+    other_scale multiplies the random weights of the components outside the circuit.
+
+    planted_miss: "=" no longer carries the seek feature itself; head L0.h1 (uniform attention) brings it
+    to the last position, where L1.h0's saturated query reads it. Zero-ablating L0.h1 leaves L1.h0 attending
+    uniformly (a large exact effect), but the gradient through the saturated softmax is ~0, so AtP misses it,
+    and so does AtP* (its QK fix recomputes the softmax for query and key nodes, not for what feeds them)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from shared.models import byte_tokenizer
@@ -59,7 +65,15 @@ def build_planted_model(seed: int = 0, other_scale: float = 1.0):
         for i, ch in enumerate(DIGITS):
             t = tok.convert_tokens_to_ids(ch)
             tr.wte.weight[t] += _dir(_E + i) + _dir(_IS_DIGIT)
-        tr.wte.weight[tok.convert_tokens_to_ids("=")] += _dir(_SEEK)
+        tr.wte.weight[tok.convert_tokens_to_ids("=")] += _dir(_EQ if planted_miss else _SEEK)
+        if planted_miss:  # L0.h1: uniform attention (q = k = 0); its value reads EQ, its output writes SEEK
+            attn0 = tr.h[0].attn
+            for s in (slice(dh, 2 * dh), slice(64 + dh, 64 + 2 * dh), slice(128 + dh, 128 + 2 * dh)):
+                attn0.c_attn.weight[:, s] = 0
+                attn0.c_attn.bias[s] = 0
+            attn0.c_attn.weight[:, 128 + dh] = 0.1 * _B * _dir(_EQ)
+            attn0.c_proj.weight[dh:2 * dh] = 0
+            attn0.c_proj.weight[dh] = 7.5 * _dir(_SEEK)  # ~ the embedding's unit SEEK at the last of 6 tokens
         # L0.mlp: neuron i fires on E_i (threshold from the bias feature, so LayerNorm's scale cancels)
         fc, proj = tr.h[0].mlp.c_fc, tr.h[0].mlp.c_proj
         fc.weight[:, :10] = 0

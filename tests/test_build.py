@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import shutil
@@ -255,6 +256,91 @@ def test_core_cells_import_the_vendored_shared_not_the_repos(fixture_repo, tmp_p
     assert out2["core_dir"] != str(root) and out2["value"] == 4
 
 
+EVIL_ALPHA = """\
+import pathlib
+pathlib.Path({marker!r}).write_text("their code ran")
+
+
+def value():
+    return 666
+"""
+
+
+def _plant(core_dir: Path, digest: str, how: str, tmp_path: Path) -> Path:
+    """Prepare core_dir as another user (or a careless earlier run) could have left it; returns the marker file
+    that their code writes if it is ever imported."""
+    import py_compile
+    import importlib.util
+
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil_alpha.py"
+    evil.write_text(EVIL_ALPHA.format(marker=str(marker)))
+    pkg = core_dir / digest / "shared"
+    if how == "symlinked-folder":  # their folder, full of their modules, where ours should be
+        theirs = tmp_path / "theirs"
+        (theirs / "sub").mkdir(parents=True)
+        for rel in FIXTURE_SHARED:
+            (theirs / rel).write_text(evil.read_text() if rel == "alpha.py" else "")
+        pkg.parent.mkdir(parents=True)
+        pkg.symlink_to(theirs, target_is_directory=True)
+        return marker
+    # the right sources, with a compiled alpha that is theirs: an unchecked-hash .pyc is used without
+    # comparing it with the source, so keeping "files already there with the right text" runs their code
+    for rel, text in FIXTURE_SHARED.items():
+        if rel not in ("unused.py", "delta.py"):
+            (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+            (pkg / rel).write_text(text)
+    pyc = Path(importlib.util.cache_from_source(str(pkg / "alpha.py")))
+    pyc.parent.mkdir()
+    py_compile.compile(str(evil), cfile=str(pyc), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    if how == "open-folder":  # ours, but left writable by everyone
+        for folder in (core_dir, core_dir / digest):
+            folder.chmod(0o777)
+    if how == "foreign-owner":  # another user's folder at our path
+        for path in [core_dir, *core_dir.rglob("*")]:
+            os.chown(path, 65534, 65534)
+        core_dir.chmod(0o777)
+    return marker
+
+
+@pytest.mark.parametrize("how", ["pyc", "symlinked-folder", "open-folder", "foreign-owner"])
+def test_vendored_core_never_imports_what_it_did_not_write(fixture_repo, tmp_path, how):
+    """A shared machine: the core's folder path is predictable, so someone may plant a compiled module,
+    a symlinked folder, or own the folder. Nothing of theirs is ever imported, and what we write lands in a
+    folder only we can write."""
+    import re
+    import stat
+
+    if how == "foreign-owner" and os.getuid() != 0:
+        pytest.skip("making a folder another user's needs root")
+    bn.build(fixture_repo)
+    nb = load(fixture_repo, "01_demo")
+    cells = _script_from_cells(nb, bn.CORE_TAG)
+    digest = re.search(r'CORE_HASH = "([0-9a-f]+)"', cells).group(1)
+    core_dir = tmp_path / "core"
+    marker = _plant(core_dir, digest, how, tmp_path)
+    script = tmp_path / "run_core.py"
+    script.write_text(cells + "\nimport json, shared.alpha\n"
+                      "print(json.dumps({'core_dir': str(CORE_DIR), 'alpha': shared.alpha.__file__, "
+                      "'value': shared.alpha.value()}))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE")}
+    env["SAE_LADDER_CORE_DIR"] = str(core_dir)
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["value"] == 3 and not marker.exists(), f"their code ran ({how})"
+    root = Path(out["core_dir"])
+    assert Path(out["alpha"]).resolve().is_relative_to(root)
+    st = os.lstat(root)
+    assert stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077 == 0
+    if how == "foreign-owner":  # theirs is left alone; ours is elsewhere
+        assert not root.is_relative_to(core_dir) and "is not a private folder of yours" in r.stdout
+    else:
+        assert root == (core_dir / digest).resolve() and os.lstat(core_dir).st_mode & 0o077 == 0
+    if how == "symlinked-folder":  # the link is gone, their folder untouched
+        assert not (root / "shared").is_symlink() and "666" in (tmp_path / "theirs" / "alpha.py").read_text()
+
+
 def test_install_cell_is_a_no_op_when_everything_is_present(fixture_repo, tmp_path):
     bn.build(fixture_repo)
     cell = _script_from_cells(load(fixture_repo, "01_demo"), bn.INSTALL_TAG)
@@ -273,20 +359,71 @@ def test_install_cell_is_a_no_op_when_everything_is_present(fixture_repo, tmp_pa
     assert r.returncode != 0 and "packaging>=9999 surely-not-a-package-xyz" in r.stdout
 
 
-def test_install_cell_asks_once_for_a_restart_when_it_upgraded_an_imported_package(fixture_repo, tmp_path):
-    """Colab and Kaggle import some packages (transformers) before the notebook runs: upgrading one
-    needs a kernel restart, said once; a package that was merely missing needs none."""
+FAKE_SITE = """\
+import os, shutil, subprocess, sys
+SITE = sys.argv[1]
+sys.path.insert(0, SITE)
+
+
+def dist(name, version, top):  # a minimal installed distribution: its module and its dist-info
+    os.makedirs(os.path.join(SITE, top), exist_ok=True)
+    with open(os.path.join(SITE, top, "__init__.py"), "w") as f:
+        f.write(f"VERSION = {version!r}\\n")
+    info = os.path.join(SITE, f"{name.replace('-', '_')}-{version}.dist-info")  # as pip names it
+    os.makedirs(info)
+    with open(os.path.join(info, "METADATA"), "w") as f:
+        f.write(f"Metadata-Version: 2.1\\nName: {name}\\nVersion: {version}\\n")
+    with open(os.path.join(info, "top_level.txt"), "w") as f:
+        f.write(top + "\\n")
+
+
+def upgrade(name, old, new, top):
+    shutil.rmtree(os.path.join(SITE, f"{name.replace('-', '_')}-{old}.dist-info"))
+    dist(name, new, top)
+
+
+dist("fake-dep", "1.0", "fake_dep")
+import fake_dep  # the platform imported it before the notebook ran (as Colab does transformers)
+PIP = os.environ["FAKE_PIP"]  # what `pip install` does here, offline
+
+
+def fake_pip(cmd, *a, **k):
+    if PIP == "upgrade-dep":  # installs fake-main and, as its dependency, a newer fake-dep
+        dist("fake-main", "2.0", "fake_main")
+        upgrade("fake-dep", "1.0", "2.0", "fake_dep")
+    elif PIP == "install-new":  # installs fake-main only
+        dist("fake-main", "2.0", "fake_main")
+    return 0
+
+
+subprocess.check_call = fake_pip
+"""
+
+
+@pytest.mark.parametrize("pip, requirement, restart", [
+    ("upgrade-dep", "fake-main>=2", "fake-dep 1.0 -> 2.0"),  # a dependency pip upgraded, never declared
+    ("install-new", "fake-main>=2", None),  # merely missing: nothing imported changed
+    ("nothing", "fake-dep>=2", None),  # declared too old but pip changed nothing: no restart asked
+])
+def test_install_cell_stops_run_all_when_pip_changed_an_imported_package(fixture_repo, tmp_path, pip, requirement,
+                                                                         restart):
+    """The restart is decided on what pip actually changed among the imported distributions (transformers 5
+    also upgrades huggingface_hub and tokenizers), and it stops Run-all: the cell raises, in one line."""
     bn.build(fixture_repo)
     cell = _script_from_cells(load(fixture_repo, "01_demo"), bn.INSTALL_TAG)
-    fake_pip = "import subprocess\nsubprocess.check_call = lambda *a, **k: 0\n"  # pip "succeeds", offline
     script = tmp_path / "install.py"
-    script.write_text(fake_pip + cell.replace('"packaging>=20"', '"packaging>=9999"'))  # imported by the cell
-    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.count("RESTART NEEDED") == 1 and "packaging" in r.stdout.split("RESTART NEEDED")[1]
-    script.write_text(fake_pip + cell.replace('"packaging>=20"', '"surely-not-a-package-xyz"'))
-    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "installing:" in r.stdout and "RESTART" not in r.stdout
+    script.write_text(FAKE_SITE + cell.replace('"packaging>=20"', json.dumps(requirement)))
+    (tmp_path / "site").mkdir()
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "site")], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "FAKE_PIP": pip})
+    assert f"installing: {requirement}" in r.stdout
+    if restart is None:
+        assert r.returncode == 0 and "RESTART" not in r.stdout + r.stderr, r.stderr
+    else:
+        assert r.returncode != 0 and "RESTART" not in r.stdout
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("RestartNeeded: RESTART NEEDED: pip changed fake-dep 1.0 -> 2.0") and restart in last
+        assert last.count("RESTART NEEDED") == 1
 
 
 # ---------------------------------------------------------------------------- errors
@@ -310,6 +447,25 @@ def _edit_catalog(root: Path, old: str, new: str):
      "full_run_only must list distribution names from requirements"),
     ('requirements = ["packaging>=20"', 'smoke_run = "yes"\nrequirements = ["packaging>=20"',
      "smoke_run must be true or false"),
+    # [notebook.needs]: there, complete, typed, consistent
+    ("[notebook.needs]\nmemory_gb = 0\nsecrets = []\ngated = []\ndownloads = []\nkaggle_internet = false\n"
+     "colab_drive = false\ntime_basis = \"estimated from the first entry's measurement\"\n", "",
+     "missing [notebook.needs]"),
+    ("colab_drive = false\ntime_basis = \"measured", "time_basis = \"measured", "lacks ['colab_drive']"),
+    ("kaggle_internet = false\n", "kaggle_internet = false\nwifi = true\n", "unknown keys ['wifi']"),
+    ("memory_gb = 15", "memory_gb = 0", "needs.memory_gb must be a number"),
+    ("memory_gb = 0\n", "memory_gb = 15\n", "0 exactly when accelerator is none"),
+    ('why = "the gated demo model"}', 'why = "the gated demo model", extra = 1}', "needs.secrets must be"),
+    ('required = true, why = "the gated demo model"', 'required = false, why = "the gated demo model"',
+     "a gated model needs HF_TOKEN, required"),
+    ('licence = "https://huggingface.co/org/gated-demo"', 'licence = "https://example.com/licence"',
+     "licence: the model's page, https://huggingface.co/org/gated-demo"),
+    ('gb = 0.5', 'gb = "0.5"', "needs.downloads must be"),
+    ('time_basis = "measured on a T4, 2025-01-01"', 'time_basis = "about right"', "starting with 'measured'"),
+    # platform metadata from the catalog, without fallbacks
+    ('accelerator = "T4"', 'accelerator = "96 GB GPU"', "'96 GB GPU' is not a Colab GPU"),
+    ('accelerator = "none"\nexpected_time = "2 min"\n[notebook.needs]\nmemory_gb = 0',
+     'accelerator = "L4"\nexpected_time = "2 min"\n[notebook.needs]\nmemory_gb = 22', "'L4' is not a Kaggle accelerator"),
 ])
 def test_clear_errors(fixture_repo, old, new, message):
     _edit_catalog(fixture_repo, old, new)
@@ -404,9 +560,162 @@ def test_install_cell_installs_the_declared_requirements_only():
     notebook 19 vendors shared/data.py, whose lazy `import datasets` it never runs, so it must not
     install datasets (tests/test_notebooks.py checks each declaration against its smoke run's imports)."""
     entry = next(e for e in bn.load_catalog(REPO) if e.id == "19_logit_lens")
-    nb = json.loads(bn.render_entry(REPO, entry, bn.load_settings(REPO)))
+    nb = _rendered(entry.id)
     (cell,) = [src(c) for c in nb["cells"] if bn.INSTALL_TAG in c["metadata"].get("tags", [])]
     listed = ast.literal_eval(cell.split("REQUIREMENTS = ", 1)[1].split("\n\n", 1)[0])
     assert listed == entry.requirements
     vendored = "".join(src(c) for c in nb["cells"] if bn.CORE_TAG in c["metadata"].get("tags", []))
     assert '_add_core_module("data.py"' in vendored and "datasets" not in {bn.dist_name(r) for r in listed}
+
+
+# ---------------------------------------------------------------------------- what a notebook needs, per platform
+
+GATED_FAMILIES = (r"^google/gemma", r"^meta-llama/", r"^mistralai/")  # licences to accept on the Hub
+
+
+REAL = bn.load_catalog(REPO)
+
+
+@functools.lru_cache(maxsize=None)
+def _rendered(entry_id: str) -> dict:
+    """The notebook the real catalog's entry renders to now."""
+    entry = next(e for e in REAL if e.id == entry_id)
+    return json.loads(bn.render_entry(REPO, entry, bn.load_settings(REPO)))
+
+
+def _rendered_defaults(entry) -> dict:
+    """The entry's parameter defaults as its notebook renders them (source defaults, catalog overrides)."""
+    return bn.parameter_defaults(src(params_cell(_rendered(entry.id))))
+
+
+@pytest.mark.parametrize("entry", REAL, ids=lambda e: e.id)
+def test_every_entry_declares_its_needs_and_flags_its_gated_default_models(entry):
+    """Every gated default model (Gemma, Llama, Mistral families) is flagged with its licence page and
+    HF_TOKEN required; Drive is declared exactly where CHECKPOINT_DIR = "auto" asks for it on Colab; and
+    the title cell says all of it before any code."""
+    import re
+
+    defaults = _rendered_defaults(entry)
+    model = defaults.get("MODEL_ID", "")
+    gated = {g["model"] for g in entry.needs["gated"]}
+    expected = {model} if any(re.search(f, model) for f in GATED_FAMILIES) else set()
+    assert gated == expected, f"{entry.id}: MODEL_ID {model!r}: needs.gated must be {sorted(expected)}"
+    token = [s for s in entry.needs["secrets"] if s["name"] == "HF_TOKEN"]
+    assert not expected or (token and token[0]["required"]), f"{entry.id}: a gated model needs HF_TOKEN, required"
+    assert entry.needs["colab_drive"] == (defaults.get("CHECKPOINT_DIR") == "auto"), entry.id
+    assert entry.needs["kaggle_internet"] or not entry.needs["downloads"], f"{entry.id} downloads: Internet on"
+    nb = _rendered(entry.id)
+    title, first_code = src(nb["cells"][0]), next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code")
+    assert first_code > 0
+    for line in bn.needs_lines(entry):  # plain text; in markdown "<user>" would read as a tag
+        assert line.replace("<", "&lt;") in title, f"{entry.id}: the title cell lacks {line!r}"
+    assert entry.needs["time_basis"].replace("<", "&lt;") in title and entry.expected_time in title
+    for g in entry.needs["gated"]:
+        assert g["licence"] in title
+
+
+def test_needs_lines_say_where_secrets_are_set_on_the_entrys_platforms():
+    by_id = {e.id: e for e in REAL}
+    colab = " ".join(bn.needs_lines(by_id["01_hobbyist_gemma2_2b_colab"]))
+    assert "Secrets" in colab and "Notebook access" in colab and "Kaggle" not in colab
+    assert "accept its licence at https://huggingface.co/google/gemma-2-2b" in colab and "Google Drive" in colab
+    kaggle = " ".join(bn.needs_lines(by_id["02_explorer_qwen35_4b_kaggle"]))
+    assert "Add-ons > Secrets" in kaggle and "Internet on" in kaggle and "Colab" not in kaggle
+    both = " ".join(bn.needs_lines(by_id["04_discover_features"]))
+    assert "Notebook access" in both and "Add-ons > Secrets" in both
+    assert "ANTHROPIC_API_KEY (optional)" in both and "HF_TOKEN (required)" in both
+    assert "Secrets: none" in bn.needs_lines(by_id["07_pick_your_tier"])
+
+
+@pytest.mark.parametrize("entry", REAL, ids=lambda e: e.id)
+def test_platform_metadata_comes_from_the_catalog(entry):
+    """No fallback: Colab's gpuType only where Colab offers the accelerator, Kaggle's accelerator id only on
+    a Kaggle entry, Internet as the entry declares it."""
+    meta = _rendered(entry.id)["metadata"]
+    gpu_type = meta["colab"].get("gpuType")
+    assert gpu_type == bn.COLAB_GPU_TYPES.get(entry.accelerator), entry.id
+    if entry.platform in ("kaggle", "any"):
+        assert meta["kaggle"] == {"accelerator": "nvidiaTeslaT4" if "T4" in entry.accelerator else "none",
+                                  "isGpuEnabled": entry.gpu, "isInternetEnabled": entry.needs["kaggle_internet"]}
+    else:
+        assert "kaggle" not in meta
+    if entry.id.startswith("03_"):  # the 96 GB notebook says no T4 anywhere in its metadata
+        assert "T4" not in json.dumps(meta) and "accelerator" not in meta
+
+
+def test_cloud_notebook_says_how_to_run_on_a_rented_gpu():
+    entry = next(e for e in REAL if e.platform == "cloud")
+    title = src(_rendered(entry.id)["cells"][0])
+    assert "### Run it on a rented GPU" in title
+    assert "pip install " + " ".join(f"'{r}'" if any(c in r for c in "<>") else r for r in entry.requirements) in title
+    assert f"papermill {entry.id}.ipynb" in title and f"python -m shared.train --params notebooks/{entry.id}.ipynb" in title
+    assert "Add-ons" not in title and "Notebook access" not in title  # neither Kaggle's nor Colab's secrets
+
+
+def test_use_your_sae_notebooks_read_an_sae():
+    """The level "use your SAE" is for notebooks that read one: an SAE (or SAE_IDS) parameter."""
+    for e in REAL:
+        if e.level == "use your SAE":
+            defaults = _rendered_defaults(e)
+            assert "SAE" in defaults or "SAE_IDS" in defaults, f"{e.id} is labelled 'use your SAE' but reads none"
+
+
+# ---------------------------------------------------------------------------- cells for some entries only
+
+WHEN_CELLS = '''
+# %% [markdown] when="platform=kaggle"
+# KAGGLE-ONLY
+
+# %% [markdown] when="platform!=kaggle"
+# NOT-KAGGLE
+
+# %% [markdown] when="NAME~^tiny:ll"
+# LLAMA-ONLY
+
+# %% [markdown] when="N=5,6"
+# N-FIVE-OR-SIX
+'''
+
+
+def test_when_renders_a_cell_only_where_its_condition_holds(fixture_repo):
+    path = fixture_repo / "notebooks_src" / "demo.py"
+    path.write_text(path.read_text() + WHEN_CELLS)
+    bn.build(fixture_repo)
+    shown = {nb_id: "".join(src(c) for c in load(fixture_repo, nb_id)["cells"]) for nb_id in ("01_demo", "02_demo_kaggle")}
+    # 01_demo: platform any, NAME tiny:gpt2, N = 5; 02_demo_kaggle: platform kaggle, NAME tiny:llama, N = 7
+    assert "NOT-KAGGLE" in shown["01_demo"] and "N-FIVE-OR-SIX" in shown["01_demo"]
+    assert "KAGGLE-ONLY" not in shown["01_demo"] and "LLAMA-ONLY" not in shown["01_demo"]
+    assert "KAGGLE-ONLY" in shown["02_demo_kaggle"] and "LLAMA-ONLY" in shown["02_demo_kaggle"]
+    assert "NOT-KAGGLE" not in shown["02_demo_kaggle"] and "N-FIVE-OR-SIX" not in shown["02_demo_kaggle"]
+    for nb_id in shown:  # the condition is the build's: it does not leak into the notebook
+        assert all("when" not in c["metadata"] for c in load(fixture_repo, nb_id)["cells"])
+
+
+@pytest.mark.parametrize("cell, message", [
+    ('# %% when="platform=kaggle"\nprint(1)\n', "may only hide narrative (markdown)"),
+    ('# %% [markdown] when="NOPE=1"\n# x\n', "names 'NOPE', which is neither platform"),
+    ('# %% [markdown] when="platform"\n# x\n', "is not KEY=a,b"),
+    ('# %% [markdown] when="NAME~(("\n# x\n', "bad regex"),
+])
+def test_when_errors_are_clear(fixture_repo, cell, message):
+    path = fixture_repo / "notebooks_src" / "demo.py"
+    path.write_text(path.read_text() + "\n" + cell)
+    with pytest.raises(bn.BuildError, match=r"demo\.py") as e:
+        bn.render_all(fixture_repo)
+    assert message in str(e.value)
+
+
+def test_tier_recipe_sections_render_only_where_they_apply():
+    """No hybrid or Kaggle text in the Colab notebooks (01, 10), no Kaggle or Colab text in the cloud one (03),
+    the Gemma-2-2B healthy ranges only in 01."""
+    text = {e.id[:2]: "".join(src(c) for c in _rendered(e.id)["cells"]
+                              [1:] if c["cell_type"] == "markdown" and bn.CORE_TAG not in c["metadata"].get("tags", []))
+            for e in REAL if e.source == "tier_recipe.py"}
+    for nb in ("01", "10"):
+        assert "Gated-DeltaNet" not in text[nb] and "Kaggle" not in text[nb] and "2xT4" not in text[nb], nb
+    assert "Kaggle" not in text["03"] and "Colab" not in text["03"] and "Gated-DeltaNet" in text["03"]
+    for nb in ("02", "08", "09"):
+        assert "Kaggle" in text[nb] and "Two GPUs" in text[nb] and "Colab" not in text[nb], nb
+    assert "Gated-DeltaNet" in text["02"] and "Gated-DeltaNet" not in text["08"]
+    assert "senator1/sae-gemma2-2b-layer12-v9c" in text["01"] and "senator1" not in text["10"]
+    assert all("What a healthy run shows here" in t for t in text.values())

@@ -233,6 +233,9 @@ class FakeHfApi:
         self.calls = []
         self.private = {}
 
+    def whoami(self, token=None, *, cache=False):
+        return {"name": "me", "orgs": [], "auth": {"accessToken": {"role": "write"}}}
+
     def repo_info(self, repo_id, *, repo_type=None, timeout=None, token=None):
         if not (self.root / repo_id).is_dir():
             raise _NotFound(repo_id)
@@ -355,8 +358,8 @@ def test_calls_match_the_real_hfapi_signatures(tmp_path):
     store.save(1, {"x": torch.ones(1)})
     store.save(2, {"x": torch.ones(1)})
     assert store.load_latest()[0] == 2
-    assert {c[0] for c in calls} == {"repo_info", "create_repo", "upload_folder", "list_repo_files", "hf_hub_download",
-                                     "delete_folder"}
+    assert {c[0] for c in calls} == {"repo_info", "create_repo", "whoami", "upload_folder", "list_repo_files",
+                                     "hf_hub_download", "delete_folder"}
     for name, a, kw in calls:
         inspect.signature(getattr(HfApi, name)).bind(None, *a, **kw)
 

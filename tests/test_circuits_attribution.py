@@ -93,9 +93,13 @@ def test_planted_circuit_is_found_by_every_method_and_is_faithful(planted):
     model, tok, pairs = planted
     nodes = Nodes(model, heads="all", mlps="all")
     exact = patching.node_effects(nodes, pairs)
-    star = attribution.atp_star(nodes, pairs)
-    found = {"exact": exact, "atp": attribution.atp(nodes, pairs), "atp*": star.score,
+    star = attribution.atp_star(nodes, pairs, use_graddrop=False)
+    found = {"exact": exact, "atp": attribution.atp(nodes, pairs), "atp* (QK fix)": star.score,
              "ig": attribution.integrated_gradients(nodes, pairs, steps=5)}
+    # GradDrop on 2 layers: L0.mlp acts only through layer 1, so with its own layer's term 0 and layer 1's
+    # gradient dropped no term is left (with L layers such a node keeps (L−2)/(L−1) of |AtP|)
+    dropped = attribution.atp_star(nodes, pairs).graddrop
+    assert dropped["L0.mlp"] < 1e-3 * abs(exact["L0.mlp"]) and dropped["L1.h0"] == pytest.approx(abs(star.atp["L1.h0"]))
     for method, scores in found.items():
         top = sorted(scores, key=lambda i: -abs(scores[i]))[:2]
         assert set(top) == set(PLANTED_CIRCUIT), (method, top)
@@ -103,6 +107,28 @@ def test_planted_circuit_is_found_by_every_method_and_is_faithful(planted):
     assert report["false_negative_rate"] == 0 and report["spearman"] > 0.8
     assert patching.faithfulness(nodes, pairs, PLANTED_CIRCUIT) >= 0.9
     assert patching.faithfulness(nodes, pairs, ["L1.h0"]) < 0.5  # the copy head alone is not the circuit
+
+
+def test_kl_is_refused_by_every_gradient_method(planted):
+    """KL(clean || run) is 0 and smallest at the clean run, so its gradient there is 0: AtP under "kl" scored the
+    planted copy head ~0 (3e-10 on GPT-2) though patching it moves the KL by far more. Every gradient method
+    refuses "kl" in one line naming it; exact patching (and ACDC's target) still take it."""
+    from shared.circuits import sfc
+
+    model, tok, pairs = planted
+    nodes = Nodes(model, heads="all", mlps="all", saes={0: _sae(), 1: _sae(seed=1)})
+    assert patching.node_effects(nodes, pairs, ["L1.h0"], metric="kl")["L1.h0"] > 1.0  # a large exact effect
+    calls = [lambda: attribution.atp(nodes, pairs, metric="kl"),
+             lambda: attribution.atp_star(nodes, pairs, metric="kl"),
+             lambda: attribution.integrated_gradients(nodes, pairs, metric="kl", steps=2),
+             lambda: sfc.task_nodes(nodes, pairs, "kl", method="atp"),
+             lambda: sfc.sparse_feature_circuit(nodes, pairs, "kl", method="atp")]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"^metric 'kl' has zero gradient on the clean run.*'logit_diff' or 'prob'") as e:
+            call()
+        assert "\n" not in str(e.value)
+    exact = patching.node_effects(nodes, pairs, ["L1.h0"])["L1.h0"]  # logit_diff: a metric with a gradient sees it
+    assert attribution.atp(nodes, pairs)["L1.h0"] == pytest.approx(exact, rel=0.05) and abs(exact) > 10
 
 
 def test_atp_tracks_exact_patching_on_a_trained_model(tiny_trained_model):
@@ -151,24 +177,102 @@ def test_qk_fix_is_exact_where_atp_fails_on_a_saturated_softmax(planted):
     assert model.config._attn_implementation == "sdpa"  # eager only for the QK fix's forwards
 
 
-def test_graddrop_matches_its_formula(tiny_trained_model):
+def _graddrop_reference(model, nodes, pairs, patch) -> list[dict[str, float]]:
+    """Kramár et al. 2024's GradDrop terms from the definition, with plain hooks on GPT-2's modules (not the
+    Nodes forward atp_star runs): entry l is AtP_l(n) = Δn · ∂m/∂n with the gradient through layer l's
+    residual writes (its attention and MLP outputs) set to zero, entry L plain AtP. Each node gets a scalar
+    ε_n (all 0) that moves its value by ε_n·Δn, so ∂m/∂ε_n = Δn · ∂m/∂n; layer l's writes are detached after
+    the move, so a node of layer l (head, query, key, MLP) reaches the metric only through them. A residual
+    SAE node at block l's output is moved inside the MLP write that ends block l (x = x_mid + mlp_out): block
+    l's write holds it, as the paper's layer l holds the nodes inside it."""
+    from shared.circuits.metrics import logit_diff
+
+    _, clean = nodes.values(pairs.clean_ids)
+    delta = {c: patching._rows(patch[c], len(pairs)) - clean[c] for c in clean}
+    blocks = decoder_layers(model)
+    L, n = len(blocks), len(pairs)
+    terms = []
+    for drop in list(range(L)) + [None]:
+        eps = {c: torch.zeros(c.n, requires_grad=True) for c in nodes.components}
+
+        def moved(c):  # ε_n·Δn for every node of component c: [n, T, N, E]
+            return delta[c] * eps[c][None, None, :, None]
+
+        def at(layer, kind):
+            return [c for c in nodes.components if c.layer == layer and c.kind == kind]
+
+        def heads_in(layer):
+            def fn(_m, args):
+                x = args[0]
+                for c in at(layer, "heads"):
+                    x = x + moved(c).flatten(-2)
+                return (x,) + tuple(args[1:])
+            return fn
+
+        def qk_out(layer):
+            def fn(_m, _i, out):
+                d = out.shape[-1] // 3
+                parts = [torch.zeros_like(out[..., :d]) for _ in range(3)]
+                for c in at(layer, "q") + at(layer, "k"):
+                    parts["qk".index(c.kind)] = moved(c).flatten(-2)
+                return out + torch.cat(parts, -1)
+            return fn
+
+        def attn_out(layer):
+            def fn(_m, _i, out):
+                return (out[0].detach(), *out[1:]) if layer == drop else out
+            return fn
+
+        def mlp_out(layer):
+            def fn(_m, _i, out):
+                for c in at(layer, "mlp") + at(layer, "error"):
+                    out = out + moved(c)[:, :, 0]
+                for c in at(layer, "latents"):
+                    sae = nodes.saes[layer]
+                    out = out + moved(c)[..., 0] @ sae.W_dec
+                return out.detach() if layer == drop else out
+            return fn
+
+        handles = []
+        for layer, block in enumerate(blocks):
+            handles += [block.attn.c_proj.register_forward_pre_hook(heads_in(layer)),
+                        block.attn.c_attn.register_forward_hook(qk_out(layer)),
+                        block.attn.register_forward_hook(attn_out(layer)),
+                        block.mlp.register_forward_hook(mlp_out(layer))]
+        try:
+            with torch.enable_grad():
+                m = logit_diff(model(pairs.clean_ids).logits, pairs).sum()
+                grads = torch.autograd.grad(m, list(eps.values()), allow_unused=True)
+        finally:
+            for h in handles:
+                h.remove()
+        terms.append({c.node_id(i): 0.0 if g is None else float(g[i]) / n
+                      for c, g in zip(eps, grads) for i in range(c.n)})
+    return terms
+
+
+def test_graddrop_matches_kramar_et_al_definition(tiny_trained_model):
+    """AtP*'s GradDrop against the paper's definition written independently (_graddrop_reference): every node
+    kind, SAE nodes at a middle and the last block included. A node's own layer's term is zero, so a node at
+    the last layer (every effect direct) sums L−1 terms of |AtP|: before the fix an MLP or SAE node there
+    summed L (its own layer's gate sat upstream of it), a head L−1."""
     model, tok = tiny_trained_model("gpt2")
     pairs = tasks.load_task("synthetic", tok, 4)
-    nodes = Nodes(model, heads=[0, 2], mlps="all")
-    star = attribution.atp_star(nodes, pairs, use_qk_fix=False)
+    nodes = Nodes(model, heads="all", mlps="all", qk=[1, 3], saes={1: _sae(seed=1), 3: _sae(seed=3)})
     patch = patching.patch_values(nodes, pairs)
-    L = len(decoder_layers(model))
-    total = {i: 0.0 for i in nodes.ids}
-    for layer in range(L):  # the gradient through layer `layer`'s attention and MLP outputs cut by detach()
-        block = decoder_layers(model)[layer]
-        with hooks.edit_module_outputs({block.attn: lambda h: h.detach(), block.mlp: lambda h: h.detach()}):
-            est = attribution.atp(nodes, pairs, patch=patch)
-        for i in nodes.ids:
-            total[i] += abs(est[i])
-    for i in nodes.ids:
-        assert star.graddrop[i] == pytest.approx(total[i] / (L - 1), rel=1e-4, abs=1e-7)
-        assert star.score[i] == pytest.approx(star.graddrop[i] * (1 if star.atp[i] >= 0 else -1), abs=1e-7)
-    assert star.atp == pytest.approx(attribution.atp(nodes, pairs), abs=1e-6)
+    star = attribution.atp_star(nodes, pairs, use_qk_fix=False, patch=patch)
+    *per_layer, plain = _graddrop_reference(model, nodes, pairs, patch)
+    L, kinds = len(per_layer), nodes.kinds()
+    assert star.atp == pytest.approx(plain, rel=1e-4, abs=1e-7)  # the reference's AtP is AtP
+    want = {i: sum(abs(t[i]) for t in per_layer) / (L - 1) for i in nodes.ids}
+    assert star.graddrop == pytest.approx(want, rel=1e-4, abs=1e-7)
+    assert star.score == pytest.approx({i: want[i] * (1 if plain[i] >= 0 else -1) for i in want}, rel=1e-4, abs=1e-7)
+    last = [i for i in nodes.ids if nodes.layer_of(i) == L - 1 and abs(plain[i]) > 1e-4]
+    assert {"head", "mlp", "feature", "error"} <= {kinds[i] for i in last}
+    for i in last:
+        assert sum(abs(t[i]) for t in per_layer) / abs(plain[i]) == pytest.approx(L - 1, rel=1e-4)
+        assert star.graddrop[i] == pytest.approx(abs(plain[i]), rel=1e-4)
+    assert all(abs(t[i]) < 1e-9 for t, i in ((per_layer[nodes.layer_of(i)], i) for i in nodes.ids))  # own layer: 0
 
 
 def test_bad_input_one_line_errors(tiny_model):
@@ -274,3 +378,59 @@ def test_every_architecture_splices_exactly_and_qk_nodes_touch_their_own_heads(t
         want = torch.zeros(n_q, dtype=torch.bool)
         want[(n - 1) * group:n * group] = True
         assert torch.equal(changed, want), (which, changed)
+
+
+def _top(scores, n):
+    return sorted(scores, key=lambda i: -abs(scores[i]))[:n]
+
+
+def test_exact_check_counts_a_planted_miss_that_a_top_set_check_cannot_see():
+    """Issue 21.3: L0.h1 feeds the copy head's saturated query, so AtP and AtP* (whose QK fix patches queries
+    and keys, not what feeds them) both rank it low though zero-ablating it moves the logit difference by ~8.
+    Patching only the estimates' top nodes never patches it (a false-negative rate of what was checked);
+    exact_check patches every node here and counts it as a false negative of both."""
+    from planted_circuit import PLANTED_MISS
+
+    model, tok = build_planted_model(planted_miss=True)
+    pairs = planted_pairs(tok, 12)
+    nodes = Nodes(model, heads="all", mlps="all", qk="all")
+    star = attribution.atp_star(nodes, pairs, ablation="zero")
+    estimates = {"atp": star.atp, "atp*": star.score}
+    assert all(PLANTED_MISS not in _top(s, 8) for s in estimates.values())
+    check = attribution.exact_check(nodes, pairs, estimates, top_n=5, ablation="zero")
+    exact = check["exact"]
+    assert set(exact) == set(nodes.ids) and check["nodes"]["full"] == len(nodes)  # no latents: every node
+    assert exact[PLANTED_MISS] < -5 and PLANTED_MISS in _top(exact, 5)
+    for name in estimates:
+        full, top_set = check["full"][name], check["top_set"][name]
+        assert PLANTED_MISS in full["false_negatives"] and full["n"] == len(nodes)
+        assert PLANTED_MISS not in top_set["false_negatives"] and top_set["n"] == check["nodes"]["top_set"] < len(nodes)
+    assert check["full"]["atp"]["false_negative_rate"] > check["top_set"]["atp"]["false_negative_rate"]
+    assert {"L1.h0.q", "L1.h0.k"} <= set(check["full"]["atp"]["false_negatives"])  # saturated: the QK fix's case
+    assert not {"L1.h0.q", "L1.h0.k"} & set(check["full"]["atp*"]["false_negatives"])
+
+
+def test_exact_check_patches_every_live_latent_or_a_seeded_sample(tiny_trained_model):
+    model, tok = tiny_trained_model("gpt2")
+    pairs = tasks.load_task("synthetic", tok, 4)
+    nodes = Nodes(model, heads="all", mlps=[1], saes={2: _sae()})
+    est = {"atp": attribution.atp(nodes, pairs)}
+    _, clean = nodes.values(pairs.clean_ids)
+    _, corrupt = nodes.values(pairs.corrupt_ids)
+    lat = next(c for c in nodes.components if c.kind == "latents")
+    moved = (corrupt[lat] - clean[lat]).abs().amax((0, 1, 3))
+    live = {lat.node_id(i) for i in range(lat.n) if moved[i] > 0}
+    dead = lat.node_id(int(torch.nonzero(moved == 0)[0]))
+    assert 6 < len(live) < lat.n
+    check = attribution.exact_check(nodes, pairs, est, top_n=3)
+    assert {i for i in check["exact"] if ".f" in i} == live and not check["nodes"]["latents_sampled"]
+    assert {i for i in nodes.ids if ".f" not in i} <= set(check["exact"])  # heads, the MLP, the error
+    assert patching.patch_effect(nodes, pairs, [dead]) == 0.0 and est["atp"][dead] == 0.0  # why dead ones are left out
+    small = attribution.exact_check(nodes, pairs, est, top_n=3, latent_cap=2)
+    tops = {i for i in _top(est["atp"], 3) if ".f" in i}
+    patched = {i for i in small["exact"] if ".f" in i}
+    assert tops < patched <= live and len(patched - tops) == 2 and small["nodes"]["latents_sampled"]
+    assert small == attribution.exact_check(nodes, pairs, est, top_n=3, latent_cap=2)  # seeded: the same sample
+    assert "a seeded random 2 of the other" in small["nodes"]["policy"]
+    with pytest.raises(ValueError, match="latent_cap must be an int >= 0"):
+        attribution.exact_check(nodes, pairs, est, top_n=3, latent_cap=-1)

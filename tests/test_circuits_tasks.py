@@ -55,6 +55,39 @@ def test_load_task_pairs_have_one_length_and_single_token_answers(word_tok, name
     assert tasks.load_task(name, word_tok, 12, seed=4).clean_text != pairs.clean_text
 
 
+@pytest.mark.parametrize("name", ["ioi", "sva", "synthetic"])
+def test_find_and_score_splits_share_no_prompt_and_are_deterministic(word_tok, name):
+    """Circuits are found on one part and scored on another (issue 21.4): no clean or corrupt prompt is in
+    both (synthetic's 40 pairs repeat 13 clean prompts, and 10 corrupt prompts are other pairs' clean ones),
+    every pair is on one side, and the same pairs and seed give the same split."""
+    pairs = tasks.load_task(name, word_tok, 40, seed=1)
+    find, score = tasks.split_pairs(pairs, seed=1)
+    texts = lambda p: set(p.clean_text) | set(p.corrupt_text)  # noqa: E731
+    assert not texts(find) & texts(score)
+    assert len(find) + len(score) == 40 and 10 <= len(score) <= 30
+    assert sorted(find.clean_text + score.clean_text) == sorted(pairs.clean_text)
+    again = tasks.split_pairs(tasks.load_task(name, word_tok, 40, seed=1), seed=1)
+    assert (again[0].clean_text, again[1].clean_text) == (find.clean_text, score.clean_text)
+    assert torch.equal(again[1].clean_ids, score.clean_ids) and torch.equal(again[1].answer_ids, score.answer_ids)
+    assert {tuple(tasks.split_pairs(pairs, seed=s)[1].clean_text) for s in range(4)} != {tuple(score.clean_text)}
+
+
+def test_split_keeps_pairs_that_share_a_prompt_together(byte_tok):
+    clean = ["1 + 2 = ", "1 + 3 = ", "1 + 2 = ", "5 - 1 = ", "6 - 1 = ", "7 - 1 = "]
+    corrupt = ["1 + 3 = ", "1 + 4 = ", "1 + 5 = ", "5 - 2 = ", "6 - 2 = ", "7 - 2 = "]
+    pairs = tasks.pairs_from_text(byte_tok, clean, corrupt, ["3", "4", "3", "4", "5", "6"],
+                                  ["4", "5", "6", "3", "4", "5"])
+    for seed in range(6):
+        find, score = tasks.split_pairs(pairs, seed=seed)
+        linked = {"1 + 2 = ", "1 + 3 = "}  # pairs 0, 1, 2: a duplicate, and pair 0's corrupt is pair 1's clean
+        assert linked <= set(find.clean_text) or linked <= set(score.clean_text)
+        assert not (set(find.clean_text) | set(find.corrupt_text)) & (set(score.clean_text) | set(score.corrupt_text))
+    with pytest.raises(ValueError, match="2 pairs with different prompts"):
+        tasks.split_pairs(pairs.subset([0, 2]))  # one prompt twice: nothing disjoint to score on
+    with pytest.raises(ValueError, match="score_share must be between 0 and 1"):
+        tasks.split_pairs(pairs, score_share=1.0)
+
+
 def test_ioi_answer_is_the_name_not_repeated_and_corrupt_flips_it(word_tok):
     pairs = tasks.load_task("ioi", word_tok, 10)
     for i in range(10):
@@ -131,12 +164,15 @@ def test_notebook_rules_name_the_same_tasks_metrics_and_ablations():
     from shared import notebook
     from shared.circuits import patching
 
-    for name, options in (("TASK", tasks.TASKS), ("METRIC", tuple(metrics.METRICS)),
+    for name, options in (("TASK", tasks.TASKS), ("METRIC", metrics.GRADIENT_METRICS),
                           ("COUNTERFACTUAL", patching.ABLATIONS)):
         for value in options:
             assert notebook.RULES[name](value, None) == value
         with pytest.raises(ValueError):
             notebook.RULES[name]("nope", None)
+    assert set(metrics.METRICS) - set(metrics.GRADIENT_METRICS) == {"kl"}
+    with pytest.raises(notebook.ParameterError, match=r"^METRIC = 'kl': has zero gradient.*use 'logit_diff' or 'prob'$"):
+        notebook.check_parameters({"METRIC": "kl"})  # notebooks 14 and 15 attribute with METRIC
 
 
 def test_task_metrics_and_describe():

@@ -176,3 +176,61 @@ def test_bad_world_size_and_other_parameters_never_touch_a_checkpoint(tmp_path):
     assert "holds a checkpoint of a run with other settings (lr)" in r.stdout, r.stdout[-3000:]
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "ckpt").rglob("*") if p.is_file()}
     assert before == after
+
+
+def _two_ranks(check: str, timeout: float = 120) -> list[dict]:
+    """tests/two_ranks.py CHECK under torchrun with two gloo ranks: each rank's RESULT, in rank order."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), str(REPO / "tests" / "two_ranks.py"), check]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    results = [json.loads(line.split("RESULT ", 1)[1]) for line in proc.stdout.splitlines() if "RESULT " in line]
+    assert len(results) == 2, proc.stdout[-3000:]
+    return sorted(results, key=lambda r: r["rank"])
+
+
+@pytest.mark.slow
+def test_ranks_with_different_memory_agree_on_one_block_size():
+    """Issue 20: rank 1 has room for 6 forwards a block, rank 0 for 16, and rank 0's first store of more
+    than 4 runs out of memory: both take 6, then both halve to 3 when rank 0 fails, and they build the
+    same blocks and batches (so the gradient all-reduce sums matching slices, no hang)."""
+    rank0, rank1 = _two_ranks("blocks")
+    assert rank0["injected_oom"] and not rank1["injected_oom"]
+    assert rank0["block_batches"] == rank1["block_batches"] == 3
+    assert rank0["batches"] == rank1["batches"] and sum(map(len, rank0["batches"])) == 40 * 64 // 32
+
+
+@pytest.mark.slow
+def test_auto_block_size_is_the_smallest_any_rank_can_hold():
+    rank0, rank1 = _two_ranks("auto")
+    assert rank0["block_batches"] == rank1["block_batches"] == 3  # rank 1's free memory holds 3, rank 0's 40
+
+
+@pytest.mark.slow
+def test_two_rank_jumprelu_and_relu_penalties_equal_one_rank():
+    """Issue 20: each rank's L0 / L1 penalty on its half of the batch is its share of the batch mean, so
+    the ranks' terms add up to (and their summed gradients equal) one process's on the whole batch,
+    not twice it."""
+    for result in _two_ranks("penalty"):
+        for term in ("l0", "l1"):
+            r = result[term]
+            assert r["ranks_summed"] == pytest.approx(r["one_process"], rel=1e-5), (term, r)
+            assert r["grad_max_diff"] <= 1e-5 * max(1.0, r["grad_scale"]), (term, r)
+def test_the_command_line_writes_a_mix_as_the_notebook_does(tmp_path, monkeypatch):
+    """dataset_path (export cfg.json) and val_dataset (val_report.json) are one string for a mix, the
+    one train.dataset_name gives the notebooks, never the parameter's list."""
+    from shared.train_cli import main
+
+    mix = ["synthetic@0.5", "synthetic@0.5"]
+    (tmp_path / "params.json").write_text(json.dumps({**PARAMS, "DATASET": mix, "LAYER": 1, "TOTAL_TOKENS": 512,
+                                                      "VAL_TOKENS": 256}))
+    monkeypatch.chdir(tmp_path)
+    main(["--params", "params.json"])
+    name = train.dataset_name(train.config_from_params(parameters({**PARAMS, "DATASET": mix}, []), checkpoint_dir="c"))
+    assert name == "synthetic@0.5, synthetic@0.5"
+    cfg = json.loads((tmp_path / "out" / "export" / "blocks.1.hook_resid_post" / "cfg.json").read_text())
+    assert cfg["metadata"]["dataset_path"] == name
+    assert json.loads((tmp_path / "out" / "val_report.json").read_text())["1"]["val_dataset"] == name
+    report = json.loads((tmp_path / "out" / "run_report.json").read_text())
+    assert report["resume"]["model_dtypes"] == [{"from_tokens": 0, "dtype": "float32"}]

@@ -194,3 +194,18 @@ def test_saelens_style_metrics_equal_saelens_run_evals(tmp_path, with_unk, tiny_
         assert ours["l0"] == pytest.approx(theirs["sparsity"]["l0"], rel=1e-6)
     # ours is a different number by design: by target token, and the ablation spares BOS/EOS
     assert ours["ce_loss_recovered"] != pytest.approx(ours["saelens"]["ce_loss_score"], abs=1e-4)
+
+
+def test_non_finite_logits_stop_validation_before_a_nan_ce_is_reported(tiny):
+    """Hidden states fine at the SAE's layer but the model's output overflowing (float16 after it):
+    validation stops with one line saying what to set, so no NaN CE reaches val_report.json."""
+    model, tokenizer = tiny
+    d = d_model(model)
+    head = model.get_output_embeddings()
+    handle = head.register_forward_hook(lambda mod, args, out: out + float("inf"))
+    try:
+        with pytest.raises(FloatingPointError, match="inf logits in validation .*the clean model") as e:
+            evaluate_saes(model, tokenizer, {1: _identity_sae(d)}, _batches(tokenizer))
+    finally:
+        handle.remove()
+    assert "\n" not in str(e.value) and "overflowed" in str(e.value)

@@ -184,20 +184,50 @@ def test_bad_input_is_one_line_error():
         st.update(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, 5))
 
 
-def test_random_windows_and_judge_evidence(model_sae):
-    from shared.features import judge_evidence, random_windows
+def test_detection_contexts_and_judge_evidence(model_sae):
+    """Held-out windows carry each latent's activation as the full sequence gives it, hold no special token;
+    the judge's evidence scores on windows measured silent and on activating ones across quantiles."""
+    from shared.features import DETECTION_PROTOCOL, detection_contexts, judge_evidence
 
     model, tok, sae = model_sae
-    batches = list(token_batches(synthetic_texts(40, seed=0), tok, 32, 4, max_batches=3))
-    pool = random_windows(batches, tok, n=30, width=9, seed=1)
-    assert len(pool) == 30 and all(len(w["tokens"]) == 9 for w in pool)
-    assert pool == random_windows(batches, tok, n=30, width=9, seed=1)  # seeded
-    stats = collect(model, tok, sae, 1, batches, 300)
-    ranked = rank_features(stats, top_n=3, min_fires=1, max_fire_rate=1.0)
-    ev = judge_evidence(stats, ranked, tok, pool, n_random=5)
-    assert [e["id"] for e in ev] == [j for j, _ in ranked]
-    for e in ev:
-        assert len(e["random_examples"]) == 5 and e["top_examples"]
-        assert all(set(x) >= {"text", "tokens", "acts"} and len(x["tokens"]) == len(x["acts"]) for x in e["top_examples"])
+    seen = list(token_batches(synthetic_texts(40, seed=0), tok, 32, 4, max_batches=3))
+    held = list(token_batches(synthetic_texts(60, seed=9), tok, 32, 4, max_batches=6))
+    stats = collect(model, tok, sae, 1, seen, 300)
+    ranked = rank_features(stats, top_n=3, min_fires=1, max_fire_rate=0.05)
+    latents = [j for j, _ in ranked]
+    ctx = detection_contexts(model, tok, sae, 1, held, latents, 10_000, width=7)
+    assert ctx.ids.shape[1:] == (7,) and ctx.acts.shape == (ctx.ids.shape[0], 7, 3)
+    assert not torch.isin(ctx.ids, torch.tensor(tok.all_special_ids)).any()
+    ids = torch.cat(held)
+    z = sae.encode(capture_residuals(model, ids, [1])[1])[..., latents]  # [rows, 32, 3]
+    windows = {tuple(r): a for r, a in zip(ids[:, 1:29].reshape(-1, 7).tolist(), z[:, 1:29].reshape(-1, 7, 3))}
+    for r, a in zip(ctx.ids.tolist(), ctx.acts):
+        assert torch.allclose(a, windows[tuple(r)], atol=1e-5)  # read in the full row, not re-encoded alone
+    ev = judge_evidence(stats, ranked, tok, ctx, n_score=4, n_quantiles=4, seed=1)
+    assert [e["id"] for e in ev] == latents
+    specials = {t for t in (tok.bos_token, tok.eos_token, tok.pad_token) if t}
+    for c, e in enumerate(ev):
+        assert e["top_examples"] and len(e["activating_examples"]) == 4 and len(e["non_activating_examples"]) == 4
+        assert [x["quantile"] for x in e["activating_examples"]] == [0, 1, 2, 3]
+        assert all(max(x["acts"]) > 0 for x in e["activating_examples"])
+        assert all(x["acts"] == [0.0] * 7 for x in e["non_activating_examples"])
+        shown = e["top_examples"] + e["activating_examples"] + e["non_activating_examples"]
+        assert all(len(x["tokens"]) == len(x["acts"]) and not specials & set(x["tokens"]) for x in shown)
+        assert len({x["text"] for x in shown}) == len(shown)  # deduplicated by text
+    assert set(DETECTION_PROTOCOL) >= {"activating", "non_activating", "special_tokens", "dedupe"}
+    with pytest.raises(ValueError, match="not in the detection contexts"):
+        judge_evidence(stats, [(47, 1.0)], tok, ctx)
     with pytest.raises(ValueError, match="width"):
-        random_windows(batches, tok, n=2, width=64)
+        detection_contexts(model, tok, sae, 1, held, latents, 100, width=64)
+
+
+def test_quantile_sample_draws_across_the_ranking():
+    import random
+
+    from shared.features import quantile_sample
+
+    got = quantile_sample(100, 10, 10, random.Random(0))
+    assert [q for _, q in got] == list(range(10)) and all(10 * q <= i < 10 * (q + 1) for i, q in got)
+    assert [q for _, q in quantile_sample(100, 5, 10, random.Random(0))] == [0, 1, 2, 3, 4]
+    assert len(quantile_sample(100, 25, 10, random.Random(0))) == 25
+    assert [i for i, _ in quantile_sample(3, 10, 10, random.Random(0))] == [0, 1, 2]  # too few: all of them

@@ -31,8 +31,9 @@ def features(n=2):
     out = []
     for fid in range(n):
         top = [_ex(f"i ate a banana at {k} today f{fid}".split(), "banana") for k in range(8)]
-        rand = [_ex(f"the train left at {k} sharp".split()) for k in range(4)]
-        out.append(judge.FeatureEvidence(fid, top, rand, fire_rate=0.01, mean_when_fired=3.0))
+        held = [_ex(f"one banana for lunch at {k} f{fid}".split(), "banana") for k in range(4)]
+        silent = [_ex(f"the train left at {k} sharp".split()) for k in range(4)]
+        out.append(judge.FeatureEvidence(fid, top, held, silent, fire_rate=0.01, mean_when_fired=3.0))
     return out
 
 
@@ -69,8 +70,9 @@ def test_explain_then_score_and_cache(kind, tmp_path, capsys):
         assert cat["judge_backend"] == kind and cat["judge_model"] == j.backend.model
         f0 = cat["features"][0]
         assert set(f0) == {"id", "rank", "name", "desc", "confidence", "fire_rate", "mean_when_fired",
-                           "score", "top_activating_examples"}
-        assert (f0["name"], f0["confidence"], f0["score"]) == ("banana mentions", 0.9, 1.0)
+                           "score", "auroc", "held_out", "top_activating_examples"}
+        assert (f0["name"], f0["confidence"], f0["score"], f0["auroc"]) == ("banana mentions", 0.9, 1.0, 1.0)
+        assert f0["held_out"] == {"activating": 4, "non_activating": 4}
         assert [f["rank"] for f in cat["features"]] == [1, 2]
         assert f0["top_activating_examples"][0]["activation"] == 3.0
         assert "~" in lines[0] and "4 requests to make (0 cached)" in lines[0] and "$" in lines[0]
@@ -120,6 +122,36 @@ def test_retries_are_bounded_and_failures_not_cached(tmp_path):
         f = judge.Judge(make_backend("openai", api), cache_dir=tmp_path,
                         log=lambda s: None).label_features(features(1))["features"][0]
         assert f["score"] == 1.0 and len(api.requests) == 5
+
+
+@pytest.mark.parametrize("fail, expect", [(2, "FAILED on every feature (2 of 2"), (1, "failed on 1 of 2 features"),
+                                          (0, "labelled all 2 features")])
+def test_failures_are_counted_and_said_in_one_line(fail, expect, tmp_path):
+    """A judge that answers 500 loses the labels but not the run; the catalog counts what failed and the
+    summary says so, with the first reason."""
+    with FakeLLM(responder, script=["500"] * fail) as api:
+        j = judge.Judge(make_backend("anthropic", api), cache_dir=tmp_path, max_workers=1, max_attempts=1,
+                        log=lambda s: None)
+        cat = j.label_features(features(2))
+    assert cat["judge_failed"] == fail and sum(f["name"] == "" for f in cat["features"]) == fail
+    assert cat["judge_error"].startswith("InternalServerError") if fail else cat["judge_error"] == ""
+    line = judge.summary(cat)
+    assert expect in line and "\n" not in line and KEY not in line
+    assert "failed" not in {k for f in cat["features"] for k in f}  # the marker stays out of the catalog
+
+
+def test_sdk_is_installed_only_for_the_backend_a_key_picks(monkeypatch):
+    """The judge's SDK is not a notebook requirement: it is made importable when its backend is chosen."""
+    asked = []
+    monkeypatch.setattr(judge, "require_package", lambda spec, why: asked.append(spec))
+    for name in judge.KEY_NAMES.values():
+        monkeypatch.delenv(name, raising=False)
+    judge.pick_backend()
+    judge.pick_backend(prefer="anthropic")  # asked for, but no key: the offline labeller, no install
+    assert asked == []
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    judge.pick_backend()
+    assert asked == ["openai>=1.50"]
 
 
 def test_non_retryable_error_is_not_retried(tmp_path):
@@ -175,5 +207,99 @@ def test_cost_estimate_and_bad_input(tmp_path):
         assert "~$" in judge.Judge(make_backend("openai", api)).estimate_cost(features(1))
     with pytest.raises(ValueError, match="top_examples"):
         judge.FeatureEvidence.coerce({"id": 1})
+    with pytest.raises(ValueError, match="random_examples are not read"):
+        judge.FeatureEvidence.coerce({"id": 1, "top_examples": [], "random_examples": []})
     with pytest.raises(ValueError, match="max_workers"):
         judge.Judge(judge.OfflineLabeller(), max_workers=0)
+
+
+# ------------------------------------------------------------------------- the detection protocol
+
+
+def test_split_examples_dedupes_by_text_and_refuses_unmeasured_negatives():
+    top = [_ex("a banana here".split(), "banana")] * 3 + [_ex("two banana there".split(), "banana")]
+    held = [_ex("a banana here".split(), "banana"), _ex("new banana now".split(), "banana"),
+            _ex("new banana now".split(), "banana")]
+    silent = [_ex("the train left".split()), _ex("the train left".split()), _ex("new banana now".split())]
+    f = judge.FeatureEvidence(0, top, held, silent)
+    explain, pos, neg, items = judge.split_examples(f, 10, 10)
+    texts = [judge._text(e) for e in explain + pos + neg]
+    assert len(texts) == len(set(texts)) == 4  # no text twice, none both explained and scored
+    assert [judge._text(e) for e in pos] == [" new banana now"] and [judge._text(e) for e in neg] == [" the train left"]
+    assert sorted((t, a) for _, t, a in items) == [(False, 0.0), (True, 3.0)]
+    with pytest.raises(ValueError, match="measured acts"):
+        judge.split_examples(judge.FeatureEvidence(0, top, held, [{"text": "unchecked"}]), 10, 10)
+    with pytest.raises(ValueError, match="measured acts"):
+        judge.split_examples(judge.FeatureEvidence(0, top, held, [_ex("a banana".split(), "banana")]), 10, 10)
+
+
+def test_auroc_is_the_activation_separating_the_judges_calls():
+    items = [("a", True, 3.0), ("b", True, 1.0), ("c", True, 0.2), ("d", False, 0.0), ("e", False, 0.0)]
+    exact = [True, True, True, False, False]
+    assert judge.detection_scores(items, exact) == {"score": 1.0, "auroc": 1.0}
+    missed_weakest = [True, True, False, False, False]  # its calls still follow the activation
+    assert judge.detection_scores(items, missed_weakest) == {"score": pytest.approx(5 / 6), "auroc": 1.0}
+    called_a_silent_one = [True, True, True, True, False]  # d (0) called, e (0) not: a tie
+    assert judge.detection_scores(items, called_a_silent_one)["auroc"] == pytest.approx((3 + 0.5) / 4)
+    assert judge.detection_scores(items, [True] * 5)["auroc"] is None  # no contrast among its calls
+
+
+TILDE_LABEL = '{"name": "tilde", "desc": "Fires on the ~ character.", "confidence": 0.9}'
+
+
+def tilde_judge(prompt: str) -> str:
+    """A judge that knows the planted latent: explains '~', then picks exactly the texts holding it."""
+    if "What does this feature detect" in prompt:
+        return TILDE_LABEL
+    block = prompt.split("the others do not.\n\n", 1)[1].rsplit("\n\nWhich texts activate it?", 1)[0]
+    items = [re.match(r"(\d+)\. (.*)", item, flags=re.S).groups() for item in re.split(r"\n(?=\d+\. )", block)]
+    return json.dumps({"activating": [int(i) for i, text in items if "~" in text]})
+
+
+def _dense_tildes(texts, seed):
+    """Each text with a '~' word about every 8 characters: ~10 % of the byte-level tokens are '~'."""
+    import random
+
+    from planted_sae import TOKEN
+
+    rng, out = random.Random(seed), []
+    for t in texts:
+        words = t.split(" ")
+        for _ in range(max(1, len(t) // 8)):
+            words.insert(rng.randrange(len(words) + 1), TOKEN)
+        out.append(" ".join(words))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_a_right_judge_of_a_frequent_latent_is_scored_right(kind, tiny_model, tmp_path):
+    """A planted latent firing on '~', ~10 % of tokens: most 17-token windows hold one, so windows drawn at
+    random and labelled "not activating" unchecked would mark a judge that knows the latent wrong. With
+    measured-silent negatives and positives across quantiles, that judge scores 1.0; no special token
+    (BOS) is shown in any context of either prompt."""
+    from planted_sae import LAYER, planted_sae
+
+    from shared import features, synthetic
+    from shared.data import token_batches
+
+    model, tok = tiny_model("llama", device="cpu")
+    sae = planted_sae(model, tok)
+    seen = list(token_batches(iter(_dense_tildes(synthetic.synthetic_texts(60, seed=41), 1)), tok, 64, 8))
+    stats = features.collect(model, tok, sae, LAYER, seen, 10**9)
+    assert 0.07 < float(stats.fire_rate[0]) < 0.13  # a frequent latent (rank_features admits up to 10 %)
+    held = token_batches(iter(_dense_tildes(synthetic.synthetic_texts(80, seed=42), 2)), tok, 64, 8)
+    contexts = features.detection_contexts(model, tok, sae, LAYER, held, [0], 20_000)
+    share = float((contexts.acts[:, :, 0].amax(1) > 0).float().mean())
+    assert share > 0.6  # most windows activate it: unchecked "random = silent" would be wrong most of the time
+    (ev,) = features.judge_evidence(stats, [(0, 1.0)], tok, contexts, seed=3)
+    assert [e["quantile"] for e in ev["activating_examples"]] == list(range(10))  # one per activation decile
+    peaks = [max(e["acts"]) for e in ev["activating_examples"]]
+    assert peaks == sorted(peaks, reverse=True) and peaks[-1] < 0.9 * peaks[0]  # strong to weak, not the top only
+    with FakeLLM(tilde_judge) as api:
+        cat = judge.Judge(make_backend(kind, api), cache_dir=tmp_path, log=lambda s: None).label_features([ev])
+        prompts = [r["body"]["messages"][0]["content"] for r in api.requests]
+    f = cat["features"][0]
+    assert (f["name"], f["score"], f["auroc"]) == ("tilde", 1.0, 1.0)
+    assert f["held_out"] == {"activating": 10, "non_activating": 10}
+    specials = [t for t in (tok.bos_token, tok.eos_token, tok.pad_token) if t]
+    assert len(prompts) == 2 and not [t for t in specials for p in prompts if t in p]

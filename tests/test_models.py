@@ -243,6 +243,36 @@ def test_hub_path_loads_a_saved_checkpoint(arch, attn, tmp_path, no_network, mon
     assert torch.allclose(model(ids).logits, tiny(ids).logits, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_hub_path_casts_to_the_requested_dtype_when_transformers_drops_it(dtype, tmp_path, no_network, monkeypatch):
+    """Qwen3.5 checkpoints are composite (text + vision): AutoModelForCausalLM loads the text model through
+    get_text_config(), and some transformers releases drop the requested dtype at that swap. Simulated here
+    (from_pretrained ignores dtype): the model must still come back in the dtype asked for, fp16 on a T4."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, Qwen3_5Config
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    tok = models.byte_tokenizer()
+    text = models.tiny_config("qwen3_5", tok).to_dict()
+    for key in ("model_type", "transformers_version", "architectures", "dtype", "torch_dtype"):
+        text.pop(key, None)
+    composite = Qwen3_5Config(text_config=text, vision_config=dict(depth=1, hidden_size=32, intermediate_size=64,
+                                                                   num_heads=2, out_hidden_size=64))
+    AutoModelForImageTextToText.from_config(composite).save_pretrained(tmp_path / "qwen3_5")  # float32 weights
+    tok.save_pretrained(tmp_path / "qwen3_5")
+    real = AutoModelForCausalLM.from_pretrained.__func__
+
+    def dropping_dtype(cls, *args, **kw):
+        kw.pop("dtype", None)
+        return real(cls, *args, **kw)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(dropping_dtype))
+    model, _ = models.load_model(str(tmp_path / "qwen3_5"), device="cpu", dtype=dtype)
+    assert type(model).__name__ == "Qwen3_5ForCausalLM"  # the text-only model
+    assert {p.dtype for p in model.parameters()} == {dtype}
+    ids = tok("a hybrid model", return_tensors="pt").input_ids
+    assert torch.isfinite(model(ids).logits.float()).all()
+
+
 # ----------------------------------------------------------------------------- unknown / unreachable ids
 
 _PROBE = ("from shared import models\n"

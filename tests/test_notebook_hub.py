@@ -44,3 +44,23 @@ def test_hub_fault_keeps_the_run_and_empty_repo_uploads_nothing(repo, tmp_path, 
     assert hub_entry["error"].startswith("the Hub answered 500")
     assert any(r.startswith("GET /api/models/someone/sae") for r in server.requests), server.requests
     assert f"upload to {repo} failed: the Hub answered 500" in text
+
+
+@pytest.mark.notebook
+def test_stage_gate_uploads_its_report_only_when_a_repo_is_named(tmp_path, monkeypatch):
+    """11's upload option: HF_REPO named, the report and plot go to a private repo there (the Hub failing
+    here: recorded in upload.json, the run still ends); the catalog smoke run covers HF_REPO empty."""
+    entry = next(e for e in bn.load_catalog(REPO) if e.id == "11_stage_gate_g1")
+    params = {**entry.smoke, "HF_REPO": "someone/g1"}
+    token = "hf_fakeTokenThatMustNeverBePrinted"
+    with FakeHub("500") as server:
+        run_dir, executed = run_notebook(REPO / "notebooks" / "11_stage_gate_g1.ipynb", params, tmp_path, monkeypatch,
+                                         env={"HF_TOKEN": token, "HF_ENDPOINT": server.url, "HF_USERNAME": None,
+                                              "HF_HUB_OFFLINE": None, "TRANSFORMERS_OFFLINE": None})
+    assert_completed(executed)
+    out = output_dir(executed, params, run_dir)
+    assert (out / "g1_report.json").is_file()
+    upload = json.loads((out / "upload.json").read_text())["hub"]
+    assert upload["ok"] is False and upload["repo"] == "someone/g1" and upload["error"].startswith("the Hub answered 500")
+    assert any(r.startswith("GET /api/models/someone/g1") for r in server.requests), server.requests
+    assert token not in json.dumps(executed)

@@ -94,3 +94,63 @@ def test_killed_notebook_resumes_to_the_uninterrupted_sae(notebook_id, tmp_path)
     assert clean.keys() == resumed.keys()
     for name in clean:
         assert torch.equal(clean[name], resumed[name]), f"{name} differs between the resumed and the clean run"
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_kaggle_run_with_hf_username_killed_and_resumed_in_a_new_folder(tmp_path):
+    """Notebook 01 as on Kaggle (KAGGLE_KERNEL_RUN_TYPE set) with HF_USERNAME and CHECKPOINT_DIR "auto",
+    the real huggingface_hub client against a local Hub (HF_ENDPOINT): the checkpoints go to the private
+    repo <user>/<RUN_NAME>-checkpoints; killed after the first one lands there, the notebook run again in
+    an empty folder (a new session) resumes from the Hub, verifies the replayed stream, ends with the
+    SAE of a run never interrupted, and uploads it to <user>/<RUN_NAME> (HF_REPO empty)."""
+    from fake_hub import LocalHub
+
+    notebook_id = "01_hobbyist_gemma2_2b_colab"
+    entry = next(e for e in bn.load_catalog(REPO) if e.id == notebook_id)
+    nb = tmp_path / f"{notebook_id}.ipynb"
+    nb.write_text(bn.render_entry(REPO, entry, bn.load_settings(REPO)), encoding="utf-8")
+    params = {**entry.smoke, **NOTEBOOKS[notebook_id]}
+    base_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    base_env.update(MPLBACKEND="Agg", SAE_LADDER_CORE_DIR=str(tmp_path / "core"), OMP_NUM_THREADS="1")
+    clean_dir, first, second = tmp_path / "clean", tmp_path / "session1", tmp_path / "session2"
+    for d in (clean_dir, first, second):
+        d.mkdir()
+    proc = _papermill(nb, clean_dir, params, {**base_env, "HF_HUB_OFFLINE": "1"})
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+
+    token = "hf_aliceWriteTokenNeverPrinted"
+    ckpt_repo, export_repo = f"alice/{params['RUN_NAME']}-checkpoints", f"alice/{params['RUN_NAME']}"
+    with LocalHub({token: ("alice", "write")}) as hub:
+        env = {k: v for k, v in base_env.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+        env.update(HF_ENDPOINT=hub.url, HF_TOKEN=token, KAGGLE_KERNEL_RUN_TYPE="Interactive")
+        kaggle = {**params, "HF_USERNAME": "alice", "CHECKPOINT_DIR": "auto"}
+        proc = _papermill(nb, first, kaggle, env)
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None:
+            if any(p.endswith("/manifest.json") for p in hub.files(ckpt_repo)):
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, "the notebook finished before it could be killed"
+        assert hub.repos[ckpt_repo]["private"] is True and not list(first.glob("checkpoints/*"))
+
+        proc = _papermill(nb, second, kaggle, env)  # a new session: an empty folder, the Hub alone
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+        uploaded = hub.files(export_repo)
+        assert hub.repos[export_repo]["private"] is True
+    report = json.loads((second / params["OUTPUT_DIR"] / "run_report.json").read_text())
+    assert report["checkpoint_dir"] == f"hf:{ckpt_repo}" and report["resumed_from"]
+    assert report["resume"]["replay"]["verified"] is True and report["resume"]["stream_changes"] == []
+    assert f"blocks.{params['LAYER']}.hook_resid_post/sae_weights.safetensors" in uploaded
+    (entry_report,) = report["hub"].values()
+    assert entry_report["ok"] is True and entry_report["repo"] == export_repo
+    assert token not in json.dumps(report) and token not in (second / params["OUTPUT_DIR"] / "run_report.json").read_text()
+
+    clean, resumed = _export_weights(clean_dir, params), _export_weights(second, params)
+    assert clean.keys() == resumed.keys()
+    for name in clean:
+        assert torch.equal(clean[name], resumed[name]), f"{name} differs between the resumed and the clean run"

@@ -52,22 +52,30 @@ BAD = [
     ("BATCH_SIZE", 0, None), ("FIT_STEPS", 0, None), ("N_RESTARTS", 0, None), ("N_EPOCHS", 0, None),
     ("MAX_NEW_TOKENS", -1, None), ("TOP_K", 0, None), ("MAX_TOKENS_SHOWN", 0, None),
     ("TRY_PRETRAINED", "yes", None), ("OPTIMIZER", "lion", None), ("POOL", "max", None),
-    ("PROBE_C", -1.0, None), ("TEST_FRAC", 1.5, None), ("NORM_FRACTION", 0, None), ("ALPHAS", [], None),
+    ("PROBE_C", -1.0, None), ("TEST_FRAC", 1.5, None), ("VAL_FRAC", 0.8, None), ("NORM_FRACTION", 0, None), ("ALPHAS", [], None),
     ("GPU", "GTX-9000", None), ("BUDGET_MINUTES", 0, None), ("GOAL", "fun", None),
     ("MODEL_DEVICE", lambda p: _missing_cuda(), None), ("SAE_DEVICE", lambda p: _missing_cuda(), None),
     ("DEVICE", lambda p: _missing_cuda(), None), ("MODEL_DEVICE", "tpu-ish", None), ("MODEL_DTYPE", "fp8", None),
     ("CHECKPOINT_DIR", "hf:bad repo", None), ("RUN_NAME", "a/b", None), ("HF_REPO", "a/b/c", None),
     ("HF_PRIVATE", "yes", None), ("OUTPUT_DIR", "", None), ("SEED", "zero", None),
+    ("HF_USERNAME", "alice/sae", None), ("HF_USERNAME", "alice smith", None), ("CHECKPOINT_EVERY_MINUTES", 0, None),
+    ("ALLOW_UNRESUMABLE", "yes", None), ("ALLOW_STREAM_CHANGE", 1, None),
 
     ("FEATURE", -2, None), ("FEATURE", 1.5, None), ("FEATURE_CATALOG", 3, None), ("BASELINE_TOKENS", 0, None),
+    ("FEATURE", "weather words", lambda p: not p.get("FEATURE_CATALOG")),
+    ("FEATURE_CATALOG", "no/such/feature_catalog.json", None),
+    ("LAYERS", [1], lambda p: "SPARSITY" in p or "SAE_IDS" in p),
     ("WATCH_FEATURES", [-1], None), ("WATCH_FEATURES", "5", None), ("PERCENTILE", 100, None),
+    # a latent id beyond the SAE's width ("train-tiny": 4 x d_model), known before any weights load
+    ("FEATURE", 999999, lambda p: p.get("SAE") == "train-tiny"),
+    ("WATCH_FEATURES", [3, 99999], lambda p: p.get("SAE") == "train-tiny"),
     ("PROMPTS", [], None), ("PROMPTS", "no-such-dataset", None), ("N_PROMPTS", 0, None),
 ]
 
 BAD += [  # using an SAE (04, 05)
     ("SAE", "", None), ("SAE", "no such sae", None), ("SAE_ID", 5, None),
     ("SAE_ID", "layer_99/width_16k/canonical", lambda p: p["SAE"] == "gemma-scope-2b-pt-res-canonical"),
-    ("N_TOKENS", 0, None), ("N_FEATURES", 0, None), ("JUDGE", "gpt", None),
+    ("N_TOKENS", 0, None), ("N_FEATURES", 0, None), ("DETECTION_TOKENS", 0, None), ("JUDGE", "gpt", None),
     ("ANTHROPIC_MODEL", "", None), ("OPENAI_MODEL", "", None), ("CATALOG", "no/such/feature_catalog.json", None),
 ]
 
@@ -76,6 +84,7 @@ BAD += [  # Stage Gate G1 (11)
     ("RESPONSES", "dataset", lambda p: p.get("PROBLEMS") == "gsm8k"),
     ("N_EVAL", 0, None), ("N_SELECT", -1, None), ("PACK_SIZE", 0, None),
     ("HELPFUL_PACK", [-1], None), ("HARMFUL_PACK", "2", lambda p: not p.get("FEATURE_CATALOG")),
+    ("HELPFUL_PACK", [999999], lambda p: p.get("SAE") == "train-tiny"),
     ("HARMFUL_PACK", [3], lambda p: p.get("HELPFUL_PACK") == []),
 ]
 
@@ -86,6 +95,7 @@ BAD += [  # circuits (14)
 
 BAD += [  # a k sweep of SAE architectures (12)
     ("ARCHITECTURES", [], None), ("ARCHITECTURES", "topk", None), ("ARCHITECTURES", ["topk", "topk"], None),
+    ("ARCHITECTURES", ["topk", "batch_topk"], None),
     ("K_VALUES", [], None), ("K_VALUES", lambda p: [8, p["D_SAE"] + 1], None), ("K_VALUES", [16, 16], None),
     ("K_VALUES", [0.5], None),
 ]
@@ -143,6 +153,24 @@ def test_bad_value_is_a_one_line_error_naming_the_parameter(entry, name, bad):
     message = str(e.value)
     assert message.startswith(f"{name} = {value!r}"[:40]) and "\n" not in message, message
     assert len(message) < 400 and isinstance(e.value, ValueError)
+
+
+def test_sweep_architectures_are_the_registered_ones_with_a_k():
+    from shared import sweep
+
+    assert list(notebook.SWEEP_ARCHITECTURES) == sweep.k_architectures()
+
+
+@pytest.mark.parametrize("entry_id, name, value, says", [
+    ("06_steer_your_model", "FEATURE", "weather words", "set FEATURE_CATALOG to a feature_catalog.json"),
+    ("12_batchtopk_vs_topk", "ARCHITECTURES", ["topk", "batch_topk"], "'batch_topk' is not an architecture with a k"),
+    ("17_train_crosscoder", "LAYERS", [1], "a crosscoder reads and writes at least 2 layers"),
+])
+def test_bad_value_says_what_to_set(entry_id, name, value, says):
+    entry = next(e for e in ENTRIES if e.id == entry_id)
+    with pytest.raises(notebook.ParameterError, match=f"^{name} = ") as e:
+        notebook.check_parameters({**parameters_of(entry), name: value})
+    assert says in str(e.value)
 
 
 def test_layer_normalisation_and_devices():
@@ -215,6 +243,32 @@ def test_notebook_stops_in_the_check_cell_with_one_line(tmp_path, monkeypatch):
     assert not list(Path(tmp_path / "run").rglob("*.json"))  # stopped before anything ran
 
 
+@pytest.mark.notebook
+@pytest.mark.parametrize("entry_id, name, value", [
+    ("06_steer_your_model", "FEATURE", "weather words"),
+    ("12_batchtopk_vs_topk", "ARCHITECTURES", ["topk", "batch_topk"]),
+    ("17_train_crosscoder", "LAYERS", [1]),
+])
+def test_mistyped_parameter_stops_in_the_first_cell_before_anything_is_written(entry_id, name, value, tmp_path,
+                                                                              monkeypatch):
+    """Mistakes that used to surface later as a library ValueError (12, 17: after OUTPUT_DIR was made) or
+    as "feature catalog '.' is not a file" (06) stop the check cell with one line in the parameter's name."""
+    import papermill as pm
+
+    from test_notebooks import run_notebook
+
+    path, entry = _rendered(entry_id)
+    params = {**entry.smoke, name: value}
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        run_notebook(path, params, tmp_path, monkeypatch)
+    assert e.value.ename == "ParameterError" and e.value.evalue.startswith(f"{name} = {value!r}"), e.value.evalue
+    nb = json.loads((tmp_path / "executed.ipynb").read_text())
+    (failed,) = [c for c in nb["cells"] if c["cell_type"] == "code"
+                 and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert "notebook.check_parameters(globals())" in "".join(failed["source"])
+    assert not (tmp_path / "run" / params["OUTPUT_DIR"]).exists()  # nothing made, nothing written
+
+
 def test_edit_residual_accepts_a_negative_layer():
     """hooks.edit_residual resolves layers like capture does: -1 edits the last block."""
     from shared import capture, hooks, models
@@ -241,3 +295,65 @@ def test_dataset_mix_and_auto_buffer_reach_the_train_config():
     assert cfg.dataset == tuple(mix) and cfg.block_batches == "auto"
     single = train.config_from_params(notebook.check_parameters(parameters_of(entry)), "unused-checkpoints")
     assert single.dataset == ("synthetic",)
+
+
+# --------------------------------------------------------------------------------------------- the SAE's site
+
+SAE_NOTEBOOKS = [e for e in ENTRIES if {"SAE", "SAE_ID", "LAYER"} <= set(parameters_of(e))]
+
+
+@pytest.mark.parametrize("entry", SAE_NOTEBOOKS, ids=lambda e: e.id)
+def test_sae_of_another_layer_stops_in_the_first_cell(entry):
+    """SAE_ID = "layer_20/..." with LAYER = 2 reads block 2's output through block 20's SAE: stopped in the
+    parameter check, naming SAE_ID and LAYER, before any download (the release's path says the layer)."""
+    params = {**parameters_of(entry), "SAE": "gemma-scope-2b-pt-res-canonical",
+              "SAE_ID": "layer_20/width_16k/canonical", "LAYER": 2}
+    with pytest.raises(notebook.ParameterError) as e:
+        notebook.check_parameters(params)
+    assert str(e.value) == ("SAE_ID = 'layer_20/width_16k/canonical': this SAE reads the residual stream after "
+                            "block 20 (blocks.20.hook_resid_post), but LAYER is 2: make LAYER 20, or pick the SAE "
+                            "for layer 2")
+
+
+@pytest.mark.parametrize("name, bad, words", [
+    ("FEATURE", 64, "latent id 64 beyond the SAE's 64 latents (ids 0..63)"),
+    ("WATCH_FEATURES", [1, 70, 80], "latent ids 70, 80 beyond the SAE's 64 latents"),
+    ("HELPFUL_PACK", [100], "latent id 100 beyond"),
+])
+def test_latent_ids_beyond_a_folder_sae_stop_in_the_first_cell(name, bad, words, tmp_path):
+    """A local folder's cfg.json says its width: an id past it stops in the first cell, in the parameter's
+    words, not after the model loads and the SAE runs."""
+    folder = tmp_path / "blocks.2.hook_resid_post"
+    folder.mkdir()
+    (folder / "cfg.json").write_text(json.dumps({"d_in": 64, "d_sae": 64, "architecture": "standard",
+                                                  "metadata": {"hook_name": "blocks.2.hook_resid_post"}}))
+    params = {"MODEL_ID": "tiny:llama", "LAYER": 2, "SAE": str(folder), "SAE_ID": "", "HELPFUL_PACK": [2],
+              "HARMFUL_PACK": [1]}
+    with pytest.raises(notebook.ParameterError) as e:
+        notebook.check_parameters({**params, name: bad})
+    assert str(e.value).startswith(f"{name} = {bad!r}: {words}") and "\n" not in str(e.value)
+    assert notebook.check_parameters({**params, name: 63 if name == "FEATURE" else [63]})
+
+
+def test_latent_ids_checked_once_the_sae_loads():
+    """Where nothing could be read before (a Hub repo offline), sae_for_notebook checks the loaded SAE:
+    its hook against LAYER, the latent ids against its width, in the parameters' words."""
+    P = notebook.Parameters({"SAE": "someone/saes", "SAE_ID": "blocks.3", "LAYER": [3], "FEATURE": 500,
+                             "HELPFUL_PACK": [1, 2]}, given={"FEATURE": 500})
+    with pytest.raises(notebook.ParameterError, match=r"^FEATURE = 500: latent id 500 beyond the SAE's 256 latents"):
+        notebook.check_loaded_sae(P, "blocks.3.hook_resid_post", 256, 3)
+    with pytest.raises(notebook.ParameterError, match=r"^SAE_ID = 'blocks\.3': this SAE reads the MLP output"):
+        notebook.check_loaded_sae(P, "blocks.3.hook_mlp_out", 1024, 3)
+    notebook.check_loaded_sae(P, "blocks.3.hook_resid_post", 1024, 3)
+
+
+def test_sfc_sae_ids_each_checked_against_its_layer():
+    """15: one SAE per LAYERS entry, each id's hook against its own layer, in the first cell (offline the
+    release's ids are its hooks, as SAELens names them)."""
+    entry = next(e for e in ENTRIES if "SAE_IDS" in parameters_of(e))
+    params = {**parameters_of(entry), "SAE": "pythia-70m-deduped-res-sm", "LAYERS": [1, 2],
+              "SAE_IDS": ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"]}
+    with pytest.raises(notebook.ParameterError, match=r"^SAE_IDS = .*: entry 'blocks\.3\.hook_resid_post': this SAE "
+                                                      r"reads the residual stream after block 3 .*LAYERS\[1\] is 2"):
+        notebook.check_parameters(params)
+    assert notebook.check_parameters({**params, "SAE_IDS": ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]})

@@ -196,7 +196,7 @@ def test_lat_layers_and_monitor():
     pos, neg, u = lat_pairs(128, d=d, seed=1)
     rng = np.random.default_rng(2)
     noise_pos, noise_neg = rng.standard_normal((128, d)), rng.standard_normal((128, d))
-    lat = probes.lat_layers({0: noise_pos, 5: pos}, {0: noise_neg, 5: neg}, test_frac=0.5, seed=0)
+    lat = probes.lat_layers({0: noise_pos, 5: pos}, {0: noise_neg, 5: neg}, test_frac=0.3, val_frac=0.2, seed=0)
     rows = {r["layer"]: r for r in lat.table}
     assert lat.best_layer == 5
     assert rows[5]["test_accuracy"] > 0.95 and rows[0]["test_accuracy"] < 0.85
@@ -206,6 +206,33 @@ def test_lat_layers_and_monitor():
     scores = probes.monitor_scores(new, lat.directions[5])
     assert scores[0] > 0 > scores[1]
     assert lat.norms[5] > 0
+
+
+def test_lat_chooses_the_layer_on_validation_and_reports_its_test_accuracy():
+    """Layer 3 reads the concept on the validation pairs and reverses it on the test pairs; layer 7 the
+    opposite. Choosing on test accuracy would pick 7 and report 1.0; the layer is chosen on validation
+    (3) and its test accuracy (0.0) is the number reported."""
+    d, n = 16, 40
+    pos, neg, u = lat_pairs(n, d=d, seed=4)
+    split = probes.pair_split(n, test_frac=0.25, val_frac=0.25, seed=0)
+    assert sorted(np.concatenate(list(split.values())).tolist()) == list(range(n))  # disjoint, complete
+
+    def reversed_on(part):
+        P, N = pos.copy(), neg.copy()
+        P[split[part]], N[split[part]] = neg[split[part]], pos[split[part]]
+        return P, N
+
+    (p3, n3), (p7, n7) = reversed_on("test"), reversed_on("val")
+    lat = probes.lat_layers({3: p3, 7: p7}, {3: n3, 7: n7}, test_frac=0.25, val_frac=0.25, seed=0)
+    rows = {r["layer"]: r for r in lat.table}
+    assert rows[3]["val_accuracy"] == 1.0 and rows[3]["test_accuracy"] == 0.0
+    assert rows[7]["val_accuracy"] == 0.0 and rows[7]["test_accuracy"] == 1.0
+    assert lat.best_layer == 3 and lat.test_accuracy == 0.0
+    assert {k: v.tolist() for k, v in lat.split.items()} == {k: v.tolist() for k, v in split.items()}
+    with pytest.raises(ValueError, match="sum below 1"):
+        probes.pair_split(n, test_frac=0.5, val_frac=0.5)
+    with pytest.raises(ValueError, match="to fit on"):
+        probes.pair_split(4, test_frac=0.4, val_frac=0.4)
 
 
 # ---------------------------------------------------------------------------------------------

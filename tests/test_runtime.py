@@ -231,3 +231,28 @@ def test_single_thread_sets_one_thread_and_restores():
     except KeyError:
         pass
     assert torch.get_num_threads() == before
+
+
+def test_require_package_installs_only_what_is_missing_or_too_old(monkeypatch, capsys):
+    """runtime.require_package: nothing when the installed version fits; pip with the spec otherwise; a
+    one-line error naming the spec when pip fails."""
+    import subprocess
+
+    from shared import runtime
+
+    calls = []
+
+    def fake_pip(cmd, *a, **k):
+        calls.append(cmd[-1])
+        if "fails" in cmd[-1]:
+            raise subprocess.CalledProcessError(1, cmd)
+        return 0
+
+    monkeypatch.setattr(subprocess, "check_call", fake_pip)
+    runtime.require_package("packaging>=1", why="a test")
+    assert calls == []
+    runtime.require_package("surely-not-installed-xyz>=1", why="a test")
+    assert calls == ["surely-not-installed-xyz>=1"] and "installing surely-not-installed-xyz>=1 for a test" in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match=r"could not install fails-xyz>=1 for a test") as e:
+        runtime.require_package("fails-xyz>=1", why="a test")
+    assert "\n" not in str(e.value)

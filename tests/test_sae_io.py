@@ -2,6 +2,7 @@
 packages encode; a Gemma Scope params.npz encodes by the JumpReLU formula; bad input is one line."""
 
 import json
+import re
 import types
 import warnings
 
@@ -268,3 +269,278 @@ def test_check_source_is_one_line(sae, sae_id, words):
     assert sae_io.check_source("someone/my-sae", "blocks.3.hook_resid_post") == "someone/my-sae"
     with pytest.raises(ValueError, match="train it first"):
         sae_io.open_sae(sae_io.TRAIN_TINY)
+
+
+# ---------------------------------------------------------------- the hook an SAE was trained on
+
+def _saelens_folder(sl, folder, hook=None, seed=0, **cfg):
+    """A SAELens StandardSAE saved to folder, trained (so its cfg.json says) at `hook`."""
+    theirs = sl.StandardSAE(sl.StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, **cfg))
+    _randomize(theirs, seed)
+    if hook is not None:
+        theirs.cfg.metadata.hook_name = hook
+    theirs.save_model(folder)
+    return theirs
+
+
+@pytest.mark.parametrize("hook, words", [
+    ("blocks.3.hook_mlp_out", "the MLP output of block 3"), ("blocks.3.hook_attn_out", "the attention output"),
+    ("blocks.3.hook_resid_mid", "resid_mid"), ("blocks.3.attn.hook_z", "hook_z"),
+    ("blocks.3.ln2.hook_normalized", "a transcoder"), ("hook_embed", "the embeddings"),
+    ("blocks.0.hook_resid_pre", "the embeddings"),
+])
+def test_saelens_folder_of_another_hook_is_refused(hook, words, sl, tmp_path):
+    """GPT-2's mlp-out / attn-out / resid-mid releases have the residual width (768) too: only the hook
+    in cfg.json tells them apart, and it is read."""
+    _saelens_folder(sl, tmp_path, hook)
+    _one_line(ValueError, f"{re.escape(words)}.*not the residual stream", sae_io.load_sae, tmp_path, d_in=D_IN)
+
+
+def test_saelens_hook_z_reshape_and_head_index_are_refused(sl, tmp_path):
+    _saelens_folder(sl, tmp_path / "z", None, reshape_activations="hook_z")
+    _one_line(ValueError, "hook_z", sae_io.load_sae, tmp_path / "z")
+    _saelens_folder(sl, tmp_path / "head", "blocks.3.hook_resid_post")
+    cfg = json.loads((tmp_path / "head" / "cfg.json").read_text())
+    cfg["metadata"]["hook_head_index"] = 2
+    (tmp_path / "head" / "cfg.json").write_text(json.dumps(cfg))
+    _one_line(ValueError, "attention head 2", sae_io.load_sae, tmp_path / "head")
+
+
+@pytest.mark.parametrize("hook, layer", [("blocks.3.hook_resid_post", 3), ("blocks.3.hook_resid_pre", 2),
+                                         ("model.layers.3", 3)])
+def test_residual_hooks_load_and_say_where_they_read(hook, layer, sl, tmp_path):
+    _saelens_folder(sl, tmp_path, hook)
+    sae = sae_io.load_sae(tmp_path)
+    assert sae.hook_name == hook and sae_releases.residual_layer(hook) == layer
+    assert sae_releases.sae_facts(str(tmp_path)) == sae_releases.SaeFacts(hook, D_IN, D_SAE)  # no weights read
+
+
+@pytest.mark.parametrize("repo, refused", [("gemma-scope-2b-pt-res", None), ("gemma-scope-2b-pt-mlp", "MLP output"),
+                                           ("gemma-scope-2b-pt-transcoders", "a transcoder"),
+                                           ("gemma-scope-2b-pt-att", "attention")])
+@pytest.mark.parametrize("layout", ["repo folder", "hf cache"])
+def test_gemma_scope_site_comes_from_its_repo(repo, refused, layout, tmp_path):
+    """A Gemma Scope transcoder or MLP-out params.npz has the keys and d_in of a residual one: the repo
+    name (a folder of that name, or the HF cache's models--google--<repo>) says which it is."""
+    root = tmp_path / (repo if layout == "repo folder" else f"models--google--{repo}/snapshots/{'0' * 40}")
+    folder, _ = _gemma_scope_folder(root, layer=3)
+    if refused:
+        _one_line(ValueError, f"{refused}.* of block 3 .*not the residual stream", sae_io.load_sae, folder)
+    else:
+        assert sae_io.load_sae(folder).hook_name == "blocks.3.hook_resid_post"
+    facts = sae_releases.sae_facts(str(folder))
+    assert (facts.d_in, facts.d_sae) == (D_IN, D_SAE)  # from the npz header: no array read
+
+
+def test_gemma_scope_release_of_another_site_is_refused_before_download(tmp_path, monkeypatch):
+    """A release's repo says the site: gemma-scope-2b-pt-mlp loads as SAELens' gemma_2 conversion would
+    name it (hook_mlp_out) and is refused; its transcoder release is a conversion we do not implement."""
+    sae_releases.releases.cache_clear()
+    table = {"mlp": {"repo_id": "google/gemma-scope-2b-pt-mlp", "model": "gemma-2-2b", "conversion": "gemma_2",
+                     "config_overrides": {}, "saes": {"layer_3/width_16k/canonical": "layer_3/width_16k/average_l0_5"}},
+             "tc": {"repo_id": "google/gemma-scope-2b-pt-transcoders", "model": "gemma-2-2b",
+                    "conversion": "gemma_2_transcoder", "config_overrides": {}, "saes": {"layer_3": "layer_3"}}}
+    monkeypatch.setattr(sae_releases, "releases", lambda: table)
+    _gemma_scope_folder(tmp_path, layer=3)
+    monkeypatch.setattr(sae_io, "_download", lambda repo, sub, token: tmp_path / sub)
+    _one_line(ValueError, r"mlp/layer_3/width_16k/canonical reads the MLP output of block 3",
+              sae_io.load_sae, release="mlp", sae_id="layer_3/width_16k/canonical")
+    assert sae_releases.sae_facts("mlp", "layer_3/width_16k/canonical").hook == "blocks.3.hook_mlp_out"
+    _one_line(ValueError, "holds transcoders", sae_io.load_sae, release="tc", sae_id="layer_3")
+    _one_line(ValueError, "holds transcoders", sae_io.check_source, "tc")
+
+
+def test_sparsify_mlp_subfolder_is_refused(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sparsify = pytest.importorskip("sparsify")
+    coder = sparsify.SparseCoder(D_IN, sparsify.SparseCoderConfig(num_latents=D_SAE, k=K))
+    for name in ("layers.3.mlp", "layers.3", "embed_tokens"):
+        coder.save_to_disk(tmp_path / name)
+    _one_line(ValueError, r"the MLP output of block 3 \(layers\.3\.mlp\)", sae_io.load_sae, tmp_path,
+              subfolder="layers.3.mlp")
+    _one_line(ValueError, "the embeddings", sae_io.load_sae, tmp_path, subfolder="embed_tokens")
+    assert sae_io.load_sae(tmp_path, subfolder="layers.3").hook_name == "layers.3"
+    assert sae_releases.sae_facts(str(tmp_path), "layers.3") == sae_releases.SaeFacts("layers.3", D_IN, D_SAE)
+
+
+def test_resid_pre_sae_reads_the_previous_block_output_as_sae_lens_would(sl, tmp_path):
+    """blocks.L.hook_resid_pre is the input of block L, which is block L-1's output: with LAYER = L-1
+    the notebooks read exactly the activations SAELens encodes (the HF hidden state L), and LAYER = L
+    (one block late) is refused, in the first cell and again after loading."""
+    from shared import hooks, models, notebook
+
+    model, tok = models.load_model("tiny:gpt2", device="cpu")
+    d = models.d_model(model)
+    theirs = sl.StandardSAE(sl.StandardSAEConfig(d_in=d, d_sae=4 * d))
+    _randomize(theirs)
+    theirs.cfg.metadata.hook_name = "blocks.2.hook_resid_pre"
+    theirs.save_model(tmp_path)
+    params = {"MODEL_ID": "tiny:gpt2", "SAE": str(tmp_path), "SAE_ID": ""}
+    with pytest.raises(notebook.ParameterError, match=r"^SAE = .*after block 1 \(blocks\.2\.hook_resid_pre\), "
+                                                      r"but LAYER is 2: make LAYER 1"):
+        notebook.check_parameters({**params, "LAYER": 2})
+    assert notebook.check_parameters({**params, "LAYER": 1}).LAYER == [1]
+    ours = sae_io.load_sae(tmp_path, d_in=d)
+    with pytest.raises(notebook.ParameterError, match="LAYER is 2: make LAYER 1"):
+        notebook.check_loaded_sae({**params, "LAYER": [2]}, ours.hook_name, ours.cfg.d_sae, 2)
+    ids = tok("The cat sat on the mat and the dog sat on the rug", return_tensors="pt").input_ids
+    with torch.no_grad(), hooks.read_residuals(model, [1]) as acts:
+        hidden = model(ids, output_hidden_states=True).hidden_states
+    assert torch.equal(acts[1], hidden[2])  # LAYER = 1 reads the input of block 2
+    with torch.no_grad():
+        z = theirs.encode(hidden[2][0])
+        torch.testing.assert_close(ours.encode(acts[1][0]), z, atol=1e-5, rtol=1e-5)
+        assert (z > 0).any() and not torch.allclose(theirs.encode(hidden[3][0]), z)  # one block late differs
+
+
+# ---------------------------------------------------------------- release entries: conversion, overrides
+
+def test_release_overrides_and_conversions_are_read_from_sae_lens(sl):
+    """What the registry says about releases our defaults and the refusals rest on."""
+    from sae_lens.loading.pretrained_saes_directory import get_config_overrides
+
+    table = sae_io.releases()
+    theirs = get_config_overrides("mistral-7b-res-wg", "blocks.8.hook_resid_pre")  # + its neuronpedia_id
+    assert table["mistral-7b-res-wg"]["config_overrides"] == {"normalize_activations": "constant_norm_rescale"} == \
+        {k: v for k, v in theirs.items() if k != "neuronpedia_id"}
+    for name, entry in table.items():  # every centring override is a GPT-2 (LayerNorm) release
+        if (entry["config_overrides"].get("model_from_pretrained_kwargs") or {}).get("center_writing_weights"):
+            assert entry["model"].startswith("gpt2"), name
+    for name, entry in sae_io.BUILTIN_RELEASES.items():
+        assert entry["config_overrides"] == table[name]["config_overrides"]
+
+
+def test_normalising_release_is_refused(sl, tmp_path, monkeypatch):
+    """SAELens encodes mistral-7b-res-wg's inputs rescaled to norm sqrt(d_in) (constant_norm_rescale, a
+    config override its cfg.json does not carry); ours has no such input scale: refused, never read raw."""
+    _one_line(ValueError, r"normalize_activations='constant_norm_rescale'", sae_io.check_source, "mistral-7b-res-wg")
+    with pytest.raises(ValueError, match="constant_norm_rescale"):
+        sae_io.resolve_release("mistral-7b-res-wg", "blocks.8.hook_resid_pre")
+    _saelens_folder(sl, tmp_path / "mistral_7b_layer_8", "blocks.8.hook_resid_pre")  # cfg says "none"
+    monkeypatch.setattr(sae_io, "_download", lambda repo, sub, token: tmp_path / sub)
+    _one_line(ValueError, "constant_norm_rescale", sae_io.load_sae, release="mistral-7b-res-wg",
+              sae_id="blocks.8.hook_resid_pre")
+
+
+def test_centring_override_is_folded_into_the_encoder(sl, tmp_path, monkeypatch):
+    """gpt2-small-res-jb was trained on TransformerLens' centred residual stream (center_writing_weights:
+    the residual minus its mean over d_model); loaded by release, our SAE encodes the raw residual as
+    SAELens encodes the centred one, and re-centring first changes nothing."""
+    theirs = _saelens_folder(sl, tmp_path / "blocks.8.hook_resid_pre", "blocks.8.hook_resid_pre")
+    monkeypatch.setattr(sae_io, "_download", lambda repo, sub, token: tmp_path / sub)
+    ours = sae_io.load_sae(release="gpt2-small-res-jb", sae_id="blocks.8.hook_resid_pre")
+    x = _x() + 3.0  # a mean over d_model the SAE never saw in training
+    centred = x - x.mean(-1, keepdim=True)
+    with torch.no_grad():
+        z = theirs.encode(centred)
+        torch.testing.assert_close(ours.encode(x), z, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours.encode(centred), z, atol=1e-5, rtol=1e-5)
+        assert (z > 0).any() and not torch.allclose(theirs.encode(x), z)
+        torch.testing.assert_close(ours.decode(z), theirs.decode(z))
+    assert not torch.equal(sae_io.load_sae(tmp_path / "blocks.8.hook_resid_pre").W_enc, ours.W_enc)  # a folder: as is
+
+
+# ---------------------------------------------------------------- what loader messages say (issue 19)
+
+def test_qwen_scope_is_a_format_we_do_not_read_yet(sl, tmp_path):
+    (tmp_path / "qwen").mkdir()
+    (tmp_path / "qwen" / "layer12.sae.pt").write_bytes(b"not read")
+    _one_line(ValueError, r"layer12\.sae\.pt.*a format we do not read yet", sae_io.load_sae, tmp_path / "qwen")
+    _one_line(ValueError, "a format we do not read yet", sae_io.load_sae, tmp_path / "qwen", subfolder="layer12.sae.pt")
+    _one_line(ValueError, "a format we do not read yet", sae_io.check_source,
+              "Qwen/SAE-Res-Qwen3.5-2B-Base-W32K-L0_50", "layer12.sae.pt")
+    _one_line(ValueError, r"Qwen Scope .*a format we do not read yet", sae_io.check_source,
+              "qwen-scope-3.5-2b-base-w32k-l50", "layer12")
+
+
+def test_builtin_table_points_to_the_full_registry(monkeypatch):
+    """Without sae_lens only the built-in table is known: what it does not list may well exist."""
+    monkeypatch.setattr(sae_releases, "releases", lambda: sae_releases.BUILTIN_RELEASES)
+    _one_line(ValueError, "install sae_lens for the full registry", sae_io.check_source,
+              "qwen-scope-3.5-2b-base-w32k-l50")
+    for fn in (sae_io.check_source, sae_io.resolve_release):
+        with pytest.raises(ValueError, match="install sae_lens for the full registry") as e:
+            fn("gemma-scope-2b-pt-res-canonical", "layer_12/width_65k/canonical")
+        assert "is not in release" not in str(e.value)
+
+
+class _FileHub:
+    """A Hub on 127.0.0.1 serving a few files ({repo: {path: bytes}}) to the real huggingface_hub client,
+    404 for any other; it records the paths asked for."""
+
+    def __init__(self, files):
+        import hashlib
+        from http.server import BaseHTTPRequestHandler
+
+        from local_server import LocalServer
+
+        self.requests = requests = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, body: bool):
+                requests.append(f"{self.command} {self.path}")
+                parts = self.path.split("?")[0].strip("/").split("/")
+                served = files.get("/".join(parts[:2]), {}) if parts[2:3] == ["resolve"] else {}
+                data = served.get("/".join(parts[4:]))
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", "a" * 40)
+                self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def do_HEAD(self):
+                self._answer(False)
+
+            def do_GET(self):
+                self._answer(True)
+
+        self.server = LocalServer.for_handler(Handler)
+
+    def __enter__(self):
+        self.server.__enter__()
+        self.url = self.server.url
+        return self
+
+    def __exit__(self, *exc):
+        self.server.__exit__(*exc)
+
+
+def test_first_cell_reads_a_hub_sae_cfg_without_its_weights(tmp_path, monkeypatch, hub_online):
+    """Before any weights download, the parameter check fetches only cfg.json (a SAELens release's, a Hub
+    repo's): its hook and width stop a wrong SAE in the first cell."""
+    import huggingface_hub.constants
+
+    from shared import notebook
+
+    def cfg(hook):
+        return json.dumps({"d_in": 64, "d_sae": 256, "architecture": "standard", "metadata": {"hook_name": hook}})
+
+    cfgs = {"jbloom/GPT2-Small-SAEs-Reformatted": {"blocks.8.hook_resid_pre/cfg.json": json.dumps(  # pre-6 names
+                {"d_in": 768, "d_sae": 24576, "hook_point": "blocks.8.hook_resid_pre"}).encode()},
+            "someone/saes": {"blocks.3/cfg.json": cfg("blocks.3.hook_mlp_out").encode(),
+                             "blocks.2/cfg.json": cfg("blocks.2.hook_resid_post").encode()}}
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    with _FileHub(cfgs) as hub:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        assert sae_releases.sae_facts("gpt2-small-res-jb", "blocks.8.hook_resid_pre") == \
+            sae_releases.SaeFacts("blocks.8.hook_resid_pre", 768, 24576)
+        params = {"MODEL_ID": "tiny:gpt2", "LAYER": 2, "SAE": "someone/saes", "SAE_ID": "blocks.3"}
+        with pytest.raises(notebook.ParameterError, match=r"^SAE_ID = 'blocks\.3': this SAE reads the MLP output"):
+            notebook.check_parameters(params)
+        with pytest.raises(notebook.ParameterError, match=r"^WATCH_FEATURES = \[300\]: latent id 300 beyond the "
+                                                          r"SAE's 256 latents"):
+            notebook.check_parameters({**params, "SAE_ID": "blocks.2", "WATCH_FEATURES": [300]})
+        assert notebook.check_parameters({**params, "SAE_ID": "blocks.2", "WATCH_FEATURES": [255]})
+    files = {r.split(" ", 1)[1] for r in hub.requests if "/resolve/" in r}
+    assert len(files) == 3 and all(path.endswith("/cfg.json") for path in files)  # no weights asked for

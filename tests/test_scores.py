@@ -287,3 +287,48 @@ def test_tokens_trained_is_read_from_a_local_export(tmp_path):
     assert scores.tokens_trained_in("google/gemma-scope-2b-pt-res/layer_12") is None
     (tmp_path / "cfg.json").write_text("{not json")
     assert scores.tokens_trained_in(tmp_path) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# the evaluation text (notebook 18): held out from the stream the SAEs train on
+
+
+def test_evaluation_text_is_held_out_from_the_training_stream(tiny_model, tmp_path):
+    """train-tiny (and a tier notebook) trains on DATASET from the start of its stream; the evaluation
+    used to read that very stream. It now reads VAL_DATASET, or the synthetic corpus's test split."""
+    from itertools import islice
+
+    from shared import data
+
+    _, tok = tiny_model("llama", device="cpu")
+    trained = {tuple(r) for b in islice(data.token_batches(data.text_stream("synthetic"), tok, 32, 8), 8)
+               for r in b.tolist()}
+    texts, record = scores.evaluation_text("synthetic", "synthetic", seed=0)
+    rows = [tuple(r) for b in scores.take_tokens(data.token_batches(texts, tok, 32, 8), 2000) for r in b.tolist()]
+    assert not trained & set(rows)  # no evaluation context is one the SAE trained on
+    assert record["held_out"] is True and record["sources"] == ["synthetic:test"]
+    assert scores.evaluation_text("", "synthetic")[1]["held_out"] is True  # "" = DATASET's held-out split
+
+    other, train = tmp_path / "other.txt", tmp_path / "train.txt"
+    other.write_text("held out text\n\nmore of it\n")
+    train.write_text("training text\n\nmore of it\n")
+    texts, record = scores.evaluation_text(str(other), str(train))
+    assert record["held_out"] is True and list(texts) == ["held out text", "more of it"]  # one pass, as is
+    record = scores.evaluation_text("", str(train))[1]
+    assert record["held_out"] is False and "NOT held out" in record["note"]
+
+
+def test_notebook_18_states_its_definitions_itself():
+    """It cited DESIGN.md, which is not in the repository: the rendered notebook names every key itself."""
+    import build_notebooks as bn
+    from conftest import REPO
+
+    entry = next(e for e in bn.load_catalog(REPO) if e.id == "18_interpscore_eval")
+    text = bn.render_entry(REPO, entry, bn.load_settings(REPO))
+    assert "DESIGN.md" not in text
+    markdown = " ".join("".join(c["source"]) for c in json.loads(text)["cells"] if c["cell_type"] == "markdown")
+    report_keys = ("version", "sae_repo", "model", "layer", "d_model", "d_sae", "k", "tokens_trained", "eval_tokens",
+                   "probing_tasks", "probing_per_task_auc", "tpp_concept", "tpp_top_features", "components",
+                   "weights", "interp_score", "timestamp", "loss_recovered", "alive", "l0_score", "sparse_probing",
+                   "tpp")
+    assert not [k for k in report_keys if f"`{k}`" not in markdown]

@@ -46,6 +46,19 @@ def test_alpha_zero_is_plain_greedy_and_plus_three_raises_the_feature(setup):
     assert by[0.0]["feature_activation"] == pytest.approx(by[0.0]["feature_activation_reread"])
 
 
+def test_counterfactuals_have_the_trace_shape(setup):
+    """interventions.json's counterfactuals are TraceData's: {"f<id>": {alpha key: text}}, as trace.json writes."""
+    from shared.trace import trace_prompt
+
+    model, tok, sae, stats = setup
+    rows = steer.steer_feature(model, tok, sae, LAYER, 0, PROMPT, [-3, 0, 1.5], typical=1.0, max_new_tokens=4)
+    cf = steer.counterfactuals(0, rows)
+    assert cf == {"f0": {"-3": rows[0]["text"], "0": rows[1]["text"], "1.5": rows[2]["text"]}}
+    traced = trace_prompt(model, tok, sae, LAYER, PROMPT, top_n=1, alphas=(-3, 0, 1.5), max_new_tokens=4)
+    ((fid, texts),) = traced["counterfactuals"].items()
+    assert fid == "f0" and list(texts) == list(cf["f0"]) and all(isinstance(t, str) for t in texts.values())
+
+
 def test_loss_is_the_unsteered_next_token_loss(setup):
     model, tok, sae, stats = setup
     (row,) = steer.steer_feature(model, tok, sae, LAYER, 0, PROMPT, [3], typical=1.0, max_new_tokens=6)
@@ -99,3 +112,43 @@ def test_reread_sees_a_feature_the_steered_text_carries(setup):
     assert TOKEN not in by[0.0]["text"] and TOKEN in by[3.0]["text"]
     assert by[0.0]["feature_activation_reread"] == 0.0
     assert by[3.0]["feature_activation_reread"] > 0.1 * typical
+
+
+def test_steering_along_a_reading_vector_raises_its_reading_on_the_generated_text(setup):
+    """RepE on a planted model: the LAT reading vector of pairs that end in '~' vs 'x' (layer 0), and an
+    output head wired so that pushing the residual along it makes the model write '~' (a concept the
+    steered text itself comes to carry). steer_and_read's reading, the unsteered model re-reading the
+    continuation, rises with +alpha; alpha = 0 is plain greedy."""
+    import copy
+
+    from planted_sae import TOKEN
+    from shared import capture, probes
+    from shared.models import unembed
+
+    model, tok, _, _ = setup
+    stems = synthetic.synthetic_texts(24, seed=3)
+    pos = capture.last_token_states(model, tok, [t + " " + TOKEN for t in stems], [LAYER])
+    neg = capture.last_token_states(model, tok, [t + " x" for t in stems], [LAYER])
+    lat = probes.lat_layers(pos, neg, seed=0)
+    assert lat.test_accuracy == 1.0
+    v, scale = lat.directions[LAYER], 0.5 * lat.norms[LAYER]
+    wired = copy.deepcopy(model)
+    head = unembed(wired)
+    head.weight = torch.nn.Parameter(head.weight.detach().clone())  # untie from the embedding: layer 0 unchanged
+    prompt = "the cat sat on"
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        plain = wired(ids, output_hidden_states=True).hidden_states[-1][0, -1]
+        with steer.steering_hook(wired, LAYER, v, 2.0, scale=scale):
+            pushed = wired(ids, output_hidden_states=True).hidden_states[-1][0, -1]
+        shift = pushed - plain
+        head.weight[tok.convert_tokens_to_ids(TOKEN)] += 40 * shift / shift.norm() ** 2
+    rows = steer.steer_and_read(wired, tok, prompt, LAYER, v, [-2, 0, 2], scale=scale, max_new_tokens=8)
+    by = {r["alpha"]: r for r in rows}
+    plain_text = steer.generate_steered(wired, tok, prompt, LAYER, v, [0], max_new_tokens=8)[0.0]
+    assert by[0.0]["text"] == plain_text and TOKEN not in plain_text and TOKEN in by[2.0]["text"]
+    assert by[2.0]["reading"] > by[0.0]["reading"] and by[2.0]["reading"] > by[-2.0]["reading"]
+    # the reading is the unsteered re-read: recompute it by hand for alpha = 2
+    gen = tok(prompt)["input_ids"] + tok(by[2.0]["text"], add_special_tokens=False)["input_ids"]
+    x = capture.capture_residuals(wired, torch.tensor([gen]), [LAYER])[LAYER][0, len(ids[0]):]
+    assert by[2.0]["reading"] == pytest.approx(float((x @ torch.as_tensor(v, dtype=torch.float32)).mean()), rel=1e-3)

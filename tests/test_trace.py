@@ -59,12 +59,16 @@ def test_names_from_catalog(model_sae, trace):
     model, tok, sae = model_sae
     first = int(trace["features"][0]["id"][1:])
     catalog = {"features": [{"id": first, "name": "cats", "desc": "cat words", "score": 9.0,
-                             "detection_score": 0.8}]}
+                             "detection_score": 0.8, "detection_auroc": 0.95}]}
     got = trace_prompt(model, tok, sae, 1, PROMPT, top_n=2, catalog=catalog, alphas=(0,), max_new_tokens=2)
-    assert (got["features"][0]["name"], got["features"][0]["desc"], got["features"][0]["auroc"]) == \
-        ("cats", "cat words", 0.8)
+    f0 = got["features"][0]
+    assert (f0["name"], f0["desc"], f0["auroc"], f0["detection_balanced_accuracy"]) == ("cats", "cat words", 0.95, 0.8)
+    assert "AUROC" in got["auroc_source"]
     other = got["features"][1]
     assert other["name"] == f"latent {other['id'][1:]}" and other["auroc"] is None
+    del catalog["features"][0]["detection_auroc"]  # a balanced accuracy is never passed off as an AUROC
+    old = trace_prompt(model, tok, sae, 1, PROMPT, top_n=1, catalog=catalog, alphas=(0,), max_new_tokens=2)
+    assert old["features"][0]["auroc"] is None and old["features"][0]["detection_balanced_accuracy"] == 0.8
     with pytest.raises(ValueError, match="catalog"):
         trace_prompt(model, tok, sae, 1, PROMPT, catalog={"feature": []})
 

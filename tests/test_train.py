@@ -191,13 +191,36 @@ def test_checkpoint_without_a_carry_still_resumes(tmp_path, monkeypatch):
     assert resumed.resumed_from == saved[0]["step"] * base["batch_tokens"] and resumed.tokens == 4096
 
 
+def test_checkpoint_from_before_the_stream_hash_is_refused_unless_allowed(tmp_path, monkeypatch):
+    """A checkpoint with no stream record was written by a core whose token stream differs from this one's
+    (no shuffle window, mix weights per document, no held-out routing): skipping its forwards of today's
+    stream would train other documents than it did, so the resume stops with one line, and goes on only
+    when ALLOW_STREAM_CHANGE says so, recorded in the run's resume report."""
+    from shared import checkpoint as ckpt
+    from shared.replay import StreamChanged
+
+    base = {**TINY_RUN, "total_tokens": 4000}
+    with monkeypatch.context() as m:
+        saved = _interrupt_after_checkpoints(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "new")), progress=False)
+    old = {k: v for k, v in saved[0].items() if k != "stream"}
+    ckpt.open_store(str(tmp_path / "old")).save(saved[0]["step"] * base["batch_tokens"], old, step=saved[0]["step"])
+    with pytest.raises(StreamChanged, match="earlier version of the core"):
+        train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "old")), progress=False)
+    resumed = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "old"), allow_stream_change=True),
+                    progress=False)
+    assert resumed.resumed_from == saved[0]["step"] * base["batch_tokens"] and resumed.tokens == 4096
+    assert resumed.resume["replay"]["verified"] is None and len(resumed.resume["stream_changes"]) == 1
+
+
 def test_checkpoint_written_before_the_nested_sae_config_still_resumes(tmp_path, monkeypatch):
     """A checkpoint whose resume key is the old flat one (no dtype, b_dec_init, apply_b_dec_to_input:
     they ran at their defaults) resumes; the same key with another k does not."""
     cfg = TrainConfig(**TINY_RUN, total_tokens=2500, checkpoint_dir=str(tmp_path / "ck"))
     key = cfg.resume_key()
     assert json.loads(json.dumps({k: v for k, v in key.items() if k in LEGACY_KEY})) == LEGACY_KEY
-    assert set(key) - set(LEGACY_KEY) == {"dtype", "apply_b_dec_to_input", "b_dec_init"}
+    assert set(key) - set(LEGACY_KEY) == {"dtype", "apply_b_dec_to_input", "b_dec_init", "shuffle_tokens"}
     monkeypatch.setattr(TrainConfig, "resume_key", lambda self: dict(LEGACY_KEY))  # the old code's checkpoint
     first = train(cfg, progress=False)
     monkeypatch.undo()
@@ -284,8 +307,9 @@ def test_optimizer_state_from_an_older_layout_resumes_exactly():
 
 
 def test_checkpoint_dir_auto_never_creates_a_hub_repo(monkeypatch, tmp_path, capsys):
-    """"auto" is Drive on Colab, else a local folder; on Kaggle it says how to ask for a Hub repo
-    (and asks for HF_TOKEN only when it is missing), but never picks one unasked."""
+    """"auto" without the HF_USERNAME parameter is Drive on Colab, else a local folder; on Kaggle it says
+    how to ask for a Hub repo (and asks for HF_TOKEN only when it is missing), but never picks one
+    unasked (neither an HF_TOKEN nor an HF_USERNAME secret is a request)."""
     from shared import runtime
     from shared.train import resolve_checkpoint_dir
 
@@ -426,10 +450,12 @@ def test_buffer_shrinks_to_a_small_memory_budget_and_resumes_exactly(tmp_path, m
 
     row_bytes = 2 * 64 * 4  # layers 1 and 3 of tiny:gpt2, float32
     fits_two = (256 + 2 * 8 * 32) * row_bytes  # a batch plus two forwards of 8 x 32
-    monkeypatch.setattr(T, "free_memory_bytes", lambda device: 2 * fits_two)  # buffer_memory_fraction=0.5
+    params = 2 * 64 * 128 + 128 + 64  # one SAE's
+    steps = 2 * 2 * params * 4 + params * 4 + 3 * 256 * 128 * 4  # both SAEs' Adam moments, one's gradient and step
+    monkeypatch.setattr(T, "free_memory_bytes", lambda device: 2 * fits_two + steps)  # buffer_memory_fraction=0.5
     model, tok = load_model("tiny:gpt2", device="cpu")
     auto = {**TINY_RUN, "block_batches": "auto", "total_tokens": 4000}
-    blocks = T.activation_blocks(model, tok, TrainConfig(**auto), "cpu")
+    blocks = T.activation_blocks(model, tok, TrainConfig(**auto), "cpu", reserve=lambda: steps)
     assert blocks.block_batches == 2 and blocks.capacity == 256 + 2 * 256
     with monkeypatch.context() as m:
         m.setattr(T, "free_memory_bytes", lambda device: 10**12)
@@ -453,6 +479,54 @@ def test_buffer_shrinks_to_a_small_memory_budget_and_resumes_exactly(tmp_path, m
             assert torch.equal(tensor, fixed.saes[layer].state_dict()[name]), f"layer {layer} {name}"
 
 
+def test_step_reserve_counts_what_the_first_step_allocates():
+    """step_reserve_bytes (what the auto buffer sets aside) counts Adam's moments before torch allocates
+    them: the reserve drops by exactly the bytes of exp_avg and exp_avg_sq the first step creates, and what
+    stays is the largest SAE's gradients plus its [batch, d_sae] step tensors."""
+    from shared import train as T
+
+    saes = {k: S.build_sae(TopKConfig(d_in=32, d_sae=d, k=4, seed=k)) for k, d in ((0, 64), (1, 256))}
+    opts = {k: adam(s.parameters(), lr=1e-3, device="cpu") for k, s in saes.items()}
+    before = T.step_reserve_bytes(saes, opts, 128)
+    x = torch.randn(128, 32, generator=torch.Generator().manual_seed(0))
+    for k, sae in saes.items():
+        sae_step(sae, opts[k], x, 1e-3)
+    allocated = sum(v.numel() * v.element_size() for o in opts.values() for st in o.state.values()
+                    for name, v in st.items() if name in ("exp_avg", "exp_avg_sq"))
+    after = T.step_reserve_bytes(saes, opts, 128)
+    assert before - after == allocated > 0
+    biggest = sum(p.numel() * 4 for p in saes[1].parameters())
+    assert after == biggest + 3 * 128 * 256 * 4
+
+
+def test_auto_buffer_is_sized_after_counting_adam(tmp_path, monkeypatch):
+    """BLOCK_BATCHES = "auto" in a real run: the buffer gets half of the free memory less what the steps
+    will take (Adam's moments not yet allocated, a gradient, the step tensors), not half of all of it;
+    the same free memory with the steps' needs ignored would give it more than twice as many forwards."""
+    from shared import train as T
+
+    row_bytes = 2 * 64 * 4
+    free = 20 * 2**20  # the 2 x 2048-latent SAEs' steps need 11 MiB of it
+    monkeypatch.setattr(T, "free_memory_bytes", lambda device: free)
+    sizes = []
+    real = T.activation_blocks
+
+    def spy(*args, **kw):
+        blocks = real(*args, **kw)
+        sizes.append((blocks.block_batches, kw["reserve"]()))
+        return blocks
+
+    monkeypatch.setattr(T, "activation_blocks", spy)
+    cfg = TrainConfig(**{**TINY_RUN, "block_batches": "auto", "sae": dict(d_sae=2048, k=8)}, total_tokens=512,
+                      checkpoint_dir=str(tmp_path / "ck"))
+    train(cfg, progress=False)
+    (blocks, reserve), = sizes
+    params = 2 * 64 * 2048 + 2048 + 64
+    assert reserve == 2 * 2 * params * 4 + params * 4 + 3 * 256 * 2048 * 4
+    assert blocks == ((free - reserve) // 2 // row_bytes - 256) // 256
+    assert (free // 2 // row_bytes - 256) // 256 > 2 * blocks
+
+
 def test_mix_proportions_are_measured_in_tokens_and_logged(tmp_path):
     """Three local sources of equal-length docs weighted 0.7/0.2/0.1: the tokens per source (result and
     the metrics' "mix" shares) come out at those proportions."""
@@ -472,3 +546,147 @@ def test_mix_proportions_are_measured_in_tokens_and_logged(tmp_path):
         assert abs(result.tokens_by_source[name] / total - weight) < 0.04, result.tokens_by_source
     log = [json.loads(line) for line in (tmp_path / "ck" / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["mix"] == pytest.approx({n: c / total for n, c in result.tokens_by_source.items()})
+
+
+def _same_weights(a, b) -> None:
+    for layer in a.saes:
+        for name, tensor in a.saes[layer].state_dict().items():
+            assert torch.equal(tensor, b.saes[layer].state_dict()[name]), f"layer {layer} {name}"
+
+
+def test_minutes_cadence_checkpoints_at_block_boundaries_and_resumes_exactly(tmp_path, monkeypatch):
+    """A clock that moves 10 s per reading and a 1-minute cadence (tokens never due): a checkpoint
+    lands at the block boundary before a minute would go unsaved (every third block here), at token
+    counts no token cadence picks; a run stopped after one resumes to the uninterrupted weights."""
+    from shared import checkpoint as ck
+    from shared import train as T
+
+    ticks = iter(range(0, 10**9, 10))
+    monkeypatch.setattr(T, "_clock", lambda: float(next(ticks)))
+    base = {**TINY_RUN, "checkpoint_every_tokens": 10**9, "checkpoint_every_minutes": 1.0, "total_tokens": 6000}
+    clean = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "clean")), progress=False)
+    saved = [c.tokens for c in ck.LocalStore(tmp_path / "clean", keep=100).list()]
+    assert saved and saved[-1] == clean.tokens  # the last one is the finished run's
+    per_block = 4 * 8 * 31  # kept rows of a block: 4 forwards of 8 contexts of 31 tokens past BOS
+    with monkeypatch.context() as m:
+        states = _interrupt_after_checkpoints(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "killed")), progress=False)
+    assert states[0]["data"]["forwards"] == 3 * 4  # three blocks of four forwards: the time rule, not tokens
+    assert states[0]["step"] * 256 <= 3 * per_block
+    resumed = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "killed")), progress=False)
+    assert resumed.resumed_from == states[0]["step"] * 256 and resumed.tokens == clean.tokens
+    _same_weights(clean, resumed)
+
+
+def test_checkpoint_clock_follows_rank_zero_under_torchrun(monkeypatch):
+    """Every rank must checkpoint at the same step: the time decision is rank 0's, broadcast."""
+    from types import SimpleNamespace
+
+    from shared import train as T
+
+    now = [0.0]
+    monkeypatch.setattr(T, "_clock", lambda: now[0])
+    cfg = TrainConfig(**{**TINY_RUN, "checkpoint_every_tokens": 10**9}, checkpoint_every_minutes=1.0)
+    rank0_says = SimpleNamespace(broadcast_object=lambda due: False)  # rank 0's clock: not yet
+    clocks = [T.CheckpointClock(cfg, 0, group=rank0_says, speak=False), T.CheckpointClock(cfg, 0, speak=False)]
+    for clock in clocks:
+        clock.block_started()
+    now[0] = 120.0  # this rank's clock: two minutes later, due on its own
+    assert [clock.due(1024) for clock in clocks] == [False, True]
+    with pytest.raises(ValueError, match="checkpoint_every_minutes must be > 0"):
+        TrainConfig(**TINY_RUN, checkpoint_every_minutes=0)
+
+
+def _docs_file(path: Path, order) -> str:
+    path.write_text("".join(json.dumps({"text": f"document {i:04d} says {i * 7 % 13} things"}) + "\n" for i in order))
+    return str(path)
+
+
+def test_resume_refuses_a_stream_that_changed_and_goes_on_only_when_allowed(tmp_path, monkeypatch, capsys):
+    """A local source whose documents after the 10th are reversed between the sessions: the replay
+    hashes differently from the checkpoint's record, so the resume stops in one line naming the
+    change; allowed, it goes on and the change is recorded; an unchanged stream resumes verified."""
+    docs = tmp_path / "docs.jsonl"
+    base = {**TINY_RUN, "layers": (1,), "dataset": (_docs_file(docs, range(400)),), "total_tokens": 4000}
+    clean = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "clean")), progress=False)
+    for name in ("same", "changed"):
+        with monkeypatch.context() as m:
+            states = _interrupt_after_checkpoints(m, 1)
+            with pytest.raises(KeyboardInterrupt):
+                train(TrainConfig(**base, checkpoint_dir=str(tmp_path / name)), progress=False)
+    record = states[0]["stream"]
+    assert record["forwards"] == states[0]["data"]["forwards"] and len(record["sha256"]) == 64
+    assert record["identity"]["tokenizer"] and record["identity"]["revisions"] == {}
+
+    capsys.readouterr()
+    same = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "same")), progress=False)
+    assert same.resume["replay"]["verified"] is True and same.resume["stream_changes"] == []
+    assert "they hash as the checkpoint recorded" in capsys.readouterr().out
+    _same_weights(clean, same)
+
+    _docs_file(docs, [*range(10), *reversed(range(10, 400))])
+    with pytest.raises(ValueError, match="The data stream changed since the checkpoint") as e:
+        train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "changed")), progress=False)
+    assert "\n" not in str(e.value) and "ALLOW_STREAM_CHANGE = True" in str(e.value)
+    allowed = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "changed"), allow_stream_change=True),
+                    progress=False)
+    (change,) = allowed.resume["stream_changes"]
+    assert change["at_forwards"] == record["forwards"] and allowed.resume["replay"]["verified"] is False
+    assert allowed.tokens == clean.tokens
+    # the record is carried on: the next checkpoints chain over the new stream and still hold the change
+    from shared import checkpoint as ck
+
+    latest = ck.open_store(str(tmp_path / "changed")).load_latest()[1]["stream"]
+    assert latest["changes"] == allowed.resume["stream_changes"]
+
+
+def test_a_model_dtype_switch_is_recorded_not_refused(tmp_path, monkeypatch, capsys):
+    """The fix for a float16 overflow is another MODEL_DTYPE and a re-run: the resume goes on from
+    the checkpoint and the switch is recorded (checkpoint, TrainResult.resume, hence run_report)."""
+    from shared.models import load_model
+
+    base = {**TINY_RUN, "total_tokens": 4000}
+    model, tok = load_model("tiny:gpt2", device="cpu")
+    with monkeypatch.context() as m:
+        states = _interrupt_after_checkpoints(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "ck")), model, tok, progress=False)
+    assert states[0]["config"]["model_dtype"] == "float32"
+    assert states[0]["model_dtypes"] == [{"from_tokens": 0, "dtype": "float32"}]
+    resumed = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "ck")), model.double(), tok, progress=False)
+    at = states[0]["step"] * base["batch_tokens"]
+    assert resumed.resumed_from == at
+    assert resumed.resume["model_dtypes"] == [{"from_tokens": 0, "dtype": "float32"},
+                                              {"from_tokens": at, "dtype": "float64"}]
+    assert f"The model now runs in float64; the first {at:,} tokens were trained on float32" in capsys.readouterr().out
+
+
+def test_a_float16_overflow_says_which_dtype_to_set(tmp_path):
+    """Activations that overflow float16 stop training with one line naming MODEL_DTYPE's fix (bfloat16
+    where the device has it, else float32) and saying that a re-run resumes."""
+    from shared import capture
+    from shared.models import decoder_layers, load_model
+
+    model, tok = load_model("tiny:gpt2", device="cpu", dtype=torch.float16)
+    handle = decoder_layers(model)[0].register_forward_hook(
+        lambda mod, args, out: (out[0] * 1e30,) + tuple(out[1:]) if isinstance(out, tuple) else out * 1e30)
+    try:
+        with pytest.raises(FloatingPointError) as e:
+            train(TrainConfig(**TINY_RUN, total_tokens=2000, checkpoint_dir=str(tmp_path / "ck")), model, tok,
+                  progress=False)
+    finally:
+        handle.remove()
+    msg = str(e.value)
+    assert "\n" not in msg and "overflowed in float16" in msg
+    assert 'set MODEL_DTYPE = "bfloat16"' in msg  # a CPU runs bfloat16; a T4 is told float32
+    assert "training resumes from its last checkpoint" in msg
+    t4 = type("T4", (), {"parameters": lambda self: iter([torch.zeros(1, dtype=torch.float16)])})()
+    import shared.runtime as runtime
+
+    real = runtime.bf16_supported
+    try:
+        runtime.bf16_supported = lambda device=None: False
+        assert 'set MODEL_DTYPE = "float32"' in capture.dtype_advice(t4)
+    finally:
+        runtime.bf16_supported = real

@@ -2,7 +2,9 @@
 flag exactly the prompts and tokens that hold it, offline and during generate alike."""
 import json
 
+import numpy as np
 import pytest
+import torch
 from planted_sae import LAYER, TOKEN, planted_sae, sprinkle
 from shared import synthetic, watch
 
@@ -75,3 +77,38 @@ def test_bad_input_is_one_line_error(setup):
         watch.calibrate(model, tok, sae, LAYER, ["x"], [0], percentile=100)
     with pytest.raises(ValueError, match="features"):
         watch.calibrate(model, tok, sae, LAYER, ["x"], [99])
+
+
+def test_thresholds_for_share_flags_that_share_of_documents():
+    rng = np.random.default_rng(0)
+    maxima = rng.gamma(2.0, size=(1000, 8))
+    maxima[:, 3] = 0.0  # a feature that never fires: threshold 0, and it flags nothing here
+    limits = watch.thresholds_for_share(maxima, 0.05)
+    assert limits[3] == 0.0
+    assert 0.04 <= (maxima > limits).any(axis=1).mean() <= 0.05  # at most the share, as close as steps allow
+    one = watch.thresholds_for_share(maxima[:, :1], 0.1)  # one feature: the percentile of its maxima
+    assert one[0] == pytest.approx(np.quantile(maxima[:, 0], 0.9), rel=0.01)
+
+
+def test_flagged_share_of_held_out_baseline_documents_is_one_minus_percentile(tiny_model):
+    """A prompt is flagged when any token x feature pair crosses; with eight features that fire on about
+    half the tokens, thresholds from the per-token percentile flag nearly every document. Calibrated on the
+    per-document maximum, held-out documents of the baseline's distribution are flagged at ~1 - p/100."""
+    from shared import sae as S
+    from shared.models import d_model
+    from shared.sae_relu import ReLUConfig
+
+    model, tok = tiny_model("llama", device="cpu")
+    torch.manual_seed(0)
+    sae = S.build_sae(ReLUConfig(d_in=d_model(model), d_sae=8)).eval()
+    feats = list(range(8))
+    thresholds = watch.calibrate(model, tok, sae, LAYER, synthetic.synthetic_texts(400, seed=31), feats,
+                                 percentile=90)
+    tower = watch.Watchtower(model, tok, sae, LAYER, thresholds)
+    tower.scan(synthetic.synthetic_texts(400, seed=32))  # held out: same generator, other documents
+    s = tower.summary()
+    assert s["n_prompts"] == 400
+    assert 0.06 <= s["prompt_flag_rate"] <= 0.14, s  # binomial sd at 10 % of 400: 1.5 %
+    assert s["n_tokens"] > 10 * s["n_prompts"]
+    assert 0 < s["token_flag_rate"] < s["prompt_flag_rate"]  # per token, far rarer than per prompt
+    assert s["n_flagged_tokens"] == sum(len({f["position"] for f in r["flags"]}) for r in tower.results)

@@ -20,7 +20,7 @@ import torch
 from ..models import d_model, model_device
 from ..runtime import single_thread
 from .edges import EdgeGraph, edge_graph, edge_run, patched_logits, source_outputs
-from .metrics import check_tau, get_metric, kl_to_clean
+from .metrics import check_tau, get_metric, gradient_metric, kl_to_clean
 from .tasks import PromptPairs
 
 BUDGETS = (2, 5, 10, 20, 50, 100, 200)
@@ -39,10 +39,7 @@ def _small_on_cpu(model):
 def eap_scores(model, pairs: PromptPairs, metric: str = "logit_diff", *, graph: EdgeGraph | None = None,
                batch_size: int | None = None) -> torch.Tensor:
     """[n_edges] EAP scores: the estimated change of the mean `metric` when each edge alone is patched."""
-    fn = get_metric(metric)
-    if metric == "kl":
-        raise ValueError("metric 'kl' has zero gradient on the clean run, so EAP cannot use it; pass metric="
-                         "'logit_diff' or 'prob'")
+    fn = gradient_metric(metric)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     g = _graph(model, graph)

@@ -9,10 +9,15 @@
   refused. GradDrop: one extra backward per layer l with the gradient through layer l's residual
   writes (its attention and MLP outputs) set to zero, AtP_l(n) from that gradient, and
   score(n) = 1/(L−1) Σ_l |AtP_l(n)| (sign from AtP), which catches direct and indirect effects that cancel.
+  A node's own layer's term is 0 for every kind: a head, query, key or MLP acts only through its layer's
+  writes, and a residual SAE latent or error at block l's output counts as block l's (it holds those writes),
+  so L−1 terms remain and a node with direct effects only scores |AtP|. (The gates sit on the attention and
+  MLP modules, upstream of an MLP or residual node of the same layer, so that term is set to 0 explicitly.)
 - `integrated_gradients`: per component, its nodes moved together from clean to patched in N steps
   (midpoint rule by default; "left" is SFC's α = 0..N−1 / N), gradients averaged, dotted with the change.
 - `compare`: Spearman correlation of |estimate| with |exact effect| and the false-negative rate among the
-  top nodes by exact effect.
+  top nodes by exact effect. `exact_check` patches every node exactly where that is affordable (every
+  latent the patch changes up to a cap) and compares there, next to the estimates' own top nodes alone.
 """
 from __future__ import annotations
 
@@ -23,9 +28,9 @@ import torch
 
 from .. import hooks
 from ..models import decoder_layers
-from .metrics import get_metric
+from .metrics import gradient_metric
 from .nodes import Component, Nodes, attention, eager_attention, mlp_module
-from .patching import _rows, patch_values, patched_edit
+from .patching import _rows, node_effects, patch_values, patched_edit
 from .tasks import PromptPairs
 
 
@@ -44,7 +49,7 @@ def _deltas(nodes, pairs, clean: dict, ablation, reference_ids, patch) -> dict[C
 
 
 def _metric_sum(metric: str, logits, pairs: PromptPairs) -> torch.Tensor:
-    return get_metric(metric)(logits, pairs, clean_logits=logits.detach()).sum()
+    return gradient_metric(metric)(logits, pairs).sum()
 
 
 def atp(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ablation: str = "resample",
@@ -58,7 +63,7 @@ def atp(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ablatio
 def atp_gradients(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff") -> tuple[dict, dict]:
     """({component: clean values}, {component: ∂m/∂value at the clean run}): one forward, one backward
     (the splice passes the gradient on as the residual would, so an upstream node's holds every path)."""
-    get_metric(metric)
+    gradient_metric(metric)
     logits, clean = nodes.values(pairs.clean_ids, grad=True)
     with torch.enable_grad():
         grads = torch.autograd.grad(_metric_sum(metric, logits, pairs), list(clean.values()), allow_unused=True)
@@ -108,7 +113,7 @@ def atp_star(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ab
              reference_ids: torch.Tensor | None = None, use_qk_fix: bool = True, use_graddrop: bool = True,
              patch: dict | None = None, batch_rows: int = 256) -> AtPStar:
     """AtP* of every node: AtP, the QK fix for q/k nodes (exact softmax) and GradDrop (see the module doc)."""
-    get_metric(metric)
+    gradient_metric(metric)
     model = nodes.model
     qk = [c for c in nodes.components if c.kind in ("q", "k")] if use_qk_fix else []
     qk_layers = sorted({c.layer for c in qk})
@@ -156,6 +161,8 @@ def atp_star(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ab
                 state["drop"] = layer
                 g_l, ga_l = backward()
                 for c in comps:
+                    if c.layer == layer:  # its own layer: every path of the node runs through that layer's writes
+                        continue
                     est = _qk_score(d_attn[c], ga_l[c.layer]) if c in d_attn else _dot(deltas[c], g_l[c])
                     total[c] += est.abs().cpu()
             state.pop("drop", None)
@@ -231,7 +238,7 @@ def ig_gradients(nodes: Nodes, pairs: PromptPairs, clean: dict, target: dict, *,
     like its clean values: what integrated gradients dots with Δa (and SFC's edges reuse).
     rule: "midpoint" (α = (k + ½)/N) or "left" (α = k/N, SFC's, α = 0 the clean run); joint: a layer's
     components move together, else one component at a time (the others left to the forward)."""
-    get_metric(metric)
+    gradient_metric(metric)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int (the Riemann steps of the path integral), got {steps!r}")
     if rule not in ("midpoint", "left"):
@@ -291,3 +298,62 @@ def compare(estimate: dict[str, float], exact: dict[str, float], *, top_k: int =
     return dict(n=len(ids), top_k=k, spearman=float(rho), spearman_signed=float(rho_signed),
                 false_negative_rate=len(top_exact - top_est) / k,
                 false_negatives=[ids[i] for i in sorted(top_exact - top_est)])
+
+
+def exact_check(nodes: Nodes, pairs: PromptPairs, estimates: dict[str, dict[str, float]], *, top_n: int,
+                latent_cap: int = 1000, top_k: int | None = None, seed: int = 0, ablation: str = "resample",
+                metric: str = "logit_diff", reference_ids: torch.Tensor | None = None, patch: dict | None = None,
+                batch_rows: int = 256) -> dict:
+    """How good each estimate {name: {node id: score}} is against exact patching, on two node sets:
+
+    - "full": every node that is not an SAE latent (heads, queries, keys, MLPs, SAE errors), every latent in an
+      estimate's top_n, and the other live latents (those the patch changes at some prompt and position; any
+      other latent has exact effect 0 and estimate 0): all of them when at most latent_cap, else a random
+      sample of latent_cap seeded by `seed`. A node every estimate ranks low is patched here, so the
+      false-negative rate can count it.
+    - "top_set": the union of the estimates' top_n alone, a check of the top nodes only, which never sees a node
+      that every estimate missed (what such a check's false-negative rate leaves out).
+
+    Returns {"exact": {node id: exact effect}, "full": {name: compare(...)}, "top_set": {name: compare(...)},
+    "nodes": what was patched and why}; top_k (default min(10, top_n)) is compare's."""
+    from ..data import seeded_rng
+
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
+        raise ValueError(f"top_n must be a positive int (each estimate's top nodes to check), got {top_n!r}")
+    if isinstance(latent_cap, bool) or not isinstance(latent_cap, int) or latent_cap < 0:
+        raise ValueError(f"latent_cap must be an int >= 0 (live SAE latents patched beyond the top sets), got {latent_cap!r}")
+    patch = patch if patch is not None else patch_values(nodes, pairs, ablation, reference_ids)
+
+    def top(scores: dict[str, float]) -> list[str]:
+        return sorted(scores, key=lambda i: (-abs(scores[i]), i))[:top_n]
+
+    top_set = list(dict.fromkeys(i for scores in estimates.values() for i in top(scores)))
+    _, clean = nodes.values(pairs.clean_ids)
+    live: list[str] = []
+    for comp in nodes.components:
+        if comp.kind == "latents":
+            moved = (_rows(patch[comp], len(pairs)).to(clean[comp].dtype) - clean[comp]).abs().amax((0, 1, 3))
+            live += [comp.node_id(i) for i in torch.nonzero(moved > 0).flatten().tolist()]
+    others = [i for i in live if i not in set(top_set)]
+    n_others = len(others)
+    sampled = n_others > latent_cap
+    if sampled:
+        keep = set(seeded_rng("exact-check", seed).sample(others, latent_cap))
+        others = [i for i in others if i in keep]
+    kinds = nodes.kinds()
+    non_latent = [i for i in nodes.ids if kinds[i] != "feature"]
+    full = list(dict.fromkeys(non_latent + top_set + others))
+    exact = node_effects(nodes, pairs, full, metric=metric, patch=patch, batch_rows=batch_rows)
+    k = min(10, top_n) if top_k is None else top_k
+    in_top = {i: exact[i] for i in top_set}
+    latents_full = sum(kinds[i] == "feature" for i in full)
+    policy = (f"every non-latent node ({len(non_latent)}), the latents in an estimate's top {top_n}, and "
+              + (f"a seeded random {latent_cap} of the other {n_others} live latents"
+                 if sampled else "every other live latent")
+              + "; latents the patch leaves unchanged have exact effect 0 and are left out")
+    return {"exact": exact,
+            "full": {name: compare(scores, exact, top_k=k) for name, scores in estimates.items()},
+            "top_set": {name: compare(scores, in_top, top_k=k) for name, scores in estimates.items()},
+            "nodes": {"full": len(full), "top_set": len(top_set), "non_latent": len(non_latent),
+                      "latents_live": len(live), "latents_patched": latents_full, "latents_sampled": sampled,
+                      "policy": policy}}

@@ -2,7 +2,8 @@
 
 Each takes logits [n, T, V] (or [n, V], already the last position). Every entry of METRICS is
 called the same way, m(logits, pairs, clean_logits=None), so patching and attribution code take a
-metric by name; "kl" needs clean_logits (the unpatched clean run's logits).
+metric by name; "kl" needs clean_logits (the unpatched clean run's logits). Gradient methods take only
+GRADIENT_METRICS (`gradient_metric`): "kl" has zero gradient at the clean run.
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ def _kl(logits: torch.Tensor, pairs: PromptPairs, clean_logits=None) -> torch.Te
 
 
 METRICS: dict[str, Callable] = {"logit_diff": logit_diff, "prob": answer_prob, "kl": _kl}
+GRADIENT_METRICS = ("logit_diff", "prob")  # what gradient methods (AtP, AtP*, IG, EAP, SFC) can differentiate
 
 
 def get_metric(name: str) -> Callable:
@@ -66,6 +68,18 @@ def get_metric(name: str) -> Callable:
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
     return METRICS[name]
+
+
+def gradient_metric(name: str) -> Callable:
+    """The metric called `name` for a gradient method (AtP, AtP*, IG, EAP, SFC's node and edge effects).
+    "kl" is refused: KL(clean || run) is smallest (0) at the clean run, so its gradient there is 0 and every
+    estimate would be 0 whatever the node's exact effect."""
+    fn = get_metric(name)
+    if name not in GRADIENT_METRICS:
+        raise ValueError(f"metric {name!r} has zero gradient on the clean run (KL to the clean run is smallest "
+                         f"there), so attribution would score every node 0; use "
+                         f"{' or '.join(map(repr, GRADIENT_METRICS))} (ACDC's target can be 'kl')")
+    return fn
 
 
 def check_tau(name: str, value) -> float:

@@ -8,7 +8,8 @@ grad m . (patch - clean), or IG with N steps (the paper's choice: gradients aver
 clean -> patch at one layer, left Riemann, alpha = 0 the clean point). Edges u -> d between
 consecutive SAE layers are sum_positions dm/dd . dd/du . Delta u, got with one backward pass per kept
 downstream node (a vector-Jacobian product back to every upstream node at once), never by patching
-pairs. With residual SAEs only, an edge carries everything the blocks between the two layers do.
+pairs; as in the paper's code only the downstream (prompt, position) instances whose own effect passes
+tau_node send edges. With residual SAEs only, an edge carries everything the blocks between the two layers do.
 Scores are averaged over prompts and summed over positions; the patch is the corrupt prompt.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import Tensor
 from .. import hooks
 from .attribution import atp_gradients, ig_gradients
 from .circuit_json import node_entries
-from .metrics import check_tau, get_metric
+from .metrics import check_tau, gradient_metric
 from .nodes import CENTRED_RELEASES, Component, Nodes, check_sae_layer
 from .patching import faithfulness, faithfulness_ends, patch_values
 from .tasks import PromptPairs
@@ -99,7 +100,7 @@ def _ig_grads(task: TaskNodes, pairs: PromptPairs, metric: str, steps: int) -> d
 def task_nodes(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff", *, method: str = "ig",
                ig_steps: int = 10) -> TaskNodes:
     """Every SAE node on the task (clean values, corrupt - clean deltas) with `method`'s gradients."""
-    get_metric(metric)
+    gradient_metric(metric)
     if method not in NODE_METHODS:
         raise ValueError(f"method = {method!r}: use one of {NODE_METHODS} ('ig' as the paper, 'atp' the fast "
                          "first-order one)")
@@ -116,12 +117,14 @@ def task_nodes(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff", *, 
 
 
 def edge_scores(task: TaskNodes, up: int, down: int, ids: Tensor, down_latents: Sequence[int],
-                down_error: bool = True) -> tuple[Tensor, Tensor]:
+                down_error: bool = True, down_tau: float | None = None) -> tuple[Tensor, Tensor]:
     """Edge effects from every node of SAE layer `up` to the chosen nodes of a later SAE layer `down`:
     (latent columns [R, d_sae], error column [R]) with R = len(down_latents) + down_error rows; row r,
     column i is sum_positions dm/dd_r . dd_r/du_i . Delta u_i averaged over prompts (d_r the r-th chosen
     downstream node, its error node last). One backward pass per downstream node: the gradient-weighted
-    downstream value (dm/dd . d, the error's contracted over d_model) back-propagated to every upstream node."""
+    downstream value (dm/dd . d, the error's contracted over d_model) back-propagated to every upstream node.
+    down_tau: only the downstream instances (prompt, position) whose own effect dm/dd . Delta d has
+    |effect| >= down_tau send edges (Marks et al.'s code: edges into the thresholded instances); None: all."""
     if down <= up:
         raise ValueError(f"edges run from an earlier SAE layer to a later one, got {up} -> {down}")
     nodes, model = task.nodes, task.nodes.model
@@ -129,18 +132,28 @@ def edge_scores(task: TaskNodes, up: int, down: int, ids: Tensor, down_latents: 
     lat_d, err_d = task.comps(down)
     leaves = {c: task.clean[c].detach().clone().requires_grad_(True) for c in (lat_u, err_u)}
     n = ids.shape[0]
+
+    def instances(comp: Component, j: int) -> Tensor:
+        """[n, T] bool: the (prompt, position) instances of downstream node j that send edges."""
+        effect = (task.grad[comp][:, :, j].float() * task.delta[comp][:, :, j].float()).sum(-1)
+        return torch.ones_like(effect, dtype=torch.bool) if down_tau is None else effect.abs() >= down_tau
+
     rows_f, rows_e = [], []
     with torch.enable_grad():
         with nodes.hooked(lambda c, v: leaves[c].to(v.dtype) if c in leaves else v) as rec, \
                 hooks.read_residuals(model, [down], stop_after_deepest=True):
             model(ids.to(task.clean[lat_u].device))
-        targets = [(task.grad[lat_d][:, :, j] * rec[lat_d][:, :, j]).sum() for j in down_latents]
-        if down_error:
-            targets.append((task.grad[err_d] * rec[err_d]).sum())
-        for r, target in enumerate(targets):
-            g_f, g_e = torch.autograd.grad(target, [leaves[lat_u], leaves[err_u]],
-                                           retain_graph=r < len(targets) - 1, allow_unused=True)
-            d_f, d_e = task.delta[lat_u].float(), task.delta[err_u].float()
+        chosen = [(lat_d, j) for j in down_latents] + ([(err_d, 0)] if down_error else [])
+        d_f, d_e = task.delta[lat_u].float(), task.delta[err_u].float()
+        for comp, j in chosen:
+            keep = instances(comp, j)
+            if not keep.any():  # no instance passes: no edge into this node
+                rows_f.append(d_f.new_zeros(lat_u.n))
+                rows_e.append(d_e.new_zeros(()))
+                continue
+            target = (task.grad[comp][:, :, j] * rec[comp][:, :, j]).sum(-1)[keep].sum()
+            g_f, g_e = torch.autograd.grad(target, [leaves[lat_u], leaves[err_u]], retain_graph=True,
+                                           allow_unused=True)
             rows_f.append((g_f.float() * d_f).sum((0, 1, 3)) / n if g_f is not None else d_f.new_zeros(lat_u.n))
             rows_e.append((g_e.float() * d_e).sum() / n if g_e is not None else d_e.new_zeros(()))
     if not rows_f:
@@ -181,8 +194,11 @@ def sparse_feature_circuit(nodes: Nodes, pairs: PromptPairs, metric: str = "logi
                            names: Mapping[str, str] | None = None, task: TaskNodes | None = None) -> FeatureCircuit:
     """The Marks et al. circuit of `pairs` on the SAE nodes of `nodes` (check_saes): node effects by `method`,
     nodes with |effect| >= tau_node kept (error nodes too), then the edges between kept nodes of consecutive
-    SAE layers with |effect| >= tau_edge (and non-zero). `task` reuses a task_nodes result."""
+    SAE layers with |effect| >= tau_edge (and non-zero). As in the paper's code, an edge sums only over the
+    downstream node's (prompt, position) instances whose own effect passes tau_node (edge_scores' down_tau),
+    while a node is kept by its effect summed over positions. `task` reuses a task_nodes result."""
     tau_node, tau_edge = check_tau("tau_node", tau_node), check_tau("tau_edge", tau_edge)
+    gradient_metric(metric)
     if len(nodes.saes) < 2:
         raise ValueError(f"the node set has SAEs at {len(nodes.saes)} layer(s): a sparse feature circuit needs >= 2")
     if task is None:
@@ -198,7 +214,7 @@ def sparse_feature_circuit(nodes: Nodes, pairs: PromptPairs, metric: str = "logi
         d_err = err_d.node_id(0) in kept_ids
         u_lat = [i for i in range(lat_u.n) if lat_u.node_id(i) in kept_ids]
         u_err = err_u.node_id(0) in kept_ids
-        rows_f, rows_e = edge_scores(task, up, down, pairs.clean_ids, d_lat, d_err)
+        rows_f, rows_e = edge_scores(task, up, down, pairs.clean_ids, d_lat, d_err, down_tau=tau_node)
         targets = [lat_d.node_id(j) for j in d_lat] + ([err_d.node_id(0)] if d_err else [])
         for r, target in enumerate(targets):
             cells = [(lat_u.node_id(i), float(rows_f[r, i])) for i in u_lat]

@@ -3,7 +3,8 @@
 A task is what circuit discovery explains: the model's preference for the clean prompt's answer
 over the competing token (the corrupt prompt's answer), read at the last position. `load_task`
 builds the built-in tasks ("ioi", "sva", "synthetic") for any tokenizer; `pairs_from_text` builds
-your own and refuses pairs of different token lengths or answers that are not one token.
+your own and refuses pairs of different token lengths or answers that are not one token. `split_pairs`
+parts a task into the pairs that find a circuit and disjoint ones that score it.
 """
 from __future__ import annotations
 
@@ -55,6 +56,48 @@ class PromptPairs:
         return PromptPairs(self.name, self.clean_ids.to(device), self.corrupt_ids.to(device),
                            self.answer_ids.to(device), self.wrong_ids.to(device),
                            list(self.clean_text), list(self.corrupt_text))
+
+
+# ----------------------------------------------------------------------------- find / score split
+
+
+def split_pairs(pairs: PromptPairs, *, seed: int = 0, score_share: float = 0.5) -> tuple[PromptPairs, PromptPairs]:
+    """(find, score): `pairs` in two disjoint parts. A circuit is found on `find` and its faithfulness and
+    completeness scored on `score` (Marks et al.'s code finds on a train split and evaluates on a test split),
+    so a method that fits its prompts (ACDC's exact forwards above all) gains nothing there.
+
+    Pairs that share a prompt (a duplicate, or one pair's corrupt prompt another's clean one) stay on one
+    side, so no clean or corrupt text is in both; the sides are drawn by a shuffle seeded by the task's name
+    and `seed` (the same pairs and seed give the same split), about score_share of the pairs scoring."""
+    if not 0 < score_share < 1:
+        raise ValueError(f"score_share must be between 0 and 1 (the share of pairs that score the circuit), got {score_share!r}")
+    n = len(pairs)
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, texts in enumerate(zip(pairs.clean_text, pairs.corrupt_text)):
+        for text in texts:
+            parent[root(i)] = root(first.setdefault(text, i))
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    order = list(groups.values())
+    seeded_rng("circuit-split", pairs.name, seed).shuffle(order)
+    want = min(max(round(n * score_share), 1), n - 1)
+    score: list[int] = []
+    find: list[int] = []
+    for group in order:
+        (score if len(score) < want else find).extend(group)
+    if not find or not score:
+        raise ValueError(f"the {n} prompt pair(s) cannot be split into a find part and a disjoint score part (pairs "
+                         f"sharing a prompt stay together): give at least 2 pairs with different prompts")
+    return pairs.subset(sorted(find)), pairs.subset(sorted(score))
 
 
 # ----------------------------------------------------------------------------- from text
