@@ -233,14 +233,38 @@ def run_ours_profiled(setup: Setup, model, tok, device: str) -> dict:
     return out
 
 
+LEVERS = {
+    "flex": "attention by torch's flex_attention (keeps Gemma-2's logit soft-cap, which sdpa drops)",
+    "sdpa": "attention by torch's scaled_dot_product_attention (not for Gemma-2: no soft-cap)",
+    "compile": "torch.compile of each decoder block (regional: the hooks between blocks stay eager)",
+}
+
+
+def apply_levers(model, levers: list[str]) -> None:
+    """Speed levers on the forward, named after '+' in an implementation (e.g. ours+flex+compile), so a GPU
+    session measures each against the same implementation without it."""
+    from shared import models
+
+    for lever in levers:
+        if lever in ("flex", "sdpa"):
+            model.set_attn_implementation("flex_attention" if lever == "flex" else "sdpa")
+        elif lever == "compile":
+            for block in models.decoder_layers(model):
+                block.compile()
+        else:
+            raise SystemExit(f"unknown lever {lever!r}: choose from {', '.join(LEVERS)}")
+
+
 def child(impl: str, setup: Setup, device: str) -> dict:
     """Build the model, run one implementation, and measure its peak memory (in this process only)."""
     import torch
 
     if not device.startswith("cuda"):
         os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
+    impl, *levers = impl.split("+")
     t0 = time.perf_counter()
     model, tok = build_model(setup, device)
+    apply_levers(model, levers)
     build_s = time.perf_counter() - t0
     cuda = device.startswith("cuda")
     if cuda:
@@ -250,7 +274,7 @@ def child(impl: str, setup: Setup, device: str) -> dict:
     runner = {"floor": run_floor, "ours": run_ours, "saelens": run_saelens, "sparsify": run_sparsify,
               "saelens-compiled": lambda *a: run_saelens(*a, compiled=True), "ours-profiled": run_ours_profiled}[impl]
     out = runner(setup, model, tok, device)
-    out.update(impl=impl, build_s=build_s, torch=torch.__version__,
+    out.update(impl="+".join([impl, *levers]), levers=levers, build_s=build_s, torch=torch.__version__,
                peak_rss_gib=_peak_rss_gib(), rss_at_start_gib=rss_start,
                peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None)
     return out
@@ -333,7 +357,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--impls", default=",".join(IMPLS),
                    help=f"comma list of {', '.join(IMPLS)}, saelens-compiled (torch.compile of the LM and the "
-                        "SAE), ours-profiled (ours under torch.profiler, table in $BENCH_PROFILE)")
+                        "SAE), ours-profiled (ours under torch.profiler, table in $BENCH_PROFILE); any of them with "
+                        "+lever for a speed lever on the forward: " + "; ".join(f"{k}: {v}" for k, v in LEVERS.items()))
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--tokens", type=int, default=None, help="override the configuration's token budget")
     p.add_argument("--timeout", type=float, default=1800, help="seconds one child may take")
