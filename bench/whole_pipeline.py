@@ -271,11 +271,13 @@ def child(impl: str, setup: Setup, device: str) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     rss_start = _rss_gib()
+    load_before = os.getloadavg()[0]  # the machine's 1-minute load: a shared box's other work shows here
     runner = {"floor": run_floor, "ours": run_ours, "saelens": run_saelens, "sparsify": run_sparsify,
               "saelens-compiled": lambda *a: run_saelens(*a, compiled=True), "ours-profiled": run_ours_profiled}[impl]
     out = runner(setup, model, tok, device)
     out.update(impl="+".join([impl, *levers]), levers=levers, build_s=build_s, torch=torch.__version__,
                peak_rss_gib=_peak_rss_gib(), rss_at_start_gib=rss_start,
+               load_avg_1min=[round(load_before, 2), round(os.getloadavg()[0], 2)],
                peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None)
     return out
 
