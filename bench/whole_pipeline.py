@@ -305,11 +305,22 @@ def versions() -> dict:
     return found
 
 
-def summarise(runs: list[dict]) -> dict:
-    """Median per implementation over the rounds, each next to the floor."""
+def loaded(run: dict, max_load: float) -> bool:
+    """Whether other work shared the machine during a run: its 1-minute load average, before or after,
+    above max_load (a run's own threads count too, so max_load sits above the cores it uses)."""
+    return max(run.get("load_avg_1min") or [0.0]) > max_load
+
+
+def summarise(runs: list[dict], max_load: float = float("inf")) -> dict:
+    """Median per implementation over the rounds, each next to the floor. Rounds run under a load
+    above max_load are left out of an implementation's median when it has a round that was not
+    (their number is reported as `loaded_rounds_left_out`)."""
     table = {}
     for impl in dict.fromkeys(r["impl"] for r in runs):
         mine = [r for r in runs if r["impl"] == impl and "error" not in r]
+        quiet = [r for r in mine if not loaded(r, max_load)]
+        left_out = len(mine) - len(quiet) if quiet else 0
+        mine = quiet or mine
         if not mine:
             table[impl] = {"error": next(r["error"] for r in runs if r["impl"] == impl)}
             continue
@@ -325,6 +336,8 @@ def summarise(runs: list[dict]) -> dict:
             row["setup_s"] = round(statistics.median(r["setup_s"] for r in mine), 2)
         if "settings" in mine[0]:
             row["settings"] = mine[0]["settings"]
+        if left_out:
+            row["loaded_rounds_left_out"] = left_out
         table[impl] = row
     floor = table.get("floor", {}).get("forwarded_tokens_per_s")
     for impl, row in table.items():
@@ -348,7 +361,9 @@ def print_table(table: dict) -> None:
             continue
         peak = row.get("peak_gpu_gib", row["peak_rss_gib"])
         print(f"{impl:18} {row.get('trained_tokens_per_s', '-'):>14} {row['forwarded_tokens_per_s']:>10} "
-              f"{row.get('x_floor', '-'):>8} {row['wall_s']:>8} {peak:>9}")
+              f"{row.get('x_floor', '-'):>8} {row['wall_s']:>8} {peak:>9}"
+              + (f"  ({row['loaded_rounds_left_out']} loaded round(s) left out)" if "loaded_rounds_left_out" in row
+                 else ""))
     if "ours_vs_fastest_peer" in table:
         print(f"ours / fastest peer (trained tokens/s): {table['ours_vs_fastest_peer']}x")
 
@@ -365,8 +380,16 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=None, help="override the configuration's token budget")
     p.add_argument("--timeout", type=float, default=1800, help="seconds one child may take")
     p.add_argument("--json", default=None)
+    p.add_argument("--max-load", type=float, default=(os.cpu_count() or 1) + 2,
+                   help="leave out of the medians the rounds run while the 1-minute load average was above this "
+                        "(default: cores + 2); their runs stay in the JSON")
+    p.add_argument("--summarise", metavar="JSON", default=None,
+                   help="print the table of an earlier --json file again (under this --max-load) and stop")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.summarise:
+        print_table(summarise(json.loads(Path(args.summarise).read_text())["runs"], args.max_load))
+        return
     setup = CONFIGS[args.config] if args.tokens is None else replace(CONFIGS[args.config], tokens=args.tokens)
     if args.child:
         print("RESULT " + json.dumps(child(args.child, setup, args.device)), flush=True)
@@ -389,11 +412,12 @@ def main() -> None:
             run["round"] = r
             runs.append(run)
             print(f"round {r} {impl}: " + (f"{run['wall_s']:.1f} s" if "wall_s" in run else run["error"]), flush=True)
-    table = summarise(runs)
+    table = summarise(runs, args.max_load)
     print_table(table)
     if args.json:
         Path(args.json).write_text(json.dumps({"config": args.config, "setup": asdict(setup), "device": args.device,
-                                               "versions": versions(), "table": table, "runs": runs}, indent=1))
+                                               "versions": versions(), "max_load": args.max_load, "table": table,
+                                               "runs": runs}, indent=1))
 
 
 if __name__ == "__main__":
