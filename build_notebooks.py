@@ -772,12 +772,12 @@ def core_cells(root: Path, relpaths: list[str], notebook_id: str = "") -> tuple[
 
 # ---------------------------------------------------------------------------- generated catalog module
 
-CATALOG_MODULE = "_catalog.py"  # shared/_catalog.py: the catalog's facts, for code that runs inside a notebook
+CATALOG_MODULE = "notebook/catalog.py"  # shared/notebook/catalog.py: the catalog's facts, for code that runs inside a notebook
 CATALOG_FIELDS = ("id", "source", "title", "level", "platform", "accelerator", "expected_time")
 
 
 def catalog_module(entries: list[Entry]) -> str:
-    """Source of shared/_catalog.py: one dict per catalog entry (CATALOG_FIELDS), in catalog order.
+    """Source of shared/notebook/catalog.py: one dict per catalog entry (CATALOG_FIELDS), in catalog order.
 
     Generated so that vendored code (tiers: which notebooks are released) reads the catalog with no
     checkout beside it; `--check` fails when it is stale like any rendered file.
@@ -990,6 +990,7 @@ def build(root: Path, only: str | None = None) -> list[str]:
     generated = root / "shared" / CATALOG_MODULE  # first: the notebooks that vendor it import it
     text = catalog_module(load_catalog(root))
     if (root / "shared").is_dir() and (not generated.exists() or generated.read_text(encoding="utf-8") != text):
+        generated.parent.mkdir(exist_ok=True)
         generated.write_text(text, encoding="utf-8")
     files, notes = render_all(root, only)
     (root / "notebooks").mkdir(exist_ok=True)

@@ -4,8 +4,8 @@
                         dictionary of their parameters) and the other notebooks grouped by purpose, each with
                         level, time, GPU and Open-in-Colab/Kaggle badges; a filter by platform, GPU and time
                         that is pure CSS, so the page has no script and reads the same without one
-    site/style.css      the one stylesheet (its viewer part is shared/viewer.py's VIEWER_CSS)
-    site/viewer.js      the viewers' one script, shared/viewer.py's VIEWER_JS (the notebooks' HTML embeds it)
+    site/style.css      the one stylesheet (its viewer part is shared/views/viewer.py's VIEWER_CSS)
+    site/viewer.js      the viewers' one script, shared/views/viewer.py's VIEWER_JS (the notebooks' HTML embeds it)
     site/trace.html, circuit.html, catalog.html, leaderboard.html
                         open a trace.json, circuit.json, feature_catalog.json or interpscore.json files by
                         ?src=<URL>, by file drop, or by paste
@@ -417,8 +417,8 @@ footer{max-width:1240px;margin:0 auto;padding:16px 20px 40px;color:var(--muted);
 # ---------------------------------------------------------------------------- the files
 
 def viewer_assets(root: Path) -> tuple[str, str]:
-    """(VIEWER_JS, VIEWER_CSS) of root/shared/viewer.py, read as constants (the module is not imported)."""
-    path = Path(root) / "shared" / "viewer.py"
+    """(VIEWER_JS, VIEWER_CSS) of root/shared/views/viewer.py, read as constants (the module is not imported)."""
+    path = Path(root) / "shared" / "views" / "viewer.py"
     if not path.is_file():
         raise SiteError(f"{path} not found: it holds the viewers' script (VIEWER_JS), which site/viewer.js is "
                         "written from")

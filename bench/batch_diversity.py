@@ -2,8 +2,8 @@
 at a tier's real shapes, with and without the context shuffle window (TrainConfig.shuffle_tokens).
 
 Each document's tokens are labelled with the document's index (a tokenizer that returns the index in
-place of every token id of a document), the labels go through train._token_stream (mix, packing,
-shuffle window, forwards) and capture.ActivationBlocks (blocks, their shuffle, the carry) exactly as
+place of every token id of a document), the labels go through training.stream._token_stream (mix, packing,
+shuffle window, forwards) and training.buffer.ActivationBlocks (blocks, their shuffle, the carry) exactly as
 activations would, and every SAE batch is counted: distinct documents, and the rows of the document
 it holds most of. No model runs: only the data path, on the CPU.
 
@@ -23,10 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.capture import ActivationBlocks  # noqa: E402
-from shared.models import byte_tokenizer  # noqa: E402
-from shared.synthetic import synthetic_stream  # noqa: E402
-from shared.train import TrainConfig, _token_stream, shuffle_window_contexts  # noqa: E402
+from shared.data.synthetic import synthetic_stream  # noqa: E402
+from shared.model.tiny import byte_tokenizer  # noqa: E402
+from shared.training.buffer import ActivationBlocks  # noqa: E402
+from shared.training.config import TrainConfig  # noqa: E402
+from shared.training.stream import _token_stream, shuffle_window_contexts  # noqa: E402
 
 FIRST_DOC = 1_000  # labels start above the byte tokenizer's 260 ids, so context starts and separators stay apart
 

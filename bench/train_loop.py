@@ -26,14 +26,15 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.models import byte_tokenizer  # noqa: E402
-from shared.sae_topk import TopKConfig  # noqa: E402
-from shared.train import TrainConfig, train  # noqa: E402
+from shared.model.tiny import byte_tokenizer  # noqa: E402
+from shared.saes.topk import TopKConfig  # noqa: E402
+from shared.training.config import TrainConfig  # noqa: E402
+from shared.training.trainer import train  # noqa: E402
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "models"
 
 # The tiers' models by their short names: each is built from its real config, shipped in
-# tests/data/models/<org>__<name>/config.json (the same file tests/test_tiers.py checks shared/tiers.py
+# tests/data/models/<org>__<name>/config.json (the same file tests/test_tiers.py checks shared/notebook/tiers.py
 # against), and "toy", a small Llama for a quick CPU check of the script itself.
 SHAPES = {
     "gemma-2-2b": "google/gemma-2-2b",
@@ -77,8 +78,8 @@ def shaped_model(name: str, device: str, dtype: torch.dtype):
 
 def predicted(name: str, layers: tuple[int, ...], d_sae: int, model_batch: int, batch_tokens: int,
               buffer_tokens: int) -> dict | None:
-    """What shared/tiers.py predicts for this run on this GPU: peak GiB and tokens/s (None on CPU)."""
-    from shared import tiers
+    """What shared/notebook/tiers.py predicts for this run on this GPU: peak GiB and tokens/s (None on CPU)."""
+    from shared.notebook import tiers
 
     model_id = SHAPES[name]
     if model_id is None or not torch.cuda.is_available():
@@ -98,7 +99,7 @@ def main() -> None:
     p.add_argument("--model", default="gemma-2-2b", choices=sorted(SHAPES))
     p.add_argument("--layers", default=None,
                    help="hooked layers, e.g. 11,31,55 (one SAE each, one forward); default the tier's layers "
-                        "in shared/tiers.py (12 of Gemma-2-2B's 26), else the middle one")
+                        "in shared/notebook/tiers.py (12 of Gemma-2-2B's 26), else the middle one")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--d-sae", type=int, default=16384)
     p.add_argument("--k", type=int, default=64)
@@ -119,7 +120,7 @@ def main() -> None:
     p.add_argument("--fit-check", default=None, metavar="NOTEBOOK",
                    help="a catalog notebook's training run (its default model from its real config, random weights, "
                         "its default parameters) for --steps SAE steps under the memory of the GPU it names, "
-                        "the peak next to shared/tiers.py's prediction (see fit_check)")
+                        "the peak next to shared/notebook/tiers.py's prediction (see fit_check)")
     p.add_argument("--platform", default=None, help="--fit-check: the GPU class to emulate (default: the notebook's)")
     p.add_argument("--steps", type=int, default=200, help="--fit-check: SAE steps")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -133,12 +134,12 @@ def main() -> None:
     elif model_id in ("google/gemma-2-2b", None):
         layers = (12,) if model_id else (TOY["num_hidden_layers"] // 2,)
     else:
-        from shared import tiers
+        from shared.notebook import tiers
 
         layers = tiers.MODELS[model_id].default_layers()
 
     if args.dense_kernels:
-        from shared.sae import SparseAutoencoder
+        from shared.saes.base import SparseAutoencoder
 
         SparseAutoencoder.sparse_kernels = False
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
@@ -188,7 +189,7 @@ def main() -> None:
         start = time.perf_counter()
         if args.seconds:  # out of time (counted from the script's start): summarise the log, leave at once
             def out_of_time():
-                from shared.train import load_metrics
+                from shared.training.trainer import load_metrics
 
                 try:
                     write(summary(load_metrics(metrics), time.perf_counter() - start, True))
@@ -231,10 +232,10 @@ def emulate_memory(gib: float, device: str) -> dict:
     capped there (torch.cuda.set_per_process_memory_fraction, less what this process already holds outside
     it: the CUDA context), and the trainer's free / total memory read that GPU's. On the CPU (a dry run of
     this script) only the trainer's view changes."""
-    from shared import train
+    from shared.training import buffer
 
     total = gib * 2**30
-    train.total_memory_bytes = lambda d: int(total)
+    buffer.total_memory_bytes = lambda d: int(total)
     if device.startswith("cuda"):
         free, physical = torch.cuda.mem_get_info()
         outside = physical - free - torch.cuda.memory_reserved()
@@ -242,9 +243,9 @@ def emulate_memory(gib: float, device: str) -> dict:
         if cap > physical:
             raise SystemExit(f"this GPU has {physical / 2**30:.1f} GiB, fewer than the {gib:g} GiB to emulate")
         torch.cuda.set_per_process_memory_fraction(cap / physical)
-        train.free_memory_bytes = lambda d: int(cap - torch.cuda.memory_reserved())
+        buffer.free_memory_bytes = lambda d: int(cap - torch.cuda.memory_reserved())
         return {"cap_gib": round(cap / 2**30, 2), "outside_torch_gib": round(outside / 2**30, 2)}
-    train.free_memory_bytes = lambda d: int(total)
+    buffer.free_memory_bytes = lambda d: int(total)
     return {"cap_gib": None, "outside_torch_gib": None}
 
 
@@ -253,15 +254,17 @@ def fit_check(args) -> None:
 
     The notebook's default model is built from its shipped config with random weights (fp16 where the
     platform has no bf16, as on a T4, whose SAE step then runs in fp32), its default parameters drive
-    the trainer (or the crosscoder's) for --steps SAE steps on the synthetic corpus, torch's allocator is
+    the trainer (17: with its crosscoder) for --steps SAE steps on the synthetic corpus, torch's allocator is
     capped at the platform's memory (emulate_memory), and the JSON holds the peak (allocated, reserved,
-    plus what this process holds outside torch) next to shared/tiers.py's prediction of the training
+    plus what this process holds outside torch) next to shared/notebook/tiers.py's prediction of the training
     phase. A two-GPU platform (Kaggle's 2xT4) runs on one GPU capped at both GPUs' memory: its measured
     peak is compared with the predicted sum of the two GPUs (less one CUDA context)."""
     import tempfile
 
-    from shared import crosscoder, sweep, tiers
-    from shared.train import TIER_PARAMETERS
+    from shared.notebook import tiers
+    from shared.recipes.tier import TIER_PARAMETERS
+    from shared.saes import crosscoder
+    from shared.training import sweep
 
     notebook = args.fit_check
     if not notebook.startswith(TRAINING_NOTEBOOKS):
@@ -286,20 +289,17 @@ def fit_check(args) -> None:
                   context_len=P["CONTEXT_LEN"], model_batch_size=P["MODEL_BATCH_SIZE"], block_batches=P["BLOCK_BATCHES"])
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        if notebook.startswith("17_"):
-            cfg = crosscoder.CrosscoderConfig(layers=tuple(layers), d_sae=P["D_SAE"], architecture=P["SPARSITY"],
-                                              k=P["K"], l1_coefficient=P["L1_COEFFICIENT"])
-            kw = {k: v for k, v in common.items() if k != "dataset"}
-            crosscoder.train_crosscoder(model, tok, cfg, dataset="synthetic", warmup_steps=10, progress=False,
-                                        device=args.device, **kw)
-        else:
-            sae_cfg = dict(sae=TopKConfig(d_sae=P["D_SAE"], k=P["K"]))
-            if notebook.startswith("12_"):
-                sae_cfg = dict(variants=sweep.sweep_variants(P["ARCHITECTURES"], P["K_VALUES"], P["D_SAE"]))
-            cfg = TrainConfig(model_id=f"fit-check:{shape}", layers=tuple(layers), warmup_steps=10,
-                              checkpoint_every_tokens=10**12, checkpoint_dir=tmp, log_every=max(1, steps // 10),
-                              sae_autocast=g.bf16, metrics_path=str(Path(tmp) / "metrics.jsonl"), **sae_cfg, **common)
-            train(cfg, model, tok, progress=False)
+        sae_cfg = dict(sae=TopKConfig(d_sae=P["D_SAE"], k=P["K"]))
+        if notebook.startswith("12_"):
+            sae_cfg = dict(variants=sweep.sweep_variants(P["ARCHITECTURES"], P["K_VALUES"], P["D_SAE"]))
+        if notebook.startswith("17_"):  # one crosscoder over LAYERS, through the same trainer
+            sae_cfg = dict(sae=crosscoder.CrosscoderConfig(layers=tuple(layers), d_sae=P["D_SAE"], k=P["K"],
+                                                           architecture=P["SPARSITY"],
+                                                           l1_coefficient=P["L1_COEFFICIENT"]))
+        cfg = TrainConfig(model_id=f"fit-check:{shape}", layers=tuple(layers), warmup_steps=10,
+                          checkpoint_every_tokens=10**12, checkpoint_dir=tmp, log_every=max(1, steps // 10),
+                          sae_autocast=g.bf16, metrics_path=str(Path(tmp) / "metrics.jsonl"), **sae_cfg, **common)
+        train(cfg, model, tok, progress=False)
     wall = time.perf_counter() - start
     if args.model == "toy":  # the dry run: the prediction for the toy's own shape
         n_params = sum(p.numel() for p in model.parameters())

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from shared import sae as S  # noqa: E402
-from shared.sae_topk import TopKConfig  # noqa: E402
-from shared.train import adam, sae_step  # noqa: E402  (the trainer's optimiser and step)
+from shared.saes import architectures  # noqa: E402
+from shared.saes.topk import TopKConfig  # noqa: E402
+from shared.training.step import adam, sae_step  # noqa: E402  (the trainer's optimiser and step)
 
 
 PAGE = 4096
@@ -43,7 +43,7 @@ def sync(device):
 def ours(args, device, dead, kernels=None, autocast=False):
     """Our trainer's step; kernels "sparse" / "dense" force a path, None lets the SAE choose (as training does)."""
     cfg = TopKConfig(d_in=args.d_in, d_sae=args.d_sae, k=args.k, aux_coef=1 / 32)
-    sae = S.build_sae(cfg, device=device)
+    sae = architectures.build_sae(cfg, device=device)
     sae.sparse_kernels = {None: None, "sparse": True, "dense": False}[kernels]
     opt = adam(sae.parameters(), lr=2e-4, device=device)
 
@@ -128,7 +128,7 @@ def check_grads(device):
     dead[::4] = True
     res = []
     for sparse in (True, False):
-        sae = S.build_sae(cfg, device=device)
+        sae = architectures.build_sae(cfg, device=device)
         sae.sparse_kernels = sparse
         sae(x, dead_mask=dead).loss.backward()
         res.append([p.grad for p in sae.parameters()])

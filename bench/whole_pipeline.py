@@ -4,7 +4,7 @@ Each implementation trains a TopK SAE of the same shape (d_sae latents, k) on th
 same randomly initialised model (one shape, built from its config: no download), over the same
 number of tokens, at the same tokens per SAE step:
 
-    ours      shared.train.train: forward stopped after the layer, shuffled activation blocks, TopK + AuxK
+    ours      shared.training.trainer.train: forward stopped after the layer, shuffled activation blocks, TopK + AuxK
     saelens   sae_lens.LanguageModelSAETrainingRunner (TopK) on the same Hugging Face model through
               its HookedProxyLM (SAELens' documented path for a transformers model: the model stays
               the very same module), forward stopped after the hook as SAELens does
@@ -81,7 +81,7 @@ def build_model(setup: Setup, device: str):
     if setup.shape == "gpt2-6l":
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        from shared.models import byte_tokenizer
+        from shared.model.tiny import byte_tokenizer
 
         tok = byte_tokenizer()
         cfg = GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=512, n_layer=6, n_head=8,
@@ -102,11 +102,11 @@ def token_rows(setup: Setup, tok, extra_rows: int = 0):
     (`extra_rows` more for a pipeline that reads ahead of what it trains on)."""
     import torch
 
-    from shared import data
+    from shared.data import packing, sources
 
     n_rows = setup.tokens // setup.context + extra_rows
     blocks, have = [], 0
-    for block in data.pack(data.text_stream("synthetic"), tok, setup.context):
+    for block in packing.pack(sources.text_stream("synthetic"), tok, setup.context):
         blocks.append(block)
         have += len(block)
         if have >= n_rows:
@@ -119,7 +119,7 @@ def token_rows(setup: Setup, tok, extra_rows: int = 0):
 def run_floor(setup: Setup, model, tok, device: str) -> dict:
     import torch
 
-    from shared import capture
+    from shared.model import capture
 
     rows = token_rows(setup, tok).to(device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -133,8 +133,9 @@ def run_floor(setup: Setup, model, tok, device: str) -> dict:
 
 
 def run_ours(setup: Setup, model, tok, device: str) -> dict:
-    from shared.sae_topk import TopKConfig
-    from shared.train import TrainConfig, train
+    from shared.saes.topk import TopKConfig
+    from shared.training.config import TrainConfig
+    from shared.training.trainer import train
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(model_id="bench", layers=(setup.layer,), dataset=("synthetic",), context_len=setup.context,
@@ -164,9 +165,9 @@ def run_saelens(setup: Setup, model, tok, device: str, compiled: bool = False) -
     from sae_lens.load_model import HookedProxyLM
     from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
 
-    from shared import models
+    from shared.model import layout
 
-    hook = f"{models.layers_path(model)}.{setup.layer}"
+    hook = f"{layout.layers_path(model)}.{setup.layer}"
     n_train = setup.tokens // setup.context * setup.context
     # its mixing buffer holds n_batches_in_buffer x context tokens (default 20) and must hold a batch; it
     # reads ahead of what it trains on, so the data set carries that many rows more
@@ -176,7 +177,7 @@ def run_saelens(setup: Setup, model, tok, device: str, compiled: bool = False) -
     settings = saelens_settings(device, compiled)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = LanguageModelSAERunnerConfig(
-            sae=TopKTrainingSAEConfig(d_in=models.d_model(model), d_sae=setup.d_sae, k=setup.k),
+            sae=TopKTrainingSAEConfig(d_in=layout.d_model(model), d_sae=setup.d_sae, k=setup.k),
             model_name="bench", model_class_name="AutoModelForCausalLM", hook_name=hook,
             dataset_path="bench", is_dataset_tokenized=True, streaming=False, context_size=setup.context,
             training_tokens=n_train, train_batch_size_tokens=setup.batch_tokens,
@@ -243,13 +244,13 @@ LEVERS = {
 def apply_levers(model, levers: list[str]) -> None:
     """Speed levers on the forward, named after '+' in an implementation (e.g. ours+flex+compile), so a GPU
     session measures each against the same implementation without it."""
-    from shared import models
+    from shared.model import layout
 
     for lever in levers:
         if lever in ("flex", "sdpa"):
             model.set_attn_implementation("flex_attention" if lever == "flex" else "sdpa")
         elif lever == "compile":
-            for block in models.decoder_layers(model):
+            for block in layout.decoder_layers(model):
                 block.compile()
         else:
             raise SystemExit(f"unknown lever {lever!r}: choose from {', '.join(LEVERS)}")

@@ -63,10 +63,19 @@ SEED = 0  # @param {type:"integer"}
 import itertools
 import math
 
-from shared import data, export, features, html, hub, judge, models, notebook, sae_io, viewer
+from shared import hub
+from shared.data import packing, sources
+from shared.features import judge, stats
+from shared.model import layout
+from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, features, saes
+from shared.notebook.run import start
+from shared.recipes import sae_source
+from shared.views import html, viewer
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, saes, features)
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 layer = P.one_layer()  # checked against the model's config, negatives resolved
 
 # %% [markdown]
@@ -79,7 +88,7 @@ layer = P.one_layer()  # checked against the model's config, negatives resolved
 
 # %%
 model, tokenizer = run.load_model()
-sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
+sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 
 # %% [markdown]
 # ## 2. Stream activations and keep statistics
@@ -93,12 +102,12 @@ sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 
 # %%
 n_batches = math.ceil(N_TOKENS / (MODEL_BATCH_SIZE * (CONTEXT_LEN - 1))) + 1
-stream = data.token_batches(data.text_stream(DATASET), tokenizer, CONTEXT_LEN, MODEL_BATCH_SIZE)
+stream = packing.token_batches(sources.text_stream(DATASET), tokenizer, CONTEXT_LEN, MODEL_BATCH_SIZE)
 batches = list(itertools.islice(stream, n_batches))
-stats = features.collect(model, tokenizer, sae, layer, batches, N_TOKENS, progress=True)
-alive = int((stats.fire_count > 0).sum())
-l0 = float(stats.fire_count.sum()) / max(stats.n_tokens, 1)
-print(f"{stats.n_tokens:,} tokens analysed: {alive:,} of {sae.cfg.d_sae:,} latents fired at least once, "
+feature_stats = stats.collect(model, tokenizer, sae, layer, batches, N_TOKENS, progress=True)
+alive = int((feature_stats.fire_count > 0).sum())
+l0 = float(feature_stats.fire_count.sum()) / max(feature_stats.n_tokens, 1)
+print(f"{feature_stats.n_tokens:,} tokens analysed: {alive:,} of {sae.cfg.d_sae:,} latents fired at least once, "
       f"mean L0 {l0:.1f}")
 
 # %% [markdown]
@@ -114,7 +123,7 @@ print(f"{stats.n_tokens:,} tokens analysed: {alive:,} of {sae.cfg.d_sae:,} laten
 # directions that rarely mean one thing).
 
 # %%
-ranked = features.rank_features(stats, top_n=N_FEATURES)
+ranked = stats.rank_features(feature_stats, top_n=N_FEATURES)
 print(f"top {len(ranked)} latents:", ", ".join(f"{j} ({s:.2f})" for j, s in ranked[:10]), "...")
 
 # %% [markdown]
@@ -139,9 +148,9 @@ if isinstance(backend, judge.OfflineLabeller):
     print("No ANTHROPIC_API_KEY or OPENAI_API_KEY secret (or JUDGE = 'offline'): labelling with the offline "
           "heuristic (top tokens), not an LLM. Set a key for real labels.")
 held_out = itertools.islice(stream, math.ceil(DETECTION_TOKENS / (MODEL_BATCH_SIZE * (CONTEXT_LEN - 1))))
-contexts = features.detection_contexts(model, tokenizer, sae, layer, held_out, [j for j, _ in ranked], DETECTION_TOKENS)
+contexts = stats.detection_contexts(model, tokenizer, sae, layer, held_out, [j for j, _ in ranked], DETECTION_TOKENS)
 print(f"detection test: {len(contexts.ids):,} held-out windows of {contexts.ids.shape[1]} tokens")
-evidence = features.judge_evidence(stats, ranked, tokenizer, contexts, seed=SEED)
+evidence = stats.judge_evidence(feature_stats, ranked, tokenizer, contexts, seed=SEED)
 labels = judge.Judge(backend, cache_dir=run.out_dir / "judge_cache", seed=SEED).label_features(evidence)
 by_id = {e["id"]: e for e in labels["features"]}
 
@@ -165,20 +174,20 @@ by_id = {e["id"]: e for e in labels["features"]}
 # label that picks out the feature's contexts reliably.
 
 # %%
-effects = features.logit_effects(model, sae, [j for j, _ in ranked], k=10, tokenizer=tokenizer)
-entries = features.catalog_entries(stats, ranked, tokenizer, labels=by_id, effects=effects)
-nearest = features.decoder_neighbours(sae.W_dec, [j for j, _ in ranked], n=5)
+effects = stats.logit_effects(model, sae, [j for j, _ in ranked], k=10, tokenizer=tokenizer)
+entries = stats.catalog_entries(feature_stats, ranked, tokenizer, labels=by_id, effects=effects)
+nearest = stats.decoder_neighbours(sae.W_dec, [j for j, _ in ranked], n=5)
 for e in entries:
     e["detection_score"], e["detection_auroc"] = by_id[e["id"]]["score"], by_id[e["id"]]["auroc"]
     e["held_out"] = by_id[e["id"]]["held_out"]
     e["nearest"] = nearest[e["id"]]
 catalog = {
-    "sae_repo": sae_repo, "base_model": MODEL_ID, "layer": layer, "d_model": models.d_model(model),
-    "d_sae": sae.cfg.d_sae, "k": getattr(sae.cfg, "k", None), "context_tokens_analyzed": stats.n_tokens,
+    "sae_repo": sae_repo, "base_model": MODEL_ID, "layer": layer, "d_model": layout.d_model(model),
+    "d_sae": sae.cfg.d_sae, "k": getattr(sae.cfg, "k", None), "context_tokens_analyzed": feature_stats.n_tokens,
     "judge_backend": labels["judge_backend"], "judge_model": labels["judge_model"],
     "judge_failed": labels["judge_failed"], "judge_error": labels["judge_error"],
     "detection_metric": labels["score_metric"], "detection_auroc_metric": labels["auroc_metric"],
-    "detection_protocol": {**features.DETECTION_PROTOCOL, "held_out_tokens": DETECTION_TOKENS,
+    "detection_protocol": {**stats.DETECTION_PROTOCOL, "held_out_tokens": DETECTION_TOKENS,
                            "windows": len(contexts.ids)},
     "ranking": "mean_when_fired * log1p(fire_count)",
     "mean_l0": round(l0, 3), "dataset": DATASET, "features": entries,
@@ -204,7 +213,7 @@ html.show(html.view("catalog", {**catalog, "features": entries[:3]}))
 # works once the repo is public); without an upload it says where to drop the file instead.
 
 # %%
-upload = hub.upload_files([catalog_path, cards_path], export.hub_repo_id(HF_REPO), private=HF_PRIVATE,
+upload = hub.upload_files([catalog_path, cards_path], hub.hub_repo_id(HF_REPO), private=HF_PRIVATE,
                           path_in_repo=f"feature_catalog/{layer}")
 run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "catalog", catalog_path)})
 

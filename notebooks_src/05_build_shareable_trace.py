@@ -57,10 +57,17 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import json
 
-from shared import export, html, hub, notebook, sae_io, trace, viewer
+from shared import hub
+from shared.features import trace
+from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, features, saes
+from shared.notebook.run import start
+from shared.recipes import sae_source
+from shared.views import html, viewer
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, saes, features)
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 layer = P.one_layer()  # checked against the model's config, negatives resolved
 
 # %% [markdown]
@@ -72,7 +79,7 @@ layer = P.one_layer()  # checked against the model's config, negatives resolved
 
 # %%
 model, tokenizer = run.load_model()
-sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
+sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 catalog = None
 if P.CATALOG:
     catalog = json.loads(open(P.CATALOG, encoding="utf-8").read())
@@ -92,13 +99,24 @@ if P.CATALOG:
 # added to the residual stream at the layer, at every position.
 
 # %%
-data = trace.trace_prompt(model, tokenizer, sae, layer, PROMPT, top_n=N_FEATURES, catalog=catalog,
+traced = trace.trace_prompt(model, tokenizer, sae, layer, PROMPT, top_n=N_FEATURES, catalog=catalog,
                           alphas=P.ALPHAS, max_new_tokens=MAX_NEW_TOKENS, model_id=MODEL_ID, sae_repo=sae_repo,
                           seed=SEED)
-print(f"{len(data['tokens'])} tokens, {len(data['features'])} features")
-for f in data["features"]:
+print(f"{len(traced['tokens'])} tokens, {len(traced['features'])} features")
+for f in traced["features"]:
     auc = "" if f["auroc"] is None else f", label AUROC {f['auroc']:.2f}"  # the judge's calls vs the activation
     print(f"{f['id']:>7}  {f['name'][:50]:<50} peak {f['max_activation']:.2f}, summed {f['summed_activation']:.2f}{auc}")
+
+# %% [markdown]
+# Each line above is one feature: its latent id, its name (from `CATALOG`, else "latent <id>"), `peak`
+# (its largest activation on one token of the prompt: the unit of α below) and `summed` (its activation
+# summed over the prompt, the ranking score), and, with a catalog, how well its label was measured.
+#
+# **What a healthy run shows** on the default Gemma Scope SAE: `N_FEATURES` (10) features, because far
+# more than 10 latents fire on a prompt of a dozen tokens (the release is `average_l0_82`: about 80
+# active latents a token on its training text, Lieberum et al. 2024); fewer than `N_FEATURES` means few latents fired at
+# all, i.e. the SAE does not read this model's layer. Without `CATALOG` every name is "latent <id>" and
+# both label scores are null, by construction.
 
 # %% [markdown]
 # ## 3. The heat map and the counterfactuals
@@ -107,28 +125,45 @@ for f in data["features"]:
 # the prompt by it and read its continuations (the same view as the site's trace viewer): a feature
 # whose α = ±3 texts differ from α = 0 in a way its name predicts is doing what its label says; one
 # whose texts do not change is read by the model weakly or not at all at this strength.
+#
+# By construction every row of the heat map reaches exactly 1 at its feature's peak token, and the
+# α = 0 continuation is the same text for every feature (the plain model, greedy, no edit): it is the
+# model's own completion of the prompt, which names Rome when the model knows the fact. Healthy:
+# the α = ±3 texts of at least some features differ from α = 0. Broken: all texts equal at every α for
+# every feature (the edit did not reach the model: the wrong layer), or every α ≠ 0 text is the same
+# repeated token (the push is far too strong for this model).
 
 # %%
-html.show(html.view("trace", data))
-for f in data["features"][:3]:
+html.show(html.view("trace", traced))
+for f in traced["features"][:3]:
     print(f"\n{f['id']} {f['name']}")
-    for alpha, text in data["counterfactuals"][f["id"]].items():
+    for alpha, text in traced["counterfactuals"][f["id"]].items():
         print(f"  α = {alpha:>3}: {text!r}")
 
 # %% [markdown]
 # ## 4. Save and share
 #
-# `trace.json` is the TraceData file (the run's parameters stamped under `run`); `trace.html` the
-# view above with the trace inside it, self-contained. With `HF_REPO` set and an `HF_TOKEN` write
-# secret both go to that repo (created private unless `HF_PRIVATE = False`); a failed upload is
-# printed and recorded in `upload.json`, and the files stay in `OUTPUT_DIR`. The last line is the
-# trace's shareable address: the site's trace viewer opening the uploaded trace.json (it works once
-# the repo is public); without an upload it says where to drop the file instead.
+# `trace.json` is the TraceData file: `prompt`, `model`, `layer` ("L12 residual"), `sae_repo`, `tokens`
+# (the prompt's tokens, BOS left out), `features` (per feature: `id` "f<latent>", `name`, `desc`, `auroc`
+# and `detection_balanced_accuracy` from the catalog or null, `latent`, `max_activation` = its peak,
+# `summed_activation`), `activations` (one row per feature, one value per token, each row divided by its
+# own peak so it runs from 0 to 1), `counterfactuals` (`{"f<latent>": {"<α>": continuation}}`),
+# `alpha_unit` and `auroc_source` (what α and `auroc` mean, in words) and `run`, the stamp every JSON report
+# here carries (the notebook, model, seed, parameters, the vendored core's hash, when it was written).
+# `trace.html` is the view above with the trace inside it, self-contained: open it in a browser.
+#
+# With `HF_REPO` set and an `HF_TOKEN` write secret both go to that repo (created private unless
+# `HF_PRIVATE = False`); a failed upload is printed and recorded in `upload.json`, and the files stay in
+# `OUTPUT_DIR`. `upload.json`: `hub` (`{}` when `HF_REPO` is empty; else `ok`, `repo`, and on success
+# `url`, `files`, `file_urls`, `private`, on failure `error`) and `viewer_url`, the trace's shareable
+# address (null without an upload). The last line printed is that address: the site's trace viewer
+# opening the uploaded trace.json (it works once the repo is public); without an upload it says where
+# to drop the file instead.
 
 # %%
-trace_path = run.write_report("trace.json", data)
+trace_path = run.write_report("trace.json", traced)
 page_path = run.out_dir / "trace.html"
-page_path.write_text(html.page(html.view("trace", data), title=f"trace: {PROMPT[:60]}"))
-upload = hub.upload_files([trace_path, page_path], export.hub_repo_id(HF_REPO), private=HF_PRIVATE,
+page_path.write_text(html.page(html.view("trace", traced), title=f"trace: {PROMPT[:60]}"))
+upload = hub.upload_files([trace_path, page_path], hub.hub_repo_id(HF_REPO), private=HF_PRIVATE,
                           path_in_repo="traces")
 run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "trace", trace_path)})

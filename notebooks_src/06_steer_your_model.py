@@ -52,10 +52,17 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import textwrap
 
-from shared import data, features, notebook, sae_io, steer
+from shared.data import packing, sources
+from shared.features import stats
+from shared.model import steer
+from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, features, saes
+from shared.notebook.run import start
+from shared.recipes import sae_source
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, saes, features)
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The model and its SAE
@@ -66,24 +73,28 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 # %%
 model, tokenizer = run.load_model()
 layer = P.one_layer()
-sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
+sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 
 # %% [markdown]
 # ## 2. A baseline pass: how strongly does each feature usually fire?
 #
 # One streaming pass over `BASELINE_TOKENS` tokens of `DATASET` gives each latent's fire count and
-# mean activation when fired (`features.collect`). That mean is the unit of alpha.
+# mean activation when fired (`stats.collect`). That mean is the unit of alpha.
 
 # %%
-batches = data.token_batches(data.text_stream(DATASET), tokenizer, CONTEXT_LEN, 8)
-stats = features.collect(model, tokenizer, sae, layer, batches, BASELINE_TOKENS)
-ranked = features.rank_features(stats, top_n=20)
+batches = packing.token_batches(sources.text_stream(DATASET), tokenizer, CONTEXT_LEN, 8)
+feature_stats = stats.collect(model, tokenizer, sae, layer, batches, BASELINE_TOKENS)
+ranked = stats.rank_features(feature_stats, top_n=20)
 
 # %% [markdown]
 # ## 3. Pick the feature
 #
 # An id, the top-ranked latent of the baseline pass (mean when fired × log(1 + fire count), rare and
 # near-always-on latents left out), or the first catalog entry whose label holds every word of FEATURE.
+# The cell prints the feature's fire rate on the baseline, its typical activation (the unit of alpha)
+# and its three strongest baseline contexts, which say what the feature reads before we push it.
+# With `FEATURE = -1` the fire rate lies between 5 firings in `BASELINE_TOKENS` and 10 % by
+# construction (the ranking leaves out rarer and denser latents).
 
 # %%
 if isinstance(FEATURE, str):
@@ -97,10 +108,10 @@ elif FEATURE == -1:
     feature, how = ranked[0][0], "top-ranked on the baseline pass"
 else:
     feature, how = FEATURE, "given id"
-typical = steer.typical_activation(stats, feature)  # mean activation when fired
-print(f"feature {feature} ({how}): fires on {float(stats.fire_rate[feature]):.2%} of baseline tokens, "
+typical = steer.typical_activation(feature_stats, feature)  # mean activation when fired
+print(f"feature {feature} ({how}): fires on {float(feature_stats.fire_rate[feature]):.2%} of baseline tokens, "
       f"typical activation {typical:.3f}")
-for ex in features.top_examples(stats, feature, tokenizer, n=3):
+for ex in stats.top_examples(feature_stats, feature, tokenizer, n=3):
     print(f"  {ex['activation']:7.3f}  {' '.join(ex['text'].split())[:100]!r}")
 
 # %% [markdown]
@@ -110,6 +121,18 @@ for ex in features.top_examples(stats, feature, tokenizer, n=3):
 # (a) the feature's mean activation on the generated tokens as the steered model writes them,
 # (b) the same when the unsteered model re-reads the text, (c) the text's mean next-token loss under
 # the unsteered model. Strong steering raises (a) and usually the loss too.
+#
+# The table has one row per alpha: `act` (a), `reread` (b), `loss` (c, mean next-token loss in nats)
+# and the continuation. By construction the alpha = 0 row is the plain model: `act` equals `reread`
+# there (no edit), and each of its tokens is the plain model's own most likely choice, so its loss is
+# low and the other rows are read against it. **Healthy**: `act` rises with alpha (almost by
+# construction: the SAE reads the very residual the edit was added to); the alpha = 3 text turns toward
+# what the feature's top contexts above are about, with a higher loss than alpha = 0; at alpha = -3
+# `act` drops toward 0 (a latent cannot go below 0, so pushing further shows in the text only).
+# **Broken**: every row the same text (the edit does not reach the model: the wrong layer), or the
+# alpha = 3 text a single repeated token with a loss of many nats (far too strong for this feature:
+# lower the largest alpha). No published range gives the size of these numbers for one Gemma Scope
+# feature; they depend on the feature.
 
 # %%
 rows = steer.steer_feature(model, tokenizer, sae, layer, feature, PROMPT, ALPHAS, typical=typical,
@@ -124,12 +147,20 @@ for r in rows:
 # %% [markdown]
 # ## 5. The report
 #
-# `interventions.json`: the feature, how it was chosen, its typical activation, and per alpha the
-# text with its activation and loss; `counterfactuals` holds the same texts in trace.json's shape
+# `interventions.json`: `model`, `layer`, `sae`, `d_sae`, `feature` and `chosen_by` (how it was picked),
+# `typical_activation` with its definition, `baseline` (the dataset, tokens read and the feature's fire
+# rate there), `prompt`, `max_new_tokens`, and `interventions`, one row per alpha: `alpha`, `text`,
+# `n_tokens` generated, `feature_activation` (a), `feature_activation_reread` (b) and `loss` (c);
+# `counterfactuals` holds the same texts in trace.json's shape
 # (`{"f<id>": {alpha: text}}`, notebook 05), so viewers of traces read it too. `steered_up` says whether the largest alpha raised the
 # feature's activation on the generated tokens above alpha = 0 (as the steered model writes them);
 # `reread_up` says the same of the unsteered model re-reading the text, the stricter test that the
 # text itself came to carry the feature (large models usually pass it; tiny ones rarely do).
+# Healthy on the default model: `steered_up` true (see above: nearly by construction); `reread_up`
+# true when the steered text is about the feature. `steered_up` false means the edit did not move the
+# feature the SAE reads, i.e. the SAE and the edit are not at the same layer. The report also holds
+# `run`, the stamp every JSON report here carries (the notebook, model, seed, parameters, the vendored
+# core's hash, when it was written).
 
 # %%
 by_alpha = {r["alpha"]: r for r in rows}
@@ -140,7 +171,7 @@ report = {
     "model": MODEL_ID, "layer": layer, "sae": sae_repo, "d_sae": sae.cfg.d_sae,
     "feature": feature, "chosen_by": how, "typical_activation": typical,
     "typical_activation_definition": "mean activation when fired over the baseline pass",
-    "baseline": {"dataset": DATASET, "tokens": stats.n_tokens, "fire_rate": float(stats.fire_rate[feature])},
+    "baseline": {"dataset": DATASET, "tokens": feature_stats.n_tokens, "fire_rate": float(feature_stats.fire_rate[feature])},
     "prompt": PROMPT, "max_new_tokens": MAX_NEW_TOKENS,
     "interventions": [{k: v for k, v in r.items() if k != "token_ids"} for r in rows],
     "counterfactuals": steer.counterfactuals(feature, rows),

@@ -30,10 +30,15 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import matplotlib.pyplot as plt
 
-from shared import notebook, runtime, tiers
+from shared import runtime
+from shared.notebook import tiers
+from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, planning
+from shared.notebook.run import start
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line
+P = check_parameters(globals(), common, planning)
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. Detect the GPU
@@ -77,6 +82,13 @@ print(f"\nplanning for: {g.name} -- {g.n_gpus} x {g.vram_gb:g} GiB ({tiers.usabl
 # The T4's is an estimate: a T4 capped at 70 W sustains 37% of its fp16 peak in a long matrix multiply,
 # and the trainer reached 0.54 of its own matmul floor's rate on the H200, so 0.20 here. Each GPU
 # class prints where its number comes from.
+#
+# The cell prints the model's constants (`USABLE_FRACTION`: the share of torch's reported memory an
+# option may fill; `CUDA_CONTEXT_GB`; the per-d_model working set of the forward; the FLOPs of one SAE
+# step per d_in x d_sae, on a bf16 GPU and in fp32 on a T4; the copies of the SAE's state Adam keeps;
+# the buffer's bytes per value; the setup minutes and the download rate subtracted from the budget),
+# then checks the model against the catalog: the tier-1 notebook's stated time and this model's time
+# for its tokens must agree, since both come from this same arithmetic.
 
 # %%
 constants = {k: getattr(tiers, k) for k in ("USABLE_FRACTION", "CUDA_CONTEXT_GB", "ACT_WORKSET_PER_D",
@@ -93,7 +105,15 @@ print(f"\nTier 1 ({anchor['notebook']}): {anchor['tokens'] / 1e6:.0f}M tokens at
 # ## 3. The options weighed
 #
 # Every candidate model with its tier recipe, on your GPU class and budget: does it fit, how fast,
-# how many tokens the budget buys, and why it was not chosen.
+# how many tokens the budget buys, and why it was not chosen. Columns: the notebook, the layers it
+# trains, `d_sae`, `k`, `peak GiB` (the fullest GPU's memory by the model above), `fits` (peak under
+# the usable memory), `tok/s`, the tokens the budget buys after setup, the minutes it takes, and the
+# status (recommended / rejected, with the reason on the next line).
+#
+# `tier_options.png` draws the same table: left, each option's peak GiB on its fullest GPU, with the
+# usable memory per GPU as a red dashed line; right, the tokens it trains in the budget. Green is the
+# recommendation, blue fits but was not chosen, gray does not fit. By construction no green or blue
+# bar crosses the red line.
 
 # %%
 rows = tiers.options_table(gpu_name, BUDGET_MINUTES, GOAL)
@@ -124,7 +144,24 @@ run.save_figure(fig, "tier_options.png")
 # %% [markdown]
 # ## 4. The recommendation
 #
-# Open the notebook named below and paste these values into its parameters cell.
+# Open the notebook named below and paste these values into its parameters cell. Under them, the
+# memory the recommendation needs, per GPU and part (the CUDA context, the weights, the forward's
+# activations, the SAE's parameters, gradients and Adam state, its step's activations, the buffer,
+# and the total).
+#
+# **What a healthy run shows**, by construction of the model above: the recommended option fits (its
+# `total` stays under the usable memory, 13.1 GiB per T4) and its minutes stay within `BUDGET_MINUTES`;
+# on a T4 with `GOAL = "learn"` it names tier 1 (`01_hobbyist_gemma2_2b_colab`, Gemma-2-2B). On a
+# machine without a GPU (`cpu`) it still recommends a notebook, for a free Colab T4, and says so in
+# its note. These are planning numbers from arithmetic, not measurements of your GPU; BENCHMARKS.md
+# says which of them were measured where.
+#
+# `tier_recommendation.json`: `gpu_detected` (the CUDA devices seen), `gpu_class`, `budget_minutes`,
+# `goal`, `recommendation` (the notebook to open, `run_in` the one to open now, its model, layers,
+# `d_sae`, `k`, tokens, minutes, tokens/s, `placement`, `memory` per GPU as printed, `note`, and the
+# `parameters` to paste), `options` (every row of the table in step 3, with its `reason`), `constants`,
+# `catalog_anchor` (the check of step 2) and `run`, the stamp every JSON report here carries (the
+# notebook, model, seed, parameters, the vendored core's hash, when it was written).
 
 # %%
 rec = tiers.recommend(gpu_name, BUDGET_MINUTES, GOAL)

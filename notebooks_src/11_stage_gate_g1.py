@@ -64,10 +64,17 @@ SEED = 0  # @param {type:"integer"}
 # %%
 import textwrap
 
-from shared import export, gates, hub, notebook, plots, sae_io
+from shared import hub
+from shared.evals import gates
+from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, evals, features, saes
+from shared.notebook.run import start
+from shared.recipes import sae_source
+from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, saes, features, evals)
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The problems
@@ -94,7 +101,7 @@ print("example:", textwrap.shorten(eval_problems[0]["question"], 150), "->", eva
 # %%
 model, tokenizer = run.load_model()
 layer = P.one_layer()
-sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
+sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 
 # %% [markdown]
 # ## 3. The feature packs
@@ -158,6 +165,6 @@ scatter_path = run.save_figure(plots.plot_g1_scatter(rows, report["rho"], report
 
 # %%
 report_path = run.write_report("g1_report.json", report)
-upload = hub.upload_files([report_path, scatter_path], export.hub_repo_id(HF_REPO), private=HF_PRIVATE,
+upload = hub.upload_files([report_path, scatter_path], hub.hub_repo_id(HF_REPO), private=HF_PRIVATE,
                           path_in_repo="stage_gate_g1")
 run.write_report("upload.json", {"hub": upload})

@@ -59,12 +59,22 @@ OUTPUT_DIR = "outputs/12_batchtopk_vs_topk"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import data, evaluate, export, models, notebook, plots, sweep, train
+from shared.data import packing
+from shared.evals import metrics
+from shared.model import layout
+from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, training
+from shared.notebook.run import start
+from shared.recipes import sessions
+from shared.saes import export
+from shared.training import config, stream, sweep, trainer
+from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, training)
 # one SAE config per architecture and k; an unknown name or a k above D_SAE stops here in one line
 variants = sweep.sweep_variants(ARCHITECTURES, P.K_VALUES, D_SAE, dead_tokens_threshold=DEAD_TOKENS_THRESHOLD)
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 print(f"{len(variants)} SAEs: {', '.join(variants)}")
 
 # %% [markdown]
@@ -84,17 +94,23 @@ layer = P.one_layer()
 # batch in turn, so all of them see identical activations in identical order. They start from the
 # same seed (where shapes agree, the same initial weights) and the same decoder bias. Checkpoints
 # hold all of them: re-run this cell after a disconnect and it resumes.
+#
+# `training_curves.png`: one panel per training metric against tokens (FVU, the fraction of variance
+# unexplained of each batch; L0; dead %, the latents that have not fired for `DEAD_TOKENS_THRESHOLD`
+# tokens; the AuxK loss that revives them), one line per SAE, and the learning rate. Healthy: every FVU
+# falls fast and then slowly, lower for larger k; TopK's L0 is flat at its k by construction; dead % stays near 0. An FVU
+# that rises or turns NaN is a failed run (try a lower `LR`).
 
 # %%
-cfg = train.TrainConfig(
+cfg = config.TrainConfig(
     model_id=MODEL_ID, layers=(layer,), dataset=P.DATASET, context_len=CONTEXT_LEN, variants=variants,
     total_tokens=TOTAL_TOKENS, batch_tokens=BATCH_TOKENS, model_batch_size=MODEL_BATCH_SIZE,
     block_batches=P.BLOCK_BATCHES, lr=LR, lr_min=min(LR, 6e-5), warmup_steps=WARMUP_STEPS,
     checkpoint_every_tokens=CHECKPOINT_EVERY_TOKENS,
-    checkpoint_dir=train.resolve_checkpoint_dir(P.CHECKPOINT_DIR, RUN_NAME), seed=SEED)
-result = train.train(cfg, model, tokenizer)
+    checkpoint_dir=sessions.resolve_checkpoint_dir(P.CHECKPOINT_DIR, RUN_NAME), seed=SEED)
+result = trainer.train(cfg, model, tokenizer)
 print(f"trained {len(result.saes)} SAEs on the same {result.tokens:,} tokens ({result.steps:,} steps each)")
-run.save_figure(plots.plot_training_curves(train.load_metrics(result.metrics_path)), "training_curves.png")
+run.save_figure(plots.plot_training_curves(trainer.load_metrics(result.metrics_path)), "training_curves.png")
 
 # %% [markdown]
 # ## 3. Every SAE on the same held-out tokens
@@ -105,11 +121,30 @@ run.save_figure(plots.plot_training_curves(train.load_metrics(result.metrics_pat
 # as it would be used: a JumpReLU at its learned global threshold, so its L0 is measured, not set.
 # That threshold is a running average of the smallest activation kept in training (1% a step from
 # zero): a run of a few dozen steps, such as the smoke run, leaves it low and BatchTopK's L0 high.
+#
+# The table has one row per SAE: `var_expl` (1 - the fraction of variance unexplained on the held-out
+# tokens), `l0` (active latents a token), `dead_pct` (latents that never fired on them),
+# `ce_loss_recovered` = (CE zeroed − CE spliced) / (CE zeroed − CE clean), `kl_div_spliced`, `fvu`,
+# `alive`.
+#
+# **What a healthy run shows** (8192 latents, Gemma-2-2B layer 12, 10M tokens):
+#
+# - TopK's `l0` equals its k (by construction: exactly k latents a token, fewer only where fewer
+#   pre-activations are positive); BatchTopK's lands near its k (its global threshold is estimated in
+#   training from the smallest activations it kept, which pass k a token on average).
+# - `var_expl` and `ce_loss_recovered` rise with k for each architecture. For scale: a TopK SAE of
+#   16,384 latents at k = 40 trained on 10M tokens of this very layer reports NMSE 0.299 (`var_expl`
+#   about 0.70) and loss recovered 0.908 (huggingface.co/dmanningcoe/diffusion-topk-saes, its
+#   standard-objective arm); ours has half the latents, so expect that or a little below at k = 32-64.
+# - `dead_pct` near 0 (AuxK revives latents that stop firing; Gao et al. 2024).
+#
+# A `var_expl` near 0 or below, or `ce_loss_recovered` near 0, means the SAEs do not reconstruct this
+# layer (a dtype or layer problem), whatever the comparison says.
 
 # %%
-val_batches = train.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_DATASET or None)
+val_batches = stream.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_DATASET or None)
 sparsity = {}  # each SAE's log10 firing frequency per latent, for its export
-report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, layer_of=result.layer_of,
+report = metrics.evaluate_saes(model, tokenizer, result.saes, val_batches, layer_of=result.layer_of,
                                 sparsity=sparsity)
 points = sweep.sweep_points(report, variants, result.layer_of)
 summary = sweep.summarize(points, P.ARCHITECTURES)
@@ -119,7 +154,9 @@ print(sweep.format_points(points))
 # ## 4. The Pareto frontier
 #
 # A point is on the frontier when no other SAE explains more variance with fewer active latents.
-# The dead % and CE loss recovered panels share the L0 axis.
+# `pareto.png` has three panels with one L0 axis (log scale), a marker and colour per architecture and
+# each point labelled with its k: variance explained with the frontier dashed, dead latents (%), and
+# CE loss recovered.
 
 # %%
 fig = plots.plot_pareto(points, title=f"{MODEL_ID} layer {layer}: variance explained vs L0")
@@ -131,6 +168,11 @@ run.save_figure(fig, "pareto.png")
 # BatchTopK against TopK at matched L0 (TopK's curve interpolated in log L0 at each BatchTopK L0
 # inside TopK's range) and at matched k; differences under 0.002 variance explained count as ties.
 # One run, one seed: small differences may not survive another seed.
+#
+# Healthy: BatchTopK ahead of TopK or tied. Bussmann et al. (2024, arXiv:2412.06410) find BatchTopK
+# SAEs reconstruct better than TopK SAEs of the same k, in NMSE and in CE degradation, on GPT-2 Small
+# and on Gemma 2 2B; a verdict where TopK wins everywhere by far more than the tie band deserves a second
+# seed before it is believed.
 
 # %%
 for arch, comparison in summary["comparisons"].items():
@@ -143,23 +185,30 @@ print(summary["verdict"])
 #
 # Each SAE as its own SAELens folder, `export/<name>/blocks.<LAYER>.hook_resid_post/` (`cfg.json`,
 # weights, sparsity, a model card with its held-out numbers): load any of them with
-# `sae_lens.SAE.load_from_disk(folder)` or `shared.sae_io.load_sae(folder)`, e.g. to use the winner
+# `sae_lens.SAE.load_from_disk(folder)` or `shared.saes.load.load_sae(folder)`, e.g. to use the winner
 # in notebooks 04-06. BatchTopK is saved as SAELens saves it: a JumpReLU at its global threshold.
 
 # %%
-info = export.ExportInfo(model_name=MODEL_ID, layers_path=models.layers_path(model), context_size=CONTEXT_LEN,
+info = export.ExportInfo(model_name=MODEL_ID, layers_path=layout.layers_path(model), context_size=CONTEXT_LEN,
                          dataset_path=", ".join(cfg.dataset), tokens_trained=result.tokens,
-                         **data.context_tokens(tokenizer).export_fields())  # prepend_bos: what began each context
+                         **packing.context_tokens(tokenizer).export_fields())  # prepend_bos: what began each context
 folders = export.export_run(result.saes, run.out_dir / "export", info, report=report, sparsity=sparsity,
-                            layer_of=result.layer_of)
+                            layer_of=result.layer_of, definitions=metrics.METRIC_DEFINITIONS)
 for key, folder in folders.items():
     print(f"{key}: {folder}")
 
 # %% [markdown]
 # ## 7. Save every point
 #
-# `pareto.json`: every SAE's point (and its export folder), the frontier, each comparison (its
-# matched-k and matched-L0 rows) and the verdict in words.
+# `pareto.json`: `model`, `layer`, `d_sae`, `architectures`, `k_values`, `tokens_trained` (the same for
+# every SAE), `eval_tokens` (the held-out tokens of step 3); `points`, one per SAE with the table's
+# numbers, `on_frontier` and its `export` folder; `frontier` (the frontier's SAEs in L0 order);
+# `comparisons`, per architecture against TopK: `matched_k` rows (the deltas `d_var_expl`,
+# `d_ce_loss_recovered`, `d_dead_pct`, `d_l0` at the same k), `matched_l0` rows (the deltas against TopK's
+# curve interpolated at this L0), `verdict` (dominates / dominated / tie / mixed / not compared),
+# `text` (it in words) and `on_frontier` (how many points of each are on the joint frontier); and
+# `verdict`, the BatchTopK comparison's words; and `run`, the stamp every JSON report here carries (the
+# notebook, model, seed, parameters, the vendored core's hash, when it was written).
 
 # %%
 run.write_report("pareto.json", {

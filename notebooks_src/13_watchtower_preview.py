@@ -62,10 +62,16 @@ from itertools import islice
 
 import matplotlib.pyplot as plt
 
-from shared import data, features, notebook, sae_io, watch
+from shared.data import packing, sources
+from shared.features import stats, watch
+from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, features, saes
+from shared.notebook.run import start
+from shared.recipes import sae_source
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, saes, features)
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The model and its SAE
@@ -73,7 +79,7 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 # %%
 model, tokenizer = run.load_model()
 layer = P.one_layer()
-sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
+sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 
 # %% [markdown]
 # ## 2. The watch-list
@@ -85,9 +91,9 @@ sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 if WATCH_FEATURES:
     watched = list(WATCH_FEATURES)
 else:
-    batches = data.token_batches(data.text_stream(DATASET), tokenizer, CONTEXT_LEN, 8)
-    stats = features.collect(model, tokenizer, sae, layer, batches, BASELINE_TOKENS)
-    watched = [j for j, _ in features.rank_features(stats, top_n=TOP_K)]
+    batches = packing.token_batches(sources.text_stream(DATASET), tokenizer, CONTEXT_LEN, 8)
+    feature_stats = stats.collect(model, tokenizer, sae, layer, batches, BASELINE_TOKENS)
+    watched = [j for j, _ in stats.rank_features(feature_stats, top_n=TOP_K)]
 if not watched:
     raise ValueError("no latent to watch: list WATCH_FEATURES or raise BASELINE_TOKENS")
 print(f"watching {len(watched)} features: {watched}")
@@ -105,10 +111,20 @@ print(f"watching {len(watched)} features: {watched}")
 # false-alarm rate per prompt, which should be near 1 - `PERCENTILE`/100. Per token the rate is far
 # lower (a flagged document has one or a few flagged tokens). Prompts much shorter than `CONTEXT_LEN`
 # tokens are flagged less often than that, longer ones more often.
+#
+# The cell prints each watched feature's threshold (in the SAE's activation units) and the held-out
+# check. **What a healthy run shows**, by construction: with the defaults the baseline is 1,562
+# documents (`BASELINE_TOKENS` / `CONTEXT_LEN`), 1,249 to calibrate and 313 held out, and the held-out
+# documents are drawn from the same stream as the calibration ones, so each is flagged with probability
+# about 1 − `PERCENTILE`/100 = 0.5 %: 1.6 of 313 expected, and 0 to 4 documents (0-1.3 %) in 98 % of
+# runs by the binomial law (a little more spread, since the thresholds themselves are estimated from
+# about 6 calibration documents above them). Several times that rate means the held-out text is not
+# like the calibration text. Healthy too: `token_flag_rate` far below `prompt_flag_rate`. A feature with threshold 0
+# never fired on the calibration documents, so any firing flags.
 
 # %%
 n_docs = max(5, BASELINE_TOKENS // CONTEXT_LEN)
-baseline = list(islice(data.text_stream(DATASET), n_docs))
+baseline = list(islice(sources.text_stream(DATASET), n_docs))
 calibration, held_out = baseline[:len(baseline) * 4 // 5], baseline[len(baseline) * 4 // 5:]
 thresholds = watch.calibrate(model, tokenizer, sae, layer, calibration, watched, percentile=PERCENTILE,
                              max_length=CONTEXT_LEN)
@@ -126,7 +142,13 @@ tower = watch.Watchtower(model, tokenizer, sae, layer, thresholds, max_length=CO
 # ## 4. Stream the prompts
 #
 # One forward per prompt (no generation); each flag names the prompt, the token position, the token,
-# the feature and by how much it exceeded its threshold.
+# the feature and by how much it exceeded its threshold. Each printed line is one prompt: `FLAG` when any
+# of its tokens ran a watched feature over its threshold, then up to six flags as `'token'@position:feature`.
+# The four default prompts are a dozen or a few dozen tokens each, far shorter than the 128-token
+# baseline documents, so by the argument above each is flagged less often than 0.5 % of the time
+# *if* it is like the baseline text (educational web pages); the code and French prompts are not, and
+# a watched feature that reads code or French can flag them. Which of them flag depends on the
+# watch-list; no published number says which.
 
 # %%
 results = tower.scan(PROMPTS, limit=N_PROMPTS)
@@ -139,7 +161,9 @@ for r in results:
 # ## 5. The same monitor during `generate`
 #
 # `tower.during_generate()` hooks the layer's residual stream (shared/hooks.read_residuals), so each
-# forward of `model.generate` is encoded and flagged as it runs, token by token.
+# forward of `model.generate` is encoded and flagged as it runs, token by token. The printed flags use
+# the same `'token'@position:feature` form, positions counted over the prompt and the generated text
+# together; the same thresholds apply as in step 4.
 
 # %%
 enc = tokenizer(PROMPT, return_tensors="pt").to(next(model.parameters()).device)
@@ -155,9 +179,22 @@ print(f"{len(live_flags)} flags while generating: "
 # %% [markdown]
 # ## 6. Report and plot
 #
-# The plot shows, per watched feature, how many prompt tokens it flagged. The report keeps the two
-# rates apart: `prompt_flag_rate` (share of prompts with any flag) and `token_flag_rate` (share of
-# their kept tokens flagged for any feature), for the prompts and for the held-out baseline documents.
+# `watchtower_flags.png` shows, per watched feature, how many prompt tokens it flagged (step 4's
+# prompts). The report keeps the two rates apart: `prompt_flag_rate` (share of prompts with any flag)
+# and `token_flag_rate` (share of their kept tokens flagged for any feature), for the prompts and for
+# the held-out baseline documents.
+#
+# `watchtower_report.json`: `model`, `layer`, `sae`, `watched` (the latent ids), `percentile`;
+# `calibration` (the baseline dataset, how many documents of how many tokens, what was calibrated on,
+# and `target_prompt_flag_rate` = 1 − `PERCENTILE`/100); `held_out_baseline` (its documents, flagged
+# documents and `prompt_flag_rate`, tokens, flagged tokens and `token_flag_rate`: the measured false-alarm
+# rates of step 3); `thresholds` per feature; `summary` over the prompts (`n_prompts`, `n_flagged`,
+# `prompt_flag_rate`, `n_tokens`, `n_flagged_tokens`, `token_flag_rate`, `flags_per_feature`); `prompts`,
+# one entry per prompt (`index`, `prompt`, `flagged`, `n_tokens` kept, `max_activation` per feature, and
+# its `flags`: `position`, `token`, `feature`, `activation`, `threshold`); `generate` (the prompt,
+# the generated text and its live flags); and `run`, the stamp every JSON report here carries (the notebook,
+# model, seed, parameters, the vendored core's hash, when it was written). `watchtower_flags.csv` has one
+# row per prompt flag: `prompt_index`, `position`, `token`, `feature`, `activation`, `threshold`, `prompt`.
 
 # %%
 summary = tower.summary()

@@ -59,11 +59,17 @@ OUTPUT_DIR = "outputs/15_sparse_feature_circuits"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import export, html, hub, notebook, plots, viewer
+from shared import hub
 from shared.circuits import circuit_json, metrics, sfc, tasks
+from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import circuits, common, saes
+from shared.notebook.run import start
+from shared.recipes import circuit_saes
+from shared.views import html, plots, viewer
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, saes, circuits)
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The model, its SAEs and the task
@@ -72,10 +78,18 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 # model's width). Every clean/corrupt pair has one token length and single-token answers. The pairs are
 # split in two parts that share no prompt: the **find** part gives the node and edge effects, the **score**
 # part the faithfulness and completeness curves.
+#
+# The cell prints one example pair, the split sizes, the node count, the metric on the find split's clean
+# and corrupt prompts, and how far the splices move the logits. **What a healthy run shows**: the splices
+# move the logits by float round-off only (x = x̂ + error at every layer, by construction); the clean
+# metric is positive (the model prefers the verb that agrees with its subject: Marks et al. study this
+# very task on this model); the corrupt metric is about its negative, by construction: the corrupt prompt
+# flips the subject's number, so its own right verb is the other one, and both numbers are drawn
+# equally often. A clean metric near 0 means the model does not do the task on these prompts.
 
 # %%
 model, tokenizer = run.load_model()
-graph, sae_where = sfc.load_saes(P, model, tokenizer, P.LAYERS, run.out_dir)
+graph, sae_where = circuit_saes.load_saes(P, model, tokenizer, P.LAYERS, run.out_dir)
 pairs = tasks.load_task(TASK, tokenizer, N_PROMPTS, seed=SEED)
 find, score = tasks.split_pairs(pairs, seed=SEED)
 print(pairs.describe(tokenizer))
@@ -93,6 +107,9 @@ print(f"{len(graph)} nodes at layers {sorted(graph.saes)}; {METRIC}: clean {clea
 # positions and averaged over the find split's prompts. IG averages the gradient along the straight path
 # clean → corrupt at one layer at a time (latents and error together, `IG_STEPS` left Riemann steps: the
 # paper's choice, because a single gradient is poor in early layers); AtP takes it at the clean run only.
+# Per layer the cell prints the error node's effect and the latents with the largest |effect| (`f<id>`),
+# in metric units: a negative effect means patching the node to its corrupt value lowers the clean
+# answer's lead (the node helps do the task).
 
 # %%
 task = sfc.task_nodes(graph, find, METRIC, method=NODE_METHOD, ig_steps=IG_STEPS)
@@ -109,7 +126,11 @@ for layer in task.layers:
 # backward pass of (its gradient × its value) to every node of the layer before, times their change,
 # gives all its incoming edges at once; edges with |effect| ≥ `TAU_EDGE` are kept. As in the paper's code,
 # an edge counts only the downstream node's (prompt, position) instances whose own effect passes
-# `TAU_NODE`, while the node itself is kept by its effect summed over positions.
+# `TAU_NODE`, while the node itself is kept by its effect summed over positions. The cell prints the
+# circuit's size (with how many error nodes) and its ten strongest edges, `source -> target effect`.
+# Healthy: a circuit far smaller than the nodes scored, with edges between consecutive layers. No node
+# passing `TAU_NODE` means the task's effects are all smaller than the threshold (lower it); a circuit
+# nearly as large as the scored set, that it is far too low.
 
 # %%
 circuit = sfc.sparse_feature_circuit(graph, find, METRIC, tau_node=TAU_NODE, tau_edge=TAU_EDGE,
@@ -124,11 +145,11 @@ for e in sorted(circuit.edges, key=lambda e: -abs(e["score"]))[:10]:
 #
 # One row per layer (earliest at the bottom): latents as circles, error nodes as triangles, blue raises the
 # metric, red lowers it, edge width ∝ |effect|; the nodes and edges listed below it. The same view as the
-# site's circuit viewer, saved as a self-contained `circuit_graph.html`.
+# site's circuit viewer, saved as a self-contained `circuit_graph.html` (open it in a browser).
 
 # %%
-data = circuit.circuit_data()
-graph_html = html.view("circuit", data, title=f"{MODEL_ID} · {TASK} · {METRIC}")
+drawn = circuit.circuit_data()
+graph_html = html.view("circuit", drawn, title=f"{MODEL_ID} · {TASK} · {METRIC}")
 (run.out_dir / "circuit_graph.html").write_text(html.page(graph_html, title="sparse feature circuit"),
                                                  encoding="utf-8")
 html.show(graph_html)
@@ -140,6 +161,15 @@ html.show(graph_html)
 # (m(model) − m(∅)), every other node at every SAE layer mean-ablated (per position, over the clean prompts);
 # completeness = the same for the model with those k nodes mean-ablated. Both on the score split, whose
 # prompts did not choose the nodes. A good circuit: faithfulness near 1 and completeness near 0 with few nodes.
+#
+# `faithfulness_completeness.png` draws both against k (log axis), the thresholded circuit's size marked.
+# By construction the curve starts at faithfulness 0 and completeness 1 (k = 0: nothing kept) and ends
+# near faithfulness 1 and completeness 0 (k = every scored node: only latents that never moved on the
+# find prompts are still ablated). **Healthy**: most of the way there with a small share of the nodes;
+# Marks et al. (2024) find feature circuits reach high faithfulness with far fewer nodes than neuron
+# circuits, on this model and task. A faithfulness that stays near 0 until the last few points means the
+# ranking does not find what does the task. The paper's curves also splice attention and MLP outputs;
+# with residual SAEs only, no published curve is the exact reference for this one.
 
 # %%
 ranking = circuit.ranking()
@@ -155,12 +185,21 @@ run.save_figure(plots.plot_faithfulness_completeness(curve, len(circuit.nodes)),
 # %% [markdown]
 # ## 6. The reports
 #
-# `circuit.json`: the circuit (CircuitData: nodes, edges, thresholds, method); `sfc_report.json`: the
-# configuration, the metric, each layer's error-node effect and the curves.
+# `circuit.json` is CircuitData: `nodes` (each with `id` such as `L3.f1234` or `L3.error`, `layer`, `score` =
+# its effect and `kind`, feature or error), `edges` (`source`, `target`, `score`), `metric`, `prompts_n`
+# (the find split), `tau_node`, `tau_edge`, `method` ("sfc") and `node_method`, `model`, `sae_repo`, `task`,
+# and the circuit's `faithfulness` and `completeness` on the `faithfulness_prompts_n` score-split pairs.
+# `sfc_report.json`: `model`, `layers`, `sae` (where each layer's SAE came from), `task`, `prompts_n`,
+# `splits`, `metric` with `metric_clean` and `metric_corrupt` (find split), `config` (node method, IG
+# steps, thresholds, what a patch and an ablation are, how edges are counted), `n_scored` (nodes with a
+# non-zero effect), `n_nodes`, `n_edges`, `error_nodes` (each layer's error-node effect), `faithfulness`
+# and `completeness` at the circuit's size, and `curve` (step 5's rows: `n_nodes`, `faithfulness`,
+# `completeness`) with `curve_split` ("score"), and `run`, the stamp every JSON report here carries (the
+# notebook, model, seed, parameters, the vendored core's hash, when it was written).
 
 # %%
 sae_repo = ", ".join(f"L{layer}: {w}" for layer, w in sae_where.items())
-circuit_json.write_circuit(run.out_dir / "circuit.json", **data, model=MODEL_ID, sae_repo=sae_repo, task=TASK,
+circuit_json.write_circuit(run.out_dir / "circuit.json", **drawn, model=MODEL_ID, sae_repo=sae_repo, task=TASK,
                            faithfulness=at_circuit["faithfulness"], completeness=at_circuit["completeness"],
                            faithfulness_prompts_n=len(score))  # found on the find split, scored on the score split
 run.write_report("sfc_report.json", {
@@ -186,9 +225,11 @@ print(f"wrote {run.out_dir / 'circuit.json'}, circuit_graph.html, faithfulness_c
 # printed and recorded in `upload.json`, and the files stay in `OUTPUT_DIR`.
 # The last line is the circuit's shareable address: the site's circuit viewer opening the uploaded
 # circuit.json (it works once the repo is public); without an upload it says where to drop the file.
+# `upload.json`: `hub` (`{}` when `HF_REPO` is empty; else `ok`, `repo`, and `url`, `files`, `file_urls`,
+# `private` or `error`) and `viewer_url` (null without an upload).
 
 # %%
 circuit_path = run.out_dir / "circuit.json"
 upload = hub.upload_files([circuit_path, run.out_dir / "circuit_graph.html", run.out_dir / "sfc_report.json"],
-                          export.hub_repo_id(HF_REPO), private=HF_PRIVATE, path_in_repo="circuits/sfc")
+                          hub.hub_repo_id(HF_REPO), private=HF_PRIVATE, path_in_repo="circuits/sfc")
 run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(upload, "circuit", circuit_path)})

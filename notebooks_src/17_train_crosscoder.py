@@ -22,8 +22,10 @@
 # - Read the per-layer reconstruction on held-out tokens, classify every feature by a stated rule,
 #   plot the decoder-norm shares and the class counts, and export the crosscoder (safetensors + a
 #   cfg.json naming its layers) with a JSON report.
-# - Survive a disconnect: training checkpoints every `CHECKPOINT_EVERY_TOKENS` (to Google Drive on
-#   Colab); re-run the notebook from the top and it resumes where the last checkpoint left off.
+# - Survive a disconnect: it trains through the same trainer as the tier notebooks' SAEs, which
+#   checkpoints every `CHECKPOINT_EVERY_TOKENS` tokens and before `CHECKPOINT_EVERY_MINUTES` of training
+#   go unsaved (to Google Drive on Colab); re-run the notebook from the top and it resumes where the last
+#   checkpoint left off.
 #
 # Default: Gemma-2-2B at layers 6, 12 and 18, 8192 features, TopK with k = 64, 20M tokens (about 1.7 h on a T4).
 # The layers are scaled to a common norm first, so per-layer norms compare across layers.
@@ -56,17 +58,26 @@ OUTPUT_DIR = "outputs/17_train_crosscoder"  # @param {type:"string"}
 CHECKPOINT_DIR = "auto"  # @param {type:"string"}
 # "auto": Google Drive on Colab, ./checkpoints/<RUN_NAME> elsewhere; or a folder, or "hf:<user>/<repo>"
 CHECKPOINT_EVERY_TOKENS = 2_000_000  # @param {type:"integer"}
+CHECKPOINT_EVERY_MINUTES = 10  # @param {type:"number"}
+# a checkpoint every CHECKPOINT_EVERY_TOKENS tokens and before this many minutes of training go unsaved
 RUN_NAME = "gemma-2-2b-crosscoder-L6-12-18"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import crosscoder, notebook, plots, train
+from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, crosscoders, data, training
+from shared.notebook.run import start
+from shared.recipes import sessions, tier
+from shared.saes import crosscoder
+from shared.training import stream, trainer
+from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
-cfg = crosscoder.CrosscoderConfig(layers=P.LAYERS, d_sae=D_SAE, architecture=SPARSITY, k=K,
-                                  l1_coefficient=L1_COEFFICIENT, seed=SEED)  # too few layers, K > D_SAE: one line
-crosscoder.check_rule(cfg.n_layers, DOMINANT_SHARE, PERSISTENT_SHARE)
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, training, crosscoders)
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+xc_cfg = crosscoder.CrosscoderConfig(layers=P.LAYERS, d_sae=D_SAE, architecture=SPARSITY, k=K,
+                                     l1_coefficient=L1_COEFFICIENT)  # too few layers, K > D_SAE: one line
+crosscoder.check_rule(xc_cfg.n_layers, DOMINANT_SHARE, PERSISTENT_SHARE)
 
 # %% [markdown]
 # ## 1. Load the model
@@ -75,37 +86,45 @@ crosscoder.check_rule(cfg.n_layers, DOMINANT_SHARE, PERSISTENT_SHARE)
 
 # %%
 model, tokenizer = run.load_model()  # prints blocks, widths, dtype, device
-print(f"crosscoder over layers {list(cfg.layers)} ({', '.join(cfg.hook_names)}), {D_SAE} features, {SPARSITY}")
+print(f"crosscoder over layers {list(xc_cfg.layers)} ({', '.join(xc_cfg.hook_names)}), {D_SAE} features, {SPARSITY}")
 
 # %% [markdown]
 # ## 2. Train
 #
-# Each model forward yields the residual stream at every layer of `LAYERS`; the rows are shuffled in
-# blocks and stacked into batches `[tokens, layers, d_model]`. The first batch sets each layer's scale
-# (so its mean norm is `sqrt(d_model)`) and decoder bias. The learning rate warms up, then decays by a
-# cosine to `LR_MIN`. The loss is the squared error summed over layers (over the batch's total
-# variance: the FVU); with `SPARSITY = "l1"` plus the decoder-norm-weighted L1. With TopK each feature's
-# decoder is held at unit norm over all layers together, so its per-layer norms move freely.
-
+# The crosscoder trains through the SAE trainer of the tier notebooks (`tier.config_from_params` maps
+# these parameters to its run, the crosscoder in place of the SAE). Each model forward yields the
+# residual stream at every layer of `LAYERS`; the rows are shuffled in blocks and stacked into batches
+# `[tokens, layers, d_model]`. A sample of the first block sets each layer's scale (so its mean norm is
+# `sqrt(d_model)`) and decoder bias. The learning rate warms up, then decays by a cosine to `LR_MIN`.
+# The loss is the squared error summed over layers (over the batch's total variance: the FVU); with
+# `SPARSITY = "l1"` plus the decoder-norm-weighted L1. With TopK each feature's decoder is held at unit
+# norm over all layers together, so its per-layer norms move freely.
 #
-# A disconnect costs at most `CHECKPOINT_EVERY_TOKENS`: the crosscoder, its Adam moments, the
-# position in the data stream (with the rows already forwarded but not yet trained) and the random
-# states are saved crash-safe, and a re-run with the same parameters resumes to the weights an
-# uninterrupted run would reach (exactly on a CPU; on a GPU equal up to float round-off). A checkpoint of other parameters is refused, never overwritten:
-# change `RUN_NAME` (or `CHECKPOINT_DIR`) to start a new run.
+# Checkpoints land every `CHECKPOINT_EVERY_TOKENS` tokens and, whatever the speed, before
+# `CHECKPOINT_EVERY_MINUTES` of training would go unsaved (at the end of a block of forwards, where a
+# checkpoint is exact): the crosscoder, its Adam moments, the position in the data stream (with the rows
+# already forwarded but not yet trained), the stream's hash and the random states, saved crash-safe. A
+# re-run with the same parameters resumes to the weights an uninterrupted run would reach (exactly on a
+# CPU; on a GPU equal up to float round-off). A checkpoint of other parameters is refused, never
+# overwritten: change `RUN_NAME` (or `CHECKPOINT_DIR`) to start a new run.
+#
+# The cell prints the last logged training FVU (the fraction of variance unexplained, all layers
+# together) and L0. `training_curves.png`: FVU, L0, dead %, the AuxK loss and the learning rate against
+# tokens, read from the metrics log kept beside the checkpoints (whole across resumes).
+# Healthy: FVU falls fast, then slowly; L0 flat at `K` (by construction with TopK: each token keeps
+# exactly `K` features, fewer only where fewer pre-activations are positive); dead % near 0. An FVU that
+# rises or turns NaN is a failed run (try a lower `LR`).
 
 # %%
-checkpoint_dir = train.resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME)
+checkpoint_dir = sessions.resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME)
 print(f"checkpoints in {checkpoint_dir}")
-trained = crosscoder.train_crosscoder(
-    model, tokenizer, cfg, total_tokens=TOTAL_TOKENS, dataset=P.DATASET, context_len=CONTEXT_LEN,
-    batch_tokens=BATCH_TOKENS, model_batch_size=MODEL_BATCH_SIZE, block_batches=P.BLOCK_BATCHES, lr=LR,
-    lr_min=LR_MIN, warmup_steps=WARMUP_STEPS, seed=SEED, checkpoint_dir=checkpoint_dir,
-    checkpoint_every_tokens=CHECKPOINT_EVERY_TOKENS)
-xc = trained.crosscoder
-print(f"trained on {trained.tokens:,} tokens; last logged: fvu {trained.history[-1]['xc/fvu']:.3f}, "
-      f"L0 {trained.history[-1]['xc/l0']:.1f}")
-run.save_figure(plots.plot_training_curves(trained.history), "training_curves.png")
+cfg = tier.config_from_params(P, checkpoint_dir, sae=xc_cfg)
+trained = trainer.train(cfg, model, tokenizer)
+xc = trained.saes["xc"]  # the run's one model; its metrics are named "xc/fvu", "xc/l0", ...
+history = trainer.load_metrics(trained.metrics_path)
+print(f"trained on {trained.tokens:,} tokens; last logged: fvu {history[-1]['xc/fvu']:.3f}, "
+      f"L0 {history[-1]['xc/l0']:.1f}")
+run.save_figure(plots.plot_training_curves(history), "training_curves.png")
 
 # %% [markdown]
 # ## 3. Reconstruction per layer, on held-out tokens
@@ -113,10 +132,17 @@ run.save_figure(plots.plot_training_curves(trained.history), "training_curves.pn
 # `var_expl` = 1 − Σ‖x − x̂‖² / Σ‖x − mean x‖² at each layer, in that layer's own units. A crosscoder
 # usually reconstructs each layer a little worse than a per-layer SAE of the same width would: it
 # spends one dictionary on all of them.
+#
+# Printed per layer, then over all layers with L0 and the features that fired on the held-out tokens.
+# **What a healthy run shows**: `l0` equal to `K` (64) by construction; `var_expl` well above 0 at every
+# layer. No published crosscoder of this shape on Gemma-2-2B gives a range; for scale, a per-layer
+# TopK SAE of 16,384 latents at k = 40 trained on 10M tokens of layer 12 reports NMSE 0.299, i.e.
+# `var_expl` about 0.70 (huggingface.co/dmanningcoe/diffusion-topk-saes). A layer near 0 or below while
+# the others are fine means that layer's scale or hook is wrong.
 
 # %%
-held_out = train.validation_batches(trained.run, tokenizer, VAL_TOKENS)
-evaluation = crosscoder.evaluate(xc, crosscoder.model_batches(model, tokenizer, held_out, cfg.layers))
+held_out = stream.validation_batches(cfg, tokenizer, VAL_TOKENS)
+evaluation = crosscoder.evaluate(xc, crosscoder.model_batches(model, tokenizer, held_out, xc.cfg.layers))
 for row in evaluation["per_layer"]:
     print(f"layer {row['layer']:3d}: var_expl {row['var_expl']:.3f}")
 print(f"all layers: var_expl {evaluation['var_expl']:.3f}, L0 {evaluation['l0']:.1f}, "
@@ -133,6 +159,15 @@ print(f"all layers: var_expl {evaluation['var_expl']:.3f}, L0 {evaluation['l0']:
 # Every feature starts with about an even share in each layer (a random decoder), which the rule reads
 # as persistent: a feature only moves to another class by training. A short run (the smoke test's
 # 20k tokens) leaves nearly all live features "persistent"; its counts say nothing about the model.
+#
+# The cell prints the rule and the count per class. `crosscoder_features.png`: left, each live feature's
+# decoder-norm share per layer (one row per feature, grouped by class); right, the count per class.
+# **What a healthy run shows**: no published share under this rule exists. Lindsey et al. (2024), with
+# acausal crosscoders over many layers of a larger model, see many features whose decoder norms spread
+# over many layers, typically peaking at one and decaying away from it; expect a mix of persistent and
+# single-layer classes here, not one class alone. Broken: after 20M tokens nearly every live feature
+# still "persistent" with shares near 1/3 each (the decoders did not move from their start), or most
+# features dead.
 
 # %%
 norms = xc.decoder_norms()
@@ -141,7 +176,7 @@ classes = crosscoder.classify_features(norms, evaluation["fired"], dominant=DOMI
 counts = crosscoder.count_classes(classes)
 print(crosscoder.classification_rule(DOMINANT_SHARE, PERSISTENT_SHARE))
 print(counts)
-run.save_figure(plots.plot_crosscoder_features(norms, classes, list(cfg.layers), crosscoder.CLASSES),
+run.save_figure(plots.plot_crosscoder_features(norms, classes, list(xc.cfg.layers), crosscoder.CLASSES),
                 "crosscoder_features.png")
 
 # %% [markdown]
@@ -150,17 +185,23 @@ run.save_figure(plots.plot_crosscoder_features(norms, classes, list(cfg.layers),
 # The folder holds `crosscoder.safetensors` (W_enc [layers, d_model, d_sae], W_dec [d_sae, layers,
 # d_model], biases and the per-layer input scales) and `cfg.json` (layers, hook names, widths,
 # sparsity, scales). `crosscoder.load(folder, layers=...)` reads it back and refuses another layer set.
-# `crosscoder_report.json` holds the per-layer reconstruction, the class counts, the rule, and each
-# feature's class and decoder norms.
+# `crosscoder_report.json`: `model`, `layers`, `hook_names`, `d_in`, `d_sae`, `sparsity` (the architecture
+# and its `k` or L1 coefficient), `tokens_trained`, `scales` (each layer's input scale, set so its mean
+# norm is √d_model: √2304 = 48 for Gemma-2-2B, by construction), `per_layer` (`layer`, `hook_name`, `fvu`,
+# `var_expl` on the held-out tokens), `var_expl`, `l0` and `alive` over all layers, `eval_tokens`, `rule`
+# and `thresholds` (step 4), `class_counts`, `features` (each feature's `class` and its `decoder_norms`,
+# one per layer), `export_dir`, `final_train` (the last logged training FVU, L0 and dead %), and
+# `run`, the stamp every JSON report here carries (the notebook, model, seed, parameters, the vendored
+# core's hash, when it was written).
 
 # %%
 folder = crosscoder.save(xc, run.out_dir / "crosscoder", model_name=MODEL_ID, dataset=DATASET,
                          context_size=CONTEXT_LEN, tokens_trained=trained.tokens)
-assert crosscoder.load(folder, layers=cfg.layers).cfg == xc.cfg
+assert crosscoder.load(folder, layers=xc.cfg.layers).cfg == xc.cfg
 report = {
     "model": MODEL_ID,
-    "layers": list(cfg.layers),
-    "hook_names": list(cfg.hook_names),
+    "layers": list(xc.cfg.layers),
+    "hook_names": list(xc.cfg.hook_names),
     "d_in": xc.cfg.d_in,
     "d_sae": D_SAE,
     "sparsity": {"architecture": SPARSITY, **({"k": K} if SPARSITY == "topk" else {"l1_coefficient": L1_COEFFICIENT})},
@@ -176,6 +217,6 @@ report = {
     "class_counts": counts,
     "features": {"class": classes, "decoder_norms": [[round(float(v), 5) for v in row] for row in norms]},
     "export_dir": str(folder),
-    "final_train": {k: trained.history[-1][k] for k in ("xc/fvu", "xc/l0", "xc/dead_pct")},
+    "final_train": {k: history[-1][k] for k in ("xc/fvu", "xc/l0", "xc/dead_pct")},
 }
 run.write_report("crosscoder_report.json", report)

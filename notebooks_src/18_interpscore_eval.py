@@ -60,10 +60,19 @@ OUTPUT_DIR = "outputs/18_interpscore_eval"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import data, models, notebook, plots, probes, sae_io, scores
+from shared.data import packing
+from shared.evals import scores
+from shared.model import layout
+from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, evals, saes
+from shared.notebook.run import start
+from shared.readouts import probes
+from shared.recipes import sae_source
+from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, saes, evals)
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The model and its SAE
@@ -74,29 +83,39 @@ run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it run
 # %%
 model, tokenizer = run.load_model()
 layer = P.one_layer()
-sae, sae_repo = sae_io.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
+sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_dir)
 
 # %% [markdown]
 # ## 2. Loss recovered, alive, L0
 #
-# One pass over `EVAL_TOKENS` tokens of held-out text, `VAL_DATASET` (`evaluate.evaluate_saes`, the same
+# One pass over `EVAL_TOKENS` tokens of held-out text, `VAL_DATASET` (`shared.evals.metrics.evaluate_saes`, the same
 # pass and the same default source the tier notebooks validate with, so an SAE is not scored on the
 # tokens it trained on; `eval_text` in the report names the text and says whether it is held out): the next-token loss of the clean model, with the SAE's reconstruction
 # spliced in at the layer, and with the layer zeroed. **loss_recovered** = (CE zeroed − CE spliced) /
 # (CE zeroed − CE clean), clipped to [0, 1] (an SAE that hurts more than zeroing the layer scores 0, one
 # that beats the clean model 1; the unclipped value stays in the report). **alive** = share of latents that fire at least once.
 # **l0_score** = exp(−|ln(L0/80)|): 1 at 80 active latents per token, 0.5 at 40 or 160.
+#
+# The cell prints the note on the evaluation text, the three losses with the loss recovered, L0, alive
+# latents and the variance explained, then the three parts as they enter the score. **What a healthy run
+# shows** on the default Gemma Scope SAE: L0 near 82, the average L0 the release is named for
+# (`average_l0_82`, Lieberum et al. 2024, measured on its own training text; FineWeb-Edu may shift it a
+# little), so `l0_score` about exp(−|ln(82/80)|) = 0.98; `loss_recovered` about 0.90-0.99, the band
+# published SAEs of this size and sparsity score on Gemma-2 residual streams (Gemma Scope; SAEBench,
+# Karvonen et al. 2025; notebook 01 cites them); `alive` below 1 even for a healthy SAE, by construction:
+# a latent that fires less often than once in `EVAL_TOKENS` tokens cannot show up as alive here.
+# Broken: L0 in the thousands or near 0, or `loss_recovered` near 0: the SAE does not read this layer.
 
 # %%
 eval_texts, eval_text = scores.evaluation_text(VAL_DATASET, P.DATASET, seed=SEED)
 print(eval_text["note"])
-batches = scores.take_tokens(data.token_batches(eval_texts, tokenizer, CONTEXT_LEN, BATCH_SIZE), EVAL_TOKENS)
+batches = scores.take_tokens(packing.token_batches(eval_texts, tokenizer, CONTEXT_LEN, BATCH_SIZE), EVAL_TOKENS)
 parts, val = scores.reconstruction_parts(model, tokenizer, sae, layer, batches, forward_batch_size=BATCH_SIZE)
 # measured on eval_text (held out from DATASET unless the note above says otherwise)
 print(f"CE clean {val['ce_loss_clean']:.3f}, spliced {val['ce_loss_spliced']:.3f}, zeroed "
       f"{val['ce_loss_zero_ablation']:.3f} -> loss recovered {val['ce_loss_recovered']:.3f}")
 print(f"L0 {val['l0']:.1f}, alive {val['alive']}/{val['d_sae']}, var_expl {val['var_expl']:.3f}")
-print({k: round(v, 4) for k, v in parts.items()})
+print("InterpScore parts so far, each in [0, 1]:", {k: round(v, 4) for k, v in parts.items()})
 
 # %% [markdown]
 # ## 3. Sparse probing and TPP
@@ -110,6 +129,14 @@ print({k: round(v, 4) for k, v in parts.items()})
 # [0, 1]: the share of the probe's above-chance skill those 20 latents carry. A concept written in a few
 # latents scores near 1; one smeared over hundreds scores near 0. When the probe itself is barely above
 # chance (AUROC near 0.5) the ratio is noisy: read tpp together with that AUROC.
+#
+# Printed per task: the probe's held-out AUROC and accuracy, and its AUROC with the top-20 latents
+# zeroed; then `sparse_probing` and `tpp`. Healthy: every task's AUROC well above 0.5 (both concepts are
+# written in the residual stream of this layer; step 4 prints what a probe on the residual itself
+# reaches, the natural comparison) and the ablated AUROC lower than the clean one. No published range
+# exists for these two parts under InterpScore's definitions, and TPP itself is a noisy measure: Chanin
+# (2026, arXiv:2605.18229) finds SAEBench's TPP fails its reliability tests at the canonical settings.
+# An AUROC near 0.5 on every task means the labels or the pooling are wrong, not that the SAE is bad.
 
 # %%
 tasks = {task: scores.task_latents(model, tokenizer, sae, layer, task, N_TRAIN, N_TEST, batch_size=BATCH_SIZE,
@@ -143,6 +170,11 @@ print(f"sparse_probing {scores.sparse_probing(results):.3f}; tpp on {results[0].
 # these numbers and that identity.
 # Below, the residual probe that weighs SAEBench's TPP effects is our logistic regression (SAEBench
 # trains a PyTorch probe with an L1 penalty), so a full SAEBench run may pick a few other latents.
+#
+# Printed: per task, SAEBench's held-out accuracies of probes on the top 1, 2 and 5 latents
+# (`sae_top_k_test_accuracy`); how many of SAEBench's top TPP latents are among ours; and the AUROC of a
+# probe on the residual stream itself, the ceiling the SAE's probe is read against. Healthy: top-k
+# accuracies above 0.5, usually rising with k.
 
 # %%
 c = tasks[results[0].name]  # the TPP concept
@@ -170,13 +202,24 @@ print(f"TPP latents: {saebench['tpp_top_features_shared_with_ours']} of SAEBench
 # `loss_recovered`, `alive`, `l0_score`, `sparse_probing`, `tpp`, defined in steps 2 and 3), `weights`
 # (0.30, 0.15, 0.15, 0.25, 0.15), `interp_score` (= the sum of weight × component) and `timestamp`.
 # Beside them: the raw numbers behind each part, their definitions in words (`definitions`), the
-# evaluation text (`eval_text`), SAEBench's numbers, and the leaderboard row. The chart shows each
-# part's value (light) and its weighted share of the score (dark).
+# evaluation text (`eval_text`), SAEBench's numbers, and the leaderboard row. The chart,
+# `interpscore_parts.png`, shows each part's value (light) and its weighted share of the score (dark),
+# with the total as the last bar. The other keys: `tpp_auroc` (the TPP concept's probe AUROC, clean and
+# with its 20 latents zeroed), `validation` (step 2's raw numbers: the three losses, the unclipped loss
+# recovered, L0, alive, var_expl, eval_tokens), `eval_text` (`dataset`, `sources`, `held_out`, `note`),
+# `saebench` (step 4's numbers), `leaderboard_entry` (version, SAE, model, layer, width, k, the score,
+# the time and the five parts: one row of a leaderboard), and `run`, the stamp every JSON report here
+# carries (the notebook, model, seed, parameters, the vendored core's hash, when it was written).
+#
+# No published InterpScore exists for this 16k SAE. The original InterpScore leaderboard
+# (openinterp.org/interpscore) lists Gemma Scope's 65k SAE at this layer at 0.871 (loss recovered 0.930,
+# 99.4 % alive), numbers it compiled from SAEBench and the Gemma Scope paper rather than measured with
+# this notebook's definitions: a reference point, not a target.
 
 # %%
 report = scores.interpscore_report(
     parts=parts, task_results=results, sae_repo=sae_repo, model=MODEL_ID, layer=layer,
-    d_model=models.d_model(model), d_sae=sae.cfg.d_sae, k=getattr(sae.cfg, "k", None),
+    d_model=layout.d_model(model), d_sae=sae.cfg.d_sae, k=getattr(sae.cfg, "k", None),
     tokens_trained=TOKENS_TRAINED or scores.tokens_trained_in(sae_repo), eval_tokens=sum(b.numel() for b in batches),
     extra={"validation": {k: val[k] for k in ("ce_loss_clean", "ce_loss_spliced", "ce_loss_zero_ablation",
                                               "ce_loss_recovered", "l0", "alive", "var_expl", "eval_tokens")},

@@ -34,10 +34,16 @@ OUTPUT_DIR = "outputs/19_logit_lens"  # @param {type:"string"}
 SEED = 0  # @param {type:"integer"}
 
 # %%
-from shared import lens, models, notebook
+from shared.model import layout
+from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, readouts
+from shared.notebook.run import start
+from shared.readouts import lens
+from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, readouts)
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. Load the model
@@ -56,6 +62,16 @@ model, tokenizer = run.load_model()  # prints blocks, widths, final norm, soft-c
 # each is decoded as `softcap(unembed(final_norm(h_L)))`. The table holds, per layer and input
 # position, the top-k next-token guesses with their probabilities and the KL divergence from the
 # model's final distribution.
+#
+# The cell prints the KL at the last layer, then for the prompt's last position each layer's KL and its
+# top-k guesses with their probabilities. **What a healthy run shows**: the last layer's KL is 0 up to
+# float round-off, by construction (the last block's output decoded this way is the model's own logits;
+# the cell stops if it is not), and its top guess is the model's own next token (for this prompt, Paris
+# when the model knows the fact). Earlier layers' KL is larger: nostalgebraist (2020) found GPT-2's
+# layers gradually refining a guess under this lens, and Belrose et al. (2023) found the logit lens
+# brittle on other model families, its early-layer readings far from the final distribution; no
+# published per-layer curve exists for Gemma-2-2B on this prompt. Broken: a last-layer KL that is not
+# 0 (a final norm applied twice, or a soft-cap missing or doubled).
 
 # %%
 table = lens.lens_table(model, tokenizer, PROMPT, topk=TOP_K)
@@ -73,35 +89,41 @@ for L, words, probs, kl in zip(table["layers"], table["top_tokens"], table["top_
 #
 # Each cell is the lens's most likely next token at that position (written in the cell) coloured
 # by its probability. Early layers often echo the input token; the answer tends to crystallise in
-# the last third of the network.
+# the last third of the network. `logit_lens_heatmap.png` is this map (up to `MAX_TOKENS_SHOWN` positions).
 
 # %%
-run.save_figure(lens.plot_lens_heatmap(table, value="prob", max_tokens=MAX_TOKENS_SHOWN), "logit_lens_heatmap.png")
+run.save_figure(plots.plot_lens_heatmap(table, value="prob", max_tokens=MAX_TOKENS_SHOWN), "logit_lens_heatmap.png")
 
 # %% [markdown]
 # ## 4. KL to the final distribution per layer
 #
 # KL(final || layer) in nats, averaged over the prompt's positions: how far each layer's reading
 # is from what the model finally predicts. It reaches 0 at the last layer by construction; a
-# steep drop marks the layers where the prediction is formed.
+# steep drop marks the layers where the prediction is formed. `logit_lens_kl.png` draws this mean per
+# layer; `logit_lens_kl_heatmap.png` the KL of every position and layer, the last layer's row 0.
 
 # %%
-run.save_figure(lens.plot_kl_per_layer(table), "logit_lens_kl.png")
-run.save_figure(lens.plot_lens_heatmap(table, value="kl", max_tokens=MAX_TOKENS_SHOWN), "logit_lens_kl_heatmap.png")
+run.save_figure(plots.plot_kl_per_layer(table), "logit_lens_kl.png")
+run.save_figure(plots.plot_lens_heatmap(table, value="kl", max_tokens=MAX_TOKENS_SHOWN), "logit_lens_kl_heatmap.png")
 
 # %% [markdown]
 # ## 5. Save the report
 #
-# `logit_lens.json`: the tokens, per-layer top-k tokens and probabilities, KL per position and
-# mean KL per layer, plus what was run. Notebook 20 fits a **tuned lens**, which reads the early
-# layers far better than this raw logit lens.
+# `logit_lens.json`: `model`, `n_layers` and `d_model` (26 and 2304 for Gemma-2-2B, from its config),
+# `final_logit_softcap` (30.0 for Gemma-2, null for models without one), `layer_convention` (layer L is
+# block L's output), `top_k`, `tokens` (the prompt's), `layers`, `top_tokens`, `top_ids` and `top_probs`
+# (per layer, position and rank), `kl` (per layer and position, nats), `kl_mean` (per layer), `final_top`
+# (the model's own top-k per position), `lens` ("logit"), `seed`, and `run`, the stamp every JSON report
+# here carries (the notebook, model, seed, parameters, the vendored core's hash, when it was written).
+# Notebook 20 fits a **tuned lens**,
+# which reads the early layers far better than this raw logit lens.
 
 # %%
 report = {
     "model": MODEL_ID,
-    "n_layers": models.n_layers(model),
-    "d_model": models.d_model(model),
-    "final_logit_softcap": models.final_logit_softcap(model),
+    "n_layers": layout.n_layers(model),
+    "d_model": layout.d_model(model),
+    "final_logit_softcap": layout.final_logit_softcap(model),
     "layer_convention": "layer L = residual output of decoder block L (hidden_states[L+1])",
     "top_k": TOP_K,
     **table,

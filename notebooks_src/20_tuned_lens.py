@@ -51,10 +51,16 @@ import itertools
 
 import matplotlib.pyplot as plt
 
-from shared import data, lens, notebook
+from shared.data import sources
+from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, readouts, training
+from shared.notebook.run import start
+from shared.readouts import lens
+from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, training, readouts)
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 out_dir = run.out_dir
 
 # %% [markdown]
@@ -74,7 +80,7 @@ model, tokenizer = run.load_model()  # prints blocks, widths, vocabulary, dtype,
 # the documents after them, only as many as `FIT_STEPS x BATCH_SIZE` contexts need.
 
 # %%
-stream = data.text_stream(data.parse_source(DATASET, seed=SEED))
+stream = sources.text_stream(sources.parse_source(DATASET, seed=SEED))
 eval_texts = list(itertools.islice(stream, EVAL_DOCS))
 print(f"{len(eval_texts)} held-out docs from {DATASET}; fitting reads on from doc {len(eval_texts)}")
 
@@ -85,6 +91,12 @@ print(f"{len(eval_texts)} held-out docs from {DATASET}; fitting reads on from do
 # `AlignmentResearch/tuned-lens` space. When there is none (or no network), a lens is fitted here:
 # KL(final || lens) summed over layers, Adam (or the paper's SGD + Nesterov), linear warm-up and
 # decay, gradient clipping at 1. `LR = 0` picks the optimizer's default: 1e-3 for Adam, 1.0 for SGD.
+#
+# The cell prints where the lens came from. With the default GPT-2 and network it is `pretrained` (the
+# public space has a lens for GPT-2) and nothing is fitted. A fitted lens also draws `tuned_lens_fit.png`:
+# the mean KL over layers of each training batch. Healthy: it falls from its first value (the logit
+# lens's KL, since the lens starts at zero) and flattens; a curve that rises or turns NaN is a failed
+# fit (lower `LR`).
 
 # %%
 fit = lens.TunedLensFitConfig(steps=FIT_STEPS, context_len=CONTEXT_LEN, batch_size=BATCH_SIZE,
@@ -104,6 +116,17 @@ if info["history"]:
 #
 # Per layer: KL(final || lens) in nats (lower is better) and how often the lens's top-1 token
 # equals the model's final top-1 (higher is better). Both are exact at the last layer.
+#
+# `tuned_vs_logit_lens.png` draws the table: KL per layer (left) and top-1 agreement per layer (right),
+# one line per lens. **What a healthy run shows**: at the last layer KL 0 and agreement 1 for both lenses,
+# by construction; at every other layer the tuned lens's KL at or below the logit lens's and its
+# agreement at or above it, the gap widest in the early layers. That is what the fit aims at (the lens
+# starts as the logit lens and is trained to lower this KL), and Belrose et al. (2023) find the tuned lens
+# more predictive than the logit lens on the models they test, up to 20B parameters. GPT-2 is a
+# model the plain logit lens already reads fairly well (nostalgebraist 2020, where it was introduced on
+# GPT-2), so the gap here is smaller than on families where it fails. A tuned lens
+# worse than the logit lens at early layers means the lens does not belong to this model (a mismatched
+# pretrained lens) or the fit failed.
 
 # %%
 report = lens.compare_lenses(model, tokenizer, eval_texts, tuned, context_len=CONTEXT_LEN, batch_size=BATCH_SIZE,
@@ -113,18 +136,21 @@ print(f"{'layer':>5} {'KL logit':>9} {'KL tuned':>9} {'top1 logit':>11} {'top1 t
 for L in report["layers"]:
     print(f"{L:5d} {report['logit_lens']['kl'][L]:9.3f} {report['tuned_lens']['kl'][L]:9.3f} "
           f"{report['logit_lens']['top1_agreement'][L]:11.3f} {report['tuned_lens']['top1_agreement'][L]:11.3f}")
-run.save_figure(lens.plot_lens_comparison(report), "tuned_vs_logit_lens.png")
+run.save_figure(plots.plot_lens_comparison(report), "tuned_vs_logit_lens.png")
 
 # %% [markdown]
 # ## 5. One prompt through both lenses
 #
-# The same token x layer heat map as notebook 19, for the logit lens and the tuned lens.
+# The same token x layer heat map as notebook 19, for the logit lens and the tuned lens:
+# `logit_lens_heatmap.png` and `tuned_lens_heatmap.png`. The printed lists are each lens's top-1 guess at
+# the prompt's last position, layer by layer; both end with the model's own prediction, by construction,
+# and the tuned lens often reaches it at an earlier layer.
 
 # %%
 tables = {"logit": lens.lens_table(model, tokenizer, PROMPT, topk=3),
           "tuned": lens.lens_table(model, tokenizer, PROMPT, topk=3, lens=tuned)}
 for name, table in tables.items():
-    run.save_figure(lens.plot_lens_heatmap(table, value="prob", max_tokens=24), f"{name}_lens_heatmap.png")
+    run.save_figure(plots.plot_lens_heatmap(table, value="prob", max_tokens=24), f"{name}_lens_heatmap.png")
     print(f"{name} lens, last position, top-1 by layer:", [row[-1][0] for row in table["top_tokens"]])
 
 # %% [markdown]
@@ -132,7 +158,16 @@ for name, table in tables.items():
 #
 # The lens folder loads back with `lens.TunedLens.load(path)` for any architecture, or with the
 # `tuned-lens` package (`TunedLens.from_model_and_pretrained(model, path)`) for the ones it knows;
-# `tuned_lens_report.json` holds the per-layer comparison and how the lens was obtained.
+# `tuned_lens_report.json` holds the per-layer comparison and how the lens was obtained: `model`,
+# `lens_source` and `lens_message`, `lens_dir`, `lens_format`, `dataset`, `fit` (steps, context length,
+# batch size, optimizer, learning rate, first and last training loss; steps 0 for a pretrained lens),
+# `eval_docs`, `layers`, `n_tokens`, `logit_lens` and `tuned_lens` (each its per-layer `kl` in nats and
+# `top1_agreement`), `mean_kl` over layers for each, `tuned_not_worse_at_every_layer` (true in a healthy
+# run, see step 4), the `prompt` and each lens's top-1 at its last position by layer, `seed`, and
+# `run`, the stamp every JSON report here carries (the notebook, model, seed, parameters, the vendored
+# core's hash, when it was written). The lens
+# folder holds `config.json` (the base model, `d_model`, `num_hidden_layers`, the unembedding hash) and
+# `params.pt` (each layer's translator weight and bias).
 
 # %%
 lens_dir = tuned.save(out_dir / "lens" / MODEL_ID.replace(":", "_"))

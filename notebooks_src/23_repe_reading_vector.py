@@ -130,10 +130,17 @@ import textwrap
 
 import numpy as np
 
-from shared import capture, notebook, plots, probes, steer, synthetic
+from shared.data import synthetic
+from shared.model import capture, steer
+from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, readouts
+from shared.notebook.run import start
+from shared.readouts import probes
+from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, readouts)
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 
 # %% [markdown]
 # ## 1. The contrast pairs
@@ -171,6 +178,19 @@ print(f"states for layers {layers}")
 # share of pairs whose positive prompt projects higher. The best layer is the one with the highest
 # **validation** accuracy; its **test** accuracy is the number to report (choosing the layer on the
 # test pairs would report the luckiest of many layers, not what the vector does on new pairs).
+#
+# The table gives per layer the training, validation and test reading accuracy;
+# `reading_accuracy_by_layer.png`
+# draws the test and training curves, chance at 0.5, the chosen layer marked. By construction, with the
+# 32 default pairs: 16 fit the vectors, 8 choose the layer and 8 test it, so validation and test
+# accuracies move in steps of 1/8 (one pair is 0.125), and training accuracy is at least 0.5 at every
+# layer (the vector's sign is set so most training pairs read positive). **What a healthy run shows**:
+# test accuracy well above 0.5 at the chosen layer; 24 of the 32 pairs differ only in "honest" vs
+# "dishonest", so much of what the vector reads is that contrast, and high accuracy from early layers
+# on is expected, not a discovery. Zou et al. (2023) measured their honesty vector in other ways (on
+# TruthfulQA, and as a lie detector on generated text); no published reading accuracy exists for these
+# pairs on Gemma-2-2B. Broken: test accuracy near 0.5 at every layer (the pairs carry
+# no consistent difference at the last token, or the wrong token is read).
 
 # %%
 lat = probes.lat_layers(pos, neg, test_frac=TEST_FRAC, val_frac=VAL_FRAC, seed=SEED)
@@ -189,7 +209,9 @@ run.save_figure(plots.plot_reading_accuracy(lat.table, best_layer=best, title=f"
 #
 # Each new prompt's last-token state at the best layer is projected on the reading vector, centred
 # at the mean projection of all the pair prompts: positive = reads as the concept (here: honest).
-# Only the test accuracy above says how far to trust these numbers.
+# Only the test accuracy above says how far to trust these numbers. The cell prints the prompts sorted
+# by score. The default list alternates honest (1st, 3rd, 5th) and dishonest (2nd, 4th, 6th) statements
+# by design: a vector that reads honesty ranks the three honest ones above the three dishonest ones.
 
 # %%
 center = float(probes.monitor_scores(np.concatenate([pos[best], neg[best]]), direction).mean())
@@ -208,6 +230,13 @@ for row in sorted(monitor, key=lambda r: -r["score"]):
 # column measures whether the steering took: the **unsteered** model re-reads the prompt and its
 # continuation, and its residual at the layer over the generated tokens is projected on v (mean; the
 # concept's reading of the text itself). If the text came to carry the concept, it rises with alpha.
+#
+# Per prompt the cell prints one row per alpha: the continuation and its reading; then for how many
+# prompts the reading rose from the lowest alpha to the highest. By construction alpha = 0 is the plain
+# model's greedy continuation. Healthy: the reading rises with alpha for both prompts, and the texts at
+# alpha = +4 and −4 lean honest and dishonest. No published number gives their size on this model.
+# Broken: every alpha gives the same text (the push is too small: raise `NORM_FRACTION`), or the
+# extreme alphas give repeated tokens (too large: lower it).
 
 # %%
 scale = NORM_FRACTION * lat.norms[best]
@@ -235,7 +264,13 @@ print(f"\nthe reading of the text rose from alpha={lo:g} to alpha={hi:g} for {su
 # `repe_report.json`: the per-layer table (train, validation and test accuracy), the best layer (chosen
 # on validation) with its test accuracy, its vector's scale, monitor scores, and the steered texts with
 # their readings (keyed by prompt, then alpha) and whether each reading rose from the lowest alpha to
-# the highest.
+# the highest. Its keys: `model`, `concept`, `n_pairs`, `pairs_source`, `pairs_example`, `method`,
+# `test_frac`, `val_frac`, `per_layer` (per layer the three accuracies and the split sizes), `best_layer`,
+# `best_layer_selected_on`, `best_layer_test_accuracy`, `split` (which pairs went where), `typical_norm`
+# (the layer's typical last-token residual norm), `monitor_center` and `monitor` (step 4), `steering`
+# (`layer`, `alphas`, `norm_fraction`, `scale` = one alpha in residual units, `max_new_tokens`, `texts`,
+# `readings`, `reading_definition`, `reading_rose`), `seed`, and `run`, the stamp every JSON report here
+# carries (the notebook, model, seed, parameters, the vendored core's hash, when it was written).
 
 # %%
 report = {

@@ -44,33 +44,48 @@
 
 # %% tags=["parameters"]
 MODEL_ID = "google/gemma-2-2b"  # @param {type:"string"}
+# the Hugging Face model whose residual stream the SAE learns (a gated one needs your HF_TOKEN)
 LAYER = 12  # @param {type:"raw"}
-# one layer, or a list such as [11, 31, 55]: one SAE per layer, all fed by the same forward pass
+# the block whose output the SAE reads (-1: the last); one layer, or a list such as [11, 31, 55]: one SAE
+# per layer, all fed by the same forward pass
 DATASET = "hf:HuggingFaceFW/fineweb-edu:sample-10BT:train:text"  # @param {type:"raw"}
-# one source, or a mix: a list of "<source>@<weight>", e.g. ["hf:...fineweb-edu...@0.7", "hf:...@0.3"];
-# the weights are shares of the tokens (a source of long documents is drawn less often); measured and logged
+# the training text: one source, or a mix: a list of "<source>@<weight>", e.g. ["hf:...fineweb-edu...@0.7",
+# "hf:...@0.3"]; the weights are shares of the tokens (a source of long documents is drawn less often);
+# measured and logged
 VAL_DATASET = "hf:HuggingFaceFW/fineweb-edu:CC-MAIN-2024-10:train:text"  # @param {type:"string"}
-# empty: the training sources; either way only documents training never reads (section 5)
+# the validation text; empty: the training sources; either way only documents training never reads (section 5)
 CONTEXT_LEN = 1024  # @param {type:"integer"}
+# tokens per context the model reads
 D_SAE = 16384  # @param {type:"integer"}
+# latents per SAE (its width)
 K = 64  # @param {type:"integer"}
+# latents each token keeps (TopK)
 TOTAL_TOKENS = 50_000_000  # @param {type:"integer"}
+# tokens to train on (every SAE trains on each of them)
 BATCH_TOKENS = 4096  # @param {type:"integer"}
+# tokens per Adam step
 MODEL_BATCH_SIZE = 8  # @param {type:"integer"}
+# contexts per forward pass of the model
 BLOCK_BATCHES = 32  # @param {type:"raw"}
 # forwards per shuffled block (the activation buffer); "auto": as many as half the free memory holds
 # beside what the training steps need
 LR = 2e-4  # @param {type:"number"}
+# Adam's learning rate after warm-up, before the cosine decay
 LR_MIN = 6e-5  # @param {type:"number"}
+# the learning rate the cosine decay ends at
 WARMUP_STEPS = 1000  # @param {type:"integer"}
+# steps of linear learning-rate warm-up
 DEAD_TOKENS_THRESHOLD = 10_000_000  # @param {type:"integer"}
+# a latent that has not fired for this many tokens is dead, and AuxK trains it back to life
 CHECKPOINT_EVERY_TOKENS = 5_000_000  # @param {type:"integer"}
+# a checkpoint every this many tokens trained
 CHECKPOINT_EVERY_MINUTES = 10  # @param {type:"number"}
-# a checkpoint every CHECKPOINT_EVERY_TOKENS tokens and before this many minutes of training go unsaved
+# and a checkpoint before this many minutes of training go unsaved
 CHECKPOINT_DIR = "auto"  # @param {type:"string"}
 # "auto": Google Drive on Colab; elsewhere the private Hub repo <HF_USERNAME>/<RUN_NAME>-checkpoints when
 # HF_USERNAME is set, else ./checkpoints; "hf:<user>/<repo>": that private HF repo (HF_TOKEN secret)
 RUN_NAME = "gemma-2-2b-L12-topk-16k"  # @param {type:"string"}
+# the run's name: its checkpoint folder or repo, and the upload repo under HF_USERNAME
 HF_USERNAME = ""  # @param {type:"string"}
 # your Hugging Face user name (HF_TOKEN write secret): checkpoints that a later session resumes from
 # (Kaggle, a rented GPU) and the SAE's upload to <HF_USERNAME>/<RUN_NAME> when HF_REPO is empty
@@ -79,28 +94,39 @@ ALLOW_UNRESUMABLE = False  # @param {type:"boolean"}
 ALLOW_STREAM_CHANGE = False  # @param {type:"boolean"}
 # True: resume even when the re-read data differs from what the checkpoint trained on (recorded)
 MODEL_DEVICE = "auto"  # @param ["auto", "cuda:0", "spread", "cpu"]
+# where the model runs; "auto": cuda:0, else the CPU; "spread": split over every GPU, room kept for the SAE
 MODEL_DTYPE = "auto"  # @param ["auto", "bfloat16", "float16", "float32"]
+# the model's dtype; "auto": bfloat16 on a GPU that runs it, float16 on older ones (T4), float32 on CPU
 SAE_DEVICE = "auto"  # @param ["auto", "cpu", "cuda:0", "cuda:1"]
+# where the SAEs train; "auto": the last GPU (with two, the one beside the model's), else the CPU
 VAL_TOKENS = 500_000  # @param {type:"integer"}
+# held-out tokens the validation reads (section 5)
 HF_REPO = ""  # @param {type:"string"}
+# "<user>/<name>" (or "<name>" under HF_USERNAME or your account) uploads the SAE there with your HF_TOKEN
+# write secret; empty: <HF_USERNAME>/<RUN_NAME> when HF_USERNAME is set, else no upload
 HF_PRIVATE = True  # @param {type:"boolean"}
-# HF_REPO "<user>/<name>" (or "<name>" under HF_USERNAME or your account) uploads the SAE there with your
-# HF_TOKEN write secret; empty: <HF_USERNAME>/<RUN_NAME> when HF_USERNAME is set, else no upload. A new
-# repo is private unless HF_PRIVATE = False.
+# a repo the upload creates is private unless HF_PRIVATE = False (an existing repo keeps its visibility)
 OUTPUT_DIR = "outputs/01_hobbyist_gemma2_2b_colab"  # @param {type:"string"}
+# where the reports, figures and the export go
 SEED = 0  # @param {type:"integer"}
+# seeds the data order, the SAEs' initialisation and everything else random
 
 # %%
 import json
 
 import matplotlib.pyplot as plt
-import torch
 
-from shared import capture, data, evaluate, export, models, notebook, plots, sessions, train
+from shared.model import capture, layout
+from shared.notebook.parameters import check_parameters
+from shared.notebook.rules import common, data, training
+from shared.notebook.run import start
+from shared.recipes import finish, sessions, tier
+from shared.training import stream, trainer
+from shared.views import plots
 
-P = notebook.check_parameters(globals())  # a bad value stops here with one line, before any download
-run = notebook.start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
-out_dir = run.out_dir
+# checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
+P = check_parameters(globals(), common, data, training)
+run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 layers = tuple(P.LAYER)  # block indices >= 0: LAYER = -1 is the last block
 
 # %% [markdown]
@@ -176,14 +202,14 @@ print(f"model on {model_device}, SAE on {sae_device}, checkpoints in {checkpoint
 
 # %%
 # on MODEL_DEVICE in MODEL_DTYPE (spread: GPU by GPU, room kept for the SAE); prints blocks, widths, dtype, device
-model, tokenizer = run.load_model(max_memory=train.spread_max_memory(P))
+model, tokenizer = run.load_model(max_memory=tier.spread_max_memory(P))
 
 probe = tokenizer("The residual stream carries everything the model knows about a token.",
-                  return_tensors="pt").input_ids.to(models.model_device(model))
-stream = capture.capture_residuals(model, probe, [layers[0]])[layers[0]][0].float()
+                  return_tensors="pt").input_ids.to(layout.model_device(model))
+residual = capture.capture_residuals(model, probe, [layers[0]])[layers[0]][0].float()
 tokens = tokenizer.convert_ids_to_tokens(probe[0])
 plt.figure(figsize=(8, 2.5))
-plt.bar(range(len(tokens)), stream.norm(dim=-1).cpu())
+plt.bar(range(len(tokens)), residual.norm(dim=-1).cpu())
 plt.xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
 plt.title(f"residual-stream norm per token at layer {layers[0]} (BOS is huge: we drop it from training)")
 run.save_figure(plt, "residual_norms.png")
@@ -235,7 +261,7 @@ run.save_figure(plt, "residual_norms.png")
 # %%
 # The parameters become a TrainConfig (a TopK SAE of D_SAE latents, k = K, d_in from the model) by
 # the same function `python -m shared.train` uses, so a multi-GPU job resumes these checkpoints.
-cfg = train.config_from_params(P, checkpoint_dir)
+cfg = tier.config_from_params(P, checkpoint_dir)
 print(json.dumps(cfg.resume_key(), indent=1, default=str))
 
 # %% [markdown]
@@ -261,14 +287,14 @@ print(json.dumps(cfg.resume_key(), indent=1, default=str))
 # disk you trust, raise it on a slow uplink.
 
 # %%
-result = train.train(cfg, model, tokenizer)
+result = trainer.train(cfg, model, tokenizer)
 print(f"trained on {result.tokens:,} tokens in {result.steps:,} steps"
       + (f" (resumed at {result.resumed_from:,})" if result.resumed_from else ""))
 
 # %%
-mix = train.mix_shares(result.tokens_by_source)  # the tokens each source gave, as shares (one source: 1.0)
+mix = stream.mix_shares(result.tokens_by_source)  # the tokens each source gave, as shares (one source: 1.0)
 print("data mix, measured in tokens: " + ", ".join(f"{name} {share:.1%}" for name, share in mix.items()))
-history = train.load_metrics(result.metrics_path)  # kept beside the checkpoints: whole across resumes
+history = trainer.load_metrics(result.metrics_path)  # kept beside the checkpoints: whole across resumes
 run.save_figure(plots.plot_training_curves(history), "training_curves.png")
 
 # %% [markdown]
@@ -282,7 +308,14 @@ run.save_figure(plots.plot_training_curves(history), "training_curves.png")
 # dead latents that keep climbing, mean a learning rate too high or an SAE too wide for the tokens.
 
 # %% [markdown]
-# ## 5. Validate on held-out text
+# ## 5. Validate, export and report
+#
+# One call ends the run: `finish.validate_and_export` validates every SAE on held-out text, exports each
+# for SAELens and Neuronpedia, loads each export back to check it, uploads when asked and writes the
+# run report. `python -m shared.train` ends its jobs with the same call, so a notebook and a job write
+# the same files. What it does, step by step:
+#
+# ### Validation on held-out text
 #
 # Documents the SAE never saw. Every document is routed by a hash of its text: one in five is held
 # out, training skips those and validation reads only them, so the two never share a document. That
@@ -330,67 +363,32 @@ run.save_figure(plots.plot_training_curves(history), "training_curves.png")
 # reference; for Gemma-2-2B at layer 12 with k = 64 the published range is var_expl 0.75-0.85 and CE
 # loss recovered 0.90-0.99 (notebook 01 cites the sources).
 
-# %%
-val_batches = train.validation_batches(cfg, tokenizer, VAL_TOKENS, dataset=VAL_DATASET or None)
-sparsity = {}
-report = evaluate.evaluate_saes(model, tokenizer, result.saes, val_batches, sparsity=sparsity)
-print(evaluate.summarize(report))
-data_name = train.dataset_name(cfg)  # the source, or the mix's sources with their weights
-evaluate.write_val_report(report, out_dir / "val_report.json", model=MODEL_ID, tokens_trained=result.tokens,
-                          val_dataset=VAL_DATASET or data_name)
-
 # %% [markdown]
-# ## 6. Export for SAELens and Neuronpedia, and upload
+# ### Export for SAELens and Neuronpedia, and upload
 #
 # The folder holds `cfg.json`, `sae_weights.safetensors` (W_enc, b_enc, W_dec, b_dec),
 # `sparsity.safetensors` (log10 firing frequency per latent), a model card with the validation
 # numbers, and `neuronpedia.json`. Load it back with
-# `sae_lens.SAE.load_from_disk(folder)` or `shared.export.load_sae(folder)`. It goes to the Hub
+# `sae_lens.SAE.load_from_disk(folder)` or `shared.saes.load.load_sae(folder)`. It goes to the Hub
 # only when asked: to `HF_REPO` (a bare name goes under `HF_USERNAME`), or with `HF_REPO` empty to
 # `<HF_USERNAME>/<RUN_NAME>` when `HF_USERNAME` is set; a new repo is private unless `HF_PRIVATE = False`. If the
 # upload fails (no network, token rejected, no write access) the run still ends: the export stays
-# here and the run report records why.
-
-# %%
-repo_id = sessions.export_repo(HF_REPO, HF_USERNAME, RUN_NAME)  # HF_REPO, or <HF_USERNAME>/<RUN_NAME>; None: no upload
-info = export.ExportInfo(model_name=MODEL_ID, layers_path=models.layers_path(model), context_size=CONTEXT_LEN,
-                         dataset_path=data_name, tokens_trained=result.tokens, repo_id=repo_id,
-                         **data.context_tokens(tokenizer).export_fields())  # prepend_bos and the context start token
-folders = export.export_run(result.saes, out_dir / "export", info, report=report, sparsity=sparsity)
-check = val_batches[0][:1].to(models.model_device(model))
-acts = capture.capture_residuals(model, check, layers)
-same = {}
-for layer, folder in folders.items():
-    reloaded = export.load_sae(folder, d_in=models.d_model(model))
-    x = acts[layer][0].float().to(reloaded.device)
-    same[layer] = torch.allclose(reloaded.encode(x), result.saes[layer].to(reloaded.device).encode(x), atol=1e-5)
-    print(f"export at {folder}; reloaded SAE encodes identically: {same[layer]}")
-
-uploads = export.upload_export(folders, repo_id, private=HF_PRIVATE)  # never raises: failures land in `uploads`
-
-# %% [markdown]
-# `export/blocks.<layer>.hook_resid_post/`: one folder per layer, as described above. Healthy: each
-# line above says the reloaded SAE encodes identically (True); the upload line names the repo and says
-# private, or says why it did not upload (and nothing was asked when `HF_REPO` is empty).
-
-# %% [markdown]
-# ## 7. The run report
+# here and the run report records why. The call loads each export back and checks that it encodes
+# the model's activations as the trained SAE does.
+#
+# ### The run report
 #
 # `run_report.json`: the model, layers and SAE shape, the data (the mix's sources and the share of
 # tokens each gave), tokens and steps trained (`resumed_from` when this run picked up a checkpoint),
 # where the checkpoints are, the validation above, the export folders and whether each reloads
-# identically, and the upload (`hub`: empty when nothing was asked). Healthy: `tokens_trained` is
-# `TOTAL_TOKENS` (rounded up to a whole batch) and every `export_reloads_identically` is true.
+# identically, and the upload (`hub`: empty when nothing was asked).
 
 # %%
-run_report = {
-    "model": MODEL_ID, "layers": list(layers), "d_model": models.d_model(model), "d_sae": D_SAE, "k": K,
-    "dataset": list(cfg.dataset), "tokens_by_source": result.tokens_by_source, "mix_shares": mix,
-    "tokens_trained": result.tokens, "steps": result.steps,
-    "resumed_from": result.resumed_from, "checkpoint_dir": checkpoint_dir, "validation": report,
-    "resume": result.resume,  # the stream's hash check and replay time, allowed changes, model dtypes
-    "export": {str(layer): str(folder) for layer, folder in folders.items()},
-    "export_reloads_identically": {str(layer): ok for layer, ok in same.items()},
-    "hub": uploads,
-}
-run.write_report("run_report.json", run_report)
+finished = finish.validate_and_export(P, run, cfg, model, tokenizer, result)  # never raises on a Hub fault
+
+# %% [markdown]
+# The summary above is `val_report.json`: compare it with the healthy ranges. `export/blocks.<layer>.hook_resid_post/`
+# holds one folder per layer. Healthy: each export line says the reloaded SAE encodes identically (True); the
+# upload line names the repo and says private, or says why it did not upload (and nothing was asked when
+# `HF_REPO` is empty); in `run_report.json`, `tokens_trained` is `TOTAL_TOKENS` (rounded up to a whole batch)
+# and every `export_reloads_identically` is true.

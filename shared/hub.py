@@ -1,7 +1,10 @@
-"""Writing to the Hugging Face Hub: make sure a repo exists (private unless asked otherwise) and say
-in one line why a Hub call failed (no network, token rejected, no write access, Hub error).
+"""Writing to the Hugging Face Hub: which repo a run uploads to (`hub_repo_id`: a bare name completed
+with the user's), make sure a repo exists (private unless asked otherwise) and say in one line why a
+Hub call failed (no network, token rejected, no write access, Hub error); `guarded_upload`, the one
+guard every upload of a run's results goes through (asked for or skipped, one line when it cannot or
+did not happen, never raising).
 
-Used by the checkpoint store (fails at start) and the final upload (warns, keeps the local export).
+Used by the checkpoint store (fails at start) and the final uploads (warn, keep the local files).
 Duck-typed on `exc.response.status_code` and exception class names, so it works with the httpx-
 and the requests-based huggingface_hub alike. Messages never contain the token.
 """
@@ -135,49 +138,107 @@ def visibility(is_private: bool | None, wanted: bool, created: bool) -> str:
             f"repo, change it in the repo's settings)")
 
 
-def upload_files(files, repo_id: str | None, *, private: bool = True, token: str | None = None,
-                 path_in_repo: str = "", api: Any = None) -> dict:
-    """Upload a run's result files (a feature catalog, a trace, its HTML) to `repo_id`/`path_in_repo`
-    in one commit, never raising on a Hub fault: {"ok": True, "repo", "url", "files", "file_urls" (what a
-    browser reads), "private"} or
-    {"ok": False, "repo", "error"}. An empty repo_id uploads nothing and returns {} (uploads happen
-    only when asked); a missing repo is created private unless private=False."""
+UPLOAD_SKIPPED = ('upload skipped: HF_REPO is empty (set HF_REPO = "<user>/<name>" to upload to a private '
+                  "Hugging Face repo)")
+
+
+def guarded_upload(repo_id: str | None, pushes: dict, *, token: str | None = None) -> dict[str, dict]:
+    """The one guard every upload of a run's results goes through (an SAE export, a catalog, a trace):
+    uploads happen only when asked and never raise, so a finished run keeps its files whatever the Hub does.
+
+    pushes: key -> (the local path the files stay at, push(token) -> the entry's fields, e.g. {"url": ...}).
+    Returns key -> {"ok": True, "repo", **fields} or {"ok": False, "repo", "error"}; {} when repo_id is
+    empty (one line says so; nothing is contacted). No HF_TOKEN, or a repo without its user part: one line
+    and every entry says why. A Hub fault: one line per push that failed, its entry says why (failure_reason).
+    Messages never hold the token."""
+    import os
     import sys
-    from pathlib import Path
 
     from . import runtime
 
     if not repo_id:
-        print('upload skipped: HF_REPO is empty (set HF_REPO = "<user>/<name>" to push these results to a '
-              "private Hugging Face repo)")
+        print(UPLOAD_SKIPPED)
         return {}
-    files = [Path(f) for f in files]
-    entry: dict = {"ok": False, "repo": repo_id}
     token = runtime.hf_token(token)
+    kept = os.path.commonpath([str(path) for path, _ in pushes.values()]) if pushes else "."
     if not token:
-        entry["error"] = "HF_TOKEN not found"
+        error = "HF_TOKEN not found"
+        print(f"upload to {repo_id} skipped: HF_REPO is set but HF_TOKEN (a Hugging Face write token) was not found. "
+              f"{runtime.how_to_set('HF_TOKEN')} The files are kept at {kept}", file=sys.stderr)
     elif "/" not in repo_id:
-        entry["error"] = f'HF_REPO has no user part: set HF_REPO = "<user>/{repo_id}"'
+        error = f'HF_REPO has no user part: set HF_REPO = "<user>/{repo_id}"'
+        print(f"upload to {repo_id} skipped: {error}. The files are kept at {kept}", file=sys.stderr)
     else:
-        try:
-            from huggingface_hub import CommitOperationAdd, HfApi
+        error = None
+    out = {}
+    for key, (path, push) in pushes.items():
+        entry: dict = {"ok": False, "repo": repo_id}
+        if error:
+            entry["error"] = error
+        else:
+            try:
+                fields = push(token)
+                entry["ok"] = True
+                entry.update(fields)
+            except Exception as e:  # noqa: BLE001 - a Hub fault must not cost the finished run
+                entry["error"] = failure_reason(e, repo_id, token)
+                print(f"upload to {repo_id} failed: {entry['error']}; the files are kept at {path}", file=sys.stderr)
+        out[key] = entry
+    return out
 
-            api = api if api is not None else HfApi(token=token)
-            is_private, created = ensure_repo(api, repo_id, private=private, token=token)
-            print(f"uploading {len(files)} files to {repo_url(api, repo_id)} {visibility(is_private, private, created)}")
-            dest = path_in_repo.strip("/")
-            ops = [CommitOperationAdd(path_in_repo=f"{dest}/{f.name}" if dest else f.name, path_or_fileobj=str(f))
-                   for f in files]
-            api.create_commit(repo_id=repo_id, operations=ops, repo_type="model", token=token,
+
+def upload_files(files, repo_id: str | None, *, private: bool = True, token: str | None = None,
+                 path_in_repo: str = "", api: Any = None) -> dict:
+    """Upload a run's result files (a feature catalog, a trace, its HTML) to `repo_id`/`path_in_repo`
+    in one commit behind the upload guard (guarded_upload: never raises): {"ok": True, "repo", "url",
+    "files", "private", "file_urls" (what a browser reads)} or {"ok": False, "repo", "error"}; {} when
+    repo_id is empty (uploads happen only when asked). A missing repo is created private unless
+    private=False."""
+    from pathlib import Path
+
+    files = [Path(f) for f in files]
+    dest = path_in_repo.strip("/")
+
+    def push(token: str) -> dict:
+        from huggingface_hub import CommitOperationAdd, HfApi
+
+        hub_api = api if api is not None else HfApi(token=token)
+        is_private, created = ensure_repo(hub_api, repo_id, private=private, token=token)
+        print(f"uploading {len(files)} files to {repo_url(hub_api, repo_id)} {visibility(is_private, private, created)}")
+        ops = [CommitOperationAdd(path_in_repo=f"{dest}/{f.name}" if dest else f.name, path_or_fileobj=str(f))
+               for f in files]
+        hub_api.create_commit(repo_id=repo_id, operations=ops, repo_type="model", token=token,
                               commit_message=f"Upload {', '.join(f.name for f in files)}")
-            url = repo_url(api, repo_id) + (f"/tree/main/{dest}" if dest else "")
-            entry.update(ok=True, url=url, files=[op.path_in_repo for op in ops], private=is_private,
-                         file_urls=[file_url(api, repo_id, op.path_in_repo) for op in ops])
-            print(f"uploaded to {url}")
-            return entry
-        except Exception as e:  # noqa: BLE001 - a Hub fault must not cost the finished run
-            entry["error"] = failure_reason(e, repo_id, token)
-    how = f" {runtime.how_to_set('HF_TOKEN')}" if entry["error"] == "HF_TOKEN not found" else ""
-    print(f"upload to {repo_id} failed: {entry['error']}.{how} The files are kept in {files[0].parent if files else '.'}",
-          file=sys.stderr)
-    return entry
+        url = repo_url(hub_api, repo_id) + (f"/tree/main/{dest}" if dest else "")
+        print(f"uploaded to {url}")
+        return {"url": url, "files": [op.path_in_repo for op in ops], "private": is_private,
+                "file_urls": [file_url(hub_api, repo_id, op.path_in_repo) for op in ops]}
+
+    kept = files[0].parent if files else Path(".")
+    return guarded_upload(repo_id, {"files": (kept, push)}, token=token).get("files", {})
+
+
+def hub_repo_id(repo: str | None, token: str | None = None) -> str | None:
+    """The repo the user asked to upload to: None when `repo` is empty (nothing is uploaded unasked);
+    "user/name" as given; a bare "name" completed with the HF_USERNAME secret or the token's account.
+
+    When the user cannot be looked up (no token, offline) the bare name is returned and
+    the upload guard (guarded_upload) reports it instead of uploading.
+    """
+    repo = (repo or "").strip().strip("/")
+    if not repo or "/" in repo:
+        return repo or None
+    from . import runtime
+
+    user = runtime.get_secret("HF_USERNAME")
+    if not user:
+        token = runtime.hf_token(token)
+        if not token:
+            return repo
+        try:
+            from huggingface_hub import HfApi
+
+            user = HfApi(token=str(token)).whoami()["name"]
+        except Exception:  # noqa: BLE001 - offline, revoked token, ...: guarded_upload reports it
+            return repo
+    return f"{user}/{repo}"

@@ -85,7 +85,7 @@ def resolve_device(spec=None, *, auto: str = "first") -> torch.device | str:
     None or "" -> default_device(). "auto" always picks ONE device, per `auto`: "first" =
     default_device() (cuda:0 or cpu), "last" = the last GPU or cpu (Kaggle 2xT4: the SAE beside a
     model on cuda:0). "spread" returns the string SPREAD: the model split over every GPU, which
-    models.load_model alone turns into transformers' device_map="auto". "cuda" is cuda:0. A device
+    model.loading.load_model alone turns into transformers' device_map="auto". "cuda" is cuda:0. A device
     that does not exist here (cuda:1 on one GPU, cuda on a CPU-only machine) raises a one-line
     ValueError listing the devices that do.
     """
@@ -118,18 +118,6 @@ def resolve_device(spec=None, *, auto: str = "first") -> torch.device | str:
         raise ValueError(f"device {str(dev)!r} does not exist: this machine has {here}; "
                          f"pick one of those or 'auto'")
     return dev
-
-
-def spread_max_memory(reserve_gib, totals_gib=None) -> dict[int, int]:
-    """`max_memory` (bytes per GPU index) for a model spread over every GPU: each GPU's usable share
-    (shared.tiers.spread_limits: 90 % of what torch reports, less the CUDA context) less `reserve_gib`[i],
-    what the run keeps beside the weights on GPU i. totals_gib: the GPUs' memory (default: torch's)."""
-    from .tiers import GIB, spread_limits
-
-    if totals_gib is None:
-        totals_gib = [torch.cuda.get_device_properties(i).total_memory / GIB for i in range(torch.cuda.device_count())]
-    limits = spread_limits(list(totals_gib), list(reserve_gib))
-    return {i: int(limit * GIB) for i, limit in enumerate(limits)}
 
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")

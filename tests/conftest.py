@@ -171,8 +171,8 @@ def write_fixture_repo(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "build_notebooks.py", root / "build_notebooks.py")
     shutil.copy(REPO / "build_site.py", root / "build_site.py")  # the site build, and the viewers' script it reads
-    (root / "shared").mkdir(exist_ok=True)
-    shutil.copy(REPO / "shared" / "viewer.py", root / "shared" / "viewer.py")
+    (root / "shared" / "views").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "shared" / "views" / "viewer.py", root / "shared" / "views" / "viewer.py")
     (root / "pyproject.toml").write_text(FIXTURE_PYPROJECT)
     (root / "README.md").write_text(FIXTURE_README)
     (root / "notebooks").mkdir(exist_ok=True)
@@ -219,14 +219,15 @@ def _model_getter(kind: str):
     """arch -> the one (model, tokenizer) of `<kind>:<arch>` on `device` (default: the default device)."""
     import torch
 
-    from shared import models, runtime
+    from shared import runtime
+    from shared.model import loading
 
     loaded = {}
 
     def get(arch: str, device=None):
         dev = runtime.default_device() if device is None else torch.device(device)
         if (arch, str(dev)) not in loaded:
-            loaded[arch, str(dev)] = models.load_model(f"{kind}:{arch}", device=dev)
+            loaded[arch, str(dev)] = loading.load_model(f"{kind}:{arch}", device=dev)
         return loaded[arch, str(dev)]
 
     return get

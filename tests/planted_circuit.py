@@ -44,7 +44,7 @@ def build_planted_model(seed: int = 0, other_scale: float = 1.0, planted_miss: b
     and so does AtP* (its QK fix recomputes the softmax for query and key nodes, not for what feeds them)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from shared.models import byte_tokenizer
+    from shared.model.tiny import byte_tokenizer
 
     tok = byte_tokenizer()
     cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=2, n_head=4, n_inner=128,

@@ -8,9 +8,11 @@ import random
 
 import torch
 
-from shared import capture, sae as S, synthetic
-from shared.models import d_model
-from shared.sae_relu import ReLUConfig
+from shared.data import synthetic
+from shared.model import capture
+from shared.model.layout import d_model
+from shared.saes import architectures
+from shared.saes.relu import ReLUConfig
 
 TOKEN = "~"
 LAYER = 0
@@ -55,7 +57,7 @@ def planted_sae(model, tok, d_sae: int = 4):
     s = (x - mu) @ w
     assert s[y].min() > s[~y].max(), "the planted token is not linearly separable at this layer"
     cut = float(s[y].min() + s[~y].max()) / 2
-    sae = S.build_sae(ReLUConfig(d_in=d_model(model), d_sae=d_sae))
+    sae = architectures.build_sae(ReLUConfig(d_in=d_model(model), d_sae=d_sae))
     with torch.no_grad():
         sae.W_enc_T.zero_(), sae.W_dec.zero_(), sae.b_dec.zero_()
         sae.b_enc.fill_(-1.0)

@@ -19,11 +19,11 @@ PAYLOADS = ['<script>window.__pwned=1</script>', '<img src=x onerror="window.__p
 def _sae(model, seed: int, d_sae: int = 48, k: int = 6):
     import torch
 
-    from shared import sae as S
-    from shared.models import d_model
-    from shared.sae_topk import TopKConfig
+    from shared.model.layout import d_model
+    from shared.saes import architectures
+    from shared.saes.topk import TopKConfig
 
-    sae = S.build_sae(TopKConfig(d_in=d_model(model), d_sae=d_sae, k=k, seed=seed))
+    sae = architectures.build_sae(TopKConfig(d_in=d_model(model), d_sae=d_sae, k=k, seed=seed))
     with torch.no_grad():
         sae.b_enc.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(seed))
     return sae.requires_grad_(False)
@@ -32,31 +32,33 @@ def _sae(model, seed: int, d_sae: int = 48, k: int = 6):
 def feature_catalog(model, tok, sae, layer: int = 1) -> dict:
     """Notebook 04's catalog: statistics, ranking, offline labels with detection scores, logit effects,
     decoder neighbours."""
-    from shared import data, features, judge, models
+    from shared.data import packing, sources
+    from shared.features import judge, stats
+    from shared.model import layout
 
-    batches = list(itertools.islice(data.token_batches(data.text_stream("synthetic"), tok, 32, 8), 8))
-    stats = features.collect(model, tok, sae, layer, batches[:4], 800)
-    ranked = features.rank_features(stats, top_n=8, min_fires=1, max_fire_rate=1.0)
-    contexts = features.detection_contexts(model, tok, sae, layer, batches[4:], [j for j, _ in ranked], 800,
+    batches = list(itertools.islice(packing.token_batches(sources.text_stream("synthetic"), tok, 32, 8), 8))
+    feature_stats = stats.collect(model, tok, sae, layer, batches[:4], 800)
+    ranked = stats.rank_features(feature_stats, top_n=8, min_fires=1, max_fire_rate=1.0)
+    contexts = stats.detection_contexts(model, tok, sae, layer, batches[4:], [j for j, _ in ranked], 800,
                                            width=8)
-    labels = judge.label_features(features.judge_evidence(stats, ranked, tok, contexts), judge.OfflineLabeller())
+    labels = judge.label_features(stats.judge_evidence(feature_stats, ranked, tok, contexts), judge.OfflineLabeller())
     by_id = {e["id"]: e for e in labels["features"]}
-    effects = features.logit_effects(model, sae, [j for j, _ in ranked], k=5, tokenizer=tok)
-    entries = features.catalog_entries(stats, ranked, tok, labels=by_id, effects=effects)
-    nearest = features.decoder_neighbours(sae.W_dec, [j for j, _ in ranked], n=5)
+    effects = stats.logit_effects(model, sae, [j for j, _ in ranked], k=5, tokenizer=tok)
+    entries = stats.catalog_entries(feature_stats, ranked, tok, labels=by_id, effects=effects)
+    nearest = stats.decoder_neighbours(sae.W_dec, [j for j, _ in ranked], n=5)
     for e in entries:
         e["detection_score"], e["detection_auroc"] = by_id[e["id"]]["score"], by_id[e["id"]]["auroc"]
         e["nearest"] = nearest[e["id"]]
     return {"sae_repo": "local/tiny-topk", "base_model": "tiny-trained:gpt2", "layer": layer,
-            "d_model": models.d_model(model), "d_sae": sae.cfg.d_sae, "k": sae.cfg.k,
-            "context_tokens_analyzed": stats.n_tokens, "judge_backend": labels["judge_backend"],
+            "d_model": layout.d_model(model), "d_sae": sae.cfg.d_sae, "k": sae.cfg.k,
+            "context_tokens_analyzed": feature_stats.n_tokens, "judge_backend": labels["judge_backend"],
             "judge_model": labels["judge_model"], "features": entries}
 
 
 def circuit(seed: int = 0) -> dict:
     """Notebook 15's circuit.json: sparse feature circuit over SAEs at two layers of tiny:gpt2."""
     from shared.circuits import circuit_json, sfc, tasks
-    from shared.models import load_model
+    from shared.model.loading import load_model
 
     model, tok = load_model("tiny:gpt2")
     graph = sfc.check_saes(model, {1: _sae(model, 1, 32, 4), 2: _sae(model, 2, 32, 4)})
@@ -70,7 +72,7 @@ def interpscores() -> list[dict]:
     """Three interpscore.json reports (notebook 18's writer) whose parts rank them differently."""
     import numpy as np
 
-    from shared import scores
+    from shared.evals import scores
 
     out = []
     for n, (loss, alive, l0, signal) in enumerate([(0.9, 0.95, 70.0, 2.0), (0.6, 0.99, 300.0, 4.0),
@@ -89,8 +91,8 @@ def interpscores() -> list[dict]:
 
 def write_samples(folder: Path) -> dict[str, Path]:
     """Every sample as a JSON file in folder: {name: path}."""
-    from shared.models import load_model
-    from shared.trace import trace_prompt
+    from shared.features.trace import trace_prompt
+    from shared.model.loading import load_model
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,9 @@ import itertools
 import pytest
 import torch
 
-from shared import capture, models
+from shared.model import capture, layout
+from shared.model.tiny import TINY_ARCHS, byte_tokenizer
+from shared.training import buffer
 
 TOL = dict(atol=1e-6, rtol=1e-5)
 
@@ -25,14 +27,14 @@ def _ids(tok, batch=2, length=24, seed=0):
     return ids
 
 
-@pytest.mark.parametrize("arch", models.TINY_ARCHS)
+@pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_capture_matches_hidden_states(arch, tiny):
     model, tok = tiny(arch)
     ids = _ids(tok)
     with torch.no_grad():
         hidden = model(ids, output_hidden_states=True).hidden_states
-    n = models.n_layers(model)
-    norm = models.final_norm(model)
+    n = layout.n_layers(model)
+    norm = layout.final_norm(model)
     for method, stop_early in itertools.product(("hooks", "hidden_states"), (True, False)):
         acts = capture.capture_residuals(model, ids, [2, 0, 1, n - 1], stop_early=stop_early, method=method)
         assert list(acts) == [0, 1, 2, n - 1]
@@ -50,9 +52,9 @@ def test_capture_matches_hidden_states(arch, tiny):
 def test_early_stop_skips_the_rest(arch, tiny):
     model, tok = tiny(arch)
     later_calls = []
-    blocks = models.decoder_layers(model)
+    blocks = layout.decoder_layers(model)
     handles = [blocks[2].register_forward_hook(lambda *a: later_calls.append("block2")),
-               models.unembed(model).register_forward_hook(lambda *a: later_calls.append("lm_head"))]
+               layout.unembed(model).register_forward_hook(lambda *a: later_calls.append("lm_head"))]
     before = {i: len(b._forward_hooks) for i, b in enumerate(blocks)}
     try:
         capture.capture_residuals(model, _ids(tok), [0, 1], stop_early=True)
@@ -67,7 +69,7 @@ def test_early_stop_skips_the_rest(arch, tiny):
 
 def test_hooks_removed_after_error(tiny):
     model, tok = tiny("llama")
-    blocks = models.decoder_layers(model)
+    blocks = layout.decoder_layers(model)
     before = [len(b._forward_hooks) for b in blocks]
     boom = blocks[1].register_forward_hook(lambda *a: (_ for _ in ()).throw(KeyError("boom")))
     try:
@@ -116,7 +118,7 @@ class _Wrapper(torch.nn.Module):
 def test_capture_in_multimodal_wrapper(tiny):
     model, tok = tiny("llama")
     wrapped = _Wrapper(model)
-    assert models.layers_path(wrapped) == "model.language_model.layers"
+    assert layout.layers_path(wrapped) == "model.language_model.layers"
     ids = _ids(tok)
     a = capture.capture_residuals(wrapped, ids, [0, 2])
     b = capture.capture_residuals(model, ids, [0, 2])
@@ -126,7 +128,7 @@ def test_capture_in_multimodal_wrapper(tiny):
 def test_hybrid_qwen3_5_hooks_equal_hidden_states_at_linear_and_full_attention(tiny):
     """Qwen3.5's Gated-DeltaNet (linear-attention) and full-attention blocks: hooks == output_hidden_states."""
     model, tok = tiny("qwen3_5")
-    types = models.text_config(model).layer_types
+    types = layout.text_config(model).layer_types
     linear, full = types.index("linear_attention"), types.index("full_attention")  # 0 and 1 in tiny:qwen3_5
     assert (linear, full) == (0, 1) and types[-1] == "full_attention"
     ids = _ids(tok)
@@ -145,7 +147,7 @@ class _Opaque(torch.nn.Module):
     def __init__(self, lm):
         super().__init__()
         self.lm = lm
-        self.adapters = torch.nn.ModuleList(torch.nn.Identity() for _ in range(models.n_layers(lm)))
+        self.adapters = torch.nn.ModuleList(torch.nn.Identity() for _ in range(layout.n_layers(lm)))
 
     def forward(self, **kwargs):
         return self.lm(**kwargs)
@@ -156,7 +158,7 @@ def test_auto_falls_back_to_hidden_states_where_blocks_are_unreachable(arch, tin
     model, tok = tiny(arch)
     opaque = _Opaque(model)
     with pytest.raises(ValueError, match="Could not find the decoder layers"):
-        models.decoder_layers(opaque)
+        layout.decoder_layers(opaque)
     assert capture.capture_method(opaque) == "hidden_states" and capture.capture_method(model) == "hooks"
     assert capture.capture_method(opaque, "hooks") == "hooks"
     ids = _ids(tok)
@@ -174,7 +176,7 @@ def test_auto_falls_back_to_hidden_states_where_blocks_are_unreachable(arch, tin
 
 
 def test_token_mask():
-    tok = models.byte_tokenizer()
+    tok = byte_tokenizer()
     bos, eos, pad = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
     ids = torch.tensor([[bos, 10, 11, eos, 12], [bos, 13, pad, pad, pad]])
     attn = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
@@ -205,7 +207,7 @@ CHUNKS = [13, 9, 16, 11, 16, 7, 14, 16, 12, 5, 15, 10]  # 144 rows in forwards o
 def _blocks(chunks=CHUNKS, state=None, **kw):
     source = _numbered_source(chunks)
     kw = {"batch_tokens": 8, "block_batches": 3, "rows_per_forward": 16, "seed": 4, "dtype": torch.float64, **kw}
-    return capture.ActivationBlocks(lambda skip: iter(source[skip:]), state=state, **kw)
+    return buffer.ActivationBlocks(lambda skip: iter(source[skip:]), state=state, **kw)
 
 
 def _drain(blocks, max_rows=None):
@@ -287,7 +289,7 @@ def test_blocks_shrink_to_a_small_memory_budget_instead_of_failing():
     rest = [b for b in held.block] + [b for blk in iter(held.next_block, None) for b in blk]
     assert held.block_batches == 3 and len(rest) == len(full)
     assert len(batches) == len(full) and batches != full  # the same rows, cut into blocks differently
-    assert capture.block_batches_for_memory(10**9, row_bytes=8, rows_per_forward=16, fixed_rows=8,
+    assert buffer.block_batches_for_memory(10**9, row_bytes=8, rows_per_forward=16, fixed_rows=8,
                                             max_batches=64) == 64
 
 
@@ -320,7 +322,7 @@ def test_blocks_yield_every_kept_token(tiny):
     for b in batches:
         b[1, 5] = tok.eos_token_id  # a special token mid-sequence is dropped too
     source = lambda skip: capture.residual_rows(model, tok, batches, [2, 0], device="cpu", skip=skip)  # noqa: E731
-    blocks = capture.ActivationBlocks(source, batch_tokens=16, block_batches=4, rows_per_forward=4 * 16, seed=0)
+    blocks = buffer.ActivationBlocks(source, batch_tokens=16, block_batches=4, rows_per_forward=4 * 16, seed=0)
     out = []
     while (block := blocks.next_block()) is not None:
         out += list(block)
@@ -349,7 +351,7 @@ def test_blocks_yield_every_kept_token(tiny):
 
 def test_residual_rows_nan_error(tiny):
     model, tok = tiny("llama")
-    blocks = models.decoder_layers(model)
+    blocks = layout.decoder_layers(model)
     h = blocks[1].register_forward_hook(lambda m, a, out: (out[0] * float("nan"),) + tuple(out[1:])
                                          if isinstance(out, tuple) else out * float("nan"))
     try:

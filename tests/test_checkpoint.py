@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared import checkpoint as ck
+from shared.training import checkpoint as ck
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,7 +171,7 @@ def test_empty_store_and_bad_state(tmp_path):
 _WRITER = textwrap.dedent("""
     import sys, time, torch
     sys.path.insert(0, {root!r})
-    from shared import checkpoint as ck
+    from shared.training import checkpoint as ck
     store = ck.LocalStore({folder!r}, keep=10, shard_bytes=4 << 20)
     store.save(1, {{"w": torch.full((1000,), 1.0)}})
     big = {{f"w{{i}}": torch.randn(1 << 20) for i in range(24)}}  # 96 MB in 24 shards

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import peer_python
-from shared import models
 from shared.circuits import acdc, autocircuit, edges
 from shared.circuits.tasks import PromptPairs
+from shared.model import loading
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,7 +31,7 @@ def _pairs(n=6, t=8, seed=0, positions=(3,)) -> PromptPairs:
 
 def _lively(seed=3):
     """tiny:gpt2 with its block weights x4, so edges move the output well above float noise."""
-    model, _ = models.load_model("tiny:gpt2", seed=seed)
+    model, _ = loading.load_model("tiny:gpt2", seed=seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() == 2 and "wte" not in name and "wpe" not in name:
@@ -137,14 +137,14 @@ def test_faithfulness_curve_ends_at_the_full_model_and_starts_at_the_corrupt_run
     (lambda m, p: acdc.faithfulness_curve(m, p, torch.zeros(3)), "one entry per edge"),
 ])
 def test_bad_input_is_one_line(call, match):
-    model, _ = models.load_model("tiny:gpt2")
+    model, _ = loading.load_model("tiny:gpt2")
     with pytest.raises(ValueError, match=match) as e:
         call(model, _pairs(n=2))
     assert "\n" not in str(e.value)
 
 
 def test_other_architectures_are_refused_by_name():
-    model, _ = models.load_model("tiny:llama")
+    model, _ = loading.load_model("tiny:llama")
     with pytest.raises(ValueError, match="GPT-2-architecture.*'llama'"):
         edges.edge_graph(model)
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shared import hooks, sae as S
 from shared.circuits import sfc
 from shared.circuits.attribution import atp, integrated_gradients
 from shared.circuits.metrics import logit_diff
 from shared.circuits.tasks import PromptPairs
-from shared.models import decoder_layers, load_model
-from shared.sae_relu import ReLUConfig
+from shared.model import hooks
+from shared.model.layout import decoder_layers
+from shared.model.loading import load_model
+from shared.saes import architectures
+from shared.saes.relu import ReLUConfig
 
 
 def random_sae(d_in: int, d_sae: int, seed: int):
-    sae = S.build_sae(ReLUConfig(d_in=d_in, d_sae=d_sae, seed=seed))
+    sae = architectures.build_sae(ReLUConfig(d_in=d_in, d_sae=d_sae, seed=seed))
     with torch.no_grad():
         sae.b_enc.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(seed))
     return sae.requires_grad_(False)
@@ -170,7 +172,7 @@ def test_thresholds_select_nodes_and_edges(tiny):
 
 def identity_sae(d: int):
     """A ReLU 'SAE' whose latents are the +/- coordinates of the residual: exact, error 0."""
-    sae = S.build_sae(ReLUConfig(d_in=d, d_sae=2 * d))
+    sae = architectures.build_sae(ReLUConfig(d_in=d, d_sae=2 * d))
     eye = torch.eye(d)
     with torch.no_grad():
         sae.W_enc_T.copy_(torch.cat([eye, -eye])), sae.W_dec.copy_(torch.cat([eye, -eye]))
@@ -240,7 +242,8 @@ def test_bad_input_fails_in_one_line(tiny):
 
 
 def test_notebook_sae_ids_are_checked_before_any_load(tiny, tmp_path):
-    from shared.notebook import Parameters
+    from shared.notebook.parameters import Parameters
+    from shared.recipes import circuit_saes
 
     model = tiny[0]
 
@@ -248,9 +251,9 @@ def test_notebook_sae_ids_are_checked_before_any_load(tiny, tmp_path):
         return Parameters(MODEL_ID="tiny:gpt2", SAE="someone/saes", SAE_IDS=ids, SEED=0)
 
     with pytest.raises(ValueError, match="after block 2.*layer 3"):  # the second id fails before the first loads
-        sfc.load_saes(P(["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]), model, None, [1, 3], tmp_path)
+        circuit_saes.load_saes(P(["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]), model, None, [1, 3], tmp_path)
     with pytest.raises(ValueError, match="one SAE id per layer"):
-        sfc.load_saes(P(["", ""]), model, None, [1, 2, 3], tmp_path)
+        circuit_saes.load_saes(P(["", ""]), model, None, [1, 2, 3], tmp_path)
     with pytest.raises(ValueError, match=">= 2 SAE layers"):
-        sfc.load_saes(P([""]), model, None, [1], tmp_path)
+        circuit_saes.load_saes(P([""]), model, None, [1], tmp_path)
     assert not any(tmp_path.iterdir())

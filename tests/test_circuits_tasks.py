@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from shared.circuits import metrics, tasks
-from shared.models import byte_tokenizer
+from shared.model.tiny import byte_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -161,25 +161,26 @@ def test_metrics_by_hand(byte_tok):
 
 
 def test_notebook_rules_name_the_same_tasks_metrics_and_ablations():
-    from shared import notebook
     from shared.circuits import patching
+    from shared.notebook import parameters
+    from shared.notebook.rules import circuits
 
     for name, options in (("TASK", tasks.TASKS), ("METRIC", metrics.GRADIENT_METRICS),
                           ("COUNTERFACTUAL", patching.ABLATIONS)):
         for value in options:
-            assert notebook.RULES[name](value, None) == value
+            assert circuits.RULES[name](value, None) == value
         with pytest.raises(ValueError):
-            notebook.RULES[name]("nope", None)
+            circuits.RULES[name]("nope", None)
     assert set(metrics.METRICS) - set(metrics.GRADIENT_METRICS) == {"kl"}
-    with pytest.raises(notebook.ParameterError, match=r"^METRIC = 'kl': has zero gradient.*use 'logit_diff' or 'prob'$"):
-        notebook.check_parameters({"METRIC": "kl"})  # notebooks 14 and 15 attribute with METRIC
+    with pytest.raises(parameters.ParameterError, match=r"^METRIC = 'kl': has zero gradient.*use 'logit_diff' or 'prob'$"):
+        parameters.check_parameters({"METRIC": "kl"})  # notebooks 14 and 15 attribute with METRIC
 
 
 def test_task_metrics_and_describe():
     """task_metrics is the metric of the clean and the corrupt run as they are (kl: 0 on the clean run);
     describe names the pairs and shows one with its answers."""
     from shared.circuits import metrics
-    from shared.models import load_model
+    from shared.model.loading import load_model
 
     model, tok = load_model("tiny:gpt2")
     pairs = tasks.load_task("synthetic", tok, 4)

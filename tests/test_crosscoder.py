@@ -1,14 +1,17 @@
 """The acausal crosscoder: planted layer-local and persistent features are recovered and classified,
 the decoder-norm-weighted sparsity has Lindsey's formula and gradient, save/load round-trips, bad
-input fails in one line."""
+input fails in one line; it trains through the SAE trainer (training.trainer.train), which resumes it
+bitwise and refuses a checkpoint of other settings."""
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 import torch
 
-from shared import crosscoder as X
+from shared.saes import crosscoder as X
+from shared.training import trainer
+from shared.training.config import TrainConfig
+from shared.training.schedule import lr_at
+from shared.training.step import adam, sae_step
 
 LAYERS = (2, 5, 9)
 D_IN = 32
@@ -58,6 +61,21 @@ def match_and_classify(xc: X.Crosscoder, atoms: torch.Tensor, fired: torch.Tenso
     return best.values, [classes[i] for i in best.indices]
 
 
+def fit(xc: X.Crosscoder, batches, steps: int, **schedule) -> list[float]:
+    """The trainer's step and schedule on in-memory batches [N, n_layers, d_in] (no model): the first batch
+    initialises, then step.sae_step at schedule.lr_at; -> the FVU every 100 steps."""
+    plan = TrainConfig(model_id="planted", layers=LAYERS, **schedule)
+    optimizer = adam(xc.parameters(), lr=plan.lr, device=xc.W_enc.device)
+    fvus = []
+    for step, x in zip(range(steps), batches):
+        if step == 0:
+            xc.initialise(x)
+        metrics = sae_step(xc, optimizer, x, lr_at(step, plan, steps))
+        if (step + 1) % 100 == 0:
+            fvus.append(float(metrics["fvu"]))
+    return fvus
+
+
 @pytest.mark.parametrize("architecture", ["topk", "l1"])
 def test_planted_layer_features_are_recovered_and_classified(architecture):
     torch.manual_seed(0)
@@ -65,8 +83,8 @@ def test_planted_layer_features_are_recovered_and_classified(architecture):
     cfg = X.CrosscoderConfig(layers=LAYERS, d_in=D_IN, d_sae=64, architecture=architecture, k=4,
                              l1_coefficient=0.03, dead_tokens_threshold=50_000)
     xc = X.Crosscoder(cfg)
-    history = X.fit(xc, planted_batches(atoms, 600), 600, lr=3e-3, lr_min=3e-4, warmup_steps=30, log_every=100)
-    assert history[-1]["step"] == 600 and history[-1]["xc/fvu"] < history[0]["xc/fvu"]
+    fvus = fit(xc, planted_batches(atoms, 600), 600, lr=3e-3, lr_min=3e-4, warmup_steps=30)
+    assert len(fvus) == 6 and fvus[-1] < fvus[0]
     report = X.evaluate(xc, planted_batches(atoms, 8, seed=99))
     assert report["var_expl"] > 0.8, report
     assert all(r["var_expl"] > 0.7 for r in report["per_layer"]), report["per_layer"]
@@ -114,7 +132,7 @@ def test_encoder_and_decoder_shapes_are_per_layer():
 
 
 def test_topk_keeps_k_and_holds_the_all_layer_decoder_at_unit_norm_with_free_layer_shares():
-    from shared.train import adam, sae_step
+    from shared.training.step import adam, sae_step
 
     xc = X.Crosscoder(X.CrosscoderConfig(layers=LAYERS, d_in=8, d_sae=16, k=3))
     opt = adam(xc.parameters(), lr=1e-2)
@@ -192,30 +210,55 @@ def test_bad_input_and_wrong_layer_set_are_one_line(tmp_path):
         X.classify_features(torch.ones(4, 3), persistent=0.5)
 
 
-def test_train_crosscoder_on_a_tiny_model_streams_all_layers_from_one_forward():
-    from shared.models import load_model
+def _crosscoder_run(folder, k: int = 4, layers=(0, 1, 3), **over) -> TrainConfig:
+    """A tiny crosscoder run on tiny:llama (width 64), checkpointing every 700 tokens into `folder`."""
+    run = dict(total_tokens=3072, context_len=32, batch_tokens=256, model_batch_size=4, block_batches=3,
+               warmup_steps=2, log_every=2, checkpoint_dir=str(folder), checkpoint_every_tokens=700)
+    run.update(over)
+    return TrainConfig(model_id="tiny:llama", layers=layers, sae=X.CrosscoderConfig(layers=layers, d_sae=64, k=k),
+                       **run)
+
+
+def test_the_trainer_trains_a_crosscoder_on_every_layer_from_one_forward(tmp_path):
+    from shared.model.loading import load_model
+    from shared.training.stream import validation_batches
 
     model, tok = load_model("tiny:llama")
-    cfg = X.CrosscoderConfig(layers=(0, 1, 3), d_sae=64, k=4)
-    out = X.train_crosscoder(model, tok, cfg, total_tokens=2048, context_len=32, batch_tokens=256,
-                             model_batch_size=4, block_batches=4, warmup_steps=2, log_every=2, progress=False)
-    assert out.tokens == 2048 and out.crosscoder.cfg.d_in == 64
+    cfg = _crosscoder_run(tmp_path, total_tokens=2048, block_batches=4)
+    out = trainer.train(cfg, model, tok, progress=False)
+    xc = out.saes["xc"]
+    assert list(out.saes) == ["xc"] and out.layer_of == {"xc": (0, 1, 3)}
+    assert out.tokens == 2048 and xc.cfg.d_in == 64 and cfg.sae.d_in is None
     assert out.history[-1]["xc/fvu"] < out.history[0]["xc/fvu"]
-    from shared.train import validation_batches
-
-    held = validation_batches(out.run, tok, 256)
-    report = X.evaluate(out.crosscoder, X.model_batches(model, tok, held, cfg.layers))
+    assert trainer.load_metrics(out.metrics_path) == out.history  # the metrics log, as every SAE's
+    held = validation_batches(cfg, tok, 256)
+    report = X.evaluate(xc, X.model_batches(model, tok, held, xc.cfg.layers))
     assert [r["layer"] for r in report["per_layer"]] == [0, 1, 3] and report["tokens"] > 0
     with pytest.raises(ValueError, match="out of range") as e:
-        X.train_crosscoder(model, tok, dataclasses.replace(cfg, layers=(0, 1, 7), hook_names=()), total_tokens=256)
+        trainer.train(_crosscoder_run(tmp_path / "deep", layers=(0, 1, 7), total_tokens=256), model, tok)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(layers=(0, 1)), r"sae.layers=\[0, 1, 3\] but layers=\[0, 1\]"),
+    (dict(variants={"a": {"d_sae": 64, "k": 4}}), "variants"),
+    (dict(sae=X.CrosscoderConfig(layers=(0, 1, 3), seed=2)), "sae.seed=2"),
+])
+def test_a_crosscoder_run_config_that_cannot_be_is_one_line(change, match):
+    """The crosscoder reads exactly the run's layers (none left unread, none missing), alone, seeded by the run."""
+    fields = dict(model_id="tiny:llama", layers=(0, 1, 3), sae=X.CrosscoderConfig(layers=(0, 1, 3)))
+    with pytest.raises(ValueError, match=match) as e:
+        TrainConfig(**{**fields, **change})
+    assert "\n" not in str(e.value)
+    as_dict = TrainConfig(model_id="tiny:llama", layers=(0, 1, 3), sae={"layers": [0, 1, 3], "k": 8, "scales": [1]})
+    assert as_dict.sae == X.CrosscoderConfig(layers=(0, 1, 3), k=8)  # a dict with layers (say, a cfg.json)
 
 
 def test_feature_figure_groups_live_features_by_class():
     import matplotlib
 
     matplotlib.use("Agg")
-    from shared import plots
+    from shared.views import plots
 
     norms = torch.tensor([[1.0, 1.0, 1.0], [0.9, 0.05, 0.05], [0.05, 0.05, 0.9], [0.0, 0.0, 0.0]])
     classes = ["persistent", "early-only", "late-only", "dead"]
@@ -239,20 +282,18 @@ def test_topk_auxk_trains_only_dead_latents_on_the_residual():
 
 
 def _tiny_crosscoder_run(folder, k=4, **over):
-    from shared.models import load_model
+    return trainer.train(_crosscoder_run(folder, k=k, **over), progress=False)
 
-    model, tok = load_model("tiny:llama")
-    cfg = X.CrosscoderConfig(layers=(0, 1, 3), d_sae=64, k=k)
-    kw = dict(total_tokens=3072, context_len=32, batch_tokens=256, model_batch_size=4, block_batches=3,
-              warmup_steps=2, log_every=2, progress=False, checkpoint_dir=str(folder), checkpoint_every_tokens=700)
-    kw.update(over)
-    return X.train_crosscoder(model, tok, cfg, **kw)
+
+def _logged(result) -> list[dict]:
+    """The run's whole metrics log, less its wall-clock throughput."""
+    return [{k: v for k, v in entry.items() if k != "tokens_per_s"} for entry in trainer.load_metrics(result.metrics_path)]
 
 
 def test_interrupted_crosscoder_run_resumes_bitwise(tmp_path, monkeypatch):
     """Interrupted right after its first checkpoint (rows carried into the next block), then run
-    again: the same weights, Adam state and logged history as a run never interrupted."""
-    from shared import checkpoint as ckpt
+    again through the trainer: the same weights, Adam state and metrics log as a run never interrupted."""
+    from shared.training import checkpoint as ckpt
 
     clean = _tiny_crosscoder_run(tmp_path / "clean")
     saved, open_store = [], ckpt.open_store
@@ -273,22 +314,37 @@ def test_interrupted_crosscoder_run_resumes_bitwise(tmp_path, monkeypatch):
         m.setattr(ckpt, "open_store", interrupting)
         with pytest.raises(KeyboardInterrupt):
             _tiny_crosscoder_run(tmp_path / "killed")
-    assert 0 < saved[0]["step"] * 256 < 3072 and saved[0]["data"]["carry"]  # mid-run, with a carry
+    assert 0 < saved[0]["step"] * 256 < 3072 and saved[0]["data"]["carry"]["0"].shape[0] > 0  # mid-run, with a carry
+    assert set(saved[0]["saes"]) == {"xc"} and "crosscoder.k" in saved[0]["config"]
     resumed = _tiny_crosscoder_run(tmp_path / "killed")
-    assert resumed.tokens == clean.tokens == 3072 and resumed.history == clean.history
-    for name, tensor in clean.crosscoder.state_dict().items():
-        assert torch.equal(tensor, resumed.crosscoder.state_dict()[name]), name
+    assert resumed.resumed_from == saved[0]["step"] * 256
+    assert resumed.tokens == clean.tokens == 3072 and _logged(resumed) == _logged(clean)
+    for name, tensor in clean.saes["xc"].state_dict().items():
+        assert torch.equal(tensor, resumed.saes["xc"].state_dict()[name]), name
+    adam_of = {run: ckpt.open_store(str(tmp_path / run)).load_latest()[1]["optimizers"]["xc"]["state"]
+               for run in ("clean", "killed")}
+    for index, moments in adam_of["clean"].items():
+        assert all(torch.equal(t, adam_of["killed"][index][name]) for name, t in moments.items()), index
     again = _tiny_crosscoder_run(tmp_path / "killed")  # finished: loads, trains nothing more
-    assert again.history == clean.history
-    assert all(torch.equal(t, again.crosscoder.state_dict()[n]) for n, t in clean.crosscoder.state_dict().items())
+    assert again.history == [] and _logged(again) == _logged(clean)
+    assert all(torch.equal(t, again.saes["xc"].state_dict()[n]) for n, t in clean.saes["xc"].state_dict().items())
 
 
 def test_crosscoder_checkpoint_of_other_settings_is_refused_not_overwritten(tmp_path):
+    """Other run settings, other crosscoder settings, or a per-layer SAE in its place: refused in one line,
+    and the folder is left as it was."""
     _tiny_crosscoder_run(tmp_path, total_tokens=1024)
-    before = sorted(p.name for p in tmp_path.iterdir())
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     with pytest.raises(ValueError, match="other settings.*total_tokens") as e:
         _tiny_crosscoder_run(tmp_path, total_tokens=2048)
     assert "\n" not in str(e.value)
-    with pytest.raises(ValueError, match="crosscoder.k"):
+    with pytest.raises(ValueError, match=r"other settings \(crosscoder.k\)"):
         _tiny_crosscoder_run(tmp_path, k=5, total_tokens=1024)
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    with pytest.raises(ValueError, match=r"other settings \(.*crosscoder.l1_coefficient"):
+        trainer.train(TrainConfig(**{**vars(_crosscoder_run(tmp_path, total_tokens=1024)),
+                                     "sae": X.CrosscoderConfig(layers=(0, 1, 3), d_sae=64, k=4, l1_coefficient=0.5)}),
+                      progress=False)
+    with pytest.raises(ValueError, match="other settings.*crosscoder.architecture"):  # an SAE in its place
+        trainer.train(TrainConfig(**{**vars(_crosscoder_run(tmp_path, total_tokens=1024)), "sae": {"d_sae": 64, "k": 4}}),
+                      progress=False)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared import data, synthetic
+from shared.data import mixing, packing, sources, splits, synthetic, tasks
 
 
 def _byte_tokenizer(specials=("<bos>", "<eos>", "<pad>"), bos_first: str | None = "<bos>", **config):
@@ -50,7 +50,7 @@ def _content(tok, texts):
 def test_token_batches_packing(tok, prepend_bos):
     texts = synthetic.synthetic_texts(200, seed=0)
     T, B = 32, 4
-    batches = list(data.token_batches(texts, tok, T, B, prepend_bos=prepend_bos, chunk_docs=17))
+    batches = list(packing.token_batches(texts, tok, T, B, prepend_bos=prepend_bos, chunk_docs=17))
     assert batches and all(b.shape == (B, T) and b.dtype == torch.long for b in batches)
     rows = torch.cat(batches)
     if prepend_bos:
@@ -66,23 +66,23 @@ def test_token_batches_packing(tok, prepend_bos):
 
 def test_token_batches_partial_and_max(tok):
     texts = synthetic.synthetic_texts(50, seed=0)
-    full = list(data.token_batches(texts, tok, 16, 7, drop_last=False))
+    full = list(packing.token_batches(texts, tok, 16, 7, drop_last=False))
     assert full[-1].shape[0] <= 7 and all(b.shape == (7, 16) for b in full[:-1])
     # lazy on an infinite stream
-    got = list(data.token_batches(data.text_stream("synthetic"), tok, 16, 2, max_batches=3))
+    got = list(packing.token_batches(sources.text_stream("synthetic"), tok, 16, 2, max_batches=3))
     assert len(got) == 3
 
 
 def test_pack_is_what_token_batches_batches(tok):
     texts = synthetic.synthetic_texts(120, seed=2)
-    rows = torch.cat(list(data.pack(texts, tok, 24, chunk_docs=10)))
+    rows = torch.cat(list(packing.pack(texts, tok, 24, chunk_docs=10)))
     assert rows.shape[1] == 24 and (rows[:, 0] == tok.bos_token_id).all()
-    batched = torch.cat(list(data.token_batches(texts, tok, 24, 5, drop_last=False, chunk_docs=33)))
+    batched = torch.cat(list(packing.token_batches(texts, tok, 24, 5, drop_last=False, chunk_docs=33)))
     assert torch.equal(rows, batched)  # same rows whatever the chunking and batching
     with pytest.raises(ValueError, match="less than one batch of 1 x 64"):
-        list(data.pack(["hi"], tok, 64))
+        list(packing.pack(["hi"], tok, 64))
     with pytest.raises(ValueError, match="no text"):
-        list(data.pack(["", ""], tok, 64))
+        list(packing.pack(["", ""], tok, 64))
 
 
 def test_literal_special_tokens_in_text_stay_text(tok):
@@ -91,7 +91,7 @@ def test_literal_special_tokens_in_text_stay_text(tok):
     texts = ["a page about <eos> markers", "it writes <bos> too", "plain"] * 20
     expected = _content(tok, texts)
     assert expected.count(tok.eos_token_id) == len(texts) and tok.bos_token_id not in expected
-    rows = torch.cat(list(data.token_batches(texts, tok, 32, 2, drop_last=False)))
+    rows = torch.cat(list(packing.token_batches(texts, tok, 32, 2, drop_last=False)))
     assert (rows[:, 0] == tok.bos_token_id).all()
     flat = rows[:, 1:].reshape(-1).tolist()
     assert flat == expected[: len(flat)]
@@ -100,46 +100,46 @@ def test_literal_special_tokens_in_text_stay_text(tok):
 
 def test_token_batches_errors(tok):
     with pytest.raises(ValueError, match="no text"):
-        list(data.token_batches([], tok, 16, 2))
+        list(packing.token_batches([], tok, 16, 2))
     with pytest.raises(ValueError, match="less than one batch"):
-        list(data.token_batches(["hi"], tok, 16, 2))
+        list(packing.token_batches(["hi"], tok, 16, 2))
     with pytest.raises(ValueError, match="context_len"):
-        list(data.token_batches(["hi"], tok, 1, 2))
+        list(packing.token_batches(["hi"], tok, 1, 2))
 
 
 # ---------------------------------------------------------------- sources
 
 
 def test_parse_source_variants(tmp_path):
-    assert data.parse_source("synthetic") == data.TextSource("synthetic")
-    s = data.parse_source("hf:HuggingFaceFW/fineweb-edu")
+    assert sources.parse_source("synthetic") == sources.TextSource("synthetic")
+    s = sources.parse_source("hf:HuggingFaceFW/fineweb-edu")
     assert (s.kind, s.path, s.name, s.split, s.text_field) == ("hf", "HuggingFaceFW/fineweb-edu", None, "train", "text")
-    s = data.parse_source("hf:allenai/c4:en:validation:content@0.2", seed=5)
+    s = sources.parse_source("hf:allenai/c4:en:validation:content@0.2", seed=5)
     assert (s.path, s.name, s.split, s.text_field, s.weight, s.seed) == (
         "allenai/c4", "en", "validation", "content", 0.2, 5)
-    s = data.parse_source("hf:imdb::test")
+    s = sources.parse_source("hf:imdb::test")
     assert (s.name, s.split) == (None, "test")
     f = tmp_path / "a.txt"
     f.write_text("hello")
-    s = data.parse_source(str(f))
+    s = sources.parse_source(str(f))
     assert (s.kind, s.path) == ("local", str(f))
-    assert data.parse_source(str(tmp_path / "*.txt")).kind == "local"
-    assert data.parse_source(str(tmp_path)).kind == "local"
+    assert sources.parse_source(str(tmp_path / "*.txt")).kind == "local"
+    assert sources.parse_source(str(tmp_path)).kind == "local"
 
 
 def test_parse_source_errors(tmp_path):
     with pytest.raises(ValueError, match="hf:<path>"):
-        data.parse_source("hf:")
+        sources.parse_source("hf:")
     with pytest.raises(ValueError, match="hf:<path>"):
-        data.parse_source("hf:a:b:c:d:e")
+        sources.parse_source("hf:a:b:c:d:e")
     with pytest.raises(ValueError, match="did you mean 'hf:allenai/c4'"):
-        data.parse_source("allenai/c4")
+        sources.parse_source("allenai/c4")
     with pytest.raises(ValueError, match="no local"):
-        data.parse_source(str(tmp_path / "missing.txt"))
+        sources.parse_source(str(tmp_path / "missing.txt"))
     with pytest.raises(ValueError, match="kind"):
-        data.TextSource("s3", path="x")
+        sources.TextSource("s3", path="x")
     with pytest.raises(ValueError, match="weight"):
-        data.TextSource("synthetic", weight=0)
+        sources.TextSource("synthetic", weight=0)
 
 
 def test_local_txt_and_jsonl(tmp_path):
@@ -147,29 +147,29 @@ def test_local_txt_and_jsonl(tmp_path):
     (tmp_path / "b.txt").write_text("whole b")
     (tmp_path / "c.jsonl").write_text(
         "\n".join(json.dumps(r) for r in [{"body": "j1"}, {"body": ""}, {"body": "j2"}]) + "\n")
-    src = data.TextSource("local", path=str(tmp_path / "*.txt"))
-    assert list(data.text_stream(src)) == ["first para\nline two", "second para", "whole b"]
-    src = data.TextSource("local", path=str(tmp_path / "a.txt"), name="file")
-    assert list(data.text_stream(src)) == ["first para\nline two\n\n\n  second para \n\n"]
-    src = data.TextSource("local", path=str(tmp_path / "c.jsonl"), text_field="body")
-    assert list(data.text_stream(src)) == ["j1", "j2"]
-    src = data.TextSource("local", path=str(tmp_path), text_field="body")  # folder: all files
-    assert len(list(data.text_stream(src))) == 5
+    src = sources.TextSource("local", path=str(tmp_path / "*.txt"))
+    assert list(sources.text_stream(src)) == ["first para\nline two", "second para", "whole b"]
+    src = sources.TextSource("local", path=str(tmp_path / "a.txt"), name="file")
+    assert list(sources.text_stream(src)) == ["first para\nline two\n\n\n  second para \n\n"]
+    src = sources.TextSource("local", path=str(tmp_path / "c.jsonl"), text_field="body")
+    assert list(sources.text_stream(src)) == ["j1", "j2"]
+    src = sources.TextSource("local", path=str(tmp_path), text_field="body")  # folder: all files
+    assert len(list(sources.text_stream(src))) == 5
     with pytest.raises(ValueError, match="available: body"):
-        list(data.text_stream(data.TextSource("local", path=str(tmp_path / "c.jsonl"))))
+        list(sources.text_stream(sources.TextSource("local", path=str(tmp_path / "c.jsonl"))))
 
 
 def test_empty_source_error(tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n   \n")
     with pytest.raises(ValueError, match="yielded no text; check path/split/text_field"):
-        list(data.text_stream(str(tmp_path / "empty.txt")))
+        list(sources.text_stream(str(tmp_path / "empty.txt")))
 
 
 def test_synthetic_stream():
-    a = list(itertools.islice(data.text_stream("synthetic"), 50))
+    a = list(itertools.islice(sources.text_stream("synthetic"), 50))
     assert a == synthetic.synthetic_texts(50)
-    val = data.TextSource("synthetic", split="validation")
-    assert list(itertools.islice(data.text_stream(val), 50)) != a
+    val = sources.TextSource("synthetic", split="validation")
+    assert list(itertools.islice(sources.text_stream(val), 50)) != a
 
 
 def _jsonl(path, prefix, n):
@@ -178,40 +178,40 @@ def _jsonl(path, prefix, n):
 
 
 def test_mix_streams_weights_and_determinism(tmp_path):
-    srcs = [data.TextSource("local", path=_jsonl(tmp_path / f"{p}.jsonl", p, 50), weight=w)
+    srcs = [sources.TextSource("local", path=_jsonl(tmp_path / f"{p}.jsonl", p, 50), weight=w)
             for p, w in (("A", 0.7), ("B", 0.2), ("C", 0.1))]
-    docs = list(itertools.islice(data.mix_streams(srcs, seed=0), 6000))
-    assert docs == list(itertools.islice(data.mix_streams(srcs, seed=0), 6000))
+    docs = list(itertools.islice(mixing.mix_streams(srcs, seed=0), 6000))
+    assert docs == list(itertools.islice(mixing.mix_streams(srcs, seed=0), 6000))
     freq = Counter(d[0] for d in docs)
     for p, w in (("A", 0.7), ("B", 0.2), ("C", 0.1)):
         assert abs(freq[p] / 6000 - w) < 0.03
     # each source is read in order and cycled
     assert [d for d in docs if d[0] == "C"][:52] == [f"C{i}" for i in range(50)] + ["C0", "C1"]
     # without cycling: every doc once, then the mix ends
-    once = list(data.mix_streams(srcs, seed=1, cycle=False))
+    once = list(mixing.mix_streams(srcs, seed=1, cycle=False))
     assert sorted(once) == sorted(f"{p}{i}" for p in "ABC" for i in range(50))
-    mixed = list(itertools.islice(data.mix_streams(["synthetic", srcs[0]], seed=0), 100))
+    mixed = list(itertools.islice(mixing.mix_streams(["synthetic", srcs[0]], seed=0), 100))
     assert any(d.startswith("A") and d[1:].isdigit() for d in mixed)
 
 
 def test_mix_weight_errors_and_normalisation(tmp_path):
     for spec in ("synthetic@-0.2", "synthetic@0"):
         with pytest.raises(ValueError, match=r"mix weight of source 'synthetic' is -?0\.?2?.*must be > 0") as e:
-            data.parse_source(spec)
+            sources.parse_source(spec)
         assert "\n" not in str(e.value)
-    srcs = [data.parse_source(f"{_jsonl(tmp_path / f'{p}.jsonl', p, 5)}@{w}") for p, w in (("A", 7), ("B", 3))]
+    srcs = [sources.parse_source(f"{_jsonl(tmp_path / f'{p}.jsonl', p, 5)}@{w}") for p, w in (("A", 7), ("B", 3))]
     with pytest.warns(UserWarning, match=r"^mix weights 7, 3 sum to 10, not 1: normalised to 0\.7, 0\.3$"):
-        assert data.mix_weights(srcs) == [0.7, 0.3]
+        assert mixing.mix_weights(srcs) == [0.7, 0.3]
     srcs[1].weight = -1  # set after construction: still refused when mixed
     with pytest.raises(ValueError, match="is -1.*must be > 0"):
-        next(data.mix_streams(srcs))
+        next(mixing.mix_streams(srcs))
 
 
 def test_a_mix_source_without_text_is_named(tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n  \n")
     srcs = ["synthetic@0.9", f"{tmp_path / 'empty.txt'}@0.1"]
     with pytest.raises(ValueError, match=r"source .*empty\.txt yielded no text;.*drop it from the dataset mix"):
-        list(itertools.islice(data.mix_streams(srcs), 500))
+        list(itertools.islice(mixing.mix_streams(srcs), 500))
 
 
 def test_mix_token_shares_are_measured_in_tokens(tmp_path, tok):
@@ -220,12 +220,12 @@ def test_mix_token_shares_are_measured_in_tokens(tmp_path, tok):
     (content tokens of the packed contexts) come out near the weights times the mean doc lengths."""
     lengths = {"A": 20, "B": 40, "C": 10}
     weights = {"A": 0.7, "B": 0.2, "C": 0.1}
-    srcs = [data.TextSource("local", path=_jsonl(tmp_path / f"{p}.jsonl", p * n, 30), weight=weights[p])
+    srcs = [sources.TextSource("local", path=_jsonl(tmp_path / f"{p}.jsonl", p * n, 30), weight=weights[p])
             for p, n in lengths.items()]
     counts: dict = {}
-    batches = list(data.token_batches(data.mix_streams(srcs, seed=3), tok, context_len=64, batch_size=4,
+    batches = list(packing.token_batches(mixing.mix_streams(srcs, seed=3), tok, context_len=64, batch_size=4,
                                       max_batches=100, counts=counts))
-    names = data.mix_names(srcs)
+    names = mixing.mix_names(srcs)
     assert set(counts) == set(names)
     packed = sum(int((b != tok.bos_token_id).sum()) for b in batches)
     assert sum(counts.values()) >= packed  # every packed content token counted (pack runs ahead by < a chunk)
@@ -235,9 +235,9 @@ def test_mix_token_shares_are_measured_in_tokens(tmp_path, tok):
     for name, p in zip(names, lengths):
         assert abs(counts[name] / total - expect[p] / sum(expect.values())) < 0.03, (p, counts)
     # docs keep telling their source; without counts nothing changes
-    doc = next(data.mix_streams(srcs))
+    doc = next(mixing.mix_streams(srcs))
     assert isinstance(doc, str) and doc.source in names
-    assert [b.tolist() for b in data.token_batches(data.mix_streams(srcs, seed=3), tok, 64, 4, max_batches=100)] == \
+    assert [b.tolist() for b in packing.token_batches(mixing.mix_streams(srcs, seed=3), tok, 64, 4, max_batches=100)] == \
         [b.tolist() for b in batches]
 
 
@@ -270,25 +270,25 @@ def test_hf_source(monkeypatch):
         return fake
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    src = data.parse_source("hf:org/set:cfg:validation:content", seed=7)
-    assert list(data.text_stream(src)) == ["a", "b"]
+    src = sources.parse_source("hf:org/set:cfg:validation:content", seed=7)
+    assert list(sources.text_stream(src)) == ["a", "b"]
     assert calls == [("org/set", "cfg", "validation", True)]
     assert fake.shuffled == (7, 10_000)
     # a plain list of dicts works too
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: [{"text": "x"}, {"text": "y"}])
-    assert list(data.text_stream("hf:org/set")) == ["x", "y"]
+    assert list(sources.text_stream("hf:org/set")) == ["x", "y"]
     with pytest.raises(ValueError, match="available columns: text"):
-        list(data.text_stream("hf:org/set::train:body"))
+        list(sources.text_stream("hf:org/set::train:body"))
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: [{"text": " "}])
     with pytest.raises(ValueError, match="yielded no text"):
-        list(data.text_stream("hf:org/set"))
+        list(sources.text_stream("hf:org/set"))
 
     def boom(*a, **k):
         raise FileNotFoundError("no such dataset")
 
     monkeypatch.setattr(datasets, "load_dataset", boom)
     with pytest.raises(RuntimeError, match="could not load HF dataset"):
-        list(data.text_stream("hf:org/missing"))
+        list(sources.text_stream("hf:org/missing"))
 
 
 def test_load_task_dataset(monkeypatch):
@@ -313,25 +313,25 @@ def test_load_task_dataset(monkeypatch):
         return list(tables[(path, name, split)])
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    imdb = data.load_task_dataset("imdb", 16, seed=0)
+    imdb = tasks.load_task_dataset("imdb", 16, seed=0)
     assert Counter(it["label"] for it in imdb) == {0: 8, 1: 8}
-    assert imdb == data.load_task_dataset("stanfordnlp/imdb", 16, seed=0)
-    sst = data.load_task_dataset("sst2", 6, split="test")
+    assert imdb == tasks.load_task_dataset("stanfordnlp/imdb", 16, seed=0)
+    sst = tasks.load_task_dataset("sst2", 6, split="test")
     assert seen[-1] == ("stanfordnlp/sst2", None, "validation") and len(sst) == 6
     assert set(sst[0]) >= {"text", "label"}
-    (g,) = data.load_task_dataset("gsm8k", 5, split="test")
+    (g,) = tasks.load_task_dataset("gsm8k", 5, split="test")
     assert g["label"] == 1007 and g["question"] == "q?"
-    tqa_train = data.load_task_dataset("truthful_qa", 20, split="train")
-    tqa_test = data.load_task_dataset("truthful_qa", 20, split="test")
+    tqa_train = tasks.load_task_dataset("truthful_qa", 20, split="train")
+    tqa_test = tasks.load_task_dataset("truthful_qa", 20, split="test")
     assert Counter(it["label"] for it in tqa_train) == {0: 10, 1: 10}
     assert not {it["question"] for it in tqa_train} & {it["question"] for it in tqa_test}
-    assert data.load_task_dataset("synthetic:sentiment", 10, seed=2) == synthetic.synthetic_task("sentiment", 10, seed=2)
+    assert tasks.load_task_dataset("synthetic:sentiment", 10, seed=2) == synthetic.synthetic_task("sentiment", 10, seed=2)
     with pytest.raises(ValueError, match="imdb"):
-        data.load_task_dataset("mnist", 3)
-    amazon = data.load_task_dataset("amazon_sentiment", 12, split="test")  # SAEBench's 5-star vs 1-star reviews
+        tasks.load_task_dataset("mnist", 3)
+    amazon = tasks.load_task_dataset("amazon_sentiment", 12, split="test")  # SAEBench's 5-star vs 1-star reviews
     assert Counter(it["label"] for it in amazon) == {0: 6, 1: 6}
     assert {it["text"] for it in amazon if it["label"] == 0} <= {f"a{i}" for i in range(0, 30, 3)}
-    bios = data.load_task_dataset("bias_in_bios_gender", 8)
+    bios = tasks.load_task_dataset("bias_in_bios_gender", 8)
     assert Counter(it["label"] for it in bios) == {0: 4, 1: 4}
     assert {it["text"] for it in bios if it["label"] == 1} <= {f"b{i}" for i in range(5)}
 
@@ -348,9 +348,9 @@ def _docs(path, letter, n_docs, n_bytes):
 def test_mix_in_tokens_gives_each_source_its_weight_in_tokens(tmp_path, tok):
     """Sources of 100- and 1,000-token documents (separator included) at 0.5/0.5: drawn per document they
     give 9/91 % of the tokens; drawn with a tokenizer, ~50/50. The draw is seeded and replays."""
-    short = data.TextSource("local", path=_docs(tmp_path / "short.jsonl", "s", 400, 99), weight=0.5)
-    long = data.TextSource("local", path=_docs(tmp_path / "long.jsonl", "l", 400, 999), weight=0.5)
-    names = data.mix_names([short, long])
+    short = sources.TextSource("local", path=_docs(tmp_path / "short.jsonl", "s", 400, 99), weight=0.5)
+    long = sources.TextSource("local", path=_docs(tmp_path / "long.jsonl", "l", 400, 999), weight=0.5)
+    names = mixing.mix_names([short, long])
 
     def shares(docs, n_tokens=600_000):
         got = {n: 0 for n in names}
@@ -359,12 +359,12 @@ def test_mix_in_tokens_gives_each_source_its_weight_in_tokens(tmp_path, tok):
             if sum(got.values()) >= n_tokens:
                 return {n: c / sum(got.values()) for n, c in got.items()}
 
-    per_doc = shares(data.mix_streams([short, long], seed=0))
+    per_doc = shares(mixing.mix_streams([short, long], seed=0))
     assert per_doc[names[0]] == pytest.approx(100 / 1100, abs=0.03)  # what a per-document draw gives
-    in_tokens = shares(data.mix_streams([short, long], seed=0, tokenizer=tok))
+    in_tokens = shares(mixing.mix_streams([short, long], seed=0, tokenizer=tok))
     assert in_tokens[names[0]] == pytest.approx(0.5, abs=0.03), in_tokens
-    a = list(itertools.islice(data.mix_streams([short, long], seed=4, tokenizer=tok), 3000))
-    b = list(itertools.islice(data.mix_streams([short, long], seed=4, tokenizer=tok), 3000))
+    a = list(itertools.islice(mixing.mix_streams([short, long], seed=4, tokenizer=tok), 3000))
+    b = list(itertools.islice(mixing.mix_streams([short, long], seed=4, tokenizer=tok), 3000))
     assert a == b and [d.ids for d in a] == [d.ids for d in b]
     assert a[0].ids == tok(a[0], add_special_tokens=False)["input_ids"]  # docs bring their ids to pack
 
@@ -372,7 +372,8 @@ def test_mix_in_tokens_gives_each_source_its_weight_in_tokens(tmp_path, tok):
 def test_trainer_stream_mixes_in_tokens(tmp_path, tok):
     """The trainer's own stream (train._token_stream) over a 100/1,000-token mix at 0.5/0.5: the tokens
     per source it reports, and those it packs, are ~50/50."""
-    from shared.train import TrainConfig, _token_stream
+    from shared.training.config import TrainConfig
+    from shared.training.stream import _token_stream
 
     specs = (f"{_docs(tmp_path / 'short.jsonl', 's', 400, 99)}@0.5", f"{_docs(tmp_path / 'long.jsonl', 'l', 400, 999)}@0.5")
     cfg = TrainConfig(model_id="tiny:gpt2", layers=(1,), dataset=specs, context_len=128, model_batch_size=8,
@@ -400,7 +401,8 @@ def test_validation_and_training_never_share_a_document(tmp_path, tok):
     side holds about a fifth, and validation with the training set named as VAL_DATASET is the same."""
     import re
 
-    from shared.train import TrainConfig, _token_stream, validation_batches
+    from shared.training.config import TrainConfig
+    from shared.training.stream import _token_stream, validation_batches
 
     spec = _marked(tmp_path / "small.jsonl", 200)
     cfg = TrainConfig(model_id="tiny:gpt2", layers=(1,), dataset=(spec,), context_len=64, model_batch_size=4,
@@ -412,7 +414,7 @@ def test_validation_and_training_never_share_a_document(tmp_path, tok):
     stream = _token_stream(cfg, tok)
     trained = marks([next(stream) for _ in range(200)])  # ~51k tokens: every training document, ~5 times
     held_out = marks(validation_batches(cfg, tok, 100_000))  # more than there is: all of the held-out part
-    test_docs = {f"d{i:04d}" for i in range(200) if data.split_of(f"d{i:04d} " * 6) == "test"}
+    test_docs = {f"d{i:04d}" for i in range(200) if splits.split_of(f"d{i:04d} " * 6) == "test"}
     assert 0.1 < len(test_docs) / 200 < 0.3
     assert trained == {f"d{i:04d}" for i in range(200)} - test_docs
     assert held_out <= test_docs and len(held_out) >= len(test_docs) - 7  # less a last partial batch (256 tokens)
@@ -421,13 +423,13 @@ def test_validation_and_training_never_share_a_document(tmp_path, tok):
 
 def test_a_source_with_no_training_documents_is_named(tmp_path):
     path = tmp_path / "one.jsonl"
-    text = next(f"held out {i}" for i in range(100) if data.split_of(f"held out {i}") == "test")
+    text = next(f"held out {i}" for i in range(100) if splits.split_of(f"held out {i}") == "test")
     path.write_text(json.dumps({"text": text}) + "\n")
-    src = data.TextSource("local", path=str(path), part="train")
-    with pytest.raises(ValueError, match=r"has no training documents: data\.split_of routes all 1 of its "
+    src = sources.TextSource("local", path=str(path), part="train")
+    with pytest.raises(ValueError, match=r"has no training documents: data\.splits\.split_of routes all 1 of its "
                                          r"documents to validation"):
-        list(data.text_stream(src))
-    assert list(data.text_stream(data.TextSource("local", path=str(path), part="test"))) == [text]
+        list(sources.text_stream(src))
+    assert list(sources.text_stream(sources.TextSource("local", path=str(path), part="test"))) == [text]
 
 
 # ---------------------------------------------------------------- context shuffle window (item 5)
@@ -437,12 +439,12 @@ def test_shuffle_window_is_a_seeded_permutation(tok):
     """Every packed context comes out once, in an order set by the seed alone; the per-source counts
     follow the contexts out of the window."""
     texts = synthetic.synthetic_texts(400, seed=1)
-    plain = torch.cat(list(data.token_batches(texts, tok, 32, 4, drop_last=False)))
+    plain = torch.cat(list(packing.token_batches(texts, tok, 32, 4, drop_last=False)))
     counts: dict = {}
-    mixed = torch.cat(list(data.token_batches([data.SourcedText(t, "syn") for t in texts], tok, 32, 4,
+    mixed = torch.cat(list(packing.token_batches([mixing.SourcedText(t, "syn") for t in texts], tok, 32, 4,
                                               drop_last=False, shuffle_window=50, seed=3, counts=counts)))
-    again = torch.cat(list(data.token_batches(texts, tok, 32, 4, drop_last=False, shuffle_window=50, seed=3)))
-    other = torch.cat(list(data.token_batches(texts, tok, 32, 4, drop_last=False, shuffle_window=50, seed=4)))
+    again = torch.cat(list(packing.token_batches(texts, tok, 32, 4, drop_last=False, shuffle_window=50, seed=3)))
+    other = torch.cat(list(packing.token_batches(texts, tok, 32, 4, drop_last=False, shuffle_window=50, seed=4)))
     assert torch.equal(mixed, again) and not torch.equal(mixed, other) and not torch.equal(mixed, plain)
     assert sorted(map(tuple, mixed.tolist())) == sorted(map(tuple, plain.tolist()))
     assert counts == {"syn": plain.shape[0] * 31}
@@ -457,7 +459,8 @@ def test_trainer_forwards_read_many_documents_at_once(tmp_path, tok):
     one or two documents; through the trainer's window it holds ~8 different ones."""
     import re
 
-    from shared.train import TrainConfig, _token_stream
+    from shared.training.config import TrainConfig
+    from shared.training.stream import _token_stream
 
     path = tmp_path / "long.jsonl"
     path.write_text("".join(json.dumps({"text": f"d{i:04d} " * 100}) + "\n" for i in range(300)))
@@ -489,11 +492,11 @@ def test_hf_streams_read_row_groups_from_all_over_the_data_set(tmp_path, monkeyp
     real = datasets.load_dataset
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: real(
         "parquet", data_files=files, split="train", streaming=True))
-    src = data.TextSource("hf", path="org/set", shuffle_buffer=20, seed=1)
-    first = list(itertools.islice(data.text_stream(src), 40))
+    src = sources.TextSource("hf", path="org/set", shuffle_buffer=20, seed=1)
+    first = list(itertools.islice(sources.text_stream(src), 40))
     groups = {(t.split()[0], int(t.split()[2]) // 100) for t in first}
     assert len(groups) >= 6 and {g[0] for g in groups} == {"f0", "f1"}, sorted(groups)
-    assert first == list(itertools.islice(data.text_stream(src), 40))  # seeded: a replay reads the same
+    assert first == list(itertools.islice(sources.text_stream(src), 40))  # seeded: a replay reads the same
 
 
 # ---------------------------------------------------------------- context starts per model (item 7)
@@ -536,16 +539,16 @@ def test_each_default_model_starts_and_separates_contexts_as_it_was_trained(fold
     after post-training), Phi-3 (add_bos_token=false) and GPT-2 start with the end-of-text token that
     separates their pretraining documents; a literal special token in text stays text; the export
     records prepend_bos and both tokens; training rows never include them."""
-    from shared import export
-    from shared.capture import token_mask
+    from shared.model.capture import token_mask
+    from shared.saes import export
 
     tok = _model_tokenizer(folder)
     start, separator, prepend_bos = EXPECTED_CONTEXT[folder]
-    ctx = data.context_tokens(tok)
+    ctx = packing.context_tokens(tok)
     assert (ctx.start_token, ctx.separator_token, ctx.start_is_bos) == (start, separator, prepend_bos)
     assert ctx.start == tok.convert_tokens_to_ids(start) and ctx.separator == tok.convert_tokens_to_ids(separator)
     texts = [f"doc {i} quotes {start} and {separator} and <|im_end|> verbatim" for i in range(30)]
-    rows = torch.cat(list(data.token_batches(texts, tok, 48, 2, drop_last=False)))
+    rows = torch.cat(list(packing.token_batches(texts, tok, 48, 2, drop_last=False)))
     assert (rows[:, 0] == ctx.start).all()
     body = rows[:, 1:].reshape(-1).tolist()
     assert body.count(ctx.separator) == sum(1 for _ in re.finditer("verbatim", tok.decode(body)))

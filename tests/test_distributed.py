@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared import train
-from shared.train_cli import parameters, read_parameters
+from shared.recipes import tier
+from shared.recipes.cli import parameters, read_parameters
+from shared.training import config, trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,10 +40,12 @@ def _free_port() -> int:
 
 
 def _job(tmp: Path, nproc: int, *sets: str, env: dict | None = None, kill_after_checkpoints: int | None = None,
-         timeout: float = 180) -> subprocess.CompletedProcess:
-    """`python -m shared.train --params params.json` in tmp, under torchrun when nproc > 1."""
+         timeout: float = 180, die: tuple[int, int, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m shared.train --params params.json` in tmp, under torchrun when nproc > 1; with
+    die=(rank, step, "exit" | "hang") that rank fails at that step (tests/dying_rank.py injects it)."""
     (tmp / "params.json").write_text(json.dumps(PARAMS))
-    cli = ["-m", "shared.train", "--params", "params.json", "--collective-timeout", "20", *sets]
+    entry = [str(REPO / "tests" / "dying_rank.py"), *map(str, die)] if die else ["-m", "shared.train"]
+    cli = [*entry, "--params", "params.json", "--collective-timeout", "20", *sets]
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), *cli]
@@ -88,7 +91,7 @@ def test_cli_takes_exactly_the_tier_notebooks_parameters():
     source = (REPO / "notebooks_src" / "tier_recipe.py").read_text()
     cell = source.split('# %% tags=["parameters"]')[1].split("# %%")[0]
     names = [n.targets[0].id for n in ast.parse(cell).body if isinstance(n, ast.Assign)]
-    assert tuple(names) == train.TIER_PARAMETERS
+    assert tuple(names) == tier.TIER_PARAMETERS
     with pytest.raises(ValueError, match="BATCH_SIZE: not a parameter of the tier notebooks"):
         parameters({**PARAMS, "BATCH_SIZE": 3}, [])
     with pytest.raises(ValueError, match="missing parameter.*SEED"):
@@ -96,20 +99,20 @@ def test_cli_takes_exactly_the_tier_notebooks_parameters():
     with pytest.raises(ValueError, match=r"^K = 600: must be <= D_SAE"):
         parameters(PARAMS, ["K=600"])
     P = parameters(PARAMS, ["TOTAL_TOKENS=8192"])
-    cfg = train.config_from_params(P, checkpoint_dir="c")
+    cfg = tier.config_from_params(P, checkpoint_dir="c")
     assert (cfg.total_tokens, cfg.layers, cfg.sae.d_sae, cfg.sae.dead_tokens_threshold) == (8192, (1, 3), 512, 300)
 
 
 def test_parameters_are_read_from_the_rendered_notebook():
     params = read_parameters(REPO / "notebooks" / "01_hobbyist_gemma2_2b_colab.ipynb")
-    assert tuple(params) == train.TIER_PARAMETERS
+    assert tuple(params) == tier.TIER_PARAMETERS
     assert params["MODEL_ID"] == "google/gemma-2-2b"
 
 
 def test_world_size_that_does_not_split_the_batch_is_one_line():
-    cfg = train.config_from_params(parameters(PARAMS, ["BATCH_TOKENS=255"]), checkpoint_dir="c")
+    cfg = tier.config_from_params(parameters(PARAMS, ["BATCH_TOKENS=255"]), checkpoint_dir="c")
     with pytest.raises(ValueError, match=r"BATCH_TOKENS = 255 does not split over the 2 processes.*multiple of 2"):
-        train.check_world(cfg, 2)
+        config.check_world(cfg, 2)
 
 
 @pytest.mark.slow
@@ -122,7 +125,7 @@ def test_two_processes_train_the_one_process_sae_and_resume_after_a_kill(tmp_pat
     r2 = _job(two, 2)
     assert r2.returncode == 0, r2.stdout[-3000:]
     _assert_close(_weights(one), _weights(two))
-    m1, m2 = (train.load_metrics(d / "ckpt" / "metrics.jsonl") for d in (one, two))
+    m1, m2 = (trainer.load_metrics(d / "ckpt" / "metrics.jsonl") for d in (one, two))
     assert [e["step"] for e in m1] == [e["step"] for e in m2] and m1[-1]["L1/dead_pct"] > 0
     for a, b in zip(m1, m2):  # the logged metrics are the whole batch's, not rank 0's half
         for name in a:
@@ -144,7 +147,7 @@ def test_two_processes_train_the_one_process_sae_and_resume_after_a_kill(tmp_pat
 def test_a_dead_rank_ends_the_job(tmp_path):
     """A rank that crashes: torchrun stops the others at once and names it."""
     started = time.time()
-    r = _job(tmp_path, 2, env={"SAE_TEST_DIE": "1:5"}, timeout=120)
+    r = _job(tmp_path, 2, die=(1, 5, "exit"), timeout=120)
     assert r.returncode != 0
     assert time.time() - started < 60
     assert "rank      : 1 (local_rank: 1)\n  exitcode  : 1" in r.stdout, r.stdout[-3000:]
@@ -155,7 +158,7 @@ def test_a_stalled_rank_ends_the_job_with_one_clear_line_at_the_timeout(tmp_path
     """A rank that stops answering (alive, so torchrun sees nothing): the others' next collective
     times out and says so in one line, instead of hanging."""
     started = time.time()
-    r = _job(tmp_path, 2, env={"SAE_TEST_DIE": "1:5:hang"}, timeout=150)
+    r = _job(tmp_path, 2, die=(1, 5, "hang"), timeout=150)
     assert r.returncode != 0
     assert time.time() - started < 120
     assert "error: rank 0 of 2: an all-reduce failed or waited past the 20 s collective timeout" in r.stdout, \
@@ -217,17 +220,32 @@ def test_two_rank_jumprelu_and_relu_penalties_equal_one_rank():
             r = result[term]
             assert r["ranks_summed"] == pytest.approx(r["one_process"], rel=1e-5), (term, r)
             assert r["grad_max_diff"] <= 1e-5 * max(1.0, r["grad_scale"]), (term, r)
+
+
+@pytest.mark.slow
+def test_two_rank_crosscoder_loss_equals_one_rank():
+    """The crosscoder under the trainer's reducer: each rank's FVU (over the whole batch's variance), L1
+    (its share of the batch mean) and AuxK add up to one process's loss on the whole batch, and so do the
+    summed gradients."""
+    for result in _two_ranks("crosscoder"):
+        assert result["l1"]["terms"] == ["fvu", "l1"] and result["topk"]["terms"] == ["aux", "fvu"]
+        for architecture in ("l1", "topk"):
+            r = result[architecture]
+            assert r["ranks_summed"] == pytest.approx(r["one_process"], rel=1e-5), (architecture, r)
+            assert r["grad_max_diff"] <= 1e-5 * max(1.0, r["grad_scale"]), (architecture, r)
+
+
 def test_the_command_line_writes_a_mix_as_the_notebook_does(tmp_path, monkeypatch):
     """dataset_path (export cfg.json) and val_dataset (val_report.json) are one string for a mix, the
     one train.dataset_name gives the notebooks, never the parameter's list."""
-    from shared.train_cli import main
+    from shared.recipes.cli import main
 
     mix = ["synthetic@0.5", "synthetic@0.5"]
     (tmp_path / "params.json").write_text(json.dumps({**PARAMS, "DATASET": mix, "LAYER": 1, "TOTAL_TOKENS": 512,
                                                       "VAL_TOKENS": 256}))
     monkeypatch.chdir(tmp_path)
     main(["--params", "params.json"])
-    name = train.dataset_name(train.config_from_params(parameters({**PARAMS, "DATASET": mix}, []), checkpoint_dir="c"))
+    name = tier.dataset_name(tier.config_from_params(parameters({**PARAMS, "DATASET": mix}, []), checkpoint_dir="c"))
     assert name == "synthetic@0.5, synthetic@0.5"
     cfg = json.loads((tmp_path / "out" / "export" / "blocks.1.hook_resid_post" / "cfg.json").read_text())
     assert cfg["metadata"]["dataset_path"] == name

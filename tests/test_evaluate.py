@@ -8,12 +8,12 @@ import os
 import pytest
 import torch
 
-from shared.data import token_batches
-from shared.synthetic import synthetic_texts
-from shared.evaluate import evaluate_saes, summarize, write_val_report
-from shared.models import d_model
-from shared.sae import build_sae
-from shared.sae_topk import TopKConfig
+from shared.data.packing import token_batches
+from shared.data.synthetic import synthetic_texts
+from shared.evals.metrics import evaluate_saes, summarize, write_val_report
+from shared.model.layout import d_model
+from shared.saes.architectures import build_sae
+from shared.saes.topk import TopKConfig
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +101,33 @@ def test_report_does_not_depend_on_forward_batch_or_chunk_size(tiny):
         assert value == pytest.approx(four["saelens"][key], rel=1e-4, abs=1e-6), key
     logits = torch.randn(2, 9, 50)
     ids = torch.randint(0, 50, (2, 9))
-    keep = torch.ones(2, 9, dtype=torch.bool)
-    from shared.evaluate import next_token_sums
-    whole = next_token_sums(logits, ids, keep, reference=logits.flip(0), chunk=100)
-    parts = next_token_sums(logits, ids, keep, reference=logits.flip(0), chunk=3)
-    assert whole[0] == pytest.approx(parts[0]) and whole[1] == pytest.approx(parts[1]) and whole[2] == 16
+    from shared.evals.metrics import next_token_losses
+    whole = next_token_losses(logits, ids, reference=logits.flip(0), chunk=100)
+    parts = next_token_losses(logits, ids, reference=logits.flip(0), chunk=3)
+    assert whole[0].shape == (2, 8) and whole[1].shape == (2, 9)
+    torch.testing.assert_close(whole[0], parts[0]) and torch.testing.assert_close(whole[1], parts[1])
+
+
+def test_our_and_saelens_metrics_measured_apart_compose_to_the_report(tiny):
+    """Each metric set measured alone, on its own forwards, gives exactly the numbers evaluate_saes reports
+    when both share one pass (the spliced forward, the clean one, the per-layer ablations): splitting ours
+    from SAELens' changes no number. Two SAEs share layer 1 (train's variants) and one reads layer 2."""
+    from shared.evals.metrics import OurMetrics, SAELensMetrics, compose_report, measure
+
+    model, tokenizer = tiny
+    d = d_model(model)
+    saes = {"a": build_sae(TopKConfig(d_in=d, d_sae=64, k=4, seed=1)),
+            "b": build_sae(TopKConfig(d_in=d, d_sae=32, k=8, seed=2)), 2: _identity_sae(d)}
+    layer_of = {"a": 1, "b": 1}
+    batches = _batches(tokenizer, 2)
+    together_sparsity, apart_sparsity = {}, {}
+    report = evaluate_saes(model, tokenizer, saes, batches, layer_of=layer_of, sparsity=together_sparsity)
+    ours, theirs = OurMetrics(saes), SAELensMetrics(saes)
+    measure(model, tokenizer, saes, batches, [ours], layer_of=layer_of)
+    measure(model, tokenizer, saes, batches, [theirs], layer_of=layer_of)
+    assert compose_report(ours.report(apart_sparsity), theirs.report()) == report
+    assert list(report) == ["a", "b", "2"] and list(report["a"])[-1] == "saelens"
+    assert all(torch.equal(together_sparsity[key], apart_sparsity[key]) for key in saes)
 
 
 # ---------------------------------------------------------------- the same numbers as sae_lens' run_evals
@@ -162,7 +184,7 @@ def test_saelens_style_metrics_equal_saelens_run_evals(tmp_path, with_unk, tiny_
 
     with_unk puts an <unk> (special to us, not to SAELens) in the text: SAELens then splices and scores
     it, ours skip it, and the SAELens-style numbers must still follow SAELens."""
-    from shared.export import ExportInfo, export_saelens
+    from shared.saes.export import ExportInfo, export_saelens
 
     model, tokenizer = tiny_trained_model("gpt2")
     tl = _hooked_transformer(model, tokenizer, tmp_path)

@@ -11,9 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from shared import export
-from shared.sae import build_sae
-from shared.sae_topk import TopKConfig
+from shared import hub
+from shared.evals import metrics
+from shared.saes import export, load
+from shared.saes.architectures import build_sae
+from shared.saes.topk import TopKConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +51,7 @@ def test_round_trip_equal_weights_and_encode(tmp_path):
     sparsity = export.log_sparsity(torch.arange(64), 1000)
     folder = _export(sae, tmp_path / "blocks.3.hook_resid_post", sparsity=sparsity,
                      val_metrics={"var_expl": 0.81, "l0": 4.0, "dead_pct": 1.5})
-    loaded = export.load_sae(folder, d_in=16)
+    loaded = load.load_sae(folder, d_in=16)
     for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
         assert torch.equal(getattr(sae, name), getattr(loaded, name)), name
     x = _x()
@@ -85,13 +87,14 @@ def test_cfg_json_and_side_files(tmp_path):
 def test_model_card_names_each_metric_definition():
     cfg = export.saelens_cfg(_sae(), export.ExportInfo("google/gemma-2-2b"), layer=3)
     card = export.model_card(cfg, {"var_expl": 0.8, "ce_loss_recovered": 0.923, "kl_div_spliced": 0.1,
-                                   "saelens": {"ce_loss_score": 0.944, "kl_div_score": 0.95}})
+                                   "saelens": {"ce_loss_score": 0.944, "kl_div_score": 0.95}},
+                             definitions=metrics.METRIC_DEFINITIONS)
     assert "| ce_loss_recovered | 0.923 |" in card and "| ce_loss_score | 0.944 |" in card
     assert "`sae_lens.evals.run_evals`" in card
     for key in ("var_expl", "ce_loss_recovered", "kl_div_spliced", "saelens"):
         assert f"- `{key}`" in card, key
     assert "- `l0`" not in card  # only the metrics the card shows are defined
-    assert "How these are computed" not in export.model_card(cfg, {"dead_pct": 1.0})
+    assert "How these are computed" not in export.model_card(cfg, {"dead_pct": 1.0}, definitions=metrics.METRIC_DEFINITIONS)
 
 
 def test_normalisation_is_folded_and_original_untouched(tmp_path):
@@ -100,7 +103,7 @@ def test_normalisation_is_folded_and_original_untouched(tmp_path):
     assert scale != 1.0
     folder = _export(sae, tmp_path / "n")
     assert float(sae.norm_scale) == scale and sae.cfg.normalize_activations == "expected_average_only_in"
-    loaded = export.load_sae(folder)
+    loaded = load.load_sae(folder)
     assert loaded.cfg.normalize_activations == "none" and not loaded.cfg.apply_b_dec_to_input
     x = _x(scale=30.0)
     torch.testing.assert_close(loaded.encode(x), sae.encode(x), atol=1e-4, rtol=1e-5)
@@ -112,19 +115,19 @@ def test_own_cfg_folder_loads(tmp_path):
     sae = _sae(seed=3)
     tmp_path.joinpath("cfg.json").write_text(json.dumps(sae.cfg.to_dict()))
     save_file({k: v.contiguous() for k, v in sae.state_dict().items()}, str(tmp_path / "sae_weights.safetensors"))
-    loaded = export.load_sae(tmp_path / "cfg.json")
+    loaded = load.load_sae(tmp_path / "cfg.json")
     assert torch.equal(loaded.W_dec, sae.W_dec) and torch.equal(loaded.encode(_x()), sae.encode(_x()))
 
 
 def test_load_errors(tmp_path):
     folder = _export(_sae(), tmp_path / "e")
     with pytest.raises(ValueError, match="expects d_in=16 .* d_in=32"):
-        export.load_sae(folder, d_in=32)
+        load.load_sae(folder, d_in=32)
     with pytest.raises(FileNotFoundError, match="no SAE folder"):
-        export.load_sae(tmp_path / "nowhere")
+        load.load_sae(tmp_path / "nowhere")
     (folder / "sae_weights.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="lacks sae_weights.safetensors"):
-        export.load_sae(folder)
+        load.load_sae(folder)
     with pytest.raises(ValueError, match="one log10 firing frequency per latent"):
         _export(_sae(), tmp_path / "s", sparsity=torch.zeros(3))
     # weights that disagree with cfg.json
@@ -134,7 +137,7 @@ def test_load_errors(tmp_path):
     cfg["metadata"]["sae_ladder_cfg"]["d_sae"] = 32
     (folder / "cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="W_enc .* shape"):
-        export.load_sae(folder)
+        load.load_sae(folder)
 
 
 class _FakeApi:
@@ -151,13 +154,12 @@ class _FakeApi:
         self.calls.append(("upload_folder", kw["repo_id"], kw["path_in_repo"], kw["folder_path"]))
 
 
-def test_push_to_hub_skips_without_token_and_uploads_with_one(tmp_path, monkeypatch, capsys):
+def test_push_to_hub_needs_a_token_and_uploads_with_one(tmp_path, monkeypatch, capsys):
+    """push_to_hub is the unguarded push (upload_export guards it): no token is a one-line error."""
     folder = _export(_sae(), tmp_path / "blocks.3.hook_resid_post")
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    assert export.push_to_hub(folder, "me/saes") is None
-    assert "skipped: set HF_TOKEN" in capsys.readouterr().out
-    with pytest.raises(RuntimeError, match="HF_TOKEN"):
-        export.push_to_hub(folder, "me/saes", required=True)
+    with pytest.raises(RuntimeError, match="^Uploading blocks.3.hook_resid_post to me/saes needs HF_TOKEN"):
+        export.push_to_hub(folder, "me/saes")
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
     api = _FakeApi()
     url = export.push_to_hub(folder, "me/saes", api=api)
@@ -289,7 +291,7 @@ def test_upload_export_records_a_hub_fault_and_keeps_the_export(mode, tmp_path, 
             "403": "no write access", "500": "the Hub answered 500"}[mode] in entry["error"]
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("upload to someone/sae failed: ")
-    assert err.endswith(f"the export is kept at {folder}")
+    assert err.endswith(f"the files are kept at {folder}")
     assert token not in err and token not in json.dumps(entries)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
@@ -302,10 +304,10 @@ def test_upload_export_uploads_nothing_unasked(tmp_path, monkeypatch, capsys, hu
 
     monkeypatch.setenv("HF_TOKEN", "hf_fake")
     folder = _export(_sae(), tmp_path / "blocks.3.hook_resid_post")
-    assert export.hub_repo_id("") is None and export.hub_repo_id(None) is None
-    assert export.hub_repo_id("someone/sae") == "someone/sae"
+    assert hub.hub_repo_id("") is None and hub.hub_repo_id(None) is None
+    assert hub.hub_repo_id("someone/sae") == "someone/sae"
     with FakeHub("500") as server:
-        assert export.upload_export({3: folder}, export.hub_repo_id(""), api=HfApi(endpoint=server.url)) == {}
+        assert export.upload_export({3: folder}, hub.hub_repo_id(""), api=HfApi(endpoint=server.url)) == {}
     assert server.requests == []
     out = capsys.readouterr().out
     assert "HF_REPO is empty" in out and "set HF_TOKEN" not in out

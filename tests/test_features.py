@@ -6,14 +6,14 @@ import math
 import pytest
 import torch
 
-from shared import sae as S
-from shared.capture import capture_residuals, token_mask
-from shared.data import token_batches
-from shared.features import (FeatureStats, catalog_entries, collect, logit_effects, rank_features,
-                             top_examples)
-from shared.models import d_model, unembed
-from shared.sae_topk import TopKConfig
-from shared.synthetic import synthetic_texts
+from shared.data.packing import token_batches
+from shared.data.synthetic import synthetic_texts
+from shared.features.stats import (FeatureStats, catalog_entries, collect, logit_effects, rank_features,
+                                   top_examples)
+from shared.model.capture import capture_residuals, token_mask
+from shared.model.layout import d_model, unembed
+from shared.saes import architectures
+from shared.saes.topk import TopKConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -122,7 +122,7 @@ class _Ids:
 @pytest.fixture(scope="module")
 def model_sae(tiny_trained_model):
     model, tok = tiny_trained_model("gpt2")
-    sae = S.build_sae(TopKConfig(d_in=d_model(model), d_sae=48, k=4, seed=3))
+    sae = architectures.build_sae(TopKConfig(d_in=d_model(model), d_sae=48, k=4, seed=3))
     with torch.no_grad():
         sae.b_enc.fill_(-0.05)  # some latents stay silent on some tokens
     return model, tok, sae
@@ -161,7 +161,7 @@ def test_collect_matches_dense_computation(model_sae):
 
 def test_logit_effect_of_an_unembedding_row(model_sae):
     model, tok, sae = model_sae
-    sae = S.build_sae(sae.cfg)
+    sae = architectures.build_sae(sae.cfg)
     W_U = unembed(model).weight.detach()
     t = int(W_U.norm(dim=1).argmax())  # largest row: its own logit is strictly the largest
     with torch.no_grad():
@@ -187,7 +187,7 @@ def test_bad_input_is_one_line_error():
 def test_detection_contexts_and_judge_evidence(model_sae):
     """Held-out windows carry each latent's activation as the full sequence gives it, hold no special token;
     the judge's evidence scores on windows measured silent and on activating ones across quantiles."""
-    from shared.features import DETECTION_PROTOCOL, detection_contexts, judge_evidence
+    from shared.features.stats import DETECTION_PROTOCOL, detection_contexts, judge_evidence
 
     model, tok, sae = model_sae
     seen = list(token_batches(synthetic_texts(40, seed=0), tok, 32, 4, max_batches=3))
@@ -224,7 +224,7 @@ def test_detection_contexts_and_judge_evidence(model_sae):
 def test_quantile_sample_draws_across_the_ranking():
     import random
 
-    from shared.features import quantile_sample
+    from shared.features.stats import quantile_sample
 
     got = quantile_sample(100, 10, 10, random.Random(0))
     assert [q for _, q in got] == list(range(10)) and all(10 * q <= i < 10 * (q + 1) for i, q in got)

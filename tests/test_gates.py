@@ -4,8 +4,11 @@ import pytest
 import torch
 
 from planted_sae import LAYER, planted_sae
-from shared import data, gates, sae as S, trace
-from shared.sae_relu import ReLUConfig
+from shared.data import tasks
+from shared.evals import gates
+from shared.features import trace
+from shared.saes import architectures
+from shared.saes.relu import ReLUConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -127,7 +130,7 @@ def test_disjoint_splits_pass_and_an_overlap_raises():
     test = gates.load_problems("synthetic:arithmetic", 30, split="test")
     train = gates.load_problems("synthetic:arithmetic", 30, split="train")
     assert gates.check_disjoint(train, test) is True
-    assert all(p["gold"] == float(data._gsm8k_answer(p["answer"])) for p in test)
+    assert all(p["gold"] == float(tasks._gsm8k_answer(p["answer"])) for p in test)
     assert all(gates.is_correct(p["dataset_response"], p["gold"])[1] in (True, False) for p in test)
     leaked = train[:5] + [dict(test[3], question="  " + test[3]["question"].upper())]
     with pytest.raises(ValueError, match="share 1 question"):
@@ -169,8 +172,8 @@ def test_bad_packs(helpful, harmful, match):
 
 
 def test_fewer_problems_than_asked_is_a_one_line_error(monkeypatch):
-    few = data.load_task_dataset("synthetic:arithmetic", 3, split="test")
-    monkeypatch.setattr(data, "load_task_dataset", lambda *a, **k: few)  # a split with only 3 problems
+    few = tasks.load_task_dataset("synthetic:arithmetic", 3, split="test")
+    monkeypatch.setattr(tasks, "load_task_dataset", lambda *a, **k: few)  # a split with only 3 problems
     with pytest.raises(ValueError, match="has only 3 problems but 100 were asked for") as e:
         gates.load_problems("synthetic:arithmetic", 100)
     assert "\n" not in str(e.value)
@@ -180,7 +183,7 @@ def test_fewer_problems_than_asked_is_a_one_line_error(monkeypatch):
 
 def test_sae_of_another_width_is_a_one_line_error(setup):
     model, tok, _ = setup
-    wrong = S.build_sae(ReLUConfig(d_in=7, d_sae=4)).eval()
+    wrong = architectures.build_sae(ReLUConfig(d_in=7, d_sae=4)).eval()
     scored = gates.responses(model, tok, [_problem(0, "how many?", " 5")], source="dataset")
     with pytest.raises(ValueError, match="d_in=7") as e:
         gates.response_means(model, tok, wrong, LAYER, scored)
@@ -227,8 +230,8 @@ def test_chat_tokenizers_get_the_chat_template(setup):
 
 
 def test_dataset_responses_need_synthetic_arithmetic_in_the_notebook_parameters():
-    from shared import notebook
+    from shared.notebook import parameters
 
-    with pytest.raises(notebook.ParameterError, match=r"^RESPONSES = 'dataset': .*synthetic:arithmetic"):
-        notebook.check_parameters({"PROBLEMS": "gsm8k", "RESPONSES": "dataset"})
-    assert notebook.check_parameters({"PROBLEMS": "synthetic:arithmetic", "RESPONSES": "dataset"})["RESPONSES"] == "dataset"
+    with pytest.raises(parameters.ParameterError, match=r"^RESPONSES = 'dataset': .*synthetic:arithmetic"):
+        parameters.check_parameters({"PROBLEMS": "gsm8k", "RESPONSES": "dataset"})
+    assert parameters.check_parameters({"PROBLEMS": "synthetic:arithmetic", "RESPONSES": "dataset"})["RESPONSES"] == "dataset"

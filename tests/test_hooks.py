@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared import hooks, models
+from shared.model import hooks, layout, loading
 
 SHARED = Path(__file__).resolve().parent.parent / "shared"
 
@@ -18,12 +18,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def tiny():
-    return lru_cache(None)(lambda arch: models.load_model(f"tiny:{arch}", device="cpu"))
+    return lru_cache(None)(lambda arch: loading.load_model(f"tiny:{arch}", device="cpu"))
 
 
 def _hook_counts(model):
     """Hooks on each block (transformers registers some of its own), to check ours are all removed."""
-    return [(len(b._forward_hooks), len(b._forward_pre_hooks)) for b in models.decoder_layers(model)]
+    return [(len(b._forward_hooks), len(b._forward_pre_hooks)) for b in layout.decoder_layers(model)]
 
 
 def _ids(tok):
@@ -41,7 +41,7 @@ def test_only_hooks_registers_forward_hooks():
 def test_read_outputs_and_inputs_match_hidden_states(arch, tiny):
     model, tok = tiny(arch)
     enc = _ids(tok)
-    n = models.n_layers(model)
+    n = layout.n_layers(model)
     with torch.no_grad():
         model(**enc, output_hidden_states=True)  # transformers installs its own recorder hooks on first use
     before = _hook_counts(model)
@@ -60,7 +60,7 @@ def test_read_outputs_and_inputs_match_hidden_states(arch, tiny):
 def test_stop_after_deepest_skips_the_rest_and_is_swallowed(tiny):
     model, tok = tiny("llama")
     later = []
-    handle = models.unembed(model).register_forward_hook(lambda *a: later.append("lm_head"))
+    handle = layout.unembed(model).register_forward_hook(lambda *a: later.append("lm_head"))
     try:
         with torch.no_grad(), hooks.read_residuals(model, [-1, 1], stop_after_deepest=True) as acts:
             model(**_ids(tok))

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from chromium import SKIP_REASON, Browser, executable
-from shared.features import FeatureStats, catalog_entries, rank_features
-from shared.html import page, show, view
-from shared.viewer import VIEWER_JS
+from shared.features.stats import FeatureStats, catalog_entries, rank_features
+from shared.views.html import page, show, view
+from shared.views.viewer import VIEWER_JS
 
 EVIL = "<script>window.__pwned=1</script>"
 WORDS = ["the", " cat", " sat", " on", " a", " mat", "\n", EVIL, " dog", " ran", " & ", ' "q"']

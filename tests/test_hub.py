@@ -73,3 +73,40 @@ def test_upload_files_records_a_fault(endpoint, tmp_path, capsys):
 
 def endpoint_mode(url, server):
     return "refused" if server is None else server.mode
+
+
+def test_both_upload_paths_print_the_same_guard_lines(tmp_path, monkeypatch, capsys):
+    """An SAE export (saes.export.upload_export) and a run's result files (hub.upload_files) go through one
+    guard: nothing asked, no token, a repo without its user part and a Hub fault each print the same one
+    line on both paths and record the same entry; neither raises."""
+    from huggingface_hub import HfApi
+
+    from shared.saes import export
+
+    monkeypatch.setattr(hub, "PROBE_TIMEOUT_S", 1.0)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    folder = tmp_path / "blocks.3.hook_resid_post"
+    folder.mkdir()
+    (folder / "cfg.json").write_text("{}")  # an export folder, as far as the upload is concerned
+    cases = {"nothing asked": ("", TOKEN), "no token": ("someone/sae", None), "no user part": ("sae", TOKEN),
+             "Hub fault": ("someone/sae", TOKEN)}
+    seen = {}
+    with FakeHub("500") as server:
+        api = HfApi(endpoint=server.url)
+        for case, (repo, token) in cases.items():
+            before = len(server.requests)
+            sae_entry = export.upload_export({3: folder}, repo, token=token, api=api).get("3", {})
+            sae_out = capsys.readouterr()
+            file_entry = hub.upload_files([folder / "cfg.json"], repo, token=token, api=api)
+            file_out = capsys.readouterr()
+            assert (sae_out.out, sae_out.err) == (file_out.out, file_out.err), case
+            assert len((sae_out.out + sae_out.err).strip().splitlines()) == 1, (case, sae_out)
+            assert sae_entry == file_entry, case
+            assert TOKEN not in sae_out.out + sae_out.err + str(sae_entry), case
+            seen[case] = (sae_out.out + sae_out.err).strip()
+            assert (len(server.requests) > before) == (case == "Hub fault"), case  # only a fault got as far as the Hub
+    assert seen["nothing asked"].startswith("upload skipped: HF_REPO is empty")
+    assert seen["no token"].startswith("upload to someone/sae skipped: HF_REPO is set but HF_TOKEN")
+    assert seen["no user part"].startswith('upload to sae skipped: HF_REPO has no user part: set HF_REPO = "<user>/sae"')
+    assert seen["Hub fault"] == f"upload to someone/sae failed: the Hub answered 500 (a server error: try again later); " \
+                               f"the files are kept at {folder}"

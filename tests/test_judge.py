@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from shared import judge
+from shared.features import judge
 from shared.runtime import Secret
 from tests.fake_llm import FakeLLM
 
@@ -81,7 +81,7 @@ def test_explain_then_score_and_cache(kind, tmp_path, capsys):
         assert j2.label_features(features(2)) == cat
         assert len(api.requests) == 4 and j2.requests == 0  # the re-run made no request
         assert "0 requests to make (4 cached)" in lines[1]
-    judge.write_catalog(cat, tmp_path / "feature_catalog.json")
+    (tmp_path / "feature_catalog.json").write_text(json.dumps(cat, indent=1))  # the catalog as 04 writes it
     _no_key_anywhere(tmp_path, *lines, capsys.readouterr().out, repr(j.backend))  # ...never kept
 
 
@@ -279,19 +279,20 @@ def test_a_right_judge_of_a_frequent_latent_is_scored_right(kind, tiny_model, tm
     (BOS) is shown in any context of either prompt."""
     from planted_sae import LAYER, planted_sae
 
-    from shared import features, synthetic
-    from shared.data import token_batches
+    from shared.data import synthetic
+    from shared.data.packing import token_batches
+    from shared.features import stats
 
     model, tok = tiny_model("llama", device="cpu")
     sae = planted_sae(model, tok)
     seen = list(token_batches(iter(_dense_tildes(synthetic.synthetic_texts(60, seed=41), 1)), tok, 64, 8))
-    stats = features.collect(model, tok, sae, LAYER, seen, 10**9)
-    assert 0.07 < float(stats.fire_rate[0]) < 0.13  # a frequent latent (rank_features admits up to 10 %)
+    feature_stats = stats.collect(model, tok, sae, LAYER, seen, 10**9)
+    assert 0.07 < float(feature_stats.fire_rate[0]) < 0.13  # a frequent latent (rank_features admits up to 10 %)
     held = token_batches(iter(_dense_tildes(synthetic.synthetic_texts(80, seed=42), 2)), tok, 64, 8)
-    contexts = features.detection_contexts(model, tok, sae, LAYER, held, [0], 20_000)
+    contexts = stats.detection_contexts(model, tok, sae, LAYER, held, [0], 20_000)
     share = float((contexts.acts[:, :, 0].amax(1) > 0).float().mean())
     assert share > 0.6  # most windows activate it: unchecked "random = silent" would be wrong most of the time
-    (ev,) = features.judge_evidence(stats, [(0, 1.0)], tok, contexts, seed=3)
+    (ev,) = stats.judge_evidence(feature_stats, [(0, 1.0)], tok, contexts, seed=3)
     assert [e["quantile"] for e in ev["activating_examples"]] == list(range(10))  # one per activation decile
     peaks = [max(e["acts"]) for e in ev["activating_examples"]]
     assert peaks == sorted(peaks, reverse=True) and peaks[-1] < 0.9 * peaks[0]  # strong to weak, not the top only

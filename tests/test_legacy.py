@@ -23,7 +23,8 @@ def one_thread():
 
 
 def test_a_checkpoint_written_before_the_move_resumes_to_the_same_weights(tmp_path, one_thread):
-    from shared.train import TrainConfig, train
+    from shared.training.config import TrainConfig
+    from shared.training.trainer import train
 
     made = json.loads((LEGACY / "run.json").read_text())
     shutil.copytree(LEGACY / "checkpoint", tmp_path / "ck")
@@ -37,7 +38,7 @@ def test_a_checkpoint_written_before_the_move_resumes_to_the_same_weights(tmp_pa
 
 
 def test_an_export_written_before_the_move_loads_and_encodes_the_same():
-    from shared.export import load_sae
+    from shared.saes.load import load_sae
 
     sae = load_sae(LEGACY / "export")
     recorded = load_file(LEGACY / "encodings.safetensors")

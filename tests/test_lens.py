@@ -9,17 +9,20 @@ import pytest
 import torch
 
 from conftest import peer_python
-from shared import lens, models, synthetic
+from shared.data import synthetic
+from shared.model import layout, loading, tiny
+from shared.readouts import lens
+from shared.views import plots
 
 PROMPT = "The capital of France is Paris. The capital of"
 
 
-@pytest.mark.parametrize("arch", models.TINY_ARCHS)
+@pytest.mark.parametrize("arch", tiny.TINY_ARCHS)
 def test_last_layer_logit_lens_equals_model_logits(arch, tiny_model):
     model, tok = tiny_model(arch)
-    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(layout.model_device(model))
     ll = lens.logit_lens(model, ids)
-    assert ll.shape == (models.n_layers(model), ids.shape[1], models.unembed(model).out_features)
+    assert ll.shape == (layout.n_layers(model), ids.shape[1], layout.unembed(model).out_features)
     with torch.no_grad():
         ref = model(input_ids=ids).logits[0].float()
     torch.testing.assert_close(ll[-1], ref, rtol=1e-5, atol=1e-5)  # no double final norm
@@ -28,8 +31,8 @@ def test_last_layer_logit_lens_equals_model_logits(arch, tiny_model):
 
 
 def test_last_layer_exact_in_bfloat16():
-    model, tok = models.load_model("tiny:gemma2", dtype=torch.bfloat16)
-    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    model, tok = loading.load_model("tiny:gemma2", dtype=torch.bfloat16)
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(layout.model_device(model))
     with torch.no_grad():
         ref = model(input_ids=ids).logits[0].float()
     assert torch.equal(lens.logit_lens(model, ids)[-1], ref)
@@ -37,13 +40,13 @@ def test_last_layer_exact_in_bfloat16():
 
 def test_gemma2_softcap_is_applied(monkeypatch, tiny_model):
     model, tok = tiny_model("gemma2")  # shared: monkeypatch restores the soft-cap after the test
-    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(layout.model_device(model))
     resid, _ = lens.run_with_residuals(model, ids)
     with torch.no_grad():
-        raw = models.unembed(model)(models.final_norm(model)(resid[-1]))
+        raw = layout.unembed(model)(layout.final_norm(model)(resid[-1]))
     cap = float(raw.abs().max()) / 2  # small enough that tanh visibly bends the logits
     monkeypatch.setattr(model.config, "final_logit_softcapping", cap)
-    assert models.final_logit_softcap(model) == pytest.approx(cap)
+    assert layout.final_logit_softcap(model) == pytest.approx(cap)
     ll = lens.logit_lens(model, ids)
     with torch.no_grad():
         ref = model(input_ids=ids).logits[0]
@@ -58,7 +61,7 @@ def _tiny_multimodal(kind, tok):
     torch.manual_seed(0)
     if kind == "qwen3_5":
         vision = T.Qwen3_5VisionConfig(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64)
-        cfg = T.Qwen3_5Config(text_config=models.tiny_config("qwen3_5", tok).to_dict(), vision_config=vision.to_dict())
+        cfg = T.Qwen3_5Config(text_config=tiny.tiny_config("qwen3_5", tok).to_dict(), vision_config=vision.to_dict())
         return T.Qwen3_5ForConditionalGeneration(cfg).eval()
     text = T.Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                               num_attention_heads=4, num_key_value_heads=2, head_dim=16)
@@ -70,13 +73,13 @@ def _tiny_multimodal(kind, tok):
 
 @pytest.mark.parametrize("kind", ["qwen3_5", "gemma3"])
 def test_logit_lens_multimodal_wrapper(kind):
-    tok = models.byte_tokenizer()
+    tok = tiny.byte_tokenizer()
     try:
         model = _tiny_multimodal(kind, tok)
     except Exception as e:  # config fields of these wrappers move between transformers versions
         pytest.skip(f"cannot build a tiny {kind} wrapper here: {e}")
-    assert "language_model" in models.layers_path(model)
-    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    assert "language_model" in layout.layers_path(model)
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(layout.model_device(model))
     with torch.no_grad():
         ref = model(input_ids=ids).logits[0].float()
     torch.testing.assert_close(lens.logit_lens(model, ids)[-1], ref, rtol=1e-5, atol=1e-5)
@@ -84,7 +87,7 @@ def test_logit_lens_multimodal_wrapper(kind):
 
 def test_bad_layer_and_batch_errors(tiny_model):
     model, tok = tiny_model("llama")
-    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(layout.model_device(model))
     with pytest.raises(ValueError, match="blocks 0..3"):
         lens.logit_lens(model, ids, layers=[7])
     with pytest.raises(ValueError, match="one sequence"):
@@ -98,14 +101,14 @@ def test_lens_table_and_plots(tiny_model):
     matplotlib.use("Agg")
     model, tok = tiny_model("gemma2")
     table = lens.lens_table(model, tok, PROMPT, topk=3)
-    n, T = models.n_layers(model), len(table["tokens"])
+    n, T = layout.n_layers(model), len(table["tokens"])
     assert table["layers"] == list(range(n))
     assert len(table["top_tokens"]) == n and len(table["top_tokens"][0]) == T and len(table["top_tokens"][0][0]) == 3
     assert len(table["kl"]) == n and len(table["kl_mean"]) == n
     assert max(table["kl"][-1]) < 1e-5  # the last layer IS the model's distribution
     assert [p[0] for p in table["top_tokens"][-1]] == [p[0] for p in table["final_top"]]
     json.dumps(table)
-    for fig in (lens.plot_lens_heatmap(table), lens.plot_lens_heatmap(table, value="kl"), lens.plot_kl_per_layer(table)):
+    for fig in (plots.plot_lens_heatmap(table), plots.plot_lens_heatmap(table, value="kl"), plots.plot_kl_per_layer(table)):
         assert fig.axes
         matplotlib.pyplot.close(fig)
 
@@ -113,8 +116,8 @@ def test_lens_table_and_plots(tiny_model):
 def test_tuned_lens_equals_logit_lens_at_init(tiny_model):
     model, tok = tiny_model("qwen3")
     tuned = lens.TunedLens.for_model(model)
-    assert len(tuned.layer_translators) == models.n_layers(model)
-    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    assert len(tuned.layer_translators) == layout.n_layers(model)
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(layout.model_device(model))
     a, _ = lens.layer_logits(model, ids)
     b, _ = lens.layer_logits(model, ids, lens=tuned)
     torch.testing.assert_close(a, b)
@@ -145,13 +148,13 @@ def test_save_load_round_trip_public_format(fitted, tmp_path):
     tuned.save(tmp_path / "lens")
     cfg = json.loads((tmp_path / "lens" / "config.json").read_text())
     assert {"base_model_name_or_path", "d_model", "num_hidden_layers", "bias", "lens_type"} <= set(cfg)
-    assert cfg["num_hidden_layers"] == models.n_layers(model) and cfg["d_model"] == models.d_model(model)
+    assert cfg["num_hidden_layers"] == layout.n_layers(model) and cfg["d_model"] == layout.d_model(model)
     state = torch.load(tmp_path / "lens" / "params.pt", weights_only=True)
-    n = models.n_layers(model)
+    n = layout.n_layers(model)
     assert set(state) == {f"{i}.{p}" for i in range(n) for p in ("weight", "bias")}  # tuned-lens package keys
-    dev = models.unembed(model).weight.device
+    dev = layout.unembed(model).weight.device
     loaded = lens.TunedLens.load(tmp_path / "lens").to(dev)
-    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(layout.model_device(model))
     a, _ = lens.layer_logits(model, ids, lens=tuned)
     b, _ = lens.layer_logits(model, ids, lens=loaded)
     assert torch.equal(a, b)
@@ -200,7 +203,7 @@ def test_pretrained_or_fit_uses_hub_download(monkeypatch, fitted, tmp_path):
     got, info = lens.load_pretrained_or_fit("someone/some-model", model)
     assert info["source"] == "pretrained"
     assert calls[0][:3] == ("AlignmentResearch/tuned-lens", "space", "lens/someone/some-model")
-    ids = tok(PROMPT, return_tensors="pt").input_ids.to(models.model_device(model))
+    ids = tok(PROMPT, return_tensors="pt").input_ids.to(layout.model_device(model))
     assert torch.equal(lens.layer_logits(model, ids, lens=got)[0], lens.layer_logits(model, ids, lens=tuned)[0])
 
 
@@ -213,8 +216,8 @@ def test_unembed_hash_is_the_full_array_str_hash():
     import numpy as np
 
     for arch, dtype in (("llama", torch.float32), ("gemma2", torch.bfloat16), ("gpt2", torch.float16)):
-        model, _ = models.load_model(f"tiny:{arch}", dtype=dtype)
-        w = models.unembed(model).weight.detach().float().cpu().numpy()
+        model, _ = loading.load_model(f"tiny:{arch}", dtype=dtype)
+        w = layout.unembed(model).weight.detach().float().cpu().numpy()
         assert w.size > np.get_printoptions()["threshold"]  # the summarised path is what runs
         assert lens.unembed_hash(model) == hashlib.sha256(np.array_str(w, precision=1).encode()).hexdigest()
 
@@ -229,7 +232,7 @@ def test_unembed_hash_fills_config_and_flags_another_model(fitted, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loaded.check_model(model)  # same unembedding: silent
-    untrained, _ = models.load_model("tiny:llama")  # same shapes, other weights
+    untrained, _ = loading.load_model("tiny:llama")  # same shapes, other weights
     with pytest.warns(UserWarning, match="another unembedding"):
         loaded.check_model(untrained)
 
@@ -275,8 +278,8 @@ def test_tuned_lens_package_checks_and_reads_our_export(tmp_path):
 
     tuned_lens_python = peer_python("TUNED_LENS_PYTHON", ".venv-tunedlens", "tuned_lens", "tuned-lens-venv")
     jobs, ours = [], {}
-    for arch in models.TINY_ARCHS:
-        model, _ = models.load_model(f"tiny:{arch}")
+    for arch in tiny.TINY_ARCHS:
+        model, _ = loading.load_model(f"tiny:{arch}")
         model.save_pretrained(tmp_path / arch)
         tuned = lens.TunedLens.for_model(model)
         torch.manual_seed(0)
@@ -286,7 +289,7 @@ def test_tuned_lens_package_checks_and_reads_our_export(tmp_path):
         tuned.save(tmp_path / f"{arch}-lens")
         tuned.config["unembed_hash"] = "0" * 64
         tuned.save(tmp_path / f"{arch}-wrong-hash")
-        h = torch.randn(2, 3, models.d_model(model))
+        h = torch.randn(2, 3, layout.d_model(model))
         ours[arch] = (lens.unembed_hash(model), tuned.logits(model, h, 0))
         jobs.append([arch, str(tmp_path / arch), {"ours": str(tmp_path / f"{arch}-lens"),
                                                   "wrong": str(tmp_path / f"{arch}-wrong-hash")}, h.tolist()])

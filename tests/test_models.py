@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from shared import models
+from shared.model import layout, loading, tiny
 
 FALLBACK_TEXTS = [
     f"The {a} {v} the {o}. {x} plus {y} is {x + y}."
@@ -21,7 +21,7 @@ FALLBACK_TEXTS = [
 def corpus(n: int, seed: int) -> list[str]:
     """Synthetic texts from shared.synthetic when it exists, else a local fallback list."""
     try:
-        from shared import synthetic
+        from shared.data import synthetic
 
         return synthetic.synthetic_texts(n, seed=seed)
     except ImportError:
@@ -59,7 +59,7 @@ def lm_loss(model, input_ids: torch.Tensor) -> float:
         return float(model(input_ids=input_ids, labels=input_ids).loss)
 
 def test_byte_tokenizer(no_network):
-    tok = models.byte_tokenizer()
+    tok = tiny.byte_tokenizer()
     assert len(tok) == 260
     assert {tok.bos_token, tok.eos_token, tok.pad_token, tok.unk_token} == {"<bos>", "<eos>", "<pad>", "<unk>"}
     text = "Héllo, wörld! 2 + 2 = 4\n\tdone"
@@ -71,27 +71,27 @@ def test_byte_tokenizer(no_network):
     assert batch["input_ids"][0, -1] == tok.pad_token_id and batch["attention_mask"][0, -1] == 0
 
 
-@pytest.mark.parametrize("arch", models.TINY_ARCHS)
+@pytest.mark.parametrize("arch", tiny.TINY_ARCHS)
 def test_tiny_models_offline(arch, no_network):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
-    model, tok = models.load_model(f"tiny:{arch}", device="cpu")
-    cfg = models.text_config(model)
+    model, tok = loading.load_model(f"tiny:{arch}", device="cpu")
+    cfg = layout.text_config(model)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     assert next(model.parameters()).dtype == torch.float32
-    assert models.n_layers(model) == 4 and models.d_model(model) == 64
+    assert layout.n_layers(model) == 4 and layout.d_model(model) == 64
     assert cfg.vocab_size == len(tok) and cfg.pad_token_id == tok.pad_token_id
-    assert models.model_device(model) == torch.device("cpu")
-    assert models.layers_path(model) == ("transformer.h" if arch == "gpt2" else "model.layers")
-    assert models.final_norm(model) is not None
-    assert models.unembed(model).out_features == len(tok)
-    assert models.final_logit_softcap(model) == (30.0 if arch == "gemma2" else None)
+    assert layout.model_device(model) == torch.device("cpu")
+    assert layout.layers_path(model) == ("transformer.h" if arch == "gpt2" else "model.layers")
+    assert layout.final_norm(model) is not None
+    assert layout.unembed(model).out_features == len(tok)
+    assert layout.final_logit_softcap(model) == (30.0 if arch == "gemma2" else None)
 
     # The layout helpers rebuild the model's logits: softcap(unembed(hidden_states[-1])).
     ids = tok(["The cat sat on the mat."], return_tensors="pt")["input_ids"]
     with torch.no_grad():
         out = model(ids, output_hidden_states=True)
-        logits = models.unembed(model)(out.hidden_states[-1])
-        cap = models.final_logit_softcap(model)
+        logits = layout.unembed(model)(out.hidden_states[-1])
+        cap = layout.final_logit_softcap(model)
         if cap:
             logits = cap * torch.tanh(logits / cap)
     torch.testing.assert_close(logits, out.logits, atol=1e-5, rtol=1e-5)
@@ -99,26 +99,26 @@ def test_tiny_models_offline(arch, no_network):
 
 def test_tiny_arch_details(tiny_model):
     qwen, _ = tiny_model("qwen3_5", device="cpu")
-    cfg = models.text_config(qwen)
+    cfg = layout.text_config(qwen)
     assert cfg.model_type == "qwen3_5_text" and type(qwen).__name__ == "Qwen3_5ForCausalLM"
     assert set(cfg.layer_types) == {"linear_attention", "full_attention"}
-    kinds = ["linear_attn" if hasattr(layer, "linear_attn") else "self_attn" for layer in models.decoder_layers(qwen)]
+    kinds = ["linear_attn" if hasattr(layer, "linear_attn") else "self_attn" for layer in layout.decoder_layers(qwen)]
     assert kinds == ["linear_attn" if t == "linear_attention" else "self_attn" for t in cfg.layer_types]
     gemma, _ = tiny_model("gemma2", device="cpu")
-    assert models.text_config(gemma).final_logit_softcapping == 30.0
+    assert layout.text_config(gemma).final_logit_softcapping == 30.0
 
 
 def test_tiny_models_are_seeded():
-    a, _ = models.load_model("tiny:llama", device="cpu")
-    b, _ = models.load_model("tiny:llama", device="cpu")
-    c, _ = models.load_model("tiny:llama", device="cpu", seed=1)
+    a, _ = loading.load_model("tiny:llama", device="cpu")
+    b, _ = loading.load_model("tiny:llama", device="cpu")
+    c, _ = loading.load_model("tiny:llama", device="cpu", seed=1)
     wa, wb, wc = (m.model.layers[0].mlp.up_proj.weight for m in (a, b, c))
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
 
 
 def test_unknown_tiny_arch():
     with pytest.raises(ValueError, match="gemma2, qwen3_5"):
-        models.load_model("tiny:bert")
+        loading.load_model("tiny:bert")
 
 
 class _Wrapper(nn.Module):
@@ -143,21 +143,21 @@ class _Wrapper(nn.Module):
 def test_layer_discovery_in_multimodal_wrapper(tiny_model):
     lm, _ = tiny_model("llama", device="cpu")
     wrapped = _Wrapper(lm)
-    assert models.layers_path(wrapped) == "model.language_model.layers"
-    assert models.decoder_layers(wrapped) is lm.model.layers
-    assert models.final_norm(wrapped) is lm.model.norm
-    assert models.unembed(wrapped) is lm.lm_head
-    assert models.n_layers(wrapped) == 4 and models.d_model(wrapped) == 64
-    assert models.text_config(wrapped).model_type == "llama"
-    assert models.model_device(wrapped) == torch.device("cpu")
+    assert layout.layers_path(wrapped) == "model.language_model.layers"
+    assert layout.decoder_layers(wrapped) is lm.model.layers
+    assert layout.final_norm(wrapped) is lm.model.norm
+    assert layout.unembed(wrapped) is lm.lm_head
+    assert layout.n_layers(wrapped) == 4 and layout.d_model(wrapped) == 64
+    assert layout.text_config(wrapped).model_type == "llama"
+    assert layout.model_device(wrapped) == torch.device("cpu")
 
 
 def test_layer_discovery_fallback_search(tiny_model):
     """An unknown path is still found: the one text-side ModuleList whose length is num_hidden_layers."""
     lm, _ = tiny_model("llama", device="cpu")
     wrapped = _Wrapper(lm, path="backbone")
-    assert models.layers_path(wrapped) == "backbone.language_model.layers"
-    assert models.final_norm(wrapped) is lm.model.norm
+    assert layout.layers_path(wrapped) == "backbone.language_model.layers"
+    assert layout.final_norm(wrapped) is lm.model.norm
 
 
 def test_layer_discovery_error_lists_candidates():
@@ -165,31 +165,31 @@ def test_layer_discovery_error_lists_candidates():
     odd.stack_a = nn.ModuleList(nn.Linear(2, 2) for _ in range(2))
     odd.stack_b = nn.ModuleList(nn.ReLU() for _ in range(3))
     with pytest.raises(ValueError, match=r"stack_a \(len 2, Linear\).*stack_b \(len 3, ReLU\)"):
-        models.decoder_layers(odd)
+        layout.decoder_layers(odd)
     odd._sae_ladder_layers_path = "stack_b"  # the documented override
-    assert len(models.decoder_layers(odd)) == 3
+    assert len(layout.decoder_layers(odd)) == 3
 
 
 def test_tiny_training_rows_are_plain_doc_eos_packing():
     """The rows tiny-trained models learn from (cached by a recipe that does not hash them) stay the
     simple reference packing: each text's bytes + EOS, concatenated, cut into BOS + 63 tokens."""
-    tok = models.byte_tokenizer()
+    tok = tiny.byte_tokenizer()
     texts = corpus(2000, seed=0)
     ids = []
     for t in texts:
         ids += tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     n = len(ids) // 63
     expected = torch.cat([torch.full((n, 1), tok.bos_token_id), torch.tensor(ids[: n * 63]).view(n, 63)], dim=1)
-    got = models._packed_contexts(texts, tok, 64)
+    got = tiny._packed_contexts(texts, tok, 64)
     assert got.dtype == torch.long and torch.equal(got, expected)
 
 
 def test_tiny_trained_beats_random_and_is_cached(cache, no_network, monkeypatch, tiny_model):
     texts, held_out = corpus(600, seed=0), corpus(60, seed=12345)
-    tok = models.byte_tokenizer()
-    held = models._packed_contexts(held_out, tok, 64)[:16]
+    tok = tiny.byte_tokenizer()
+    held = tiny._packed_contexts(held_out, tok, 64)[:16]
     random_model, _ = tiny_model("llama", device="cpu")
-    trained, _ = models.train_tiny("llama", texts, steps=60)
+    trained, _ = tiny.train_tiny("llama", texts, steps=60)
     assert not trained.training and not any(p.requires_grad for p in trained.parameters())
     assert lm_loss(trained, held) < lm_loss(random_model, held) - 1.0
     cached_dirs = [p for p in cache.iterdir() if p.name.startswith("tiny-trained-llama-")]
@@ -200,7 +200,7 @@ def test_tiny_trained_beats_random_and_is_cached(cache, no_network, monkeypatch,
         raise AssertionError("the cached model should have been loaded, not retrained")
 
     monkeypatch.setattr(torch.optim, "AdamW", no_training)
-    again, _ = models.train_tiny("llama", texts, steps=60)
+    again, _ = tiny.train_tiny("llama", texts, steps=60)
     for (name, p), q in zip(trained.named_parameters(), again.parameters()):
         assert torch.equal(p, q), name
 
@@ -215,14 +215,14 @@ def test_tiny_trained_race_is_safe(cache, monkeypatch):
         raise OSError(39, "Directory not empty")
 
     monkeypatch.setattr(os, "replace", lose_race)
-    model, _ = models.train_tiny("gpt2", FALLBACK_TEXTS, steps=2)
+    model, _ = tiny.train_tiny("gpt2", FALLBACK_TEXTS, steps=2)
     monkeypatch.setattr(os, "replace", real_replace)
     assert model is not None and not [p for p in cache.iterdir() if p.name.startswith(".tmp")]
 
 
 def test_load_model_tiny_trained(cache, no_network, monkeypatch):
-    monkeypatch.setattr(models, "TINY_TRAIN_STEPS", 5)
-    model, tok = models.load_model("tiny-trained:gpt2", device="cpu")
+    monkeypatch.setattr(tiny, "TINY_TRAIN_STEPS", 5)
+    model, tok = loading.load_model("tiny-trained:gpt2", device="cpu")
     assert type(model).__name__ == "GPT2LMHeadModel" and len(tok) == 260
     assert [p.name for p in cache.iterdir() if p.name.startswith("tiny-trained-gpt2-")]
 
@@ -232,15 +232,15 @@ def test_hub_path_loads_a_saved_checkpoint(arch, attn, tmp_path, no_network, mon
     """The real from_pretrained path (a local folder stands in for a hub id): same weights and logits,
     Gemma-2 on eager attention (SDPA would skip its attention soft-capping), a pad token set."""
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    tiny, tok = models.load_model(f"tiny:{arch}")
-    tiny.save_pretrained(tmp_path / arch)
+    small, tok = loading.load_model(f"tiny:{arch}")
+    small.save_pretrained(tmp_path / arch)
     tok.save_pretrained(tmp_path / arch)
-    model, tokenizer = models.load_model(str(tmp_path / arch), device="cpu")
+    model, tokenizer = loading.load_model(str(tmp_path / arch), device="cpu")
     assert model.config._attn_implementation == attn
     assert next(model.parameters()).dtype == torch.float32 and not next(model.parameters()).requires_grad
     assert tokenizer.pad_token_id is not None and not model.training
     ids = tok("hub path", return_tensors="pt").input_ids
-    assert torch.allclose(model(ids).logits, tiny(ids).logits, atol=1e-5)
+    assert torch.allclose(model(ids).logits, small(ids).logits, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
@@ -251,8 +251,8 @@ def test_hub_path_casts_to_the_requested_dtype_when_transformers_drops_it(dtype,
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, Qwen3_5Config
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    tok = models.byte_tokenizer()
-    text = models.tiny_config("qwen3_5", tok).to_dict()
+    tok = tiny.byte_tokenizer()
+    text = tiny.tiny_config("qwen3_5", tok).to_dict()
     for key in ("model_type", "transformers_version", "architectures", "dtype", "torch_dtype"):
         text.pop(key, None)
     composite = Qwen3_5Config(text_config=text, vision_config=dict(depth=1, hidden_size=32, intermediate_size=64,
@@ -266,7 +266,7 @@ def test_hub_path_casts_to_the_requested_dtype_when_transformers_drops_it(dtype,
         return real(cls, *args, **kw)
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(dropping_dtype))
-    model, _ = models.load_model(str(tmp_path / "qwen3_5"), device="cpu", dtype=dtype)
+    model, _ = loading.load_model(str(tmp_path / "qwen3_5"), device="cpu", dtype=dtype)
     assert type(model).__name__ == "Qwen3_5ForCausalLM"  # the text-only model
     assert {p.dtype for p in model.parameters()} == {dtype}
     ids = tok("a hybrid model", return_tensors="pt").input_ids
@@ -275,9 +275,9 @@ def test_hub_path_casts_to_the_requested_dtype_when_transformers_drops_it(dtype,
 
 # ----------------------------------------------------------------------------- unknown / unreachable ids
 
-_PROBE = ("from shared import models\n"
-          "try:\n    models.load_config('org/model')\n"
-          "except models.ModelUnavailable as e:\n    print('ModelUnavailable:', e)\n")
+_PROBE = ("from shared.model import loading\n"
+          "try:\n    loading.load_config('org/model')\n"
+          "except loading.ModelUnavailable as e:\n    print('ModelUnavailable:', e)\n")
 
 
 def _load_config_against(endpoint: str, tmp_path) -> str:
@@ -318,9 +318,9 @@ def test_hub_refusals_become_one_line_errors(status, code, expect, tmp_path):
 
 
 def test_offline_mode_says_no_network():
-    with pytest.raises(models.ModelUnavailable, match="no network and not in the local cache") as e:
-        models.load_config("no-such/model")  # this module runs with HF_HUB_OFFLINE=1
+    with pytest.raises(loading.ModelUnavailable, match="no network and not in the local cache") as e:
+        loading.load_config("no-such/model")  # this module runs with HF_HUB_OFFLINE=1
     assert "\n" not in str(e.value)
-    with pytest.raises(models.ModelUnavailable, match="no network"):
-        models.load_model("no-such/model", device="cpu")
-    assert models.load_config("tiny:gpt2").num_hidden_layers == 4
+    with pytest.raises(loading.ModelUnavailable, match="no network"):
+        loading.load_model("no-such/model", device="cpu")
+    assert loading.load_config("tiny:gpt2").num_hidden_layers == 4

@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from shared import notebook, runtime
+from shared import runtime
+from shared.notebook import parameters
+from shared.notebook.run import reportable_parameters, start
 
 
 def _params(tmp_path, **kw):
@@ -16,20 +18,20 @@ def _params(tmp_path, **kw):
 def test_start_checks_makes_the_folder_and_seeds(tmp_path, capsys):
     import torch
 
-    run = notebook.start(_params(tmp_path))
+    run = start(_params(tmp_path))
     assert run.out_dir.is_dir() and run.seed == 3 and run.params.DEVICE is None
     first = torch.rand(3)
     runtime.seed_everything(3)
     assert torch.equal(first, torch.rand(3))  # start seeded with SEED
     out = capsys.readouterr().out
     assert "seed 3" in out and str(run.out_dir) in out
-    with pytest.raises(notebook.ParameterError, match="^SEED = -1: must be >= 0$"):
-        notebook.start(_params(tmp_path, SEED=-1))
-    assert notebook.start(notebook.check_parameters(_params(tmp_path))).raw == run.raw  # checked params work too
+    with pytest.raises(parameters.ParameterError, match="^SEED = -1: must be >= 0$"):
+        start(_params(tmp_path, SEED=-1))
+    assert start(parameters.check_parameters(_params(tmp_path))).raw == run.raw  # checked params work too
 
 
 def test_load_model_prints_one_summary_line(tmp_path, capsys):
-    run = notebook.start(_params(tmp_path))
+    run = start(_params(tmp_path))
     capsys.readouterr()
     model, tok = run.load_model()
     (line,) = capsys.readouterr().out.strip().splitlines()
@@ -42,7 +44,7 @@ def test_save_figure_and_report_stamp(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run = notebook.start(_params(tmp_path, HF_TOKEN="hf_secret", OPENAI_API_KEY="sk-x", TOTAL_TOKENS=100))
+    run = start(_params(tmp_path, HF_TOKEN="hf_secret", OPENAI_API_KEY="sk-x", TOTAL_TOKENS=100))
     fig, ax = plt.subplots()
     ax.plot([0, 1])
     assert run.save_figure(fig, "a.png").stat().st_size > 0
@@ -62,13 +64,13 @@ def test_save_figure_and_report_stamp(tmp_path, monkeypatch):
 
 
 def test_secrets_never_reach_a_report_even_under_a_rule_name(tmp_path):
-    run = notebook.start(_params(tmp_path))
+    run = start(_params(tmp_path))
     run.raw["MODEL_ID"] = runtime.Secret("hf_hidden")  # a Secret value is dropped whatever its name
-    assert "MODEL_ID" not in notebook.reportable_parameters(run.raw)
+    assert "MODEL_ID" not in reportable_parameters(run.raw)
 
 
 def test_one_layer_reads_a_single_layer_and_refuses_several():
-    from shared.notebook import ParameterError, Parameters
+    from shared.notebook.parameters import ParameterError, Parameters
 
     assert Parameters({"LAYER": [3]}, given={"LAYER": -1}).one_layer() == 3
     with pytest.raises(ParameterError, match=r"^LAYER = \[1, 2\]: this notebook reads one layer"):

@@ -1,6 +1,9 @@
-"""Every catalog notebook's parameters are checked up front by shared.notebook.check_parameters:
-each has a rule, the smoke values pass, and each bad value in the table below stops with a
-one-line ParameterError naming the parameter (not a deep trace from inside a library)."""
+"""Every catalog notebook's parameters are checked up front by shared.notebook.parameters.check_parameters,
+by the rule families (shared/notebook/rules/) the notebook names: each parameter has a rule there, the smoke
+values pass, and each bad value in the table below stops with a one-line ParameterError naming the
+parameter (not a deep trace from inside a library)."""
+import ast
+import importlib
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: an unknown id must fail offline
@@ -14,7 +17,9 @@ import torch
 
 import build_notebooks as bn
 from conftest import REPO
-from shared import hooks, notebook
+from shared.model import layout
+from shared.notebook import parameters
+from shared.notebook.rules import planning, training
 
 ENTRIES = bn.load_catalog(REPO)
 
@@ -24,6 +29,16 @@ def parameters_of(entry) -> dict:
     nb = json.loads((REPO / "notebooks" / f"{entry.id}.ipynb").read_text(encoding="utf-8"))
     (cell,) = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
     return {**bn.parameter_defaults("".join(cell["source"])), **entry.smoke}
+
+
+def families_of(entry) -> list:
+    """The rule families the notebook's source names in its `check_parameters(globals(), ...)` call, in order."""
+    tree = ast.parse((REPO / "notebooks_src" / entry.source).read_text(encoding="utf-8"))
+    imported = {alias.asname or alias.name: alias.name for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module == "shared.notebook.rules" for alias in node.names}
+    (call,) = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+               and getattr(node.func, "id", None) == "check_parameters"]
+    return [importlib.import_module(f"shared.notebook.rules.{imported[arg.id]}") for arg in call.args[1:]]
 
 
 def _missing_cuda() -> str:
@@ -131,34 +146,64 @@ CASES = [pytest.param(e, name, bad, id=f"{e.id}-{name}={bad if not callable(bad)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
-def test_every_parameter_has_a_rule_and_a_bad_case(entry):
+def test_every_parameter_has_a_rule_in_the_notebooks_families_and_a_bad_case(entry):
+    """The parameters cell names only parameters that the families its check_parameters call names know."""
     names = set(parameters_of(entry))
-    assert not names - set(notebook.RULES), f"{entry.id}: add rules to shared/notebook.py RULES"
+    families = families_of(entry)
+    known = {name for family in families for name in family.RULES}
+    assert not names - known, (f"{entry.id}: {sorted(names - known)} have no rule in its families "
+                               f"{[parameters.family_name(f) for f in families]}: name the family, or add rules "
+                               "to the family of their concept in shared/notebook/rules/")
+    assert parameters.family_name(families[0]) == "common", f"{entry.id}: name common first (MODEL_ID before LAYER)"
     assert not names - {name for name, _, _ in BAD}, f"{entry.id}: add bad values to BAD in this test"
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
 def test_smoke_parameters_pass(entry):
     params = parameters_of(entry)
-    checked = notebook.check_parameters(params)
+    checked = parameters.check_parameters(params, *families_of(entry))
     assert set(checked) == set(params)
+    assert checked == parameters.check_parameters(params)  # every family: the same values
 
 
 @pytest.mark.parametrize("entry, name, bad", CASES)
 def test_bad_value_is_a_one_line_error_naming_the_parameter(entry, name, bad):
     params = parameters_of(entry)
     value = bad(params) if callable(bad) else bad
-    with pytest.raises(notebook.ParameterError) as e:
-        notebook.check_parameters({**params, name: value})
+    with pytest.raises(parameters.ParameterError) as e:
+        parameters.check_parameters({**params, name: value}, *families_of(entry))
     message = str(e.value)
     assert message.startswith(f"{name} = {value!r}"[:40]) and "\n" not in message, message
     assert len(message) < 400 and isinstance(e.value, ValueError)
 
 
 def test_sweep_architectures_are_the_registered_ones_with_a_k():
-    from shared import sweep
+    from shared.training import sweep
 
-    assert list(notebook.SWEEP_ARCHITECTURES) == sweep.k_architectures()
+    assert list(training.SWEEP_ARCHITECTURES) == sweep.k_architectures()
+
+
+def test_gpu_and_goal_rules_name_the_planners_classes_and_goals():
+    """GPU and GOAL (notebook 07) are checked against names written out in rules/planning.py, so 07's first
+    cell does not vendor the planner: they are tiers' own, and GPU reads a name as tiers.gpu_class does."""
+    from shared.notebook import tiers
+
+    assert planning.GPU_CLASSES == tuple(tiers.GPU_CLASSES) and planning.GOALS == tiers.GOALS
+    for given in ("t4", " h100-80 ", "2XT4", None):
+        assert planning.RULES["GPU"](given, None) == tiers.gpu_class(given).name
+    with pytest.raises(ValueError, match="unknown GPU class 'GTX-9000'; use one of T4, 2xT4"):
+        planning.RULES["GPU"]("GTX-9000", None)
+
+
+def test_crosscoder_sparsity_is_a_crosscoder_architecture():
+    """SPARSITY (17) is checked against names written out in rules/crosscoders.py: saes.crosscoder's own."""
+    from shared.notebook.rules import crosscoders
+    from shared.saes import crosscoder
+
+    for name in crosscoder.ARCHITECTURES:
+        assert crosscoders.RULES["SPARSITY"](name, None) == name
+    with pytest.raises(ValueError, match="must be one of 'topk', 'l1'"):
+        crosscoders.RULES["SPARSITY"]("relu", None)
 
 
 @pytest.mark.parametrize("entry_id, name, value, says", [
@@ -168,22 +213,70 @@ def test_sweep_architectures_are_the_registered_ones_with_a_k():
 ])
 def test_bad_value_says_what_to_set(entry_id, name, value, says):
     entry = next(e for e in ENTRIES if e.id == entry_id)
-    with pytest.raises(notebook.ParameterError, match=f"^{name} = ") as e:
-        notebook.check_parameters({**parameters_of(entry), name: value})
+    with pytest.raises(parameters.ParameterError, match=f"^{name} = ") as e:
+        parameters.check_parameters({**parameters_of(entry), name: value}, *families_of(entry))
     assert says in str(e.value)
+
+
+def test_each_parameter_name_has_one_family():
+    """A name means one thing everywhere: no two families hold a rule of the same name."""
+    seen = {}
+    for family in parameters.every_family():
+        assert family.__doc__ and family.RULES, f"{family.__name__}: a docstring and a RULES table"
+        for name in family.RULES:
+            assert name not in seen, f"{name} is in both {seen[name]} and {parameters.family_name(family)}"
+            seen[name] = parameters.family_name(family)
+    assert parameters.family_name(parameters.every_family()[0]) == "common"
+
+
+def test_a_parameter_of_a_family_the_notebook_does_not_name_is_a_one_line_error(tmp_path):
+    """A parameters cell with TAU but a check_parameters call that names only common: one line naming TAU and
+    the family whose rules know it; upper-case globals no family knows (REQUIREMENTS) are no parameters."""
+    from shared.notebook.rules import circuits, common
+
+    params = {"MODEL_ID": "tiny:gpt2", "OUTPUT_DIR": str(tmp_path), "SEED": 0, "REQUIREMENTS": ["torch"]}
+    assert set(parameters.check_parameters(params, common)) == {"MODEL_ID", "OUTPUT_DIR", "SEED"}
+    with pytest.raises(parameters.ParameterError) as e:
+        parameters.check_parameters({**params, "TAU": 0.1}, common)
+    assert str(e.value) == ("TAU = 0.1: no rule family this notebook names (common) checks TAU; the circuits family "
+                            "does: add it to check_parameters")
+    assert parameters.check_parameters({**params, "TAU": 0.1}, common, circuits).TAU == 0.1
+
+
+def _rule_family_imports(name: str) -> set[str]:
+    """The other rule families a family's module imports (`from .saes import within_sae`)."""
+    tree = ast.parse((REPO / "shared" / "notebook" / "rules" / f"{name}.py").read_text(encoding="utf-8"))
+    return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1
+            and node.module}
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
+def test_a_notebook_vendors_only_the_rule_families_it_names(entry):
+    """Vendoring follows imports: a notebook carries the families its check names and those they build on
+    (features and evals check latent ids with saes', evals reads PROBE_TASKS with data's dataset rule), never
+    another; the engine imports none. So only the circuit notebooks carry the circuits family."""
+    named = {parameters.family_name(f) for f in families_of(entry)}
+    expected = named | {dep for name in named for dep in _rule_family_imports(name)}
+    source = (REPO / "notebooks_src" / entry.source).read_text(encoding="utf-8")
+    vendored = {Path(rel).stem for rel in bn.core_closure(REPO, source)
+                if rel.startswith("notebook/rules/") and not rel.endswith("__init__.py")}
+    assert vendored == expected
+    assert ("circuits" in vendored) == entry.id.startswith(("14_", "15_", "16_"))
+    if entry.id.startswith("19_"):
+        assert vendored == {"common", "readouts"}
 
 
 def test_layer_normalisation_and_devices():
     params = {"MODEL_ID": "tiny:llama", "LAYER": -1, "LAYERS": "0-2", "SWEEP_LAYERS": "", "SAE_DEVICE": "auto",
               "MODEL_DEVICE": "spread", "DEVICE": "", "MODEL_DTYPE": "bfloat16", "IGNORED": 1, "lowercase": 2}
-    P = notebook.check_parameters(params)
+    P = parameters.check_parameters(params)
     assert P.LAYER == [3] and P.LAYERS == [0, 1, 2] and P.SWEEP_LAYERS == []
     assert P.MODEL_DEVICE == "spread" and P.SAE_DEVICE == ("cpu" if not torch.cuda.is_available() else P.SAE_DEVICE)
     assert P.DEVICE is None and P.MODEL_DTYPE == torch.bfloat16 and "IGNORED" not in P
 
 
 def test_resolve_layers_forms_and_errors():
-    r = hooks.resolve_layers
+    r = layout.resolve_layers
     assert r(-1, 4) == [3] and r([0, -1], 4) == [0, 3] and r((2, 1), 4) == [2, 1]
     assert r("all", 4) == [0, 1, 2, 3] and r("middle", 26) == [13] and r("2", 4) == [2] and r("-1", 4) == [3]
     assert r("0,3, 1", 4) == [0, 3, 1] and r("0-2", 4) == [0, 1, 2] and r("-2--1", 4) == [2, 3]
@@ -197,10 +290,12 @@ def test_resolve_layers_forms_and_errors():
 
 
 def test_resolve_layers_reads_a_model():
-    from shared import models
+    from shared.model import loading
 
-    model, _ = models.load_model("tiny:gpt2", device="cpu")
-    assert hooks.resolve_layers(-1, model) == [3]
+    model, _ = loading.load_model("tiny:gpt2", device="cpu")
+    config = loading.load_config("tiny:gpt2")  # what the first cell has before the weights load
+    assert layout.n_layers(model) == layout.n_layers(config) == 4
+    assert layout.resolve_layers(-1, model) == layout.resolve_layers(-1, config) == [3]
 
 
 # --------------------------------------------------------------------------------------------- papermill
@@ -236,7 +331,7 @@ def test_notebook_stops_in_the_check_cell_with_one_line(tmp_path, monkeypatch):
     nb = json.loads((tmp_path / "executed.ipynb").read_text())
     (failed,) = [c for c in nb["cells"] if c["cell_type"] == "code"
                  and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
-    assert "notebook.check_parameters(globals())" in "".join(failed["source"])
+    assert "check_parameters(globals(), common" in "".join(failed["source"])
     (error,) = [o for o in failed["outputs"] if o.get("output_type") == "error"]
     # rule, header, the cell's frame, check_parameters' frame, the message: no library internals
     assert len(error["traceback"]) <= 5 and sum(t.count("\n") + 1 for t in error["traceback"]) < 40, error["traceback"]
@@ -265,15 +360,15 @@ def test_mistyped_parameter_stops_in_the_first_cell_before_anything_is_written(e
     nb = json.loads((tmp_path / "executed.ipynb").read_text())
     (failed,) = [c for c in nb["cells"] if c["cell_type"] == "code"
                  and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
-    assert "notebook.check_parameters(globals())" in "".join(failed["source"])
+    assert "check_parameters(globals(), common" in "".join(failed["source"])
     assert not (tmp_path / "run" / params["OUTPUT_DIR"]).exists()  # nothing made, nothing written
 
 
 def test_edit_residual_accepts_a_negative_layer():
     """hooks.edit_residual resolves layers like capture does: -1 edits the last block."""
-    from shared import capture, hooks, models
+    from shared.model import capture, hooks, loading
 
-    model, tok = models.load_model("tiny:llama", device="cpu")
+    model, tok = loading.load_model("tiny:llama", device="cpu")
     ids = tok("The cat sat on the mat", return_tensors="pt").input_ids
     with hooks.edit_residual(model, {-1: lambda h: torch.zeros_like(h)}):
         edited = capture.capture_residuals(model, ids, [3, -1], stop_early=False)
@@ -286,14 +381,14 @@ def test_edit_residual_accepts_a_negative_layer():
 def test_dataset_mix_and_auto_buffer_reach_the_train_config():
     """A DATASET list is a weighted mix and BLOCK_BATCHES = "auto" sizes the buffer from free memory:
     both pass the check and land in the TrainConfig the tier notebooks and the command line build."""
-    from shared import train
+    from shared.recipes import tier
 
     mix = ["synthetic@0.7", "synthetic@0.2", "synthetic@0.1"]
     entry = next(e for e in ENTRIES if e.id == "01_hobbyist_gemma2_2b_colab")
-    P = notebook.check_parameters({**parameters_of(entry), "DATASET": mix, "BLOCK_BATCHES": "auto"})
-    cfg = train.config_from_params(P, "unused-checkpoints")
+    P = parameters.check_parameters({**parameters_of(entry), "DATASET": mix, "BLOCK_BATCHES": "auto"})
+    cfg = tier.config_from_params(P, "unused-checkpoints")
     assert cfg.dataset == tuple(mix) and cfg.block_batches == "auto"
-    single = train.config_from_params(notebook.check_parameters(parameters_of(entry)), "unused-checkpoints")
+    single = tier.config_from_params(parameters.check_parameters(parameters_of(entry)), "unused-checkpoints")
     assert single.dataset == ("synthetic",)
 
 
@@ -308,8 +403,8 @@ def test_sae_of_another_layer_stops_in_the_first_cell(entry):
     parameter check, naming SAE_ID and LAYER, before any download (the release's path says the layer)."""
     params = {**parameters_of(entry), "SAE": "gemma-scope-2b-pt-res-canonical",
               "SAE_ID": "layer_20/width_16k/canonical", "LAYER": 2}
-    with pytest.raises(notebook.ParameterError) as e:
-        notebook.check_parameters(params)
+    with pytest.raises(parameters.ParameterError) as e:
+        parameters.check_parameters(params)
     assert str(e.value) == ("SAE_ID = 'layer_20/width_16k/canonical': this SAE reads the residual stream after "
                             "block 20 (blocks.20.hook_resid_post), but LAYER is 2: make LAYER 20, or pick the SAE "
                             "for layer 2")
@@ -329,22 +424,24 @@ def test_latent_ids_beyond_a_folder_sae_stop_in_the_first_cell(name, bad, words,
                                                   "metadata": {"hook_name": "blocks.2.hook_resid_post"}}))
     params = {"MODEL_ID": "tiny:llama", "LAYER": 2, "SAE": str(folder), "SAE_ID": "", "HELPFUL_PACK": [2],
               "HARMFUL_PACK": [1]}
-    with pytest.raises(notebook.ParameterError) as e:
-        notebook.check_parameters({**params, name: bad})
+    with pytest.raises(parameters.ParameterError) as e:
+        parameters.check_parameters({**params, name: bad})
     assert str(e.value).startswith(f"{name} = {bad!r}: {words}") and "\n" not in str(e.value)
-    assert notebook.check_parameters({**params, name: 63 if name == "FEATURE" else [63]})
+    assert parameters.check_parameters({**params, name: 63 if name == "FEATURE" else [63]})
 
 
 def test_latent_ids_checked_once_the_sae_loads():
     """Where nothing could be read before (a Hub repo offline), sae_for_notebook checks the loaded SAE:
     its hook against LAYER, the latent ids against its width, in the parameters' words."""
-    P = notebook.Parameters({"SAE": "someone/saes", "SAE_ID": "blocks.3", "LAYER": [3], "FEATURE": 500,
+    from shared.notebook.rules import saes
+
+    P = parameters.Parameters({"SAE": "someone/saes", "SAE_ID": "blocks.3", "LAYER": [3], "FEATURE": 500,
                              "HELPFUL_PACK": [1, 2]}, given={"FEATURE": 500})
-    with pytest.raises(notebook.ParameterError, match=r"^FEATURE = 500: latent id 500 beyond the SAE's 256 latents"):
-        notebook.check_loaded_sae(P, "blocks.3.hook_resid_post", 256, 3)
-    with pytest.raises(notebook.ParameterError, match=r"^SAE_ID = 'blocks\.3': this SAE reads the MLP output"):
-        notebook.check_loaded_sae(P, "blocks.3.hook_mlp_out", 1024, 3)
-    notebook.check_loaded_sae(P, "blocks.3.hook_resid_post", 1024, 3)
+    with pytest.raises(parameters.ParameterError, match=r"^FEATURE = 500: latent id 500 beyond the SAE's 256 latents"):
+        saes.check_loaded_sae(P, "blocks.3.hook_resid_post", 256, 3)
+    with pytest.raises(parameters.ParameterError, match=r"^SAE_ID = 'blocks\.3': this SAE reads the MLP output"):
+        saes.check_loaded_sae(P, "blocks.3.hook_mlp_out", 1024, 3)
+    saes.check_loaded_sae(P, "blocks.3.hook_resid_post", 1024, 3)
 
 
 def test_sfc_sae_ids_each_checked_against_its_layer():
@@ -353,7 +450,7 @@ def test_sfc_sae_ids_each_checked_against_its_layer():
     entry = next(e for e in ENTRIES if "SAE_IDS" in parameters_of(e))
     params = {**parameters_of(entry), "SAE": "pythia-70m-deduped-res-sm", "LAYERS": [1, 2],
               "SAE_IDS": ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"]}
-    with pytest.raises(notebook.ParameterError, match=r"^SAE_IDS = .*: entry 'blocks\.3\.hook_resid_post': this SAE "
+    with pytest.raises(parameters.ParameterError, match=r"^SAE_IDS = .*: entry 'blocks\.3\.hook_resid_post': this SAE "
                                                       r"reads the residual stream after block 3 .*LAYERS\[1\] is 2"):
-        notebook.check_parameters(params)
-    assert notebook.check_parameters({**params, "SAE_IDS": ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]})
+        parameters.check_parameters(params)
+    assert parameters.check_parameters({**params, "SAE_IDS": ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]})

@@ -1,16 +1,14 @@
 """Planted-truth tests of shared.probes: a hidden linear concept must be found, baselines stay honest."""
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
 
-from shared import capture, plots, probes, steer
+from shared.model import capture, steer
+from shared.readouts import probes
+from shared.views import plots
 
-HAS_MODELS = os.path.exists(os.path.join(os.path.dirname(__file__), "..", "shared", "models.py"))
-HAS_CAPTURE = os.path.exists(os.path.join(os.path.dirname(__file__), "..", "shared", "capture.py"))
-needs_model = pytest.mark.skipif(not (HAS_MODELS and HAS_CAPTURE), reason="shared/models.py or capture.py missing")
 
 
 def _unit(v):
@@ -282,7 +280,6 @@ def tiny(request, tiny_model):
 PROMPTS = ["The cat sat on the mat", "Paris is the capital of", "one two three", "I think that"]
 
 
-@needs_model
 def test_last_token_states_handles_padding(tiny):
     model, tok = tiny
     batched = capture.last_token_states(model, tok, PROMPTS, layers=[0, 2], batch_size=4)
@@ -294,7 +291,6 @@ def test_last_token_states_handles_padding(tiny):
     np.testing.assert_allclose(mean_b, mean_s, atol=1e-4)
 
 
-@needs_model
 def test_steering_moves_monitor_score_with_sign_of_alpha(tiny):
     model, tok = tiny
     layer = 1
@@ -313,7 +309,6 @@ def test_steering_moves_monitor_score_with_sign_of_alpha(tiny):
     assert means[2.0][layer] - means[0.0][layer] == pytest.approx(2.0 * scale, rel=1e-3)
 
 
-@needs_model
 def test_alpha_zero_leaves_logits_unchanged_and_hook_is_removed(tiny):
     model, tok = tiny
     ids = tok(PROMPTS[0], return_tensors="pt")["input_ids"]
@@ -330,7 +325,6 @@ def test_alpha_zero_leaves_logits_unchanged_and_hook_is_removed(tiny):
     assert torch.equal(ref, after)
 
 
-@needs_model
 def test_generate_steered_greedy(tiny):
     model, tok = tiny
     u = _unit(np.random.default_rng(1).standard_normal(model.config.hidden_size))
@@ -345,18 +339,6 @@ def test_generate_steered_greedy(tiny):
 
 # ---------------------------------------------------------------------------------------------
 # notebook helpers: layer parsing, CCS prompts, plots, truncation
-
-
-def test_parse_layers():
-    assert probes.parse_layers("all", 4) == [0, 1, 2, 3]
-    assert probes.parse_layers("middle", 26) == [13]
-    assert probes.parse_layers("3, 1,-1", 4) == [1, 3]
-    assert probes.parse_layers(2, 4) == [2] and probes.parse_layers([0, -4], 4) == [0]
-    assert probes.parse_layers("", 4) == []
-    with pytest.raises(ValueError, match="out of range"):
-        probes.parse_layers("7", 4)
-    with pytest.raises(ValueError, match="comma-separated"):
-        probes.parse_layers("first", 4)
 
 
 def test_ccs_prompt_pairs_keeps_answer_when_truncating():
@@ -397,7 +379,6 @@ def test_plot_helpers_return_figures(ccs_report):
         plots.plot_layer_auroc([])
 
 
-@needs_model
 def test_sequence_states_max_length_truncates(tiny):
     model, tok = tiny
     long = ["word " * 40, "short one"]

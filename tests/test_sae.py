@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from shared import sae as S
-from shared.sae_kernels import topk_indices
-from shared.sae_topk import TopKConfig
-from shared.train import sae_step
+from shared.saes import architectures, base, registry
+from shared.saes.kernels import topk_indices
+from shared.saes.topk import TopKConfig
+from shared.training.step import sae_step
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -51,7 +51,7 @@ def test_planted_dictionary_is_recovered():
     torch.manual_seed(0)
     atoms, sample = planted()
     cfg = TopKConfig(d_in=32, d_sae=256, k=4, dead_tokens_threshold=20_000, seed=1)
-    sae = S.build_sae(cfg)
+    sae = architectures.build_sae(cfg)
     sae.init_b_dec_geometric_median(sample(2048))
     metrics = train(sae, sample, steps=2500)
     cos = atoms @ sae.W_dec.detach().T                   # [atoms, latents], rows unit norm
@@ -64,7 +64,7 @@ def test_planted_dictionary_is_recovered():
 def _killed_sae(n_killed=16, seed=3):
     """SAE whose last n_killed latents can never reach the top-k (zero encoder, tiny bias)."""
     cfg = TopKConfig(d_in=32, d_sae=64, k=4, k_aux=16, dead_tokens_threshold=1024, seed=seed)
-    sae = S.build_sae(cfg)
+    sae = architectures.build_sae(cfg)
     with torch.no_grad():
         sae.W_enc[:, -n_killed:] = 0.0
         sae.b_enc[-n_killed:] = 1e-3
@@ -87,7 +87,7 @@ def test_auxk_revives_dead_latents(aux_coef):
 
 
 def test_aux_loss_zero_without_dead_and_finite_with_zero_residual():
-    sae = S.build_sae(TopKConfig(d_in=8, d_sae=16, k=16))
+    sae = architectures.build_sae(TopKConfig(d_in=8, d_sae=16, k=16))
     x = torch.randn(32, 8)
     out = sae(x, dead_mask=torch.zeros(16, dtype=torch.bool))
     assert out.aux_loss.item() == 0.0
@@ -103,7 +103,7 @@ def test_geometric_median_matches_brute_force():
     g = torch.Generator().manual_seed(0)
     pts = torch.randn(300, 5, generator=g, dtype=torch.float64)
     pts[:20] += 40.0  # outliers pull the mean, not the median
-    gm = S.geometric_median(pts, eps=1e-10, max_iter=2000).numpy()
+    gm = base.geometric_median(pts, eps=1e-10, max_iter=2000).numpy()
 
     p = pts.numpy()
     f = lambda y: np.linalg.norm(p - y, axis=1).sum()  # noqa: E731
@@ -115,23 +115,23 @@ def test_geometric_median_matches_brute_force():
 
 
 def test_init_b_dec_geometric_median():
-    sae = S.build_sae(TopKConfig(d_in=6, d_sae=12, k=2))
+    sae = architectures.build_sae(TopKConfig(d_in=6, d_sae=12, k=2))
     sample = torch.randn(500, 6) + 3.0
     sae.init_b_dec_geometric_median(sample)
-    assert torch.allclose(sae.b_dec.detach(), S.geometric_median(sample), atol=1e-5)
+    assert torch.allclose(sae.b_dec.detach(), base.geometric_median(sample), atol=1e-5)
 
 
 def test_decoder_norms_stay_one():
     torch.manual_seed(0)
     _, sample = planted(d_in=16, n_atoms=40)
-    sae = S.build_sae(TopKConfig(d_in=16, d_sae=48, k=3))
+    sae = architectures.build_sae(TopKConfig(d_in=16, d_sae=48, k=3))
     train(sae, sample, steps=30, lr=1e-2)
     norms = sae.W_dec.detach().norm(dim=1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
 
 
 def test_parallel_grad_removed():
-    sae = S.build_sae(TopKConfig(d_in=8, d_sae=20, k=3))
+    sae = architectures.build_sae(TopKConfig(d_in=8, d_sae=20, k=3))
     out = sae(torch.randn(64, 8))
     out.loss.backward()
     sae.remove_parallel_decoder_grad()
@@ -143,8 +143,8 @@ def test_kernel_choice_sparse_on_cpu_dense_for_half_matmuls_elsewhere():
     """The automatic choice: sparse kernels on CPU (any dtype) and for fp32 matmuls off the CPU;
     the dense tensor-core path where the encoder matmul runs in bf16 off the CPU (measured faster
     on an H200: BENCHMARKS.md); an explicit sparse_kernels wins. ("meta" stands in for a GPU here.)"""
-    fp32 = S.build_sae(TopKConfig(d_in=8, d_sae=32, k=4))
-    bf16 = S.build_sae(TopKConfig(d_in=8, d_sae=32, k=4, dtype="bfloat16"))
+    fp32 = architectures.build_sae(TopKConfig(d_in=8, d_sae=32, k=4))
+    bf16 = architectures.build_sae(TopKConfig(d_in=8, d_sae=32, k=4, dtype="bfloat16"))
     on_cpu, elsewhere = torch.zeros(2, 8), torch.empty(2, 8, device="meta")
     assert fp32.use_sparse_kernels(on_cpu) and bf16.use_sparse_kernels(on_cpu)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -169,7 +169,7 @@ def test_sparse_kernels_match_dense_autograd(normalize, x_grad, aux_dense_ratio,
     dead[::dead_every] = True
     grads = []
     for sparse in (True, False):
-        sae = S.build_sae(cfg)
+        sae = architectures.build_sae(cfg)
         sae.estimate_norm_scale(x)
         torch.manual_seed(1)
         with torch.no_grad():
@@ -199,7 +199,7 @@ def test_loss_and_gradients_match_the_formula_written_from_scratch(sparse, dead_
     x = torch.randn(40, 16, dtype=torch.float64) * 3 + 1
     dead = torch.zeros(96, dtype=torch.bool)
     dead[::3] = True
-    sae = S.build_sae(cfg)
+    sae = architectures.build_sae(cfg)
     with torch.no_grad():
         sae.b_dec.normal_()
         sae.b_enc.normal_(std=0.1)
@@ -233,7 +233,7 @@ def test_loss_and_gradients_match_the_formula_written_from_scratch(sparse, dead_
 
 
 def test_encode_decode_and_forward_agree():
-    sae = S.build_sae(TopKConfig(d_in=12, d_sae=40, k=6))
+    sae = architectures.build_sae(TopKConfig(d_in=12, d_sae=40, k=6))
     x = torch.randn(3, 7, 12)
     z = sae.encode(x)
     assert z.shape == (3, 7, 40)
@@ -248,7 +248,7 @@ def test_encode_decode_and_forward_agree():
 def test_fold_normalization_keeps_encodings():
     torch.manual_seed(0)
     cfg = TopKConfig(d_in=10, d_sae=30, k=4, normalize_activations="expected_average_only_in")
-    sae = S.build_sae(cfg)
+    sae = architectures.build_sae(cfg)
     x = torch.randn(50, 10) * 25
     scale = sae.estimate_norm_scale(x)
     assert scale == pytest.approx(math.sqrt(10) / x.norm(dim=1).mean().item(), rel=1e-5)
@@ -262,7 +262,7 @@ def test_fold_normalization_keeps_encodings():
 
 
 def test_dead_tracking_counts_tokens_and_is_saved():
-    sae = S.build_sae(TopKConfig(d_in=4, d_sae=8, k=2, dead_tokens_threshold=100))
+    sae = architectures.build_sae(TopKConfig(d_in=4, d_sae=8, k=2, dead_tokens_threshold=100))
     idx = torch.tensor([[0, 1], [1, 2]])
     dead = sae.update_dead_tracking(idx, 60)
     assert not dead.any()
@@ -273,13 +273,13 @@ def test_dead_tracking_counts_tokens_and_is_saved():
 
 
 def test_state_dict_names_and_shapes_match_saelens():
-    sae = S.build_sae(TopKConfig(d_in=6, d_sae=24, k=3))
+    sae = architectures.build_sae(TopKConfig(d_in=6, d_sae=24, k=3))
     state = sae.state_dict()
     shapes = {n: tuple(t.shape) for n, t in state.items() if n not in ("tokens_since_fired", "norm_scale")}
     assert shapes == {"W_enc": (6, 24), "b_enc": (24,), "W_dec": (24, 6), "b_dec": (6,)}
     assert torch.equal(state["W_enc"], sae.W_enc) and sae.W_enc_T.is_contiguous()
     # the encoder is held latent-major; loading SAELens-named weights puts them back in place
-    other = S.build_sae(TopKConfig(d_in=6, d_sae=24, k=3, seed=1))
+    other = architectures.build_sae(TopKConfig(d_in=6, d_sae=24, k=3, seed=1))
     other.load_state_dict({k: v.contiguous() for k, v in state.items()})
     x = torch.randn(5, 6)
     assert torch.equal(other.encode(x), sae.encode(x))
@@ -306,7 +306,7 @@ def test_topk_indices_two_stage_is_exact():
 
 
 def test_nan_input_is_a_clear_error():
-    sae = S.build_sae(TopKConfig(d_in=4, d_sae=8, k=2))
+    sae = architectures.build_sae(TopKConfig(d_in=4, d_sae=8, k=2))
     x = torch.randn(5, 4)
     x[2, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
@@ -319,10 +319,10 @@ def test_bad_config_and_shape_errors():
     with pytest.raises(ValueError, match="k=9"):
         TopKConfig(d_in=4, d_sae=8, k=9)
     with pytest.raises(ValueError, match="Unknown SAE architecture"):
-        S.build_sae(TopKConfig(d_in=4, d_sae=8, k=2, architecture="nope"))
+        architectures.build_sae(TopKConfig(d_in=4, d_sae=8, k=2, architecture="nope"))
     with pytest.raises(ValueError, match="normalize_activations"):
         TopKConfig(d_in=4, d_sae=8, k=2, normalize_activations="layer_norm")
-    sae = S.build_sae(TopKConfig(d_in=4, d_sae=8, k=2))
+    sae = architectures.build_sae(TopKConfig(d_in=4, d_sae=8, k=2))
     with pytest.raises(ValueError, match="d_in=4"):
         sae(torch.randn(3, 5))
 
@@ -333,7 +333,7 @@ def test_training_is_bitwise_deterministic_on_cpu():
     batches = [sample(128) for _ in range(5)]
     weights = []
     for _ in range(2):
-        sae = S.build_sae(TopKConfig(d_in=16, d_sae=64, k=4, k_aux=8, dead_tokens_threshold=128))
+        sae = architectures.build_sae(TopKConfig(d_in=16, d_sae=64, k=4, k_aux=8, dead_tokens_threshold=128))
         it = iter(batches)
         train(sae, lambda n: next(it), steps=5)
         weights.append([p.detach().clone() for p in sae.parameters()])
@@ -349,23 +349,23 @@ def test_a_sibling_architecture_is_one_short_class():
     import torch.nn.functional as F
 
     @dataclass
-    class ReLUConfig(S.SAEConfig):
+    class ReLUConfig(base.SAEConfig):
         architecture: str = "test-relu"
         l1_coef: float = 1e-3
 
-    class ReLUSAE(S.SparseAutoencoder):
+    class ReLUSAE(base.SparseAutoencoder):
         def activation(self, pre):
-            return S.Latents(F.relu(pre))
+            return base.Latents(F.relu(pre))
 
         def extra_losses(self, xn, rec, err):
             return {"l1": self.cfg.l1_coef * rec.latents.vals.abs().sum(1).mean()}
 
-    S.register("test-relu", ReLUConfig)(ReLUSAE)
+    registry.register("test-relu", ReLUConfig)(ReLUSAE)
     try:
-        cfg = S.config_from_dict({"architecture": "test-relu", "d_in": 8, "d_sae": 32, "l1_coef": 0.01,
+        cfg = architectures.config_from_dict({"architecture": "test-relu", "d_in": 8, "d_sae": 32, "l1_coef": 0.01,
                                   "k": 5, "dead_tokens_threshold": 100})
         assert isinstance(cfg, ReLUConfig) and not hasattr(cfg, "k")
-        sae = S.build_sae(cfg)
+        sae = architectures.build_sae(cfg)
         with torch.no_grad():
             sae.b_enc[:4] = -1e3  # these four can never fire
         x = torch.randn(64, 8)
@@ -378,18 +378,51 @@ def test_a_sibling_architecture_is_one_short_class():
         vals, idx = sae.encode_sparse(x)
         assert torch.allclose(torch.zeros(64, 32).scatter(1, idx, vals), sae.encode(x))
     finally:
-        S.ARCHITECTURES.pop("test-relu")
+        registry.ARCHITECTURES.pop("test-relu")
 
 
-@pytest.mark.parametrize("module", ["sae_topk", "sae_batchtopk", "sae_matryoshka", "sae_jumprelu", "sae_relu"])
+@pytest.mark.parametrize("module", ["topk", "batchtopk", "matryoshka", "jumprelu", "relu"])
 def test_each_architecture_module_imports_first(module):
-    """`from shared.sae_topk import TopKConfig` in a fresh interpreter works (no circular import) and
-    the whole registry is there after it."""
+    """`from shared.saes.topk import TopKConfig` in a fresh interpreter works (no circular import: the
+    registry imports no architecture) and `architectures` has every built-in one after it."""
     import subprocess
     import sys
 
-    code = (f"import shared.{module}; from shared import sae; "
-            "print(sorted(sae.ARCHITECTURES))")
+    code = (f"import shared.saes.{module}; from shared.saes import architectures; "
+            "print(sorted(architectures.registered()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr[-800:]
     assert "'topk'" in out.stdout and "'matryoshka_batchtopk'" in out.stdout and "'jumprelu'" in out.stdout
+
+
+def test_every_config_field_says_what_it_is_and_fixed_choices_are_literals():
+    """Each field of SAEConfig, of every architecture's config and of CrosscoderConfig has a docstring under it
+    (sparsify's config.py form), and the fixed choices are Literal types: each architecture's `architecture`
+    is its registered name alone, normalize_activations / b_dec_init / dtype the values __post_init__ accepts."""
+    import ast
+    import inspect
+    import typing
+
+    from shared.saes import crosscoder
+
+    configs = {arch.config for arch in registry.ARCHITECTURES.values()} | {base.SAEConfig, crosscoder.CrosscoderConfig}
+    for cls in configs:
+        source = Path(inspect.getfile(cls)).read_text(encoding="utf-8")
+        (node,) = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == cls.__name__]
+        for i, stmt in enumerate(node.body):
+            if isinstance(stmt, ast.AnnAssign):
+                after = node.body[i + 1] if i + 1 < len(node.body) else None
+                assert (isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                        and isinstance(after.value.value, str)), f"{cls.__name__}.{stmt.target.id}: add a docstring"
+    for name, arch in registry.ARCHITECTURES.items():
+        assert typing.get_args(typing.get_type_hints(arch.config)["architecture"]) == (name,)
+        assert arch.config(d_in=8, d_sae=64, **({"k": 4} if "k" in arch.config.__dataclass_fields__ else {})
+                           ).architecture == name
+    hints = typing.get_type_hints(base.SAEConfig)
+    assert typing.get_args(hints["normalize_activations"]) == base.NORMALIZATIONS == ("none", "expected_average_only_in")
+    assert typing.get_args(hints["b_dec_init"]) == base.B_DEC_INITS == ("geometric_median", "mean", "zeros")
+    assert typing.get_args(hints["dtype"]) == tuple(base.DTYPES) and base.DTYPES["bfloat16"] is torch.bfloat16
+    assert typing.get_args(typing.get_type_hints(crosscoder.CrosscoderConfig)["architecture"]) == crosscoder.ARCHITECTURES
+    for field, bad in (("normalize_activations", "layer_norm"), ("b_dec_init", "median"), ("dtype", "int8")):
+        with pytest.raises(ValueError, match=f"{field}='{bad}': use one of"):
+            TopKConfig(d_in=8, d_sae=64, k=4, **{field: bad})

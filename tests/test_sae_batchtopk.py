@@ -8,16 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared import export, sae as S, sae_io
-from shared.sae_batchtopk import BatchTopKConfig
-from shared.sae_matryoshka import MatryoshkaConfig
-from shared.train import TrainConfig, train as train_run
+from shared.saes import architectures, base, export, load
+from shared.saes.batchtopk import BatchTopKConfig
+from shared.saes.matryoshka import MatryoshkaConfig
+from shared.training.config import TrainConfig
+from shared.training.trainer import train as train_run
 
 from tests.test_sae import one_thread, planted, train  # noqa: F401 (one_thread: the autouse fixture)
 
 
 def _sae(cls=BatchTopKConfig, seed=0, **kw):
-    sae = S.build_sae(cls(**{"d_in": 16, "d_sae": 64, "k": 3, "seed": seed, **kw}))
+    sae = architectures.build_sae(cls(**{"d_in": 16, "d_sae": 64, "k": 3, "seed": seed, **kw}))
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         sae.W_enc.add_(0.3 * torch.randn(sae.W_enc.shape, generator=g))
@@ -56,7 +57,7 @@ def test_loss_and_gradients_match_the_formula(cls, sparse):
     loss, z = _from_scratch(sae, x)
     theirs = torch.autograd.grad(loss, params)
     torch.testing.assert_close(out.loss, loss, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(sae._dense(S.Latents(out.latent_vals, out.latent_idx)), z.detach())
+    torch.testing.assert_close(sae._dense(base.Latents(out.latent_vals, out.latent_idx)), z.detach())
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     if cls is MatryoshkaConfig:
@@ -89,6 +90,29 @@ def test_threshold_is_the_moving_average_of_the_smallest_kept_activation():
     torch.testing.assert_close(sae.encode(x), pre.relu() * (pre > sae.threshold).float())
 
 
+class _OtherRanksFireSmaller:
+    """A reducer standing in for torchrun's: another rank's batch kept a smaller activation than this one's."""
+
+    world = 2
+
+    def __init__(self, theirs: float):
+        self.theirs, self.asked = theirs, []
+
+    def min(self, t):
+        self.asked.append(float(t))
+        return torch.minimum(t, torch.full_like(t, self.theirs))
+
+
+def test_threshold_moves_by_the_smallest_kept_activation_over_the_reducers_ranks():
+    """The trainer hands the SAE its reducer (as TopK's batch statistics take it): the threshold's
+    moving average then takes the smallest kept activation of every rank, not this rank's alone."""
+    sae = _sae(topk_threshold_lr=0.5)
+    sae.reducer = _OtherRanksFireSmaller(theirs=0.2)
+    sae.update_threshold(torch.tensor([[0.8, 0.0], [0.9, 1.5]]))  # this rank's smallest kept activation: 0.8
+    assert sae.reducer.asked == [pytest.approx(0.8)]
+    assert (sae.threshold == 0.5 * 0.2).all()  # from 0, half way to the smallest over both ranks
+
+
 def test_matryoshka_widths():
     assert MatryoshkaConfig(d_sae=64, k=2).matryoshka_widths == [8, 16, 32, 64]
     assert MatryoshkaConfig(d_sae=64, k=2, matryoshka_widths=[16]).matryoshka_widths == [16, 64]
@@ -105,7 +129,7 @@ def test_planted_dictionary_is_recovered(cls):
     atoms, sample = planted()
     # Matryoshka: the first prefix is as wide as the dictionary (128 atoms of equal frequency), so it can hold it all
     widths = {"matryoshka_widths": [128, 192]} if cls is MatryoshkaConfig else {}
-    sae = S.build_sae(cls(d_in=32, d_sae=256, k=4, dead_tokens_threshold=20_000, seed=1, topk_threshold_lr=0.05,
+    sae = architectures.build_sae(cls(d_in=32, d_sae=256, k=4, dead_tokens_threshold=20_000, seed=1, topk_threshold_lr=0.05,
                           **widths))
     sae.init_b_dec_geometric_median(sample(2048))
     metrics = train(sae, sample, steps=2500)
@@ -147,7 +171,7 @@ def test_export_loads_in_sae_lens_and_back_as_jumprelu_encodes(cls, tmp_path):
     folder = export.export_saelens(sae, tmp_path / "blocks.1.hook_resid_post", info, layer=1)
     theirs = sl.SAE.load_from_disk(str(folder))
     assert type(theirs).__name__ == "JumpReLUSAE"
-    ours = sae_io.load_sae(folder)
+    ours = load.load_sae(folder)
     assert ours.cfg.architecture == sae.cfg.architecture and not ours.training
     x = 3 * _x(n=64, seed=5)
     with torch.no_grad():

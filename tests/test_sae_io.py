@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from shared import export, sae_io, sae_releases
+from shared.recipes import sae_source
+from shared.saes import export, formats, load, releases
 
 D_IN, D_SAE, K = 16, 64, 4
 
@@ -60,12 +61,11 @@ def test_saelens_folders_encode_as_sae_lens(arch, sl, tmp_path):
                                              rescale_acts_by_decoder_norm=arch == "topk_rescaled"))
     _randomize(theirs)
     theirs.save_model(tmp_path)
-    ours = sae_io.load_sae(tmp_path, d_in=D_IN)
+    ours = load.load_sae(tmp_path, d_in=D_IN)
     assert ours.cfg.architecture == {"standard": "relu"}.get(arch, arch.removesuffix("_rescaled"))
     _assert_same(ours, theirs.encode, theirs.decode)
     if arch != "topk_rescaled":  # the decoder directions themselves come over unchanged
         assert torch.equal(ours.W_dec, theirs.W_dec) and torch.equal(ours.W_enc, theirs.W_enc)
-    assert export.load_sae(tmp_path).cfg.architecture == ours.cfg.architecture  # the one loader
 
 
 @pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
@@ -86,7 +86,7 @@ def test_batchtopk_loads_as_the_jumprelu_sae_lens_runs_it(arch, sl, tmp_path):
     inference = sl.SAE.load_from_disk(str(tmp_path / "inference"))
     assert type(inference).__name__ == "JumpReLUSAE"
     for folder in ("train", "inference"):
-        ours = sae_io.load_sae(tmp_path / folder)
+        ours = load.load_sae(tmp_path / folder)
         assert ours.cfg.architecture == "jumprelu"
         _assert_same(ours, inference.encode, inference.decode)
 
@@ -100,7 +100,7 @@ def test_sparsify_folder_encodes_as_sparsify(tmp_path):
     theirs = sparsify.SparseCoder(D_IN, sparsify.SparseCoderConfig(num_latents=D_SAE, k=K))
     _randomize(theirs)
     theirs.save_to_disk(tmp_path / "layers.3")
-    ours = sae_io.load_sae(tmp_path, subfolder="layers.3", d_in=D_IN)
+    ours = load.load_sae(tmp_path, subfolder="layers.3", d_in=D_IN)
     assert ours.cfg.architecture == "topk" and ours.cfg.k == K and ours.cfg.apply_b_dec_to_input
 
     def encode(x):
@@ -131,7 +131,7 @@ def _gemma_scope_folder(root, layer=3, lowercase=False):
 @pytest.mark.parametrize("lowercase", [False, True])
 def test_gemma_scope_params_npz_encodes_by_the_jumprelu_formula(lowercase, tmp_path):
     folder, p = _gemma_scope_folder(tmp_path, lowercase=lowercase)
-    ours = sae_io.load_sae(tmp_path, subfolder="layer_3/width_16k/average_l0_5", d_in=D_IN)
+    ours = load.load_sae(tmp_path, subfolder="layer_3/width_16k/average_l0_5", d_in=D_IN)
     assert ours.cfg.architecture == "jumprelu" and not ours.cfg.apply_b_dec_to_input
 
     def encode(x):  # Gemma Scope: no b_dec subtracted; relu(pre) where pre clears the threshold
@@ -141,7 +141,7 @@ def test_gemma_scope_params_npz_encodes_by_the_jumprelu_formula(lowercase, tmp_p
     _assert_same(ours, encode, lambda z: z @ p["W_dec"] + p["b_dec"])
     # a loaded JumpReLU SAE exports to SAELens and comes back the same
     info = export.ExportInfo(model_name="google/gemma-2-2b")
-    again = sae_io.load_sae(export.export_saelens(ours, tmp_path / "export", info, layer=3))
+    again = load.load_sae(export.export_saelens(ours, tmp_path / "export", info, layer=3))
     assert again.cfg.architecture == "jumprelu" and torch.equal(again.threshold, ours.threshold)
     _assert_same(again, encode)
 
@@ -150,18 +150,18 @@ def test_gemma_scope_params_npz_encodes_by_the_jumprelu_formula(lowercase, tmp_p
 
 def test_builtin_release_table_matches_sae_lens_yaml(sl, monkeypatch):
     """The fallback table holds what SAELens' own registry says for those releases."""
-    full = sae_io.releases()
+    full = releases.releases()
     assert len(full) > 50  # read from the installed sae_lens
-    for name, entry in sae_io.BUILTIN_RELEASES.items():
+    for name, entry in releases.BUILTIN_RELEASES.items():
         theirs = full[name]
         assert theirs["repo_id"] == entry["repo_id"] and theirs["conversion"] == entry["conversion"]
         assert all(theirs["saes"][sid] == path for sid, path in entry["saes"].items())
-    assert sae_io.resolve_release("gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical") == \
+    assert releases.resolve_release("gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical") == \
         ("google/gemma-scope-2b-pt-res", "layer_12/width_16k/average_l0_82", "gemma_2")
-    assert sae_io.resolve_release("me/my-saes", "blocks.3.hook_resid_post") == \
+    assert releases.resolve_release("me/my-saes", "blocks.3.hook_resid_post") == \
         ("me/my-saes", "blocks.3.hook_resid_post", None)  # not a release: a Hub repo, as in SAELens
-    monkeypatch.setattr(sae_releases.importlib.util, "find_spec", lambda name: None)  # sae_lens absent
-    assert sae_io.releases.__wrapped__() is sae_io.BUILTIN_RELEASES
+    monkeypatch.setattr(releases.importlib.util, "find_spec", lambda name: None)  # sae_lens absent
+    assert releases.releases.__wrapped__() is releases.BUILTIN_RELEASES
 
 
 def test_release_loads_through_the_hub_path(tmp_path, monkeypatch):
@@ -173,8 +173,8 @@ def test_release_loads_through_the_hub_path(tmp_path, monkeypatch):
         seen.update(repo_id=repo_id, subfolder=subfolder)
         return tmp_path / "layer_12" / "width_16k" / "average_l0_5"
 
-    monkeypatch.setattr(sae_io, "_download", download)
-    sae = sae_io.load_sae(release="gemma-scope-2b-pt-res-canonical", sae_id="layer_12/width_16k/canonical")
+    monkeypatch.setattr(load, "_download", download)
+    sae = load.load_sae(release="gemma-scope-2b-pt-res-canonical", sae_id="layer_12/width_16k/canonical")
     assert seen == {"repo_id": "google/gemma-scope-2b-pt-res", "subfolder": "layer_12/width_16k/average_l0_82"}
     assert sae.cfg.architecture == "jumprelu"
 
@@ -189,7 +189,7 @@ def test_hub_failure_is_one_line(tmp_path, monkeypatch, hub_online):
     with FakeHub("401") as server:
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
         with pytest.raises(OSError, match=r"could not download the SAE someone/saes/layers\.3/") as e:
-            sae_io.load_sae("someone/saes", subfolder="layers.3", token="hf_fakeNeverPrinted")
+            load.load_sae("someone/saes", subfolder="layers.3", token="hf_fakeNeverPrinted")
     assert server.requests and "\n" not in str(e.value) and "hf_fake" not in str(e.value)
 
 
@@ -204,20 +204,20 @@ def _one_line(exc_type, match, fn, *a, **kw):
 def test_errors_are_one_line(sl, tmp_path):
     theirs = sl.StandardSAE(sl.StandardSAEConfig(d_in=D_IN, d_sae=D_SAE))
     theirs.save_model(tmp_path / "ok")
-    _one_line(ValueError, "expects d_in=16 .* d_in=32", sae_io.load_sae, tmp_path / "ok", d_in=32)
-    _one_line(FileNotFoundError, "no SAE folder", sae_io.load_sae, tmp_path / "nowhere")
+    _one_line(ValueError, "expects d_in=16 .* d_in=32", load.load_sae, tmp_path / "ok", d_in=32)
+    _one_line(FileNotFoundError, "no SAE folder", load.load_sae, tmp_path / "nowhere")
     (tmp_path / "ok" / "sae_weights.safetensors").unlink()
-    _one_line(FileNotFoundError, "lacks sae_weights.safetensors", sae_io.load_sae, tmp_path / "ok")
+    _one_line(FileNotFoundError, "lacks sae_weights.safetensors", load.load_sae, tmp_path / "ok")
     (tmp_path / "empty").mkdir()
-    _one_line(FileNotFoundError, "lacks cfg.json", sae_io.load_sae, tmp_path / "empty")
+    _one_line(FileNotFoundError, "lacks cfg.json", load.load_sae, tmp_path / "empty")
     gated = sl.GatedSAE(sl.GatedSAEConfig(d_in=D_IN, d_sae=D_SAE))
     gated.save_model(tmp_path / "gated")
-    _one_line(ValueError, "architecture 'gated' is not supported", sae_io.load_sae, tmp_path / "gated")
+    _one_line(ValueError, "architecture 'gated' is not supported", load.load_sae, tmp_path / "gated")
     _one_line(ValueError, r"release='gemma-scope-2b-pt-res-canonicl' .*close matches: \['gemma-scope-2b-pt-res-canonical'",
-              sae_io.load_sae, release="gemma-scope-2b-pt-res-canonicl", sae_id="layer_12/width_16k/canonical")
+              load.load_sae, release="gemma-scope-2b-pt-res-canonicl", sae_id="layer_12/width_16k/canonical")
     _one_line(ValueError, r"sae_id='layer_12/width_16k/canon' .*'layer_12/width_16k/canonical'",
-              sae_io.load_sae, release="gemma-scope-2b-pt-res-canonical", sae_id="layer_12/width_16k/canon")
-    _one_line(ValueError, "give both release= and sae_id=", sae_io.load_sae, release="gpt2-small-res-jb")
+              load.load_sae, release="gemma-scope-2b-pt-res-canonical", sae_id="layer_12/width_16k/canon")
+    _one_line(ValueError, "give both release= and sae_id=", load.load_sae, release="gpt2-small-res-jb")
 
 
 def test_sparsify_transcoder_and_groupmax_refused(tmp_path):
@@ -226,33 +226,35 @@ def test_sparsify_transcoder_and_groupmax_refused(tmp_path):
     (folder / "sae.safetensors").write_bytes(b"")
     for cfg, match in (({"activation": "groupmax"}, "activation='groupmax'"), ({"transcode": True}, "transcoder")):
         (folder / "cfg.json").write_text(json.dumps({"d_in": D_IN, "k": K, **cfg}))
-        _one_line(ValueError, match, sae_io.load_sae, folder)
+        _one_line(ValueError, match, load.load_sae, folder)
 
 
 def test_trainer_refuses_inference_only_architectures():
     """An architecture marked trainable = False (loads, encodes, has no training terms) is refused."""
-    from shared import sae as S, train
-    from shared.sae_relu import ReLUConfig, ReLUSAE
+    from shared.saes import architectures, registry
+    from shared.saes.relu import ReLUConfig, ReLUSAE
+    from shared.training import config, trainer
 
-    S.register("test-inference-only", ReLUConfig)(type("InferenceOnly", (ReLUSAE,), {"trainable": False}))
+    registry.register("test-inference-only", ReLUConfig)(type("InferenceOnly", (ReLUSAE,), {"trainable": False}))
     try:
         sae_cfg = ReLUConfig(d_sae=D_SAE, architecture="test-inference-only")
         cfg = types.SimpleNamespace(sae=sae_cfg, variants=None, model_id="tiny:llama", seed=0)
-        _one_line(NotImplementedError, "inference only", train._build_saes, cfg, D_IN, train.sae_plan(cfg, [0]), "cpu")
+        _one_line(NotImplementedError, "inference only", trainer._build_saes, cfg, D_IN, config.sae_plan(cfg, [0]), "cpu")
     finally:
-        S.ARCHITECTURES.pop("test-inference-only")
-    assert S.ARCHITECTURES["jumprelu"].model.trainable and S.ARCHITECTURES["relu"].model.trainable
+        registry.ARCHITECTURES.pop("test-inference-only")
+    assert architectures.registered()["jumprelu"].model.trainable and architectures.registered()["relu"].model.trainable
 
 
 def test_open_sae_reads_a_tiny_trained_export(tmp_path, tiny_trained_model):
-    from shared import models, train
+    from shared.model import layout
+    from shared.recipes import tiny_sae
 
     model, tok = tiny_trained_model("gpt2")
-    folder = train.train_tiny_sae(model, tok, "tiny-trained:gpt2", 1, "synthetic", tmp_path, total_tokens=2000)
+    folder = tiny_sae.train_tiny_sae(model, tok, "tiny-trained:gpt2", 1, "synthetic", tmp_path, total_tokens=2000)
     assert folder == tmp_path / "blocks.1.hook_resid_post"
-    sae, where = sae_io.open_sae(str(folder), "", d_in=models.d_model(model))
-    assert where == str(folder) and sae.cfg.d_sae == 4 * models.d_model(model) and sae.cfg.k == 8
-    same, _ = sae_io.open_sae(str(tmp_path), "blocks.1.hook_resid_post")  # the folder + SAE_ID as its subfolder
+    sae, where = sae_source.open_sae(str(folder), "", d_in=layout.d_model(model))
+    assert where == str(folder) and sae.cfg.d_sae == 4 * layout.d_model(model) and sae.cfg.k == 8
+    same, _ = sae_source.open_sae(str(tmp_path), "blocks.1.hook_resid_post")  # the folder + SAE_ID as its subfolder
     assert torch.equal(same.W_dec, sae.W_dec)
 
 
@@ -263,12 +265,12 @@ def test_open_sae_reads_a_tiny_trained_export(tmp_path, tiny_trained_model):
 ])
 def test_check_source_is_one_line(sae, sae_id, words):
     with pytest.raises(ValueError, match=words) as e:
-        sae_io.check_source(sae, sae_id)
+        releases.check_source(sae, sae_id)
     assert "\n" not in str(e.value)
-    assert sae_io.check_source(sae_io.TRAIN_TINY) == sae_io.TRAIN_TINY
-    assert sae_io.check_source("someone/my-sae", "blocks.3.hook_resid_post") == "someone/my-sae"
+    assert releases.check_source(releases.TRAIN_TINY) == releases.TRAIN_TINY
+    assert releases.check_source("someone/my-sae", "blocks.3.hook_resid_post") == "someone/my-sae"
     with pytest.raises(ValueError, match="train it first"):
-        sae_io.open_sae(sae_io.TRAIN_TINY)
+        sae_source.open_sae(releases.TRAIN_TINY)
 
 
 # ---------------------------------------------------------------- the hook an SAE was trained on
@@ -293,26 +295,26 @@ def test_saelens_folder_of_another_hook_is_refused(hook, words, sl, tmp_path):
     """GPT-2's mlp-out / attn-out / resid-mid releases have the residual width (768) too: only the hook
     in cfg.json tells them apart, and it is read."""
     _saelens_folder(sl, tmp_path, hook)
-    _one_line(ValueError, f"{re.escape(words)}.*not the residual stream", sae_io.load_sae, tmp_path, d_in=D_IN)
+    _one_line(ValueError, f"{re.escape(words)}.*not the residual stream", load.load_sae, tmp_path, d_in=D_IN)
 
 
 def test_saelens_hook_z_reshape_and_head_index_are_refused(sl, tmp_path):
     _saelens_folder(sl, tmp_path / "z", None, reshape_activations="hook_z")
-    _one_line(ValueError, "hook_z", sae_io.load_sae, tmp_path / "z")
+    _one_line(ValueError, "hook_z", load.load_sae, tmp_path / "z")
     _saelens_folder(sl, tmp_path / "head", "blocks.3.hook_resid_post")
     cfg = json.loads((tmp_path / "head" / "cfg.json").read_text())
     cfg["metadata"]["hook_head_index"] = 2
     (tmp_path / "head" / "cfg.json").write_text(json.dumps(cfg))
-    _one_line(ValueError, "attention head 2", sae_io.load_sae, tmp_path / "head")
+    _one_line(ValueError, "attention head 2", load.load_sae, tmp_path / "head")
 
 
 @pytest.mark.parametrize("hook, layer", [("blocks.3.hook_resid_post", 3), ("blocks.3.hook_resid_pre", 2),
                                          ("model.layers.3", 3)])
 def test_residual_hooks_load_and_say_where_they_read(hook, layer, sl, tmp_path):
     _saelens_folder(sl, tmp_path, hook)
-    sae = sae_io.load_sae(tmp_path)
-    assert sae.hook_name == hook and sae_releases.residual_layer(hook) == layer
-    assert sae_releases.sae_facts(str(tmp_path)) == sae_releases.SaeFacts(hook, D_IN, D_SAE)  # no weights read
+    sae = load.load_sae(tmp_path)
+    assert sae.hook_name == hook and formats.residual_layer(hook) == layer
+    assert releases.sae_facts(str(tmp_path)) == formats.SaeFacts(hook, D_IN, D_SAE)  # no weights read
 
 
 @pytest.mark.parametrize("repo, refused", [("gemma-scope-2b-pt-res", None), ("gemma-scope-2b-pt-mlp", "MLP output"),
@@ -325,29 +327,29 @@ def test_gemma_scope_site_comes_from_its_repo(repo, refused, layout, tmp_path):
     root = tmp_path / (repo if layout == "repo folder" else f"models--google--{repo}/snapshots/{'0' * 40}")
     folder, _ = _gemma_scope_folder(root, layer=3)
     if refused:
-        _one_line(ValueError, f"{refused}.* of block 3 .*not the residual stream", sae_io.load_sae, folder)
+        _one_line(ValueError, f"{refused}.* of block 3 .*not the residual stream", load.load_sae, folder)
     else:
-        assert sae_io.load_sae(folder).hook_name == "blocks.3.hook_resid_post"
-    facts = sae_releases.sae_facts(str(folder))
+        assert load.load_sae(folder).hook_name == "blocks.3.hook_resid_post"
+    facts = releases.sae_facts(str(folder))
     assert (facts.d_in, facts.d_sae) == (D_IN, D_SAE)  # from the npz header: no array read
 
 
 def test_gemma_scope_release_of_another_site_is_refused_before_download(tmp_path, monkeypatch):
     """A release's repo says the site: gemma-scope-2b-pt-mlp loads as SAELens' gemma_2 conversion would
     name it (hook_mlp_out) and is refused; its transcoder release is a conversion we do not implement."""
-    sae_releases.releases.cache_clear()
+    releases.releases.cache_clear()
     table = {"mlp": {"repo_id": "google/gemma-scope-2b-pt-mlp", "model": "gemma-2-2b", "conversion": "gemma_2",
                      "config_overrides": {}, "saes": {"layer_3/width_16k/canonical": "layer_3/width_16k/average_l0_5"}},
              "tc": {"repo_id": "google/gemma-scope-2b-pt-transcoders", "model": "gemma-2-2b",
                     "conversion": "gemma_2_transcoder", "config_overrides": {}, "saes": {"layer_3": "layer_3"}}}
-    monkeypatch.setattr(sae_releases, "releases", lambda: table)
+    monkeypatch.setattr(releases, "releases", lambda: table)
     _gemma_scope_folder(tmp_path, layer=3)
-    monkeypatch.setattr(sae_io, "_download", lambda repo, sub, token: tmp_path / sub)
+    monkeypatch.setattr(load, "_download", lambda repo, sub, token: tmp_path / sub)
     _one_line(ValueError, r"mlp/layer_3/width_16k/canonical reads the MLP output of block 3",
-              sae_io.load_sae, release="mlp", sae_id="layer_3/width_16k/canonical")
-    assert sae_releases.sae_facts("mlp", "layer_3/width_16k/canonical").hook == "blocks.3.hook_mlp_out"
-    _one_line(ValueError, "holds transcoders", sae_io.load_sae, release="tc", sae_id="layer_3")
-    _one_line(ValueError, "holds transcoders", sae_io.check_source, "tc")
+              load.load_sae, release="mlp", sae_id="layer_3/width_16k/canonical")
+    assert releases.sae_facts("mlp", "layer_3/width_16k/canonical").hook == "blocks.3.hook_mlp_out"
+    _one_line(ValueError, "holds transcoders", load.load_sae, release="tc", sae_id="layer_3")
+    _one_line(ValueError, "holds transcoders", releases.check_source, "tc")
 
 
 def test_sparsify_mlp_subfolder_is_refused(tmp_path):
@@ -357,33 +359,35 @@ def test_sparsify_mlp_subfolder_is_refused(tmp_path):
     coder = sparsify.SparseCoder(D_IN, sparsify.SparseCoderConfig(num_latents=D_SAE, k=K))
     for name in ("layers.3.mlp", "layers.3", "embed_tokens"):
         coder.save_to_disk(tmp_path / name)
-    _one_line(ValueError, r"the MLP output of block 3 \(layers\.3\.mlp\)", sae_io.load_sae, tmp_path,
+    _one_line(ValueError, r"the MLP output of block 3 \(layers\.3\.mlp\)", load.load_sae, tmp_path,
               subfolder="layers.3.mlp")
-    _one_line(ValueError, "the embeddings", sae_io.load_sae, tmp_path, subfolder="embed_tokens")
-    assert sae_io.load_sae(tmp_path, subfolder="layers.3").hook_name == "layers.3"
-    assert sae_releases.sae_facts(str(tmp_path), "layers.3") == sae_releases.SaeFacts("layers.3", D_IN, D_SAE)
+    _one_line(ValueError, "the embeddings", load.load_sae, tmp_path, subfolder="embed_tokens")
+    assert load.load_sae(tmp_path, subfolder="layers.3").hook_name == "layers.3"
+    assert releases.sae_facts(str(tmp_path), "layers.3") == formats.SaeFacts("layers.3", D_IN, D_SAE)
 
 
 def test_resid_pre_sae_reads_the_previous_block_output_as_sae_lens_would(sl, tmp_path):
     """blocks.L.hook_resid_pre is the input of block L, which is block L-1's output: with LAYER = L-1
     the notebooks read exactly the activations SAELens encodes (the HF hidden state L), and LAYER = L
     (one block late) is refused, in the first cell and again after loading."""
-    from shared import hooks, models, notebook
+    from shared.model import hooks, layout, loading
+    from shared.notebook import parameters
+    from shared.notebook.rules import saes
 
-    model, tok = models.load_model("tiny:gpt2", device="cpu")
-    d = models.d_model(model)
+    model, tok = loading.load_model("tiny:gpt2", device="cpu")
+    d = layout.d_model(model)
     theirs = sl.StandardSAE(sl.StandardSAEConfig(d_in=d, d_sae=4 * d))
     _randomize(theirs)
     theirs.cfg.metadata.hook_name = "blocks.2.hook_resid_pre"
     theirs.save_model(tmp_path)
     params = {"MODEL_ID": "tiny:gpt2", "SAE": str(tmp_path), "SAE_ID": ""}
-    with pytest.raises(notebook.ParameterError, match=r"^SAE = .*after block 1 \(blocks\.2\.hook_resid_pre\), "
+    with pytest.raises(parameters.ParameterError, match=r"^SAE = .*after block 1 \(blocks\.2\.hook_resid_pre\), "
                                                       r"but LAYER is 2: make LAYER 1"):
-        notebook.check_parameters({**params, "LAYER": 2})
-    assert notebook.check_parameters({**params, "LAYER": 1}).LAYER == [1]
-    ours = sae_io.load_sae(tmp_path, d_in=d)
-    with pytest.raises(notebook.ParameterError, match="LAYER is 2: make LAYER 1"):
-        notebook.check_loaded_sae({**params, "LAYER": [2]}, ours.hook_name, ours.cfg.d_sae, 2)
+        parameters.check_parameters({**params, "LAYER": 2})
+    assert parameters.check_parameters({**params, "LAYER": 1}).LAYER == [1]
+    ours = load.load_sae(tmp_path, d_in=d)
+    with pytest.raises(parameters.ParameterError, match="LAYER is 2: make LAYER 1"):
+        saes.check_loaded_sae({**params, "LAYER": [2]}, ours.hook_name, ours.cfg.d_sae, 2)
     ids = tok("The cat sat on the mat and the dog sat on the rug", return_tensors="pt").input_ids
     with torch.no_grad(), hooks.read_residuals(model, [1]) as acts:
         hidden = model(ids, output_hidden_states=True).hidden_states
@@ -400,26 +404,26 @@ def test_release_overrides_and_conversions_are_read_from_sae_lens(sl):
     """What the registry says about releases our defaults and the refusals rest on."""
     from sae_lens.loading.pretrained_saes_directory import get_config_overrides
 
-    table = sae_io.releases()
+    table = releases.releases()
     theirs = get_config_overrides("mistral-7b-res-wg", "blocks.8.hook_resid_pre")  # + its neuronpedia_id
     assert table["mistral-7b-res-wg"]["config_overrides"] == {"normalize_activations": "constant_norm_rescale"} == \
         {k: v for k, v in theirs.items() if k != "neuronpedia_id"}
     for name, entry in table.items():  # every centring override is a GPT-2 (LayerNorm) release
         if (entry["config_overrides"].get("model_from_pretrained_kwargs") or {}).get("center_writing_weights"):
             assert entry["model"].startswith("gpt2"), name
-    for name, entry in sae_io.BUILTIN_RELEASES.items():
+    for name, entry in releases.BUILTIN_RELEASES.items():
         assert entry["config_overrides"] == table[name]["config_overrides"]
 
 
 def test_normalising_release_is_refused(sl, tmp_path, monkeypatch):
     """SAELens encodes mistral-7b-res-wg's inputs rescaled to norm sqrt(d_in) (constant_norm_rescale, a
     config override its cfg.json does not carry); ours has no such input scale: refused, never read raw."""
-    _one_line(ValueError, r"normalize_activations='constant_norm_rescale'", sae_io.check_source, "mistral-7b-res-wg")
+    _one_line(ValueError, r"normalize_activations='constant_norm_rescale'", releases.check_source, "mistral-7b-res-wg")
     with pytest.raises(ValueError, match="constant_norm_rescale"):
-        sae_io.resolve_release("mistral-7b-res-wg", "blocks.8.hook_resid_pre")
+        releases.resolve_release("mistral-7b-res-wg", "blocks.8.hook_resid_pre")
     _saelens_folder(sl, tmp_path / "mistral_7b_layer_8", "blocks.8.hook_resid_pre")  # cfg says "none"
-    monkeypatch.setattr(sae_io, "_download", lambda repo, sub, token: tmp_path / sub)
-    _one_line(ValueError, "constant_norm_rescale", sae_io.load_sae, release="mistral-7b-res-wg",
+    monkeypatch.setattr(load, "_download", lambda repo, sub, token: tmp_path / sub)
+    _one_line(ValueError, "constant_norm_rescale", load.load_sae, release="mistral-7b-res-wg",
               sae_id="blocks.8.hook_resid_pre")
 
 
@@ -428,8 +432,8 @@ def test_centring_override_is_folded_into_the_encoder(sl, tmp_path, monkeypatch)
     the residual minus its mean over d_model); loaded by release, our SAE encodes the raw residual as
     SAELens encodes the centred one, and re-centring first changes nothing."""
     theirs = _saelens_folder(sl, tmp_path / "blocks.8.hook_resid_pre", "blocks.8.hook_resid_pre")
-    monkeypatch.setattr(sae_io, "_download", lambda repo, sub, token: tmp_path / sub)
-    ours = sae_io.load_sae(release="gpt2-small-res-jb", sae_id="blocks.8.hook_resid_pre")
+    monkeypatch.setattr(load, "_download", lambda repo, sub, token: tmp_path / sub)
+    ours = load.load_sae(release="gpt2-small-res-jb", sae_id="blocks.8.hook_resid_pre")
     x = _x() + 3.0  # a mean over d_model the SAE never saw in training
     centred = x - x.mean(-1, keepdim=True)
     with torch.no_grad():
@@ -438,7 +442,7 @@ def test_centring_override_is_folded_into_the_encoder(sl, tmp_path, monkeypatch)
         torch.testing.assert_close(ours.encode(centred), z, atol=1e-5, rtol=1e-5)
         assert (z > 0).any() and not torch.allclose(theirs.encode(x), z)
         torch.testing.assert_close(ours.decode(z), theirs.decode(z))
-    assert not torch.equal(sae_io.load_sae(tmp_path / "blocks.8.hook_resid_pre").W_enc, ours.W_enc)  # a folder: as is
+    assert not torch.equal(load.load_sae(tmp_path / "blocks.8.hook_resid_pre").W_enc, ours.W_enc)  # a folder: as is
 
 
 # ---------------------------------------------------------------- what loader messages say (issue 19)
@@ -446,20 +450,20 @@ def test_centring_override_is_folded_into_the_encoder(sl, tmp_path, monkeypatch)
 def test_qwen_scope_is_a_format_we_do_not_read_yet(sl, tmp_path):
     (tmp_path / "qwen").mkdir()
     (tmp_path / "qwen" / "layer12.sae.pt").write_bytes(b"not read")
-    _one_line(ValueError, r"layer12\.sae\.pt.*a format we do not read yet", sae_io.load_sae, tmp_path / "qwen")
-    _one_line(ValueError, "a format we do not read yet", sae_io.load_sae, tmp_path / "qwen", subfolder="layer12.sae.pt")
-    _one_line(ValueError, "a format we do not read yet", sae_io.check_source,
+    _one_line(ValueError, r"layer12\.sae\.pt.*a format we do not read yet", load.load_sae, tmp_path / "qwen")
+    _one_line(ValueError, "a format we do not read yet", load.load_sae, tmp_path / "qwen", subfolder="layer12.sae.pt")
+    _one_line(ValueError, "a format we do not read yet", releases.check_source,
               "Qwen/SAE-Res-Qwen3.5-2B-Base-W32K-L0_50", "layer12.sae.pt")
-    _one_line(ValueError, r"Qwen Scope .*a format we do not read yet", sae_io.check_source,
+    _one_line(ValueError, r"Qwen Scope .*a format we do not read yet", releases.check_source,
               "qwen-scope-3.5-2b-base-w32k-l50", "layer12")
 
 
 def test_builtin_table_points_to_the_full_registry(monkeypatch):
     """Without sae_lens only the built-in table is known: what it does not list may well exist."""
-    monkeypatch.setattr(sae_releases, "releases", lambda: sae_releases.BUILTIN_RELEASES)
-    _one_line(ValueError, "install sae_lens for the full registry", sae_io.check_source,
+    monkeypatch.setattr(releases, "releases", lambda: releases.BUILTIN_RELEASES)
+    _one_line(ValueError, "install sae_lens for the full registry", releases.check_source,
               "qwen-scope-3.5-2b-base-w32k-l50")
-    for fn in (sae_io.check_source, sae_io.resolve_release):
+    for fn in (releases.check_source, releases.resolve_release):
         with pytest.raises(ValueError, match="install sae_lens for the full registry") as e:
             fn("gemma-scope-2b-pt-res-canonical", "layer_12/width_65k/canonical")
         assert "is not in release" not in str(e.value)
@@ -519,7 +523,7 @@ def test_first_cell_reads_a_hub_sae_cfg_without_its_weights(tmp_path, monkeypatc
     repo's): its hook and width stop a wrong SAE in the first cell."""
     import huggingface_hub.constants
 
-    from shared import notebook
+    from shared.notebook import parameters
 
     def cfg(hook):
         return json.dumps({"d_in": 64, "d_sae": 256, "architecture": "standard", "metadata": {"hook_name": hook}})
@@ -533,14 +537,14 @@ def test_first_cell_reads_a_hub_sae_cfg_without_its_weights(tmp_path, monkeypatc
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
         monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
                             hub.url + "/{repo_id}/resolve/{revision}/{filename}")
-        assert sae_releases.sae_facts("gpt2-small-res-jb", "blocks.8.hook_resid_pre") == \
-            sae_releases.SaeFacts("blocks.8.hook_resid_pre", 768, 24576)
+        assert releases.sae_facts("gpt2-small-res-jb", "blocks.8.hook_resid_pre") == \
+            formats.SaeFacts("blocks.8.hook_resid_pre", 768, 24576)
         params = {"MODEL_ID": "tiny:gpt2", "LAYER": 2, "SAE": "someone/saes", "SAE_ID": "blocks.3"}
-        with pytest.raises(notebook.ParameterError, match=r"^SAE_ID = 'blocks\.3': this SAE reads the MLP output"):
-            notebook.check_parameters(params)
-        with pytest.raises(notebook.ParameterError, match=r"^WATCH_FEATURES = \[300\]: latent id 300 beyond the "
+        with pytest.raises(parameters.ParameterError, match=r"^SAE_ID = 'blocks\.3': this SAE reads the MLP output"):
+            parameters.check_parameters(params)
+        with pytest.raises(parameters.ParameterError, match=r"^WATCH_FEATURES = \[300\]: latent id 300 beyond the "
                                                           r"SAE's 256 latents"):
-            notebook.check_parameters({**params, "SAE_ID": "blocks.2", "WATCH_FEATURES": [300]})
-        assert notebook.check_parameters({**params, "SAE_ID": "blocks.2", "WATCH_FEATURES": [255]})
+            parameters.check_parameters({**params, "SAE_ID": "blocks.2", "WATCH_FEATURES": [300]})
+        assert parameters.check_parameters({**params, "SAE_ID": "blocks.2", "WATCH_FEATURES": [255]})
     files = {r.split(" ", 1)[1] for r in hub.requests if "/resolve/" in r}
     assert len(files) == 3 and all(path.endswith("/cfg.json") for path in files)  # no weights asked for

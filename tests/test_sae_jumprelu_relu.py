@@ -8,10 +8,12 @@ import warnings
 import pytest
 import torch
 
-from shared import export, sae as S
-from shared.sae_jumprelu import JumpReLU, JumpReLUConfig, Step
-from shared.sae_relu import ReLUConfig
-from shared.train import TrainConfig, sae_step, train as train_run
+from shared.saes import architectures, export, load
+from shared.saes.jumprelu import JumpReLU, JumpReLUConfig, Step
+from shared.saes.relu import ReLUConfig
+from shared.training.config import TrainConfig
+from shared.training.step import sae_step
+from shared.training.trainer import train as train_run
 from tests.test_sae import one_thread, planted, train  # noqa: F401 (one_thread: an autouse fixture)
 
 
@@ -30,7 +32,7 @@ def _recovered(atoms, sae) -> float:
 def test_planted_dictionary_is_recovered(cfg, l0_range):
     torch.manual_seed(0)
     atoms, sample = planted(n_atoms=64, d_in=32)
-    sae = S.build_sae(cfg)
+    sae = architectures.build_sae(cfg)
     sae.init_b_dec_geometric_median(sample(2048))
     metrics = train(sae, sample, steps=1500)
     assert _recovered(atoms, sae) >= 0.9
@@ -72,7 +74,7 @@ def test_straight_through_gradients_equal_the_formula():
 
 
 def test_jumprelu_loss_is_fvu_plus_l0_and_the_step_keeps_thresholds_nonnegative():
-    sae = S.build_sae(JumpReLUConfig(d_in=8, d_sae=16, l0_coefficient=0.1, init_threshold=0.2, bandwidth=0.1))
+    sae = architectures.build_sae(JumpReLUConfig(d_in=8, d_sae=16, l0_coefficient=0.1, init_threshold=0.2, bandwidth=0.1))
     x = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))
     out = sae(x)
     pre = sae.encode_pre(x)
@@ -88,7 +90,7 @@ def test_jumprelu_loss_is_fvu_plus_l0_and_the_step_keeps_thresholds_nonnegative(
 
 
 def test_relu_l1_is_decoder_norm_weighted_and_rows_stay_free():
-    sae = S.build_sae(ReLUConfig(d_in=8, d_sae=16, l1_coefficient=0.3))
+    sae = architectures.build_sae(ReLUConfig(d_in=8, d_sae=16, l1_coefficient=0.3))
     scales = torch.linspace(0.5, 2.0, 16)
     with torch.no_grad():
         sae.W_dec.mul_(scales[:, None])  # rows of norm 0.5 .. 2
@@ -123,7 +125,7 @@ def test_trainer_trains_and_saelens_encodes_the_export_identically(sae_cfg, term
     info = export.ExportInfo(model_name="tiny:gpt2", layers_path="transformer.h", context_size=32,
                              prepend_bos=False, dataset_path="synthetic", tokens_trained=result.tokens)
     folder = export.export_saelens(sae, tmp_path / "out", info, layer=1)
-    assert export.load_sae(folder).cfg == sae.cfg  # our own loader: typed config back
+    assert load.load_sae(folder).cfg == sae.cfg  # our own loader: typed config back
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sae_lens = pytest.importorskip("sae_lens")

@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from conftest import peer_python
-from shared import data, evaluate, models, scores, synthetic
-from shared import sae as S
-from shared.sae_topk import TopKConfig
+from shared.data import packing, sources, synthetic
+from shared.evals import metrics, scores
+from shared.model import layout
+from shared.saes import architectures
+from shared.saes.topk import TopKConfig
 
 LAYER = 2
 
@@ -79,7 +81,7 @@ def test_tpp_high_when_a_concept_sits_in_few_latents_and_low_when_smeared():
 
 def test_bad_inputs_get_one_line_errors(tiny_trained_model):
     model, tok = tiny_trained_model("llama")
-    wrong = S.build_sae(TopKConfig(d_in=models.d_model(model) + 1, d_sae=32, k=4))
+    wrong = architectures.build_sae(TopKConfig(d_in=layout.d_model(model) + 1, d_sae=32, k=4))
     with pytest.raises(ValueError, match="d_in") as e:
         scores.reconstruction_parts(model, tok, wrong, LAYER, [])
     one_line(e)
@@ -110,7 +112,7 @@ def test_bad_inputs_get_one_line_errors(tiny_trained_model):
 
 def test_pool_latents_averages_each_tokens_latents():
     torch.manual_seed(0)
-    sae = S.build_sae(TopKConfig(d_in=8, d_sae=32, k=3)).eval()
+    sae = architectures.build_sae(TopKConfig(d_in=8, d_sae=32, k=3)).eval()
     acts = torch.randn(3, 5, 8)
     keep = torch.tensor([[1, 1, 0, 1, 0], [0, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
     got = scores.pool_latents(sae, acts, keep)
@@ -124,16 +126,16 @@ def scored(tiny_trained_model):
     """A whole InterpScore run on tiny-trained:llama with a random TopK SAE: (report, evaluate report, sae)."""
     model, tok = tiny_trained_model("llama")
     torch.manual_seed(0)
-    sae = S.build_sae(TopKConfig(d_in=models.d_model(model), d_sae=128, k=8)).eval()
-    batches = scores.take_tokens(data.token_batches(data.text_stream("synthetic"), tok, 32, 4), 512)
+    sae = architectures.build_sae(TopKConfig(d_in=layout.d_model(model), d_sae=128, k=8)).eval()
+    batches = scores.take_tokens(packing.token_batches(sources.text_stream("synthetic"), tok, 32, 4), 512)
     parts, val = scores.reconstruction_parts(model, tok, sae, LAYER, batches)
     results = []
     for task in ("synthetic:sentiment", "synthetic:names"):
         t = scores.task_latents(model, tok, sae, LAYER, task, 60, 30, max_length=48)
-        assert t.X_train.shape == (60, 128) and t.R_test.shape == (30, models.d_model(model))
+        assert t.X_train.shape == (60, 128) and t.R_test.shape == (30, layout.d_model(model))
         results.append(scores.probe_task(task, t.X_train, t.y_train, t.X_test, t.y_test))
     report = scores.interpscore_report(parts=parts, task_results=results, sae_repo="random", model="tiny-trained:llama",
-                                       layer=LAYER, d_model=models.d_model(model), d_sae=128, k=8, tokens_trained=None,
+                                       layer=LAYER, d_model=layout.d_model(model), d_sae=128, k=8, tokens_trained=None,
                                        eval_tokens=sum(b.numel() for b in batches))
     return report, val, sae, batches, model, tok
 
@@ -164,7 +166,7 @@ def test_interp_score_equals_the_weighted_components_recomputed_by_hand(scored, 
 
 def test_loss_alive_l0_parts_are_evaluate_saes_numbers(scored):
     report, val, sae, batches, model, tok = scored
-    again = evaluate.evaluate_saes(model, tok, {LAYER: sae}, batches)[str(LAYER)]
+    again = metrics.evaluate_saes(model, tok, {LAYER: sae}, batches)[str(LAYER)]
     assert report["components"]["loss_recovered"] == pytest.approx(min(1, max(0, again["ce_loss_recovered"])), abs=1e-6)
     assert report["components"]["alive"] == pytest.approx(again["alive"] / 128, abs=1e-6)
     assert report["components"]["l0_score"] == pytest.approx(scores.l0_score(again["l0"]), abs=1e-6)
@@ -180,7 +182,7 @@ import json, sys
 import numpy as np, torch
 from sae_bench.evals.sparse_probing import probe_training as pt
 from sae_bench.evals.scr_and_tpp import main as tpp
-from shared import sae as S
+from shared.saes.architectures import build_sae, config_from_dict
 
 d = np.load(sys.argv[1])
 out = {}
@@ -192,7 +194,7 @@ for k in (1, 2, 5):
                                     pt.apply_topk_mask_reduce_dim(Xte, mask), yte)
     out[f"sae_top_{k}_test_accuracy"] = float(acc)
 blob = torch.load(sys.argv[2])
-sae = S.build_sae(S.config_from_dict(blob["cfg"]))
+sae = build_sae(config_from_dict(blob["cfg"]))
 sae.load_state_dict(blob["state"])
 sae.eval()
 probe = pt.Probe(int(d["w"].shape[0]), torch.float32)
@@ -216,7 +218,7 @@ def test_saebench_functions_agree_with_ours_on_the_same_latents(tmp_path):
     sae_bench_python = peer_python("SAE_BENCH_PYTHON", ".venv-saebench", "sae_bench", "sae-bench-venv")
     torch.manual_seed(0)
     d, n, T = 16, 40, 6
-    sae = S.build_sae(TopKConfig(d_in=d, d_sae=64, k=6)).eval()
+    sae = architectures.build_sae(TopKConfig(d_in=d, d_sae=64, k=6)).eval()
     concept = torch.randn(d)
 
     def acts(sign: float):  # [n, T, d] with zeroed (masked) trailing positions, as SAEBench stores them
@@ -258,25 +260,25 @@ def test_saebench_functions_agree_with_ours_on_the_same_latents(tmp_path):
 def test_scores_a_published_format_sae_read_by_load_sae(tiny_trained_model, tmp_path):
     """A Gemma Scope style params.npz (JumpReLU, no b_dec subtracted) goes through sae_io.load_sae and
     every InterpScore part comes out in [0, 1]; a folder for another width is refused in one line."""
-    from shared import sae_io
+    from shared.saes import load
 
     model, tok = tiny_trained_model("llama")
-    d, m = models.d_model(model), 96
+    d, m = layout.d_model(model), 96
     rng = np.random.default_rng(0)
     W_enc = rng.standard_normal((d, m)).astype(np.float32) / np.sqrt(d)
     folder = tmp_path / "layer_2" / "width_96" / "average_l0_20"
     folder.mkdir(parents=True)
     np.savez(folder / "params.npz", W_enc=W_enc, W_dec=W_enc.T.copy(), b_enc=np.zeros(m, np.float32),
              b_dec=np.zeros(d, np.float32), threshold=np.full(m, 0.1, np.float32))
-    sae = sae_io.load_sae(folder, d_in=d)
+    sae = load.load_sae(folder, d_in=d)
     assert sae.cfg.architecture == "jumprelu"
-    batches = scores.take_tokens(data.token_batches(data.text_stream("synthetic"), tok, 32, 4), 256)
+    batches = scores.take_tokens(packing.token_batches(sources.text_stream("synthetic"), tok, 32, 4), 256)
     parts, _ = scores.reconstruction_parts(model, tok, sae, LAYER, batches)
     X, R = scores.pooled_latents(model, tok, sae, LAYER, ["a short text", "and another one, longer than that"])
     assert X.shape == (2, m) and R.shape == (2, d) and np.isfinite(X).all()
     assert all(0.0 <= v <= 1.0 for v in parts.values())
     with pytest.raises(ValueError, match="d_in") as e:
-        sae_io.load_sae(folder, d_in=d + 1)
+        load.load_sae(folder, d_in=d + 1)
     one_line(e)
 
 
@@ -298,13 +300,13 @@ def test_evaluation_text_is_held_out_from_the_training_stream(tiny_model, tmp_pa
     used to read that very stream. It now reads VAL_DATASET, or the synthetic corpus's test split."""
     from itertools import islice
 
-    from shared import data
+    from shared.data import packing, sources
 
     _, tok = tiny_model("llama", device="cpu")
-    trained = {tuple(r) for b in islice(data.token_batches(data.text_stream("synthetic"), tok, 32, 8), 8)
+    trained = {tuple(r) for b in islice(packing.token_batches(sources.text_stream("synthetic"), tok, 32, 8), 8)
                for r in b.tolist()}
     texts, record = scores.evaluation_text("synthetic", "synthetic", seed=0)
-    rows = [tuple(r) for b in scores.take_tokens(data.token_batches(texts, tok, 32, 8), 2000) for r in b.tolist()]
+    rows = [tuple(r) for b in scores.take_tokens(packing.token_batches(texts, tok, 32, 8), 2000) for r in b.tolist()]
     assert not trained & set(rows)  # no evaluation context is one the SAE trained on
     assert record["held_out"] is True and record["sources"] == ["synthetic:test"]
     assert scores.evaluation_text("", "synthetic")[1]["held_out"] is True  # "" = DATASET's held-out split

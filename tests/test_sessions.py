@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from fake_hub import LocalHub
-from shared import hub, runtime, sessions, tiers
-from shared.sessions import CannotResume, checkpoint_dir, resolve_checkpoint_dir
+from shared import hub, runtime
+from shared.notebook import tiers
+from shared.recipes import sessions
+from shared.recipes.sessions import CannotResume, checkpoint_dir, resolve_checkpoint_dir
 
 TOKENS = {"hf_alice": ("alice", "write"), "hf_alice_read": ("alice", "read"), "hf_bob": ("bob", "write")}
 PARAMS = {"MODEL_ID": "meta-llama/Llama-3.1-8B", "LAYER": [16], "D_SAE": 32768, "TOTAL_TOKENS": 100_000_000,
@@ -133,7 +135,8 @@ def test_hf_username_checkpoints_into_a_private_repo_and_a_new_folder_resumes(lo
     from the Hub alone in another working folder and ends with the uninterrupted run's weights."""
     from test_train import TINY_RUN, _interrupt_after_checkpoints, _same_weights
 
-    from shared.train import TrainConfig, train
+    from shared.training.config import TrainConfig
+    from shared.training.trainer import train
 
     monkeypatch.setenv("HF_TOKEN", "hf_alice")
     where = checkpoint_dir({**PARAMS, "HF_USERNAME": "alice"})

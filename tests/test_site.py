@@ -42,7 +42,7 @@ def test_every_entry_has_the_card_fields_and_prerequisites_name_real_notebooks()
 
 
 def test_site_url_is_the_pages_address_of_the_repository():
-    from shared import viewer
+    from shared.views import viewer
 
     assert viewer.SITE_URL == build_site.pages_url(bn.load_settings(REPO).repository)
     assert build_site.pages_url("OpenInterp/sae-notebook-ladder") == "https://openinterp.github.io/sae-notebook-ladder/"
@@ -478,7 +478,8 @@ def test_a_notebook_upload_is_shared_by_its_viewer_url(browser, server, samples,
     from huggingface_hub import HfApi
 
     from hub_store import StoreHub
-    from shared import hub, viewer as share
+    from shared import hub
+    from shared.views import viewer as share
 
     trace = tmp_path / "trace.json"
     shutil.copy(samples["trace.json"], trace)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shared import hub, viewer
-from shared.features import decoder_neighbours
+from shared import hub
+from shared.features.stats import decoder_neighbours
+from shared.views import viewer
 
 
 def test_decoder_neighbours_find_planted_near_duplicates_in_any_chunking():

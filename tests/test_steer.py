@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from planted_sae import LAYER, planted_sae, sprinkle
-from shared import data, features, steer, synthetic
+from shared.data import packing, synthetic
+from shared.features import stats
+from shared.model import steer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPT = "the ~ cat sat on"
@@ -17,26 +19,26 @@ def setup(tiny_model):
     model, tok = tiny_model("llama", device="cpu")
     sae = planted_sae(model, tok)
     texts = sprinkle(synthetic.synthetic_texts(20, seed=7), seed=1)
-    stats = features.collect(model, tok, sae, LAYER, data.token_batches(iter(texts), tok, 64, 4), 2000)
-    return model, tok, sae, stats
+    feature_stats = stats.collect(model, tok, sae, LAYER, packing.token_batches(iter(texts), tok, 64, 4), 2000)
+    return model, tok, sae, feature_stats
 
 
 def test_feature_direction_and_typical_activation(setup):
-    _, _, sae, stats = setup
+    _, _, sae, feature_stats = setup
     assert torch.allclose(steer.feature_direction(sae, 0), sae.W_dec[0].detach())
-    typ = steer.typical_activation(stats, 0)
-    assert typ == pytest.approx(float(stats.mean_when_fired[0])) and typ > 0
-    assert steer.typical_activation(stats, 0, "max") >= typ
+    typ = steer.typical_activation(feature_stats, 0)
+    assert typ == pytest.approx(float(feature_stats.mean_when_fired[0])) and typ > 0
+    assert steer.typical_activation(feature_stats, 0, "max") >= typ
     with pytest.raises(ValueError, match="never fired"):
-        steer.typical_activation(stats, 1)
+        steer.typical_activation(feature_stats, 1)
     with pytest.raises(ValueError, match="feature_id"):
         steer.feature_direction(sae, 99)
 
 
 def test_alpha_zero_is_plain_greedy_and_plus_three_raises_the_feature(setup):
-    model, tok, sae, stats = setup
+    model, tok, sae, feature_stats = setup
     rows = steer.steer_feature(model, tok, sae, LAYER, 0, PROMPT, [-3, 0, 1, 3],
-                               typical=steer.typical_activation(stats, 0), max_new_tokens=10)
+                               typical=steer.typical_activation(feature_stats, 0), max_new_tokens=10)
     enc = tok(PROMPT, return_tensors="pt")
     plain = model.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=tok.eos_token_id)
     by = {r["alpha"]: r for r in rows}
@@ -48,9 +50,9 @@ def test_alpha_zero_is_plain_greedy_and_plus_three_raises_the_feature(setup):
 
 def test_counterfactuals_have_the_trace_shape(setup):
     """interventions.json's counterfactuals are TraceData's: {"f<id>": {alpha key: text}}, as trace.json writes."""
-    from shared.trace import trace_prompt
+    from shared.features.trace import trace_prompt
 
-    model, tok, sae, stats = setup
+    model, tok, sae, feature_stats = setup
     rows = steer.steer_feature(model, tok, sae, LAYER, 0, PROMPT, [-3, 0, 1.5], typical=1.0, max_new_tokens=4)
     cf = steer.counterfactuals(0, rows)
     assert cf == {"f0": {"-3": rows[0]["text"], "0": rows[1]["text"], "1.5": rows[2]["text"]}}
@@ -60,7 +62,7 @@ def test_counterfactuals_have_the_trace_shape(setup):
 
 
 def test_loss_is_the_unsteered_next_token_loss(setup):
-    model, tok, sae, stats = setup
+    model, tok, sae, feature_stats = setup
     (row,) = steer.steer_feature(model, tok, sae, LAYER, 0, PROMPT, [3], typical=1.0, max_new_tokens=6)
     prompt_ids = tok(PROMPT)["input_ids"]
     ids = prompt_ids + row["token_ids"]
@@ -92,13 +94,13 @@ def test_reread_sees_a_feature_the_steered_text_carries(setup):
     import copy
 
     from planted_sae import TOKEN
-    from shared.models import unembed
+    from shared.model.layout import unembed
 
-    model, tok, sae, stats = setup
+    model, tok, sae, feature_stats = setup
     wired = copy.deepcopy(model)
     head = unembed(wired)
     head.weight = torch.nn.Parameter(head.weight.detach().clone())  # untie from the embedding: layer 0 unchanged
-    typical = steer.typical_activation(stats, 0)
+    typical = steer.typical_activation(feature_stats, 0)
     direction = steer.feature_direction(sae, 0)
     ids = tok(PROMPT, return_tensors="pt")["input_ids"]
     with torch.no_grad():
@@ -122,8 +124,9 @@ def test_steering_along_a_reading_vector_raises_its_reading_on_the_generated_tex
     import copy
 
     from planted_sae import TOKEN
-    from shared import capture, probes
-    from shared.models import unembed
+    from shared.model import capture
+    from shared.model.layout import unembed
+    from shared.readouts import probes
 
     model, tok, _, _ = setup
     stems = synthetic.synthetic_texts(24, seed=3)

@@ -7,11 +7,16 @@ import math
 import pytest
 import torch
 
-from shared import evaluate, export, sae_io, sweep
-from shared.models import layers_path, load_model
-from shared.sae_batchtopk import BatchTopKConfig
-from shared.sae_topk import TopKConfig
-from shared.train import TrainConfig, train, validation_batches
+from shared.evals import metrics
+from shared.model.layout import layers_path
+from shared.model.loading import load_model
+from shared.saes import export, load
+from shared.saes.batchtopk import BatchTopKConfig
+from shared.saes.topk import TopKConfig
+from shared.training import sweep
+from shared.training.config import TrainConfig
+from shared.training.stream import validation_batches
+from shared.training.trainer import train
 from test_train import _interrupt_after_checkpoints
 
 RUN = dict(model_id="tiny:gpt2", layers=(1,), batch_tokens=256, context_len=32, model_batch_size=8, block_batches=4,
@@ -84,16 +89,16 @@ def test_evaluating_variants_matches_evaluating_each_alone(tmp_path):
     result = train(cfg, model, tok, progress=False)
     batches = validation_batches(cfg, tok, 600)
     sparsity = {}
-    both = evaluate.evaluate_saes(model, tok, result.saes, batches, layer_of=result.layer_of, sparsity=sparsity)
-    alone = evaluate.evaluate_saes(model, tok, {1: result.saes["L1/btk"]}, batches)
+    both = metrics.evaluate_saes(model, tok, result.saes, batches, layer_of=result.layer_of, sparsity=sparsity)
+    alone = metrics.evaluate_saes(model, tok, {1: result.saes["L1/btk"]}, batches)
     assert set(both) == {"L1/a", "L1/b", "L1/btk"}
     for name in ("var_expl", "l0", "dead_pct", "ce_loss_recovered", "kl_div_spliced", "ce_loss_zero_ablation"):
         assert both["L1/btk"][name] == pytest.approx(alone["1"][name], rel=1e-6), name
     assert both["L1/btk"]["saelens"] == pytest.approx(alone["1"]["saelens"], rel=1e-6)
-    assert evaluate.summarize(both).splitlines()[0].startswith("L1/a: var_expl")
-    assert evaluate.summarize(alone).startswith("L1: var_expl")
+    assert metrics.summarize(both).splitlines()[0].startswith("L1/a: var_expl")
+    assert metrics.summarize(alone).startswith("L1: var_expl")
     with pytest.raises(ValueError, match="layer_of"):
-        evaluate.evaluate_saes(model, tok, result.saes, batches)
+        metrics.evaluate_saes(model, tok, result.saes, batches)
     points = sweep.sweep_points(both, VARIANTS, result.layer_of)
     assert {(p["name"], p["architecture"], p["k"]) for p in points} == {
         ("a", "topk", 4), ("b", "topk", 4), ("btk", "batchtopk", 4)}
@@ -106,7 +111,7 @@ def test_evaluating_variants_matches_evaluating_each_alone(tmp_path):
     assert folders == {key: tmp_path / "export" / key.split("/")[1] / "blocks.1.hook_resid_post" for key in result.saes}
     x = torch.randn(16, result.saes["L1/a"].cfg.d_in)
     for key, folder in folders.items():
-        loaded = sae_io.load_sae(folder)
+        loaded = load.load_sae(folder)
         assert torch.allclose(loaded.encode(x), result.saes[key].eval().encode(x), atol=1e-5), key
         assert (folder / "sparsity.safetensors").exists()
 
@@ -205,7 +210,7 @@ def test_pareto_plot_has_three_panels_and_the_frontier():
     import matplotlib
 
     matplotlib.use("Agg")
-    from shared import plots
+    from shared.views import plots
 
     pts = [_pt("topk", 16, 16, 0.6), _pt("topk", 32, 32, 0.7), _pt("batchtopk", 16, 18, 0.65)]
     for p in pts:
@@ -223,8 +228,9 @@ def test_pareto_plot_has_three_panels_and_the_frontier():
 DDP_SCRIPT = """
 import json, sys, torch
 torch.set_num_threads(1)
-from shared import distributed
-from shared.train import TrainConfig, train
+from shared.training import distributed
+from shared.training.config import TrainConfig
+from shared.training.trainer import train
 distributed.init(timeout_s=60)
 cfg = TrainConfig(**json.loads(sys.argv[1]))
 result = train(cfg, progress=False)

@@ -3,7 +3,8 @@ from collections import Counter
 
 import pytest
 
-from shared import probes, synthetic, templates
+from shared.data import synthetic, templates
+from shared.readouts import probes
 
 
 def test_synthetic_texts_deterministic_and_diverse():

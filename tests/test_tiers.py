@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import tiers
+from shared.notebook import tiers
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO / "tests" / "data" / "models"
@@ -171,14 +171,14 @@ def test_every_gpu_notebook_fits_the_gpu_it_names(notebook, gpu):
 @pytest.mark.parametrize("notebook", [n for n, g in gpu_notebooks() if catalog_params(n).get("MODEL_DEVICE") == "spread"])
 def test_spread_notebooks_fit_as_transformers_places_them(notebook):
     """A spread notebook (08, 09 on Kaggle's 2xT4): the model loaded as transformers loads it under the
-    max_memory train.spread_max_memory gives it, each GPU then holds its weights plus what runs there
+    max_memory tier.spread_max_memory gives it, each GPU then holds its weights plus what runs there
     (the SAE side on the last, the forward where the hooked blocks are, the CUDA context) within the
     usable memory, and no weight is offloaded to the CPU or the disk."""
     P = catalog_params(notebook)
     g = tiers.gpu_class(tiers.accelerator_classes(_catalog()[notebook].accelerator)[0])
-    from shared import train
+    from shared.recipes import tier
 
-    max_memory = train.spread_max_memory(P, config=config_of(P["MODEL_ID"]), totals_gib=[g.vram_gb] * g.n_gpus)
+    max_memory = tier.spread_max_memory(P, config=config_of(P["MODEL_ID"]), totals_gib=[g.vram_gb] * g.n_gpus)
     real = transformers_split(P["MODEL_ID"], max_memory)
     assert set(real) == set(range(g.n_gpus)), real
     m = tiers.recipe_of(P)
@@ -198,21 +198,33 @@ def test_spread_loads_gpu_by_gpu_under_the_max_memory_we_pass(monkeypatch):
     with exactly those limits (the split the tests above check); without limits, its balanced "auto"."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from shared import models, train
+    from shared.model import loading
+    from shared.recipes import tier
 
     asked = []
-    tiny, tok = models.load_model("tiny:llama", device="cpu")
+    tiny, tok = loading.load_model("tiny:llama", device="cpu")
     monkeypatch.setattr(AutoConfig, "from_pretrained", lambda *a, **k: config_of("meta-llama/Llama-3.1-8B"))
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda model_id, **kw: asked.append(kw) or tiny)
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda *a, **k: tok)
     P = catalog_params("08_explorer_llama3_8b_kaggle")
-    limits = train.spread_max_memory(P, config=config_of(P["MODEL_ID"]), totals_gib=[14.56, 14.56])
+    limits = tier.spread_max_memory(P, config=config_of(P["MODEL_ID"]), totals_gib=[14.56, 14.56])
     assert limits[1] < limits[0]  # the SAE's GPU keeps room for it
-    models.load_model(P["MODEL_ID"], device="spread", max_memory=limits)
-    models.load_model(P["MODEL_ID"], device="spread")
+    loading.load_model(P["MODEL_ID"], device="spread", max_memory=limits)
+    loading.load_model(P["MODEL_ID"], device="spread")
     assert asked[0]["device_map"] == "sequential" and asked[0]["max_memory"] == limits
     assert asked[1]["device_map"] == "auto" and "max_memory" not in asked[1]
-    assert train.spread_max_memory({**P, "MODEL_DEVICE": "cuda:0"}, totals_gib=[14.56, 14.56]) is None
+    assert tier.spread_max_memory({**P, "MODEL_DEVICE": "cuda:0"}, totals_gib=[14.56, 14.56]) is None
+
+
+def test_spread_max_memory_reads_the_models_config_when_none_is_given():
+    """The tier notebook and the command line pass no config: spread_max_memory reads MODEL_ID's own
+    (load_config, no weights) and gives the limits it gives with that config passed in."""
+    from shared.model.loading import load_config
+    from shared.recipes import tier
+
+    P = {**catalog_params("08_explorer_llama3_8b_kaggle"), "MODEL_ID": "tiny:llama", "LAYER": [1]}
+    given = tier.spread_max_memory(P, config=load_config("tiny:llama"), totals_gib=[14.56, 14.56])
+    assert given and tier.spread_max_memory(P, totals_gib=[14.56, 14.56]) == given
 
 
 def test_recipes_are_the_catalog_notebooks_parameters():
@@ -374,7 +386,7 @@ def test_errors():
 
 
 def test_released_notebooks_are_the_catalogs_tier_notebooks():
-    """tiers reads the catalog (via the generated shared/_catalog.py), never a hand copy."""
+    """tiers reads the catalog (via the generated shared/notebook/catalog.py), never a hand copy."""
     import build_notebooks as bn
     from conftest import REPO
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shared import sae as S
-from shared.models import d_model, model_device
-from shared.sae_topk import TopKConfig
-from shared.trace import alpha_key, prompt_activations, trace_prompt
+from shared.features.trace import alpha_key, prompt_activations, trace_prompt
+from shared.model.layout import d_model, model_device
+from shared.saes import architectures
+from shared.saes.topk import TopKConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -19,7 +19,7 @@ KEYS = {"prompt", "model", "layer", "sae_repo", "tokens", "features", "activatio
 @pytest.fixture(scope="module")
 def model_sae(tiny_trained_model):
     model, tok = tiny_trained_model("gpt2")
-    sae = S.build_sae(TopKConfig(d_in=d_model(model), d_sae=48, k=6, seed=3))
+    sae = architectures.build_sae(TopKConfig(d_in=d_model(model), d_sae=48, k=6, seed=3))
     return model, tok, sae
 
 

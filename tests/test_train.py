@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared import sae as S
-from shared.sae_topk import TopKConfig
-from shared.train import TrainConfig, adam, load_optimizer_state, lr_at, sae_step, train
+from shared.saes import architectures
+from shared.saes.topk import TopKConfig
+from shared.training.config import TrainConfig
+from shared.training.schedule import lr_at
+from shared.training.step import adam, load_optimizer_state, sae_step
+from shared.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +38,8 @@ LEGACY_KEY = {"model_id": "tiny:gpt2", "layers": [1, 3], "dataset": ["synthetic"
 RUN_SCRIPT = """
 import json, sys, torch
 torch.set_num_threads(1)
-from shared.train import TrainConfig, train
+from shared.training.config import TrainConfig
+from shared.training.trainer import train
 cfg = TrainConfig(**json.loads(sys.argv[1]))
 result = train(cfg, progress=False)
 torch.save({str(k): v.state_dict() for k, v in result.saes.items()}, sys.argv[2])
@@ -84,6 +88,30 @@ def test_bad_config_is_refused_with_a_clear_message():
               progress=False)
 
 
+
+def test_every_train_config_field_says_what_it_is_and_fixed_choices_are_checked():
+    """Each TrainConfig field has a docstring right under it (sparsify's config style); the dtype fields
+    take their Literal choices only, in one line naming them."""
+    import ast
+    import dataclasses
+    import typing
+
+    from shared.training import config
+
+    tree = ast.parse(Path(config.__file__).read_text())
+    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig").body
+    documented = {a.target.id for a, doc in zip(body, body[1:]) if isinstance(a, ast.AnnAssign)
+                  and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and str(doc.value.value).strip()}
+    assert documented == {f.name for f in dataclasses.fields(TrainConfig)}
+    from shared import runtime
+
+    assert typing.get_args(config.ModelDtype) == runtime.DTYPES  # what load_model takes
+    for field, value in (("model_dtype", "fp16"), ("activation_dtype", "float64")):
+        with pytest.raises(ValueError, match=f"{field} must be one of .*float16.*got '{value}'") as e:
+            TrainConfig(model_id="tiny:gpt2", layers=(0,), **{field: value})
+        assert "\n" not in str(e.value)
+
+
 def test_training_learns_and_logs(tmp_path):
     cfg = TrainConfig(**TINY_RUN, total_tokens=6000, checkpoint_dir=str(tmp_path / "ck"))
     result = train(cfg, progress=False)
@@ -112,9 +140,9 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 def _interrupt_after_checkpoints(monkeypatch, n: int) -> list[dict]:
     """Make train() raise right after its n-th checkpoint is written; the states saved are returned."""
-    from shared import train as T
+    from shared.training import trainer
 
-    saved, open_store = [], T._open_store
+    saved, open_store = [], trainer._open_store
 
     def interrupting(cfg):
         store = open_store(cfg)
@@ -129,17 +157,17 @@ def _interrupt_after_checkpoints(monkeypatch, n: int) -> list[dict]:
         store.save = save_then_stop
         return store
 
-    monkeypatch.setattr(T, "_open_store", interrupting)
+    monkeypatch.setattr(trainer, "_open_store", interrupting)
     return saved
 
 
 def test_every_forwarded_token_is_trained_once(tmp_path):
     """Blocks of 4 forwards of 8 x 31 kept rows do not divide into batches of 256: the leftovers are
     carried, so the tokens trained plus the unused rest are exactly the kept tokens forwarded."""
-    from shared import checkpoint as ckpt
-    from shared.capture import token_mask
-    from shared.models import load_model
-    from shared.train import _token_stream
+    from shared.model.capture import token_mask
+    from shared.model.loading import load_model
+    from shared.training import checkpoint as ckpt
+    from shared.training.stream import _token_stream
 
     cfg = TrainConfig(**TINY_RUN, total_tokens=5000, checkpoint_dir=str(tmp_path / "ck"))
     result = train(cfg, progress=False)
@@ -176,7 +204,7 @@ def test_interrupted_run_resumes_bitwise_with_a_carry(tmp_path, monkeypatch):
 def test_checkpoint_without_a_carry_still_resumes(tmp_path, monkeypatch):
     """Checkpoints written before the carry existed record only the blocks done: they resume with an
     empty carry from the next block's first forward."""
-    from shared import checkpoint as ckpt
+    from shared.training import checkpoint as ckpt
 
     base = {**TINY_RUN, "total_tokens": 4000}
     with monkeypatch.context() as m:
@@ -196,8 +224,8 @@ def test_checkpoint_from_before_the_stream_hash_is_refused_unless_allowed(tmp_pa
     (no shuffle window, mix weights per document, no held-out routing): skipping its forwards of today's
     stream would train other documents than it did, so the resume stops with one line, and goes on only
     when ALLOW_STREAM_CHANGE says so, recorded in the run's resume report."""
-    from shared import checkpoint as ckpt
-    from shared.replay import StreamChanged
+    from shared.training import checkpoint as ckpt
+    from shared.training.replay import StreamChanged
 
     base = {**TINY_RUN, "total_tokens": 4000}
     with monkeypatch.context() as m:
@@ -220,7 +248,7 @@ def test_checkpoint_written_before_the_nested_sae_config_still_resumes(tmp_path,
     cfg = TrainConfig(**TINY_RUN, total_tokens=2500, checkpoint_dir=str(tmp_path / "ck"))
     key = cfg.resume_key()
     assert json.loads(json.dumps({k: v for k, v in key.items() if k in LEGACY_KEY})) == LEGACY_KEY
-    assert set(key) - set(LEGACY_KEY) == {"dtype", "apply_b_dec_to_input", "b_dec_init", "shuffle_tokens"}
+    assert set(key) - set(LEGACY_KEY) == {"dtype", "apply_b_dec_to_input", "b_dec_init", "shuffle_tokens", "adam_eps"}
     monkeypatch.setattr(TrainConfig, "resume_key", lambda self: dict(LEGACY_KEY))  # the old code's checkpoint
     first = train(cfg, progress=False)
     monkeypatch.undo()
@@ -249,7 +277,7 @@ def test_sae_settings_of_the_nested_config_reach_the_trained_saes(tmp_path):
         train(TrainConfig(model_id="tiny:gpt2", layers=(1,), sae=TopKConfig(d_in=32, d_sae=64, k=4),
                           total_tokens=256, checkpoint_dir=str(tmp_path / "other")), progress=False)
     with pytest.raises(ValueError, match="d_in is None"):
-        S.build_sae(TopKConfig(d_sae=64, k=4))
+        architectures.build_sae(TopKConfig(d_sae=64, k=4))
 
 
 @pytest.mark.slow
@@ -280,7 +308,7 @@ def test_optimizer_state_from_an_older_layout_resumes_exactly():
     torch.manual_seed(0)
     cfg = TopKConfig(d_in=8, d_sae=32, k=4)
     x = [torch.randn(64, 8) for _ in range(4)]
-    sae = S.build_sae(cfg)
+    sae = architectures.build_sae(cfg)
     opt = adam(sae.parameters(), lr=1e-2, device="cpu")
     for xb in x[:2]:
         sae_step(sae, opt, xb)
@@ -292,7 +320,7 @@ def test_optimizer_state_from_an_older_layout_resumes_exactly():
     for xb in x[2:]:
         sae_step(sae, opt, xb)
 
-    again = S.build_sae(cfg)
+    again = architectures.build_sae(cfg)
     again.load_state_dict(weights)
     opt2 = adam(again.parameters(), lr=1e-2, device="cpu")
     load_optimizer_state(opt2, old)
@@ -303,7 +331,7 @@ def test_optimizer_state_from_an_older_layout_resumes_exactly():
     wrong = {"state": {i: dict(s) for i, s in state["state"].items()}, "param_groups": state["param_groups"]}
     wrong["state"][0]["exp_avg"] = torch.zeros(5, 7)
     with pytest.raises(ValueError, match="belongs to another SAE"):
-        load_optimizer_state(adam(S.build_sae(cfg).parameters(), lr=1e-2, device="cpu"), wrong)
+        load_optimizer_state(adam(architectures.build_sae(cfg).parameters(), lr=1e-2, device="cpu"), wrong)
 
 
 def test_checkpoint_dir_auto_never_creates_a_hub_repo(monkeypatch, tmp_path, capsys):
@@ -311,7 +339,7 @@ def test_checkpoint_dir_auto_never_creates_a_hub_repo(monkeypatch, tmp_path, cap
     how to ask for a Hub repo (and asks for HF_TOKEN only when it is missing), but never picks one
     unasked (neither an HF_TOKEN nor an HF_USERNAME secret is a request)."""
     from shared import runtime
-    from shared.train import resolve_checkpoint_dir
+    from shared.recipes.sessions import resolve_checkpoint_dir
 
     assert resolve_checkpoint_dir("/my/dir", "run") == "/my/dir"
     assert resolve_checkpoint_dir("hf:me/ckpts", "run") == "hf:me/ckpts"
@@ -360,8 +388,8 @@ def test_training_checkpoints_into_a_hub_repo_and_resumes_from_it(tmp_path, monk
 def test_metrics_rewrite_on_resume_is_atomic(tmp_path, monkeypatch):
     """Dropping the entries past the checkpoint replaces metrics.jsonl at once: a crash while the
     new content is written leaves the old file whole; a finished rewrite keeps what it should."""
-    from shared import checkpoint as ck
-    from shared.train import _MetricsLog
+    from shared.training import checkpoint as ck
+    from shared.training.trainer import _MetricsLog
 
     path = tmp_path / "metrics.jsonl"
     old = "".join(json.dumps({"step": s, "tokens": 100 * (s + 1)}) + "\n" for s in range(6)) + '{"step": 6, "tok'
@@ -391,7 +419,7 @@ def test_metrics_rewrite_on_resume_is_atomic(tmp_path, monkeypatch):
 def test_damaged_checkpoints_never_cost_the_last_good_one(tmp_path, monkeypatch, capsys):
     """Three checkpoints, the two newest damaged: a resumed run writes one more (below them) and
     crashes; the next run resumes from it (not from 0) and ends bitwise where an unbroken run ends."""
-    from shared import checkpoint as ck
+    from shared.training import checkpoint as ck
 
     folder = tmp_path / "ck"
     cfg = dict(TINY_RUN, total_tokens=6000, checkpoint_dir=str(folder), keep_checkpoints=3)
@@ -445,22 +473,22 @@ def test_bad_layers_and_block_sizes_are_refused_in_one_line(tmp_path):
 def test_buffer_shrinks_to_a_small_memory_budget_and_resumes_exactly(tmp_path, monkeypatch, capsys):
     """Free memory forced small: block_batches="auto" (and a fixed 4) come down to the 2 forwards per
     block that fit, the store is smaller, training completes, and an interrupted run resumes bitwise."""
-    from shared import train as T
-    from shared.models import load_model
+    from shared.model.loading import load_model
+    from shared.training import buffer
 
     row_bytes = 2 * 64 * 4  # layers 1 and 3 of tiny:gpt2, float32
     fits_two = (256 + 2 * 8 * 32) * row_bytes  # a batch plus two forwards of 8 x 32
     params = 2 * 64 * 128 + 128 + 64  # one SAE's
     steps = 2 * 2 * params * 4 + params * 4 + 3 * 256 * 128 * 4  # both SAEs' Adam moments, one's gradient and step
-    monkeypatch.setattr(T, "free_memory_bytes", lambda device: 2 * fits_two + steps)  # buffer_memory_fraction=0.5
+    monkeypatch.setattr(buffer, "free_memory_bytes", lambda device: 2 * fits_two + steps)  # buffer_memory_fraction=0.5
     model, tok = load_model("tiny:gpt2", device="cpu")
     auto = {**TINY_RUN, "block_batches": "auto", "total_tokens": 4000}
-    blocks = T.activation_blocks(model, tok, TrainConfig(**auto), "cpu", reserve=lambda: steps)
+    blocks = buffer.activation_blocks(model, tok, TrainConfig(**auto), "cpu", reserve=lambda: steps)
     assert blocks.block_batches == 2 and blocks.capacity == 256 + 2 * 256
     with monkeypatch.context() as m:
-        m.setattr(T, "free_memory_bytes", lambda device: 10**12)
-        roomy = T.activation_blocks(model, tok, TrainConfig(**auto), "cpu")
-        assert roomy.block_batches == T.AUTO_BLOCK_BATCHES and roomy.capacity > blocks.capacity
+        m.setattr(buffer, "free_memory_bytes", lambda device: 10**12)
+        roomy = buffer.activation_blocks(model, tok, TrainConfig(**auto), "cpu")
+        assert roomy.block_batches == buffer.AUTO_BLOCK_BATCHES and roomy.capacity > blocks.capacity
 
     fixed = train(TrainConfig(**{**auto, "block_batches": 4}, checkpoint_dir=str(tmp_path / "fixed")), progress=False)
     assert "2 forwards per block fit in memory (was 4)" in capsys.readouterr().out
@@ -483,17 +511,17 @@ def test_step_reserve_counts_what_the_first_step_allocates():
     """step_reserve_bytes (what the auto buffer sets aside) counts Adam's moments before torch allocates
     them: the reserve drops by exactly the bytes of exp_avg and exp_avg_sq the first step creates, and what
     stays is the largest SAE's gradients plus its [batch, d_sae] step tensors."""
-    from shared import train as T
+    from shared.training import buffer
 
-    saes = {k: S.build_sae(TopKConfig(d_in=32, d_sae=d, k=4, seed=k)) for k, d in ((0, 64), (1, 256))}
+    saes = {k: architectures.build_sae(TopKConfig(d_in=32, d_sae=d, k=4, seed=k)) for k, d in ((0, 64), (1, 256))}
     opts = {k: adam(s.parameters(), lr=1e-3, device="cpu") for k, s in saes.items()}
-    before = T.step_reserve_bytes(saes, opts, 128)
+    before = buffer.step_reserve_bytes(saes, opts, 128)
     x = torch.randn(128, 32, generator=torch.Generator().manual_seed(0))
     for k, sae in saes.items():
         sae_step(sae, opts[k], x, 1e-3)
     allocated = sum(v.numel() * v.element_size() for o in opts.values() for st in o.state.values()
                     for name, v in st.items() if name in ("exp_avg", "exp_avg_sq"))
-    after = T.step_reserve_bytes(saes, opts, 128)
+    after = buffer.step_reserve_bytes(saes, opts, 128)
     assert before - after == allocated > 0
     biggest = sum(p.numel() * 4 for p in saes[1].parameters())
     assert after == biggest + 3 * 128 * 256 * 4
@@ -503,20 +531,20 @@ def test_auto_buffer_is_sized_after_counting_adam(tmp_path, monkeypatch):
     """BLOCK_BATCHES = "auto" in a real run: the buffer gets half of the free memory less what the steps
     will take (Adam's moments not yet allocated, a gradient, the step tensors), not half of all of it;
     the same free memory with the steps' needs ignored would give it more than twice as many forwards."""
-    from shared import train as T
+    from shared.training import buffer, trainer
 
     row_bytes = 2 * 64 * 4
     free = 20 * 2**20  # the 2 x 2048-latent SAEs' steps need 11 MiB of it
-    monkeypatch.setattr(T, "free_memory_bytes", lambda device: free)
+    monkeypatch.setattr(buffer, "free_memory_bytes", lambda device: free)
     sizes = []
-    real = T.activation_blocks
+    real = buffer.activation_blocks
 
     def spy(*args, **kw):
         blocks = real(*args, **kw)
         sizes.append((blocks.block_batches, kw["reserve"]()))
         return blocks
 
-    monkeypatch.setattr(T, "activation_blocks", spy)
+    monkeypatch.setattr(trainer, "activation_blocks", spy)
     cfg = TrainConfig(**{**TINY_RUN, "block_batches": "auto", "sae": dict(d_sae=2048, k=8)}, total_tokens=512,
                       checkpoint_dir=str(tmp_path / "ck"))
     train(cfg, progress=False)
@@ -558,11 +586,10 @@ def test_minutes_cadence_checkpoints_at_block_boundaries_and_resumes_exactly(tmp
     """A clock that moves 10 s per reading and a 1-minute cadence (tokens never due): a checkpoint
     lands at the block boundary before a minute would go unsaved (every third block here), at token
     counts no token cadence picks; a run stopped after one resumes to the uninterrupted weights."""
-    from shared import checkpoint as ck
-    from shared import train as T
+    from shared.training import checkpoint as ck, schedule
 
     ticks = iter(range(0, 10**9, 10))
-    monkeypatch.setattr(T, "_clock", lambda: float(next(ticks)))
+    monkeypatch.setattr(schedule, "_clock", lambda: float(next(ticks)))
     base = {**TINY_RUN, "checkpoint_every_tokens": 10**9, "checkpoint_every_minutes": 1.0, "total_tokens": 6000}
     clean = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "clean")), progress=False)
     saved = [c.tokens for c in ck.LocalStore(tmp_path / "clean", keep=100).list()]
@@ -583,13 +610,13 @@ def test_checkpoint_clock_follows_rank_zero_under_torchrun(monkeypatch):
     """Every rank must checkpoint at the same step: the time decision is rank 0's, broadcast."""
     from types import SimpleNamespace
 
-    from shared import train as T
+    from shared.training import schedule
 
     now = [0.0]
-    monkeypatch.setattr(T, "_clock", lambda: now[0])
+    monkeypatch.setattr(schedule, "_clock", lambda: now[0])
     cfg = TrainConfig(**{**TINY_RUN, "checkpoint_every_tokens": 10**9}, checkpoint_every_minutes=1.0)
     rank0_says = SimpleNamespace(broadcast_object=lambda due: False)  # rank 0's clock: not yet
-    clocks = [T.CheckpointClock(cfg, 0, group=rank0_says, speak=False), T.CheckpointClock(cfg, 0, speak=False)]
+    clocks = [schedule.CheckpointClock(cfg, 0, group=rank0_says, speak=False), schedule.CheckpointClock(cfg, 0, speak=False)]
     for clock in clocks:
         clock.block_started()
     now[0] = 120.0  # this rank's clock: two minutes later, due on its own
@@ -635,7 +662,7 @@ def test_resume_refuses_a_stream_that_changed_and_goes_on_only_when_allowed(tmp_
     assert change["at_forwards"] == record["forwards"] and allowed.resume["replay"]["verified"] is False
     assert allowed.tokens == clean.tokens
     # the record is carried on: the next checkpoints chain over the new stream and still hold the change
-    from shared import checkpoint as ck
+    from shared.training import checkpoint as ck
 
     latest = ck.open_store(str(tmp_path / "changed")).load_latest()[1]["stream"]
     assert latest["changes"] == allowed.resume["stream_changes"]
@@ -644,7 +671,7 @@ def test_resume_refuses_a_stream_that_changed_and_goes_on_only_when_allowed(tmp_
 def test_a_model_dtype_switch_is_recorded_not_refused(tmp_path, monkeypatch, capsys):
     """The fix for a float16 overflow is another MODEL_DTYPE and a re-run: the resume goes on from
     the checkpoint and the switch is recorded (checkpoint, TrainResult.resume, hence run_report)."""
-    from shared.models import load_model
+    from shared.model.loading import load_model
 
     base = {**TINY_RUN, "total_tokens": 4000}
     model, tok = load_model("tiny:gpt2", device="cpu")
@@ -665,8 +692,9 @@ def test_a_model_dtype_switch_is_recorded_not_refused(tmp_path, monkeypatch, cap
 def test_a_float16_overflow_says_which_dtype_to_set(tmp_path):
     """Activations that overflow float16 stop training with one line naming MODEL_DTYPE's fix (bfloat16
     where the device has it, else float32) and saying that a re-run resumes."""
-    from shared import capture
-    from shared.models import decoder_layers, load_model
+    from shared.model import capture
+    from shared.model.layout import decoder_layers
+    from shared.model.loading import load_model
 
     model, tok = load_model("tiny:gpt2", device="cpu", dtype=torch.float16)
     handle = decoder_layers(model)[0].register_forward_hook(
@@ -690,3 +718,111 @@ def test_a_float16_overflow_says_which_dtype_to_set(tmp_path):
         assert 'set MODEL_DTYPE = "float32"' in capture.dtype_advice(t4)
     finally:
         runtime.bf16_supported = real
+
+
+def test_adam_eps_sets_the_step_of_a_tiny_gradient():
+    """eps is the optimiser's: a gradient of 1e-9 moves a weight lr/11 under eps 1e-8 and lr/1.625 under 6.25e-10
+    (Adam's first step is lr * g / (|g| + eps))."""
+    for eps, expected in ((1e-8, 1e-9 / (1e-9 + 1e-8)), (6.25e-10, 1e-9 / (1e-9 + 6.25e-10))):
+        w = torch.nn.Parameter(torch.zeros(4))
+        opt = adam([w], lr=1e-2, eps=eps, device="cpu")
+        w.grad = torch.full((4,), 1e-9)
+        opt.step()
+        torch.testing.assert_close(w.detach(), torch.full((4,), -1e-2 * expected), rtol=1e-4, atol=0)
+
+
+def test_adam_eps_reaches_the_trainer_optimizer_and_the_resume_key(tmp_path):
+    cfg = TrainConfig(**{**TINY_RUN, "layers": (1,)}, total_tokens=1024, adam_eps=6.25e-10,
+                      checkpoint_dir=str(tmp_path / "ck"))
+    assert cfg.resume_key()["adam_eps"] == 6.25e-10
+    train(cfg, progress=False)
+    from shared.training import checkpoint as ckpt
+
+    _, state = ckpt.open_store(str(tmp_path / "ck")).load_latest()
+    assert [g["eps"] for g in state["optimizers"]["1"]["param_groups"]] == [6.25e-10]
+    with pytest.raises(ValueError, match="other settings.*adam_eps"):
+        train(TrainConfig(**{**TINY_RUN, "layers": (1,)}, total_tokens=1024, checkpoint_dir=str(tmp_path / "ck")),
+              progress=False)
+    with pytest.raises(ValueError, match="adam_eps"):
+        TrainConfig(**TINY_RUN, adam_eps=0.0)
+
+
+def _llama_scaled(model, s: float):
+    """The same Llama function with its residual stream s times larger: embedding, o_proj and down_proj
+    times s, RMSNorm's eps times s^2 (a power of two keeps every product exact)."""
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out.model.embed_tokens.weight.mul_(s)
+        for block in out.model.layers:
+            block.self_attn.o_proj.weight.mul_(s)
+            block.mlp.down_proj.weight.mul_(s)
+    for module in out.modules():
+        if hasattr(module, "variance_epsilon"):
+            module.variance_epsilon *= s * s
+    return out
+
+
+def test_input_normalisation_makes_training_blind_to_the_residual_scale(tmp_path):
+    """normalize_activations="expected_average_only_in": a model whose residual stream is 4x larger trains
+    the same SAE (its latents of 4x the input equal the other's of x), and its export folds the scale into
+    raw-input weights.
+    Without normalisation the two runs differ (the biases move at another pace relative to the data)."""
+    from shared.model.loading import load_model
+    from shared.saes import export
+    from shared.saes.load import load_sae
+
+    model, tok = load_model("tiny:llama")
+    big = _llama_scaled(model, 4.0)
+    ids = tok("The chef stirred the soup.", return_tensors="pt")["input_ids"]
+    torch.testing.assert_close(big(ids).logits, model(ids).logits)
+    x = torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
+    codes = {}
+    for norm in ("expected_average_only_in", "none"):
+        for name, m in (("small", model), ("big", big)):
+            cfg = TrainConfig(model_id="tiny:llama", layers=(1,), context_len=32, total_tokens=1024, batch_tokens=256,
+                              block_batches=2, warmup_steps=1, checkpoint_dir=str(tmp_path / norm / name),
+                              sae=TopKConfig(d_sae=64, k=4, normalize_activations=norm))
+            sae = train(cfg, m, tok, progress=False).saes[1]
+            scale = 4.0 if name == "big" else 1.0
+            codes[norm, name] = sae.encode(scale * x)
+            if norm != "none":
+                assert float(sae.norm_scale) != 1.0
+                folder = export.export_saelens(sae, tmp_path / "export" / name, export.ExportInfo("tiny:llama"),
+                                               layer=1)
+                torch.testing.assert_close(load_sae(folder).encode(scale * x), codes[norm, name],
+                                           atol=1e-5, rtol=1e-5)
+    # normalised, the latents live in the normalised space: the same numbers for x and for 4x through the 4x model
+    torch.testing.assert_close(codes["expected_average_only_in", "big"], codes["expected_average_only_in", "small"],
+                               atol=1e-4, rtol=1e-4)  # bitwise here (s = 4 keeps every product exact)
+    # unnormalised, a scale-blind trainer would give 4x the latents: it does not
+    assert not torch.allclose(codes["none", "big"], 4.0 * codes["none", "small"], atol=1e-3)
+
+
+def test_a_resume_on_a_fresh_machine_writes_the_whole_metrics_log_again(tmp_path, monkeypatch):
+    """A Hub store outlives the session, the local metrics log does not: the checkpoint carries the entries
+    logged so far, so the next session's log (on a fresh disk) equals an uninterrupted run's."""
+    from shared.training import trainer
+
+    def entries(path):
+        return [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}
+                for line in Path(path).read_text().splitlines()]
+
+    run = dict(TINY_RUN, total_tokens=4000, checkpoint_every_minutes=None)
+    train(TrainConfig(**run, checkpoint_dir=str(tmp_path / "whole")), progress=False)
+    real = trainer._save_checkpoint
+
+    def save_then_end_the_session(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt("the session ends")
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", save_then_end_the_session)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**run, checkpoint_dir=str(tmp_path / "ck"), metrics_path=str(tmp_path / "s1.jsonl")),
+              progress=False)
+    monkeypatch.undo()
+    first = entries(tmp_path / "s1.jsonl")
+    assert 0 < first[-1]["tokens"] < 4000
+    again = train(TrainConfig(**run, checkpoint_dir=str(tmp_path / "ck"), metrics_path=str(tmp_path / "s2.jsonl")),
+                  progress=False)
+    assert again.resumed_from is not None
+    assert entries(tmp_path / "s2.jsonl") == entries(tmp_path / "whole" / "metrics.jsonl")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 from planted_sae import LAYER, TOKEN, planted_sae, sprinkle
-from shared import synthetic, watch
+from shared.data import synthetic
+from shared.features import watch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,13 +95,13 @@ def test_flagged_share_of_held_out_baseline_documents_is_one_minus_percentile(ti
     """A prompt is flagged when any token x feature pair crosses; with eight features that fire on about
     half the tokens, thresholds from the per-token percentile flag nearly every document. Calibrated on the
     per-document maximum, held-out documents of the baseline's distribution are flagged at ~1 - p/100."""
-    from shared import sae as S
-    from shared.models import d_model
-    from shared.sae_relu import ReLUConfig
+    from shared.model.layout import d_model
+    from shared.saes import architectures
+    from shared.saes.relu import ReLUConfig
 
     model, tok = tiny_model("llama", device="cpu")
     torch.manual_seed(0)
-    sae = S.build_sae(ReLUConfig(d_in=d_model(model), d_sae=8)).eval()
+    sae = architectures.build_sae(ReLUConfig(d_in=d_model(model), d_sae=8)).eval()
     feats = list(range(8))
     thresholds = watch.calibrate(model, tok, sae, LAYER, synthetic.synthetic_texts(400, seed=31), feats,
                                  percentile=90)

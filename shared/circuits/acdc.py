@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models import d_model, model_device
+from ..model.layout import d_model, model_device
 from ..runtime import single_thread
 from .edges import EdgeGraph, edge_graph, edge_run, patched_logits, source_outputs
 from .metrics import check_tau, get_metric, gradient_metric, kl_to_clean

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import hooks
-from ..models import decoder_layers
+from ..model import hooks
+from ..model.layout import n_layers
 from .metrics import gradient_metric
 from .nodes import Component, Nodes, attention, eager_attention, mlp_module
 from .patching import _rows, node_effects, patch_values, patched_edit
@@ -93,7 +93,7 @@ class _GradGate(torch.autograd.Function):
 def _residual_writers(model) -> list[tuple[int, torch.nn.Module]]:
     """(layer, module) of each layer's writes into the residual stream: its attention and its MLP."""
     out = []
-    for layer in range(len(decoder_layers(model))):
+    for layer in range(n_layers(model)):
         out.append((layer, attention(model, layer)[0]))
         out.append((layer, mlp_module(model, layer)))
     return out
@@ -120,20 +120,13 @@ def atp_star(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ab
     state: dict = {}
     attn_w: dict[int, torch.Tensor] = {}
 
-    def capture(layer):
-        def fn(out):
-            if not isinstance(out, (tuple, list)) or len(out) < 2 or out[1] is None:
-                raise ValueError(f"layer {layer}'s attention returned no weights; the QK fix needs eager attention")
-            attn_w[layer] = out[1]
-            return out
-        return fn
-
     def gate(layer):
         return lambda h: _GradGate.apply(h, state, layer)
 
     writers = _residual_writers(model) if use_graddrop else []
     with torch.enable_grad(), eager_attention(model) if qk else nullcontext():
-        with hooks.edit_module_outputs({attention(model, l)[0]: capture(l) for l in qk_layers}, whole=True), \
+        with hooks.edit_module_outputs({attention(model, l)[0]: _keep_attention_weights(l, attn_w)
+                                        for l in qk_layers}, whole=True), \
                 hooks.edit_module_outputs({m: gate(l) for l, m in writers}):
             logits, clean = nodes.values(pairs.clean_ids, grad=True)
         comps = list(clean)
@@ -153,29 +146,42 @@ def atp_star(nodes: Nodes, pairs: PromptPairs, *, metric: str = "logit_diff", ab
         fixed = dict(base)
         for c in qk:
             fixed[c] = _qk_score(d_attn[c], grad_a[c.layer])
-        drop: dict[Component, torch.Tensor] = {}
-        if use_graddrop:
-            L = len(decoder_layers(model))
-            total = {c: torch.zeros(c.n) for c in comps}
-            for layer in range(L):
-                state["drop"] = layer
-                g_l, ga_l = backward()
-                for c in comps:
-                    if c.layer == layer:  # its own layer: every path of the node runs through that layer's writes
-                        continue
-                    est = _qk_score(d_attn[c], ga_l[c.layer]) if c in d_attn else _dot(deltas[c], g_l[c])
-                    total[c] += est.abs().cpu()
-            state.pop("drop", None)
-            drop = {c: total[c] / max(L - 1, 1) for c in comps}
+        drop = _graddrop(backward, state, comps, deltas, d_attn, n_layers(model)) if use_graddrop else {}
     score = {c: (torch.sign(fixed[c].cpu()) * drop[c] if use_graddrop else fixed[c]) for c in comps}
     return AtPStar(_ids_scores(score), _ids_scores(base), _ids_scores(fixed), _ids_scores(drop),
                    dict(metric=metric, ablation=ablation, use_qk_fix=use_qk_fix, use_graddrop=use_graddrop,
                         qk_fix_layers=qk_layers, qk_fix_not_applicable=_linear_layers(model) if use_qk_fix else []))
 
 
+def _keep_attention_weights(layer: int, attn_w: dict):
+    """An attention module's output edit that keeps its weights (out[1]) in attn_w[layer], for the QK fix."""
+    def fn(out):
+        if not isinstance(out, (tuple, list)) or len(out) < 2 or out[1] is None:
+            raise ValueError(f"layer {layer}'s attention returned no weights; the QK fix needs eager attention")
+        attn_w[layer] = out[1]
+        return out
+    return fn
+
+
+def _graddrop(backward, state: dict, comps, deltas: dict, d_attn: dict, L: int) -> dict:
+    """GradDrop: for each layer l, AtP with the gradient through l's residual writes dropped (`state["drop"]`
+    read by the writers' _GradGate); a node's score is 1/(L-1) sum over the other layers of |that AtP|."""
+    total = {c: torch.zeros(c.n) for c in comps}
+    for layer in range(L):
+        state["drop"] = layer
+        g_l, ga_l = backward()
+        for c in comps:
+            if c.layer == layer:  # its own layer: every path of the node runs through that layer's writes
+                continue
+            est = _qk_score(d_attn[c], ga_l[c.layer]) if c in d_attn else _dot(deltas[c], g_l[c])
+            total[c] += est.abs().cpu()
+    state.pop("drop", None)
+    return {c: total[c] / max(L - 1, 1) for c in comps}
+
+
 def _linear_layers(model) -> list[int]:
     """Layers with linear attention (no softmax: the QK fix is not applicable there)."""
-    return [layer for layer in range(len(decoder_layers(model))) if not attention(model, layer)[1]]
+    return [layer for layer in range(n_layers(model)) if not attention(model, layer)[1]]
 
 
 def _qk_score(d_attn: torch.Tensor, grad_a: torch.Tensor) -> torch.Tensor:
@@ -316,7 +322,7 @@ def exact_check(nodes: Nodes, pairs: PromptPairs, estimates: dict[str, dict[str,
 
     Returns {"exact": {node id: exact effect}, "full": {name: compare(...)}, "top_set": {name: compare(...)},
     "nodes": what was patched and why}; top_k (default min(10, top_n)) is compare's."""
-    from ..data import seeded_rng
+    from ..data.splits import seeded_rng
 
     if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
         raise ValueError(f"top_n must be a positive int (each estimate's top nodes to check), got {top_n!r}")

@@ -99,8 +99,3 @@ def write_circuit(path, nodes: list[dict], edges: list[dict], *, metric: str, pr
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
     return data
-
-
-def read_circuit(path) -> dict:
-    """A circuit.json read back and validated."""
-    return validate_circuit(json.loads(Path(path).read_text()))

@@ -24,8 +24,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from .. import hooks
-from ..models import decoder_layers, final_norm
+from ..model import hooks
+from ..model.layout import decoder_layers, final_norm
 
 QKV = ("q", "k", "v")
 

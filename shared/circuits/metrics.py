@@ -93,7 +93,7 @@ def check_tau(name: str, value) -> float:
 def task_metrics(model, pairs: PromptPairs, metric: str = "logit_diff") -> tuple[float, float, torch.Tensor]:
     """The task's baseline on `model` run as it is: (mean metric on the clean prompts, on the corrupt ones
     (for "kl": against the clean run), the clean logits [n, T, V])."""
-    from ..models import model_device
+    from ..model.layout import model_device
 
     fn, device = get_metric(metric), model_device(model)
     pairs = pairs.to(device)

@@ -18,8 +18,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .. import hooks
-from ..models import d_model, decoder_layers, model_device, text_config
+from ..model import hooks, layout
+from ..model.layout import d_model, decoder_layers, model_device, text_config
 
 KINDS = ("heads", "q", "k", "mlp", "latents", "error")
 _ATTN_NAMES = ("self_attn", "attn", "attention", "linear_attn", "mixer")
@@ -132,7 +132,7 @@ def _qk_site(model, layer: int, which: str):
 
 def softmax_layers(model) -> list[int]:
     """The layers whose attention is a softmax (where query/key nodes and the QK fix apply)."""
-    return [layer for layer in range(len(decoder_layers(model))) if attention(model, layer)[1]]
+    return [layer for layer in range(layout.n_layers(model)) if attention(model, layer)[1]]
 
 
 # SAELens releases trained on TransformerLens' centred residual stream (center_writing_weights): the
@@ -165,7 +165,7 @@ def check_sae_layer(sae_id: str, layer: int) -> int:
 class Nodes:
     """The components of a model that hold nodes: heads / mlps / qk at the given layers, SAEs by layer.
 
-    heads, mlps, qk: layer specs (hooks.resolve_layers forms) or None; saes: {layer: SAE} for residual
+    heads, mlps, qk: layer specs (layout.resolve_layers forms) or None; saes: {layer: SAE} for residual
     SAEs read at block `layer`'s output (an SAE whose d_in is not the model's width is refused). qk adds
     a "q" and a "k" component per layer (softmax attention only). centre_sae_input: the SAEs read
     x − mean(x) over d_model (CENTRED_RELEASES); the error term keeps the splice exact either way.
@@ -175,13 +175,13 @@ class Nodes:
                  centre_sae_input: bool = False):
         self.model = model
         self.centre_sae_input = centre_sae_input
-        n_layers = len(decoder_layers(model))
+        n_layers = layout.n_layers(model)
         head_layers, qk_layers, mlp_layers = (
-            set() if spec is None else set(hooks.resolve_layers(spec, n_layers, dedupe=True, name=name))
+            set() if spec is None else set(layout.resolve_layers(spec, n_layers, dedupe=True, name=name))
             for spec, name in ((heads, "heads"), (qk, "qk"), (mlps, "mlps")))
         self.saes = {}
         for layer, sae in (saes or {}).items():
-            layer = hooks.resolve_layers(int(layer), n_layers, name="SAE layer")[0]
+            layer = layout.resolve_layers(int(layer), n_layers, name="SAE layer")[0]
             if sae.cfg.d_in != d_model(model):
                 raise ValueError(f"the SAE for layer {layer} reads d_in={sae.cfg.d_in} but the model's residual "
                                  f"width is {d_model(model)}: load the SAE trained for this model")
@@ -255,16 +255,7 @@ class Nodes:
             record[comp] = new
             return new
 
-        inputs: dict[nn.Module, list] = {}
-        outputs: dict[nn.Module, list] = {}
-        sae_layers: dict[int, dict] = {}
-        for comp, site in self._sites.items():
-            if site[0] == "input":
-                inputs.setdefault(site[1], []).append(comp)
-            elif site[0] == "output":
-                outputs.setdefault(site[1], []).append((comp, site[2], site[3]))
-            else:
-                sae_layers.setdefault(comp.layer, {})[comp.kind] = comp
+        inputs, outputs, sae_layers = self._sites_by_hook()
 
         def head_edit(comps):
             def fn(x):
@@ -300,6 +291,22 @@ class Nodes:
             stack.enter_context(hooks.edit_module_outputs({m: out_edit(c) for m, c in outputs.items()}))
             stack.enter_context(hooks.edit_residual(self.model, {layer: sae_edit(layer, c) for layer, c in sae_layers.items()}))
             yield record
+
+    def _sites_by_hook(self) -> tuple[dict, dict, dict]:
+        """The components grouped by where `hooked` edits them: {module: [components]} on a module's input (heads),
+        {module: [(component, extract, insert)]} on its output, {layer: {"latents" | "error": component}} at an
+        SAE's layer."""
+        inputs: dict[nn.Module, list] = {}
+        outputs: dict[nn.Module, list] = {}
+        sae_layers: dict[int, dict] = {}
+        for comp, site in self._sites.items():
+            if site[0] == "input":
+                inputs.setdefault(site[1], []).append(comp)
+            elif site[0] == "output":
+                outputs.setdefault(site[1], []).append((comp, site[2], site[3]))
+            else:
+                sae_layers.setdefault(comp.layer, {})[comp.kind] = comp
+        return inputs, outputs, sae_layers
 
     def values(self, ids: torch.Tensor, edit: Edit | None = None, *, grad: bool = False):
         """(logits, {component: value}) of one forward on ids; values detached unless grad."""

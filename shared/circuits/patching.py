@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models import model_device
+from ..model.layout import model_device
 from .metrics import get_metric
 from .nodes import Component, Nodes
 from .tasks import PromptPairs
@@ -70,14 +70,6 @@ def clean_metric(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff") -
     with torch.no_grad():
         logits = nodes.model(pairs.clean_ids.to(model_device(nodes.model))).logits
     return logits, _metric(metric, logits, pairs, logits)
-
-
-def corrupt_metric(nodes: Nodes, pairs: PromptPairs, metric: str = "logit_diff") -> torch.Tensor:
-    """The metric [n] of the corrupt prompts run as they are (against the clean logits for "kl")."""
-    clean_logits, _ = clean_metric(nodes, pairs, metric)
-    with torch.no_grad():
-        logits = nodes.model(pairs.corrupt_ids.to(model_device(nodes.model))).logits
-    return _metric(metric, logits, pairs, clean_logits)
 
 
 def patch_effect(nodes: Nodes, pairs: PromptPairs, node_ids, *, ablation: str = "resample",

@@ -20,11 +20,11 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .. import hooks
+from ..model import hooks
 from .attribution import atp_gradients, ig_gradients
 from .circuit_json import node_entries
 from .metrics import check_tau, gradient_metric
-from .nodes import CENTRED_RELEASES, Component, Nodes, check_sae_layer
+from .nodes import Component, Nodes, check_sae_layer
 from .patching import faithfulness, faithfulness_ends, patch_values
 from .tasks import PromptPairs
 
@@ -253,29 +253,3 @@ def faithfulness_curve(nodes: Nodes, pairs: PromptPairs, ranking: Sequence[str],
         rows.append({"n_nodes": k, "faithfulness": faithfulness(nodes, pairs, circuit, **score),
                      "completeness": faithfulness(nodes, pairs, rest, **score)})
     return rows
-
-
-# ----------------------------------------------------------------------------- the notebook's SAEs
-
-
-def load_saes(P, model, tokenizer, layers: Sequence[int], out_dir) -> tuple[Nodes, dict[int, str]]:
-    """(the SAE node set, {layer: where its SAE came from}) for notebook parameters SAE and SAE_IDS (one id per
-    LAYERS entry): sae_io.sae_for_notebook at each layer ("train-tiny" trains one per layer in out_dir/L<n>)."""
-    from pathlib import Path
-
-    from .. import sae_io
-
-    ids = list(P["SAE_IDS"])
-    if len(ids) != len(layers):
-        raise ValueError(f"SAE_IDS has {len(ids)} entries but LAYERS {len(layers)}: give one SAE id per layer, "
-                         "in the same order ('' for each with SAE = 'train-tiny' or a folder without subfolders)")
-    if len(layers) < 2:
-        raise ValueError(f"LAYERS = {list(layers)}: a sparse feature circuit needs >= 2 SAE layers")
-    for layer, sae_id in zip(layers, ids):  # every id against its layer before any download
-        check_sae_layer(sae_id, layer)
-    saes, where = {}, {}
-    for layer, sae_id in zip(layers, ids):
-        params = type(P)({**P, "SAE_ID": sae_id}, given=getattr(P, "given", None))
-        saes[layer], where[layer] = sae_io.sae_for_notebook(params, model, tokenizer, layer, Path(out_dir) / f"L{layer}")
-    nodes = check_saes(model, saes, dict(zip(layers, ids)), centre_sae_input=P["SAE"] in CENTRED_RELEASES)
-    return nodes, where

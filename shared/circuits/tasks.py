@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from ..data import seeded_rng
+from ..data.splits import seeded_rng
 
 TASKS = ("ioi", "sva", "synthetic")
 
