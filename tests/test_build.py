@@ -557,15 +557,16 @@ def test_real_catalog_renders_and_checks(tmp_path):
 
 def test_install_cell_installs_the_declared_requirements_only():
     """The install cell holds the catalog's requirements, not the imports of the vendored closure:
-    notebook 19 vendors shared/data/sources.py, whose lazy `import datasets` it never runs, so it must not
-    install datasets (tests/test_notebooks.py checks each declaration against its smoke run's imports)."""
+    notebook 19 vendors shared/readouts/lens.py, whose lazy `from tqdm.auto import tqdm` (the tuned lens's fit)
+    it never runs, so it must not install tqdm (tests/test_notebooks.py checks each declaration against its
+    smoke run's imports)."""
     entry = next(e for e in bn.load_catalog(REPO) if e.id == "19_logit_lens")
     nb = _rendered(entry.id)
     (cell,) = [src(c) for c in nb["cells"] if bn.INSTALL_TAG in c["metadata"].get("tags", [])]
     listed = ast.literal_eval(cell.split("REQUIREMENTS = ", 1)[1].split("\n\n", 1)[0])
     assert listed == entry.requirements
     vendored = "".join(src(c) for c in nb["cells"] if bn.CORE_TAG in c["metadata"].get("tags", []))
-    assert '_add_core_module("data/sources.py"' in vendored and "datasets" not in {bn.dist_name(r) for r in listed}
+    assert '_add_core_module("readouts/lens.py"' in vendored and "tqdm" not in {bn.dist_name(r) for r in listed}
 
 
 # ---------------------------------------------------------------------------- what a notebook needs, per platform
