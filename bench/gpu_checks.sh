@@ -6,7 +6,9 @@
 # loops a wall-clock budget (--seconds); one failing step does not stop the others. Results:
 # step.json (SAE step vs sparsify, gradients checked), profile.txt (where each step's time goes),
 # loop-*.json (whole trainer: tokens/s and peak GiB next to shared/notebook/tiers.py's prediction),
-# fit-<notebook>.json (each training notebook's default run on the memory of the GPU it names), a log each.
+# fit-<notebook>.json (each training notebook's default run on the memory of the GPU it names),
+# pipeline-*.json (our whole trainer beside SAELens' and sparsify's and the forward alone, tier-1 and
+# tier-2 shapes) with profile-ours-*.txt (where our wall time goes), a log each.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
@@ -19,8 +21,13 @@ if [ -d .whl ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     >> "$OUT/logs/install.txt" 2>&1 && export PYTHONPATH=/tmp/site
 fi
+# SAELens imports wandb at load and calls it only when logging to W&B (off here): a stand-in where absent
+$PY -c "import wandb" 2>/dev/null || export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/bench/stubs
+# ONLY="name1 name2": run just those steps (a device call lasts at most 10 minutes: all the steps take
+# two calls, e.g. ONLY="step loop-tier1 loop-tier3 loop-tier2" then ONLY="pipeline-tier1 pipeline-tier2")
 step() {  # step NAME SECONDS CMD...: run one check with its own limit, log and exit code
   local name=$1 limit=$2 t0=$SECONDS; shift 2
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   timeout "$limit" "$@" > "$OUT/logs/$name.txt" 2>&1
   echo "$name rc=$? ${SECONDS}s (+$((SECONDS - t0))s)" | tee -a "$OUT/summary.txt"
 }
@@ -52,3 +59,12 @@ if [ "${FIT:-1}" != 0 ]; then
       --json "$OUT/fit-$nb.json"
   done
 fi
+# Whole pipelines side by side (issue: ours >= 1.5x the faster peer, <= 1.15x the forward alone), one
+# round each at a token budget that fits: P1 / P2 seconds per pipeline step (default 240 / 200).
+P1=${P1:-240} P2=${P2:-200}
+step pipeline-tier1 $((P1 + 20)) env BENCH_PROFILE="$OUT/profile-ours-tier1.txt" $PY bench/whole_pipeline.py \
+  --config tier1 --device cuda --rounds 1 --tokens ${PTOK1:-2097152} --timeout $((P1 / 4)) \
+  --impls floor,ours,saelens,sparsify,ours-profiled --json "$OUT/pipeline-tier1.json"
+step pipeline-tier2 $((P2 + 20)) env BENCH_PROFILE="$OUT/profile-ours-tier2.txt" $PY bench/whole_pipeline.py \
+  --config tier2 --device cuda --rounds 1 --tokens ${PTOK2:-1048576} --timeout $((P2 / 4)) \
+  --impls floor,ours,saelens,sparsify,ours-profiled --json "$OUT/pipeline-tier2.json"
