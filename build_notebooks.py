@@ -779,7 +779,7 @@ CATALOG_FIELDS = ("id", "source", "title", "level", "platform", "accelerator", "
 def catalog_module(entries: list[Entry]) -> str:
     """Source of shared/notebook/catalog.py: one dict per catalog entry (CATALOG_FIELDS), in catalog order.
 
-    Generated so that vendored code (tiers: which notebooks are released) reads the catalog with no
+    Generated so that vendored code (planning.models: which tier notebooks are released) reads the catalog with no
     checkout beside it; `--check` fails when it is stale like any rendered file.
     """
     rows = "".join(f"    {json.dumps({k: getattr(e, k) for k in CATALOG_FIELDS}, ensure_ascii=False)},\n"

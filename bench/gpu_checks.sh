@@ -5,7 +5,7 @@
 # bench/wheelhouse.sh and name .whl in the run's `carry`). Each step has its own time limit and the
 # loops a wall-clock budget (--seconds); one failing step does not stop the others. Results:
 # step.json (SAE step vs sparsify, gradients checked), profile.txt (where each step's time goes),
-# loop-*.json (whole trainer: tokens/s and peak GiB next to shared/notebook/tiers.py's prediction),
+# loop-*.json (whole trainer: tokens/s and peak GiB next to shared/planning's prediction),
 # fit-<notebook>.json (each training notebook's default run on the memory of the GPU it names),
 # pipeline-*.json (our whole trainer beside SAELens' and sparsify's and the forward alone, tier-1 and
 # tier-2 shapes) with profile-ours-*.txt (where our wall time goes), a log each.
@@ -49,7 +49,7 @@ step loop-tier2 $((T2 + 20)) $PY bench/train_loop.py --device cuda --model qwen3
 # Issue 19: each training notebook's default run (its default model from its real config, random
 # weights, its default parameters) for FIT_STEPS SAE steps with torch's allocator capped at the memory
 # of the GPU the notebook names (a T4: 14.56 GiB; Kaggle's 2xT4 runs on one GPU capped at both), the
-# peak next to shared/notebook/tiers.py's prediction. 03 needs a GPU with its 95 GiB: skipped (rc 1) on an H100.
+# peak next to shared/planning's prediction. 03 needs a GPU with its 95 GiB: skipped (rc 1) on an H100.
 # FIT_NOTEBOOKS picks some (default: all), FIT=0 skips them.
 if [ "${FIT:-1}" != 0 ]; then
   for nb in ${FIT_NOTEBOOKS:-01_hobbyist_gemma2_2b_colab 10_hobbyist_phi3_mini_colab 02_explorer_qwen35_4b_kaggle \

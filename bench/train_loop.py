@@ -34,7 +34,7 @@ from shared.training.trainer import train  # noqa: E402
 MODELS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "models"
 
 # The tiers' models by their short names: each is built from its real config, shipped in
-# tests/data/models/<org>__<name>/config.json (the same file tests/test_tiers.py checks shared/notebook/tiers.py
+# tests/data/models/<org>__<name>/config.json (the same file tests/test_tiers.py checks shared/planning/models.py
 # against), and "toy", a small Llama for a quick CPU check of the script itself.
 SHAPES = {
     "gemma-2-2b": "google/gemma-2-2b",
@@ -78,17 +78,17 @@ def shaped_model(name: str, device: str, dtype: torch.dtype):
 
 def predicted(name: str, layers: tuple[int, ...], d_sae: int, model_batch: int, batch_tokens: int,
               buffer_tokens: int) -> dict | None:
-    """What shared/notebook/tiers.py predicts for this run on this GPU: peak GiB and tokens/s (None on CPU)."""
-    from shared.notebook import tiers
+    """What shared/planning predicts for this run on this GPU: peak GiB and tokens/s (None on CPU)."""
+    from shared.planning import gpus, memory, models, throughput
 
     model_id = SHAPES[name]
     if model_id is None or not torch.cuda.is_available():
         return None
-    m, g = tiers.MODELS[model_id], tiers.gpu_class(tiers.classify_gpu_name(torch.cuda.get_device_name(0)))
-    mem = tiers.memory_breakdown(m, g, layers, d_sae, fwd_batch_seqs=model_batch, batch_tokens=batch_tokens,
-                                 buffer_tokens=buffer_tokens)
+    m, g = models.MODELS[model_id], gpus.gpu_class(gpus.classify_gpu_name(torch.cuda.get_device_name(0)))
+    mem = memory.memory_breakdown(m, g, layers, d_sae, fwd_batch_seqs=model_batch, batch_tokens=batch_tokens,
+                                  buffer_tokens=buffer_tokens)
     return {"gpu_class": g.name, "peak_gib": round(mem["gpu0"]["total"], 2),
-            "tokens_per_s": round(tiers.tokens_per_second(m, g, layers, d_sae))}
+            "tokens_per_s": round(throughput.tokens_per_second(m, g, layers, d_sae))}
 
 
 T0 = time.perf_counter()
@@ -99,7 +99,7 @@ def main() -> None:
     p.add_argument("--model", default="gemma-2-2b", choices=sorted(SHAPES))
     p.add_argument("--layers", default=None,
                    help="hooked layers, e.g. 11,31,55 (one SAE each, one forward); default the tier's layers "
-                        "in shared/notebook/tiers.py (12 of Gemma-2-2B's 26), else the middle one")
+                        "in shared/planning/models.py (12 of Gemma-2-2B's 26), else the middle one")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--d-sae", type=int, default=16384)
     p.add_argument("--k", type=int, default=64)
@@ -120,7 +120,7 @@ def main() -> None:
     p.add_argument("--fit-check", default=None, metavar="NOTEBOOK",
                    help="a catalog notebook's training run (its default model from its real config, random weights, "
                         "its default parameters) for --steps SAE steps under the memory of the GPU it names, "
-                        "the peak next to shared/notebook/tiers.py's prediction (see fit_check)")
+                        "the peak next to shared/planning's prediction (see fit_check)")
     p.add_argument("--platform", default=None, help="--fit-check: the GPU class to emulate (default: the notebook's)")
     p.add_argument("--steps", type=int, default=200, help="--fit-check: SAE steps")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -134,9 +134,9 @@ def main() -> None:
     elif model_id in ("google/gemma-2-2b", None):
         layers = (12,) if model_id else (TOY["num_hidden_layers"] // 2,)
     else:
-        from shared.notebook import tiers
+        from shared.planning import models
 
-        layers = tiers.MODELS[model_id].default_layers()
+        layers = models.MODELS[model_id].default_layers()
 
     if args.dense_kernels:
         from shared.saes.base import SparseAutoencoder
@@ -256,12 +256,12 @@ def fit_check(args) -> None:
     platform has no bf16, as on a T4, whose SAE step then runs in fp32), its default parameters drive
     the trainer (17: with its crosscoder) for --steps SAE steps on the synthetic corpus, torch's allocator is
     capped at the platform's memory (emulate_memory), and the JSON holds the peak (allocated, reserved,
-    plus what this process holds outside torch) next to shared/notebook/tiers.py's prediction of the training
+    plus what this process holds outside torch) next to shared/planning's prediction of the training
     phase. A two-GPU platform (Kaggle's 2xT4) runs on one GPU capped at both GPUs' memory: its measured
     peak is compared with the predicted sum of the two GPUs (less one CUDA context)."""
     import tempfile
 
-    from shared.notebook import tiers
+    from shared.planning import gpus, memory, models, workloads
     from shared.recipes.tier import TIER_PARAMETERS
     from shared.saes import crosscoder
     from shared.training import sweep
@@ -271,7 +271,7 @@ def fit_check(args) -> None:
         raise SystemExit(f"--fit-check {notebook}: runs the training notebooks ({', '.join(TRAINING_NOTEBOOKS)}); "
                          "the others' memory is predicted only")
     P = notebook_parameters(notebook, args.set)
-    g = tiers.gpu_class(args.platform or tiers.accelerator_classes(P.pop("_accelerator"))[0])
+    g = gpus.gpu_class(args.platform or gpus.accelerator_classes(P.pop("_accelerator"))[0])
     P.pop("_accelerator", None)
     cuda = args.device.startswith("cuda")
     shape = args.model if args.model == "toy" else P["MODEL_ID"]
@@ -304,12 +304,12 @@ def fit_check(args) -> None:
     if args.model == "toy":  # the dry run: the prediction for the toy's own shape
         n_params = sum(p.numel() for p in model.parameters())
         c = model.config
-        tiers.SHAPES[P["MODEL_ID"]] = tiers.ModelShape(P["MODEL_ID"], n_params, c.num_hidden_layers, c.hidden_size,
+        models.SHAPES[P["MODEL_ID"]] = models.ModelShape(P["MODEL_ID"], n_params, c.num_hidden_layers, c.hidden_size,
                                                        c.vocab_size, bool(c.tie_word_embeddings), c.num_attention_heads,
                                                        c.num_key_value_heads * (c.hidden_size // c.num_attention_heads))
-    est = tiers.notebook_estimate(notebook, {**P, "LAYER": layers} if "LAYER" in P else P, g.name)
+    est = workloads.notebook_estimate(notebook, {**P, "LAYER": layers} if "LAYER" in P else P, g.name)
     phase = est.phases["train"]
-    predicted = sum(part["total"] for part in phase.values()) - tiers.CUDA_CONTEXT_GB * (len(phase) - 1)
+    predicted = sum(part["total"] for part in phase.values()) - memory.CUDA_CONTEXT_GB * (len(phase) - 1)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
     reserved = torch.cuda.max_memory_reserved() / 2**30 if cuda else None
     outside = emulated["outside_torch_gib"]

@@ -31,10 +31,10 @@ SEED = 0  # @param {type:"integer"}
 import matplotlib.pyplot as plt
 
 from shared import runtime
-from shared.notebook import tiers
 from shared.notebook.parameters import check_parameters
 from shared.notebook.rules import common, planning
 from shared.notebook.run import start
+from shared.planning import gpus, memory, recommend, stated_times, throughput
 
 # checked by these rule families (shared/notebook/rules/); a bad value stops here with one line
 P = check_parameters(globals(), common, planning)
@@ -47,12 +47,12 @@ run = start(P)  # makes OUTPUT_DIR, seeds everything, says where it runs
 # have yet (e.g. `"T4"` before opening Colab, `"2xT4"` for Kaggle).
 
 # %%
-gpus = runtime.gpu_info()  # listed by the set-up cell above
-if not gpus:
+visible = runtime.gpu_info()  # listed by the set-up cell above
+if not visible:
     print("no CUDA GPU visible")
-gpu_name = tiers.detect_gpu_class() if GPU == "auto" else tiers.gpu_class(GPU).name
-g = tiers.gpu_class(gpu_name)
-print(f"\nplanning for: {g.name} -- {g.n_gpus} x {g.vram_gb:g} GiB ({tiers.usable_gib(g):.1f} usable), "
+gpu_name = gpus.detect_gpu_class() if GPU == "auto" else gpus.gpu_class(GPU).name
+g = gpus.gpu_class(gpu_name)
+print(f"\nplanning for: {g.name} -- {g.n_gpus} x {g.vram_gb:g} GiB ({memory.usable_gib(g):.1f} usable), "
       f"{g.peak_tflops:g} TFLOP/s dense {'bf16' if g.name != 'cpu' and g.bf16 else 'fp16' if g.name != 'cpu' else 'fp32'} "
       f"peak, MFU {g.mfu:.0%} ({g.basis}). {g.note}")
 
@@ -83,7 +83,8 @@ print(f"\nplanning for: {g.name} -- {g.n_gpus} x {g.vram_gb:g} GiB ({tiers.usabl
 # and the trainer reached 0.54 of its own matmul floor's rate on the H200, so 0.20 here. Each GPU
 # class prints where its number comes from.
 #
-# The cell prints the model's constants (`USABLE_FRACTION`: the share of torch's reported memory an
+# The model lives in `shared/planning/`, one concept a module: `memory.py` and `throughput.py` hold the
+# arithmetic above, `recommend.py` this notebook's weighing. The cell prints the model's constants (`USABLE_FRACTION`: the share of torch's reported memory an
 # option may fill; `CUDA_CONTEXT_GB`; the per-d_model working set of the forward; the FLOPs of one SAE
 # step per d_in x d_sae, on a bf16 GPU and in fp32 on a T4; the copies of the SAE's state Adam keeps;
 # the buffer's bytes per value; the setup minutes and the download rate subtracted from the budget),
@@ -91,12 +92,13 @@ print(f"\nplanning for: {g.name} -- {g.n_gpus} x {g.vram_gb:g} GiB ({tiers.usabl
 # for its tokens must agree, since both come from this same arithmetic.
 
 # %%
-constants = {k: getattr(tiers, k) for k in ("USABLE_FRACTION", "CUDA_CONTEXT_GB", "ACT_WORKSET_PER_D",
-             "SAE_FLOPS_PER_PARAM_PAIR", "SAE_FP32_FLOPS_PER_PARAM_PAIR", "SAE_STATE_COPIES", "BUFFER_BYTES",
-             "SETUP_MINUTES", "DOWNLOAD_GB_PER_S")}
+constants = {k: getattr(memory, k) for k in ("USABLE_FRACTION", "CUDA_CONTEXT_GB", "ACT_WORKSET_PER_D",
+                                             "SAE_STATE_COPIES", "BUFFER_BYTES")}
+constants |= {k: getattr(throughput, k) for k in ("SAE_FLOPS_PER_PARAM_PAIR", "SAE_FP32_FLOPS_PER_PARAM_PAIR",
+                                                 "SETUP_MINUTES", "DOWNLOAD_GB_PER_S")}
 for k, v in constants.items():
     print(f"  {k:26s} {v}")
-anchor = tiers.catalog_anchor_check()
+anchor = stated_times.catalog_anchor_check()
 print(f"\nTier 1 ({anchor['notebook']}): {anchor['tokens'] / 1e6:.0f}M tokens at ~{anchor['model_tokens_per_s']:,.0f} "
       f"tokens/s = ~{anchor['model_minutes'] / 60:.1f} h on a T4 by this model; the catalog says "
       f"\"{anchor['stated']}\".")
@@ -116,7 +118,7 @@ print(f"\nTier 1 ({anchor['notebook']}): {anchor['tokens'] / 1e6:.0f}M tokens at
 # bar crosses the red line.
 
 # %%
-rows = tiers.options_table(gpu_name, BUDGET_MINUTES, GOAL)
+rows = recommend.options_table(gpu_name, BUDGET_MINUTES, GOAL)
 header = f"{'notebook':32s} {'layers':>12s} {'d_sae':>6s} {'k':>4s} {'peak GiB':>8s} {'fits':>5s} {'tok/s':>8s} {'tokens':>8s} {'min':>6s}  status"
 print(header)
 print("-" * len(header))
@@ -132,7 +134,7 @@ fig, (ax_mem, ax_tok) = plt.subplots(1, 2, figsize=(12, 0.5 * len(rows) + 1.5), 
 labels = [f"{r['model_id'].split('/')[-1]} L{','.join(map(str, r['layers']))}" for r in rows]
 colors = ["tab:green" if r["status"] == "recommended" else "tab:blue" if r["fits"] else "tab:gray" for r in rows]
 ax_mem.barh(labels, [r["peak_gb"] for r in rows], color=colors)
-ax_mem.axvline(tiers.USABLE_FRACTION * g.vram_gb, color="red", ls="--", label="usable VRAM per GPU")
+ax_mem.axvline(memory.USABLE_FRACTION * g.vram_gb, color="red", ls="--", label="usable VRAM per GPU")
 ax_mem.set_xlabel("peak GiB on the fullest GPU")
 ax_mem.legend(loc="lower right")
 ax_tok.barh(labels, [r["tokens"] / 1e6 for r in rows], color=colors)
@@ -164,7 +166,7 @@ run.save_figure(fig, "tier_options.png")
 # notebook, model, seed, parameters, the vendored core's hash, when it was written).
 
 # %%
-rec = tiers.recommend(gpu_name, BUDGET_MINUTES, GOAL)
+rec = recommend.recommend(gpu_name, BUDGET_MINUTES, GOAL)
 print(f"Tier notebook: {rec.tier_notebook}; open now: {rec.run_in}  (on {rec.gpu}; ~{rec.est_minutes:g} of "
       f"{BUDGET_MINUTES:g} min, ~{rec.tokens_per_s:,} tokens/s)")
 if rec.note:
@@ -177,7 +179,7 @@ for dev, parts in rec.memory.items():
     print(f"  {dev}: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
 
 # %%
-report = {"gpu_detected": [g_.name for g_ in gpus], "gpu_class": gpu_name, "budget_minutes": BUDGET_MINUTES,
+report = {"gpu_detected": [g_.name for g_ in visible], "gpu_class": gpu_name, "budget_minutes": BUDGET_MINUTES,
           "goal": GOAL, "recommendation": rec.to_dict(), "options": rows, "constants": constants,
           "catalog_anchor": anchor}
 run.write_report("tier_recommendation.json", report)

@@ -185,12 +185,12 @@ def test_sweep_architectures_are_the_registered_ones_with_a_k():
 
 def test_gpu_and_goal_rules_name_the_planners_classes_and_goals():
     """GPU and GOAL (notebook 07) are checked against names written out in rules/planning.py, so 07's first
-    cell does not vendor the planner: they are tiers' own, and GPU reads a name as tiers.gpu_class does."""
-    from shared.notebook import tiers
+    cell does not vendor the planner: they are the planner's own, and GPU reads a name as gpus.gpu_class does."""
+    from shared.planning import gpus, recommend
 
-    assert planning.GPU_CLASSES == tuple(tiers.GPU_CLASSES) and planning.GOALS == tiers.GOALS
+    assert planning.GPU_CLASSES == tuple(gpus.GPU_CLASSES) and planning.GOALS == recommend.GOALS
     for given in ("t4", " h100-80 ", "2XT4", None):
-        assert planning.RULES["GPU"](given, None) == tiers.gpu_class(given).name
+        assert planning.RULES["GPU"](given, None) == gpus.gpu_class(given).name
     with pytest.raises(ValueError, match="unknown GPU class 'GTX-9000'; use one of T4, 2xT4"):
         planning.RULES["GPU"]("GTX-9000", None)
 

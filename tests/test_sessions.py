@@ -1,5 +1,5 @@
 """Checkpoints that outlive the session: CHECKPOINT_DIR "auto" per platform with HF_USERNAME, Drive
-refused on Colab, the Kaggle session check from tiers' throughput model, and the Hub store's faults
+refused on Colab, the Kaggle session check from planning's throughput model, and the Hub store's faults
 (another account's repo, a read token, a rejected token), each one line before anything is written;
 a run checkpointing into a Hub repo resumes in a new folder to the uninterrupted weights. The Hub is
 tests/fake_hub.LocalHub, spoken to by the real huggingface_hub client."""
@@ -14,7 +14,7 @@ import torch
 
 from fake_hub import LocalHub
 from shared import hub, runtime
-from shared.notebook import tiers
+from shared.planning import gpus, models, throughput
 from shared.recipes import sessions
 from shared.recipes.sessions import CannotResume, checkpoint_dir, resolve_checkpoint_dir
 
@@ -62,12 +62,12 @@ def test_auto_on_kaggle_and_elsewhere_follows_hf_username(monkeypatch, capsys):
 
 
 def test_a_kaggle_run_longer_than_a_session_stops_unless_resumable(monkeypatch, capsys):
-    """tiers' throughput model for Llama-3.1-8B on 2xT4 gives the tokens of 12 h: twice that with
+    """planning's throughput model for Llama-3.1-8B on 2xT4 gives the tokens of 12 h: twice that with
     checkpoints on the session's disk stops in one line; half of it, a Hub store or the override pass."""
     monkeypatch.setattr(runtime, "platform", lambda: "kaggle")
-    monkeypatch.setattr(tiers, "detect_gpu_class", lambda *a, **k: "2xT4")
-    rate = tiers.tokens_per_second(tiers.MODELS[PARAMS["MODEL_ID"]], tiers.gpu_class("2xT4"), (16,), 32768)
-    session_tokens = int(rate * 3600 * (sessions.KAGGLE_SESSION_HOURS - tiers.SETUP_MINUTES / 60))
+    monkeypatch.setattr(gpus, "detect_gpu_class", lambda *a, **k: "2xT4")
+    rate = throughput.tokens_per_second(models.MODELS[PARAMS["MODEL_ID"]], gpus.gpu_class("2xT4"), (16,), 32768)
+    session_tokens = int(rate * 3600 * (sessions.KAGGLE_SESSION_HOURS - throughput.SETUP_MINUTES / 60))
     long = {**PARAMS, "TOTAL_TOKENS": 2 * session_tokens}
     hours = sessions.estimated_hours(PARAMS["MODEL_ID"], [16], 32768, 2 * session_tokens)[0]
     with pytest.raises(CannotResume) as e:

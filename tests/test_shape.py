@@ -13,8 +13,9 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1] / "shared"
 
 # Lowest first. A module imports from its own package or from a layer below its own, never from a peer
-# in its layer or from above: runtime and hub are leaves, recipes (the notebooks' vocabulary) sits on
-# everything, and shared/train.py is only the `python -m shared.train` entry point on top.
+# in its layer or from above: runtime and hub are leaves, planning (the VRAM and time model) sits above
+# the trainer's memory terms and the notebook catalog it reads, recipes (the notebooks' vocabulary) sits
+# on everything, and shared/train.py is only the `python -m shared.train` entry point on top.
 LAYERS = (
     {"runtime"},
     {"hub"},
@@ -23,7 +24,7 @@ LAYERS = (
     {"saes"},
     {"training"},
     {"readouts", "circuits", "views", "features", "notebook"},
-    {"evals"},
+    {"evals", "planning"},
     {"recipes"},
     {"train"},
 )

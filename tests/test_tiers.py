@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.notebook import tiers
+from shared.planning import gpus, memory, models, recommend, stated_times, workloads
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO / "tests" / "data" / "models"
@@ -36,7 +36,7 @@ def catalog_params(notebook: str) -> dict:
 
 def gpu_notebooks() -> list[tuple[str, str]]:
     """(notebook, GPU class) for every catalog notebook that names a GPU, and every class it names."""
-    return [(nid, g) for nid, e in _catalog().items() for g in tiers.accelerator_classes(e.accelerator)]
+    return [(nid, g) for nid, e in _catalog().items() for g in gpus.accelerator_classes(e.accelerator)]
 
 
 def config_of(model_id: str):
@@ -70,7 +70,7 @@ def transformers_split(model_id: str, max_memory: dict) -> dict:
     sizes, _ = compute_module_sizes(model, None, only_modules=False)
     out = {}
     for module, device in device_map.items():
-        out.setdefault(device, {"gib": 0.0, "blocks": []})["gib"] += sizes[module] / tiers.GIB
+        out.setdefault(device, {"gib": 0.0, "blocks": []})["gib"] += sizes[module] / memory.GIB
 
     def device_of(name: str):
         return device_map[max((m for m in device_map if m == "" or name == m or name.startswith(m + ".")), key=len)]
@@ -81,21 +81,21 @@ def transformers_split(model_id: str, max_memory: dict) -> dict:
 
 
 def test_memory_breakdown_adds_up_its_parts():
-    m, g = tiers.MODELS["google/gemma-2-2b"], tiers.GPU_CLASSES["T4"]
-    mem = tiers.memory_breakdown(m, g, (12,), 16384, 8, 4096, 2**18)
+    m, g = models.MODELS["google/gemma-2-2b"], gpus.GPU_CLASSES["T4"]
+    mem = memory.memory_breakdown(m, g, (12,), 16384, 8, 4096, 2**18)
     parts = mem["gpu0"]
     assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
-    assert parts["weights"] == pytest.approx(m.n_params * 2 / tiers.GIB)  # fp16 on a T4
+    assert parts["weights"] == pytest.approx(m.n_params * 2 / memory.GIB)  # fp16 on a T4
     sae_params = 2 * 2304 * 16384 + 16384 + 2304
-    assert parts["sae_params"] == pytest.approx(sae_params * 4 / tiers.GIB)
+    assert parts["sae_params"] == pytest.approx(sae_params * 4 / memory.GIB)
     assert parts["adam_state"] == pytest.approx(2 * parts["sae_params"])
     assert parts["sae_grads"] == pytest.approx(parts["sae_params"])
-    assert parts["activation_buffer"] == pytest.approx(2**18 * 2304 * 4 / tiers.GIB)
+    assert parts["activation_buffer"] == pytest.approx(2**18 * 2304 * 4 / memory.GIB)
 
 
 def test_two_t4_split_model_and_sae():
-    m, g = tiers.MODELS["Qwen/Qwen3.5-4B"], tiers.GPU_CLASSES["2xT4"]
-    mem = tiers.memory_breakdown(m, g, (15,), m.d_sae, 4, 4096, 2**18)
+    m, g = models.MODELS["Qwen/Qwen3.5-4B"], gpus.GPU_CLASSES["2xT4"]
+    mem = memory.memory_breakdown(m, g, (15,), m.d_sae, 4, 4096, 2**18)
     assert set(mem) == {"gpu0", "gpu1"}
     assert "weights" in mem["gpu0"] and "weights" not in mem["gpu1"]
     assert "adam_state" in mem["gpu1"] and "adam_state" not in mem["gpu0"]
@@ -104,20 +104,20 @@ def test_two_t4_split_model_and_sae():
 
 
 def test_smaller_batch_and_buffer_shrink_memory():
-    m, g = tiers.MODELS["meta-llama/Llama-3.1-8B"], tiers.GPU_CLASSES["A100-80"]
-    full = tiers.memory_breakdown(m, g, (15,), m.d_sae, 8, 4096, 2**18)["gpu0"]
-    small = tiers.memory_breakdown(m, g, (15,), m.d_sae, 1, 4096, 2**15)["gpu0"]
+    m, g = models.MODELS["meta-llama/Llama-3.1-8B"], gpus.GPU_CLASSES["A100-80"]
+    full = memory.memory_breakdown(m, g, (15,), m.d_sae, 8, 4096, 2**18)["gpu0"]
+    small = memory.memory_breakdown(m, g, (15,), m.d_sae, 1, 4096, 2**15)["gpu0"]
     assert small["forward_activations"] < full["forward_activations"]
     assert small["activation_buffer"] < full["activation_buffer"] and small["total"] < full["total"]
 
 
 # --------------------------------------------------------------------------- the default models' real shapes
-@pytest.mark.parametrize("model_id", sorted(tiers.SHAPES))
+@pytest.mark.parametrize("model_id", sorted(models.SHAPES))
 def test_shapes_are_the_shipped_configs(model_id):
     """Every number the model uses for a default model is its real config's: the model built from
     tests/data/models/<org>__<name>/config.json (on the meta device: no weights) has these parameters,
     blocks, width, vocabulary, heads and KV width."""
-    s = tiers.SHAPES[model_id]
+    s = models.SHAPES[model_id]
     model = meta_model(model_id)
     text = model.config.get_text_config()
     n_params = sum(p.numel() for p in model.parameters())  # tied weights counted once
@@ -131,10 +131,10 @@ def test_shapes_are_the_shipped_configs(model_id):
 
 
 def test_every_default_model_ships_its_config():
-    """Each GPU notebook's default MODEL_ID has a shipped config and a shape in tiers.SHAPES."""
+    """Each GPU notebook's default MODEL_ID has a shipped config and a shape in models.SHAPES."""
     for notebook, _ in gpu_notebooks():
         model_id = catalog_params(notebook)["MODEL_ID"]
-        assert model_id in tiers.SHAPES, notebook
+        assert model_id in models.SHAPES, notebook
         assert (MODELS_DIR / model_id.replace("/", "__") / "config.json").is_file(), notebook
 
 
@@ -142,11 +142,11 @@ def test_every_default_model_ships_its_config():
                                       "google/gemma-2-2b"])
 @pytest.mark.parametrize("limits", [[11.24, 5.74], [6.0, 9.0], [4.0, 4.0, 9.0], [2.0, 30.0]])
 def test_spread_arithmetic_is_transformers_split(model_id, limits):
-    """tiers.spread_weights places the same blocks and weights on each GPU as transformers does with
+    """memory.spread_weights places the same blocks and weights on each GPU as transformers does with
     device_map="sequential" under the same max_memory (or says it does not fit where transformers
     would offload to the disk)."""
-    ours = tiers.spread_weights(tiers.SHAPES[model_id], 2, limits)
-    real = transformers_split(model_id, {i: int(lim * tiers.GIB) for i, lim in enumerate(limits)})
+    ours = memory.spread_weights(models.SHAPES[model_id], 2, limits)
+    real = transformers_split(model_id, {i: int(lim * memory.GIB) for i, lim in enumerate(limits)})
     if ours is None:
         assert set(real) - set(range(len(limits))), "transformers fits what tiers says does not"
         return
@@ -162,7 +162,7 @@ def test_spread_arithmetic_is_transformers_split(model_id, limits):
 def test_every_gpu_notebook_fits_the_gpu_it_names(notebook, gpu):
     """The default run of each catalog notebook that names a GPU, per GPU and for the placement it
     really uses, stays under the usable memory: 90 % of what torch reports (a T4: 14.56 GiB, 13.1 usable)."""
-    est = tiers.notebook_estimate(notebook, catalog_params(notebook), gpu)
+    est = workloads.notebook_estimate(notebook, catalog_params(notebook), gpu)
     for device, parts in est.memory.items():
         assert parts["total"] <= est.usable_gib, (f"{notebook} on {gpu}: {device} needs {parts['total']:.2f} GiB "
                                                   f"> {est.usable_gib:.2f} usable: {parts}")
@@ -175,20 +175,20 @@ def test_spread_notebooks_fit_as_transformers_places_them(notebook):
     (the SAE side on the last, the forward where the hooked blocks are, the CUDA context) within the
     usable memory, and no weight is offloaded to the CPU or the disk."""
     P = catalog_params(notebook)
-    g = tiers.gpu_class(tiers.accelerator_classes(_catalog()[notebook].accelerator)[0])
+    g = gpus.gpu_class(gpus.accelerator_classes(_catalog()[notebook].accelerator)[0])
     from shared.recipes import tier
 
     max_memory = tier.spread_max_memory(P, config=config_of(P["MODEL_ID"]), totals_gib=[g.vram_gb] * g.n_gpus)
     real = transformers_split(P["MODEL_ID"], max_memory)
     assert set(real) == set(range(g.n_gpus)), real
-    m = tiers.recipe_of(P)
-    mem = tiers.memory_breakdown(m, g, m.layers, m.d_sae, m.fwd_batch_seqs, m.sae_batch_tokens, m.buffer_rows(), "spread")
+    m = workloads.recipe_of(P)
+    mem = memory.memory_breakdown(m, g, m.layers, m.d_sae, m.fwd_batch_seqs, m.sae_batch_tokens, m.buffer_rows(), "spread")
     for i in range(g.n_gpus):
         parts = dict(mem[f"gpu{i}"], weights=real[i]["gib"])
         if min(real[i]["blocks"]) <= max(m.layers):
-            parts["forward_activations"] = tiers.forward_gib(m.shape, m.fwd_batch_seqs, m.ctx, len(m.layers), 2)
+            parts["forward_activations"] = memory.forward_gib(m.shape, m.fwd_batch_seqs, m.ctx, len(m.layers), 2)
         total = sum(v for k, v in parts.items() if k != "total")
-        assert total <= tiers.usable_gib(g), f"{notebook}: cuda:{i} needs {total:.2f} GiB: {parts}"
+        assert total <= memory.usable_gib(g), f"{notebook}: cuda:{i} needs {total:.2f} GiB: {parts}"
     sae_gpu = g.n_gpus - 1
     assert max(m.layers) < min(real[sae_gpu]["blocks"])  # the forward never runs on the SAE's GPU
 
@@ -230,9 +230,9 @@ def test_spread_max_memory_reads_the_models_config_when_none_is_given():
 def test_recipes_are_the_catalog_notebooks_parameters():
     """One source of truth: each tier recipe notebook 07 recommends is the shape its catalog notebook
     trains (layers, d_sae, k, context, batches, buffer, tokens, placement)."""
-    for m in tiers.MODELS.values():
+    for m in models.MODELS.values():
         P = catalog_params(m.notebook)
-        ours = tiers.recipe_of(P)
+        ours = workloads.recipe_of(P)
         assert P["MODEL_ID"] == m.model_id, m.notebook
         for name in ("layers", "d_sae", "k", "ctx", "sae_batch_tokens", "fwd_batch_seqs", "block_batches",
                      "total_tokens", "val_tokens"):
@@ -243,7 +243,7 @@ def test_recipes_are_the_catalog_notebooks_parameters():
 def test_catalog_times_agree_with_the_model():
     """Every time a GPU notebook states is within 25 % of the model's prediction for its defaults on the
     GPU it names, and says whether it is measured (where, when) or estimated (from what)."""
-    rows = tiers.catalog_times(catalog_params)
+    rows = stated_times.catalog_times(catalog_params)
     assert {r["notebook"] for r in rows} == {n for n, _ in gpu_notebooks()}
     for r in rows:
         assert r["agrees"], r
@@ -256,53 +256,53 @@ def test_catalog_times_agree_with_the_model():
 def test_t4_time_basis_is_stated_and_below_the_old_guess():
     """The T4's MFU is the H200-measured trainer efficiency at a T4's sustained GEMM share, well under
     the 0.55 once assumed; tier 1's 50M tokens take about 3 h there, not 1 h."""
-    g = tiers.GPU_CLASSES["T4"]
-    assert g.mfu == pytest.approx(tiers.T4_GEMM_SHARE * tiers.HOPPER_MFU / 0.52, abs=0.01)
-    assert "estimated" in g.basis and "measured" in tiers.GPU_CLASSES["H200"].basis
-    a = tiers.catalog_anchor_check()
+    g = gpus.GPU_CLASSES["T4"]
+    assert g.mfu == pytest.approx(gpus.T4_GEMM_SHARE * gpus.HOPPER_MFU / 0.52, abs=0.01)
+    assert "estimated" in g.basis and "measured" in gpus.GPU_CLASSES["H200"].basis
+    a = stated_times.catalog_anchor_check()
     assert 2.5 * 60 < a["model_minutes"] < 3.5 * 60 and "3 h" in a["stated"]
 
 
 @pytest.mark.parametrize("budget", [45, 60, 90])
 def test_t4_learn_is_tier1_gemma_recipe(budget):
-    r = tiers.recommend("T4", budget, "learn")
+    r = recommend.recommend("T4", budget, "learn")
     assert r.tier_notebook == "01_hobbyist_gemma2_2b_colab"
     assert r.model_id == "google/gemma-2-2b"
     assert (r.k, r.d_sae, r.layer) == (64, 16384, 12)
     assert 10e6 <= r.tokens <= 30e6  # ~5.1k tokens/s after ~4 min of setup
     assert r.est_minutes <= budget
-    assert r.memory["gpu0"]["total"] <= tiers.usable_gib(tiers.GPU_CLASSES["T4"])
+    assert r.memory["gpu0"]["total"] <= memory.usable_gib(gpus.GPU_CLASSES["T4"])
     assert r.parameters["TOTAL_TOKENS"] == r.tokens and r.parameters["LAYER"] == 12
     assert r.parameters["BLOCK_BATCHES"] == 32 and r.parameters["MODEL_BATCH_SIZE"] == 8  # the notebook's own
 
 
-@pytest.mark.parametrize("goal", tiers.GOALS)
+@pytest.mark.parametrize("goal", recommend.GOALS)
 @pytest.mark.parametrize("budget", [60, 600, 6000])
 def test_27b_never_recommended_on_t4(goal, budget):
     for gpu in ("T4", "2xT4"):
-        r = tiers.recommend(gpu, budget, goal)
+        r = recommend.recommend(gpu, budget, goal)
         assert r.tier_notebook != "03_papergrade_qwen36_27b_cloud"
-        rows = [o for o in tiers.options_table(gpu, budget, goal) if o["model_id"] == "Qwen/Qwen3.6-27B"]
+        rows = [o for o in recommend.options_table(gpu, budget, goal) if o["model_id"] == "Qwen/Qwen3.6-27B"]
         assert rows and all(not o["fits"] and o["status"] == "rejected" for o in rows)
 
 
 @pytest.mark.parametrize("gpu", ["T4", "2xT4", "L4", "A100-80", "H100-80", "cpu"])
-@pytest.mark.parametrize("goal", tiers.GOALS)
+@pytest.mark.parametrize("goal", recommend.GOALS)
 def test_bigger_budget_never_fewer_tokens(gpu, goal):
     last = {}
     for budget in (30, 45, 60, 120, 300, 600, 1200, 3000):
-        for o in tiers.options_table(gpu, budget, goal):
+        for o in recommend.options_table(gpu, budget, goal):
             key = (o["model_id"], tuple(o["layers"]))
             assert o["tokens"] >= last.get(key, 0)
             last[key] = o["tokens"]
 
 
 def test_h100_paper_is_tier3():
-    r = tiers.recommend("H100-80", 900, "paper")
+    r = recommend.recommend("H100-80", 900, "paper")
     assert r.tier_notebook == "03_papergrade_qwen36_27b_cloud" and r.k == 128 and r.d_sae == 65536
-    assert r.tokens >= tiers.MIN_TOKENS["paper"]
+    assert r.tokens >= recommend.MIN_TOKENS["paper"]
     assert r.layers == (31,) and "middle layer only" in r.note  # the three-SAE run needs a 96 GB card
-    big = tiers.recommend("H200", 1200, "paper")  # enough VRAM for the three-layer recipe
+    big = recommend.recommend("H200", 1200, "paper")  # enough VRAM for the three-layer recipe
     assert big.layers == (11, 31, 55) and big.parameters["LAYER"] == [11, 31, 55]
     assert big.parameters["BLOCK_BATCHES"] == "auto"
     # tier 3 has its own notebook now: no stand-in
@@ -310,7 +310,7 @@ def test_h100_paper_is_tier3():
 
 
 def test_2xt4_explore_is_tier2_qwen():
-    r = tiers.recommend("2xT4", 600, "explore")
+    r = recommend.recommend("2xT4", 600, "explore")
     assert r.tier_notebook == "02_explorer_qwen35_4b_kaggle" and (r.d_sae, r.k) == (40960, 128)
     assert 50e6 <= r.tokens < 150e6  # a 10 h budget buys ~60M of the notebook's 150M tokens
     assert r.run_in == "02_explorer_qwen35_4b_kaggle" and r.parameters["MODEL_ID"] == "Qwen/Qwen3.5-4B"
@@ -318,10 +318,10 @@ def test_2xt4_explore_is_tier2_qwen():
 
 
 def test_2xt4_llama_is_spread_with_room_for_the_sae():
-    rows = {o["model_id"]: o for o in tiers.options_table("2xT4", 1500, "explore")}
+    rows = {o["model_id"]: o for o in recommend.options_table("2xT4", 1500, "explore")}
     for model_id in ("meta-llama/Llama-3.1-8B", "mistralai/Mistral-7B-v0.3"):
         assert rows[model_id]["fits"] and rows[model_id]["placement"] == "spread"
-        assert rows[model_id]["peak_gb"] <= tiers.usable_gib(tiers.GPU_CLASSES["2xT4"])
+        assert rows[model_id]["peak_gb"] <= memory.usable_gib(gpus.GPU_CLASSES["2xT4"])
 
 
 def test_recommended_parameters_exist_in_the_recipe_notebook():
@@ -331,24 +331,24 @@ def test_recommended_parameters_exist_in_the_recipe_notebook():
     recipe = (REPO / "notebooks_src" / "tier_recipe.py").read_text()
     names = set(bn.parameter_defaults(recipe.split('# %% tags=["parameters"]')[1].split("# %%")[0]))
     for gpu, budget, goal in [("T4", 60, "learn"), ("2xT4", 600, "explore"), ("H200", 1200, "paper")]:
-        r = tiers.recommend(gpu, budget, goal)
+        r = recommend.recommend(gpu, budget, goal)
         assert set(r.parameters) <= names, set(r.parameters) - names
 
 
 def test_cpu_falls_back_to_colab_t4():
-    r = tiers.recommend(None, 60, "learn")
+    r = recommend.recommend(None, 60, "learn")
     assert r.gpu == "T4" and "T4" in r.note and r.tier_notebook == "01_hobbyist_gemma2_2b_colab"
 
 
 def test_options_table_rows_are_complete_and_json():
-    rows = tiers.options_table("T4", 60, "learn")
-    assert len(rows) == len(tiers.MODELS) + 1  # the 27B recipe is also weighed as a single middle layer
+    rows = recommend.options_table("T4", 60, "learn")
+    assert len(rows) == len(models.MODELS) + 1  # the 27B recipe is also weighed as a single middle layer
     assert sum(r["status"] == "recommended" for r in rows) == 1
     for r in rows:
         assert r["status"] == "recommended" or r["reason"]
     json.dumps(rows)
-    json.dumps(tiers.recommend("T4", 60).to_dict())
-    assert tiers.options_table("T4", 60, "learn") == rows  # deterministic
+    json.dumps(recommend.recommend("T4", 60).to_dict())
+    assert recommend.options_table("T4", 60, "learn") == rows  # deterministic
 
 
 @pytest.mark.parametrize(
@@ -358,31 +358,31 @@ def test_options_table_rows_are_complete_and_json():
      ("NVIDIA GeForce RTX 4090", "RTX-4090"), ("NVIDIA H200", "H200"), (None, "cpu")],
 )
 def test_gpu_name_mapping(name, cls):
-    assert tiers.detect_gpu_class(name) == cls
+    assert gpus.detect_gpu_class(name) == cls
 
 
 def test_gpu_name_mapping_counts_and_unknowns():
-    assert tiers.detect_gpu_class("Tesla T4", count=2) == "2xT4"
-    assert tiers.detect_gpu_class("NVIDIA A100 80GB PCIe", total_gb=79.2) == "A100-80"
-    assert tiers.detect_gpu_class("Some Future GPU", total_gb=24.0) in ("L4", "A10G", "RTX-4090")
+    assert gpus.detect_gpu_class("Tesla T4", count=2) == "2xT4"
+    assert gpus.detect_gpu_class("NVIDIA A100 80GB PCIe", total_gb=79.2) == "A100-80"
+    assert gpus.detect_gpu_class("Some Future GPU", total_gb=24.0) in ("L4", "A10G", "RTX-4090")
     with pytest.raises(ValueError, match="set GPU to one of"):
-        tiers.detect_gpu_class("Some Future GPU")
-    assert tiers.detect_gpu_class() in tiers.GPU_CLASSES  # this machine (CPU in CI)
-    assert tiers.gpu_class("h100-80").name == "H100-80"
+        gpus.detect_gpu_class("Some Future GPU")
+    assert gpus.detect_gpu_class() in gpus.GPU_CLASSES  # this machine (CPU in CI)
+    assert gpus.gpu_class("h100-80").name == "H100-80"
 
 
 def test_errors():
     with pytest.raises(ValueError, match="T4.*H100-80"):
-        tiers.recommend("GTX 480", 35, "learn")
+        recommend.recommend("GTX 480", 35, "learn")
     for bad in (0, -5, float("nan")):
         with pytest.raises(ValueError, match="BUDGET_MINUTES"):
-            tiers.recommend("T4", bad, "learn")
+            recommend.recommend("T4", bad, "learn")
     with pytest.raises(ValueError, match="GOAL"):
-        tiers.recommend("T4", 35, "fun")
+        recommend.recommend("T4", 35, "fun")
     with pytest.raises(ValueError, match="too short"):
-        tiers.recommend("T4", 2, "learn")
+        recommend.recommend("T4", 2, "learn")
     with pytest.raises(ValueError, match="names no GPU class"):
-        tiers.accelerator_classes("a quantum annealer")
+        gpus.accelerator_classes("a quantum annealer")
 
 
 def test_released_notebooks_are_the_catalogs_tier_notebooks():
@@ -391,21 +391,21 @@ def test_released_notebooks_are_the_catalogs_tier_notebooks():
     from conftest import REPO
 
     entries = bn.load_catalog(REPO)
-    assert tiers.RELEASED_NOTEBOOKS == tuple(e.id for e in entries if e.source == tiers.TIER_SOURCE)
+    assert models.RELEASED_NOTEBOOKS == tuple(e.id for e in entries if e.source == models.TIER_SOURCE)
     assert (REPO / "shared" / bn.CATALOG_MODULE).read_text() == bn.catalog_module(entries)  # not stale
-    assert {m.notebook for m in tiers.MODELS.values()} <= set(tiers.RELEASED_NOTEBOOKS)  # no stand-ins left
+    assert {m.notebook for m in models.MODELS.values()} <= set(models.RELEASED_NOTEBOOKS)  # no stand-ins left
 
 
 @pytest.mark.parametrize("gpu, fits", [("RTX-PRO-6000", True), ("H200", True), ("H100-80", False),
                                        ("A100-40", False), ("2xT4", False)])
 def test_27b_three_sae_run_needs_a_96gb_card(gpu, fits):
     """The tier-3 run (bf16 27B + three 65k x 5120 SAEs with Adam, the "auto" buffer) fits a 96 GB card, not 80 or 48 GB."""
-    m, g = tiers.MODELS["Qwen/Qwen3.6-27B"], tiers.GPU_CLASSES[gpu]
-    option = tiers._weigh(m, g, (11, 31, 55), 24 * 60, "paper", tiers.MIN_TOKENS["paper"])
+    m, g = models.MODELS["Qwen/Qwen3.6-27B"], gpus.GPU_CLASSES[gpu]
+    option = recommend._weigh(m, g, (11, 31, 55), 24 * 60, "paper", recommend.MIN_TOKENS["paper"])
     assert option.fits is fits
-    mem = tiers.memory_breakdown(m, g, (11, 31, 55), 65536, 1, 4096, 2**15)
+    mem = memory.memory_breakdown(m, g, (11, 31, 55), 65536, 1, 4096, 2**15)
     mem = mem.get("gpu1", mem["gpu0"])  # the SAE side (gpu1 on 2xT4)
-    one_sae = (2 * 5120 * 65536 + 65536 + 5120) * 4 / tiers.GIB
+    one_sae = (2 * 5120 * 65536 + 65536 + 5120) * 4 / memory.GIB
     assert mem["sae_params"] == pytest.approx(3 * one_sae) and mem["adam_state"] == pytest.approx(6 * one_sae)
     assert mem["sae_grads"] == pytest.approx(one_sae)  # freed after each SAE's step: one at a time
     if fits:  # 200M tokens in about a day
@@ -418,35 +418,35 @@ def test_auto_buffer_leaves_room_for_adam_on_a_96gb_card():
     Adam's 15 GiB, a gradient and the step tensors fill the card to within half a GiB of what torch
     reports, past the usable 90 %; sized by buffer_budget_bytes with the step's needs set aside, the
     whole run stays within the usable memory."""
-    m, g = tiers.MODELS["Qwen/Qwen3.6-27B"], tiers.GPU_CLASSES["RTX-PRO-6000"]
+    m, g = models.MODELS["Qwen/Qwen3.6-27B"], gpus.GPU_CLASSES["RTX-PRO-6000"]
     layers, rows_per_forward = m.layers, m.fwd_batch_seqs * m.ctx
-    sae = tiers.sae_training_gib(m.d_model, m.d_sae, 3, m.sae_batch_tokens)
-    held = tiers.CUDA_CONTEXT_GB + m.n_params * 2 / tiers.GIB + sae["sae_params"]  # when the buffer is sized
-    free = (g.vram_gb - held) * tiers.GIB
-    row_bytes = m.d_model * len(layers) * tiers.BUFFER_BYTES
+    sae = memory.sae_training_gib(m.d_model, m.d_sae, 3, m.sae_batch_tokens)
+    held = memory.CUDA_CONTEXT_GB + m.n_params * 2 / memory.GIB + sae["sae_params"]  # when the buffer is sized
+    free = (g.vram_gb - held) * memory.GIB
+    row_bytes = m.d_model * len(layers) * memory.BUFFER_BYTES
     steps = sae["adam_state"] + sae["sae_grads"] + sae["sae_activations"]
-    assert steps == pytest.approx(tiers.step_reserve_gib(m.d_model, m.d_sae, 3, m.sae_batch_tokens))
-    old = tiers.auto_block_batches(0.5 * free, row_bytes, rows_per_forward, m.sae_batch_tokens)
-    new = tiers.auto_block_batches(tiers.buffer_budget_bytes(free, steps * tiers.GIB, g.vram_gb * tiers.GIB),
+    assert steps == pytest.approx(memory.step_reserve_gib(m.d_model, m.d_sae, 3, m.sae_batch_tokens))
+    old = memory.auto_block_batches(0.5 * free, row_bytes, rows_per_forward, m.sae_batch_tokens)
+    new = memory.auto_block_batches(memory.buffer_budget_bytes(free, steps * memory.GIB, g.vram_gb * memory.GIB),
                                    row_bytes, rows_per_forward, m.sae_batch_tokens)
-    forward = tiers.forward_gib(m.shape, m.fwd_batch_seqs, m.ctx, 3, 2)
+    forward = memory.forward_gib(m.shape, m.fwd_batch_seqs, m.ctx, 3, 2)
 
     def peak(blocks):
-        return held + steps + forward + (blocks * rows_per_forward + m.sae_batch_tokens) * row_bytes / tiers.GIB
+        return held + steps + forward + (blocks * rows_per_forward + m.sae_batch_tokens) * row_bytes / memory.GIB
 
-    assert peak(old) > tiers.usable_gib(g) and g.vram_gb - peak(old) < 1.0  # no room left for fragmentation
-    assert 1 <= new < old and peak(new) <= tiers.usable_gib(g)
-    mem = tiers.memory_breakdown(m, g, layers, m.d_sae, m.fwd_batch_seqs, m.sae_batch_tokens, None)["gpu0"]
-    assert mem["activation_buffer"] == pytest.approx((new * rows_per_forward + m.sae_batch_tokens) * row_bytes / tiers.GIB)
-    assert mem["total"] <= tiers.usable_gib(g)
+    assert peak(old) > memory.usable_gib(g) and g.vram_gb - peak(old) < 1.0  # no room left for fragmentation
+    assert 1 <= new < old and peak(new) <= memory.usable_gib(g)
+    mem = memory.memory_breakdown(m, g, layers, m.d_sae, m.fwd_batch_seqs, m.sae_batch_tokens, None)["gpu0"]
+    assert mem["activation_buffer"] == pytest.approx((new * rows_per_forward + m.sae_batch_tokens) * row_bytes / memory.GIB)
+    assert mem["total"] <= memory.usable_gib(g)
 
 
 def test_qwen35_4b_split_fits_two_t4s():
     """Tier 2: Qwen3.5-4B in fp16 on cuda:0, the 40k SAE and its "auto" buffer on cuda:1."""
-    m, g = tiers.MODELS["Qwen/Qwen3.5-4B"], tiers.GPU_CLASSES["2xT4"]
-    option = tiers._weigh(m, g, (18,), 30 * 60, "explore", tiers.MIN_TOKENS["explore"])
+    m, g = models.MODELS["Qwen/Qwen3.5-4B"], gpus.GPU_CLASSES["2xT4"]
+    option = recommend._weigh(m, g, (18,), 30 * 60, "explore", recommend.MIN_TOKENS["explore"])
     assert option.fits and option.placement == "split"
-    assert all(part["total"] <= tiers.usable_gib(g) for part in option.memory_gb.values())
+    assert all(part["total"] <= memory.usable_gib(g) for part in option.memory_gb.values())
     assert option.tokens >= 150e6  # the notebook's 150M tokens in ~25 h (three Kaggle sessions; it resumes)
 
 
@@ -474,12 +474,12 @@ def test_fit_check_dry_runs_on_cpu(tmp_path):
 
 def test_needs_time_basis_names_the_models_assumption():
     """The title cell's `time_basis` (catalog needs) and the throughput model say the same thing: every
-    GPU notebook whose time is estimated for a T4 names the T4 MFU tiers.py assumes, and none still
+    GPU notebook whose time is estimated for a T4 names the T4 MFU planning/gpus.py assumes, and none still
     names an MFU the model no longer uses."""
     import tomllib
 
     entries = tomllib.loads((REPO / "notebooks_src" / "catalog.toml").read_text())["notebook"]
-    t4 = f"{tiers.GPU_CLASSES['T4'].mfu:.2f} of its fp16 peak"
+    t4 = f"{gpus.GPU_CLASSES['T4'].mfu:.2f} of its fp16 peak"
     for e in entries:
         basis = e["needs"]["time_basis"]
         if "T4" in e["accelerator"] and basis.startswith("estimated") and "arithmetic" not in basis:

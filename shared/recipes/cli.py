@@ -22,9 +22,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ..notebook import tiers
 from ..notebook.parameters import Parameters, check_parameters
 from ..notebook.run import start
+from ..planning import models
 from ..training import config, distributed, trainer
 from . import finish, tier
 
@@ -96,10 +96,10 @@ def tier_notebook(ref) -> Path:
             raise ValueError(f"{NOTEBOOK_KEY} {ref}: no such file")
         return Path(ref)
     number = ref.zfill(2) if ref.isdigit() else None
-    matches = [i for i in tiers.RELEASED_NOTEBOOKS if ref == i or i.split("_")[0] == number]
+    matches = [i for i in models.RELEASED_NOTEBOOKS if ref == i or i.split("_")[0] == number]
     if len(matches) != 1:
         raise ValueError(f"{NOTEBOOK_KEY} {ref}: not a tier notebook; name one of "
-                         f"{', '.join(tiers.RELEASED_NOTEBOOKS)} (or its number, e.g. 01)")
+                         f"{', '.join(models.RELEASED_NOTEBOOKS)} (or its number, e.g. 01)")
     path = NOTEBOOKS_DIR / f"{matches[0]}.ipynb"
     if not path.is_file():
         raise ValueError(f"{NOTEBOOK_KEY} {ref}: {path} is not here (the rendered notebooks sit beside shared/ "
@@ -113,7 +113,7 @@ def notebook_defaults(ref) -> dict:
     defaults = cell_values(parameters_cell(path))
     if set(defaults) - set(tier.TIER_PARAMETERS):
         raise ValueError(f"{NOTEBOOK_KEY} {ref}: {path.name} is not a tier notebook (its parameters are not the "
-                         f"tier recipe's); name one of {', '.join(tiers.RELEASED_NOTEBOOKS)}")
+                         f"tier recipe's); name one of {', '.join(models.RELEASED_NOTEBOOKS)}")
     return defaults
 
 
@@ -144,7 +144,7 @@ def parameters(params: dict, sets: list[str], defaults: dict | None = None) -> P
     missing = [name for name in tier.TIER_PARAMETERS if name not in params]
     if missing:
         raise ValueError(f"missing parameter(s) {', '.join(missing)}: name the tier notebook whose defaults they "
-                         f"take (--notebook 01, or {NOTEBOOK_KEY}: {tiers.RELEASED_NOTEBOOKS[0]} in the file), "
+                         f"take (--notebook 01, or {NOTEBOOK_KEY}: {models.RELEASED_NOTEBOOKS[0]} in the file), "
                          "or give every parameter (its parameters cell, or the .ipynb as --params)")
     return check_parameters(params)
 
@@ -164,7 +164,7 @@ def job_parameters(args: argparse.Namespace) -> Parameters:
 def parameters_help(ref=None) -> str:
     """Every tier parameter with the default of notebook `ref` (default: the first tier notebook) and
     its meaning (cell_meanings), for --help."""
-    ref = ref or tiers.RELEASED_NOTEBOOKS[0]
+    ref = ref or models.RELEASED_NOTEBOOKS[0]
     try:
         path = tier_notebook(ref)
         cell = parameters_cell(path)
@@ -172,7 +172,7 @@ def parameters_help(ref=None) -> str:
         return f"parameters: {', '.join(tier.TIER_PARAMETERS)} ({e})"
     values, meanings = cell_values(cell), cell_meanings(cell)
     lines = textwrap.wrap(f"parameters, with the defaults of {path.stem} (--notebook for another tier notebook's: "
-                          f"{', '.join(n.split('_')[0] for n in tiers.RELEASED_NOTEBOOKS)}); values are JSON, as "
+                          f"{', '.join(n.split('_')[0] for n in models.RELEASED_NOTEBOOKS)}); values are JSON, as "
                           "--set takes them:", 100)
     for name in tier.TIER_PARAMETERS:
         lines.append(f"  {name} = {json.dumps(values.get(name, tier.TIER_DEFAULTS.get(name)))}")

@@ -9,7 +9,7 @@ CHECKPOINT_DIR = "auto" resolves to:
   - Kaggle and any other machine (a rented GPU, a laptop): with HF_USERNAME, the private Hub repo
     `<HF_USERNAME>/<RUN_NAME>-checkpoints`, which any later session resumes from; without it,
     ./checkpoints/<RUN_NAME>, which dies with a Kaggle session: on Kaggle a run whose estimated time
-    (tiers' throughput model for the GPU found here) passes one 12 h session stops with one line
+    (planning's throughput model for the GPU found here) passes one 12 h session stops with one line
     saying how to make it resumable, unless ALLOW_UNRESUMABLE = True.
 A Hub store is opened (probed) at once: a rejected token, a token that cannot write, or a repo under
 another account stops here in one line (checkpoint.HFStore, hub.check_write_access).
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .. import runtime
-from ..notebook import tiers
+from ..planning import gpus, models, throughput
 
 KAGGLE_SESSION_HOURS = 12.0  # Kaggle ends a notebook session (GPU or CPU) after 12 hours of running
 
@@ -83,18 +83,18 @@ def resolve_checkpoint_dir(requested: str, run_name: str, *, hf_username: str = 
 
 
 def estimated_hours(model_id: str, layers, d_sae: int, total_tokens: int, gpu: str | None = None) -> tuple[float, str] | None:
-    """(hours, GPU class) a training run takes by tiers' throughput model (plus its fixed set-up
-    time) on `gpu` (a tiers GPU class; default: the one found here); None for a model the model
+    """(hours, GPU class) a training run takes by planning's throughput model (plus its fixed set-up
+    time) on `gpu` (a planning.gpus class; default: the one found here); None for a model the model
     does not know or a GPU it cannot place."""
-    spec = tiers.MODELS.get(model_id)
+    spec = models.MODELS.get(model_id)
     if spec is None:
         return None
     try:
-        g = tiers.gpu_class(gpu or tiers.detect_gpu_class())
+        g = gpus.gpu_class(gpu or gpus.detect_gpu_class())
     except ValueError:
         return None
-    tokens_per_s = tiers.tokens_per_second(spec, g, tuple(int(x) for x in layers), int(d_sae))
-    return total_tokens / tokens_per_s / 3600 + tiers.SETUP_MINUTES / 60, g.name
+    tokens_per_s = throughput.tokens_per_second(spec, g, tuple(int(x) for x in layers), int(d_sae))
+    return total_tokens / tokens_per_s / 3600 + throughput.SETUP_MINUTES / 60, g.name
 
 
 def check_session(P: Mapping, checkpoint_dir: str, *, gpu: str | None = None) -> None:
@@ -111,7 +111,7 @@ def check_session(P: Mapping, checkpoint_dir: str, *, gpu: str | None = None) ->
     hours, gpu_name = estimate
     if hours <= KAGGLE_SESSION_HOURS:
         return
-    what = (f"This run needs about {hours:.1f} h on {gpu_name} (tiers' throughput estimate), more than one "
+    what = (f"This run needs about {hours:.1f} h on {gpu_name} (the planner's throughput estimate), more than one "
             f"{KAGGLE_SESSION_HOURS:g} h Kaggle session, and its checkpoints in {checkpoint_dir} end with the session")
     if P.get("ALLOW_UNRESUMABLE"):
         print(f"{what}; training anyway (ALLOW_UNRESUMABLE = True): what is not done when the session ends is lost.")

@@ -10,7 +10,7 @@ from typing import Mapping
 import torch
 
 from ..model.loading import load_config
-from ..notebook import tiers
+from ..planning import memory
 from ..runtime import SPREAD
 from ..saes.crosscoder import CrosscoderConfig
 from ..saes.topk import TopKConfig
@@ -68,8 +68,8 @@ def spread_max_memory(P: Mapping, *, config=None, totals_gib=None) -> dict[int, 
     """`max_memory` for the tier recipe's model when MODEL_DEVICE is "spread" (None otherwise), so the
     model fills the GPUs in order and leaves room for what runs beside it: on the SAE's GPU (SAE_DEVICE,
     the last by default) its SAEs with Adam, step tensors and an integer BLOCK_BATCHES' buffer; on the
-    others the forward's working set (tiers' memory model; each GPU's usable share less its CUDA context:
-    tiers.spread_limits). The model's last blocks, which the forward stops before, end up beside the SAE.
+    others the forward's working set (planning's memory model; each GPU's usable share less its CUDA context:
+    memory.spread_limits). The model's last blocks, which the forward stops before, end up beside the SAE.
     config: the model's config (default: model.loading.load_config);
     totals_gib: the GPUs' memory (default: torch's)."""
     if P["MODEL_DEVICE"] != SPREAD:
@@ -77,7 +77,7 @@ def spread_max_memory(P: Mapping, *, config=None, totals_gib=None) -> dict[int, 
     if totals_gib is None:
         if not torch.cuda.is_available():
             return None
-        totals_gib = [torch.cuda.get_device_properties(i).total_memory / tiers.GIB
+        totals_gib = [torch.cuda.get_device_properties(i).total_memory / memory.GIB
                       for i in range(torch.cuda.device_count())]
     cfg = config_from_params(P, checkpoint_dir="-")
     if config is None:
@@ -88,10 +88,10 @@ def spread_max_memory(P: Mapping, *, config=None, totals_gib=None) -> dict[int, 
     n_gpus = len(totals_gib)
     sae_device = str(P.get("SAE_DEVICE") or "")
     sae_gpu = int(sae_device.split(":")[1]) if sae_device.startswith("cuda:") else n_gpus - 1
-    forward = tiers.forward_gib_of(d, config.num_attention_heads, eager, cfg.model_batch_size, cfg.context_len, read, 2)
-    sae = sum(tiers.sae_training_gib(d, cfg.sae.d_sae, len(sae_plan(cfg, cfg.layers)), cfg.batch_tokens).values())
+    forward = memory.forward_gib_of(d, config.num_attention_heads, eager, cfg.model_batch_size, cfg.context_len, read, 2)
+    sae = sum(memory.sae_training_gib(d, cfg.sae.d_sae, len(sae_plan(cfg, cfg.layers)), cfg.batch_tokens).values())
     if isinstance(cfg.block_batches, int):
         rows = cfg.block_batches * cfg.model_batch_size * cfg.context_len + cfg.batch_tokens
-        sae += rows * d * read * tiers.BUFFER_BYTES / tiers.GIB
-    limits = tiers.spread_limits(list(totals_gib), tiers.spread_reserve(n_gpus, sae_gpu, forward, sae))
-    return {i: int(limit * tiers.GIB) for i, limit in enumerate(limits)}  # bytes per GPU index
+        sae += rows * d * read * memory.BUFFER_BYTES / memory.GIB
+    limits = memory.spread_limits(list(totals_gib), memory.spread_reserve(n_gpus, sae_gpu, forward, sae))
+    return {i: int(limit * memory.GIB) for i, limit in enumerate(limits)}  # bytes per GPU index

@@ -317,7 +317,7 @@ def activation_blocks(model, tokenizer, cfg: TrainConfig, device, state: dict | 
 
 
 def step_reserve_bytes(saes: Mapping, optimizers: Mapping, batch_tokens: int) -> int:
-    """Bytes the training steps add to the memory after the buffer is sized (notebook.tiers.step_reserve_gib's
+    """Bytes the training steps add to the memory after the buffer is sized (planning.memory.step_reserve_gib's
     terms, from the real SAEs): the two Adam moments of every parameter whose optimiser state torch has
     not allocated yet (it does at the first step; a resumed run has them), plus the largest single
     SAE's gradients and dense [batch_tokens, d_sae] step tensors (the SAEs step one at a time and free

@@ -1,6 +1,6 @@
 """What the trainer's memory is sized by, in plain arithmetic (no torch): the share of a GPU's memory a run
 may fill, the dense tensors an SAE step holds, and the budget of the activation buffer under
-BLOCK_BATCHES = "auto". The trainer's buffer (`buffer`) and the tier planner (`notebook.tiers`, whose
+BLOCK_BATCHES = "auto". The trainer's buffer (`buffer`) and the tier planner (`planning.memory`, whose
 memory model counts the same terms) read the one copy here."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The rules of planning a run (07): the GPU, the time budget, the goal. The GPU classes and goals are
-notebook.tiers' GPU_CLASSES names and GOALS, written out so the first cell does not vendor the planner
+planning.gpus' GPU_CLASSES names and planning.recommend's GOALS, written out so the first cell does not vendor the planner
 (tests/test_parameters.py keeps them equal)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ GOALS = ("learn", "explore", "paper")
 
 
 def _gpu(v, ctx):
-    """A GPU class by name (any case; tiers.gpu_class's reading), "auto" to detect, None for the CPU."""
+    """A GPU class by name (any case; planning.gpus.gpu_class's reading), "auto" to detect, None for the CPU."""
     if v == "auto":
         return v
     if v is None:
