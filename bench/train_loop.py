@@ -305,8 +305,8 @@ def fit_check(args) -> None:
         n_params = sum(p.numel() for p in model.parameters())
         c = model.config
         models.SHAPES[P["MODEL_ID"]] = models.ModelShape(P["MODEL_ID"], n_params, c.num_hidden_layers, c.hidden_size,
-                                                       c.vocab_size, bool(c.tie_word_embeddings), c.num_attention_heads,
-                                                       c.num_key_value_heads * (c.hidden_size // c.num_attention_heads))
+                                                         c.vocab_size, bool(c.tie_word_embeddings), c.num_attention_heads,
+                                                         c.num_key_value_heads * (c.hidden_size // c.num_attention_heads))
     est = workloads.notebook_estimate(notebook, {**P, "LAYER": layers} if "LAYER" in P else P, g.name)
     phase = est.phases["train"]
     predicted = sum(part["total"] for part in phase.values()) - memory.CUDA_CONTEXT_GB * (len(phase) - 1)

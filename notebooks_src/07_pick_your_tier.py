@@ -83,13 +83,14 @@ print(f"\nplanning for: {g.name} -- {g.n_gpus} x {g.vram_gb:g} GiB ({memory.usab
 # and the trainer reached 0.54 of its own matmul floor's rate on the H200, so 0.20 here. Each GPU
 # class prints where its number comes from.
 #
-# The model lives in `shared/planning/`, one concept a module: `memory.py` and `throughput.py` hold the
-# arithmetic above, `recommend.py` this notebook's weighing. The cell prints the model's constants (`USABLE_FRACTION`: the share of torch's reported memory an
-# option may fill; `CUDA_CONTEXT_GB`; the per-d_model working set of the forward; the FLOPs of one SAE
-# step per d_in x d_sae, on a bf16 GPU and in fp32 on a T4; the copies of the SAE's state Adam keeps;
-# the buffer's bytes per value; the setup minutes and the download rate subtracted from the budget),
-# then checks the model against the catalog: the tier-1 notebook's stated time and this model's time
-# for its tokens must agree, since both come from this same arithmetic.
+# The model lives in `shared/planning/`, one concept a module: `memory.py` and `throughput.py` hold
+# the arithmetic above, `recommend.py` this notebook's weighing, `stated_times.py` the check against
+# the catalog. The cell prints the model's constants (`USABLE_FRACTION`: the share of torch's reported
+# memory an option may fill; `CUDA_CONTEXT_GB`; the per-d_model working set of the forward; the FLOPs
+# of one SAE step per d_in x d_sae, on a bf16 GPU and in fp32 on a T4; the copies of the SAE's state
+# Adam keeps; the buffer's bytes per value; the setup minutes and the download rate subtracted from
+# the budget), then checks the model against the catalog: the tier-1 notebook's stated time and this
+# model's time for its tokens must agree, since both come from this same arithmetic.
 
 # %%
 constants = {k: getattr(memory, k) for k in ("USABLE_FRACTION", "CUDA_CONTEXT_GB", "ACT_WORKSET_PER_D",

@@ -428,7 +428,7 @@ def test_auto_buffer_leaves_room_for_adam_on_a_96gb_card():
     assert steps == pytest.approx(memory.step_reserve_gib(m.d_model, m.d_sae, 3, m.sae_batch_tokens))
     old = memory.auto_block_batches(0.5 * free, row_bytes, rows_per_forward, m.sae_batch_tokens)
     new = memory.auto_block_batches(memory.buffer_budget_bytes(free, steps * memory.GIB, g.vram_gb * memory.GIB),
-                                   row_bytes, rows_per_forward, m.sae_batch_tokens)
+                                    row_bytes, rows_per_forward, m.sae_batch_tokens)
     forward = memory.forward_gib(m.shape, m.fwd_batch_seqs, m.ctx, 3, 2)
 
     def peak(blocks):

@@ -78,6 +78,7 @@ class Recommendation:
 def _fits(mem: dict, g: GPUClass) -> bool:
     return all(p["total"] <= usable_gib(g) for p in mem.values())
 
+
 def _placements(m: ModelSpec, g: GPUClass) -> tuple[str, ...]:
     """The placements notebook 07 tries, in order: the recipe's own, then spreading the model."""
     if g.n_gpus == 1:
