@@ -147,7 +147,8 @@ for node in top(star.score, 10):
 # unchanged has exact effect 0 and estimate 0). Spearman compares |score| with |exact effect|; the
 # false-negative rate is the share of the top k nodes by exact effect that an estimate's top k missed.
 # "full" counts on every patched node; "top set" on the estimates' own top nodes alone, where a node that
-# every estimate ranks low is never patched, so it cannot count as missed.
+# every estimate ranks low is never patched, so it cannot count as missed. (With `TOP_N = 1` the top set
+# can be a single node that every estimate ranks first: nothing to rank, so its Spearman reads nan.)
 #
 # The table gives, per estimate (`atp`, `atp_qk` = AtP with the QK fix only, `atp*`), the Spearman
 # correlation of |score| with |exact effect| and the false-negative rate among the top k (printed with
