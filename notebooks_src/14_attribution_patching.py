@@ -68,6 +68,7 @@ from shared.notebook.parameters import check_parameters
 from shared.notebook.rules import circuits, common, saes
 from shared.notebook.run import start
 from shared.recipes import sae_source
+from shared.saes import releases
 from shared.views import plots, viewer
 
 # checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
@@ -108,7 +109,7 @@ print(f"find split: {len(find)} pairs (AtP, AtP*, exact patching); score split: 
 
 # %%
 graph = nodes.Nodes(model, heads="all", mlps="all", qk=nodes.softmax_layers(model), saes={layer: sae},
-                    centre_sae_input=SAE in nodes.CENTRED_RELEASES)
+                    centre_sae_input=releases.centred_input(SAE))
 clean_m, corrupt_m, clean_logits = metrics.task_metrics(model, find, METRIC)
 spliced_logits, _ = graph.values(find.clean_ids)
 print(f"{len(graph)} nodes; {METRIC}: clean {clean_m:.3f}, corrupt {corrupt_m:.3f}; "

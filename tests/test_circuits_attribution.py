@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from shared.circuits import attribution, circuit_json, patching, tasks
-from shared.circuits.nodes import Nodes, check_sae_layer, sae_layer_from_id
+from shared.circuits.nodes import Nodes, check_sae_layer
 from shared.model import hooks
 from shared.model.layout import decoder_layers
 from shared.model.loading import load_model
 from shared.saes.architectures import build_sae, config_from_dict
+from shared.saes.releases import sae_layer_from_id
 
 from planted_circuit import COPY_HEAD, PLANTED_CIRCUIT, build_planted_model, planted_pairs
 
