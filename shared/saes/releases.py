@@ -140,7 +140,9 @@ def centred_input(sae: str) -> bool:
     """Whether the SAEs of release `sae` read TransformerLens' centred residual stream (x - mean(x) over d_model):
     the release's config_overrides load its model with center_writing_weights (gpt2-small-res-jb), which
     load.py folds into the encoder. False for anything that is not such a release (a folder, a Hub repo, TRAIN_TINY)."""
-    entry = releases().get(sae) if isinstance(sae, str) else None
+    if not isinstance(sae, str) or sae == TRAIN_TINY or Path(sae).is_dir():  # as check_source: no table read
+        return False
+    entry = releases().get(sae)
     return centres_input((entry or {}).get("config_overrides") or {})
 
 
