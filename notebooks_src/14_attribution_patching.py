@@ -68,6 +68,7 @@ from shared.notebook.parameters import check_parameters
 from shared.notebook.rules import circuits, common, saes
 from shared.notebook.run import start
 from shared.recipes import sae_source
+from shared.saes import releases
 from shared.views import plots, viewer
 
 # checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
@@ -108,7 +109,7 @@ print(f"find split: {len(find)} pairs (AtP, AtP*, exact patching); score split: 
 
 # %%
 graph = nodes.Nodes(model, heads="all", mlps="all", qk=nodes.softmax_layers(model), saes={layer: sae},
-                    centre_sae_input=SAE in nodes.CENTRED_RELEASES)
+                    centre_sae_input=releases.centred_input(SAE))
 clean_m, corrupt_m, clean_logits = metrics.task_metrics(model, find, METRIC)
 spliced_logits, _ = graph.values(find.clean_ids)
 print(f"{len(graph)} nodes; {METRIC}: clean {clean_m:.3f}, corrupt {corrupt_m:.3f}; "
@@ -147,7 +148,8 @@ for node in top(star.score, 10):
 # unchanged has exact effect 0 and estimate 0). Spearman compares |score| with |exact effect|; the
 # false-negative rate is the share of the top k nodes by exact effect that an estimate's top k missed.
 # "full" counts on every patched node; "top set" on the estimates' own top nodes alone, where a node that
-# every estimate ranks low is never patched, so it cannot count as missed.
+# every estimate ranks low is never patched, so it cannot count as missed. (With `TOP_N = 1` the top set
+# can be a single node that every estimate ranks first: nothing to rank, so its Spearman reads nan.)
 #
 # The table gives, per estimate (`atp`, `atp_qk` = AtP with the QK fix only, `atp*`), the Spearman
 # correlation of |score| with |exact effect| and the false-negative rate among the top k (printed with

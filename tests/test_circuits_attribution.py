@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from shared.circuits import attribution, circuit_json, patching, tasks
-from shared.circuits.nodes import Nodes, check_sae_layer, sae_layer_from_id
+from shared.circuits.nodes import Nodes, check_sae_layer
 from shared.model import hooks
 from shared.model.layout import decoder_layers
 from shared.model.loading import load_model
 from shared.saes.architectures import build_sae, config_from_dict
+from shared.saes.releases import sae_layer_from_id
 
 from planted_circuit import COPY_HEAD, PLANTED_CIRCUIT, build_planted_model, planted_pairs
 
@@ -438,3 +439,23 @@ def test_exact_check_patches_every_live_latent_or_a_seeded_sample(tiny_trained_m
     assert "a seeded random 2 of the other" in small["nodes"]["policy"]
     with pytest.raises(ValueError, match="latent_cap must be an int >= 0"):
         attribution.exact_check(nodes, pairs, est, top_n=3, latent_cap=-1)
+
+
+def test_exact_check_at_top_n_1_ranks_the_full_set_and_leaves_a_one_node_top_set_unranked(planted):
+    """TOP_N = 1 (notebook 14's circuit of one node) raised when the estimates agreed on their top node: the top set
+    then held one node, and compare wanted two. Now the full comparison ranks every node as at any TOP_N, and the
+    top set of one node reports what one node can say: it was the estimate's top (no false negative, top_k 1), with
+    Spearman NaN (no ranking to correlate)."""
+    import math
+
+    model, tok, pairs = planted
+    nodes = Nodes(model, heads="all", mlps="all")
+    est = {"atp": attribution.atp(nodes, pairs)}
+    check = attribution.exact_check(nodes, pairs, est, top_n=1)
+    full, top_set = check["full"]["atp"], check["top_set"]["atp"]
+    assert full["n"] == len(nodes) and full["top_k"] == 1 and full["spearman"] > 0.8
+    assert top_set["n"] == check["nodes"]["top_set"] == 1 and top_set["top_k"] == 1
+    assert top_set["false_negative_rate"] == 0 and top_set["false_negatives"] == []
+    assert math.isnan(top_set["spearman"]) and math.isnan(top_set["spearman_signed"])
+    with pytest.raises(ValueError, match="at least 1 node"):
+        attribution.compare(est["atp"], {})

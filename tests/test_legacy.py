@@ -137,3 +137,19 @@ def test_an_old_crosscoder_checkpoint_of_another_width_names_the_model(tmp_path)
     saved = ckpt.open_store(str(LEGACY / "crosscoder" / "checkpoint")).load_latest()[1]
     assert _resume_mismatch(legacy.from_crosscoder_loop(saved, cfg, d_in=64)["config"], cfg) == []
     assert _resume_mismatch(legacy.from_crosscoder_loop(saved, cfg, d_in=128)["config"], cfg) == ["model_id"]
+
+
+def test_every_old_checkpoint_layout_is_read_in_legacy():
+    """SAE checkpoints from before the carry hold only "blocks" (blocks done): legacy.data_position reads them
+    as today's data position with an empty carry (the trainer calls it; test_train resumes such a checkpoint),
+    a checkpoint of today's layout as it is, and refuses "auto" block_batches, which cannot say the forwards."""
+    from shared.training import legacy, trainer
+    from shared.training.config import TrainConfig
+
+    cfg = TrainConfig(model_id="tiny:gpt2", layers=(1,), block_batches=4, checkpoint_dir="unused")
+    assert legacy.data_position({"blocks": 3}, cfg) == {"forwards": 12, "block": 3, "carry": {}}
+    today = {"forwards": 13, "block": 3, "carry": {"1": torch.zeros(2, 4)}}
+    assert legacy.data_position({"data": today, "blocks": 9}, cfg) is today
+    with pytest.raises(ValueError, match="integer block_batches"):
+        legacy.data_position({"blocks": 3}, dataclasses.replace(cfg, block_batches="auto"))
+    assert not hasattr(trainer, "_data_state")  # one module holds every old layout

@@ -548,3 +548,25 @@ def test_first_cell_reads_a_hub_sae_cfg_without_its_weights(tmp_path, monkeypatc
         assert parameters.check_parameters({**params, "SAE_ID": "blocks.2", "WATCH_FEATURES": [255]})
     files = {r.split(" ", 1)[1] for r in hub.requests if "/resolve/" in r}
     assert len(files) == 3 and all(path.endswith("/cfg.json") for path in files)  # no weights asked for
+
+
+def test_the_release_table_alone_says_which_saes_read_a_centred_residual(monkeypatch):
+    """Whether a release's SAEs read TransformerLens' centred residual is its table entry's config override
+    (center_writing_weights), read by releases.centred_input for the circuits' splice and by load.py's fold:
+    a release added to the table with that override is centred with no list elsewhere to update; folders, Hub
+    repos and train-tiny are not. Which block an SAE id reads is the table module's too."""
+    from shared.circuits import nodes
+    from shared.recipes import circuit_saes
+
+    assert releases.centred_input("gpt2-small-res-jb")
+    assert not any(releases.centred_input(s) for s in ("gemma-scope-2b-pt-res-canonical", "pythia-70m-deduped-res-sm",
+                                                       releases.TRAIN_TINY, "someone/my-sae", "./a_folder"))
+    centred = {"model_from_pretrained_kwargs": {"center_writing_weights": True}}
+    table = {**releases.releases(), "someone-gpt2-res": {"repo_id": "someone/gpt2-res", "model": "gpt2-small",
+                                                         "conversion": None, "config_overrides": centred, "saes": {}}}
+    monkeypatch.setattr(releases, "releases", lambda: table)
+    assert releases.centred_input("someone-gpt2-res") and releases.centres_input(centred)
+    assert releases.sae_layer_from_id("blocks.8.hook_resid_pre") == 7 and releases.sae_layer_from_id("x") is None
+    for module in (nodes, circuit_saes):  # no second list of centred releases, no second reading of an SAE id
+        assert not hasattr(module, "CENTRED_RELEASES")
+    assert nodes.sae_layer_from_id is releases.sae_layer_from_id

@@ -668,6 +668,23 @@ def test_resume_refuses_a_stream_that_changed_and_goes_on_only_when_allowed(tmp_
     assert latest["changes"] == allowed.resume["stream_changes"]
 
 
+@pytest.mark.parametrize("expected", [{"forwards": 2, "sha256": "0" * 64, "identity": {}},  # another stream
+                                      {},  # a checkpoint from before the stream hash
+                                      {"unhashed": "an older loop"}])  # legacy.py's layouts
+def test_stream_messages_name_the_report_every_trainer_writes(expected, capsys):
+    """A refused or allowed stream change says where it is recorded in words true of every report the
+    trainer's resume goes into: the tier notebooks' run_report.json and notebook 17's crosscoder_report.json
+    both keep it under "resume"; no message names one report's file."""
+    from shared.training.replay import StreamChanged, StreamLedger
+
+    batches = [torch.tensor([i, i + 1]) for i in range(4)]
+    with pytest.raises(StreamChanged) as refused:
+        list(StreamLedger({}, expected).track(batches, skip=2))
+    list(StreamLedger({}, expected, allow_change=True).track(batches, skip=2))
+    for message in (str(refused.value), capsys.readouterr().out):
+        assert "the report's 'resume'" in message and ".json" not in message, message
+
+
 def test_a_model_dtype_switch_is_recorded_not_refused(tmp_path, monkeypatch, capsys):
     """The fix for a float16 overflow is another MODEL_DTYPE and a re-run: the resume goes on from
     the checkpoint and the switch is recorded (checkpoint, TrainResult.resume, hence run_report)."""

@@ -288,19 +288,21 @@ def ig_gradients(nodes: Nodes, pairs: PromptPairs, clean: dict, target: dict, *,
 def compare(estimate: dict[str, float], exact: dict[str, float], *, top_k: int = 10) -> dict:
     """How an estimate ranks nodes against exact patching, on the nodes both hold:
     spearman (|estimate| vs |exact|), spearman_signed, and false_negative_rate: the share of the top_k
-    nodes by |exact effect| that are not in the estimate's top_k by |score|."""
+    nodes by |exact effect| that are not in the estimate's top_k by |score|. On one node (a top set of
+    TOP_N = 1 that every estimate agrees on) there is no ranking to correlate: the Spearman values are NaN."""
     from scipy.stats import spearmanr
 
     ids = [i for i in exact if i in estimate]
-    if len(ids) < 2:
-        raise ValueError(f"compare needs at least 2 nodes scored by both methods, got {len(ids)}")
+    if not ids:
+        raise ValueError("compare needs at least 1 node scored by both methods, got 0")
     est = torch.tensor([estimate[i] for i in ids], dtype=torch.float64)
     ex = torch.tensor([exact[i] for i in ids], dtype=torch.float64)
     k = max(1, min(int(top_k), len(ids)))
     top_exact = set(ex.abs().argsort(descending=True)[:k].tolist())
     top_est = set(est.abs().argsort(descending=True)[:k].tolist())
-    rho = spearmanr(est.abs().numpy(), ex.abs().numpy()).statistic
-    rho_signed = spearmanr(est.numpy(), ex.numpy()).statistic
+    nan = float("nan")
+    rho = spearmanr(est.abs().numpy(), ex.abs().numpy()).statistic if len(ids) > 1 else nan
+    rho_signed = spearmanr(est.numpy(), ex.numpy()).statistic if len(ids) > 1 else nan
     return dict(n=len(ids), top_k=k, spearman=float(rho), spearman_signed=float(rho_signed),
                 false_negative_rate=len(top_exact - top_est) / k,
                 false_negatives=[ids[i] for i in sorted(top_exact - top_est)])

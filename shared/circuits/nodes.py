@@ -20,6 +20,7 @@ from torch import nn
 
 from ..model import hooks, layout
 from ..model.layout import d_model, decoder_layers, model_device, text_config
+from ..saes.releases import sae_layer_from_id
 
 KINDS = ("heads", "q", "k", "mlp", "latents", "error")
 _ATTN_NAMES = ("self_attn", "attn", "attention", "linear_attn", "mixer")
@@ -135,21 +136,6 @@ def softmax_layers(model) -> list[int]:
     return [layer for layer in range(layout.n_layers(model)) if attention(model, layer)[1]]
 
 
-# SAELens releases trained on TransformerLens' centred residual stream (center_writing_weights): the
-# transformers residual minus its mean over d_model is what these SAEs read.
-CENTRED_RELEASES = ("gpt2-small-res-jb",)
-
-
-def sae_layer_from_id(sae_id: str) -> int | None:
-    """The block whose output an SAE id reads ("blocks.8.hook_resid_pre" -> 7, "...resid_post" -> 8,
-    "layer_12/..." -> 12), or None when the id does not say."""
-    m = re.search(r"blocks\.(\d+)\.hook_resid_(pre|post)", sae_id or "")
-    if m:
-        return int(m.group(1)) - (1 if m.group(2) == "pre" else 0)
-    m = re.search(r"layer_(\d+)", sae_id or "")
-    return int(m.group(1)) if m else None
-
-
 def check_sae_layer(sae_id: str, layer: int) -> int:
     """`layer` when the SAE id names that block output (or names none); else a one-line ValueError."""
     read = sae_layer_from_id(sae_id)
@@ -168,7 +154,7 @@ class Nodes:
     heads, mlps, qk: layer specs (layout.resolve_layers forms) or None; saes: {layer: SAE} for residual
     SAEs read at block `layer`'s output (an SAE whose d_in is not the model's width is refused). qk adds
     a "q" and a "k" component per layer (softmax attention only). centre_sae_input: the SAEs read
-    x − mean(x) over d_model (CENTRED_RELEASES); the error term keeps the splice exact either way.
+    x − mean(x) over d_model (saes.releases.centred_input); the error term keeps the splice exact either way.
     """
 
     def __init__(self, model, *, heads=None, mlps=None, qk=None, saes: dict | None = None,

@@ -38,7 +38,7 @@ def check_saes(model, saes: Mapping[int, object], sae_ids: Mapping[int, str] | N
                centre_sae_input: bool = False) -> Nodes:
     """The SAE node set (nodes.Nodes: every latent and the error node of each SAE layer), after checking there
     are >= 2 layers, each SAE reads this model's d_model and (where its id names a hook) the layer it is
-    spliced at; a bad one raises a one-line ValueError. centre_sae_input: as Nodes (gpt2-small-res-jb)."""
+    spliced at; a bad one raises a one-line ValueError. centre_sae_input: as Nodes (saes.releases.centred_input)."""
     if not isinstance(saes, Mapping) or len(saes) < 2:
         n = len(saes) if isinstance(saes, Mapping) else 0
         raise ValueError(f"saes has {n} layer(s): a sparse feature circuit needs SAEs at >= 2 residual layers "

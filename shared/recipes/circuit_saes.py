@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..circuits.nodes import CENTRED_RELEASES, Nodes, check_sae_layer
+from ..circuits.nodes import Nodes, check_sae_layer
 from ..circuits.sfc import check_saes
+from ..saes.releases import centred_input
 from .sae_source import sae_for_notebook
 
 
@@ -25,5 +26,5 @@ def load_saes(P, model, tokenizer, layers: Sequence[int], out_dir) -> tuple[Node
     for layer, sae_id in zip(layers, ids):
         params = type(P)({**P, "SAE_ID": sae_id}, given=getattr(P, "given", None))
         saes[layer], where[layer] = sae_for_notebook(params, model, tokenizer, layer, Path(out_dir) / f"L{layer}")
-    nodes = check_saes(model, saes, dict(zip(layers, ids)), centre_sae_input=P["SAE"] in CENTRED_RELEASES)
+    nodes = check_saes(model, saes, dict(zip(layers, ids)), centre_sae_input=centred_input(P["SAE"]))
     return nodes, where

@@ -33,7 +33,7 @@ from .base import DTYPES, SAEConfig, SparseAutoencoder
 from .formats import (BATCHTOPK_ARCHS, CFG_FILE, FORMATS, GEMMA_SCOPE_FILE, HUB_FILES, QWEN_SCOPE_FILE,
                       QWEN_SCOPE_NOTE, SAELENS_ARCH, SPARSIFY_FILE, WEIGHTS_FILE, facts_from_cfg,
                       gemma_scope_facts, residual_layer)
-from .releases import releases, resolve_release
+from .releases import centres_input, releases, resolve_release
 
 # --------------------------------------------------------------------------- finding the folder
 
@@ -91,7 +91,7 @@ def _saelens(folder: Path, overrides: dict) -> tuple[SAEConfig, dict, str | None
         _fold_decoder_norm(weights)
     # a release's centring override (all GPT-2, LayerNorm: TransformerLens centres only those); a cfg.json's
     # own model_from_pretrained_kwargs are not trusted to say it, as TransformerLens skips it for RMSNorm models
-    if (overrides.get("model_from_pretrained_kwargs") or {}).get("center_writing_weights"):
+    if centres_input(overrides):
         _fold_centring(weights, ours.apply_b_dec_to_input)
     return ours, weights, hook
 

@@ -1,7 +1,8 @@
 """Published SAEs by name, without torch: the SAELens release registry (SAELens' own pretrained_saes.yaml
 when sae_lens is installed, else a built-in table of the releases the catalog's defaults use), the check
 of a notebook's SAE / SAE_ID pair (`check_source`), and what that pair says about the SAE before its
-weights load (`sae_facts`: its hook and widths, from a release entry, a local folder or a Hub cfg.json).
+weights load (`sae_facts`: its hook and widths, from a release entry, a local folder or a Hub cfg.json;
+`sae_layer_from_id`: the block an SAE id names; `centred_input`: whether a release's SAEs read a centred residual).
 The parameter checks of every notebook use it in their first cell without vendoring the SAE loaders.
 """
 from __future__ import annotations
@@ -133,6 +134,31 @@ def resolve_release(release: str, sae_id: str) -> tuple[str, str, str | None]:
                              f"({_close(sae_id, entry['saes'])}); {_FULL_REGISTRY}")
         raise ValueError(f"sae_id={sae_id!r} is not in release {release!r} ({_close(sae_id, entry['saes'])})")
     return entry["repo_id"], entry["saes"][sae_id], entry["conversion"]
+
+
+def centred_input(sae: str) -> bool:
+    """Whether the SAEs of release `sae` read TransformerLens' centred residual stream (x - mean(x) over d_model):
+    the release's config_overrides load its model with center_writing_weights (gpt2-small-res-jb), which
+    load.py folds into the encoder. False for anything that is not such a release (a folder, a Hub repo, TRAIN_TINY)."""
+    if not isinstance(sae, str) or sae == TRAIN_TINY or Path(sae).is_dir():  # as check_source: no table read
+        return False
+    entry = releases().get(sae)
+    return centres_input((entry or {}).get("config_overrides") or {})
+
+
+def centres_input(overrides: dict) -> bool:
+    """Whether a release's config_overrides centre the residual its SAEs read (center_writing_weights)."""
+    return bool((overrides.get("model_from_pretrained_kwargs") or {}).get("center_writing_weights"))
+
+
+def sae_layer_from_id(sae_id: str) -> int | None:
+    """The block whose output a release's SAE id reads ("blocks.8.hook_resid_pre" -> 7, "...resid_post" -> 8,
+    Gemma Scope's "layer_12/..." -> 12), or None when the id does not say."""
+    m = re.search(r"blocks\.(\d+)\.hook_resid_(pre|post)", sae_id or "")
+    if m:
+        return int(m.group(1)) - (1 if m.group(2) == "pre" else 0)
+    m = re.search(r"layer_(\d+)", sae_id or "")
+    return int(m.group(1)) if m else None
 
 
 TRAIN_TINY = "train-tiny"  # SAE = this: the notebook trains a small SAE itself (recipes.tiny_sae)

@@ -2,7 +2,8 @@
 layout changed resumes: the crosscoder's own training loop (`train_crosscoder`, which notebook 17 called
 before the crosscoder trained through the SAE trainer, issue 22) wrote its model under "crosscoder", its
 Adam state under "optimizer", its log under "history" and a resume key of "crosscoder.<field>" and
-"run.<field>" entries, and no record of the token stream."""
+"run.<field>" entries, and no record of the token stream; and SAE checkpoints written before the data
+position kept its carry (the leftover rows of a block), which hold only "blocks" (the blocks done)."""
 from __future__ import annotations
 
 from .config import CROSSCODER_KEY, TrainConfig
@@ -51,3 +52,14 @@ def _crosscoder_loop_key(old: dict, cfg: TrainConfig, d_in: int) -> dict:
 def _metrics_entry(entry: dict) -> dict:
     """An old log entry as today's: the old loop numbered the step just taken from 1, the trainer from 0."""
     return {**entry, "step": int(entry["step"]) - 1}
+
+
+def data_position(state: dict, cfg: TrainConfig) -> dict:
+    """A checkpoint's data position (forwards, block, carry). Checkpoints written before the carry existed
+    hold only "blocks" (blocks done, their leftover rows dropped): they resume with an empty carry."""
+    if "data" in state:
+        return state["data"]
+    if not isinstance(cfg.block_batches, int):
+        raise ValueError("this checkpoint predates the saved block size: resume it with the integer "
+                         "block_batches it was written with")
+    return {"forwards": state["blocks"] * cfg.block_batches, "block": state["blocks"], "carry": {}}

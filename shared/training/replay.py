@@ -179,12 +179,12 @@ class StreamLedger:
                     "stream has changed since then (mix weights in tokens, the context shuffle window, held-out "
                     "documents routed away from training): resuming would train some documents twice and others "
                     "never. Start afresh in a new CHECKPOINT_DIR (or RUN_NAME), or set ALLOW_STREAM_CHANGE = True "
-                    "(allow_stream_change) to go on from it with the new stream (recorded in run_report.json).")
+                    "(allow_stream_change) to go on from it with the new stream (recorded in the report's 'resume').")
             self.changes.append({"at_forwards": skip, "found": what, "why": "an earlier core's stream",
                                  "identity_then": None, "identity_now": self.identity})
             if self.speak:
-                print(f"WARNING: {what}; going on with this core's stream as allowed (recorded in run_report.json): "
-                      "the run is no longer the one an uninterrupted run would give.")
+                print(f"WARNING: {what}; going on with this core's stream as allowed (recorded in the report's "
+                      "'resume'): the run is no longer the one an uninterrupted run would give.")
             return
         if verified:
             if self.speak:
@@ -200,12 +200,12 @@ class StreamLedger:
                 f"The data stream changed since the checkpoint ({what}; {why}): resuming would train some "
                 "documents twice and others never. Restore the same data and library versions, or set "
                 "ALLOW_STREAM_CHANGE = True (allow_stream_change) to go on with the new stream "
-                "(recorded in run_report.json), or start afresh in a new CHECKPOINT_DIR.")
+                "(recorded in the report's 'resume'), or start afresh in a new CHECKPOINT_DIR.")
         self.changes.append({"at_forwards": skip, "found": what, "why": why, "identity_then": expected.get("identity"),
                              "identity_now": self.identity})
         if self.speak:
             print(f"WARNING: the data stream changed since the checkpoint ({what}; {why}); going on with the new "
-                  "stream as allowed (recorded in run_report.json): the run is no longer the one an "
+                  "stream as allowed (recorded in the report's 'resume'): the run is no longer the one an "
                   "uninterrupted run would give.")
 
     def _unhashed(self, skip: int, writer: str) -> None:
@@ -217,9 +217,9 @@ class StreamLedger:
                 f"This checkpoint cannot be checked against the data: {what}. If the stream changed since (the "
                 "datasets version, a dataset's Hub revision, the tokenizer), resuming would train some documents "
                 "twice and others never. Set ALLOW_STREAM_CHANGE = True (allow_stream_change) to go on from it "
-                "(recorded in run_report.json), or start afresh in a new CHECKPOINT_DIR (or RUN_NAME).")
+                "(recorded in the report's 'resume'), or start afresh in a new CHECKPOINT_DIR (or RUN_NAME).")
         self.changes.append({"at_forwards": skip, "found": what, "why": "no stream hash to check",
                              "identity_then": None, "identity_now": self.identity})
         if self.speak:
-            print(f"WARNING: {what}; going on as allowed (recorded in run_report.json): the replayed batches are "
+            print(f"WARNING: {what}; going on as allowed (recorded in the report's 'resume'): the replayed batches are "
                   "the checkpoint's only if the stream did not change since.")

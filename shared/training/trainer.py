@@ -62,20 +62,10 @@ class TrainResult:
     # The layer each SAE of `saes` reads (key -> layer; the identity without variants; the crosscoder's:
     # the tuple of its layers).
     layer_of: dict = field(default_factory=dict)
-    # How the run resumed, for run_report.json: the stream's identity, the last replay (forwards,
-    # seconds, verified), stream changes the user allowed, and the model dtype(s) it trained on.
+    # How the run resumed, for the run's report ("resume" in run_report.json, crosscoder_report.json): the
+    # stream's identity, the last replay (forwards, seconds, verified), stream changes the user allowed, and
+    # the model dtype(s) it trained on.
     resume: dict = field(default_factory=dict)
-
-
-def _data_state(state: dict, cfg: TrainConfig) -> dict:
-    """A checkpoint's data position. Checkpoints written before the carry existed hold only
-    "blocks" (blocks done, their leftover rows dropped): they resume with an empty carry."""
-    if "data" in state:
-        return state["data"]
-    if not isinstance(cfg.block_batches, int):
-        raise ValueError("this checkpoint predates the saved block size: resume it with the integer "
-                         "block_batches it was written with")
-    return {"forwards": state["blocks"] * cfg.block_batches, "block": state["blocks"], "carry": {}}
 
 
 def default_metrics_path(cfg: TrainConfig) -> Path:
@@ -157,7 +147,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
     ledger = _ledger(cfg, tokenizer, state.get("stream"), group)
     metrics_path = default_metrics_path(cfg)
     log = _MetricsLog(metrics_path if main else None, tokens, state.get("metrics"))
-    data = _data_state(state, cfg) if resumed else None
+    data = legacy.data_position(state, cfg) if resumed else None
     blocks = activation_blocks(model, tokenizer, cfg, sae_device, data, group=group, ledger=ledger,
                                reserve=lambda: step_reserve_bytes(saes, optimizers, cfg.batch_tokens))
 
@@ -184,7 +174,7 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
                                           record=record)
     except FloatingPointError as e:  # an overflowing forward: say how a re-run gets past it
         raise FloatingPointError(f"{e} Run again after that: training resumes from its last checkpoint and "
-                                 "the dtype switch is recorded in run_report.json.") from None
+                                 "the dtype switch is recorded in the report's 'resume'.") from None
     finally:
         for sae in saes.values():
             sae.reducer = None
@@ -208,7 +198,7 @@ def _model_dtypes(state: dict, now: str, tokens: int, *, speak: bool) -> list[di
         return list(saved)
     if speak and then != "unrecorded":
         print(f"The model now runs in {now}; the first {tokens:,} tokens were trained on {then} activations "
-              "(recorded in the checkpoints and run_report.json).")
+              "(recorded in the checkpoints and the report's 'resume').")
     return [*saved, {"from_tokens": tokens, "dtype": now}]
 
 
