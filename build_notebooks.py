@@ -557,9 +557,11 @@ def cloud_run_cell(entry: Entry, settings: Settings) -> str:
     reqs = " ".join(shlex.quote(r) for r in entry.requirements)
     return f"""### Run it on a rented GPU
 
-Colab and Kaggle offer no {entry.accelerator}: rent a machine with one (Python 3.10 or newer and a CUDA
-build of PyTorch, as the usual GPU images have), set the secrets above as environment variables, then
-run the notebook as it is with papermill (`-p NAME VALUE` changes a parameter):
+Colab's own runtimes and Kaggle offer no {entry.accelerator}: rent a machine with one (Python 3.10 or newer
+and a CUDA build of PyTorch, as the usual GPU images have). The Colab badge above only opens the notebook
+in Colab's editor, for a runtime you connect yourself (Connect > "Connect to a local runtime", pointed at
+the rented machine's Jupyter). Or set the secrets above as environment variables there and run the
+notebook as it is with papermill (`-p NAME VALUE` changes a parameter):
 
 ```bash
 pip install {reqs} papermill ipykernel

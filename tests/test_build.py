@@ -651,6 +651,9 @@ def test_cloud_notebook_says_how_to_run_on_a_rented_gpu():
     assert "pip install " + " ".join(f"'{r}'" if any(c in r for c in "<>") else r for r in entry.requirements) in title
     assert f"papermill {entry.id}.ipynb" in title and f"python -m shared.train --params notebooks/{entry.id}.ipynb" in title
     assert "Add-ons" not in title and "Notebook access" not in title  # neither Kaggle's nor Colab's secrets
+    # its Colab badge opens an editor for a runtime the user connects, and the cell says so before anyone clicks
+    assert any("Colab" in label for label, _, _ in bn.badges(entry, bn.load_settings(REPO)))
+    assert "Colab's own runtimes and Kaggle offer no" in title and "Connect to a local runtime" in title
 
 
 def test_use_your_sae_notebooks_read_an_sae():
