@@ -29,16 +29,20 @@ from .hooks import edit_residual, read_residuals
 from .layout import model_device
 
 
+def as_float64(x, name: str) -> np.ndarray:
+    """A numpy or torch array as float64 numpy; ValueError naming `name` if it is not numeric."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to(torch.float32).cpu().numpy()
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be a numeric array (numpy or torch), got {type(x).__name__}") from e
+
+
 def unit_direction(direction) -> np.ndarray:
     """A direction (numpy or torch) as a unit float64 vector; ValueError if it is not numeric or has zero
     or non-finite norm."""
-    if isinstance(direction, torch.Tensor):
-        direction = direction.detach().to(torch.float32).cpu().numpy()
-    try:
-        v = np.asarray(direction, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"direction must be a numeric array (numpy or torch), got {type(direction).__name__}") from e
-    v = v.reshape(-1)
+    v = as_float64(direction, "direction").reshape(-1)
     norm = np.linalg.norm(v)
     if norm == 0 or not np.isfinite(norm):
         raise ValueError("direction has zero (or non-finite) norm; it cannot define a probe")

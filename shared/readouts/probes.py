@@ -19,26 +19,16 @@ import numpy as np
 import torch
 
 from ..data.templates import ccs_template
-from ..model.steer import unit_direction
+from ..model.steer import as_float64, unit_direction
 from ..runtime import single_thread
 
 # ----------------------------------------------------------------------------------------------
 # input checks
 
 
-def _to_numpy(x, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().to(torch.float32).cpu().numpy()
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be a numeric array (numpy or torch), got {type(x).__name__}") from e
-    return arr
-
-
 def _check_acts(x, name: str) -> np.ndarray:
     """[n, d] finite float activations, or a clear error."""
-    arr = _to_numpy(x, name)
+    arr = as_float64(x, name)
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must be 2-D [n_examples, d_model], got shape {arr.shape}; "
@@ -53,7 +43,7 @@ def _check_acts(x, name: str) -> np.ndarray:
 
 def _check_labels(y, n: int, name: str, need_both: bool = True) -> np.ndarray:
     """Binary labels in {0, 1} (bools allowed) of length n, both classes present when asked."""
-    arr = _to_numpy(y, name).reshape(-1)
+    arr = as_float64(y, name).reshape(-1)
     if arr.shape[0] != n:
         raise ValueError(f"{name} has {arr.shape[0]} labels but the activations have {n} rows; they must match")
     values = set(np.unique(arr).tolist())
@@ -80,7 +70,7 @@ def _auroc(y: np.ndarray, scores: np.ndarray) -> float:
 
 def train_test_indices(y, test_frac: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Stratified random split of example indices, so both sides hold both classes."""
-    y = _check_labels(y, len(_to_numpy(y, "y").reshape(-1)), "y")
+    y = _check_labels(y, len(as_float64(y, "y").reshape(-1)), "y")
     if not 0 < test_frac < 1:
         raise ValueError(f"test_frac must be in (0, 1), got {test_frac}")
     rng = np.random.default_rng(seed)
@@ -197,8 +187,8 @@ def probe_layers(acts_by_layer: dict, y_train, y_test, C: float = 1.0, seed: int
             "lr_accuracy": round(lr.accuracy, 4),
             "dom_auroc": round(dom.auroc, 4),
             "dom_accuracy": round(dom.accuracy, 4),
-            "n_train": int(_to_numpy(X_train, "X_train").shape[0]),
-            "n_test": int(_to_numpy(X_test, "X_test").shape[0]),
+            "n_train": int(as_float64(X_train, "X_train").shape[0]),
+            "n_test": int(as_float64(X_test, "X_test").shape[0]),
             "d": int(lr.direction.shape[0]),
         })
     return rows

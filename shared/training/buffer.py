@@ -231,14 +231,7 @@ def free_memory_bytes(device) -> int:
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return _meminfo_bytes("MemAvailable", "SC_AVPHYS_PAGES")
 
 
 def total_memory_bytes(device) -> int:
@@ -246,14 +239,19 @@ def total_memory_bytes(device) -> int:
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory)
+    return _meminfo_bytes("MemTotal", "SC_PHYS_PAGES")
+
+
+def _meminfo_bytes(field: str, pages: str) -> int:
+    """A /proc/meminfo field in bytes; where there is none, that many physical pages (os.sysconf `pages`)."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemTotal:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return int(os.sysconf(pages) * os.sysconf("SC_PAGE_SIZE"))
 
 
 def block_batches_for_memory(budget_bytes: int, *, row_bytes: int, rows_per_forward: int, fixed_rows: int,

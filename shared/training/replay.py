@@ -173,18 +173,15 @@ class StreamLedger:
             return
         if verified is None:  # written before checkpoints recorded the stream, by a core whose stream differs
             what = "the checkpoint predates the stream hash, so its place in the stream cannot be checked"
-            if not self.allow_change:
-                raise StreamChanged(
-                    f"This checkpoint was written by an earlier version of the core ({what}), and the token "
-                    "stream has changed since then (mix weights in tokens, the context shuffle window, held-out "
-                    "documents routed away from training): resuming would train some documents twice and others "
-                    "never. Start afresh in a new CHECKPOINT_DIR (or RUN_NAME), or set ALLOW_STREAM_CHANGE = True "
-                    "(allow_stream_change) to go on from it with the new stream (recorded in the report's 'resume').")
-            self.changes.append({"at_forwards": skip, "found": what, "why": "an earlier core's stream",
-                                 "identity_then": None, "identity_now": self.identity})
-            if self.speak:
-                print(f"WARNING: {what}; going on with this core's stream as allowed (recorded in the report's "
-                      "'resume'): the run is no longer the one an uninterrupted run would give.")
+            self._refuse_or_record(
+                skip, what, "an earlier core's stream", None,
+                refusal=f"This checkpoint was written by an earlier version of the core ({what}), and the token "
+                "stream has changed since then (mix weights in tokens, the context shuffle window, held-out "
+                "documents routed away from training): resuming would train some documents twice and others "
+                "never. Start afresh in a new CHECKPOINT_DIR (or RUN_NAME), or set ALLOW_STREAM_CHANGE = True "
+                "(allow_stream_change) to go on from it with the new stream (recorded in the report's 'resume').",
+                warning=f"WARNING: {what}; going on with this core's stream as allowed (recorded in the report's "
+                "'resume'): the run is no longer the one an uninterrupted run would give.")
             return
         if verified:
             if self.speak:
@@ -195,31 +192,35 @@ class StreamLedger:
                 if self._count < skip else f"its first {skip:,} token batches hash differently from the ones "
                                            "the checkpoint trained on")
         why = describe_changes(expected.get("identity"), self.identity)
-        if not self.allow_change:
-            raise StreamChanged(
-                f"The data stream changed since the checkpoint ({what}; {why}): resuming would train some "
-                "documents twice and others never. Restore the same data and library versions, or set "
-                "ALLOW_STREAM_CHANGE = True (allow_stream_change) to go on with the new stream "
-                "(recorded in the report's 'resume'), or start afresh in a new CHECKPOINT_DIR.")
-        self.changes.append({"at_forwards": skip, "found": what, "why": why, "identity_then": expected.get("identity"),
-                             "identity_now": self.identity})
-        if self.speak:
-            print(f"WARNING: the data stream changed since the checkpoint ({what}; {why}); going on with the new "
-                  "stream as allowed (recorded in the report's 'resume'): the run is no longer the one an "
-                  "uninterrupted run would give.")
+        self._refuse_or_record(
+            skip, what, why, expected.get("identity"),
+            refusal=f"The data stream changed since the checkpoint ({what}; {why}): resuming would train some "
+            "documents twice and others never. Restore the same data and library versions, or set "
+            "ALLOW_STREAM_CHANGE = True (allow_stream_change) to go on with the new stream "
+            "(recorded in the report's 'resume'), or start afresh in a new CHECKPOINT_DIR.",
+            warning=f"WARNING: the data stream changed since the checkpoint ({what}; {why}); going on with the new "
+            "stream as allowed (recorded in the report's 'resume'): the run is no longer the one an "
+            "uninterrupted run would give.")
 
     def _unhashed(self, skip: int, writer: str) -> None:
         """A checkpoint whose writer kept no hash of its stream (though that stream may be today's): its
         replay cannot be checked, so it is refused in one line unless allowed, then recorded."""
         what = f"it was written by {writer}, which kept no hash of the token stream"
+        self._refuse_or_record(
+            skip, what, "no stream hash to check", None,
+            refusal=f"This checkpoint cannot be checked against the data: {what}. If the stream changed since (the "
+            "datasets version, a dataset's Hub revision, the tokenizer), resuming would train some documents "
+            "twice and others never. Set ALLOW_STREAM_CHANGE = True (allow_stream_change) to go on from it "
+            "(recorded in the report's 'resume'), or start afresh in a new CHECKPOINT_DIR (or RUN_NAME).",
+            warning=f"WARNING: {what}; going on as allowed (recorded in the report's 'resume'): the replayed "
+            "batches are the checkpoint's only if the stream did not change since.")
+
+    def _refuse_or_record(self, skip: int, what: str, why: str, identity_then, *, refusal: str, warning: str) -> None:
+        """A replay that cannot be trusted: refused in one line (`refusal`) unless allow_change, else recorded
+        in `changes` (the checkpoint's record and the run report's 'resume') and said once (`warning`)."""
         if not self.allow_change:
-            raise StreamChanged(
-                f"This checkpoint cannot be checked against the data: {what}. If the stream changed since (the "
-                "datasets version, a dataset's Hub revision, the tokenizer), resuming would train some documents "
-                "twice and others never. Set ALLOW_STREAM_CHANGE = True (allow_stream_change) to go on from it "
-                "(recorded in the report's 'resume'), or start afresh in a new CHECKPOINT_DIR (or RUN_NAME).")
-        self.changes.append({"at_forwards": skip, "found": what, "why": "no stream hash to check",
-                             "identity_then": None, "identity_now": self.identity})
+            raise StreamChanged(refusal)
+        self.changes.append({"at_forwards": skip, "found": what, "why": why, "identity_then": identity_then,
+                             "identity_now": self.identity})
         if self.speak:
-            print(f"WARNING: {what}; going on as allowed (recorded in the report's 'resume'): the replayed batches are "
-                  "the checkpoint's only if the stream did not change since.")
+            print(warning)
