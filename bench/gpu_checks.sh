@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT/logs"
 PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu with PCONF1=cpu PCONF2=cpu and small PTOK*: a dry run of the pipeline steps here
 export PYTHONUNBUFFERED=1
 { nvidia-smi; $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers',
   transformers.__version__, torch.cuda.get_device_name(0))"; } > "$OUT/logs/env.txt" 2>&1
@@ -23,8 +24,8 @@ if [ -d .whl ]; then
 fi
 # SAELens imports wandb at load and calls it only when logging to W&B (off here): a stand-in where absent
 $PY -c "import wandb" 2>/dev/null || export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/bench/stubs
-# ONLY="name1 name2": run just those steps (a device call lasts at most 10 minutes: all the steps take
-# two calls, e.g. ONLY="step loop-tier1 loop-tier3 loop-tier2" then ONLY="pipeline-tier1 pipeline-tier2")
+# ONLY="name1 name2": run just those steps (a device call lasts at most 10 minutes, a session has 15: see
+# bench/README.md for the call that comes first)
 step() {  # step NAME SECONDS CMD...: run one check with its own limit, log and exit code
   local name=$1 limit=$2 t0=$SECONDS; shift 2
   if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
@@ -34,8 +35,8 @@ step() {  # step NAME SECONDS CMD...: run one check with its own limit, log and 
 # Wall-clock budgets of the three loops (seconds from each script's start, model build included);
 # the defaults fit one run of about 6 minutes, e.g. T1=30 T2=45 T3=60 one of about 4.
 T1=${T1:-60} T2=${T2:-80} T3=${T3:-110}
-step step 90 $PY bench/train_step.py --device cuda --check-grads --warmup 3 --steps 10 --rounds 3 \
-  --dead-frac ${DEAD:-0.01,0.03,0.125} --impls ${IMPLS:-matmul-floor,matmul-floor-bf16,ours,ours-bf16,ours-sparse-bf16,sparsify} \
+step step ${STEP_LIMIT:-120} $PY bench/train_step.py --device $DEVICE --check-grads --warmup 3 --steps 10 --rounds 3 \
+  --dead-frac ${DEAD:-0.01,0.03,0.125} --impls ${IMPLS:-matmul-floor,matmul-floor-bf16,ours,ours-bf16,ours-bf16-syncfree,ours-sparse-bf16,sparsify} \
   --json "$OUT/step.json" ${PROFILE:+--profile "$OUT/profile.txt"}
 step loop-tier1 $((T1 + 20)) $PY bench/train_loop.py --device cuda --model gemma-2-2b --tokens 100000000 \
   --seconds "$T1" --json "$OUT/loop-tier1.json"
@@ -59,12 +60,16 @@ if [ "${FIT:-1}" != 0 ]; then
       --json "$OUT/fit-$nb.json"
   done
 fi
-# Whole pipelines side by side (issue: ours >= 1.5x the faster peer, <= 1.15x the forward alone), one
-# round each at a token budget that fits: P1 / P2 seconds per pipeline step (default 240 / 200).
-P1=${P1:-240} P2=${P2:-200}
-step pipeline-tier1 $((P1 + 20)) env BENCH_PROFILE="$OUT/profile-ours-tier1.txt" $PY bench/whole_pipeline.py \
-  --config tier1 --device cuda --rounds 1 --tokens ${PTOK1:-2097152} --timeout $((P1 / 4)) \
-  --impls floor,ours,saelens,sparsify,ours-profiled --json "$OUT/pipeline-tier1.json"
-step pipeline-tier2 $((P2 + 20)) env BENCH_PROFILE="$OUT/profile-ours-tier2.txt" $PY bench/whole_pipeline.py \
-  --config tier2 --device cuda --rounds 1 --tokens ${PTOK2:-1048576} --timeout $((P2 / 4)) \
-  --impls floor,ours,saelens,sparsify,ours-profiled --json "$OUT/pipeline-tier2.json"
+# Whole pipelines side by side (issue 23: ours >= 1.5x the faster peer, <= 1.15x the forward alone), one
+# round each, every implementation its own process (~20 s of start-up and model build each). Token
+# budgets sized from the H200's whole-trainer rates (tier 1 ~105k tokens/s, tier 2 ~35k): ours takes
+# ~10 s / ~15 s of them, a peer at a third of our rate ~30 s / ~45 s, under the per-child TIMEOUT1 / TIMEOUT2.
+# PIMPLS1 / PIMPLS2 pick the implementations (and levers: ours+syncfree, floor+flex, ours+compile, ...).
+PIMPLS1=${PIMPLS1:-floor,ours,ours+syncfree,saelens,sparsify,ours-profiled}
+PIMPLS2=${PIMPLS2:-floor,ours,saelens,sparsify}
+step pipeline-tier1 ${P1:-330} env BENCH_PROFILE="$OUT/profile-ours-tier1.txt" $PY bench/whole_pipeline.py \
+  --config ${PCONF1:-tier1} --device $DEVICE --rounds 1 --tokens ${PTOK1:-1048576} --timeout ${TIMEOUT1:-80} \
+  --impls "$PIMPLS1" --json "$OUT/pipeline-tier1.json"
+step pipeline-tier2 ${P2:-300} env BENCH_PROFILE="$OUT/profile-ours-tier2.txt" $PY bench/whole_pipeline.py \
+  --config ${PCONF2:-tier2} --device $DEVICE --rounds 1 --tokens ${PTOK2:-524288} --timeout ${TIMEOUT2:-95} \
+  --impls "$PIMPLS2" --json "$OUT/pipeline-tier2.json"

@@ -40,15 +40,17 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def ours(args, device, dead, kernels=None, autocast=False):
-    """Our trainer's step; kernels "sparse" / "dense" force a path, None lets the SAE choose (as training does)."""
+def ours(args, device, dead, kernels=None, autocast=False, sync_free_aux=False):
+    """Our trainer's step; kernels "sparse" / "dense" force a path, None lets the SAE choose (as training does);
+    sync_free_aux: AuxK's dead latents by a masked top-k (TopKSAE.sync_free_aux, no host sync)."""
     cfg = TopKConfig(d_in=args.d_in, d_sae=args.d_sae, k=args.k, aux_coef=1 / 32)
     sae = architectures.build_sae(cfg, device=device)
     sae.sparse_kernels = {None: None, "sparse": True, "dense": False}[kernels]
+    sae.sync_free_aux = sync_free_aux
     opt = adam(sae.parameters(), lr=2e-4, device=device)
 
-    def step(x):  # exactly the trainer's step (bf16 autocast only on GPUs with bf16)
-        return sae_step(sae, opt, x, autocast=autocast, dead_mask=dead)
+    def step(x):  # exactly the trainer's step (bf16 autocast only on GPUs with bf16; rows checked at capture)
+        return sae_step(sae, opt, x, autocast=autocast, dead_mask=dead, check_finite=False)
 
     return step
 
@@ -114,6 +116,7 @@ IMPLS = {
     "ours-bf16": lambda a, d, m: ours(a, d, m, autocast=True),
     "ours-sparse-bf16": lambda a, d, m: ours(a, d, m, kernels="sparse", autocast=True),
     "ours-dense-bf16": lambda a, d, m: ours(a, d, m, kernels="dense", autocast=True),
+    "ours-bf16-syncfree": lambda a, d, m: ours(a, d, m, autocast=True, sync_free_aux=True),
     "sparsify": sparsify,
     "sae-lens": saelens,
     "sae-lens-sparse": lambda a, d, m: saelens(a, d, m, sparse_acts=True),

@@ -132,6 +132,22 @@ def run_floor(setup: Setup, model, tok, device: str) -> dict:
     return {"wall_s": wall, "forwarded_tokens": rows.numel(), "trained_tokens": 0}
 
 
+def run_forward_all(setup: Setup, model, tok, device: str) -> dict:
+    """The whole model's forward (every block and the LM head) on the same rows: what sparsify runs a step
+    before its SAE step (it trains inside a forward hook and does not stop at the layer)."""
+    import torch
+
+    rows = token_rows(setup, tok).to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(rows), setup.model_batch):
+            model(input_ids=rows[i:i + setup.model_batch], use_cache=False)
+    sync()
+    wall = time.perf_counter() - start
+    return {"wall_s": wall, "forwarded_tokens": rows.numel(), "trained_tokens": 0}
+
+
 def run_ours(setup: Setup, model, tok, device: str) -> dict:
     from shared.saes.topk import TopKConfig
     from shared.training.config import TrainConfig
@@ -221,30 +237,64 @@ def run_ours_profiled(setup: Setup, model, tok, device: str) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from shared.model import capture
+    from shared.training import buffer, trainer
+
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-    with profile(activities=acts) as prof:
-        out = run_ours(setup, model, tok, device)
+    phases = {"phase: forward": (capture, "capture_residuals"), "phase: sae step": (trainer, "sae_step"),
+              "phase: block (forwards, store, shuffle)": (buffer.ActivationBlocks, "next_block")}
+    originals = {name: getattr(owner, attr) for name, (owner, attr) in phases.items()}
+    for name, (owner, attr) in phases.items():
+        setattr(owner, attr, _ranged(name, originals[name]))
+    try:
+        with profile(activities=acts) as prof:
+            out = run_ours(setup, model, tok, device)
+    finally:
+        for name, (owner, attr) in phases.items():
+            setattr(owner, attr, originals[name])
     events = prof.key_averages()
-    key = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    cuda = device.startswith("cuda")
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
     busy_us = sum(getattr(e, "self_device_time_total", 0) for e in events)
+    ranges = [e for e in events if e.key.startswith("phase: ")]
+    out["phases_s"] = {e.key[7:]: {"host_s": round(e.cpu_time_total / 1e6, 3), "calls": e.count,
+                                   **({"device_s": round(e.device_time_total / 1e6, 3)} if cuda else {})}
+                       for e in ranges}
     lines = [f"wall {out['wall_s']:.2f} s under the profiler; device time summed over ops "
              f"{busy_us / 1e6:.2f} s (ops and their kernels both counted: an upper bound on busy time)",
+             "phases (host time inclusive; 'block' holds the forwards; device time of the kernels each launched):",
+             *(f"  {name:42} {json.dumps(v)}" for name, v in out["phases_s"].items()),
              events.table(sort_by=key, row_limit=40)]
     Path(os.environ.get("BENCH_PROFILE", "profile-ours.txt")).write_text("\n".join(lines))
     return out
+
+
+def _ranged(name: str, fn):
+    """fn inside a profiler range called `name` (a phase of ours-profiled's table)."""
+    import functools
+
+    import torch
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.profiler.record_function(name):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 LEVERS = {
     "flex": "attention by torch's flex_attention (keeps Gemma-2's logit soft-cap, which sdpa drops)",
     "sdpa": "attention by torch's scaled_dot_product_attention (not for Gemma-2: no soft-cap)",
     "compile": "torch.compile of each decoder block (regional: the hooks between blocks stay eager)",
+    "syncfree": "the SAE step's AuxK without a host sync (TopKSAE.sync_free_aux: a masked top-k over all latents)",
 }
 
 
 def apply_levers(model, levers: list[str]) -> None:
-    """Speed levers on the forward, named after '+' in an implementation (e.g. ours+flex+compile), so a GPU
-    session measures each against the same implementation without it."""
+    """Speed levers on the forward or our step, named after '+' in an implementation (e.g. ours+flex+compile),
+    so a GPU session measures each against the same implementation without it."""
     from shared.model import layout
+    from shared.saes.topk import TopKSAE
 
     for lever in levers:
         if lever in ("flex", "sdpa"):
@@ -252,6 +302,8 @@ def apply_levers(model, levers: list[str]) -> None:
         elif lever == "compile":
             for block in layout.decoder_layers(model):
                 block.compile()
+        elif lever == "syncfree":
+            TopKSAE.sync_free_aux = True
         else:
             raise SystemExit(f"unknown lever {lever!r}: choose from {', '.join(LEVERS)}")
 
@@ -273,7 +325,7 @@ def child(impl: str, setup: Setup, device: str) -> dict:
         torch.cuda.reset_peak_memory_stats()
     rss_start = _rss_gib()
     load_before = os.getloadavg()[0]  # the machine's 1-minute load: a shared box's other work shows here
-    runner = {"floor": run_floor, "ours": run_ours, "saelens": run_saelens, "sparsify": run_sparsify,
+    runner = {"floor": run_floor, "forward-all": run_forward_all, "ours": run_ours, "saelens": run_saelens, "sparsify": run_sparsify,
               "saelens-compiled": lambda *a: run_saelens(*a, compiled=True), "ours-profiled": run_ours_profiled}[impl]
     out = runner(setup, model, tok, device)
     out.update(impl="+".join([impl, *levers]), levers=levers, build_s=build_s, torch=torch.__version__,
@@ -413,12 +465,16 @@ def main() -> None:
             run["round"] = r
             runs.append(run)
             print(f"round {r} {impl}: " + (f"{run['wall_s']:.1f} s" if "wall_s" in run else run["error"]), flush=True)
-    table = summarise(runs, args.max_load)
-    print_table(table)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"config": args.config, "setup": asdict(setup), "device": args.device,
-                                               "versions": versions(), "max_load": args.max_load, "table": table,
-                                               "runs": runs}, indent=1))
+            if args.json:  # after every run: a caller's time limit that cuts the bench keeps what it measured
+                write_json(args, setup, runs)
+    print_table(summarise(runs, args.max_load))
+
+
+def write_json(args, setup: Setup, runs: list[dict]) -> None:
+    """The runs so far and their table, as --json names."""
+    Path(args.json).write_text(json.dumps({"config": args.config, "setup": asdict(setup), "device": args.device,
+                                           "versions": versions(), "max_load": args.max_load,
+                                           "table": summarise(runs, args.max_load), "runs": runs}, indent=1))
 
 
 if __name__ == "__main__":

@@ -270,11 +270,11 @@ class SparseAutoencoder(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.W_enc_T.dtype
 
-    def _check_input(self, x: Tensor) -> Tensor:
+    def _check_input(self, x: Tensor, finite: bool = True) -> Tensor:
         if x.shape[-1] != self.cfg.d_in:
             raise ValueError(f"SAE expects inputs with last dim d_in={self.cfg.d_in}, got shape {tuple(x.shape)}: "
                              "check the layer / model the activations come from.")
-        if not all_finite(x):
+        if finite and not all_finite(x):
             raise ValueError("SAE input contains NaN or inf activations. Check the model dtype (fp16 overflow: "
                              "use bf16 or fp32) and the capture; drop such tokens before training.")
         return x
@@ -359,9 +359,11 @@ class SparseAutoencoder(nn.Module):
         return self._denormalize(latents.to(self.dtype) @ self.W_dec + self.b_dec)
 
     # ---- training forward
-    def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
-        """One training forward on x [N, d_in]; dead_mask: the latents counted dead (for AuxK & co)."""
-        self._check_input(x)
+    def forward(self, x: Tensor, dead_mask: Tensor | None = None, *, check_finite: bool = True) -> SAEOutput:
+        """One training forward on x [N, d_in]; dead_mask: the latents counted dead (for AuxK & co).
+        check_finite=False skips the NaN/inf check of x, for rows already checked (the trainer's, at
+        capture): on a GPU the check is a host sync that stalls every step."""
+        self._check_input(x, finite=check_finite)
         if x.ndim != 2:
             x = x.reshape(-1, self.cfg.d_in)
         xn = self._normalize(x)

@@ -153,12 +153,12 @@ class Crosscoder(nn.Module):
         self.register_buffer("tokens_since_fired", torch.zeros(m, dtype=torch.long, device=device))
 
     # ---- passes
-    def _check_input(self, x: Tensor) -> Tensor:
+    def _check_input(self, x: Tensor, finite: bool = True) -> Tensor:
         shape = (self.cfg.n_layers, self.cfg.d_in)
         if x.ndim < 2 or tuple(x.shape[-2:]) != shape:
             raise ValueError(f"the crosscoder takes activations [..., n_layers={shape[0]}, d_in={shape[1]}] "
                              f"(layers {list(self.cfg.layers)} stacked on dim -2), got shape {tuple(x.shape)}.")
-        if not all_finite(x):
+        if finite and not all_finite(x):
             raise ValueError("crosscoder input contains NaN or inf activations: load the model in bf16 or fp32.")
         return x.reshape(-1, *shape)
 
@@ -191,10 +191,10 @@ class Crosscoder(nn.Module):
         x_hat = self.decode_normalized(z.reshape(-1, self.cfg.d_sae).to(self.W_dec.dtype)) / self.scales[:, None]
         return x_hat.reshape(*lead, self.cfg.n_layers, self.cfg.d_in)
 
-    def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward(self, x: Tensor, dead_mask: Tensor | None = None, *, check_finite: bool = True) -> SAEOutput:
         """One training forward on x [N, n_layers, d_in] (TopK: AuxK on the latents dead_mask marks); see the
-        module doc for the loss."""
-        x = self._check_input(x)
+        module doc for the loss. check_finite=False: x was checked already (see SparseAutoencoder.forward)."""
+        x = self._check_input(x, finite=check_finite)
         xn = self.normalize(x)
         pre = self.encode_pre(xn)
         z = self.activation(pre)

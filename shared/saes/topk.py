@@ -69,6 +69,13 @@ class TopKSAE(SparseAutoencoder):
     # like the main top-k. On 2 CPU cores a dense multiply-add costs ~1/8 of a gathered one.
     aux_dense_ratio = 6.0
 
+    # On the dense path (a GPU under bf16 autocast), AuxK can pick each token's top k_aux dead latents
+    # from the pre-activations with the live ones masked out, over all d_sae columns: no dead-latent
+    # count read on the host (`dead_mask.nonzero()` syncs the GPU every step), at the price of a second
+    # full-width top-k. Same AuxK up to float rounding (tests/test_host_syncs.py). Off until a GPU
+    # measures it (bench/train_step.py ours-bf16-syncfree, BENCHMARKS.md).
+    sync_free_aux = False
+
     def reconstruct(self, xn: Tensor, dead_mask: Tensor | None = None) -> Reconstruction:
         """The training pass; AuxK's decode of the dead latents (extras["e_hat"]) when dead_mask has any True."""
         sparse = self.use_sparse_kernels(xn)
@@ -79,16 +86,22 @@ class TopKSAE(SparseAutoencoder):
         else:  # the dense path differentiates through the same matmul
             pre_grad = self.encode_pre(xn)
             pre = pre_grad.detach()
+        masked_aux = not sparse and self.sync_free_aux
         with torch.no_grad():
             idx, keep = self.select(pre)
-            aux = self._dead_topk(pre, dead_mask)         # (dead, local, pre_dead) or None
+            if masked_aux:
+                aux, masked = None, self._masked_dead_topk(pre, dead_mask)  # (aux_idx, is_dead, any_dead)
+            else:
+                aux, masked = self._dead_topk(pre, dead_mask), None  # (dead, local, pre_dead) or None
         m = idx.shape[1]
         dense_aux = aux is not None and sparse and \
             aux[0].numel() <= self.aux_dense_ratio * aux[2].shape[1]
-        aux_idx = None
+        aux_idx, aux_keep, extras = None, None, {}
         if aux is not None and not dense_aux:
             dead, local, _ = aux
             aux_idx = dead.expand(idx.shape[0], -1) if local is None else dead[local]
+        if masked is not None:
+            aux_idx, aux_keep, extras["aux_on"] = masked
         e_hat = None
         if not sparse:
             pre_sel = pre_grad.gather(1, idx if aux_idx is None else torch.cat([idx, aux_idx], 1))
@@ -96,7 +109,8 @@ class TopKSAE(SparseAutoencoder):
             vals = _kept(F.relu(pre_sel[:, :m]), keep)
             decoded = [self._decode_latents(Latents(vals, idx))]
             if aux_idx is not None:
-                decoded.append(self._decode_latents(Latents(F.relu(pre_sel[:, m:]), aux_idx)))
+                aux_vals = _kept(F.relu(pre_sel[:, m:]), aux_keep)
+                decoded.append(self._decode_latents(Latents(aux_vals, aux_idx)))
                 e_hat = decoded[1]
         elif dense_aux:
             dead, local, top = aux
@@ -123,7 +137,7 @@ class TopKSAE(SparseAutoencoder):
                 e_hat = decoded[1]
             else:
                 decoded = sparse_decode(vals, idx, self.W_dec, splits, plan)
-        return Reconstruction(decoded[0] + self.b_dec, Latents(vals, idx), {"e_hat": e_hat})
+        return Reconstruction(decoded[0] + self.b_dec, Latents(vals, idx), {"e_hat": e_hat, **extras})
 
     def extra_losses(self, xn: Tensor, rec: Reconstruction, err: ReconstructionError) -> dict[str, Tensor]:
         """{"aux": aux_coef * ||e_hat - e||^2 / sum (e - mean e)^2}: AuxK's decode e_hat predicts the
@@ -135,6 +149,8 @@ class TopKSAE(SparseAutoencoder):
             e_var = self.centered_sq_sum(err.resid)  # e = -resid: the same spread
             aux_diff = loss_precision(e_hat) + err.resid  # e_hat - e
         aux = squared_error(e_hat, None, aux_diff) / e_var.clamp_min(1e-12)
+        if "aux_on" in rec.extras:  # the masked selection ran without knowing whether any latent is dead
+            aux = aux * rec.extras["aux_on"]
         return {"aux": self.cfg.aux_coef * aux}
 
     def _dead_topk(self, pre: Tensor, dead_mask: Tensor | None):
@@ -153,6 +169,18 @@ class TopKSAE(SparseAutoencoder):
             return dead, None, pre_dead
         top, local = pre_dead.topk(self.cfg.k_aux_eff, dim=1, sorted=False)
         return dead, local, top
+
+    def _masked_dead_topk(self, pre: Tensor, dead_mask: Tensor | None):
+        """(aux_idx [N, k_aux], is_dead [N, k_aux], any_dead 0-dim): each token's top k_aux among the dead
+        latents, picked with the live ones masked to -inf, so nothing is read on the host; where fewer than
+        k_aux are dead, the picks past them are live latents that is_dead drops. None when AuxK is off."""
+        if dead_mask is None or self.cfg.aux_coef == 0:
+            return None
+        dead_mask = dead_mask.to(pre.device)
+        k_aux = min(self.cfg.k_aux_eff, pre.shape[1])
+        masked = pre.masked_fill(~dead_mask, float("-inf"))
+        aux_idx = masked.topk(k_aux, dim=1, sorted=False).indices
+        return aux_idx, dead_mask[aux_idx], dead_mask.any().to(pre.dtype)
 
     def _few_positive(self, pre_dead: Tensor) -> bool:
         """True when no token has more than k_aux positive dead pre-activations (on CPU, while AuxK

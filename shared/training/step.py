@@ -43,17 +43,18 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 def sae_step(sae, optimizer, x: torch.Tensor, lr: float | None = None, *, autocast: bool = True,
-             dead_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+             dead_mask: torch.Tensor | None = None, check_finite: bool = True) -> dict[str, torch.Tensor]:
     """One optimiser step of one SAE on rows x: forward (AuxK on dead_mask, default the SAE's own
     tokens-since-fired tracking), backward, the architecture's gradient constraint (decoder-parallel
     part removed), Adam, its weight constraint (decoder rows back to unit norm), dead tracking
     updated. Logs each named loss term of the architecture beside fvu and aux as "<name>_loss". Returns 0-dim metric tensors (read them only when
-    logging: turning them into floats every step would stall a GPU on each one)."""
+    logging: turning them into floats every step would stall a GPU on each one). check_finite=False for
+    rows checked already (the trainer's, at capture): the NaN/inf check is a host sync."""
     if lr is not None:
         for group in optimizer.param_groups:
             group["lr"] = lr
     with _autocast(x.device, autocast):
-        out = sae(x, dead_mask=sae.dead_mask() if dead_mask is None else dead_mask)
+        out = sae(x, dead_mask=sae.dead_mask() if dead_mask is None else dead_mask, check_finite=check_finite)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     if sae.reducer is not None:
