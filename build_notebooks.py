@@ -670,6 +670,9 @@ CORE_SETUP = '''\
 # @title Vendored core: setup
 CORE_HASH = "{hash}"  # sha256 (first 16 hex digits) of the module paths + sources below
 NOTEBOOK_ID = "{notebook_id}"  # this notebook's catalog id; reports name it
+# the names its parameters cell assigns: check_parameters refuses any other upper-case setting (a typo, another
+# notebook's parameter) in one line
+NOTEBOOK_PARAMETERS = {parameters}
 _CORE_FILES = {{}}
 
 
@@ -760,16 +763,28 @@ def _activate_core(files, stamped_hash, notebook_id=""):
 CORE_DIR = _activate_core(_CORE_FILES, CORE_HASH, NOTEBOOK_ID)'''
 
 
-def core_cells(root: Path, relpaths: list[str], notebook_id: str = "") -> tuple[str, list[str]]:
-    """(intro markdown, code cells) that vendor the given shared/ files."""
+def core_cells(root: Path, relpaths: list[str], notebook_id: str = "", parameters: tuple[str, ...] = ()
+               ) -> tuple[str, list[str]]:
+    """(intro markdown, code cells) that vendor the given shared/ files; the set-up names the notebook and its
+    parameters (`parameters`: the names its parameters cell assigns)."""
     files = {rel: catalog_module(load_catalog(root)) if rel == CATALOG_MODULE  # as this build writes it
              else (root / "shared" / rel).read_text(encoding="utf-8") for rel in relpaths}
     digest = core_hash(files)
     shown = ", ".join(f"`{r}`" for r in relpaths)
-    cells = [CORE_SETUP.format(hash=digest, notebook_id=notebook_id)]
+    cells = [CORE_SETUP.format(hash=digest, notebook_id=notebook_id, parameters=_names_literal(parameters))]
     cells += [CORE_MODULE.format(rel=rel, literal=py_string_literal(files[rel])) for rel in relpaths]
     cells.append(CORE_ACTIVATE.format())
     return CORE_INTRO.format(hash=digest, modules=shown), cells
+
+
+def _names_literal(names: tuple[str, ...]) -> str:
+    """A tuple of names as Python source, wrapped under 120 columns."""
+    if not names:
+        return "()"
+    import textwrap
+    body = textwrap.fill(", ".join(json.dumps(n) for n in names), 115, initial_indent="    ",
+                         subsequent_indent="    ", break_long_words=False, break_on_hyphens=False)
+    return f"(\n{body},\n)"
 
 
 # ---------------------------------------------------------------------------- generated catalog module
@@ -887,7 +902,7 @@ def render_entry(root: Path, entry: Entry, settings: Settings) -> str:
     code = "\n\n".join(c.source for c in cells if c.cell_type == "code")
     code = "\n".join(line for line in code.split("\n") if not line.lstrip().startswith(("%", "!")))
     closure = core_closure(root, code, where)
-    intro, vendored = core_cells(root, closure, entry.id)
+    intro, vendored = core_cells(root, closure, entry.id, tuple(_assignments(params_src)))
 
     hidden = {"cellView": "form", "collapsed": True, "jupyter": {"source_hidden": True}}
     defaults = parameter_defaults(params_src)

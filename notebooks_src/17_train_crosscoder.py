@@ -72,7 +72,7 @@ from shared.notebook.rules import common, crosscoders, data, training
 from shared.notebook.run import start
 from shared.recipes import sessions, tier
 from shared.saes import crosscoder
-from shared.training import stream, trainer
+from shared.training import config, stream, trainer
 from shared.views import plots
 
 # checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
@@ -125,10 +125,10 @@ checkpoint_dir = sessions.resolve_checkpoint_dir(CHECKPOINT_DIR, RUN_NAME)
 print(f"checkpoints in {checkpoint_dir}")
 cfg = tier.config_from_params(P, checkpoint_dir, sae=xc_cfg)
 trained = trainer.train(cfg, model, tokenizer)
-xc = trained.saes["xc"]  # the run's one model; its metrics are named "xc/fvu", "xc/l0", ...
+xc = trained.saes[config.CROSSCODER_KEY]  # the run's one model; its metrics are named "xc/fvu", "xc/l0", ...
 history = trainer.load_metrics(trained.metrics_path)
-print(f"trained on {trained.tokens:,} tokens; last logged: fvu {history[-1]['xc/fvu']:.3f}, "
-      f"L0 {history[-1]['xc/l0']:.1f}")
+last = {name: history[-1][f"{config.CROSSCODER_KEY}/{name}"] for name in ("fvu", "l0", "dead_pct")}
+print(f"trained on {trained.tokens:,} tokens; last logged: fvu {last['fvu']:.3f}, L0 {last['l0']:.1f}")
 run.save_figure(plots.plot_training_curves(history), "training_curves.png")
 
 # %% [markdown]
@@ -223,7 +223,7 @@ report = {
     "class_counts": counts,
     "features": {"class": classes, "decoder_norms": [[round(float(v), 5) for v in row] for row in norms]},
     "export_dir": str(folder),
-    "final_train": {k: history[-1][k] for k in ("xc/fvu", "xc/l0", "xc/dead_pct")},
+    "final_train": {f"{config.CROSSCODER_KEY}/{name}": value for name, value in last.items()},
     "resume": trained.resume,
 }
 run.write_report("crosscoder_report.json", report)

@@ -80,9 +80,9 @@ print(f"{len(table['tokens'])} tokens; KL at the last layer = {last_kl:.2e} (the
 assert last_kl < 1e-3, "the last-layer lens should equal the model's own logits"
 
 print(f"\nNext-token guesses after {table['tokens'][-1]!r}, layer by layer:")
-for L, words, probs, kl in zip(table["layers"], table["top_tokens"], table["top_probs"], table["kl"]):
+for block, words, probs, kl in zip(table["layers"], table["top_tokens"], table["top_probs"], table["kl"]):
     guesses = ", ".join(f"{w!r} {p:.2f}" for w, p in zip(words[-1], probs[-1]))
-    print(f"  layer {L:3d}  KL {kl[-1]:7.3f}  {guesses}")
+    print(f"  layer {block:3d}  KL {kl[-1]:7.3f}  {guesses}")
 
 # %% [markdown]
 # ## 3. Heat map: top-1 prediction per token and layer

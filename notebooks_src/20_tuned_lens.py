@@ -133,9 +133,9 @@ report = lens.compare_lenses(model, tokenizer, eval_texts, tuned, context_len=CO
                              max_batches=EVAL_BATCHES)
 print(f"{report['n_tokens']} held-out tokens")
 print(f"{'layer':>5} {'KL logit':>9} {'KL tuned':>9} {'top1 logit':>11} {'top1 tuned':>11}")
-for L in report["layers"]:
-    print(f"{L:5d} {report['logit_lens']['kl'][L]:9.3f} {report['tuned_lens']['kl'][L]:9.3f} "
-          f"{report['logit_lens']['top1_agreement'][L]:11.3f} {report['tuned_lens']['top1_agreement'][L]:11.3f}")
+for block in report["layers"]:
+    print(f"{block:5d} {report['logit_lens']['kl'][block]:9.3f} {report['tuned_lens']['kl'][block]:9.3f} "
+          f"{report['logit_lens']['top1_agreement'][block]:11.3f} {report['tuned_lens']['top1_agreement'][block]:11.3f}")
 run.save_figure(plots.plot_lens_comparison(report), "tuned_vs_logit_lens.png")
 
 # %% [markdown]

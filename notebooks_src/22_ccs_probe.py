@@ -156,10 +156,10 @@ print("=" * 100)
 
 # %%
 sweep_rows = []
-for L in sweep:
-    rep = ccs if L == layer else run_ccs(L)
-    sweep_rows.append({"layer": L, **{k: round(r.accuracy, 4) for k, r in rep.results.items()}})
-    print(f"layer {L:3d}: " + "  ".join(f"{k} {v:.3f}" for k, v in sweep_rows[-1].items() if k != "layer"))
+for block in sweep:
+    rep = ccs if block == layer else run_ccs(block)
+    sweep_rows.append({"layer": block, **{k: round(r.accuracy, 4) for k, r in rep.results.items()}})
+    print(f"layer {block:3d}: " + "  ".join(f"{k} {v:.3f}" for k, v in sweep_rows[-1].items() if k != "layer"))
 if sweep_rows:
     run.save_figure(plots.plot_ccs_sweep(sweep_rows, title=f"CCS and baselines across layers ({DATASET})"),
                     "ccs_sweep.png")

@@ -31,6 +31,24 @@ def parameters_of(entry) -> dict:
     return {**bn.parameter_defaults("".join(cell["source"])), **entry.smoke}
 
 
+def declared_of(entry) -> tuple:
+    """The parameter names the rendered notebook's set-up declares (NOTEBOOK_PARAMETERS), as check_parameters reads them."""
+    nb = json.loads((REPO / "notebooks" / f"{entry.id}.ipynb").read_text(encoding="utf-8"))
+    (value,) = [node.value for cell in nb["cells"] if cell["cell_type"] == "code"
+                for node in ast.parse("".join(cell["source"])).body if isinstance(node, ast.Assign)
+                and [getattr(t, "id", None) for t in node.targets] == [parameters.DECLARED]]
+    return ast.literal_eval(value)
+
+
+def notebook_globals(entry, **injected) -> dict:
+    """A rendered notebook's globals when its check runs, with papermill's `injected` values: its parameters cell
+    with the smoke values, the install cell's and the vendored set-up's names, an upper-case module alias and, as on
+    a re-run, the checked P of the run before."""
+    return {**parameters_of(entry), "REQUIREMENTS": list(entry.requirements), "CORE_HASH": "0" * 16,
+            "NOTEBOOK_ID": entry.id, parameters.DECLARED: declared_of(entry), "CORE_DIR": Path("core"),
+            "JSON": json, "P": parameters.Parameters({"SEED": 0}), **injected}
+
+
 def families_of(entry) -> list:
     """The rule families the notebook's source names in its `check_parameters(globals(), ...)` call, in order."""
     tree = ast.parse((REPO / "notebooks_src" / entry.source).read_text(encoding="utf-8"))
@@ -160,10 +178,76 @@ def test_every_parameter_has_a_rule_in_the_notebooks_families_and_a_bad_case(ent
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
 def test_smoke_parameters_pass(entry):
+    """The smoke values CI injects pass, in the rendered notebook's globals (its own names and set-up beside them)."""
     params = parameters_of(entry)
-    checked = parameters.check_parameters(params, *families_of(entry))
+    checked = parameters.check_parameters(notebook_globals(entry), *families_of(entry))
     assert set(checked) == set(params)
     assert checked == parameters.check_parameters(params)  # every family: the same values
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
+def test_a_rendered_notebook_declares_its_parameters_and_binds_no_other_setting(entry):
+    """NOTEBOOK_PARAMETERS is what the parameters cell assigns, read as the command line reads a notebook's cell;
+    every other upper-case name the notebook binds is one the check knows is no parameter (SETUP_NAMES), or P."""
+    from shared.recipes import cli
+
+    path = REPO / "notebooks" / f"{entry.id}.ipynb"
+    assert declared_of(entry) == tuple(cli.cell_values(cli.parameters_cell(path)))
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    bound = set()
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code" or "parameters" in cell["metadata"].get("tags", []):
+            continue
+        code = "\n".join(line for line in "".join(cell["source"]).split("\n") if not line.lstrip().startswith(("%", "!")))
+        for statement in ast.parse(code).body:
+            if isinstance(statement, (ast.FunctionDef, ast.ClassDef)):
+                bound.add(statement.name)
+            elif isinstance(statement, (ast.Import, ast.ImportFrom)):
+                bound |= {(alias.asname or alias.name).split(".")[0] for alias in statement.names}
+            else:  # what the statement binds (a loop's variable too), not a comprehension's own variables
+                inner = {id(n) for c in ast.walk(statement) if isinstance(c, ast.comprehension) for n in ast.walk(c.target)}
+                bound |= {n.id for n in ast.walk(statement) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+                          and id(n) not in inner}
+    upper = {name for name in bound if parameters._NAME.fullmatch(name)}
+    assert upper - parameters.SETUP_NAMES <= {"P"}, (
+        f"{entry.id} binds {sorted(upper - parameters.SETUP_NAMES - {'P'})}: a re-run's check would refuse them as "
+        "settings that are no parameter; name them in lower case, or add them to parameters.SETUP_NAMES")
+
+
+def _typo(name: str) -> str:
+    return name[:-2] + name[-1] + name[-2]  # the last two letters swapped: OUTPUT_DIR -> OUTPUT_DRI
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
+def test_a_mistyped_parameter_is_a_one_line_error_naming_the_one_meant(entry):
+    """papermill -p LAYRE 12 (it only warns): the check stops in one line naming the typo and the parameter meant,
+    where the old check skipped it and the notebook ran with the default."""
+    meant = "LAYER" if "LAYER" in declared_of(entry) else "OUTPUT_DIR"
+    typo = "LAYRE" if meant == "LAYER" else _typo(meant)
+    with pytest.raises(parameters.ParameterError) as e:
+        parameters.check_parameters(notebook_globals(entry, **{typo: 12}), *families_of(entry))
+    assert str(e.value) == f"{typo} = 12: not a parameter of this notebook; did you mean {meant}?"
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
+def test_a_parameter_of_another_notebook_is_a_one_line_error(entry):
+    """A real parameter of another notebook (its name and smoke value) is no parameter of this one."""
+    ours = declared_of(entry)
+    other = next(e for e in ENTRIES if set(declared_of(e)) - set(ours))
+    name = next(n for n in declared_of(other) if n not in ours)
+    value = parameters_of(other)[name]
+    with pytest.raises(parameters.ParameterError) as e:
+        parameters.check_parameters(notebook_globals(entry, **{name: value}), *families_of(entry))
+    message = str(e.value)
+    assert message.startswith(f"{name} = {parameters.short(value)}: not a parameter of this notebook; ")
+    assert "\n" not in message and ("did you mean" in message or f"its parameters are {', '.join(ours)}" in message)
+
+
+def test_an_undeclared_secret_looking_setting_is_refused_without_its_value():
+    entry = next(e for e in ENTRIES if e.id.startswith("19_"))
+    with pytest.raises(parameters.ParameterError) as e:
+        parameters.check_parameters(notebook_globals(entry, HF_TOKEN="hf_not_for_print"), *families_of(entry))
+    assert str(e.value).startswith("HF_TOKEN = ***: not a parameter of this notebook") and "hf_not" not in str(e.value)
 
 
 @pytest.mark.parametrize("entry, name, bad", CASES)
@@ -241,6 +325,9 @@ def test_a_parameter_of_a_family_the_notebook_does_not_name_is_a_one_line_error(
     assert str(e.value) == ("TAU = 0.1: no rule family this notebook names (common) checks TAU; the circuits family "
                             "does: add it to check_parameters")
     assert parameters.check_parameters({**params, "TAU": 0.1}, common, circuits).TAU == 0.1
+    declared = ["MODEL_ID", "OUTPUT_DIR", "SEED", "TAU"]  # declared, yet no named family checks it: still this error
+    with pytest.raises(parameters.ParameterError, match="^TAU = 0.1: no rule family this notebook names"):
+        parameters.check_parameters({**params, "TAU": 0.1}, common, declared=declared)
 
 
 def _rule_family_imports(name: str) -> set[str]:
@@ -362,6 +449,31 @@ def test_mistyped_parameter_stops_in_the_first_cell_before_anything_is_written(e
                  and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
     assert "check_parameters(globals(), common" in "".join(failed["source"])
     assert not (tmp_path / "run" / params["OUTPUT_DIR"]).exists()  # nothing made, nothing written
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("name, value, says", [
+    ("LAYRE", 12, "LAYRE = 12: not a parameter of this notebook; did you mean LAYER?"),
+    ("TAU", 0.1, "TAU = 0.1: not a parameter of this notebook; its parameters are MODEL_ID, LAYER, "),  # 16's
+])
+def test_papermill_setting_no_parameter_stops_in_the_check_cell(name, value, says, tmp_path, monkeypatch):
+    """papermill -p injects a name the notebook does not have (papermill only warns): the check cell stops with
+    one line, before anything is written, instead of running with the default."""
+    import papermill as pm
+
+    from test_notebooks import run_notebook
+
+    path, entry = _rendered("01_hobbyist_gemma2_2b_colab")
+    params = {**entry.smoke, name: value}
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        run_notebook(path, params, tmp_path, monkeypatch)
+    assert e.value.ename == "ParameterError" and e.value.evalue.startswith(says), e.value.evalue
+    assert "\n" not in e.value.evalue
+    nb = json.loads((tmp_path / "executed.ipynb").read_text())
+    (failed,) = [c for c in nb["cells"] if c["cell_type"] == "code"
+                 and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert "check_parameters(globals(), common" in "".join(failed["source"])
+    assert not (tmp_path / "run" / params["OUTPUT_DIR"]).exists()
 
 
 def test_edit_residual_accepts_a_negative_layer():

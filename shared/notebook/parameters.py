@@ -3,7 +3,9 @@ data, ...)` checks each parameter by the rule of its NAME in the rule families t
 modules of `notebook.rules`: one family per concept, so LAYER or BATCH_SIZE mean the same everywhere); a
 bad value stops the notebook with a one-line `ParameterError` naming the parameter, the value and what to
 change. It returns the values normalised (`Parameters`: layers as non-negative indices, devices resolved,
-dtypes as torch dtypes).
+dtypes as torch dtypes). A rendered notebook also names its own parameters (NOTEBOOK_PARAMETERS, written by
+build_notebooks.py): any other upper-case setting (papermill's `-p LAYRE 12`, a parameter of another
+notebook) stops there too, in one line that names the parameter meant.
 
 This module is the engine and the generic rule builders (a whole number, a choice, layers, a device, ...);
 the rules themselves live beside the concept they check, in `notebook.rules`. A notebook vendors only the
@@ -11,6 +13,7 @@ families it imports, so 19's first cell carries no circuit or SAE-training rules
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import numbers
 import os
@@ -203,6 +206,15 @@ def short(value) -> str:
 # ------------------------------------------------------------------------------------ the check
 
 _NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+# A rendered notebook's global: the names its parameters cell assigns (build_notebooks.py writes it in the set-up).
+DECLARED = "NOTEBOOK_PARAMETERS"
+# Upper-case names a rendered notebook binds before its check that are no parameters: the install cell's
+# REQUIREMENTS and the vendored core's set-up (tests/test_parameters.py keeps this in step with build_notebooks.py).
+SETUP_NAMES = frozenset({"REQUIREMENTS", "CORE_HASH", "NOTEBOOK_ID", DECLARED, "CORE_DIR"})
+# What a parameter's value can be (a parameters cell's literals; what papermill injects): a name bound to anything
+# else (a module, the checked P of an earlier run, a Secret) is no setting.
+_SETTING_TYPES = (str, int, float, bool, type(None), list, tuple, dict)
+_SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD")  # an undeclared name like these: its value is not shown
 
 
 def family_name(family: ModuleType) -> str:
@@ -240,15 +252,42 @@ def _unnamed_family_error(params: dict, rules: dict, families) -> ParameterError
     return None
 
 
-def check_parameters(params: dict, *families: ModuleType) -> Parameters:
+def closest(name: str, names) -> str | None:
+    """The one of `names` that `name` most likely misspells (difflib), or None when none is close."""
+    found = difflib.get_close_matches(name, list(names), n=1)
+    return found[0] if found else None
+
+
+def _undeclared_error(params: dict, declared) -> ParameterError | None:
+    """An upper-case setting that the notebook's parameters cell does not assign (a typo, a parameter of another
+    notebook): one line naming it and, where one is close, the parameter meant."""
+    for name, value in params.items():
+        if (_NAME.fullmatch(name) and name not in declared and name not in SETUP_NAMES
+                and type(value) in _SETTING_TYPES):
+            shown = "***" if _SECRET.search(name) else short(value)
+            meant = closest(name, declared)
+            hint = f"did you mean {meant}?" if meant else f"its parameters are {', '.join(declared)}"
+            return ParameterError(f"{name} = {shown}: not a parameter of this notebook; {hint}")
+    return None
+
+
+def check_parameters(params: dict, *families: ModuleType, declared=None) -> Parameters:
     """Check every parameter in `params` (a notebook's globals(), or a dict) by the rules of `families`
     (modules of `notebook.rules`, `common` first; none given: every family, as the command line checks).
 
     Returns the normalised values by name. The first bad value raises a one-line ParameterError:
     "NAME = value: what is wrong and what to set"; so does a parameter that another family than the named
-    ones checks. Upper-case names no family knows are skipped (tests/test_parameters.py makes sure every
-    notebook's parameters have a rule in the families it names).
+    ones checks, and an upper-case setting that is not one of the notebook's `declared` parameter names
+    (default: params' NOTEBOOK_PARAMETERS, which a rendered notebook sets; none: not checked). Other upper-case
+    names no family knows are skipped (tests/test_parameters.py makes sure every notebook's parameters have a
+    rule in the families it names).
     """
+    if declared is None:
+        declared = params.get(DECLARED)
+    if declared is not None:
+        error = _undeclared_error(params, tuple(declared))
+        if error:
+            raise error
     rules = _rules_of(families or every_family())
     if families:
         error = _unnamed_family_error(params, rules, families)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import ast
-import difflib
 import json
 import os
 import sys
 import textwrap
 from pathlib import Path
 
-from ..notebook.parameters import Parameters, check_parameters
+from ..notebook.parameters import Parameters, check_parameters, closest
 from ..notebook.run import start
 from ..planning import models
 from ..training import config, distributed, trainer
@@ -136,8 +135,8 @@ def parameters(params: dict, sets: list[str], defaults: dict | None = None) -> P
         params[name.strip()] = _value(value)
     unknown = sorted(set(params) - set(tier.TIER_PARAMETERS))
     if unknown:
-        close = {n: difflib.get_close_matches(n, tier.TIER_PARAMETERS, n=1) for n in unknown}
-        hint = "; ".join(f"{n}: did you mean {c[0]}?" for n, c in close.items() if c)
+        close = {n: closest(n, tier.TIER_PARAMETERS) for n in unknown}
+        hint = "; ".join(f"{n}: did you mean {c}?" for n, c in close.items() if c)
         raise ValueError(f"{', '.join(unknown)}: not a parameter of the tier notebooks{f' ({hint})' if hint else ''}; "
                          f"they take {', '.join(tier.TIER_PARAMETERS)}")
     params = {**tier.TIER_DEFAULTS, **(defaults or {}), **params}  # TIER_DEFAULTS: parameters newer than the file
