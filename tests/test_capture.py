@@ -241,6 +241,16 @@ def test_blocks_resume_exactly_from_any_boundary():
         assert full[:consumed] + tail == full
 
 
+def test_blocks_refuse_a_checkpoint_carry_holding_nan():
+    """A damaged carry is refused where it is loaded, on every rank alike (each loads the same checkpoint), not
+    by the one rank whose slice of a later batch holds the bad row."""
+    _, states = _drain(_blocks())
+    state = copy.deepcopy(next(s for _, s in states[1:] if len(s["carry"]["5"])))
+    state["carry"]["7"][-1, 0] = float("nan")
+    with pytest.raises(ValueError, match="carried activation rows hold NaN or inf: it is damaged"):
+        _blocks(state=state)
+
+
 def test_blocks_size_may_change_between_blocks():
     """block_batches may be lowered (e.g. memory is short) or raised between blocks: no row lost or repeated."""
     blocks = _blocks()

@@ -165,6 +165,76 @@ def test_a_stalled_rank_ends_the_job_with_one_clear_line_at_the_timeout(tmp_path
         r.stdout[-3000:]
 
 
+def _checkpoint_tokens(tmp: Path) -> list[int]:
+    return sorted(int(p.parent.name.removeprefix("step-")) for p in (tmp / "ckpt").glob("step-*/manifest.json"))
+
+
+def _rank_errors(tmp: Path, nproc: int, job: subprocess.CompletedProcess) -> list[str]:
+    """The error each rank's training raised (tests/dying_rank.py writes them), in rank order."""
+    paths = [tmp / f"error-rank{rank}.txt" for rank in range(nproc)]
+    for rank, path in enumerate(paths):
+        assert path.exists(), f"rank {rank}'s training raised nothing:\n{job.stdout[-3000:]}"
+    return [path.read_text() for path in paths]
+
+
+@pytest.mark.slow
+def test_one_rank_overflowing_float16_stops_every_rank_with_the_same_line(tmp_path):
+    """Rank 1's share of the forwards overflows float16 from step 5 on: both ranks stop at once with the same
+    one-line FloatingPointError (the layer, the forward's index in the stream, the dtype to set, a re-run
+    resumes), printed once; neither waits in a collective (the job's 20 s timeout would say so); no checkpoint
+    of the block being filled. Before: rank 1's traceback with "source batch 0" while rank 0 failed in its
+    all-gather."""
+    r = _job(tmp_path, 2, "--set", 'MODEL_DTYPE="float16"', die=(1, 5, "overflow"), timeout=90)
+    assert r.returncode != 0
+    planted = json.loads((tmp_path / "planted.json").read_text())
+    errors = _rank_errors(tmp_path, 2, r)
+    assert errors[0] == errors[1], errors
+    kind, msg = errors[0].split(": ", 1)
+    assert kind == "NonFinite" and issubclass(trainer.NonFinite, FloatingPointError)
+    assert "\n" not in msg
+    assert (f"activations at layer 1 (source batch {planted['source_batch']}): the model overflowed in float16: "
+            'set MODEL_DTYPE = "bfloat16"') in msg
+    assert "training resumes from its last checkpoint" in msg
+    assert r.stdout.count(f"error: {msg}\n") == 1, r.stdout[-3000:]
+    assert "collective timeout" not in r.stdout
+    saved = _checkpoint_tokens(tmp_path)
+    assert saved and max(saved) <= planted["steps"] * PARAMS["BATCH_TOKENS"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_a_diverged_sae_stops_at_the_next_log_step(tmp_path, nproc):
+    """A NaN learning rate at step index 3 (on the last rank only, under two) turns the SAEs' weights NaN;
+    with no checkpoint due, the loss of the next log step (every 10th, reduced over the ranks) stops every
+    rank with one line, and nothing is saved. Before: training went on to the end and wrote NaN weights."""
+    r = _job(tmp_path, nproc, "--set", "CHECKPOINT_EVERY_TOKENS=1000000", die=(nproc - 1, 3, "diverge"),
+             timeout=90)
+    assert r.returncode != 0
+    errors = _rank_errors(tmp_path, nproc, r)
+    assert len(set(errors)) == 1, errors
+    msg = errors[0].split(": ", 1)[1]
+    assert msg.startswith("Training diverged at step 10 (2,560 tokens): the SAE L1's loss is nan. ")
+    assert "lower lr and train again in a new checkpoint_dir" in msg
+    assert r.stdout.count(f"error: {msg}\n") == 1, r.stdout[-3000:]
+    assert _checkpoint_tokens(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_nan_weights_are_never_checkpointed(tmp_path, nproc):
+    """A NaN learning rate at step index 7 (the last rank's only, under two: the ranks' weights then differ
+    until the next gradient sum) makes the weights NaN just before the checkpoint at 2,048 tokens, before any
+    log step: every rank refuses that checkpoint together; the one before stays the latest."""
+    r = _job(tmp_path, nproc, die=(nproc - 1, 7, "diverge"), timeout=90)
+    assert r.returncode != 0
+    errors = _rank_errors(tmp_path, nproc, r)
+    assert len(set(errors)) == 1, errors
+    msg = errors[0].split(": ", 1)[1]
+    assert msg.startswith("Training diverged at step 8 (2,048 tokens): the SAE L1's weights hold NaN or inf. ")
+    assert r.stdout.count(f"error: {msg}\n") == 1, r.stdout[-3000:]
+    assert _checkpoint_tokens(tmp_path) == [1280]
+
+
 @pytest.mark.slow
 def test_bad_world_size_and_other_parameters_never_touch_a_checkpoint(tmp_path):
     r = _job(tmp_path, 2, "--set", "BATCH_TOKENS=255", timeout=120)

@@ -176,7 +176,9 @@ def dtype_advice(model) -> str:
     return f'the model overflowed in {name}: set MODEL_DTYPE = "{better}" to load it in {better}'
 
 
-def _check_finite(acts: Mapping[int, torch.Tensor], batch_index: int, model) -> None:
+def check_finite(acts: Mapping[int, torch.Tensor], batch_index: int, model) -> None:
+    """Raise FloatingPointError, one line, if a forward's rows {layer: [n, D]} hold NaN/inf: the first such
+    layer, the forward's index in the token stream, and the dtype to load the model in (dtype_advice)."""
     for layer, x in acts.items():
         if not torch.isfinite(x).all():
             bad = "NaN" if torch.isnan(x).any() else "inf"
@@ -186,11 +188,13 @@ def _check_finite(acts: Mapping[int, torch.Tensor], batch_index: int, model) -> 
 
 def residual_rows(model, tokenizer, token_batches: Iterable, layers, *, device, dtype: torch.dtype = torch.float32,
                   method: str = "auto", stop_early: bool = True, drop_first: bool = False,
-                  skip: int = 0) -> Iterator[dict[int, torch.Tensor]]:
+                  skip: int = 0, check: bool = True) -> Iterator[dict[int, torch.Tensor]]:
     """For each token batch (after skipping `skip`), the kept tokens' activations {layer: [n, D]}.
 
     One forward per batch captures every layer; BOS/pad/special tokens are dropped; rows are cast
-    to `dtype` on `device`; NaN/inf raise an error naming the layer. The source of `training.buffer.ActivationBlocks`.
+    to `dtype` on `device`; NaN/inf raise an error naming the layer (`check_finite`; check=False leaves
+    that to the caller: training.distributed.sharded_rows checks after its all-gather, on every rank).
+    The source of `training.buffer.ActivationBlocks`.
     """
     layers = check_layers(model, layers)
     it = iter(token_batches)
@@ -208,7 +212,8 @@ def residual_rows(model, tokenizer, token_batches: Iterable, layers, *, device, 
         for layer, x in acts.items():
             flat = x.reshape(-1, x.shape[-1])
             out[layer] = flat[keep.to(flat.device)].to(device, dtype)
-        _check_finite(out, index, model)
+        if check:
+            check_finite(out, index, model)
         index += 1
         yield out
 

@@ -215,6 +215,10 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as e:  # every rank read the same parameters: rank 0 says it for all
             sys.exit(f"error: {e}" if distributed.launched_rank() == 0 else 1)
         run(P, distributed.init(args.collective_timeout))
+    except distributed.Unanimous as e:  # every rank raised it alike (NaN/inf in training): rank 0 says it for all,
+        if distributed.launched_rank() == 0:  # at once (the launcher ends the job as soon as one rank leaves)
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except (ValueError, distributed.RankFailure) as e:  # one line, no traceback
         sys.exit(f"error: {e}")
     finally:

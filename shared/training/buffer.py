@@ -17,6 +17,7 @@ import torch
 
 from ..model.capture import residual_rows
 from ..model.layout import check_layers, d_model
+from ..saes.kernels import all_finite
 from . import distributed, replay
 from .config import TrainConfig
 from .memory import AUTO_BLOCK_BATCHES, SAE_ACT_COPIES, buffer_budget_bytes
@@ -86,6 +87,11 @@ class ActivationBlocks:
         self.block_index = int(state.get("block", 0))  # index of the next block
         self.store: dict[int, torch.Tensor] = {}
         carry = {int(k): v for k, v in (state.get("carry") or {}).items()}
+        if not all(all_finite(x) for x in carry.values()):
+            # every rank loads the same checkpoint, so all refuse it here (a bad row would otherwise
+            # reach one rank's slice of a batch, and only that rank's SAE would refuse it)
+            raise ValueError("The checkpoint's carried activation rows hold NaN or inf: it is damaged; remove it "
+                             "from checkpoint_dir to resume from the one before.")
         n_carry = next(iter(carry.values())).shape[0] if carry else 0
         if n_carry:
             self._reserve(carry, n_carry)

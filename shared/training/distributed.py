@@ -10,7 +10,9 @@ gradients are summed: each step is the one-process step up to the order of fp32 
 every rank holds the whole block (the one-process memory) and receives every row once.
 
 A collective that fails or waits past the timeout (a rank died) raises one `RankFailure` line
-instead of hanging.
+instead of hanging. An error every rank raises alike from facts all ranks share (`Unanimous`: NaN/inf
+activations seen after the all-gather, a diverged SAE) ends every rank at once, with no collective
+left waiting, and rank 0 alone reports it.
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from typing import Iterable, Iterator
 import torch
 import torch.distributed as dist
 
-from ..model.capture import residual_rows
-from ..saes.kernels import loss_precision
+from ..model.capture import check_finite, residual_rows
+from ..saes.kernels import all_finite, loss_precision
 
 TIMEOUT_ENV = "SAE_COLLECTIVE_TIMEOUT_S"  # seconds a collective may wait for the other ranks
 DEFAULT_TIMEOUT_S = 1800.0  # long enough for rank 0's checkpoint upload while the others wait
@@ -32,6 +34,12 @@ _timeout_s: float | None = None  # the timeout `init` set
 
 class RankFailure(RuntimeError):
     """A collective failed or timed out: another rank died or stalled. One line."""
+
+
+class Unanimous(Exception):
+    """Marks an error every rank raises alike, at the same point, from facts every rank holds (rows
+    every rank gathered, metrics reduced over the ranks): no rank is left waiting in a collective,
+    and rank 0 alone needs to report it."""
 
 
 @dataclass
@@ -171,13 +179,20 @@ def sharded_rows(group: Group, model, tokenizer, token_batches: Iterable, layers
                  skip: int = 0) -> Iterator[dict[int, torch.Tensor]]:
     """`capture.residual_rows` with the forwards shared out: every rank reads the same token
     stream; of each group of W batches rank r forwards the r-th, and the group's rows are gathered
-    so every rank yields every forward's rows, in stream order (exactly what one process yields)."""
+    so every rank yields every forward's rows, in stream order (exactly what one process yields).
+
+    NaN/inf rows (a float16 overflow in one rank's forward) are looked for after the all-gather, on
+    every rank, not in the forward: there every rank holds the same rows, so every rank raises the same
+    FloatingPointError (capture.check_finite: the layer, the forward's index in the stream, the dtype to
+    set) at the same point, with no collective added. Checked in the forward, only the overflowing rank
+    would raise, and the others would wait in this all-gather until the collective timeout."""
     it = iter(token_batches)
     for _ in range(skip):
         if next(it, None) is None:
             return
     layers = list(layers)
     comm = group.comm_device()
+    index = skip  # the stream index of the group's first batch
     while True:
         batches = []
         for _ in range(group.world):
@@ -189,10 +204,16 @@ def sharded_rows(group: Group, model, tokenizer, token_batches: Iterable, layers
             return
         mine = None
         if group.rank < len(batches):
-            part = next(residual_rows(model, tokenizer, [batches[group.rank]], layers, device=comm, dtype=dtype))
+            part = next(residual_rows(model, tokenizer, [batches[group.rank]], layers, device=comm, dtype=dtype,
+                                      check=False))
             mine = torch.stack([part[layer] for layer in layers], 1)  # [n, n_layers, D]
         width = (len(layers), _width(model))
-        for rows in group.all_gather_rows(mine, width, dtype, comm)[:len(batches)]:
+        gathered = group.all_gather_rows(mine, width, dtype, comm)[:len(batches)]
+        for j, rows in enumerate(gathered):
+            if not all_finite(rows):
+                check_finite({layer: rows[:, i] for i, layer in enumerate(layers)}, index + j, model)
+        index += len(batches)
+        for rows in gathered:
             yield {layer: rows[:, i].to(device) for i, layer in enumerate(layers)}
 
 

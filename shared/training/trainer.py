@@ -17,6 +17,11 @@ Checkpoints land every `checkpoint_every_tokens` tokens and, whatever the throug
 time (a boundary is where a checkpoint can be exact; under torchrun rank 0's clock decides for
 every rank). A resume re-reads the stream up to the checkpoint and checks it by the hash the
 checkpoint recorded (replay.StreamLedger): a changed stream stops the run unless allowed.
+
+NaN/inf stop the run with one line (`NonFinite`), on every rank alike under torchrun, before any
+checkpoint of them: activations from an overflowing forward (which layer, which source batch, which
+dtype to set; a re-run resumes), or an SAE that diverged (its loss at a log step, its weights before a
+checkpoint is written).
 """
 from __future__ import annotations
 
@@ -36,12 +41,18 @@ from ..model.loading import load_model
 from ..runtime import resolve_device
 from ..saes.architectures import build_sae, registered
 from ..saes.crosscoder import Crosscoder, CrosscoderConfig
+from ..saes.kernels import all_finite
 from . import checkpoint as ckpt, distributed, legacy, replay
 from .buffer import ActivationBlocks, activation_blocks, step_reserve_bytes
 from .config import TrainConfig, check_world, sae_label, sae_plan, sae_settings
 from .schedule import CheckpointClock, lr_at
 from .step import adam, load_optimizer_state, sae_step
 from .stream import _sources, mix_shares
+
+
+class NonFinite(FloatingPointError, distributed.Unanimous):
+    """Training met NaN/inf, in the activations (an overflowing forward) or in an SAE (it diverged). One
+    line; under torchrun every rank raises it alike, at the same point (distributed.Unanimous)."""
 
 
 @dataclass
@@ -172,9 +183,11 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, *, progress: bool = True
         tokens, step, history = _run_loop(cfg, saes, layer_of, optimizers, store, log, blocks, tokens=tokens,
                                           step=step, fresh=resumed is None, progress=progress, group=group,
                                           record=record)
-    except FloatingPointError as e:  # an overflowing forward: say how a re-run gets past it
-        raise FloatingPointError(f"{e} Run again after that: training resumes from its last checkpoint and "
-                                 "the dtype switch is recorded in the report's 'resume'.") from None
+    except NonFinite:
+        raise
+    except FloatingPointError as e:  # an overflowing forward (capture.check_finite): say how a re-run gets past it
+        raise NonFinite(f"{e} Run again after that: training resumes from its last checkpoint and "
+                        "the dtype switch is recorded in the report's 'resume'.") from None
     finally:
         for sae in saes.values():
             sae.reducer = None
@@ -305,6 +318,7 @@ def _save_checkpoint(store, cfg: TrainConfig, saes, optimizers, blocks: Activati
     RNG states and `record()` (the stream's hash record and the model dtypes; the key's model_dtype is
     the dtype really run). Under torchrun rank 0 writes it while the others wait (the ranks hold the
     same state)."""
+    _check_weights(saes, step=step, tokens=tokens, group=group)
     if group is not None and not group.main:
         group.barrier()
         return
@@ -321,6 +335,37 @@ def _save_checkpoint(store, cfg: TrainConfig, saes, optimizers, blocks: Activati
     store.save(tokens, state, step=step)
     if group is not None:
         group.barrier()
+
+
+def _diverged(label: str, what: str, *, step: int, tokens: int) -> NonFinite:
+    """The one line a diverged SAE stops training with."""
+    return NonFinite(f"Training diverged at step {step} ({tokens:,} tokens): the SAE {label}'s {what}. Nothing "
+                     "since the last checkpoint was saved; lower lr and train again in a new checkpoint_dir (a "
+                     "re-run with these settings resumes from that checkpoint and would likely diverge again).")
+
+
+def _check_loss(entry: Mapping, keys, *, step: int, tokens: int) -> None:
+    """Stop on a NaN/inf loss in a log entry. The entry is the one already reduced over the ranks for
+    the log (a NaN on one rank is NaN in the sum on every rank), so every rank stops at this same step
+    with no collective added; the per-step losses are not read between log steps (a GPU sync each)."""
+    for key in keys:
+        value = entry[f"{sae_label(key)}/loss"]
+        if not math.isfinite(value):
+            raise _diverged(sae_label(key), f"loss is {value}", step=step, tokens=tokens)
+
+
+def _check_weights(saes, *, step: int, tokens: int, group=None) -> None:
+    """Refuse to checkpoint NaN/inf weights: a diverging step can turn them non-finite before the next
+    log step reads a loss. Checked once per checkpoint, and agreed over the ranks there (one small
+    all-reduce per checkpoint, at most one per block, none per step): the ranks hold the same weights,
+    and the agreement keeps every rank stopping together even if they did not."""
+    bad = next((key for key, sae in saes.items() if not all(all_finite(p.detach()) for p in sae.parameters())),
+               None)
+    if group is not None:
+        first = group.min_int(len(saes) if bad is None else list(saes).index(bad))
+        bad = None if first == len(saes) else list(saes)[first]
+    if bad is not None:
+        raise _diverged(sae_label(bad), "weights hold NaN or inf", step=step, tokens=tokens)
 
 
 def _init_from_first_block(cfg: TrainConfig, saes, layer_of, block) -> None:
@@ -377,6 +422,7 @@ def _run_loop(cfg: TrainConfig, saes, layer_of, optimizers, store, log, blocks: 
                 entry = {name: float(value) for name, value in entry.items()}
                 entry["step"] = int(entry["step"])
                 entry["tokens"] = int(entry["tokens"])
+                _check_loss(entry, keys, step=step, tokens=tokens)
                 elapsed = time.perf_counter() - started
                 entry["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
                 entry["mix"] = mix_shares(blocks.tokens_by_source)
