@@ -409,7 +409,8 @@ def _run_loop(cfg: TrainConfig, saes, layer_of, optimizers, store, log, blocks: 
             entry = {"step": step, "tokens": tokens + cfg.batch_tokens, "lr": lr}
             for key, sae in saes.items():
                 x = _input(batch, layer_of[key], rows)
-                # check_finite=False: capture.residual_rows checked every forward's rows (no host sync a step)
+                # check_finite=False: every forward's rows were checked at capture (capture.residual_rows, or
+                # distributed.sharded_rows after its gather): a check here would be a host sync each step
                 metrics = sae_step(sae, optimizers[key], x, lr, autocast=cfg.sae_autocast, check_finite=False)
                 entry.update({f"{sae_label(key)}/{name}": value for name, value in metrics.items()})
             step += 1
