@@ -8,7 +8,7 @@ records every aten op: the ops that do work (views and metadata left out) approx
 GPU launches, and the ops whose result the host must wait for are the syncs a GPU would make.
 
 Paths: "gpu-dense" is what a GPU runs under bf16 autocast (our default there: the dense matmuls,
-`sparse_kernels` False), "sparse" the sparse kernels (CPU, fp32 on a GPU); each with the trainer's
+`sparse_kernels` False; counted under CPU bf16 autocast, whose casts stand for the GPU's), "sparse" the sparse kernels (CPU, fp32 on a GPU); each with the trainer's
 settings (`check_finite=False`: the rows were checked at capture) and, for TopK, with
 `sync_free_aux` (AuxK's dead latents picked by a masked top-k, no host read of the dead count).
 
@@ -67,15 +67,21 @@ def _bool_index(args) -> bool:
     return any(torch.is_tensor(t) and t.dtype == torch.bool for t in indices or ())
 
 
-def count_step(sae, x: torch.Tensor, dead: torch.Tensor, *, check_finite: bool = False, warm: int = 2) -> OpCounter:
-    """One steady sae_step (after `warm` steps: optimiser state made, CPU buffers allocated) under OpCounter."""
+def count_step(sae, x: torch.Tensor, dead: torch.Tensor, *, check_finite: bool = False, warm: int = 2,
+               bf16: bool = False) -> OpCounter:
+    """One steady sae_step (after `warm` steps: optimiser state made, CPU buffers allocated) under OpCounter;
+    bf16: under bf16 autocast, as a GPU's step runs (its casts are launches too)."""
+    import contextlib
+
     from shared.training.step import adam, sae_step
 
     opt = adam(sae.parameters(), lr=1e-3, device=x.device)
-    for _ in range(warm):
-        sae_step(sae, opt, x, 1e-3, dead_mask=dead, check_finite=check_finite)
-    with OpCounter() as counter:
-        sae_step(sae, opt, x, 1e-3, dead_mask=dead, check_finite=check_finite)
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with autocast:
+        for _ in range(warm):
+            sae_step(sae, opt, x, 1e-3, dead_mask=dead, check_finite=check_finite)
+        with OpCounter() as counter:
+            sae_step(sae, opt, x, 1e-3, dead_mask=dead, check_finite=check_finite)
     return counter
 
 
@@ -94,14 +100,15 @@ def build(arch: str, d_in: int, d_sae: int, k: int):
 def measure(d_in: int = 256, d_sae: int = 4096, k: int = 32, n: int = 1024, dead_frac: float = 0.03) -> list[dict]:
     """One row per (architecture, path, setting): launches, syncs and which ops sync."""
     from shared.saes.architectures import registered
+    from shared.saes.topk import TopKSAE
 
     torch.manual_seed(0)
     rows = []
     archs = [a for a, entry in registered().items() if entry.model.trainable] + ["crosscoder"]
     for arch in archs:
         for path in ("gpu-dense", "sparse"):
-            settings = [("trainer", False, False), ("check_finite", True, False)]
-            if arch in ("topk", "batchtopk", "matryoshka") and path == "gpu-dense":
+            settings = [("trainer", False, False), ("step checks its rows", True, False)]
+            if arch == "crosscoder" or issubclass(registered()[arch].model, TopKSAE):  # those with AuxK
                 settings.append(("trainer+sync_free_aux", False, True))
             for label, check_finite, sync_free in settings:
                 sae = build(arch, d_in, d_sae, k)
@@ -114,7 +121,7 @@ def measure(d_in: int = 256, d_sae: int = 4096, k: int = 32, n: int = 1024, dead
                 x = torch.randn(n, *layers, d_in)
                 dead = torch.zeros(d_sae, dtype=torch.bool)
                 dead[torch.randperm(d_sae)[: int(dead_frac * d_sae)]] = True
-                counter = count_step(sae, x, dead, check_finite=check_finite)
+                counter = count_step(sae, x, dead, check_finite=check_finite, bf16=path == "gpu-dense")
                 rows.append({"architecture": arch, "path": path, "setting": label, "launches": counter.launches,
                              "syncs": len(counter.syncs), "syncing_ops": dict(collections.Counter(counter.syncs))})
     return rows
@@ -125,9 +132,9 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     rows = measure()
-    print(f"{'architecture':12} {'path':10} {'setting':22} {'launches':>8} {'syncs':>5}  syncing ops")
+    print(f"{'architecture':20} {'path':10} {'setting':22} {'launches':>8} {'syncs':>5}  syncing ops")
     for r in rows:
-        print(f"{r['architecture']:12} {r['path']:10} {r['setting']:22} {r['launches']:>8} {r['syncs']:>5}  "
+        print(f"{r['architecture']:20} {r['path']:10} {r['setting']:22} {r['launches']:>8} {r['syncs']:>5}  "
               f"{r['syncing_ops'] or ''}")
     if args.json:
         Path(args.json).write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=1))

@@ -18,9 +18,9 @@ from host_syncs import OpCounter, count_step  # noqa: E402
 D_IN, D_SAE, K, N = 32, 256, 8, 128  # k_aux = d_in // 2 = 16
 
 
-def _sae(cfg_cls=TopKConfig, sync_free=False, **kw):
+def _sae(cfg_cls=TopKConfig, sync_free=False, sparse=False, **kw):
     sae = build_sae(cfg_cls(d_in=D_IN, d_sae=D_SAE, k=K, seed=0, dtype="float64", **kw))
-    sae.sparse_kernels = False  # the dense step: what a GPU runs under bf16 autocast
+    sae.sparse_kernels = sparse  # False: the dense step, what a GPU runs under bf16 autocast; True: a T4's fp32
     sae.sync_free_aux = sync_free
     return sae
 
@@ -31,16 +31,18 @@ def _dead(n_dead: int) -> torch.Tensor:
     return dead
 
 
+@pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("cfg_cls", [TopKConfig, BatchTopKConfig])
-@pytest.mark.parametrize("n_dead", [0, 5, 16, 100])  # none; fewer than k_aux; exactly k_aux; more
-def test_sync_free_auxk_is_the_same_auxk(cfg_cls, n_dead):
+@pytest.mark.parametrize("n_dead", [0, 5, 16, 40, 100])  # none; under k_aux; k_aux; the sparse path's dense AuxK; more
+def test_sync_free_auxk_is_the_same_auxk(cfg_cls, n_dead, sparse):
     """The masked top-k over all latents gives the AuxK loss and every gradient of the dead-set path
-    (the live picks past the dead ones weigh nothing; no dead latent: no AuxK term), up to rounding."""
+    (the live picks past the dead ones weigh nothing; no dead latent: no AuxK term), up to rounding, on
+    the dense path and the sparse kernels."""
     x = torch.randn(N, D_IN, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 3
     dead = _dead(n_dead)
     outs, grads = [], []
     for sync_free in (False, True):
-        sae = _sae(cfg_cls, sync_free)
+        sae = _sae(cfg_cls, sync_free, sparse)
         sae.init_b_dec(x)
         out = sae(x, dead_mask=dead)
         out.loss.backward()
@@ -63,6 +65,8 @@ def test_the_trainers_dense_step_syncs_only_for_auxk_and_not_at_all_sync_free():
     assert count_step(_sae(), x, dead).syncs == ["nonzero"]
     assert count_step(_sae(sync_free=True), x, dead).syncs == []
     assert count_step(_sae(), x, dead, check_finite=True).syncs.count("_local_scalar_dense") == 1
+    # the sparse kernels (a T4's fp32 step): the by-latent plan's counts need no host read either
+    assert count_step(_sae(sparse=True, sync_free=True), x, dead).syncs == []
 
 
 def test_the_counter_sees_host_reads():
@@ -88,3 +92,27 @@ def test_the_trainer_still_refuses_nonfinite_rows_without_the_step_check():
         sae_step(sae, opt, x, 1e-3)
     metrics = sae_step(sae, opt, x, 1e-3, check_finite=False)
     assert not torch.isfinite(metrics["loss"])
+
+
+@pytest.mark.parametrize("n_dead", [0, 5, 100])
+def test_the_crosscoders_sync_free_auxk_is_the_same_auxk(n_dead):
+    """The crosscoder's AuxK read the dead count twice a step (any, sum); sync-free it gives the same loss
+    and gradients, and its trainer step reads nothing back."""
+    from shared.saes.crosscoder import Crosscoder, CrosscoderConfig
+
+    x = torch.randn(N, 2, D_IN, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    dead = _dead(n_dead)
+    outs, grads = [], []
+    for sync_free in (False, True):
+        xc = Crosscoder(CrosscoderConfig(d_in=D_IN, d_sae=D_SAE, layers=(0, 1), k=K, seed=0)).double()
+        xc.sync_free_aux = sync_free
+        out = xc(x, dead_mask=dead)
+        out.loss.backward()
+        outs.append(out)
+        grads.append({name: p.grad.clone() for name, p in xc.named_parameters()})
+    assert (outs[0].aux_loss > 0) == (n_dead > 0)
+    torch.testing.assert_close(outs[1].loss, outs[0].loss, rtol=1e-12, atol=1e-14)
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-10, atol=1e-12, msg=name)
+    xc.sync_free_aux = True
+    assert count_step(xc, x, _dead(40)).syncs == []

@@ -207,21 +207,32 @@ class Crosscoder(nn.Module):
         if self.cfg.architecture == "l1":
             # elementwise, not a matmul: under bf16 autocast the penalty stays in float32
             losses["l1"] = self.cfg.l1_coefficient * self.batch_mean((z * self.W_dec.norm(dim=2).sum(1)).sum(1))
-        elif self.cfg.aux_coef > 0 and dead_mask is not None and bool(dead_mask.any()):
+        elif self.cfg.aux_coef > 0 and dead_mask is not None and (self.sync_free_aux or bool(dead_mask.any())):
             losses["aux"] = self.cfg.aux_coef * self._aux_loss(pre, dead_mask, (xn - x_hat).detach())
         loss = sum(losses.values())
         l0 = (z > 0).sum(1).float().mean()
         return SAEOutput(x_hat / self.scales[:, None], z, None, loss, (sq / x.shape[0]).detach(),
                          losses.get("aux", fvu.new_zeros(())), fvu, l0.detach(), losses)
 
+    # AuxK without reading the dead count on the host (two GPU syncs a step): k_aux picks whatever the
+    # count, the live ones among them weighted 0, the term 0 when none is dead. Same loss up to rounding
+    # (tests/test_host_syncs.py); off until a GPU measures it, as TopKSAE.sync_free_aux.
+    sync_free_aux = False
+
     def _aux_loss(self, pre: Tensor, dead_mask: Tensor, err: Tensor) -> Tensor:
         """AuxK (Gao et al. 2024): the dead latents' top k_aux per token reconstruct the error err
         [N, n_layers, d_in] (no b_dec); their squared error over err's variance."""
-        k_aux = min(self.cfg.k_aux or self.cfg.n_layers * self.cfg.d_in // 2, int(dead_mask.sum()))
-        idx = pre.detach().masked_fill(~dead_mask.to(pre.device), float("-inf")).topk(k_aux, dim=1).indices
-        z = torch.zeros_like(pre).scatter(1, idx, F.relu(pre.gather(1, idx)))
+        dead_mask = dead_mask.to(pre.device)
+        k_aux = self.cfg.k_aux or self.cfg.n_layers * self.cfg.d_in // 2
+        k_aux = min(k_aux, pre.shape[1]) if self.sync_free_aux else min(k_aux, int(dead_mask.sum()))
+        idx = pre.detach().masked_fill(~dead_mask, float("-inf")).topk(k_aux, dim=1).indices
+        picked = F.relu(pre.gather(1, idx))
+        if self.sync_free_aux:
+            picked = picked * dead_mask[idx].to(picked.dtype)
+        z = torch.zeros_like(pre).scatter(1, idx, picked)
         e_hat = (z @ self.W_dec.flatten(1)).view_as(err)
-        return (e_hat - err).pow(2).sum() / self._centered_sq_sum(err).clamp_min(1e-12)
+        aux = (e_hat - err).pow(2).sum() / self._centered_sq_sum(err).clamp_min(1e-12)
+        return aux * dead_mask.any().to(aux.dtype) if self.sync_free_aux else aux
 
     # ---- training constraints (training.step.sae_step calls these)
     def constrain_grads(self) -> None:

@@ -37,7 +37,8 @@ class LatentPlan:
         flat = self.idx.reshape(-1)
         key = flat.to(torch.int32) if self.d_sae < 2 ** 31 else flat
         self._order = torch.sort(key, stable=True).indices  # stable: same sums, bit for bit, on resume
-        counts = torch.bincount(flat, minlength=self.d_sae)
+        # a scatter-add, not bincount: CUDA's bincount reads the largest index back to the host (a sync a step)
+        counts = torch.zeros(self.d_sae, dtype=torch.long, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))
         self._offsets = torch.zeros(self.d_sae, dtype=torch.long, device=flat.device)
         self._offsets[1:] = counts.cumsum(0)[:-1]
 

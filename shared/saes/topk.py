@@ -69,11 +69,12 @@ class TopKSAE(SparseAutoencoder):
     # like the main top-k. On 2 CPU cores a dense multiply-add costs ~1/8 of a gathered one.
     aux_dense_ratio = 6.0
 
-    # On the dense path (a GPU under bf16 autocast), AuxK can pick each token's top k_aux dead latents
-    # from the pre-activations with the live ones masked out, over all d_sae columns: no dead-latent
-    # count read on the host (`dead_mask.nonzero()` syncs the GPU every step), at the price of a second
-    # full-width top-k. Same AuxK up to float rounding (tests/test_host_syncs.py). Off until a GPU
-    # measures it (bench/train_step.py ours-bf16-syncfree, BENCHMARKS.md).
+    # AuxK can pick each token's top k_aux dead latents from the pre-activations with the live ones
+    # masked out, over all d_sae columns: no dead-latent count read on the host (`dead_mask.nonzero()`
+    # syncs a GPU every step), at the price of a second full-width top-k, run even while no latent is
+    # dead. Same AuxK up to float rounding, on the dense path (a GPU under bf16 autocast) and the sparse
+    # one (CPU, a T4's fp32) alike (tests/test_host_syncs.py). Off until a GPU measures it
+    # (bench/train_step.py ours-bf16-syncfree, whole_pipeline.py ours+syncfree; BENCHMARKS.md).
     sync_free_aux = False
 
     def reconstruct(self, xn: Tensor, dead_mask: Tensor | None = None) -> Reconstruction:
@@ -86,10 +87,9 @@ class TopKSAE(SparseAutoencoder):
         else:  # the dense path differentiates through the same matmul
             pre_grad = self.encode_pre(xn)
             pre = pre_grad.detach()
-        masked_aux = not sparse and self.sync_free_aux
         with torch.no_grad():
             idx, keep = self.select(pre)
-            if masked_aux:
+            if self.sync_free_aux:
                 aux, masked = None, self._masked_dead_topk(pre, dead_mask)  # (aux_idx, is_dead, any_dead)
             else:
                 aux, masked = self._dead_topk(pre, dead_mask), None  # (dead, local, pre_dead) or None
@@ -132,7 +132,7 @@ class TopKSAE(SparseAutoencoder):
             del pre
             vals = _kept(F.relu(pre_sel[:, :m]), keep)
             if aux_idx is not None:
-                aux_vals = F.relu(pre_sel[:, m:])
+                aux_vals = _kept(F.relu(pre_sel[:, m:]), aux_keep)
                 decoded = sparse_decode(torch.cat([vals, aux_vals], 1), all_idx, self.W_dec, splits, plan)
                 e_hat = decoded[1]
             else:
