@@ -45,6 +45,21 @@ def test_help_lists_every_parameter_with_its_default_and_meaning(capsys):
     assert '  MODEL_ID = "Qwen/Qwen3.5-4B"' in capsys.readouterr().out.splitlines()
 
 
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_usage_error_is_printed_by_rank_0_alone(rank, monkeypatch, capsys):
+    """Under torchrun every rank parses the same command line: a mistyped option is one usage error from
+    rank 0, the others leave with the same exit code and print nothing."""
+    monkeypatch.setenv("RANK", rank)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--notbook", "01"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    if rank == "0":
+        assert "usage: python -m shared.train" in err and "unrecognized arguments: --notbook" in err
+    else:
+        assert err == ""
+
+
 def test_meanings_are_the_notebook_parameter_cell_comments():
     """--help's meanings are read from the notebook's parameters cell, one per parameter (no second copy)."""
     cell = cli.parameters_cell(NOTEBOOK_01)

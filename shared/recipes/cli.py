@@ -180,6 +180,15 @@ def parameters_help(ref=None) -> str:
     return "\n".join(lines)
 
 
+class _OneRankParser(argparse.ArgumentParser):
+    """An ArgumentParser that prints (usage, errors, --help) on torchrun's rank 0 only: every rank parses the
+    same command line, so the others would print the same text again. Exit codes are unchanged."""
+
+    def _print_message(self, message, file=None):
+        if distributed.launched_rank() == 0:
+            super()._print_message(message, file)
+
+
 def _parser(argv: list[str]) -> argparse.ArgumentParser:
     wants_help = any(a in ("-h", "--help") for a in argv)
     notebook = None
@@ -187,7 +196,7 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         first = argparse.ArgumentParser(add_help=False)
         first.add_argument("--notebook")
         notebook = first.parse_known_args(argv)[0].notebook
-    parser = argparse.ArgumentParser(prog="python -m shared.train", description=textwrap.fill(DESCRIPTION, 100),
+    parser = _OneRankParser(prog="python -m shared.train", description=textwrap.fill(DESCRIPTION, 100),
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=parameters_help(notebook) if wants_help else None)
     parser.add_argument("--notebook", metavar="ID",
