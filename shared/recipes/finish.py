@@ -73,7 +73,8 @@ def reloads_identically(model, saes: Mapping, folders: Mapping[int, Path], token
     acts = capture.capture_residuals(model, tokens.to(layout.model_device(model)), list(folders))
     same = {}
     for layer, folder in folders.items():
-        reloaded = load.load_sae(folder, d_in=layout.d_model(model))
-        x = acts[layer][0].float().to(reloaded.device)
-        same[layer] = torch.allclose(reloaded.encode(x), saes[layer].to(reloaded.device).encode(x), atol=1e-5)
+        trained = saes[layer]
+        reloaded = load.load_sae(folder, d_in=layout.d_model(model), device=trained.device)  # trained stays put
+        x = acts[layer][0].float().to(trained.device)
+        same[layer] = torch.allclose(reloaded.encode(x), trained.encode(x), atol=1e-5)
     return same
