@@ -68,6 +68,7 @@ from shared.notebook.rules import common, data, evals, saes
 from shared.notebook.run import start
 from shared.readouts import probes
 from shared.recipes import sae_source
+from shared.saes import releases
 from shared.views import plots
 
 # checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
@@ -110,7 +111,9 @@ sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_
 eval_texts, eval_text = scores.evaluation_text(VAL_DATASET, P.DATASET, seed=SEED)
 print(eval_text["note"])
 batches = scores.take_tokens(packing.token_batches(eval_texts, tokenizer, CONTEXT_LEN, BATCH_SIZE), EVAL_TOKENS)
-parts, val = scores.reconstruction_parts(model, tokenizer, sae, layer, batches, forward_batch_size=BATCH_SIZE)
+# a release trained on TransformerLens' centred GPT-2 (gpt2-small-res-jb) is measured against the centred residual it read
+parts, val = scores.reconstruction_parts(model, tokenizer, sae, layer, batches, forward_batch_size=BATCH_SIZE,
+                                         centre_input=releases.centred_input(SAE))
 # measured on eval_text (held out from DATASET unless the note above says otherwise)
 print(f"CE clean {val['ce_loss_clean']:.3f}, spliced {val['ce_loss_spliced']:.3f}, zeroed "
       f"{val['ce_loss_zero_ablation']:.3f} -> loss recovered {val['ce_loss_recovered']:.3f}")
