@@ -101,9 +101,11 @@ sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_
 # latents and the variance explained, then the three parts as they enter the score. **What a healthy run
 # shows** on the default Gemma Scope SAE: L0 near 82, the average L0 the release is named for
 # (`average_l0_82`, Lieberum et al. 2024, measured on its own training text; FineWeb-Edu may shift it a
-# little), so `l0_score` about exp(−|ln(82/80)|) = 0.98; `loss_recovered` about 0.90-0.99, the band
-# published SAEs of this size and sparsity score on Gemma-2 residual streams (Gemma Scope; SAEBench,
-# Karvonen et al. 2025; notebook 01 cites them); `alive` below 1 even for a healthy SAE, by construction:
+# little), so `l0_score` about exp(−|ln(82/80)|) = 0.98; SAELens' `ce_loss_score` about 0.90-0.99 (printed
+# beside ours), the band published SAEs of this size and sparsity score on Gemma-2 residual streams in
+# SAELens' definition (Gemma Scope; SAEBench, Karvonen et al. 2025; notebook 01 cites them), and
+# `loss_recovered` somewhat below it: ours zero-ablates the layer at ordinary tokens only, where SAELens
+# also zeroes BOS (a far worse baseline, so a larger share "recovered"); `alive` below 1 even for a healthy SAE, by construction:
 # a latent that fires less often than once in `EVAL_TOKENS` tokens cannot show up as alive here.
 # Broken: L0 in the thousands or near 0, or `loss_recovered` near 0: the SAE does not read this layer.
 
@@ -116,7 +118,8 @@ parts, val = scores.reconstruction_parts(model, tokenizer, sae, layer, batches, 
                                          centre_input=releases.centred_input(SAE))
 # measured on eval_text (held out from DATASET unless the note above says otherwise)
 print(f"CE clean {val['ce_loss_clean']:.3f}, spliced {val['ce_loss_spliced']:.3f}, zeroed "
-      f"{val['ce_loss_zero_ablation']:.3f} -> loss recovered {val['ce_loss_recovered']:.3f}")
+      f"{val['ce_loss_zero_ablation']:.3f} -> loss recovered {val['ce_loss_recovered']:.3f} "
+      f"(SAELens' ce_loss_score {val['saelens']['ce_loss_score']:.3f})")
 print(f"L0 {val['l0']:.1f}, alive {val['alive']}/{val['d_sae']}, var_expl {val['var_expl']:.3f}")
 print("InterpScore parts so far, each in [0, 1]:", {k: round(v, 4) for k, v in parts.items()})
 
