@@ -202,7 +202,7 @@ print(f"TPP latents: {saebench['tpp_top_features_shared_with_ours']} of SAEBench
 # ## 5. InterpScore and the report
 #
 # `interpscore.json` is the InterpScore v0.0.1 format, whose keys are: `version`, `sae_repo`, `model`,
-# `layer`, `d_model`, `d_sae`, `k`, `tokens_trained`, `eval_tokens` (the evaluation tokens of step 2),
+# `layer`, `d_model`, `d_sae`, `k`, `tokens_trained`, `eval_tokens` (the token positions step 2 read, BOS/EOS included),
 # `probing_tasks`, `probing_per_task_auc` (step 3's held-out AUROC per task), `tpp_concept` (the first
 # task), `tpp_top_features` (its probe's 20 latents), `components` (the five parts in [0, 1]:
 # `loss_recovered`, `alive`, `l0_score`, `sparse_probing`, `tpp`, defined in steps 2 and 3), `weights`
@@ -212,7 +212,8 @@ print(f"TPP latents: {saebench['tpp_top_features_shared_with_ours']} of SAEBench
 # `interpscore_parts.png`, shows each part's value (light) and its weighted share of the score (dark),
 # with the total as the last bar. The other keys: `tpp_auroc` (the TPP concept's probe AUROC, clean and
 # with its 20 latents zeroed), `validation` (step 2's raw numbers: the three losses, the unclipped loss
-# recovered, L0, alive, var_expl, eval_tokens), `eval_text` (`dataset`, `sources`, `held_out`, `note`),
+# recovered, SAELens' ce_loss_score, L0, alive, var_expl, and eval_tokens: the ordinary tokens those are
+# measured over), `eval_text` (`dataset`, `sources`, `held_out`, `note`),
 # `saebench` (step 4's numbers), `leaderboard_entry` (version, SAE, model, layer, width, k, the score,
 # the time and the five parts: one row of a leaderboard), and `run`, the stamp every JSON report here
 # carries (the notebook, model, seed, parameters, the vendored core's hash, when it was written).
@@ -228,7 +229,8 @@ report = scores.interpscore_report(
     d_model=layout.d_model(model), d_sae=sae.cfg.d_sae, k=getattr(sae.cfg, "k", None),
     tokens_trained=TOKENS_TRAINED or scores.tokens_trained_in(sae_repo), eval_tokens=sum(b.numel() for b in batches),
     extra={"validation": {k: val[k] for k in ("ce_loss_clean", "ce_loss_spliced", "ce_loss_zero_ablation",
-                                              "ce_loss_recovered", "l0", "alive", "var_expl", "eval_tokens")},
+                                              "ce_loss_recovered", "l0", "alive", "var_expl", "eval_tokens")}
+                         | {"saelens_ce_loss_score": val["saelens"]["ce_loss_score"]},
            "eval_text": eval_text, "saebench": saebench})
 report["leaderboard_entry"] = scores.leaderboard_entry(report)
 run.save_figure(plots.plot_interpscore(report, title=f"InterpScore {report['interp_score']:.3f}: {sae_repo}"),
