@@ -287,6 +287,8 @@ def test_saelens_style_metrics_equal_saelens_run_evals(tmp_path, with_unk, tiny_
     if not with_unk:  # the variance, sparsity and MSE pass keeps our own mask, which drops <unk>
         quality = theirs["reconstruction_quality"]
         assert ours["var_expl"] == pytest.approx(quality["explained_variance"], rel=1e-5, abs=1e-6)
+        # pooled over every token, not the mean of per-token ratios SAELens keeps as explained_variance_legacy
+        assert abs(ours["var_expl"] - quality["explained_variance_legacy"]) > 1e-3
         assert ours["mse"] == pytest.approx(quality["mse"], rel=1e-5)
         assert ours["l0"] == pytest.approx(theirs["sparsity"]["l0"], rel=1e-6)
     # ours is a different number by design: by target token, and the ablation spares BOS/EOS
