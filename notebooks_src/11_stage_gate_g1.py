@@ -141,7 +141,8 @@ for r in rows[:5]:
 # %% [markdown]
 # ## 5. The verdict
 #
-# Spearman ρ between R_mech and correctness (1 right, 0 wrong). PASS when ρ ≥ 0.30 and p < 0.05.
+# Spearman ρ between R_mech and correctness (1 right, 0 wrong). PASS when ρ ≥ 0.30 and p < 0.05 (the
+# two-sided p-value of ρ = 0, `p_value_test` in the report).
 # When every answer is right, or every one wrong, ρ is undefined: the gate fails and says why.
 
 # %%

@@ -135,7 +135,9 @@ run.save_figure(plots.plot_training_curves(trainer.load_metrics(result.metrics_p
 # - `var_expl` and `ce_loss_recovered` rise with k for each architecture. For scale: a TopK SAE of
 #   16,384 latents at k = 40 trained on 10M tokens of this very layer reports NMSE 0.299 (`var_expl`
 #   about 0.70) and loss recovered 0.908 (huggingface.co/dmanningcoe/diffusion-topk-saes, its
-#   standard-objective arm); ours has half the latents, so expect that or a little below at k = 32-64.
+#   standard-objective arm, in its own definition); ours has half the latents, so expect that or a little
+#   below at k = 32-64 (our `ce_loss_recovered` spares BOS in its ablation and runs below SAELens'
+#   `ce_loss_score`, which each export's model card lists beside it).
 # - `dead_pct` near 0 (AuxK revives latents that stop firing; Gao et al. 2024).
 #
 # A `var_expl` near 0 or below, or `ce_loss_recovered` near 0, means the SAEs do not reconstruct this

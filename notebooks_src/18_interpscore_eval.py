@@ -68,6 +68,7 @@ from shared.notebook.rules import common, data, evals, saes
 from shared.notebook.run import start
 from shared.readouts import probes
 from shared.recipes import sae_source
+from shared.saes import releases
 from shared.views import plots
 
 # checked by these rule families (shared/notebook/rules/); a bad value stops here with one line, before any download
@@ -100,9 +101,11 @@ sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_
 # latents and the variance explained, then the three parts as they enter the score. **What a healthy run
 # shows** on the default Gemma Scope SAE: L0 near 82, the average L0 the release is named for
 # (`average_l0_82`, Lieberum et al. 2024, measured on its own training text; FineWeb-Edu may shift it a
-# little), so `l0_score` about exp(−|ln(82/80)|) = 0.98; `loss_recovered` about 0.90-0.99, the band
-# published SAEs of this size and sparsity score on Gemma-2 residual streams (Gemma Scope; SAEBench,
-# Karvonen et al. 2025; notebook 01 cites them); `alive` below 1 even for a healthy SAE, by construction:
+# little), so `l0_score` about exp(−|ln(82/80)|) = 0.98; SAELens' `ce_loss_score` about 0.90-0.99 (printed
+# beside ours), the band published SAEs of this size and sparsity score on Gemma-2 residual streams in
+# SAELens' definition (Gemma Scope; SAEBench, Karvonen et al. 2025; notebook 01 cites them), and
+# `loss_recovered` somewhat below it: ours zero-ablates the layer at ordinary tokens only, where SAELens
+# also zeroes BOS (a far worse baseline, so a larger share "recovered"); `alive` below 1 even for a healthy SAE, by construction:
 # a latent that fires less often than once in `EVAL_TOKENS` tokens cannot show up as alive here.
 # Broken: L0 in the thousands or near 0, or `loss_recovered` near 0: the SAE does not read this layer.
 
@@ -110,10 +113,13 @@ sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_
 eval_texts, eval_text = scores.evaluation_text(VAL_DATASET, P.DATASET, seed=SEED)
 print(eval_text["note"])
 batches = scores.take_tokens(packing.token_batches(eval_texts, tokenizer, CONTEXT_LEN, BATCH_SIZE), EVAL_TOKENS)
-parts, val = scores.reconstruction_parts(model, tokenizer, sae, layer, batches, forward_batch_size=BATCH_SIZE)
+# a release trained on TransformerLens' centred GPT-2 (gpt2-small-res-jb) is measured against the centred residual it read
+parts, val = scores.reconstruction_parts(model, tokenizer, sae, layer, batches, forward_batch_size=BATCH_SIZE,
+                                         centre_input=releases.centred_input(SAE))
 # measured on eval_text (held out from DATASET unless the note above says otherwise)
 print(f"CE clean {val['ce_loss_clean']:.3f}, spliced {val['ce_loss_spliced']:.3f}, zeroed "
-      f"{val['ce_loss_zero_ablation']:.3f} -> loss recovered {val['ce_loss_recovered']:.3f}")
+      f"{val['ce_loss_zero_ablation']:.3f} -> loss recovered {val['ce_loss_recovered']:.3f} "
+      f"(SAELens' ce_loss_score {val['saelens']['ce_loss_score']:.3f})")
 print(f"L0 {val['l0']:.1f}, alive {val['alive']}/{val['d_sae']}, var_expl {val['var_expl']:.3f}")
 print("InterpScore parts so far, each in [0, 1]:", {k: round(v, 4) for k, v in parts.items()})
 
@@ -196,7 +202,7 @@ print(f"TPP latents: {saebench['tpp_top_features_shared_with_ours']} of SAEBench
 # ## 5. InterpScore and the report
 #
 # `interpscore.json` is the InterpScore v0.0.1 format, whose keys are: `version`, `sae_repo`, `model`,
-# `layer`, `d_model`, `d_sae`, `k`, `tokens_trained`, `eval_tokens` (the evaluation tokens of step 2),
+# `layer`, `d_model`, `d_sae`, `k`, `tokens_trained`, `eval_tokens` (the token positions step 2 read, BOS/EOS included),
 # `probing_tasks`, `probing_per_task_auc` (step 3's held-out AUROC per task), `tpp_concept` (the first
 # task), `tpp_top_features` (its probe's 20 latents), `components` (the five parts in [0, 1]:
 # `loss_recovered`, `alive`, `l0_score`, `sparse_probing`, `tpp`, defined in steps 2 and 3), `weights`
@@ -206,7 +212,8 @@ print(f"TPP latents: {saebench['tpp_top_features_shared_with_ours']} of SAEBench
 # `interpscore_parts.png`, shows each part's value (light) and its weighted share of the score (dark),
 # with the total as the last bar. The other keys: `tpp_auroc` (the TPP concept's probe AUROC, clean and
 # with its 20 latents zeroed), `validation` (step 2's raw numbers: the three losses, the unclipped loss
-# recovered, L0, alive, var_expl, eval_tokens), `eval_text` (`dataset`, `sources`, `held_out`, `note`),
+# recovered, SAELens' ce_loss_score, L0, alive, var_expl, and eval_tokens: the ordinary tokens those are
+# measured over), `eval_text` (`dataset`, `sources`, `held_out`, `note`),
 # `saebench` (step 4's numbers), `leaderboard_entry` (version, SAE, model, layer, width, k, the score,
 # the time and the five parts: one row of a leaderboard), and `run`, the stamp every JSON report here
 # carries (the notebook, model, seed, parameters, the vendored core's hash, when it was written).
@@ -222,7 +229,8 @@ report = scores.interpscore_report(
     d_model=layout.d_model(model), d_sae=sae.cfg.d_sae, k=getattr(sae.cfg, "k", None),
     tokens_trained=TOKENS_TRAINED or scores.tokens_trained_in(sae_repo), eval_tokens=sum(b.numel() for b in batches),
     extra={"validation": {k: val[k] for k in ("ce_loss_clean", "ce_loss_spliced", "ce_loss_zero_ablation",
-                                              "ce_loss_recovered", "l0", "alive", "var_expl", "eval_tokens")},
+                                              "ce_loss_recovered", "l0", "alive", "var_expl", "eval_tokens")}
+                         | {"saelens_ce_loss_score": val["saelens"]["ce_loss_score"]},
            "eval_text": eval_text, "saebench": saebench})
 report["leaderboard_entry"] = scores.leaderboard_entry(report)
 run.save_figure(plots.plot_interpscore(report, title=f"InterpScore {report['interp_score']:.3f}: {sae_repo}"),

@@ -94,7 +94,8 @@ def test_model_card_names_each_metric_definition():
     for key in ("var_expl", "ce_loss_recovered", "kl_div_spliced", "saelens"):
         assert f"- `{key}`" in card, key
     assert "- `l0`" not in card  # only the metrics the card shows are defined
-    assert "How these are computed" not in export.model_card(cfg, {"dead_pct": 1.0}, definitions=metrics.METRIC_DEFINITIONS)
+    assert "How these are computed" not in export.model_card(cfg, {"tokens_trained": 1.0},
+                                                             definitions=metrics.METRIC_DEFINITIONS)
 
 
 def test_normalisation_is_folded_and_original_untouched(tmp_path):

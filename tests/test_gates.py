@@ -235,3 +235,19 @@ def test_dataset_responses_need_synthetic_arithmetic_in_the_notebook_parameters(
     with pytest.raises(parameters.ParameterError, match=r"^RESPONSES = 'dataset': .*synthetic:arithmetic"):
         parameters.check_parameters({"PROBLEMS": "gsm8k", "RESPONSES": "dataset"})
     assert parameters.check_parameters({"PROBLEMS": "synthetic:arithmetic", "RESPONSES": "dataset"})["RESPONSES"] == "dataset"
+
+
+def test_the_report_says_its_p_value_is_two_sided_and_it_is():
+    """g1_report's p_value is scipy's two-sided p of rho = 0 (not the one-sided half a directional gate might
+    suggest), and the report says so beside it (p_value_test)."""
+    from scipy.stats import spearmanr
+
+    scores = [0.1, 0.4, 0.35, 0.8, 0.7, 0.2, 0.9, 0.5]
+    right = [False, False, True, True, True, False, True, False]
+    rows = [{"r_mech": s, "correct": c} for s, c in zip(scores, right)]
+    report = gates.g1_report(rows, model="m", layer=0, sae="s", helpful_pack=[0], harmful_pack=[1],
+                             pack_source="given latent ids", selection_split_disjoint=None)
+    two_sided = spearmanr(scores, [float(c) for c in right]).pvalue
+    assert report["p_value"] == pytest.approx(two_sided, rel=1e-12)
+    assert report["p_value"] != pytest.approx(spearmanr(scores, right, alternative="greater").pvalue, rel=1e-3)
+    assert "two-sided" in report["p_value_test"]

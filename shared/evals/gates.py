@@ -11,7 +11,7 @@ Protocol (notebook 11, `g1_report.json`):
 4. R_mech per problem: the mean over RESPONSE tokens only (prompt and special tokens excluded) of
    (mean activation of the helpful pack's latents - mean activation of the harmful pack's latents).
 5. Spearman rho between R_mech and correctness (scipy.stats.spearmanr); PASS iff rho >= 0.30 and
-   p < 0.05. When every response is right, or every one wrong, rho is undefined: null and FAIL.
+   p < 0.05, p the two-sided p-value of rho = 0 (P_VALUE_TEST; a one-sided test would halve it). When every response is right, or every one wrong, rho is undefined: null and FAIL.
 
 Packs: latent ids from a catalog (or given), or chosen on a SEPARATE selection split
 (`select_packs`: per latent, Welch's t of its per-problem mean response activation between correct
@@ -39,6 +39,8 @@ ANSWER_RULE = ("the number after the first '####', else in the last \\boxed{}, e
                "equals the gold answer within 1e-6")
 R_MECH_DEFINITION = ("mean over response tokens (prompt and special tokens excluded) of the helpful pack's mean "
                      "latent activation minus the harmful pack's")
+P_VALUE_TEST = ("two-sided p-value of Spearman's rho = 0 over the scored problems (scipy.stats.spearmanr, its t "
+                "approximation; ties in the 0/1 correctness get average ranks)")
 SELECTION_RULE = ("Welch's t per latent of its per-problem mean response activation, correct vs incorrect "
                   "responses on the selection split; the pack_size largest positive t = helpful, the pack_size "
                   "most negative = harmful")
@@ -332,4 +334,4 @@ def g1_report(rows: Sequence[dict], *, model: str, layer: int, sae: str, helpful
             "n_scored": verdict["n_scored"], "threshold_rho": threshold_rho, "threshold_p": threshold_p,
             "helpful_pack": list(helpful_pack), "harmful_pack": list(harmful_pack), "pack_source": pack_source,
             "selection_split_disjoint": selection_split_disjoint, "answer_rule": ANSWER_RULE,
-            "r_mech_definition": R_MECH_DEFINITION, **extra, "rows": list(rows)}
+            "r_mech_definition": R_MECH_DEFINITION, "p_value_test": P_VALUE_TEST, **extra, "rows": list(rows)}

@@ -30,14 +30,33 @@ from ..model.layout import model_device, resolve_layers
 
 _CHUNK_TOKENS = 4096
 
-# What each reported number means; val_report.json and the model card carry these lines.
+# What each reported number means; val_report.json and the model card carry these lines. Every number is
+# pooled over the evaluation tokens (sums over all batches, then one division), never a mean of batch means.
+# "x": the residual rows the SAE reads (minus their mean over d_model for a release trained on TransformerLens'
+# centred GPT-2, evaluate_saes(centre_input=True)); losses in nats (natural log).
 METRIC_DEFINITIONS = {
-    "var_expl": "1 - sum|x - x_hat|^2 / sum|x - mean(x)|^2 over non-special tokens (= SAELens explained_variance)",
-    "l0": "mean number of active latents per non-special token",
+    "var_expl": "1 - fvu (= SAELens explained_variance: 1 - E|x - x_hat|^2 / (E|x|^2 - |E x|^2))",
+    "fvu": "sum|x - x_hat|^2 / sum|x - mean(x)|^2 over the non-special evaluation tokens (mean(x): their mean "
+           "vector; the denominator sums the variance of every dimension)",
+    "mse": "sum|x - x_hat|^2 / non-special evaluation tokens: squared error summed over d_in, averaged over "
+           "tokens (= SAELens mse), in the residual's own units",
+    "l0": "mean number of active latents (> 0) per non-special token",
+    "alive": "latents active on at least one non-special evaluation token (over these eval_tokens only, not "
+             "training's dead window: a latent rarer than 1 in eval_tokens counts as dead here)",
+    "dead_pct": "100 x (1 - alive / d_sae): latents that never fired on the evaluation tokens",
+    "d_sae": "the SAE's number of latents",
+    "eval_tokens": "non-special tokens read (BOS/EOS/pad and other special tokens excluded): the count behind "
+                   "var_expl, fvu, mse, l0 and alive",
+    "ce_loss_clean": "next-token CE (nats) of the clean model, averaged over predictions whose target is not a "
+                     "special token",
+    "ce_loss_spliced": "the same CE with the SAE's reconstruction in place of the residual at the non-special "
+                       "positions (BOS/EOS/pad keep the clean residual)",
+    "ce_loss_zero_ablation": "the same CE with the residual zeroed at the non-special positions",
     "ce_loss_recovered": "(CE zero-ablated - CE spliced) / (CE zero-ablated - CE clean); CE of token t+1 averaged "
                          "over targets that are not special tokens; the SAE and the zero-ablation replace only "
                          "non-special positions (BOS/EOS/pad keep the clean residual)",
-    "kl_div_spliced": "KL(clean || spliced) next-token distributions, averaged over the same targets as the CE",
+    "kl_div_spliced": "KL(clean || spliced) next-token distributions in nats, averaged over the same targets as "
+                      "the CE",
     "saelens": "as sae_lens.evals.run_evals: CE and KL averaged over source positions whose token is not "
                "BOS/EOS/pad/SEP (KL includes the last position), SAE spliced at those positions, ablation "
                "zeroes the residual at every position incl. BOS; ce_loss_score = (CE ablation - CE with SAE) / "
@@ -59,6 +78,14 @@ def reconstruct(sae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
         l0s.append(active.sum(-1).float())
         x_hats.append(sae.decode(z).to(x.device))
     return torch.cat(x_hats), torch.cat(l0s), counts
+
+
+def sae_view(x: torch.Tensor, centre: bool) -> torch.Tensor:
+    """The residual rows as the SAE was trained to read them: x itself, or x - mean(x) over d_model for a
+    release trained on TransformerLens' centred residual stream (saes.releases.centred_input). Its
+    reconstruction is compared with this view, and spliced back with the token's mean added
+    (x_hat + (x - view)), the residual TransformerLens' centred model would carry."""
+    return x - x.mean(-1, keepdim=True) if centre else x
 
 
 def next_token_losses(logits: torch.Tensor, input_ids: torch.Tensor, reference: torch.Tensor | None = None,
@@ -150,19 +177,25 @@ class _Chunk:
             return x
         return self.once(("rows", block), rows)
 
-    def spliced(self, key, sae, block: int, saelens: bool, x_hat: torch.Tensor | None = None):
+    def spliced(self, key, sae, block: int, saelens: bool, centre: bool = False,
+                rows: torch.Tensor | None = None):
         """Next-token losses and KL to the clean run with `sae`'s reconstruction in place of the residual at
-        `block` on the positions ours keeps (or SAELens' keeps); x_hat: the kept rows' reconstruction, if
-        already made. One forward where both definitions keep the same positions."""
+        `block` on the positions ours keeps (or SAELens' keeps); centre: the SAE reads the centred residual
+        (sae_view); rows: the kept rows' reconstruction in the model's residual, if already made. One
+        forward where both definitions keep the same positions."""
         keep = self.saelens_keep if saelens and not self.same_keep else self.keep
 
         def losses():
             hidden = self.residuals[block]
-            rec = x_hat if x_hat is not None else reconstruct(sae, hidden[keep].float())[0]
+            rec = rows
+            if rec is None:
+                x = hidden[keep].float()
+                view = sae_view(x, centre)
+                rec = reconstruct(sae, view)[0] + (x - view)
             spliced = hidden.clone()
             spliced[keep] = rec.to(spliced.dtype)
             return self.run({block: keep_positions(lambda h, s=spliced: s, keep)}, self.clean_logits)
-        return self.once(("spliced", key, keep is self.saelens_keep), losses)
+        return self.once(("spliced", key, keep is self.saelens_keep, centre), losses)
 
 
 @dataclass
@@ -185,11 +218,13 @@ class _OurTally:
 class OurMetrics:
     """Ours (METRIC_DEFINITIONS): FVU / variance explained, L0, latents alive over the kept tokens; CE and KL
     with the SAE spliced in and CE with the layer zero-ablated (both on the kept positions only), counted
-    by target token."""
+    by target token. centre_input: the SAEs read the centred residual (sae_view; a release's
+    saes.releases.centred_input), so the reconstruction is measured against that."""
 
-    def __init__(self, saes: Mapping):
+    def __init__(self, saes: Mapping, centre_input: bool = False):
         self.tallies = {key: _OurTally(d_sae=sae.cfg.d_sae) for key, sae in saes.items()}
         self.clean_ce, self.clean_predictions = 0.0, 0
+        self.centre_input = centre_input
 
     def add_clean(self, chunk: _Chunk) -> None:
         ce, _, predictions = _target_sums(chunk.clean_nll, None, chunk.keep)
@@ -198,7 +233,8 @@ class OurMetrics:
 
     def add(self, chunk: _Chunk, key, sae, block: int) -> None:
         tally = self.tallies[key]
-        x = chunk.kept_rows(block)
+        raw = chunk.kept_rows(block)
+        x = sae_view(raw, self.centre_input)
         x_hat, l0, counts = reconstruct(sae, x)
         tally.tokens += x.shape[0]
         tally.sq_err += (x - x_hat).pow(2).sum().item()
@@ -209,7 +245,8 @@ class OurMetrics:
         counts = counts.cpu()
         tally.fire_counts = counts if tally.fire_counts is None else tally.fire_counts + counts
 
-        ce, kl, predictions = _target_sums(*chunk.spliced(key, sae, block, saelens=False, x_hat=x_hat), chunk.keep)
+        spliced = chunk.spliced(key, sae, block, saelens=False, centre=self.centre_input, rows=x_hat + (raw - x))
+        ce, kl, predictions = _target_sums(*spliced, chunk.keep)
         tally.ce_spliced += ce
         tally.kl_spliced += kl
         tally.ce_zero += chunk.once(("ours: zero-ablated", block), lambda: _target_sums(
@@ -255,9 +292,10 @@ class SAELensMetrics:
     counted by source position (SAELens' mask), KL at the last position too, the ablation zeroing every
     position."""
 
-    def __init__(self, saes: Mapping):
+    def __init__(self, saes: Mapping, centre_input: bool = False):
         self.sums = {key: dict.fromkeys(_SAELENS_SUMS, 0.0) for key in saes}
         self.clean_ce, self.predictions, self.positions = 0.0, 0, 0  # ce_loss_without_sae and its counts
+        self.centre_input = centre_input  # as OurMetrics: SAELens runs such a release on the centred model
 
     def add_clean(self, chunk: _Chunk) -> None:
         ce, _, predictions, positions = _source_sums(chunk.clean_nll, None, chunk.saelens_keep)
@@ -267,7 +305,8 @@ class SAELensMetrics:
 
     def add(self, chunk: _Chunk, key, sae, block: int) -> None:
         sums = self.sums[key]
-        ce, kl, _, _ = _source_sums(*chunk.spliced(key, sae, block, saelens=True), chunk.saelens_keep)
+        ce, kl, _, _ = _source_sums(*chunk.spliced(key, sae, block, saelens=True, centre=self.centre_input),
+                                  chunk.saelens_keep)
         sums["ce_with_sae"] += ce
         sums["kl_with_sae"] += kl
         ce, kl = chunk.once(("saelens: ablated", block), lambda: _source_sums(
@@ -326,6 +365,7 @@ def evaluate_saes(
     sparsity: dict | None = None,
     forward_batch_size: int = 2,
     layer_of: Mapping | None = None,
+    centre_input: bool = False,
 ) -> dict[str, dict]:
     """Validate each SAE (keyed by layer) on the given held-out token batches; returns the report dict:
     {"<key>": {our numbers..., "saelens": {SAELens' numbers}}}.
@@ -335,8 +375,11 @@ def evaluate_saes(
     `forward_batch_size` contexts at a time (full logits of a 256k vocabulary are large).
     Several SAEs at one layer (train's variants): key them by name and pass `layer_of` {key: layer}
     (TrainResult.layer_of); they share each clean forward and the layer's zero-ablation runs.
+    centre_input: the SAEs read the residual minus its mean over d_model, as a release trained on
+    TransformerLens' centred GPT-2 does (saes.releases.centred_input(SAE)): the reconstruction is then
+    compared with that centred residual (as SAELens measures it on its centred model), not the raw one.
     """
-    ours, theirs = OurMetrics(saes), SAELensMetrics(saes)
+    ours, theirs = OurMetrics(saes, centre_input), SAELensMetrics(saes, centre_input)
     measure(model, tokenizer, saes, token_batches, (ours, theirs), max_batches=max_batches,
             forward_batch_size=forward_batch_size, layer_of=layer_of)
     return compose_report(ours.report(sparsity), theirs.report())

@@ -48,7 +48,11 @@ DEFINITIONS = {
     "loss_recovered": "(CE zero-ablated - CE spliced) / (CE zero-ablated - CE clean) over eval_tokens "
                       "(evaluate.METRIC_DEFINITIONS ce_loss_recovered), clipped to [0, 1]: an SAE worse than "
                       "ablation scores 0, one better than the clean model 1",
-    "alive": "latents that fire (> 0) on at least one evaluation token / d_sae",
+    "alive": "latents that fire (> 0) on at least one non-special evaluation token / d_sae (dead over these "
+             "tokens, not over training)",
+    "eval_tokens": "token positions read for the loss, alive and L0 parts, special tokens (BOS/EOS/pad) "
+                   "included; validation.eval_tokens counts the non-special ones that alive, L0 and var_expl are "
+                   "measured over",
     "l0_score": f"exp(-|ln(L0 / {L0_TARGET:g})|), L0 = mean active latents per evaluation token; 0 when L0 = 0",
     "sparse_probing": "mean over probing_tasks of the held-out (test split) AUROC of LogisticRegression(C=1, "
                       "class_weight='balanced', standardised inputs) on SAE latents mean-pooled over each "
@@ -163,10 +167,12 @@ def check_items(name: str, items: Sequence[dict], n: int, split: str) -> np.ndar
 
 
 def reconstruction_parts(model, tokenizer, sae, layer: int, batches: list[torch.Tensor],
-                         forward_batch_size: int = 2) -> tuple[dict, dict]:
-    """(loss_recovered, alive and l0_score components, evaluate_saes' report of the layer) on batches."""
+                         forward_batch_size: int = 2, centre_input: bool = False) -> tuple[dict, dict]:
+    """(loss_recovered, alive and l0_score components, evaluate_saes' report of the layer) on batches;
+    centre_input: the SAE's release reads the centred residual (saes.releases.centred_input)."""
     check_sae_fits(sae, model, layer)
-    report = evaluate_saes(model, tokenizer, {layer: sae}, batches, forward_batch_size=forward_batch_size)[str(layer)]
+    report = evaluate_saes(model, tokenizer, {layer: sae}, batches, forward_batch_size=forward_batch_size,
+                           centre_input=centre_input)[str(layer)]
     raw = report["ce_loss_recovered"]
     if not math.isfinite(raw):
         raise ValueError(f"CE loss recovered is undefined at layer {layer}: zero-ablating it does not change the "
