@@ -167,7 +167,8 @@ by_id = {e["id"]: e for e in labels["features"]}
 # called activating from the others: 1.0 when its picks follow the activation, 0.5 unrelated),
 # `held_out` (how many contexts of each kind scored it), the `detection_protocol` (how those contexts
 # were drawn), the fire count, the max activation, the histogram and the logit effects (the tokens
-# each latent's decoder direction pushes up and down through the unembedding); `judge_failed` counts
+# each latent's decoder direction pushes up and down through the final norm's weight and the unembedding,
+# as SAELens and Neuronpedia compute them); `judge_failed` counts
 # the features whose labelling failed (their names are blank) and `judge_error` says why.
 # `feature_cards.html` is one card per latent, self-contained: open it in a browser. Healthy: every
 # feature named (`judge_failed` 0) and detection scores above 0.5, the chance level; 0.8 or more is a

@@ -85,13 +85,18 @@ sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_
 # ## 2. The watch-list
 #
 # Given ids, or the `TOP_K` latents that rank highest (mean when fired × log(1 + fire count), rare and
-# near-always-on ones left out) on a streaming pass over the baseline corpus.
+# near-always-on ones left out) on a streaming pass over the calibration documents (the first four fifths
+# of the baseline, up to `BASELINE_TOKENS` tokens): the held-out fifth that checks the thresholds in step 3
+# plays no part in choosing what to watch.
 
 # %%
+n_docs = max(5, BASELINE_TOKENS // CONTEXT_LEN)
+baseline = list(islice(sources.text_stream(DATASET), n_docs))
+calibration, held_out = baseline[:len(baseline) * 4 // 5], baseline[len(baseline) * 4 // 5:]
 if WATCH_FEATURES:
     watched = list(WATCH_FEATURES)
 else:
-    batches = packing.token_batches(sources.text_stream(DATASET), tokenizer, CONTEXT_LEN, 8)
+    batches = packing.token_batches(calibration, tokenizer, CONTEXT_LEN, 8)
     feature_stats = stats.collect(model, tokenizer, sae, layer, batches, BASELINE_TOKENS)
     watched = [j for j, _ in stats.rank_features(feature_stats, top_n=TOP_K)]
 if not watched:
@@ -123,9 +128,6 @@ print(f"watching {len(watched)} features: {watched}")
 # never fired on the calibration documents, so any firing flags.
 
 # %%
-n_docs = max(5, BASELINE_TOKENS // CONTEXT_LEN)
-baseline = list(islice(sources.text_stream(DATASET), n_docs))
-calibration, held_out = baseline[:len(baseline) * 4 // 5], baseline[len(baseline) * 4 // 5:]
 thresholds = watch.calibrate(model, tokenizer, sae, layer, calibration, watched, percentile=PERCENTILE,
                              max_length=CONTEXT_LEN)
 for f, t in thresholds.items():

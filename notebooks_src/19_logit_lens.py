@@ -97,7 +97,8 @@ run.save_figure(plots.plot_lens_heatmap(table, value="prob", max_tokens=MAX_TOKE
 # %% [markdown]
 # ## 4. KL to the final distribution per layer
 #
-# KL(final || layer) in nats, averaged over the prompt's positions: how far each layer's reading
+# KL(final || layer) in nats, averaged over the prompt's positions but the BOS (whose prediction reads no
+# prompt; `kl_mean_positions` says how many were averaged): how far each layer's reading
 # is from what the model finally predicts. It reaches 0 at the last layer by construction; a
 # steep drop marks the layers where the prediction is formed. `logit_lens_kl.png` draws this mean per
 # layer; `logit_lens_kl_heatmap.png` the KL of every position and layer, the last layer's row 0.
@@ -112,7 +113,8 @@ run.save_figure(plots.plot_lens_heatmap(table, value="kl", max_tokens=MAX_TOKENS
 # `logit_lens.json`: `model`, `n_layers` and `d_model` (26 and 2304 for Gemma-2-2B, from its config),
 # `final_logit_softcap` (30.0 for Gemma-2, null for models without one), `layer_convention` (layer L is
 # block L's output), `top_k`, `tokens` (the prompt's), `layers`, `top_tokens`, `top_ids` and `top_probs`
-# (per layer, position and rank), `kl` (per layer and position, nats), `kl_mean` (per layer), `final_top`
+# (per layer, position and rank), `kl` (per layer and position, nats), `kl_mean` (per layer, over the positions holding no special token)
+# and `kl_mean_positions` (how many), `final_top`
 # (the model's own top-k per position), `lens` ("logit"), `seed`, and `run`, the stamp every JSON report
 # here carries (the notebook, model, seed, parameters, the vendored core's hash, when it was written).
 # Notebook 20 fits a **tuned lens**,

@@ -115,7 +115,9 @@ if info["history"]:
 # ## 4. Tuned vs logit lens on held-out text
 #
 # Per layer: KL(final || lens) in nats (lower is better) and how often the lens's top-1 token
-# equals the model's final top-1 (higher is better). Both are exact at the last layer.
+# equals the model's final top-1 (higher is better), averaged over the held-out tokens: every position of
+# the packed contexts but the special tokens (each context's start token and the separators between
+# documents). Both are exact at the last layer.
 #
 # `tuned_vs_logit_lens.png` draws the table: KL per layer (left) and top-1 agreement per layer (right),
 # one line per lens. **What a healthy run shows**: at the last layer KL 0 and agreement 1 for both lenses,
@@ -131,7 +133,7 @@ if info["history"]:
 # %%
 report = lens.compare_lenses(model, tokenizer, eval_texts, tuned, context_len=CONTEXT_LEN, batch_size=BATCH_SIZE,
                              max_batches=EVAL_BATCHES)
-print(f"{report['n_tokens']} held-out tokens")
+print(f"{report['n_tokens']} held-out tokens (special tokens left out)")
 print(f"{'layer':>5} {'KL logit':>9} {'KL tuned':>9} {'top1 logit':>11} {'top1 tuned':>11}")
 for block in report["layers"]:
     print(f"{block:5d} {report['logit_lens']['kl'][block]:9.3f} {report['tuned_lens']['kl'][block]:9.3f} "

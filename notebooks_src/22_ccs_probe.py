@@ -17,8 +17,10 @@
 #   asking the model each question twice, answered "Yes" and answered "No", and training a probe whose
 #   two probabilities are consistent (p(Yes) ≈ 1 - p(No)) and confident.
 # - The details that matter: per-side normalisation (so the probe cannot just read which answer word
-#   was appended), best of 10 restarts by lowest loss, accuracy credited as max(acc, 1 - acc) because
-#   an unsupervised direction has no sign.
+#   was appended), best of 10 restarts by lowest loss, and the sign: an unsupervised direction has
+#   none, so it is oriented to score better on the *training* pairs (one bit of their labels) and scored
+#   unchanged on the test pairs; max(acc, 1 - acc) on the test pairs would credit any direction with more
+#   than chance.
 # - How to report it **honestly**: beside diff-of-means, the top principal component of the contrast
 #   differences, a random-direction floor and the supervised logistic-regression ceiling. Later work
 #   (Farquhar et al. 2023, Emmons 2023) found CCS rarely beats these; the verdict below says in plain
@@ -107,7 +109,8 @@ def run_ccs(L):
 # %% [markdown]
 # ## 4. CCS beside its baselines
 #
-# All five are scored on the held-out pairs. Hatched bars are sign-free (max(acc, 1 - acc)).
+# All five are scored on the held-out pairs. Hatched bars have no sign of their own: each was oriented on the
+# training pairs, so a test accuracy below 0.5 is shown as it is.
 #
 # The table gives each method's held-out accuracy and AUROC with a note on how it was fitted:
 # `ccs`, `diff_of_means` (supervised, on the normalised contrast differences), `pca_top_pc` (unsupervised),
@@ -121,9 +124,10 @@ def run_ccs(L):
 # and diff-of-means land close together below the ceiling; when it is something else, CCS falls toward the
 # floor. Burns et al. (2022) found CCS ahead of the model's zero-shot answers by 4 % on average
 # over 6 models and 10 datasets, IMDB among them; it is not meant to beat the supervised ceiling. By
-# construction the random floor is at least 0.5 (sign-free) and about 0.52 for directions unrelated to the
-# label on 500 pairs (the better of a chance accuracy and its complement); it is higher when the concept
-# dominates the differences, which is no fault. Broken: the ceiling itself near 0.5 (the answer token's
+# construction the random floor is about 0.5 for directions unrelated to the label (each is oriented on the
+# training pairs, so on the test pairs it lands above or below 0.5 by chance: one direction within about 0.045
+# of 0.5, two standard errors on 500 pairs, and the mean of 20 closer); it is
+# higher when the concept dominates the differences, which is no fault. Broken: the ceiling itself near 0.5 (the answer token's
 # states do not carry the label: the wrong layer or the wrong token read).
 
 # %%
@@ -172,7 +176,7 @@ if sweep_rows:
 # method its `accuracy`, `auroc`, `sign_free` and note; CCS also its loss), `verdict` (step 5's words),
 # `ccs_loss` (the chosen restart's training loss: 0 when the probe is confident and consistent on every
 # pair, 0.25 when it outputs 0.5 for both sides of every pair, i.e. it collapsed: by construction of the
-# loss), `accuracy_note` (why unsupervised accuracies are max(acc, 1 − acc)), `sweep` (step 6's rows),
+# loss), `accuracy_note` (how the sign-free directions were oriented: on the training pairs), `sweep` (step 6's rows),
 # `seed`, and `run`, the stamp every JSON report here carries (the notebook, model, seed, parameters, the
 # vendored core's hash, when it was written).
 

@@ -8,10 +8,11 @@ import torch
 
 from shared.data.packing import token_batches
 from shared.data.synthetic import synthetic_texts
-from shared.features.stats import (FeatureStats, catalog_entries, collect, logit_effects, rank_features,
-                                   top_examples)
+from shared.features.stats import (FeatureStats, catalog_entries, collect, final_norm_gain, logit_effects,
+                                   rank_features, top_examples)
+from shared.model import loading
 from shared.model.capture import capture_residuals, token_mask
-from shared.model.layout import d_model, unembed
+from shared.model.layout import d_model, final_norm, unembed
 from shared.saes import architectures
 from shared.saes.topk import TopKConfig
 
@@ -164,9 +165,10 @@ def test_logit_effect_of_an_unembedding_row(model_sae):
     sae = architectures.build_sae(sae.cfg)
     W_U = unembed(model).weight.detach()
     t = int(W_U.norm(dim=1).argmax())  # largest row: its own logit is strictly the largest
+    gain = final_norm_gain(model)  # the trained ln_f's weight: undone here, so the effect is W_U[t] @ W_U^T
     with torch.no_grad():
-        sae.W_dec[7] = W_U[t]
-        sae.W_dec[8] = -W_U[t]
+        sae.W_dec[7] = W_U[t] / gain
+        sae.W_dec[8] = -W_U[t] / gain
     eff = logit_effects(model, sae, [7, 8], k=5, tokenizer=tok)
     assert eff[7]["promoted"][0]["token_id"] == t
     assert eff[7]["promoted"][0]["token"] == tok.decode([t])
@@ -174,6 +176,33 @@ def test_logit_effect_of_an_unembedding_row(model_sae):
     assert eff[7]["promoted"][0]["logit"] == pytest.approx(float(W_U[t] @ W_U[t]), rel=1e-5)
     with pytest.raises(ValueError, match="latent_ids"):
         logit_effects(model, sae, [48])
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gemma2"])
+def test_logit_effects_fold_the_final_norm_gain(arch):
+    """A planted final-norm weight: the gain is LayerNorm's weight (gpt2) and Gemma's 1 + w, measured; a
+    decoder direction along a dimension the norm zeroes has no effect on the logits, and any other's
+    effect is (W_dec[j] * gain) @ W_U^T, the logits' first-order change (SAELens' fold_ln W_U)."""
+    model, tok = loading.load_model(f"tiny:{arch}")
+    norm, W_U = final_norm(model), unembed(model).weight.detach()
+    d = W_U.shape[1]
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 2.0, d))
+    effective = norm.weight.detach() + (1.0 if arch == "gemma2" else 0.0)
+    effective[3] = 0.0
+    with torch.no_grad():
+        norm.weight[3] = -1.0 if arch == "gemma2" else 0.0
+    assert torch.allclose(final_norm_gain(model), effective, atol=1e-5)
+    sae = architectures.build_sae(TopKConfig(d_in=d, d_sae=8, k=2, seed=0))
+    with torch.no_grad():
+        sae.W_dec[0] = 0.0
+        sae.W_dec[0, 3] = 1.0
+    eff = logit_effects(model, sae, [0, 1], k=5)
+    assert max(abs(e["logit"]) for side in eff[0].values() for e in side) < 1e-6
+    want = (sae.W_dec[1].detach() * effective) @ W_U.t()
+    top = want.topk(5)
+    assert [e["token_id"] for e in eff[1]["promoted"]] == top.indices.tolist()
+    assert [e["logit"] for e in eff[1]["promoted"]] == pytest.approx(top.values.tolist(), rel=1e-4, abs=1e-6)
 
 
 def test_bad_input_is_one_line_error():

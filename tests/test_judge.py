@@ -304,3 +304,40 @@ def test_a_right_judge_of_a_frequent_latent_is_scored_right(kind, tiny_model, tm
     assert f["held_out"] == {"activating": 10, "non_activating": 10}
     specials = [t for t in (tok.bos_token, tok.eos_token, tok.pad_token) if t]
     assert len(prompts) == 2 and not [t for t in specials for p in prompts if t in p]
+
+
+def test_a_judge_answering_at_random_scores_chance():
+    """A judge that picks each detection context with probability 1/2, whatever it reads: its mean balanced
+    accuracy and AUROC over 40 latents sit at 0.5 (sd ~0.015 each), and a judge that inverts a right answer
+    scores 0, so the score says how well the label picks the contexts, not how the prompt is laid out."""
+    import random
+
+    rng = random.Random(0)
+
+    def random_judge(prompt: str) -> str:
+        if "What does this feature detect" in prompt:
+            return LABEL
+        items = re.findall(r"^(\d+)\. ", prompt, flags=re.M)
+        return json.dumps({"activating": [int(i) for i in items if rng.random() < 0.5]})
+
+    def inverted_judge(prompt: str) -> str:
+        if "What does this feature detect" in prompt:
+            return LABEL
+        items = re.findall(r"^(\d+)\. (.*)$", prompt, flags=re.M)
+        return json.dumps({"activating": [int(i) for i, text in items if "banana" not in text]})
+
+    feats = []
+    for fid in range(40):
+        top = [_ex(f"i ate a banana at {k} today f{fid}".split(), "banana") for k in range(8)]
+        held = [_ex(f"one banana for lunch at {k} f{fid}".split(), "banana") for k in range(10)]
+        silent = [_ex(f"the train left at {k} sharp f{fid}".split()) for k in range(10)]
+        feats.append(judge.FeatureEvidence(fid, top, held, silent))
+    with FakeLLM(random_judge) as api:
+        cat = judge.Judge(make_backend("openai", api), max_workers=1, log=lambda _: None).label_features(feats)
+    scores = [f["score"] for f in cat["features"]]
+    aurocs = [f["auroc"] for f in cat["features"] if f["auroc"] is not None]
+    assert abs(sum(scores) / len(scores) - 0.5) < 0.05 and abs(sum(aurocs) / len(aurocs) - 0.5) < 0.05
+    assert min(scores) < 0.5 < max(scores)
+    with FakeLLM(inverted_judge) as api:
+        cat = judge.Judge(make_backend("openai", api), log=lambda _: None).label_features(feats[:3])
+    assert [f["score"] for f in cat["features"]] == [0.0] * 3

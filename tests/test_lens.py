@@ -113,6 +113,38 @@ def test_lens_table_and_plots(tiny_model):
         matplotlib.pyplot.close(fig)
 
 
+def test_lens_table_mean_leaves_the_bos_out(tiny_model):
+    """kl_mean is the mean of kl over the prompt's positions but the BOS (whose prediction reads no prompt)."""
+    model, tok = tiny_model("gemma2")
+    table = lens.lens_table(model, tok, PROMPT)
+    assert table["tokens"][0] == tok.bos_token
+    for row, mean in zip(table["kl"], table["kl_mean"]):
+        assert mean == pytest.approx(sum(row[1:]) / len(row[1:]), abs=2e-6)
+    assert table["kl_mean_positions"] == len(table["tokens"]) - 1
+
+
+def test_compare_lenses_averages_over_kept_tokens(fitted):
+    """Short documents packed into 32-token contexts: separators sit mid-context. The per-layer KL and top-1
+    agreement are means over the non-special positions only, and n_tokens counts exactly those."""
+    from shared.data.packing import token_batches
+    from shared.model.capture import token_mask
+
+    model, tok, tuned, _ = fitted
+    texts = [t[:40] for t in synthetic.synthetic_texts(80, seed=13)]
+    batches = list(token_batches(texts, tok, 32, 8, max_batches=2))
+    dev = layout.model_device(model)
+    keep = torch.cat([token_mask(b.to(dev), tok) for b in batches])
+    assert (~keep[:, 1:]).any()  # separators inside the contexts
+    report = lens.compare_lenses(model, tok, texts, tuned, context_len=32, batch_size=8, max_batches=2)
+    assert report["n_tokens"] == int(keep.sum())
+    logits, final = zip(*(lens.layer_logits(model, b) for b in batches))
+    logits, final = torch.cat(logits, 1), torch.cat(final)
+    kl = lens.kl_to_final(final[None], logits)[:, keep]  # [L, kept]
+    top1 = (logits.argmax(-1) == final.argmax(-1)[None])[:, keep].double().mean(1)
+    assert report["logit_lens"]["kl"] == pytest.approx(kl.mean(1).tolist(), abs=2e-6)
+    assert report["logit_lens"]["top1_agreement"] == pytest.approx(top1.tolist(), abs=2e-6)
+
+
 def test_tuned_lens_equals_logit_lens_at_init(tiny_model):
     model, tok = tiny_model("qwen3")
     tuned = lens.TunedLens.for_model(model)

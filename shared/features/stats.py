@@ -9,12 +9,17 @@ Python heaps), on the SAE's device. A latent "fires" on a token when its activat
 top context comes from a different sequence of its batch (its peak there), so the list is not one
 passage shifted by a token.
 
-Logit effect convention (SAELens / Neuronpedia "logit weight distribution"): a latent's decoder
-row W_dec[j] times the unembedding, W_dec[j] @ W_U^T, with no final norm, bias or soft-cap: the
-direct effect of adding the direction, up to the norm's per-token scale.
+Logit effect convention (SAELens / Neuronpedia "logit weight distribution", read through
+TransformerLens, whose W_U has the final norm's weight folded in): a latent's decoder row times the
+final norm's per-dimension gain gamma (LayerNorm's or RMSNorm's weight; Gemma's 1 + w) times the
+unembedding, (W_dec[j] * gamma) @ W_U^T, with no norm bias, centring or soft-cap: the direct effect on
+the logits of adding the direction, up to the norm's one per-token scale 1 / rms (and, for a
+LayerNorm, the direction's mean over d_model). TransformerLens also centres W_U over the vocabulary,
+which shifts one latent's logits by one constant and leaves their order unchanged.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
@@ -23,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..model.capture import capture_residuals, token_mask
-from ..model.layout import check_layers, model_device, unembed
+from ..model.layout import check_layers, final_norm, model_device, unembed
 
 PAD = -1  # token id of a window position outside its sequence
 
@@ -241,10 +246,35 @@ def rank_features(stats: FeatureStats, top_n: int | None = None, min_fires: int 
 
 
 @torch.no_grad()
+def final_norm_gain(model, chunk: int = 512) -> Tensor:
+    """[d_model] float32 on the unembedding's device: the final norm's per-dimension gain (ones without a
+    final norm), measured rather than read from its weight, so every parametrisation (LayerNorm,
+    RMSNorm's w, Gemma's 1 + w) gives the same thing: for an input x of mean 0, any of these norms maps
+    x to gain * x / rms(x) + bias, so norm(x) - norm(-x) = 2 * gain * x / rms(x)."""
+    W_U = unembed(model).weight
+    d = W_U.shape[1]
+    norm = final_norm(model)
+    if norm is None:
+        return torch.ones(d, device=W_U.device)
+    p = next(norm.parameters(), None)
+    dev = p.device if p is not None else W_U.device
+    norm = copy.deepcopy(norm).to(dev, torch.float32)  # a float32 copy: no bf16 rounding in the gain
+    gain = []
+    for start in range(0, d, chunk):
+        i = torch.arange(start, min(start + chunk, d), device=dev)
+        x = torch.zeros(len(i), d, device=dev)
+        x[torch.arange(len(i)), i] = 100.0  # +c at i, -c at the next dimension: mean 0, rms c * sqrt(2 / d);
+        x[torch.arange(len(i)), (i + 1) % d] = -100.0  # a large c leaves the norm's eps negligible
+        out = norm(x) - norm(-x)
+        gain.append(out[torch.arange(len(i)), i] * (100.0 * (2.0 / d) ** 0.5) / (2 * 100.0))
+    return torch.cat(gain).to(W_U.device, torch.float32)
+
+
+@torch.no_grad()
 def logit_effects(model, sae, latent_ids: Sequence[int], k: int = 10, tokenizer=None) -> dict[int, dict]:
     """Tokens each latent's decoder direction promotes and suppresses: the k largest and smallest
-    entries of W_dec[j] @ W_U^T (no final norm; see the module docstring). Each list holds
-    {"token_id", "logit"} (and "token" when a tokenizer is given)."""
+    entries of (W_dec[j] * gamma) @ W_U^T, gamma the final norm's gain (final_norm_gain; see the module
+    docstring). Each list holds {"token_id", "logit"} (and "token" when a tokenizer is given)."""
     W_U = unembed(model).weight
     if W_U.shape[1] != sae.cfg.d_in:
         raise ValueError(f"the SAE's d_in={sae.cfg.d_in} differs from the model's d_model={W_U.shape[1]}: "
@@ -252,7 +282,7 @@ def logit_effects(model, sae, latent_ids: Sequence[int], k: int = 10, tokenizer=
     ids = torch.as_tensor(list(latent_ids), dtype=torch.long)
     if ids.numel() and (ids.min() < 0 or ids.max() >= sae.cfg.d_sae):
         raise ValueError(f"latent_ids must lie in 0..{sae.cfg.d_sae - 1}.")
-    dirs = sae.W_dec[ids.to(sae.device)].to(W_U.device, torch.float32)
+    dirs = sae.W_dec[ids.to(sae.device)].to(W_U.device, torch.float32) * final_norm_gain(model)
     logits = (dirs @ W_U.float().t()).cpu()
     k = min(k, logits.shape[1])
     top, bottom = logits.topk(k, dim=1), logits.topk(k, dim=1, largest=False)

@@ -200,7 +200,8 @@ class LiveWatch:
 
     The positions are those the model ran on: the prompt, then each generated token but the last
     (which no forward reads). `flags(ids)` flags them against the sequence's ids, masking special
-    tokens like the offline pass; `events` lists the flags in the order they arose.
+    tokens like the offline pass; `events` lists every reading over its threshold in the order it arose,
+    special-token positions (the BOS) included, since the hook sees no ids: count flags with `flags(ids)`.
     """
 
     def __init__(self, tower: Watchtower):

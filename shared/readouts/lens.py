@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..model.capture import token_mask
 from ..model.hooks import read_residuals
 from ..model.layout import (d_model, final_logit_softcap, final_norm, model_device, n_layers, resolve_layers,
                             unembed)
@@ -112,7 +113,9 @@ def lens_table(model, tokenizer, prompt, topk=1, lens=None, layers=None):
     """Per-layer top-k predictions, probabilities and KL(final || layer) for every prompt position.
 
     Returns a JSON-ready dict: tokens[T], layers[L], top_tokens[L][T][k], top_ids, top_probs,
-    kl[L][T], kl_mean[L], final_top[T][k] (the model's own top-k), lens ("logit" | "tuned").
+    kl[L][T] (every position), kl_mean[L] (over the positions holding no special token: the BOS's
+    prediction is no reading of the prompt; all positions if every one is special), kl_mean_positions
+    (how many), final_top[T][k] (the model's own top-k), lens ("logit" | "tuned").
     """
     if not isinstance(prompt, str) or not prompt:
         raise ValueError("prompt must be a non-empty string.")
@@ -124,6 +127,8 @@ def lens_table(model, tokenizer, prompt, topk=1, lens=None, layers=None):
     probs = logits.softmax(-1)
     top_p, top_i = probs.topk(k, dim=-1)
     kl = kl_to_final(final[None], logits)  # [L, T]
+    keep = token_mask(ids, tokenizer)[0].to(kl.device)
+    keep = keep if keep.any() else torch.ones_like(keep)
     final_top = final.topk(k, dim=-1).indices
     return {
         "prompt": prompt,
@@ -134,7 +139,8 @@ def lens_table(model, tokenizer, prompt, topk=1, lens=None, layers=None):
         "top_tokens": [[[_token_str(tokenizer, i) for i in pos] for pos in row] for row in top_i.tolist()],
         "top_probs": [[[round(p, 6) for p in pos] for pos in row] for row in top_p.tolist()],
         "kl": [[round(x, 6) for x in row] for row in kl.tolist()],
-        "kl_mean": [round(x, 6) for x in kl.mean(-1).tolist()],
+        "kl_mean": [round(x, 6) for x in kl[:, keep].mean(-1).tolist()],
+        "kl_mean_positions": int(keep.sum()),
         "final_top": [[_token_str(tokenizer, i) for i in pos] for pos in final_top.tolist()],
     }
 
@@ -395,7 +401,9 @@ def load_pretrained_or_fit(model_id, model, tokenizer=None, texts=None, fit: Tun
 
 
 def compare_lenses(model, tokenizer, texts, tuned, context_len=256, batch_size=4, max_batches=8, skip_bos=True):
-    """Per-layer KL(final || lens) and top-1 agreement with the final prediction, tuned vs logit lens, on held-out texts."""
+    """Per-layer KL(final || lens) and top-1 agreement with the final prediction, tuned vs logit lens, on held-out
+    texts: means over the packed contexts' kept positions (capture.token_mask: the context's start token and the
+    documents' separators left out; skip_bos also drops position 0 whatever it holds); n_tokens counts them."""
     from ..data.packing import token_batches
 
     n = n_layers(model)
@@ -403,14 +411,16 @@ def compare_lenses(model, tokenizer, texts, tuned, context_len=256, batch_size=4
     tokens = 0
     dev = model_device(model)
     for ids in token_batches(texts, tokenizer, context_len, batch_size, max_batches=max_batches):
-        resid, final = run_with_residuals(model, ids.to(dev))
-        start = 1 if skip_bos else 0
-        final = final[:, start:].float()
+        ids = ids.to(dev)
+        resid, final = run_with_residuals(model, ids)
+        keep = token_mask(ids, tokenizer, drop_first=skip_bos).to(final.device)
+        final = final[keep].float()  # [kept positions, V]
         top_final = final.argmax(-1)
         with torch.no_grad():
             for L in range(n):
-                h = resid[L][:, start:]
+                h = resid[L][keep.to(resid.device)]
                 for name, logits in (("logit_lens", decode(model, h)), ("tuned_lens", tuned.logits(model, h, L))):
+                    logits = logits.to(final.device)
                     sums[name]["kl"][L] += kl_to_final(final, logits).sum().cpu()
                     sums[name]["top1"][L] += (logits.argmax(-1) == top_final).sum().cpu()
         tokens += top_final.numel()

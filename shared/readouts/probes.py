@@ -94,7 +94,11 @@ class ProbeResult:
     """One probe evaluated on held-out data.
 
     direction is in the input's coordinates (unit norm); score = X @ direction + bias.
-    sign_free=True means accuracy/auroc are max(x, 1-x): the method cannot know which end is "true".
+    sign_free=True: the method itself gives no sign (CCS, a principal component, a random direction), so
+    its orientation is the one that scores better on the TRAINING split (one bit of the training labels;
+    extra["orientation"] is +1 or -1) and is applied unchanged to the test split: a test accuracy below
+    0.5 stays below 0.5 (never max(acc, 1 - acc) on test, which credits a direction unrelated to the
+    labels with more than chance).
     """
 
     method: str
@@ -296,18 +300,28 @@ def _run_ccs(W, b, xp, xn, n_epochs: int, lr: float, weight_decay: float,
     return ccs_loss(torch.sigmoid(W @ xp.T + b[:, None]), torch.sigmoid(W @ xn.T + b[:, None]))
 
 
-def _sign_free(acc: float, auc: float) -> tuple[float, float]:
-    return max(acc, 1 - acc), max(auc, 1 - auc)
+def train_orientation(train_scores: np.ndarray, y_train: np.ndarray, threshold: float = 0.0) -> int:
+    """+1 or -1: the orientation of a sign-free score (predict 1 where score > threshold) that is right on
+    more TRAINING examples (ties: the one with the training AUROC >= 0.5; then +1). Chosen on training
+    data only, so the held-out accuracy of a direction unrelated to the labels is centred on chance."""
+    acc = float(((train_scores > threshold).astype(int) == y_train).mean())
+    if acc != 0.5:
+        return 1 if acc > 0.5 else -1
+    return 1 if len(np.unique(y_train)) < 2 or _auroc(y_train, train_scores - threshold) >= 0.5 else -1
 
 
-def _projection_probe(method: str, direction_norm: np.ndarray, d_train: np.ndarray, d_test: np.ndarray,
-                      y_test: np.ndarray, norm: PairNorm) -> ProbeResult:
-    """Unsupervised probe on contrast differences: threshold at the training mean, sign-free scores."""
+def _projection_probe(method: str, direction_norm: np.ndarray, d_train: np.ndarray, y_train: np.ndarray,
+                      d_test: np.ndarray, y_test: np.ndarray, norm: PairNorm) -> ProbeResult:
+    """Unsupervised probe on contrast differences: threshold at the training mean, oriented on the training
+    pairs (train_orientation), scored on the test pairs."""
     u = unit_direction(direction_norm)
     center = float(d_train.mean(0) @ u)
+    sign = train_orientation(d_train @ u - center, y_train)
+    u, center = sign * u, sign * center
     scores = d_test @ u - center
-    acc, auc = _sign_free(float(((scores > 0).astype(int) == y_test).mean()), _auroc(y_test, scores))
-    return ProbeResult(method, auc, acc, norm.to_input(u), -center, scores, sign_free=True)
+    acc = float(((scores > 0).astype(int) == y_test).mean())
+    return ProbeResult(method, _auroc(y_test, scores), acc, norm.to_input(u), -center, scores, sign_free=True,
+                       extra={"orientation": sign})
 
 
 @dataclass
@@ -323,8 +337,9 @@ class CCSReport:
             "results": {k: v.to_dict() for k, v in self.results.items()},
             "verdict": self.verdict,
             "ccs_loss": round(self.ccs_loss, 6),
-            "accuracy_note": "CCS, PCA and random-direction accuracies are max(acc, 1-acc): "
-                             "an unsupervised direction has no sign, so its better orientation is credited",
+            "accuracy_note": "CCS, PCA and random directions have no sign of their own: each is oriented to "
+                             "score better on the training pairs (one bit of the training labels), then "
+                             "scored unchanged on the test pairs (not max(acc, 1-acc) on test)",
         }
 
     def table(self) -> list[dict]:
@@ -383,8 +398,10 @@ def ccs_with_baselines(x_pos_train, x_neg_train, y_train, x_pos_test, x_neg_test
     """CCS (best of cfg.n_restarts by lowest loss) and its honest baselines on held-out pairs.
 
     x_pos[i] / x_neg[i]: activations of example i completed as "true"/"false" (e.g. Yes / No);
-    y[i] = 1 when the x_pos side is the true one. Labels are used only by the supervised baselines
-    (diff-of-means, LR ceiling) and for scoring. Normalisation statistics come from the training pairs.
+    y[i] = 1 when the x_pos side is the true one. Training labels are used by the supervised baselines
+    (diff-of-means, LR ceiling) and, one bit of them, to orient the sign-free directions (CCS, the top PC,
+    random directions: train_orientation); test labels only to score. Normalisation statistics come from
+    the training pairs.
     """
     n_restarts, n_random, seed = cfg.n_restarts, cfg.n_random, cfg.seed
     xp_tr, xn_tr, ytr = _check_pairs(x_pos_train, x_neg_train, y_train, "train")
@@ -398,11 +415,14 @@ def ccs_with_baselines(x_pos_train, x_neg_train, y_train, x_pos_test, x_neg_test
     # CCS
     w, b, loss = fit_ccs(np_tr, nn_tr, n_restarts, cfg.n_epochs, cfg.lr, cfg.weight_decay, seed)
     sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
-    p = 0.5 * (sig(np_te @ w + b) + 1 - sig(nn_te @ w + b))
-    acc, auc = _sign_free(float(((p > 0.5).astype(int) == yte).mean()), _auroc(yte, p))
-    results["ccs"] = ProbeResult("ccs", auc, acc, norm.to_input(w), 0.0, p, sign_free=True,
-                                 note=f"best of {n_restarts} restarts by lowest loss",
-                                 extra={"loss": loss})
+    credence = lambda a, c: 0.5 * (sig(a @ w + b) + 1 - sig(c @ w + b))  # noqa: E731
+    sign = train_orientation(credence(np_tr, nn_tr), ytr, threshold=0.5)
+    p = credence(np_te, nn_te)
+    p = p if sign > 0 else 1 - p
+    acc = float(((p > 0.5).astype(int) == yte).mean())
+    results["ccs"] = ProbeResult("ccs", _auroc(yte, p), acc, norm.to_input(sign * w), 0.0, p, sign_free=True,
+                                 note=f"best of {n_restarts} restarts by lowest loss, oriented on the training pairs",
+                                 extra={"loss": loss, "orientation": sign})
 
     # baselines on the normalised contrast differences
     d_tr, d_te = np_tr - nn_tr, np_te - nn_te
@@ -411,10 +431,10 @@ def ccs_with_baselines(x_pos_train, x_neg_train, y_train, x_pos_test, x_neg_test
                                            dom.bias, dom.test_scores, note="supervised, on normalised differences")
     centred = d_tr - d_tr.mean(0)
     pc1 = np.linalg.svd(centred, full_matrices=False)[2][0]
-    results["pca_top_pc"] = _projection_probe("pca_top_pc", pc1, d_tr, d_te, yte, norm)
+    results["pca_top_pc"] = _projection_probe("pca_top_pc", pc1, d_tr, ytr, d_te, yte, norm)
     results["pca_top_pc"].note = "unsupervised top principal component of differences"
     rng = np.random.default_rng(seed + 1)
-    rand = [_projection_probe("random", rng.standard_normal(d_tr.shape[1]), d_tr, d_te, yte, norm)
+    rand = [_projection_probe("random", rng.standard_normal(d_tr.shape[1]), d_tr, ytr, d_te, yte, norm)
             for _ in range(max(1, n_random))]
     results["random_floor"] = ProbeResult(
         "random_floor", float(np.mean([r.auroc for r in rand])), float(np.mean([r.accuracy for r in rand])),

@@ -89,7 +89,7 @@ def plot_ccs_methods(report, title: str = "CCS beside its baselines (held-out ac
         ax.text(bar.get_x() + bar.get_width() / 2, a + 0.01, f"{a:.2f}", ha="center", fontsize=9)
     ax.axhline(0.5, color="grey", ls=":")
     ax.set_ylim(0, 1.08)
-    ax.set_ylabel("accuracy (hatched: sign-free max(acc, 1-acc))")
+    ax.set_ylabel("held-out accuracy\n(hatched: no sign, oriented on train)")
     ax.set_title(title)
     fig.tight_layout()
     return fig
