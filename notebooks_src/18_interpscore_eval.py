@@ -93,18 +93,20 @@ sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_
 # pass and the same default source the tier notebooks validate with, so an SAE is not scored on the
 # tokens it trained on; `eval_text` in the report names the text and says whether it is held out): the next-token loss of the clean model, with the SAE's reconstruction
 # spliced in at the layer, and with the layer zeroed. **loss_recovered** = (CE zeroed − CE spliced) /
-# (CE zeroed − CE clean), clipped to [0, 1] (an SAE that hurts more than zeroing the layer scores 0, one
-# that beats the clean model 1; the unclipped value stays in the report). **alive** = share of latents that fire at least once.
+# (CE zeroed − CE clean) with the layer zeroed at every position, BOS included: SAELens' `ce_loss_score`,
+# the formula InterpScore v0.0.1 was published with, so scores compare with the published ones; clipped
+# to [0, 1] (an SAE that hurts more than zeroing the layer scores 0, one that beats the clean model 1; the
+# unclipped value stays in the report). **alive** = share of latents that fire at least once.
 # **l0_score** = exp(−|ln(L0/80)|): 1 at 80 active latents per token, 0.5 at 40 or 160.
 #
 # The cell prints the note on the evaluation text, the three losses with the loss recovered, L0, alive
 # latents and the variance explained, then the three parts as they enter the score. **What a healthy run
 # shows** on the default Gemma Scope SAE: L0 near 82, the average L0 the release is named for
 # (`average_l0_82`, Lieberum et al. 2024, measured on its own training text; FineWeb-Edu may shift it a
-# little), so `l0_score` about exp(−|ln(82/80)|) = 0.98; SAELens' `ce_loss_score` about 0.90-0.99 (printed
-# beside ours), the band published SAEs of this size and sparsity score on Gemma-2 residual streams in
-# SAELens' definition (Gemma Scope; SAEBench, Karvonen et al. 2025; notebook 01 cites them), and
-# `loss_recovered` somewhat below it: ours zero-ablates the layer at ordinary tokens only, where SAELens
+# little), so `l0_score` about exp(−|ln(82/80)|) = 0.98; `loss_recovered` (SAELens' `ce_loss_score`) about
+# 0.90-0.99, the band published SAEs of this size and sparsity score on Gemma-2 residual streams
+# (Gemma Scope; SAEBench, Karvonen et al. 2025; notebook 01 cites them), and our own CE loss recovered
+# (printed beside it) somewhat below: it zero-ablates the layer at ordinary tokens only, where SAELens
 # also zeroes BOS (a far worse baseline, so a larger share "recovered"); `alive` below 1 even for a healthy SAE, by construction:
 # a latent that fires less often than once in `EVAL_TOKENS` tokens cannot show up as alive here.
 # Broken: L0 in the thousands or near 0, or `loss_recovered` near 0: the SAE does not read this layer.
@@ -118,8 +120,8 @@ parts, val = scores.reconstruction_parts(model, tokenizer, sae, layer, batches, 
                                          centre_input=releases.centred_input(SAE))
 # measured on eval_text (held out from DATASET unless the note above says otherwise)
 print(f"CE clean {val['ce_loss_clean']:.3f}, spliced {val['ce_loss_spliced']:.3f}, zeroed "
-      f"{val['ce_loss_zero_ablation']:.3f} -> loss recovered {val['ce_loss_recovered']:.3f} "
-      f"(SAELens' ce_loss_score {val['saelens']['ce_loss_score']:.3f})")
+      f"{val['ce_loss_zero_ablation']:.3f} -> our CE loss recovered {val['ce_loss_recovered']:.3f}; SAELens' "
+      f"ce_loss_score (zeroing BOS too) {val['saelens']['ce_loss_score']:.3f}, InterpScore's loss_recovered")
 print(f"L0 {val['l0']:.1f}, alive {val['alive']}/{val['d_sae']}, var_expl {val['var_expl']:.3f}")
 print("InterpScore parts so far, each in [0, 1]:", {k: round(v, 4) for k, v in parts.items()})
 
@@ -211,9 +213,9 @@ print(f"TPP latents: {saebench['tpp_top_features_shared_with_ours']} of SAEBench
 # evaluation text (`eval_text`), SAEBench's numbers, and the leaderboard row. The chart,
 # `interpscore_parts.png`, shows each part's value (light) and its weighted share of the score (dark),
 # with the total as the last bar. The other keys: `tpp_auroc` (the TPP concept's probe AUROC, clean and
-# with its 20 latents zeroed), `validation` (step 2's raw numbers: the three losses, the unclipped loss
-# recovered, SAELens' ce_loss_score, L0, alive, var_expl, and eval_tokens: the ordinary tokens those are
-# measured over), `eval_text` (`dataset`, `sources`, `held_out`, `note`),
+# with its 20 latents zeroed), `validation` (step 2's raw numbers: the three losses, our own CE loss
+# recovered, SAELens' ce_loss_score unclipped (the loss_recovered part before clipping), L0, alive,
+# var_expl, and eval_tokens: the ordinary tokens those are measured over), `eval_text` (`dataset`, `sources`, `held_out`, `note`),
 # `saebench` (step 4's numbers), `leaderboard_entry` (version, SAE, model, layer, width, k, the score,
 # the time and the five parts: one row of a leaderboard), and `run`, the stamp every JSON report here
 # carries (the notebook, model, seed, parameters, the vendored core's hash, when it was written).

@@ -167,7 +167,10 @@ def test_interp_score_equals_the_weighted_components_recomputed_by_hand(scored, 
 def test_loss_alive_l0_parts_are_evaluate_saes_numbers(scored):
     report, val, sae, batches, model, tok = scored
     again = metrics.evaluate_saes(model, tok, {LAYER: sae}, batches)[str(LAYER)]
-    assert report["components"]["loss_recovered"] == pytest.approx(min(1, max(0, again["ce_loss_recovered"])), abs=1e-6)
+    # InterpScore v0.0.1's loss_recovered is SAELens' ce_loss_score (ablation zeroes BOS too), not ours
+    assert report["components"]["loss_recovered"] == pytest.approx(
+        min(1, max(0, again["saelens"]["ce_loss_score"])), abs=1e-6)
+    assert again["saelens"]["ce_loss_score"] != pytest.approx(again["ce_loss_recovered"], abs=1e-4)
     assert report["components"]["alive"] == pytest.approx(again["alive"] / 128, abs=1e-6)
     assert report["components"]["l0_score"] == pytest.approx(scores.l0_score(again["l0"]), abs=1e-6)
     assert report["eval_tokens"] >= 512

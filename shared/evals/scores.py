@@ -2,8 +2,10 @@
 
     InterpScore = 0.30 loss_recovered + 0.15 alive + 0.15 l0_score + 0.25 sparse_probing + 0.15 tpp
 
-- loss_recovered: metrics.evaluate_saes' CE loss recovered (SAE spliced in, between the clean model
-  and the layer zero-ablated) over the evaluation tokens, clipped to [0, 1];
+- loss_recovered: the CE loss score as SAELens' run_evals defines it (evaluate_saes' "saelens"
+  ce_loss_score: the SAE spliced in, between the clean model and the residual zeroed at every position,
+  BOS included) over the evaluation tokens, clipped to [0, 1]: InterpScore v0.0.1's definition, so scores
+  compare with the published ones (our own ce_loss_recovered, which spares BOS, runs lower);
 - alive: the share of latents that fire at least once on those tokens;
 - l0_score: exp(-|ln(L0 / 80)|), 1 at L0 = 80 and falling either side (0 for L0 = 0);
 - sparse_probing: mean over the probing tasks of the held-out AUROC of a class-balanced logistic
@@ -45,9 +47,10 @@ TPP_TOP_N = 20
 PROBE_C = 1.0
 DEFINITIONS = {
     "interp_score": "sum of weights[c] * components[c] over the five components, each in [0, 1]",
-    "loss_recovered": "(CE zero-ablated - CE spliced) / (CE zero-ablated - CE clean) over eval_tokens "
-                      "(evaluate.METRIC_DEFINITIONS ce_loss_recovered), clipped to [0, 1]: an SAE worse than "
-                      "ablation scores 0, one better than the clean model 1",
+    "loss_recovered": "SAELens' ce_loss_score over eval_tokens: (CE ablated - CE spliced) / (CE ablated - CE "
+                      "clean), the ablation zeroing the layer's residual at every position, BOS included "
+                      "(evaluate.METRIC_DEFINITIONS saelens.ce_loss_score; InterpScore v0.0.1's definition), "
+                      "clipped to [0, 1]: an SAE worse than ablation scores 0, one better than the clean model 1",
     "alive": "latents that fire (> 0) on at least one non-special evaluation token / d_sae (dead over these "
              "tokens, not over training)",
     "eval_tokens": "token positions read for the loss, alive and L0 parts, special tokens (BOS/EOS/pad) "
@@ -173,7 +176,7 @@ def reconstruction_parts(model, tokenizer, sae, layer: int, batches: list[torch.
     check_sae_fits(sae, model, layer)
     report = evaluate_saes(model, tokenizer, {layer: sae}, batches, forward_batch_size=forward_batch_size,
                            centre_input=centre_input)[str(layer)]
-    raw = report["ce_loss_recovered"]
+    raw = report["saelens"]["ce_loss_score"]  # InterpScore v0.0.1's loss_recovered is this formula
     if not math.isfinite(raw):
         raise ValueError(f"CE loss recovered is undefined at layer {layer}: zero-ablating it does not change the "
                          "loss, so there is nothing to recover; pick another layer")
