@@ -203,6 +203,14 @@ def test_logit_effects_fold_the_final_norm_gain(arch):
     top = want.topk(5)
     assert [e["token_id"] for e in eff[1]["promoted"]] == top.indices.tolist()
     assert [e["logit"] for e in eff[1]["promoted"]] == pytest.approx(top.values.tolist(), rel=1e-4, abs=1e-6)
+    # read in vocabulary chunks (no whole float32 copy of W_U): the same tokens and logits, in the same order
+    chunked = logit_effects(model, sae, [0, 1], k=5, vocab_chunk=7)
+    for j in (0, 1):
+        for side in ("promoted", "suppressed"):
+            if j == 1:  # latent 0's logits are all ~0: their order is rounding's
+                assert [e["token_id"] for e in chunked[j][side]] == [e["token_id"] for e in eff[j][side]]
+            assert [e["logit"] for e in chunked[j][side]] == pytest.approx([e["logit"] for e in eff[j][side]],
+                                                                          rel=1e-5, abs=1e-6)
 
 
 def test_bad_input_is_one_line_error():

@@ -271,10 +271,13 @@ def final_norm_gain(model, chunk: int = 512) -> Tensor:
 
 
 @torch.no_grad()
-def logit_effects(model, sae, latent_ids: Sequence[int], k: int = 10, tokenizer=None) -> dict[int, dict]:
+def logit_effects(model, sae, latent_ids: Sequence[int], k: int = 10, tokenizer=None,
+                  vocab_chunk: int = 32768) -> dict[int, dict]:
     """Tokens each latent's decoder direction promotes and suppresses: the k largest and smallest
     entries of (W_dec[j] * gamma) @ W_U^T, gamma the final norm's gain (final_norm_gain; see the module
-    docstring). Each list holds {"token_id", "logit"} (and "token" when a tokenizer is given)."""
+    docstring). Each list holds {"token_id", "logit"} (and "token" when a tokenizer is given).
+    W_U is read in float32 `vocab_chunk` rows at a time: a whole float32 copy of a 256k-token
+    unembedding would be 2.4 GB beside the model on a T4."""
     W_U = unembed(model).weight
     if W_U.shape[1] != sae.cfg.d_in:
         raise ValueError(f"the SAE's d_in={sae.cfg.d_in} differs from the model's d_model={W_U.shape[1]}: "
@@ -283,7 +286,8 @@ def logit_effects(model, sae, latent_ids: Sequence[int], k: int = 10, tokenizer=
     if ids.numel() and (ids.min() < 0 or ids.max() >= sae.cfg.d_sae):
         raise ValueError(f"latent_ids must lie in 0..{sae.cfg.d_sae - 1}.")
     dirs = sae.W_dec[ids.to(sae.device)].to(W_U.device, torch.float32) * final_norm_gain(model)
-    logits = (dirs @ W_U.float().t()).cpu()
+    logits = torch.cat([(dirs @ W_U[i:i + vocab_chunk].float().t()).cpu()
+                        for i in range(0, W_U.shape[0], vocab_chunk)], dim=1)
     k = min(k, logits.shape[1])
     top, bottom = logits.topk(k, dim=1), logits.topk(k, dim=1, largest=False)
 
