@@ -40,13 +40,13 @@ def declared_of(entry) -> tuple:
     return ast.literal_eval(value)
 
 
-def notebook_globals(entry, **injected) -> dict:
+def notebook_globals(entry, rerun: bool = False, **injected) -> dict:
     """A rendered notebook's globals when its check runs, with papermill's `injected` values: its parameters cell
-    with the smoke values, the install cell's and the vendored set-up's names, an upper-case module alias and, as on
-    a re-run, the checked P of the run before."""
+    with the smoke values, the install cell's and the vendored set-up's names, an upper-case module alias and, on
+    a re-run in the same kernel, the checked P of the run before."""
     return {**parameters_of(entry), "REQUIREMENTS": list(entry.requirements), "CORE_HASH": "0" * 16,
             "NOTEBOOK_ID": entry.id, parameters.DECLARED: declared_of(entry), "CORE_DIR": Path("core"),
-            "JSON": json, "P": parameters.Parameters({"SEED": 0}), **injected}
+            "JSON": json, **({"P": parameters.Parameters({"SEED": 0})} if rerun else {}), **injected}
 
 
 def families_of(entry) -> list:
@@ -183,6 +183,7 @@ def test_smoke_parameters_pass(entry):
     checked = parameters.check_parameters(notebook_globals(entry), *families_of(entry))
     assert set(checked) == set(params)
     assert checked == parameters.check_parameters(params)  # every family: the same values
+    assert parameters.check_parameters(notebook_globals(entry, rerun=True), *families_of(entry)) == checked
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
@@ -241,6 +242,23 @@ def test_a_parameter_of_another_notebook_is_a_one_line_error(entry):
     message = str(e.value)
     assert message.startswith(f"{name} = {parameters.short(value)}: not a parameter of this notebook; ")
     assert "\n" not in message and ("did you mean" in message or f"its parameters are {', '.join(ours)}" in message)
+
+
+def test_a_rerun_ignores_a_users_own_name_but_not_a_typo(capsys):
+    """Run all again in the same kernel: the globals now hold what later cells bound, the user's own constants
+    among them. A name far from every parameter is said to be ignored, in one line; a near-certain typo of one is
+    still refused; on a first run (papermill, a fresh kernel) both are refused."""
+    entry = next(e for e in ENTRIES if e.id.startswith("01_"))
+    families = families_of(entry)
+    parameters.check_parameters(notebook_globals(entry, rerun=True, MY_THRESHOLD=0.5), *families)
+    out = capsys.readouterr().out
+    assert out.startswith("MY_THRESHOLD is not a parameter of this notebook: ignored (a name a later cell bound on "
+                          "the run before?)") and out.count("\n") == 1
+    with pytest.raises(parameters.ParameterError, match="LAYRE = 12: not a parameter of this notebook; did you mean "
+                                                        "LAYER"):
+        parameters.check_parameters(notebook_globals(entry, rerun=True, LAYRE=12), *families)
+    with pytest.raises(parameters.ParameterError, match="MY_THRESHOLD = 0.5: not a parameter"):
+        parameters.check_parameters(notebook_globals(entry, MY_THRESHOLD=0.5), *families)
 
 
 def test_an_undeclared_secret_looking_setting_is_refused_without_its_value():

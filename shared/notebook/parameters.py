@@ -258,14 +258,28 @@ def closest(name: str, names) -> str | None:
     return found[0] if found else None
 
 
+# On a re-run in the same kernel, a name this close to a parameter (difflib ratio) is still taken for its typo.
+RERUN_TYPO_RATIO = 0.8
+
+
 def _undeclared_error(params: dict, declared) -> ParameterError | None:
     """An upper-case setting that the notebook's parameters cell does not assign (a typo, a parameter of another
-    notebook): one line naming it and, where one is close, the parameter meant."""
+    notebook): one line naming it and, where one is close, the parameter meant.
+
+    On a first run (papermill's, or Run all in a fresh kernel) the globals hold only what ran above the check, so
+    every such name is refused. On a re-run in the same kernel (the checked P of the run before is there) they
+    also hold what the user's own cells below bound: only a near-certain typo of a parameter is refused, any
+    other name is said to be ignored, in one printed line."""
+    rerun = any(isinstance(value, Parameters) for value in params.values())
     for name, value in params.items():
         if (_NAME.fullmatch(name) and name not in declared and name not in SETUP_NAMES
                 and type(value) in _SETTING_TYPES):
             shown = "***" if _SECRET.search(name) else short(value)
             meant = closest(name, declared)
+            if rerun and not difflib.get_close_matches(name, list(declared), n=1, cutoff=RERUN_TYPO_RATIO):
+                print(f"{name} is not a parameter of this notebook: ignored (a name a later cell bound on the run "
+                      "before?)" + (f"; did you mean {meant}?" if meant else ""))
+                continue
             hint = f"did you mean {meant}?" if meant else f"its parameters are {', '.join(declared)}"
             return ParameterError(f"{name} = {shown}: not a parameter of this notebook; {hint}")
     return None
