@@ -103,8 +103,8 @@ sae, sae_repo = sae_source.sae_for_notebook(P, model, tokenizer, layer, run.out_
 # latents and the variance explained, then the three parts as they enter the score. **What a healthy run
 # shows** on the default Gemma Scope SAE: L0 near 82, the average L0 the release is named for
 # (`average_l0_82`, Lieberum et al. 2024, measured on its own training text; FineWeb-Edu may shift it a
-# little), so `l0_score` about exp(−|ln(82/80)|) = 0.98; `loss_recovered` (SAELens' `ce_loss_score`) about
-# 0.90-0.99, the band published SAEs of this size and sparsity score on Gemma-2 residual streams
+# little), so `l0_score` about exp(−|ln(82/80)|) = 0.98; `loss_recovered`, i.e. SAELens' `ce_loss_score` about 0.90-0.99,
+# the band published SAEs of this size and sparsity score on Gemma-2 residual streams
 # (Gemma Scope; SAEBench, Karvonen et al. 2025; notebook 01 cites them), and our own CE loss recovered
 # (printed beside it) somewhat below: it zero-ablates the layer at ordinary tokens only, where SAELens
 # also zeroes BOS (a far worse baseline, so a larger share "recovered"); `alive` below 1 even for a healthy SAE, by construction:

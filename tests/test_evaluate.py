@@ -62,6 +62,20 @@ def test_zero_reconstruction_recovers_nothing(tiny):
     assert r["var_expl"] < 0.05
 
 
+def test_dense_latents_are_counted_as_saebench_counts_them(tiny):
+    """A planted always-on latent (TopK with k = 1 and its bias far above every other pre-activation) fires on
+    every token and no other latent fires: one latent of d_sae over 1 % and over 10 % of the tokens."""
+    model, tokenizer = tiny
+    d = d_model(model)
+    sae = build_sae(TopKConfig(d_in=d, d_sae=64, k=1, seed=0))
+    with torch.no_grad():
+        sae.b_enc.fill_(-1e4)
+        sae.b_enc[5] = 1e4
+    r = evaluate_saes(model, tokenizer, {1: sae}, _batches(tokenizer))["1"]
+    assert r["alive"] == 1
+    assert r["freq_over_1_percent"] == r["freq_over_10_percent"] == pytest.approx(1 / 64)
+
+
 def test_report_keeps_the_originals_shape(tiny, tmp_path):
     model, tokenizer = tiny
     d = d_model(model)

@@ -44,6 +44,10 @@ METRIC_DEFINITIONS = {
     "alive": "latents active on at least one non-special evaluation token (over these eval_tokens only, not "
              "training's dead window: a latent rarer than 1 in eval_tokens counts as dead here)",
     "dead_pct": "100 x (1 - alive / d_sae): latents that never fired on the evaluation tokens",
+    "freq_over_1_percent": "share of latents (0-1) active on more than 1 % of the non-special evaluation tokens "
+                           "(SAEBench core's freq_over_1_percent: dense latents, which TopK SAEs can grow)",
+    "freq_over_10_percent": "share of latents (0-1) active on more than 10 % of the non-special evaluation tokens "
+                            "(SAEBench core's freq_over_10_percent)",
     "d_sae": "the SAE's number of latents",
     "eval_tokens": "non-special tokens read (BOS/EOS/pad and other special tokens excluded): the count behind "
                    "var_expl, fvu, mse, l0 and alive",
@@ -262,6 +266,7 @@ class OurMetrics:
             total_var = tally.sum_sq_norm - (tally.sum_x.pow(2).sum().item() / max(tally.tokens, 1))
             fvu = tally.sq_err / max(total_var, 1e-12)
             alive = int((tally.fire_counts > 0).sum())
+            density = tally.fire_counts.double() / max(tally.tokens, 1)
             if sparsity is not None:
                 sparsity[key] = torch.log10(tally.fire_counts.double() / max(tally.tokens, 1) + 1e-10).float()
             ce_spliced = tally.ce_spliced / max(tally.predictions, 1)
@@ -273,6 +278,8 @@ class OurMetrics:
                 "l0": tally.l0_sum / max(tally.tokens, 1),
                 "alive": alive,
                 "dead_pct": 100.0 * (1 - alive / tally.d_sae),
+                "freq_over_1_percent": float((density > 0.01).double().mean()),
+                "freq_over_10_percent": float((density > 0.1).double().mean()),
                 "d_sae": tally.d_sae,
                 "ce_loss_clean": ce_clean,
                 "ce_loss_spliced": ce_spliced,
