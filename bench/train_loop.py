@@ -34,7 +34,7 @@ from shared.training.trainer import train  # noqa: E402
 MODELS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "models"
 
 # The tiers' models by their short names: each is built from its real config, shipped in
-# tests/data/models/<org>__<name>/config.json (the same file tests/test_tiers.py checks shared/planning/models.py
+# tests/data/models/<org>__<name>/config.json (the same file tests/test_planning.py checks shared/planning/models.py
 # against), and "toy", a small Llama for a quick CPU check of the script itself.
 SHAPES = {
     "gemma-2-2b": "google/gemma-2-2b",
@@ -209,7 +209,7 @@ TRAINING_NOTEBOOKS = ("01_", "02_", "03_", "08_", "09_", "10_", "12_", "17_")  #
 
 def notebook_parameters(notebook: str, sets: list[str]) -> dict:
     """A catalog notebook's default parameters (its source's parameters cell and the catalog's overrides,
-    as tests/test_tiers.py reads them), with NAME=VALUE overrides."""
+    as tests/test_planning.py reads them), with NAME=VALUE overrides."""
     sys.path.insert(0, str(MODELS_DIR.parents[2]))
     import build_notebooks as bn
 

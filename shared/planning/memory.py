@@ -7,7 +7,7 @@ time) and two Adam moments + the step's dense [batch, d_sae] tensors + the activ
 CUDA context; it fits when that total stays <= USABLE_FRACTION of the memory torch reports. Where
 a model is spread over several GPUs (MODEL_DEVICE = "spread") its blocks are split as
 transformers' device_map="auto" splits them under the `max_memory` that `spread_limits` gives it,
-so the SAE's GPU keeps room for the SAE; tests/test_tiers.py checks this arithmetic against
+so the SAE's GPU keeps room for the SAE; tests/test_planning.py checks this arithmetic against
 transformers' own split of each default model built from its real config (tests/data/models).
 """
 
@@ -98,7 +98,7 @@ def spread_weights(s: ModelShape, wbytes: int, limits_gib: list[float]) -> list[
 
     The arithmetic of transformers.integrations.accelerate.infer_auto_device_map: the embedding, the
     blocks in order and the unembedding fill each GPU in turn up to its limit; GPU 0 keeps room for the
-    largest module not placed yet (for an offloaded layer). tests/test_tiers.py checks it against
+    largest module not placed yet (for an offloaded layer). tests/test_planning.py checks it against
     transformers on each default model built from its real config."""
     embed = s.vocab * s.d_model * wbytes
     block = s.block_params * wbytes

@@ -1,5 +1,5 @@
 """The models a tier trains and their recipes: each default model's shape (from its real config,
-checked in tests/test_tiers.py), each tier's recipe as its catalog notebook runs it, and which tier
+checked in tests/test_planning.py), each tier's recipe as its catalog notebook runs it, and which tier
 notebooks are released today (read from the generated catalog)."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ SHAPES: dict[str, ModelShape] = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A tier recipe: a model and the parameters its catalog notebook trains with (tests/test_tiers.py
+    """A tier recipe: a model and the parameters its catalog notebook trains with (tests/test_planning.py
     checks every field against notebooks_src/catalog.toml, so notebook 07 recommends what the notebook runs)."""
 
     shape: ModelShape

@@ -1,6 +1,6 @@
 """What every catalog notebook that names a GPU does in its default run (a Workload per notebook), and
 its estimate on a GPU class: memory per GPU in its training and inference phases, minutes by part.
-Tested for every GPU notebook in tests/test_tiers.py and measured by bench/train_loop.py --fit-check."""
+Tested for every GPU notebook in tests/test_planning.py and measured by bench/train_loop.py --fit-check."""
 
 from __future__ import annotations
 
