@@ -116,3 +116,37 @@ def test_the_crosscoders_sync_free_auxk_is_the_same_auxk(n_dead):
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-10, atol=1e-12, msg=name)
     xc.sync_free_aux = True
     assert count_step(xc, x, _dead(40)).syncs == []
+
+
+def _trainer_syncs(tmp_path, batch_tokens: int, sync_free: bool) -> tuple[int, int]:
+    """(host syncs of a whole tiny training run, its SAE steps): 40 forwards of 8 x 64 tokens, logged once."""
+    from shared.model.loading import load_model
+    from shared.saes.topk import TopKSAE
+    from shared.training.config import TrainConfig
+    from shared.training.trainer import train
+
+    model, tok = load_model("tiny:llama")
+    cfg = TrainConfig(model_id="tiny:llama", layers=(1,), dataset=("synthetic",), context_len=64,
+                      sae=TopKConfig(d_sae=256, k=8, dead_tokens_threshold=1024), total_tokens=40 * 8 * 63,
+                      batch_tokens=batch_tokens, model_batch_size=8, block_batches=4, warmup_steps=2,
+                      checkpoint_every_tokens=10**12, log_every=10**9,
+                      checkpoint_dir=str(tmp_path / f"ck{batch_tokens}{sync_free}"))
+    old, TopKSAE.sync_free_aux = TopKSAE.sync_free_aux, sync_free
+    try:
+        with OpCounter() as counter:
+            result = train(cfg, model, tok, progress=False)
+    finally:
+        TopKSAE.sync_free_aux = old
+    return len(counter.syncs), result.steps
+
+
+def test_the_trainers_host_syncs_do_not_grow_with_its_steps(tmp_path):
+    """The whole training loop (forwards, blocks, steps, the final log and checkpoint): twice the SAE steps on
+    the same forwards add no host sync with sync_free_aux (the loop's syncs are per forward, per log, per
+    checkpoint), and exactly one a step (AuxK's dead count) without it."""
+    few, steps_few = _trainer_syncs(tmp_path, 504, True)
+    many, steps_many = _trainer_syncs(tmp_path, 252, True)
+    assert steps_many == 2 * steps_few and many == few
+    read_few, _ = _trainer_syncs(tmp_path, 504, False)
+    read_many, _ = _trainer_syncs(tmp_path, 252, False)
+    assert read_many - read_few == steps_many - steps_few
