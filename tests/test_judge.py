@@ -14,10 +14,25 @@ KEY = "sk-test-SECRET-0123456789abcdef"
 LABEL = '{"name": "banana mentions", "desc": "Fires on the word banana.", "confidence": 0.9}'
 
 
+def is_fuzz(prompt: str) -> bool:
+    return '{"correct": [<indices>]}' in prompt
+
+
+def fuzz_answer(prompt: str, hot: str) -> str:
+    """The right fuzzing answer for a latent firing on `hot`: the texts whose marked tokens are all `hot`."""
+    block = prompt.split("other tokens of the text.\n\n", 1)[1].rsplit("\n\nIn which texts", 1)[0]
+    items = [re.match(r"(\d+)\. (.*)", item, flags=re.S).groups() for item in re.split(r"\n(?=\d+\. )", block)]
+    return json.dumps({"correct": [int(i) for i, text in items
+                                   if {m.strip() for m in re.findall(r"<<(.*?)>>", text, flags=re.S)} == {hot}]})
+
+
 def responder(prompt: str) -> str:
-    """A judge that knows the planted concept: explains it, then picks the texts that hold it."""
+    """A judge that knows the planted concept: explains it, picks the texts that hold it, and accepts the
+    marks that fall on it."""
     if "What does this feature detect" in prompt:
         return LABEL
+    if is_fuzz(prompt):
+        return fuzz_answer(prompt, "banana")
     items = re.findall(r"^(\d+)\. (.*)$", prompt, flags=re.M)
     return json.dumps({"activating": [int(i) for i, text in items if "banana" in text]})
 
@@ -63,24 +78,26 @@ def test_explain_then_score_and_cache(kind, tmp_path, capsys):
         j = judge.Judge(make_backend(kind, api), cache_dir=tmp_path / "cache", max_workers=2,
                         base_delay=0.01, log=lines.append)
         cat = j.label_features(features(2))
-        assert len(api.requests) == 4 == j.requests  # explain + detect per feature
+        assert len(api.requests) == 6 == j.requests  # explain + detect + fuzz per feature
         assert {r["path"] for r in api.requests} == {PATHS[kind]}
         sent = api.requests[0]["headers"]
         assert KEY in (sent.get("x-api-key", "") + sent.get("authorization", ""))  # the key is sent...
         assert cat["judge_backend"] == kind and cat["judge_model"] == j.backend.model
         f0 = cat["features"][0]
         assert set(f0) == {"id", "rank", "name", "desc", "confidence", "fire_rate", "mean_when_fired",
-                           "score", "auroc", "held_out", "top_activating_examples"}
+                           "score", "auroc", "held_out", "fuzzing_score", "fuzzing_items", "top_activating_examples"}
         assert (f0["name"], f0["confidence"], f0["score"], f0["auroc"]) == ("banana mentions", 0.9, 1.0, 1.0)
         assert f0["held_out"] == {"activating": 4, "non_activating": 4}
+        assert f0["fuzzing_score"] == 1.0 and f0["fuzzing_items"] == {"correct": 2, "wrong": 2}
+        assert cat["fuzzing_metric"] == judge.FUZZING_METRIC
         assert [f["rank"] for f in cat["features"]] == [1, 2]
         assert f0["top_activating_examples"][0]["activation"] == 3.0
-        assert "~" in lines[0] and "4 requests to make (0 cached)" in lines[0] and "$" in lines[0]
+        assert "~" in lines[0] and "6 requests to make (0 cached)" in lines[0] and "$" in lines[0]
 
         j2 = judge.Judge(make_backend(kind, api), cache_dir=tmp_path / "cache", log=lines.append)
         assert j2.label_features(features(2)) == cat
-        assert len(api.requests) == 4 and j2.requests == 0  # the re-run made no request
-        assert "0 requests to make (4 cached)" in lines[1]
+        assert len(api.requests) == 6 and j2.requests == 0  # the re-run made no request, fuzzing's included
+        assert "0 requests to make (6 cached)" in lines[1]
     (tmp_path / "feature_catalog.json").write_text(json.dumps(cat, indent=1))  # the catalog as 04 writes it
     _no_key_anywhere(tmp_path, *lines, capsys.readouterr().out, repr(j.backend))  # ...never kept
 
@@ -92,7 +109,7 @@ def test_retries_then_success(kind, step, tmp_path):
         j = judge.Judge(make_backend(kind, api, timeout=0.5), cache_dir=tmp_path, base_delay=0.01,
                         log=lambda s: None)
         cat = j.label_features(features(1))
-        assert len(api.requests) == 3  # the failed try, its retry, the detection
+        assert len(api.requests) == 4  # the failed try, its retry, the detection, the fuzzing
         assert cat["features"][0]["score"] == 1.0
 
 
@@ -102,11 +119,11 @@ def test_malformed_json_repaired_or_reasked(kind, tmp_path):
     with FakeLLM(responder, script=[("text", broken)]) as api:
         j = judge.Judge(make_backend(kind, api), cache_dir=tmp_path / "a", log=lambda s: None)
         f = j.label_features(features(1))["features"][0]
-        assert len(api.requests) == 2 and (f["name"], f["confidence"]) == ("banana mentions", 0.8)
+        assert len(api.requests) == 3 and (f["name"], f["confidence"]) == ("banana mentions", 0.8)
     with FakeLLM(responder, script=[("text", "I think it is about fruit.")]) as api:
         j = judge.Judge(make_backend(kind, api), cache_dir=tmp_path / "b", log=lambda s: None)
         f = j.label_features(features(1))["features"][0]
-        assert len(api.requests) == 3  # one re-ask
+        assert len(api.requests) == 4  # one re-ask
         assert api.requests[1]["body"]["messages"][0]["content"].endswith(judge.REASK)
         assert f["name"] == "banana mentions" and f["score"] == 1.0
 
@@ -121,7 +138,7 @@ def test_retries_are_bounded_and_failures_not_cached(tmp_path):
         assert not list(tmp_path.glob("*.json"))
         f = judge.Judge(make_backend("openai", api), cache_dir=tmp_path,
                         log=lambda s: None).label_features(features(1))["features"][0]
-        assert f["score"] == 1.0 and len(api.requests) == 5
+        assert f["score"] == 1.0 and len(api.requests) == 6
 
 
 @pytest.mark.parametrize("fail, expect", [(2, "FAILED on every feature (2 of 2"), (1, "failed on 1 of 2 features"),
@@ -180,6 +197,8 @@ def test_pick_backend_and_offline_labeller(monkeypatch, tmp_path):
     assert cat["judge_backend"] == "offline" and "offline" in lines[0]
     f0 = cat["features"][0]
     assert "Offline heuristic" in f0["desc"] and "banana" in f0["name"] and f0["score"] == 1.0
+    assert f0["fuzzing_score"] == 1.0  # the marks on 'banana' are its tokens, the random ones are not
+    assert cat == judge.label_features(features(2), b, log=lines.append)  # deterministic
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     assert isinstance(judge.pick_backend(), judge.OpenAIBackend)
@@ -251,6 +270,8 @@ def tilde_judge(prompt: str) -> str:
     """A judge that knows the planted latent: explains '~', then picks exactly the texts holding it."""
     if "What does this feature detect" in prompt:
         return TILDE_LABEL
+    if is_fuzz(prompt):
+        return fuzz_answer(prompt, "~")
     block = prompt.split("the others do not.\n\n", 1)[1].rsplit("\n\nWhich texts activate it?", 1)[0]
     items = [re.match(r"(\d+)\. (.*)", item, flags=re.S).groups() for item in re.split(r"\n(?=\d+\. )", block)]
     return json.dumps({"activating": [int(i) for i, text in items if "~" in text]})
@@ -300,16 +321,19 @@ def test_a_right_judge_of_a_frequent_latent_is_scored_right(kind, tiny_model, tm
         cat = judge.Judge(make_backend(kind, api), cache_dir=tmp_path, log=lambda s: None).label_features([ev])
         prompts = [r["body"]["messages"][0]["content"] for r in api.requests]
     f = cat["features"][0]
-    assert (f["name"], f["score"], f["auroc"]) == ("tilde", 1.0, 1.0)
+    assert (f["name"], f["score"], f["auroc"], f["fuzzing_score"]) == ("tilde", 1.0, 1.0, 1.0)
     assert f["held_out"] == {"activating": 10, "non_activating": 10}
+    assert f["fuzzing_items"] == {"correct": 5, "wrong": 5}
     specials = [t for t in (tok.bos_token, tok.eos_token, tok.pad_token) if t]
-    assert len(prompts) == 2 and not [t for t in specials for p in prompts if t in p]
+    assert len(prompts) == 3 and not [t for t in specials for p in prompts if t in p]
 
 
 def test_a_judge_answering_at_random_scores_chance():
-    """A judge that picks each detection context with probability 1/2, whatever it reads: its mean balanced
-    accuracy and AUROC over 40 latents sit at 0.5 (sd ~0.015 each), and a judge that inverts a right answer
-    scores 0, so the score says how well the label picks the contexts, not how the prompt is laid out."""
+    """A judge that picks each detection context, and accepts each fuzzing item's marks, with probability
+    1/2 whatever it reads: its mean detection balanced accuracy and AUROC over 40 latents sit at 0.5 (sd
+    ~0.015 each), its mean fuzzing balanced accuracy too (sd ~0.025: 5 + 5 items a latent), and a judge
+    that inverts a right answer scores 0 on both, so the scores say how well the label picks the contexts
+    and the tokens, not how the prompts are laid out."""
     import random
 
     rng = random.Random(0)
@@ -318,12 +342,16 @@ def test_a_judge_answering_at_random_scores_chance():
         if "What does this feature detect" in prompt:
             return LABEL
         items = re.findall(r"^(\d+)\. ", prompt, flags=re.M)
-        return json.dumps({"activating": [int(i) for i in items if rng.random() < 0.5]})
+        return json.dumps({"correct" if is_fuzz(prompt) else "activating":
+                           [int(i) for i in items if rng.random() < 0.5]})
 
     def inverted_judge(prompt: str) -> str:
         if "What does this feature detect" in prompt:
             return LABEL
         items = re.findall(r"^(\d+)\. (.*)$", prompt, flags=re.M)
+        if is_fuzz(prompt):
+            right = set(json.loads(fuzz_answer(prompt, "banana"))["correct"])
+            return json.dumps({"correct": [int(i) for i, _ in items if int(i) not in right]})
         return json.dumps({"activating": [int(i) for i, text in items if "banana" not in text]})
 
     feats = []
@@ -338,6 +366,54 @@ def test_a_judge_answering_at_random_scores_chance():
     aurocs = [f["auroc"] for f in cat["features"] if f["auroc"] is not None]
     assert abs(sum(scores) / len(scores) - 0.5) < 0.05 and abs(sum(aurocs) / len(aurocs) - 0.5) < 0.05
     assert min(scores) < 0.5 < max(scores)
+    fuzzing = [f["fuzzing_score"] for f in cat["features"]]
+    assert abs(sum(fuzzing) / len(fuzzing) - 0.5) < 0.06 and min(fuzzing) < 0.5 < max(fuzzing)
+    assert {f["fuzzing_items"]["correct"] for f in cat["features"]} == {5}
     with FakeLLM(inverted_judge) as api:
         cat = judge.Judge(make_backend("openai", api), log=lambda _: None).label_features(feats[:3])
-    assert [f["score"] for f in cat["features"]] == [0.0] * 3
+    assert [(f["score"], f["fuzzing_score"]) for f in cat["features"]] == [(0.0, 0.0)] * 3
+
+
+# --------------------------------------------------------------------------- the fuzzing protocol
+
+
+def _planted(k):
+    """A 10-token context, peak 2.0 at 'c': true tokens (>= 0.3 x 2.0 = 0.6) are c (2.0), e (1.0), g (0.6);
+    b (0.5) and i (0.59) fire below the threshold, the rest are 0."""
+    toks = [f" {w}{k}" for w in "abcdefghij"]
+    return {"text": "".join(toks), "tokens": toks, "acts": [0, 0.5, 2.0, 0, 1.0, 0, 0.6, 0, 0.59, 0]}
+
+
+def test_fuzz_items_mark_the_true_tokens_or_as_many_others():
+    held = [_planted(k) for k in range(9)] + [  # and one context whose every token fires: never marked wrong
+        {"text": " x y", "tokens": [" x", " y"], "acts": [1.0, 0.9]}]
+    items = judge.fuzz_items(held, fid=7, seed=1)
+    assert items == judge.fuzz_items(held, fid=7, seed=1)  # seeded: prompts and cache keys repeat
+    assert items != judge.fuzz_items(held, fid=8, seed=1)
+    assert len(items) == 10 and sum(not t for _, t, _ in items) == 5  # half the contexts marked wrong
+    true = (2, 4, 6)
+    for text, correct, marks in items:
+        k = re.search(r"j(\d)", text)
+        toks = held[int(k.group(1)) if k else -1]["tokens"]
+        assert text == "".join(f"<<{t}>>" if i in marks else t for i, t in enumerate(toks))
+        if toks == held[-1]["tokens"]:
+            assert correct and marks == (0, 1)
+        elif correct:
+            assert marks == true  # exactly the above-threshold tokens
+        else:
+            assert len(marks) == len(true) and not set(marks) & set(true)  # as many, none of them true
+    wrong_marks = {m for _, t, marks in items if not t for m in marks}
+    assert len(wrong_marks) > 3  # drawn at random, not always the same tokens
+    assert judge.fuzz_items(held[:1], fid=0) == [(judge._highlight(held[0]["tokens"], true), True, true)]
+
+
+def test_fuzz_prompt_shows_the_items_and_the_offline_labeller_answers_from_the_marks():
+    held = [_planted(k) for k in range(6)]
+    items = judge.fuzz_items(held, fid=0)
+    prompt = judge.fuzz_prompt("letter c", "fires on c", items)
+    assert all(f"{i}. {text}" in prompt.splitlines() for i, (text, *_) in enumerate(items))
+    explain = [{**_planted(k), "text": f"e{k}"} for k in range(3)]  # its peak token is ' c<k>': ' c0', ' c1', ' c2'
+    lab = judge.OfflineLabeller().label(explain, [], items)
+    assert lab["score"] is None and lab["fuzzing_score"] == 0.5  # its label tokens (c0..c2) miss e, g: 'wrong' always
+    assert judge.fuzzing_score(items, [t for _, t, _ in items]) == 1.0
+    assert judge.fuzzing_score(items, [not t for _, t, _ in items]) == 0.0

@@ -9,9 +9,15 @@ says how notebook 04 draws them). Texts are deduplicated: none twice, none both 
 carries a measured score, not only the model's own confidence; `auroc` is the AUROC of the feature's
 peak activation in each scored context as a score separating the contexts the judge called
 activating from the others (1.0 = its calls follow the activation, 0.5 = unrelated; None when it
-called all or none). With no key, `OfflineLabeller` names a feature from its top tokens and
+called all or none). Prompt 3 (fuzzing, after Delphi's fuzzing scorer) shows the explanation and the
+held-out activating contexts again, each with some tokens marked: in about half, the tokens where the
+feature truly activates (activation >= FUZZ_THRESHOLD of that context's peak); in the others, as many
+tokens drawn at random (seeded) from the rest of the same context. The judge says in which the marks
+match the explanation; `fuzzing_score` is the balanced accuracy of that call (0.5 chance, 1.0
+perfect), so it measures whether the label says WHICH token fires, not only which context. With no key, `OfflineLabeller` names a feature from its top tokens and
 n-grams, says plainly that it is an offline heuristic, and is scored the same way (detection by
-token overlap), so `score` and `auroc` mean the same thing.
+token overlap; fuzzing by whether the marked tokens are the label's tokens), so the scores mean the
+same thing.
 
 A run prints a cost estimate first, calls the API from a bounded thread pool, retries 429 / 5xx /
 timeouts / connection errors with exponential back-off and jitter (honouring retry-after), repairs
@@ -49,6 +55,12 @@ SCORE_METRIC = ("detection balanced accuracy on held-out activating contexts (ac
                 "held-out contexts measured non-activating (0.5 = chance)")
 AUROC_METRIC = ("AUROC of the feature's peak activation in each scored context, separating the contexts the judge "
                 "called activating from the others (1 = its calls follow the activation, 0.5 = unrelated)")
+# a token is "where the feature activates" when its activation is at least this fraction of the context's
+# peak (Delphi's fuzzing threshold, 0.3)
+FUZZ_THRESHOLD = 0.3
+FUZZING_METRIC = ("fuzzing balanced accuracy: the judge says whether the marked tokens of a held-out activating "
+                  f"context match the explanation; half marked where the feature activates (>= {FUZZ_THRESHOLD} of "
+                  "the context's peak), half as many other tokens of the same context at random (0.5 = chance)")
 DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 KEY_NAMES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
@@ -65,7 +77,7 @@ PRICES = {
     "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1-nano": (0.10, 0.40),
     "gpt-5": (1.25, 10.0), "gpt-5-mini": (0.25, 2.0), "gpt-5-nano": (0.05, 0.40),
 }
-EXPLAIN_MAX_TOKENS, DETECT_MAX_TOKENS = 300, 200
+EXPLAIN_MAX_TOKENS, DETECT_MAX_TOKENS, FUZZ_MAX_TOKENS = 300, 200, 200
 
 
 # ---------------------------------------------------------------------------------------- evidence
@@ -103,12 +115,18 @@ def _max_act(ex: dict) -> float:
     return max((float(a) for a in ex.get("acts") or []), default=0.0)
 
 
+def _highlight(tokens: list[str], positions) -> str:
+    """The tokens joined, each one at `positions` wrapped as <<tok>>."""
+    marked = set(positions)
+    return "".join(f"<<{t}>>" if i in marked else t for i, t in enumerate(tokens))
+
+
 def _marked(ex: dict) -> str:
     """The context with every token whose activation is > 0 wrapped as <<tok>>."""
     toks, acts = ex.get("tokens") or [], ex.get("acts") or []
     if not toks:
         return _text(ex)
-    return "".join(f"<<{t}>>" if a > 0 else t for t, a in zip(toks, acts))
+    return _highlight(toks, [i for i, a in enumerate(acts) if a > 0])
 
 
 def _measured(ex: dict) -> bool:
@@ -149,6 +167,37 @@ def split_examples(f: FeatureEvidence, n_explain: int, n_score: int, seed: int =
     return explain, held, silent, items
 
 
+def fuzz_items(held: list[dict], fid: int, seed: int = 0,
+               threshold: float = FUZZ_THRESHOLD) -> list[tuple[str, bool, tuple[int, ...]]]:
+    """The fuzzing items of one feature from its held-out activating contexts: (marked text, marks correct?,
+    marked token positions), shuffled by a seed derived from (seed, feature id).
+
+    A context's true tokens are those with activation >= threshold x its peak. len(held) // 2 contexts,
+    drawn at random among those with at least as many other tokens, are marked wrong: as many tokens as
+    it has true ones, drawn at random from its other tokens (so the count of marks says nothing and no
+    true token is marked); the rest are marked correct, at exactly their true tokens. Each context is shown
+    once, so no item can be told from its twin. Contexts without per-token acts are left out.
+    """
+    rng = random.Random(f"{seed}:{fid}:fuzz")
+    usable = [e for e in held if e.get("tokens") and len(e["tokens"]) == len(e.get("acts") or [])]
+    true_sets = []
+    for e in usable:
+        cut = threshold * _max_act(e)
+        true_sets.append([i for i, a in enumerate(e["acts"]) if a > 0 and a >= cut])
+    eligible = [k for k, t in enumerate(true_sets) if len(usable[k]["tokens"]) - len(t) >= len(t)]
+    wrong = set(rng.sample(eligible, min(len(usable) // 2, len(eligible))))
+    items = []
+    for k, (e, true) in enumerate(zip(usable, true_sets)):
+        if k in wrong:
+            others = [i for i in range(len(e["tokens"])) if i not in set(true)]
+            marks = tuple(sorted(rng.sample(others, len(true))))
+        else:
+            marks = tuple(true)
+        items.append((_highlight(e["tokens"], marks), k not in wrong, marks))
+    rng.shuffle(items)
+    return items
+
+
 def balanced_accuracy(truth: list[bool], predicted: list[bool]) -> float | None:
     """Mean of the true-positive and true-negative rates; None without both classes."""
     pos = [p for t, p in zip(truth, predicted) if t]
@@ -166,6 +215,11 @@ def auroc(labels: list[bool], scores: list[float]) -> float | None:
     if not pos or not neg:
         return None
     return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+
+
+def fuzzing_score(items: list[tuple[str, bool, tuple[int, ...]]], predicted: list[bool]) -> float | None:
+    """Balanced accuracy of a fuzzing answer (True = "the marks are right") for items (text, truth, marks)."""
+    return balanced_accuracy([t for _, t, _ in items], list(predicted))
 
 
 def detection_scores(items: list[tuple[str, bool, float]], predicted: list[bool]) -> dict:
@@ -197,6 +251,21 @@ def detect_prompt(name: str, desc: str, items: list[tuple[str, bool, float]]) ->
         "Some of the numbered texts below activate this feature; the others do not.\n\n"
         + "\n".join(lines) + "\n\n"
         'Which texts activate it? Answer with only a JSON object: {"activating": [<indices>]}'
+    )
+
+
+def fuzz_prompt(name: str, desc: str, items: list[tuple[str, bool, tuple[int, ...]]]) -> str:
+    """Prompt 3: the explanation plus numbered contexts with marked tokens; asks which marks are right."""
+    lines = [f"{i}. {text}" for i, (text, *_) in enumerate(items)]
+    return (
+        "A latent feature of a language model has this explanation:\n"
+        f"name: {name}\ndescription: {desc}\n\n"
+        "The feature activates somewhere in every numbered text below. In each text some tokens are wrapped "
+        "in <<double angle brackets>>: in some texts those are the tokens where the feature activates, in the "
+        "others they are other tokens of the text.\n\n"
+        + "\n".join(lines) + "\n\n"
+        "In which texts are the marked tokens the ones the explanation predicts? Answer with only a JSON "
+        'object: {"correct": [<indices>]}'
     )
 
 
@@ -300,7 +369,8 @@ class OfflineLabeller:
     """No LLM: a label from the tokens the feature fires on most and the n-grams around them.
 
     Scored like the LLM labels: a held-out or random context is predicted active when it contains
-    one of the label's tokens, and `score` is the balanced accuracy of that guess.
+    one of the label's tokens, and `score` is the balanced accuracy of that guess; a fuzzing item is
+    called correctly marked when every marked token is one of the label's tokens (`fuzzing_score`).
     """
 
     name, model = "offline", "top-tokens"
@@ -308,7 +378,8 @@ class OfflineLabeller:
     def __repr__(self) -> str:
         return "OfflineLabeller()"
 
-    def label(self, explain: list[dict], items: list[tuple[str, bool, float]]) -> dict:
+    def label(self, explain: list[dict], items: list[tuple[str, bool, float]],
+              fuzz: list[tuple[str, bool, tuple[int, ...]]] = ()) -> dict:
         peak, bigrams = Counter(), Counter()
         for e in explain:
             toks, acts = e.get("tokens") or [], e.get("acts") or []
@@ -321,6 +392,7 @@ class OfflineLabeller:
         tokens = [t for t, _ in peak.most_common(3) if t]
         if not tokens:
             return {"name": "(no activating tokens)", "confidence": 0.0, "score": None, "auroc": None,
+                    "fuzzing_score": None,
                     "desc": "Offline heuristic, not an LLM label: the examples hold no activating tokens."}
         grams = [g for g, c in bigrams.most_common(2) if c > 1]
         desc = (f"Offline heuristic from top tokens, not an LLM label (set ANTHROPIC_API_KEY or "
@@ -329,9 +401,11 @@ class OfflineLabeller:
                 + (f"; common contexts {', '.join(map(repr, grams))}" if grams else "") + ".")
         words = [re.compile(rf"(?<!\w){re.escape(t)}(?!\w)") for t in tokens]
         predicted = [any(w.search(text) for w in words) for text, *_ in items]
+        marked_ok = [all(m.strip() in tokens for m in re.findall(r"<<(.*?)>>", text, flags=re.S))
+                     for text, *_ in fuzz]
         return {"name": "token " + " / ".join(map(repr, tokens)), "desc": desc,
                 "confidence": round(peak.most_common(1)[0][1] / max(1, len(explain)), 3),
-                **detection_scores(items, predicted)}
+                **detection_scores(items, predicted), "fuzzing_score": fuzzing_score(fuzz, marked_ok)}
 
 
 def pick_backend(prefer: str | None = None, anthropic_model: str = DEFAULT_ANTHROPIC_MODEL,
@@ -440,20 +514,33 @@ class Judge:
             return check(parse_json(self.complete(prompt + REASK, max_tokens)))
 
     # --- one feature
+    def _fuzz(self, f: FeatureEvidence, held: list[dict]) -> list[tuple[str, bool, tuple[int, ...]]]:
+        """The feature's fuzzing items, [] unless both correctly and wrongly marked ones exist."""
+        items = fuzz_items(held, f.id, self.seed)
+        return items if len({t for _, t, _ in items}) == 2 else []
+
     def label_one(self, f: FeatureEvidence) -> dict:
-        """{name, desc, confidence, score, auroc, held_out} for one feature: explain, then detect on
-        held-out data (score and auroc None without both activating and non-activating contexts)."""
+        """{name, desc, confidence, score, auroc, held_out, fuzzing_score, fuzzing_items} for one feature:
+        explain, then detect on held-out data (score and auroc None without both activating and
+        non-activating contexts), then fuzz on the held-out activating ones (None without two)."""
         explain, held, silent, items = split_examples(f, self.n_explain, self.n_score, self.seed)
-        counts = {"held_out": {"activating": len(held), "non_activating": len(silent)}}
+        fuzz = self._fuzz(f, held)
+        counts = {"held_out": {"activating": len(held), "non_activating": len(silent)},
+                  "fuzzing_items": {"correct": sum(t for _, t, _ in fuzz),
+                                    "wrong": sum(not t for _, t, _ in fuzz)}}
         if isinstance(self.backend, OfflineLabeller):
-            return {**self.backend.label(explain, items if held and silent else []), **counts}
+            return {**self.backend.label(explain, items if held and silent else [], fuzz), **counts}
         label = self.ask_json(explain_prompt(explain), EXPLAIN_MAX_TOKENS, _as_label)
-        if not held or not silent:
-            return {**label, "score": None, "auroc": None, **counts}
-        chosen = self.ask_json(detect_prompt(label["name"], label["desc"], items), DETECT_MAX_TOKENS,
-                               _as_indices)
-        predicted = [i in chosen for i in range(len(items))]
-        return {**label, **detection_scores(items, predicted), **counts}
+        out = {**label, "score": None, "auroc": None, "fuzzing_score": None, **counts}
+        if held and silent:
+            chosen = self.ask_json(detect_prompt(label["name"], label["desc"], items), DETECT_MAX_TOKENS,
+                                   _as_indices)
+            out.update(detection_scores(items, [i in chosen for i in range(len(items))]))
+        if fuzz:
+            right = self.ask_json(fuzz_prompt(label["name"], label["desc"], fuzz), FUZZ_MAX_TOKENS,
+                                  lambda obj: _as_indices(obj, "correct"))
+            out["fuzzing_score"] = fuzzing_score(fuzz, [i in right for i in range(len(fuzz))])
+        return out
 
     # --- cost
     def estimate_cost(self, features: list[FeatureEvidence]) -> str:
@@ -473,7 +560,11 @@ class Judge:
             name, desc = (label["name"], label["desc"]) if label else ("x" * 40, "x" * 200)  # ~a label's size
             p2 = detect_prompt(name, desc, items)
             p2_cached = label is not None and self._cached(p2, DETECT_MAX_TOKENS) is not None
-            asks = ((p1, hit is not None), (p2, p2_cached)) if held and silent else ((p1, hit is not None),)
+            asks = [(p1, hit is not None)] + ([(p2, p2_cached)] if held and silent else [])
+            fuzz = self._fuzz(f, held)
+            if fuzz:
+                p3 = fuzz_prompt(name, desc, fuzz)
+                asks.append((p3, label is not None and self._cached(p3, FUZZ_MAX_TOKENS) is not None))
             for p, cached in asks:
                 if cached:
                     n_cached += 1
@@ -494,9 +585,10 @@ class Judge:
     # --- many features
     def label_features(self, features) -> dict:
         """The catalog dict for `features` (in rank order): top-level judge_backend, judge_model,
-        score_metric, auroc_metric, judge_failed, judge_error and `features`, one entry each with id, rank,
-        name, desc, confidence, fire_rate, mean_when_fired, score (balanced accuracy), auroc, held_out
-        {activating, non_activating: contexts scored} and top_activating_examples[{activation, text}].
+        score_metric, auroc_metric, fuzzing_metric, judge_failed, judge_error and `features`, one entry each
+        with id, rank, name, desc, confidence, fire_rate, mean_when_fired, score (detection balanced
+        accuracy), auroc, held_out {activating, non_activating: contexts scored}, fuzzing_score,
+        fuzzing_items {correct, wrong: items scored} and top_activating_examples[{activation, text}].
 
         A feature whose requests fail after all retries gets an empty name, a desc saying why and
         score None; the others are unaffected, and a re-run asks only for what is missing.
@@ -514,7 +606,7 @@ class Judge:
                     raise RuntimeError(f"{self.backend.name} refused the API key (HTTP {e.status_code}): "
                                        f"check {KEY_NAMES[self.backend.name]}") from None
                 return {"name": "", "desc": f"judge failed: {type(e).__name__}: {str(e)[:120]}",
-                        "confidence": 0.0, "score": None, "auroc": None, "failed": True}
+                        "confidence": 0.0, "score": None, "auroc": None, "fuzzing_score": None, "failed": True}
 
         with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
             labels = list(pool.map(one, feats))
@@ -525,35 +617,45 @@ class Judge:
                 "id": f.id, "rank": rank, "name": lab["name"], "desc": lab["desc"],
                 "confidence": lab["confidence"], "fire_rate": f.fire_rate,
                 "mean_when_fired": f.mean_when_fired, "score": lab["score"], "auroc": lab["auroc"],
-                "held_out": lab.get("held_out"),
+                "held_out": lab.get("held_out"), "fuzzing_score": lab.get("fuzzing_score"),
+                "fuzzing_items": lab.get("fuzzing_items"),
                 "top_activating_examples": [{"activation": round(_max_act(e), 4), "text": _text(e)}
                                             for e in top[:20]],
             })
         failed = [lab for lab in labels if lab.get("failed")]
         return {"judge_backend": self.backend.name, "judge_model": self.backend.model,
-                "score_metric": SCORE_METRIC, "auroc_metric": AUROC_METRIC, "judge_failed": len(failed),
+                "score_metric": SCORE_METRIC, "auroc_metric": AUROC_METRIC, "fuzzing_metric": FUZZING_METRIC,
+                "judge_failed": len(failed),
                 "judge_error": failed[0]["desc"].removeprefix("judge failed: ") if failed else "", "features": entries}
 
 
 def summary(catalog: dict) -> str:
     """One line on how the labelling went, from label_features' dict: all labelled, or how many features
-    the judge failed on and why (their names are blank in the catalog)."""
+    the judge failed on and why (their names are blank in the catalog); then the mean detection and
+    fuzzing scores over the features that have one (0.5 = chance, 1.0 = perfect)."""
     n, failed = len(catalog["features"]), catalog.get("judge_failed", 0)
     who = f"{catalog['judge_backend']} ({catalog['judge_model']})"
+    means = []
+    for key, what in (("score", "detection"), ("fuzzing_score", "fuzzing")):
+        got = [f[key] for f in catalog["features"] if f.get(key) is not None]
+        if got:
+            means.append(f"mean {what} {sum(got) / len(got):.2f} over {len(got)}")
+    scores = f"; {', '.join(means)} (0.5 = chance, 1.0 = perfect)" if means else ""
     if not failed:
-        return f"judge {who}: labelled all {n} features"
+        return f"judge {who}: labelled all {n} features" + scores
     if failed == n:
         return (f"judge {who} FAILED on every feature ({n} of {n}; first error: {catalog['judge_error']}): the "
                 "catalog's names are blank. Check the key and the service, then run again.")
     return (f"judge {who} failed on {failed} of {n} features (first error: {catalog['judge_error']}): their "
-            "names are blank; run again to retry them (the others are cached).")
+            "names are blank; run again to retry them (the others are cached)" + scores + ".")
 
 
-def _as_indices(obj) -> set[int]:
-    """The chosen item indices from {"activating": [...]} or a bare list."""
-    chosen = obj.get("activating") if isinstance(obj, dict) else obj
+def _as_indices(obj, key: str = "activating") -> set[int]:
+    """The chosen item indices from {key: [...]} ("activating" for detection, "correct" for fuzzing) or
+    a bare list."""
+    chosen = obj.get(key) if isinstance(obj, dict) else obj
     if not isinstance(chosen, list):
-        raise ValueError("detection JSON lacks an 'activating' list")
+        raise ValueError(f"the judge's JSON lacks a {key!r} list")
     return {int(i) for i in chosen if not isinstance(i, bool) and str(i).strip().isdigit()}
 
 
