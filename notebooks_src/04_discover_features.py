@@ -23,7 +23,10 @@
 #   (detect): contexts where the latent fires, drawn across its activation range, mixed with contexts
 #   where its activation was measured to be 0. `detection_score` is the balanced accuracy of that pick
 #   (0.5 chance, 1.0 perfect); `detection_auroc` says how well the judge's picks follow the latent's
-#   activation. With no API key an offline labeller names latents from their top tokens and is scored
+#   activation. `fuzzing_score` asks whether the label names the right *token*: the judge sees those
+#   activating contexts with tokens marked, in half the ones where the latent fires and in the other
+#   half as many other tokens, and says which marks fit the label (balanced accuracy, 0.5 chance, 1.0
+#   perfect). With no API key an offline labeller names latents from their top tokens and is scored
 #   the same way; it says so in every label.
 #
 # The default SAE is a published one, Gemma Scope's 16k-latent residual SAE at layer 12 of
@@ -136,7 +139,13 @@ print(f"top {len(ranked)} latents:", ", ".join(f"{j} ({s:.2f})" for j, s in rank
 # tenth of their activation ranking (strong to weak, as Delphi samples them), and 10 windows where its
 # activation is 0 on every token, shuffled, and says which activate. No context shows a special token
 # (BOS, EOS), and no text appears twice or both in the explanation and the test. A latent with too
-# few held-out windows of either kind gets no score (`held_out` in the catalog counts them). A cost
+# few held-out windows of either kind gets no score (`held_out` in the catalog counts them). Then the
+# fuzzing test (Delphi's): the same held-out activating windows, each with some tokens marked, half at
+# the tokens where the latent fires (activation at least 0.3 of that window's peak) and half at as
+# many other tokens of the window drawn at random; the judge says in which the marks fit its label.
+# `fuzzing_score` is the balanced accuracy of that call (0.5 chance, 1.0 perfect; `fuzzing_items`
+# counts the windows of each kind): a label can pick the right contexts yet name the wrong token, and
+# only this test sees it. One more request per latent. A cost
 # estimate is printed before any request; completions are cached in `OUTPUT_DIR/judge_cache`, so a
 # re-run costs nothing. Keys come from secrets (Colab: the key icon; Kaggle: Add-ons > Secrets) and
 # are never printed.
@@ -165,14 +174,15 @@ by_id = {e["id"]: e for e in labels["features"]}
 # adds `detection_score` (step 4's balanced accuracy: 0.5 chance, 1.0 perfect), `detection_auroc`
 # (the AUROC of the latent's peak activation in each scored context separating the ones the judge
 # called activating from the others: 1.0 when its picks follow the activation, 0.5 unrelated),
-# `held_out` (how many contexts of each kind scored it), the `detection_protocol` (how those contexts
+# `held_out` (how many contexts of each kind scored it), `fuzzing_score` and `fuzzing_items` (step 4's
+# fuzzing test: 0.5 chance, 1.0 perfect), the `detection_protocol` (how those contexts
 # were drawn), the fire count, the max activation, the histogram and the logit effects (the tokens
 # each latent's decoder direction pushes up and down through the final norm's weight and the unembedding,
 # as SAELens and Neuronpedia compute them); `judge_failed` counts
 # the features whose labelling failed (their names are blank) and `judge_error` says why.
 # `feature_cards.html` is one card per latent, self-contained: open it in a browser. Healthy: every
-# feature named (`judge_failed` 0) and detection scores above 0.5, the chance level; 0.8 or more is a
-# label that picks out the feature's contexts reliably.
+# feature named (`judge_failed` 0) and detection and fuzzing scores above 0.5, the chance level; 0.8 or
+# more is a label that picks out the feature's contexts (detection) or tokens (fuzzing) reliably.
 
 # %%
 effects = stats.logit_effects(model, sae, [j for j, _ in ranked], k=10, tokenizer=tokenizer)
@@ -181,6 +191,7 @@ nearest = stats.decoder_neighbours(sae.W_dec, [j for j, _ in ranked], n=5)
 for e in entries:
     e["detection_score"], e["detection_auroc"] = by_id[e["id"]]["score"], by_id[e["id"]]["auroc"]
     e["held_out"] = by_id[e["id"]]["held_out"]
+    e["fuzzing_score"], e["fuzzing_items"] = by_id[e["id"]]["fuzzing_score"], by_id[e["id"]]["fuzzing_items"]
     e["nearest"] = nearest[e["id"]]
 catalog = {
     "sae_repo": sae_repo, "base_model": MODEL_ID, "layer": layer, "d_model": layout.d_model(model),
@@ -188,6 +199,7 @@ catalog = {
     "judge_backend": labels["judge_backend"], "judge_model": labels["judge_model"],
     "judge_failed": labels["judge_failed"], "judge_error": labels["judge_error"],
     "detection_metric": labels["score_metric"], "detection_auroc_metric": labels["auroc_metric"],
+    "fuzzing_metric": labels["fuzzing_metric"],
     "detection_protocol": {**stats.DETECTION_PROTOCOL, "held_out_tokens": DETECTION_TOKENS,
                            "windows": len(contexts.ids)},
     "ranking": "mean_when_fired * log1p(fire_count)",
@@ -200,8 +212,9 @@ print(f"wrote {cards_path}")
 for e in entries[:5]:
     score = "n/a" if e["detection_score"] is None else f"{e['detection_score']:.2f}"
     auc = "n/a" if e["detection_auroc"] is None else f"{e['detection_auroc']:.2f}"
+    fuzz = "n/a" if e["fuzzing_score"] is None else f"{e['fuzzing_score']:.2f}"
     print(f"#{e['rank']:>3} latent {e['id']:>6}: {e['name'][:60]:<60} detection {score} (balanced accuracy), "
-          f"AUROC {auc}")
+          f"AUROC {auc}, fuzzing {fuzz}")
 html.show(html.view("catalog", {**catalog, "features": entries[:3]}))
 
 # %% [markdown]
@@ -221,7 +234,8 @@ run.write_report("upload.json", {"hub": upload, "viewer_url": viewer.share(uploa
 # %% [markdown]
 # ## 7. In one line
 #
-# How the labelling went: every feature labelled, or how many the judge failed on and why.
+# How the labelling went: every feature labelled, or how many the judge failed on and why; then the
+# mean detection and fuzzing scores (0.5 chance, 1.0 perfect).
 
 # %%
 print(judge.summary(labels))

@@ -154,6 +154,10 @@ def test_failures_are_counted_and_said_in_one_line(fail, expect, tmp_path):
     assert cat["judge_error"].startswith("InternalServerError") if fail else cat["judge_error"] == ""
     line = judge.summary(cat)
     assert expect in line and "\n" not in line and KEY not in line
+    if fail < 2:  # the labelled features' mean scores (the failed ones have none)
+        assert f"mean detection 1.00 over {2 - fail}, mean fuzzing 1.00 over {2 - fail}" in line
+    else:
+        assert "mean" not in line
     assert "failed" not in {k for f in cat["features"] for k in f}  # the marker stays out of the catalog
 
 
