@@ -15,7 +15,7 @@ from .throughput import (FORWARD_CALL_S_PER_LAYER, decode_seconds_per_step, forw
                          full_forward_flops_per_token, half_rate, sae_encode_seconds_per_token, sae_seconds_per_token,
                          setup_minutes)
 
-JUDGE_SECONDS_PER_FEATURE = 6.0  # notebook 04 with a hosted LLM judge: a label and a detection-scoring
+JUDGE_SECONDS_PER_FEATURE = 9.0  # notebook 04 with a hosted LLM judge: a label, a detection- and a fuzzing-scoring
 #                         request (~3 s each, one at a time); 0 with the offline labeller
 
 
