@@ -419,7 +419,8 @@
     var stats = [["latent", label(f.id)], ["score", num(f.score)], ["fire rate", rate],
                  ["mean when fired", num(f.mean_when_fired)], ["max", num(f.max_activation)],
                  ["fires", count(f.fire_count)], ["label confidence", num(f.confidence, 2)],
-                 ["detection score", num(f.detection_score, 2)], ["detection AUROC", num(f.detection_auroc, 2)]];
+                 ["detection score", num(f.detection_score, 2)], ["detection AUROC", num(f.detection_auroc, 2)],
+                 ["fuzzing score", num(f.fuzzing_score, 2)]];
     var rank = f.rank !== undefined && f.rank !== null ? "#" + label(f.rank) + " · " : "";
     var card = h("div", {"class": "slv-card slv-feature-card", id: anchor(f.id)}, [
       h("h3", null, [rank, label(f.name) || "latent " + label(f.id)]),

@@ -48,6 +48,7 @@ def feature_catalog(model, tok, sae, layer: int = 1) -> dict:
     nearest = stats.decoder_neighbours(sae.W_dec, [j for j, _ in ranked], n=5)
     for e in entries:
         e["detection_score"], e["detection_auroc"] = by_id[e["id"]]["score"], by_id[e["id"]]["auroc"]
+        e["fuzzing_score"] = by_id[e["id"]]["fuzzing_score"]
         e["nearest"] = nearest[e["id"]]
     return {"sae_repo": "local/tiny-topk", "base_model": "tiny-trained:gpt2", "layer": layer,
             "d_model": layout.d_model(model), "d_sae": sae.cfg.d_sae, "k": sae.cfg.k,

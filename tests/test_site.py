@@ -303,6 +303,9 @@ def test_catalog_viewer_labels_search_and_nearest(browser, server, samples, shot
     page = viewer(browser, server, "catalog.html", "samples/feature_catalog.json")
     assert page.texts(".slv-feature-card h3") == [f"#{f['rank']} · {f['name']}" for f in feats]
     assert page.count(".slv-feature-card .slv-ex") == sum(len(f["top_activating_examples"]) for f in feats)
+    facts = page.eval("Array.from(document.querySelector('.slv-feature-card .slv-facts').children, s => s.textContent)")
+    scored = feats[0]["fuzzing_score"]
+    assert f"fuzzing score {'–' if scored is None else format(scored, '.2f')}" in facts, facts
     # nearest by decoder cosine: the ids the catalog holds, linked when the neighbour is in the catalog
     first = page.eval("Array.from(document.querySelectorAll('.slv-feature-card:first-child .slv-nearest .slv-chip'),"
                       " c => [c.tagName, c.textContent])")
