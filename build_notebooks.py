@@ -34,6 +34,7 @@ import hashlib
 import json
 import re
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -781,7 +782,6 @@ def _names_literal(names: tuple[str, ...]) -> str:
     """A tuple of names as Python source, wrapped under 120 columns."""
     if not names:
         return "()"
-    import textwrap
     body = textwrap.fill(", ".join(json.dumps(n) for n in names), 115, initial_indent="    ",
                          subsequent_indent="    ", break_long_words=False, break_on_hyphens=False)
     return f"(\n{body},\n)"

@@ -268,7 +268,7 @@ class OurMetrics:
             alive = int((tally.fire_counts > 0).sum())
             density = tally.fire_counts.double() / max(tally.tokens, 1)
             if sparsity is not None:
-                sparsity[key] = torch.log10(tally.fire_counts.double() / max(tally.tokens, 1) + 1e-10).float()
+                sparsity[key] = torch.log10(density + 1e-10).float()
             ce_spliced = tally.ce_spliced / max(tally.predictions, 1)
             ce_zero = tally.ce_zero / max(tally.predictions, 1)
             out[key] = {

@@ -189,7 +189,8 @@ def fuzz_items(held: list[dict], fid: int, seed: int = 0,
     items = []
     for k, (e, true) in enumerate(zip(usable, true_sets)):
         if k in wrong:
-            others = [i for i in range(len(e["tokens"])) if i not in set(true)]
+            true_set = set(true)
+            others = [i for i in range(len(e["tokens"])) if i not in true_set]
             marks = tuple(sorted(rng.sample(others, len(true))))
         else:
             marks = tuple(true)

@@ -252,9 +252,9 @@ def _unnamed_family_error(params: dict, rules: dict, families) -> ParameterError
     return None
 
 
-def closest(name: str, names) -> str | None:
-    """The one of `names` that `name` most likely misspells (difflib), or None when none is close."""
-    found = difflib.get_close_matches(name, list(names), n=1)
+def closest(name: str, names, cutoff: float = 0.6) -> str | None:
+    """The one of `names` that `name` most likely misspells (difflib ratio >= cutoff), or None when none is."""
+    found = difflib.get_close_matches(name, list(names), n=1, cutoff=cutoff)
     return found[0] if found else None
 
 
@@ -276,7 +276,7 @@ def _undeclared_error(params: dict, declared) -> ParameterError | None:
                 and type(value) in _SETTING_TYPES):
             shown = "***" if _SECRET.search(name) else short(value)
             meant = closest(name, declared)
-            if rerun and not difflib.get_close_matches(name, list(declared), n=1, cutoff=RERUN_TYPO_RATIO):
+            if rerun and closest(name, declared, RERUN_TYPO_RATIO) is None:
                 print(f"{name} is not a parameter of this notebook: ignored (a name a later cell bound on the run "
                       "before?)" + (f"; did you mean {meant}?" if meant else ""))
                 continue

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import SAEOutput, SparseAutoencoder, geometric_median
-from .kernels import all_finite, topk_indices
+from .kernels import all_finite, masked_dead_topk, topk_indices
 
 Sparsity = Literal["topk", "l1"]
 ARCHITECTURES: tuple[str, ...] = get_args(Sparsity)
@@ -222,17 +222,14 @@ class Crosscoder(nn.Module):
     def _aux_loss(self, pre: Tensor, dead_mask: Tensor, err: Tensor) -> Tensor:
         """AuxK (Gao et al. 2024): the dead latents' top k_aux per token reconstruct the error err
         [N, n_layers, d_in] (no b_dec); their squared error over err's variance."""
-        dead_mask = dead_mask.to(pre.device)
         k_aux = self.cfg.k_aux or self.cfg.n_layers * self.cfg.d_in // 2
-        k_aux = min(k_aux, pre.shape[1]) if self.sync_free_aux else min(k_aux, int(dead_mask.sum()))
-        idx = pre.detach().masked_fill(~dead_mask, float("-inf")).topk(k_aux, dim=1).indices
-        picked = F.relu(pre.gather(1, idx))
-        if self.sync_free_aux:
-            picked = picked * dead_mask[idx].to(picked.dtype)
+        if not self.sync_free_aux:
+            k_aux = min(k_aux, int(dead_mask.sum()))  # the host read: every pick is a dead latent
+        idx, is_dead, any_dead = masked_dead_topk(pre.detach(), dead_mask, k_aux)
+        picked = F.relu(pre.gather(1, idx)) * is_dead.to(pre.dtype)
         z = torch.zeros_like(pre).scatter(1, idx, picked)
         e_hat = (z @ self.W_dec.flatten(1)).view_as(err)
-        aux = (e_hat - err).pow(2).sum() / self._centered_sq_sum(err).clamp_min(1e-12)
-        return aux * dead_mask.any().to(aux.dtype) if self.sync_free_aux else aux
+        return (e_hat - err).pow(2).sum() / self._centered_sq_sum(err).clamp_min(1e-12) * any_dead
 
     # ---- training constraints (training.step.sae_step calls these)
     def constrain_grads(self) -> None:

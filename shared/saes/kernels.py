@@ -239,6 +239,15 @@ def _gather_rows_sum(Wt: Tensor, idx: Tensor, w: Tensor) -> Tensor:
     return F.embedding_bag(idx, Wt.contiguous(), mode="sum", per_sample_weights=w.to(Wt.dtype))
 
 
+def masked_dead_topk(pre: Tensor, dead_mask: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """AuxK's pick without reading anything on the host: (idx [N, k] of each row's k largest pre-activations
+    among the latents dead_mask marks, the others masked to -inf; is_dead [N, k], False where a row's pick ran
+    past its dead latents onto a live one; any_dead, 0-dim in pre's dtype, 0 when no latent is dead)."""
+    dead_mask = dead_mask.to(pre.device)
+    idx = pre.masked_fill(~dead_mask, float("-inf")).topk(min(k, pre.shape[1]), dim=1, sorted=False).indices
+    return idx, dead_mask[idx], dead_mask.any().to(pre.dtype)
+
+
 def topk_indices(pre: Tensor, k: int, block: int = 32) -> Tensor:
     """Indices [N, k] of each row's k largest entries: torch.topk's set, in no particular order.
 

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import Latents, Reconstruction, ReconstructionError, SAEConfig, SparseAutoencoder
-from .kernels import (LatentPlan, SparseEncodeSelect, loss_precision, sparse_decode, squared_error,
-                      topk_indices)
+from .kernels import (LatentPlan, SparseEncodeSelect, loss_precision, masked_dead_topk, sparse_decode,
+                      squared_error, topk_indices)
 from .registry import register
 
 
@@ -171,16 +171,11 @@ class TopKSAE(SparseAutoencoder):
         return dead, local, top
 
     def _masked_dead_topk(self, pre: Tensor, dead_mask: Tensor | None):
-        """(aux_idx [N, k_aux], is_dead [N, k_aux], any_dead 0-dim): each token's top k_aux among the dead
-        latents, picked with the live ones masked to -inf, so nothing is read on the host; where fewer than
-        k_aux are dead, the picks past them are live latents that is_dead drops. None when AuxK is off."""
+        """kernels.masked_dead_topk at k_aux (aux_idx, is_dead, any_dead: nothing read on the host); None when
+        AuxK is off."""
         if dead_mask is None or self.cfg.aux_coef == 0:
             return None
-        dead_mask = dead_mask.to(pre.device)
-        k_aux = min(self.cfg.k_aux_eff, pre.shape[1])
-        masked = pre.masked_fill(~dead_mask, float("-inf"))
-        aux_idx = masked.topk(k_aux, dim=1, sorted=False).indices
-        return aux_idx, dead_mask[aux_idx], dead_mask.any().to(pre.dtype)
+        return masked_dead_topk(pre, dead_mask, self.cfg.k_aux_eff)
 
     def _few_positive(self, pre_dead: Tensor) -> bool:
         """True when no token has more than k_aux positive dead pre-activations (on CPU, while AuxK
